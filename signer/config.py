@@ -1,0 +1,179 @@
+"""Settings: one validated model read from a TOML file and ``SIGNER_*`` environment variables.
+
+The environment wins over the file. PINs and keys come from a file path or the environment, never from
+argv. Values that must not be shown are wrapped in ``Secret``, whose ``repr`` and ``str`` hide them, so a
+settings object can be logged or printed without leaking. Nothing here opens the HSM or the database.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from signer.errors import ConfigurationError
+
+
+class Secret:
+    """A value that never prints: ``repr``/``str`` show a mask; ``reveal()`` is the only way in."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Settings cross into spawned worker processes; the value travels, the repr never shows it.
+        return (Secret, (self._value,))
+
+
+DEFAULT_SOFTHSM_MODULES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+)
+
+
+def default_module_path() -> str:
+    for path in DEFAULT_SOFTHSM_MODULES:
+        if Path(path).exists():
+            return path
+    return DEFAULT_SOFTHSM_MODULES[0]
+
+
+class Settings(BaseModel):
+    """Everything the service needs to start. Paths are absolute once loaded."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    data_dir: Path = Field(default=Path(".data"), description="Local state: SQLite file, keys, token dir")
+    database_url: str = Field(default="", description="SQLAlchemy async URL; empty = SQLite in data_dir")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+
+    hsm_module: str = Field(default_factory=default_module_path)
+    hsm_token_label: str = "signer"
+    hsm_pin: Secret | None = Field(default=None, description="User PIN; prefer hsm_pin_file")
+    hsm_pin_file: Path | None = None
+    hsm_deadline_seconds: float = Field(default=2.0, gt=0, le=60)
+    hsm_queue_size: int = Field(default=1024, ge=1)
+    softhsm_conf: Path | None = Field(default=None, description="SOFTHSM2_CONF for a SoftHSM token")
+
+    token_key_file: Path | None = Field(default=None, description="HMAC key for stored token digests")
+    access_token_ttl_seconds: Mapping[str, int] = Field(
+        default_factory=lambda: {"admin": 3600, "service": 900, "approver": 3600, "auditor": 3600}
+    )
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    request_deadline_seconds: float = Field(default=5.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    audit_batch_max: int = Field(default=256, ge=1)
+
+    @field_validator("hsm_pin", mode="before")
+    @classmethod
+    def _wrap_pin(cls, value: object) -> object:
+        if isinstance(value, str):
+            return Secret(value)
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'signer.db').resolve()}"
+
+    @property
+    def resolved_pin_file(self) -> Path:
+        return self.hsm_pin_file or self.data_dir / "hsm-user-pin"
+
+    @property
+    def resolved_token_key_file(self) -> Path:
+        return self.token_key_file or self.data_dir / "token-hmac.key"
+
+    @property
+    def resolved_softhsm_conf(self) -> Path:
+        return self.softhsm_conf or self.data_dir / "softhsm2.conf"
+
+    def pin(self) -> Secret:
+        """The HSM user PIN, from the setting or its file; refuses to guess."""
+        if self.hsm_pin is not None:
+            return self.hsm_pin
+        path = self.resolved_pin_file
+        try:
+            value = path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError(f"HSM PIN file cannot be read: {path.name} ({exc.strerror})") from None
+        if not value:
+            raise ConfigurationError(f"HSM PIN file is empty: {path.name}")
+        return Secret(value)
+
+    def token_key(self) -> bytes:
+        """The HMAC key that turns bearer tokens into stored digests (kept outside the database)."""
+        path = self.resolved_token_key_file
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"token key file cannot be read: {path.name} ({exc.strerror})") from None
+        if len(raw) < 32:
+            raise ConfigurationError("token key file holds fewer than 32 bytes")
+        return raw
+
+
+_ENV_PREFIX = "SIGNER_"
+
+
+def load_settings(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Read the TOML file (if any), then ``SIGNER_*`` variables, then explicit overrides."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    path = config_file or (Path(env["SIGNER_CONFIG"]) if env.get("SIGNER_CONFIG") else None)
+    if path is not None:
+        try:
+            with open(path, "rb") as handle:
+                values.update(tomllib.load(handle))
+        except OSError as exc:
+            raise ConfigurationError(f"config file cannot be read: {path} ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"config file is not valid TOML: {path}: {exc}") from None
+    fields = Settings.model_fields
+    for name, raw in env.items():
+        if not name.startswith(_ENV_PREFIX) or name == "SIGNER_CONFIG":
+            continue
+        key = name[len(_ENV_PREFIX) :].lower()
+        if key in fields:
+            values[key] = raw
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
+        )
+        raise ConfigurationError(f"invalid settings: {problems}") from None
+    return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
