@@ -1,0 +1,151 @@
+"""The composition root: ``create_app(settings)`` picks the concrete store and HSM and wires the services.
+
+Resources live in one cleanup context, opened in order (database, HSM, inventory check, self-test) and
+closed in reverse; a failure while opening (wrong PIN, missing token, a key that could leave the token,
+a failed self-test) aborts start-up with ``ConfigurationError`` and the process exits non-zero. Nothing
+here falls back to a software key or to running unaudited.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from signer.config import Settings
+from signer.hsm import Hsm
+from signer.http.errors import error_middleware, problem
+from signer.http.routes import routes
+from signer.http.state import SERVICES, SETTINGS, Services
+from signer.services.admin import AdminService
+from signer.services.audit_log import AuditLogService
+from signer.services.auth import AuthService
+from signer.services.facts import FactsCache
+from signer.services.health import HealthService
+from signer.services.keys import KeyService
+from signer.services.signing import SigningService
+from signer.services.startup import self_test
+from signer.store import open_store
+
+log = logging.getLogger("signer.app")
+access_log = logging.getLogger("signer.access")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def use_softhsm_conf(settings: Settings) -> None:
+    """Point SoftHSM at the data directory's configuration unless the environment already chose one."""
+    conf = settings.resolved_softhsm_conf
+    if conf.exists():
+        os.environ.setdefault("SOFTHSM2_CONF", str(conf))
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    supplied = request.headers.get("X-Request-Id", "")
+    request["request_id"] = supplied if _REQUEST_ID_RE.match(supplied) else secrets.token_hex(8)
+    started = time.perf_counter()
+    response = await handler(request)
+    response.headers["X-Request-Id"] = request["request_id"]
+    if access_log.isEnabledFor(logging.INFO):
+        access_log.info(
+            "request",
+            extra={
+                "request_id": request["request_id"],
+                "method": request.method,
+                "route": request.match_info.route.resource.canonical
+                if request.match_info.route.resource
+                else "-",
+                "status": response.status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            },
+        )
+    return response
+
+
+@web.middleware
+async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    # Refuse an announced oversize body before reading a byte of it.
+    limit = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        return problem(413, "body_too_large", f"request body is larger than {limit} bytes", request["request_id"])
+    return await handler(request)
+
+
+async def _resources(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    use_softhsm_conf(settings)
+    token_key = settings.token_key()
+    pin = settings.pin()
+    store = await open_store(
+        settings.resolved_database_url,
+        pool_size=settings.db_pool_size,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        batch_max=settings.audit_batch_max,
+    )
+    try:
+        hsm = Hsm(
+            settings.hsm_module,
+            settings.hsm_token_label,
+            pin,
+            deadline_seconds=settings.hsm_deadline_seconds,
+            queue_size=settings.hsm_queue_size,
+        )
+        await hsm.start()
+        try:
+            facts = FactsCache()
+            auth = AuthService(
+                store,
+                facts,
+                token_key,
+                access_ttl=settings.access_token_ttl_seconds,
+                refresh_ttl=settings.refresh_token_ttl_seconds,
+            )
+            keys = KeyService(store, hsm, facts)
+            await keys.check_token_inventory()
+            await self_test(hsm)
+            app[SERVICES] = Services(
+                auth=auth,
+                admin=AdminService(store, auth),
+                keys=keys,
+                signing=SigningService(store, hsm, facts, auth),
+                health=HealthService(store, hsm),
+                audit=AuditLogService(store),
+            )
+            log.info("signer ready", extra={"pid": os.getpid()})
+            yield
+        finally:
+            await hsm.close()
+    finally:
+        await store.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        middlewares=[request_context, error_middleware, body_limit],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.append(_resources)
+    app.add_routes(routes)
+    return app
+
+
+def run(settings: Settings) -> None:
+    """Serve until a signal; with several workers each process binds the same port (SO_REUSEPORT)."""
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        reuse_port=settings.workers > 1,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+    )

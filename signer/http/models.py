@@ -1,0 +1,67 @@
+"""Request bodies as strict models: unknown fields refused, no type coercion."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from signer.hsm import Curve
+from signer.identity import Role
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class RefreshBody(Strict):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class CreatePrincipalBody(Strict):
+    name: str = Field(min_length=1, max_length=63)
+    role: Role = Field(json_schema_extra={"enum": [r.value for r in Role]})
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class PrincipalStateBody(Strict):
+    disabled: bool
+
+
+class CreateKeyBody(Strict):
+    curve: Curve
+    label: str = Field(min_length=1, max_length=64)
+    scope: str = Field(default="default", min_length=1, max_length=1024)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+    # Enums arrive as JSON strings: allow that one conversion, nothing else.
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class CreateGrantBody(Strict):
+    principal_id: str = Field(min_length=1, max_length=64)
+    key_id: str = Field(min_length=1, max_length=64)
+    operations: list[str] = Field(min_length=1, max_length=8)
+    expires_at: datetime | None = None
+
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class SignTransactionBody(Strict):
+    transaction: dict[str, Any] | None = None
+    raw: str | None = Field(default=None, max_length=2 * 64 * 1024)
+
+
+class SignMessageBody(Strict):
+    message: str = Field(max_length=64 * 1024)
+    encoding: Literal["utf8", "hex", "base64"] = "utf8"
+
+
+class SignTypedDataBody(Strict):
+    typed_data: dict[str, Any]
+
+
+class SignDigestBody(Strict):
+    digest: str = Field(min_length=64, max_length=66)

@@ -1,0 +1,29 @@
+"""Typed application state shared by the handlers: the settings and the services, set by ``signer.app``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from signer.config import Settings
+from signer.services.admin import AdminService
+from signer.services.audit_log import AuditLogService
+from signer.services.auth import AuthService
+from signer.services.health import HealthService
+from signer.services.keys import KeyService
+from signer.services.signing import SigningService
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    auth: AuthService
+    admin: AdminService
+    keys: KeyService
+    signing: SigningService
+    health: HealthService
+    audit: AuditLogService
+
+
+SETTINGS = web.AppKey("settings", Settings)
+SERVICES = web.AppKey("services", Services)

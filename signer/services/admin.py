@@ -1,0 +1,217 @@
+"""Principals and grants: the admin operations that decide who may use what.
+
+Every change is written together with its audit event in one transaction, and changes to facts that
+decisions depend on bump the facts epoch (the store does that), so a revoked grant stops working on the
+next request in every process.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime
+from typing import Any
+
+from policy import OPERATIONS
+from signer.errors import Conflict, InvalidRequest, NotFound
+from signer.identity import Role
+from signer.services.auth import AuthService
+from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.store import GrantRecord, PrincipalRecord, Store
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def principal_view(principal: PrincipalRecord) -> dict[str, Any]:
+    return {
+        "id": principal.id,
+        "name": principal.name,
+        "role": principal.role,
+        "created_at": iso(principal.created_at),
+        "created_by": principal.created_by,
+        "disabled": principal.disabled_at is not None,
+    }
+
+
+def grant_view(grant: GrantRecord) -> dict[str, Any]:
+    return {
+        "id": grant.id,
+        "principal_id": grant.principal_id,
+        "resource_type": grant.resource_type,
+        "resource_id": grant.resource_id,
+        "operations": sorted(grant.operations),
+        "expires_at": iso(grant.expires_at),
+        "created_by": grant.created_by,
+        "created_at": iso(grant.created_at),
+        "revoked": grant.revoked_at is not None,
+    }
+
+
+def check_principal_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise InvalidRequest(
+            "name must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit",
+            code="invalid_name",
+            field="name",
+        )
+    return name
+
+
+class AdminService:
+    def __init__(self, store: Store, auth: AuthService) -> None:
+        self._store = store
+        self._auth = auth
+
+    async def create_principal(self, ctx: RequestContext | None, name: str, role: Role) -> dict[str, Any]:
+        """Create a principal and its first credentials. ``ctx=None`` is the local bootstrap (``signer init``)."""
+        if ctx is not None:
+            require_role(ctx, Role.ADMIN)
+        check_principal_name(name)
+        now = utcnow()
+
+        async def unit(writer: Any) -> dict[str, Any]:
+            if await writer.get_principal_by_name(name) is not None:
+                raise Conflict("a principal with that name exists", code="principal_exists", field="name")
+            principal = PrincipalRecord(
+                id="prn_" + secrets.token_hex(8),
+                name=name,
+                role=role.value,
+                created_at=now,
+                created_by=ctx.caller.principal_id if ctx else "bootstrap",
+                disabled_at=None,
+            )
+            await writer.insert_principal(principal)
+            credentials = await self._auth.issue_credentials(writer, principal, now)
+            await writer.append_audit(
+                {
+                    "kind": "principal.create",
+                    "outcome": "allowed",
+                    "request_id": ctx.request_id if ctx else None,
+                    "at": iso(now),
+                    "actor": ctx.actor() if ctx else {"name": "bootstrap"},
+                    "principal": principal_view(principal),
+                    "new_token_ids": [credentials["access_token_id"], credentials["refresh_token_id"]],
+                }
+            )
+            return {"principal": principal_view(principal), "credentials": credentials}
+
+        return await self._store.submit(unit)
+
+    async def has_admin(self) -> bool:
+        async with self._store.read() as reader:
+            principals = await reader.list_principals()
+        return any(p.role == Role.ADMIN.value and p.disabled_at is None for p in principals)
+
+    async def list_principals(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        require_role(ctx, Role.ADMIN)
+        async with self._store.read() as reader:
+            return [principal_view(p) for p in await reader.list_principals()]
+
+    async def set_principal_disabled(
+        self, ctx: RequestContext, principal_id: str, disabled: bool
+    ) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        if disabled and principal_id == ctx.caller.principal_id:
+            raise Conflict("an admin cannot disable itself", code="cannot_disable_self")
+        now = utcnow()
+
+        async def unit(writer: Any) -> dict[str, Any]:
+            principal = await writer.get_principal(principal_id)
+            if principal is None:
+                raise NotFound("no such principal", code="principal_not_found")
+            await writer.set_principal_disabled(principal_id, now if disabled else None)
+            updated = await writer.get_principal(principal_id)
+            await writer.append_audit(
+                {
+                    "kind": "principal.disable" if disabled else "principal.enable",
+                    "outcome": "allowed",
+                    "request_id": ctx.request_id,
+                    "at": iso(now),
+                    "actor": ctx.actor(),
+                    "principal_id": principal_id,
+                }
+            )
+            return principal_view(updated)
+
+        return await self._store.submit(unit)
+
+    async def create_grant(
+        self,
+        ctx: RequestContext,
+        principal_id: str,
+        key_id: str,
+        operations: list[str],
+        expires_at: datetime | None,
+    ) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        unknown = sorted(set(operations) - OPERATIONS)
+        if unknown or not operations:
+            raise InvalidRequest(
+                "operations must be a non-empty subset of: " + ", ".join(sorted(OPERATIONS)),
+                code="invalid_operations",
+                field="operations",
+            )
+        now = utcnow()
+        if expires_at is not None and expires_at <= now:
+            raise InvalidRequest("expires_at is in the past", code="invalid_expiry", field="expires_at")
+
+        async def unit(writer: Any) -> dict[str, Any]:
+            principal = await writer.get_principal(principal_id)
+            if principal is None:
+                raise NotFound("no such principal", code="principal_not_found")
+            if await writer.get_key(key_id) is None:
+                raise NotFound("no such key", code="key_not_found")
+            grant = GrantRecord(
+                id="grt_" + secrets.token_hex(8),
+                principal_id=principal_id,
+                resource_type="key",
+                resource_id=key_id,
+                operations=sorted(set(operations)),
+                expires_at=expires_at,
+                created_by=ctx.caller.principal_id,
+                created_at=now,
+                revoked_at=None,
+            )
+            await writer.insert_grant(grant)
+            await writer.append_audit(
+                {
+                    "kind": "grant.create",
+                    "outcome": "allowed",
+                    "request_id": ctx.request_id,
+                    "at": iso(now),
+                    "actor": ctx.actor(),
+                    "grant": grant_view(grant),
+                }
+            )
+            return grant_view(grant)
+
+        return await self._store.submit(unit)
+
+    async def list_grants(self, ctx: RequestContext, principal_id: str | None) -> list[dict[str, Any]]:
+        require_role(ctx, Role.ADMIN)
+        async with self._store.read() as reader:
+            return [grant_view(g) for g in await reader.list_grants(principal_id=principal_id)]
+
+    async def revoke_grant(self, ctx: RequestContext, grant_id: str) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        now = utcnow()
+
+        async def unit(writer: Any) -> dict[str, Any]:
+            grants = [g for g in await writer.list_grants() if g.id == grant_id]
+            if not grants:
+                raise NotFound("no such grant", code="grant_not_found")
+            if grants[0].revoked_at is None:
+                await writer.revoke_grant(grant_id, now)
+            await writer.append_audit(
+                {
+                    "kind": "grant.revoke",
+                    "outcome": "allowed",
+                    "request_id": ctx.request_id,
+                    "at": iso(now),
+                    "actor": ctx.actor(),
+                    "grant_id": grant_id,
+                }
+            )
+            return {"id": grant_id, "revoked": True}
+
+        return await self._store.submit(unit)

@@ -1,0 +1,256 @@
+"""Authentication and credentials: turning a bearer token into a caller, issuing, refreshing, revoking.
+
+Every principal holds an access token (short-lived, lifetime set per role) and a refresh token (long-lived,
+single use). Refreshing burns the refresh token and issues a new pair in the same *family*; presenting a
+refresh token that was already used revokes the whole family, because only a thief or a confused client
+replays one. Revocation bumps the facts epoch, so it takes effect on the very next request in every process.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from signer.errors import Forbidden, NotFound, Unauthenticated
+from signer.identity import (
+    MintedToken,
+    PresentedToken,
+    Role,
+    TokenKind,
+    bearer_from_header,
+    mint_token,
+    parse_token,
+    token_matches,
+)
+from signer.services.context import Caller, RequestContext, iso, require_role, utcnow
+from signer.services.facts import FactsCache
+from signer.store import PrincipalRecord, Store, TokenRecord
+
+_GENERIC = "missing or invalid credentials"
+
+
+class AuthService:
+    def __init__(
+        self,
+        store: Store,
+        facts: FactsCache,
+        token_key: bytes,
+        *,
+        access_ttl: Mapping[str, int],
+        refresh_ttl: int,
+    ) -> None:
+        self._store = store
+        self._facts = facts
+        self._key = token_key
+        self._access_ttl = dict(access_ttl)
+        self._refresh_ttl = refresh_ttl
+
+    # -- checking ---------------------------------------------------------------------------------
+
+    async def authenticate(self, header: str | None, request_id: str) -> RequestContext:
+        presented = bearer_from_header(header)
+        if presented.kind is not TokenKind.ACCESS:
+            # Same answer as a wrong token: a refresh token is only for /v1/auth/refresh.
+            token_matches(self._key, presented, None)
+            raise Unauthenticated(_GENERIC)
+        record, epoch = await self._token(presented.token_id)
+        caller = self._check(presented, record, utcnow())
+        return RequestContext(request_id=request_id, caller=caller, epoch=epoch)
+
+    async def _token(self, token_id: str) -> tuple[TokenRecord | None, int]:
+        cached = self._facts.tokens.get(token_id)
+        if cached is not None:
+            return cached, self._facts.epoch
+        async with self._store.read() as reader:
+            epoch = await reader.epoch()
+            record = await reader.get_token(token_id)
+        if record is not None and record.revoked_at is None and self._facts.observe(epoch):
+            self._facts.tokens.put(token_id, record)
+        return record, epoch
+
+    def _check(self, presented: PresentedToken, record: TokenRecord | None, now: datetime) -> Caller:
+        if not token_matches(self._key, presented, record.digest if record is not None else None):
+            raise Unauthenticated(_GENERIC)
+        assert record is not None  # token_matches is False for a missing record
+        if record.kind != presented.kind.value:
+            raise Unauthenticated(_GENERIC)
+        if record.revoked_at is not None:
+            raise Unauthenticated("token has been revoked", code="token_revoked")
+        if record.expires_at is not None and now >= record.expires_at:
+            raise Unauthenticated("token has expired", code="token_expired")
+        if record.principal_disabled_at is not None:
+            raise Unauthenticated("principal is disabled", code="principal_disabled")
+        return Caller(
+            principal_id=record.principal_id,
+            name=record.principal_name,
+            role=Role(record.principal_role),
+            token_id=record.id,
+        )
+
+    async def recheck(self, writer: Any, ctx: RequestContext, now: datetime) -> None:
+        """Inside a write transaction: is the caller's token still good? Raises Unauthenticated if not."""
+        record = await writer.get_token(ctx.caller.token_id)
+        if record is None or record.revoked_at is not None:
+            raise Unauthenticated("token has been revoked", code="token_revoked")
+        if record.expires_at is not None and now >= record.expires_at:
+            raise Unauthenticated("token has expired", code="token_expired")
+        if record.principal_disabled_at is not None:
+            raise Unauthenticated("principal is disabled", code="principal_disabled")
+
+    # -- issuing ----------------------------------------------------------------------------------
+
+    async def issue_credentials(
+        self, writer: Any, principal: PrincipalRecord, now: datetime, family_id: str | None = None
+    ) -> dict[str, Any]:
+        """Mint an access + refresh pair inside ``writer``'s transaction; the values are shown once."""
+        family = family_id or secrets.token_hex(12)
+        access = mint_token(self._key, TokenKind.ACCESS)
+        refresh = mint_token(self._key, TokenKind.REFRESH)
+        access_expires = now + timedelta(seconds=self._access_ttl.get(principal.role, 900))
+        refresh_expires = now + timedelta(seconds=self._refresh_ttl)
+        for minted, expires in ((access, access_expires), (refresh, refresh_expires)):
+            await writer.insert_token(
+                TokenRecord(
+                    id=minted.token_id,
+                    principal_id=principal.id,
+                    kind=minted.kind.value,
+                    digest=minted.digest,
+                    family_id=family,
+                    created_at=now,
+                    expires_at=expires,
+                    revoked_at=None,
+                    principal_name=principal.name,
+                    principal_role=principal.role,
+                    principal_disabled_at=principal.disabled_at,
+                )
+            )
+        return _credentials(access, access_expires, refresh, refresh_expires)
+
+    async def refresh(self, refresh_value: str, request_id: str) -> dict[str, Any]:
+        presented = parse_token(refresh_value)
+        now = utcnow()
+        if presented.kind is not TokenKind.REFRESH:
+            token_matches(self._key, presented, None)
+            raise Unauthenticated(_GENERIC)
+        replayed: list[str] = []
+
+        async def unit(writer: Any) -> dict[str, Any]:
+            record = await writer.get_token(presented.token_id)
+            if not token_matches(self._key, presented, record.digest if record is not None else None):
+                raise Unauthenticated(_GENERIC)
+            assert record is not None
+            if record.kind != TokenKind.REFRESH.value:
+                raise Unauthenticated(_GENERIC)
+            if record.revoked_at is not None:
+                replayed.append(record.family_id)
+                raise Unauthenticated("refresh token was already used", code="token_revoked")
+            if record.expires_at is not None and now >= record.expires_at:
+                raise Unauthenticated("token has expired", code="token_expired")
+            principal = await writer.get_principal(record.principal_id)
+            if principal is None or principal.disabled_at is not None:
+                raise Unauthenticated("principal is disabled", code="principal_disabled")
+            await writer.revoke_token(record.id, now)
+            credentials = await self.issue_credentials(writer, principal, now, record.family_id)
+            writer.append_audit(
+                {
+                    "kind": "auth.refresh",
+                    "outcome": "allowed",
+                    "request_id": request_id,
+                    "at": iso(now),
+                    "actor": {"principal_id": principal.id, "name": principal.name, "role": principal.role},
+                    "token_id": record.id,
+                    "family_id": record.family_id,
+                    "new_token_ids": [credentials["access_token_id"], credentials["refresh_token_id"]],
+                }
+            )
+            return credentials
+
+        try:
+            return await self._store.submit(unit)
+        except Unauthenticated:
+            if replayed:
+                await self._revoke_family(replayed[0], request_id, now)
+            raise
+
+    async def _revoke_family(self, family_id: str, request_id: str, now: datetime) -> None:
+        async def unit(writer: Any) -> None:
+            await writer.revoke_token_family(family_id, now)
+            writer.append_audit(
+                {
+                    "kind": "auth.refresh_replayed",
+                    "outcome": "denied",
+                    "request_id": request_id,
+                    "at": iso(now),
+                    "family_id": family_id,
+                    "action": "revoked every token of the family",
+                }
+            )
+
+        await self._store.submit(unit)
+
+    async def revoke(self, ctx: RequestContext, token_id: str) -> dict[str, Any]:
+        now = utcnow()
+
+        async def unit(writer: Any) -> dict[str, Any]:
+            record = await writer.get_token(token_id)
+            own = record is not None and record.principal_id == ctx.caller.principal_id
+            if record is None or not (own or ctx.caller.role is Role.ADMIN):
+                raise NotFound("no such token", code="token_not_found")
+            if record.revoked_at is None:
+                await writer.revoke_token(token_id, now)
+            writer.append_audit(
+                {
+                    "kind": "token.revoke",
+                    "outcome": "allowed",
+                    "request_id": ctx.request_id,
+                    "at": iso(now),
+                    "actor": ctx.actor(),
+                    "token_id": token_id,
+                    "principal_id": record.principal_id,
+                }
+            )
+            return {"token_id": token_id, "revoked": True}
+
+        return await self._store.submit(unit)
+
+    async def issue_for_principal(self, ctx: RequestContext, principal_id: str) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        now = utcnow()
+
+        async def unit(writer: Any) -> dict[str, Any]:
+            principal = await writer.get_principal(principal_id)
+            if principal is None:
+                raise NotFound("no such principal", code="principal_not_found")
+            if principal.disabled_at is not None:
+                raise Forbidden("principal is disabled", code="principal_disabled")
+            credentials = await self.issue_credentials(writer, principal, now)
+            writer.append_audit(
+                {
+                    "kind": "token.issue",
+                    "outcome": "allowed",
+                    "request_id": ctx.request_id,
+                    "at": iso(now),
+                    "actor": ctx.actor(),
+                    "principal_id": principal.id,
+                    "new_token_ids": [credentials["access_token_id"], credentials["refresh_token_id"]],
+                }
+            )
+            return credentials
+
+        return await self._store.submit(unit)
+
+
+def _credentials(
+    access: MintedToken, access_expires: datetime, refresh: MintedToken, refresh_expires: datetime
+) -> dict[str, Any]:
+    return {
+        "token_type": "Bearer",
+        "access_token": access.value,
+        "access_token_id": access.token_id,
+        "access_token_expires_at": iso(access_expires),
+        "refresh_token": refresh.value,
+        "refresh_token_id": refresh.token_id,
+        "refresh_token_expires_at": iso(refresh_expires),
+    }

@@ -1,0 +1,201 @@
+"""Keys: generated inside the token, registered in the database, listed with the token's own evidence.
+
+The private half never exists outside the HSM; the registry holds the public key, the EVM address, the
+label, scope, tags and state, and the attributes read back from the token (``CKA_NEVER_EXTRACTABLE``,
+``CKA_ALWAYS_SENSITIVE``, ``CKA_LOCAL``...) as evidence that it cannot leave. Service principals see only the
+keys they hold a grant on; anyone else asking about another's key gets the same 404 as for a missing one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from typing import Any
+
+from signer.errors import ConfigurationError, InvalidRequest, NotFound, SignerError
+from signer.eth import address_from_public_key
+from signer.hsm import Curve, KeyVault
+from signer.identity import Role
+from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.facts import FactsCache
+from signer.store import KeyRecord, Store
+
+log = logging.getLogger("signer.keys")
+
+_LABEL_RE = re.compile(r"^[\w.\- ]{1,64}$")
+_SCOPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(/[a-z0-9][a-z0-9_-]{0,62}){0,15}$")
+_TAG_RE = re.compile(r"^[\w.\-:/]{1,64}$")
+
+
+def key_view(key: KeyRecord) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "label": key.label,
+        "curve": key.curve,
+        "public_key": "0x" + key.public_key,
+        "address": key.address,
+        "scope": key.scope,
+        "tags": list(key.tags),
+        "state": key.state,
+        "attributes": dict(key.attributes),
+        "created_by": key.created_by,
+        "created_at": iso(key.created_at),
+        "updated_at": iso(key.updated_at),
+    }
+
+
+def check_key_fields(label: str, scope: str, tags: list[str]) -> None:
+    if not _LABEL_RE.match(label):
+        raise InvalidRequest(
+            "label must be 1-64 letters, digits, spaces, '.', '_' or '-'", code="invalid_label", field="label"
+        )
+    if not _SCOPE_RE.match(scope):
+        raise InvalidRequest(
+            "scope must be slash-separated lower-case segments such as 'acme/payments/prod'",
+            code="invalid_scope",
+            field="scope",
+        )
+    if len(tags) > 32 or any(not _TAG_RE.match(tag) for tag in tags):
+        raise InvalidRequest("tags must be at most 32 short words", code="invalid_tags", field="tags")
+
+
+class KeyService:
+    def __init__(self, store: Store, hsm: KeyVault, facts: FactsCache) -> None:
+        self._store = store
+        self._hsm = hsm
+        self._facts = facts
+
+    async def create(
+        self, ctx: RequestContext, curve: Curve, label: str, scope: str, tags: list[str]
+    ) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        check_key_fields(label, scope, tags)
+        generated = await self._hsm.generate_key(curve, label)
+        if not generated.attributes.confined:
+            # A token that hands back a key it could export is not one we may use.
+            await self._destroy_quietly(generated.hsm_id)
+            raise ConfigurationError("the token generated a key whose attributes say it could leave the token")
+        now = utcnow()
+        record = KeyRecord(
+            id="key_" + secrets.token_hex(10),
+            label=label,
+            curve=curve.value,
+            public_key=generated.public_key.hex(),
+            address=address_from_public_key(generated.public_key) if curve is Curve.SECP256K1 else None,
+            scope=scope,
+            tags=list(tags),
+            state="active",
+            hsm_id=generated.hsm_id,
+            attributes=generated.attributes.as_dict(),
+            created_by=ctx.caller.principal_id,
+            created_at=now,
+            updated_at=now,
+        )
+
+        async def unit(writer: Any) -> dict[str, Any]:
+            await writer.insert_key(record)
+            await writer.append_audit(
+                {
+                    "kind": "key.create",
+                    "outcome": "allowed",
+                    "request_id": ctx.request_id,
+                    "at": iso(now),
+                    "actor": ctx.actor(),
+                    "key": key_view(record),
+                }
+            )
+            return key_view(record)
+
+        try:
+            return await self._store.submit(unit)
+        except SignerError:
+            # Not registered means not usable: remove it from the token rather than leave an orphan.
+            await self._destroy_quietly(generated.hsm_id)
+            raise
+
+    async def _destroy_quietly(self, hsm_id: str) -> None:
+        try:
+            await self._hsm.destroy_key(hsm_id)
+        except SignerError:
+            log.warning("could not destroy an unregistered key on the token", extra={"hsm_id": hsm_id})
+
+    async def _visible(self, ctx: RequestContext, key_id: str) -> KeyRecord:
+        async with self._store.read() as reader:
+            key = await reader.get_key(key_id)
+            if key is None:
+                raise NotFound("no such key", code="key_not_found")
+            if ctx.caller.role in (Role.ADMIN, Role.AUDITOR, Role.APPROVER):
+                return key
+            grants = await reader.active_grants(ctx.caller.principal_id, "key", key_id, utcnow())
+        if not grants:
+            # Same answer as a missing key: no existence oracle.
+            raise NotFound("no such key", code="key_not_found")
+        return key
+
+    async def get(self, ctx: RequestContext, key_id: str) -> dict[str, Any]:
+        key = await self._visible(ctx, key_id)
+        view = key_view(key)
+        try:
+            view["attributes"] = (await self._hsm.key_attributes(key.hsm_id)).as_dict()
+            view["attributes_source"] = "token"
+        except SignerError:
+            view["attributes_source"] = "registry"
+        return view
+
+    async def list(self, ctx: RequestContext, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
+        async with self._store.read() as reader:
+            keys = await reader.list_keys(limit=limit, after=after)
+            if ctx.caller.role is Role.SERVICE:
+                granted = {
+                    g.resource_id
+                    for g in await reader.list_grants(principal_id=ctx.caller.principal_id)
+                    if g.resource_type == "key" and g.revoked_at is None
+                }
+                keys = [k for k in keys if k.id in granted]
+        items = [key_view(k) for k in keys]
+        return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
+
+    async def set_state(self, ctx: RequestContext, key_id: str, state: str) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        now = utcnow()
+
+        async def unit(writer: Any) -> dict[str, Any]:
+            key = await writer.get_key(key_id)
+            if key is None:
+                raise NotFound("no such key", code="key_not_found")
+            if key.state != state:
+                await writer.set_key_state(key_id, state, now)
+            await writer.append_audit(
+                {
+                    "kind": "key.enable" if state == "active" else "key.disable",
+                    "outcome": "allowed",
+                    "request_id": ctx.request_id,
+                    "at": iso(now),
+                    "actor": ctx.actor(),
+                    "key_id": key_id,
+                    "previous_state": key.state,
+                    "state": state,
+                }
+            )
+            updated = await writer.get_key(key_id)
+            return key_view(updated)
+
+        return await self._store.submit(unit)
+
+    async def check_token_inventory(self) -> list[str]:
+        """At start: refuse to run if the token holds a key that could leave it; report unregistered drift."""
+        unconfined = await self._hsm.unconfined_keys()
+        if unconfined:
+            raise ConfigurationError(
+                f"refusing to start: {len(unconfined)} key(s) on the token could leave it "
+                f"(CKA_EXTRACTABLE or not CKA_SENSITIVE): {', '.join(sorted(unconfined))}"
+            )
+        on_token = {hsm_id for hsm_id, _label, _curve in await self._hsm.list_keys()}
+        async with self._store.read() as reader:
+            registered = await reader.list_keys(limit=1_000_000)
+        missing = sorted(k.id for k in registered if k.hsm_id not in on_token)
+        for key_id in missing:
+            # Signing with it fails with key_not_found; an operator must look, so say it loudly.
+            log.error("registered key is missing from the token", extra={"key_id": key_id})
+        return missing
