@@ -7,6 +7,7 @@ settings object can be logged or printed without leaking. Nothing here opens the
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -144,6 +145,16 @@ class Settings(BaseModel):
 _ENV_PREFIX = "SIGNER_"
 
 
+def _from_env(key: str, raw: str) -> Any:
+    # Mappings arrive as JSON in one variable, e.g. SIGNER_ACCESS_TOKEN_TTL_SECONDS='{"service": 300}'.
+    if key == "access_token_ttl_seconds":
+        try:
+            return json.loads(raw)
+        except ValueError:
+            raise ConfigurationError(f"{_ENV_PREFIX}{key.upper()} must be a JSON object") from None
+    return raw
+
+
 def load_settings(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -167,7 +178,7 @@ def load_settings(
             continue
         key = name[len(_ENV_PREFIX) :].lower()
         if key in fields:
-            values[key] = raw
+            values[key] = _from_env(key, raw)
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
         settings = Settings(**values)
