@@ -1,0 +1,361 @@
+"""The audit log's format: canonical JSON events, the SHA-256 hash chain over them, export and verification.
+
+Pure functions and values only (standard library, no I/O, no clock): the store uses them to chain events
+inside its write transaction, and an auditor uses the very same code offline to verify an export. An
+event is a JSON object of strings, integers, booleans, nulls, lists and objects; floats are refused
+because two encoders may print the same float differently, and a hash over text must have exactly one
+text per value. The caller guarantees that no secret is in an event (HMAC sensitive fields first).
+
+A record's ``hash`` is ``sha256(bytes.fromhex(prev_hash) || canonical_event)``; the first record chains
+on ``GENESIS_HASH``. The chain alone proves order and integrity of what is present; proving that nothing
+was cut from the tail needs an anchor outside the log (a signed checkpoint): pass it as
+``expected_head`` to the verifiers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+__all__ = [
+    "GENESIS_HASH",
+    "AuditRecord",
+    "ChainVerifier",
+    "VerifyResult",
+    "canonical_json",
+    "chain_hash",
+    "export_jsonl",
+    "format_at",
+    "make_event",
+    "parse_at",
+    "verify_chain",
+    "verify_jsonl",
+]
+
+GENESIS_HASH = "0" * 64
+
+# Fields every event carries; ``make_event`` refuses caller fields that would shadow them.
+EVENT_FIELDS = ("kind", "at", "request_id", "actor", "outcome")
+EXPORT_FIELDS = ("seq", "at", "request_id", "kind", "event", "prev_hash", "hash")
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+# -- canonical JSON ---------------------------------------------------------------------------------
+
+
+def _check(value: Any, depth: int) -> None:
+    # A walk before encoding, because json.dumps would silently print floats, turn int keys into
+    # strings and accept NaN: each of those gives one value two texts, which a hash chain cannot have.
+    if depth > 64:
+        raise ValueError("canonical JSON: nesting deeper than 64 levels")
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return
+    if kind is dict or isinstance(value, Mapping):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueError("canonical JSON: object keys must be strings")
+            _check(item, depth + 1)
+        return
+    if kind is list or kind is tuple:
+        for item in value:
+            _check(item, depth + 1)
+        return
+    if isinstance(value, float):
+        raise ValueError("canonical JSON: floats are not allowed (use integers or decimal strings)")
+    if isinstance(value, str | int):
+        # Subclasses (StrEnum, IntEnum) encode as their plain value; json.dumps handles them.
+        return
+    raise ValueError(f"canonical JSON: unsupported type {kind.__name__}")
+
+
+def _plain(value: Any) -> Any:
+    # json.dumps only knows dict/list; other Mappings become dicts. Called after _check.
+    if isinstance(value, Mapping) and type(value) is not dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if type(value) is dict:
+        return {k: _plain(v) for k, v in value.items()}
+    if type(value) is list or type(value) is tuple:
+        return [_plain(v) for v in value]
+    return value
+
+
+def canonical_json(obj: Any) -> bytes:
+    """The one byte string for ``obj``: sorted keys, no whitespace, integers only, UTF-8 in its ASCII
+    subset (every non-ASCII character is written as a ``\\uXXXX`` escape).
+
+    Raises ``ValueError`` for floats, NaN, non-string keys, unpaired surrogates and any type JSON does
+    not have. ASCII output is deliberate: control characters, CR, LF, ANSI escapes, U+2028 and bidi
+    overrides all travel as escapes, so they round-trip losslessly yet can never split, recolour or
+    visually reorder an exported line. Keys sort by code point.
+    """
+    _check(obj, 0)
+    plain = _plain(obj)
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    if "\\ud" in text:
+        # Astral characters and unpaired surrogates both print as \udXXX; only the latter cannot be
+        # UTF-8, and only a strict encode tells them apart. Rare, so the common path skips it.
+        try:
+            json.dumps(plain, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("canonical JSON: string holds an unpaired surrogate") from None
+    return text.encode("ascii")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"not canonical JSON: {name}")
+
+
+def _reject_float(text: str) -> Any:
+    raise ValueError("not canonical JSON: float")
+
+
+def parse_canonical(data: str | bytes) -> Any:
+    """Parse ``data`` and return it only if it is exactly the canonical encoding of what it holds."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    value = json.loads(raw, parse_float=_reject_float, parse_constant=_reject_constant)
+    if canonical_json(value) != raw:
+        raise ValueError("not canonical JSON")
+    return value
+
+
+# -- the chain --------------------------------------------------------------------------------------
+
+
+def chain_hash(prev_hash: str, canonical: bytes) -> str:
+    """``sha256(bytes.fromhex(prev_hash) || canonical).hexdigest()``."""
+    if not _HEX64.fullmatch(prev_hash):
+        raise ValueError("prev_hash must be 64 lower-case hex digits")
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+def format_at(moment: datetime) -> str:
+    """An aware datetime as the audit log writes it: UTC, microseconds, ``Z``."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("timestamps must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_at(text: str) -> datetime:
+    """Parse an ISO 8601 timestamp with a zero UTC offset (``Z`` or ``+00:00``) into an aware datetime."""
+    if not isinstance(text, str) or not text[:1].isdigit():
+        raise ValueError("timestamp must be an ISO 8601 string")
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("timestamp must be an ISO 8601 string") from None
+    if moment.tzinfo is None or moment.utcoffset() != UTC.utcoffset(None):
+        raise ValueError("timestamp must be in UTC")
+    return moment.astimezone(UTC)
+
+
+def make_event(
+    kind: str,
+    *,
+    at: datetime,
+    outcome: str,
+    actor: Any = None,
+    request_id: str | None = None,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Build an event dict with the common fields first; the caller vouches that nothing in it is secret."""
+    clash = set(fields) & set(EVENT_FIELDS)
+    if clash:
+        raise ValueError(f"event fields shadow common fields: {sorted(clash)}")
+    event: dict[str, Any] = {
+        "kind": kind,
+        "at": format_at(at),
+        "request_id": request_id,
+        "actor": actor,
+        "outcome": outcome,
+    }
+    event.update(fields)
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One committed (or about to be committed) link of the chain, as stored and as exported."""
+
+    seq: int
+    at: datetime
+    request_id: str | None
+    kind: str
+    event: str  # the canonical JSON text that was hashed
+    prev_hash: str
+    hash: str
+
+    def to_export(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "at": format_at(self.at),
+            "request_id": self.request_id,
+            "kind": self.kind,
+            "event": self.event,
+            "prev_hash": self.prev_hash,
+            "hash": self.hash,
+        }
+
+
+def export_jsonl(records: Iterable[AuditRecord | Mapping[str, Any]]) -> Iterator[str]:
+    """One canonical JSON line (with its ``\\n``) per record; the ``event`` travels as the hashed text."""
+    for record in records:
+        if isinstance(record, AuditRecord):
+            fields: Mapping[str, Any] = record.to_export()
+        else:
+            fields = {name: record[name] for name in EXPORT_FIELDS}
+        yield canonical_json(fields).decode("utf-8") + "\n"
+
+
+# -- verification -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """``checked`` records verified before the first failure; ``first_bad_seq`` is the position (the
+    sequence number the chain expected there) where it first broke; ``reason`` is a stable code."""
+
+    ok: bool
+    checked: int
+    first_bad_seq: int | None
+    reason: str | None
+
+
+class ChainVerifier:
+    """Checks records one by one, so an export of any size verifies in constant memory.
+
+    Reasons: ``malformed_record``, ``seq_mismatch`` (a gap, a reorder, an insertion or a duplicate),
+    ``prev_hash_mismatch``, ``hash_mismatch``, ``event_not_canonical``, ``field_mismatch`` (the
+    record's at/kind/request_id disagree with its hashed event), ``truncated`` and ``head_mismatch``
+    (only with an ``expected_head``).
+    """
+
+    def __init__(self, *, first_seq: int = 1, prev_hash: str = GENESIS_HASH) -> None:
+        self._next_seq = first_seq
+        self._prev = prev_hash
+        self.checked = 0
+        self.failure: VerifyResult | None = None
+
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def last_hash(self) -> str:
+        return self._prev
+
+    def _fail(self, reason: str) -> bool:
+        self.failure = VerifyResult(False, self.checked, self._next_seq, reason)
+        return False
+
+    def feed(self, record: AuditRecord | Mapping[str, Any]) -> bool:
+        """Check the next record; after the first failure every later call returns False."""
+        if self.failure is not None:
+            return False
+        if isinstance(record, AuditRecord):
+            record = record.to_export()
+        if not isinstance(record, Mapping):
+            return self._fail("malformed_record")
+        seq, event, prev, digest = (record.get(k) for k in ("seq", "event", "prev_hash", "hash"))
+        if (
+            type(seq) is not int
+            or not isinstance(event, str)
+            or not isinstance(prev, str)
+            or not isinstance(digest, str)
+            or not _HEX64.fullmatch(prev)
+            or not _HEX64.fullmatch(digest)
+            or set(record) != set(EXPORT_FIELDS)
+        ):
+            return self._fail("malformed_record")
+        if seq != self._next_seq:
+            return self._fail("seq_mismatch")
+        if prev != self._prev:
+            return self._fail("prev_hash_mismatch")
+        try:
+            raw = event.encode("utf-8")
+        except UnicodeEncodeError:
+            return self._fail("malformed_record")
+        if chain_hash(prev, raw) != digest:
+            return self._fail("hash_mismatch")
+        try:
+            body = parse_canonical(raw)
+        except ValueError:
+            return self._fail("event_not_canonical")
+        if not isinstance(body, dict) or not _fields_agree(record, body):
+            return self._fail("field_mismatch")
+        self.checked += 1
+        self._next_seq += 1
+        self._prev = digest
+        return True
+
+    def result(self, expected_head: tuple[int, str] | None = None) -> VerifyResult:
+        """The verdict; with ``expected_head`` = (seq, hash) from a trusted anchor, a cut tail shows."""
+        if self.failure is not None:
+            return self.failure
+        if expected_head is not None:
+            head_seq, head_hash = expected_head
+            last_seq = self._next_seq - 1
+            if last_seq < head_seq:
+                return VerifyResult(False, self.checked, self._next_seq, "truncated")
+            if last_seq > head_seq or self._prev != head_hash:
+                return VerifyResult(False, self.checked, last_seq, "head_mismatch")
+        return VerifyResult(True, self.checked, None, None)
+
+
+def _fields_agree(record: Mapping[str, Any], body: Mapping[str, Any]) -> bool:
+    # The row's at/kind/request_id are copies for indexing; they are not hashed, so they must match
+    # the hashed event or an edit of them would go unnoticed.
+    if record.get("kind") != body.get("kind") or record.get("request_id") != body.get("request_id"):
+        return False
+    try:
+        return parse_at(record["at"]) == parse_at(body["at"])
+    except (KeyError, ValueError):
+        return False
+
+
+def verify_chain(
+    events: Iterable[AuditRecord | Mapping[str, Any]],
+    *,
+    first_seq: int = 1,
+    prev_hash: str = GENESIS_HASH,
+    expected_head: tuple[int, str] | None = None,
+) -> VerifyResult:
+    """Verify exported records {seq, at, request_id, kind, event, prev_hash, hash} in order.
+
+    By default the chain must start at seq 1 on ``GENESIS_HASH``; to verify a slice, pass the seq and
+    hash it starts after (``first_seq``, ``prev_hash``) from a trusted source.
+    """
+    verifier = ChainVerifier(first_seq=first_seq, prev_hash=prev_hash)
+    for record in events:
+        if not verifier.feed(record):
+            break
+    return verifier.result(expected_head)
+
+
+def verify_jsonl(
+    lines: Iterable[str | bytes],
+    *,
+    first_seq: int = 1,
+    prev_hash: str = GENESIS_HASH,
+    expected_head: tuple[int, str] | None = None,
+) -> VerifyResult:
+    """Verify an exported JSONL stream; a line that is not a canonical JSON record is flagged where it is."""
+    verifier = ChainVerifier(first_seq=first_seq, prev_hash=prev_hash)
+    for line in lines:
+        text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+        if text.endswith("\n"):
+            text = text[:-1]
+        try:
+            record = parse_canonical(text)
+        except ValueError:
+            verifier.feed(None)  # type: ignore[arg-type]  # flagged as malformed at this position
+            break
+        if not verifier.feed(record):
+            break
+    return verifier.result(expected_head)

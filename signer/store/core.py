@@ -1,0 +1,982 @@
+"""The store: reads on plain pooled connections, writes in one locked transaction, and group commit.
+
+Write lock: every ``Writer`` holds the database's write lock for its whole life (SQLite ``BEGIN
+IMMEDIATE``; PostgreSQL ``SELECT ... FROM audit_head WHERE id = 1 FOR UPDATE``), so audit sequence
+numbers are handed out by exactly one transaction at a time across every process sharing the database.
+Audit events are chained in memory as they are appended and written, with the new head, just before
+COMMIT, in the same transaction as the facts they describe.
+
+Group commit (``Store.submit``): one batching task per store collects the units that callers submit and
+runs up to ``batch_max`` of them, one after another, inside one write transaction; the callers' awaits
+return only after that COMMIT succeeded. A unit that raises is undone alone: its buffered audit events
+and epoch bumps are dropped from memory, and its SQL writes are rolled back to a savepoint. The savepoint
+is taken lazily, just before the unit's first write statement, so the common unit (a few reads and an
+audit event) costs no savepoint at all. On PostgreSQL a batch stops taking units after
+``_PG_MAX_SAVEPOINTS`` writing units, because more subtransactions than PostgreSQL caches per backend
+(64) slow every other session's snapshots; the rest simply go into the next batch.
+
+Units must be short and do only database work through the writer: while one runs, the whole batch (and
+every other writer on the database) waits. Cancelling a caller's await before its unit starts removes
+the unit; once it has started, it runs to the end and may commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Select, func, or_, select, text, update
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Insert
+
+from signer.audit import AuditRecord, canonical_json, chain_hash, format_at, parse_at
+from signer.errors import (
+    AuditUnavailable,
+    Conflict,
+    DatabaseUnavailable,
+    NotFound,
+    SignerError,
+)
+from signer.store import schema as t
+from signer.store.engine import Target, as_audit_failure, translate
+from signer.store.records import (
+    GRANT_RESOURCE_TYPES,
+    KEY_STATES,
+    ROLES,
+    TOKEN_KINDS,
+    GrantRecord,
+    KeyRecord,
+    PrincipalRecord,
+    TokenRecord,
+)
+
+log = logging.getLogger("signer.store")
+
+T = TypeVar("T")
+Unit = Callable[["Writer"], Awaitable[T]]
+
+_PG_MAX_SAVEPOINTS = 60
+
+
+def _aware(value: datetime | None, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{name} must be a timezone-aware datetime")
+
+
+def _text(value: Any, name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string")
+
+
+def _one_of(value: str, allowed: frozenset[str], name: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of: {', '.join(sorted(allowed))}")
+
+
+# -- row -> record ----------------------------------------------------------------------------------
+
+_TOKEN_SELECT = select(
+    t.tokens,
+    t.principals.c.name.label("principal_name"),
+    t.principals.c.role.label("principal_role"),
+    t.principals.c.disabled_at.label("principal_disabled_at"),
+).select_from(t.tokens.join(t.principals, t.tokens.c.principal_id == t.principals.c.id))
+
+
+def _principal(row: Any) -> PrincipalRecord:
+    m = row._mapping
+    return PrincipalRecord(
+        id=m["id"],
+        name=m["name"],
+        role=m["role"],
+        created_at=m["created_at"],
+        created_by=m["created_by"],
+        disabled_at=m["disabled_at"],
+    )
+
+
+def _token(row: Any) -> TokenRecord:
+    m = row._mapping
+    return TokenRecord(
+        id=m["id"],
+        principal_id=m["principal_id"],
+        kind=m["kind"],
+        digest=bytes(m["digest"]),
+        family_id=m["family_id"],
+        created_at=m["created_at"],
+        expires_at=m["expires_at"],
+        revoked_at=m["revoked_at"],
+        principal_name=m["principal_name"],
+        principal_role=m["principal_role"],
+        principal_disabled_at=m["principal_disabled_at"],
+    )
+
+
+def _key(row: Any) -> KeyRecord:
+    m = row._mapping
+    return KeyRecord(
+        id=m["id"],
+        label=m["label"],
+        curve=m["curve"],
+        public_key=m["public_key"],
+        address=m["address"],
+        scope=m["scope"],
+        tags=list(m["tags"]),
+        state=m["state"],
+        hsm_id=m["hsm_id"],
+        attributes=dict(m["attributes"]),
+        created_by=m["created_by"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def _grant(row: Any) -> GrantRecord:
+    m = row._mapping
+    return GrantRecord(
+        id=m["id"],
+        principal_id=m["principal_id"],
+        resource_type=m["resource_type"],
+        resource_id=m["resource_id"],
+        operations=list(m["operations"]),
+        expires_at=m["expires_at"],
+        created_by=m["created_by"],
+        created_at=m["created_at"],
+        revoked_at=m["revoked_at"],
+    )
+
+
+def _audit(row: Any) -> AuditRecord:
+    m = row._mapping
+    return AuditRecord(
+        seq=int(m["seq"]),
+        at=m["at"],
+        request_id=m["request_id"],
+        kind=m["kind"],
+        event=m["event"],
+        prev_hash=m["prev_hash"],
+        hash=m["hash"],
+    )
+
+
+# -- readers and writers ----------------------------------------------------------------------------
+
+
+class _Queries:
+    """The read queries Reader and Writer share; every statement goes through ``_execute``."""
+
+    def __init__(self, store: Store, conn: AsyncConnection) -> None:
+        self._store = store
+        self._conn = conn
+
+    async def _execute(self, statement: Any, params: Any = None) -> Any:
+        try:
+            if params is None:
+                return await self._conn.execute(statement)
+            return await self._conn.execute(statement, params)
+        except SignerError:
+            raise
+        except Exception as exc:
+            error = translate(exc)
+            if error is None:
+                raise
+            self._statement_failed(error)
+            raise error from None
+
+    def _statement_failed(self, error: SignerError) -> None:
+        """Hook: a Writer remembers that its transaction may now be unusable."""
+
+    async def _all(self, statement: Any) -> list[Any]:
+        return list((await self._execute(statement)).all())
+
+    async def _first(self, statement: Any) -> Any:
+        return (await self._execute(statement)).first()
+
+    # tokens and principals
+
+    async def get_token(self, token_id: str) -> TokenRecord | None:
+        row = await self._first(_TOKEN_SELECT.where(t.tokens.c.id == token_id))
+        return None if row is None else _token(row)
+
+    async def get_principal(self, principal_id: str) -> PrincipalRecord | None:
+        row = await self._first(select(t.principals).where(t.principals.c.id == principal_id))
+        return None if row is None else _principal(row)
+
+    async def get_principal_by_name(self, name: str) -> PrincipalRecord | None:
+        row = await self._first(select(t.principals).where(t.principals.c.name == name))
+        return None if row is None else _principal(row)
+
+    async def list_principals(self) -> list[PrincipalRecord]:
+        rows = await self._all(select(t.principals).order_by(t.principals.c.name))
+        return [_principal(r) for r in rows]
+
+    # keys
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        row = await self._first(select(t.keys).where(t.keys.c.id == key_id))
+        return None if row is None else _key(row)
+
+    async def get_key_by_hsm_id(self, hsm_id: str) -> KeyRecord | None:
+        row = await self._first(select(t.keys).where(t.keys.c.hsm_id == hsm_id))
+        return None if row is None else _key(row)
+
+    async def list_keys(
+        self, *, state: str | None = None, limit: int = 100, after: str | None = None
+    ) -> list[KeyRecord]:
+        """Keys ordered by id; pass the last id seen as ``after`` for the next page."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        query: Select[Any] = select(t.keys)
+        if state is not None:
+            query = query.where(t.keys.c.state == state)
+        if after is not None:
+            query = query.where(t.keys.c.id > after)
+        rows = await self._all(query.order_by(t.keys.c.id).limit(limit))
+        return [_key(r) for r in rows]
+
+    # grants
+
+    async def get_grant(self, grant_id: str) -> GrantRecord | None:
+        row = await self._first(select(t.grants).where(t.grants.c.id == grant_id))
+        return None if row is None else _grant(row)
+
+    async def active_grants(
+        self, principal_id: str, resource_type: str, resource_id: str, now: datetime
+    ) -> list[GrantRecord]:
+        """Grants of ``principal_id`` on the resource that are neither revoked nor expired at ``now``."""
+        _aware(now, "now")
+        g = t.grants.c
+        rows = await self._all(
+            select(t.grants)
+            .where(
+                g.principal_id == principal_id,
+                g.resource_type == resource_type,
+                g.resource_id == resource_id,
+                g.revoked_at.is_(None),
+                or_(g.expires_at.is_(None), g.expires_at > now),
+            )
+            .order_by(g.created_at, g.id)
+        )
+        return [_grant(r) for r in rows]
+
+    async def list_grants(self, principal_id: str | None = None) -> list[GrantRecord]:
+        """Every grant (revoked and expired included), optionally of one principal."""
+        query: Select[Any] = select(t.grants)
+        if principal_id is not None:
+            query = query.where(t.grants.c.principal_id == principal_id)
+        rows = await self._all(query.order_by(t.grants.c.created_at, t.grants.c.id))
+        return [_grant(r) for r in rows]
+
+    # audit and meta
+
+    async def audit_events(self, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """Committed audit records with ``seq > after_seq``, in order."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        rows = await self._all(
+            select(t.audit_events)
+            .where(t.audit_events.c.seq > after_seq)
+            .order_by(t.audit_events.c.seq)
+            .limit(limit)
+        )
+        return [_audit(r) for r in rows]
+
+    async def get_meta(self, name: str) -> str | None:
+        row = await self._first(select(t.meta.c.value).where(t.meta.c.name == name))
+        return None if row is None else str(row[0])
+
+
+_HEAD_SELECT = select(t.audit_head.c.seq, t.audit_head.c.hash, t.audit_head.c.epoch).where(
+    t.audit_head.c.id == 1
+)
+
+
+class Reader(_Queries):
+    """Reads on a pooled connection; holds no write lock. On SQLite the reads of one ``read()`` block
+    share one snapshot; on PostgreSQL each statement sees what was committed when it started."""
+
+    async def epoch(self) -> int:
+        """The facts epoch: moves whenever a fact a request decision depends on changes."""
+        row = await self._first(select(t.audit_head.c.epoch).where(t.audit_head.c.id == 1))
+        if row is None:
+            raise DatabaseUnavailable("database is not initialised")
+        return int(row[0])
+
+    async def audit_head(self) -> tuple[int, str]:
+        """(seq, hash) of the last committed audit record; (0, GENESIS_HASH) when there is none."""
+        row = await self._first(_HEAD_SELECT)
+        if row is None:
+            raise DatabaseUnavailable("database is not initialised")
+        return int(row[0]), str(row[1])
+
+
+class Writer(_Queries):
+    """One write transaction holding the write lock. Reads see its own uncommitted writes.
+
+    ``epoch`` and ``head`` are this transaction's current values (properties, no database round trip).
+    A write statement that fails leaves the writer unable to commit (PostgreSQL would refuse anyway);
+    ``Conflict`` from an insert and ``NotFound`` from an update of a missing row do not count, because
+    no statement failed. ``append_audit`` and ``bump_epoch`` are synchronous: they only touch memory.
+    """
+
+    def __init__(self, store: Store, conn: AsyncConnection, seq: int, head_hash: str, epoch: int) -> None:
+        super().__init__(store, conn)
+        self._seq = seq
+        self._hash = head_hash
+        self._epoch = epoch
+        self._start = (seq, head_hash, epoch)
+        self._pending: list[AuditRecord] = []
+        self._failed: SignerError | None = None
+        # Group-commit unit bookkeeping (see Store.submit).
+        self._in_unit = False
+        self._unit_mark: tuple[int, int, str, int] = (0, seq, head_hash, epoch)
+        self._savepoint: str | None = None
+        self._savepoints_used = 0
+
+    # state
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def head(self) -> tuple[int, str]:
+        return self._seq, self._hash
+
+    async def audit_head(self) -> tuple[int, str]:
+        return self.head
+
+    def _statement_failed(self, error: SignerError) -> None:
+        if self._failed is None:
+            self._failed = error
+
+    async def _write(self, statement: Any, params: Any = None) -> Any:
+        if self._in_unit and self._savepoint is None:
+            await self._open_savepoint()
+        return await self._execute(statement, params)
+
+    # epoch and audit
+
+    def bump_epoch(self) -> int:
+        """Mark that a decision fact changed; the new epoch is written at commit."""
+        self._epoch += 1
+        return self._epoch
+
+    def append_audit(self, event: Mapping[str, Any]) -> AuditRecord:
+        """Chain ``event`` on the head and buffer it for this transaction's commit.
+
+        ``event`` needs "kind" (non-empty string) and "at" (an aware datetime, or an ISO 8601 UTC
+        string such as "2025-01-02T03:04:05.123456Z"); "request_id", if present, must be a string or
+        None. A datetime "at" is written as ``format_at`` text. Raises ValueError for anything
+        canonical JSON cannot hold (floats, NaN, non-string keys).
+        """
+        if not isinstance(event, Mapping):
+            raise ValueError("an audit event must be a mapping")
+        kind = event.get("kind")
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("event kind must be a non-empty string")
+        request_id = event.get("request_id")
+        _text(request_id, "event request_id", optional=True)
+        raw_at = event.get("at")
+        body = dict(event)
+        if isinstance(raw_at, datetime):
+            body["at"] = format_at(raw_at)
+            at = parse_at(body["at"])
+        elif isinstance(raw_at, str):
+            at = parse_at(raw_at)
+        else:
+            raise ValueError("event 'at' must be an aware datetime or an ISO 8601 UTC string")
+        canonical = canonical_json(body)
+        digest = chain_hash(self._hash, canonical)
+        record = AuditRecord(
+            seq=self._seq + 1,
+            at=at,
+            request_id=request_id,
+            kind=kind,
+            event=canonical.decode("ascii"),
+            prev_hash=self._hash,
+            hash=digest,
+        )
+        self._pending.append(record)
+        self._seq = record.seq
+        self._hash = digest
+        return record
+
+    async def _flush(self) -> None:
+        if self._pending:
+            rows = [
+                {
+                    "seq": r.seq,
+                    "at": r.at,
+                    "request_id": r.request_id,
+                    "kind": r.kind,
+                    "event": r.event,
+                    "prev_hash": r.prev_hash,
+                    "hash": r.hash,
+                }
+                for r in self._pending
+            ]
+            await self._execute(t.audit_events.insert(), rows)
+        if (self._seq, self._hash, self._epoch) != self._start:
+            await self._execute(
+                update(t.audit_head)
+                .where(t.audit_head.c.id == 1)
+                .values(seq=self._seq, hash=self._hash, epoch=self._epoch)
+            )
+
+    # group-commit units
+
+    def _unit_begin(self) -> None:
+        self._in_unit = True
+        self._savepoint = None
+        self._unit_mark = (len(self._pending), self._seq, self._hash, self._epoch)
+
+    async def _open_savepoint(self) -> None:
+        self._savepoints_used += 1
+        name = f"signer_unit_{self._savepoints_used}"
+        # Plain SQL, never released: COMMIT releases them all, and skipping RELEASE saves a round trip
+        # per writing unit. ROLLBACK TO names the unit's own savepoint, so older ones are untouched.
+        await self._execute(text(f"SAVEPOINT {name}"))
+        self._savepoint = name
+
+    async def _unit_end(self, error: BaseException | None) -> BaseException | None:
+        """Close the current unit; returns the error its caller gets (None: it succeeded)."""
+        self._in_unit = False
+        if error is None and self._failed is not None:
+            # The unit swallowed a failed statement; its transaction state cannot be trusted.
+            error = self._failed
+        if error is None:
+            return None
+        count, seq, head_hash, epoch = self._unit_mark
+        del self._pending[count:]
+        self._seq, self._hash, self._epoch = seq, head_hash, epoch
+        if self._savepoint is not None:
+            name, self._savepoint = self._savepoint, None
+            self._failed = None
+            # If this fails the batch cannot go on: the exception aborts the whole transaction.
+            await self._execute(text(f"ROLLBACK TO SAVEPOINT {name}"))
+            if self._failed is not None:
+                raise self._failed
+        elif self._failed is not None:
+            # A statement failed before the unit wrote anything: nothing to undo here, but on
+            # PostgreSQL the transaction is now aborted, so the batch cannot commit.
+            raise self._failed
+        return error
+
+    # principals
+
+    async def insert_principal(self, principal: PrincipalRecord) -> PrincipalRecord:
+        """Insert ``principal``; ``Conflict(principal_exists)`` if its id or name is taken."""
+        _text(principal.id, "principal id")
+        _text(principal.name, "principal name")
+        _one_of(principal.role, ROLES, "role")
+        _aware(principal.created_at, "created_at")
+        _aware(principal.disabled_at, "disabled_at", optional=True)
+        await self._insert_new(
+            t.principals,
+            {
+                "id": principal.id,
+                "name": principal.name,
+                "role": principal.role,
+                "created_at": principal.created_at,
+                "created_by": principal.created_by,
+                "disabled_at": principal.disabled_at,
+            },
+            Conflict("a principal with that id or name exists", code="principal_exists"),
+        )
+        return principal
+
+    async def set_principal_disabled(self, principal_id: str, disabled_at: datetime | None) -> None:
+        """Disable (an aware datetime) or re-enable (None) a principal; bumps the epoch on change."""
+        _aware(disabled_at, "disabled_at", optional=True)
+        p = t.principals.c
+        changed = (p.disabled_at.is_(None)) if disabled_at is not None else (p.disabled_at.is_not(None))
+        result = await self._write(
+            update(t.principals).where(p.id == principal_id, changed).values(disabled_at=disabled_at)
+        )
+        if result.rowcount:
+            self.bump_epoch()
+            return
+        if await self.get_principal(principal_id) is None:
+            raise NotFound("no such principal", code="principal_not_found")
+
+    # tokens
+
+    async def insert_token(self, token: TokenRecord) -> None:
+        """Insert a token (its ``principal_*`` fields are ignored); ``Conflict(token_exists)`` on a
+        taken id, ``NotFound(principal_not_found)`` for an unknown principal."""
+        _text(token.id, "token id")
+        _text(token.principal_id, "principal id")
+        _text(token.family_id, "family id")
+        _one_of(token.kind, TOKEN_KINDS, "token kind")
+        if not isinstance(token.digest, bytes | bytearray) or len(token.digest) != 32:
+            raise ValueError("token digest must be 32 bytes")
+        _aware(token.created_at, "created_at")
+        _aware(token.expires_at, "expires_at", optional=True)
+        _aware(token.revoked_at, "revoked_at", optional=True)
+        await self._insert_new(
+            t.tokens,
+            {
+                "id": token.id,
+                "principal_id": token.principal_id,
+                "kind": token.kind,
+                "digest": bytes(token.digest),
+                "family_id": token.family_id,
+                "created_at": token.created_at,
+                "expires_at": token.expires_at,
+                "revoked_at": token.revoked_at,
+            },
+            Conflict("a token with that id exists", code="token_exists"),
+            missing_parent=NotFound("no such principal", code="principal_not_found"),
+        )
+
+    async def revoke_token(self, token_id: str, now: datetime) -> bool:
+        """Revoke one token; True if it was live, False if already revoked; NotFound if unknown."""
+        _aware(now, "now")
+        c = t.tokens.c
+        result = await self._write(
+            update(t.tokens).where(c.id == token_id, c.revoked_at.is_(None)).values(revoked_at=now)
+        )
+        if result.rowcount:
+            self.bump_epoch()
+            return True
+        row = await self._first(select(c.id).where(c.id == token_id))
+        if row is None:
+            raise NotFound("no such token", code="token_not_found")
+        return False
+
+    async def revoke_token_family(self, family_id: str, now: datetime) -> int:
+        """Revoke every live token of a refresh lineage; returns how many were revoked."""
+        _aware(now, "now")
+        c = t.tokens.c
+        result = await self._write(
+            update(t.tokens).where(c.family_id == family_id, c.revoked_at.is_(None)).values(revoked_at=now)
+        )
+        count = int(result.rowcount or 0)
+        if count:
+            self.bump_epoch()
+        return count
+
+    # keys
+
+    async def insert_key(self, key: KeyRecord) -> None:
+        """Register a key; ``Conflict(key_exists)`` if its id or hsm_id is taken."""
+        for name in ("id", "label", "curve", "public_key", "scope", "hsm_id"):
+            _text(getattr(key, name), f"key {name}")
+        _one_of(key.state, KEY_STATES, "key state")
+        _aware(key.created_at, "created_at")
+        _aware(key.updated_at, "updated_at")
+        await self._insert_new(
+            t.keys,
+            {
+                "id": key.id,
+                "label": key.label,
+                "curve": key.curve,
+                "public_key": key.public_key,
+                "address": key.address,
+                "scope": key.scope,
+                "tags": list(key.tags),
+                "state": key.state,
+                "hsm_id": key.hsm_id,
+                "attributes": dict(key.attributes),
+                "created_by": key.created_by,
+                "created_at": key.created_at,
+                "updated_at": key.updated_at,
+            },
+            Conflict("a key with that id or token object exists", code="key_exists"),
+        )
+
+    async def set_key_state(self, key_id: str, state: str, now: datetime) -> None:
+        """Change a key's state; bumps the epoch on change; NotFound(key_not_found) if unknown."""
+        _one_of(state, KEY_STATES, "key state")
+        _aware(now, "now")
+        c = t.keys.c
+        result = await self._write(
+            update(t.keys).where(c.id == key_id, c.state != state).values(state=state, updated_at=now)
+        )
+        if result.rowcount:
+            self.bump_epoch()
+            return
+        if await self.get_key(key_id) is None:
+            raise NotFound("no such key", code="key_not_found")
+
+    # grants
+
+    async def insert_grant(self, grant: GrantRecord) -> None:
+        """Insert a grant and bump the epoch.
+
+        ``Conflict(grant_exists)`` on a taken id, ``NotFound(principal_not_found)`` for an unknown principal.
+        """
+        _text(grant.id, "grant id")
+        _text(grant.principal_id, "principal id")
+        _text(grant.resource_id, "resource id")
+        _one_of(grant.resource_type, GRANT_RESOURCE_TYPES, "resource type")
+        if isinstance(grant.operations, str) or not all(isinstance(op, str) for op in grant.operations):
+            raise ValueError("operations must be a list of strings")
+        _aware(grant.created_at, "created_at")
+        _aware(grant.expires_at, "expires_at", optional=True)
+        _aware(grant.revoked_at, "revoked_at", optional=True)
+        await self._insert_new(
+            t.grants,
+            {
+                "id": grant.id,
+                "principal_id": grant.principal_id,
+                "resource_type": grant.resource_type,
+                "resource_id": grant.resource_id,
+                "operations": list(grant.operations),
+                "expires_at": grant.expires_at,
+                "created_by": grant.created_by,
+                "created_at": grant.created_at,
+                "revoked_at": grant.revoked_at,
+            },
+            Conflict("a grant with that id exists", code="grant_exists"),
+            missing_parent=NotFound("no such principal", code="principal_not_found"),
+        )
+        self.bump_epoch()
+
+    async def revoke_grant(self, grant_id: str, now: datetime) -> bool:
+        """Revoke a grant; True if it was live, False if already revoked; NotFound if unknown."""
+        _aware(now, "now")
+        c = t.grants.c
+        result = await self._write(
+            update(t.grants).where(c.id == grant_id, c.revoked_at.is_(None)).values(revoked_at=now)
+        )
+        if result.rowcount:
+            self.bump_epoch()
+            return True
+        if await self.get_grant(grant_id) is None:
+            raise NotFound("no such grant", code="grant_not_found")
+        return False
+
+    # meta
+
+    async def set_meta(self, name: str, value: str, *, replace: bool = False) -> None:
+        """Store a setting; without ``replace`` an existing name is ``Conflict(meta_exists)``."""
+        _text(name, "meta name")
+        if not isinstance(value, str):
+            raise ValueError("meta value must be a string")
+        if replace:
+            result = await self._write(update(t.meta).where(t.meta.c.name == name).values(value=value))
+            if result.rowcount:
+                return
+        await self._insert_new(
+            t.meta, {"name": name, "value": value}, Conflict("setting exists", code="meta_exists")
+        )
+
+    # helpers
+
+    async def _insert_new(
+        self,
+        table: Any,
+        values: dict[str, Any],
+        conflict: Conflict,
+        missing_parent: SignerError | None = None,
+    ) -> None:
+        # ON CONFLICT DO NOTHING turns a duplicate into "0 rows" instead of an error, so the
+        # transaction stays usable (PostgreSQL aborts a transaction on any failed statement).
+        insert: Insert
+        if self._store.backend == "postgresql":
+            insert = pg_dialect.insert(table).values(values).on_conflict_do_nothing()
+        else:
+            insert = sqlite_dialect.insert(table).values(values).on_conflict_do_nothing()
+        try:
+            result = await self._write(insert)
+        except Conflict:
+            # Only a foreign key can still fail here: the parent row does not exist.
+            if missing_parent is not None:
+                raise missing_parent from None
+            raise
+        if not result.rowcount:
+            raise conflict
+
+
+# -- the store --------------------------------------------------------------------------------------
+
+
+class Store:
+    """Entry point: ``read()``, ``write()``, ``submit()``, health checks. Create with ``open_store``."""
+
+    def __init__(self, engine: AsyncEngine, target: Target, *, batch_max: int) -> None:
+        self._engine = engine
+        self._target = target
+        self.backend = target.backend
+        self._batch_max = batch_max
+        if target.backend == "postgresql":
+            self._read_engine = engine
+            self._write_engine = engine.execution_options(isolation_level="READ COMMITTED")
+            self._max_savepoints = _PG_MAX_SAVEPOINTS
+        else:
+            self._read_engine = engine
+            self._write_engine = engine.execution_options(signer_write=True)
+            self._max_savepoints = 1 << 30
+        self._queue: deque[tuple[Unit[Any], asyncio.Future[Any]]] = deque()
+        self._wake = asyncio.Event()
+        self._batcher: asyncio.Task[None] | None = None
+        self._closing = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Store backend={self.backend}>"
+
+    # lifecycle
+
+    async def close(self) -> None:
+        """Finish queued units, stop the batcher, close every pooled connection."""
+        if self._closed:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._batcher is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batcher
+            self._batcher = None
+        self._closed = True
+        await self._engine.dispose()
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise DatabaseUnavailable("the store is closed")
+
+    # connections
+
+    async def _checkout(self, engine: AsyncEngine) -> AsyncConnection:
+        conn = engine.connect()
+        try:
+            await conn.start()
+        except Exception as exc:
+            error = translate(exc)
+            if error is None:
+                raise
+            raise error from None
+        return conn
+
+    async def _release(self, conn: AsyncConnection) -> None:
+        try:
+            await conn.close()
+        except Exception as exc:  # noqa: BLE001 - any driver failure here only means "connection gone"
+            # Returning a broken connection fails; the pool has already discarded it.
+            log.warning("database connection dropped on release", extra={"driver_error": type(exc).__name__})
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Reader]:
+        """A Reader on a pooled connection (no write lock)."""
+        self._check_open()
+        conn = await self._checkout(self._read_engine)
+        try:
+            yield Reader(self, conn)
+        finally:
+            await self._release(conn)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[Writer]:
+        """One transaction holding the write lock: commits on normal exit, rolls back on exception.
+
+        Failing to begin or to commit raises ``DatabaseUnavailable`` when the database cannot serve,
+        otherwise ``AuditUnavailable``; either way nothing of the transaction is kept.
+        """
+        self._check_open()
+        async with self._transaction() as writer:
+            yield writer
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[Writer]:
+        # write() without the "closing" check: the batcher still drains its queue during close().
+        self._check_writable()
+        conn = await self._checkout(self._write_engine)
+        try:
+            try:
+                await conn.begin()
+                row = (await conn.execute(_HEAD_SELECT.with_for_update())).first()
+            except Exception as exc:  # noqa: BLE001 - translated: DatabaseUnavailable or AuditUnavailable
+                raise self._begin_commit_error(exc) from None
+            if row is None:
+                raise AuditUnavailable("the audit log is not initialised")
+            writer = Writer(self, conn, int(row[0]), str(row[1]), int(row[2]))
+            try:
+                yield writer
+                if writer._failed is not None:
+                    raise writer._failed
+            except BaseException:
+                await self._rollback(conn)
+                raise
+            try:
+                await writer._flush()
+                await conn.commit()
+            except BaseException as exc:
+                await self._rollback(conn)
+                if isinstance(exc, Exception):
+                    raise self._begin_commit_error(exc) from None
+                raise
+        finally:
+            await self._release(conn)
+
+    def _begin_commit_error(self, exc: Exception) -> SignerError:
+        error = translate(exc)
+        if error is None:
+            log.error("unexpected error while committing", extra={"error": type(exc).__name__})
+            error = AuditUnavailable("the audit log could not be written")
+        return as_audit_failure(error)
+
+    async def _rollback(self, conn: AsyncConnection) -> None:
+        try:
+            await conn.rollback()
+        except Exception as exc:  # noqa: BLE001 - any driver failure here only means "connection gone"
+            # The connection is gone or broken; the server discards the transaction with it.
+            log.warning("rollback failed", extra={"driver_error": type(exc).__name__})
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+
+    def _check_writable(self) -> None:
+        path = self._target.path
+        if path is None:
+            return
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            raise DatabaseUnavailable("database file cannot be opened") from None
+        # Honour an operator who marks the file read-only even when we run as root, where the
+        # kernel would still let SQLite write.
+        if not mode & 0o222:
+            raise DatabaseUnavailable("database is read-only")
+
+    # group commit
+
+    async def submit(self, unit: Unit[T]) -> T:
+        """Run ``unit(writer)`` in the next group-commit batch; returns its result after COMMIT.
+
+        The unit's own exception comes back to this caller only (its writes and audit events are
+        undone, the rest of the batch commits). If the batch cannot begin or commit, every caller in
+        it gets ``DatabaseUnavailable`` or ``AuditUnavailable`` and nothing of the batch is kept.
+        """
+        self._check_open()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue.append((unit, future))
+        if self._batcher is None:
+            self._batcher = asyncio.get_running_loop().create_task(
+                self._batch_loop(), name="signer-store-batcher"
+            )
+        self._wake.set()
+        return await future
+
+    async def _batch_loop(self) -> None:
+        try:
+            while True:
+                while not self._queue:
+                    if self._closing:
+                        return
+                    self._wake.clear()
+                    await self._wake.wait()
+                batch: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
+                while self._queue and len(batch) < self._batch_max:
+                    item = self._queue.popleft()
+                    if not item[1].done():  # a caller that was cancelled while queued
+                        batch.append(item)
+                if batch:
+                    await self._run_batch(batch)
+        except BaseException:
+            error = DatabaseUnavailable("the store is closed")
+            while self._queue:
+                _, future = self._queue.popleft()
+                if not future.done():
+                    future.set_exception(error)
+            raise
+
+    async def _run_batch(self, batch: Sequence[tuple[Unit[Any], asyncio.Future[Any]]]) -> None:
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+        leftover: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
+        try:
+            async with self._transaction() as writer:
+                for index, (unit, future) in enumerate(batch):
+                    if writer._savepoints_used >= self._max_savepoints:
+                        leftover = list(batch[index:])
+                        break
+                    if future.done():
+                        continue
+                    writer._unit_begin()
+                    try:
+                        value = await unit(writer)
+                    except Exception as exc:  # noqa: BLE001 - a unit's own error goes back to its caller
+                        failure = await writer._unit_end(exc)
+                        outcomes.append((future, False, failure))
+                    else:
+                        failure = await writer._unit_end(None)
+                        if failure is None:
+                            outcomes.append((future, True, value))
+                        else:
+                            outcomes.append((future, False, failure))
+        except Exception as exc:  # noqa: BLE001 - the batch failed: every caller must hear about it
+            error = translate(exc) or AuditUnavailable("the audit log could not be written")
+            error = as_audit_failure(error)
+            decided = {id(f) for f, _, _ in outcomes}
+            for future, ok, value in outcomes:
+                if not future.done():
+                    future.set_exception(error if ok else value)
+            for _, future in batch:
+                if id(future) not in decided and not future.done():
+                    future.set_exception(error)
+            return
+        except BaseException:
+            error = DatabaseUnavailable("the store is closed")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+            raise
+        for future, ok, value in outcomes:
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        if leftover:
+            self._queue.extendleft(reversed(leftover))
+
+    # health
+
+    async def ping(self) -> None:
+        """Raises DatabaseUnavailable unless the database answers a query."""
+        async with self.read() as reader:
+            await reader._first(select(1))
+
+    async def integrity_check(self) -> bool:
+        """SQLite: ``PRAGMA integrity_check`` is "ok"; both: the audit head matches the last event."""
+        async with self.read() as reader:
+            if self.backend == "sqlite":
+                rows = await reader._all(text("PRAGMA integrity_check"))
+                if [tuple(r) for r in rows] != [("ok",)]:
+                    return False
+            seq, head_hash = await reader.audit_head()
+            last = await reader._first(
+                select(t.audit_events.c.seq, t.audit_events.c.hash)
+                .order_by(t.audit_events.c.seq.desc())
+                .limit(1)
+            )
+            count = await reader._first(select(func.count()).select_from(t.audit_events))
+        if last is None:
+            return seq == 0 and int(count[0]) == 0
+        return int(last[0]) == seq and str(last[1]) == head_hash and int(count[0]) == seq
+
+    async def schema_revision(self) -> str | None:
+        """The Alembic revision the database is at (None if it was never migrated)."""
+        async with self.read() as reader:
+            try:
+                row = await reader._first(text("SELECT version_num FROM alembic_version"))
+            except SignerError:
+                return None
+        return None if row is None else str(row[0])
+
+
+__all__ = ["Reader", "Store", "Writer"]

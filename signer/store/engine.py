@@ -1,0 +1,303 @@
+"""Connecting: URL handling, the async engine with its pool and per-connection settings, and the one
+place where database exceptions become ``signer.errors``.
+
+SQLite connections open the file with ``mode=rw`` (a missing file is an error, never a fresh empty
+database) and run with WAL, ``synchronous=FULL``, foreign keys on and a busy timeout; the store emits
+``BEGIN IMMEDIATE`` itself for writes so SQLITE_BUSY cannot surface mid-transaction. Each checkout
+compares the file's identity with the one the connection opened, so a database file that was removed or
+replaced is noticed (a connection to an unlinked file would otherwise keep "working"). PostgreSQL
+connections are pre-pinged, have a connect timeout, a lock timeout and a command timeout. Translated
+errors carry no SQL, URL or path.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import aiosqlite
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from signer.errors import AuditUnavailable, Conflict, DatabaseUnavailable, SignerError
+
+log = logging.getLogger("signer.store")
+
+# Extra pragmas a caller may set (tests use max_page_count to simulate a full disk). Names are checked
+# against this list and values must be integers, so nothing can be injected through them.
+ALLOWED_EXTRA_PRAGMAS = frozenset({"max_page_count", "cache_size", "mmap_size", "wal_autocheckpoint"})
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where the database is: ``backend`` is "sqlite" or "postgresql"."""
+
+    backend: str
+    url: URL
+    path: Path | None = None
+
+
+def parse_url(url: str) -> Target:
+    try:
+        parsed = make_url(url)
+    except (sa_exc.ArgumentError, ValueError):
+        raise ValueError("database URL is not valid") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if not database or database == ":memory:" or database.startswith("file:"):
+            raise ValueError("SQLite needs a file path (in-memory and URI databases are not supported)")
+        path = Path(database).expanduser().resolve()
+        return Target("sqlite", parsed.set(drivername="sqlite+aiosqlite", database=str(path)), path)
+    if backend in ("postgresql", "postgres"):
+        return Target("postgresql", parsed.set(drivername="postgresql+asyncpg"))
+    raise ValueError("unsupported database: use sqlite+aiosqlite:///path or postgresql+asyncpg://...")
+
+
+def build_engine(
+    target: Target,
+    *,
+    pool_size: int,
+    pool_timeout: float,
+    lock_timeout: float,
+    statement_timeout: float,
+    sqlite_pragmas: Mapping[str, int] | None = None,
+) -> AsyncEngine:
+    if target.backend == "sqlite":
+        return _sqlite_engine(target, pool_size, pool_timeout, lock_timeout, sqlite_pragmas or {})
+    return _postgres_engine(target, pool_size, pool_timeout, lock_timeout, statement_timeout)
+
+
+def _sqlite_engine(
+    target: Target, pool_size: int, pool_timeout: float, lock_timeout: float, extra: Mapping[str, int]
+) -> AsyncEngine:
+    assert target.path is not None
+    path = target.path
+    for name, value in extra.items():
+        if name not in ALLOWED_EXTRA_PRAGMAS or type(value) is not int:
+            raise ValueError(f"SQLite pragma not allowed: {name}")
+    uri = "file:" + quote(str(path)) + "?mode=rw"
+
+    async def connect() -> aiosqlite.Connection:
+        # isolation_level=None: the driver never opens transactions on its own; the begin listener
+        # below decides between BEGIN and BEGIN IMMEDIATE.
+        connection = aiosqlite.connect(uri, uri=True, isolation_level=None)
+        # A daemon thread cannot keep the interpreter alive if a connection is leaked.
+        connection._thread.daemon = True
+        return await connection
+
+    engine = create_async_engine(
+        target.url,
+        async_creator=connect,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=False,  # a file has no socket to go stale; the identity check below covers it
+    )
+    busy_ms = max(1, int(lock_timeout * 1000))
+    pragmas = [
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA foreign_keys=ON",
+        f"PRAGMA busy_timeout={busy_ms}",
+        *(f"PRAGMA {name}={int(value)}" for name, value in extra.items()),
+    ]
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            for pragma in pragmas:
+                cursor.execute(pragma)
+        finally:
+            cursor.close()
+        record.info["signer_file_id"] = _file_id(path)
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        if _file_id(path) != record.info.get("signer_file_id"):
+            # Removed, moved away or replaced since this connection opened it: drop the connection;
+            # the pool reconnects, and opening fails cleanly while the file is absent.
+            raise sa_exc.DisconnectionError("database file changed")
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        write = connection.get_execution_options().get("signer_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+def _postgres_engine(
+    target: Target, pool_size: int, pool_timeout: float, lock_timeout: float, statement_timeout: float
+) -> AsyncEngine:
+    return create_async_engine(
+        target.url,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        # Reads run in autocommit (under READ COMMITTED a transaction adds no consistency, only two
+        # round trips, and the pre-ping stays a single round trip); writes switch to READ COMMITTED.
+        isolation_level="AUTOCOMMIT",
+        connect_args={
+            "timeout": pool_timeout,
+            "command_timeout": statement_timeout,
+            "server_settings": {
+                "lock_timeout": str(max(1, int(lock_timeout * 1000))),
+                "application_name": "signer",
+            },
+        },
+    )
+
+
+# -- error translation ------------------------------------------------------------------------------
+
+# SQLite primary result codes that mean "the database cannot serve us right now".
+_SQLITE_UNAVAILABLE = {
+    5: "database is busy",  # SQLITE_BUSY (busy_timeout expired)
+    6: "database is locked",  # SQLITE_LOCKED
+    7: "database is out of memory",  # SQLITE_NOMEM
+    8: "database is read-only",  # SQLITE_READONLY
+    10: "database I/O error",  # SQLITE_IOERR
+    11: "database file is damaged",  # SQLITE_CORRUPT
+    13: "database storage is full",  # SQLITE_FULL
+    14: "database file cannot be opened",  # SQLITE_CANTOPEN
+    15: "database is locked",  # SQLITE_PROTOCOL
+    26: "database file is damaged",  # SQLITE_NOTADB
+}
+
+# PostgreSQL SQLSTATE classes and codes that mean the same.
+_PG_UNAVAILABLE_CLASSES = {
+    "08": "database connection failed",
+    "53": "database is out of resources",
+    "57": "database is shutting down or cancelled the statement",
+    "58": "database system error",
+    "28": "database refused the credentials",
+    "3D": "database does not exist",
+}
+_PG_UNAVAILABLE_CODES = {
+    "55P03": "database lock wait timed out",
+    "25006": "database is read-only",
+    "40001": "database transaction conflict",
+    "40P01": "database transaction conflict",
+    "57014": "database statement timed out",
+}
+
+
+def translate(exc: BaseException) -> SignerError | None:
+    """The ``signer.errors`` value for a database-layer exception, or None if ``exc`` is not one."""
+    if isinstance(exc, SignerError):
+        return exc
+    if isinstance(exc, sa_exc.TimeoutError):
+        return DatabaseUnavailable("timed out waiting for a database connection")
+    if isinstance(exc, sa_exc.DBAPIError):
+        return _translate_dbapi(exc)
+    if isinstance(exc, sa_exc.DisconnectionError):
+        return DatabaseUnavailable("database connection lost")
+    if isinstance(exc, OSError | ConnectionError | TimeoutError):
+        # asyncpg raises plain OSError / TimeoutError while connecting (refused, unreachable).
+        return DatabaseUnavailable("database unreachable")
+    if isinstance(exc, sqlite3.Error):
+        return _classify(exc, None)
+    if type(exc).__module__.startswith("asyncpg"):
+        return _classify(exc, None)
+    return None
+
+
+def _translate_dbapi(exc: sa_exc.DBAPIError) -> SignerError:
+    if exc.connection_invalidated:
+        return _logged(exc, DatabaseUnavailable("database connection lost"))
+    return _classify(exc.orig, exc)
+
+
+def _classify(orig: BaseException | None, wrapper: sa_exc.DBAPIError | None) -> SignerError:
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):
+        primary = sqlite_code & 0xFF
+        if primary in _SQLITE_UNAVAILABLE:
+            return _logged(orig, DatabaseUnavailable(_SQLITE_UNAVAILABLE[primary]))
+        if primary == 19:  # SQLITE_CONSTRAINT
+            return _logged(orig, Conflict("the change conflicts with stored data", code="conflict"))
+        return _logged(orig, SignerError("database error", code="db_error"))
+    sqlstate = _sqlstate(orig)
+    if sqlstate:
+        if sqlstate in _PG_UNAVAILABLE_CODES:
+            return _logged(orig, DatabaseUnavailable(_PG_UNAVAILABLE_CODES[sqlstate]))
+        if sqlstate[:2] in _PG_UNAVAILABLE_CLASSES:
+            return _logged(orig, DatabaseUnavailable(_PG_UNAVAILABLE_CLASSES[sqlstate[:2]]))
+        if sqlstate.startswith("23"):
+            return _logged(orig, Conflict("the change conflicts with stored data", code="conflict"))
+        return _logged(orig, SignerError("database error", code="db_error"))
+    if isinstance(wrapper, sa_exc.OperationalError | sa_exc.InterfaceError) or _is_connection_error(orig):
+        return _logged(orig, DatabaseUnavailable("database connection lost"))
+    if isinstance(wrapper, sa_exc.IntegrityError):
+        return _logged(orig, Conflict("the change conflicts with stored data", code="conflict"))
+    return _logged(orig, SignerError("database error", code="db_error"))
+
+
+def _sqlstate(orig: BaseException | None) -> str | None:
+    for candidate in (orig, getattr(orig, "__cause__", None)):
+        for attr in ("sqlstate", "pgcode"):
+            value = getattr(candidate, attr, None)
+            if isinstance(value, str) and len(value) == 5:
+                return value
+    return None
+
+
+def _is_connection_error(orig: BaseException | None) -> bool:
+    if orig is None:
+        return False
+    if isinstance(orig, OSError | ConnectionError | TimeoutError):
+        return True
+    cause = orig.__cause__
+    names = {type(orig).__name__, type(cause).__name__ if cause is not None else ""}
+    # asyncpg's client-side connection errors have no SQLSTATE.
+    return bool(
+        names
+        & {
+            "ConnectionDoesNotExistError",
+            "InterfaceError",
+            "InternalClientError",
+            "ConnectionFailureError",
+            "ConnectionResetError",
+        }
+    )
+
+
+def _logged(orig: BaseException | None, error: SignerError) -> SignerError:
+    # The driver's own message can hold SQL, parameters or a path: log its type and code only.
+    log.warning(
+        "database error",
+        extra={
+            "error_code": error.code,
+            "driver_error": type(orig).__name__ if orig is not None else None,
+            "sqlstate": _sqlstate(orig),
+            "sqlite_code": getattr(orig, "sqlite_errorcode", None),
+        },
+    )
+    return error
+
+
+def as_audit_failure(error: SignerError) -> SignerError:
+    """A failure to begin or commit the transaction that carries audit events: the database being
+    unavailable stays ``DatabaseUnavailable``; anything else means the events could not be recorded."""
+    if isinstance(error, DatabaseUnavailable | AuditUnavailable):
+        return error
+    return AuditUnavailable("the audit log could not be written")

@@ -1,0 +1,183 @@
+"""Table definitions (SQLAlchemy Core) and the two column types that make both backends agree.
+
+The migrations in ``migrations/versions`` create these tables; a test compares the migrated database
+with this metadata so the two cannot drift apart. Timestamps are timezone-aware UTC on the way in and out:
+``timestamptz`` on PostgreSQL, a fixed-width UTC text on SQLite (so text order is time order).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+__all__ = [
+    "JSONText",
+    "UTCDateTime",
+    "audit_events",
+    "audit_head",
+    "grants",
+    "keys",
+    "meta",
+    "metadata",
+    "principals",
+    "tokens",
+]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on both backends; a naive datetime is refused rather than guessed."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("timestamps must be timezone-aware datetimes")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            # SQLite's DATETIME text has no offset: store UTC wall time, re-attach UTC on load.
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class JSONText(TypeDecorator[Any]):
+    """JSON kept as text (not JSONB) so both backends store and return exactly the same thing."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+# SQLite turns "INTEGER PRIMARY KEY" into the rowid: no second index, cheaper appends.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+principals = Table(
+    "principals",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("role", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", Text, nullable=True),
+    Column("disabled_at", UTCDateTime, nullable=True),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("principal_id", Text, ForeignKey("principals.id"), nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("digest", LargeBinary, nullable=False),
+    Column("family_id", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index(None, "family_id"),
+    Index(None, "principal_id"),
+)
+
+keys = Table(
+    "keys",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("label", Text, nullable=False),
+    Column("curve", Text, nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("address", Text, nullable=True),
+    Column("scope", Text, nullable=False),
+    Column("tags", JSONText, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("hsm_id", Text, nullable=False, unique=True),
+    Column("attributes", JSONText, nullable=False),
+    Column("created_by", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("principal_id", Text, ForeignKey("principals.id"), nullable=False),
+    Column("resource_type", Text, nullable=False),
+    Column("resource_id", Text, nullable=False),
+    Column("operations", JSONText, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("created_by", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Index("ix_grants_lookup", "principal_id", "resource_type", "resource_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("request_id", Text, nullable=True),
+    Column("kind", Text, nullable=False),
+    Column("event", Text, nullable=False),
+    Column("prev_hash", Text, nullable=False),
+    Column("hash", Text, nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", Text, nullable=False),
+    Column("epoch", BigInteger, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
