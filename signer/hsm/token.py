@@ -1,0 +1,378 @@
+"""One token's PKCS#11 state and the operations on it; every method runs on the HSM worker thread.
+
+``TokenSession`` holds the loaded library, the token, the one long-lived logged-in session and a cache
+of private-key handles for one ``Hsm``. It does the PKCS#11 work and raises python-pkcs11's exceptions
+(or ``SignerError`` for checks of its own); ``signer.hsm.worker`` decides about retries and turns the
+rest into service errors through ``signer.hsm.errormap``.
+
+It must never be touched from any thread but the worker's: python-pkcs11 0.10.1 initialises the module
+without locking callbacks and releases the GIL around each call, and two threads inside SoftHSM 2.6.1 at
+once crash the process. It never closes a session through python-pkcs11 (that logs the whole process
+out); sessions are closed and logged in through ``signer.hsm.ckapi``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pkcs11
+import pkcs11.exceptions as pk
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+
+from signer.config import Secret
+from signer.errors import IntegrityError, NotFound
+from signer.hsm.ckapi import CkApi
+from signer.hsm.curves import (
+    EC_PARAMS,
+    curve_from_params,
+    decode_ec_point,
+    hsm_id_bytes,
+    validate_signature,
+)
+from signer.hsm.types import Curve, GeneratedKey, KeyAttributes
+
+__all__ = ["SELF_TEST_DIGEST", "SELF_TEST_MESSAGE", "TokenSession", "WorkerContext"]
+
+log = logging.getLogger("signer.hsm")
+
+SELF_TEST_MESSAGE = b"signer HSM self-test"
+SELF_TEST_DIGEST = hashlib.sha256(SELF_TEST_MESSAGE).digest()
+_SELF_TEST_LABEL = "signer-self-test"
+_ID_BYTES = 16
+
+_CONFINEMENT_ATTRS = [
+    Attribute.SENSITIVE,
+    Attribute.EXTRACTABLE,
+    Attribute.ALWAYS_SENSITIVE,
+    Attribute.NEVER_EXTRACTABLE,
+    Attribute.LOCAL,
+    Attribute.TOKEN,
+]
+
+# Users per loaded module and per token in this process, so that closing one Hsm neither finalises
+# the library nor logs out a token another Hsm still uses. Worker thread only, like everything here.
+_module_users: dict[str, int] = {}
+_token_users: dict[tuple[str, str], int] = {}
+
+
+def _private_template(token: bool) -> dict[Attribute, Any]:
+    return {
+        Attribute.TOKEN: token,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.SIGN: True,
+        Attribute.DECRYPT: False,
+        Attribute.UNWRAP: False,
+        Attribute.DERIVE: False,
+        # Refuses C_CopyObject, which could otherwise clone the key with weaker attributes.
+        Attribute.COPYABLE: False,
+    }
+
+
+def _public_template(token: bool) -> dict[Attribute, Any]:
+    return {
+        Attribute.TOKEN: token,
+        Attribute.PRIVATE: False,
+        Attribute.VERIFY: True,
+        Attribute.ENCRYPT: False,
+        Attribute.WRAP: False,
+        Attribute.DERIVE: False,
+    }
+
+
+def _attributes_of(key: pkcs11.Object) -> KeyAttributes:
+    # python-pkcs11 silently leaves out attributes the token cannot report; a missing one is read as
+    # the unsafe value, so a key we cannot vouch for is never called confined.
+    raw = key.get_attributes(_CONFINEMENT_ATTRS)
+    return KeyAttributes(
+        sensitive=raw.get(Attribute.SENSITIVE) is True,
+        extractable=raw.get(Attribute.EXTRACTABLE) is not False,
+        always_sensitive=raw.get(Attribute.ALWAYS_SENSITIVE) is True,
+        never_extractable=raw.get(Attribute.NEVER_EXTRACTABLE) is True,
+        local=raw.get(Attribute.LOCAL) is True,
+        token=raw.get(Attribute.TOKEN) is True,
+    )
+
+
+def _curve_of(key: pkcs11.Object) -> Curve | None:
+    raw = key.get_attributes([Attribute.KEY_TYPE, Attribute.EC_PARAMS])
+    if raw.get(Attribute.KEY_TYPE) not in (KeyType.EC, KeyType.EC_EDWARDS):
+        return None
+    return curve_from_params(raw.get(Attribute.EC_PARAMS))
+
+
+@dataclass(frozen=True)
+class WorkerContext:
+    """The live PKCS#11 objects, handed to ``Hsm._run_on_worker`` callables (tests and diagnostics)."""
+
+    lib: Any
+    token: Any
+    session: Any
+    ckapi: CkApi
+    slot_id: int
+    find_private_key: Callable[[str], Any]
+
+
+class TokenSession:
+    """The token behind one ``Hsm``: library, token, one logged-in session, cached key handles."""
+
+    def __init__(self, module_path: str, token_label: str, pin: Secret) -> None:
+        self.module_path = module_path
+        self.token_label = token_label
+        self._pin = pin
+        self._lib: Any = None
+        self._ckapi: CkApi | None = None
+        self._token: Any = None
+        self._session: Any = None
+        self._keys: dict[str, tuple[Any, Curve | None]] = {}
+        self._registered = False
+
+    def __repr__(self) -> str:
+        return f"TokenSession(module={self.module_path!r}, token={self.token_label!r})"
+
+    @property
+    def connected(self) -> bool:
+        return self._session is not None
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Load the module, find the token by label, open the session and log in (start-up)."""
+        self._lib = pkcs11.lib(self.module_path)
+        self._ckapi = CkApi(self.module_path)
+        self._open_session(find_token=True)
+        self._register()
+
+    def reopen_session(self) -> None:
+        """Replace a lost session (closed, logged out, handle invalid) with a new logged-in one."""
+        self._drop_session()
+        self._open_session(find_token=False)
+
+    def reconnect(self) -> None:
+        """Re-initialise the library and start over: the cure once the token was gone.
+
+        SoftHSM keeps failing (CKR_GENERAL_ERROR from C_GetTokenInfo, invalid object handles) after a
+        token directory that vanished comes back, until the library is finalised and initialised
+        again. Other ``Hsm`` objects on the same module lose their sessions too and log in again.
+        """
+        self._keys.clear()
+        self._session = None
+        self._token = None
+        if self._lib is None:
+            self._lib = pkcs11.lib(self.module_path)
+        else:
+            try:
+                self._lib.finalize()
+            except pk.PKCS11Error:
+                log.debug("C_Finalize failed during reconnect; initialising anyway")
+            self._lib.initialize()
+        if self._ckapi is None:
+            self._ckapi = CkApi(self.module_path)
+        self._open_session(find_token=True)
+        self._register()
+
+    def close(self) -> None:
+        """Log out (unless another Hsm uses the token), close the session, finalise if last user."""
+        if self._registered:
+            self._registered = False
+            token_key = (self.module_path, self.token_label)
+            _token_users[token_key] -= 1
+            _module_users[self.module_path] -= 1
+            last_on_token = _token_users[token_key] == 0
+            last_on_module = _module_users[self.module_path] == 0
+        else:
+            last_on_token = last_on_module = False
+        session, self._session = self._session, None
+        self._keys.clear()
+        if session is not None and self._ckapi is not None:
+            if last_on_token:
+                self._quietly(self._ckapi.logout, session.handle)
+            self._quietly(self._ckapi.close_session, session.handle)
+        if last_on_module and self._lib is not None:
+            self._quietly(self._lib.finalize)
+        self._token = None
+
+    def abandon(self) -> None:
+        """After a failed ``connect``: finalise the module unless another Hsm in the process uses it."""
+        self._session = None
+        self._token = None
+        if not self._registered and self._lib is not None and not _module_users.get(self.module_path):
+            self._quietly(self._lib.finalize)
+
+    def context(self) -> WorkerContext:
+        return WorkerContext(
+            lib=self._lib,
+            token=self._token,
+            session=self._session,
+            ckapi=self._api,
+            slot_id=int(self._token.slot.slot_id),
+            find_private_key=lambda hsm_id: self._private_key(hsm_id)[0],
+        )
+
+    def forget_handles(self) -> None:
+        self._keys.clear()
+
+    def probe_token(self) -> None:
+        """C_GetTokenInfo on our slot: raises when the token is gone (SoftHSM: CKR_GENERAL_ERROR)."""
+        self._token.slot.get_token()
+
+    def _register(self) -> None:
+        if not self._registered:
+            self._registered = True
+            _module_users[self.module_path] = _module_users.get(self.module_path, 0) + 1
+            key = (self.module_path, self.token_label)
+            _token_users[key] = _token_users.get(key, 0) + 1
+
+    @property
+    def _api(self) -> CkApi:
+        if self._ckapi is None:
+            raise pk.PKCS11Error("Initialisation error (not initialized): module not loaded")
+        return self._ckapi
+
+    def _open_session(self, *, find_token: bool) -> None:
+        if find_token or self._token is None:
+            self._token = self._lib.get_token(token_label=self.token_label)
+        # Opened without a PIN: python-pkcs11 would leak the handle if its own login failed, and its
+        # close() logs out. The login is ours, on this handle; "already logged in" is fine (per process).
+        session = self._token.open(rw=True)
+        try:
+            self._api.login_user(session.handle, self._pin)
+        except BaseException:
+            self._quietly(self._api.close_session, session.handle)
+            raise
+        self._session = session
+
+    def _drop_session(self) -> None:
+        session, self._session = self._session, None
+        self._keys.clear()
+        if session is not None and self._ckapi is not None:
+            self._quietly(self._ckapi.close_session, session.handle)
+
+    @staticmethod
+    def _quietly(fn: Callable[..., object], *args: object) -> None:
+        try:
+            fn(*args)
+        except pk.PKCS11Error as exc:
+            log.debug("ignored %s during HSM cleanup", type(exc).__name__)
+
+    # -- health ------------------------------------------------------------------------------------
+
+    def ping(self) -> None:
+        info = self._api.session_info(self._session.handle)
+        if not info.user_logged_in:
+            raise pk.UserNotLoggedIn()
+        self.probe_token()
+
+    # -- keys --------------------------------------------------------------------------------------
+
+    def _private_key(self, hsm_id: str) -> tuple[Any, Curve | None]:
+        cached = self._keys.get(hsm_id)
+        if cached is not None:
+            return cached
+        found = list(
+            self._session.get_objects(
+                {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: hsm_id_bytes(hsm_id)}
+            )
+        )
+        if not found:
+            # SoftHSM answers an empty search when its token directory is gone: ask the token itself
+            # before telling the caller the key does not exist.
+            self.probe_token()
+            raise NotFound("key not found", code="key_not_found")
+        if len(found) > 1:
+            raise IntegrityError("several private keys share one id on the token")
+        entry = (found[0], _curve_of(found[0]))
+        self._keys[hsm_id] = entry
+        return entry
+
+    def _generate(self, curve: Curve, label: str, *, token: bool) -> tuple[bytes, Any, Any]:
+        key_id = os.urandom(_ID_BYTES)
+        if curve is Curve.ED25519:
+            key_type, mechanism = KeyType.EC_EDWARDS, Mechanism.EC_EDWARDS_KEY_PAIR_GEN
+        else:
+            key_type, mechanism = KeyType.EC, Mechanism.EC_KEY_PAIR_GEN
+        params = self._session.create_domain_parameters(
+            key_type, {Attribute.EC_PARAMS: EC_PARAMS[curve]}, local=True
+        )
+        public, private = params.generate_keypair(
+            id=key_id,
+            label=label,
+            store=token,
+            mechanism=mechanism,
+            public_template=_public_template(token),
+            private_template=_private_template(token),
+        )
+        return key_id, public, private
+
+    def generate_key(self, curve: Curve, label: str) -> GeneratedKey:
+        key_id, public, private = self._generate(curve, label, token=True)
+        hsm_id = key_id.hex()
+        public_key = decode_ec_point(curve, public[Attribute.EC_POINT])
+        attributes = _attributes_of(private)
+        self._keys[hsm_id] = (private, curve)
+        return GeneratedKey(hsm_id=hsm_id, curve=curve, public_key=public_key, attributes=attributes)
+
+    def sign(self, hsm_id: str, curve: Curve, data: bytes) -> bytes:
+        key, key_curve = self._private_key(hsm_id)
+        if key_curve is not curve:
+            raise IntegrityError("the key on the token is not of the requested curve", code="curve_mismatch")
+        mechanism = Mechanism.EDDSA if curve is Curve.ED25519 else Mechanism.ECDSA
+        return validate_signature(curve, key.sign(data, mechanism=mechanism))
+
+    def key_attributes(self, hsm_id: str) -> KeyAttributes:
+        return _attributes_of(self._private_key(hsm_id)[0])
+
+    def _private_keys(self) -> Iterator[Any]:
+        yield from list(self._session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+
+    def list_keys(self) -> list[tuple[str, str, Curve | None]]:
+        keys = []
+        for key in self._private_keys():
+            raw = key.get_attributes([Attribute.ID, Attribute.LABEL, Attribute.KEY_TYPE, Attribute.EC_PARAMS])
+            curve = None
+            if raw.get(Attribute.KEY_TYPE) in (KeyType.EC, KeyType.EC_EDWARDS):
+                curve = curve_from_params(raw.get(Attribute.EC_PARAMS))
+            keys.append(
+                (bytes(raw.get(Attribute.ID) or b"").hex(), str(raw.get(Attribute.LABEL) or ""), curve)
+            )
+        return sorted(keys)
+
+    def unconfined_keys(self) -> list[str]:
+        unconfined = []
+        for key in self._private_keys():
+            if not _attributes_of(key).confined:
+                raw_id = key.get_attributes([Attribute.ID]).get(Attribute.ID)
+                unconfined.append(bytes(raw_id or b"").hex())
+        return sorted(unconfined)
+
+    def self_test(self, curve: Curve) -> tuple[bytes, bytes, bytes]:
+        _, public, private = self._generate(curve, _SELF_TEST_LABEL, token=False)
+        try:
+            public_key = decode_ec_point(curve, public[Attribute.EC_POINT])
+            if curve is Curve.ED25519:
+                data, mechanism = SELF_TEST_MESSAGE, Mechanism.EDDSA
+            else:
+                data, mechanism = SELF_TEST_DIGEST, Mechanism.ECDSA
+            signature = validate_signature(curve, private.sign(data, mechanism=mechanism))
+        finally:
+            for obj in (private, public):
+                self._quietly(obj.destroy)
+        return public_key, data, signature
+
+    def destroy_key(self, hsm_id: str) -> None:
+        key_id = hsm_id_bytes(hsm_id)
+        objects = list(self._session.get_objects({Attribute.ID: key_id}))
+        private = [o for o in objects if o.object_class == ObjectClass.PRIVATE_KEY]
+        if not private:
+            self.probe_token()
+            raise NotFound("key not found", code="key_not_found")
+        self._keys.pop(hsm_id, None)
+        # Private half first: if anything fails after it, what remains is a harmless public key.
+        for obj in sorted(objects, key=lambda o: o.object_class != ObjectClass.PRIVATE_KEY):
+            obj.destroy()
