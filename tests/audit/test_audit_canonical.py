@@ -1,0 +1,153 @@
+"""canonical_json: one text per value, floats and NaN refused, any string round-trips losslessly."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from datetime import UTC, datetime, timedelta, timezone
+from enum import IntEnum, StrEnum
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from signer.audit import canonical_json, format_at, make_event, parse_at, parse_canonical
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+def test_known_answer() -> None:
+    value = {"b": [1, True, None, "x"], "a": {"z": -(2**80), "y": ""}, "é": "ü\n"}
+    assert canonical_json(value) == b'{"a":{"y":"","z":-1208925819614629174706176},"b":[1,true,null,"x"],' + (
+        b'"\\u00e9":"\\u00fc\\n"}'
+    )
+
+
+def test_key_order_and_container_type_do_not_matter() -> None:
+    a = {"b": 1, "a": [1, 2], "c": {"y": 1, "x": 2}}
+    b = OrderedDict([("c", OrderedDict([("x", 2), ("y", 1)])), ("a", (1, 2)), ("b", 1)])
+    assert canonical_json(a) == canonical_json(b)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        1.0,
+        {"x": 0.5},
+        [float("nan")],
+        {"x": float("inf")},
+        {"x": -float("inf")},
+        {1: "int key"},
+        {("a",): 1},
+        {"x": b"bytes"},
+        {"x": {1, 2}},
+        {"x": datetime(2026, 1, 1, tzinfo=UTC)},
+        {"x": object()},
+        "\ud800",
+        {"x": "a\udfffb"},
+        {"\udc00": 1},
+    ],
+)
+def test_refuses_what_has_no_single_text(bad: Any) -> None:
+    with pytest.raises(ValueError):
+        canonical_json(bad)
+
+
+def test_refuses_absurd_nesting() -> None:
+    deep: Any = "leaf"
+    for _ in range(100):
+        deep = [deep]
+    with pytest.raises(ValueError):
+        canonical_json(deep)
+
+
+def test_enum_subclasses_encode_as_their_values() -> None:
+    class Color(StrEnum):
+        RED = "red"
+
+    class Level(IntEnum):
+        HIGH = 3
+
+    assert canonical_json({"c": Color.RED, "l": Level.HIGH}) == b'{"c":"red","l":3}'
+
+
+def test_hostile_strings_round_trip_and_stay_on_one_ascii_line() -> None:
+    hostile = [
+        'line1\nforged line {"seq":1}\r\n',
+        "\x1b[2J\x1b[31mred\x1b[0m",
+        "\u2028\u2029\x85 separators",
+        "\u202eright-to-left override",
+        '"quote" \\ backslash / slash',
+        "\x00\x01\x7f controls",
+        "emoji \U0001f600 and astral \U00010348",
+        "",
+    ]
+    for text in hostile:
+        encoded = canonical_json({"label": text})
+        assert encoded.isascii()
+        assert b"\n" not in encoded and b"\r" not in encoded and b"\x1b" not in encoded
+        assert json.loads(encoded) == {"label": text}
+        assert parse_canonical(encoded) == {"label": text}
+
+
+@given(json_values)
+def test_any_json_value_round_trips_and_is_a_fixed_point(value: Any) -> None:
+    encoded = canonical_json(value)
+    assert json.loads(encoded) == value
+    assert canonical_json(json.loads(encoded)) == encoded
+    assert parse_canonical(encoded) == value
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"b":1,"a":2}',  # unsorted
+        '{"a": 1}',  # whitespace
+        '{"a":1.0}',  # float
+        '{"a":NaN}',
+        '{"a":1,"a":2}',  # duplicate key
+        '{"a":"\u00e9"}',  # raw non-ASCII where an escape is canonical
+        '{"a":"\\u0041"}',  # needless escape
+        "[1,2]\n",
+    ],
+)
+def test_parse_canonical_rejects_other_spellings(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_canonical(text)
+
+
+def test_timestamps() -> None:
+    moment = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=-5)))
+    text = format_at(moment)
+    assert text == "2026-01-02T08:04:05.000006Z"
+    assert parse_at(text) == moment
+    assert parse_at("2026-01-02T08:04:05Z") == moment.replace(microsecond=0)
+    assert parse_at("2026-01-02T08:04:05+00:00").tzinfo == UTC
+    for bad in ["2026-01-02T08:04:05", "2026-01-02T08:04:05+01:00", "yesterday", "", " 2026-01-02T08:04:05Z"]:
+        with pytest.raises(ValueError):
+            parse_at(bad)
+    with pytest.raises(ValueError):
+        format_at(datetime(2026, 1, 1))
+
+
+def test_make_event() -> None:
+    at = datetime(2026, 1, 2, tzinfo=UTC)
+    event = make_event("sign.transaction", at=at, outcome="allowed", actor={"name": "r"}, key_id="key_1")
+    assert event == {
+        "kind": "sign.transaction",
+        "at": "2026-01-02T00:00:00.000000Z",
+        "request_id": None,
+        "actor": {"name": "r"},
+        "outcome": "allowed",
+        "key_id": "key_1",
+    }
+    canonical_json(event)
+    with pytest.raises(TypeError):
+        make_event("x", at=at, outcome="allowed", **{"kind": "shadow"})
+    with pytest.raises(ValueError):
+        canonical_json(make_event("x", at=at, outcome="allowed", fee=0.1))
