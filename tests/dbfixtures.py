@@ -6,9 +6,12 @@ Reuse from any test package's ``conftest.py``::
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (until pytest's pythonpath has it)
-    from dbfixtures import pg_database_url, sqlite_template, store, store_url  # noqa: E402,F401
+    from dbfixtures import (  # noqa: E402,F401
+        pg_database_url, pg_server_url, pg_store_url, sqlite_store_url, sqlite_template, store, store_url,
+    )
 
-Then a test takes ``store_url`` (a URL string) or ``store`` (an open ``Store`` on that URL)::
+Then a test takes ``store_url`` (a URL string) or ``store`` (an open ``Store`` on that URL), or for a
+one-backend test ``sqlite_store_url`` / ``pg_store_url``::
 
     async def test_something(store):                  # runs twice: [sqlite] and [postgres]
         ...
@@ -158,17 +161,27 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.fixture
+def sqlite_store_url(sqlite_template: Path, tmp_path: Path) -> str:
+    """A clean, migrated SQLite database (a copy of the session template) in this test's tmp_path."""
+    path = tmp_path / "db" / "signer.db"
+    path.parent.mkdir()
+    shutil.copyfile(sqlite_template, path)
+    return sqlite_url(path)
+
+
+@pytest.fixture
+def pg_store_url(pg_database_url: str) -> str:
+    """The session's PostgreSQL database, emptied for this test."""
+    run_sync(lambda: _pg_reset(pg_database_url))
+    return pg_database_url
+
+
 @pytest.fixture(params=STORE_BACKENDS)
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of a clean, migrated database for this test (see the module docstring)."""
-    if request.param == "sqlite":
-        template: Path = request.getfixturevalue("sqlite_template")
-        path = tmp_path / "db" / "signer.db"
-        path.parent.mkdir()
-        shutil.copyfile(template, path)
-        return sqlite_url(path)
-    url: str = request.getfixturevalue("pg_database_url")
-    run_sync(lambda: _pg_reset(url))
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a clean, migrated database for this test, once per backend (see the module docstring)."""
+    name = "sqlite_store_url" if request.param == "sqlite" else "pg_store_url"
+    url: str = request.getfixturevalue(name)
     return url
 
 

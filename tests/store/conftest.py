@@ -9,4 +9,12 @@ _TESTS_DIR = str(Path(__file__).resolve().parents[1])
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
-from dbfixtures import pg_database_url, pg_server_url, sqlite_template, store, store_url  # noqa: E402,F401
+from dbfixtures import (  # noqa: E402,F401
+    pg_database_url,
+    pg_server_url,
+    pg_store_url,
+    sqlite_store_url,
+    sqlite_template,
+    store,
+    store_url,
+)
