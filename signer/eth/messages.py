@@ -91,8 +91,12 @@ Types = dict[str, tuple[tuple[str, _FieldType], ...]]
 
 @dataclass(frozen=True, slots=True)
 class TypedDataDigest:
-    """A validated EIP-712 request. ``domain`` and ``message`` are canonical (ints, EIP-55 addresses,
-    ``bytes``); ``digest`` = keccak256(0x1901 || ``domain_separator`` || ``message_hash``)."""
+    """A validated EIP-712 request and its digest: keccak256(0x1901 || domain_separator || message_hash).
+
+    ``domain`` and ``message`` are canonical and JSON-serialisable as they are: integers are ``int``,
+    addresses EIP-55, byte strings lower-case ``0x`` hex, booleans ``bool``. ``as_json`` additionally
+    writes integers as decimal strings, for readers that lose precision beyond 2**53.
+    """
 
     digest: bytes
     domain: dict[str, Any]
@@ -118,8 +122,6 @@ def _to_json(value: Any) -> Any:
         return value
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, bytes):
-        return "0x" + value.hex()
     if isinstance(value, list):
         return [_to_json(item) for item in value]
     return {key: _to_json(item) for key, item in value.items()}
@@ -289,7 +291,7 @@ def _encode_atomic(kind: str, value: Any, where: str) -> tuple[bytes, Any]:
             raise _bad(where, "string is not valid Unicode") from None
     if kind == "bytes":
         data = parse_hex_bytes(value, where)
-        return keccak256(data), data
+        return keccak256(data), "0x" + data.hex()
     if kind == "bool":
         if not isinstance(value, bool):
             raise _bad(where, "expected true or false")
@@ -299,7 +301,7 @@ def _encode_atomic(kind: str, value: Any, where: str) -> tuple[bytes, Any]:
         return b"\x00" * 12 + address_bytes(address), address
     if kind.startswith("bytes"):
         data = parse_hex_bytes(value, where, length=int(kind[5:]))
-        return data.ljust(32, b"\x00"), data
+        return data.ljust(32, b"\x00"), "0x" + data.hex()
     if kind.startswith("uint"):
         number = parse_quantity(value, where, maximum=2 ** int(kind[4:]) - 1)
         return number.to_bytes(32, "big"), number
