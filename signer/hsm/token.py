@@ -264,6 +264,7 @@ class TokenSession:
     # -- health ------------------------------------------------------------------------------------
 
     def ping(self) -> None:
+        """Session valid and logged in, token answering; raises the PKCS#11 error that says which not."""
         info = self._api.session_info(self._session.handle)
         if not info.user_logged_in:
             raise pk.UserNotLoggedIn()
@@ -281,9 +282,9 @@ class TokenSession:
             )
         )
         if not found:
-            # SoftHSM answers an empty search when its token directory is gone: ask the token itself
-            # before telling the caller the key does not exist.
-            self.probe_token()
+            # An empty search is also what SoftHSM answers when the session is logged out (private
+            # objects are invisible) or the token directory is gone: check both before saying "no key".
+            self.ping()
             raise NotFound("key not found", code="key_not_found")
         if len(found) > 1:
             raise IntegrityError("several private keys share one id on the token")
@@ -370,7 +371,7 @@ class TokenSession:
         objects = list(self._session.get_objects({Attribute.ID: key_id}))
         private = [o for o in objects if o.object_class == ObjectClass.PRIVATE_KEY]
         if not private:
-            self.probe_token()
+            self.ping()
             raise NotFound("key not found", code="key_not_found")
         self._keys.pop(hsm_id, None)
         # Private half first: if anything fails after it, what remains is a harmless public key.

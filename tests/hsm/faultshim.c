@@ -14,11 +14,14 @@
  *   shim_sign_delay_ms(ms)                         C_Sign sleeps before producing the signature.
  *   shim_reset()                                   all faults off, counters zero.
  *   shim_sign_init_calls(), shim_injected()        counters, for assertions.
+ *   shim_threads_seen()                            how many distinct threads have called C_SignInit or
+ *                                                  C_Sign since the last reset (the worker promises one).
  *
  * C_Initialize on a module this process already initialised (the tests' main token) is "borrowed":
  * it answers CKR_OK and the matching C_Finalize leaves the real module alone.
  */
 #include <dlfcn.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -39,6 +42,24 @@ static volatile unsigned long sign_delay_ms;
 static volatile unsigned long sign_init_calls;
 static volatile unsigned long injected;
 
+#define MAX_THREADS 64
+static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t threads[MAX_THREADS];
+static unsigned threads_seen;
+
+static void note_thread(void) {
+    pthread_t self = pthread_self();
+    unsigned i;
+    pthread_mutex_lock(&threads_lock);
+    for (i = 0; i < threads_seen; i++) {
+        if (pthread_equal(threads[i], self)) break;
+    }
+    if (i == threads_seen && threads_seen < MAX_THREADS) threads[threads_seen++] = self;
+    pthread_mutex_unlock(&threads_lock);
+}
+
+unsigned shim_threads_seen(void) { return threads_seen; }
+
 void shim_reset(void) {
     init_fault_rv = CKR_OK;
     init_fault_count = 0;
@@ -48,6 +69,9 @@ void shim_reset(void) {
     sign_delay_ms = 0;
     sign_init_calls = 0;
     injected = 0;
+    pthread_mutex_lock(&threads_lock);
+    threads_seen = 0;
+    pthread_mutex_unlock(&threads_lock);
 }
 
 void shim_fail_sign_init(unsigned long rv, long count, unsigned percent, unsigned seed) {
@@ -91,6 +115,7 @@ static CK_RV shim_C_Finalize(CK_VOID_PTR reserved) {
 }
 
 static CK_RV shim_C_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key) {
+    note_thread();
     sign_init_calls++;
     if (init_fault_rv != CKR_OK && init_fault_count != 0) {
         int hit = init_fault_percent == 0 || (unsigned)(rand_r(&init_fault_seed) % 100) < init_fault_percent;
@@ -105,6 +130,7 @@ static CK_RV shim_C_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechani
 static CK_RV shim_C_Sign(CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG data_len,
                          CK_BYTE_PTR signature, CK_ULONG_PTR signature_len) {
     CK_RV rv;
+    note_thread();
     if (signature != NULL && sign_delay_ms > 0) {
         struct timespec pause = {(time_t)(sign_delay_ms / 1000), (long)(sign_delay_ms % 1000) * 1000000L};
         nanosleep(&pause, NULL);

@@ -112,6 +112,7 @@ class FaultShim:
                 "-o",
                 str(out),
                 "-ldl",
+                "-lpthread",
             ],
             check=True,
             capture_output=True,
@@ -123,6 +124,7 @@ class FaultShim:
         dll.shim_sign_delay_ms.argtypes = (ctypes.c_ulong,)
         dll.shim_sign_init_calls.restype = ctypes.c_ulong
         dll.shim_injected.restype = ctypes.c_ulong
+        dll.shim_threads_seen.restype = ctypes.c_uint
         return cls(path=out, dll=dll)
 
     def reset(self) -> None:
@@ -144,3 +146,7 @@ class FaultShim:
     @property
     def injected(self) -> int:
         return int(self.dll.shim_injected())
+
+    @property
+    def threads_seen(self) -> int:
+        return int(self.dll.shim_threads_seen())
