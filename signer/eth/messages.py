@@ -58,9 +58,11 @@ _TOP_LEVEL: Final = frozenset(("types", "primaryType", "domain", "message"))
 # Nesting of structs and arrays in one value. Real protocols (Permit2, Seaport, Safe) stay below 6;
 # the bound keeps a hostile recursive type far from Python's recursion limit.
 MAX_DEPTH: Final = 32
+MAX_ARRAY_DIMENSIONS: Final = 8
 
-_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
-_TYPE_REFERENCE = re.compile(r"([A-Za-z_$][A-Za-z0-9_$]*)((?:\[(?:[1-9][0-9]{0,5})?\])*)")
+# Names are bounded (64 characters) so that every path in an error message stays short.
+_IDENTIFIER = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]{0,63}")
+_TYPE_REFERENCE = re.compile(r"([A-Za-z_$][A-Za-z0-9_$]{0,63})((?:\[(?:[1-9][0-9]{0,5})?\])*)")
 _DIMENSION = re.compile(r"\[([0-9]*)\]")
 _ATOMIC_LIKE = re.compile(r"(u?int[0-9]*|bytes[0-9]*|bool|address|string)")
 _ATOMIC: Final = frozenset(
@@ -72,7 +74,8 @@ _ATOMIC: Final = frozenset(
 
 
 def _bad(field: str, message: str, **extra: Any) -> InvalidRequest:
-    return InvalidRequest(message, code=CODE, field=field, **extra)
+    # Paths are built from caller-chosen names; bound them so an error stays small.
+    return InvalidRequest(message, code=CODE, field=field[:256], **extra)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +137,8 @@ def _parse_field_type(text: Any, where: str) -> _FieldType:
     if match is None:
         raise _bad(where, "malformed field type")
     dimensions = tuple(int(size) if size else None for size in _DIMENSION.findall(match.group(2)))
+    if len(dimensions) > MAX_ARRAY_DIMENSIONS:
+        raise _bad(where, "too many array dimensions")
     return _FieldType(text, match.group(1), dimensions)
 
 

@@ -9,7 +9,7 @@ recovers to any other key never leaves here. It never sees or handles a private 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import coincurve
 
@@ -34,11 +34,16 @@ class RecoverableSignature:
     """A canonical secp256k1 signature: ``0 < r < n``, ``0 < s <= n/2`` (EIP-2) and recovery id 0 or 1.
 
     Construction validates, so no instance can hold a high ``s`` or an impossible recovery id.
+    ``recoverable_signature`` also records what it proved: the ``digest`` signed and the ``address``
+    the signature recovers to over it. ``UnsignedTransaction.assemble`` refuses a signature proven
+    over another digest and reuses the address instead of recovering again.
     """
 
     r: int
     s: int
     recovery_id: int
+    digest: bytes | None = field(default=None, repr=False, compare=False)
+    address: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.r < SECP256K1_N:
@@ -87,7 +92,8 @@ def recoverable_signature(digest: bytes, raw_rs: bytes, public_key: bytes) -> Re
     # and if it ever happened refusing is the safe answer.
     for recovery_id in (0, 1):
         if _recover(digest, r, s, recovery_id) == public_key:
-            return RecoverableSignature(r=r, s=s, recovery_id=recovery_id)
+            address = to_checksum_address(keccak256(public_key[1:])[12:])
+            return RecoverableSignature(r=r, s=s, recovery_id=recovery_id, digest=digest, address=address)
     raise IntegrityError("Signature does not recover to the signing key", code="signature_mismatch")
 
 

@@ -360,6 +360,12 @@ class UnsignedTransaction:
         # The fields are what gets broadcast and the digest is what was signed: they must agree.
         if payload != self.signing_payload or keccak256(payload) != self.digest:
             raise IntegrityError("transaction fields do not match the signed digest", code="integrity_error")
+        if signature.digest is not None and signature.address is not None:
+            if signature.digest != self.digest:
+                raise IntegrityError("signature was made over another digest", code="signature_mismatch")
+            sender = signature.address
+        else:
+            sender = recover_address(self.digest, signature)
         y_parity = signature.recovery_id
         i = _rlp.encode_int
         if self.tx_type == TX_LEGACY:
@@ -375,7 +381,7 @@ class UnsignedTransaction:
             y_parity=y_parity,
             r=signature.r,
             s=signature.s,
-            sender=recover_address(self.digest, signature),
+            sender=sender,
         )
 
 
@@ -640,7 +646,7 @@ def _decode_fields(raw: bytes) -> dict[str, Any]:
     }
 
 
-def decode_unsigned_transaction(raw: bytes, *, field: str = "transaction") -> UnsignedTransaction:
+def decode_unsigned_transaction(raw: bytes, *, field: str = "raw") -> UnsignedTransaction:
     """Decode an unsigned serialised transaction: an EIP-155 legacy RLP list ending ``chainId, 0, 0``,
     or ``0x01``/``0x02``/``0x04`` followed by the unsigned RLP payload.
 

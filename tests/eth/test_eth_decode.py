@@ -59,7 +59,7 @@ def _rejected(raw: bytes, code: str = "invalid_transaction") -> None:
     with pytest.raises(InvalidRequest) as error:
         decode_unsigned_transaction(raw)
     assert error.value.code == code
-    assert error.value.extra["field"] == "transaction"
+    assert error.value.extra["field"] == "raw"
 
 
 def _header(length: int, offset: int) -> bytes:

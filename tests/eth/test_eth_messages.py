@@ -565,3 +565,32 @@ def test_error_field_names_are_bounded() -> None:
     request["message"]["x" * 10_000] = 1
     error = _refused(request)
     assert len(error.extra["field"]) < 100
+
+
+def test_names_and_dimensions_are_bounded() -> None:
+    _refused(_single("uint8" + "[]" * 9, []), "types.M[0].type")
+    long_name = "N" * 65
+    request = {"types": {long_name: []}, "primaryType": long_name, "domain": {}, "message": {}}
+    _refused(request)
+    ok_name = "N" * 64
+    assert typed_data_digest({"types": {ok_name: []}, "primaryType": ok_name, "domain": {}, "message": {}})
+
+
+def test_i10_message_digests_never_equal_transaction_digests() -> None:
+    """personal_sign and EIP-712 preimages start with 0x19; transactions with 0x01-0x04 or an RLP list
+    (>= 0xc0), so signing a "message" that is really a transaction yields a different digest."""
+    from signer.eth import parse_transaction
+
+    tx = parse_transaction(
+        {
+            "type": 2,
+            "chainId": 1,
+            "nonce": 0,
+            "gas": 21000,
+            "maxFeePerGas": 1,
+            "maxPriorityFeePerGas": 1,
+            "to": None,
+        }
+    )
+    assert personal_message_digest(tx.signing_payload) != tx.digest
+    assert personal_message_digest(tx.digest) != tx.digest

@@ -491,3 +491,21 @@ def test_assemble_refuses_a_signature_for_other_fields() -> None:
         tampered.assemble(sig)
     with pytest.raises(IntegrityError):
         tx.assemble((sig.r, sig.s, sig.recovery_id))  # type: ignore[arg-type]
+    # A signature proven over one transaction's digest cannot be attached to another transaction.
+    other = parse_transaction(_base(2, nonce=1))
+    with pytest.raises(IntegrityError) as error:
+        other.assemble(sig)
+    assert error.value.code == "signature_mismatch"
+
+
+def test_assemble_without_proof_recovers_the_sender() -> None:
+    from signer.eth import RecoverableSignature
+
+    secret = bytes.fromhex("34" * 32)
+    tx = parse_transaction(_base(2))
+    proven = recoverable_signature(tx.digest, hsm_sign(secret, tx.digest, high_s=True), public_key_of(secret))
+    assert proven.address == address_of(secret) and proven.digest == tx.digest
+    bare = RecoverableSignature(proven.r, proven.s, proven.recovery_id)
+    assert bare == proven  # the proof is not part of the value
+    assert tx.assemble(bare) == tx.assemble(proven)
+    assert tx.assemble(bare).sender == address_of(secret)
