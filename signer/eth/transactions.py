@@ -44,8 +44,8 @@ SUPPORTED_TYPES: Final = (TX_LEGACY, TX_ACCESS_LIST, TX_DYNAMIC_FEE, TX_SET_CODE
 # bits, which is what clients assume. Larger chain ids exist on no network.
 MAX_CHAIN_ID: Final = (2**64 - 1) // 2 - 36
 
-# The EIP-7702 authorisation preimage starts with this magic byte, so it can never collide with a
-# transaction (types 0x00-0x7f) or an EIP-191 message (0x19).
+# EIP-7702 reserves 0x05 for authorisation preimages; it is neither a transaction type in use nor the
+# 0x19 that starts every signed message, so an authorisation digest never equals another kind.
 AUTHORIZATION_MAGIC: Final = b"\x05"
 
 _COMMON: Final = ("type", "chainId", "nonce", "gas", "to", "value", "data")
@@ -104,9 +104,11 @@ class AccessListEntry:
 class Authorization:
     """One signed EIP-7702 authorisation carried by a type-4 transaction.
 
-    ``address`` is the delegate whose code the authority's account will run; ``authority`` is the
-    account that signed it, recovered here, or None when the signature is not valid (the chain skips
-    such an entry, but an approver should see that it is void).
+    ``address`` is the delegate whose code the authority's account will run. ``authority`` is the
+    account the signature recovers to, which is the account the chain will modify, or None when the
+    entry can never be valid (high s, r or s out of range, no curve point for r): the chain skips such
+    an entry, and an approver should see that it is void. Arbitrary r and s still recover to *some*
+    account, so an authority is only meaningful when an approver recognises it.
     """
 
     chain_id: int
@@ -229,7 +231,8 @@ class TransactionFields:
 class SignedTransaction:
     """A transaction ready to broadcast. ``v`` is ``35 + 2*chainId + y_parity`` for legacy (EIP-155)
     and equals ``y_parity`` for typed transactions; never 27 or 28. ``sender`` is the address the
-    signature recovers to: the service compares it with the key's address before releasing ``raw``."""
+    signature recovers to over the digest: the key's address when the signature came from
+    ``recoverable_signature``, recovered afresh for a bare ``RecoverableSignature``."""
 
     raw: bytes
     hash: bytes
