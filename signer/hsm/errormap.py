@@ -4,6 +4,8 @@ Every exception raised by python-pkcs11 (or by ``signer.hsm.ckapi``, which raise
 the worker thread goes through ``translate``: it says what the caller will see (a ``SignerError`` with a
 stable code, whose message never carries a PIN, a handle, a path or the module's own text) and what the
 worker may do about it before giving up (log in again, refresh a handle, back off, reconnect).
+``startup_error`` is its counterpart for ``Hsm.start``: the refusals (``ConfigurationError``) a process
+gives when it cannot open the token at all.
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from signer.config import Secret
 from signer.errors import (
@@ -46,6 +46,9 @@ from signer.hsm.errormap import Recovery, startup_error, translate
 from signer.hsm.token import TokenSession, WorkerContext
 from signer.hsm.types import Curve, GeneratedKey, KeyAttributes
 
+if TYPE_CHECKING:
+    from signer.hsm.types import KeyVault
+
 __all__ = ["Hsm", "HsmStats"]
 
 log = logging.getLogger("signer.hsm")
@@ -56,6 +59,7 @@ _MAX_RELOGINS = 1
 _MAX_HANDLE_REFRESHES = 1
 _MAX_TRANSIENT_RETRIES = 3
 _FIRST_BACKOFF_SECONDS = 0.01
+_NEVER = float("inf")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +188,11 @@ class _Pkcs11Thread:
                     _flush(batch)
                     _call_soon(item.loop, _resolve, item.future)
                     return
-                outcome = item.owner._execute(item)
+                try:
+                    outcome = item.owner._execute(item)
+                except BaseException:  # a bug in one job must not stop the only PKCS#11 thread
+                    log.exception("HSM worker failed to run a job")
+                    outcome = None
                 if outcome is not None:
                     batch.append(outcome)
                 if len(batch) >= _MAX_BATCH or self._queue.empty():
@@ -293,6 +301,12 @@ class Hsm:
             await self._call(self._connect, self._start_timeout)
         except BaseException as exc:
             self._state = "closed"
+            if isinstance(exc, DeadlineExceeded | asyncio.CancelledError) and self._thread is not None:
+                # The connect job may still be running: queue the clean-up behind it, unwaited.
+                cleanup = _Job(
+                    self, lambda deadline: self._token.close(), asyncio.get_running_loop(), _NEVER, False
+                )
+                self._thread.submit(cleanup)
             await self._release_thread()
             if isinstance(exc, DeadlineExceeded):
                 raise ConfigurationError(f"token {self.token_label!r} did not open in time") from None
@@ -404,6 +418,8 @@ class Hsm:
         worker = self._thread
         if worker is None or (self._state == "closed" and not closing):
             raise HsmUnavailable("HSM is not started" if self._state == "new" else "HSM is closed")
+        if not worker.thread.is_alive():
+            raise HsmUnavailable("HSM worker thread is not running")
         return worker
 
     async def _call(self, run: Callable[[float], T], timeout: float, *, closing: bool = False) -> T:
@@ -516,3 +532,9 @@ class Hsm:
             self._broken = True
             log.warning("HSM re-login failed (%s)", type(exc).__name__)
             raise HsmUnavailable("HSM session could not be re-opened") from None
+
+
+if TYPE_CHECKING:
+
+    def _hsm_is_a_key_vault(hsm: Hsm) -> KeyVault:
+        return hsm  # mypy checks Hsm against the protocol the services depend on

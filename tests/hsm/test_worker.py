@@ -198,6 +198,27 @@ async def test_lost_session_costs_one_relogin(make_hsm: MakeHsm, breaker: str) -
     assert stats.failed == 0 and stats.reconnects == 0
 
 
+async def test_module_reinitialised_under_every_worker(hsm: Hsm, make_hsm: MakeHsm) -> None:
+    """F-04, "SoftHSM state reset": C_Finalize + C_Initialize in this process (what a reconnect does)
+    invalidates every session of every worker; each recovers with one re-login on its next call."""
+    aux = await make_hsm()
+    mine = await hsm.generate_key(Curve.SECP256K1, "reset-main")
+    theirs = await aux.generate_key(Curve.P256, "reset-aux")
+    before = hsm.stats.relogins
+
+    def reset(ctx: Any) -> None:
+        ctx.lib.finalize()
+        ctx.lib.initialize()
+
+    await aux._run_on_worker(reset)
+    assert verify(
+        Curve.SECP256K1, mine.public_key, DIGEST, await hsm.sign(mine.hsm_id, Curve.SECP256K1, DIGEST)
+    )
+    assert verify(Curve.P256, theirs.public_key, DIGEST, await aux.sign(theirs.hsm_id, Curve.P256, DIGEST))
+    assert hsm.stats.relogins == before + 1
+    assert aux.stats.relogins == 1
+
+
 async def test_session_churn_under_load_never_reaches_callers(make_hsm: MakeHsm) -> None:
     aux = await make_hsm(deadline_seconds=10)
     key = await aux.generate_key(Curve.SECP256K1, "churn-load")
