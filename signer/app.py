@@ -75,7 +75,9 @@ async def body_limit(request: web.Request, handler: Handler) -> web.StreamRespon
     # Refuse an announced oversize body before reading a byte of it.
     limit = request.app[SETTINGS].max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        return problem(413, "body_too_large", f"request body is larger than {limit} bytes", request["request_id"])
+        return problem(
+            413, "body_too_large", f"request body is larger than {limit} bytes", request["request_id"]
+        )
     return await handler(request)
 
 

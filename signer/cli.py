@@ -82,14 +82,13 @@ def init(data_dir: str | None, config: str | None, admin_name: str) -> None:
     os.chmod(settings.data_dir, 0o700)
 
     if "softhsm" in settings.hsm_module:
-        conf = settings.resolved_softhsm_conf
-        if not conf.exists() and not os.environ.get("SOFTHSM2_CONF"):
+        conf = Path(os.environ.get("SOFTHSM2_CONF") or settings.resolved_softhsm_conf)
+        if not conf.exists():
             from signer.hsm.provision import write_softhsm_conf
 
             write_softhsm_conf(conf, settings.data_dir / "tokens")
             click.echo(f"wrote SoftHSM configuration {conf}", err=True)
-        if conf.exists():
-            os.environ.setdefault("SOFTHSM2_CONF", str(conf))
+        os.environ["SOFTHSM2_CONF"] = str(conf)
 
     user_pin = settings.hsm_pin or _ensure_secret_file(
         settings.resolved_pin_file, "SIGNER_HSM_PIN", lambda: secrets.token_urlsafe(24)
@@ -130,7 +129,7 @@ def _provision_token(settings: Settings, so_pin: Secret, user_pin: Secret) -> bo
             "user_pin": user_pin.reveal(),
         }
     )
-    done = subprocess.run(  # noqa: S603 - fixed interpreter and module, secrets on stdin only
+    done = subprocess.run(
         [sys.executable, "-m", "signer.hsm.provision"],
         input=payload,
         capture_output=True,
@@ -189,7 +188,9 @@ def migrate(data_dir: str | None, config: str | None) -> None:
 @click.option("--host", default=None, help="Interface to listen on (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8080).")
 @click.option("--workers", type=int, default=None, help="Worker processes, each with its own HSM session.")
-def serve(data_dir: str | None, config: str | None, host: str | None, port: int | None, workers: int | None) -> None:
+def serve(
+    data_dir: str | None, config: str | None, host: str | None, port: int | None, workers: int | None
+) -> None:
     """Serve the API."""
     settings = _settings(data_dir, config, host=host, port=port, workers=workers)
     from signer.store import migrate as run_migrations
@@ -215,7 +216,9 @@ def run_worker(settings: Settings) -> int:
         click.echo(f"signer: error: {exc}", err=True)
         return EXIT_CONFIG
     except OSError as exc:
-        click.echo(f"signer: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", err=True)
+        click.echo(
+            f"signer: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", err=True
+        )
         return EXIT_CONFIG
     return 0
 
@@ -227,7 +230,9 @@ def _worker_entry(settings: Settings) -> None:
 def _supervise(settings: Settings) -> int:
     # Spawn, not fork: a child must never inherit a PKCS#11 handle from its parent.
     context = multiprocessing.get_context("spawn")
-    children = [context.Process(target=_worker_entry, args=(settings,), daemon=False) for _ in range(settings.workers)]
+    children = [
+        context.Process(target=_worker_entry, args=(settings,), daemon=False) for _ in range(settings.workers)
+    ]
     for child in children:
         child.start()
     stopping = False
@@ -280,7 +285,14 @@ def audit_verify(export_file: Any) -> None:
         click.echo(json.dumps({"ok": True, "checked": result.checked}))
         return
     click.echo(
-        json.dumps({"ok": False, "checked": result.checked, "first_bad_seq": result.first_bad_seq, "reason": result.reason})
+        json.dumps(
+            {
+                "ok": False,
+                "checked": result.checked,
+                "first_bad_seq": result.first_bad_seq,
+                "reason": result.reason,
+            }
+        )
     )
     sys.exit(1)
 

@@ -73,7 +73,7 @@ class Settings(BaseModel):
     workers: int = Field(default=1, ge=1, le=64)
 
     hsm_module: str = Field(default_factory=default_module_path)
-    hsm_token_label: str = "signer"
+    hsm_token_label: str = "signer"  # noqa: S105 - a label, not a secret
     hsm_pin: Secret | None = Field(default=None, description="User PIN; prefer hsm_pin_file")
     hsm_pin_file: Path | None = None
     hsm_deadline_seconds: float = Field(default=2.0, gt=0, le=60)

@@ -16,6 +16,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
 from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak
+from hexbytes import HexBytes
 
 from tests.service_harness import Server, grant, make_key, make_service
 
@@ -70,7 +71,7 @@ def test_transactions_recover_to_key_address(server: Server, signer_setup, tx_ty
             assert decoded[3] == bytes.fromhex(RECIPIENT[2:])
         else:
             assert raw[0] == tx_type
-            typed = TypedTransaction.from_bytes(raw)
+            typed = TypedTransaction.from_bytes(HexBytes(raw))
             as_dict = typed.as_dict()
             assert as_dict["chainId"] == 11155111
             assert as_dict["nonce"] == nonce

@@ -74,7 +74,9 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     if request.content_type not in ("application/json", "application/problem+json"):
-        raise InvalidRequest("send a JSON body with Content-Type: application/json", code="unsupported_media_type")
+        raise InvalidRequest(
+            "send a JSON body with Content-Type: application/json", code="unsupported_media_type"
+        )
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.content.iter_chunked(16 * 1024):

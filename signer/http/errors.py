@@ -43,9 +43,7 @@ def problem(status: int, code: str, detail: str, request_id: str, **extra: Any) 
     headers = {"X-Request-Id": request_id}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="signer"'
-    return web.Response(
-        status=status, text=json.dumps(body), content_type=PROBLEM_TYPE, headers=headers
-    )
+    return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE, headers=headers)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

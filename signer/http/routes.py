@@ -50,6 +50,13 @@ async def _context(request: web.Request) -> RequestContext:
     )
 
 
+async def _signing_context(request: web.Request) -> RequestContext:
+    # Signing may authenticate from the facts cache: its commit re-checks the token under the write lock.
+    return await _services(request).auth.authenticate(
+        request.headers.get("Authorization"), request["request_id"], cached=True
+    )
+
+
 # -- health ---------------------------------------------------------------------------------------
 
 
@@ -79,7 +86,12 @@ async def whoami(request: web.Request) -> web.Response:
     ctx = await _context(request)
     caller = ctx.caller
     return _json(
-        {"principal_id": caller.principal_id, "name": caller.name, "role": caller.role.value, "token_id": caller.token_id}
+        {
+            "principal_id": caller.principal_id,
+            "name": caller.name,
+            "role": caller.role.value,
+            "token_id": caller.token_id,
+        }
     )
 
 
@@ -110,7 +122,9 @@ async def set_principal_state(request: web.Request) -> web.Response:
 @routes.post("/v1/principals/{principal_id}/tokens")
 async def issue_tokens(request: web.Request) -> web.Response:
     ctx = await _context(request)
-    return _json(await _services(request).auth.issue_for_principal(ctx, request.match_info["principal_id"]), 201)
+    return _json(
+        await _services(request).auth.issue_for_principal(ctx, request.match_info["principal_id"]), 201
+    )
 
 
 @routes.delete("/v1/tokens/{token_id}")
@@ -126,7 +140,9 @@ async def revoke_token(request: web.Request) -> web.Response:
 async def create_key(request: web.Request) -> web.Response:
     ctx = await _context(request)
     body = await parse_body(request, CreateKeyBody, _max_body(request))
-    return _json(await _services(request).keys.create(ctx, body.curve, body.label, body.scope, list(body.tags)), 201)
+    return _json(
+        await _services(request).keys.create(ctx, body.curve, body.label, body.scope, list(body.tags)), 201
+    )
 
 
 @routes.get("/v1/keys")
@@ -138,7 +154,7 @@ async def list_keys(request: web.Request) -> web.Response:
         raise InvalidRequest("limit must be an integer", code="invalid_field", field="limit") from None
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit must be between 1 and 1000", code="invalid_field", field="limit")
-    return _json(await _services(request).keys.list(ctx, limit=limit, after=request.query.get("after")))
+    return _json(await _services(request).keys.list_keys(ctx, limit=limit, after=request.query.get("after")))
 
 
 @routes.get("/v1/keys/{key_id}")
@@ -175,7 +191,9 @@ async def create_grant(request: web.Request) -> web.Response:
 @routes.get("/v1/grants")
 async def list_grants(request: web.Request) -> web.Response:
     ctx = await _context(request)
-    return _json({"items": await _services(request).admin.list_grants(ctx, request.query.get("principal_id"))})
+    return _json(
+        {"items": await _services(request).admin.list_grants(ctx, request.query.get("principal_id"))}
+    )
 
 
 @routes.delete("/v1/grants/{grant_id}")
@@ -189,7 +207,7 @@ async def revoke_grant(request: web.Request) -> web.Response:
 
 @routes.post("/v1/keys/{key_id}/sign/transaction")
 async def sign_transaction(request: web.Request) -> web.Response:
-    ctx = await _context(request)
+    ctx = await _signing_context(request)
     body = await parse_body(request, SignTransactionBody, _max_body(request))
     result = await _services(request).signing.sign_transaction(
         ctx, request.match_info["key_id"], body.transaction, body.raw
@@ -199,7 +217,7 @@ async def sign_transaction(request: web.Request) -> web.Response:
 
 @routes.post("/v1/keys/{key_id}/sign/message")
 async def sign_message(request: web.Request) -> web.Response:
-    ctx = await _context(request)
+    ctx = await _signing_context(request)
     body = await parse_body(request, SignMessageBody, _max_body(request))
     message = _decode_message(body.message, body.encoding)
     return _json(await _services(request).signing.sign_message(ctx, request.match_info["key_id"], message))
@@ -207,7 +225,7 @@ async def sign_message(request: web.Request) -> web.Response:
 
 @routes.post("/v1/keys/{key_id}/sign/typed-data")
 async def sign_typed_data(request: web.Request) -> web.Response:
-    ctx = await _context(request)
+    ctx = await _signing_context(request)
     body = await parse_body(request, SignTypedDataBody, _max_body(request))
     return _json(
         await _services(request).signing.sign_typed_data(ctx, request.match_info["key_id"], body.typed_data)
@@ -216,7 +234,7 @@ async def sign_typed_data(request: web.Request) -> web.Response:
 
 @routes.post("/v1/keys/{key_id}/sign/digest")
 async def sign_digest(request: web.Request) -> web.Response:
-    ctx = await _context(request)
+    ctx = await _signing_context(request)
     body = await parse_body(request, SignDigestBody, _max_body(request))
     return _json(await _services(request).signing.sign_digest(ctx, request.match_info["key_id"], body.digest))
 

@@ -17,7 +17,7 @@ from signer.errors import Conflict, InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.auth import AuthService
 from signer.services.context import RequestContext, iso, require_role, utcnow
-from signer.store import GrantRecord, PrincipalRecord, Store
+from signer.store import GrantRecord, PrincipalRecord, Store, Writer
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
@@ -63,13 +63,13 @@ class AdminService:
         self._auth = auth
 
     async def create_principal(self, ctx: RequestContext | None, name: str, role: Role) -> dict[str, Any]:
-        """Create a principal and its first credentials. ``ctx=None`` is the local bootstrap (``signer init``)."""
+        """Create a principal and its first credentials; ``ctx=None`` is the bootstrap of ``signer init``."""
         if ctx is not None:
             require_role(ctx, Role.ADMIN)
         check_principal_name(name)
         now = utcnow()
 
-        async def unit(writer: Any) -> dict[str, Any]:
+        async def unit(writer: Writer) -> dict[str, Any]:
             if await writer.get_principal_by_name(name) is not None:
                 raise Conflict("a principal with that name exists", code="principal_exists", field="name")
             principal = PrincipalRecord(
@@ -82,7 +82,7 @@ class AdminService:
             )
             await writer.insert_principal(principal)
             credentials = await self._auth.issue_credentials(writer, principal, now)
-            await writer.append_audit(
+            writer.append_audit(
                 {
                     "kind": "principal.create",
                     "outcome": "allowed",
@@ -115,13 +115,13 @@ class AdminService:
             raise Conflict("an admin cannot disable itself", code="cannot_disable_self")
         now = utcnow()
 
-        async def unit(writer: Any) -> dict[str, Any]:
+        async def unit(writer: Writer) -> dict[str, Any]:
             principal = await writer.get_principal(principal_id)
             if principal is None:
                 raise NotFound("no such principal", code="principal_not_found")
             await writer.set_principal_disabled(principal_id, now if disabled else None)
-            updated = await writer.get_principal(principal_id)
-            await writer.append_audit(
+            updated = await writer.get_principal(principal_id) or principal
+            writer.append_audit(
                 {
                     "kind": "principal.disable" if disabled else "principal.enable",
                     "outcome": "allowed",
@@ -155,7 +155,7 @@ class AdminService:
         if expires_at is not None and expires_at <= now:
             raise InvalidRequest("expires_at is in the past", code="invalid_expiry", field="expires_at")
 
-        async def unit(writer: Any) -> dict[str, Any]:
+        async def unit(writer: Writer) -> dict[str, Any]:
             principal = await writer.get_principal(principal_id)
             if principal is None:
                 raise NotFound("no such principal", code="principal_not_found")
@@ -173,7 +173,7 @@ class AdminService:
                 revoked_at=None,
             )
             await writer.insert_grant(grant)
-            await writer.append_audit(
+            writer.append_audit(
                 {
                     "kind": "grant.create",
                     "outcome": "allowed",
@@ -196,13 +196,13 @@ class AdminService:
         require_role(ctx, Role.ADMIN)
         now = utcnow()
 
-        async def unit(writer: Any) -> dict[str, Any]:
+        async def unit(writer: Writer) -> dict[str, Any]:
             grants = [g for g in await writer.list_grants() if g.id == grant_id]
             if not grants:
                 raise NotFound("no such grant", code="grant_not_found")
             if grants[0].revoked_at is None:
                 await writer.revoke_grant(grant_id, now)
-            await writer.append_audit(
+            writer.append_audit(
                 {
                     "kind": "grant.revoke",
                     "outcome": "allowed",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from signer.audit import export_jsonl
 from signer.identity import Role
 from signer.services.context import RequestContext, iso, require_role, utcnow
-from signer.store import Store
+from signer.store import Store, Writer
 
 MAX_EXPORT = 10_000
 
@@ -22,8 +20,8 @@ class AuditLogService:
         async with self._store.read() as reader:
             records = await reader.audit_events(after_seq=max(after, 0), limit=limit)
 
-        async def unit(writer: Any) -> None:
-            await writer.append_audit(
+        async def unit(writer: Writer) -> None:
+            writer.append_audit(
                 {
                     "kind": "audit.export",
                     "outcome": "allowed",

@@ -26,7 +26,7 @@ from signer.identity import (
 )
 from signer.services.context import Caller, RequestContext, iso, require_role, utcnow
 from signer.services.facts import FactsCache
-from signer.store import PrincipalRecord, Store, TokenRecord
+from signer.store import PrincipalRecord, Store, TokenRecord, Writer
 
 _GENERIC = "missing or invalid credentials"
 
@@ -49,20 +49,24 @@ class AuthService:
 
     # -- checking ---------------------------------------------------------------------------------
 
-    async def authenticate(self, header: str | None, request_id: str) -> RequestContext:
+    async def authenticate(
+        self, header: str | None, request_id: str, *, cached: bool = False
+    ) -> RequestContext:
+        """Check a bearer token. ``cached=True`` may answer from the facts cache: only for callers whose
+        commit re-checks the token under the write lock when the facts epoch moved (signing does)."""
         presented = bearer_from_header(header)
         if presented.kind is not TokenKind.ACCESS:
             # Same answer as a wrong token: a refresh token is only for /v1/auth/refresh.
             token_matches(self._key, presented, None)
             raise Unauthenticated(_GENERIC)
-        record, epoch = await self._token(presented.token_id)
+        record, epoch = await self._token(presented.token_id, cached=cached)
         caller = self._check(presented, record, utcnow())
         return RequestContext(request_id=request_id, caller=caller, epoch=epoch)
 
-    async def _token(self, token_id: str) -> tuple[TokenRecord | None, int]:
-        cached = self._facts.tokens.get(token_id)
-        if cached is not None:
-            return cached, self._facts.epoch
+    async def _token(self, token_id: str, *, cached: bool) -> tuple[TokenRecord | None, int]:
+        hit = self._facts.tokens.get(token_id) if cached else None
+        if hit is not None:
+            return hit, self._facts.epoch
         async with self._store.read() as reader:
             epoch = await reader.epoch()
             record = await reader.get_token(token_id)
@@ -89,7 +93,7 @@ class AuthService:
             token_id=record.id,
         )
 
-    async def recheck(self, writer: Any, ctx: RequestContext, now: datetime) -> None:
+    async def recheck(self, writer: Writer, ctx: RequestContext, now: datetime) -> None:
         """Inside a write transaction: is the caller's token still good? Raises Unauthenticated if not."""
         record = await writer.get_token(ctx.caller.token_id)
         if record is None or record.revoked_at is not None:
@@ -102,7 +106,7 @@ class AuthService:
     # -- issuing ----------------------------------------------------------------------------------
 
     async def issue_credentials(
-        self, writer: Any, principal: PrincipalRecord, now: datetime, family_id: str | None = None
+        self, writer: Writer, principal: PrincipalRecord, now: datetime, family_id: str | None = None
     ) -> dict[str, Any]:
         """Mint an access + refresh pair inside ``writer``'s transaction; the values are shown once."""
         family = family_id or secrets.token_hex(12)
@@ -136,7 +140,7 @@ class AuthService:
             raise Unauthenticated(_GENERIC)
         replayed: list[str] = []
 
-        async def unit(writer: Any) -> dict[str, Any]:
+        async def unit(writer: Writer) -> dict[str, Any]:
             record = await writer.get_token(presented.token_id)
             if not token_matches(self._key, presented, record.digest if record is not None else None):
                 raise Unauthenticated(_GENERIC)
@@ -175,7 +179,7 @@ class AuthService:
             raise
 
     async def _revoke_family(self, family_id: str, request_id: str, now: datetime) -> None:
-        async def unit(writer: Any) -> None:
+        async def unit(writer: Writer) -> None:
             await writer.revoke_token_family(family_id, now)
             writer.append_audit(
                 {
@@ -193,7 +197,7 @@ class AuthService:
     async def revoke(self, ctx: RequestContext, token_id: str) -> dict[str, Any]:
         now = utcnow()
 
-        async def unit(writer: Any) -> dict[str, Any]:
+        async def unit(writer: Writer) -> dict[str, Any]:
             record = await writer.get_token(token_id)
             own = record is not None and record.principal_id == ctx.caller.principal_id
             if record is None or not (own or ctx.caller.role is Role.ADMIN):
@@ -219,7 +223,7 @@ class AuthService:
         require_role(ctx, Role.ADMIN)
         now = utcnow()
 
-        async def unit(writer: Any) -> dict[str, Any]:
+        async def unit(writer: Writer) -> dict[str, Any]:
             principal = await writer.get_principal(principal_id)
             if principal is None:
                 raise NotFound("no such principal", code="principal_not_found")

@@ -19,7 +19,7 @@ from signer.hsm import Curve, KeyVault
 from signer.identity import Role
 from signer.services.context import RequestContext, iso, require_role, utcnow
 from signer.services.facts import FactsCache
-from signer.store import KeyRecord, Store
+from signer.store import KeyRecord, Store, Writer
 
 log = logging.getLogger("signer.keys")
 
@@ -75,7 +75,9 @@ class KeyService:
         if not generated.attributes.confined:
             # A token that hands back a key it could export is not one we may use.
             await self._destroy_quietly(generated.hsm_id)
-            raise ConfigurationError("the token generated a key whose attributes say it could leave the token")
+            raise ConfigurationError(
+                "the token generated a key whose attributes say it could leave the token"
+            )
         now = utcnow()
         record = KeyRecord(
             id="key_" + secrets.token_hex(10),
@@ -93,9 +95,9 @@ class KeyService:
             updated_at=now,
         )
 
-        async def unit(writer: Any) -> dict[str, Any]:
+        async def unit(writer: Writer) -> dict[str, Any]:
             await writer.insert_key(record)
-            await writer.append_audit(
+            writer.append_audit(
                 {
                     "kind": "key.create",
                     "outcome": "allowed",
@@ -143,7 +145,9 @@ class KeyService:
             view["attributes_source"] = "registry"
         return view
 
-    async def list(self, ctx: RequestContext, *, limit: int = 100, after: str | None = None) -> dict[str, Any]:
+    async def list_keys(
+        self, ctx: RequestContext, *, limit: int = 100, after: str | None = None
+    ) -> dict[str, Any]:
         async with self._store.read() as reader:
             keys = await reader.list_keys(limit=limit, after=after)
             if ctx.caller.role is Role.SERVICE:
@@ -160,13 +164,13 @@ class KeyService:
         require_role(ctx, Role.ADMIN)
         now = utcnow()
 
-        async def unit(writer: Any) -> dict[str, Any]:
+        async def unit(writer: Writer) -> dict[str, Any]:
             key = await writer.get_key(key_id)
             if key is None:
                 raise NotFound("no such key", code="key_not_found")
             if key.state != state:
                 await writer.set_key_state(key_id, state, now)
-            await writer.append_audit(
+            writer.append_audit(
                 {
                     "kind": "key.enable" if state == "active" else "key.disable",
                     "outcome": "allowed",
@@ -179,7 +183,7 @@ class KeyService:
                 }
             )
             updated = await writer.get_key(key_id)
-            return key_view(updated)
+            return key_view(updated or key)
 
         return await self._store.submit(unit)
 

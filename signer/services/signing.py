@@ -41,7 +41,7 @@ from signer.services.auth import AuthService
 from signer.services.context import RequestContext, iso, utcnow
 from signer.services.facts import FactsCache
 from signer.services.verify import check_ed25519, check_p256
-from signer.store import GrantRecord, KeyRecord, Store
+from signer.store import GrantRecord, KeyRecord, Store, Writer
 
 # Which curves each operation can be performed with.
 _CURVES = {
@@ -123,14 +123,14 @@ class SigningService:
     async def sign_transaction(
         self, ctx: RequestContext, key_id: str, transaction: Mapping[str, Any] | None, raw: str | None
     ) -> dict[str, Any]:
-        def prepare(_key: KeyRecord) -> Prepared:
+        def prepare(key: KeyRecord) -> Prepared:
             if (transaction is None) == (raw is None):
                 raise InvalidRequest(
                     "give exactly one of 'transaction' (fields) or 'raw' (unsigned serialised hex)",
                     code="invalid_request",
                 )
             tx = (
-                parse_transaction(transaction)
+                parse_transaction(_rpc_fields(transaction, key))
                 if transaction is not None
                 else decode_unsigned_transaction(_unhex(raw or "", "raw"))
             )
@@ -228,7 +228,7 @@ class SigningService:
         event["reasons"] = reasons
         event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
 
-        async def unit(writer: Any) -> None:
+        async def unit(writer: Writer) -> None:
             if writer.epoch != epoch:
                 # A fact moved since we read it: decide again from what is committed now.
                 await self._auth.recheck(writer, ctx, now)
@@ -236,7 +236,7 @@ class SigningService:
                 fresh_grants = await writer.active_grants(ctx.caller.principal_id, "key", key_id, now)
                 _authorize(ctx, fresh_key, fresh_grants, operation, now)
                 self._facts.observe(writer.epoch)
-            await writer.append_audit({**event, "outcome": "allowed"})
+            writer.append_audit({**event, "outcome": "allowed"})
 
         try:
             await self._store.submit(unit)
@@ -285,8 +285,8 @@ class SigningService:
         if "reasons" in exc.extra:
             record["reasons"] = exc.extra["reasons"]
 
-        async def unit(writer: Any) -> None:
-            await writer.append_audit(record)
+        async def unit(writer: Writer) -> None:
+            writer.append_audit(record)
 
         try:
             await self._store.submit(unit)
@@ -306,6 +306,21 @@ def _unhex(value: str, field: str) -> bytes:
         return bytes.fromhex(text)
     except ValueError:
         raise InvalidRequest(f"{field} is not valid hex", code="invalid_hex", field=field) from None
+
+
+def _rpc_fields(transaction: Mapping[str, Any], key: KeyRecord) -> Mapping[str, Any]:
+    """Accept the two JSON-RPC habits eth.parse_transaction does not: ``from`` and ``input``."""
+    fields = dict(transaction)
+    sender = fields.pop("from", None)
+    if sender is not None:
+        if not isinstance(sender, str) or key.address is None or sender.lower() != key.address.lower():
+            raise Unprocessable("'from' is not this key's address", code="from_mismatch", field="from")
+    if "input" in fields:
+        data = fields.pop("input")
+        if "data" in fields and fields["data"] != data:
+            raise InvalidRequest("'input' and 'data' differ", code="invalid_field", field="input")
+        fields["data"] = data
+    return fields
 
 
 def _public_key(key: KeyRecord) -> bytes:

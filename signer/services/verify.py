@@ -31,9 +31,7 @@ def check_p256(public_key: bytes, digest: bytes, raw_rs: bytes) -> bytes:
         point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
         point.verify(der, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
     except (InvalidSignature, ValueError):
-        raise IntegrityError(
-            "signature does not verify against the key", code="signature_mismatch"
-        ) from None
+        raise IntegrityError("signature does not verify against the key", code="signature_mismatch") from None
     return der
 
 
@@ -41,6 +39,4 @@ def check_ed25519(public_key: bytes, message: bytes, signature: bytes) -> None:
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
-        raise IntegrityError(
-            "signature does not verify against the key", code="signature_mismatch"
-        ) from None
+        raise IntegrityError("signature does not verify against the key", code="signature_mismatch") from None
