@@ -61,8 +61,13 @@ def init_installation(data_dir: Path, database_url: str | None = None) -> Instal
 
 
 def http(
-    method: str, url: str, body: Any = None, token: str | None = None, headers: dict[str, str] | None = None,
-    raw: bytes | None = None, timeout: float = 30.0,
+    method: str,
+    url: str,
+    body: Any = None,
+    token: str | None = None,
+    headers: dict[str, str] | None = None,
+    raw: bytes | None = None,
+    timeout: float = 30.0,
 ) -> tuple[int, dict[str, str], Any]:
     """A small synchronous JSON client; returns (status, headers, parsed body or text)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
@@ -126,7 +131,7 @@ def start_server(
     port = port or free_port()
     log_path = installation.data_dir / f"server-{port}-{time.monotonic_ns()}.log"
     merged = {**installation.env, **(env or {})}
-    handle = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed with the process
+    handle = open(log_path, "w", encoding="utf-8")
     process = subprocess.Popen(
         [*SIGNER, "serve", "--port", str(port), "--workers", str(workers)],
         env=merged,

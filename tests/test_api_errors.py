@@ -7,8 +7,8 @@ import socket
 
 import pytest
 
-from tests.service_harness import Server, grant, http, make_key, make_service
-from tests.test_api_signing import RECIPIENT, tx_fields
+from tests.service_harness import Server, grant, make_key, make_service
+from tests.test_api_signing import tx_fields
 
 
 @pytest.fixture
@@ -20,7 +20,9 @@ def setup(server: Server, unique_name: str):
 
 
 def audit_count(server: Server) -> int:
-    status, _, text = server.call("GET", "/v1/audit/events?limit=10000", token=server.installation.admin_token)
+    status, _, text = server.call(
+        "GET", "/v1/audit/events?limit=10000", token=server.installation.admin_token
+    )
     assert status == 200
     return len([line for line in text.splitlines() if line.strip()]) if isinstance(text, str) else 1
 
@@ -152,9 +154,16 @@ def test_unknown_key_disabled_key_and_wrong_curve(server: Server, setup, unique_
 def test_missing_malformed_and_revoked_tokens(server: Server, setup):
     token, key = setup
     body = {"transaction": tx_fields(2)}
-    for header in (None, "Bearer", "Basic abc", "Bearer sat_000000000000000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"):
+    for header in (
+        None,
+        "Bearer",
+        "Basic abc",
+        "Bearer sat_000000000000000000000000.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    ):
         headers = {"Authorization": header} if header else {}
-        status, hdrs, problem = server.call("POST", f"/v1/keys/{key['id']}/sign/transaction", body, None, headers=headers)
+        status, hdrs, problem = server.call(
+            "POST", f"/v1/keys/{key['id']}/sign/transaction", body, None, headers=headers
+        )
         assert_problem(status, problem, 401, "unauthenticated")
         assert "Bearer" in hdrs.get("WWW-Authenticate", "")
     # A tampered secret for a real token id.
@@ -203,7 +212,7 @@ def test_service_cannot_administer(server: Server, setup):
 def test_unknown_route_and_method(server: Server):
     status, _, body = server.call("GET", "/v1/nope")
     assert_problem(status, body, 404, "not_found")
-    status, headers, body = server.call("PUT", "/v1/keys")
+    status, _headers, body = server.call("PUT", "/v1/keys")
     assert_problem(status, body, 405, "method_not_allowed")
 
 

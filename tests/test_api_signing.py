@@ -35,7 +35,14 @@ def signer_setup(server: Server, unique_name: str):
 
 
 def tx_fields(tx_type: int, chain_id: int = 1, nonce: int = 0) -> dict:
-    base = {"type": tx_type, "chainId": chain_id, "nonce": nonce, "gas": 21000, "to": RECIPIENT, "value": 10**15}
+    base = {
+        "type": tx_type,
+        "chainId": chain_id,
+        "nonce": nonce,
+        "gas": 21000,
+        "to": RECIPIENT,
+        "value": 10**15,
+    }
     if tx_type in (0, 1):
         base["gasPrice"] = 2 * 10**9
     else:
@@ -46,7 +53,14 @@ def tx_fields(tx_type: int, chain_id: int = 1, nonce: int = 0) -> dict:
     if tx_type == 4:
         auth = Account.create().sign_authorization({"chainId": chain_id, "address": RECIPIENT, "nonce": 0})
         base["authorizationList"] = [
-            {"chainId": chain_id, "address": RECIPIENT, "nonce": 0, "yParity": auth.y_parity, "r": hex(auth.r), "s": hex(auth.s)}
+            {
+                "chainId": chain_id,
+                "address": RECIPIENT,
+                "nonce": 0,
+                "yParity": auth.y_parity,
+                "r": hex(auth.r),
+                "s": hex(auth.s),
+            }
         ]
     return base
 
@@ -56,7 +70,9 @@ def test_transactions_recover_to_key_address(server: Server, signer_setup, tx_ty
     token, key = signer_setup
     for nonce in range(4):
         fields = tx_fields(tx_type, chain_id=11155111, nonce=nonce)
-        status, headers, body = server.call("POST", f"/v1/keys/{key['id']}/sign/transaction", {"transaction": fields}, token)
+        status, headers, body = server.call(
+            "POST", f"/v1/keys/{key['id']}/sign/transaction", {"transaction": fields}, token
+        )
         assert status == 200, body
         assert headers.get("X-Request-Id")
         raw = bytes.fromhex(body["raw_transaction"][2:])
@@ -95,7 +111,15 @@ def test_raw_unsigned_transaction_is_accepted(server: Server, signer_setup):
     token, key = signer_setup
     # Build the unsigned payload independently of the service: type byte || rlp(fields without signature).
     payload = [
-        1, 7, 10**9, 10**10, 50000, bytes.fromhex(RECIPIENT[2:]), 1, b"", [],
+        1,
+        7,
+        10**9,
+        10**10,
+        50000,
+        bytes.fromhex(RECIPIENT[2:]),
+        1,
+        b"",
+        [],
     ]
     raw_unsigned = b"\x02" + rlp.encode(payload)
     status, _, body = server.call(
@@ -153,7 +177,9 @@ TYPED = {
 
 def test_typed_data(server: Server, signer_setup):
     token, key = signer_setup
-    status, _, body = server.call("POST", f"/v1/keys/{key['id']}/sign/typed-data", {"typed_data": TYPED}, token)
+    status, _, body = server.call(
+        "POST", f"/v1/keys/{key['id']}/sign/typed-data", {"typed_data": TYPED}, token
+    )
     assert status == 200, body
     signable = encode_typed_data(full_message=TYPED)
     assert Account.recover_message(signable, signature=bytes.fromhex(body["signature"][2:])) == key["address"]
@@ -191,8 +217,14 @@ def test_p256_and_ed25519_messages(server: Server, unique_name: str):
         "POST", f"/v1/keys/{p256['id']}/sign/message", {"message": message.hex(), "encoding": "hex"}, token
     )
     assert status == 200, body
-    point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), bytes.fromhex(p256["public_key"][2:]))
-    point.verify(bytes.fromhex(body["signature_der"][2:]), hashlib.sha256(message).digest(), ec.ECDSA(Prehashed(hashes.SHA256())))
+    point = ec.EllipticCurvePublicKey.from_encoded_point(
+        ec.SECP256R1(), bytes.fromhex(p256["public_key"][2:])
+    )
+    point.verify(
+        bytes.fromhex(body["signature_der"][2:]),
+        hashlib.sha256(message).digest(),
+        ec.ECDSA(Prehashed(hashes.SHA256())),
+    )
     point.verify(bytes.fromhex(body["signature_der"][2:]), message, ec.ECDSA(hashes.SHA256()))
 
     status, _, body = server.call(
