@@ -124,6 +124,9 @@ class TokenSession:
 
     def __init__(self, module_path: str, token_label: str, pin: Secret) -> None:
         self.module_path = module_path
+        # python-pkcs11 keeps one library object per path string: two spellings of one module (a
+        # symlink) would initialise it twice. Resolve once; errors still name the configured path.
+        self._module = os.path.realpath(module_path)
         self.token_label = token_label
         self._pin = pin
         self._lib: Any = None
@@ -144,8 +147,8 @@ class TokenSession:
 
     def connect(self) -> None:
         """Load the module, find the token by label, open the session and log in (start-up)."""
-        self._lib = pkcs11.lib(self.module_path)
-        self._ckapi = CkApi(self.module_path)
+        self._lib = pkcs11.lib(self._module)
+        self._ckapi = CkApi(self._module)
         self._open_session(find_token=True)
         self._register()
 
@@ -165,7 +168,7 @@ class TokenSession:
         self._session = None
         self._token = None
         if self._lib is None:
-            self._lib = pkcs11.lib(self.module_path)
+            self._lib = pkcs11.lib(self._module)
         else:
             try:
                 self._lib.finalize()
@@ -173,7 +176,7 @@ class TokenSession:
                 log.debug("C_Finalize failed during reconnect; initialising anyway")
             self._lib.initialize()
         if self._ckapi is None:
-            self._ckapi = CkApi(self.module_path)
+            self._ckapi = CkApi(self._module)
         self._open_session(find_token=True)
         self._register()
 
@@ -181,11 +184,11 @@ class TokenSession:
         """Log out (unless another Hsm uses the token), close the session, finalise if last user."""
         if self._registered:
             self._registered = False
-            token_key = (self.module_path, self.token_label)
+            token_key = (self._module, self.token_label)
             _token_users[token_key] -= 1
-            _module_users[self.module_path] -= 1
+            _module_users[self._module] -= 1
             last_on_token = _token_users[token_key] == 0
-            last_on_module = _module_users[self.module_path] == 0
+            last_on_module = _module_users[self._module] == 0
         else:
             last_on_token = last_on_module = False
         session, self._session = self._session, None
@@ -202,7 +205,7 @@ class TokenSession:
         """After a failed ``connect``: finalise the module unless another Hsm in the process uses it."""
         self._session = None
         self._token = None
-        if not self._registered and self._lib is not None and not _module_users.get(self.module_path):
+        if not self._registered and self._lib is not None and not _module_users.get(self._module):
             self._quietly(self._lib.finalize)
 
     def context(self) -> WorkerContext:
@@ -225,8 +228,8 @@ class TokenSession:
     def _register(self) -> None:
         if not self._registered:
             self._registered = True
-            _module_users[self.module_path] = _module_users.get(self.module_path, 0) + 1
-            key = (self.module_path, self.token_label)
+            _module_users[self._module] = _module_users.get(self._module, 0) + 1
+            key = (self._module, self.token_label)
             _token_users[key] = _token_users.get(key, 0) + 1
 
     @property

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -98,6 +100,19 @@ def test_constructor_refuses_bad_settings(softhsm_tokens: dict[str, SoftHsmToken
         Hsm(token.module_path, token.label, token.user_pin, deadline_seconds=0)
     with pytest.raises(ConfigurationError):
         Hsm(token.module_path, token.label, token.user_pin, queue_size=0)
+
+
+async def test_another_spelling_of_the_module_path_is_the_same_module(
+    hsm: Hsm, make_hsm: MakeHsm, tmp_path: Path
+) -> None:
+    """A symlink to the running module must not initialise it a second time (CKR_ALREADY_INITIALIZED)."""
+    alias = tmp_path / "libalias-pkcs11.so"
+    alias.symlink_to(os.path.realpath(hsm.module_path))
+    aux = await make_hsm(module=str(alias))
+    key = await aux.generate_key(Curve.ED25519, "alias")
+    signature = await aux.sign(key.hsm_id, Curve.ED25519, b"alias")
+    assert verify(Curve.ED25519, key.public_key, b"alias", signature)
+    await hsm.ping()
 
 
 def test_usable_from_several_event_loops(hsm: Hsm) -> None:
