@@ -1,0 +1,492 @@
+"""Shared helpers for the benchmarks: CPU accounting from /proc, a throw-away PostgreSQL database, the
+durability settings the store uses, and the py-spy profile of a running server.
+
+Benchmarks are measurements, not tests: nothing here is imported by ``signer`` and nothing here changes
+how the service runs. The load generator and the server share the machine's cores, so every figure a
+benchmark prints comes with the CPU each party used (ours, the server's, and everybody else's) read
+from ``/proc``; without those, a requests-per-second figure on a 2-core machine cannot be judged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import linecache
+import math
+import os
+import re
+import resource
+import secrets
+import statistics
+import subprocess
+import sys
+import sysconfig
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = REPO / "bench"
+for _path in (str(REPO), str(BENCH)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+# -- CPU accounting -----------------------------------------------------------------------------------
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process (0.0 once it is gone)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    # The command name may hold spaces and parentheses: the fields start after the last ')'.
+    fields = text[text.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def machine_cpu_seconds() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, summed over cores."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        parts = [int(v) for v in handle.readline().split()[1:]]
+    idle = parts[3] + (parts[4] if len(parts) > 4 else 0)  # idle + iowait
+    total = sum(parts[:8])  # guest time is already inside user
+    return (total - idle) / _TICKS, total / _TICKS
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            found.extend(int(p) for p in (task / "children").read_text().split())
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def server_worker_pids(supervisor: int) -> list[int]:
+    """The serving processes of ``signer serve``: the supervisor itself with one worker, else its
+    spawned children (the resource tracker, also a child, is left out)."""
+    spawned = [p for p in children(supervisor) if "spawn_main" in cmdline(p)]
+    return spawned or [supervisor]
+
+
+@dataclass
+class CpuSnapshot:
+    at: float
+    machine_busy: float
+    machine_total: float
+    client: float
+    server: float
+
+
+def cpu_snapshot(server_pids: list[int]) -> CpuSnapshot:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    busy, total = machine_cpu_seconds()
+    return CpuSnapshot(
+        at=time.perf_counter(),
+        machine_busy=busy,
+        machine_total=total,
+        client=usage.ru_utime + usage.ru_stime,
+        server=sum(process_cpu_seconds(p) for p in server_pids),
+    )
+
+
+@dataclass
+class CpuShare:
+    """Cores used on average over a window (1.0 = one core fully busy)."""
+
+    wall: float
+    cores: int
+    client: float
+    server: float
+    other: float
+    idle: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in vars(self).items() if k not in ("cores",)}
+
+
+def cpu_share(start: CpuSnapshot, end: CpuSnapshot) -> CpuShare:
+    wall = end.at - start.at
+    cores = os.cpu_count() or 1
+    busy = (end.machine_busy - start.machine_busy) / wall
+    client = (end.client - start.client) / wall
+    server = (end.server - start.server) / wall
+    return CpuShare(
+        wall=wall,
+        cores=cores,
+        client=client,
+        server=server,
+        other=max(0.0, busy - client - server),
+        idle=max(0.0, cores - busy),
+    )
+
+
+def background_load(seconds: float = 1.0) -> float:
+    """Cores busy on this machine right now (nothing of ours running): other people's work."""
+    busy0, _ = machine_cpu_seconds()
+    start = time.perf_counter()
+    time.sleep(seconds)  # a measurement window, not synchronisation
+    busy1, _ = machine_cpu_seconds()
+    return (busy1 - busy0) / (time.perf_counter() - start)
+
+
+def wait_for_quiet(limit: float, threshold: float = 0.3) -> float:
+    """Wait up to ``limit`` seconds for other people's work to drop below ``threshold`` cores; returns
+    the last background load seen. On a shared 2-core machine this is the difference between measuring
+    the service and measuring somebody's test suite."""
+    deadline = time.monotonic() + limit
+    load = background_load()
+    while load > threshold and time.monotonic() < deadline:
+        load = background_load()
+    return load
+
+
+def fsync_latency_ms(directory: Path, count: int = 50) -> float:
+    """Median time of one 4 KiB append + fdatasync in ``directory``: what one durable commit costs."""
+    path = directory / f".fsync-probe-{secrets.token_hex(4)}"
+    block = b"\0" * 4096
+    timings: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(count):
+            start = time.perf_counter()
+            os.write(fd, block)
+            os.fdatasync(fd)
+            timings.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
+    return statistics.median(timings) * 1000
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of an already sorted list."""
+    if not sorted_values:
+        return float("nan")
+    index = min(len(sorted_values) - 1, max(0, math.ceil(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+# -- databases ----------------------------------------------------------------------------------------
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return re.sub(r"^postgresql\+asyncpg://", "postgresql://", url)
+
+
+@contextlib.contextmanager
+def throwaway_postgres(base_url: str) -> Iterator[str]:
+    """Create a fresh database next to ``base_url``'s and drop it afterwards; yields its SQLAlchemy URL."""
+    import asyncpg  # the benchmark's own admin connection; the service reaches PG through the store
+
+    name = f"signer_bench_{secrets.token_hex(4)}"
+
+    async def admin(statement: str) -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(base_url))
+        try:
+            await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    from sqlalchemy.engine import make_url
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(base_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def _pg_settings(url: str) -> dict[str, str]:
+    import asyncpg
+
+    async def read() -> dict[str, str]:
+        conn = await asyncpg.connect(_asyncpg_dsn(url))
+        try:
+            return {
+                name: str(await conn.fetchval(f"SHOW {name}"))
+                for name in ("synchronous_commit", "fsync", "wal_sync_method", "full_page_writes")
+            }
+        finally:
+            await conn.close()
+
+    return asyncio.run(read())
+
+
+def durability(backend: str, database_url: str, sqlite_file: Path | None) -> dict[str, Any]:
+    """What makes an audit commit durable, read from the store's code and from the database itself."""
+    engine_src = (REPO / "signer" / "store" / "engine.py").read_text(encoding="utf-8")
+    store_src = "".join(p.read_text(encoding="utf-8") for p in (REPO / "signer" / "store").glob("*.py"))
+    if backend == "sqlite":
+        sync = re.search(r"PRAGMA synchronous\s*=\s*(\w+)", engine_src)
+        journal = re.search(r"PRAGMA journal_mode\s*=\s*(\w+)", engine_src)
+        on_disk = None
+        if sqlite_file is not None and sqlite_file.exists():
+            import sqlite3
+
+            with contextlib.closing(sqlite3.connect(f"file:{sqlite_file}?mode=ro", uri=True)) as conn:
+                on_disk = str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+        synchronous = sync.group(1).upper() if sync else "default (FULL)"
+        mode = journal.group(1).upper() if journal else "default (DELETE)"
+        durable = synchronous in ("FULL", "EXTRA") and (on_disk or mode).upper() == "WAL"
+        return {
+            "backend": "sqlite",
+            "source": "signer/store/engine.py",
+            "journal_mode": mode,
+            "journal_mode_in_file": on_disk,
+            "synchronous": synchronous,
+            "durable": durable,
+            "why": f"WAL + synchronous={synchronous}: every COMMIT fsyncs the WAL before it returns"
+            if durable
+            else "a COMMIT may return before the WAL reaches the disk",
+        }
+    override = re.search(r"synchronous_commit\s*(?:=|TO)\s*'?(\w+)", store_src, re.IGNORECASE)
+    server = _pg_settings(database_url)
+    effective = override.group(1).lower() if override else server["synchronous_commit"]
+    durable = effective in ("on", "remote_write", "remote_apply") and server["fsync"] == "on"
+    return {
+        "backend": "postgresql",
+        "source": "signer/store/ (no synchronous_commit override)"
+        if not override
+        else "signer/store/ overrides synchronous_commit",
+        "synchronous_commit": effective,
+        "fsync": server["fsync"],
+        "wal_sync_method": server["wal_sync_method"],
+        "durable": durable,
+        "why": f"synchronous_commit={effective}, fsync={server['fsync']}: COMMIT returns after the WAL flush"
+        if durable
+        else "a COMMIT may return before the WAL reaches the disk",
+    }
+
+
+# -- profiling with py-spy ----------------------------------------------------------------------------
+
+PY_SPY = Path(sys.executable).with_name("py-spy")
+
+
+def start_py_spy(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Popen[bytes]:
+    """Sample one process's threads (on-CPU only) into a collapsed-stack file, without pausing it."""
+    return subprocess.Popen(
+        [
+            str(PY_SPY),
+            "record",
+            "--pid",
+            str(pid),
+            "--duration",
+            str(max(1, round(seconds))),
+            "--rate",
+            str(rate),
+            "--format",
+            "raw",
+            "--threads",
+            "--nonblocking",
+            "--output",
+            str(out),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+# Rules matched against a frame "function (path:line)"; a stack belongs to the first rule that matches
+# its innermost signer/policy frame, or failing that its innermost library frame.
+_SIGNER_RULES: list[tuple[str, str]] = [
+    (r"\(signer/eth/signatures\.py", "recovery: low-s, recovery id, address"),
+    (r"assemble .*\(signer/eth/transactions\.py", "recovery: low-s, recovery id, address"),
+    (r"_finish_transaction \(signer/services/signing\.py", "recovery: low-s, recovery id, address"),
+    (r"\(signer/eth/", "eth: parse transaction, RLP, keccak digest"),
+    (r"_tx_summary \(signer/services/signing\.py", "eth: parse transaction, RLP, keccak digest"),
+    (r"_rpc_fields \(signer/services/signing\.py", "eth: parse transaction, RLP, keccak digest"),
+    (r"\(signer/services/auth\.py|\(signer/identity\.py", "auth: bearer token check"),
+    (
+        r"\(signer/services/facts\.py|_facts_for \(|_authorized \(|_authorize \(|_to_grants \(|\(policy/",
+        "facts cache + grant decision",
+    ),
+    (r"\(signer/hsm/", "HSM hand-off (queue, futures, deliver)"),
+    (r"\(signer/audit\.py|append_audit \(signer/store", "audit event: canonical JSON + hash chain"),
+    (
+        r"\(signer/store/|submit \(signer/services|unit \(signer/services",
+        "group commit (SQLAlchemy, driver)",
+    ),
+    (r"_record_refusal \(", "group commit (SQLAlchemy, driver)"),
+    (r"\(signer/http/body\.py|\(signer/http/models\.py", "JSON: request body + pydantic"),
+    (r"_json \(signer/http/routes\.py", "JSON: response"),
+    (r"\(signer/http/errors\.py", "error middleware"),
+    (r"\(signer/logs\.py|request_context \(signer/app\.py", "access log + request id middleware"),
+    (r"\(signer/services/signing\.py|\(signer/services/context\.py", "signing service (other)"),
+    (r"\(signer/http/routes\.py|\(signer/app\.py", "handlers + middlewares (other)"),
+]
+_LIBRARY_RULES: list[tuple[str, str]] = [
+    (r"\(logging/", "access log + request id middleware"),
+    (r"aiohttp/", "aiohttp: HTTP parse, routing, response write"),
+    (r"sqlalchemy/|aiosqlite/|asyncpg/|sqlite3/", "group commit (SQLAlchemy, driver)"),
+    (r"asyncio/|selectors\.py", "asyncio: event loop, tasks, futures"),
+]
+# Frames below the event loop (process start-up, run_app): every stack has them, they decide nothing.
+_BOOTSTRAP = re.compile(r"^(run|run_worker|_worker_entry|serve|main) \(signer/(app|cli)\.py")
+_COMPILED = [(re.compile(p), c) for p, c in _SIGNER_RULES]
+_COMPILED_LIB = [(re.compile(p), c) for p, c in _LIBRARY_RULES]
+
+
+def _normalise(frame: str) -> str:
+    # py-spy prints absolute paths; rules are written against repo-relative and package paths.
+    frame = frame.replace(str(REPO) + "/", "")
+    return re.sub(r"\(/\S*/site-packages/", "(", re.sub(r"\(/\S*/lib/python3\.\d+/", "(", frame))
+
+
+_FRAME = re.compile(r"\((?P<path>[^():]+):(?P<line>\d+)\)$")
+_BLOCKING = re.compile(r"\.get\(|\.poll\(|\.select\(|\.wait\(|\.acquire\(")
+
+
+def _is_idle(leaf: str) -> bool:
+    """A leaf frame parked on a queue get, a selector poll or a lock: py-spy counts a thread that is
+    runnable as active, so on a busy machine such samples are waiting, not working."""
+    match = _FRAME.search(leaf)
+    if match is None:
+        return False
+    path = _resolve(match.group("path"))
+    return path is not None and bool(_BLOCKING.search(linecache.getline(path, int(match.group("line")))))
+
+
+_ROOTS = [REPO, *(Path(p) for p in dict.fromkeys(sysconfig.get_paths()[k] for k in ("stdlib", "purelib")))]
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolve(path: str) -> str | None:
+    """py-spy shortens paths relative to the interpreter's search path; find the file again."""
+    if path.startswith("/"):
+        return path
+    for root in _ROOTS:
+        if (root / path).exists():
+            return str(root / path)
+    return None
+
+
+def thread_kind(name: str) -> str:
+    if name == "MainThread":
+        return "event loop"
+    if name == "signer-hsm-pkcs11":
+        return "PKCS#11 thread"
+    if "_connection_worker_thread" in name:
+        return "SQLite threads"
+    return "other threads"
+
+
+def _category(frames: list[str], kind: str) -> str:
+    if kind == "PKCS#11 thread":
+        if any("sign (signer/hsm/token.py" in f or "(pkcs11/" in f for f in frames):
+            return "C_Sign (SoftHSM ECDSA)"
+        return "queue, deliver, bookkeeping"
+    if kind == "SQLite threads":
+        if any("_run_statement (signer/store" in f for f in frames):
+            return "SQLite statements, COMMIT + fsync"
+        return "thread hand-off"
+    for frame in reversed(frames):
+        if ("(signer/" in frame or "(policy/" in frame) and not _BOOTSTRAP.search(frame):
+            for pattern, category in _COMPILED:
+                if pattern.search(frame):
+                    return category
+    for frame in reversed(frames):
+        for pattern, category in _COMPILED_LIB:
+            if pattern.search(frame):
+                return category
+    return "other"
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of ``pid`` (tid -> seconds), from /proc: the ground truth that the
+    sampled profile is scaled to."""
+    result: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            text = (task / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        result[int(task.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return result
+
+
+@dataclass
+class ThreadSamples:
+    name: str
+    busy: Counter[str] = field(default_factory=Counter)
+    idle: int = 0
+
+
+def read_py_spy(path: Path) -> dict[int, ThreadSamples]:
+    """Fold a py-spy collapsed-stack file (recorded with --threads) into tid -> samples by component."""
+    threads: dict[int, ThreadSamples] = {}
+    if not path.exists():
+        return threads
+    header = re.compile(r"^thread \((?P<tid>\d+)\): (?P<name>.*)$")
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        parts = stack.split(";")
+        match = header.match(parts[0])
+        if match is None:
+            continue
+        tid, name = int(match.group("tid")), match.group("name")
+        entry = threads.setdefault(tid, ThreadSamples(name))
+        if _is_idle(parts[-1]):
+            entry.idle += int(count)
+            continue
+        frames = [_normalise(f) for f in parts[1:]]
+        entry.busy[_category(frames, thread_kind(name))] += int(count)
+    return threads
+
+
+@dataclass
+class Breakdown:
+    """Server CPU per request by (thread kind, component): /proc thread CPU split by py-spy samples."""
+
+    requests: int
+    wall: float
+    rows: defaultdict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    threads: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))  # us/request
+    utilisation: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
+    samples: int = 0
+
+
+def breakdown(
+    profiles: list[tuple[int, dict[int, float], dict[int, float], Path]], requests: int, wall: float
+) -> Breakdown:
+    """``profiles``: per worker (pid, thread CPU at start, at end, py-spy file)."""
+    result = Breakdown(requests, wall)
+    for _pid, before, after, path in profiles:
+        sampled = read_py_spy(path)
+        per_kind_wall: defaultdict[str, float] = defaultdict(float)
+        for tid, end in after.items():
+            cpu = end - before.get(tid, 0.0)
+            info = sampled.get(tid)
+            kind = thread_kind(info.name) if info else "other threads"
+            micro = cpu / max(requests, 1) * 1e6
+            result.threads[kind] += micro
+            per_kind_wall[kind] += cpu / wall
+            busy = sum(info.busy.values()) if info else 0
+            result.samples += busy + (info.idle if info else 0)
+            if not busy:
+                result.rows[(kind, "unsampled")] += micro
+                continue
+            assert info is not None
+            for category, count in info.busy.items():
+                result.rows[(kind, category)] += micro * count / busy
+        for kind, share in per_kind_wall.items():
+            result.utilisation[kind] = max(result.utilisation[kind], share)
+    return result

@@ -1,0 +1,652 @@
+"""End-to-end signing throughput of the real service, next to the raw HSM rate, in one run.
+
+    .venv/bin/python bench/e2e_sign.py [--workers N] [--clients C] [--seconds S]
+                                       [--database sqlite|postgres] [--profile P]
+
+1. raw: N spawned processes each sign with python-pkcs11 in a tight loop (``bench/hsm_raw.py``), on a
+   throw-away token; one round before and one after the end-to-end run, so drifting background load
+   hits both sides of the ratio;
+2. end-to-end: ``signer init`` in a fresh data directory, ``signer serve --workers N``, a service
+   principal, a secp256k1 key and a grant made through the API; then C concurrent aiohttp clients
+   (keep-alive, a new nonce and value per request) POST EIP-1559 transactions for a warm-up and then S
+   measured seconds. Reports requests/s, p50/p90/p99 latency, errors (anything but 200), and checks a
+   random sample of responses with eth-account (recover == the key's address, the decoded fields are
+   the ones sent, keccak(raw) == transaction_hash). Afterwards the whole audit log is read back and
+   its hash chain verified, and it must hold exactly one "allowed" event per 200 response;
+3. the ratio end-to-end / raw with the same number of processes (target >= 0.5) and whether the audit
+   commit is durable (the setting read from the store's code and, for PostgreSQL, from the server).
+
+With ``--profile P`` the load keeps running for P more seconds after the measured window while py-spy
+samples every worker (not pausing them); the figures above come from the clean window only. The
+profile is folded into CPU time per request by component; the collapsed stacks are kept in
+bench/results/ for flame graphs.
+
+The load generator runs on the same cores as the server: its own CPU (getrusage), the server's and
+everybody else's (from /proc) are printed for each window so the figures can be judged. Writes nothing
+in the repository except bench/results/ (gitignored), and only with --profile or --results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import platform
+import random
+import resource
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common import (
+    REPO,
+    CpuShare,
+    CpuSnapshot,
+    background_load,
+    breakdown,
+    cpu_share,
+    cpu_snapshot,
+    durability,
+    fsync_latency_ms,
+    percentile,
+    server_worker_pids,
+    start_py_spy,
+    thread_cpu,
+    throwaway_postgres,
+    wait_for_quiet,
+)
+
+RECIPIENT = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+CHAIN_ID = 11155111
+DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+RESULTS = REPO / "bench" / "results"
+
+
+# -- 1. raw HSM -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class RawRound:
+    rate: float
+    cpu_used: float  # cores the signing processes used on average
+    other: float  # cores everybody else used meanwhile
+
+
+class RawHsm:
+    """A throw-away token with one secp256k1 key, measured with bench/hsm_raw.py's loop."""
+
+    def __init__(self, processes: int, seconds: float) -> None:
+        self.processes = processes
+        self.seconds = seconds
+        self.rounds: list[RawRound] = []
+
+    def __enter__(self) -> RawHsm:
+        import hsm_raw
+
+        from signer.hsm.provision import provision_softhsm
+
+        self._hsm_raw = hsm_raw
+        self._ctx = multiprocessing.get_context("spawn")
+        self._tmp = tempfile.TemporaryDirectory(prefix="hsm-bench-")
+        (self._token,) = provision_softhsm(Path(self._tmp.name), [hsm_raw.LABEL])
+        # Key generation in a spawned child too: this process never loads PKCS#11.
+        with self._ctx.Pool(1) as pool:
+            self._hsm_id, _ = pool.apply(
+                hsm_raw._setup_key,
+                (self._token.module_path, str(self._token.conf_path), self._token.user_pin),
+            )
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._tmp.cleanup()
+
+    def measure(self) -> RawRound:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = cpu_snapshot([])
+        rate = self._hsm_raw.measure_raw(self._ctx, self._token, self._hsm_id, self.processes, self.seconds)
+        end = cpu_snapshot([])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        share = cpu_share(start, end)
+        children = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        # The children's CPU includes their start-up; spread over the same wall time it overstates a
+        # little, which only makes "other" look smaller.
+        used = children / share.wall
+        result = RawRound(rate, min(used, share.cores), max(0.0, share.other + share.client - used))
+        self.rounds.append(result)
+        return result
+
+
+# -- 2. end to end --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Window:
+    name: str
+    start: CpuSnapshot
+    end: CpuSnapshot | None = None
+
+
+@dataclass
+class LoadResult:
+    t1: array[float] = field(default_factory=lambda: array("d"))
+    latency: array[float] = field(default_factory=lambda: array("d"))
+    status: array[int] = field(default_factory=lambda: array("i"))
+    errors: Counter[str] = field(default_factory=Counter)
+    error_examples: list[str] = field(default_factory=list)
+    ok_total: int = 0
+    sample: list[tuple[int, int, bytes]] = field(default_factory=list)
+    seen_ok: int = 0
+    windows: dict[str, Window] = field(default_factory=dict)
+    profiles: list[tuple[int, Path, Any]] = field(default_factory=list)
+    threads_before: dict[int, dict[int, float]] = field(default_factory=dict)
+    threads_after: dict[int, dict[int, float]] = field(default_factory=dict)
+
+    def in_window(self, name: str) -> tuple[list[float], Counter[int], float]:
+        window = self.windows[name]
+        assert window.end is not None
+        lo, hi = window.start.at, window.end.at
+        latencies: list[float] = []
+        statuses: Counter[int] = Counter()
+        for t1, latency, status in zip(self.t1, self.latency, self.status, strict=True):
+            if lo <= t1 < hi:
+                statuses[status] += 1
+                if status == 200:
+                    latencies.append(latency)
+        latencies.sort()
+        return latencies, statuses, hi - lo
+
+
+def _body_parts() -> tuple[bytes, bytes, bytes]:
+    fields = {
+        "type": 2,
+        "chainId": CHAIN_ID,
+        "nonce": 0,
+        "gas": 21000,
+        "to": RECIPIENT,
+        "value": 1,
+        "maxFeePerGas": 30_000_000_000,
+        "maxPriorityFeePerGas": 1_000_000_000,
+    }
+    text = json.dumps({"transaction": fields}, separators=(",", ":")).encode()
+    # Cut the template around nonce and value so each request costs the client two int-to-bytes only.
+    head, rest = text.split(b'"nonce":0', 1)
+    middle, tail = rest.split(b'"value":1', 1)
+    return head + b'"nonce":', middle + b'"value":', tail
+
+
+async def drive(
+    url: str,
+    token: str,
+    clients: int,
+    warmup: float,
+    seconds: float,
+    profile_seconds: float,
+    sample_size: int,
+    server_pids: list[int],
+    profile_dir: Path | None,
+    rate: int,
+) -> LoadResult:
+    import aiohttp
+
+    result = LoadResult()
+    head, middle, tail = _body_parts()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    rng = random.Random(1)
+    nonce = 0
+    begin = time.perf_counter()
+    stop_at = begin + warmup + seconds + profile_seconds
+
+    connector = aiohttp.TCPConnector(limit=clients, limit_per_host=clients, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def client() -> None:
+            nonlocal nonce
+            while True:
+                t0 = time.perf_counter()
+                if t0 >= stop_at:
+                    return
+                n = nonce
+                nonce += 1
+                value = 10**15 + n
+                body = head + str(n).encode() + middle + str(value).encode() + tail
+                try:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        payload = await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status, payload = -1, type(exc).__name__.encode()
+                t1 = time.perf_counter()
+                result.t1.append(t1)
+                result.latency.append(t1 - t0)
+                result.status.append(status)
+                if status == 200:
+                    result.ok_total += 1
+                    # Reservoir sample over every 200 of the run, verified after the load stops.
+                    result.seen_ok += 1
+                    if len(result.sample) < sample_size:
+                        result.sample.append((n, value, payload))
+                    else:
+                        slot = rng.randrange(result.seen_ok)
+                        if slot < sample_size:
+                            result.sample[slot] = (n, value, payload)
+                else:
+                    code = _error_code(status, payload)
+                    result.errors[code] += 1
+                    if len(result.error_examples) < 5:
+                        result.error_examples.append(payload[:300].decode(errors="replace"))
+
+        async def timer() -> None:
+            # Measurement windows, not synchronisation: snapshots are taken when each window opens.
+            await asyncio.sleep(warmup)
+            result.windows["measure"] = Window("measure", cpu_snapshot(server_pids))
+            await asyncio.sleep(begin + warmup + seconds - time.perf_counter())
+            snap = cpu_snapshot(server_pids)
+            result.windows["measure"].end = snap
+            if profile_seconds > 0 and profile_dir is not None:
+                for pid in server_pids:
+                    out = profile_dir / f"py-spy-{pid}.txt"
+                    result.profiles.append((pid, out, start_py_spy(pid, profile_seconds, out, rate)))
+                    result.threads_before[pid] = thread_cpu(pid)
+                result.windows["profile"] = Window("profile", snap)
+                await asyncio.sleep(stop_at - time.perf_counter())
+                result.windows["profile"].end = cpu_snapshot(server_pids)
+                for pid in server_pids:
+                    result.threads_after[pid] = thread_cpu(pid)
+
+        await asyncio.gather(timer(), *(client() for _ in range(clients)))
+    for _, _, process in result.profiles:
+        process.wait(timeout=120)
+    return result
+
+
+def _error_code(status: int, payload: bytes) -> str:
+    try:
+        code = json.loads(payload).get("code", "?")
+    except (ValueError, AttributeError):
+        code = payload[:40].decode(errors="replace")
+    return f"{status} {code}"
+
+
+def verify_sample(sample: list[tuple[int, int, bytes]], address: str) -> tuple[int, list[str]]:
+    """Independent checks with eth-account / eth-utils; returns (checked, failures)."""
+    from eth_account import Account
+    from eth_account.typed_transactions.typed_transaction import TypedTransaction
+    from eth_utils.address import to_checksum_address
+    from eth_utils.crypto import keccak
+    from hexbytes import HexBytes
+
+    failures: list[str] = []
+    for nonce, value, payload in sample:
+        body = json.loads(payload)
+        raw = bytes.fromhex(body["raw_transaction"][2:])
+        problems = []
+        if Account.recover_transaction(raw) != address:
+            problems.append("recovered address differs")
+        if body.get("signer") != address:
+            problems.append("response 'signer' differs")
+        if "0x" + keccak(raw).hex() != body.get("transaction_hash"):
+            problems.append("transaction_hash != keccak(raw)")
+        decoded = TypedTransaction.from_bytes(HexBytes(raw)).as_dict()
+        expected = {"chainId": CHAIN_ID, "nonce": nonce, "value": value, "gas": 21000}
+        for name, want in expected.items():
+            if decoded.get(name) != want:
+                problems.append(f"{name} {decoded.get(name)} != {want}")
+        if to_checksum_address(decoded["to"]) != RECIPIENT:
+            problems.append("recipient differs")
+        if raw[0] != 2:
+            problems.append("not an EIP-1559 envelope")
+        if problems:
+            failures.append(f"nonce {nonce}: " + ", ".join(problems))
+    return len(sample), failures
+
+
+async def audit_check(database_url: str) -> dict[str, Any]:
+    """Read the whole audit log back through the store, verify the chain against the head, count."""
+    from signer.audit import ChainVerifier
+    from signer.store import open_store
+
+    store = await open_store(database_url, pool_size=1)
+    try:
+        verifier = ChainVerifier()
+        kinds: Counter[str] = Counter()
+        after = 0
+        async with store.read() as reader:
+            head = await reader.audit_head()
+            while True:
+                records = await reader.audit_events(after, 5000)
+                if not records:
+                    break
+                for record in records:
+                    verifier.feed(record)
+                    if record.kind == "sign.transaction":
+                        outcome = json.loads(record.event).get("outcome", "?")
+                        kinds[f"sign.transaction {outcome}"] += 1
+                after = records[-1].seq
+        verdict = verifier.result(expected_head=head)
+    finally:
+        await store.close()
+    return {
+        "events": verifier.checked,
+        "chain_ok": verdict.ok,
+        "reason": verdict.reason,
+        "sign_allowed": kinds["sign.transaction allowed"],
+        "sign_other": sum(v for k, v in kinds.items() if k != "sign.transaction allowed"),
+    }
+
+
+def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> dict[str, Any]:
+    from tests.service_harness import grant, init_installation, make_key, make_service, start_server
+
+    installation = init_installation(data_dir, database_url)
+    server = start_server(installation, workers=args.workers, ready_timeout=120)
+    try:
+        service = make_service(server, "bench-relayer")
+        key = make_key(server, "secp256k1", "bench-hot")
+        grant(server, service["principal"]["id"], key["id"], ["sign_transaction"])
+        token = service["credentials"]["access_token"]
+        pids = [server.process.pid, *server_worker_pids(server.process.pid)]
+        workers = [p for p in pids if p != server.process.pid] or pids
+        profile_dir = None
+        if args.profile > 0:
+            profile_dir = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
+            profile_dir.mkdir(parents=True, exist_ok=True)
+        url = f"{server.url}/v1/keys/{key['id']}/sign/transaction"
+        load = asyncio.run(
+            drive(
+                url,
+                token,
+                args.clients,
+                args.warmup,
+                args.seconds,
+                args.profile,
+                args.verify,
+                workers if args.workers > 1 else pids,
+                profile_dir,
+                args.profile_rate,
+            )
+        )
+        alive = server.process.poll() is None
+    finally:
+        server.stop()
+    log_tail = server.log_text()[-2000:] if not alive else ""
+    return {
+        "load": load,
+        "key": key,
+        "alive": alive,
+        "log_tail": log_tail,
+        "profile_dir": profile_dir,
+        "workers": workers,
+    }
+
+
+# -- reporting ------------------------------------------------------------------------------------------
+
+
+def share_line(name: str, share: CpuShare) -> str:
+    return (
+        f"  {name:<22} client {share.client:4.2f}  server {share.server:4.2f}  "
+        f"others {share.other:4.2f}  idle {share.idle:4.2f}   (cores of {share.cores}, {share.wall:.1f} s)"
+    )
+
+
+def _by_value(mapping: dict[Any, float]) -> list[tuple[Any, float]]:
+    return sorted(mapping.items(), key=lambda item: -item[1])
+
+
+def profile_data(load: LoadResult) -> dict[str, Any] | str:
+    """What the profile window recorded, as JSON-able data (saved next to the stacks for --analyse)."""
+    window = load.windows.get("profile")
+    if window is None or window.end is None:
+        return "no profile window"
+    for _, _, process in load.profiles:
+        if process.returncode != 0:
+            stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            return f"py-spy failed ({process.returncode}): {stderr.strip()[:300]}"
+    _, statuses, wall = load.in_window("profile")
+    share = cpu_share(window.start, window.end)
+    return {
+        "requests": statuses.get(200, 0),
+        "wall": wall,
+        "client_cores": share.client,
+        "server_cores": share.server,
+        "other_cores": share.other,
+        "workers": [
+            {
+                "pid": pid,
+                "stacks": path.name,
+                "before": load.threads_before[pid],
+                "after": load.threads_after[pid],
+            }
+            for pid, path, _ in load.profiles
+        ],
+    }
+
+
+def profile_report(data: dict[str, Any], directory: Path) -> tuple[list[str], dict[str, Any]]:
+    requests, wall = int(data["requests"]), float(data["wall"])
+    if not requests:
+        return ["  no requests completed in the profile window"], {}
+    result = breakdown(
+        [
+            (
+                w["pid"],
+                {int(k): v for k, v in w["before"].items()},
+                {int(k): v for k, v in w["after"].items()},
+                directory / w["stacks"],
+            )
+            for w in data["workers"]
+        ],
+        requests,
+        wall,
+    )
+    total = sum(result.threads.values())
+    lines = [
+        f"  window {wall:.1f} s, {requests} requests ({requests / wall:,.0f}/s under py-spy), "
+        f"{result.samples} samples; CPU from /proc per thread, split by the samples",
+        f"  server CPU per request {total:,.0f} us "
+        f"(process total {data['server_cores'] * wall / requests * 1e6:,.0f}); "
+        f"client {data['client_cores'] * wall / requests * 1e6:,.0f} us; "
+        f"others' cores {data['other_cores']:.2f}",
+        "  busiest worker's threads, share of one core: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in _by_value(result.utilisation)),
+        f"  {'thread':<15} {'component':<46} {'us/req':>7} {'share':>6}",
+    ]
+    rows: dict[str, float] = {}
+    for (kind, category), micro in _by_value(result.rows):
+        rows[f"{kind}: {category}"] = round(micro, 1)
+        lines.append(f"  {kind:<15} {category:<46} {micro:7,.0f} {micro / total:6.1%}")
+    summary = {
+        "requests": requests,
+        "rate_under_profiler": round(requests / wall, 1),
+        "server_cpu_us_per_request": round(total, 1),
+        "threads_us_per_request": {k: round(v, 1) for k, v in result.threads.items()},
+        "thread_utilisation": {k: round(v, 3) for k, v in result.utilisation.items()},
+        "components_us_per_request": rows,
+    }
+    return lines, summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2, help="server processes = raw HSM processes")
+    parser.add_argument("--clients", type=int, default=64, help="concurrent HTTP clients (keep-alive)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="measured end-to-end window")
+    parser.add_argument("--warmup", type=float, default=3.0, help="load before the measured window")
+    parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--raw-seconds", type=float, default=5.0, help="length of each raw HSM round")
+    parser.add_argument("--verify", type=int, default=1000, help="responses checked with eth-account")
+    parser.add_argument("--profile", type=float, default=0.0, help="seconds of py-spy after the window")
+    parser.add_argument("--profile-rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="before each phase, wait up to this many seconds for other processes to go quiet",
+    )
+    parser.add_argument("--results", action="store_true", help="also write the JSON to bench/results/")
+    parser.add_argument("--analyse", type=Path, help="only print the profile saved in this directory")
+    args = parser.parse_args()
+    if args.analyse is not None:
+        data = json.loads((args.analyse / "profile.json").read_text(encoding="utf-8"))
+        print("\n".join(profile_report(data, args.analyse)[0]))
+        return
+    if args.workers < 1 or args.clients < 1 or args.seconds <= 0:
+        parser.error("--workers, --clients and --seconds must be positive")
+
+    command = "bench/e2e_sign.py " + shlex.join(sys.argv[1:])
+    print(f"# {command}")
+    print(
+        f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"load average {os.getloadavg()[0]:.2f}; background before start {background_load():.2f} cores"
+    )
+    print(
+        "# the load generator runs on the same cores as the server: see the CPU lines "
+        "(cores used by client, server, other people's processes)",
+        flush=True,
+    )
+
+    with RawHsm(args.workers, args.raw_seconds) as raw:
+        quiet = [wait_for_quiet(args.quiet_wait)]
+        first = raw.measure()
+        print(f"raw HSM round 1: {first.rate:,.0f}/s ({args.workers} processes)", flush=True)
+
+        with tempfile.TemporaryDirectory(prefix="signer-bench-") as tmp:
+            data_dir = Path(tmp) / "data"
+            fsync_ms = fsync_latency_ms(Path(tmp))
+            quiet.append(wait_for_quiet(args.quiet_wait))
+            if args.database == "postgres":
+                base = os.environ.get("SIGNER_BENCH_PG_URL", DEFAULT_PG)
+                with throwaway_postgres(base) as database_url:
+                    e2e = end_to_end(args, database_url, data_dir)
+                    audit = asyncio.run(audit_check(database_url))
+                    durable = durability("postgresql", database_url, None)
+            else:
+                e2e = end_to_end(args, None, data_dir)
+                sqlite_file = data_dir / "signer.db"
+                database_url = f"sqlite+aiosqlite:///{sqlite_file}"
+                audit = asyncio.run(audit_check(database_url))
+                durable = durability("sqlite", database_url, sqlite_file)
+
+        quiet.append(wait_for_quiet(args.quiet_wait))
+        second = raw.measure()
+        print(f"raw HSM round 2: {second.rate:,.0f}/s", flush=True)
+
+    load: LoadResult = e2e["load"]
+    latencies, statuses, wall = load.in_window("measure")
+    ok = statuses.get(200, 0)
+    e2e_rate = ok / wall
+    raw_rate = statistics.mean(r.rate for r in raw.rounds)
+    ratio = e2e_rate / raw_rate
+    checked, failures = verify_sample(load.sample, e2e["key"]["address"])
+    measure = load.windows["measure"]
+    assert measure.end is not None
+    share = cpu_share(measure.start, measure.end)
+    errors_total = sum(load.errors.values())
+    audit_matches = audit["sign_allowed"] == load.ok_total and audit["chain_ok"]
+
+    p = {q: percentile(latencies, q) * 1000 for q in (0.5, 0.9, 0.99)}
+    print()
+    print(f"{'measure':<46} {'value':>12}")
+    rows = [
+        (f"raw HSM secp256k1 sign/s, {args.workers} proc (mean of 2)", f"{raw_rate:,.0f}"),
+        ("  rounds", " / ".join(f"{r.rate:,.0f}" for r in raw.rounds)),
+        (
+            "  others' cores during raw rounds",
+            " / ".join(f"{r.other:.2f}" for r in raw.rounds),
+        ),
+        (f"end-to-end signed EIP-1559 tx/s ({args.database})", f"{e2e_rate:,.0f}"),
+        (f"  {args.workers} workers, {args.clients} clients, {wall:.1f} s", f"{ok} ok"),
+        ("  latency p50 / p90 / p99 ms", f"{p[0.5]:.1f} / {p[0.9]:.1f} / {p[0.99]:.1f}"),
+        ("  errors (whole run)", f"{errors_total}"),
+        ("ratio end-to-end / raw (target >= 0.5)", f"{ratio:.2f}"),
+        ("signatures verified with eth-account", f"{checked - len(failures)}/{checked}"),
+        ("audit chain verified, events", f"{audit['chain_ok']} {audit['events']}"),
+        ("audit 'allowed' events == 200 responses", f"{audit['sign_allowed']} == {load.ok_total}"),
+        ("audit durable", f"{durable['durable']}"),
+        ("  fsync (4 KiB + fdatasync) on the data dir", f"{fsync_ms:.2f} ms"),
+    ]
+    for name, value in rows:
+        print(f"{name:<46} {value:>12}")
+    print(f"  durability: {durable['why']} (from {durable['source']})")
+    print("others' cores just before raw 1 / end-to-end / raw 2: " + " / ".join(f"{q:.2f}" for q in quiet))
+    print("CPU during the measured window (cores):")
+    print(share_line("end-to-end", share))
+    print(
+        f"  client CPU per request {share.client * wall / max(ok, 1) * 1e6:,.0f} us, "
+        f"server CPU per request {share.server * wall / max(ok, 1) * 1e6:,.0f} us"
+    )
+    if load.errors:
+        print("errors:", dict(load.errors))
+        for example in load.error_examples:
+            print("  e.g.", example)
+    for failure in failures[:10]:
+        print("  VERIFY FAILED", failure)
+    if not e2e["alive"]:
+        print("server died during the run; log tail:\n" + e2e["log_tail"])
+
+    profile_summary: dict[str, Any] = {}
+    if e2e["profile_dir"] is not None:
+        data = profile_data(load)
+        directory: Path = e2e["profile_dir"]
+        print(
+            f"profile (py-spy --nonblocking, {len(e2e['workers'])} workers; {directory.relative_to(REPO)}):"
+        )
+        if isinstance(data, str):
+            print("  " + data)
+        else:
+            (directory / "profile.json").write_text(json.dumps(data), encoding="utf-8")
+            profile_lines, profile_summary = profile_report(data, directory)
+            print("\n".join(profile_lines))
+
+    summary = {
+        "bench": "e2e_sign",
+        "command": command,
+        "cpus": os.cpu_count(),
+        "workers": args.workers,
+        "clients": args.clients,
+        "seconds": round(wall, 2),
+        "database": args.database,
+        "raw_hsm_per_s": round(raw_rate, 1),
+        "raw_rounds": [round(r.rate, 1) for r in raw.rounds],
+        "raw_others_cores": [round(r.other, 2) for r in raw.rounds],
+        "others_cores_before_phases": [round(q, 2) for q in quiet],
+        "e2e_per_s": round(e2e_rate, 1),
+        "ratio": round(ratio, 3),
+        "p50_ms": round(p[0.5], 2),
+        "p90_ms": round(p[0.9], 2),
+        "p99_ms": round(p[0.99], 2),
+        "errors": errors_total,
+        "error_codes": dict(load.errors),
+        "verified": checked - len(failures),
+        "verify_failures": len(failures),
+        "audit_events": audit["events"],
+        "audit_chain_ok": audit["chain_ok"],
+        "audit_allowed_matches_200s": audit_matches,
+        "durable": durable["durable"],
+        "durability": {k: v for k, v in durable.items() if k != "why"},
+        "fsync_ms": round(fsync_ms, 3),
+        "cpu_cores": share.as_dict(),
+        "profile": profile_summary,
+    }
+    line = json.dumps(summary, separators=(",", ":"))
+    if args.results:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"e2e-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.write_text(line + "\n", encoding="utf-8")
+    print(line)
+    if errors_total or failures or not audit_matches or not e2e["alive"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
