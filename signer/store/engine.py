@@ -12,6 +12,7 @@ errors carry no SQL, URL or path.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -95,7 +96,13 @@ def _sqlite_engine(
         )
         # A daemon thread cannot keep the interpreter alive if a connection is leaked.
         connection._thread.daemon = True
-        return await connection
+        try:
+            return await connection
+        except BaseException:
+            # aiosqlite stops its thread after a failed open but does not wait; the thread then
+            # reports to the event loop, which may be gone by then. Wait for it to finish here.
+            await asyncio.get_running_loop().run_in_executor(None, connection._thread.join, 10.0)
+            raise
 
     engine = create_async_engine(
         target.url,

@@ -354,3 +354,29 @@ async def test_dropped_tail_is_detected(store: Store, store_url: str) -> None:
     result = verify_chain(records, expected_head=anchor)  # ...an anchor can
     assert (result.ok, result.first_bad_seq, result.reason) == (False, 8, "truncated")
     assert not await store.integrity_check()  # and the head no longer matches the table
+
+
+async def test_a_unit_cannot_submit_and_a_finished_writer_cannot_append(store: Store) -> None:
+    async def nested(w: Writer) -> None:
+        await store.submit(appender())
+
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(store.submit(nested), 60)  # an error, not a deadlock
+
+    kept: list[Writer] = []
+
+    async def leaks(w: Writer) -> None:
+        kept.append(w)
+
+    await store.submit(leaks)
+    async with store.write() as w:
+        kept.append(w)
+    for writer in kept:
+        with pytest.raises(RuntimeError):
+            writer.append_audit(event())  # would never be written: refused loudly
+        with pytest.raises(RuntimeError):
+            writer.bump_epoch()
+        with pytest.raises(RuntimeError):
+            await writer.get_principal("x")
+    await store.submit(appender())
+    await assert_chain(store, 1)
