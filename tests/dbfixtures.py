@@ -2,11 +2,7 @@
 
 Reuse from any test package's ``conftest.py``::
 
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ (until pytest's pythonpath has it)
-    from dbfixtures import (  # noqa: E402,F401
+    from tests.dbfixtures import (  # noqa: F401
         pg_database_url, pg_server_url, pg_store_url, sqlite_store_url, sqlite_template, store, store_url,
     )
 

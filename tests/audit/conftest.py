@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from audit_testkit import build_chain
+
+from tests.audit.audit_testkit import build_chain
 
 
 @pytest.fixture

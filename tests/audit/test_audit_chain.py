@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-from audit_testkit import build_chain
 
 from signer.audit import (
     GENESIS_HASH,
@@ -20,6 +19,7 @@ from signer.audit import (
     verify_chain,
     verify_jsonl,
 )
+from tests.audit.audit_testkit import build_chain
 
 Chain = list[dict[str, Any]]
 

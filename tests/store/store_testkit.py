@@ -156,7 +156,7 @@ async def install_commit_poison(url: str) -> None:
         finally:
             connection.close()
         return
-    from dbfixtures import pg_execute
+    from tests.dbfixtures import pg_execute
 
     await pg_execute(
         url,
@@ -175,7 +175,7 @@ async def install_commit_poison(url: str) -> None:
 async def remove_commit_poison(url: str) -> None:
     if url.startswith("sqlite"):
         return  # the file belongs to this test alone
-    from dbfixtures import pg_execute
+    from tests.dbfixtures import pg_execute
 
     await pg_execute(
         url, "DROP TRIGGER IF EXISTS poison ON audit_events", "DROP FUNCTION IF EXISTS poison_check()"

@@ -6,8 +6,12 @@ import asyncio
 from typing import Any
 
 import pytest
-from dbfixtures import fresh_store
-from store_testkit import (
+
+from signer.audit import GENESIS_HASH, export_jsonl, verify_chain, verify_jsonl
+from signer.errors import AuditUnavailable, Conflict, NotFound, SignerError
+from signer.store import AuditRecord, Store, Writer
+from tests.dbfixtures import fresh_store
+from tests.store.store_testkit import (
     POISON_KIND,
     T0,
     Gate,
@@ -19,10 +23,6 @@ from store_testkit import (
     submit_all,
     token,
 )
-
-from signer.audit import GENESIS_HASH, export_jsonl, verify_chain, verify_jsonl
-from signer.errors import AuditUnavailable, Conflict, NotFound, SignerError
-from signer.store import AuditRecord, Store, Writer
 
 
 async def all_events(store: Store) -> list[AuditRecord]:
@@ -339,14 +339,14 @@ async def test_dropped_tail_is_detected(store: Store, store_url: str) -> None:
     if store.backend == "sqlite":
         import sqlite3
 
-        from store_testkit import sqlite_path
+        from tests.store.store_testkit import sqlite_path
 
         connection = sqlite3.connect(sqlite_path(store_url))
         with connection:
             connection.execute("DELETE FROM audit_events WHERE seq > 7")
         connection.close()
     else:
-        from dbfixtures import pg_execute
+        from tests.dbfixtures import pg_execute
 
         await pg_execute(store_url, "DELETE FROM audit_events WHERE seq > 7")
     records = await all_events(store)

@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from dbfixtures import fresh_store, pg_execute, sqlite_url
 from sqlalchemy.engine import make_url
-from store_testkit import TcpProxy, event, principal, sqlite_path
 
 from signer.audit import verify_chain
 from signer.errors import DatabaseUnavailable, SignerError
 from signer.store import Store, Writer, open_store
+from tests.dbfixtures import fresh_store, pg_execute, sqlite_url
+from tests.store.store_testkit import TcpProxy, event, principal, sqlite_path
 
 R = TypeVar("R")
 

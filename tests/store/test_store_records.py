@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from store_testkit import T0, event, grant, key, principal, token
 
 from signer.errors import Conflict, NotFound
 from signer.store import Store, Writer
+from tests.store.store_testkit import T0, event, grant, key, principal, token
 
 
 async def test_principal_roundtrip_and_lookup(store: Store) -> None:
@@ -323,7 +323,7 @@ async def test_writer_with_a_swallowed_failed_statement_refuses_to_commit(store:
 
 
 async def test_epoch_is_shared_through_the_database(store_url: str) -> None:
-    from dbfixtures import fresh_store
+    from tests.dbfixtures import fresh_store
 
     async with fresh_store(store_url) as a, fresh_store(store_url) as b:
 

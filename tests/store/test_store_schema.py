@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from dbfixtures import fresh_store, sqlite_url
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
@@ -20,6 +19,7 @@ from signer.errors import ConfigurationError
 from signer.store import Store, migrate, open_store
 from signer.store.migrate import head_revision
 from signer.store.schema import metadata
+from tests.dbfixtures import fresh_store, sqlite_url
 
 
 async def schema_differences(url: str) -> list[Any]:

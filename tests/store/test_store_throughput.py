@@ -8,10 +8,10 @@ import asyncio
 import time
 
 import pytest
-from store_testkit import event
 
 from signer.audit import verify_chain
 from signer.store import Store, Writer
+from tests.store.store_testkit import event
 
 pytestmark = pytest.mark.slow
 
