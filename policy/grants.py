@@ -1,23 +1,52 @@
-"""Grants: may this principal perform this operation on this resource, now?
+"""Grants: may this principal perform this operation on this resource, now, within the grant's budget?
 
-A grant names a principal, a resource and the operations it allows, with an optional expiry. Having a key
-does not give anyone the right to use it: with no matching grant the answer is deny. Grants are passed in
-by the caller (already filtered to the principal and resource, or not: this module checks both again).
+A grant names a subject (a principal, or a group the principal belongs to), a resource (one key, one
+secret, or a scope prefix covering every key and secret at or below it), the operations it allows, and
+optionally an expiry (the instant itself is already expired), a use count and value budgets per asset
+(wei as ``native``, ERC-20 amounts per token address). Existence is not permission: with no matching
+live grant the answer is deny, whoever created the key. A revoked grant is as if absent.
+
+When several grants cover a request, one without limits is used in preference; otherwise the first one
+(in the order given) whose budget still has room, and the decision carries the reservations that charge
+it. A grant with value budgets covers only the assets it budgets: a token transfer through a grant
+that budgets only wei is refused, so budgets cannot be dodged by moving another asset. Usage comes from
+``Facts`` (the grant's lifetime sums); without them a limited grant cannot be used.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 
+from policy.canonical import canonical_asset, check_amount
 from policy.decision import Decision, Effect, Reason
+from policy.errors import PolicyInputError
+from policy.facts import (
+    Facts,
+    MissingFactError,
+    Reservation,
+    UsageQuery,
+    grant_spend_key,
+    grant_uses_key,
+)
+from policy.request import KNOWN_OPERATIONS, OPERATIONS, Amount
+from policy.scopes import is_scope, scope_contains
+from policy.windows import utc
 
-OPERATIONS = frozenset({"sign_transaction", "sign_message", "sign_typed_data", "sign_raw"})
+__all__ = ["OPERATIONS", "Grant", "GrantRequest", "evaluate_grants", "grant_usage_queries"]
+
+SUBJECT_TYPES = frozenset({"principal", "group"})
+GRANT_RESOURCE_TYPES = frozenset({"key", "secret", "scope"})
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
+    """``principal_id`` names a principal, or a group when ``subject_type`` is ``group``;
+    ``resource_id`` is a key id, a secret id or (``resource_type`` ``scope``) a scope prefix.
+    ``value_budgets`` maps ``native`` or a token address to the most the grant may ever move."""
+
     grant_id: str
     principal_id: str
     resource_type: str
@@ -25,47 +54,157 @@ class Grant:
     operations: frozenset[str]
     expires_at: datetime | None = None
     revoked: bool = False
+    subject_type: str = "principal"
+    max_uses: int | None = None
+    value_budgets: Mapping[str, int] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        if self.subject_type not in SUBJECT_TYPES:
+            raise PolicyInputError("invalid_grant", "subject_type must be 'principal' or 'group'")
+        if self.resource_type not in GRANT_RESOURCE_TYPES:
+            raise PolicyInputError("invalid_grant", "resource_type must be 'key', 'secret' or 'scope'")
+        if self.max_uses is not None and (
+            isinstance(self.max_uses, bool) or not isinstance(self.max_uses, int) or self.max_uses < 0
+        ):
+            raise PolicyInputError("invalid_grant", "max_uses must be a non-negative integer")
+        budgets = {canonical_asset(a): check_amount(v, "budget") for a, v in self.value_budgets.items()}
+        object.__setattr__(self, "value_budgets", MappingProxyType(budgets))
+
+    @property
+    def limited(self) -> bool:
+        return self.max_uses is not None or bool(self.value_budgets)
 
 
 @dataclass(frozen=True, slots=True)
 class GrantRequest:
+    """What the grant check needs: who, which operation, on which resource at which scope, and the
+    amounts the request moves (for budgets)."""
+
     principal_id: str
     operation: str
     resource_type: str
     resource_id: str
+    scope: str | None = None
+    groups: frozenset[str] = frozenset()
+    amounts: tuple[Amount, ...] = ()
 
 
-def evaluate_grants(request: GrantRequest, grants: Iterable[Grant], *, now: datetime) -> Decision:
-    """Allow when one live grant covers the principal, resource and operation; otherwise deny."""
-    if request.operation not in OPERATIONS:
+def _covers(grant: Grant, request: GrantRequest) -> bool:
+    if grant.subject_type == "group":
+        if grant.principal_id not in request.groups:
+            return False
+    elif grant.principal_id != request.principal_id:
+        return False
+    if request.operation not in grant.operations:
+        return False
+    if grant.resource_type == "scope":
+        # A malformed scope on a stored grant covers nothing rather than failing the whole check.
+        return (
+            request.scope is not None
+            and is_scope(grant.resource_id)
+            and is_scope(request.scope)
+            and scope_contains(grant.resource_id, request.scope)
+        )
+    return grant.resource_type == request.resource_type and grant.resource_id == request.resource_id
+
+
+def _usage_queries(grant: Grant, request: GrantRequest) -> list[UsageQuery]:
+    queries = []
+    if grant.max_uses is not None:
+        queries.append(UsageQuery(grant_uses_key(grant.grant_id), None))
+    for amount in request.amounts:
+        if amount.asset in grant.value_budgets:
+            queries.append(UsageQuery(grant_spend_key(grant.grant_id, amount.asset), None))
+    return queries
+
+
+def _charge(
+    grant: Grant, request: GrantRequest, facts: Facts, now: datetime
+) -> tuple[tuple[Reservation, ...], Reason | None]:
+    """The reservations that use ``grant`` for ``request``, or the reason it cannot be used."""
+    rule_id = f"grant:{grant.grant_id}"
+    reservations = []
+    try:
+        if grant.max_uses is not None:
+            uses = facts.used(UsageQuery(grant_uses_key(grant.grant_id), None))
+            if uses + 1 > grant.max_uses:
+                message = f"grant {grant.grant_id} has been used {uses} of {grant.max_uses} times"
+                return (), Reason(rule_id, "grant_uses_exhausted", message)
+            reservations.append(Reservation(grant_uses_key(grant.grant_id), 1, now, None))
+        for amount in request.amounts if grant.value_budgets else ():
+            budget = grant.value_budgets.get(amount.asset)
+            if budget is None:
+                message = f"grant {grant.grant_id} has no budget for {amount.asset}"
+                return (), Reason(rule_id, "asset_not_budgeted", message)
+            key = grant_spend_key(grant.grant_id, amount.asset)
+            spent = facts.used(UsageQuery(key, None))
+            if spent + amount.value > budget:
+                message = (
+                    f"grant {grant.grant_id}: {amount.value} {amount.asset} would bring the total to "
+                    f"{spent + amount.value}, over its budget of {budget}"
+                )
+                return (), Reason(rule_id, "grant_budget_exceeded", message)
+            reservations.append(Reservation(key, amount.value, now, None))
+    except MissingFactError:
+        message = f"the usage of grant {grant.grant_id} is not known, so its limits cannot be checked"
+        return (), Reason(rule_id, "grant_usage_unknown", message)
+    return tuple(reservations), None
+
+
+def grant_usage_queries(
+    request: GrantRequest, grants: Iterable[Grant], *, now: datetime
+) -> frozenset[UsageQuery]:
+    """The usage sums ``evaluate_grants`` needs for the live limited grants that cover ``request``."""
+    now = utc(now)
+    needed: set[UsageQuery] = set()
+    for grant in grants:
+        if grant.limited and _live(grant, now) and _covers(grant, request):
+            needed.update(_usage_queries(grant, request))
+    return frozenset(needed)
+
+
+def _live(grant: Grant, now: datetime) -> bool:
+    return not grant.revoked and (grant.expires_at is None or now < utc(grant.expires_at, "expires_at"))
+
+
+def evaluate_grants(
+    request: GrantRequest, grants: Iterable[Grant], *, now: datetime, facts: Facts | None = None
+) -> Decision:
+    """Allow when a live grant covers the subject, resource and operation and has room in its limits
+    (the decision then carries the reservations that charge it); otherwise deny, saying why."""
+    now = utc(now)
+    if request.operation not in KNOWN_OPERATIONS:
         return Decision(
             Effect.DENY,
             (Reason("grants", "unknown_operation", f"operation {request.operation!r} is not known"),),
         )
-    expired: list[str] = []
+    facts = facts if facts is not None else Facts()
+    refusals: list[Reason] = []
+    chosen: tuple[Grant, tuple[Reservation, ...]] | None = None
     for grant in grants:
-        if grant.revoked or grant.principal_id != request.principal_id:
+        if grant.revoked or not _covers(grant, request):
             continue
-        if grant.resource_type != request.resource_type or grant.resource_id != request.resource_id:
+        if not _live(grant, now):
+            refusals.append(
+                Reason(f"grant:{grant.grant_id}", "grant_expired", f"grant {grant.grant_id} has expired")
+            )
             continue
-        if request.operation not in grant.operations:
-            continue
-        if grant.expires_at is not None and now >= grant.expires_at:
-            expired.append(grant.grant_id)
-            continue
+        if not grant.limited:
+            chosen = (grant, ())
+            break
+        reservations, refusal = _charge(grant, request, facts, now)
+        if refusal is not None:
+            refusals.append(refusal)
+        elif chosen is None:
+            chosen = (grant, reservations)
+    if chosen is not None:
+        grant, reservations = chosen
+        message = f"grant {grant.grant_id} allows {request.operation}"
         return Decision(
-            Effect.ALLOW,
-            (
-                Reason(
-                    f"grant:{grant.grant_id}", "granted", f"grant {grant.grant_id} allows {request.operation}"
-                ),
-            ),
+            Effect.ALLOW, (Reason(f"grant:{grant.grant_id}", "granted", message),), reservations=reservations
         )
-    if expired:
-        return Decision(
-            Effect.DENY,
-            tuple(Reason(f"grant:{gid}", "grant_expired", f"grant {gid} has expired") for gid in expired),
-        )
+    if refusals:
+        return Decision(Effect.DENY, tuple(refusals))
     return Decision(
         Effect.DENY,
         (

@@ -1,0 +1,279 @@
+"""The engine: one pure call from request, policy set, facts and ``now`` to a decision with reasons.
+
+How a decision arises (the whole contract, in order):
+
+1. **Grants say who.** Some live grant must cover the principal (or one of its groups), the resource
+   (or a scope above it) and the operation, with room in its use count and budgets; otherwise deny.
+   Existence is not permission.
+2. **Documents say what.** Every document attached to a scope containing the resource's scope, or to
+   the key itself, applies. Rules are merged by id: where one id is defined at two levels, the
+   narrowest definition (deepest scope; a key is narrower than any scope) replaces the others; the
+   same id twice at one level, or one policy id attached twice at one place, is a conflict and denies.
+   Redefining an id is a replacement, not an addition: it can loosen what a broader scope said.
+3. **Each rule in force is checked.** A guard fires when the request is outside what it accepts; an
+   unlock fires when the request uses what it unlocks. A firing rule contributes its effect. A rule that
+   cannot be evaluated (a usage sum it needs was not given, or any error) contributes deny, with a
+   reason naming it.
+4. **Defaults deny what is dangerous unless unlocked**: ``sign_raw`` needs a firing ``raw_digest``
+   rule; every EIP-7702 delegate must be on a ``delegate_allowlist`` rule in force.
+5. **The strongest effect wins**: deny over require_approval over allow. With no deny and no approval,
+   the grant's allow stands. So a request is allowed exactly when a grant allows it, no rule in force
+   denies or asks for approval, and whatever it does that is denied by default has been unlocked.
+   No policy document at all means the grants alone decide (minus the defaults of step 4).
+
+The reasons are those of the winning effect, in order: grant, then rules broad to narrow in document
+order, then defaults. An allow or approval decision carries the reservations to record atomically with
+it (one per limit key: the grant's budget rows and every spend or rate limit in force that concerns the
+request); a deny carries none. ``usage_queries`` lists the sums the caller must read first.
+
+Dry run is the same call with nothing recorded afterwards. ``evaluate_shadow`` judges the request
+against the live set and a candidate set together; only the live decision counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from policy.decision import (
+    ApprovalRequirement,
+    Decision,
+    Effect,
+    PolicyRef,
+    Reason,
+    ShadowDecision,
+    strongest,
+)
+from policy.documents import AttachedPolicy, PolicySet
+from policy.facts import Facts, MissingFactError, Reservation, UsageQuery
+from policy.grants import GrantRequest, evaluate_grants, grant_usage_queries
+from policy.request import PolicyRequest
+from policy.rules import ApprovalSpec, DelegateAllowlist, LimitRule, Rule, RuleContext
+from policy.windows import utc
+
+DEFAULT_RULE_ID = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """A rule in force and the document and attachment it came from."""
+
+    rule: Rule
+    attached: AttachedPolicy
+
+    def context(self, request: PolicyRequest, now: datetime, facts: Facts) -> RuleContext:
+        scope = self.attached.scope if self.attached.scope is not None else request.scope
+        return RuleContext(request, now, scope, facts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Finding:
+    effect: Effect
+    reason: Reason
+    approval: ApprovalSpec | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _InForce:
+    refs: tuple[PolicyRef, ...]
+    rules: tuple[_Placed, ...]
+    conflicts: tuple[Reason, ...]
+
+
+def _in_force(request: PolicyRequest, policies: PolicySet) -> _InForce:
+    applicable = sorted(
+        (a for a in policies.documents if a.applies_to(request)), key=lambda a: a.depth
+    )  # stable: documents at one level keep the caller's order
+    conflicts: list[Reason] = []
+    seen_policies: set[tuple[str, str]] = set()
+    for attached in applicable:
+        place = (attached.document.policy_id, attached.attached_to)
+        if place in seen_policies:
+            conflicts.append(
+                Reason(
+                    f"policy:{place[0]}",
+                    "policy_conflict",
+                    f"policy {place[0]} is attached twice at {place[1]}",
+                )
+            )
+        seen_policies.add(place)
+    winners: dict[str, tuple[int, int, _Placed]] = {}  # rule id -> (depth, order, placed)
+    clashing: dict[str, str] = {}
+    order = 0
+    for attached in applicable:
+        for rule in attached.document.rules:
+            order += 1
+            earlier = winners.get(rule.id)
+            if earlier is not None and earlier[0] == attached.depth:
+                clashing[rule.id] = attached.attached_to
+            winners[rule.id] = (attached.depth, order, _Placed(rule, attached))
+    for rule_id, where in clashing.items():
+        conflicts.append(Reason(rule_id, "rule_conflict", f"rule {rule_id} is defined twice at {where}"))
+    rules = tuple(
+        placed
+        for rule_id, (_depth, _order, placed) in sorted(winners.items(), key=lambda item: item[1][1])
+        if rule_id not in clashing
+    )
+    return _InForce(tuple(a.ref() for a in applicable), rules, tuple(conflicts))
+
+
+def grant_request(request: PolicyRequest) -> GrantRequest:
+    return GrantRequest(
+        principal_id=request.principal_id,
+        operation=request.operation,
+        resource_type=request.resource_type,
+        resource_id=request.resource_id,
+        scope=request.scope,
+        groups=request.groups,
+        amounts=request.amounts,
+    )
+
+
+def usage_queries(request: PolicyRequest, policies: PolicySet, *, now: datetime) -> frozenset[UsageQuery]:
+    """The usage sums ``evaluate`` will read for this request: read them under the same lock that will
+    record the reservations, and pass them in ``Facts``."""
+    now = utc(now)
+    needed = set(grant_usage_queries(grant_request(request), policies.grants, now=now))
+    for placed in _in_force(request, policies).rules:
+        if isinstance(placed.rule, LimitRule):
+            query = placed.rule.usage_query(placed.context(request, now, Facts()))
+            if query is not None:
+                needed.add(query)
+    return frozenset(needed)
+
+
+def _check(placed: _Placed, ctx: RuleContext) -> _Finding | None:
+    rule = placed.rule
+    label = placed.attached.document.label
+    try:
+        hit = rule.check(ctx)
+    except MissingFactError as exc:
+        return _Finding(
+            Effect.DENY,
+            Reason(rule.id, "facts_missing", f"rule {rule.id} could not be evaluated: {exc.message}", label),
+        )
+    except Exception as exc:  # noqa: BLE001 - in a signer a rule that errors must deny, never be skipped
+        message = f"rule {rule.id} could not be evaluated ({type(exc).__name__})"
+        return _Finding(Effect.DENY, Reason(rule.id, "rule_error", message, label))
+    if hit is None:
+        return None
+    return _Finding(rule.effect, Reason(rule.id, hit.code, hit.message, label), rule.approval)
+
+
+def _defaults(request: PolicyRequest, rules: Iterable[_Placed], fired: set[str]) -> list[_Finding]:
+    findings = []
+    if request.operation == "sign_raw" and not any(
+        p.rule.kind == "raw_digest" and p.rule.id in fired for p in rules
+    ):
+        findings.append(
+            _Finding(
+                Effect.DENY,
+                Reason(
+                    DEFAULT_RULE_ID,
+                    "raw_digest_not_allowed",
+                    "signing a raw digest is denied unless a raw_digest rule allows it",
+                ),
+            )
+        )
+    tx = request.transaction
+    if tx is not None and tx.delegations:
+        allowed: set[str] = set()
+        for placed in rules:
+            if isinstance(placed.rule, DelegateAllowlist):
+                allowed |= placed.rule.delegates
+        for delegate in dict.fromkeys(d.delegate for d in tx.delegations):
+            if delegate not in allowed:
+                findings.append(
+                    _Finding(
+                        Effect.DENY,
+                        Reason(
+                            DEFAULT_RULE_ID,
+                            "delegate_not_allowed",
+                            f"EIP-7702 delegation to {delegate} is denied unless a delegate_allowlist "
+                            "allows it",
+                        ),
+                    )
+                )
+    return findings
+
+
+def _merge_reservations(reservations: Iterable[Reservation]) -> tuple[Reservation, ...]:
+    """One row per limit key: rules sharing a key (a daily and an hourly limit) charge it once, kept
+    for the longest window that reads it."""
+    merged: dict[str, Reservation] = {}
+    for r in reservations:
+        kept = merged.get(r.limit_key)
+        if kept is None:
+            merged[r.limit_key] = r
+            continue
+        ends = [e for e in (kept.window_end, r.window_end) if e is not None]
+        end = max(ends) if len(ends) == 2 else None
+        merged[r.limit_key] = Reservation(r.limit_key, max(kept.amount, r.amount), r.window_start, end)
+    return tuple(merged[k] for k in sorted(merged))
+
+
+def _approvals(findings: Iterable[_Finding], now: datetime) -> tuple[ApprovalRequirement, ...]:
+    """One requirement per approver group: the largest quorum and the earliest expiry asked for."""
+    by_group: dict[str, ApprovalRequirement] = {}
+    for finding in findings:
+        spec = finding.approval
+        if finding.effect is not Effect.REQUIRE_APPROVAL or spec is None:
+            continue
+        expires_at = now + spec.expires_in
+        seen = by_group.get(spec.group)
+        if seen is None:
+            by_group[spec.group] = ApprovalRequirement(
+                spec.group, spec.quorum, expires_at, (finding.reason.rule_id,)
+            )
+        else:
+            by_group[spec.group] = ApprovalRequirement(
+                spec.group,
+                max(seen.quorum, spec.quorum),
+                min(seen.expires_at, expires_at),
+                (*seen.rule_ids, finding.reason.rule_id),
+            )
+    return tuple(by_group[g] for g in sorted(by_group))
+
+
+def evaluate(request: PolicyRequest, policies: PolicySet, facts: Facts, *, now: datetime) -> Decision:
+    """Judge ``request`` against ``policies`` given ``facts`` at ``now`` (aware; used in UTC)."""
+    now = utc(now)
+    granted = evaluate_grants(grant_request(request), policies.grants, now=now, facts=facts)
+    findings = [_Finding(granted.effect, reason) for reason in granted.reasons]
+    in_force = _in_force(request, policies)
+    findings += [_Finding(Effect.DENY, reason) for reason in in_force.conflicts]
+    fired: set[str] = set()
+    reservations = list(granted.reservations)
+    for placed in in_force.rules:
+        ctx = placed.context(request, now, facts)
+        finding = _check(placed, ctx)
+        if finding is not None:
+            findings.append(finding)
+            fired.add(placed.rule.id)
+        if isinstance(placed.rule, LimitRule):
+            reservation = placed.rule.reservation(ctx)
+            if reservation is not None:
+                reservations.append(reservation)
+    findings += _defaults(request, in_force.rules, fired)
+    effect = strongest(f.effect for f in findings) or Effect.DENY
+    reasons = tuple(f.reason for f in findings if f.effect is effect)
+    if effect is Effect.DENY:
+        return Decision(effect, reasons, in_force.refs)
+    return Decision(
+        effect,
+        reasons,
+        in_force.refs,
+        _merge_reservations(reservations),
+        _approvals(findings, now) if effect is Effect.REQUIRE_APPROVAL else (),
+    )
+
+
+def evaluate_shadow(
+    request: PolicyRequest, live: PolicySet, candidate: PolicySet, facts: Facts, *, now: datetime
+) -> ShadowDecision:
+    """The live decision (which counts) and the candidate's would-be decision (which does not), from
+    the same facts: pass facts answering ``usage_queries`` of both sets."""
+    return ShadowDecision(
+        evaluate(request, live, facts, now=now), evaluate(request, candidate, facts, now=now)
+    )

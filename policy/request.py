@@ -1,0 +1,266 @@
+"""What the engine judges: the request as canonical values, built by the service from decoded payloads.
+
+A ``PolicyRequest`` names who asks (principal and groups), what for (operation), on what (a key or a
+secret and the scope it lives at) and, for transactions and EIP-712 data, the decoded content. Every
+instance is validated and canonical when constructed (addresses lower-case, amounts integers in range,
+the content present exactly when the operation has one), so rules never see two spellings of one
+value. ``TransactionView.from_decoded`` and ``TypedDataDomain.from_domain`` accept the service's decoded
+objects (``signer.eth.TransactionFields``, ``TypedDataDigest.domain``) structurally, without importing
+them: this package stays below the service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from policy.canonical import NATIVE, canonical_address, canonical_selector, check_amount
+from policy.errors import PolicyInputError
+from policy.scopes import scope_segments
+
+OPERATIONS: Final = frozenset({"sign_transaction", "sign_message", "sign_typed_data", "sign_raw"})
+SECRET_OPERATIONS: Final = frozenset({"read_secret"})
+KNOWN_OPERATIONS: Final = OPERATIONS | SECRET_OPERATIONS
+RESOURCE_TYPES: Final = frozenset({"key", "secret"})
+TOKEN_METHODS: Final = frozenset({"transfer", "transferFrom", "approve"})
+
+
+def _set(obj: object, name: str, value: object) -> None:
+    # Canonicalising a frozen dataclass in __post_init__ is the one place we write to it.
+    object.__setattr__(obj, name, value)
+
+
+def _check_count(value: int, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise PolicyInputError("invalid_request", f"{name} must be a non-negative integer")
+
+
+@dataclass(frozen=True, slots=True)
+class Amount:
+    """How much of one asset a request moves: ``native`` (wei) or a token address (smallest unit)."""
+
+    asset: str
+    value: int
+
+
+@dataclass(frozen=True, slots=True)
+class TokenMovement:
+    """A decoded ERC-20 call. ``token`` is the contract called (the transaction's ``to``); ``recipient``
+    receives the tokens (for ``approve``, the spender allowed to take them); ``owner`` is the account
+    debited by ``transferFrom`` and None otherwise."""
+
+    method: str
+    token: str
+    recipient: str
+    amount: int
+    owner: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in TOKEN_METHODS:
+            raise PolicyInputError(
+                "invalid_request", "token method must be transfer, transferFrom or approve"
+            )
+        _set(self, "token", canonical_address(self.token))
+        _set(self, "recipient", canonical_address(self.recipient))
+        if self.owner is not None:
+            _set(self, "owner", canonical_address(self.owner))
+        check_amount(self.amount, "token amount")
+
+
+@dataclass(frozen=True, slots=True)
+class Delegation:
+    """One EIP-7702 authorisation: the account will run ``delegate``'s code on ``chain_id`` (0 = any)."""
+
+    chain_id: int
+    delegate: str
+
+    def __post_init__(self) -> None:
+        _check_count(self.chain_id, "authorisation chain id")
+        _set(self, "delegate", canonical_address(self.delegate))
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionView:
+    """The decoded transaction as policy needs it. ``fee_cap`` is the most paid per gas unit (gas price
+    or max fee per gas); ``selector`` the first 4 bytes of calldata (None when shorter);
+    ``data_length`` the calldata size in bytes; ``to`` None for a contract creation."""
+
+    chain_id: int
+    to: str | None
+    value: int
+    gas: int
+    fee_cap: int
+    data_length: int = 0
+    selector: str | None = None
+    token: TokenMovement | None = None
+    delegations: tuple[Delegation, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_count(self.chain_id, "chain id")
+        _check_count(self.data_length, "data length")
+        for name in ("value", "gas", "fee_cap"):
+            check_amount(getattr(self, name), name)
+        if self.to is not None:
+            _set(self, "to", canonical_address(self.to))
+        if self.selector is not None:
+            _set(self, "selector", canonical_selector(self.selector))
+            if self.data_length < 4:
+                raise PolicyInputError("invalid_request", "a selector needs at least 4 bytes of calldata")
+        if self.token is not None and self.token.token != self.to:
+            raise PolicyInputError("invalid_request", "a token call's token must be the transaction's to")
+        _set(self, "delegations", tuple(self.delegations))
+
+    @property
+    def max_gas_cost(self) -> int:
+        return self.gas * self.fee_cap
+
+    @property
+    def beneficiary(self) -> str | None:
+        """Who receives value: the token recipient (or spender) of a decoded ERC-20 call, else ``to``."""
+        return self.token.recipient if self.token is not None else self.to
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """Every counterparty the transaction names: ``to``, and a token call's recipient and owner."""
+        named = [self.to]
+        if self.token is not None:
+            named += [self.token.recipient, self.token.owner]
+        return tuple(dict.fromkeys(a for a in named if a is not None))
+
+    @property
+    def amounts(self) -> tuple[Amount, ...]:
+        moved = [Amount(NATIVE, self.value)]
+        if self.token is not None:
+            moved.append(Amount(self.token.token, self.token.amount))
+        return tuple(a for a in moved if a.value > 0)
+
+    @classmethod
+    def from_decoded(cls, fields: DecodedTransaction) -> TransactionView:
+        """Build from ``signer.eth.TransactionFields`` (or anything with the same attributes)."""
+        token = None
+        if fields.erc20 is not None and fields.to is not None:
+            call = fields.erc20
+            token = TokenMovement(call.method, fields.to, call.recipient, call.amount, call.owner)
+        return cls(
+            chain_id=fields.chain_id,
+            to=fields.to,
+            value=fields.value,
+            gas=fields.gas,
+            fee_cap=fields.fee_cap,
+            data_length=len(fields.data),
+            selector=fields.selector,
+            token=token,
+            delegations=tuple(Delegation(a.chain_id, a.address) for a in fields.authorizations),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TypedDataDomain:
+    """The EIP-712 domain fields policy can match on; absent fields are None."""
+
+    name: str | None = None
+    version: str | None = None
+    chain_id: int | None = None
+    verifying_contract: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.chain_id is not None:
+            _check_count(self.chain_id, "domain chain id")
+        if self.verifying_contract is not None:
+            _set(self, "verifying_contract", canonical_address(self.verifying_contract))
+        for name in ("name", "version"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise PolicyInputError("invalid_request", f"domain {name} must be a string")
+
+    @classmethod
+    def from_domain(cls, domain: Mapping[str, Any]) -> TypedDataDomain:
+        """Build from a validated EIP-712 domain object (``name``, ``version``, ``chainId``,
+        ``verifyingContract``; ``salt`` is not matched on)."""
+        return cls(
+            name=domain.get("name"),
+            version=domain.get("version"),
+            chain_id=domain.get("chainId"),
+            verifying_contract=domain.get("verifyingContract"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyRequest:
+    """One request to judge. ``scope`` is where the resource lives; ``groups`` the principal's groups
+    (already resolved by the caller). ``transaction`` is present exactly for ``sign_transaction`` and
+    ``typed_data_domain`` exactly for ``sign_typed_data``. An unknown operation is accepted here and
+    denied by the grant check, so the refusal has a reason."""
+
+    principal_id: str
+    operation: str
+    resource_id: str
+    scope: str
+    resource_type: str = "key"
+    groups: frozenset[str] = frozenset()
+    transaction: TransactionView | None = None
+    typed_data_domain: TypedDataDomain | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("principal_id", "operation", "resource_id"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise PolicyInputError("invalid_request", f"{name} must be a non-empty string")
+        scope_segments(self.scope)
+        if self.resource_type not in RESOURCE_TYPES:
+            raise PolicyInputError("invalid_request", "resource_type must be 'key' or 'secret'")
+        expected_type = "secret" if self.operation in SECRET_OPERATIONS else "key"
+        if self.operation in KNOWN_OPERATIONS and self.resource_type != expected_type:
+            raise PolicyInputError("invalid_request", f"{self.operation} acts on a {expected_type}")
+        if (self.transaction is not None) != (self.operation == "sign_transaction"):
+            raise PolicyInputError("invalid_request", "a transaction comes with sign_transaction only")
+        if (self.typed_data_domain is not None) != (self.operation == "sign_typed_data"):
+            raise PolicyInputError("invalid_request", "a typed-data domain comes with sign_typed_data only")
+        _set(self, "groups", frozenset(self.groups))
+
+    @property
+    def amounts(self) -> tuple[Amount, ...]:
+        return self.transaction.amounts if self.transaction is not None else ()
+
+
+# -- structural types of the service's decoded objects ------------------------------------------------
+
+
+class DecodedErc20Call(Protocol):
+    @property
+    def method(self) -> str: ...
+    @property
+    def recipient(self) -> str: ...
+    @property
+    def amount(self) -> int: ...
+    @property
+    def owner(self) -> str | None: ...
+
+
+class DecodedAuthorization(Protocol):
+    @property
+    def chain_id(self) -> int: ...
+    @property
+    def address(self) -> str: ...
+
+
+class DecodedTransaction(Protocol):
+    @property
+    def chain_id(self) -> int: ...
+    @property
+    def to(self) -> str | None: ...
+    @property
+    def value(self) -> int: ...
+    @property
+    def gas(self) -> int: ...
+    @property
+    def fee_cap(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def selector(self) -> str | None: ...
+    @property
+    def erc20(self) -> DecodedErc20Call | None: ...
+    @property
+    def authorizations(self) -> Sequence[DecodedAuthorization]: ...

@@ -1,0 +1,489 @@
+"""The rule kinds: what each one checks, when it fires, and what it reserves.
+
+Two families, told apart by the effects they accept:
+
+- Guards (effect ``deny`` or ``require_approval``) describe what is acceptable and fire when a request
+  is outside it: chain-id allowlist, recipient allow- and denylists, per-transaction value cap, rolling
+  spend limit, request-rate limit, selector allowlist, EIP-712 domain allowlist, gas-cost cap and
+  time-of-day window. A guard that does not concern the request (a value cap on ``sign_message``)
+  does not fire.
+- Unlocks (effect ``allow`` or ``require_approval``) switch on what is denied by default: signing a raw
+  digest (``raw_digest``) and EIP-7702 authorisations to listed delegates (``delegate_allowlist``).
+  They fire when the request uses what they unlock.
+
+``check`` returns a ``Hit`` (stable code and message) when the rule fires, None otherwise; the engine
+gives the hit the rule's effect. The two stateful guards (spend and rate limits) also name the
+``UsageQuery`` they read and the ``Reservation`` a non-denied request must record; both use the same
+rolling window, ``(now - window, now]`` plus anything recorded later (see ``policy.windows``).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, Final
+
+from policy.canonical import NATIVE
+from policy.decision import Effect
+from policy.facts import Facts, Reservation, UsageQuery, rate_key, spend_key
+from policy.request import PolicyRequest, TransactionView
+from policy.windows import WEEKDAYS, TimeOfDayWindow, format_time_of_day
+
+GUARD_EFFECTS: Final = frozenset({Effect.DENY, Effect.REQUIRE_APPROVAL})
+UNLOCK_EFFECTS: Final = frozenset({Effect.ALLOW, Effect.REQUIRE_APPROVAL})
+LIMIT_SUBJECTS: Final = ("key", "principal", "scope")
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalSpec:
+    """``quorum`` distinct members of ``group`` must approve within ``expires_in`` of the request."""
+
+    quorum: int
+    group: str
+    expires_in: timedelta
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "quorum": self.quorum,
+            "group": self.group,
+            "expires_in_seconds": int(self.expires_in.total_seconds()),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RuleContext:
+    """What a rule sees. ``scope`` is the scope a per-scope limit counts over: the scope the rule's
+    document is attached to, or the key's own scope for a document attached to a key."""
+
+    request: PolicyRequest
+    now: datetime
+    scope: str
+    facts: Facts
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    code: str
+    message: str
+
+
+def _amount_of(request: PolicyRequest, asset: str) -> int:
+    return sum(a.value for a in request.amounts if a.asset == asset)
+
+
+def _asset_name(asset: str) -> str:
+    return "wei" if asset == NATIVE else f"of token {asset}"
+
+
+def _duration(window: timedelta) -> str:
+    seconds = int(window.total_seconds())
+    for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule(ABC):
+    """Fields every rule has. ``approval`` is set exactly when ``effect`` is ``require_approval``."""
+
+    kind: ClassVar[str] = ""
+    effects: ClassVar[frozenset[Effect]] = GUARD_EFFECTS
+
+    id: str
+    effect: Effect
+    approval: ApprovalSpec | None = None
+    description: str = ""
+
+    @abstractmethod
+    def check(self, ctx: RuleContext) -> Hit | None:
+        """The hit when the rule fires for this request, None when it does not."""
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "effect": self.effect.value,
+            "description": self.description,
+        }
+        if self.approval is not None:
+            out["approval"] = self.approval.as_dict()
+        return {**out, **self.params()}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChainAllowlist(Rule):
+    """The transaction's chain id, every EIP-7702 authorisation's chain id (0 = any chain, allowed only
+    if 0 is listed) and an EIP-712 domain's chain id (a domain without one fires) must be listed."""
+
+    kind: ClassVar[str] = "chain_allowlist"
+    chain_ids: frozenset[int]
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        tx, domain = ctx.request.transaction, ctx.request.typed_data_domain
+        named: list[tuple[str, int | None]] = []
+        if tx is not None:
+            named.append(("transaction", tx.chain_id))
+            named += [("authorisation", d.chain_id) for d in tx.delegations]
+        elif domain is not None:
+            named.append(("typed-data domain", domain.chain_id))
+        for what, chain_id in named:
+            if chain_id is None:
+                return Hit("chain_not_allowed", f"the {what} names no chain id")
+            if chain_id not in self.chain_ids:
+                shown = "0 (any chain)" if chain_id == 0 else str(chain_id)
+                return Hit("chain_not_allowed", f"{what} chain id {shown} is not allowed")
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"chain_ids": sorted(self.chain_ids)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecipientAllowlist(Rule):
+    """Who receives value must be listed: the recipient (or spender) of a decoded ERC-20 call, else the
+    transaction's ``to``. A contract creation has no recipient and fires."""
+
+    kind: ClassVar[str] = "recipient_allowlist"
+    addresses: frozenset[str]
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        tx = ctx.request.transaction
+        if tx is None:
+            return None
+        recipient = tx.beneficiary
+        if recipient is None:
+            return Hit("recipient_not_allowed", "a contract creation has no allowed recipient")
+        if recipient not in self.addresses:
+            return Hit("recipient_not_allowed", f"recipient {recipient} is not on the allowlist")
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"addresses": sorted(self.addresses)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecipientDenylist(Rule):
+    """No address the request names may be listed: ``to``, a token call's recipient and owner, EIP-7702
+    delegates, and an EIP-712 domain's verifying contract."""
+
+    kind: ClassVar[str] = "recipient_denylist"
+    addresses: frozenset[str]
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        tx, domain = ctx.request.transaction, ctx.request.typed_data_domain
+        named: list[str] = []
+        if tx is not None:
+            named += [*tx.addresses, *(d.delegate for d in tx.delegations)]
+        if domain is not None and domain.verifying_contract is not None:
+            named.append(domain.verifying_contract)
+        for address in named:
+            if address in self.addresses:
+                return Hit("recipient_denied", f"address {address} is on the denylist")
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"addresses": sorted(self.addresses)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ValueCap(Rule):
+    """One transaction may move at most ``max_value`` of ``asset`` (wei, or a token's decoded amount)."""
+
+    kind: ClassVar[str] = "value_cap"
+    max_value: int
+    asset: str = NATIVE
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        amount = _amount_of(ctx.request, self.asset)
+        if amount > self.max_value:
+            return Hit(
+                "value_cap_exceeded",
+                f"{amount} {_asset_name(self.asset)} exceeds the per-transaction cap of {self.max_value}",
+            )
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"max_value": str(self.max_value), "asset": self.asset}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GasCostCap(Rule):
+    """``gas x fee cap`` (the most the transaction can pay in fees, in wei) may not exceed ``max_value``."""
+
+    kind: ClassVar[str] = "gas_cost_cap"
+    max_value: int
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        tx = ctx.request.transaction
+        if tx is not None and tx.max_gas_cost > self.max_value:
+            return Hit(
+                "gas_cost_cap_exceeded",
+                f"the maximum gas cost {tx.max_gas_cost} wei exceeds the cap of {self.max_value}",
+            )
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"max_value": str(self.max_value)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SelectorAllowlist(Rule):
+    """Calldata must start with a listed 4-byte selector. Empty calldata (a plain transfer) passes when
+    ``allow_empty_calldata``; calldata of 1-3 bytes and contract creations always fire."""
+
+    kind: ClassVar[str] = "selector_allowlist"
+    selectors: frozenset[str]
+    allow_empty_calldata: bool = True
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        tx = ctx.request.transaction
+        if tx is None:
+            return None
+        if tx.to is None:
+            return Hit("selector_not_allowed", "a contract creation calls no allowed selector")
+        if tx.data_length == 0:
+            if self.allow_empty_calldata:
+                return None
+            return Hit("selector_not_allowed", "a transaction without calldata is not allowed")
+        if tx.selector is None:
+            return Hit("selector_not_allowed", "calldata shorter than a selector is not allowed")
+        if tx.selector not in self.selectors:
+            return Hit("selector_not_allowed", f"selector {tx.selector} is not on the allowlist")
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"selectors": sorted(self.selectors), "allow_empty_calldata": self.allow_empty_calldata}
+
+
+@dataclass(frozen=True, slots=True)
+class DomainPattern:
+    """An EIP-712 domain allowlist entry: every field given must equal the domain's; absent = any."""
+
+    name: str | None = None
+    version: str | None = None
+    chain_id: int | None = None
+    verifying_contract: str | None = None
+
+    def matches(self, request: PolicyRequest) -> bool:
+        domain = request.typed_data_domain
+        if domain is None:
+            return False
+        pairs = (
+            (self.name, domain.name),
+            (self.version, domain.version),
+            (self.chain_id, domain.chain_id),
+            (self.verifying_contract, domain.verifying_contract),
+        )
+        return all(wanted is None or wanted == actual for wanted, actual in pairs)
+
+    def as_dict(self) -> dict[str, Any]:
+        fields = {
+            "name": self.name,
+            "version": self.version,
+            "chain_id": self.chain_id,
+            "verifying_contract": self.verifying_contract,
+        }
+        return {key: value for key, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TypedDataDomainAllowlist(Rule):
+    """EIP-712 data is signed only when its domain matches one of ``domains``."""
+
+    kind: ClassVar[str] = "typed_data_domain_allowlist"
+    domains: tuple[DomainPattern, ...]
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        domain = ctx.request.typed_data_domain
+        if domain is None or any(p.matches(ctx.request) for p in self.domains):
+            return None
+        shown = (
+            f"name={domain.name!r} chain_id={domain.chain_id} verifying_contract={domain.verifying_contract}"
+        )
+        return Hit("typed_data_domain_not_allowed", f"the EIP-712 domain ({shown}) is not on the allowlist")
+
+    def params(self) -> dict[str, Any]:
+        return {"domains": [p.as_dict() for p in self.domains]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimeWindow(Rule):
+    """Requests are acceptable only at instants inside one of ``windows`` (UTC)."""
+
+    kind: ClassVar[str] = "time_window"
+    windows: tuple[TimeOfDayWindow, ...]
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        if any(w.contains(ctx.now) for w in self.windows):
+            return None
+        allowed = "; ".join(w.describe() for w in self.windows)
+        return Hit("outside_time_window", f"{ctx.now.isoformat()} is outside the allowed times ({allowed})")
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "windows": [
+                {
+                    "days": [WEEKDAYS[d] for d in sorted(w.weekdays)],
+                    "start": format_time_of_day(w.start_second),
+                    "end": format_time_of_day(w.end_second),
+                }
+                for w in self.windows
+            ]
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitRule(Rule):
+    """A stateful guard: a sum over a rolling window, counted per key, principal or scope."""
+
+    window: timedelta
+    per: str
+
+    def subject(self, ctx: RuleContext) -> str:
+        return {"key": ctx.request.resource_id, "principal": ctx.request.principal_id, "scope": ctx.scope}[
+            self.per
+        ]
+
+    @abstractmethod
+    def limit_key(self, ctx: RuleContext) -> str | None:
+        """The ledger key this request reads and charges, None when the limit does not concern it."""
+
+    @abstractmethod
+    def amount(self, ctx: RuleContext) -> int:
+        """How much this request adds to the sum."""
+
+    def usage_query(self, ctx: RuleContext) -> UsageQuery | None:
+        key = self.limit_key(ctx)
+        return None if key is None else UsageQuery(key, ctx.now - self.window)
+
+    def reservation(self, ctx: RuleContext) -> Reservation | None:
+        key = self.limit_key(ctx)
+        return None if key is None else Reservation(key, self.amount(ctx), ctx.now, ctx.now + self.window)
+
+    def params(self) -> dict[str, Any]:
+        return {"window_seconds": int(self.window.total_seconds()), "per": self.per}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpendLimit(LimitRule):
+    """At most ``max_value`` of ``asset`` per rolling ``window`` per key, principal or scope, counting
+    this request. Token amounts are the decoded ``transfer``/``transferFrom``/``approve`` amounts."""
+
+    kind: ClassVar[str] = "spend_limit"
+    max_value: int
+    asset: str = NATIVE
+
+    def amount(self, ctx: RuleContext) -> int:
+        return _amount_of(ctx.request, self.asset)
+
+    def limit_key(self, ctx: RuleContext) -> str | None:
+        # A request that moves none of the asset neither reads nor charges the ledger.
+        if self.amount(ctx) == 0:
+            return None
+        return spend_key(self.per, self.subject(ctx), self.asset)
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        query = self.usage_query(ctx)
+        if query is None:
+            return None
+        spent, amount = ctx.facts.used(query), self.amount(ctx)
+        if spent + amount > self.max_value:
+            return Hit(
+                "spend_limit_exceeded",
+                f"{amount} {_asset_name(self.asset)} would bring this {self.per}'s spend in the last "
+                f"{_duration(self.window)} to {spent + amount}, over the limit of {self.max_value}",
+            )
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"max_value": str(self.max_value), "asset": self.asset, **LimitRule.params(self)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit(LimitRule):
+    """At most ``max_requests`` allowed or approval-pending requests per rolling ``window`` per key,
+    principal or scope, counting this one. Denied requests reserve nothing, so they do not count."""
+
+    kind: ClassVar[str] = "rate_limit"
+    max_requests: int
+
+    def amount(self, ctx: RuleContext) -> int:
+        return 1
+
+    def limit_key(self, ctx: RuleContext) -> str | None:
+        return rate_key(self.per, self.subject(ctx))
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        query = self.usage_query(ctx)
+        if query is None:
+            return None
+        used = ctx.facts.used(query)
+        if used + 1 > self.max_requests:
+            return Hit(
+                "rate_limit_exceeded",
+                f"this {self.per} has made {used} requests in the last {_duration(self.window)}; "
+                f"the limit is {self.max_requests}",
+            )
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"max_requests": self.max_requests, **LimitRule.params(self)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RawDigest(Rule):
+    """Unlocks ``sign_raw`` (signing a bare 32-byte digest), which is denied without such a rule."""
+
+    kind: ClassVar[str] = "raw_digest"
+    effects: ClassVar[frozenset[Effect]] = UNLOCK_EFFECTS
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        if ctx.request.operation != "sign_raw":
+            return None
+        return Hit("raw_digest_allowed", "signing a raw digest is allowed by this rule")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DelegateAllowlist(Rule):
+    """Unlocks EIP-7702 authorisations to the listed delegates; any other delegate stays denied."""
+
+    kind: ClassVar[str] = "delegate_allowlist"
+    effects: ClassVar[frozenset[Effect]] = UNLOCK_EFFECTS
+    delegates: frozenset[str]
+
+    def covered(self, tx: TransactionView) -> list[str]:
+        return [d.delegate for d in tx.delegations if d.delegate in self.delegates]
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        tx = ctx.request.transaction
+        covered = self.covered(tx) if tx is not None else []
+        if not covered:
+            return None
+        return Hit("delegate_allowed", f"delegation to {', '.join(dict.fromkeys(covered))} is allowed")
+
+    def params(self) -> dict[str, Any]:
+        return {"delegates": sorted(self.delegates)}
+
+
+RULE_KINDS: Final[dict[str, type[Rule]]] = {
+    cls.kind: cls
+    for cls in (
+        ChainAllowlist,
+        RecipientAllowlist,
+        RecipientDenylist,
+        ValueCap,
+        SpendLimit,
+        RateLimit,
+        SelectorAllowlist,
+        TypedDataDomainAllowlist,
+        GasCostCap,
+        TimeWindow,
+        DelegateAllowlist,
+        RawDigest,
+    )
+}

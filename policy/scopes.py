@@ -1,0 +1,72 @@
+"""Scopes: hierarchical names such as ``acme/payments/prod`` and how they contain one another.
+
+A scope is one or more segments separated by ``/``; each segment is lower-case letters, digits, ``.``,
+``_`` or ``-``, starting with a letter or digit. A scope contains itself and every scope below it, and
+matching is on whole segments: ``acme/pay`` does not contain ``acme/payments``. There is no root scope
+that contains everything, so no grant or policy can silently cover every organisation. Where several
+definitions of one name are visible from a scope (a secret ``db`` at ``acme`` and at
+``acme/payments``; a rule id in documents attached at two levels), the narrowest one wins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Final, TypeVar
+
+from policy.errors import PolicyInputError
+
+MAX_SCOPE_DEPTH: Final = 16
+_SEGMENT_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+
+T = TypeVar("T")
+
+
+def is_scope(text: object) -> bool:
+    if not isinstance(text, str):
+        return False
+    segments = text.split("/")
+    return len(segments) <= MAX_SCOPE_DEPTH and all(_SEGMENT_RE.fullmatch(s) for s in segments)
+
+
+def scope_segments(scope: str) -> tuple[str, ...]:
+    if not is_scope(scope):
+        raise PolicyInputError(
+            "invalid_scope",
+            f"a scope is 1 to {MAX_SCOPE_DEPTH} '/'-separated segments of [a-z0-9._-], "
+            "each starting with a letter or digit",
+        )
+    return tuple(scope.split("/"))
+
+
+def scope_depth(scope: str) -> int:
+    return len(scope_segments(scope))
+
+
+def scope_contains(outer: str, inner: str) -> bool:
+    """True when ``inner`` is ``outer`` or lies below it, compared segment by segment."""
+    outer_segments = scope_segments(outer)
+    inner_segments = scope_segments(inner)
+    return inner_segments[: len(outer_segments)] == outer_segments
+
+
+def narrowest(scope: str, definitions: Iterable[tuple[str, T]]) -> T | None:
+    """The definition visible from ``scope`` whose own scope is deepest, or None if none is visible.
+
+    ``definitions`` are ``(scope, value)`` pairs of one name. Two visible definitions at the same depth
+    are necessarily at the same scope: that is ambiguous and raises ``PolicyInputError``
+    (``ambiguous_definition``) rather than picking one by accident of order.
+    """
+    best: tuple[int, T] | None = None
+    tied = False
+    for defined_at, value in definitions:
+        if not scope_contains(defined_at, scope):
+            continue
+        depth = scope_depth(defined_at)
+        if best is None or depth > best[0]:
+            best, tied = (depth, value), False
+        elif depth == best[0]:
+            tied = True
+    if tied:
+        raise PolicyInputError("ambiguous_definition", "two definitions of one name at the same scope")
+    return None if best is None else best[1]
