@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,7 @@ import pkcs11.exceptions as pk
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 
 from signer.config import Secret
-from signer.errors import IntegrityError, NotFound
+from signer.errors import IntegrityError
 from signer.hsm.ckapi import CkApi
 from signer.hsm.curves import (
     EC_PARAMS,
@@ -36,7 +37,7 @@ from signer.hsm.curves import (
 )
 from signer.hsm.types import Curve, GeneratedKey, KeyAttributes
 
-__all__ = ["SELF_TEST_DIGEST", "SELF_TEST_MESSAGE", "TokenSession", "WorkerContext"]
+__all__ = ["SELF_TEST_DIGEST", "SELF_TEST_MESSAGE", "KeyNotOnToken", "TokenSession", "WorkerContext"]
 
 log = logging.getLogger("signer.hsm")
 
@@ -107,6 +108,14 @@ def _curve_of(key: pkcs11.Object) -> Curve | None:
     return curve_from_params(raw.get(Attribute.EC_PARAMS))
 
 
+class KeyNotOnToken(Exception):
+    """No private key with this id in this process's view of a token that is otherwise fine.
+
+    Not yet an answer: SoftHSM's view can be stale (see ``TokenSession.reconnect``), so the worker may
+    rescan once before it tells the caller ``key_not_found``.
+    """
+
+
 @dataclass(frozen=True)
 class WorkerContext:
     """The live PKCS#11 objects, handed to ``Hsm._run_on_worker`` callables (tests and diagnostics)."""
@@ -135,6 +144,8 @@ class TokenSession:
         self._session: Any = None
         self._keys: dict[str, tuple[Any, Curve | None]] = {}
         self._registered = False
+        # When this process last read the token's object list from scratch (connect or reconnect).
+        self.indexed_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"TokenSession(module={self.module_path!r}, token={self.token_label!r})"
@@ -151,6 +162,7 @@ class TokenSession:
         self._ckapi = CkApi(self._module)
         self._open_session(find_token=True)
         self._register()
+        self.indexed_at = time.monotonic()
 
     def reopen_session(self) -> None:
         """Replace a lost session (closed, logged out, handle invalid) with a new logged-in one."""
@@ -158,11 +170,15 @@ class TokenSession:
         self._open_session(find_token=False)
 
     def reconnect(self) -> None:
-        """Re-initialise the library and start over: the cure once the token was gone.
+        """Re-initialise the library and start over: the cure once the token was gone, and a rescan.
 
         SoftHSM keeps failing (CKR_GENERAL_ERROR from C_GetTokenInfo, invalid object handles) after a
         token directory that vanished comes back, until the library is finalised and initialised
-        again. Other ``Hsm`` objects on the same module lose their sessions too and log in again.
+        again. It is also the only way to make SoftHSM 2.6 re-read a token's object list: a process
+        re-indexes only when the token's generation counter moved since it last looked, and its own
+        writes move that counter without re-indexing, so keys another process created in between stay
+        invisible to it for good. Other ``Hsm`` objects on the same module lose their sessions too and
+        log in again.
         """
         self._keys.clear()
         self._session = None
@@ -179,6 +195,7 @@ class TokenSession:
             self._ckapi = CkApi(self._module)
         self._open_session(find_token=True)
         self._register()
+        self.indexed_at = time.monotonic()
 
     def close(self) -> None:
         """Log out (unless another Hsm uses the token), close the session, finalise if last user."""
@@ -288,7 +305,7 @@ class TokenSession:
             # An empty search is also what SoftHSM answers when the session is logged out (private
             # objects are invisible) or the token directory is gone: check both before saying "no key".
             self.ping()
-            raise NotFound("key not found", code="key_not_found")
+            raise KeyNotOnToken()
         if len(found) > 1:
             raise IntegrityError("several private keys share one id on the token")
         entry = (found[0], _curve_of(found[0]))
@@ -314,7 +331,17 @@ class TokenSession:
         )
         return key_id, public, private
 
+    def _catch_up(self) -> None:
+        """Let SoftHSM take in other processes' changes before we write (a search re-indexes).
+
+        Our own write moves the token's generation counter without re-indexing; catching up first
+        narrows the window in which another process's new key could be hidden from us to the write
+        itself (the worker's rescan on a miss covers that remainder).
+        """
+        list(self._session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: b"\x00"}))
+
     def generate_key(self, curve: Curve, label: str) -> GeneratedKey:
+        self._catch_up()
         key_id, public, private = self._generate(curve, label, token=True)
         hsm_id = key_id.hex()
         public_key = decode_ec_point(curve, public[Attribute.EC_POINT])
@@ -375,8 +402,9 @@ class TokenSession:
         private = [o for o in objects if o.object_class == ObjectClass.PRIVATE_KEY]
         if not private:
             self.ping()
-            raise NotFound("key not found", code="key_not_found")
+            raise KeyNotOnToken()
         self._keys.pop(hsm_id, None)
+        self._catch_up()
         # Private half first: if anything fails after it, what remains is a harmless public key.
         for obj in sorted(objects, key=lambda o: o.object_class != ObjectClass.PRIVATE_KEY):
             obj.destroy()

@@ -38,12 +38,13 @@ from signer.errors import (
     DeadlineExceeded,
     HsmUnavailable,
     InvalidRequest,
+    NotFound,
     SignerError,
     Unavailable,
 )
 from signer.hsm.curves import hsm_id_bytes, validate_label, validate_sign_input
 from signer.hsm.errormap import Recovery, startup_error, translate
-from signer.hsm.token import TokenSession, WorkerContext
+from signer.hsm.token import KeyNotOnToken, TokenSession, WorkerContext
 from signer.hsm.types import Curve, GeneratedKey, KeyAttributes
 
 if TYPE_CHECKING:
@@ -76,6 +77,7 @@ class HsmStats:
     transient_retries: int = 0
     reconnects: int = 0
     reconnect_failures: int = 0
+    rescans: int = 0
 
 
 class _Counters:
@@ -249,11 +251,12 @@ class Hsm:
         deadline_seconds: float = 2.0,
         queue_size: int = 1024,
         reconnect_interval: float = 0.5,
+        rescan_interval: float = 1.0,
         start_timeout: float = 30.0,
     ) -> None:
         if not isinstance(pin, Secret):
             raise ConfigurationError("the HSM PIN must be given as a Secret")
-        if not deadline_seconds > 0 or not start_timeout > 0 or reconnect_interval < 0:
+        if not deadline_seconds > 0 or not start_timeout > 0 or reconnect_interval < 0 or rescan_interval < 0:
             raise ConfigurationError("HSM deadlines must be positive")
         if queue_size < 1:
             raise ConfigurationError("HSM queue size must be at least 1")
@@ -262,6 +265,7 @@ class Hsm:
         self.deadline_seconds = float(deadline_seconds)
         self.queue_size = int(queue_size)
         self._reconnect_interval = float(reconnect_interval)
+        self._rescan_interval = float(rescan_interval)
         self._start_timeout = float(start_timeout)
         self._token = TokenSession(module_path, token_label, pin)
         self._slots = threading.Semaphore(queue_size)
@@ -272,6 +276,7 @@ class Hsm:
         # Worker-thread state: set when the token must be reconnected before the next job.
         self._broken = False
         self._last_reconnect = float("-inf")
+        self._last_miss_rescan = float("-inf")
 
     def __repr__(self) -> str:
         return f"Hsm(module={self.module_path!r}, token={self.token_label!r}, state={self._state})"
@@ -370,12 +375,16 @@ class Hsm:
         return await self._op(lambda ts: ts.key_attributes(hsm_id))
 
     async def list_keys(self) -> list[tuple[str, str, Curve | None]]:
-        """(hsm_id, label, curve) of every private key on the token; curve None if not one of ours."""
-        return await self._op(lambda ts: ts.list_keys())
+        """(hsm_id, label, curve) of every private key on the token; curve None if not one of ours.
+
+        Inventory reads the token afresh (see ``TokenSession.reconnect``) unless this process did so
+        within ``rescan_interval``, so keys other processes made are included.
+        """
+        return await self._op(lambda ts: ts.list_keys(), fresh=True)
 
     async def unconfined_keys(self) -> list[str]:
         """hsm_ids of private keys the token does not vouch for as born inside and never extractable."""
-        return await self._op(lambda ts: ts.unconfined_keys())
+        return await self._op(lambda ts: ts.unconfined_keys(), fresh=True)
 
     async def self_test(self, curve: Curve) -> tuple[bytes, bytes, bytes]:
         """(public_key, data, signature) from a throw-away session key, for independent verification."""
@@ -407,8 +416,10 @@ class Hsm:
 
     # -- the caller's side -------------------------------------------------------------------------
 
-    async def _op(self, op: Callable[[TokenSession], T]) -> T:
-        return await self._call(lambda deadline: self._run_with_recovery(op, deadline), self.deadline_seconds)
+    async def _op(self, op: Callable[[TokenSession], T], *, fresh: bool = False) -> T:
+        return await self._call(
+            lambda deadline: self._run_with_recovery(op, deadline, fresh=fresh), self.deadline_seconds
+        )
 
     def _check_usable(self, *, closing: bool) -> _Pkcs11Thread:
         if self._pid is not None and self._pid != os.getpid():
@@ -487,12 +498,49 @@ class Hsm:
         self._counters.add("reconnects")
         log.warning("HSM token %r reconnected", self.token_label)
 
-    def _run_with_recovery(self, op: Callable[[TokenSession], T], deadline: float) -> T:
+    def _index_stale(self) -> bool:
+        return time.monotonic() - self._token.indexed_at >= self._rescan_interval
+
+    def _miss_rescan_allowed(self) -> bool:
+        # Counted from the previous miss-driven rescan, not from start: the first miss after start
+        # may well be a key another process made a moment ago.
+        now = time.monotonic()
+        if now - self._last_miss_rescan < self._rescan_interval:
+            return False
+        self._last_miss_rescan = now
+        return True
+
+    def _rescan(self) -> None:
+        """Re-read the token's object list (a module re-initialisation); failures mean unavailable."""
+        self._counters.add("rescans")
+        try:
+            self._token.reconnect()
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the token is not usable now
+            self._broken = True
+            log.warning("HSM rescan of token %r failed (%s)", self.token_label, type(exc).__name__)
+            raise HsmUnavailable("HSM token not usable") from None
+
+    def _run_with_recovery(
+        self, op: Callable[[TokenSession], T], deadline: float, *, fresh: bool = False
+    ) -> T:
         relogins = refreshes = retries = 0
+        rescanned = False
+        self._ensure_connected()
+        if fresh and self._index_stale():
+            rescanned = True
+            self._rescan()
         while True:
             self._ensure_connected()
             try:
                 return op(self._token)
+            except KeyNotOnToken:
+                # Possibly a key another process made that SoftHSM has not shown us yet: look again
+                # once (rate-limited, a miss storm must not re-initialise the module non-stop).
+                if not rescanned and self._miss_rescan_allowed():
+                    rescanned = True
+                    self._rescan()
+                    continue
+                raise NotFound("key not found", code="key_not_found") from None
             except SignerError:
                 raise
             except Exception as exc:  # translate() is the one place that decides what it means
