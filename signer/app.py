@@ -8,6 +8,7 @@ here falls back to a software key or to running unaudited.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from signer.config import Settings
+from signer.errors import DeadlineExceeded
 from signer.hsm import Hsm
 from signer.http.errors import error_middleware, problem
 from signer.http.routes import routes
@@ -71,14 +73,20 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 
 @web.middleware
-async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def request_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+    settings = request.app[SETTINGS]
     # Refuse an announced oversize body before reading a byte of it.
-    limit = request.app[SETTINGS].max_body_bytes
+    limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return problem(
             413, "body_too_large", f"request body is larger than {limit} bytes", request["request_id"]
         )
-    return await handler(request)
+    try:
+        async with asyncio.timeout(settings.request_deadline_seconds):
+            return await handler(request)
+    except TimeoutError:
+        # Whatever was in flight is abandoned: a signature made after this point is never sent.
+        raise DeadlineExceeded("the request did not complete in time", code="request_timeout") from None
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -131,7 +139,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_context, error_middleware, body_limit],
+        middlewares=[request_context, error_middleware, request_limits],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
