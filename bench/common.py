@@ -279,7 +279,14 @@ PY_SPY = Path(sys.executable).with_name("py-spy")
 
 
 def start_py_spy(pid: int, seconds: float, out: Path, rate: int = 100) -> subprocess.Popen[bytes]:
-    """Sample one process's threads (on-CPU only) into a collapsed-stack file, without pausing it."""
+    """Sample the thread holding the GIL into a collapsed-stack file, without pausing the process.
+
+    GIL-holder samples, not "on-CPU" ones: py-spy counts a thread as active when the kernel says it is
+    runnable, and on a saturated machine a runnable thread mostly waits for a core, so on-CPU samples
+    pile up wherever threads hand work to each other. Holding the GIL means running Python (or being
+    preempted at a random point while doing so), so these samples split a thread's CPU fairly. Work
+    done without the GIL (C_Sign, SQLite statements) is not sampled; /proc accounts for it per thread.
+    """
     return subprocess.Popen(
         [
             str(PY_SPY),
@@ -293,6 +300,8 @@ def start_py_spy(pid: int, seconds: float, out: Path, rate: int = 100) -> subpro
             "--format",
             "raw",
             "--threads",
+            "--gil",
+            "--idle",
             "--nonblocking",
             "--output",
             str(out),
@@ -386,15 +395,17 @@ def thread_kind(name: str) -> str:
     return "other threads"
 
 
+# Threads whose work is mostly C without the GIL: their /proc CPU is reported whole, not split.
+WHOLE_THREADS = {
+    "PKCS#11 thread": "C_Sign (SoftHSM ECDSA) + job bookkeeping",
+    "SQLite threads": "SQLite statements, COMMIT + fsync",
+    "other threads": "other",
+}
+
+
 def _category(frames: list[str], kind: str) -> str:
-    if kind == "PKCS#11 thread":
-        if any("sign (signer/hsm/token.py" in f or "(pkcs11/" in f for f in frames):
-            return "C_Sign (SoftHSM ECDSA)"
-        return "queue, deliver, bookkeeping"
-    if kind == "SQLite threads":
-        if any("_run_statement (signer/store" in f for f in frames):
-            return "SQLite statements, COMMIT + fsync"
-        return "thread hand-off"
+    if kind in WHOLE_THREADS:
+        return WHOLE_THREADS[kind]
     for frame in reversed(frames):
         if ("(signer/" in frame or "(policy/" in frame) and not _BOOTSTRAP.search(frame):
             for pattern, category in _COMPILED:
@@ -465,9 +476,13 @@ class Breakdown:
 
 
 def breakdown(
-    profiles: list[tuple[int, dict[int, float], dict[int, float], Path]], requests: int, wall: float
+    profiles: list[tuple[int, dict[int, float], dict[int, float], Path]],
+    requests: int,
+    wall: float,
+    names: dict[int, str] | None = None,
 ) -> Breakdown:
-    """``profiles``: per worker (pid, thread CPU at start, at end, py-spy file)."""
+    """``profiles``: per worker (pid, thread CPU at start, at end, py-spy file); ``names``: thread
+    names by native id (from the probe), for threads py-spy never caught holding the GIL."""
     result = Breakdown(requests, wall)
     for _pid, before, after, path in profiles:
         sampled = read_py_spy(path)
@@ -475,14 +490,15 @@ def breakdown(
         for tid, end in after.items():
             cpu = end - before.get(tid, 0.0)
             info = sampled.get(tid)
-            kind = thread_kind(info.name) if info else "other threads"
+            name = (names or {}).get(tid) or (info.name if info else "")
+            kind = thread_kind(name) if name else "other threads"
             micro = cpu / max(requests, 1) * 1e6
             result.threads[kind] += micro
             per_kind_wall[kind] += cpu / wall
             busy = sum(info.busy.values()) if info else 0
             result.samples += busy + (info.idle if info else 0)
-            if not busy:
-                result.rows[(kind, "unsampled")] += micro
+            if kind in WHOLE_THREADS or not busy:
+                result.rows[(kind, WHOLE_THREADS.get(kind, "unsampled"))] += micro
                 continue
             assert info is not None
             for category, count in info.busy.items():
@@ -490,3 +506,179 @@ def breakdown(
         for kind, share in per_kind_wall.items():
             result.utilisation[kind] = max(result.utilisation[kind], share)
     return result
+
+
+# -- in-process probe (wall-clock spans per request) ----------------------------------------------------
+
+PROBE_ENV = "SIGNER_BENCH_PROBE"
+
+# (label, module, attribute path, kind) in pipeline order; each is wrapped with a timer. Module
+# globals are patched where the caller looks them up at call time, class attributes for methods.
+PROBE_POINTS: list[tuple[str, str, str, str]] = [
+    ("request: whole (request_context middleware)", "signer.app", "request_context", "async"),
+    ("auth: authenticate (cached)", "signer.services.auth", "AuthService.authenticate", "async"),
+    ("body: read + strict JSON + pydantic", "signer.http.routes", "parse_body", "async"),
+    ("facts + grant decision", "signer.services.signing", "SigningService._authorized", "async"),
+    ("eth: parse_transaction + digest", "signer.services.signing", "parse_transaction", "sync"),
+    ("eth: audit summary of the tx", "signer.services.signing", "_tx_summary", "sync"),
+    ("HSM: await hsm.sign (queue + C_Sign + hand-off)", "signer.hsm.worker", "Hsm.sign", "async"),
+    ("HSM: C_Sign on the PKCS#11 thread", "signer.hsm.token", "TokenSession.sign", "sync"),
+    ("recovery: low-s, recovery id, assemble", "signer.services.signing", "_finish_transaction", "sync"),
+    ("commit: await store.submit (wait + batch)", "signer.store.core", "Store.submit", "async"),
+    ("commit: one batch BEGIN..COMMIT", "signer.store.core", "Store._run_batch", "batch"),
+    ("JSON: response", "signer.http.routes", "_json", "sync"),
+]
+
+
+def probe_site_dir(parent: Path) -> Path:
+    """A directory with a ``sitecustomize.py`` that installs the probe in every Python process started
+    with it on PYTHONPATH and ``SIGNER_BENCH_PROBE`` naming an output directory. Nothing in signer/
+    knows about it; without the variable it does nothing."""
+    site = parent / "probe-site"
+    site.mkdir(parents=True, exist_ok=True)
+    source = str(BENCH / "common.py")
+    (site / "sitecustomize.py").write_text(
+        "import os\n"
+        f"if os.environ.get({PROBE_ENV!r}):\n"
+        "    import importlib.util\n"
+        f"    spec = importlib.util.spec_from_file_location('signer_bench_common', {source!r})\n"
+        "    import sys\n"
+        "    module = sys.modules['signer_bench_common'] = importlib.util.module_from_spec(spec)\n"
+        "    spec.loader.exec_module(module)\n"
+        f"    module.install_probe(os.environ[{PROBE_ENV!r}])\n",
+        encoding="utf-8",
+    )
+    return site
+
+
+def install_probe(out_dir: str) -> None:
+    """Wrap the pipeline's steps with timers; SIGUSR1 clears, SIGUSR2 writes probe-<pid>.json."""
+    import importlib
+    import json
+    import signal
+
+    spans: dict[str, list[float]] = {label: [] for label, *_ in PROBE_POINTS}
+    batch_sizes: list[int] = []
+    perf = time.perf_counter
+
+    def timed_async(original: Any, sink: list[float]) -> Any:
+        @functools.wraps(original)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = perf()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                sink.append(perf() - start)
+
+        return wrapper
+
+    def timed_batch(original: Any, sink: list[float]) -> Any:
+        @functools.wraps(original)
+        async def wrapper(self: Any, batch: Any) -> Any:
+            start = perf()
+            try:
+                return await original(self, batch)
+            finally:
+                sink.append(perf() - start)
+                batch_sizes.append(len(batch))
+
+        return wrapper
+
+    def timed_sync(original: Any, sink: list[float]) -> Any:
+        @functools.wraps(original)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = perf()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                sink.append(perf() - start)
+
+        return wrapper
+
+    makers = {"async": timed_async, "sync": timed_sync, "batch": timed_batch}
+    for label, module_name, path, kind in PROBE_POINTS:
+        owner: Any = importlib.import_module(module_name)
+        *parents, name = path.split(".")
+        for parent in parents:
+            owner = getattr(owner, parent)
+        setattr(owner, name, makers[kind](getattr(owner, name), spans[label]))
+
+    def reset(_signum: int, _frame: Any) -> None:
+        for values in spans.values():
+            values.clear()
+        batch_sizes.clear()
+
+    def dump(_signum: int, _frame: Any) -> None:
+        import threading
+
+        data = {
+            "spans": {k: list(v) for k, v in spans.items()},
+            "batch_sizes": list(batch_sizes),
+            "threads": {str(t.native_id): t.name for t in threading.enumerate()},
+        }
+        target = Path(out_dir) / f"probe-{os.getpid()}.json"
+        partial = target.with_suffix(".part")
+        partial.write_text(json.dumps(data), encoding="utf-8")
+        partial.rename(target)
+
+    signal.signal(signal.SIGUSR1, reset)
+    signal.signal(signal.SIGUSR2, dump)
+    # Proof for the benchmark that the signals are handled here: unhandled, SIGUSR1 would kill us.
+    (Path(out_dir) / f"probe-ready-{os.getpid()}").touch()
+
+
+def read_probes(directory: Path, pids: list[int], deadline: float = 20.0) -> dict[str, Any] | None:
+    """Merge the workers' probe dumps (waiting for them to appear, with a deadline)."""
+    import json
+
+    files = [directory / f"probe-{pid}.json" for pid in pids]
+    limit = time.monotonic() + deadline
+    while not all(f.exists() for f in files):
+        if time.monotonic() > limit:
+            return None
+        time.sleep(0.05)  # polling for files the workers write on a signal, with a hard deadline
+    spans: dict[str, list[float]] = {}
+    sizes: list[int] = []
+    threads: dict[str, str] = {}
+    for f in files:
+        data = json.loads(f.read_text(encoding="utf-8"))
+        for label, values in data["spans"].items():
+            spans.setdefault(label, []).extend(values)
+        sizes.extend(data["batch_sizes"])
+        threads.update(data["threads"])
+    return {"spans": spans, "batch_sizes": sizes, "threads": threads}
+
+
+def probe_report(data: dict[str, Any], requests: int) -> tuple[list[str], dict[str, Any]]:
+    lines = [
+        f"  {'step (wall clock, all workers)':<50} {'calls/req':>9} {'mean ms':>8} {'p50':>7} {'p99':>7}"
+    ]
+    summary: dict[str, Any] = {}
+    for label, *_ in PROBE_POINTS:
+        values = sorted(data["spans"].get(label, []))
+        if not values:
+            continue
+        mean = statistics.fmean(values) * 1000
+        p50, p99 = percentile(values, 0.5) * 1000, percentile(values, 0.99) * 1000
+        per_request = len(values) / max(requests, 1)
+        summary[label] = {
+            "calls_per_request": round(per_request, 3),
+            "mean_ms": round(mean, 3),
+            "p50_ms": round(p50, 3),
+            "p99_ms": round(p99, 3),
+        }
+        lines.append(f"  {label:<50} {per_request:9.3f} {mean:8.3f} {p50:7.3f} {p99:7.3f}")
+    sizes = sorted(data["batch_sizes"])
+    if sizes:
+        summary["batches"] = {
+            "count": len(sizes),
+            "mean_size": round(statistics.fmean(sizes), 2),
+            "p50_size": percentile([float(s) for s in sizes], 0.5),
+            "max_size": sizes[-1],
+        }
+        lines.append(
+            f"  group commit: {len(sizes)} batches, {statistics.fmean(sizes):.2f} units per batch on average "
+            f"(p50 {percentile([float(s) for s in sizes], 0.5):.0f}, max {sizes[-1]}), "
+            f"{len(sizes) / max(requests, 1):.2f} COMMITs per request"
+        )
+    return lines, summary

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
@@ -37,6 +38,7 @@ import platform
 import random
 import resource
 import shlex
+import signal
 import statistics
 import sys
 import tempfile
@@ -48,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    PROBE_ENV,
     REPO,
     CpuShare,
     CpuSnapshot,
@@ -58,6 +61,9 @@ from common import (
     durability,
     fsync_latency_ms,
     percentile,
+    probe_report,
+    probe_site_dir,
+    read_probes,
     server_worker_pids,
     start_py_spy,
     thread_cpu,
@@ -109,18 +115,27 @@ class RawHsm:
     def __exit__(self, *exc: object) -> None:
         self._tmp.cleanup()
 
-    def measure(self) -> RawRound:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    def _children_cpu(self) -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def startup_cpu(self) -> float:
+        """CPU the processes of one round spend outside the timed loop (spawn, imports, login)."""
+        before = self._children_cpu()
+        self._hsm_raw.measure_raw(self._ctx, self._token, self._hsm_id, self.processes, 0.0)
+        return self._children_cpu() - before
+
+    def measure(self, startup_cpu: float) -> RawRound:
+        before = self._children_cpu()
         start = cpu_snapshot([])
         rate = self._hsm_raw.measure_raw(self._ctx, self._token, self._hsm_id, self.processes, self.seconds)
         end = cpu_snapshot([])
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         share = cpu_share(start, end)
-        children = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        # The children's CPU includes their start-up; spread over the same wall time it overstates a
-        # little, which only makes "other" look smaller.
-        used = children / share.wall
-        result = RawRound(rate, min(used, share.cores), max(0.0, share.other + share.client - used))
+        children = self._children_cpu() - before
+        # Cores the signing loops used while timed: the children's CPU minus their start-up.
+        used = max(0.0, children - startup_cpu) / self.seconds
+        others = max(0.0, share.other - children / share.wall)
+        result = RawRound(rate, used, others)
         self.rounds.append(result)
         return result
 
@@ -149,6 +164,7 @@ class LoadResult:
     profiles: list[tuple[int, Path, Any]] = field(default_factory=list)
     threads_before: dict[int, dict[int, float]] = field(default_factory=dict)
     threads_after: dict[int, dict[int, float]] = field(default_factory=dict)
+    probed: list[int] = field(default_factory=list)
 
     def in_window(self, name: str) -> tuple[list[float], Counter[int], float]:
         window = self.windows[name]
@@ -192,6 +208,7 @@ async def drive(
     profile_seconds: float,
     sample_size: int,
     server_pids: list[int],
+    worker_pids: list[int],
     profile_dir: Path | None,
     rate: int,
 ) -> LoadResult:
@@ -253,15 +270,21 @@ async def drive(
             snap = cpu_snapshot(server_pids)
             result.windows["measure"].end = snap
             if profile_seconds > 0 and profile_dir is not None:
-                for pid in server_pids:
+                for pid in worker_pids:
+                    if (profile_dir / f"probe-ready-{pid}").exists():
+                        os.kill(pid, signal.SIGUSR1)  # the probe starts counting afresh
+                        result.probed.append(pid)
                     out = profile_dir / f"py-spy-{pid}.txt"
                     result.profiles.append((pid, out, start_py_spy(pid, profile_seconds, out, rate)))
                     result.threads_before[pid] = thread_cpu(pid)
                 result.windows["profile"] = Window("profile", snap)
                 await asyncio.sleep(stop_at - time.perf_counter())
                 result.windows["profile"].end = cpu_snapshot(server_pids)
-                for pid in server_pids:
+                for pid in worker_pids:
                     result.threads_after[pid] = thread_cpu(pid)
+                for pid in result.probed:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGUSR2)  # the probe writes its figures
 
         await asyncio.gather(timer(), *(client() for _ in range(clients)))
     for _, _, process in result.profiles:
@@ -348,18 +371,26 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
     from tests.service_harness import grant, init_installation, make_key, make_service, start_server
 
     installation = init_installation(data_dir, database_url)
-    server = start_server(installation, workers=args.workers, ready_timeout=120)
+    profile_dir = None
+    extra_env: dict[str, str] = {}
+    if args.profile > 0:
+        profile_dir = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        # The probe (timers around the pipeline's steps) loads through sitecustomize in the server's
+        # processes only; signer/ is unchanged and knows nothing about it.
+        site = probe_site_dir(data_dir.parent)
+        extra_env = {
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
+            PROBE_ENV: str(profile_dir),
+        }
+    server = start_server(installation, workers=args.workers, env=extra_env, ready_timeout=120)
     try:
         service = make_service(server, "bench-relayer")
         key = make_key(server, "secp256k1", "bench-hot")
         grant(server, service["principal"]["id"], key["id"], ["sign_transaction"])
         token = service["credentials"]["access_token"]
-        pids = [server.process.pid, *server_worker_pids(server.process.pid)]
-        workers = [p for p in pids if p != server.process.pid] or pids
-        profile_dir = None
-        if args.profile > 0:
-            profile_dir = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
-            profile_dir.mkdir(parents=True, exist_ok=True)
+        workers = server_worker_pids(server.process.pid)
+        pids = sorted({server.process.pid, *workers})
         url = f"{server.url}/v1/keys/{key['id']}/sign/transaction"
         load = asyncio.run(
             drive(
@@ -370,12 +401,14 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
                 args.seconds,
                 args.profile,
                 args.verify,
-                workers if args.workers > 1 else pids,
+                pids,
+                workers,
                 profile_dir,
                 args.profile_rate,
             )
         )
         alive = server.process.poll() is None
+        probes = read_probes(profile_dir, load.probed) if profile_dir is not None and load.probed else None
     finally:
         server.stop()
     log_tail = server.log_text()[-2000:] if not alive else ""
@@ -386,6 +419,7 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
         "log_tail": log_tail,
         "profile_dir": profile_dir,
         "workers": workers,
+        "probes": probes,
     }
 
 
@@ -403,7 +437,7 @@ def _by_value(mapping: dict[Any, float]) -> list[tuple[Any, float]]:
     return sorted(mapping.items(), key=lambda item: -item[1])
 
 
-def profile_data(load: LoadResult) -> dict[str, Any] | str:
+def profile_data(load: LoadResult, probes: dict[str, Any] | None) -> dict[str, Any] | str:
     """What the profile window recorded, as JSON-able data (saved next to the stacks for --analyse)."""
     window = load.windows.get("profile")
     if window is None or window.end is None:
@@ -420,6 +454,7 @@ def profile_data(load: LoadResult) -> dict[str, Any] | str:
         "client_cores": share.client,
         "server_cores": share.server,
         "other_cores": share.other,
+        "thread_names": probes["threads"] if probes else {},
         "workers": [
             {
                 "pid": pid,
@@ -448,11 +483,12 @@ def profile_report(data: dict[str, Any], directory: Path) -> tuple[list[str], di
         ],
         requests,
         wall,
+        {int(k): v for k, v in data.get("thread_names", {}).items()},
     )
     total = sum(result.threads.values())
     lines = [
         f"  window {wall:.1f} s, {requests} requests ({requests / wall:,.0f}/s under py-spy), "
-        f"{result.samples} samples; CPU from /proc per thread, split by the samples",
+        f"{result.samples} GIL-holder samples; CPU per thread from /proc, the event loop's split by samples",
         f"  server CPU per request {total:,.0f} us "
         f"(process total {data['server_cores'] * wall / requests * 1e6:,.0f}); "
         f"client {data['client_cores'] * wall / requests * 1e6:,.0f} us; "
@@ -516,8 +552,9 @@ def main() -> None:
     )
 
     with RawHsm(args.workers, args.raw_seconds) as raw:
+        startup = raw.startup_cpu()
         quiet = [wait_for_quiet(args.quiet_wait)]
-        first = raw.measure()
+        first = raw.measure(startup)
         print(f"raw HSM round 1: {first.rate:,.0f}/s ({args.workers} processes)", flush=True)
 
         with tempfile.TemporaryDirectory(prefix="signer-bench-") as tmp:
@@ -538,7 +575,7 @@ def main() -> None:
                 durable = durability("sqlite", database_url, sqlite_file)
 
         quiet.append(wait_for_quiet(args.quiet_wait))
-        second = raw.measure()
+        second = raw.measure(startup)
         print(f"raw HSM round 2: {second.rate:,.0f}/s", flush=True)
 
     load: LoadResult = e2e["load"]
@@ -547,11 +584,18 @@ def main() -> None:
     e2e_rate = ok / wall
     raw_rate = statistics.mean(r.rate for r in raw.rounds)
     ratio = e2e_rate / raw_rate
+    # CPU per operation does not depend on how many cores other people leave us, so its ratio says
+    # what the service would reach against the raw loop on an otherwise idle machine (both saturating
+    # the same cores, the load generator's CPU counted against the service).
+    raw_cpu_us = statistics.mean(r.cpu_used / r.rate for r in raw.rounds) * 1e6
     checked, failures = verify_sample(load.sample, e2e["key"]["address"])
     measure = load.windows["measure"]
     assert measure.end is not None
     share = cpu_share(measure.start, measure.end)
     errors_total = sum(load.errors.values())
+    client_us = share.client * wall / max(ok, 1) * 1e6
+    server_us = share.server * wall / max(ok, 1) * 1e6
+    cpu_ratio = raw_cpu_us / (client_us + server_us)
     audit_matches = audit["sign_allowed"] == load.ok_total and audit["chain_ok"]
 
     p = {q: percentile(latencies, q) * 1000 for q in (0.5, 0.9, 0.99)}
@@ -569,6 +613,8 @@ def main() -> None:
         ("  latency p50 / p90 / p99 ms", f"{p[0.5]:.1f} / {p[0.9]:.1f} / {p[0.99]:.1f}"),
         ("  errors (whole run)", f"{errors_total}"),
         ("ratio end-to-end / raw (target >= 0.5)", f"{ratio:.2f}"),
+        ("CPU us per raw sign / per e2e request (s+c)", f"{raw_cpu_us:,.0f} / {server_us + client_us:,.0f}"),
+        ("  ratio if both had the cores to themselves", f"{cpu_ratio:.2f}"),
         ("signatures verified with eth-account", f"{checked - len(failures)}/{checked}"),
         ("audit chain verified, events", f"{audit['chain_ok']} {audit['events']}"),
         ("audit 'allowed' events == 200 responses", f"{audit['sign_allowed']} == {load.ok_total}"),
@@ -581,10 +627,7 @@ def main() -> None:
     print("others' cores just before raw 1 / end-to-end / raw 2: " + " / ".join(f"{q:.2f}" for q in quiet))
     print("CPU during the measured window (cores):")
     print(share_line("end-to-end", share))
-    print(
-        f"  client CPU per request {share.client * wall / max(ok, 1) * 1e6:,.0f} us, "
-        f"server CPU per request {share.server * wall / max(ok, 1) * 1e6:,.0f} us"
-    )
+    print(f"  client CPU per request {client_us:,.0f} us, server CPU per request {server_us:,.0f} us")
     if load.errors:
         print("errors:", dict(load.errors))
         for example in load.error_examples:
@@ -596,17 +639,23 @@ def main() -> None:
 
     profile_summary: dict[str, Any] = {}
     if e2e["profile_dir"] is not None:
-        data = profile_data(load)
+        data = profile_data(load, e2e["probes"])
         directory: Path = e2e["profile_dir"]
-        print(
-            f"profile (py-spy --nonblocking, {len(e2e['workers'])} workers; {directory.relative_to(REPO)}):"
-        )
+        where = directory.relative_to(REPO)
+        print(f"profile (py-spy --gil --nonblocking, {len(e2e['workers'])} workers; {where}):")
         if isinstance(data, str):
             print("  " + data)
         else:
             (directory / "profile.json").write_text(json.dumps(data), encoding="utf-8")
             profile_lines, profile_summary = profile_report(data, directory)
             print("\n".join(profile_lines))
+        if e2e["probes"] is not None:
+            probe_lines, probe_summary = probe_report(
+                e2e["probes"], data["requests"] if isinstance(data, dict) else 0
+            )
+            print("probe (timers around each step, same window):")
+            print("\n".join(probe_lines))
+            profile_summary["steps"] = probe_summary
 
     summary = {
         "bench": "e2e_sign",
@@ -622,6 +671,9 @@ def main() -> None:
         "others_cores_before_phases": [round(q, 2) for q in quiet],
         "e2e_per_s": round(e2e_rate, 1),
         "ratio": round(ratio, 3),
+        "raw_cpu_us_per_sign": round(raw_cpu_us, 1),
+        "e2e_cpu_us_per_request": {"server": round(server_us, 1), "client": round(client_us, 1)},
+        "cpu_ratio": round(cpu_ratio, 3),
         "p50_ms": round(p[0.5], 2),
         "p90_ms": round(p[0.9], 2),
         "p99_ms": round(p[0.99], 2),
