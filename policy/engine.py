@@ -107,6 +107,9 @@ def _in_force(request: PolicyRequest, policies: PolicySet) -> _InForce:
             earlier = winners.get(rule.id)
             if earlier is not None and earlier[0] == attached.depth:
                 clashing[rule.id] = attached.attached_to
+            else:
+                # Documents come broad to narrow: a deeper definition settles a clash above it.
+                clashing.pop(rule.id, None)
             winners[rule.id] = (attached.depth, order, _Placed(rule, attached))
     for rule_id, where in clashing.items():
         conflicts.append(Reason(rule_id, "rule_conflict", f"rule {rule_id} is defined twice at {where}"))
