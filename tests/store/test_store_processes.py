@@ -92,3 +92,59 @@ async def test_two_processes_one_chain(store_url: str) -> None:
     assert verify_chain(records, expected_head=head).ok
     assert {rec.request_id for rec in records} == {f"{t}-{i}" for t in "ab" for i in range(UNITS_PER_PROCESS)}
     assert len(principals) == total // 10
+
+
+KILLED_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from datetime import UTC, datetime
+    from signer.store import open_store
+
+    async def main(url):
+        store = await open_store(url)
+
+        async def unit(w):
+            return w.append_audit({"kind": "test.durable", "at": datetime.now(UTC)}).seq
+
+        async def caller():
+            while True:
+                seq = await store.submit(unit)
+                print(seq, flush=True)  # only after submit() returned, i.e. after COMMIT
+
+        await asyncio.gather(*(caller() for _ in range(8)))
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+async def test_a_returned_submit_survives_kill_9(store_url: str) -> None:
+    """U-02 at the store: whatever submit() returned is committed, even if the process dies right after."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_CHILD, store_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    acknowledged: list[int] = []
+    try:
+        assert child.stdout is not None
+        while len(acknowledged) < 200:
+            line = await asyncio.to_thread(child.stdout.readline)
+            assert line, child.stderr.read() if child.stderr else "child exited"
+            acknowledged.append(int(line))
+    finally:
+        child.kill()  # SIGKILL: no clean shutdown, no final commit
+        await asyncio.to_thread(child.wait)
+        if child.stdout:
+            child.stdout.close()
+        if child.stderr:
+            child.stderr.close()
+    async with fresh_store(store_url) as store, store.read() as r:
+        records = await r.audit_events(limit=100_000)
+        head = await r.audit_head()
+        integrity = await store.integrity_check()
+    stored = {rec.seq for rec in records}
+    assert set(acknowledged) <= stored
+    assert [rec.seq for rec in records] == list(range(1, len(records) + 1))
+    assert verify_chain(records, expected_head=head).ok and integrity
