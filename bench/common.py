@@ -90,9 +90,25 @@ class CpuSnapshot:
     machine_total: float
     client: float
     server: float
+    database: dict[int, float] = field(default_factory=dict)
 
 
-def cpu_snapshot(server_pids: list[int]) -> CpuSnapshot:
+def database_backends(name: str | None) -> list[int]:
+    """PostgreSQL backend processes serving database ``name`` (their title names it)."""
+    if not name:
+        return []
+    marker = f" {name} ".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                title = (entry / "cmdline").read_bytes()
+                if title.startswith(b"postgres:") and marker in title:
+                    found.append(int(entry.name))
+    return found
+
+
+def cpu_snapshot(server_pids: list[int], database: str | None = None) -> CpuSnapshot:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     busy, total = machine_cpu_seconds()
     return CpuSnapshot(
@@ -101,6 +117,7 @@ def cpu_snapshot(server_pids: list[int]) -> CpuSnapshot:
         machine_total=total,
         client=usage.ru_utime + usage.ru_stime,
         server=sum(process_cpu_seconds(p) for p in server_pids),
+        database={p: process_cpu_seconds(p) for p in database_backends(database)},
     )
 
 
@@ -114,6 +131,7 @@ class CpuShare:
     server: float
     other: float
     idle: float
+    database: float = 0.0  # PostgreSQL backends of the service's database (SQLite runs in-process)
 
     def as_dict(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in vars(self).items() if k not in ("cores",)}
@@ -125,13 +143,16 @@ def cpu_share(start: CpuSnapshot, end: CpuSnapshot) -> CpuShare:
     busy = (end.machine_busy - start.machine_busy) / wall
     client = (end.client - start.client) / wall
     server = (end.server - start.server) / wall
+    # Backends present at both ends; one that came or went in between is counted as others' work.
+    database = sum(end.database[p] - start.database[p] for p in end.database if p in start.database) / wall
     return CpuShare(
         wall=wall,
         cores=cores,
         client=client,
         server=server,
-        other=max(0.0, busy - client - server),
+        other=max(0.0, busy - client - server - database),
         idle=max(0.0, cores - busy),
+        database=database,
     )
 
 

@@ -209,6 +209,7 @@ async def drive(
     sample_size: int,
     server_pids: list[int],
     worker_pids: list[int],
+    database: str | None,
     profile_dir: Path | None,
     rate: int,
 ) -> LoadResult:
@@ -265,9 +266,9 @@ async def drive(
         async def timer() -> None:
             # Measurement windows, not synchronisation: snapshots are taken when each window opens.
             await asyncio.sleep(warmup)
-            result.windows["measure"] = Window("measure", cpu_snapshot(server_pids))
+            result.windows["measure"] = Window("measure", cpu_snapshot(server_pids, database))
             await asyncio.sleep(begin + warmup + seconds - time.perf_counter())
-            snap = cpu_snapshot(server_pids)
+            snap = cpu_snapshot(server_pids, database)
             result.windows["measure"].end = snap
             if profile_seconds > 0 and profile_dir is not None:
                 for pid in worker_pids:
@@ -279,7 +280,7 @@ async def drive(
                     result.threads_before[pid] = thread_cpu(pid)
                 result.windows["profile"] = Window("profile", snap)
                 await asyncio.sleep(stop_at - time.perf_counter())
-                result.windows["profile"].end = cpu_snapshot(server_pids)
+                result.windows["profile"].end = cpu_snapshot(server_pids, database)
                 for pid in worker_pids:
                     result.threads_after[pid] = thread_cpu(pid)
                 for pid in result.probed:
@@ -368,6 +369,8 @@ async def audit_check(database_url: str) -> dict[str, Any]:
 
 
 def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> dict[str, Any]:
+    from sqlalchemy.engine import make_url
+
     from tests.service_harness import grant, init_installation, make_key, make_service, start_server
 
     installation = init_installation(data_dir, database_url)
@@ -403,6 +406,7 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
                 args.verify,
                 pids,
                 workers,
+                make_url(database_url).database if database_url else None,
                 profile_dir,
                 args.profile_rate,
             )
@@ -427,8 +431,9 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
 
 
 def share_line(name: str, share: CpuShare) -> str:
+    database = f"postgres {share.database:4.2f}  " if share.database else ""
     return (
-        f"  {name:<22} client {share.client:4.2f}  server {share.server:4.2f}  "
+        f"  {name:<12} client {share.client:4.2f}  server {share.server:4.2f}  {database}"
         f"others {share.other:4.2f}  idle {share.idle:4.2f}   (cores of {share.cores}, {share.wall:.1f} s)"
     )
 
@@ -453,6 +458,7 @@ def profile_data(load: LoadResult, probes: dict[str, Any] | None) -> dict[str, A
         "wall": wall,
         "client_cores": share.client,
         "server_cores": share.server,
+        "database_cores": share.database,
         "other_cores": share.other,
         "thread_names": probes["threads"] if probes else {},
         "workers": [
@@ -490,7 +496,8 @@ def profile_report(data: dict[str, Any], directory: Path) -> tuple[list[str], di
         f"  window {wall:.1f} s, {requests} requests ({requests / wall:,.0f}/s under py-spy), "
         f"{result.samples} GIL-holder samples; CPU per thread from /proc, the event loop's split by samples",
         f"  server CPU per request {total:,.0f} us "
-        f"(process total {data['server_cores'] * wall / requests * 1e6:,.0f}); "
+        f"(process total {data['server_cores'] * wall / requests * 1e6:,.0f}; "
+        f"PostgreSQL backends {data.get('database_cores', 0.0) * wall / requests * 1e6:,.0f}); "
         f"client {data['client_cores'] * wall / requests * 1e6:,.0f} us; "
         f"others' cores {data['other_cores']:.2f}",
         "  busiest worker's threads, share of one core: "
@@ -594,7 +601,8 @@ def main() -> None:
     share = cpu_share(measure.start, measure.end)
     errors_total = sum(load.errors.values())
     client_us = share.client * wall / max(ok, 1) * 1e6
-    server_us = share.server * wall / max(ok, 1) * 1e6
+    # The database's CPU is part of what a request costs (PostgreSQL backends; SQLite is in-process).
+    server_us = (share.server + share.database) * wall / max(ok, 1) * 1e6
     cpu_ratio = raw_cpu_us / (client_us + server_us)
     audit_matches = audit["sign_allowed"] == load.ok_total and audit["chain_ok"]
 
@@ -627,7 +635,10 @@ def main() -> None:
     print("others' cores just before raw 1 / end-to-end / raw 2: " + " / ".join(f"{q:.2f}" for q in quiet))
     print("CPU during the measured window (cores):")
     print(share_line("end-to-end", share))
-    print(f"  client CPU per request {client_us:,.0f} us, server CPU per request {server_us:,.0f} us")
+    print(
+        f"  client CPU per request {client_us:,.0f} us, server CPU per request {server_us:,.0f} us"
+        + (" (PostgreSQL backends included)" if share.database else "")
+    )
     if load.errors:
         print("errors:", dict(load.errors))
         for example in load.error_examples:
