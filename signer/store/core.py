@@ -11,13 +11,20 @@ runs up to ``batch_max`` of them, one after another, inside one write transactio
 return only after that COMMIT succeeded. A unit that raises is undone alone: its buffered audit events
 and epoch bumps are dropped from memory, and its SQL writes are rolled back to a savepoint. The savepoint
 is taken lazily, just before the unit's first write statement, so the common unit (a few reads and an
-audit event) costs no savepoint at all. On PostgreSQL a batch stops taking units after
+audit event) costs no savepoint at all, and it is never RELEASEd (COMMIT releases them all): a writing
+unit pays one extra statement, not two. Measured on 2 cores, one insert + one event per unit, 64
+callers: roughly 1,100-1,700 units/s with lazy savepoints against 1,600-2,400 with none (unsafe) and
+500-800 with SAVEPOINT + RELEASE per unit. Re-running the surviving units after a failure would avoid
+savepoints altogether, but units have side effects outside the database, so they must run once.
+On PostgreSQL a batch stops taking units after
 ``_PG_MAX_SAVEPOINTS`` writing units, because more subtransactions than PostgreSQL caches per backend
 (64) slow every other session's snapshots; the rest simply go into the next batch.
 
-Units must be short and do only database work through the writer: while one runs, the whole batch (and
-every other writer on the database) waits. Cancelling a caller's await before its unit starts removes
-the unit; once it has started, it runs to the end and may commit.
+Because every write transaction takes the same lock first, a unit's check-then-write (a spend limit, a
+rate counter) is race-free across processes without further row locks, and writers cannot deadlock
+each other. Units must be short and do only database work through the writer: while one runs, the
+whole batch (and every other writer on the database) waits. Cancelling a caller's await before its unit
+starts removes the unit; once it has started, it runs to the end and may commit.
 """
 
 from __future__ import annotations
