@@ -67,7 +67,7 @@ from policy.rules import (
     TypedDataDomainAllowlist,
     ValueCap,
 )
-from policy.scopes import MAX_SCOPE_DEPTH, is_scope, scope_contains, scope_depth
+from policy.scopes import MAX_SCOPE_DEPTH, is_scope, path_contains, scope_segments
 from policy.windows import WEEKDAYS, TimeOfDayWindow, parse_time_of_day
 
 MAX_RULES: Final = 1000
@@ -119,25 +119,26 @@ class AttachedPolicy:
     document: PolicyDocument
     scope: str | None = None
     key_id: str | None = None
+    # Narrowness: a scope's segment count; a key is narrower than every scope.
+    depth: int = field(init=False, repr=False, compare=False)
+    _path: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if (self.scope is None) == (self.key_id is None):
             raise PolicyInputError("invalid_attachment", "attach a document to exactly one scope or key")
         if self.scope is not None and not is_scope(self.scope):
             raise PolicyInputError("invalid_scope", "a document is attached to an invalid scope")
+        path = scope_segments(self.scope) if self.scope is not None else ()
+        object.__setattr__(self, "_path", path)
+        object.__setattr__(self, "depth", len(path) if self.scope is not None else MAX_SCOPE_DEPTH + 1)
 
     @property
     def attached_to(self) -> str:
         return f"scope:{self.scope}" if self.scope is not None else f"key:{self.key_id}"
 
-    @property
-    def depth(self) -> int:
-        """Narrowness: a scope's segment count; a key is narrower than every scope."""
-        return scope_depth(self.scope) if self.scope is not None else MAX_SCOPE_DEPTH + 1
-
     def applies_to(self, request: PolicyRequest) -> bool:
         if self.scope is not None:
-            return scope_contains(self.scope, request.scope)
+            return path_contains(self._path, request.scope_path)
         return request.resource_type == "key" and self.key_id == request.resource_id
 
     def ref(self) -> PolicyRef:
@@ -151,6 +152,11 @@ class PolicySet:
 
     grants: tuple[Grant, ...] = ()
     documents: tuple[AttachedPolicy, ...] = ()
+    # The engine's memo of merged rule sets, keyed by which documents apply. A set is immutable, so an
+    # entry never goes stale; a service that keeps one set per policy epoch merges once per epoch.
+    merge_cache: dict[tuple[int, ...], Any] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     def with_candidate(self, candidate: AttachedPolicy) -> PolicySet:
         """This set with ``candidate`` in place of the document with the same id at the same attachment

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 from policy.decision import (
     ApprovalRequirement,
@@ -61,10 +62,25 @@ class _Placed:
 
     rule: Rule
     attached: AttachedPolicy
+    limit: LimitRule | None  # the rule again when it is stateful, so the hot path needs no isinstance
 
-    def context(self, request: PolicyRequest, now: datetime, facts: Facts) -> RuleContext:
-        scope = self.attached.scope if self.attached.scope is not None else request.scope
-        return RuleContext(request, now, scope, facts)
+    def limit_scope(self, request: PolicyRequest) -> str:
+        return self.attached.scope if self.attached.scope is not None else request.scope
+
+
+class _Contexts:
+    """One ``RuleContext`` per limit scope, shared by the rules that see the same one."""
+
+    def __init__(self, request: PolicyRequest, now: datetime, facts: Facts) -> None:
+        self._request, self._now, self._facts = request, now, facts
+        self._by_scope: dict[str, RuleContext] = {}
+
+    def __call__(self, placed: _Placed) -> RuleContext:
+        scope = placed.limit_scope(self._request)
+        ctx = self._by_scope.get(scope)
+        if ctx is None:
+            ctx = self._by_scope[scope] = RuleContext(self._request, self._now, scope, self._facts)
+        return ctx
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,15 +92,24 @@ class _Finding:
 
 @dataclass(frozen=True, slots=True)
 class _InForce:
+    """The merged rules for one combination of applicable documents."""
+
     refs: tuple[PolicyRef, ...]
     rules: tuple[_Placed, ...]
     conflicts: tuple[Reason, ...]
+    allowed_delegates: frozenset[str]
 
 
 def _in_force(request: PolicyRequest, policies: PolicySet) -> _InForce:
-    applicable = sorted(
-        (a for a in policies.documents if a.applies_to(request)), key=lambda a: a.depth
-    )  # stable: documents at one level keep the caller's order
+    which = tuple(i for i, a in enumerate(policies.documents) if a.applies_to(request))
+    merged = policies.merge_cache.get(which)
+    if merged is None:
+        merged = policies.merge_cache[which] = _merge([policies.documents[i] for i in which])
+    return cast(_InForce, merged)  # the cache holds nothing else
+
+
+def _merge(attachments: list[AttachedPolicy]) -> _InForce:
+    applicable = sorted(attachments, key=lambda a: a.depth)  # stable: one level keeps the caller's order
     conflicts: list[Reason] = []
     seen_policies: set[tuple[str, str]] = set()
     for attached in applicable:
@@ -110,7 +135,8 @@ def _in_force(request: PolicyRequest, policies: PolicySet) -> _InForce:
             else:
                 # Documents come broad to narrow: a deeper definition settles a clash above it.
                 clashing.pop(rule.id, None)
-            winners[rule.id] = (attached.depth, order, _Placed(rule, attached))
+            limit = rule if isinstance(rule, LimitRule) else None
+            winners[rule.id] = (attached.depth, order, _Placed(rule, attached, limit))
     for rule_id, where in clashing.items():
         conflicts.append(Reason(rule_id, "rule_conflict", f"rule {rule_id} is defined twice at {where}"))
     rules = tuple(
@@ -118,7 +144,8 @@ def _in_force(request: PolicyRequest, policies: PolicySet) -> _InForce:
         for rule_id, (_depth, _order, placed) in sorted(winners.items(), key=lambda item: item[1][1])
         if rule_id not in clashing
     )
-    return _InForce(tuple(a.ref() for a in applicable), rules, tuple(conflicts))
+    delegates = frozenset().union(*(p.rule.delegates for p in rules if isinstance(p.rule, DelegateAllowlist)))
+    return _InForce(tuple(a.ref() for a in applicable), rules, tuple(conflicts), delegates)
 
 
 def grant_request(request: PolicyRequest) -> GrantRequest:
@@ -138,9 +165,10 @@ def usage_queries(request: PolicyRequest, policies: PolicySet, *, now: datetime)
     record the reservations, and pass them in ``Facts``."""
     now = utc(now)
     needed = set(grant_usage_queries(grant_request(request), policies.grants, now=now))
+    context = _Contexts(request, now, Facts())
     for placed in _in_force(request, policies).rules:
-        if isinstance(placed.rule, LimitRule):
-            query = placed.rule.usage_query(placed.context(request, now, Facts()))
+        if placed.limit is not None:
+            query = placed.limit.usage_query(context(placed))
             if query is not None:
                 needed.add(query)
     return frozenset(needed)
@@ -164,10 +192,10 @@ def _check(placed: _Placed, ctx: RuleContext) -> _Finding | None:
     return _Finding(rule.effect, Reason(rule.id, hit.code, hit.message, label), rule.approval)
 
 
-def _defaults(request: PolicyRequest, rules: Iterable[_Placed], fired: set[str]) -> list[_Finding]:
+def _defaults(request: PolicyRequest, in_force: _InForce, fired: set[str]) -> list[_Finding]:
     findings = []
     if request.operation == "sign_raw" and not any(
-        p.rule.kind == "raw_digest" and p.rule.id in fired for p in rules
+        p.rule.kind == "raw_digest" and p.rule.id in fired for p in in_force.rules
     ):
         findings.append(
             _Finding(
@@ -181,12 +209,8 @@ def _defaults(request: PolicyRequest, rules: Iterable[_Placed], fired: set[str])
         )
     tx = request.transaction
     if tx is not None and tx.delegations:
-        allowed: set[str] = set()
-        for placed in rules:
-            if isinstance(placed.rule, DelegateAllowlist):
-                allowed |= placed.rule.delegates
         for delegate in dict.fromkeys(d.delegate for d in tx.delegations):
-            if delegate not in allowed:
+            if delegate not in in_force.allowed_delegates:
                 findings.append(
                     _Finding(
                         Effect.DENY,
@@ -248,17 +272,18 @@ def evaluate(request: PolicyRequest, policies: PolicySet, facts: Facts, *, now: 
     findings += [_Finding(Effect.DENY, reason) for reason in in_force.conflicts]
     fired: set[str] = set()
     reservations = list(granted.reservations)
+    context = _Contexts(request, now, facts)
     for placed in in_force.rules:
-        ctx = placed.context(request, now, facts)
+        ctx = context(placed)
         finding = _check(placed, ctx)
         if finding is not None:
             findings.append(finding)
             fired.add(placed.rule.id)
-        if isinstance(placed.rule, LimitRule):
-            reservation = placed.rule.reservation(ctx)
+        if placed.limit is not None:
+            reservation = placed.limit.reservation(ctx)
             if reservation is not None:
                 reservations.append(reservation)
-    findings += _defaults(request, in_force.rules, fired)
+    findings += _defaults(request, in_force, fired)
     effect = strongest(f.effect for f in findings) or Effect.DENY
     reasons = tuple(f.reason for f in findings if f.effect is effect)
     if effect is Effect.DENY:

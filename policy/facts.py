@@ -13,6 +13,7 @@ written by a replica whose clock runs ahead still count).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,10 +23,12 @@ from urllib.parse import quote
 from policy.errors import PolicyError, PolicyInputError
 from policy.windows import utc
 
+_PLAIN_PART = re.compile(r"[A-Za-z0-9_.\-~/]*")
+
 
 def _part(text: str) -> str:
     # ':' separates the parts of a key, so it is escaped inside them; '/' stays readable in scopes.
-    return quote(text, safe="/")
+    return text if _PLAIN_PART.fullmatch(text) else quote(text, safe="/")
 
 
 def spend_key(per: str, subject: str, asset: str) -> str:

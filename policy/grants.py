@@ -32,7 +32,7 @@ from policy.facts import (
     grant_uses_key,
 )
 from policy.request import KNOWN_OPERATIONS, OPERATIONS, Amount
-from policy.scopes import is_scope, scope_contains
+from policy.scopes import is_scope, path_contains, scope_segments
 from policy.windows import utc
 
 __all__ = ["OPERATIONS", "Grant", "GrantRequest", "evaluate_grants", "grant_usage_queries"]
@@ -57,6 +57,9 @@ class Grant:
     subject_type: str = "principal"
     max_uses: int | None = None
     value_budgets: Mapping[str, int] = field(default_factory=dict, hash=False)
+    # The scope of a scope grant, split; None for other grants and for a malformed stored scope, which
+    # then covers nothing rather than failing every check it takes part in.
+    scope_path: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.subject_type not in SUBJECT_TYPES:
@@ -69,6 +72,8 @@ class Grant:
             raise PolicyInputError("invalid_grant", "max_uses must be a non-negative integer")
         budgets = {canonical_asset(a): check_amount(v, "budget") for a, v in self.value_budgets.items()}
         object.__setattr__(self, "value_budgets", MappingProxyType(budgets))
+        covers_scope = self.resource_type == "scope" and is_scope(self.resource_id)
+        object.__setattr__(self, "scope_path", tuple(self.resource_id.split("/")) if covers_scope else None)
 
     @property
     def limited(self) -> bool:
@@ -87,6 +92,11 @@ class GrantRequest:
     scope: str | None = None
     groups: frozenset[str] = frozenset()
     amounts: tuple[Amount, ...] = ()
+    scope_path: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        path = scope_segments(self.scope) if self.scope is not None else None
+        object.__setattr__(self, "scope_path", path)
 
 
 def _covers(grant: Grant, request: GrantRequest) -> bool:
@@ -98,12 +108,10 @@ def _covers(grant: Grant, request: GrantRequest) -> bool:
     if request.operation not in grant.operations:
         return False
     if grant.resource_type == "scope":
-        # A malformed scope on a stored grant covers nothing rather than failing the whole check.
         return (
-            request.scope is not None
-            and is_scope(grant.resource_id)
-            and is_scope(request.scope)
-            and scope_contains(grant.resource_id, request.scope)
+            grant.scope_path is not None
+            and request.scope_path is not None
+            and path_contains(grant.scope_path, request.scope_path)
         )
     return grant.resource_type == request.resource_type and grant.resource_id == request.resource_id
 

@@ -12,7 +12,7 @@ them: this package stays below the service.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 from policy.canonical import NATIVE, canonical_address, canonical_selector, check_amount
@@ -95,6 +95,7 @@ class TransactionView:
     selector: str | None = None
     token: TokenMovement | None = None
     delegations: tuple[Delegation, ...] = ()
+    amounts: tuple[Amount, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _check_count(self.chain_id, "chain id")
@@ -110,6 +111,10 @@ class TransactionView:
         if self.token is not None and self.token.token != self.to:
             raise PolicyInputError("invalid_request", "a token call's token must be the transaction's to")
         _set(self, "delegations", tuple(self.delegations))
+        moved = [Amount(NATIVE, self.value)]
+        if self.token is not None:
+            moved.append(Amount(self.token.token, self.token.amount))
+        _set(self, "amounts", tuple(a for a in moved if a.value > 0))
 
     @property
     def max_gas_cost(self) -> int:
@@ -127,13 +132,6 @@ class TransactionView:
         if self.token is not None:
             named += [self.token.recipient, self.token.owner]
         return tuple(dict.fromkeys(a for a in named if a is not None))
-
-    @property
-    def amounts(self) -> tuple[Amount, ...]:
-        moved = [Amount(NATIVE, self.value)]
-        if self.token is not None:
-            moved.append(Amount(self.token.token, self.token.amount))
-        return tuple(a for a in moved if a.value > 0)
 
     @classmethod
     def from_decoded(cls, fields: DecodedTransaction) -> TransactionView:
@@ -201,13 +199,14 @@ class PolicyRequest:
     groups: frozenset[str] = frozenset()
     transaction: TransactionView | None = None
     typed_data_domain: TypedDataDomain | None = None
+    scope_path: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in ("principal_id", "operation", "resource_id"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value:
                 raise PolicyInputError("invalid_request", f"{name} must be a non-empty string")
-        scope_segments(self.scope)
+        _set(self, "scope_path", scope_segments(self.scope))
         if self.resource_type not in RESOURCE_TYPES:
             raise PolicyInputError("invalid_request", "resource_type must be 'key' or 'secret'")
         expected_type = "secret" if self.operation in SECRET_OPERATIONS else "key"
@@ -221,6 +220,7 @@ class PolicyRequest:
 
     @property
     def amounts(self) -> tuple[Amount, ...]:
+        """What the request moves: native value and decoded token amounts, zero amounts left out."""
         return self.transaction.amounts if self.transaction is not None else ()
 
 

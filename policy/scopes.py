@@ -45,9 +45,12 @@ def scope_depth(scope: str) -> int:
 
 def scope_contains(outer: str, inner: str) -> bool:
     """True when ``inner`` is ``outer`` or lies below it, compared segment by segment."""
-    outer_segments = scope_segments(outer)
-    inner_segments = scope_segments(inner)
-    return inner_segments[: len(outer_segments)] == outer_segments
+    return path_contains(scope_segments(outer), scope_segments(inner))
+
+
+def path_contains(outer: tuple[str, ...], inner: tuple[str, ...]) -> bool:
+    """``scope_contains`` on scopes already split (and so already validated) by ``scope_segments``."""
+    return inner[: len(outer)] == outer
 
 
 def narrowest(scope: str, definitions: Iterable[tuple[str, T]]) -> T | None:
