@@ -1,0 +1,87 @@
+"""Fixtures for the system tests: servers started per test and always stopped, fresh PostgreSQL databases.
+
+``launch`` starts ``signer serve`` through the lead's harness and, at teardown, stops every server it
+started, makes sure no worker process outlived its supervisor, and scans each server's log for the
+installation's PINs and the admin's tokens (invariant I3). ``pg_url`` makes a throw-away PostgreSQL
+database on the server named by ``SIGNER_TEST_PG_URL`` (unset: skip; set but unreachable: fail) and
+drops it afterwards, whatever state the test left it in.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from tests.dbfixtures import PG_ENV, pg_execute, run_sync
+from tests.service_harness import Installation, Server, init_installation, start_server
+from tests.system.support import (
+    assert_no_secret,
+    children_of,
+    installation_secrets,
+    is_running,
+    wait_until,
+)
+
+
+@pytest.fixture
+def own_installation(tmp_path: Path) -> Installation:
+    """A fresh data directory, token and SQLite database for this test alone."""
+    return init_installation(tmp_path / "data")
+
+
+@pytest.fixture
+def launch() -> Iterator[Callable[..., Server]]:
+    started: list[tuple[Server, list[int]]] = []
+
+    def start(installation: Installation, **kwargs: Any) -> Server:
+        server = start_server(installation, **kwargs)
+        workers = children_of(server.process.pid) if kwargs.get("workers", 1) > 1 else []
+        started.append((server, workers))
+        return server
+
+    yield start
+
+    problems = []
+    for server, workers in started:
+        server.stop()
+        for pid in workers:
+            try:
+                wait_until(lambda pid=pid: not is_running(pid), 30, f"worker {pid} to exit")
+            except AssertionError:
+                os.kill(pid, signal.SIGKILL)  # our own orphan: never leave it behind
+                problems.append(f"worker {pid} outlived its supervisor")
+        assert_no_secret(server.log_text(), installation_secrets(server.installation), "the server log")
+    assert not problems, problems
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    server_url = os.environ.get(PG_ENV)
+    if not server_url:
+        pytest.skip(f"{PG_ENV} is not set")
+    name = "signer_sys_" + secrets.token_hex(6)
+    try:
+        run_sync(lambda: pg_execute(server_url, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        pytest.fail(f"{PG_ENV} is set but PostgreSQL cannot be used: {type(exc).__name__}: {exc}")
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        run_sync(lambda: pg_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_admin_url() -> str:
+    """The PostgreSQL server's own database: where a test stands to act on another database."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f"{PG_ENV} is not set")
+    return url
