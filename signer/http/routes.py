@@ -265,5 +265,7 @@ async def audit_events(request: web.Request) -> web.StreamResponse:
         limit = int(request.query.get("limit", "1000"))
     except ValueError:
         raise InvalidRequest("after and limit must be integers", code="invalid_field") from None
-    lines = await _services(request).audit.export(ctx, after=after, limit=limit)
-    return web.Response(text="".join(lines), content_type="application/x-ndjson")
+    lines, head = await _services(request).audit.export(ctx, after=after, limit=limit)
+    return web.Response(
+        text="".join(lines), content_type="application/x-ndjson", headers={"X-Audit-Head": str(head)}
+    )

@@ -197,10 +197,10 @@ class AdminService:
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            grants = [g for g in await writer.list_grants() if g.id == grant_id]
-            if not grants:
+            grant = await writer.get_grant(grant_id)
+            if grant is None:
                 raise NotFound("no such grant", code="grant_not_found")
-            if grants[0].revoked_at is None:
+            if grant.revoked_at is None:
                 await writer.revoke_grant(grant_id, now)
             writer.append_audit(
                 {

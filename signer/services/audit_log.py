@@ -14,10 +14,16 @@ class AuditLogService:
     def __init__(self, store: Store) -> None:
         self._store = store
 
-    async def export(self, ctx: RequestContext, *, after: int, limit: int) -> list[str]:
+    async def export(self, ctx: RequestContext, *, after: int, limit: int) -> tuple[list[str], int]:
+        """One page of the log after ``after``, and the head seq when it was read.
+
+        Every export appends its own event, so a client paging "until empty" would never finish: page
+        until ``after`` reaches the head returned with the first page instead.
+        """
         require_role(ctx, Role.AUDITOR, Role.ADMIN)
         limit = max(1, min(limit, MAX_EXPORT))
         async with self._store.read() as reader:
+            head_seq, _ = await reader.audit_head()
             records = await reader.audit_events(after_seq=max(after, 0), limit=limit)
 
         async def unit(writer: Writer) -> None:
@@ -34,4 +40,4 @@ class AuditLogService:
             )
 
         await self._store.submit(unit)
-        return list(export_jsonl(records))
+        return list(export_jsonl(records)), head_seq
