@@ -332,43 +332,64 @@ def start_py_spy(pid: int, seconds: float, out: Path, rate: int = 100) -> subpro
     )
 
 
-# Rules matched against a frame "function (path:line)"; a stack belongs to the first rule that matches
-# its innermost signer/policy frame, or failing that its innermost library frame.
-_SIGNER_RULES: list[tuple[str, str]] = [
-    (r"\(signer/eth/signatures\.py", "recovery: low-s, recovery id, address"),
-    (r"assemble .*\(signer/eth/transactions\.py", "recovery: low-s, recovery id, address"),
-    (r"_finish_transaction \(signer/services/signing\.py", "recovery: low-s, recovery id, address"),
-    (r"\(signer/eth/", "eth: parse transaction, RLP, keccak digest"),
-    (r"_tx_summary \(signer/services/signing\.py", "eth: parse transaction, RLP, keccak digest"),
-    (r"_rpc_fields \(signer/services/signing\.py", "eth: parse transaction, RLP, keccak digest"),
-    (r"\(signer/services/auth\.py|\(signer/identity\.py", "auth: bearer token check"),
+# A stack is attributed to the first step it entered, scanning from the root: a sample inside
+# keccak called by parse_transaction belongs to "eth parse", the same keccak called while recovering a
+# signature belongs to "recovery". Frames that merely contain everything (process start-up, the
+# middlewares, the route handler, the signing pipeline) are skipped. A few steps are recognised
+# anywhere in the stack because they run inside another's frames (the audit event inside the commit).
+_ANYWHERE: list[tuple[str, str]] = [
     (
-        r"\(signer/services/facts\.py|_facts_for \(|_authorized \(|_authorize \(|_to_grants \(|\(policy/",
+        r"^(canonical_json|chain_hash) \(signer/audit\.py|^Writer\.append_audit ",
+        "audit event: canonical JSON + hash",
+    ),
+    (r"^JsonFormatter\.format |^Logger\.(info|_log) \(logging/", "access log line"),
+]
+_CONTAINERS = re.compile(
+    r"\(signer/(app|cli)\.py|\(signer/http/errors\.py"  # start-up, middlewares, the error mapping
+    r"|^(sign_transaction|sign_message|sign_typed_data|sign_digest) \(signer/http/routes\.py"
+    r"|^SigningService\.(_sign|sign_transaction|sign_message|sign_typed_data|sign_digest) "
+    r"|^SigningService\.sign_\w+\.<locals>\.prepare "
+)
+_ENTRY: list[tuple[str, str]] = [
+    (
+        r"^(_signing_context|_context) \(signer/http|\(signer/services/auth\.py|\(signer/identity\.py",
+        "auth: bearer token",
+    ),
+    (r"\(signer/http/body\.py|\(signer/http/models\.py", "JSON: request body + pydantic"),
+    (
+        r"\(signer/services/facts\.py|^SigningService\._(authorized|facts_for) |^_authorize \(|\(policy/",
         "facts cache + grant decision",
     ),
-    (r"\(signer/hsm/", "HSM hand-off (queue, futures, deliver)"),
-    (r"\(signer/audit\.py|append_audit \(signer/store", "audit event: canonical JSON + hash chain"),
     (
-        r"\(signer/store/|submit \(signer/services|unit \(signer/services",
+        r"^(parse_transaction|decode_unsigned_transaction|_rpc_fields|_unhex) \(",
+        "eth: parse, RLP, keccak digest",
+    ),
+    (r"^_tx_summary \(", "eth: audit summary of the tx"),
+    (r"\(signer/hsm/", "HSM hand-off (queue, futures, deliver)"),
+    (
+        r"^_finish_transaction \(|\(signer/eth/signatures\.py"
+        r"|^SigningService\.sign_\w+\.<locals>\.prepare\.<locals>\.<lambda> ",
+        "recovery + assemble",
+    ),
+    (
+        r"\(signer/store/|^SigningService\._record_refusal |^SigningService\._sign\.<locals>\.unit ",
         "group commit (SQLAlchemy, driver)",
     ),
-    (r"_record_refusal \(", "group commit (SQLAlchemy, driver)"),
-    (r"\(signer/http/body\.py|\(signer/http/models\.py", "JSON: request body + pydantic"),
-    (r"_json \(signer/http/routes\.py", "JSON: response"),
-    (r"\(signer/http/errors\.py", "error middleware"),
-    (r"\(signer/logs\.py|request_context \(signer/app\.py", "access log + request id middleware"),
-    (r"\(signer/services/signing\.py|\(signer/services/context\.py", "signing service (other)"),
-    (r"\(signer/http/routes\.py|\(signer/app\.py", "handlers + middlewares (other)"),
+    (r"^_json \(signer/http/routes\.py", "JSON: response"),
+    (r"\(signer/eth/", "eth: other"),
+    (
+        r"\(signer/services/context\.py|^SigningService\._sign\.<locals>\.",
+        "handlers, middlewares, pipeline (own code)",
+    ),
+    (r"\(signer/", "signer: other"),
 ]
 _LIBRARY_RULES: list[tuple[str, str]] = [
-    (r"\(logging/", "access log + request id middleware"),
-    (r"aiohttp/", "aiohttp: HTTP parse, routing, response write"),
-    (r"sqlalchemy/|aiosqlite/|asyncpg/|sqlite3/", "group commit (SQLAlchemy, driver)"),
-    (r"asyncio/|selectors\.py", "asyncio: event loop, tasks, futures"),
+    (r"\(aiohttp/", "aiohttp: HTTP parse, routing, response write"),
+    (r"\(sqlalchemy/|\(aiosqlite/|\(asyncpg/|\(sqlite3/|\(greenlet", "group commit (SQLAlchemy, driver)"),
+    (r"\(asyncio/|\(selectors\.py", "asyncio: event loop, tasks, futures"),
 ]
-# Frames below the event loop (process start-up, run_app): every stack has them, they decide nothing.
-_BOOTSTRAP = re.compile(r"^(run|run_worker|_worker_entry|serve|main) \(signer/(app|cli)\.py")
-_COMPILED = [(re.compile(p), c) for p, c in _SIGNER_RULES]
+_COMPILED_ANYWHERE = [(re.compile(p), c) for p, c in _ANYWHERE]
+_COMPILED_ENTRY = [(re.compile(p), c) for p, c in _ENTRY]
 _COMPILED_LIB = [(re.compile(p), c) for p, c in _LIBRARY_RULES]
 
 
@@ -425,18 +446,25 @@ WHOLE_THREADS = {
 
 
 def _category(frames: list[str], kind: str) -> str:
+    """``frames`` run from the root to the leaf."""
     if kind in WHOLE_THREADS:
         return WHOLE_THREADS[kind]
-    for frame in reversed(frames):
-        if ("(signer/" in frame or "(policy/" in frame) and not _BOOTSTRAP.search(frame):
-            for pattern, category in _COMPILED:
+    for pattern, category in _COMPILED_ANYWHERE:
+        if any(pattern.search(frame) for frame in frames):
+            return category
+    for frame in frames:
+        if ("(signer/" in frame or "(policy/" in frame) and not _CONTAINERS.search(frame):
+            for pattern, category in _COMPILED_ENTRY:
                 if pattern.search(frame):
                     return category
+    if frames and ("(signer/" in frames[-1] or "(policy/" in frames[-1]):
+        return "handlers, middlewares, pipeline (own code)"
+    # No step entered: the server's own machinery. The innermost library decides.
     for frame in reversed(frames):
         for pattern, category in _COMPILED_LIB:
             if pattern.search(frame):
                 return category
-    return "other"
+    return "other" if frames else "unattributed (no Python stack)"
 
 
 def thread_cpu(pid: int) -> dict[int, float]:
@@ -703,3 +731,222 @@ def probe_report(data: dict[str, Any], requests: int) -> tuple[list[str], dict[s
             f"{len(sizes) / max(requests, 1):.2f} COMMITs per request"
         )
     return lines, summary
+
+
+# -- component costs in isolation -----------------------------------------------------------------------
+
+
+def cpu_per_call(fn: Any, minimum: float = 0.3) -> float:
+    """Process CPU microseconds per call of ``fn()`` (all threads), repeated for ``minimum`` seconds."""
+    fn()
+    calls, start = 0, time.process_time()
+    batch = 1
+    while True:
+        for _ in range(batch):
+            fn()
+        calls += batch
+        spent = time.process_time() - start
+        if spent >= minimum:
+            return spent / calls * 1e6
+        batch = min(batch * 2, 4096)
+
+
+def pipeline_costs() -> list[tuple[str, float]]:
+    """CPU per call of each in-process step of a signing request, outside any server (one process,
+    one thread, warm caches): what each step costs when nothing else competes."""
+    import hashlib
+    import json
+    import logging
+    from datetime import UTC, datetime
+
+    import coincurve
+
+    from signer.audit import canonical_json, chain_hash
+    from signer.eth import parse_transaction, recoverable_signature
+    from signer.eth.primitives import address_from_public_key
+    from signer.http.body import loads_strict, validate
+    from signer.http.models import SignTransactionBody
+    from signer.identity import Role, TokenKind, bearer_from_header, mint_token, token_matches
+    from signer.logs import JsonFormatter
+    from signer.services import signing
+    from signer.services.context import Caller, RequestContext, iso
+    from signer.store.records import GrantRecord, KeyRecord
+
+    body = (
+        b'{"transaction":{"type":2,"chainId":11155111,"nonce":7,"gas":21000,'
+        b'"to":"0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed","value":1000000000000007,'
+        b'"maxFeePerGas":30000000000,"maxPriorityFeePerGas":1000000000}}'
+    )
+    fields = json.loads(body)["transaction"]
+    private = coincurve.PrivateKey(hashlib.sha256(b"bench component key").digest())
+    public = private.public_key.format(compressed=False)
+    now = datetime.now(UTC)
+    key = KeyRecord(
+        id="key_bench",
+        label="bench",
+        curve="secp256k1",
+        public_key=public.hex(),
+        address=address_from_public_key(public),
+        scope="default",
+        tags=[],
+        state="active",
+        hsm_id="00" * 16,
+        attributes={},
+        created_by=None,
+        created_at=now,
+        updated_at=now,
+    )
+    grants = [
+        GrantRecord("grt_bench", "prn_bench", "key", key.id, ["sign_transaction"], None, None, now, None)
+    ]
+    ctx = RequestContext("req", Caller("prn_bench", "relayer", Role.SERVICE, "tok"), 1)
+    tx = parse_transaction(fields)
+    compact = private.sign_recoverable(tx.digest, hasher=None)
+    r, s = int.from_bytes(compact[:32], "big"), int.from_bytes(compact[32:64], "big")
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    # SoftHSM returns a high s half of the time; make this one high so the normalisation runs too.
+    raw_rs = r.to_bytes(32, "big") + max(s, n - s).to_bytes(32, "big")
+    signature = recoverable_signature(tx.digest, raw_rs, public)
+    response = signing._finish_transaction(tx, key, raw_rs)
+    event = {
+        "kind": "sign.transaction",
+        "operation": "sign_transaction",
+        "request_id": "0123456789abcdef",
+        "at": iso(now),
+        "actor": ctx.actor(),
+        "key_id": key.id,
+        "request": signing._tx_summary(tx),
+        "reasons": [{"source": "grants", "code": "granted", "message": "grant grt_bench allows it"}],
+        "result": {"signer": key.address, "transaction_hash": response["transaction_hash"]},
+        "outcome": "allowed",
+    }
+    token_key = b"k" * 32
+    minted = mint_token(token_key, TokenKind.ACCESS)
+    header = f"Bearer {minted.value}"
+    formatter = JsonFormatter()
+    record = logging.LogRecord("signer.access", logging.INFO, __file__, 1, "request", None, None)
+    for name, value in {
+        "request_id": "0123456789abcdef",
+        "method": "POST",
+        "route": "/v1/keys/{key_id}/sign/transaction",
+        "status": 200,
+        "duration_ms": 1.23,
+    }.items():
+        setattr(record, name, value)
+    sink = open(os.devnull, "w", encoding="utf-8")
+    try:
+        steps = [
+            ("body: strict JSON + pydantic model", lambda: validate(SignTransactionBody, loads_strict(body))),
+            (
+                "auth: bearer parse + HMAC compare",
+                lambda: token_matches(token_key, bearer_from_header(header), minted.digest),
+            ),
+            (
+                "facts: _authorize (grant decision)",
+                lambda: signing._authorize(ctx, key, grants, "sign_transaction", now),
+            ),
+            (
+                "eth: parse_transaction (fields, RLP, keccak)",
+                lambda: parse_transaction(signing._rpc_fields(fields, key)),
+            ),
+            ("eth: _tx_summary (audit view)", lambda: signing._tx_summary(tx)),
+            ("recovery: recoverable_signature", lambda: recoverable_signature(tx.digest, raw_rs, public)),
+            ("recovery: tx.assemble (re-encode, re-hash)", lambda: tx.assemble(signature)),
+            (
+                "recovery + assemble: _finish_transaction",
+                lambda: signing._finish_transaction(tx, key, raw_rs),
+            ),
+            ("audit: canonical_json + chain_hash", lambda: chain_hash("0" * 64, canonical_json(event))),
+            ("JSON: response json.dumps", lambda: json.dumps(response)),
+            ("access log: JsonFormatter + write", lambda: sink.write(formatter.format(record) + "\n")),
+        ]
+        return [(name, cpu_per_call(fn)) for name, fn in steps]
+    finally:
+        sink.close()
+
+
+async def _commit_costs(url: str, batch: int, rounds: int) -> float:
+    """CPU per unit of group commit (all threads of this process) with ``batch`` concurrent units."""
+    from datetime import UTC, datetime
+
+    from signer.store import open_store
+
+    store = await open_store(url)
+    try:
+        event = {
+            "kind": "sign.transaction",
+            "request_id": "0123456789abcdef",
+            "outcome": "allowed",
+            "pad": "x" * 600,
+        }
+
+        async def unit(writer: Any) -> None:
+            writer.append_audit({**event, "at": datetime.now(UTC)})
+
+        await store.submit(unit)
+        start = time.process_time()
+        for _ in range(rounds):
+            await asyncio.gather(*(store.submit(unit) for _ in range(batch)))
+        return (time.process_time() - start) / (rounds * batch) * 1e6
+    finally:
+        await store.close()
+
+
+def commit_costs(url: str) -> list[tuple[str, float]]:
+    return [
+        (
+            f"group commit: CPU per unit, batches of {batch}",
+            asyncio.run(_commit_costs(url, batch, max(20, 600 // batch))),
+        )
+        for batch in (1, 16)
+    ]
+
+
+def hsm_costs(module: str, conf: str, pin: Any, hsm_id: str, count: int = 1500) -> list[tuple[str, float]]:
+    """In a fresh process: CPU per signature of the bare python-pkcs11 call and of ``Hsm.sign`` with 32
+    concurrent callers (the worker thread, the queue, the futures and the hand-off to the loop)."""
+    os.environ["SOFTHSM2_CONF"] = conf
+    import hashlib
+
+    from signer.hsm import Curve, Hsm
+
+    digest = hashlib.sha256(b"bench").digest()
+
+    async def run() -> list[tuple[str, float]]:
+        hsm = Hsm(module, "bench", pin, deadline_seconds=60.0, queue_size=4096)
+        await hsm.start()
+        try:
+            await hsm.sign(hsm_id, Curve.SECP256K1, digest)
+
+            def bare() -> None:
+                hsm._token.sign(hsm_id, Curve.SECP256K1, digest)
+
+            # The token session belongs to the worker thread: measure the bare call there.
+            bare_us = await hsm._run_on_worker(lambda _ctx: cpu_per_call(bare, 1.0), deadline=60.0)
+            start = time.process_time()
+            for _ in range(count // 32):
+                await asyncio.gather(*(hsm.sign(hsm_id, Curve.SECP256K1, digest) for _ in range(32)))
+            worker_us = (time.process_time() - start) / (count // 32 * 32) * 1e6
+            return [
+                ("HSM: C_Sign via python-pkcs11 (TokenSession.sign)", bare_us),
+                ("HSM: await hsm.sign, 32 callers (incl. C_Sign)", worker_us),
+            ]
+        finally:
+            await hsm.close()
+
+    return asyncio.run(run())
+
+
+def http_floor_server(port: int) -> None:
+    """A bare aiohttp app answering the same POST with a canned body: the HTTP floor per request."""
+    from aiohttp import web
+
+    canned = b'{"raw_transaction":"0x' + b"ab" * 110 + b'","transaction_hash":"0x' + b"cd" * 32 + b'"}'
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=canned, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/v1/keys/{key_id}/sign/transaction", handler)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)

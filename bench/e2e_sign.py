@@ -39,6 +39,7 @@ import random
 import resource
 import shlex
 import signal
+import socket
 import statistics
 import sys
 import tempfile
@@ -56,11 +57,15 @@ from common import (
     CpuSnapshot,
     background_load,
     breakdown,
+    commit_costs,
     cpu_share,
     cpu_snapshot,
     durability,
     fsync_latency_ms,
+    hsm_costs,
+    http_floor_server,
     percentile,
+    pipeline_costs,
     probe_report,
     probe_site_dir,
     read_probes,
@@ -427,6 +432,64 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
     }
 
 
+# -- component costs ------------------------------------------------------------------------------------
+
+
+def http_floor(args: argparse.Namespace) -> tuple[float, float, float]:
+    """(requests/s, server CPU us, client CPU us per request) of a bare aiohttp app, same client."""
+    from tests.service_harness import free_port
+
+    port = free_port()
+    ctx = multiprocessing.get_context("spawn")
+    process = ctx.Process(target=http_floor_server, args=(port,), daemon=True)
+    process.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            if time.monotonic() > deadline or not process.is_alive():
+                raise RuntimeError("the bare aiohttp server did not start")
+            time.sleep(0.05)  # polling for the port with a hard deadline
+        assert process.pid is not None
+        url = f"http://127.0.0.1:{port}/v1/keys/k/sign/transaction"
+        load = asyncio.run(
+            drive(url, "x", args.clients, 1.0, 4.0, 0.0, 0, [process.pid], [process.pid], None, None, 0)
+        )
+    finally:
+        process.terminate()
+        process.join(timeout=10)
+    window = load.windows["measure"]
+    assert window.end is not None
+    share = cpu_share(window.start, window.end)
+    _, statuses, wall = load.in_window("measure")
+    ok = max(statuses.get(200, 0), 1)
+    return ok / wall, share.server * wall / ok * 1e6, share.client * wall / ok * 1e6
+
+
+def components(args: argparse.Namespace, raw: RawHsm, tmp: Path) -> tuple[list[str], dict[str, float]]:
+    rows: list[tuple[str, float]] = []
+    rows += pipeline_costs()
+    with raw._ctx.Pool(1) as pool:
+        rows += pool.apply(
+            hsm_costs, (raw._token.module_path, str(raw._token.conf_path), raw._token.user_pin, raw._hsm_id)
+        )
+    from signer.store import migrate
+
+    url = f"sqlite+aiosqlite:///{tmp / 'components.db'}"
+    migrate(url)
+    rows += commit_costs(url)
+    rate, server_us, client_us = http_floor(args)
+    rows += [
+        ("HTTP floor: bare aiohttp POST, server CPU", server_us),
+        ("HTTP floor: the load generator's CPU", client_us),
+    ]
+    lines = [f"  {'step (one process, CPU per call)':<52} {'us':>8}"]
+    lines += [f"  {name:<52} {micro:8,.1f}" for name, micro in rows]
+    lines.append(f"  (the bare aiohttp server answered {rate:,.0f} requests/s with {args.clients} clients)")
+    return lines, {name: round(micro, 1) for name, micro in rows}
+
+
 # -- reporting ------------------------------------------------------------------------------------------
 
 
@@ -537,6 +600,9 @@ def main() -> None:
         help="before each phase, wait up to this many seconds for other processes to go quiet",
     )
     parser.add_argument("--results", action="store_true", help="also write the JSON to bench/results/")
+    parser.add_argument(
+        "--components", action="store_true", help="also measure each step's CPU in isolation (~40 s)"
+    )
     parser.add_argument("--analyse", type=Path, help="only print the profile saved in this directory")
     args = parser.parse_args()
     if args.analyse is not None:
@@ -584,6 +650,11 @@ def main() -> None:
         quiet.append(wait_for_quiet(args.quiet_wait))
         second = raw.measure(startup)
         print(f"raw HSM round 2: {second.rate:,.0f}/s", flush=True)
+        component_lines: list[str] = []
+        component_summary: dict[str, float] = {}
+        if args.components:
+            with tempfile.TemporaryDirectory(prefix="signer-bench-") as tmp:
+                component_lines, component_summary = components(args, raw, Path(tmp))
 
     load: LoadResult = e2e["load"]
     latencies, statuses, wall = load.in_window("measure")
@@ -668,6 +739,10 @@ def main() -> None:
             print("\n".join(probe_lines))
             profile_summary["steps"] = probe_summary
 
+    if component_lines:
+        print("component costs in isolation (compare with the profile above):")
+        print("\n".join(component_lines))
+
     summary = {
         "bench": "e2e_sign",
         "command": command,
@@ -700,6 +775,7 @@ def main() -> None:
         "fsync_ms": round(fsync_ms, 3),
         "cpu_cores": share.as_dict(),
         "profile": profile_summary,
+        "components_us": component_summary,
     }
     line = json.dumps(summary, separators=(",", ":"))
     if args.results:
