@@ -7,7 +7,7 @@ revoked. This module adds the rules that do not depend on storage: the requester
 person counts once per requirement, and one person cannot fill seats in two requirements (2 of
 ``treasury`` and 1 of ``security`` means three different people, found by bipartite matching, so the
 answer does not depend on the order approvals arrived in). A requirement past its ``expires_at`` (the
-instant itself included) denies.
+instant itself included) denies, and so does an empty list of requirements (fail closed).
 """
 
 from __future__ import annotations
@@ -47,6 +47,12 @@ def check_approvals(
     deny once any requirement has expired; otherwise still ``require_approval``, saying what is missing.
     ``approvers`` maps a group to the principal ids that approved on its behalf."""
     now = utc(now)
+    if not requirements:
+        # Nothing to satisfy means the caller lost the requirements; approving would fail open.
+        return Decision(
+            Effect.DENY,
+            (Reason("approvals", "no_requirements", "there are no approval requirements to meet"),),
+        )
     expired = [r for r in requirements if now >= utc(r.expires_at, "expires_at")]
     if expired:
         return Decision(

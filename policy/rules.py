@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Final
 
 from policy.canonical import NATIVE
 from policy.decision import Effect
+from policy.errors import PolicyInputError
 from policy.facts import Facts, Reservation, UsageQuery, rate_key, spend_key
 from policy.request import PolicyRequest, TransactionView
 from policy.windows import WEEKDAYS, TimeOfDayWindow, format_time_of_day
@@ -95,6 +96,14 @@ class Rule(ABC):
     effect: Effect
     approval: ApprovalSpec | None = None
     description: str = ""
+
+    def __post_init__(self) -> None:
+        # The parser checks these with paths; this catches rules built in code, so that no decision can
+        # ask for approval without saying whose (an empty requirement would be trivially met).
+        if self.effect not in self.effects:
+            raise PolicyInputError("invalid_rule", f"a {self.kind} rule cannot have effect {self.effect}")
+        if (self.approval is not None) != (self.effect is Effect.REQUIRE_APPROVAL):
+            raise PolicyInputError("invalid_rule", "approval is given exactly for require_approval rules")
 
     @abstractmethod
     def check(self, ctx: RuleContext) -> Hit | None:

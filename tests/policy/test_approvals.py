@@ -81,3 +81,8 @@ def test_allow_needs_that_many_distinct_non_requesters(treasury, security, quoru
         assert len(eligible_t | eligible_s) >= quorum_t + quorum_s
     elif len(eligible_t - eligible_s) >= quorum_t and len(eligible_s) >= quorum_s:
         pytest.fail("enough disjoint approvers were present")
+
+
+def test_no_requirements_is_not_an_approval():
+    decision = check_approvals([], {"treasury": ["ann", "bob"]}, requester="r", now=NOW)
+    assert decision.effect is Effect.DENY and decision.reasons[0].code == "no_requirements"

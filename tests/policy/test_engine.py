@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import ClassVar
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from policy import (
     Facts,
     Grant,
     PolicyDocument,
+    PolicyInputError,
     PolicySet,
     Reservation,
     TypedDataDomain,
@@ -32,7 +34,7 @@ from policy import (
     strongest,
     usage_queries,
 )
-from policy.rules import Hit, Rule, RuleContext
+from policy.rules import ApprovalSpec, Hit, RawDigest, Rule, RuleContext, ValueCap
 from tests.policy.support import (
     ALICE,
     BOB,
@@ -187,7 +189,8 @@ class Exploding(Rule):
 
 
 def test_a_rule_that_errors_denies_and_is_named():
-    broken = PolicyDocument("p", 1, (Exploding(id="boom", effect=Effect.REQUIRE_APPROVAL),))
+    spec = ApprovalSpec(1, "ops", timedelta(minutes=5))
+    broken = PolicyDocument("p", 1, (Exploding(id="boom", effect=Effect.REQUIRE_APPROVAL, approval=spec),))
     decision = decide(request(), PolicySet((grant_all(),), (AttachedPolicy(broken, scope="acme"),)))
     assert decision.effect is Effect.DENY
     assert decision.reasons_as_dicts() == [
@@ -445,3 +448,16 @@ def test_adding_a_deny_rule_never_loosens(req, policies, deny_rule, where, data)
     if after.allowed:
         # An allow needs a grant that allows on its own.
         assert evaluate_grants(grant_request(req), tightened.grants, now=NOW, facts=facts).allowed
+
+
+def test_rules_built_in_code_are_checked_like_parsed_ones():
+    with pytest.raises(PolicyInputError):
+        ValueCap(id="cap", effect=Effect.REQUIRE_APPROVAL, max_value=1)  # approval missing
+    with pytest.raises(PolicyInputError):
+        ValueCap(id="cap", effect=Effect.ALLOW, max_value=1)  # guards do not allow
+    with pytest.raises(PolicyInputError):
+        RawDigest(id="raw", effect=Effect.DENY)  # unlocks do not deny
+    spec = ApprovalSpec(1, "ops", timedelta(minutes=5))
+    with pytest.raises(PolicyInputError):
+        ValueCap(id="cap", effect=Effect.DENY, max_value=1, approval=spec)
+    assert ValueCap(id="cap", effect=Effect.REQUIRE_APPROVAL, max_value=1, approval=spec).approval == spec
