@@ -167,29 +167,35 @@ def usage_queries(request: PolicyRequest, policies: PolicySet, *, now: datetime)
     needed = set(grant_usage_queries(grant_request(request), policies.grants, now=now))
     context = _Contexts(request, now, Facts())
     for placed in _in_force(request, policies).rules:
-        if placed.limit is not None:
+        if placed.limit is None:
+            continue
+        try:
             query = placed.limit.usage_query(context(placed))
-            if query is not None:
-                needed.add(query)
+        # No logging here (pure package): evaluate() meets the same error and denies, naming the rule.
+        except Exception:  # noqa: BLE001, S112
+            continue
+        if query is not None:
+            needed.add(query)
     return frozenset(needed)
 
 
-def _check(placed: _Placed, ctx: RuleContext) -> _Finding | None:
+def _check(placed: _Placed, ctx: RuleContext) -> tuple[_Finding | None, Reservation | None]:
+    """The rule's finding (None when it does not fire) and, for a limit, what it would reserve."""
     rule = placed.rule
     label = placed.attached.document.label
     try:
         hit = rule.check(ctx)
+        reservation = placed.limit.reservation(ctx) if placed.limit is not None else None
     except MissingFactError as exc:
-        return _Finding(
-            Effect.DENY,
-            Reason(rule.id, "facts_missing", f"rule {rule.id} could not be evaluated: {exc.message}", label),
-        )
+        message = f"rule {rule.id} could not be evaluated: {exc.message}"
+        return _Finding(Effect.DENY, Reason(rule.id, "facts_missing", message, label)), None
     except Exception as exc:  # noqa: BLE001 - in a signer a rule that errors must deny, never be skipped
         message = f"rule {rule.id} could not be evaluated ({type(exc).__name__})"
-        return _Finding(Effect.DENY, Reason(rule.id, "rule_error", message, label))
+        return _Finding(Effect.DENY, Reason(rule.id, "rule_error", message, label)), None
     if hit is None:
-        return None
-    return _Finding(rule.effect, Reason(rule.id, hit.code, hit.message, label), rule.approval)
+        return None, reservation
+    finding = _Finding(rule.effect, Reason(rule.id, hit.code, hit.message, label), rule.approval)
+    return finding, reservation
 
 
 def _defaults(request: PolicyRequest, in_force: _InForce, fired: set[str]) -> list[_Finding]:
@@ -274,15 +280,12 @@ def evaluate(request: PolicyRequest, policies: PolicySet, facts: Facts, *, now: 
     reservations = list(granted.reservations)
     context = _Contexts(request, now, facts)
     for placed in in_force.rules:
-        ctx = context(placed)
-        finding = _check(placed, ctx)
+        finding, reservation = _check(placed, context(placed))
         if finding is not None:
             findings.append(finding)
             fired.add(placed.rule.id)
-        if placed.limit is not None:
-            reservation = placed.limit.reservation(ctx)
-            if reservation is not None:
-                reservations.append(reservation)
+        if reservation is not None:
+            reservations.append(reservation)
     findings += _defaults(request, in_force, fired)
     effect = strongest(f.effect for f in findings) or Effect.DENY
     reasons = tuple(f.reason for f in findings if f.effect is effect)

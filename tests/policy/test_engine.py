@@ -34,7 +34,7 @@ from policy import (
     strongest,
     usage_queries,
 )
-from policy.rules import ApprovalSpec, Hit, RawDigest, Rule, RuleContext, ValueCap
+from policy.rules import ApprovalSpec, Hit, LimitRule, RawDigest, Rule, RuleContext, ValueCap
 from tests.policy.support import (
     ALICE,
     BOB,
@@ -461,3 +461,45 @@ def test_rules_built_in_code_are_checked_like_parsed_ones():
     with pytest.raises(PolicyInputError):
         ValueCap(id="cap", effect=Effect.DENY, max_value=1, approval=spec)
     assert ValueCap(id="cap", effect=Effect.REQUIRE_APPROVAL, max_value=1, approval=spec).approval == spec
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BrokenLimit(LimitRule):
+    """Checks fine, then fails to say what it reserves."""
+
+    kind: ClassVar[str] = "broken_limit"
+
+    def limit_key(self, ctx: RuleContext) -> str | None:
+        return "spend:key:k1:native"
+
+    def amount(self, ctx: RuleContext) -> int:
+        raise ArithmeticError("a bug")
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        return None
+
+
+def test_a_limit_that_cannot_say_what_it_reserves_denies():
+    broken = PolicyDocument(
+        "p", 1, (BrokenLimit(id="lim", effect=Effect.DENY, window=timedelta(1), per="key"),)
+    )
+    decision = decide(request(), PolicySet((grant_all(),), (AttachedPolicy(broken, scope="acme"),)))
+    assert decision.effect is Effect.DENY and decision.reservations == ()
+    assert [(r.rule_id, r.code) for r in decision.reasons] == [("lim", "rule_error")]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeylessLimit(BrokenLimit):
+    kind: ClassVar[str] = "keyless_limit"
+
+    def limit_key(self, ctx: RuleContext) -> str | None:
+        raise LookupError("a bug")
+
+
+def test_a_limit_without_a_key_asks_nothing_and_denies():
+    broken = PolicyDocument(
+        "p", 1, (KeylessLimit(id="lim", effect=Effect.DENY, window=timedelta(1), per="key"),)
+    )
+    policies = PolicySet((grant_all(),), (AttachedPolicy(broken, scope="acme"),))
+    assert usage_queries(request(), policies, now=NOW) == frozenset()
+    assert [r.code for r in decide(request(), policies).reasons] == ["rule_error"]
