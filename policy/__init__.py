@@ -26,13 +26,7 @@ from policy.decision import (
     ShadowDecision,
     strongest,
 )
-from policy.documents import (
-    AttachedPolicy,
-    PolicyDocument,
-    PolicySet,
-    parse_policy_document,
-    parse_policy_json,
-)
+from policy.documents import AttachedPolicy, PolicyDocument, PolicySet
 from policy.engine import evaluate, evaluate_shadow, grant_request, usage_queries
 from policy.errors import PolicyDocumentError, PolicyError, PolicyInputError
 from policy.facts import (
@@ -45,6 +39,7 @@ from policy.facts import (
     spend_key,
 )
 from policy.grants import Grant, GrantRequest, evaluate_grants, grant_usage_queries
+from policy.parsing import RULE_KINDS, parse_policy_document, parse_policy_json
 from policy.request import (
     KNOWN_OPERATIONS,
     OPERATIONS,
@@ -56,7 +51,6 @@ from policy.request import (
     TransactionView,
     TypedDataDomain,
 )
-from policy.rules import RULE_KINDS
 from policy.scopes import is_scope, narrowest, scope_contains
 from policy.windows import counts_toward, rolling_since
 

@@ -49,8 +49,9 @@ from policy.decision import (
 from policy.documents import AttachedPolicy, PolicySet
 from policy.facts import Facts, MissingFactError, Reservation, UsageQuery
 from policy.grants import GrantRequest, evaluate_grants, grant_usage_queries
+from policy.limits import LimitRule
 from policy.request import PolicyRequest
-from policy.rules import ApprovalSpec, DelegateAllowlist, LimitRule, Rule, RuleContext
+from policy.rules import ApprovalSpec, DelegateAllowlist, Rule, RuleContext
 from policy.windows import utc
 
 DEFAULT_RULE_ID = "default"

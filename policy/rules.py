@@ -1,4 +1,4 @@
-"""The rule kinds: what each one checks, when it fires, and what it reserves.
+"""The rule kinds: what each one checks and when it fires.
 
 Two families, told apart by the effects they accept:
 
@@ -12,9 +12,8 @@ Two families, told apart by the effects they accept:
   They fire when the request uses what they unlock.
 
 ``check`` returns a ``Hit`` (stable code and message) when the rule fires, None otherwise; the engine
-gives the hit the rule's effect. The two stateful guards (spend and rate limits) also name the
-``UsageQuery`` they read and the ``Reservation`` a non-denied request must record; both use the same
-rolling window, ``(now - window, now]`` plus anything recorded later (see ``policy.windows``).
+gives the hit the rule's effect. The two stateful guards, spend and rate limits, live in
+``policy.limits``.
 """
 
 from __future__ import annotations
@@ -27,13 +26,12 @@ from typing import Any, ClassVar, Final
 from policy.canonical import NATIVE
 from policy.decision import Effect
 from policy.errors import PolicyInputError
-from policy.facts import Facts, Reservation, UsageQuery, rate_key, spend_key
+from policy.facts import Facts
 from policy.request import PolicyRequest, TransactionView
 from policy.windows import WEEKDAYS, TimeOfDayWindow, format_time_of_day
 
 GUARD_EFFECTS: Final = frozenset({Effect.DENY, Effect.REQUIRE_APPROVAL})
 UNLOCK_EFFECTS: Final = frozenset({Effect.ALLOW, Effect.REQUIRE_APPROVAL})
-LIMIT_SUBJECTS: Final = ("key", "principal", "scope")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +67,15 @@ class Hit:
     message: str
 
 
-def _amount_of(request: PolicyRequest, asset: str) -> int:
+def amount_of(request: PolicyRequest, asset: str) -> int:
     return sum(a.value for a in request.amounts if a.asset == asset)
 
 
-def _asset_name(asset: str) -> str:
+def asset_name(asset: str) -> str:
     return "wei" if asset == NATIVE else f"of token {asset}"
 
 
-def _duration(window: timedelta) -> str:
+def describe_window(window: timedelta) -> str:
     seconds = int(window.total_seconds())
     for unit, size in (("d", 86_400), ("h", 3600), ("m", 60)):
         if seconds % size == 0:
@@ -208,11 +206,11 @@ class ValueCap(Rule):
     asset: str = NATIVE
 
     def check(self, ctx: RuleContext) -> Hit | None:
-        amount = _amount_of(ctx.request, self.asset)
+        amount = amount_of(ctx.request, self.asset)
         if amount > self.max_value:
             return Hit(
                 "value_cap_exceeded",
-                f"{amount} {_asset_name(self.asset)} exceeds the per-transaction cap of {self.max_value}",
+                f"{amount} {asset_name(self.asset)} exceeds the per-transaction cap of {self.max_value}",
             )
         return None
 
@@ -347,104 +345,6 @@ class TimeWindow(Rule):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class LimitRule(Rule):
-    """A stateful guard: a sum over a rolling window, counted per key, principal or scope."""
-
-    window: timedelta
-    per: str
-
-    def subject(self, ctx: RuleContext) -> str:
-        return {"key": ctx.request.resource_id, "principal": ctx.request.principal_id, "scope": ctx.scope}[
-            self.per
-        ]
-
-    @abstractmethod
-    def limit_key(self, ctx: RuleContext) -> str | None:
-        """The ledger key this request reads and charges, None when the limit does not concern it."""
-
-    @abstractmethod
-    def amount(self, ctx: RuleContext) -> int:
-        """How much this request adds to the sum."""
-
-    def usage_query(self, ctx: RuleContext) -> UsageQuery | None:
-        key = self.limit_key(ctx)
-        return None if key is None else UsageQuery(key, ctx.now - self.window)
-
-    def reservation(self, ctx: RuleContext) -> Reservation | None:
-        key = self.limit_key(ctx)
-        return None if key is None else Reservation(key, self.amount(ctx), ctx.now, ctx.now + self.window)
-
-    def params(self) -> dict[str, Any]:
-        return {"window_seconds": int(self.window.total_seconds()), "per": self.per}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class SpendLimit(LimitRule):
-    """At most ``max_value`` of ``asset`` per rolling ``window`` per key, principal or scope, counting
-    this request. Token amounts are the decoded ``transfer``/``transferFrom``/``approve`` amounts."""
-
-    kind: ClassVar[str] = "spend_limit"
-    max_value: int
-    asset: str = NATIVE
-
-    def amount(self, ctx: RuleContext) -> int:
-        return _amount_of(ctx.request, self.asset)
-
-    def limit_key(self, ctx: RuleContext) -> str | None:
-        # A request that moves none of the asset neither reads nor charges the ledger.
-        if self.amount(ctx) == 0:
-            return None
-        return spend_key(self.per, self.subject(ctx), self.asset)
-
-    def check(self, ctx: RuleContext) -> Hit | None:
-        query = self.usage_query(ctx)
-        if query is None:
-            return None
-        spent, amount = ctx.facts.used(query), self.amount(ctx)
-        if spent + amount > self.max_value:
-            return Hit(
-                "spend_limit_exceeded",
-                f"{amount} {_asset_name(self.asset)} would bring this {self.per}'s spend in the last "
-                f"{_duration(self.window)} to {spent + amount}, over the limit of {self.max_value}",
-            )
-        return None
-
-    def params(self) -> dict[str, Any]:
-        return {"max_value": str(self.max_value), "asset": self.asset, **LimitRule.params(self)}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RateLimit(LimitRule):
-    """At most ``max_requests`` allowed or approval-pending requests per rolling ``window`` per key,
-    principal or scope, counting this one. Denied requests reserve nothing, so they do not count."""
-
-    kind: ClassVar[str] = "rate_limit"
-    max_requests: int
-
-    def amount(self, ctx: RuleContext) -> int:
-        return 1
-
-    def limit_key(self, ctx: RuleContext) -> str | None:
-        return rate_key(self.per, self.subject(ctx))
-
-    def check(self, ctx: RuleContext) -> Hit | None:
-        query = self.usage_query(ctx)
-        if query is None:
-            return None
-        used = ctx.facts.used(query)
-        if used + 1 > self.max_requests:
-            return Hit(
-                "rate_limit_exceeded",
-                f"this {self.per} has made {used} requests in the last {_duration(self.window)}; "
-                f"the limit is {self.max_requests}",
-            )
-        return None
-
-    def params(self) -> dict[str, Any]:
-        return {"max_requests": self.max_requests, **LimitRule.params(self)}
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class RawDigest(Rule):
     """Unlocks ``sign_raw`` (signing a bare 32-byte digest), which is denied without such a rule."""
 
@@ -477,22 +377,3 @@ class DelegateAllowlist(Rule):
 
     def params(self) -> dict[str, Any]:
         return {"delegates": sorted(self.delegates)}
-
-
-RULE_KINDS: Final[dict[str, type[Rule]]] = {
-    cls.kind: cls
-    for cls in (
-        ChainAllowlist,
-        RecipientAllowlist,
-        RecipientDenylist,
-        ValueCap,
-        SpendLimit,
-        RateLimit,
-        SelectorAllowlist,
-        TypedDataDomainAllowlist,
-        GasCostCap,
-        TimeWindow,
-        DelegateAllowlist,
-        RawDigest,
-    )
-}

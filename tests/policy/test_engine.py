@@ -34,7 +34,8 @@ from policy import (
     strongest,
     usage_queries,
 )
-from policy.rules import ApprovalSpec, Hit, LimitRule, RawDigest, Rule, RuleContext, ValueCap
+from policy.limits import LimitRule
+from policy.rules import ApprovalSpec, Hit, RawDigest, Rule, RuleContext, ValueCap
 from tests.policy.support import (
     ALICE,
     BOB,

@@ -1,0 +1,120 @@
+"""The stateful guards: rolling spend limits and request-rate limits, read from and charged to the ledger.
+
+A limit counts per key, per principal or per scope (the scope its document is attached to; for a
+document attached to a key, the key's own scope). Before deciding, the engine asks for the ledger sum
+of its limit key over the rolling window ``(now - window, now]`` plus anything recorded later (see
+``policy.windows``); a request fires the limit when that sum plus its own amount is over the maximum.
+A request that is not denied must record the ``Reservation`` the limit names, atomically with the
+decision, so requests decided one after another under the caller's lock can never overshoot.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, ClassVar, Final
+
+from policy.canonical import NATIVE
+from policy.facts import Reservation, UsageQuery, rate_key, spend_key
+from policy.rules import Hit, Rule, RuleContext, amount_of, asset_name, describe_window
+
+LIMIT_SUBJECTS: Final = ("key", "principal", "scope")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LimitRule(Rule):
+    """A stateful guard: a sum over a rolling window, counted per key, principal or scope."""
+
+    window: timedelta
+    per: str
+
+    def subject(self, ctx: RuleContext) -> str:
+        return {"key": ctx.request.resource_id, "principal": ctx.request.principal_id, "scope": ctx.scope}[
+            self.per
+        ]
+
+    @abstractmethod
+    def limit_key(self, ctx: RuleContext) -> str | None:
+        """The ledger key this request reads and charges, None when the limit does not concern it."""
+
+    @abstractmethod
+    def amount(self, ctx: RuleContext) -> int:
+        """How much this request adds to the sum."""
+
+    def usage_query(self, ctx: RuleContext) -> UsageQuery | None:
+        key = self.limit_key(ctx)
+        return None if key is None else UsageQuery(key, ctx.now - self.window)
+
+    def reservation(self, ctx: RuleContext) -> Reservation | None:
+        key = self.limit_key(ctx)
+        return None if key is None else Reservation(key, self.amount(ctx), ctx.now, ctx.now + self.window)
+
+    def params(self) -> dict[str, Any]:
+        return {"window_seconds": int(self.window.total_seconds()), "per": self.per}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpendLimit(LimitRule):
+    """At most ``max_value`` of ``asset`` per rolling ``window`` per key, principal or scope, counting
+    this request. Token amounts are the decoded ``transfer``/``transferFrom``/``approve`` amounts."""
+
+    kind: ClassVar[str] = "spend_limit"
+    max_value: int
+    asset: str = NATIVE
+
+    def amount(self, ctx: RuleContext) -> int:
+        return amount_of(ctx.request, self.asset)
+
+    def limit_key(self, ctx: RuleContext) -> str | None:
+        # A request that moves none of the asset neither reads nor charges the ledger.
+        if self.amount(ctx) == 0:
+            return None
+        return spend_key(self.per, self.subject(ctx), self.asset)
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        query = self.usage_query(ctx)
+        if query is None:
+            return None
+        spent, amount = ctx.facts.used(query), self.amount(ctx)
+        if spent + amount > self.max_value:
+            return Hit(
+                "spend_limit_exceeded",
+                f"{amount} {asset_name(self.asset)} would bring this {self.per}'s spend in the last "
+                f"{describe_window(self.window)} to {spent + amount}, over the limit of {self.max_value}",
+            )
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"max_value": str(self.max_value), "asset": self.asset, **LimitRule.params(self)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit(LimitRule):
+    """At most ``max_requests`` allowed or approval-pending requests per rolling ``window`` per key,
+    principal or scope, counting this one. Denied requests reserve nothing, so they do not count."""
+
+    kind: ClassVar[str] = "rate_limit"
+    max_requests: int
+
+    def amount(self, ctx: RuleContext) -> int:
+        return 1
+
+    def limit_key(self, ctx: RuleContext) -> str | None:
+        return rate_key(self.per, self.subject(ctx))
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        query = self.usage_query(ctx)
+        if query is None:
+            return None
+        used = ctx.facts.used(query)
+        if used + 1 > self.max_requests:
+            return Hit(
+                "rate_limit_exceeded",
+                f"this {self.per} has made {used} requests in the last {describe_window(self.window)}; "
+                f"the limit is {self.max_requests}",
+            )
+        return None
+
+    def params(self) -> dict[str, Any]:
+        return {"max_requests": self.max_requests, **LimitRule.params(self)}
