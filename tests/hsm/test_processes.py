@@ -151,6 +151,9 @@ def _serving_process(token: SoftHsmToken, name: str, commands: Any, replies: Any
                         replies.put(await worker.sign(argument, Curve.SECP256K1, DIGEST))
                     except SignerError as exc:
                         replies.put(exc.code)
+                elif command == "destroy":
+                    await worker.destroy_key(argument)
+                    replies.put("destroyed")
                 elif command == "list":
                     replies.put(sorted(hsm_id for hsm_id, _, _ in await worker.list_keys()))
                 else:
@@ -164,7 +167,8 @@ def _serving_process(token: SoftHsmToken, name: str, commands: Any, replies: Any
 async def test_keys_made_by_other_processes_are_found(
     hsm: Hsm, softhsm_tokens: dict[str, SoftHsmToken]
 ) -> None:
-    """Two serving processes create keys in turn (A, B, B, A); each then signs with all four.
+    """Two serving processes create keys in turn (A, B, B, A); each then signs with all four; a key
+    one of them destroys is refused by all.
 
     SoftHSM 2.6 alone gets this wrong: A's own write moves the token's generation counter past B's
     writes without A re-reading the object list, so A would answer key_not_found for B's keys forever.
