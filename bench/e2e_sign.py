@@ -493,6 +493,21 @@ def components(args: argparse.Namespace, raw: RawHsm, tmp: Path) -> tuple[list[s
 # -- reporting ------------------------------------------------------------------------------------------
 
 
+def tree_state() -> str:
+    """The commit measured, and whether the service's code differs from it (others edit the tree)."""
+    import subprocess
+
+    def git(*argv: str) -> str:
+        done = subprocess.run(["git", *argv], cwd=REPO, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "signer", "policy")
+    changed = len(dirty.splitlines())
+    return f"{git('rev-parse', '--short', 'HEAD')}" + (
+        f" + {changed} uncommitted file(s) in signer/ or policy/" if changed else " (clean)"
+    )
+
+
 def share_line(name: str, share: CpuShare) -> str:
     database = f"postgres {share.database:4.2f}  " if share.database else ""
     return (
@@ -614,6 +629,7 @@ def main() -> None:
 
     command = "bench/e2e_sign.py " + shlex.join(sys.argv[1:])
     print(f"# {command}")
+    print(f"# tree: {tree_state()}")
     print(
         f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.2f}; background before start {background_load():.2f} cores"
@@ -746,6 +762,7 @@ def main() -> None:
     summary = {
         "bench": "e2e_sign",
         "command": command,
+        "tree": tree_state(),
         "cpus": os.cpu_count(),
         "workers": args.workers,
         "clients": args.clients,
