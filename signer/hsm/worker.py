@@ -3,15 +3,16 @@
 This is the home of the ``pkcs11`` dependency (with ``signer.hsm.token``, ``signer.hsm.ckapi`` and
 ``signer.hsm.errormap``). It owns: the single worker thread that makes every PKCS#11 call in the process
 (load, find, open, login, sign, close, finalise); the bounded job queue and the deadlines; recovery from
-lost sessions and vanished tokens; the translation of PKCS#11 failures into ``signer.errors``.
+lost sessions and vanished tokens; rescanning the token when a key is missing (SoftHSM can hide keys
+other processes made); the translation of PKCS#11 failures into ``signer.errors``.
 
 It must never: call PKCS#11 from the event loop or from any other thread (python-pkcs11 0.10.1 runs
 ``C_Initialize(NULL)`` and releases the GIL; two threads inside SoftHSM 2.6.1 at once crash the
 process); use a session or handle inherited across ``fork``; deliver a result to a caller that has
 already given up (a late signature is dropped, never released later); retry in a loop (one re-login,
-one handle refresh and at most three short back-offs per job); put a PIN, handle or module message in
-an error or a log line; ship a fake (test faults live in ``tests/`` and reach the worker only through
-``Hsm._run_on_worker``).
+one handle refresh, one rescan and at most three short back-offs per job); put a PIN, handle or module
+message in an error or a log line; ship a fake (test faults live in ``tests/`` and reach the worker
+only through ``Hsm._run_on_worker``).
 
 How a call travels: ``await hsm.sign(...)`` validates its arguments, takes a queue slot (none left:
 ``Unavailable(code="hsm_overloaded")``), puts a job on the process's PKCS#11 thread and waits at most

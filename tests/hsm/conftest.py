@@ -12,6 +12,7 @@ Tokens: ``hsm-main`` (the session ``hsm``), ``hsm-aux`` (per-test workers that b
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -61,6 +62,19 @@ def hsm(softhsm_tokens: dict[str, SoftHsmToken]) -> Iterator[Hsm]:
     if _Pkcs11Thread._current is None:  # no other suite's Hsm is still running in this process
         leftover = [t.name for t in threading.enumerate() if t.name == WORKER_THREAD]
         assert not leftover, "the PKCS#11 thread outlived every Hsm"
+
+
+@pytest.fixture(autouse=True)
+def no_pin_in_logs(request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A-14 for this suite: whatever a test did, no token PIN shows up in any log record of ours."""
+    caplog.set_level(logging.DEBUG, logger="signer")
+    yield
+    if "softhsm_tokens" in request.fixturenames:
+        tokens: dict[str, SoftHsmToken] = request.getfixturevalue("softhsm_tokens")
+        logged = caplog.text
+        for token in tokens.values():
+            assert token.user_pin.reveal() not in logged
+            assert token.so_pin.reveal() not in logged
 
 
 MakeHsm = Callable[..., Awaitable[Hsm]]
