@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -415,6 +416,92 @@ def connection_owner(pids: Iterable[int], server_port: int, client_port: int) ->
             except OSError:
                 continue
     return None
+
+
+# -- a database server that can go away ----------------------------------------------------------
+
+
+class TcpProxy:
+    """A loopback TCP proxy on a thread of its own, for a server in another process to connect through.
+
+    ``down()`` closes the listening socket and resets every live connection, as a database host that
+    went away would look; ``up()`` listens again on the same port. Use it as a context manager: the
+    thread and its loop are always stopped and joined on exit.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._target = (host, port)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="system-tcp-proxy", daemon=True)
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.port = 0
+
+    def __enter__(self) -> TcpProxy:
+        self._thread.start()
+        self.up()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self._server is not None:
+                self.down()
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=HANG_GUARD)
+            self._loop.close()
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=HANG_GUARD)
+
+    def up(self) -> None:
+        async def listen() -> None:
+            self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+        self._run(listen())
+
+    def down(self) -> None:
+        async def close() -> None:
+            assert self._server is not None
+            self._server.close()
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._server.wait_closed()
+            self._server = None
+
+        self._run(close())
+
+    async def _accept(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            try:
+                server_r, server_w = await asyncio.open_connection(*self._target)
+            except OSError:
+                client_w.transport.abort()
+                return
+            self._writers.update((client_w, server_w))
+            await asyncio.gather(self._pipe(client_r, server_w), self._pipe(server_r, client_w))
+        finally:
+            self._tasks.discard(task)
+
+    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        except OSError:
+            pass
+        finally:
+            self._writers.discard(sink)
+            sink.transport.abort()
 
 
 # -- a server that cannot override file permissions -----------------------------------------------
