@@ -17,6 +17,7 @@ kind's fields are listed once, in ``_KIND_FIELDS``; ``RULE_KINDS`` maps kind nam
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Final
@@ -69,9 +70,27 @@ _COMMON_REQUIRED: Final = ("id", "kind", "effect")
 _COMMON_OPTIONAL: Final = ("description", "approval")
 
 
+MAX_JSON_DEPTH: Final = 32  # a document nests 5 deep; the bound only has to stop hostile input
+_JSON_STRING: Final = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET: Final = re.compile(r"[\[\]{}]")
+
+
+def _nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether brackets outside strings nest beyond ``limit``: checked before ``json.loads`` runs, because
+    its C scanner recurses on the C stack and, where a library has raised the recursion limit (py_ecc,
+    imported by eth-account, sets 100000), deep input crashes the process instead of raising."""
+    depth = 0
+    for bracket in _JSON_BRACKET.finditer(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket.group() in "[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def parse_policy_json(text: str | bytes) -> PolicyDocument:
-    """Parse a JSON text strictly: duplicate keys, NaN, Infinity and non-integer numbers are refused
-    (the standard ``json`` module would keep the last duplicate and accept floats silently)."""
+    """Parse a JSON text strictly: duplicate keys, NaN, Infinity, non-integer numbers and nesting beyond
+    ``MAX_JSON_DEPTH`` are refused (the standard ``json`` module would keep the last duplicate and
+    accept floats silently)."""
 
     def no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: dict[str, Any] = {}
@@ -87,11 +106,18 @@ def parse_policy_json(text: str | bytes) -> PolicyDocument:
     def no_constant(_text: str) -> Any:
         raise fail("", "invalid_type", "NaN and Infinity are not allowed")
 
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise fail("", "malformed_json", "is not UTF-8") from None
+    if _nests_deeper_than(text, MAX_JSON_DEPTH):
+        raise fail("", "too_deep", f"nests deeper than {MAX_JSON_DEPTH} levels")
     try:
         data = json.loads(
             text, object_pairs_hook=no_duplicates, parse_float=no_float, parse_constant=no_constant
         )
-    except (ValueError, RecursionError) as exc:
+    except ValueError as exc:
         if isinstance(exc, PolicyDocumentError):
             raise
         raise fail("", "malformed_json", "is not valid JSON") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -227,13 +228,33 @@ def test_the_message_reads_like_the_example():
         ('{"id": "p", "version": 1.0, "rules": []}', "", "invalid_type"),
         ('{"id": "p", "version": NaN, "rules": []}', "", "invalid_type"),
         ('{"id": "p", "version": 1, "rules": [', "", "malformed_json"),
-        ("[" * 100_000 + "]" * 100_000, "", "malformed_json"),
+        (b'{"id": "\xff"}', "", "malformed_json"),
+        ("[" * 33 + "]" * 33, "", "too_deep"),
     ],
 )
 def test_json_text_is_read_strictly(text, path, code):
     with pytest.raises(PolicyDocumentError) as caught:
         parse_policy_json(text)
     assert (caught.value.path, caught.value.code) == (path, code)
+
+
+def test_deep_json_is_refused_before_the_c_scanner_can_overflow_the_stack():
+    # eth-account (through py_ecc) raises the recursion limit to 100000 in the service process; with
+    # that limit json.loads of this input overflows the C stack and kills the process. Refusing it first
+    # keeps the parser safe whatever the limit is.
+    original = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(original, 100_000))
+    try:
+        with pytest.raises(PolicyDocumentError) as caught:
+            parse_policy_json("[" * 200_000 + "]" * 200_000)
+    finally:
+        sys.setrecursionlimit(original)
+    assert caught.value.code == "too_deep"
+
+
+def test_a_string_full_of_quotes_and_brackets_still_parses():
+    text = json.dumps(doc(VALID_RULES[0], description='say \\"[{ and }]\\" twice: [[[[' * 20))
+    assert parse_policy_json(text).description.startswith('say \\"[{')
 
 
 # -- property: an unknown field never parses, wherever it is put ----------------------------------------
