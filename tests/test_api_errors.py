@@ -242,3 +242,13 @@ def test_no_secret_in_logs_or_responses(server: Server, setup):
     status, _, exported = server.call("GET", "/v1/audit/events?limit=10000", token=admin_token)
     for secret in (pin, so_pin, admin_token.split(".")[1], token.split(".")[1]):
         assert secret not in exported
+
+
+def test_nesting_at_the_body_limit_cannot_crash_the_server(server: Server, setup):
+    token, key = setup
+    # eth-account's py_ecc raises the recursion limit; 64 KiB of '[' must still be a clean 400.
+    for raw in (b"[" * 65000, b'{"a":' * 10000 + b"1" + b"}" * 10000, b'["' + b"[" * 60000 + b'"]'):
+        status, _, body = sign_tx(server, token, key["id"], None, raw=raw)
+        assert status == 400, body
+    status, _, _ = server.call("GET", "/healthz")
+    assert status == 200

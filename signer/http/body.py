@@ -9,6 +9,7 @@ fields never slip into a request (no mass assignment).
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -34,19 +35,21 @@ def _no_constants(name: str) -> Any:
     raise InvalidRequest(f"{name} is not allowed in JSON", code="malformed_json")
 
 
-def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    deepest = 0
-    while stack:
-        item, depth = stack.pop()
-        deepest = max(deepest, depth)
-        if depth > limit:
-            raise InvalidRequest("JSON nests too deeply", code="malformed_json")
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
-            stack.extend((v, depth + 1) for v in item)
-    return deepest
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def _check_depth(text: str, limit: int = MAX_DEPTH) -> None:
+    """Refuse deep nesting BEFORE json.loads: a dependency (py_ecc, via eth-account) raises the
+    recursion limit so far that the C parser can overflow the stack and kill the process."""
+    depth = 0
+    for match in _BRACKET.finditer(_STRING.sub("", text)):
+        if match.group() in "[{":
+            depth += 1
+            if depth > limit:
+                raise InvalidRequest("JSON nests too deeply", code="malformed_json")
+        else:
+            depth -= 1
 
 
 def loads_strict(raw: bytes) -> Any:
@@ -54,6 +57,7 @@ def loads_strict(raw: bytes) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise InvalidRequest("body is not UTF-8", code="malformed_json") from None
+    _check_depth(text)
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
     except RecursionError:
@@ -65,7 +69,6 @@ def loads_strict(raw: bytes) -> Any:
                 f"malformed JSON at line {exc.lineno} column {exc.colno}", code="malformed_json"
             ) from None
         raise InvalidRequest("a number in the body is too long", code="malformed_json") from None
-    _depth(value)
     return value
 
 
