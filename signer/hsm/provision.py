@@ -174,17 +174,19 @@ def init_token(module_path: str, label: str, so_pin: Secret, user_pin: Secret) -
     PINs) on any failure.
     """
     padded = _padded_label(label)
-    module = _Module(module_path)
-    rv = module.call("C_Initialize", None)
-    if rv == _CKR_CRYPTOKI_ALREADY_INITIALIZED:
-        # Someone else in this process owns the module: finalising it under them would break them.
-        raise ConfigurationError(
-            "PKCS#11 module is already initialised in this process; run init_token in a fresh process"
-        )
-    if rv != _CKR_OK:
-        raise ConfigurationError(f"C_Initialize failed with CKR 0x{rv:X}")
+    module = _Module(module_path)  # loading runs no PKCS#11 code; C_Initialize comes last
     so_buf = _pin_buffer(so_pin)
     user_buf = _pin_buffer(user_pin)
+    rv = module.call("C_Initialize", None)
+    if rv != _CKR_OK:
+        _wipe(so_buf)
+        _wipe(user_buf)
+        if rv == _CKR_CRYPTOKI_ALREADY_INITIALIZED:
+            # Someone else in this process owns the module: finalising it under them would break them.
+            raise ConfigurationError(
+                "PKCS#11 module is already initialised in this process; run init_token in a fresh process"
+            )
+        raise ConfigurationError(f"C_Initialize failed with CKR 0x{rv:X}")
     try:
         slot = _find_slot(module, padded)
         if slot is None:
