@@ -560,6 +560,16 @@ def breakdown(
 # -- in-process probe (wall-clock spans per request) ----------------------------------------------------
 
 PROBE_ENV = "SIGNER_BENCH_PROBE"
+EXPERIMENTS_ENV = "SIGNER_BENCH_EXPERIMENTS"
+
+# What-if changes the probe can apply inside the server processes, to measure a proposal before anyone
+# changes signer/ (each mirrors one proposal in bench/README.md).
+EXPERIMENTS = {
+    "no_access_log": "no access-log line per request (the audit log already records every decision)",
+    "gc_freeze": "gc.collect() + gc.freeze() once the app is warm (startup objects never scanned again)",
+    "uvloop": "uvloop's event loop instead of asyncio's",
+    "cache_keys": "memoise public-key validation and EIP-55 checksums (the same key signs every time)",
+}
 
 # (label, module, attribute path, kind) in pipeline order; each is wrapped with a timer. Module
 # globals are patched where the caller looks them up at call time, class attributes for methods.
@@ -688,11 +698,17 @@ def install_probe(out_dir: str) -> None:
             collections[str(info.get("generation", 0))].append(perf() - gc_started[0])
 
     gc.callbacks.append(on_gc)
+    experiments = {e for e in os.environ.get(EXPERIMENTS_ENV, "").split(",") if e}
+    _apply_experiments(experiments)
 
     def reset(_signum: int, _frame: Any) -> None:
         for values in (*spans.values(), *cpu.values(), *collections.values()):
             values.clear()
         batch_sizes.clear()
+        if "gc_freeze" in experiments:
+            # The app is warm when the benchmark resets the probe: everything alive now is start-up state.
+            gc.collect()
+            gc.freeze()
 
     def dump(_signum: int, _frame: Any) -> None:
         data = {
@@ -714,6 +730,30 @@ def install_probe(out_dir: str) -> None:
     signal.signal(signal.SIGUSR2, dump)
     # Proof for the benchmark that the signals are handled here: unhandled, SIGUSR1 would kill us.
     (Path(out_dir) / f"probe-ready-{os.getpid()}").touch()
+
+
+def _apply_experiments(experiments: set[str]) -> None:
+    unknown = experiments - set(EXPERIMENTS)
+    if unknown:
+        raise ValueError(f"unknown experiments: {sorted(unknown)}")
+    if "no_access_log" in experiments:
+        import logging
+
+        logging.getLogger("signer.access").setLevel(logging.WARNING)
+    if "uvloop" in experiments:
+        import uvloop
+
+        # run_app creates its loop through the policy.
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    if "cache_keys" in experiments:
+        import signer.eth.primitives as primitives
+        import signer.eth.signatures as signatures
+
+        checksum = functools.lru_cache(maxsize=4096)(primitives.to_checksum_address)
+        validate = functools.lru_cache(maxsize=4096)(primitives.validate_public_key)
+        for module in (primitives, signatures):
+            setattr(module, "to_checksum_address", checksum)  # noqa: B010 - patching a module global
+            setattr(module, "validate_public_key", validate)  # noqa: B010
 
 
 def read_probes(directory: Path, pids: list[int], deadline: float = 20.0) -> dict[str, Any] | None:

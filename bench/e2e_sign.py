@@ -51,6 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from common import (
+    EXPERIMENTS,
+    EXPERIMENTS_ENV,
     PROBE_ENV,
     REPO,
     CpuShare,
@@ -217,6 +219,7 @@ async def drive(
     database: str | None,
     profile_dir: Path | None,
     rate: int,
+    probe_dir: Path | None = None,
 ) -> LoadResult:
     import aiohttp
 
@@ -271,6 +274,10 @@ async def drive(
         async def timer() -> None:
             # Measurement windows, not synchronisation: snapshots are taken when each window opens.
             await asyncio.sleep(warmup)
+            if probe_dir is not None:
+                for pid in worker_pids:
+                    if (probe_dir / f"probe-ready-{pid}").exists():
+                        os.kill(pid, signal.SIGUSR1)  # warm now: experiments such as gc_freeze apply
             result.windows["measure"] = Window("measure", cpu_snapshot(server_pids, database))
             await asyncio.sleep(begin + warmup + seconds - time.perf_counter())
             snap = cpu_snapshot(server_pids, database)
@@ -380,16 +387,21 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
 
     installation = init_installation(data_dir, database_url)
     profile_dir = None
+    probe_dir = None
     extra_env: dict[str, str] = {}
     if args.profile > 0:
         profile_dir = RESULTS / f"profile-{time.strftime('%Y%m%d-%H%M%S')}"
         profile_dir.mkdir(parents=True, exist_ok=True)
-        # The probe (timers around the pipeline's steps) loads through sitecustomize in the server's
-        # processes only; signer/ is unchanged and knows nothing about it.
+    if args.profile > 0 or args.experiment:
+        # The probe (timers around the pipeline's steps, and any --experiment) loads through
+        # sitecustomize in the server's processes only; signer/ is unchanged and knows nothing of it.
+        probe_dir = profile_dir or data_dir.parent / "probe"
+        probe_dir.mkdir(parents=True, exist_ok=True)
         site = probe_site_dir(data_dir.parent)
         extra_env = {
             "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
-            PROBE_ENV: str(profile_dir),
+            PROBE_ENV: str(probe_dir),
+            EXPERIMENTS_ENV: ",".join(args.experiment),
         }
     server = start_server(installation, workers=args.workers, env=extra_env, ready_timeout=120)
     try:
@@ -414,10 +426,13 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
                 make_url(database_url).database if database_url else None,
                 profile_dir,
                 args.profile_rate,
+                probe_dir,
             )
         )
         alive = server.process.poll() is None
         probes = read_probes(profile_dir, load.probed) if profile_dir is not None and load.probed else None
+        if probe_dir is not None and not all((probe_dir / f"probe-ready-{p}").exists() for p in workers):
+            raise RuntimeError("the probe did not load in every worker (see the server log)")
     finally:
         server.stop()
     log_tail = server.log_text()[-2000:] if not alive else ""
@@ -618,6 +633,14 @@ def main() -> None:
     parser.add_argument(
         "--components", action="store_true", help="also measure each step's CPU in isolation (~40 s)"
     )
+    parser.add_argument(
+        "--experiment",
+        action="append",
+        default=[],
+        choices=sorted(EXPERIMENTS),
+        help="apply a what-if change inside the server processes (repeatable): "
+        + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()),
+    )
     parser.add_argument("--analyse", type=Path, help="only print the profile saved in this directory")
     args = parser.parse_args()
     if args.analyse is not None:
@@ -630,6 +653,8 @@ def main() -> None:
     command = "bench/e2e_sign.py " + shlex.join(sys.argv[1:])
     print(f"# {command}")
     print(f"# tree: {tree_state()}")
+    for name in args.experiment:
+        print(f"# EXPERIMENT {name}: {EXPERIMENTS[name]} (applied in the server by bench code only)")
     print(
         f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()}, "
         f"load average {os.getloadavg()[0]:.2f}; background before start {background_load():.2f} cores"
@@ -763,6 +788,7 @@ def main() -> None:
         "bench": "e2e_sign",
         "command": command,
         "tree": tree_state(),
+        "experiments": args.experiment,
         "cpus": os.cpu_count(),
         "workers": args.workers,
         "clients": args.clients,
