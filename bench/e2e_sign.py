@@ -133,9 +133,23 @@ class RawHsm:
         return self._children_cpu() - before
 
     def measure(self, startup_cpu: float) -> RawRound:
-        before = self._children_cpu()
-        start = cpu_snapshot([])
-        rate = self._hsm_raw.measure_raw(self._ctx, self._token, self._hsm_id, self.processes, self.seconds)
+        for attempt in range(3):
+            before = self._children_cpu()
+            start = cpu_snapshot([])
+            try:
+                rate = self._hsm_raw.measure_raw(
+                    self._ctx, self._token, self._hsm_id, self.processes, self.seconds
+                )
+                break
+            except Exception as exc:  # a failed round is retried, then reported
+                # A child that fails before the start barrier leaves its siblings waiting on it for
+                # ever: end them (they are ours), or this process would wait for them at exit.
+                for child in multiprocessing.active_children():
+                    child.terminate()
+                    child.join(timeout=10)
+                print(f"raw HSM round failed ({type(exc).__name__}); retrying", flush=True)
+                if attempt == 2:
+                    raise
         end = cpu_snapshot([])
         share = cpu_share(start, end)
         children = self._children_cpu() - before
