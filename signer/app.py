@@ -98,6 +98,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         settings.resolved_database_url,
         pool_size=settings.db_pool_size,
         pool_timeout=settings.db_pool_timeout_seconds,
+        # Below the request deadline, so a caller waiting for the lock hears 503, not 504.
+        lock_timeout=min(settings.db_lock_timeout_seconds, settings.request_deadline_seconds / 2),
         batch_max=settings.audit_batch_max,
     )
     try:

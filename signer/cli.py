@@ -111,6 +111,8 @@ def init(data_dir: str | None, config: str | None, admin_name: str) -> None:
         migrate(settings.resolved_database_url)
     except SignerError as exc:
         _fail(f"database migration failed: {exc.message}")
+    except ConfigurationError as exc:
+        _fail(str(exc))
     credentials = asyncio.run(_bootstrap_admin(settings, admin_name))
     if credentials is None:
         click.echo("an admin already exists; no new credentials printed", err=True)
@@ -179,6 +181,8 @@ def migrate(data_dir: str | None, config: str | None) -> None:
         run_migrations(settings.resolved_database_url)
     except SignerError as exc:
         _fail(f"database migration failed: {exc.message}")
+    except ConfigurationError as exc:
+        _fail(str(exc))
     click.echo("database is up to date", err=True)
 
 
@@ -193,12 +197,8 @@ def serve(
 ) -> None:
     """Serve the API."""
     settings = _settings(data_dir, config, host=host, port=port, workers=workers)
-    from signer.store import migrate as run_migrations
-
-    try:
-        run_migrations(settings.resolved_database_url)
-    except SignerError as exc:
-        _fail(f"database is not usable: {exc.message}")
+    # No migration here: a mistyped URL must not start a service on a new, empty database.
+    # `signer init` (first run) and `signer migrate` (upgrades) create and update the schema.
     if settings.workers == 1:
         sys.exit(run_worker(settings))
     sys.exit(_supervise(settings))
@@ -214,6 +214,10 @@ def run_worker(settings: Settings) -> int:
         run(settings)
     except ConfigurationError as exc:
         click.echo(f"signer: error: {exc}", err=True)
+        return EXIT_CONFIG
+    except SignerError as exc:
+        # e.g. the database is unreachable at start: refuse, with the stable code.
+        click.echo(f"signer: error: cannot start: {exc.code}: {exc.message}", err=True)
         return EXIT_CONFIG
     except OSError as exc:
         click.echo(

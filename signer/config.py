@@ -89,7 +89,8 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     request_deadline_seconds: float = Field(default=5.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
-    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)
+    db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
+    db_lock_timeout_seconds: float = Field(default=2.0, gt=0, description="Wait for the write lock")
     audit_batch_max: int = Field(default=256, ge=1)
 
     @field_validator("hsm_pin", mode="before")

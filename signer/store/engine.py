@@ -29,7 +29,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from signer.errors import AuditUnavailable, Conflict, DatabaseUnavailable, SignerError
+from signer.errors import AuditUnavailable, ConfigurationError, Conflict, DatabaseUnavailable, SignerError
 
 log = logging.getLogger("signer.store")
 
@@ -51,17 +51,19 @@ def parse_url(url: str) -> Target:
     try:
         parsed = make_url(url)
     except (sa_exc.ArgumentError, ValueError):
-        raise ValueError("database URL is not valid") from None
+        raise ConfigurationError("database URL is not valid") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""
         if not database or database == ":memory:" or database.startswith("file:"):
-            raise ValueError("SQLite needs a file path (in-memory and URI databases are not supported)")
+            raise ConfigurationError(
+                "SQLite needs a file path (in-memory and URI databases are not supported)"
+            )
         path = Path(database).expanduser().resolve()
         return Target("sqlite", parsed.set(drivername="sqlite+aiosqlite", database=str(path)), path)
     if backend in ("postgresql", "postgres"):
         return Target("postgresql", parsed.set(drivername="postgresql+asyncpg"))
-    raise ValueError("unsupported database: use sqlite+aiosqlite:///path or postgresql+asyncpg://...")
+    raise ConfigurationError("unsupported database: use sqlite+aiosqlite:///path or postgresql+asyncpg://...")
 
 
 def build_engine(
@@ -292,6 +294,11 @@ _PG_UNAVAILABLE_CODES = {
     "40001": "database transaction conflict",
     "40P01": "database transaction conflict",
     "57014": "database statement timed out",
+    # "database is not currently accepting connections" (ALLOW_CONNECTIONS false, shutting down).
+    "55000": "database is not accepting connections",
+    "57P01": "database connection terminated",
+    "57P02": "database connection terminated",
+    "57P03": "database is starting up or shutting down",
 }
 
 

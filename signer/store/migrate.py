@@ -13,7 +13,9 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 
+from signer.errors import ConfigurationError
 from signer.store.engine import parse_url, translate
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -57,4 +59,9 @@ def migrate(url: str) -> None:
         error = translate(failure[0])
         if error is not None:
             raise error from None
+        if isinstance(failure[0], CommandError):
+            # e.g. a revision this build does not know: the database is newer than the code.
+            raise ConfigurationError(
+                "the database schema is not one this build knows (is it from a newer release?)"
+            ) from None
         raise failure[0]

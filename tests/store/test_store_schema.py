@@ -87,7 +87,7 @@ async def test_unmigrated_database_is_refused(tmp_path: Path) -> None:
     ],
 )
 async def test_unsupported_urls_are_refused(url: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ConfigurationError):
         await open_store(url)
 
 
