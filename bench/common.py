@@ -590,6 +590,14 @@ PROBE_POINTS: list[tuple[str, str, str, str]] = [
     ("recovery: low-s, recovery id, assemble", "signer.services.signing", "_finish_transaction", "sync"),
     ("commit: await store.submit (wait + batch)", "signer.store.core", "Store.submit", "async"),
     ("commit: one batch BEGIN..COMMIT", "signer.store.core", "Store._run_batch", "batch"),
+    # SQLite: BEGIN IMMEDIATE waits here for the write lock (another process's batch holds it).
+    (
+        "commit: BEGIN (SQLite: write-lock wait)",
+        "sqlalchemy.ext.asyncio.engine",
+        "AsyncTransaction.start",
+        "async",
+    ),
+    ("commit: COMMIT (WAL fsync)", "sqlalchemy.ext.asyncio.engine", "AsyncConnection.commit", "async"),
     ("audit: append_audit (canonical JSON + hash)", "signer.store.core", "Writer.append_audit", "sync"),
     ("JSON: response", "signer.http.routes", "_json", "sync"),
     ("access log: one line (format + write)", "signer.app", "access_log.info", "sync"),
