@@ -36,6 +36,7 @@ class Recovery(Enum):
     REFRESH_HANDLE = "refresh_handle"  # a cached object handle went stale: find the key again, retry once
     BACKOFF = "backoff"  # transient: up to 3 retries with exponential backoff inside the deadline
     RECONNECT = "reconnect"  # token or device trouble: fail now; re-initialise the library before next use
+    PIN_REFUSED = "pin_refused"  # never log in with this PIN again: a real HSM locks it after a few tries
 
 
 _SESSION_LOST = (pk.SessionHandleInvalid, pk.SessionClosed, pk.UserNotLoggedIn)
@@ -94,8 +95,8 @@ def translate(exc: BaseException) -> tuple[Recovery, SignerError]:
     if isinstance(exc, _TOKEN_TROUBLE):
         return Recovery.RECONNECT, HsmUnavailable("HSM token not usable")
     if isinstance(exc, _PIN_TROUBLE):
-        # A PIN that worked at start no longer does: nothing to retry, an operator must look.
-        return Recovery.RECONNECT, HsmUnavailable("HSM refused the login")
+        # A PIN that worked at start no longer does: retrying would burn the token's PIN tries.
+        return Recovery.PIN_REFUSED, HsmUnavailable("HSM refused the login")
     if isinstance(exc, _CONFINEMENT):
         return Recovery.NONE, Forbidden("the token refuses to reveal or export this key", code="key_confined")
     if isinstance(exc, pk.NoSuchKey):

@@ -55,6 +55,19 @@ _CONFINEMENT_ATTRS = [
     Attribute.TOKEN,
 ]
 
+# Start-up failures that come from another process writing the token file at the same moment.
+# Never a wrong PIN: a real HSM locks the PIN after a few tries, so a refused PIN is never retried.
+_RACY_AT_START = (
+    pk.GeneralError,
+    pk.NoSuchToken,
+    pk.TokenNotRecognised,
+    pk.TokenNotPresent,
+    pk.FunctionFailed,
+    pk.UserPinNotInitialized,
+)
+_CONNECT_ATTEMPTS = 5
+_CONNECT_FIRST_BACKOFF = 0.05
+
 # Users per loaded module and per token in this process, so that closing one Hsm neither finalises
 # the library nor logs out a token another Hsm still uses. Worker thread only, like everything here.
 _module_users: dict[str, int] = {}
@@ -156,13 +169,43 @@ class TokenSession:
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
-    def connect(self) -> None:
-        """Load the module, find the token by label, open the session and log in (start-up)."""
-        self._lib = pkcs11.lib(self._module)
-        self._ckapi = CkApi(self._module)
-        self._open_session(find_token=True)
+    def connect(self, deadline: float) -> None:
+        """Load the module, find the token by label, open the session and log in (start-up).
+
+        SoftHSM rewrites the token file on every login, and a process that reads it at that moment
+        (C_Initialize, C_Login) gets CKR_GENERAL_ERROR or does not see the token at all (measured:
+        about 2% of starts while another process logs in; processes of one service start together).
+        Such failures are retried from a fresh C_Initialize a few times with a short back-off; a
+        wrong PIN or a module that cannot be loaded is never retried, and neither is anything when
+        another Hsm in this process already uses the module (re-initialising it would cut them off).
+        """
+        delay = _CONNECT_FIRST_BACKOFF
+        attempts = 1 if _module_users.get(self._module) else _CONNECT_ATTEMPTS
+        for attempt in range(1, attempts + 1):
+            try:
+                if self._lib is None:
+                    self._lib = pkcs11.lib(self._module)
+                else:
+                    self._reinitialise()
+                if self._ckapi is None:
+                    self._ckapi = CkApi(self._module)
+                self._open_session(find_token=True)
+                break
+            except _RACY_AT_START:
+                if attempt == attempts or time.monotonic() + delay >= deadline:
+                    raise
+                log.warning("HSM token %r not readable yet (attempt %d); retrying", self.token_label, attempt)
+                time.sleep(delay)
+                delay *= 2
         self._register()
         self.indexed_at = time.monotonic()
+
+    def _reinitialise(self) -> None:
+        try:
+            self._lib.finalize()
+        except pk.PKCS11Error:
+            log.debug("C_Finalize failed; initialising anyway")
+        self._lib.initialize()
 
     def reopen_session(self) -> None:
         """Replace a lost session (closed, logged out, handle invalid) with a new logged-in one."""
@@ -186,11 +229,7 @@ class TokenSession:
         if self._lib is None:
             self._lib = pkcs11.lib(self._module)
         else:
-            try:
-                self._lib.finalize()
-            except pk.PKCS11Error:
-                log.debug("C_Finalize failed during reconnect; initialising anyway")
-            self._lib.initialize()
+            self._reinitialise()
         if self._ckapi is None:
             self._ckapi = CkApi(self._module)
         self._open_session(find_token=True)

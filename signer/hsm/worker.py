@@ -278,6 +278,8 @@ class Hsm:
         self._broken = False
         self._last_reconnect = float("-inf")
         self._last_miss_rescan = float("-inf")
+        # Set for good once the token refuses our PIN at run time (see Recovery.PIN_REFUSED).
+        self._pin_refused = False
 
     def __repr__(self) -> str:
         return f"Hsm(module={self.module_path!r}, token={self.token_label!r}, state={self._state})"
@@ -321,7 +323,7 @@ class Hsm:
 
     def _connect(self, deadline: float) -> None:
         try:
-            self._token.connect()
+            self._token.connect(deadline)
         except Exception as exc:  # noqa: BLE001 - every start-up failure becomes one clear refusal
             self._token.abandon()
             raise startup_error(exc, self.module_path, self.token_label) from None
@@ -482,7 +484,18 @@ class Hsm:
         else:
             job.future.set_result(value)
 
+    def _note_login_failure(self, exc: BaseException) -> None:
+        if translate(exc)[0] is Recovery.PIN_REFUSED:
+            self._latch_pin_refused()
+
+    def _latch_pin_refused(self) -> None:
+        if not self._pin_refused:
+            self._pin_refused = True
+            log.error("HSM token %r refused the PIN; no further logins until restarted", self.token_label)
+
     def _ensure_connected(self) -> None:
+        if self._pin_refused:
+            raise HsmUnavailable("HSM refused the login; restart with the right PIN")
         if not self._broken and self._token.connected:
             return
         now = time.monotonic()
@@ -492,6 +505,7 @@ class Hsm:
         try:
             self._token.reconnect()
         except Exception as exc:  # noqa: BLE001 - any failure here means "still unavailable"
+            self._note_login_failure(exc)
             self._counters.add("reconnect_failures")
             log.warning("HSM token %r still not usable (%s)", self.token_label, type(exc).__name__)
             raise HsmUnavailable("HSM token not usable") from None
@@ -517,6 +531,7 @@ class Hsm:
         try:
             self._token.reconnect()
         except Exception as exc:  # noqa: BLE001 - whatever broke, the token is not usable now
+            self._note_login_failure(exc)
             self._broken = True
             log.warning("HSM rescan of token %r failed (%s)", self.token_label, type(exc).__name__)
             raise HsmUnavailable("HSM token not usable") from None
@@ -565,6 +580,8 @@ class Hsm:
                     self._counters.add("transient_retries")
                     time.sleep(delay)
                     continue
+            if recovery is Recovery.PIN_REFUSED:
+                self._latch_pin_refused()
             if recovery in (Recovery.RECONNECT, Recovery.RELOGIN, Recovery.REFRESH_HANDLE):
                 # Token trouble, or a session that broke again right after repair: reconnect before the
                 # next job instead of hammering the token now.
@@ -578,6 +595,7 @@ class Hsm:
         try:
             self._token.reopen_session()
         except Exception as exc:  # noqa: BLE001 - whatever broke, the session is not back
+            self._note_login_failure(exc)
             self._broken = True
             log.warning("HSM re-login failed (%s)", type(exc).__name__)
             raise HsmUnavailable("HSM session could not be re-opened") from None

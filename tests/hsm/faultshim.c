@@ -14,6 +14,7 @@
  *   shim_sign_delay_ms(ms)                         C_Sign sleeps before producing the signature.
  *   shim_reset()                                   all faults off, counters zero.
  *   shim_sign_init_calls(), shim_injected()        counters, for assertions.
+ *   shim_login_calls()                             C_Login calls since the last reset.
  *   shim_threads_seen()                            how many distinct threads have called C_SignInit or
  *                                                  C_Sign since the last reset (the worker promises one).
  *
@@ -41,6 +42,7 @@ static volatile long after_sign_count;
 static volatile unsigned long sign_delay_ms;
 static volatile unsigned long sign_init_calls;
 static volatile unsigned long injected;
+static volatile unsigned long login_calls;
 
 #define MAX_THREADS 64
 static pthread_mutex_t threads_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -69,6 +71,7 @@ void shim_reset(void) {
     sign_delay_ms = 0;
     sign_init_calls = 0;
     injected = 0;
+    login_calls = 0;
     pthread_mutex_lock(&threads_lock);
     threads_seen = 0;
     pthread_mutex_unlock(&threads_lock);
@@ -89,6 +92,7 @@ void shim_fail_after_sign(unsigned long rv, long count) {
 void shim_sign_delay_ms(unsigned long ms) { sign_delay_ms = ms; }
 unsigned long shim_sign_init_calls(void) { return sign_init_calls; }
 unsigned long shim_injected(void) { return injected; }
+unsigned long shim_login_calls(void) { return login_calls; }
 
 static int take(volatile long *count) {
     if (*count == 0) return 0;
@@ -112,6 +116,12 @@ static CK_RV shim_C_Finalize(CK_VOID_PTR reserved) {
         return CKR_OK;
     }
     return real->C_Finalize(reserved);
+}
+
+static CK_RV shim_C_Login(CK_SESSION_HANDLE session, CK_USER_TYPE user_type, CK_UTF8CHAR_PTR pin,
+                          CK_ULONG pin_len) {
+    login_calls++;
+    return real->C_Login(session, user_type, pin, pin_len);
 }
 
 static CK_RV shim_C_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mechanism, CK_OBJECT_HANDLE key) {
@@ -157,6 +167,7 @@ CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list) {
         shim.C_Finalize = shim_C_Finalize;
         shim.C_GetFunctionList = C_GetFunctionList;
         shim.C_SignInit = shim_C_SignInit;
+        shim.C_Login = shim_C_Login;
         shim.C_Sign = shim_C_Sign;
     }
     *list = &shim;

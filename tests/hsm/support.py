@@ -125,6 +125,7 @@ class FaultShim:
         dll.shim_sign_init_calls.restype = ctypes.c_ulong
         dll.shim_injected.restype = ctypes.c_ulong
         dll.shim_threads_seen.restype = ctypes.c_uint
+        dll.shim_login_calls.restype = ctypes.c_ulong
         return cls(path=out, dll=dll)
 
     def reset(self) -> None:
@@ -146,6 +147,10 @@ class FaultShim:
     @property
     def injected(self) -> int:
         return int(self.dll.shim_injected())
+
+    @property
+    def login_calls(self) -> int:
+        return int(self.dll.shim_login_calls())
 
     @property
     def threads_seen(self) -> int:

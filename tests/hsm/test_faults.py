@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from typing import Any
 
 import pytest
 
 from signer.errors import DeadlineExceeded, HsmUnavailable
 from signer.hsm import Curve, Hsm
+from signer.hsm.provision import SoftHsmToken
 from tests.hsm.conftest import MakeHsm
 from tests.hsm.support import (
     CKR_DEVICE_ERROR,
@@ -140,3 +142,35 @@ async def test_slow_token_past_the_deadline(faultshim: FaultShim, make_hsm: Make
     assert verify(
         Curve.SECP256K1, key.public_key, DIGEST, await hsm.sign(key.hsm_id, Curve.SECP256K1, DIGEST)
     )
+
+
+async def test_pin_refused_at_run_time_is_never_tried_again(
+    faulty: tuple[Hsm, FaultShim], hsm: Hsm, softhsm_tokens: dict[str, SoftHsmToken]
+) -> None:
+    """The PIN changes under a running worker and its session is lost: one login attempt is refused,
+    and then the worker stops logging in (a real HSM locks the PIN after a few wrong tries)."""
+    worker, shim = faulty
+    token = softhsm_tokens["hsm-faults"]
+    key = await worker.generate_key(Curve.SECP256K1, "pin-latch")
+    old_pin, new_pin = token.user_pin.reveal(), "changed-under-the-worker"
+    await worker._run_on_worker(lambda ctx: ctx.session.set_pin(old_pin, new_pin))
+    try:
+        await worker._run_on_worker(lambda ctx: ctx.ckapi.close_all_sessions(ctx.slot_id))
+        logins = shim.login_calls
+        for _ in range(4):
+            with pytest.raises(HsmUnavailable) as info:
+                await worker.sign(key.hsm_id, Curve.SECP256K1, DIGEST)
+            assert info.value.code == "hsm_unavailable"
+        with pytest.raises(HsmUnavailable):
+            await worker.ping()
+        assert shim.login_calls == logins + 1
+    finally:
+        # Put the PIN back for the rest of the session (through the one PKCS#11 thread, like all).
+        def restore(ctx: Any) -> None:
+            session = ctx.lib.get_token(token_label=token.label).open(rw=True, user_pin=new_pin)
+            try:
+                session.set_pin(new_pin, old_pin)
+            finally:
+                session.close()
+
+        await hsm._run_on_worker(restore)

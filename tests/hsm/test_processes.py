@@ -228,3 +228,51 @@ async def test_rescans_on_a_miss_are_rate_limited(make_hsm: MakeHsm) -> None:
         with pytest.raises(NotFound):
             await eager.sign(never, Curve.SECP256K1, DIGEST)
     assert eager.stats.rescans == 5  # one per job, never a loop
+
+
+def _start_stop_cycles(token: SoftHsmToken, hsm_id: str, cycles: int, barrier: Any) -> list[str]:
+    os.environ["SOFTHSM2_CONF"] = str(token.conf_path)
+
+    async def cycle() -> str:
+        worker = Hsm(token.module_path, token.label, token.user_pin, deadline_seconds=30)
+        try:
+            await worker.start()
+        except ConfigurationError as exc:
+            return f"start refused: {exc}"
+        try:
+            await worker.sign(hsm_id, Curve.SECP256K1, DIGEST)
+            return "ok"
+        except SignerError as exc:
+            return f"sign failed: {exc.code}"
+        finally:
+            await worker.close()
+
+    barrier.wait(timeout=60)
+    return [asyncio.run(cycle()) for _ in range(cycles)]
+
+
+@pytest.mark.slow
+async def test_processes_starting_together_all_start(
+    hsm: Hsm, softhsm_tokens: dict[str, SoftHsmToken]
+) -> None:
+    """`signer serve --workers N` starts N processes at once; each login rewrites SoftHSM's token file
+    and a process reading it at that moment fails to find the token or to log in. Start-up retries
+    that; here 4 processes start, sign and stop 8 times each, all at the same time."""
+    token = softhsm_tokens["hsm-main"]
+    key = await hsm.generate_key(Curve.SECP256K1, "starting-together")
+    processes, cycles = 4, 8
+    ctx = multiprocessing.get_context("spawn")
+    manager = ctx.Manager()
+    try:
+        barrier = manager.Barrier(processes)
+        with ProcessPoolExecutor(max_workers=processes, mp_context=ctx) as pool:
+            loop = asyncio.get_running_loop()
+            runs = [
+                loop.run_in_executor(pool, _start_stop_cycles, token, key.hsm_id, cycles, barrier)
+                for _ in range(processes)
+            ]
+            outcomes = [outcome for run in await asyncio.gather(*runs) for outcome in run]
+    finally:
+        manager.shutdown()
+    assert outcomes == ["ok"] * (processes * cycles)
+    await hsm.ping()
