@@ -52,6 +52,9 @@ def launch() -> Iterator[Callable[..., Server]]:
     problems = []
     for server, workers in started:
         server.stop()
+        # Shown by pytest only when the test failed: the server's side of the story.
+        tail = "\n".join(server.log_text().splitlines()[-40:])
+        print(f"--- {server.log_path.name} (last lines) ---\n{tail}")
         for pid in workers:
             try:
                 wait_until(lambda pid=pid: not is_running(pid), 30, f"worker {pid} to exit")

@@ -9,11 +9,14 @@ server side of each TCP connection we sign over. SIGTERM to the supervisor must 
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
 import signal
 
+import aiohttp
+import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
@@ -104,3 +107,99 @@ def test_a_worker_that_dies_takes_the_service_down_with_it(own_installation: Ins
     assert survivor in everything
     for pid in everything:
         wait_until(lambda pid=pid: not is_running(pid), 30, f"child {pid} to be stopped")
+
+
+def pinned_connections(server: Server, workers: list[int]) -> dict[int, http.client.HTTPConnection]:
+    """One keep-alive connection to each worker (connections land where the kernel puts them; keep the
+    first one that reaches each worker and close the rest)."""
+    pinned: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(200):  # a hang guard, not a count anything depends on
+        connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+        connection.request("GET", "/healthz")
+        connection.getresponse().read()
+        assert connection.sock is not None
+        owner = connection_owner(workers, server.port, connection.sock.getsockname()[1])
+        if owner in workers and owner not in pinned:
+            pinned[owner] = connection
+            if len(pinned) == len(workers):
+                return pinned
+        else:
+            connection.close()
+    for connection in pinned.values():
+        connection.close()
+    raise AssertionError("could not reach every worker")
+
+
+def sign_via(connection: http.client.HTTPConnection, token: str, key: dict) -> tuple[int, dict]:
+    message = f"made anywhere, signed everywhere {key['id']}"
+    connection.request(
+        "POST",
+        f"/v1/keys/{key['id']}/sign/message",
+        body=json.dumps({"message": message, "encoding": "utf8"}),
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    response = connection.getresponse()
+    body = json.loads(response.read())
+    if response.status == 200:
+        signature = bytes.fromhex(body["signature"][2:])
+        assert Account.recover_message(encode_defunct(text=message), signature=signature) == key["address"]
+    return response.status, body
+
+
+async def create_keys_concurrently(server: Server, clients: int, each: int) -> list[dict]:
+    admin = server.installation.admin_token
+
+    async def client(n: int) -> list[dict]:
+        made = []
+        async with aiohttp.ClientSession(server.url, headers={"Authorization": f"Bearer {admin}"}) as session:
+            for m in range(each):
+                async with session.post("/v1/keys", json={"curve": "secp256k1", "label": f"c{n}-{m}"}) as r:
+                    body = await r.json()
+                    assert r.status == 201, body
+                    made.append(body)
+        return made
+
+    batches = await asyncio.gather(*(client(n) for n in range(clients)))
+    return [key for batch in batches for key in batch]
+
+
+@pytest.mark.slow
+def test_keys_made_on_any_worker_sign_on_every_worker_and_survive_a_restart(
+    own_installation: Installation, launch
+) -> None:
+    """SoftHSM's file store is shared by the workers' separate PKCS#11 sessions: keys written by one
+    process, concurrently with the other's writes and with the other still starting up, must be found
+    by every process, and the token must still pass the start-up inventory afterwards."""
+    server = launch(own_installation, workers=2)
+    keys = asyncio.run(create_keys_concurrently(server, clients=6, each=4))  # the 2nd worker may be starting
+    wait_all_workers_ready(server, 2)
+    workers = workers_of(server)
+    relayer = make_service(server, "everywhere")
+    token = relayer["credentials"]["access_token"]
+    for key in keys:
+        grant(server, relayer["principal"]["id"], key["id"], ["sign_message"])
+
+    failures = []
+    connections = pinned_connections(server, workers)
+    try:
+        for pid, connection in connections.items():
+            for key in keys:
+                status, body = sign_via(connection, token, key)
+                if status != 200:
+                    failures.append((pid, key["id"], status, body.get("code")))
+    finally:
+        for connection in connections.values():
+            connection.close()
+    assert not failures, failures
+
+    server.stop()
+    again = launch(own_installation)
+    assert "registered key is missing from the token" not in again.log_text()
+    for key in keys:
+        status, _, body = again.call(
+            "POST",
+            f"/v1/keys/{key['id']}/sign/message",
+            {"message": "after restart", "encoding": "utf8"},
+            token,
+        )
+        assert status == 200, (key["id"], body)
