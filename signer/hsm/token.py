@@ -331,15 +331,21 @@ class TokenSession:
 
     # -- keys --------------------------------------------------------------------------------------
 
+    def _search(self, template: dict[Attribute, Any]) -> list[Any]:
+        """C_FindObjects*, fully consumed here, on a session known to be valid.
+
+        python-pkcs11 leaves a search it could not start marked active (with its session lock held)
+        and finishes it from ``__del__``, i.e. from whichever thread frees it. Checking the session
+        first turns the usual cause (a lost session) into a clean error before any search exists.
+        """
+        self._api.session_info(self._session.handle)
+        return list(self._session.get_objects(template))
+
     def _private_key(self, hsm_id: str) -> tuple[Any, Curve | None]:
         cached = self._keys.get(hsm_id)
         if cached is not None:
             return cached
-        found = list(
-            self._session.get_objects(
-                {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: hsm_id_bytes(hsm_id)}
-            )
-        )
+        found = self._search({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: hsm_id_bytes(hsm_id)})
         if not found:
             # An empty search is also what SoftHSM answers when the session is logged out (private
             # objects are invisible) or the token directory is gone: check both before saying "no key".
@@ -377,7 +383,7 @@ class TokenSession:
         narrows the window in which another process's new key could be hidden from us to the write
         itself (the worker's rescan on a miss covers that remainder).
         """
-        list(self._session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: b"\x00"}))
+        self._search({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: b"\x00"})
 
     def generate_key(self, curve: Curve, label: str) -> GeneratedKey:
         self._catch_up()
@@ -399,7 +405,7 @@ class TokenSession:
         return _attributes_of(self._private_key(hsm_id)[0])
 
     def _private_keys(self) -> Iterator[Any]:
-        yield from list(self._session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}))
+        yield from self._search({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
 
     def list_keys(self) -> list[tuple[str, str, Curve | None]]:
         keys = []
@@ -437,7 +443,7 @@ class TokenSession:
 
     def destroy_key(self, hsm_id: str) -> None:
         key_id = hsm_id_bytes(hsm_id)
-        objects = list(self._session.get_objects({Attribute.ID: key_id}))
+        objects = self._search({Attribute.ID: key_id})
         private = [o for o in objects if o.object_class == ObjectClass.PRIVATE_KEY]
         if not private:
             self.ping()
