@@ -79,14 +79,14 @@ def test_hsm_gone_is_503_and_audited_then_recovers_without_restart(
     key = make_key(server, "secp256k1", "hsm-gone")
     grant(server, service["principal"]["id"], key["id"], ["sign_message"])
     status, body = sign(server, token, key, "before")
-    assert status == 200, body
+    assert status == 200, json.dumps(body)
     assert_verified(body, "before", key)
 
     tokens = own_installation.data_dir / "tokens"
     take_away(mode, tokens)
     try:
         status, body = sign(server, token, key, "while-gone")
-        assert (status, body["code"]) in {(503, "hsm_unavailable"), (504, "hsm_timeout")}, body
+        assert (status, body["code"]) in {(503, "hsm_unavailable"), (504, "hsm_timeout")}, json.dumps(body)
         assert "signature" not in body and "r" not in body
         text = json.dumps(body)
         for leak in (*LEAKS, str(own_installation.data_dir)):
@@ -110,7 +110,7 @@ def test_hsm_gone_is_503_and_audited_then_recovers_without_restart(
         if status == 200:
             assert_verified(body, request_id, key)
             return body
-        assert status in (503, 504), body
+        assert status in (503, 504), json.dumps(body)
         return None
 
     wait_until(signs_again, 30, "signing to work again", interval=0.2)

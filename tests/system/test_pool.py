@@ -9,6 +9,7 @@ the hang guard), while ``/healthz`` keeps answering; once the lock is released s
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
@@ -88,22 +89,25 @@ def test_held_write_lock_is_a_bounded_refusal_and_health_answers_meanwhile(
         assert not {"signature", "r", "s", "v"} & set(body), "a signature left without its audit record"
     # A caller that needs a connection waits the pool timeout, then gets 503.
     for status, body in new:
-        assert status == 503 and body["code"] == "db_unavailable", body
+        assert status == 503 and body["code"] == "db_unavailable", json.dumps(body)
     # Callers queued for the write are refused too (see the xfail below for which status).
     for status, body in known:
-        assert (status, body["code"]) in {(503, c) for c in DOWN_CODES} | {(504, "request_timeout")}, body
+        assert (status, body["code"]) in {(503, c) for c in DOWN_CODES} | {(504, "request_timeout")}, (
+            json.dumps(body)
+        )
 
 
 @pytest.mark.xfail(
     strict=True,
-    reason="requests queued on the group commit wait for SQLite's busy_timeout (store lock_timeout, 5 s, "
-    "not settable) which equals request_deadline_seconds (5 s): the request deadline always fires first, "
-    "so callers get 504 request_timeout, never the 503 db_unavailable L-10 asks for (signer/app.py "
-    "open_store(...) passes no lock_timeout; signer/store/__init__.py default 5.0)",
+    reason="a sign request whose audit commit fails on the held lock waits the lock timeout AGAIN to "
+    "record its refusal (signer/services/signing.py _sign -> _record_refusal -> store.submit), and "
+    "group-commit batches queued behind it stack further waits: with db_lock_timeout 2 s and the 5 s "
+    "request deadline, 8 concurrent signers all get 504 request_timeout instead of 503 db_unavailable "
+    "(a lone request gets 503 after ~2 x lock timeout)",
 )
 def test_held_write_lock_gives_503_db_unavailable_to_queued_writers(
     own_installation: Installation, launch
 ) -> None:
     known, _, _ = held_lock_scenario(own_installation, launch)
     for status, body in known:
-        assert status == 503 and body["code"] in DOWN_CODES, body
+        assert status == 503 and body["code"] in DOWN_CODES, json.dumps(body)

@@ -117,12 +117,6 @@ def test_damaged_database_file(shared: Installation, tmp_path: Path) -> None:
     assert "database" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a schema this build does not know (newer revision) crashes serve with an alembic traceback "
-    "(signer/store/migrate.py migrate() re-raises alembic's CommandError untranslated; cli.serve only "
-    "catches SignerError)",
-)
 def test_database_from_an_unknown_newer_build(shared: Installation, tmp_path: Path) -> None:
     future = tmp_path / "future.db"
     with sqlite3.connect(future) as connection:
@@ -132,22 +126,11 @@ def test_database_from_an_unknown_newer_build(shared: Installation, tmp_path: Pa
     assert "database" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an unsupported database URL crashes serve with a ValueError traceback (signer/store/engine.py "
-    "parse_url raises ValueError; cli.serve only catches SignerError)",
-)
 def test_unsupported_database_url(shared: Installation) -> None:
     output = refused(shared, {"SIGNER_DATABASE_URL": "mysql://root@127.0.0.1/signer"})
     assert "database" in output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve runs migrate(), which creates a missing SQLite directory and file: a mistyped "
-    "SIGNER_DATABASE_URL starts a service on a new, empty database (no admin, a new audit chain from "
-    "genesis) instead of refusing (signer/cli.py serve -> signer/store/migrate.py migrate)",
-)
 def test_missing_sqlite_database_is_refused_not_created(shared: Installation, tmp_path: Path) -> None:
     missing = tmp_path / "typo" / "signer.db"
     output = refused(shared, {"SIGNER_DATABASE_URL": f"sqlite+aiosqlite:///{missing}"})
@@ -195,3 +178,16 @@ def test_extractable_key_on_the_token_is_named_and_refused(tmp_path: Path) -> No
     assert done.returncode == 0, done.stderr
     output = refused(installation, {})
     assert planted_id in output and "refusing to start" in output
+
+
+def test_unmigrated_sqlite_database(shared: Installation, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    with sqlite3.connect(empty) as connection:
+        connection.execute("CREATE TABLE unrelated (x INTEGER)")
+    output = refused(shared, {"SIGNER_DATABASE_URL": f"sqlite+aiosqlite:///{empty}"})
+    assert "database" in output and "migrate" in output
+
+
+def test_unmigrated_postgres_database(shared: Installation, pg_url: str) -> None:
+    output = refused(shared, {"SIGNER_DATABASE_URL": pg_url})
+    assert "database" in output and "migrate" in output
