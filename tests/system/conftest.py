@@ -26,8 +26,7 @@ from tests.system.support import (
     assert_no_secret,
     children_of,
     installation_secrets,
-    is_running,
-    wait_until,
+    wait_exited,
 )
 
 
@@ -57,7 +56,7 @@ def launch() -> Iterator[Callable[..., Server]]:
         print(f"--- {server.log_path.name} (last lines) ---\n{tail}")
         for pid in workers:
             try:
-                wait_until(lambda pid=pid: not is_running(pid), 30, f"worker {pid} to exit")
+                wait_exited(pid, 30, f"worker {pid} to exit")
             except AssertionError:
                 os.kill(pid, signal.SIGKILL)  # our own orphan: never leave it behind
                 problems.append(f"worker {pid} outlived its supervisor")

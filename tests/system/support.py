@@ -28,8 +28,8 @@ import aiohttp
 import rlp
 from eth_account import Account
 from eth_account.messages import encode_defunct, encode_typed_data
-from eth_account.typed_transactions import TypedTransaction
-from eth_utils import keccak
+from eth_account.typed_transactions.typed_transaction import TypedTransaction
+from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 
 from tests.service_harness import SIGNER, Installation, Server
@@ -276,6 +276,7 @@ def mixed_workload(
         kind = KINDS[n % len(KINDS)]
         key = keys[n % len(keys)]
         base = f"/v1/keys/{key['id']}/sign/"
+        body: dict[str, Any]
         if kind.startswith("tx"):
             path, body = base + "transaction", {"transaction": transaction(int(kind[2]), n, chain_id, auths)}
         elif kind == "message":
@@ -362,6 +363,15 @@ def is_running(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_exited(pid: int, timeout: float, what: str) -> None:
+    """Poll until ``pid`` is gone (or a zombie); fail with ``what`` after ``timeout`` s."""
+
+    def gone() -> bool:
+        return not is_running(pid)
+
+    wait_until(gone, timeout, what)
 
 
 def children_of(pid: int) -> list[int]:

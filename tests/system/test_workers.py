@@ -25,10 +25,9 @@ from tests.system.support import (
     children_of,
     cmdline,
     connection_owner,
-    is_running,
     maps_module,
     wait_all_workers_ready,
-    wait_until,
+    wait_exited,
 )
 
 MODULE = "libsofthsm2"
@@ -92,7 +91,7 @@ def test_two_workers_each_with_their_own_hsm_session_stop_with_the_supervisor(
     everything = children_of(supervisor)  # the workers and multiprocessing's resource tracker
     assert server.stop() == 0
     for pid in everything:
-        wait_until(lambda pid=pid: not is_running(pid), 30, f"child {pid} to exit after SIGTERM")
+        wait_exited(pid, 30, f"child {pid} to exit after SIGTERM")
 
 
 def test_a_worker_that_dies_takes_the_service_down_with_it(own_installation: Installation, launch) -> None:
@@ -106,7 +105,7 @@ def test_a_worker_that_dies_takes_the_service_down_with_it(own_installation: Ins
     assert server.process.returncode != 0
     assert survivor in everything
     for pid in everything:
-        wait_until(lambda pid=pid: not is_running(pid), 30, f"child {pid} to be stopped")
+        wait_exited(pid, 30, f"child {pid} to be stopped")
 
 
 def pinned_connections(server: Server, workers: list[int]) -> dict[int, http.client.HTTPConnection]:
