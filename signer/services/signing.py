@@ -19,7 +19,9 @@ from typing import Any
 
 from policy import Grant, GrantRequest, evaluate_grants
 from signer.errors import (
+    AuditUnavailable,
     Conflict,
+    DatabaseUnavailable,
     Forbidden,
     InvalidRequest,
     NotFound,
@@ -240,6 +242,10 @@ class SigningService:
 
         try:
             await self._store.submit(unit)
+        except (DatabaseUnavailable, AuditUnavailable):
+            # The signature is dropped here and never leaves. Recording the failure would wait for the
+            # same database that just failed, past the caller's deadline: the store logged it.
+            raise
         except SignerError as exc:
             # The signature is dropped here and never leaves.
             await self._record_refusal(event, exc)

@@ -952,6 +952,13 @@ class Store:
             for _, future in batch:
                 if id(future) not in decided and not future.done():
                     future.set_exception(error)
+            if isinstance(error, DatabaseUnavailable):
+                # Callers that queued while this batch waited would wait as long again for the
+                # same unavailable database, past their deadlines: tell them now.
+                while self._queue:
+                    _, future = self._queue.popleft()
+                    if not future.done():
+                        future.set_exception(error)
             return
         except BaseException:
             error = DatabaseUnavailable("the store is closed")

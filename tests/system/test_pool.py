@@ -90,21 +90,13 @@ def test_held_write_lock_is_a_bounded_refusal_and_health_answers_meanwhile(
     # A caller that needs a connection waits the pool timeout, then gets 503.
     for status, body in new:
         assert status == 503 and body["code"] == "db_unavailable", json.dumps(body)
-    # Callers queued for the write are refused too (see the xfail below for which status).
+    # Callers queued for the write are refused too (503 is asserted strictly in the next test).
     for status, body in known:
         assert (status, body["code"]) in {(503, c) for c in DOWN_CODES} | {(504, "request_timeout")}, (
             json.dumps(body)
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sign request whose audit commit fails on the held lock waits the lock timeout AGAIN to "
-    "record its refusal (signer/services/signing.py _sign -> _record_refusal -> store.submit), and "
-    "group-commit batches queued behind it stack further waits: with db_lock_timeout 2 s and the 5 s "
-    "request deadline, 8 concurrent signers all get 504 request_timeout instead of 503 db_unavailable "
-    "(a lone request gets 503 after ~2 x lock timeout)",
-)
 def test_held_write_lock_gives_503_db_unavailable_to_queued_writers(
     own_installation: Installation, launch
 ) -> None:
