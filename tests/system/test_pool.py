@@ -13,7 +13,6 @@ import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 
-import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
