@@ -4,7 +4,10 @@ Evidence is read from outside, without adding anything to the API: the superviso
 ``/proc``, one "signer ready" line per worker pid in the log (logged after that worker opened the token,
 checked its inventory and passed its self-test), the PKCS#11 module mapped into each worker but never
 into the supervisor (which therefore has nothing a child could inherit), and the worker that holds the
-server side of each TCP connection we sign over. SIGTERM to the supervisor must take every worker down.
+server side of each TCP connection we sign over. SIGTERM to the supervisor must take every worker down,
+and so must the death of one worker. Keys made through either worker (while the other is still starting,
+and concurrently) must sign through both: the workers share SoftHSM's file store through separate
+sessions, which SoftHSM 2.6 alone does not keep consistent.
 """
 
 from __future__ import annotations
