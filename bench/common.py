@@ -561,6 +561,7 @@ def breakdown(
 
 PROBE_ENV = "SIGNER_BENCH_PROBE"
 EXPERIMENTS_ENV = "SIGNER_BENCH_EXPERIMENTS"
+TIMERS_ENV = "SIGNER_BENCH_TIMERS"  # "0": experiments only, no timers (they cost ~1-2 us per step)
 
 # What-if changes the probe can apply inside the server processes, to measure a proposal before anyone
 # changes signer/ (each mirrors one proposal in bench/README.md).
@@ -687,7 +688,8 @@ def install_probe(out_dir: str) -> None:
         return wrapper
 
     makers = {"async": timed_async, "sync": timed_sync, "batch": timed_batch}
-    for label, module_name, path, kind in PROBE_POINTS:
+    timed = os.environ.get(TIMERS_ENV, "1") != "0"
+    for label, module_name, path, kind in PROBE_POINTS if timed else []:
         try:
             owner: Any = importlib.import_module(module_name)
             *parents, name = path.split(".")
@@ -706,7 +708,8 @@ def install_probe(out_dir: str) -> None:
         else:
             collections[str(info.get("generation", 0))].append(perf() - gc_started[0])
 
-    gc.callbacks.append(on_gc)
+    if timed:
+        gc.callbacks.append(on_gc)
     experiments = {e for e in os.environ.get(EXPERIMENTS_ENV, "").split(",") if e}
     _apply_experiments(experiments)
 

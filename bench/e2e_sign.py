@@ -56,6 +56,7 @@ from common import (
     EXPERIMENTS_ENV,
     PROBE_ENV,
     REPO,
+    TIMERS_ENV,
     CpuShare,
     CpuSnapshot,
     background_load,
@@ -457,6 +458,8 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
             "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])),
             PROBE_ENV: str(probe_dir),
             EXPERIMENTS_ENV: ",".join(args.experiment),
+            # Without --profile the timers stay out: they would cost the experiment what it saves.
+            TIMERS_ENV: "1" if args.profile > 0 else "0",
         }
     server = start_server(installation, workers=args.workers, env=extra_env, ready_timeout=120)
     try:
