@@ -60,9 +60,11 @@ def outage(
     pid = server.process.pid
     relayer = make_service(server, "db-down")
     token = relayer["credentials"]["access_token"]
-    stranger = make_service(server, "never-seen")["credentials"]["access_token"]
+    second = make_service(server, "never-seen")
+    stranger = second["credentials"]["access_token"]  # granted, but never used: nothing of it cached
     key = make_key(server, "secp256k1", "db-down")
-    grant(server, relayer["principal"]["id"], key["id"], ["sign_message"])
+    for principal in (relayer, second):
+        grant(server, principal["principal"]["id"], key["id"], ["sign_message"])
     status, body = sign(server, token, key, "warm")  # token, key and grant now in the facts cache
     assert status == 200, json.dumps(body)
 
