@@ -1,10 +1,16 @@
 """Shared helpers for the benchmarks: CPU accounting from /proc, a throw-away PostgreSQL database, the
-durability settings the store uses, and the py-spy profile of a running server.
+durability settings the store uses, the py-spy profile of a running server, the in-process step timers
+and what-if experiments, and the per-step costs measured in isolation.
 
-Benchmarks are measurements, not tests: nothing here is imported by ``signer`` and nothing here changes
-how the service runs. The load generator and the server share the machine's cores, so every figure a
-benchmark prints comes with the CPU each party used (ours, the server's, and everybody else's) read
-from ``/proc``; without those, a requests-per-second figure on a 2-core machine cannot be judged.
+Benchmarks are measurements, not tests: ``signer`` never imports this, and the service runs unchanged
+unless a benchmark asks otherwise. The load generator and the server share the machine's cores, so
+every figure a benchmark prints comes with the CPU each party used (ours, the server's, and everybody
+else's) read from ``/proc``; without those, a requests-per-second figure on a 2-core machine cannot be
+judged. The probe (``install_probe``) is the one piece that runs inside a server: it is loaded only
+through a ``sitecustomize.py`` the benchmark generates in a temporary directory for the server it
+started, it only wraps functions with timers (and applies the experiments the command line names,
+which the output then announces), and it records timings and thread names, never request contents,
+tokens or keys. py-spy attaches only to the worker processes of that server.
 """
 
 from __future__ import annotations

@@ -469,6 +469,10 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
         token = service["credentials"]["access_token"]
         workers = server_worker_pids(server.process.pid)
         pids = sorted({server.process.pid, *workers})
+        if probe_dir is not None and not all((probe_dir / f"probe-ready-{p}").exists() for p in workers):
+            # Without the probe's handlers a SIGUSR1 would kill the worker; and an experiment asked
+            # for must not silently be missing from the figures.
+            raise RuntimeError("the probe did not load in every worker (see the server log)")
         url = f"{server.url}/v1/keys/{key['id']}/sign/transaction"
         load = asyncio.run(
             drive(
@@ -489,8 +493,6 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
         )
         alive = server.process.poll() is None
         probes = read_probes(profile_dir, load.probed) if profile_dir is not None and load.probed else None
-        if probe_dir is not None and not all((probe_dir / f"probe-ready-{p}").exists() for p in workers):
-            raise RuntimeError("the probe did not load in every worker (see the server log)")
     finally:
         server.stop()
     log_tail = server.log_text()[-2000:] if not alive else ""
