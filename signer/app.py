@@ -75,6 +75,14 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 @web.middleware
 async def request_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[SETTINGS]
+    if settings.allowed_hosts and _host_name(request.host) not in settings.allowed_hosts:
+        # DNS rebinding and misrouted traffic: answer only to the names we are known by.
+        return problem(
+            400,
+            "host_not_allowed",
+            "the Host header is not one this service answers to",
+            request["request_id"],
+        )
     # Refuse an announced oversize body before reading a byte of it.
     limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
@@ -87,6 +95,18 @@ async def request_limits(request: web.Request, handler: Handler) -> web.StreamRe
     except TimeoutError:
         # Whatever was in flight is abandoned: a signature made after this point is never sent.
         raise DeadlineExceeded("the request did not complete in time", code="request_timeout") from None
+
+
+def _host_name(host: str) -> str:
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+async def _hide_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # Version banners help nobody but an attacker picking an exploit.
+    response.headers.pop("Server", None)
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -145,6 +165,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
+    app.on_response_prepare.append(_hide_server_header)
     app.cleanup_ctx.append(_resources)
     app.add_routes(routes)
     return app

@@ -86,6 +86,9 @@ class Settings(BaseModel):
     )
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
 
+    allowed_hosts: tuple[str, ...] = Field(
+        default=(), description="Host header names accepted (port ignored); empty accepts any"
+    )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     request_deadline_seconds: float = Field(default=5.0, gt=0)
     db_pool_size: int = Field(default=10, ge=1)
@@ -148,6 +151,8 @@ _ENV_PREFIX = "SIGNER_"
 
 def _from_env(key: str, raw: str) -> Any:
     # Mappings arrive as JSON in one variable, e.g. SIGNER_ACCESS_TOKEN_TTL_SECONDS='{"service": 300}'.
+    if key == "allowed_hosts":
+        return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
     if key == "access_token_ttl_seconds":
         try:
             return json.loads(raw)

@@ -252,3 +252,23 @@ def test_nesting_at_the_body_limit_cannot_crash_the_server(server: Server, setup
         assert status == 400, body
     status, _, _ = server.call("GET", "/healthz")
     assert status == 200
+
+
+def test_no_version_banner(server: Server):
+    _, headers, _ = server.call("GET", "/healthz")
+    assert "Server" not in headers
+
+
+def test_host_allowlist(installation, tmp_path):
+    from tests.service_harness import start_server
+
+    running = start_server(installation, env={"SIGNER_ALLOWED_HOSTS": "signer.internal,127.0.0.1"})
+    try:
+        status, _, _ = running.call("GET", "/healthz")
+        assert status == 200  # urllib sends Host: 127.0.0.1:<port>
+        status, _, body = running.call("GET", "/healthz", headers={"Host": "evil.example"})
+        assert_problem(status, body, 400, "host_not_allowed")
+        status, _, _ = running.call("GET", "/healthz", headers={"Host": "signer.internal:8443"})
+        assert status == 200
+    finally:
+        running.stop()
