@@ -13,6 +13,7 @@ out); sessions are closed and logged in through ``signer.hsm.ckapi``.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
 import os
@@ -71,6 +72,52 @@ _CONNECT_FIRST_BACKOFF = 0.05
 # Users per loaded module and per token in this process, so that closing one Hsm neither finalises
 # the library nor logs out a token another Hsm still uses. Worker thread only, like everything here.
 _module_users: dict[str, int] = {}
+
+
+class TokenFileLock:
+    """An inter-process lock around everything that reads or writes the token's object files.
+
+    SoftHSM 2.6's file store is not safe when one process writes objects while another indexes them:
+    with two workers, keys were seen (and even left on disk) half-written, with an empty CKA_ID and
+    CKA_SENSITIVE reading false, which made a starting worker refuse to run. Generation, deletion,
+    searches, logins and re-initialisations therefore take this lock; signing with a cached handle
+    does not touch the files and stays unlocked. The lock file sits beside SOFTHSM2_CONF (or at
+    SIGNER_HSM_LOCK_FILE); with neither set (a vendor module) there is nothing to lock.
+    """
+
+    def __init__(self) -> None:
+        path = os.environ.get("SIGNER_HSM_LOCK_FILE")
+        conf = os.environ.get("SOFTHSM2_CONF")
+        if not path and conf:
+            path = os.path.join(os.path.dirname(os.path.abspath(conf)), ".signer-token.lock")
+        self._path = path
+        self._fd: int | None = None
+        self._depth = 0
+
+    def __enter__(self) -> TokenFileLock:
+        if self._path is None:
+            return self
+        if self._depth == 0:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:
+                os.close(fd)
+                raise
+            self._fd = fd
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._path is None:
+            return
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
 _token_users: dict[tuple[str, str], int] = {}
 
 
@@ -157,6 +204,7 @@ class TokenSession:
         self._session: Any = None
         self._keys: dict[str, tuple[Any, Curve | None]] = {}
         self._registered = False
+        self._files = TokenFileLock()
         # When this process last read the token's object list from scratch (connect or reconnect).
         self.indexed_at = float("-inf")
 
@@ -170,6 +218,10 @@ class TokenSession:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     def connect(self, deadline: float) -> None:
+        with self._files:
+            self._connect_unlocked(deadline)
+
+    def _connect_unlocked(self, deadline: float) -> None:
         """Load the module, find the token by label, open the session and log in (start-up).
 
         SoftHSM rewrites the token file on every login, and a process that reads it at that moment
@@ -208,11 +260,19 @@ class TokenSession:
         self._lib.initialize()
 
     def reopen_session(self) -> None:
+        with self._files:
+            self._reopen_session_unlocked()
+
+    def _reopen_session_unlocked(self) -> None:
         """Replace a lost session (closed, logged out, handle invalid) with a new logged-in one."""
         self._drop_session()
         self._open_session(find_token=False)
 
     def reconnect(self) -> None:
+        with self._files:
+            self._reconnect_unlocked()
+
+    def _reconnect_unlocked(self) -> None:
         """Re-initialise the library and start over: the cure once the token was gone, and a rescan.
 
         SoftHSM keeps failing (CKR_GENERAL_ERROR from C_GetTokenInfo, invalid object handles) after a
@@ -237,6 +297,10 @@ class TokenSession:
         self.indexed_at = time.monotonic()
 
     def close(self) -> None:
+        with self._files:
+            self._close_unlocked()
+
+    def _close_unlocked(self) -> None:
         """Log out (unless another Hsm uses the token), close the session, finalise if last user."""
         if self._registered:
             self._registered = False
@@ -332,6 +396,10 @@ class TokenSession:
     # -- keys --------------------------------------------------------------------------------------
 
     def _search(self, template: dict[Attribute, Any]) -> list[Any]:
+        with self._files:
+            return self.__search_unlocked(template)
+
+    def __search_unlocked(self, template: dict[Attribute, Any]) -> list[Any]:
         """C_FindObjects*, fully consumed here, on a session known to be valid.
 
         python-pkcs11 leaves a search it could not start marked active (with its session lock held)
@@ -386,6 +454,10 @@ class TokenSession:
         self._search({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: b"\x00"})
 
     def generate_key(self, curve: Curve, label: str) -> GeneratedKey:
+        with self._files:
+            return self._generate_key_unlocked(curve, label)
+
+    def _generate_key_unlocked(self, curve: Curve, label: str) -> GeneratedKey:
         self._catch_up()
         key_id, public, private = self._generate(curve, label, token=True)
         hsm_id = key_id.hex()
@@ -408,6 +480,10 @@ class TokenSession:
         yield from self._search({Attribute.CLASS: ObjectClass.PRIVATE_KEY})
 
     def list_keys(self) -> list[tuple[str, str, Curve | None]]:
+        with self._files:
+            return self._list_keys_unlocked()
+
+    def _list_keys_unlocked(self) -> list[tuple[str, str, Curve | None]]:
         keys = []
         for key in self._private_keys():
             raw = key.get_attributes([Attribute.ID, Attribute.LABEL, Attribute.KEY_TYPE, Attribute.EC_PARAMS])
@@ -420,6 +496,10 @@ class TokenSession:
         return sorted(keys)
 
     def unconfined_keys(self) -> list[str]:
+        with self._files:
+            return self._unconfined_keys_unlocked()
+
+    def _unconfined_keys_unlocked(self) -> list[str]:
         unconfined = []
         for key in self._private_keys():
             if not _attributes_of(key).confined:
@@ -428,6 +508,10 @@ class TokenSession:
         return sorted(unconfined)
 
     def self_test(self, curve: Curve) -> tuple[bytes, bytes, bytes]:
+        with self._files:
+            return self._self_test_unlocked(curve)
+
+    def _self_test_unlocked(self, curve: Curve) -> tuple[bytes, bytes, bytes]:
         _, public, private = self._generate(curve, _SELF_TEST_LABEL, token=False)
         try:
             public_key = decode_ec_point(curve, public[Attribute.EC_POINT])
@@ -442,6 +526,10 @@ class TokenSession:
         return public_key, data, signature
 
     def destroy_key(self, hsm_id: str) -> None:
+        with self._files:
+            self._destroy_key_unlocked(hsm_id)
+
+    def _destroy_key_unlocked(self, hsm_id: str) -> None:
         key_id = hsm_id_bytes(hsm_id)
         objects = self._search({Attribute.ID: key_id})
         private = [o for o in objects if o.object_class == ObjectClass.PRIVATE_KEY]
