@@ -235,13 +235,7 @@ class TokenSession:
         attempts = 1 if _module_users.get(self._module) else _CONNECT_ATTEMPTS
         for attempt in range(1, attempts + 1):
             try:
-                if self._lib is None:
-                    self._lib = pkcs11.lib(self._module)
-                else:
-                    self._reinitialise()
-                if self._ckapi is None:
-                    self._ckapi = CkApi(self._module)
-                self._open_session(find_token=True)
+                self._load_and_open()
                 break
             except _RACY_AT_START:
                 if attempt == attempts or time.monotonic() + delay >= deadline:
@@ -251,6 +245,16 @@ class TokenSession:
                 delay *= 2
         self._register()
         self.indexed_at = time.monotonic()
+
+    def _load_and_open(self) -> None:
+        """Load (or re-initialise) the module, find the token and open a logged-in session."""
+        if self._lib is None:
+            self._lib = pkcs11.lib(self._module)
+        else:
+            self._reinitialise()
+        if self._ckapi is None:
+            self._ckapi = CkApi(self._module)
+        self._open_session(find_token=True)
 
     def _reinitialise(self) -> None:
         try:
@@ -286,13 +290,7 @@ class TokenSession:
         self._keys.clear()
         self._session = None
         self._token = None
-        if self._lib is None:
-            self._lib = pkcs11.lib(self._module)
-        else:
-            self._reinitialise()
-        if self._ckapi is None:
-            self._ckapi = CkApi(self._module)
-        self._open_session(find_token=True)
+        self._load_and_open()
         self._register()
         self.indexed_at = time.monotonic()
 
