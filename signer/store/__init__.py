@@ -23,6 +23,9 @@ from signer.store.core import Reader, Store, Writer
 from signer.store.engine import build_engine, parse_url
 from signer.store.migrate import head_revision, migrate
 from signer.store.records import (
+    ApprovalRequestRecord,
+    ApprovalVoteRecord,
+    ApproverKeyRecord,
     AuditRecord,
     GrantRecord,
     KeyRecord,
@@ -31,6 +34,9 @@ from signer.store.records import (
 )
 
 __all__ = [
+    "ApprovalRequestRecord",
+    "ApprovalVoteRecord",
+    "ApproverKeyRecord",
     "AuditRecord",
     "GrantRecord",
     "KeyRecord",

@@ -13,10 +13,16 @@ from typing import Any
 from signer.audit import AuditRecord
 
 __all__ = [
+    "APPROVAL_STATES",
+    "APPROVER_KEY_SCHEMES",
     "GRANT_RESOURCE_TYPES",
     "KEY_STATES",
     "ROLES",
     "TOKEN_KINDS",
+    "VOTE_DECISIONS",
+    "ApprovalRequestRecord",
+    "ApprovalVoteRecord",
+    "ApproverKeyRecord",
     "AuditRecord",
     "GrantRecord",
     "KeyRecord",
@@ -30,6 +36,9 @@ ROLES = frozenset({"admin", "service", "approver", "auditor"})
 TOKEN_KINDS = frozenset({"access", "refresh", "api"})
 KEY_STATES = frozenset({"active", "disabled"})
 GRANT_RESOURCE_TYPES = frozenset({"key", "scope", "secret"})
+APPROVAL_STATES = frozenset({"pending", "approved", "signed", "failed", "rejected", "expired", "cancelled"})
+VOTE_DECISIONS = frozenset({"approve", "reject"})
+APPROVER_KEY_SCHEMES = frozenset({"ed25519", "secp256k1"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,3 +105,53 @@ class GrantRecord:
     created_by: str | None
     created_at: datetime
     revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalRequestRecord:
+    """A request waiting for (or past) M-of-N approval. ``payload`` is the canonical body that performs
+    the action again, ``payload_digest`` its sha256 hex; ``requirements`` is the snapshot taken at
+    creation: {"approvals": [{group, quorum, expires_at, rule_ids}], "reject_quorum": n, ...}."""
+
+    id: str
+    kind: str
+    resource_id: str
+    requester_id: str
+    payload: dict[str, Any]
+    payload_digest: str
+    view: dict[str, Any]
+    requirements: dict[str, Any]
+    state: str
+    created_at: datetime
+    expires_at: datetime
+    updated_at: datetime
+    result: dict[str, Any] | None = None
+    result_fetched_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalVoteRecord:
+    """One identity's vote on a request. ``Reader.approval_votes`` fills the ``principal_*`` and
+    ``token_*`` fields from the voter's principal and the token it voted with, as they are now."""
+
+    request_id: str
+    approver_id: str
+    token_id: str
+    decision: str
+    digest: str
+    created_at: datetime
+    signature_scheme: str | None = None
+    signature: str | None = None
+    principal_name: str = ""
+    principal_role: str = ""
+    principal_disabled_at: datetime | None = None
+    token_revoked_at: datetime | None = None
+    token_found: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ApproverKeyRecord:
+    principal_id: str
+    scheme: str
+    public_key: str  # hex, no 0x
+    created_at: datetime

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    PrimaryKeyConstraint,
     Table,
     Text,
 )
@@ -30,6 +31,9 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "JSONText",
     "UTCDateTime",
+    "approval_requests",
+    "approval_votes",
+    "approver_keys",
     "audit_events",
     "audit_head",
     "grants",
@@ -180,4 +184,56 @@ meta = Table(
     metadata,
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+# -- approvals (migration 0002_approvals) ---------------------------------------------------------
+
+approval_requests = Table(
+    "approval_requests",
+    metadata,
+    Column("id", Text, primary_key=True),
+    # What is being approved ("sign_transaction", ...): the model is generic over the action.
+    Column("kind", Text, nullable=False),
+    Column("resource_id", Text, nullable=False),
+    Column("requester_id", Text, ForeignKey("principals.id"), nullable=False),
+    # The canonical body needed to perform the action again, exactly (never a secret value).
+    Column("payload", JSONText, nullable=False),
+    # sha256 hex of the canonical payload: what approvers approve and what execution must reproduce.
+    Column("payload_digest", Text, nullable=False),
+    Column("view", JSONText, nullable=False),
+    # The requirements as decided at creation (group, quorum, expiry, rule ids) and the rejection limit.
+    Column("requirements", JSONText, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("result", JSONText, nullable=True),
+    Column("result_fetched_at", UTCDateTime, nullable=True),
+    Index(None, "state", "expires_at"),
+    Index(None, "requester_id"),
+)
+
+approval_votes = Table(
+    "approval_votes",
+    metadata,
+    Column("request_id", Text, ForeignKey("approval_requests.id"), nullable=False),
+    Column("approver_id", Text, ForeignKey("principals.id"), nullable=False),
+    # The token the vote was cast with: revoking it voids the vote at once.
+    Column("token_id", Text, nullable=False),
+    Column("decision", Text, nullable=False),
+    Column("digest", Text, nullable=False),
+    Column("signature_scheme", Text, nullable=True),
+    Column("signature", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    # One identity, one vote per request.
+    PrimaryKeyConstraint("request_id", "approver_id"),
+)
+
+approver_keys = Table(
+    "approver_keys",
+    metadata,
+    Column("principal_id", Text, ForeignKey("principals.id"), primary_key=True),
+    Column("scheme", Text, nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
 )

@@ -1,0 +1,85 @@
+"""Approvals: pending requests bound to a payload digest, one vote per identity, approver public keys.
+
+Revision ID: 0002_approvals
+Revises: 0001
+Create Date: 2026-11-22
+
+Self-contained (plain column types), like every migration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002_approvals"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def _ts(name: str, nullable: bool) -> sa.Column[datetime]:
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "approval_requests",
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("kind", sa.Text(), nullable=False),
+        sa.Column("resource_id", sa.Text(), nullable=False),
+        sa.Column("requester_id", sa.Text(), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("payload_digest", sa.Text(), nullable=False),
+        sa.Column("view", sa.Text(), nullable=False),
+        sa.Column("requirements", sa.Text(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
+        _ts("created_at", False),
+        _ts("expires_at", False),
+        _ts("updated_at", False),
+        sa.Column("result", sa.Text(), nullable=True),
+        _ts("result_fetched_at", True),
+        sa.PrimaryKeyConstraint("id", name="pk_approval_requests"),
+        sa.ForeignKeyConstraint(
+            ["requester_id"], ["principals.id"], name="fk_approval_requests_requester_id_principals"
+        ),
+    )
+    op.create_index("ix_approval_requests_state_expires_at", "approval_requests", ["state", "expires_at"])
+    op.create_index("ix_approval_requests_requester_id", "approval_requests", ["requester_id"])
+    op.create_table(
+        "approval_votes",
+        sa.Column("request_id", sa.Text(), nullable=False),
+        sa.Column("approver_id", sa.Text(), nullable=False),
+        sa.Column("token_id", sa.Text(), nullable=False),
+        sa.Column("decision", sa.Text(), nullable=False),
+        sa.Column("digest", sa.Text(), nullable=False),
+        sa.Column("signature_scheme", sa.Text(), nullable=True),
+        sa.Column("signature", sa.Text(), nullable=True),
+        _ts("created_at", False),
+        sa.PrimaryKeyConstraint("request_id", "approver_id", name="pk_approval_votes"),
+        sa.ForeignKeyConstraint(
+            ["request_id"], ["approval_requests.id"], name="fk_approval_votes_request_id_approval_requests"
+        ),
+        sa.ForeignKeyConstraint(
+            ["approver_id"], ["principals.id"], name="fk_approval_votes_approver_id_principals"
+        ),
+    )
+    op.create_table(
+        "approver_keys",
+        sa.Column("principal_id", sa.Text(), nullable=False),
+        sa.Column("scheme", sa.Text(), nullable=False),
+        sa.Column("public_key", sa.Text(), nullable=False),
+        _ts("created_at", False),
+        sa.PrimaryKeyConstraint("principal_id", name="pk_approver_keys"),
+        sa.ForeignKeyConstraint(
+            ["principal_id"], ["principals.id"], name="fk_approver_keys_principal_id_principals"
+        ),
+    )
+
+
+def downgrade() -> None:
+    for table in ("approver_keys", "approval_votes", "approval_requests"):
+        op.drop_table(table)
