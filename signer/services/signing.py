@@ -12,7 +12,7 @@ unaudited. Every outcome after authentication (allowed, denied, failed) is audit
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -40,7 +40,7 @@ from signer.eth import (
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
 from signer.services.auth import AuthService
-from signer.services.context import RequestContext, iso, utcnow
+from signer.services.context import Caller, RequestContext, iso, utcnow
 from signer.services.facts import FactsCache
 from signer.services.verify import check_ed25519, check_p256
 from signer.store import GrantRecord, KeyRecord, Store, Writer
@@ -56,11 +56,34 @@ _CURVES = {
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """What the token will sign and what the audit log says about it."""
+    """What the token will sign, what the audit log says about it, and for approvals the canonical body
+    that prepares exactly the same bytes again (``body``), the decoded view approvers read and the
+    chain id (None for messages that name none)."""
 
     data: bytes
     summary: dict[str, Any]
     finish: Callable[[KeyRecord, bytes], dict[str, Any]]
+    body: dict[str, Any]
+    view: dict[str, Any]
+    chain_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedExecution:
+    """An approved request to sign on behalf of its requester (see ``SigningService.execute_approved``).
+
+    ``digest_of(key, prepared)`` recomputes the approval digest from the payload as prepared now;
+    ``finalize(writer, response, now)`` runs inside the signing commit unit (it may raise to refuse)."""
+
+    approval_id: str
+    request_id: str
+    requester: Caller
+    operation: str
+    key_id: str
+    body: Mapping[str, Any]
+    payload_digest: str
+    digest_of: Callable[[KeyRecord, Prepared], str]
+    finalize: Callable[[Writer, dict[str, Any], datetime], Awaitable[None]]
 
 
 def _hex(data: bytes) -> str:
@@ -123,82 +146,49 @@ class SigningService:
     # -- the four operations ----------------------------------------------------------------------
 
     async def sign_transaction(
-        self, ctx: RequestContext, key_id: str, transaction: Mapping[str, Any] | None, raw: str | None
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        transaction: Mapping[str, Any] | None,
+        raw: str | None,
+        *,
+        approved: ApprovedExecution | None = None,
     ) -> dict[str, Any]:
-        def prepare(key: KeyRecord) -> Prepared:
-            if (transaction is None) == (raw is None):
-                raise InvalidRequest(
-                    "give exactly one of 'transaction' (fields) or 'raw' (unsigned serialised hex)",
-                    code="invalid_request",
-                )
-            tx = (
-                parse_transaction(_rpc_fields(transaction, key))
-                if transaction is not None
-                else decode_unsigned_transaction(_unhex(raw or "", "raw"))
-            )
-            return Prepared(tx.digest, _tx_summary(tx), lambda key, rs: _finish_transaction(tx, key, rs))
+        body: dict[str, Any] = {"transaction": transaction} if transaction is not None else {}
+        if raw is not None:
+            body["raw"] = raw
+        return await self._sign(ctx, key_id, "sign_transaction", body, approved)
 
-        return await self._sign(ctx, key_id, "sign_transaction", prepare)
-
-    async def sign_message(self, ctx: RequestContext, key_id: str, message: bytes) -> dict[str, Any]:
-        def prepare(key: KeyRecord) -> Prepared:
-            curve = Curve(key.curve)
-            if curve is Curve.SECP256K1:
-                digest = personal_message_digest(message)
-                return Prepared(
-                    digest,
-                    {"scheme": "eip191", "message_length": len(message), "digest": _hex(digest)},
-                    lambda k, rs: _finish_eth_message(digest, k, rs),
-                )
-            if curve is Curve.P256:
-                digest = hashlib.sha256(message).digest()
-                return Prepared(
-                    digest,
-                    {"scheme": "ecdsa-p256-sha256", "message_length": len(message), "digest": _hex(digest)},
-                    lambda k, rs: _finish_p256(digest, k, rs),
-                )
-            return Prepared(
-                message,
-                {
-                    "scheme": "ed25519",
-                    "message_length": len(message),
-                    "message_sha256": _hex(hashlib.sha256(message).digest()),
-                },
-                lambda k, sig: _finish_ed25519(message, k, sig),
-            )
-
-        return await self._sign(ctx, key_id, "sign_message", prepare)
+    async def sign_message(
+        self, ctx: RequestContext, key_id: str, message: bytes, *, approved: ApprovedExecution | None = None
+    ) -> dict[str, Any]:
+        return await self._sign(ctx, key_id, "sign_message", {"message": _hex(message)}, approved)
 
     async def sign_typed_data(
-        self, ctx: RequestContext, key_id: str, typed_data: Mapping[str, Any]
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        typed_data: Mapping[str, Any],
+        *,
+        approved: ApprovedExecution | None = None,
     ) -> dict[str, Any]:
-        def prepare(_key: KeyRecord) -> Prepared:
-            typed = typed_data_digest(typed_data)
-            summary = {
-                "scheme": "eip712",
-                "primary_type": typed.primary_type,
-                "domain": typed.domain,
-                "digest": _hex(typed.digest),
-            }
-            return Prepared(typed.digest, summary, lambda k, rs: _finish_eth_message(typed.digest, k, rs))
+        return await self._sign(ctx, key_id, "sign_typed_data", {"typed_data": typed_data}, approved)
 
-        return await self._sign(ctx, key_id, "sign_typed_data", prepare)
+    async def sign_digest(
+        self, ctx: RequestContext, key_id: str, digest_hex: str, *, approved: ApprovedExecution | None = None
+    ) -> dict[str, Any]:
+        return await self._sign(ctx, key_id, "sign_raw", {"digest": digest_hex}, approved)
 
-    async def sign_digest(self, ctx: RequestContext, key_id: str, digest_hex: str) -> dict[str, Any]:
-        def prepare(_key: KeyRecord) -> Prepared:
-            digest = _unhex(digest_hex, "digest")
-            if len(digest) != 32:
-                raise InvalidRequest("digest must be exactly 32 bytes", code="invalid_digest", field="digest")
-            summary = {"scheme": "raw_digest", "blind": True, "digest": _hex(digest)}
+    async def execute_approved(self, execution: ApprovedExecution) -> dict[str, Any]:
+        """Sign the stored canonical payload of an approved request on behalf of its requester.
 
-            def finish(key: KeyRecord, rs: bytes) -> dict[str, Any]:
-                if Curve(key.curve) is Curve.P256:
-                    return _finish_p256(digest, key, rs)
-                return _finish_eth_message(digest, key, rs)
-
-            return Prepared(digest, summary, finish)
-
-        return await self._sign(ctx, key_id, "sign_raw", prepare)
+        Grants, key state and the requester's principal are read again inside the commit unit (never
+        from the cache, never from the requester's long-expired token); the payload is prepared again
+        and must reproduce the approved digest exactly; ``execution.finalize`` runs in the same unit,
+        so the approval's final state, its result and the signing event commit together or not at all.
+        """
+        ctx = RequestContext(request_id=execution.request_id, caller=execution.requester, epoch=-1)
+        return await self._sign(ctx, execution.key_id, execution.operation, dict(execution.body), execution)
 
     # -- the pipeline -----------------------------------------------------------------------------
 
@@ -207,7 +197,8 @@ class SigningService:
         ctx: RequestContext,
         key_id: str,
         operation: str,
-        prepare: Callable[[KeyRecord], Prepared],
+        body: Mapping[str, Any],
+        approved: ApprovedExecution | None = None,
     ) -> dict[str, Any]:
         now = utcnow()
         event: dict[str, Any] = {
@@ -218,10 +209,18 @@ class SigningService:
             "actor": ctx.actor(),
             "key_id": key_id,
         }
+        if approved is not None:
+            event["approval"] = {"id": approved.approval_id, "payload_digest": approved.payload_digest}
         try:
-            key, reasons, epoch = await self._authorized(ctx, key_id, operation, now)
-            prepared = prepare(key)
+            if approved is not None:
+                key, reasons, epoch = await self._authorized_fresh(ctx, key_id, operation, now)
+            else:
+                key, reasons, epoch = await self._authorized(ctx, key_id, operation, now)
+            prepared = prepare_payload(operation, body, key)
             event["request"] = prepared.summary
+            if approved is not None and approved.digest_of(key, prepared) != approved.payload_digest:
+                # The stored payload no longer reproduces what the approvers approved: never sign it.
+                raise Conflict("the payload does not match the approved digest", code="approval_mismatch")
             raw = await self._hsm.sign(key.hsm_id, Curve(key.curve), prepared.data)
             response = prepared.finish(key, raw)
         except SignerError as exc:
@@ -231,7 +230,16 @@ class SigningService:
         event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
 
         async def unit(writer: Writer) -> None:
-            if writer.epoch != epoch:
+            if approved is not None:
+                # On behalf of a requester whose token may be long gone: the principal must still be
+                # enabled, and the key and grants are decided again from what is committed now.
+                principal = await writer.get_principal(ctx.caller.principal_id)
+                if principal is None or principal.disabled_at is not None:
+                    raise Forbidden("the requester is disabled", code="requester_disabled")
+                fresh_key = await writer.get_key(key_id)
+                fresh_grants = await writer.active_grants(ctx.caller.principal_id, "key", key_id, now)
+                _authorize(ctx, fresh_key, fresh_grants, operation, now)
+            elif writer.epoch != epoch:
                 # A fact moved since we read it: decide again from what is committed now.
                 await self._auth.recheck(writer, ctx, now)
                 fresh_key = await writer.get_key(key_id)
@@ -239,6 +247,8 @@ class SigningService:
                 _authorize(ctx, fresh_key, fresh_grants, operation, now)
                 self._facts.observe(writer.epoch)
             writer.append_audit({**event, "outcome": "allowed"})
+            if approved is not None:
+                await approved.finalize(writer, response, now)
 
         try:
             await self._store.submit(unit)
@@ -265,6 +275,13 @@ class SigningService:
             key, grants, epoch, _ = await self._facts_for(ctx, key_id, now, fresh=True)
             authorized, reasons = _authorize(ctx, key, grants, operation, now)
         return authorized, reasons, min(epoch, ctx.epoch)
+
+    async def _authorized_fresh(
+        self, ctx: RequestContext, key_id: str, operation: str, now: datetime
+    ) -> tuple[KeyRecord, list[dict[str, str]], int]:
+        key, grants, epoch, _ = await self._facts_for(ctx, key_id, now, fresh=True)
+        authorized, reasons = _authorize(ctx, key, grants, operation, now)
+        return authorized, reasons, epoch
 
     async def _facts_for(
         self, ctx: RequestContext, key_id: str, now: datetime, *, fresh: bool
@@ -299,6 +316,139 @@ class SigningService:
         except SignerError:
             # The original error is what the caller needs; the store failure is logged by the store.
             pass
+
+
+# -- preparing: from a request body to the exact bytes the token signs ----------------------------
+
+
+def prepare_payload(operation: str, body: Mapping[str, Any], key: KeyRecord) -> Prepared:
+    """The one place a request body becomes the bytes to sign (for a direct request, for creating an
+    approval and for executing it, so the three cannot disagree)."""
+    if operation == "sign_transaction":
+        transaction, raw = body.get("transaction"), body.get("raw")
+        if (transaction is None) == (raw is None):
+            raise InvalidRequest(
+                "give exactly one of 'transaction' (fields) or 'raw' (unsigned serialised hex)",
+                code="invalid_request",
+            )
+        tx = (
+            parse_transaction(_rpc_fields(transaction, key))
+            if transaction is not None
+            else decode_unsigned_transaction(_unhex(raw or "", "raw"))
+        )
+        view = {"scheme": "transaction", "key_id": key.id, "from": key.address, **tx.fields.as_json()}
+        view["value_eth"] = _eth(tx.fields.value)
+        view["max_gas_cost_eth"] = _eth(tx.fields.max_gas_cost)
+        if tx.fields.tx_type == 4:
+            view["delegates"] = list(tx.fields.delegates)
+        return Prepared(
+            tx.digest,
+            _tx_summary(tx),
+            lambda key, rs: _finish_transaction(tx, key, rs),
+            body={"transaction": tx.as_json()},
+            view=view,
+            chain_id=tx.chain_id,
+        )
+    if operation == "sign_message":
+        message = _unhex(str(body.get("message", "")), "message")
+        prepared = _prepare_message(message, key)
+        return prepared
+    if operation == "sign_typed_data":
+        typed = typed_data_digest(body.get("typed_data") or {})
+        summary = {
+            "scheme": "eip712",
+            "primary_type": typed.primary_type,
+            "domain": typed.domain,
+            "digest": _hex(typed.digest),
+        }
+        canonical = typed.as_json()
+        chain = typed.domain.get("chainId")
+        return Prepared(
+            typed.digest,
+            summary,
+            lambda k, rs: _finish_eth_message(typed.digest, k, rs),
+            body={"typed_data": canonical},
+            view={
+                "scheme": "eip712",
+                "key_id": key.id,
+                "from": key.address,
+                "primary_type": typed.primary_type,
+                "domain": canonical["domain"],
+                "message": canonical["message"],
+                "digest": _hex(typed.digest),
+            },
+            chain_id=chain if isinstance(chain, int) else None,
+        )
+    if operation == "sign_raw":
+        digest = _unhex(str(body.get("digest", "")), "digest")
+        if len(digest) != 32:
+            raise InvalidRequest("digest must be exactly 32 bytes", code="invalid_digest", field="digest")
+        summary = {"scheme": "raw_digest", "blind": True, "digest": _hex(digest)}
+
+        def finish(key: KeyRecord, rs: bytes) -> dict[str, Any]:
+            if Curve(key.curve) is Curve.P256:
+                return _finish_p256(digest, key, rs)
+            return _finish_eth_message(digest, key, rs)
+
+        return Prepared(
+            digest,
+            summary,
+            finish,
+            body={"digest": _hex(digest)},
+            view={
+                "scheme": "raw_digest",
+                "blind": True,
+                "key_id": key.id,
+                "from": key.address,
+                "digest": _hex(digest),
+            },
+        )
+    raise InvalidRequest("unknown operation", code="invalid_request")
+
+
+def _prepare_message(message: bytes, key: KeyRecord) -> Prepared:
+    curve = Curve(key.curve)
+    body = {"message": _hex(message)}
+    view: dict[str, Any] = {"key_id": key.id, "from": key.address, "message_length": len(message)}
+    try:
+        view["message_text"] = message.decode("utf-8")
+    except UnicodeDecodeError:
+        view["message_hex"] = _hex(message)
+    if curve is Curve.SECP256K1:
+        digest = personal_message_digest(message)
+        return Prepared(
+            digest,
+            {"scheme": "eip191", "message_length": len(message), "digest": _hex(digest)},
+            lambda k, rs: _finish_eth_message(digest, k, rs),
+            body=body,
+            view={"scheme": "eip191", **view, "digest": _hex(digest)},
+        )
+    if curve is Curve.P256:
+        digest = hashlib.sha256(message).digest()
+        return Prepared(
+            digest,
+            {"scheme": "ecdsa-p256-sha256", "message_length": len(message), "digest": _hex(digest)},
+            lambda k, rs: _finish_p256(digest, k, rs),
+            body=body,
+            view={"scheme": "ecdsa-p256-sha256", **view, "digest": _hex(digest)},
+        )
+    return Prepared(
+        message,
+        {
+            "scheme": "ed25519",
+            "message_length": len(message),
+            "message_sha256": _hex(hashlib.sha256(message).digest()),
+        },
+        lambda k, sig: _finish_ed25519(message, k, sig),
+        body=body,
+        view={"scheme": "ed25519", **view},
+    )
+
+
+def _eth(wei: int) -> str:
+    """Wei as an exact decimal ETH string (no float)."""
+    whole, frac = divmod(wei, 10**18)
+    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".") if frac else str(whole)
 
 
 # -- finishing: turn the token's bytes into a checked response ------------------------------------

@@ -1,0 +1,818 @@
+"""Approvals: M-of-N people confirm a high-risk request, bound to the digest of its exact payload.
+
+Lifecycle (every transition is a compare-and-set on the locked request row, audited in the same
+transaction)::
+
+    pending --quorum--> approved --signed in the token, result stored--> signed
+       |                   \\--the re-check at execution refused--> failed (or back to pending if the
+       |                                                             quorum no longer holds)
+       +--rejections--> rejected      +--expiry--> expired      +--requester or admin--> cancelled
+
+- The request is created inside the signing commit unit (``create``) with the server-computed digest of
+  the canonical payload: the exact bytes to sign, the key, the chain id, the body that reproduces them,
+  and the digests of the policies that asked for approval. The requirements (group, quorum, expiry) are
+  snapshotted then: a later policy change cannot lower them for this request.
+- A vote names the digest it approves; any other digest is ``approval_mismatch`` (409). One identity
+  votes once (the store's primary key). The requester never counts (``policy.check_approvals``).
+- A vote counts only while its approver is *currently* eligible: still in the group, principal not
+  disabled, and the token it voted with not revoked (A-01: revocation takes effect at once). Natural
+  expiry of that access token after the vote does not void it: approvals would otherwise lapse with the
+  approver's token lifetime rather than with the request's own expiry, which is what the rule sets.
+- Expiry is lazy: every read and every vote compares the request's ``expires_at`` with the clock the
+  service was given (``clock``), and a due request is moved to ``expired`` in its own transaction. An
+  expired request never comes back: only ``pending`` can move to ``approved``.
+- On quorum the request moves to ``approved`` in the vote's transaction (so of two racing final votes
+  exactly one wins: the row is locked on PostgreSQL, and every SQLite writer holds the database's write
+  lock), then the stored body is signed through ``SigningService.execute_approved``, which re-checks the
+  grants, the key and the requester, reproduces the digest, and in its own commit unit calls back here
+  (``_finalize``) to re-check the quorum and store the result: one signature is released, or none.
+- The requester fetches the result once (``result``); ``wait`` long-polls up to ``MAX_WAIT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from policy import ApprovalRequirement, Decision, Effect, check_approvals
+from signer.audit import canonical_json
+from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError, Unprocessable
+from signer.eth import (
+    RecoverableSignature,
+    address_from_public_key,
+    personal_message_digest,
+    recover_address,
+)
+from signer.identity import Role
+from signer.services.context import Caller, RequestContext, iso, require_role, utcnow
+from signer.services.signing import ApprovedExecution, Prepared, SigningService
+from signer.services.verify import check_ed25519
+from signer.store import (
+    ApprovalRequestRecord,
+    ApprovalVoteRecord,
+    ApproverKeyRecord,
+    KeyRecord,
+    Reader,
+    Store,
+    Writer,
+)
+
+MAX_WAIT_SECONDS = 60
+# Waiting callers re-read the database this often, for outcomes reached by another process (whose
+# in-process events this process never sees). One indexed read per waiter per interval.
+POLL_INTERVAL_SECONDS = 1.0
+DIGEST_VERSION = 1
+
+OPEN_STATES = ("pending", "approved")
+FINAL_STATES = ("signed", "failed", "rejected", "expired", "cancelled")
+
+Clock = Callable[[], datetime]
+
+
+def payload_digest(
+    operation: str, key: KeyRecord, prepared: Prepared, policy_digests: tuple[str, ...]
+) -> str:
+    """sha256 hex of the canonical payload: what approvers approve and what execution must reproduce."""
+    document = {
+        "v": DIGEST_VERSION,
+        "kind": operation,
+        "key_id": key.id,
+        "curve": key.curve,
+        "signer": key.address,
+        "chain_id": prepared.chain_id,
+        "to_sign": "0x" + prepared.data.hex(),
+        "body": prepared.body,
+        "policy_digests": sorted(policy_digests),
+    }
+    return hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+def _requirements(record: ApprovalRequestRecord) -> list[ApprovalRequirement]:
+    return [
+        ApprovalRequirement(
+            group=item["group"],
+            quorum=int(item["quorum"]),
+            expires_at=datetime.fromisoformat(item["expires_at"]),
+            rule_ids=tuple(item["rule_ids"]),
+        )
+        for item in record.requirements["approvals"]
+    ]
+
+
+def _groups(record: ApprovalRequestRecord) -> frozenset[str]:
+    return frozenset(item["group"] for item in record.requirements["approvals"])
+
+
+@dataclass(frozen=True, slots=True)
+class _Eligibility:
+    """Who counts now: per group, the approvers whose approve votes count; and the counted rejecters."""
+
+    approvers: dict[str, frozenset[str]]
+    rejecters: frozenset[str]
+    counted: frozenset[str]
+
+
+async def _groups_of(reader: Reader | Writer, principal_id: str) -> frozenset[str]:
+    return frozenset(await reader.groups_of(principal_id))
+
+
+async def _eligibility(
+    reader: Reader | Writer, record: ApprovalRequestRecord, votes: list[ApprovalVoteRecord]
+) -> _Eligibility:
+    groups = _groups(record)
+    approvers: dict[str, set[str]] = {group: set() for group in groups}
+    rejecters: set[str] = set()
+    counted: set[str] = set()
+    for vote in votes:
+        if vote.approver_id == record.requester_id:
+            continue
+        if (
+            vote.principal_disabled_at is not None
+            or not vote.token_found
+            or vote.token_revoked_at is not None
+        ):
+            continue
+        if vote.digest != record.payload_digest:
+            continue
+        member_of = (await _groups_of(reader, vote.approver_id)) & groups
+        if not member_of:
+            continue
+        counted.add(vote.approver_id)
+        if vote.decision == "approve":
+            for group in member_of:
+                approvers[group].add(vote.approver_id)
+        else:
+            rejecters.add(vote.approver_id)
+    return _Eligibility(
+        {g: frozenset(p) for g, p in approvers.items()}, frozenset(rejecters), frozenset(counted)
+    )
+
+
+class ApprovalsService:
+    def __init__(
+        self,
+        store: Store,
+        signing: SigningService,
+        *,
+        clock: Clock = utcnow,
+        poll_interval: float = POLL_INTERVAL_SECONDS,
+    ) -> None:
+        self._store = store
+        self._signing = signing
+        self._clock = clock
+        self._poll_interval = poll_interval
+        self._changed: dict[str, asyncio.Event] = {}
+        self._executing: set[str] = set()
+
+    # -- creation (inside the signing commit unit) ------------------------------------------------
+
+    async def create(
+        self,
+        writer: Writer,
+        ctx: RequestContext,
+        *,
+        operation: str,
+        key: KeyRecord,
+        prepared: Prepared,
+        decision: Decision,
+        now: datetime,
+        reject_quorum: int = 1,
+        signed_approvals: bool = False,
+    ) -> ApprovalRequestRecord:
+        """Store a pending request for ``decision`` (which must require approval) and audit it."""
+        if decision.effect is not Effect.REQUIRE_APPROVAL or not decision.approvals:
+            # Nothing to collect would make the request trivially approvable: fail closed.
+            raise Forbidden("no approval requirement to collect", code="approval_requirements_missing")
+        if reject_quorum < 1:
+            raise ValueError("reject_quorum must be at least 1")
+        digest = payload_digest(operation, key, prepared, decision.policy_digests)
+        expires_at = min(r.expires_at for r in decision.approvals)
+        record = ApprovalRequestRecord(
+            id=f"apr_{int(now.timestamp() * 1_000_000):015x}{secrets.token_hex(6)}",
+            kind=operation,
+            resource_id=key.id,
+            requester_id=ctx.caller.principal_id,
+            payload={"operation": operation, "key_id": key.id, "body": prepared.body},
+            payload_digest=digest,
+            view={
+                **prepared.view,
+                "key_label": key.label,
+                "requested_by": {"principal_id": ctx.caller.principal_id, "name": ctx.caller.name},
+                "requested_at": iso(now),
+                "rules": sorted({rule for r in decision.approvals for rule in r.rule_ids}),
+                "reasons": decision.reasons_as_dicts(),
+            },
+            requirements={
+                "approvals": [r.as_dict() for r in decision.approvals],
+                "reject_quorum": reject_quorum,
+                "signed_approvals": signed_approvals,
+                "policy_digests": list(decision.policy_digests),
+            },
+            state="pending",
+            created_at=now,
+            expires_at=expires_at,
+            updated_at=now,
+        )
+        await writer.insert_approval_request(record)
+        writer.append_audit(
+            {
+                "kind": "approval.requested",
+                "at": now,
+                "request_id": ctx.request_id,
+                "actor": ctx.actor(),
+                "approval_id": record.id,
+                "operation": operation,
+                "key_id": key.id,
+                "payload_digest": digest,
+                "requirements": record.requirements,
+                "expires_at": iso(expires_at),
+            }
+        )
+        return record
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    async def list(
+        self, ctx: RequestContext, *, state: str | None = None, limit: int = 100, after: str | None = None
+    ) -> list[dict[str, Any]]:
+        """What the caller may see: admin everything, a requester its own, an approver its groups'."""
+        await self.expire_due(ctx.request_id)
+        states = None if state is None else [state]
+        role = ctx.caller.role
+        async with self._store.read() as reader:
+            if role is Role.ADMIN:
+                records = await reader.list_approval_requests(states=states, limit=limit, after=after)
+            elif role is Role.SERVICE:
+                records = await reader.list_approval_requests(
+                    states=states, requester_id=ctx.caller.principal_id, limit=limit, after=after
+                )
+            else:
+                mine = await _groups_of(reader, ctx.caller.principal_id)
+                # Filtering after the read keeps the SQL simple; pages may come back shorter than limit.
+                records = [
+                    r
+                    for r in await reader.list_approval_requests(states=states, limit=limit, after=after)
+                    if _groups(r) & mine
+                ]
+            out = []
+            for record in records:
+                votes = await reader.approval_votes(record.id)
+                out.append(await self._render(reader, record, votes, brief=True))
+        return out
+
+    async def show(self, ctx: RequestContext, approval_id: str) -> dict[str, Any]:
+        record = await self._visible(ctx, approval_id)
+        if record.state == "pending" and self._clock() >= record.expires_at:
+            await self.expire_due(ctx.request_id, approval_id)
+        async with self._store.read() as reader:
+            fresh = await reader.get_approval_request(approval_id)
+            assert fresh is not None  # requests are never deleted
+            return await self._render(reader, fresh, await reader.approval_votes(approval_id))
+
+    async def _visible(self, ctx: RequestContext, approval_id: str) -> ApprovalRequestRecord:
+        """The request if the caller may see it; otherwise the same 404 as for one that does not exist."""
+        async with self._store.read() as reader:
+            record = await reader.get_approval_request(approval_id)
+            if record is not None and await self._may_see(reader, ctx.caller, record):
+                return record
+        raise NotFound("no such approval request", code="approval_not_found")
+
+    async def _may_see(self, reader: Reader | Writer, caller: Caller, record: ApprovalRequestRecord) -> bool:
+        if caller.role is Role.ADMIN or caller.principal_id == record.requester_id:
+            return True
+        return bool(_groups(record) & await _groups_of(reader, caller.principal_id))
+
+    async def _render(
+        self,
+        reader: Reader | Writer,
+        record: ApprovalRequestRecord,
+        votes: list[ApprovalVoteRecord],
+        *,
+        brief: bool = False,
+    ) -> dict[str, Any]:
+        eligible = await _eligibility(reader, record, votes)
+        out: dict[str, Any] = {
+            "id": record.id,
+            "kind": record.kind,
+            "state": record.state,
+            "key_id": record.resource_id,
+            "requester_id": record.requester_id,
+            "payload_digest": record.payload_digest,
+            "created_at": iso(record.created_at),
+            "expires_at": iso(record.expires_at),
+            "updated_at": iso(record.updated_at),
+            "requirements": record.requirements["approvals"],
+            "reject_quorum": record.requirements.get("reject_quorum", 1),
+            "progress": {group: len(members) for group, members in sorted(eligible.approvers.items())},
+            "result_available": record.state == "signed" and record.result_fetched_at is None,
+        }
+        out["view"] = record.view
+        if not brief:
+            out["votes"] = [
+                {
+                    "approver_id": v.approver_id,
+                    "approver_name": v.principal_name,
+                    "decision": v.decision,
+                    "digest": v.digest,
+                    "at": iso(v.created_at),
+                    "counted": v.approver_id in eligible.counted,
+                    "signature_scheme": v.signature_scheme,
+                    "signature": v.signature,
+                }
+                for v in votes
+            ]
+            if record.state == "failed" and record.result is not None:
+                out["error"] = record.result.get("error")
+        return out
+
+    # -- expiry -----------------------------------------------------------------------------------
+
+    async def expire_due(self, request_id: str, approval_id: str | None = None) -> int:
+        """Move every pending (or approved but unsigned) request past its expiry to ``expired``."""
+        now = self._clock()
+        async with self._store.read() as reader:
+            if approval_id is not None:
+                one = await reader.get_approval_request(approval_id)
+                due = [one] if one is not None else []
+            else:
+                due = await reader.list_approval_requests(states=list(OPEN_STATES), limit=1000)
+        ids = [r.id for r in due if r.state in OPEN_STATES and now >= r.expires_at]
+        if not ids:
+            return 0
+
+        async def unit(writer: Writer) -> int:
+            moved = 0
+            for rid in ids:
+                record = await writer.lock_approval_request(rid)
+                if record is not None and await self._expire_locked(writer, record, now, request_id):
+                    moved += 1
+            return moved
+
+        moved = await self._store.submit(unit)
+        for rid in ids:
+            self._notify(rid)
+        return moved
+
+    async def _expire_locked(
+        self, writer: Writer, record: ApprovalRequestRecord, now: datetime, request_id: str | None
+    ) -> bool:
+        if record.state not in OPEN_STATES or now < record.expires_at:
+            return False
+        if not await writer.transition_approval(record.id, list(OPEN_STATES), "expired", now):
+            return False
+        writer.append_audit(
+            {
+                "kind": "approval.expired",
+                "at": now,
+                "request_id": request_id,
+                "approval_id": record.id,
+                "payload_digest": record.payload_digest,
+                "expired_at": iso(record.expires_at),
+            }
+        )
+        return True
+
+    # -- voting -----------------------------------------------------------------------------------
+
+    async def approve(
+        self,
+        ctx: RequestContext,
+        approval_id: str,
+        digest: str,
+        *,
+        signature: str | None = None,
+    ) -> dict[str, Any]:
+        return await self._vote(ctx, approval_id, "approve", digest, signature)
+
+    async def reject(
+        self, ctx: RequestContext, approval_id: str, digest: str, *, signature: str | None = None
+    ) -> dict[str, Any]:
+        return await self._vote(ctx, approval_id, "reject", digest, signature)
+
+    async def _vote(
+        self, ctx: RequestContext, approval_id: str, decision: str, digest: str, signature: str | None
+    ) -> dict[str, Any]:
+        now = self._clock()
+        caller = ctx.caller
+        base = {
+            "at": now,
+            "request_id": ctx.request_id,
+            "actor": ctx.actor(),
+            "approval_id": approval_id,
+            "decision": decision,
+            "digest_named": digest,
+        }
+
+        async def unit(writer: Writer) -> tuple[str, SignerError | None]:
+            record = await writer.lock_approval_request(approval_id)
+            if record is None or not await self._may_see(writer, caller, record):
+                raise NotFound("no such approval request", code="approval_not_found")
+            if await self._expire_locked(writer, record, now, ctx.request_id):
+                # Committed: the expiry stands even though this vote is refused.
+                return "expired", Conflict("the approval request has expired", code="approval_expired")
+            refusal = await self._check_vote(writer, record, caller, digest)
+            if refusal is not None:
+                writer.append_audit(
+                    {**base, "kind": "approval.vote_refused", "error": {"code": refusal.code}}
+                )
+                return record.state, refusal
+            scheme: str | None = None
+            approver_key = await writer.get_approver_key(caller.principal_id)
+            try:
+                if signature is not None:
+                    if approver_key is None:
+                        raise Unprocessable(
+                            "register a public key before signing approvals", code="approver_key_missing"
+                        )
+                    verify_approval_signature(
+                        approver_key, record.id, decision, record.payload_digest, signature
+                    )
+                    scheme = approver_key.scheme
+                elif record.requirements.get("signed_approvals"):
+                    raise Unprocessable(
+                        "this request needs approvals signed with the approver's key",
+                        code="approval_signature_required",
+                    )
+            except SignerError as exc:
+                writer.append_audit({**base, "kind": "approval.vote_refused", "error": {"code": exc.code}})
+                return record.state, exc
+            await writer.insert_approval_vote(
+                ApprovalVoteRecord(
+                    request_id=record.id,
+                    approver_id=caller.principal_id,
+                    token_id=caller.token_id,
+                    decision=decision,
+                    digest=digest,
+                    created_at=now,
+                    signature_scheme=scheme,
+                    signature=None if signature is None else signature.lower().removeprefix("0x"),
+                )
+            )
+            writer.append_audit({**base, "kind": "approval.vote"})
+            votes = await writer.approval_votes(record.id)
+            eligible = await _eligibility(writer, record, votes)
+            if decision == "reject":
+                if len(eligible.rejecters) >= int(record.requirements.get("reject_quorum", 1)):
+                    await writer.transition_approval(record.id, ["pending"], "rejected", now)
+                    writer.append_audit(
+                        {
+                            "kind": "approval.rejected",
+                            "at": now,
+                            "request_id": ctx.request_id,
+                            "approval_id": record.id,
+                            "rejected_by": sorted(eligible.rejecters),
+                        }
+                    )
+                    return "rejected", None
+                return "pending", None
+            outcome = check_approvals(
+                _requirements(record), eligible.approvers, requester=record.requester_id, now=now
+            )
+            if outcome.effect is Effect.ALLOW:
+                await writer.transition_approval(record.id, ["pending"], "approved", now)
+                writer.append_audit(
+                    {
+                        "kind": "approval.approved",
+                        "at": now,
+                        "request_id": ctx.request_id,
+                        "approval_id": record.id,
+                        "payload_digest": record.payload_digest,
+                        "approvers": {g: sorted(p) for g, p in sorted(eligible.approvers.items())},
+                        "reasons": outcome.reasons_as_dicts(),
+                    }
+                )
+                return "approved", None
+            return "pending", None
+
+        state, refusal = await self._store.submit(unit)
+        self._notify(approval_id)
+        if refusal is not None:
+            raise refusal
+        if state == "approved":
+            await self._execute(approval_id, ctx.request_id)
+        return await self.show(ctx, approval_id)
+
+    async def _check_vote(
+        self, writer: Writer, record: ApprovalRequestRecord, caller: Caller, digest: str
+    ) -> SignerError | None:
+        if record.state != "pending":
+            return Conflict(
+                f"the approval request is {record.state}", code="approval_closed", state=record.state
+            )
+        if caller.principal_id == record.requester_id:
+            return Forbidden("the requester cannot vote on its own request", code="self_approval")
+        if not _groups(record) & await _groups_of(writer, caller.principal_id):
+            return Forbidden("not an approver for this request", code="not_an_approver")
+        if digest.lower().removeprefix("0x") != record.payload_digest:
+            return Conflict(
+                "the vote names another payload than the one stored under this id",
+                code="approval_mismatch",
+                payload_digest=record.payload_digest,
+            )
+        return None
+
+    # -- approver keys --------------------------------------------------------------------------
+
+    async def register_key(self, ctx: RequestContext, scheme: str, public_key: str) -> dict[str, Any]:
+        """An approver registers (or replaces) the public key its signed approvals verify with."""
+        require_role(ctx, Role.APPROVER)
+        clean = check_approver_key(scheme, public_key)
+        now = self._clock()
+
+        async def unit(writer: Writer) -> None:
+            await writer.set_approver_key(ApproverKeyRecord(ctx.caller.principal_id, scheme, clean, now))
+            writer.append_audit(
+                {
+                    "kind": "approval.key_registered",
+                    "at": now,
+                    "request_id": ctx.request_id,
+                    "actor": ctx.actor(),
+                    "scheme": scheme,
+                    "public_key": clean,
+                }
+            )
+
+        await self._store.submit(unit)
+        return {"principal_id": ctx.caller.principal_id, "scheme": scheme, "public_key": clean}
+
+    # -- cancelling -------------------------------------------------------------------------------
+
+    async def cancel(self, ctx: RequestContext, approval_id: str) -> dict[str, Any]:
+        now = self._clock()
+
+        async def unit(writer: Writer) -> SignerError | None:
+            record = await writer.lock_approval_request(approval_id)
+            if record is None or not await self._may_see(writer, ctx.caller, record):
+                raise NotFound("no such approval request", code="approval_not_found")
+            if ctx.caller.role is not Role.ADMIN and ctx.caller.principal_id != record.requester_id:
+                return Forbidden("only the requester or an admin can cancel", code="cancel_not_allowed")
+            if await self._expire_locked(writer, record, now, ctx.request_id):
+                return Conflict("the approval request has expired", code="approval_expired")
+            if not await writer.transition_approval(record.id, ["pending"], "cancelled", now):
+                return Conflict(
+                    f"the approval request is {record.state}", code="approval_closed", state=record.state
+                )
+            writer.append_audit(
+                {
+                    "kind": "approval.cancelled",
+                    "at": now,
+                    "request_id": ctx.request_id,
+                    "actor": ctx.actor(),
+                    "approval_id": record.id,
+                }
+            )
+            return None
+
+        refusal = await self._store.submit(unit)
+        self._notify(approval_id)
+        if refusal is not None:
+            raise refusal
+        return await self.show(ctx, approval_id)
+
+    # -- execution --------------------------------------------------------------------------------
+
+    async def _execute(self, approval_id: str, request_id: str) -> None:
+        """Sign an approved request's stored payload; at most one execution runs per process, and the
+        commit unit's compare-and-set makes sure at most one result is ever stored across processes."""
+        if approval_id in self._executing:
+            return
+        self._executing.add(approval_id)
+        try:
+            async with self._store.read() as reader:
+                record = await reader.get_approval_request(approval_id)
+                requester = None if record is None else await reader.get_principal(record.requester_id)
+            if record is None or record.state != "approved" or requester is None:
+                return
+            execution = ApprovedExecution(
+                approval_id=record.id,
+                request_id=request_id,
+                requester=Caller(
+                    principal_id=requester.id,
+                    name=requester.name,
+                    role=Role(requester.role),
+                    token_id=f"approval:{record.id}",
+                ),
+                operation=record.kind,
+                key_id=record.resource_id,
+                body=record.payload["body"],
+                payload_digest=record.payload_digest,
+                digest_of=lambda key, prepared: payload_digest(
+                    record.kind, key, prepared, tuple(record.requirements.get("policy_digests", ()))
+                ),
+                finalize=lambda writer, response, now: self._finalize(writer, record.id, response, now),
+            )
+            try:
+                await self._signing.execute_approved(execution)
+            except SignerError as exc:
+                await self._execution_failed(record.id, request_id, exc)
+        finally:
+            self._executing.discard(approval_id)
+            self._notify(approval_id)
+
+    async def _finalize(
+        self, writer: Writer, approval_id: str, response: dict[str, Any], now: datetime
+    ) -> None:
+        """Inside the signing commit unit: the request must still be approved, unexpired and backed by
+        a quorum of currently eligible approvers; then the result is stored with the signing event.
+        Expiry is judged by this service's clock, the same one every vote was judged by."""
+        del now
+        now = self._clock()
+        record = await writer.lock_approval_request(approval_id)
+        if record is None or record.state != "approved":
+            raise Conflict("the approval request is no longer approved", code="approval_closed")
+        if now >= record.expires_at:
+            raise Conflict("the approval request has expired", code="approval_expired")
+        eligible = await _eligibility(writer, record, await writer.approval_votes(approval_id))
+        outcome = check_approvals(
+            _requirements(record), eligible.approvers, requester=record.requester_id, now=now
+        )
+        if outcome.effect is not Effect.ALLOW:
+            raise Conflict(
+                "the approvals no longer meet the quorum",
+                code="approval_quorum_lost",
+                reasons=outcome.reasons_as_dicts(),
+            )
+        if not await writer.transition_approval(approval_id, ["approved"], "signed", now, result=response):
+            raise Conflict("the approval request is no longer approved", code="approval_closed")
+        writer.append_audit(
+            {
+                "kind": "approval.signed",
+                "at": now,
+                "request_id": None,
+                "approval_id": approval_id,
+                "payload_digest": record.payload_digest,
+                "approvers": {g: sorted(p) for g, p in sorted(eligible.approvers.items())},
+                "result": {k: response[k] for k in ("signer", "transaction_hash") if k in response},
+            }
+        )
+
+    async def _execution_failed(self, approval_id: str, request_id: str, exc: SignerError) -> None:
+        now = self._clock()
+
+        async def unit(writer: Writer) -> None:
+            record = await writer.lock_approval_request(approval_id)
+            if record is None or record.state != "approved":
+                return
+            if await self._expire_locked(writer, record, now, request_id):
+                return
+            if exc.code == "approval_quorum_lost":
+                # An approver was revoked between the vote and the signature: collect again.
+                target, kind = "pending", "approval.reopened"
+                result = None
+            else:
+                target, kind = "failed", "approval.failed"
+                result = {"error": {"code": exc.code, "status": exc.status, "message": exc.message}}
+            await writer.transition_approval(approval_id, ["approved"], target, now, result=result)
+            writer.append_audit(
+                {
+                    "kind": kind,
+                    "at": now,
+                    "request_id": request_id,
+                    "approval_id": approval_id,
+                    "error": {"code": exc.code, "status": exc.status},
+                }
+            )
+
+        await self._store.submit(unit)
+
+    # -- the requester's result -------------------------------------------------------------------
+
+    async def result(
+        self, ctx: RequestContext, approval_id: str, *, wait: float = 0
+    ) -> tuple[int, dict[str, Any]]:
+        """(status, body): 200 with the result once (then ``result_already_fetched``), 202 while still
+        open after waiting up to ``wait`` seconds, 200 with the final state for the other outcomes."""
+        if not 0 <= wait <= MAX_WAIT_SECONDS:
+            raise InvalidRequest(
+                f"wait must be between 0 and {MAX_WAIT_SECONDS}", code="invalid_field", field="wait"
+            )
+        record = await self._visible(ctx, approval_id)
+        if ctx.caller.principal_id != record.requester_id:
+            raise Forbidden("only the requester fetches the result", code="not_the_requester")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            if record.state in OPEN_STATES and self._clock() >= record.expires_at:
+                await self.expire_due(ctx.request_id, approval_id)
+            elif record.state == "approved" and approval_id not in self._executing:
+                # Approved but not signed: resume (a crash between the vote and the signature).
+                await self._execute(approval_id, ctx.request_id)
+            async with self._store.read() as reader:
+                fresh = await reader.get_approval_request(approval_id)
+            assert fresh is not None
+            record = fresh
+            if record.state not in OPEN_STATES:
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return 202, {"id": record.id, "state": record.state, "expires_at": iso(record.expires_at)}
+            event = self._changed.setdefault(approval_id, asyncio.Event())
+            try:
+                await asyncio.wait_for(event.wait(), timeout=min(remaining, self._poll_interval))
+            except TimeoutError:
+                pass
+        if record.state != "signed":
+            body: dict[str, Any] = {"id": record.id, "state": record.state}
+            if record.state == "failed" and record.result is not None:
+                body["error"] = record.result.get("error")
+            return 200, body
+        now = self._clock()
+
+        async def unit(writer: Writer) -> bool:
+            first = await writer.mark_approval_result_fetched(approval_id, now)
+            if first:
+                writer.append_audit(
+                    {
+                        "kind": "approval.result_fetched",
+                        "at": now,
+                        "request_id": ctx.request_id,
+                        "actor": ctx.actor(),
+                        "approval_id": approval_id,
+                    }
+                )
+            return first
+
+        if not await self._store.submit(unit):
+            raise Conflict("the result has already been fetched", code="result_already_fetched")
+        return 200, {"id": record.id, "state": "signed", "result": record.result}
+
+    def _notify(self, approval_id: str) -> None:
+        event = self._changed.pop(approval_id, None)
+        if event is not None:
+            event.set()
+
+
+# -- signed approvals ------------------------------------------------------------------------------
+
+
+def approval_message(approval_id: str, decision: str, digest: str) -> bytes:
+    """The bytes an approver signs: which request, which decision, which payload digest. Ed25519 signs
+    them as they are; secp256k1 signs them as an EIP-191 ``personal_sign`` message (what wallets do)."""
+    return f"signer-approval:v1:{approval_id}:{decision}:{digest}".encode("ascii")
+
+
+def verify_approval_signature(
+    key: ApproverKeyRecord, approval_id: str, decision: str, digest: str, signature_hex: str
+) -> None:
+    """Raise ``Unprocessable(approval_signature_invalid)`` unless the signature verifies offline-style:
+    with nothing but the registered public key, the request id, the decision and the digest."""
+    invalid = Unprocessable(
+        "the approval signature does not verify with the registered key", code="approval_signature_invalid"
+    )
+    try:
+        signature = bytes.fromhex(signature_hex.removeprefix("0x"))
+        public_key = bytes.fromhex(key.public_key)
+    except ValueError:
+        raise invalid from None
+    message = approval_message(approval_id, decision, digest)
+    if key.scheme == "ed25519":
+        try:
+            check_ed25519(public_key, message, signature)
+        except SignerError:
+            raise invalid from None
+        return
+    if len(signature) != 65 or signature[64] not in (27, 28):
+        raise invalid
+    try:
+        recoverable = RecoverableSignature(
+            r=int.from_bytes(signature[:32], "big"),
+            s=int.from_bytes(signature[32:64], "big"),
+            recovery_id=signature[64] - 27,
+        )
+        recovered = recover_address(personal_message_digest(message), recoverable)
+        expected = address_from_public_key(public_key)
+    except (SignerError, ValueError):
+        raise invalid from None
+    if recovered != expected:
+        raise invalid
+
+
+def check_approver_key(scheme: str, public_key_hex: str) -> str:
+    """Validate a public key for registration; returns it as lower-case hex without 0x."""
+    bad = InvalidRequest(
+        "not a valid public key for that scheme", code="invalid_public_key", field="public_key"
+    )
+    try:
+        raw = bytes.fromhex(public_key_hex.removeprefix("0x"))
+    except ValueError:
+        raise bad from None
+    try:
+        if scheme == "ed25519":
+            if len(raw) != 32:
+                raise bad
+        elif scheme == "secp256k1":
+            address_from_public_key(raw)
+        else:
+            raise InvalidRequest("scheme must be ed25519 or secp256k1", code="invalid_field", field="scheme")
+    except SignerError as exc:
+        if exc.code == "invalid_field":
+            raise
+        raise bad from None
+    except ValueError:
+        raise bad from None
+    return raw.hex()

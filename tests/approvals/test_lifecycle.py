@@ -1,0 +1,90 @@
+"""The approval lifecycle end to end in process: request, votes, quorum, signature, result once."""
+
+from __future__ import annotations
+
+import pytest
+
+from signer.errors import Conflict, Forbidden, NotFound
+from tests.approvals.support import RECIPIENT, World, recover_sender, signed_fields
+
+
+async def test_two_of_three_signs_exactly_the_stored_payload_once(world: World) -> None:
+    key = await world.key()
+    requester = await world.requester(key)
+    alice, bob, carol = [await world.person() for _ in range(3)]
+    for p in (alice, bob, carol):
+        world.join("treasury", p)
+    record = await world.request(requester, key)
+    assert record.state == "pending"
+
+    shown = await world.approvals.show(alice.ctx, record.id)
+    assert shown["view"]["to"] == RECIPIENT
+    assert shown["view"]["value_eth"] == "5"
+    assert shown["view"]["chainId"] == "1"
+    assert shown["view"]["from"] == key.address
+    assert shown["view"]["requested_by"]["principal_id"] == requester.id
+
+    after_one = await world.approvals.approve(alice.ctx, record.id, record.payload_digest)
+    assert after_one["state"] == "pending" and after_one["progress"] == {"treasury": 1}
+    status, body = await world.approvals.result(requester.ctx, record.id)
+    assert (status, body["state"]) == (202, "pending")
+
+    done = await world.approvals.approve(bob.ctx, record.id, record.payload_digest)
+    assert done["state"] == "signed"
+    with pytest.raises(Conflict) as late:
+        await world.approvals.approve(carol.ctx, record.id, record.payload_digest)
+    assert late.value.code == "approval_closed"
+
+    status, body = await world.approvals.result(requester.ctx, record.id)
+    assert status == 200
+    result = body["result"]
+    assert recover_sender(result) == key.address
+    signed = signed_fields(result)
+    assert "0x" + bytes(signed["to"]).hex() == RECIPIENT.lower()
+    assert (signed["value"], signed["chainId"]) == (5 * 10**18, 1)
+    with pytest.raises(Conflict) as again:
+        await world.approvals.result(requester.ctx, record.id)
+    assert again.value.code == "result_already_fetched"
+
+    async with world.store.read() as reader:
+        kinds = [e.kind for e in await reader.audit_events(limit=1000)]
+    for kind in (
+        "approval.requested",
+        "approval.vote",
+        "approval.approved",
+        "sign.transaction",
+        "approval.signed",
+        "approval.result_fetched",
+    ):
+        assert kind in kinds
+    assert kinds.count("sign.transaction") == 1
+
+
+async def test_visibility_reject_and_cancel(world: World) -> None:
+    key = await world.key()
+    requester = await world.requester(key)
+    other_service = await world.requester(key)
+    alice, outsider = await world.person(), await world.person()
+    world.join("treasury", alice)
+    world.join("security", outsider)
+    record = await world.request(requester, key)
+
+    for stranger in (other_service, outsider):
+        with pytest.raises(NotFound):
+            await world.approvals.show(stranger.ctx, record.id)
+        assert await world.approvals.list(stranger.ctx) == []
+    assert [r["id"] for r in await world.approvals.list(alice.ctx)] == [record.id]
+    assert [r["id"] for r in await world.approvals.list(requester.ctx)] == [record.id]
+    assert [r["id"] for r in await world.approvals.list(world.admin_person.ctx)] == [record.id]
+
+    rejected = await world.approvals.reject(alice.ctx, record.id, record.payload_digest)
+    assert rejected["state"] == "rejected"
+    status, body = await world.approvals.result(requester.ctx, record.id)
+    assert (status, body["state"]) == (200, "rejected")
+
+    second = await world.request(requester, key)
+    with pytest.raises(Forbidden):
+        await world.approvals.cancel(alice.ctx, second.id)
+    assert (await world.approvals.cancel(requester.ctx, second.id))["state"] == "cancelled"
+    with pytest.raises(Conflict):
+        await world.approvals.approve(alice.ctx, second.id, second.payload_digest)
