@@ -79,7 +79,7 @@ class World:
 
     async def new_token(self, person: Person) -> Person:
         issued = await self.auth.issue_for_principal(self.admin_person.ctx, person.id)
-        return await self.login(issued["credentials"]["access_token"])
+        return await self.login(issued["access_token"])
 
     async def key(self) -> KeyRecord:
         made = await self.keys.create(self.admin_person.ctx, Curve.SECP256K1, "k", "default", [])
