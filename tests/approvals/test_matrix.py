@@ -84,7 +84,7 @@ async def test_l07_same_approver_double_submits(world: World) -> None:
 
 async def test_l07_two_processes_race_the_final_approval(world: World, store_url: str) -> None:
     """Two services on two stores (two pools, as two worker processes have) on the same database."""
-    _, requester, (a, b, c), record = await _setup(world, quorum=2)
+    _, _requester, (a, b, c), record = await _setup(world, quorum=2)
     async with fresh_store(store_url) as other_store:
         other = ApprovalsService(
             other_store,
@@ -108,7 +108,7 @@ async def test_l07_two_processes_race_the_final_approval(world: World, store_url
 
 
 async def test_a08_vote_naming_another_digest_is_refused(world: World) -> None:
-    key, requester, (a, b, _), record = await _setup(world)
+    key, requester, (a, _b, _), record = await _setup(world)
     other = await world.request(requester, key, {"transaction": tx_fields(value=6 * 10**18)})
     assert other.payload_digest != record.payload_digest
     with pytest.raises(Conflict) as caught:
