@@ -146,8 +146,8 @@ async def test_a08_payload_and_digest_edited_together_voids_the_votes(world: Wor
     async with world.store.write() as writer:
         await writer._execute(
             text(
-                "UPDATE approval_requests SET payload = (SELECT payload FROM approval_requests WHERE id = :s),"
-                " payload_digest = :d WHERE id = :i"
+                "UPDATE approval_requests SET payload_digest = :d,"
+                " payload = (SELECT payload FROM approval_requests WHERE id = :s) WHERE id = :i"
             ),
             {"s": swapped.id, "d": swapped.payload_digest, "i": record.id},
         )
