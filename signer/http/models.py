@@ -65,3 +65,16 @@ class SignTypedDataBody(Strict):
 
 class SignDigestBody(Strict):
     digest: str = Field(min_length=64, max_length=66)
+
+
+class VoteBody(Strict):
+    """An approval or rejection names the payload digest it is about; ``signature`` is the approver's
+    signature over ``signer-approval:v1:<id>:<decision>:<digest>`` when it has registered a key."""
+
+    digest: str = Field(min_length=64, max_length=66)
+    signature: str | None = Field(default=None, min_length=2, max_length=200)
+
+
+class ApproverKeyBody(Strict):
+    scheme: Literal["ed25519", "secp256k1"]
+    public_key: str = Field(min_length=64, max_length=132)

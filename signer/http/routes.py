@@ -16,6 +16,7 @@ from aiohttp import web
 from signer.errors import InvalidRequest
 from signer.http.body import parse_body
 from signer.http.models import (
+    ApproverKeyBody,
     CreateGrantBody,
     CreateKeyBody,
     CreatePrincipalBody,
@@ -25,11 +26,16 @@ from signer.http.models import (
     SignMessageBody,
     SignTransactionBody,
     SignTypedDataBody,
+    VoteBody,
 )
 from signer.http.state import SERVICES, SETTINGS, Services
+from signer.services.approvals import MAX_WAIT_SECONDS
 from signer.services.context import RequestContext
 
 routes = web.RouteTableDef()
+
+# Routes whose handler may wait on purpose (bounded by the handler), beyond the request deadline.
+LONG_POLL_ROUTES = frozenset({"approval_result"})
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -269,3 +275,77 @@ async def audit_events(request: web.Request) -> web.StreamResponse:
     return web.Response(
         text="".join(lines), content_type="application/x-ndjson", headers={"X-Audit-Head": str(head)}
     )
+
+
+# -- approvals ------------------------------------------------------------------------------------
+
+
+def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    try:
+        value = int(request.query.get(name, str(default)))
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer", code="invalid_field", field=name) from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}", code="invalid_field", field=name)
+    return value
+
+
+@routes.get("/v1/approvals")
+async def list_approvals(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    limit = _int_query(request, "limit", 100, 1, 1000)
+    items = await _services(request).approvals.list_requests(
+        ctx, state=request.query.get("state"), limit=limit, after=request.query.get("after")
+    )
+    return _json({"items": items})
+
+
+@routes.get("/v1/approvals/{approval_id}")
+async def show_approval(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    return _json(await _services(request).approvals.show(ctx, request.match_info["approval_id"]))
+
+
+@routes.post("/v1/approvals/{approval_id}/approve")
+async def approve(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    body = await parse_body(request, VoteBody, _max_body(request))
+    return _json(
+        await _services(request).approvals.approve(
+            ctx, request.match_info["approval_id"], body.digest, signature=body.signature
+        )
+    )
+
+
+@routes.post("/v1/approvals/{approval_id}/reject")
+async def reject(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    body = await parse_body(request, VoteBody, _max_body(request))
+    return _json(
+        await _services(request).approvals.reject(
+            ctx, request.match_info["approval_id"], body.digest, signature=body.signature
+        )
+    )
+
+
+@routes.post("/v1/approvals/{approval_id}/cancel")
+async def cancel_approval(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    return _json(await _services(request).approvals.cancel(ctx, request.match_info["approval_id"]))
+
+
+@routes.get("/v1/approvals/{approval_id}/result", name="approval_result")
+async def approval_result(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    wait = _int_query(request, "wait", 0, 0, MAX_WAIT_SECONDS)
+    status, body = await _services(request).approvals.result(
+        ctx, request.match_info["approval_id"], wait=wait
+    )
+    return _json(body, status)
+
+
+@routes.put("/v1/approvers/me/key")
+async def register_approver_key(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    body = await parse_body(request, ApproverKeyBody, _max_body(request))
+    return _json(await _services(request).approvals.register_key(ctx, body.scheme, body.public_key))

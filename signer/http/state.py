@@ -8,6 +8,7 @@ from aiohttp import web
 
 from signer.config import Settings
 from signer.services.admin import AdminService
+from signer.services.approvals import ApprovalsService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
 from signer.services.health import HealthService
@@ -23,6 +24,7 @@ class Services:
     signing: SigningService
     health: HealthService
     audit: AuditLogService
+    approvals: ApprovalsService
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -237,7 +237,7 @@ class ApprovalsService:
 
     # -- reading ----------------------------------------------------------------------------------
 
-    async def list(
+    async def list_requests(
         self, ctx: RequestContext, *, state: str | None = None, limit: int = 100, after: str | None = None
     ) -> list[dict[str, Any]]:
         """What the caller may see: admin everything, a requester its own, an approver its groups'."""

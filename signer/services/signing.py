@@ -383,7 +383,7 @@ def prepare_payload(operation: str, body: Mapping[str, Any], key: KeyRecord) -> 
         digest = _unhex(str(body.get("digest", "")), "digest")
         if len(digest) != 32:
             raise InvalidRequest("digest must be exactly 32 bytes", code="invalid_digest", field="digest")
-        summary = {"scheme": "raw_digest", "blind": True, "digest": _hex(digest)}
+        raw_summary: dict[str, Any] = {"scheme": "raw_digest", "blind": True, "digest": _hex(digest)}
 
         def finish(key: KeyRecord, rs: bytes) -> dict[str, Any]:
             if Curve(key.curve) is Curve.P256:
@@ -392,7 +392,7 @@ def prepare_payload(operation: str, body: Mapping[str, Any], key: KeyRecord) -> 
 
         return Prepared(
             digest,
-            summary,
+            raw_summary,
             finish,
             body={"digest": _hex(digest)},
             view={

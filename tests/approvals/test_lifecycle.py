@@ -72,10 +72,10 @@ async def test_visibility_reject_and_cancel(world: World) -> None:
     for stranger in (other_service, outsider):
         with pytest.raises(NotFound):
             await world.approvals.show(stranger.ctx, record.id)
-        assert await world.approvals.list(stranger.ctx) == []
-    assert [r["id"] for r in await world.approvals.list(alice.ctx)] == [record.id]
-    assert [r["id"] for r in await world.approvals.list(requester.ctx)] == [record.id]
-    assert [r["id"] for r in await world.approvals.list(world.admin_person.ctx)] == [record.id]
+        assert await world.approvals.list_requests(stranger.ctx) == []
+    assert [r["id"] for r in await world.approvals.list_requests(alice.ctx)] == [record.id]
+    assert [r["id"] for r in await world.approvals.list_requests(requester.ctx)] == [record.id]
+    assert [r["id"] for r in await world.approvals.list_requests(world.admin_person.ctx)] == [record.id]
 
     rejected = await world.approvals.reject(alice.ctx, record.id, record.payload_digest)
     assert rejected["state"] == "rejected"
