@@ -12,6 +12,7 @@ from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
+from signer.services.policies import PolicyService
 from signer.services.signing import SigningService
 
 
@@ -23,6 +24,7 @@ class Services:
     signing: SigningService
     health: HealthService
     audit: AuditLogService
+    policies: PolicyService
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from policy import Grant, GrantRequest, evaluate_grants
+from policy import (
+    AttachedPolicy,
+    Facts,
+    PolicyError,
+    PolicyRequest,
+    ShadowDecision,
+    evaluate,
+    usage_queries,
+)
 from signer.errors import (
     AuditUnavailable,
     Conflict,
@@ -40,10 +48,22 @@ from signer.eth import (
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
 from signer.services.auth import AuthService
+from signer.services.authorization import (
+    Policies,
+    Subject,
+    decision_summary,
+    grant_names_key,
+    load_policies,
+    load_subject,
+    optimistic_facts,
+    parse_stored,
+    policy_request,
+    refusal,
+)
 from signer.services.context import RequestContext, iso, utcnow
 from signer.services.facts import FactsCache
 from signer.services.verify import check_ed25519, check_p256
-from signer.store import GrantRecord, KeyRecord, Store, Writer
+from signer.store import IdempotencyRecord, KeyRecord, LedgerEntry, Reader, Store, Writer
 
 # Which curves each operation can be performed with.
 _CURVES = {
@@ -56,61 +76,63 @@ _CURVES = {
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """What the token will sign and what the audit log says about it."""
+    """What the token will sign, what policy judges and what the audit log says about it."""
 
     data: bytes
     summary: dict[str, Any]
     finish: Callable[[KeyRecord, bytes], dict[str, Any]]
+    transaction: Any = None  # signer.eth.TransactionFields, for policy
+    typed_data_domain: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A caller's ``Idempotency-Key`` and the digest of the request it names."""
+
+    key: str
+    request_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    key: KeyRecord | None
+    subject: Subject
+    policies: Policies
+    epoch: int
 
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
-def _to_grants(records: list[GrantRecord]) -> list[Grant]:
-    return [
-        Grant(
-            grant_id=g.id,
-            principal_id=g.principal_id,
-            resource_type=g.resource_type,
-            resource_id=g.resource_id,
-            operations=frozenset(g.operations),
-            expires_at=g.expires_at,
-            revoked=g.revoked_at is not None,
-        )
-        for g in records
-    ]
-
-
-def _authorize(
-    ctx: RequestContext, key: KeyRecord | None, grants: list[GrantRecord], operation: str, now: datetime
-) -> tuple[KeyRecord, list[dict[str, str]]]:
-    """Raise the caller-facing error for a request that may not proceed; return the key and reasons."""
+def _check_key(ctx: RequestContext, key: KeyRecord | None, subject: Subject, operation: str) -> KeyRecord:
+    """The checks that come before policy: the key exists for this caller, is usable for the operation."""
     if key is None:
         raise NotFound("no such key", code="key_not_found")
     if ctx.caller.role is not Role.SERVICE:
         # Signing is for service principals; people act through grants on their own service accounts.
         raise Forbidden("only service principals sign", code="role_required")
-    live = [g for g in grants if g.revoked_at is None and g.resource_id == key.id]
-    if not live:
-        # No grant at all on this key: indistinguishable from a key that does not exist.
+    if not any(grant_names_key(g, key) for g in subject.grants):
+        # No grant at all about this key: indistinguishable from a key that does not exist.
         raise NotFound("no such key", code="key_not_found")
-    decision = evaluate_grants(
-        GrantRequest(ctx.caller.principal_id, operation, "key", key.id), _to_grants(live), now=now
-    )
-    if not decision.allowed:
-        raise Forbidden(
-            "the operation is not granted on this key",
-            code="operation_not_granted",
-            reasons=decision.reasons_as_dicts(),
-        )
     if Curve(key.curve) not in _CURVES[operation]:
         raise Unprocessable(
             f"{operation} is not possible with a {key.curve} key", code="unsupported_operation"
         )
+    return key
+
+
+def _check_state(key: KeyRecord) -> None:
     if key.state != "active":
         raise Conflict("the key is disabled", code="key_disabled")
-    return key, decision.reasons_as_dicts()
+
+
+def _request_for(subject: Subject, key: KeyRecord, operation: str, prepared: Prepared) -> PolicyRequest:
+    try:
+        return policy_request(subject, key, operation, prepared.transaction, prepared.typed_data_domain)
+    except PolicyError as exc:
+        # The payload parsed, but a value in it is outside what policy accepts (e.g. a bad scope).
+        raise Unprocessable(exc.message, code=exc.code) from None
 
 
 class SigningService:
@@ -122,9 +144,10 @@ class SigningService:
 
     # -- the four operations ----------------------------------------------------------------------
 
-    async def sign_transaction(
-        self, ctx: RequestContext, key_id: str, transaction: Mapping[str, Any] | None, raw: str | None
-    ) -> dict[str, Any]:
+    @staticmethod
+    def _prepare_transaction(
+        transaction: Mapping[str, Any] | None, raw: str | None
+    ) -> Callable[[KeyRecord], Prepared]:
         def prepare(key: KeyRecord) -> Prepared:
             if (transaction is None) == (raw is None):
                 raise InvalidRequest(
@@ -136,11 +159,28 @@ class SigningService:
                 if transaction is not None
                 else decode_unsigned_transaction(_unhex(raw or "", "raw"))
             )
-            return Prepared(tx.digest, _tx_summary(tx), lambda key, rs: _finish_transaction(tx, key, rs))
+            return Prepared(
+                tx.digest,
+                _tx_summary(tx),
+                lambda key, rs: _finish_transaction(tx, key, rs),
+                transaction=tx.fields,
+            )
 
-        return await self._sign(ctx, key_id, "sign_transaction", prepare)
+        return prepare
 
-    async def sign_message(self, ctx: RequestContext, key_id: str, message: bytes) -> dict[str, Any]:
+    async def sign_transaction(
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        transaction: Mapping[str, Any] | None,
+        raw: str | None,
+        idempotency: Idempotency | None = None,
+    ) -> dict[str, Any]:
+        prepare = self._prepare_transaction(transaction, raw)
+        return await self._sign(ctx, key_id, "sign_transaction", prepare, idempotency)
+
+    @staticmethod
+    def _prepare_message(message: bytes) -> Callable[[KeyRecord], Prepared]:
         def prepare(key: KeyRecord) -> Prepared:
             curve = Curve(key.curve)
             if curve is Curve.SECP256K1:
@@ -167,11 +207,15 @@ class SigningService:
                 lambda k, sig: _finish_ed25519(message, k, sig),
             )
 
-        return await self._sign(ctx, key_id, "sign_message", prepare)
+        return prepare
 
-    async def sign_typed_data(
-        self, ctx: RequestContext, key_id: str, typed_data: Mapping[str, Any]
+    async def sign_message(
+        self, ctx: RequestContext, key_id: str, message: bytes, idempotency: Idempotency | None = None
     ) -> dict[str, Any]:
+        return await self._sign(ctx, key_id, "sign_message", self._prepare_message(message), idempotency)
+
+    @staticmethod
+    def _prepare_typed_data(typed_data: Mapping[str, Any]) -> Callable[[KeyRecord], Prepared]:
         def prepare(_key: KeyRecord) -> Prepared:
             typed = typed_data_digest(typed_data)
             summary = {
@@ -180,11 +224,28 @@ class SigningService:
                 "domain": typed.domain,
                 "digest": _hex(typed.digest),
             }
-            return Prepared(typed.digest, summary, lambda k, rs: _finish_eth_message(typed.digest, k, rs))
+            return Prepared(
+                typed.digest,
+                summary,
+                lambda k, rs: _finish_eth_message(typed.digest, k, rs),
+                typed_data_domain=typed.domain,
+            )
 
-        return await self._sign(ctx, key_id, "sign_typed_data", prepare)
+        return prepare
 
-    async def sign_digest(self, ctx: RequestContext, key_id: str, digest_hex: str) -> dict[str, Any]:
+    async def sign_typed_data(
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        typed_data: Mapping[str, Any],
+        idempotency: Idempotency | None = None,
+    ) -> dict[str, Any]:
+        return await self._sign(
+            ctx, key_id, "sign_typed_data", self._prepare_typed_data(typed_data), idempotency
+        )
+
+    @staticmethod
+    def _prepare_digest(digest_hex: str) -> Callable[[KeyRecord], Prepared]:
         def prepare(_key: KeyRecord) -> Prepared:
             digest = _unhex(digest_hex, "digest")
             if len(digest) != 32:
@@ -198,7 +259,98 @@ class SigningService:
 
             return Prepared(digest, summary, finish)
 
-        return await self._sign(ctx, key_id, "sign_raw", prepare)
+        return prepare
+
+    async def sign_digest(
+        self, ctx: RequestContext, key_id: str, digest_hex: str, idempotency: Idempotency | None = None
+    ) -> dict[str, Any]:
+        return await self._sign(ctx, key_id, "sign_raw", self._prepare_digest(digest_hex), idempotency)
+
+    # -- dry run ----------------------------------------------------------------------------------
+
+    async def dry_run(
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        operation: str,
+        payload: Mapping[str, Any],
+        *,
+        principal_id: str | None = None,
+        candidate: tuple[str, int, str | None, str | None] | None = None,
+    ) -> dict[str, Any]:
+        """Evaluate a sign request against the live policy (or with a candidate version in place)
+        using the ledger as it is now; nothing is signed, reserved or counted. A service principal
+        asks for itself; an admin may name any principal."""
+        if ctx.caller.role is Role.ADMIN:
+            subject_id = principal_id or ctx.caller.principal_id
+        elif ctx.caller.role is Role.SERVICE and principal_id in (None, ctx.caller.principal_id):
+            subject_id = ctx.caller.principal_id
+        else:
+            raise Forbidden(
+                "dry-run is for admins, or for a service principal about itself", code="role_required"
+            )
+        prepare = self._prepare_payload(operation, payload)
+        now = utcnow()
+        async with self._store.read() as reader:
+            policies = await load_policies(reader)
+            subject = await load_subject(reader, subject_id, now, policies)
+            key = await reader.get_key(key_id)
+            if key is None or (
+                ctx.caller.role is Role.SERVICE and not any(grant_names_key(g, key) for g in subject.grants)
+            ):
+                raise NotFound("no such key", code="key_not_found")
+            if Curve(key.curve) not in _CURVES[operation]:
+                raise Unprocessable(
+                    f"{operation} is not possible with a {key.curve} key", code="unsupported_operation"
+                )
+            prepared = prepare(key)
+            request = _request_for(subject, key, operation, prepared)
+            policy_set = subject.policy_set
+            candidate_ref = None
+            if candidate is not None:
+                policy_id, version, scope, cand_key = candidate
+                record = await reader.get_policy_version(policy_id, version)
+                if record is None:
+                    raise NotFound("no such policy version", code="policy_not_found")
+                attached = AttachedPolicy(parse_stored(record.document), scope=scope, key_id=cand_key)
+                policy_set = policy_set.with_candidate(attached)
+                candidate_ref = attached.ref().as_dict()
+            queries = usage_queries(request, policy_set, now=now)
+        async with self._store.write() as writer:
+            # Read through a writer so the running totals are exact; nothing is written (no
+            # reservation, no audit event), so the transaction commits empty.
+            usage = {q: await writer.usage(q.limit_key, q.since, now) for q in queries}
+            writer.discard_ledger_changes()
+        decision = evaluate(request, policy_set, Facts(usage), now=now)
+        result = decision_summary(decision)
+        result["reservations"] = [r.as_dict() for r in decision.reservations]
+        result["request"] = prepared.summary
+        result["principal_id"] = subject_id
+        result["key_id"] = key_id
+        result["operation"] = operation
+        if candidate_ref is not None:
+            result["candidate"] = candidate_ref
+        return result
+
+    def _prepare_payload(self, operation: str, payload: Mapping[str, Any]) -> Callable[[KeyRecord], Prepared]:
+        if operation == "sign_transaction":
+            return self._prepare_transaction(payload.get("transaction"), payload.get("raw"))
+        if operation == "sign_message":
+            message = payload.get("message")
+            if not isinstance(message, bytes):
+                raise InvalidRequest("message is required", code="invalid_field", field="message")
+            return self._prepare_message(message)
+        if operation == "sign_typed_data":
+            typed = payload.get("typed_data")
+            if not isinstance(typed, Mapping):
+                raise InvalidRequest("typed_data is required", code="invalid_field", field="typed_data")
+            return self._prepare_typed_data(typed)
+        if operation == "sign_raw":
+            digest = payload.get("digest")
+            if not isinstance(digest, str):
+                raise InvalidRequest("digest is required", code="invalid_field", field="digest")
+            return self._prepare_digest(digest)
+        raise InvalidRequest("unknown operation", code="invalid_operation", field="operation")
 
     # -- the pipeline -----------------------------------------------------------------------------
 
@@ -208,6 +360,7 @@ class SigningService:
         key_id: str,
         operation: str,
         prepare: Callable[[KeyRecord], Prepared],
+        idempotency: Idempotency | None = None,
     ) -> dict[str, Any]:
         now = utcnow()
         event: dict[str, Any] = {
@@ -218,30 +371,79 @@ class SigningService:
             "actor": ctx.actor(),
             "key_id": key_id,
         }
+        if idempotency is not None:
+            event["idempotency_key_sha256"] = hashlib.sha256(idempotency.key.encode()).hexdigest()
         try:
-            key, reasons, epoch = await self._authorized(ctx, key_id, operation, now)
-            prepared = prepare(key)
+            if idempotency is not None:
+                stored = await self._stored_response(ctx, idempotency)
+                if stored is not None:
+                    return stored
+            facts, prepared, request = await self._precheck(ctx, key_id, operation, prepare, now)
+            key = _check_key(ctx, facts.key, facts.subject, operation)
             event["request"] = prepared.summary
             raw = await self._hsm.sign(key.hsm_id, Curve(key.curve), prepared.data)
             response = prepared.finish(key, raw)
         except SignerError as exc:
             await self._record_refusal(event, exc)
             raise
-        event["reasons"] = reasons
         event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
 
-        async def unit(writer: Writer) -> None:
-            if writer.epoch != epoch:
+        async def unit(writer: Writer) -> dict[str, Any]:
+            current = facts
+            if writer.epoch != facts.epoch:
                 # A fact moved since we read it: decide again from what is committed now.
                 await self._auth.recheck(writer, ctx, now)
-                fresh_key = await writer.get_key(key_id)
-                fresh_grants = await writer.active_grants(ctx.caller.principal_id, "key", key_id, now)
-                _authorize(ctx, fresh_key, fresh_grants, operation, now)
+                current = await self._read_facts(writer, ctx, key_id, now)
+                _check_state(_check_key(ctx, current.key, current.subject, operation))
                 self._facts.observe(writer.epoch)
-            writer.append_audit({**event, "outcome": "allowed"})
+            if idempotency is not None:
+                stored = await writer.get_idempotency(ctx.caller.principal_id, idempotency.key)
+                if stored is not None:
+                    # Another request with this key committed first: ours is dropped, theirs returned.
+                    return _replayed(stored, idempotency)
+            policy_set = current.subject.policy_set
+            judged = request if current is facts else _request_for(current.subject, key, operation, prepared)
+            queries = set(usage_queries(judged, policy_set, now=now))
+            shadows = [
+                (attachment_id, current.subject.candidate_set(attachment_id, attached))
+                for attachment_id, attached in current.policies.shadow
+                if attached.applies_to(judged)
+            ]
+            for _, candidate_set in shadows:
+                queries |= usage_queries(judged, candidate_set, now=now)
+            usage = Facts({q: await writer.usage(q.limit_key, q.since, now) for q in queries})
+            decision = evaluate(judged, policy_set, usage, now=now)
+            for attachment_id, candidate_set in shadows:
+                candidate = evaluate(judged, candidate_set, usage, now=now)
+                shadow = ShadowDecision(decision, candidate)
+                writer.record_shadow(
+                    attachment_id,
+                    now,
+                    ctx.request_id,
+                    decision.effect.value,
+                    candidate.effect.value,
+                    shadow.differs,
+                    decision_summary(candidate),
+                )
+            if not decision.allowed:
+                raise refusal(decision, current.subject, key)
+            await writer.reserve(
+                [
+                    LedgerEntry(r.limit_key, r.amount, r.window_start, r.window_end, ctx.request_id)
+                    for r in decision.reservations
+                ]
+            )
+            if idempotency is not None:
+                await writer.insert_idempotency(
+                    IdempotencyRecord(
+                        ctx.caller.principal_id, idempotency.key, idempotency.request_digest, response, now
+                    )
+                )
+            writer.append_audit({**event, "outcome": "allowed", "decision": decision_summary(decision)})
+            return response
 
         try:
-            await self._store.submit(unit)
+            return await self._store.submit(unit)
         except (DatabaseUnavailable, AuditUnavailable):
             # The signature is dropped here and never leaves. Recording the failure would wait for the
             # same database that just failed, past the caller's deadline: the store logged it.
@@ -250,45 +452,74 @@ class SigningService:
             # The signature is dropped here and never leaves.
             await self._record_refusal(event, exc)
             raise
-        return response
 
-    async def _authorized(
-        self, ctx: RequestContext, key_id: str, operation: str, now: datetime
-    ) -> tuple[KeyRecord, list[dict[str, str]], int]:
-        key, grants, epoch, cached = await self._facts_for(ctx, key_id, now, fresh=False)
-        try:
-            authorized, reasons = _authorize(ctx, key, grants, operation, now)
-        except SignerError:
-            if not cached:
-                raise
-            # Never refuse on cached facts alone: read them again.
-            key, grants, epoch, _ = await self._facts_for(ctx, key_id, now, fresh=True)
-            authorized, reasons = _authorize(ctx, key, grants, operation, now)
-        return authorized, reasons, min(epoch, ctx.epoch)
-
-    async def _facts_for(
-        self, ctx: RequestContext, key_id: str, now: datetime, *, fresh: bool
-    ) -> tuple[KeyRecord | None, list[GrantRecord], int, bool]:
-        """The key and the caller's grants on it, the epoch they are valid at, and whether cached."""
-        principal_id = ctx.caller.principal_id
-        if not fresh:
-            key = self._facts.keys.get(key_id)
-            grants = self._facts.grants.get((principal_id, key_id))
-            if key is not None and grants is not None:
-                return key, grants, self._facts.epoch, True
+    async def _stored_response(self, ctx: RequestContext, idempotency: Idempotency) -> dict[str, Any] | None:
         async with self._store.read() as reader:
-            epoch = await reader.epoch()
-            key = await reader.get_key(key_id)
-            grants = await reader.active_grants(principal_id, "key", key_id, now) if key else []
-        if key is not None and self._facts.observe(epoch):
-            self._facts.keys.put(key_id, key)
-            self._facts.grants.put((principal_id, key_id), grants)
-        return key, grants, epoch, False
+            stored = await reader.get_idempotency(ctx.caller.principal_id, idempotency.key)
+        return None if stored is None else _replayed(stored, idempotency)
+
+    async def _precheck(
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        operation: str,
+        prepare: Callable[[KeyRecord], Prepared],
+        now: datetime,
+    ) -> tuple[_Facts, Prepared, PolicyRequest]:
+        """Everything that can refuse before the HSM signs: key, grants and every rule but the limits
+        (judged with zero usage here; the commit unit judges them exactly under the write lock)."""
+        facts, cached = await self._cached_facts(ctx, key_id, now)
+        for attempt in (0, 1):
+            try:
+                key = _check_key(ctx, facts.key, facts.subject, operation)
+                prepared = prepare(key)
+                request = _request_for(facts.subject, key, operation, prepared)
+                policy_set = facts.subject.policy_set
+                decision = evaluate(request, policy_set, optimistic_facts(request, policy_set, now), now=now)
+                if not decision.allowed:
+                    raise refusal(decision, facts.subject, key)
+                _check_state(key)
+                return facts, prepared, request
+            except SignerError:
+                if attempt or not cached:
+                    raise
+                # Never refuse on cached facts alone: read them again.
+                async with self._store.read() as reader:
+                    facts = await self._read_facts(reader, ctx, key_id, now)
+        raise AssertionError("unreachable")
+
+    async def _cached_facts(self, ctx: RequestContext, key_id: str, now: datetime) -> tuple[_Facts, bool]:
+        principal_id = ctx.caller.principal_id
+        cache = self._facts
+        key = cache.keys.get(key_id)
+        subject = cache.grants.get(principal_id)
+        policies = cache.policies
+        if key is not None and subject is not None and policies is not None:
+            return _Facts(key, subject, policies, min(cache.epoch, ctx.epoch)), True
+        async with self._store.read() as reader:
+            facts = await self._read_facts(reader, ctx, key_id, now)
+        if facts.key is not None and cache.observe(facts.epoch):
+            cache.keys.put(key_id, facts.key)
+            cache.grants.put(principal_id, facts.subject)
+            cache.policies = facts.policies
+        return _Facts(facts.key, facts.subject, facts.policies, min(facts.epoch, ctx.epoch)), False
+
+    async def _read_facts(
+        self, reader: Reader | Writer, ctx: RequestContext, key_id: str, now: datetime
+    ) -> _Facts:
+        """The key, the caller's groups, grants and policy set, and the epoch they are valid at."""
+        epoch = reader.epoch if isinstance(reader, Writer) else await reader.epoch()
+        key = await reader.get_key(key_id)
+        policies = await load_policies(reader)
+        subject = await load_subject(reader, ctx.caller.principal_id, now, policies)
+        return _Facts(key, subject, policies, epoch)
 
     async def _record_refusal(self, event: dict[str, Any], exc: SignerError) -> None:
-        outcome = "denied" if exc.status in (401, 403, 404, 409) else "failed"
+        outcome = "denied" if exc.status in (401, 403, 404, 409, 429) else "failed"
         record = {**event, "outcome": outcome, "error": {"code": exc.code, "status": exc.status}}
-        if "reasons" in exc.extra:
+        if "decision" in exc.extra:
+            record["decision"] = exc.extra["decision"]
+        elif "reasons" in exc.extra:
             record["reasons"] = exc.extra["reasons"]
 
         async def unit(writer: Writer) -> None:
@@ -299,6 +530,14 @@ class SigningService:
         except SignerError:
             # The original error is what the caller needs; the store failure is logged by the store.
             pass
+
+
+def _replayed(stored: IdempotencyRecord, idempotency: Idempotency) -> dict[str, Any]:
+    if stored.request_digest != idempotency.request_digest:
+        raise Unprocessable(
+            "this Idempotency-Key was used for a different request", code="idempotency_key_reused"
+        )
+    return stored.response
 
 
 # -- finishing: turn the token's bytes into a checked response ------------------------------------

@@ -23,17 +23,25 @@ from signer.store.core import Reader, Store, Writer
 from signer.store.engine import build_engine, parse_url
 from signer.store.migrate import head_revision, migrate
 from signer.store.records import (
+    AttachmentRecord,
     AuditRecord,
     GrantRecord,
+    IdempotencyRecord,
     KeyRecord,
+    LedgerEntry,
+    PolicyVersionRecord,
     PrincipalRecord,
     TokenRecord,
 )
 
 __all__ = [
+    "AttachmentRecord",
     "AuditRecord",
     "GrantRecord",
+    "IdempotencyRecord",
     "KeyRecord",
+    "LedgerEntry",
+    "PolicyVersionRecord",
     "PrincipalRecord",
     "Reader",
     "Store",

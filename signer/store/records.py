@@ -13,13 +13,18 @@ from typing import Any
 from signer.audit import AuditRecord
 
 __all__ = [
+    "ATTACHMENT_MODES",
     "GRANT_RESOURCE_TYPES",
     "KEY_STATES",
     "ROLES",
     "TOKEN_KINDS",
+    "AttachmentRecord",
     "AuditRecord",
     "GrantRecord",
+    "IdempotencyRecord",
     "KeyRecord",
+    "LedgerEntry",
+    "PolicyVersionRecord",
     "PrincipalRecord",
     "TokenRecord",
 ]
@@ -30,6 +35,7 @@ ROLES = frozenset({"admin", "service", "approver", "auditor"})
 TOKEN_KINDS = frozenset({"access", "refresh", "api"})
 KEY_STATES = frozenset({"active", "disabled"})
 GRANT_RESOURCE_TYPES = frozenset({"key", "scope", "secret"})
+ATTACHMENT_MODES = frozenset({"live", "shadow"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +93,12 @@ class KeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class GrantRecord:
+    """A grant to one principal (``principal_id``) or to every member of a group (``group_name``):
+    exactly one of the two is set. ``value_budgets`` maps ``native`` or a token address to a decimal
+    string (wei amounts exceed 64 bits)."""
+
     id: str
-    principal_id: str
+    principal_id: str | None
     resource_type: str
     resource_id: str
     operations: list[str]
@@ -96,3 +106,58 @@ class GrantRecord:
     created_by: str | None
     created_at: datetime
     revoked_at: datetime | None = None
+    group_name: str | None = None
+    max_uses: int | None = None
+    value_budgets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return f"group:{self.group_name}" if self.group_name is not None else f"principal:{self.principal_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersionRecord:
+    """One immutable version of a policy document: its canonical JSON and sha256 digest."""
+
+    policy_id: str
+    version: int
+    document: str
+    digest: str
+    created_by: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRecord:
+    """A policy version in force (``live``) or evaluated beside it (``shadow``) at a scope or a key."""
+
+    id: str
+    policy_id: str
+    version: int
+    scope: str | None
+    key_id: str | None
+    mode: str
+    created_by: str | None
+    created_at: datetime
+    detached_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A reservation to record: ``amount`` counts toward ``limit_key`` for windows reaching back past
+    ``window_start``."""
+
+    limit_key: str
+    amount: int
+    window_start: datetime
+    window_end: datetime | None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    principal_id: str
+    key: str
+    request_digest: str
+    response: dict[str, Any]
+    created_at: datetime
