@@ -23,6 +23,7 @@ from signer.config import Settings
 from signer.errors import DeadlineExceeded
 from signer.hsm import Hsm
 from signer.http.errors import error_middleware, problem
+from signer.http.policy_routes import policy_routes
 from signer.http.routes import LONG_POLL_ROUTES, routes
 from signer.http.state import SERVICES, SETTINGS, Services
 from signer.services.admin import AdminService
@@ -32,6 +33,7 @@ from signer.services.auth import AuthService
 from signer.services.facts import FactsCache
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
+from signer.services.policies import PolicyService
 from signer.services.signing import SigningService
 from signer.services.startup import self_test
 from signer.store import open_store
@@ -158,6 +160,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 health=HealthService(store, hsm),
                 audit=AuditLogService(store),
                 approvals=ApprovalsService(store, signing),
+                policies=PolicyService(store),
             )
             # Start-up objects live for the whole process: keep the collector from rescanning them
             # (measured: shorter GC pauses and ~40 us less CPU per request under load).
@@ -180,6 +183,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(_hide_server_header)
     app.cleanup_ctx.append(_resources)
     app.add_routes(routes)
+    app.add_routes(policy_routes)
     return app
 
 

@@ -183,3 +183,42 @@ def grant(server: Server, principal_id: str, key_id: str, operations: list[str])
     )
     assert status == 201, body
     return body
+
+
+def put_policy(server: Server, document: dict[str, Any]) -> dict[str, Any]:
+    """Store ``document`` as the next version of its policy (its ``version`` is filled in)."""
+    admin = server.installation.admin_token
+    status, _, body = server.call("GET", f"/v1/policies/{document['id']}", token=admin)
+    version = body["versions"][-1]["version"] + 1 if status == 200 else 1
+    status, _, body = server.call("POST", "/v1/policies", {**document, "version": version}, admin)
+    assert status == 201, body
+    return body
+
+
+def attach_policy(
+    server: Server,
+    document: dict[str, Any],
+    *,
+    key_id: str | None = None,
+    scope: str | None = None,
+    mode: str = "live",
+) -> dict[str, Any]:
+    """Store ``document`` as a new version and put it in force at ``key_id`` or ``scope``."""
+    stored = put_policy(server, document)
+    where = {"key_id": key_id} if key_id is not None else {"scope": scope}
+    status, _, body = server.call(
+        "POST",
+        f"/v1/policies/{document['id']}/attachments",
+        {"version": stored["version"], "mode": mode, **where},
+        server.installation.admin_token,
+    )
+    assert status == 201, body
+    return body
+
+
+def unlock_policy(policy_id: str, delegates: list[str]) -> dict[str, Any]:
+    """A policy that unlocks what is denied by default: raw digests and the given 7702 delegates."""
+    rules: list[dict[str, Any]] = [{"id": "blind-signing", "kind": "raw_digest", "effect": "allow"}]
+    if delegates:
+        rules.append({"id": "delegates", "kind": "delegate_allowlist", "effect": "allow", "delegates": delegates})
+    return {"id": policy_id, "rules": rules}

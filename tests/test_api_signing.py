@@ -18,7 +18,7 @@ from eth_account.typed_transactions import TypedTransaction
 from eth_utils import keccak
 from hexbytes import HexBytes
 
-from tests.service_harness import Server, grant, make_key, make_service
+from tests.service_harness import Server, attach_policy, grant, make_key, make_service, unlock_policy
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 RECIPIENT = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
@@ -31,6 +31,8 @@ def signer_setup(server: Server, unique_name: str):
     service = make_service(server, unique_name)
     key = make_key(server, "secp256k1", unique_name[:60])
     grant(server, service["principal"]["id"], key["id"], ALL_OPS)
+    # Raw digests and 7702 delegations are denied unless a policy unlocks them.
+    attach_policy(server, unlock_policy(f"unlock-{unique_name[:40]}", [RECIPIENT]), key_id=key["id"])
     return service["credentials"]["access_token"], key
 
 
@@ -195,6 +197,11 @@ def test_raw_digest_needs_its_own_grant(server: Server, unique_name: str):
     assert status == 403 and body["code"] == "operation_not_granted"
     assert body["reasons"] and body["reasons"][0]["code"] == "operation_not_granted"
     grant(server, service["principal"]["id"], key["id"], ["sign_raw"])
+    # The grant is not enough: blind signing is denied unless a policy rule unlocks it.
+    status, _, body = server.call("POST", f"/v1/keys/{key['id']}/sign/digest", {"digest": digest}, token)
+    assert status == 403 and body["code"] == "policy_denied", body
+    assert [r["code"] for r in body["reasons"]] == ["raw_digest_not_allowed"]
+    attach_policy(server, unlock_policy(f"unlock-{unique_name[:40]}", []), key_id=key["id"])
     status, _, body = server.call("POST", f"/v1/keys/{key['id']}/sign/digest", {"digest": digest}, token)
     assert status == 200, body
     signature = bytes.fromhex(body["signature"][2:])

@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any, TypeVar
 
+import yaml
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -73,13 +74,18 @@ def loads_strict(raw: bytes) -> Any:
 
 
 async def read_json(request: web.Request, max_bytes: int) -> Any:
-    length = request.content_length
-    if length is not None and length > max_bytes:
-        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     if request.content_type not in ("application/json", "application/problem+json"):
         raise InvalidRequest(
             "send a JSON body with Content-Type: application/json", code="unsupported_media_type"
         )
+    return loads_strict(await read_bytes(request, max_bytes))
+
+
+async def read_bytes(request: web.Request, max_bytes: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is known to exceed ``max_bytes``."""
+    length = request.content_length
+    if length is not None and length > max_bytes:
+        raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     total = 0
     async for chunk in request.content.iter_chunked(16 * 1024):
@@ -89,7 +95,40 @@ async def read_json(request: web.Request, max_bytes: int) -> Any:
         chunks.append(chunk)
     if not total:
         raise InvalidRequest("request body is empty", code="malformed_json")
-    return loads_strict(b"".join(chunks))
+    return b"".join(chunks)
+
+
+class _StrictYamlLoader(yaml.SafeLoader):
+    """YAML as plain data only: no aliases (a few bytes must not expand to gigabytes), no duplicate
+    keys (the last would silently win), string keys only."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise InvalidRequest("YAML aliases are not allowed", code="malformed_yaml")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, str):
+                raise InvalidRequest("YAML keys must be strings", code="malformed_yaml")
+            if key in seen:
+                raise InvalidRequest(f"duplicate key: {key[:64]}", code="malformed_yaml")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def loads_yaml_strict(raw: bytes) -> Any:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidRequest("the body is not UTF-8", code="malformed_yaml") from None
+    _check_depth(text)
+    try:
+        return yaml.load(text, Loader=_StrictYamlLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError:
+        raise InvalidRequest("malformed YAML", code="malformed_yaml") from None
 
 
 def validate(model: type[M], value: Any) -> M:

@@ -41,6 +41,8 @@ def problem(status: int, code: str, detail: str, request_id: str, **extra: Any) 
         **extra,
     }
     headers = {"X-Request-Id": request_id}
+    if status == 429 and isinstance(extra.get("retry_after"), int):
+        headers["Retry-After"] = str(extra["retry_after"])
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="signer"'
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE, headers=headers)

@@ -41,10 +41,17 @@ class CreateKeyBody(Strict):
 
 
 class CreateGrantBody(Strict):
-    principal_id: str = Field(min_length=1, max_length=64)
-    key_id: str = Field(min_length=1, max_length=64)
+    """To one ``principal_id`` or every member of ``group``; on one ``key_id`` or every key under
+    ``scope``. ``value_budgets`` maps ``native`` or a token address to a decimal string."""
+
+    principal_id: str | None = Field(default=None, min_length=1, max_length=64)
+    group: str | None = Field(default=None, min_length=1, max_length=63)
+    key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    scope: str | None = Field(default=None, min_length=1, max_length=512)
     operations: list[str] = Field(min_length=1, max_length=8)
     expires_at: datetime | None = None
+    max_uses: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    value_budgets: dict[str, str] | None = Field(default=None, max_length=64)
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
@@ -78,3 +85,32 @@ class VoteBody(Strict):
 class ApproverKeyBody(Strict):
     scheme: Literal["ed25519", "secp256k1"]
     public_key: str = Field(min_length=64, max_length=132)
+
+
+class AttachPolicyBody(Strict):
+    version: int = Field(ge=1, le=2**63 - 1)
+    scope: str | None = Field(default=None, min_length=1, max_length=512)
+    key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    mode: Literal["live", "shadow"] = "live"
+
+
+class CandidatePolicy(Strict):
+    policy_id: str = Field(min_length=1, max_length=64)
+    version: int = Field(ge=1, le=2**63 - 1)
+    scope: str | None = Field(default=None, min_length=1, max_length=512)
+    key_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+
+class DryRunBody(Strict):
+    """A sign request to judge without signing: ``operation`` and the same fields its endpoint takes."""
+
+    key_id: str = Field(min_length=1, max_length=64)
+    operation: Literal["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
+    principal_id: str | None = Field(default=None, min_length=1, max_length=64)
+    transaction: dict[str, Any] | None = None
+    raw: str | None = Field(default=None, max_length=65536)
+    message: str | None = Field(default=None, max_length=65536)
+    encoding: Literal["utf8", "hex", "base64"] = "utf8"
+    typed_data: dict[str, Any] | None = None
+    digest: str | None = Field(default=None, max_length=130)
+    candidate: CandidatePolicy | None = None

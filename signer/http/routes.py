@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import re
 from typing import Any
 
 from aiohttp import web
+from pydantic import BaseModel
 
 from signer.errors import InvalidRequest
 from signer.http.body import parse_body
@@ -31,6 +34,7 @@ from signer.http.models import (
 from signer.http.state import SERVICES, SETTINGS, Services
 from signer.services.approvals import MAX_WAIT_SECONDS
 from signer.services.context import RequestContext
+from signer.services.signing import Idempotency
 
 routes = web.RouteTableDef()
 
@@ -189,7 +193,15 @@ async def create_grant(request: web.Request) -> web.Response:
     ctx = await _context(request)
     body = await parse_body(request, CreateGrantBody, _max_body(request))
     grant = await _services(request).admin.create_grant(
-        ctx, body.principal_id, body.key_id, list(body.operations), body.expires_at
+        ctx,
+        principal_id=body.principal_id,
+        group=body.group,
+        key_id=body.key_id,
+        scope=body.scope,
+        operations=list(body.operations),
+        expires_at=body.expires_at,
+        max_uses=body.max_uses,
+        value_budgets=body.value_budgets,
     )
     return _json(grant, 201)
 
@@ -216,9 +228,9 @@ async def sign_transaction(request: web.Request) -> web.Response:
     ctx = await _signing_context(request)
     body = await parse_body(request, SignTransactionBody, _max_body(request))
     result = await _services(request).signing.sign_transaction(
-        ctx, request.match_info["key_id"], body.transaction, body.raw
+        ctx, request.match_info["key_id"], body.transaction, body.raw, _idempotency(request, body)
     )
-    return _json(result)
+    return _signed(result)
 
 
 @routes.post("/v1/keys/{key_id}/sign/message")
@@ -226,23 +238,48 @@ async def sign_message(request: web.Request) -> web.Response:
     ctx = await _signing_context(request)
     body = await parse_body(request, SignMessageBody, _max_body(request))
     message = _decode_message(body.message, body.encoding)
-    return _json(await _services(request).signing.sign_message(ctx, request.match_info["key_id"], message))
+    result = await _services(request).signing.sign_message(
+        ctx, request.match_info["key_id"], message, _idempotency(request, body)
+    )
+    return _signed(result)
 
 
 @routes.post("/v1/keys/{key_id}/sign/typed-data")
 async def sign_typed_data(request: web.Request) -> web.Response:
     ctx = await _signing_context(request)
     body = await parse_body(request, SignTypedDataBody, _max_body(request))
-    return _json(
-        await _services(request).signing.sign_typed_data(ctx, request.match_info["key_id"], body.typed_data)
+    result = await _services(request).signing.sign_typed_data(
+        ctx, request.match_info["key_id"], body.typed_data, _idempotency(request, body)
     )
+    return _signed(result)
 
 
 @routes.post("/v1/keys/{key_id}/sign/digest")
 async def sign_digest(request: web.Request) -> web.Response:
     ctx = await _signing_context(request)
     body = await parse_body(request, SignDigestBody, _max_body(request))
-    return _json(await _services(request).signing.sign_digest(ctx, request.match_info["key_id"], body.digest))
+    result = await _services(request).signing.sign_digest(
+        ctx, request.match_info["key_id"], body.digest, _idempotency(request, body)
+    )
+    return _signed(result)
+
+
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+def _idempotency(request: web.Request, body: BaseModel) -> Idempotency | None:
+    """The ``Idempotency-Key`` header and the digest of what it names (route and body, canonical)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.match(key):
+        raise InvalidRequest(
+            "Idempotency-Key is 1-128 characters of A-Z, a-z, 0-9, '.', '_', ':' or '-'",
+            code="invalid_idempotency_key",
+        )
+    named = {"path": request.path, "body": body.model_dump(mode="json")}
+    digest = hashlib.sha256(json.dumps(named, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return Idempotency(key, digest)
 
 
 def _decode_message(message: str, encoding: str) -> bytes:
@@ -275,6 +312,13 @@ async def audit_events(request: web.Request) -> web.StreamResponse:
     return web.Response(
         text="".join(lines), content_type="application/x-ndjson", headers={"X-Audit-Head": str(head)}
     )
+
+
+def _signed(result: dict[str, Any]) -> web.Response:
+    """200 with the signature, or 202 when the request waits for approvers (nothing was signed)."""
+    if result.get("state") == "pending_approval":
+        return _json(result, 202)
+    return _json(result)
 
 
 # -- approvals ------------------------------------------------------------------------------------

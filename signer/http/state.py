@@ -13,6 +13,7 @@ from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
+from signer.services.policies import PolicyService
 from signer.services.signing import SigningService
 
 
@@ -25,6 +26,7 @@ class Services:
     health: HealthService
     audit: AuditLogService
     approvals: ApprovalsService
+    policies: PolicyService
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -12,11 +12,13 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from policy import OPERATIONS
+from policy import NATIVE, OPERATIONS, PolicyError, canonical_address, is_scope
 from signer.errors import Conflict, InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.auth import AuthService
+from signer.services.authorization import to_grant
 from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.policies import check_group
 from signer.store import GrantRecord, PrincipalRecord, Store, Writer
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -33,10 +35,36 @@ def principal_view(principal: PrincipalRecord) -> dict[str, Any]:
     }
 
 
+def _budgets(raw: dict[str, str]) -> dict[str, str]:
+    """Budgets as ``{asset: decimal string}``; the asset is ``native`` or a token address."""
+    out: dict[str, str] = {}
+    for asset, value in raw.items():
+        if not isinstance(value, str) or not value.isascii() or not value.isdigit() or len(value) > 78:
+            raise InvalidRequest("a budget is a decimal string", code="invalid_budget", field="value_budgets")
+        amount = int(value)
+        if amount >= 2**256:
+            raise InvalidRequest(
+                "a budget must be below 2**256", code="invalid_budget", field="value_budgets"
+            )
+        try:
+            key = NATIVE if asset == NATIVE else canonical_address(asset)
+        except PolicyError:
+            raise InvalidRequest(
+                "a budget's asset is 'native' or a token address",
+                code="invalid_budget",
+                field="value_budgets",
+            ) from None
+        out[key] = str(amount)
+    return out
+
+
 def grant_view(grant: GrantRecord) -> dict[str, Any]:
     return {
         "id": grant.id,
         "principal_id": grant.principal_id,
+        "group": grant.group_name,
+        "max_uses": grant.max_uses,
+        "value_budgets": dict(grant.value_budgets),
         "resource_type": grant.resource_type,
         "resource_id": grant.resource_id,
         "operations": sorted(grant.operations),
@@ -138,12 +166,26 @@ class AdminService:
     async def create_grant(
         self,
         ctx: RequestContext,
-        principal_id: str,
-        key_id: str,
+        *,
+        principal_id: str | None,
+        group: str | None,
+        key_id: str | None,
+        scope: str | None,
         operations: list[str],
         expires_at: datetime | None,
+        max_uses: int | None = None,
+        value_budgets: dict[str, str] | None = None,
     ) -> dict[str, Any]:
+        """Grant operations on a key (or on every key under a scope) to a principal or a group."""
         require_role(ctx, Role.ADMIN)
+        if (principal_id is None) == (group is None):
+            raise InvalidRequest("name exactly one of principal_id or group", code="invalid_grant")
+        if (key_id is None) == (scope is None):
+            raise InvalidRequest("name exactly one of key_id or scope", code="invalid_grant")
+        if scope is not None and not is_scope(scope):
+            raise InvalidRequest("scope is not a valid scope path", code="invalid_scope", field="scope")
+        if group is not None:
+            check_group(group)
         unknown = sorted(set(operations) - OPERATIONS)
         if unknown or not operations:
             raise InvalidRequest(
@@ -151,27 +193,32 @@ class AdminService:
                 code="invalid_operations",
                 field="operations",
             )
+        budgets = _budgets(value_budgets or {})
         now = utcnow()
         if expires_at is not None and expires_at <= now:
             raise InvalidRequest("expires_at is in the past", code="invalid_expiry", field="expires_at")
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            principal = await writer.get_principal(principal_id)
-            if principal is None:
+            if principal_id is not None and await writer.get_principal(principal_id) is None:
                 raise NotFound("no such principal", code="principal_not_found")
-            if await writer.get_key(key_id) is None:
+            if key_id is not None and await writer.get_key(key_id) is None:
                 raise NotFound("no such key", code="key_not_found")
             grant = GrantRecord(
                 id="grt_" + secrets.token_hex(8),
                 principal_id=principal_id,
-                resource_type="key",
-                resource_id=key_id,
+                resource_type="key" if key_id is not None else "scope",
+                resource_id=key_id if key_id is not None else scope or "",
                 operations=sorted(set(operations)),
                 expires_at=expires_at,
                 created_by=ctx.caller.principal_id,
                 created_at=now,
                 revoked_at=None,
+                group_name=group,
+                max_uses=max_uses,
+                value_budgets=budgets,
             )
+            # The policy engine must accept what is stored, or the grant would silently never apply.
+            to_grant(grant)
             await writer.insert_grant(grant)
             writer.append_audit(
                 {

@@ -86,7 +86,7 @@ def payload_digest(
         "signer": key.address,
         "chain_id": prepared.chain_id,
         "to_sign": "0x" + prepared.data.hex(),
-        "body": prepared.body,
+        "body": dict(prepared.body or {}),
         "policy_digests": sorted(policy_digests),
     }
     return hashlib.sha256(canonical_json(document)).hexdigest()
@@ -104,6 +104,16 @@ def _requirements(record: ApprovalRequestRecord) -> list[ApprovalRequirement]:
     ]
 
 
+def _covers(record: ApprovalRequestRecord, decision: Decision) -> bool:
+    """Do the snapshotted requirements (whose quorum ``_finalize`` checks) cover what ``decision`` asks
+    now? A stricter policy since the request (a larger quorum, another group) is not covered: the
+    request must be made again. A looser one is: the snapshot is never lowered."""
+    snapshot = {r.group: r.quorum for r in _requirements(record)}
+    return bool(decision.approvals) and all(
+        r.group in snapshot and snapshot[r.group] >= r.quorum for r in decision.approvals
+    )
+
+
 def _groups(record: ApprovalRequestRecord) -> frozenset[str]:
     return frozenset(item["group"] for item in record.requirements["approvals"])
 
@@ -118,7 +128,7 @@ class _Eligibility:
 
 
 async def _groups_of(reader: Reader | Writer, principal_id: str) -> frozenset[str]:
-    return frozenset(await reader.groups_of(principal_id))
+    return await reader.groups_of(principal_id)
 
 
 async def _eligibility(
@@ -168,6 +178,33 @@ class ApprovalsService:
         self._poll_interval = poll_interval
         self._changed: dict[str, asyncio.Event] = {}
         self._executing: set[str] = set()
+        signing.use_approvals(self)
+
+    # -- the ApprovalGate signing calls -----------------------------------------------------------
+
+    async def open(
+        self,
+        writer: Writer,
+        ctx: RequestContext,
+        *,
+        operation: str,
+        key: KeyRecord,
+        prepared: Prepared,
+        decision: Decision,
+        now: datetime,
+    ) -> dict[str, Any]:
+        """Inside the signing commit unit: store the pending request; the body the requester gets (202)."""
+        record = await self.create(
+            writer, ctx, operation=operation, key=key, prepared=prepared, decision=decision, now=now
+        )
+        return {
+            "state": "pending_approval",
+            "approval_id": record.id,
+            "payload_digest": record.payload_digest,
+            "expires_at": iso(record.expires_at),
+            "requirements": record.requirements["approvals"],
+            "result_url": f"/v1/approvals/{record.id}/result",
+        }
 
     # -- creation (inside the signing commit unit) ------------------------------------------------
 
@@ -197,10 +234,10 @@ class ApprovalsService:
             kind=operation,
             resource_id=key.id,
             requester_id=ctx.caller.principal_id,
-            payload={"operation": operation, "key_id": key.id, "body": prepared.body},
+            payload={"operation": operation, "key_id": key.id, "body": dict(prepared.body or {})},
             payload_digest=digest,
             view={
-                **prepared.view,
+                **(prepared.view or {}),
                 "key_label": key.label,
                 "requested_by": {"principal_id": ctx.caller.principal_id, "name": ctx.caller.name},
                 "requested_at": iso(now),
@@ -604,6 +641,7 @@ class ApprovalsService:
                 digest_of=lambda key, prepared: payload_digest(
                     record.kind, key, prepared, tuple(record.requirements.get("policy_digests", ()))
                 ),
+                covers=lambda decision: _covers(record, decision),
                 finalize=lambda writer, response, now: self._finalize(writer, record.id, response, now),
             )
             try:

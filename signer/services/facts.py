@@ -1,4 +1,4 @@
-"""Facts a decision depends on (tokens, keys, grants), cached per process and checked by epoch.
+"""Decision facts (tokens, keys, grants, groups, policies), cached per process and checked by epoch.
 
 Reading the database for every token, key and grant on every signature would cost more than the HSM
 signature itself. Instead each process keeps what it read, tagged with the store's *facts epoch*: a number
@@ -52,7 +52,10 @@ class FactsCache:
     def __post_init__(self) -> None:
         self.tokens: _Bounded[Any] = _Bounded(self.limit)
         self.keys: _Bounded[Any] = _Bounded(self.limit)
+        # principal id -> its authorisation facts (groups, grants, policy set)
         self.grants: _Bounded[Any] = _Bounded(self.limit)
+        # the attached policy documents, shared by every principal
+        self.policies: Any = None
 
     def observe(self, epoch: int) -> bool:
         """Note an epoch seen in the database; returns whether facts read at it may be cached."""
@@ -60,5 +63,6 @@ class FactsCache:
             self.tokens.clear()
             self.keys.clear()
             self.grants.clear()
+            self.policies = None
             self.epoch = epoch
         return epoch == self.epoch

@@ -17,6 +17,7 @@ from signer.errors import ConfigurationError, InvalidRequest, NotFound, SignerEr
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
+from signer.services.authorization import grant_names_key
 from signer.services.context import RequestContext, iso, require_role, utcnow
 from signer.services.facts import FactsCache
 from signer.store import KeyRecord, Store, Writer
@@ -129,8 +130,9 @@ class KeyService:
                 raise NotFound("no such key", code="key_not_found")
             if ctx.caller.role in (Role.ADMIN, Role.AUDITOR, Role.APPROVER):
                 return key
-            grants = await reader.active_grants(ctx.caller.principal_id, "key", key_id, utcnow())
-        if not grants:
+            principal_id = ctx.caller.principal_id
+            grants = await reader.grants_for(principal_id, await reader.groups_of(principal_id), utcnow())
+        if not any(grant_names_key(g, key) for g in grants):
             # Same answer as a missing key: no existence oracle.
             raise NotFound("no such key", code="key_not_found")
         return key
@@ -151,12 +153,10 @@ class KeyService:
         async with self._store.read() as reader:
             keys = await reader.list_keys(limit=limit, after=after)
             if ctx.caller.role is Role.SERVICE:
-                granted = {
-                    g.resource_id
-                    for g in await reader.list_grants(principal_id=ctx.caller.principal_id)
-                    if g.resource_type == "key" and g.revoked_at is None
-                }
-                keys = [k for k in keys if k.id in granted]
+                principal_id = ctx.caller.principal_id
+                groups = await reader.groups_of(principal_id)
+                grants = await reader.grants_for(principal_id, groups, utcnow())
+                keys = [k for k in keys if any(grant_names_key(g, k) for g in grants)]
         items = [key_view(k) for k in keys]
         return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 

@@ -7,6 +7,14 @@ Ed25519). Only then is the audit event written, in a group-commit transaction th
 under the write lock if anything changed since they were read; the response leaves after that commit.
 If the event cannot be written the signature is discarded and the caller gets 503: nothing is released
 unaudited. Every outcome after authentication (allowed, denied, failed) is audited.
+
+Approvals: when policy requires approval (judged before the HSM with optimistic usage, or exactly in
+the commit unit), no signature leaves: the commit unit hands the prepared payload and the decision to
+the ``ApprovalGate`` (``signer.services.approvals``), which stores the pending request in that same
+transaction, and the caller gets ``{"state": "pending_approval", ...}`` (HTTP 202). Once approved, the
+gate calls ``execute_approved``: the stored body is prepared again (it must reproduce the approved
+digest), grants, policy and limits are decided again from committed facts, and a decision that still
+asks for approval is accepted only when the approvals collected cover every requirement it names.
 """
 
 from __future__ import annotations
@@ -15,9 +23,19 @@ import hashlib
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from policy import Grant, GrantRequest, evaluate_grants
+from policy import (
+    AttachedPolicy,
+    Decision,
+    Effect,
+    Facts,
+    PolicyError,
+    PolicyRequest,
+    ShadowDecision,
+    evaluate,
+    usage_queries,
+)
 from signer.errors import (
     AuditUnavailable,
     Conflict,
@@ -40,10 +58,22 @@ from signer.eth import (
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
 from signer.services.auth import AuthService
+from signer.services.authorization import (
+    Policies,
+    Subject,
+    decision_summary,
+    grant_names_key,
+    load_policies,
+    load_subject,
+    optimistic_facts,
+    parse_stored,
+    policy_request,
+    refusal,
+)
 from signer.services.context import Caller, RequestContext, iso, utcnow
 from signer.services.facts import FactsCache
 from signer.services.verify import check_ed25519, check_p256
-from signer.store import GrantRecord, KeyRecord, Store, Writer
+from signer.store import IdempotencyRecord, KeyRecord, LedgerEntry, Reader, Store, Writer
 
 # Which curves each operation can be performed with.
 _CURVES = {
@@ -56,15 +86,17 @@ _CURVES = {
 
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """What the token will sign, what the audit log says about it, and for approvals the canonical body
-    that prepares exactly the same bytes again (``body``), the decoded view approvers read and the
-    chain id (None for messages that name none)."""
+    """What the token will sign, what policy judges and what the audit log says about it."""
 
     data: bytes
     summary: dict[str, Any]
     finish: Callable[[KeyRecord, bytes], dict[str, Any]]
-    body: dict[str, Any]
-    view: dict[str, Any]
+    transaction: Any = None  # signer.eth.TransactionFields, for policy
+    typed_data_domain: Mapping[str, Any] | None = None
+    # For approvals: the canonical body that prepares exactly these bytes again, the decoded view
+    # approvers read, and the chain id (None for payloads that name none).
+    body: Mapping[str, Any] | None = None
+    view: Mapping[str, Any] | None = None
     chain_id: int | None = None
 
 
@@ -73,6 +105,7 @@ class ApprovedExecution:
     """An approved request to sign on behalf of its requester (see ``SigningService.execute_approved``).
 
     ``digest_of(key, prepared)`` recomputes the approval digest from the payload as prepared now;
+    ``covers(decision)`` says whether the approvals collected satisfy what a decision asks for now;
     ``finalize(writer, response, now)`` runs inside the signing commit unit (it may raise to refuse)."""
 
     approval_id: str
@@ -83,57 +116,75 @@ class ApprovedExecution:
     body: Mapping[str, Any]
     payload_digest: str
     digest_of: Callable[[KeyRecord, Prepared], str]
+    covers: Callable[[Decision], bool]
     finalize: Callable[[Writer, dict[str, Any], datetime], Awaitable[None]]
+
+
+class ApprovalGate(Protocol):
+    """Where a request that needs approval goes: ``open`` stores it (inside the signing commit unit,
+    with the writer of that transaction) and returns the body the caller gets with HTTP 202."""
+
+    async def open(
+        self,
+        writer: Writer,
+        ctx: RequestContext,
+        *,
+        operation: str,
+        key: KeyRecord,
+        prepared: Prepared,
+        decision: Decision,
+        now: datetime,
+    ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Idempotency:
+    """A caller's ``Idempotency-Key`` and the digest of the request it names."""
+
+    key: str
+    request_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    key: KeyRecord | None
+    subject: Subject
+    policies: Policies
+    epoch: int
 
 
 def _hex(data: bytes) -> str:
     return "0x" + data.hex()
 
 
-def _to_grants(records: list[GrantRecord]) -> list[Grant]:
-    return [
-        Grant(
-            grant_id=g.id,
-            principal_id=g.principal_id,
-            resource_type=g.resource_type,
-            resource_id=g.resource_id,
-            operations=frozenset(g.operations),
-            expires_at=g.expires_at,
-            revoked=g.revoked_at is not None,
-        )
-        for g in records
-    ]
-
-
-def _authorize(
-    ctx: RequestContext, key: KeyRecord | None, grants: list[GrantRecord], operation: str, now: datetime
-) -> tuple[KeyRecord, list[dict[str, str]]]:
-    """Raise the caller-facing error for a request that may not proceed; return the key and reasons."""
+def _check_key(ctx: RequestContext, key: KeyRecord | None, subject: Subject, operation: str) -> KeyRecord:
+    """The checks that come before policy: the key exists for this caller, is usable for the operation."""
     if key is None:
         raise NotFound("no such key", code="key_not_found")
     if ctx.caller.role is not Role.SERVICE:
         # Signing is for service principals; people act through grants on their own service accounts.
         raise Forbidden("only service principals sign", code="role_required")
-    live = [g for g in grants if g.revoked_at is None and g.resource_id == key.id]
-    if not live:
-        # No grant at all on this key: indistinguishable from a key that does not exist.
+    if not any(grant_names_key(g, key) for g in subject.grants):
+        # No grant at all about this key: indistinguishable from a key that does not exist.
         raise NotFound("no such key", code="key_not_found")
-    decision = evaluate_grants(
-        GrantRequest(ctx.caller.principal_id, operation, "key", key.id), _to_grants(live), now=now
-    )
-    if not decision.allowed:
-        raise Forbidden(
-            "the operation is not granted on this key",
-            code="operation_not_granted",
-            reasons=decision.reasons_as_dicts(),
-        )
     if Curve(key.curve) not in _CURVES[operation]:
         raise Unprocessable(
             f"{operation} is not possible with a {key.curve} key", code="unsupported_operation"
         )
+    return key
+
+
+def _check_state(key: KeyRecord) -> None:
     if key.state != "active":
         raise Conflict("the key is disabled", code="key_disabled")
-    return key, decision.reasons_as_dicts()
+
+
+def _request_for(subject: Subject, key: KeyRecord, operation: str, prepared: Prepared) -> PolicyRequest:
+    try:
+        return policy_request(subject, key, operation, prepared.transaction, prepared.typed_data_domain)
+    except PolicyError as exc:
+        # The payload parsed, but a value in it is outside what policy accepts (e.g. a bad scope).
+        raise Unprocessable(exc.message, code=exc.code) from None
 
 
 class SigningService:
@@ -142,8 +193,52 @@ class SigningService:
         self._hsm = hsm
         self._facts = facts
         self._auth = auth
+        self._approvals: ApprovalGate | None = None
+
+    def use_approvals(self, gate: ApprovalGate) -> None:
+        """Send requests that need approval to ``gate``; without one they are refused (fail closed)."""
+        self._approvals = gate
+
+    async def execute_approved(self, execution: ApprovedExecution) -> dict[str, Any]:
+        """Sign the stored canonical body of an approved request on behalf of its requester.
+
+        Facts are read fresh (never from the cache, never from the requester's long-expired token: the
+        requester principal must still be enabled); the body must reproduce the approved digest; policy
+        and limits are decided again inside the commit unit, where ``execution.finalize`` also runs, so
+        the approval's final state, its result and the signing event commit together or not at all.
+        """
+        ctx = RequestContext(request_id=execution.request_id, caller=execution.requester, epoch=-1)
+        prepare = stored_preparer(execution.operation, execution.body)
+        return await self._sign(ctx, execution.key_id, execution.operation, prepare, approved=execution)
 
     # -- the four operations ----------------------------------------------------------------------
+
+    @staticmethod
+    def _prepare_transaction(
+        transaction: Mapping[str, Any] | None, raw: str | None
+    ) -> Callable[[KeyRecord], Prepared]:
+        def prepare(key: KeyRecord) -> Prepared:
+            if (transaction is None) == (raw is None):
+                raise InvalidRequest(
+                    "give exactly one of 'transaction' (fields) or 'raw' (unsigned serialised hex)",
+                    code="invalid_request",
+                )
+            tx = (
+                parse_transaction(_rpc_fields(transaction, key))
+                if transaction is not None
+                else decode_unsigned_transaction(_unhex(raw or "", "raw"))
+            )
+            return Prepared(
+                tx.digest,
+                _tx_summary(tx),
+                lambda key, rs: _finish_transaction(tx, key, rs),
+                transaction=tx.fields,
+                body={"transaction": tx.as_json()},
+                view=_tx_view(tx, key),
+                chain_id=tx.chain_id,
+            )
+
+        return prepare
 
     async def sign_transaction(
         self,
@@ -151,44 +246,205 @@ class SigningService:
         key_id: str,
         transaction: Mapping[str, Any] | None,
         raw: str | None,
-        *,
-        approved: ApprovedExecution | None = None,
+        idempotency: Idempotency | None = None,
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"transaction": transaction} if transaction is not None else {}
-        if raw is not None:
-            body["raw"] = raw
-        return await self._sign(ctx, key_id, "sign_transaction", body, approved)
+        prepare = self._prepare_transaction(transaction, raw)
+        return await self._sign(ctx, key_id, "sign_transaction", prepare, idempotency)
+
+    @staticmethod
+    def _prepare_message(message: bytes) -> Callable[[KeyRecord], Prepared]:
+        def prepare(key: KeyRecord) -> Prepared:
+            curve = Curve(key.curve)
+            body = {"message": _hex(message)}
+            view = _message_view(message, key)
+            if curve is Curve.SECP256K1:
+                digest = personal_message_digest(message)
+                return Prepared(
+                    digest,
+                    {"scheme": "eip191", "message_length": len(message), "digest": _hex(digest)},
+                    lambda k, rs: _finish_eth_message(digest, k, rs),
+                    body=body,
+                    view={"scheme": "eip191", **view, "digest": _hex(digest)},
+                )
+            if curve is Curve.P256:
+                digest = hashlib.sha256(message).digest()
+                return Prepared(
+                    digest,
+                    {"scheme": "ecdsa-p256-sha256", "message_length": len(message), "digest": _hex(digest)},
+                    lambda k, rs: _finish_p256(digest, k, rs),
+                    body=body,
+                    view={"scheme": "ecdsa-p256-sha256", **view, "digest": _hex(digest)},
+                )
+            return Prepared(
+                message,
+                {
+                    "scheme": "ed25519",
+                    "message_length": len(message),
+                    "message_sha256": _hex(hashlib.sha256(message).digest()),
+                },
+                lambda k, sig: _finish_ed25519(message, k, sig),
+                body=body,
+                view={"scheme": "ed25519", **view},
+            )
+
+        return prepare
 
     async def sign_message(
-        self, ctx: RequestContext, key_id: str, message: bytes, *, approved: ApprovedExecution | None = None
+        self, ctx: RequestContext, key_id: str, message: bytes, idempotency: Idempotency | None = None
     ) -> dict[str, Any]:
-        return await self._sign(ctx, key_id, "sign_message", {"message": _hex(message)}, approved)
+        return await self._sign(ctx, key_id, "sign_message", self._prepare_message(message), idempotency)
+
+    @staticmethod
+    def _prepare_typed_data(typed_data: Mapping[str, Any]) -> Callable[[KeyRecord], Prepared]:
+        def prepare(key: KeyRecord) -> Prepared:
+            typed = typed_data_digest(typed_data)
+            summary = {
+                "scheme": "eip712",
+                "primary_type": typed.primary_type,
+                "domain": typed.domain,
+                "digest": _hex(typed.digest),
+            }
+            canonical = typed.as_json()
+            chain = typed.domain.get("chainId")
+            return Prepared(
+                typed.digest,
+                summary,
+                lambda k, rs: _finish_eth_message(typed.digest, k, rs),
+                typed_data_domain=typed.domain,
+                body={"typed_data": canonical},
+                view={
+                    "scheme": "eip712",
+                    "key_id": key.id,
+                    "from": key.address,
+                    "primary_type": typed.primary_type,
+                    "domain": canonical["domain"],
+                    "message": canonical["message"],
+                    "digest": _hex(typed.digest),
+                },
+                chain_id=chain if isinstance(chain, int) and not isinstance(chain, bool) else None,
+            )
+
+        return prepare
 
     async def sign_typed_data(
         self,
         ctx: RequestContext,
         key_id: str,
         typed_data: Mapping[str, Any],
-        *,
-        approved: ApprovedExecution | None = None,
+        idempotency: Idempotency | None = None,
     ) -> dict[str, Any]:
-        return await self._sign(ctx, key_id, "sign_typed_data", {"typed_data": typed_data}, approved)
+        return await self._sign(
+            ctx, key_id, "sign_typed_data", self._prepare_typed_data(typed_data), idempotency
+        )
+
+    @staticmethod
+    def _prepare_digest(digest_hex: str) -> Callable[[KeyRecord], Prepared]:
+        def prepare(key: KeyRecord) -> Prepared:
+            digest = _unhex(digest_hex, "digest")
+            if len(digest) != 32:
+                raise InvalidRequest("digest must be exactly 32 bytes", code="invalid_digest", field="digest")
+            summary: dict[str, Any] = {"scheme": "raw_digest", "blind": True, "digest": _hex(digest)}
+
+            def finish(key: KeyRecord, rs: bytes) -> dict[str, Any]:
+                if Curve(key.curve) is Curve.P256:
+                    return _finish_p256(digest, key, rs)
+                return _finish_eth_message(digest, key, rs)
+
+            view = {**summary, "key_id": key.id, "from": key.address}
+            return Prepared(digest, summary, finish, body={"digest": _hex(digest)}, view=view)
+
+        return prepare
 
     async def sign_digest(
-        self, ctx: RequestContext, key_id: str, digest_hex: str, *, approved: ApprovedExecution | None = None
+        self, ctx: RequestContext, key_id: str, digest_hex: str, idempotency: Idempotency | None = None
     ) -> dict[str, Any]:
-        return await self._sign(ctx, key_id, "sign_raw", {"digest": digest_hex}, approved)
+        return await self._sign(ctx, key_id, "sign_raw", self._prepare_digest(digest_hex), idempotency)
 
-    async def execute_approved(self, execution: ApprovedExecution) -> dict[str, Any]:
-        """Sign the stored canonical payload of an approved request on behalf of its requester.
+    # -- dry run ----------------------------------------------------------------------------------
 
-        Grants, key state and the requester's principal are read again inside the commit unit (never
-        from the cache, never from the requester's long-expired token); the payload is prepared again
-        and must reproduce the approved digest exactly; ``execution.finalize`` runs in the same unit,
-        so the approval's final state, its result and the signing event commit together or not at all.
-        """
-        ctx = RequestContext(request_id=execution.request_id, caller=execution.requester, epoch=-1)
-        return await self._sign(ctx, execution.key_id, execution.operation, dict(execution.body), execution)
+    async def dry_run(
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        operation: str,
+        payload: Mapping[str, Any],
+        *,
+        principal_id: str | None = None,
+        candidate: tuple[str, int, str | None, str | None] | None = None,
+    ) -> dict[str, Any]:
+        """Evaluate a sign request against the live policy (or with a candidate version in place)
+        using the ledger as it is now; nothing is signed, reserved or counted. A service principal
+        asks for itself; an admin may name any principal."""
+        if ctx.caller.role is Role.ADMIN:
+            subject_id = principal_id or ctx.caller.principal_id
+        elif ctx.caller.role is Role.SERVICE and principal_id in (None, ctx.caller.principal_id):
+            subject_id = ctx.caller.principal_id
+        else:
+            raise Forbidden(
+                "dry-run is for admins, or for a service principal about itself", code="role_required"
+            )
+        prepare = self._prepare_payload(operation, payload)
+        now = utcnow()
+        async with self._store.read() as reader:
+            policies = await load_policies(reader)
+            subject = await load_subject(reader, subject_id, now, policies)
+            key = await reader.get_key(key_id)
+            if key is None or (
+                ctx.caller.role is Role.SERVICE and not any(grant_names_key(g, key) for g in subject.grants)
+            ):
+                raise NotFound("no such key", code="key_not_found")
+            if Curve(key.curve) not in _CURVES[operation]:
+                raise Unprocessable(
+                    f"{operation} is not possible with a {key.curve} key", code="unsupported_operation"
+                )
+            prepared = prepare(key)
+            request = _request_for(subject, key, operation, prepared)
+            policy_set = subject.policy_set
+            candidate_ref = None
+            if candidate is not None:
+                policy_id, version, scope, cand_key = candidate
+                record = await reader.get_policy_version(policy_id, version)
+                if record is None:
+                    raise NotFound("no such policy version", code="policy_not_found")
+                attached = AttachedPolicy(parse_stored(record.document), scope=scope, key_id=cand_key)
+                policy_set = policy_set.with_candidate(attached)
+                candidate_ref = attached.ref().as_dict()
+            queries = usage_queries(request, policy_set, now=now)
+        async with self._store.write() as writer:
+            # Read through a writer so the running totals are exact; nothing is written (no
+            # reservation, no audit event), so the transaction commits empty.
+            usage = {q: await writer.usage(q.limit_key, q.since, now) for q in queries}
+            writer.discard_ledger_changes()
+        decision = evaluate(request, policy_set, Facts(usage), now=now)
+        result = decision_summary(decision)
+        result["reservations"] = [r.as_dict() for r in decision.reservations]
+        result["request"] = prepared.summary
+        result["principal_id"] = subject_id
+        result["key_id"] = key_id
+        result["operation"] = operation
+        if candidate_ref is not None:
+            result["candidate"] = candidate_ref
+        return result
+
+    def _prepare_payload(self, operation: str, payload: Mapping[str, Any]) -> Callable[[KeyRecord], Prepared]:
+        if operation == "sign_transaction":
+            return self._prepare_transaction(payload.get("transaction"), payload.get("raw"))
+        if operation == "sign_message":
+            message = payload.get("message")
+            if not isinstance(message, bytes):
+                raise InvalidRequest("message is required", code="invalid_field", field="message")
+            return self._prepare_message(message)
+        if operation == "sign_typed_data":
+            typed = payload.get("typed_data")
+            if not isinstance(typed, Mapping):
+                raise InvalidRequest("typed_data is required", code="invalid_field", field="typed_data")
+            return self._prepare_typed_data(typed)
+        if operation == "sign_raw":
+            digest = payload.get("digest")
+            if not isinstance(digest, str):
+                raise InvalidRequest("digest is required", code="invalid_field", field="digest")
+            return self._prepare_digest(digest)
+        raise InvalidRequest("unknown operation", code="invalid_operation", field="operation")
 
     # -- the pipeline -----------------------------------------------------------------------------
 
@@ -197,7 +453,9 @@ class SigningService:
         ctx: RequestContext,
         key_id: str,
         operation: str,
-        body: Mapping[str, Any],
+        prepare: Callable[[KeyRecord], Prepared],
+        idempotency: Idempotency | None = None,
+        *,
         approved: ApprovedExecution | None = None,
     ) -> dict[str, Any]:
         now = utcnow()
@@ -209,49 +467,122 @@ class SigningService:
             "actor": ctx.actor(),
             "key_id": key_id,
         }
+        if idempotency is not None:
+            event["idempotency_key_sha256"] = hashlib.sha256(idempotency.key.encode()).hexdigest()
         if approved is not None:
             event["approval"] = {"id": approved.approval_id, "payload_digest": approved.payload_digest}
+        response: dict[str, Any] | None = None
         try:
-            if approved is not None:
-                key, reasons, epoch = await self._authorized_fresh(ctx, key_id, operation, now)
-            else:
-                key, reasons, epoch = await self._authorized(ctx, key_id, operation, now)
-            prepared = prepare_payload(operation, body, key)
+            if idempotency is not None:
+                stored = await self._stored_response(ctx, idempotency)
+                if stored is not None:
+                    return stored
+            facts, prepared, request, needs_approval = await self._precheck(
+                ctx, key_id, operation, prepare, now, approved
+            )
+            key = _check_key(ctx, facts.key, facts.subject, operation)
             event["request"] = prepared.summary
             if approved is not None and approved.digest_of(key, prepared) != approved.payload_digest:
-                # The stored payload no longer reproduces what the approvers approved: never sign it.
+                # The stored body no longer reproduces what the approvers approved: never sign it.
                 raise Conflict("the payload does not match the approved digest", code="approval_mismatch")
-            raw = await self._hsm.sign(key.hsm_id, Curve(key.curve), prepared.data)
-            response = prepared.finish(key, raw)
+            if not needs_approval:
+                raw = await self._hsm.sign(key.hsm_id, Curve(key.curve), prepared.data)
+                response = prepared.finish(key, raw)
         except SignerError as exc:
             await self._record_refusal(event, exc)
             raise
-        event["reasons"] = reasons
-        event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
+        if response is not None:
+            event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
 
-        async def unit(writer: Writer) -> None:
+        async def unit(writer: Writer) -> dict[str, Any]:
+            current = facts
             if approved is not None:
                 # On behalf of a requester whose token may be long gone: the principal must still be
-                # enabled, and the key and grants are decided again from what is committed now.
+                # enabled, and key, grants and policies are decided again from what is committed now.
                 principal = await writer.get_principal(ctx.caller.principal_id)
                 if principal is None or principal.disabled_at is not None:
                     raise Forbidden("the requester is disabled", code="requester_disabled")
-                fresh_key = await writer.get_key(key_id)
-                fresh_grants = await writer.active_grants(ctx.caller.principal_id, "key", key_id, now)
-                _authorize(ctx, fresh_key, fresh_grants, operation, now)
-            elif writer.epoch != epoch:
+                current = await self._read_facts(writer, ctx, key_id, now)
+                _check_state(_check_key(ctx, current.key, current.subject, operation))
+            elif writer.epoch != facts.epoch:
                 # A fact moved since we read it: decide again from what is committed now.
                 await self._auth.recheck(writer, ctx, now)
-                fresh_key = await writer.get_key(key_id)
-                fresh_grants = await writer.active_grants(ctx.caller.principal_id, "key", key_id, now)
-                _authorize(ctx, fresh_key, fresh_grants, operation, now)
+                current = await self._read_facts(writer, ctx, key_id, now)
+                _check_state(_check_key(ctx, current.key, current.subject, operation))
                 self._facts.observe(writer.epoch)
-            writer.append_audit({**event, "outcome": "allowed"})
+            if idempotency is not None:
+                stored = await writer.get_idempotency(ctx.caller.principal_id, idempotency.key)
+                if stored is not None:
+                    # Another request with this key committed first: ours is dropped, theirs returned.
+                    return _replayed(stored, idempotency)
+            policy_set = current.subject.policy_set
+            judged = request if current is facts else _request_for(current.subject, key, operation, prepared)
+            queries = set(usage_queries(judged, policy_set, now=now))
+            shadows = [
+                (attachment_id, current.subject.candidate_set(attachment_id, attached))
+                for attachment_id, attached in current.policies.shadow
+                if attached.applies_to(judged)
+            ]
+            for _, candidate_set in shadows:
+                queries |= usage_queries(judged, candidate_set, now=now)
+            usage = Facts({q: await writer.usage(q.limit_key, q.since, now) for q in queries})
+            decision = evaluate(judged, policy_set, usage, now=now)
+            for attachment_id, candidate_set in shadows:
+                candidate = evaluate(judged, candidate_set, usage, now=now)
+                shadow = ShadowDecision(decision, candidate)
+                writer.record_shadow(
+                    attachment_id,
+                    now,
+                    ctx.request_id,
+                    decision.effect.value,
+                    candidate.effect.value,
+                    shadow.differs,
+                    decision_summary(candidate),
+                )
+            if decision.needs_approval and approved is None:
+                # No signature leaves: the request waits for its approvers (stored in this transaction).
+                pending = await self._open_approval(writer, ctx, operation, key, prepared, decision, now)
+                if idempotency is not None:
+                    await writer.insert_idempotency(
+                        IdempotencyRecord(
+                            ctx.caller.principal_id, idempotency.key, idempotency.request_digest, pending, now
+                        )
+                    )
+                writer.append_audit(
+                    {
+                        **event,
+                        "outcome": "pending_approval",
+                        "approval_id": pending["approval_id"],
+                        "decision": decision_summary(decision),
+                    }
+                )
+                return pending
+            if not _acceptable(decision, approved):
+                raise refusal(decision, current.subject, key)
+            if response is None:
+                # Judged "needs approval" before the HSM, but not now: the policy moved underneath.
+                raise Conflict(
+                    "the policy changed while deciding; send the request again", code="decision_changed"
+                )
+            await writer.reserve(
+                [
+                    LedgerEntry(r.limit_key, r.amount, r.window_start, r.window_end, ctx.request_id)
+                    for r in decision.reservations
+                ]
+            )
+            if idempotency is not None:
+                await writer.insert_idempotency(
+                    IdempotencyRecord(
+                        ctx.caller.principal_id, idempotency.key, idempotency.request_digest, response, now
+                    )
+                )
+            writer.append_audit({**event, "outcome": "allowed", "decision": decision_summary(decision)})
             if approved is not None:
                 await approved.finalize(writer, response, now)
+            return response
 
         try:
-            await self._store.submit(unit)
+            return await self._store.submit(unit)
         except (DatabaseUnavailable, AuditUnavailable):
             # The signature is dropped here and never leaves. Recording the failure would wait for the
             # same database that just failed, past the caller's deadline: the store logged it.
@@ -260,52 +591,99 @@ class SigningService:
             # The signature is dropped here and never leaves.
             await self._record_refusal(event, exc)
             raise
-        return response
 
-    async def _authorized(
-        self, ctx: RequestContext, key_id: str, operation: str, now: datetime
-    ) -> tuple[KeyRecord, list[dict[str, str]], int]:
-        key, grants, epoch, cached = await self._facts_for(ctx, key_id, now, fresh=False)
-        try:
-            authorized, reasons = _authorize(ctx, key, grants, operation, now)
-        except SignerError:
-            if not cached:
-                raise
-            # Never refuse on cached facts alone: read them again.
-            key, grants, epoch, _ = await self._facts_for(ctx, key_id, now, fresh=True)
-            authorized, reasons = _authorize(ctx, key, grants, operation, now)
-        return authorized, reasons, min(epoch, ctx.epoch)
+    async def _open_approval(
+        self,
+        writer: Writer,
+        ctx: RequestContext,
+        operation: str,
+        key: KeyRecord,
+        prepared: Prepared,
+        decision: Decision,
+        now: datetime,
+    ) -> dict[str, Any]:
+        if self._approvals is None:
+            raise Forbidden("policy requires approval for this request", code="approval_required")
+        return await self._approvals.open(
+            writer, ctx, operation=operation, key=key, prepared=prepared, decision=decision, now=now
+        )
 
-    async def _authorized_fresh(
-        self, ctx: RequestContext, key_id: str, operation: str, now: datetime
-    ) -> tuple[KeyRecord, list[dict[str, str]], int]:
-        key, grants, epoch, _ = await self._facts_for(ctx, key_id, now, fresh=True)
-        authorized, reasons = _authorize(ctx, key, grants, operation, now)
-        return authorized, reasons, epoch
-
-    async def _facts_for(
-        self, ctx: RequestContext, key_id: str, now: datetime, *, fresh: bool
-    ) -> tuple[KeyRecord | None, list[GrantRecord], int, bool]:
-        """The key and the caller's grants on it, the epoch they are valid at, and whether cached."""
-        principal_id = ctx.caller.principal_id
-        if not fresh:
-            key = self._facts.keys.get(key_id)
-            grants = self._facts.grants.get((principal_id, key_id))
-            if key is not None and grants is not None:
-                return key, grants, self._facts.epoch, True
+    async def _stored_response(self, ctx: RequestContext, idempotency: Idempotency) -> dict[str, Any] | None:
         async with self._store.read() as reader:
-            epoch = await reader.epoch()
-            key = await reader.get_key(key_id)
-            grants = await reader.active_grants(principal_id, "key", key_id, now) if key else []
-        if key is not None and self._facts.observe(epoch):
-            self._facts.keys.put(key_id, key)
-            self._facts.grants.put((principal_id, key_id), grants)
-        return key, grants, epoch, False
+            stored = await reader.get_idempotency(ctx.caller.principal_id, idempotency.key)
+        return None if stored is None else _replayed(stored, idempotency)
+
+    async def _precheck(
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        operation: str,
+        prepare: Callable[[KeyRecord], Prepared],
+        now: datetime,
+        approved: ApprovedExecution | None = None,
+    ) -> tuple[_Facts, Prepared, PolicyRequest, bool]:
+        """Everything that can refuse before the HSM signs: key, grants and every rule but the limits
+        (judged with zero usage here; the commit unit judges them exactly under the write lock).
+        The flag says the request needs approval (and has none yet): the HSM is then not asked."""
+        if approved is not None:
+            async with self._store.read() as reader:
+                facts, cached = await self._read_facts(reader, ctx, key_id, now), False
+        else:
+            facts, cached = await self._cached_facts(ctx, key_id, now)
+        for attempt in (0, 1):
+            try:
+                key = _check_key(ctx, facts.key, facts.subject, operation)
+                prepared = prepare(key)
+                request = _request_for(facts.subject, key, operation, prepared)
+                policy_set = facts.subject.policy_set
+                decision = evaluate(request, policy_set, optimistic_facts(request, policy_set, now), now=now)
+                needs_approval = decision.needs_approval and approved is None
+                if not needs_approval and not _acceptable(decision, approved):
+                    raise refusal(decision, facts.subject, key)
+                if needs_approval and self._approvals is None:
+                    raise refusal(decision, facts.subject, key)
+                _check_state(key)
+                return facts, prepared, request, needs_approval
+            except SignerError:
+                if attempt or not cached:
+                    raise
+                # Never refuse on cached facts alone: read them again.
+                async with self._store.read() as reader:
+                    facts = await self._read_facts(reader, ctx, key_id, now)
+        raise AssertionError("unreachable")
+
+    async def _cached_facts(self, ctx: RequestContext, key_id: str, now: datetime) -> tuple[_Facts, bool]:
+        principal_id = ctx.caller.principal_id
+        cache = self._facts
+        key = cache.keys.get(key_id)
+        subject = cache.grants.get(principal_id)
+        policies = cache.policies
+        if key is not None and subject is not None and policies is not None:
+            return _Facts(key, subject, policies, min(cache.epoch, ctx.epoch)), True
+        async with self._store.read() as reader:
+            facts = await self._read_facts(reader, ctx, key_id, now)
+        if facts.key is not None and cache.observe(facts.epoch):
+            cache.keys.put(key_id, facts.key)
+            cache.grants.put(principal_id, facts.subject)
+            cache.policies = facts.policies
+        return _Facts(facts.key, facts.subject, facts.policies, min(facts.epoch, ctx.epoch)), False
+
+    async def _read_facts(
+        self, reader: Reader | Writer, ctx: RequestContext, key_id: str, now: datetime
+    ) -> _Facts:
+        """The key, the caller's groups, grants and policy set, and the epoch they are valid at."""
+        epoch = reader.epoch if isinstance(reader, Writer) else await reader.epoch()
+        key = await reader.get_key(key_id)
+        policies = await load_policies(reader)
+        subject = await load_subject(reader, ctx.caller.principal_id, now, policies)
+        return _Facts(key, subject, policies, epoch)
 
     async def _record_refusal(self, event: dict[str, Any], exc: SignerError) -> None:
-        outcome = "denied" if exc.status in (401, 403, 404, 409) else "failed"
+        outcome = "denied" if exc.status in (401, 403, 404, 409, 429) else "failed"
         record = {**event, "outcome": outcome, "error": {"code": exc.code, "status": exc.status}}
-        if "reasons" in exc.extra:
+        if "decision" in exc.extra:
+            record["decision"] = exc.extra["decision"]
+        elif "reasons" in exc.extra:
             record["reasons"] = exc.extra["reasons"]
 
         async def unit(writer: Writer) -> None:
@@ -318,137 +696,65 @@ class SigningService:
             pass
 
 
-# -- preparing: from a request body to the exact bytes the token signs ----------------------------
+def _acceptable(decision: Decision, approved: ApprovedExecution | None) -> bool:
+    """Allowed outright, or (for an approved execution) asking only for approvals already collected."""
+    if decision.effect is Effect.ALLOW:
+        return True
+    return decision.effect is Effect.REQUIRE_APPROVAL and approved is not None and approved.covers(decision)
+
+
+def stored_preparer(operation: str, body: Mapping[str, Any]) -> Callable[[KeyRecord], Prepared]:
+    """The preparer for a stored canonical body (``Prepared.body``): the same code as a direct request."""
+    if operation == "sign_transaction":
+        return SigningService._prepare_transaction(body.get("transaction"), body.get("raw"))
+    if operation == "sign_message":
+        return SigningService._prepare_message(_unhex(str(body.get("message", "")), "message"))
+    if operation == "sign_typed_data":
+        typed = body.get("typed_data")
+        if not isinstance(typed, Mapping):
+            raise InvalidRequest("typed_data is required", code="invalid_field", field="typed_data")
+        return SigningService._prepare_typed_data(typed)
+    if operation == "sign_raw":
+        return SigningService._prepare_digest(str(body.get("digest", "")))
+    raise InvalidRequest("unknown operation", code="invalid_operation", field="operation")
 
 
 def prepare_payload(operation: str, body: Mapping[str, Any], key: KeyRecord) -> Prepared:
-    """The one place a request body becomes the bytes to sign (for a direct request, for creating an
-    approval and for executing it, so the three cannot disagree)."""
-    if operation == "sign_transaction":
-        transaction, raw = body.get("transaction"), body.get("raw")
-        if (transaction is None) == (raw is None):
-            raise InvalidRequest(
-                "give exactly one of 'transaction' (fields) or 'raw' (unsigned serialised hex)",
-                code="invalid_request",
-            )
-        tx = (
-            parse_transaction(_rpc_fields(transaction, key))
-            if transaction is not None
-            else decode_unsigned_transaction(_unhex(raw or "", "raw"))
-        )
-        view = {"scheme": "transaction", "key_id": key.id, "from": key.address, **tx.fields.as_json()}
-        view["value_eth"] = _eth(tx.fields.value)
-        view["max_gas_cost_eth"] = _eth(tx.fields.max_gas_cost)
-        if tx.fields.tx_type == 4:
-            view["delegates"] = list(tx.fields.delegates)
-        return Prepared(
-            tx.digest,
-            _tx_summary(tx),
-            lambda key, rs: _finish_transaction(tx, key, rs),
-            body={"transaction": tx.as_json()},
-            view=view,
-            chain_id=tx.chain_id,
-        )
-    if operation == "sign_message":
-        message = _unhex(str(body.get("message", "")), "message")
-        prepared = _prepare_message(message, key)
-        return prepared
-    if operation == "sign_typed_data":
-        typed = typed_data_digest(body.get("typed_data") or {})
-        summary = {
-            "scheme": "eip712",
-            "primary_type": typed.primary_type,
-            "domain": typed.domain,
-            "digest": _hex(typed.digest),
-        }
-        canonical = typed.as_json()
-        chain = typed.domain.get("chainId")
-        return Prepared(
-            typed.digest,
-            summary,
-            lambda k, rs: _finish_eth_message(typed.digest, k, rs),
-            body={"typed_data": canonical},
-            view={
-                "scheme": "eip712",
-                "key_id": key.id,
-                "from": key.address,
-                "primary_type": typed.primary_type,
-                "domain": canonical["domain"],
-                "message": canonical["message"],
-                "digest": _hex(typed.digest),
-            },
-            chain_id=chain if isinstance(chain, int) else None,
-        )
-    if operation == "sign_raw":
-        digest = _unhex(str(body.get("digest", "")), "digest")
-        if len(digest) != 32:
-            raise InvalidRequest("digest must be exactly 32 bytes", code="invalid_digest", field="digest")
-        raw_summary: dict[str, Any] = {"scheme": "raw_digest", "blind": True, "digest": _hex(digest)}
-
-        def finish(key: KeyRecord, rs: bytes) -> dict[str, Any]:
-            if Curve(key.curve) is Curve.P256:
-                return _finish_p256(digest, key, rs)
-            return _finish_eth_message(digest, key, rs)
-
-        return Prepared(
-            digest,
-            raw_summary,
-            finish,
-            body={"digest": _hex(digest)},
-            view={
-                "scheme": "raw_digest",
-                "blind": True,
-                "key_id": key.id,
-                "from": key.address,
-                "digest": _hex(digest),
-            },
-        )
-    raise InvalidRequest("unknown operation", code="invalid_request")
-
-
-def _prepare_message(message: bytes, key: KeyRecord) -> Prepared:
-    curve = Curve(key.curve)
-    body = {"message": _hex(message)}
-    view: dict[str, Any] = {"key_id": key.id, "from": key.address, "message_length": len(message)}
-    try:
-        view["message_text"] = message.decode("utf-8")
-    except UnicodeDecodeError:
-        view["message_hex"] = _hex(message)
-    if curve is Curve.SECP256K1:
-        digest = personal_message_digest(message)
-        return Prepared(
-            digest,
-            {"scheme": "eip191", "message_length": len(message), "digest": _hex(digest)},
-            lambda k, rs: _finish_eth_message(digest, k, rs),
-            body=body,
-            view={"scheme": "eip191", **view, "digest": _hex(digest)},
-        )
-    if curve is Curve.P256:
-        digest = hashlib.sha256(message).digest()
-        return Prepared(
-            digest,
-            {"scheme": "ecdsa-p256-sha256", "message_length": len(message), "digest": _hex(digest)},
-            lambda k, rs: _finish_p256(digest, k, rs),
-            body=body,
-            view={"scheme": "ecdsa-p256-sha256", **view, "digest": _hex(digest)},
-        )
-    return Prepared(
-        message,
-        {
-            "scheme": "ed25519",
-            "message_length": len(message),
-            "message_sha256": _hex(hashlib.sha256(message).digest()),
-        },
-        lambda k, sig: _finish_ed25519(message, k, sig),
-        body=body,
-        view={"scheme": "ed25519", **view},
-    )
+    return stored_preparer(operation, body)(key)
 
 
 def _eth(wei: int) -> str:
     """Wei as an exact decimal ETH string (no float)."""
     whole, frac = divmod(wei, 10**18)
-    return f"{whole}.{frac:018d}".rstrip("0").rstrip(".") if frac else str(whole)
+    return f"{whole}.{frac:018d}".rstrip("0") if frac else str(whole)
+
+
+def _tx_view(tx: UnsignedTransaction, key: KeyRecord) -> dict[str, Any]:
+    """What an approver reads: every decoded field, value and gas cap in ETH and wei, the selector, the
+    decoded ERC-20 call and the EIP-7702 delegates (``TransactionFields.as_json``)."""
+    view = {"scheme": "transaction", "key_id": key.id, "from": key.address, **tx.fields.as_json()}
+    view["value_eth"] = _eth(tx.fields.value)
+    view["max_gas_cost_eth"] = _eth(tx.fields.max_gas_cost)
+    if tx.fields.authorizations:
+        view["delegates"] = list(tx.fields.delegates)
+    return view
+
+
+def _message_view(message: bytes, key: KeyRecord) -> dict[str, Any]:
+    view: dict[str, Any] = {"key_id": key.id, "from": key.address, "message_length": len(message)}
+    try:
+        view["message_text"] = message.decode("utf-8")
+    except UnicodeDecodeError:
+        view["message_hex"] = _hex(message)
+    return view
+
+
+def _replayed(stored: IdempotencyRecord, idempotency: Idempotency) -> dict[str, Any]:
+    if stored.request_digest != idempotency.request_digest:
+        raise Unprocessable(
+            "this Idempotency-Key was used for a different request", code="idempotency_key_reused"
+        )
+    return stored.response
 
 
 # -- finishing: turn the token's bytes into a checked response ------------------------------------

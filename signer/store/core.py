@@ -55,6 +55,7 @@ from signer.errors import (
 )
 from signer.store import schema as t
 from signer.store.engine import Target, as_audit_failure, translate
+from signer.store.policy_rows import PolicyReads, PolicyWrites, grant_from_row
 from signer.store.records import (
     APPROVAL_STATES,
     APPROVER_KEY_SCHEMES,
@@ -157,19 +158,7 @@ def _key(row: Any) -> KeyRecord:
     )
 
 
-def _grant(row: Any) -> GrantRecord:
-    m = row._mapping
-    return GrantRecord(
-        id=m["id"],
-        principal_id=m["principal_id"],
-        resource_type=m["resource_type"],
-        resource_id=m["resource_id"],
-        operations=list(m["operations"]),
-        expires_at=m["expires_at"],
-        created_by=m["created_by"],
-        created_at=m["created_at"],
-        revoked_at=m["revoked_at"],
-    )
+_grant = grant_from_row
 
 
 def _approval_request(row: Any) -> ApprovalRequestRecord:
@@ -245,7 +234,7 @@ def _audit(row: Any) -> AuditRecord:
 # -- readers and writers ----------------------------------------------------------------------------
 
 
-class _Queries:
+class _Queries(PolicyReads):
     """The read queries Reader and Writer share; every statement goes through ``_execute``."""
 
     def __init__(self, store: Store, conn: AsyncConnection) -> None:
@@ -438,7 +427,7 @@ class Reader(_Queries):
         return int(row[0]), str(row[1])
 
 
-class Writer(_Queries):
+class Writer(PolicyWrites, _Queries):
     """One write transaction holding the write lock. Reads see its own uncommitted writes.
 
     ``epoch`` and ``head`` are this transaction's current values (properties, no database round trip).
@@ -461,6 +450,7 @@ class Writer(_Queries):
         self._savepoint: str | None = None
         self._savepoints_used = 0
         self._finished = False
+        self._ledger_init()
 
     # state
 
@@ -543,6 +533,7 @@ class Writer(_Queries):
         return record
 
     async def _flush(self) -> None:
+        await self._ledger_flush()
         if self._pending:
             rows = [
                 {
@@ -570,6 +561,7 @@ class Writer(_Queries):
         self._in_unit = True
         self._savepoint = None
         self._unit_mark = (len(self._pending), self._seq, self._hash, self._epoch)
+        self._ledger_mark()
 
     async def _open_savepoint(self) -> None:
         self._savepoints_used += 1
@@ -589,6 +581,7 @@ class Writer(_Queries):
             return None
         count, seq, head_hash, epoch = self._unit_mark
         del self._pending[count:]
+        self._ledger_undo()
         self._seq, self._hash, self._epoch = seq, head_hash, epoch
         if self._savepoint is not None:
             name, self._savepoint = self._savepoint, None
@@ -748,8 +741,13 @@ class Writer(_Queries):
         ``Conflict(grant_exists)`` on a taken id, ``NotFound(principal_not_found)`` for an unknown principal.
         """
         _text(grant.id, "grant id")
-        _text(grant.principal_id, "principal id")
+        if (grant.principal_id is None) == (grant.group_name is None):
+            raise ValueError("a grant names exactly one principal or group")
+        _text(grant.principal_id, "principal id", optional=True)
+        _text(grant.group_name, "group name", optional=True)
         _text(grant.resource_id, "resource id")
+        if grant.max_uses is not None and (isinstance(grant.max_uses, bool) or grant.max_uses < 0):
+            raise ValueError("max_uses must be a non-negative integer")
         _one_of(grant.resource_type, GRANT_RESOURCE_TYPES, "resource type")
         if isinstance(grant.operations, str) or not all(isinstance(op, str) for op in grant.operations):
             raise ValueError("operations must be a list of strings")
@@ -768,6 +766,9 @@ class Writer(_Queries):
                 "created_by": grant.created_by,
                 "created_at": grant.created_at,
                 "revoked_at": grant.revoked_at,
+                "group_name": grant.group_name,
+                "max_uses": grant.max_uses,
+                "value_budgets": {k: str(v) for k, v in grant.value_budgets.items()},
             },
             Conflict("a grant with that id exists", code="grant_exists"),
             missing_parent=NotFound("no such principal", code="principal_not_found"),

@@ -15,6 +15,7 @@ from signer.audit import AuditRecord
 __all__ = [
     "APPROVAL_STATES",
     "APPROVER_KEY_SCHEMES",
+    "ATTACHMENT_MODES",
     "GRANT_RESOURCE_TYPES",
     "KEY_STATES",
     "ROLES",
@@ -23,9 +24,13 @@ __all__ = [
     "ApprovalRequestRecord",
     "ApprovalVoteRecord",
     "ApproverKeyRecord",
+    "AttachmentRecord",
     "AuditRecord",
     "GrantRecord",
+    "IdempotencyRecord",
     "KeyRecord",
+    "LedgerEntry",
+    "PolicyVersionRecord",
     "PrincipalRecord",
     "TokenRecord",
 ]
@@ -39,6 +44,7 @@ GRANT_RESOURCE_TYPES = frozenset({"key", "scope", "secret"})
 APPROVAL_STATES = frozenset({"pending", "approved", "signed", "failed", "rejected", "expired", "cancelled"})
 VOTE_DECISIONS = frozenset({"approve", "reject"})
 APPROVER_KEY_SCHEMES = frozenset({"ed25519", "secp256k1"})
+ATTACHMENT_MODES = frozenset({"live", "shadow"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +102,12 @@ class KeyRecord:
 
 @dataclass(frozen=True, slots=True)
 class GrantRecord:
+    """A grant to one principal (``principal_id``) or to every member of a group (``group_name``):
+    exactly one of the two is set. ``value_budgets`` maps ``native`` or a token address to a decimal
+    string (wei amounts exceed 64 bits)."""
+
     id: str
-    principal_id: str
+    principal_id: str | None
     resource_type: str
     resource_id: str
     operations: list[str]
@@ -105,6 +115,61 @@ class GrantRecord:
     created_by: str | None
     created_at: datetime
     revoked_at: datetime | None = None
+    group_name: str | None = None
+    max_uses: int | None = None
+    value_budgets: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def subject(self) -> str:
+        return f"group:{self.group_name}" if self.group_name is not None else f"principal:{self.principal_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyVersionRecord:
+    """One immutable version of a policy document: its canonical JSON and sha256 digest."""
+
+    policy_id: str
+    version: int
+    document: str
+    digest: str
+    created_by: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttachmentRecord:
+    """A policy version in force (``live``) or evaluated beside it (``shadow``) at a scope or a key."""
+
+    id: str
+    policy_id: str
+    version: int
+    scope: str | None
+    key_id: str | None
+    mode: str
+    created_by: str | None
+    created_at: datetime
+    detached_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    """A reservation to record: ``amount`` counts toward ``limit_key`` for windows reaching back past
+    ``window_start``."""
+
+    limit_key: str
+    amount: int
+    window_start: datetime
+    window_end: datetime | None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    principal_id: str
+    key: str
+    request_digest: str
+    response: dict[str, Any]
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,10 +13,12 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -37,10 +39,17 @@ __all__ = [
     "audit_events",
     "audit_head",
     "grants",
+    "group_members",
+    "idempotency_keys",
     "keys",
+    "ledger",
+    "limit_windows",
     "meta",
     "metadata",
+    "policy_attachments",
+    "policy_versions",
     "principals",
+    "shadow_decisions",
     "tokens",
 ]
 
@@ -146,7 +155,7 @@ grants = Table(
     "grants",
     metadata,
     Column("id", Text, primary_key=True),
-    Column("principal_id", Text, ForeignKey("principals.id"), nullable=False),
+    Column("principal_id", Text, ForeignKey("principals.id"), nullable=True),
     Column("resource_type", Text, nullable=False),
     Column("resource_id", Text, nullable=False),
     Column("operations", JSONText, nullable=False),
@@ -154,7 +163,94 @@ grants = Table(
     Column("created_by", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    Column("group_name", Text, nullable=True),
+    Column("max_uses", BigInteger, nullable=True),
+    Column("value_budgets", JSONText, nullable=False, server_default="{}"),
     Index("ix_grants_lookup", "principal_id", "resource_type", "resource_id"),
+    Index("ix_grants_group_name", "group_name"),
+    CheckConstraint("(principal_id IS NULL) <> (group_name IS NULL)", name="one_subject"),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_name", Text, primary_key=True),
+    Column("principal_id", Text, ForeignKey("principals.id"), primary_key=True),
+    Column("added_at", UTCDateTime, nullable=False),
+    Column("added_by", Text, nullable=True),
+    Index("ix_group_members_principal_id", "principal_id"),
+)
+
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("policy_id", Text, primary_key=True),
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("document", Text, nullable=False),
+    Column("digest", Text, nullable=False),
+    Column("created_by", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+policy_attachments = Table(
+    "policy_attachments",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("policy_id", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("scope", Text, nullable=True),
+    Column("key_id", Text, nullable=True),
+    Column("mode", Text, nullable=False),
+    Column("created_by", Text, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("detached_at", UTCDateTime, nullable=True),
+    ForeignKeyConstraint(["policy_id", "version"], ["policy_versions.policy_id", "policy_versions.version"]),
+    CheckConstraint("(scope IS NULL) <> (key_id IS NULL)", name="one_place"),
+)
+
+ledger = Table(
+    "ledger",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("limit_key", Text, nullable=False),
+    Column("amount", Text, nullable=False),  # decimal string: wei amounts exceed 64 bits
+    Column("window_start", UTCDateTime, nullable=False),
+    Column("window_end", UTCDateTime, nullable=True),
+    Column("request_id", Text, nullable=True),
+    Index("ix_ledger_limit_key_window_start", "limit_key", "window_start"),
+)
+
+limit_windows = Table(
+    "limit_windows",
+    metadata,
+    Column("limit_key", Text, primary_key=True),
+    Column("window_seconds", BigInteger, primary_key=True, autoincrement=False),
+    Column("total", Text, nullable=False),
+    Column("through", UTCDateTime, nullable=True),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("principal_id", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("request_digest", Text, nullable=False),
+    Column("response", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+shadow_decisions = Table(
+    "shadow_decisions",
+    metadata,
+    Column("id", SeqType, primary_key=True, autoincrement=True),
+    Column("attachment_id", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+    Column("request_id", Text, nullable=True),
+    Column("live_effect", Text, nullable=False),
+    Column("candidate_effect", Text, nullable=False),
+    Column("differs", Boolean, nullable=False),
+    Column("candidate", Text, nullable=False),
+    Index("ix_shadow_decisions_attachment_id", "attachment_id"),
 )
 
 audit_events = Table(
@@ -186,7 +282,7 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 
-# -- approvals (migration 0002_approvals) ---------------------------------------------------------
+# -- approvals (migration 0003) ---------------------------------------------------------
 
 approval_requests = Table(
     "approval_requests",

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-import signer.services.approvals as approvals_module
 from signer.hsm import Hsm
 from signer.store import Store
 from tests.approvals.support import World, make_world
@@ -25,12 +24,5 @@ from tests.hsm.conftest import hsm, softhsm_tokens  # noqa: F401
 
 
 @pytest.fixture
-async def world(store: Store, hsm: Hsm, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[World]:  # noqa: F811
-    made = await make_world(store, hsm)
-
-    # TEMPORARY until main's principal groups are merged: membership from the world's dict.
-    async def groups_of(reader, principal_id):
-        return frozenset(g for g, members in made.groups.items() if principal_id in members)
-
-    monkeypatch.setattr(approvals_module, "_groups_of", groups_of)
-    yield made
+async def world(store: Store, hsm: Hsm) -> AsyncIterator[World]:  # noqa: F811
+    yield await make_world(store, hsm)

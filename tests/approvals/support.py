@@ -1,15 +1,16 @@
 """The approvals test world: real services wired as ``signer.app`` wires them, a controllable clock, and
 helpers to make principals, keys, grants, group members and pending requests.
 
-Until the policy engine is wired into signing, a pending request is created here exactly as the signing
-commit unit will create it: ``ApprovalsService.create`` inside a store unit, from the payload prepared
-by ``signing.prepare_payload`` and a ``Decision`` that requires approval (built here, in tests only).
+``World.request`` creates a pending request exactly as the signing commit unit does (``ApprovalsService.
+create`` inside a store unit, from the payload prepared by ``signing.prepare_payload``) with a
+``Decision`` built here, so a test can pick any quorum and expiry without writing a policy; the tests in
+``test_policy_path.py`` go through real policies and ``SigningService`` instead.
 """
 
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from signer.services.auth import AuthService
 from signer.services.context import RequestContext
 from signer.services.facts import FactsCache
 from signer.services.keys import KeyService
+from signer.services.policies import PolicyService
 from signer.services.signing import SigningService, prepare_payload
 from signer.store import ApprovalRequestRecord, KeyRecord, Store, Writer
 
@@ -67,7 +69,7 @@ class World:
     approvals: ApprovalsService
     clock: Clock
     admin_person: Person
-    groups: dict[str, set[str]] = field(default_factory=dict)
+    policies: PolicyService
 
     async def person(self, role: str = "approver", name: str | None = None) -> Person:
         made = await self.admin.create_principal(None, name or f"{role}-{secrets.token_hex(4)}", Role(role))
@@ -92,18 +94,20 @@ class World:
         service = await self.person("service")
         await self.admin.create_grant(
             self.admin_person.ctx,
-            service.id,
-            key.id,
-            ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"],
-            None,
+            principal_id=service.id,
+            group=None,
+            key_id=key.id,
+            scope=None,
+            operations=["sign_transaction", "sign_message", "sign_typed_data"],
+            expires_at=None,
         )
         return service
 
-    def join(self, group: str, person: Person) -> None:
-        self.groups.setdefault(group, set()).add(person.id)
+    async def join(self, group: str, person: Person) -> None:
+        await self.policies.add_member(self.admin_person.ctx, group, person.id)
 
-    def leave(self, group: str, person: Person) -> None:
-        self.groups.get(group, set()).discard(person.id)
+    async def leave(self, group: str, person: Person) -> None:
+        await self.policies.remove_member(self.admin_person.ctx, group, person.id)
 
     async def request(
         self,
@@ -188,6 +192,7 @@ async def make_world(store: Store, hsm: Hsm) -> World:
         approvals=approvals,
         clock=clock,
         admin_person=Person(ctx, made["credentials"]["access_token"]),
+        policies=PolicyService(store),
     )
     return world
 

@@ -13,7 +13,7 @@ async def test_two_of_three_signs_exactly_the_stored_payload_once(world: World) 
     requester = await world.requester(key)
     alice, bob, carol = [await world.person() for _ in range(3)]
     for p in (alice, bob, carol):
-        world.join("treasury", p)
+        await world.join("treasury", p)
     record = await world.request(requester, key)
     assert record.state == "pending"
 
@@ -65,8 +65,8 @@ async def test_visibility_reject_and_cancel(world: World) -> None:
     requester = await world.requester(key)
     other_service = await world.requester(key)
     alice, outsider = await world.person(), await world.person()
-    world.join("treasury", alice)
-    world.join("security", outsider)
+    await world.join("treasury", alice)
+    await world.join("security", outsider)
     record = await world.request(requester, key)
 
     for stranger in (other_service, outsider):

@@ -1,7 +1,7 @@
 """Approvals: pending requests bound to a payload digest, one vote per identity, approver public keys.
 
-Revision ID: 0002_approvals
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-22
 
 Self-contained (plain column types), like every migration.
@@ -15,8 +15,8 @@ from datetime import datetime
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002_approvals"
-down_revision: str | None = "0001"
+revision: str = "0003"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

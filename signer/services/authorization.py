@@ -1,0 +1,191 @@
+"""Authorisation facts for the policy engine, and the engine's decisions as caller-facing errors.
+
+The engine (``policy``) is pure: this module reads what it needs from the store (the caller's groups
+and live grants, the policy versions attached in force and in shadow), builds the ``PolicyRequest``
+from the decoded payload, and turns a decision that is not an allow into the error the caller gets:
+404 when no grant names the key at all (the same answer as a key that does not exist, so there is no
+existence oracle), 429 with ``Retry-After`` when only rate limits refused, 403 with the reasons
+otherwise. Loaded facts are immutable values, so a process caches them per facts epoch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from policy import (
+    AttachedPolicy,
+    Decision,
+    Effect,
+    Facts,
+    Grant,
+    PolicyDocumentError,
+    PolicyRequest,
+    PolicySet,
+    TransactionView,
+    TypedDataDomain,
+    parse_policy_json,
+    scope_contains,
+    usage_queries,
+)
+from signer.errors import Forbidden, IntegrityError, NotFound, RateLimited, SignerError
+from signer.store import GrantRecord, KeyRecord, Reader, Writer
+
+RATE_CODES = frozenset({"rate_limit_exceeded"})
+GRANT_CODES = frozenset({"operation_not_granted", "grant_expired", "unknown_operation"})
+
+
+@dataclass(frozen=True, slots=True)
+class Policies:
+    """The attached documents: ``live`` decide, ``shadow`` are candidates judged beside them."""
+
+    live: tuple[AttachedPolicy, ...] = ()
+    shadow: tuple[tuple[str, AttachedPolicy], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """One principal's authorisation facts: groups, live grants and the policy set built from them."""
+
+    principal_id: str
+    groups: frozenset[str]
+    grants: tuple[GrantRecord, ...]
+    policy_set: PolicySet
+    candidates: dict[str, PolicySet] = field(default_factory=dict, compare=False)
+
+    def candidate_set(self, attachment_id: str, candidate: AttachedPolicy) -> PolicySet:
+        cached = self.candidates.get(attachment_id)
+        if cached is None:
+            cached = self.candidates[attachment_id] = self.policy_set.with_candidate(candidate)
+        return cached
+
+
+def to_grant(record: GrantRecord) -> Grant:
+    is_group = record.group_name is not None
+    return Grant(
+        grant_id=record.id,
+        principal_id=(record.group_name if is_group else record.principal_id) or "",
+        resource_type=record.resource_type,
+        resource_id=record.resource_id,
+        operations=frozenset(record.operations),
+        expires_at=record.expires_at,
+        revoked=record.revoked_at is not None,
+        subject_type="group" if is_group else "principal",
+        max_uses=record.max_uses,
+        value_budgets={asset: int(value) for asset, value in record.value_budgets.items()},
+    )
+
+
+def parse_stored(document: str) -> Any:
+    try:
+        return parse_policy_json(document)
+    except PolicyDocumentError:
+        # Every version was parsed before it was stored; failing now means the row was altered or
+        # this build reads documents differently. Refuse rather than judge without the policy.
+        raise IntegrityError("a stored policy document cannot be read", code="policy_unreadable") from None
+
+
+async def load_policies(reader: Reader | Writer) -> Policies:
+    live: list[AttachedPolicy] = []
+    shadow: list[tuple[str, AttachedPolicy]] = []
+    for attachment, version in await reader.attached_documents():
+        attached = AttachedPolicy(
+            parse_stored(version.document), scope=attachment.scope, key_id=attachment.key_id
+        )
+        if attachment.mode == "live":
+            live.append(attached)
+        else:
+            shadow.append((attachment.id, attached))
+    return Policies(tuple(live), tuple(shadow))
+
+
+async def load_subject(
+    reader: Reader | Writer, principal_id: str, now: datetime, policies: Policies
+) -> Subject:
+    groups = await reader.groups_of(principal_id)
+    grants = tuple(await reader.grants_for(principal_id, groups, now))
+    policy_set = PolicySet(tuple(to_grant(g) for g in grants), policies.live)
+    return Subject(principal_id, groups, grants, policy_set)
+
+
+def grant_names_key(grant: GrantRecord, key: KeyRecord) -> bool:
+    """Whether a grant is about this key at all (any operation): a key id grant or a scope above it."""
+    if grant.resource_type == "key":
+        return grant.resource_id == key.id
+    if grant.resource_type == "scope":
+        try:
+            return scope_contains(grant.resource_id, key.scope)
+        except ValueError:
+            return False
+    return False
+
+
+def policy_request(
+    subject: Subject,
+    key: KeyRecord,
+    operation: str,
+    transaction: Any = None,
+    typed_data_domain: Any = None,
+) -> PolicyRequest:
+    return PolicyRequest(
+        principal_id=subject.principal_id,
+        operation=operation,
+        resource_id=key.id,
+        scope=key.scope,
+        groups=subject.groups,
+        transaction=None if transaction is None else TransactionView.from_decoded(transaction),
+        typed_data_domain=None
+        if typed_data_domain is None
+        else TypedDataDomain.from_domain(typed_data_domain),
+    )
+
+
+def optimistic_facts(request: PolicyRequest, policy_set: PolicySet, now: datetime) -> Facts:
+    """Zero usage for every limit: the check before the HSM signs, which only limits cannot fail."""
+    return Facts(dict.fromkeys(usage_queries(request, policy_set, now=now), 0))
+
+
+def decision_summary(decision: Decision) -> dict[str, Any]:
+    """What the audit event and the caller see of a decision (reservations stay in the ledger)."""
+    return {
+        "effect": decision.effect.value,
+        "reasons": decision.reasons_as_dicts(),
+        "policies": [ref.as_dict() for ref in decision.policies],
+        "approvals": [a.as_dict() for a in decision.approvals],
+    }
+
+
+def refusal(decision: Decision, subject: Subject, key: KeyRecord) -> SignerError:
+    """The error for a decision that is not an allow."""
+    if not any(grant_names_key(g, key) for g in subject.grants):
+        return NotFound("no such key", code="key_not_found")
+    summary = decision_summary(decision)
+    codes = {reason.code for reason in decision.reasons}
+    if decision.effect is Effect.REQUIRE_APPROVAL:
+        return Forbidden(
+            "policy requires approval for this request",
+            code="approval_required",
+            reasons=summary["reasons"],
+            decision=summary,
+        )
+    if codes & GRANT_CODES:
+        # No usable grant: that is the answer, whatever the rules also said.
+        return Forbidden(
+            "the operation is not granted on this key",
+            code="operation_not_granted",
+            reasons=summary["reasons"],
+            decision=summary,
+        )
+    if codes and codes <= RATE_CODES:
+        return RateLimited(
+            "rate limit reached",
+            code="rate_limited",
+            reasons=summary["reasons"],
+            decision=summary,
+            # The engine does not say when a window frees up; one second is the smallest honest hint.
+            retry_after=1,
+        )
+    return Forbidden(
+        "policy denied the request", code="policy_denied", reasons=summary["reasons"], decision=summary
+    )

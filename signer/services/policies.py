@@ -1,0 +1,245 @@
+"""Groups, policy documents and their attachments: the admin side of "what may be signed".
+
+Policy versions are immutable: a change is a new version, parsed strictly by ``policy`` before it is
+stored, named by the sha256 of its canonical form; the version a client submits must be the next one,
+so two admins editing at once cannot overwrite each other silently. Attaching a version at a scope or a
+key puts it in force (``live``) or beside the live one (``shadow``: judged on real traffic, recorded,
+never deciding). Every change bumps the facts epoch, so it takes effect on the next request in every
+process, and is written with its audit event in one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from typing import Any
+
+from policy import PolicyDocument, PolicyDocumentError, is_scope
+from signer.errors import Conflict, InvalidRequest, NotFound
+from signer.identity import Role
+from signer.services.authorization import parse_stored
+from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.store import AttachmentRecord, PolicyVersionRecord, Store, Writer
+
+_GROUP_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+
+
+def check_group(name: str) -> str:
+    if not _GROUP_RE.match(name):
+        raise InvalidRequest(
+            "a group name is 1-63 characters of a-z, 0-9, '.', '_' or '-'",
+            code="invalid_group",
+            field="group",
+        )
+    return name
+
+
+def version_view(record: PolicyVersionRecord, *, with_document: bool = True) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "policy_id": record.policy_id,
+        "version": record.version,
+        "digest": record.digest,
+        "created_by": record.created_by,
+        "created_at": iso(record.created_at),
+    }
+    if with_document:
+        view["document"] = json.loads(record.document)
+    return view
+
+
+def attachment_view(record: AttachmentRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "policy_id": record.policy_id,
+        "version": record.version,
+        "scope": record.scope,
+        "key_id": record.key_id,
+        "mode": record.mode,
+        "created_by": record.created_by,
+        "created_at": iso(record.created_at),
+        "detached_at": iso(record.detached_at),
+    }
+
+
+def document_error(exc: PolicyDocumentError) -> InvalidRequest:
+    return InvalidRequest(str(exc.message), code="invalid_policy", field=exc.path or None)
+
+
+class PolicyService:
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _audit(self, writer: Writer, ctx: RequestContext, kind: str, **fields: Any) -> None:
+        writer.append_audit(
+            {
+                "kind": kind,
+                "outcome": "allowed",
+                "request_id": ctx.request_id,
+                "at": iso(utcnow()),
+                "actor": ctx.actor(),
+                **fields,
+            }
+        )
+
+    # -- groups -----------------------------------------------------------------------------------
+
+    async def add_member(self, ctx: RequestContext, group: str, principal_id: str) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        check_group(group)
+        now = utcnow()
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            added = await writer.add_member(group, principal_id, now, ctx.caller.principal_id)
+            if added:
+                self._audit(writer, ctx, "group.add", group=group, principal_id=principal_id)
+            return {"group": group, "principal_id": principal_id, "added": added}
+
+        return await self._store.submit(unit)
+
+    async def remove_member(self, ctx: RequestContext, group: str, principal_id: str) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        check_group(group)
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            if not await writer.remove_member(group, principal_id):
+                raise NotFound("that principal is not in the group", code="member_not_found")
+            self._audit(writer, ctx, "group.remove", group=group, principal_id=principal_id)
+            return {"group": group, "principal_id": principal_id, "removed": True}
+
+        return await self._store.submit(unit)
+
+    async def get_group(self, ctx: RequestContext, group: str) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
+        check_group(group)
+        async with self._store.read() as reader:
+            return {"group": group, "members": await reader.group_members(group)}
+
+    async def list_groups(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
+        async with self._store.read() as reader:
+            groups = await reader.list_groups()
+        return [{"group": g, "members": m} for g, m in sorted(groups.items())]
+
+    # -- policy versions --------------------------------------------------------------------------
+
+    async def create_version(self, ctx: RequestContext, document: PolicyDocument) -> dict[str, Any]:
+        """Store the next version of a policy (the document's ``version`` must be exactly that)."""
+        require_role(ctx, Role.ADMIN)
+        now = utcnow()
+        canonical = document.canonical_json().decode("utf-8")
+        # Parsing the canonical form again must give the same digest, or a stored version could not be
+        # read back as what was approved.
+        if parse_stored(canonical).digest != document.digest:
+            raise InvalidRequest("the document does not round-trip", code="invalid_policy")
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            versions = await writer.policy_versions(document.policy_id)
+            expected = versions[-1].version + 1 if versions else 1
+            if document.version != expected:
+                raise Conflict(
+                    f"the next version of {document.policy_id} is {expected}",
+                    code="policy_version_conflict",
+                    field="version",
+                    expected_version=expected,
+                )
+            record = PolicyVersionRecord(
+                document.policy_id, document.version, canonical, document.digest, ctx.caller.principal_id, now
+            )
+            await writer.insert_policy_version(record)
+            self._audit(
+                writer,
+                ctx,
+                "policy.create",
+                policy_id=record.policy_id,
+                version=record.version,
+                digest=record.digest,
+            )
+            return version_view(record)
+
+        return await self._store.submit(unit)
+
+    async def list_policies(self, ctx: RequestContext) -> list[dict[str, Any]]:
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
+        async with self._store.read() as reader:
+            latest = await reader.latest_policy_versions()
+        return [version_view(v, with_document=False) for v in latest]
+
+    async def get_policy(self, ctx: RequestContext, policy_id: str) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
+        async with self._store.read() as reader:
+            versions = await reader.policy_versions(policy_id)
+        if not versions:
+            raise NotFound("no such policy", code="policy_not_found")
+        return {"policy_id": policy_id, "versions": [version_view(v) for v in versions]}
+
+    # -- attachments ------------------------------------------------------------------------------
+
+    async def attach(
+        self,
+        ctx: RequestContext,
+        policy_id: str,
+        version: int,
+        *,
+        scope: str | None,
+        key_id: str | None,
+        mode: str,
+    ) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        if (scope is None) == (key_id is None):
+            raise InvalidRequest("attach to exactly one of scope or key_id", code="invalid_attachment")
+        if scope is not None and not is_scope(scope):
+            raise InvalidRequest("scope is not a valid scope path", code="invalid_scope", field="scope")
+        if mode not in ("live", "shadow"):
+            raise InvalidRequest("mode must be live or shadow", code="invalid_field", field="mode")
+        now = utcnow()
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            if await writer.get_policy_version(policy_id, version) is None:
+                raise NotFound("no such policy version", code="policy_not_found")
+            if key_id is not None and await writer.get_key(key_id) is None:
+                raise NotFound("no such key", code="key_not_found")
+            record = AttachmentRecord(
+                "att_" + secrets.token_hex(8),
+                policy_id,
+                version,
+                scope,
+                key_id,
+                mode,
+                ctx.caller.principal_id,
+                now,
+            )
+            detached = await writer.attach_policy(record)
+            self._audit(writer, ctx, "policy.attach", attachment=attachment_view(record), replaced=detached)
+            return attachment_view(record)
+
+        return await self._store.submit(unit)
+
+    async def detach(self, ctx: RequestContext, attachment_id: str) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN)
+        now = utcnow()
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            record = await writer.get_attachment(attachment_id)
+            if record is None:
+                raise NotFound("no such attachment", code="attachment_not_found")
+            if await writer.detach_policy(attachment_id, now):
+                self._audit(writer, ctx, "policy.detach", attachment_id=attachment_id)
+            return {"id": attachment_id, "detached": True}
+
+        return await self._store.submit(unit)
+
+    async def list_attachments(self, ctx: RequestContext, *, include_detached: bool) -> list[dict[str, Any]]:
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
+        async with self._store.read() as reader:
+            records = await reader.attachments(include_detached=include_detached)
+        return [attachment_view(r) for r in records]
+
+    async def shadow_report(self, ctx: RequestContext, attachment_id: str) -> dict[str, Any]:
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
+        async with self._store.read() as reader:
+            record = await reader.get_attachment(attachment_id)
+            if record is None or record.mode != "shadow":
+                raise NotFound("no such shadow attachment", code="attachment_not_found")
+            report = await reader.shadow_report(attachment_id)
+        return {"attachment": attachment_view(record), **report}

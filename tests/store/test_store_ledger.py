@@ -1,0 +1,110 @@
+"""The spend and rate ledger: running totals equal exact rolling sums, on SQLite and PostgreSQL.
+
+A hypothesis-free model check: a sequence of reservations and checks at moving instants (forwards,
+backwards, across unit failures and across transactions) must give exactly what summing the
+committed rows in memory gives.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+
+from signer.store import LedgerEntry, Store, Writer
+from tests.store.store_testkit import T0
+
+BIG = 2**200  # wei amounts far beyond 64 bits
+
+
+def exact(rows: list[LedgerEntry], limit_key: str, since) -> int:  # type: ignore[no-untyped-def]
+    return sum(r.amount for r in rows if r.limit_key == limit_key and (since is None or r.window_start > since))
+
+
+async def test_usage_is_the_exact_rolling_sum_under_random_histories(store: Store) -> None:
+    rng = random.Random(7)
+    committed: list[LedgerEntry] = []
+    now = T0
+    windows = [timedelta(seconds=10), timedelta(seconds=60), None]
+    keys = ["spend:key:k1:native", "rate:principal:p1"]
+    for step in range(60):
+        # Mostly forwards, sometimes a backwards step (a clock jump) of up to 30 s.
+        now += timedelta(seconds=rng.choice([0, 1, 3, 7, 20, -30 if step % 9 == 8 else 2]))
+        batch = [
+            LedgerEntry(rng.choice(keys), rng.choice([1, 5, BIG]), now, now + timedelta(seconds=60))
+            for _ in range(rng.randint(0, 3))
+        ]
+        fail = rng.random() < 0.2
+
+        async def unit(w: Writer, batch=batch, fail=fail, now=now) -> dict:  # type: ignore[no-untyped-def]
+            seen = {}
+            for key in keys:
+                for window in windows:
+                    since = None if window is None else now - window
+                    seen[(key, window)] = await w.usage(key, since, now)
+            await w.reserve(batch)
+            for key in keys:
+                for window in windows:
+                    since = None if window is None else now - window
+                    seen[(key, window, "after")] = await w.usage(key, since, now)
+            if fail:
+                raise RuntimeError("unit fails after reserving")
+            return seen
+
+        if fail:
+            with pytest.raises(RuntimeError):
+                await store.submit(unit)
+            continue
+        seen = await store.submit(unit)
+        for key in keys:
+            for window in windows:
+                since = None if window is None else now - window
+                assert seen[(key, window)] == exact(committed, key, since), (step, key, window)
+                assert seen[(key, window, "after")] == exact(committed + batch, key, since)
+        committed += batch
+
+
+async def test_a_failed_unit_leaves_no_reservation_and_its_batch_neighbours_keep_theirs(store: Store) -> None:
+    key = "spend:key:k:native"
+
+    async def good(w: Writer) -> None:
+        await w.reserve([LedgerEntry(key, 3, T0, None)])
+
+    async def bad(w: Writer) -> None:
+        await w.usage(key, None, T0)
+        await w.reserve([LedgerEntry(key, 100, T0, None)])
+        raise RuntimeError("after reserving")
+
+    import asyncio
+
+    results = await asyncio.gather(store.submit(good), store.submit(bad), store.submit(good), return_exceptions=True)
+    assert isinstance(results[1], RuntimeError)
+
+    async def read(w: Writer) -> int:
+        return await w.usage(key, None, T0)
+
+    assert await store.submit(read) == 6
+
+
+@pytest.mark.parametrize("amount", [0, 2**256 - 1])
+async def test_extreme_amounts_round_trip(store: Store, amount: int) -> None:
+    key = "spend:scope:a:native"
+
+    async def unit(w: Writer) -> None:
+        await w.reserve([LedgerEntry(key, amount, T0, None), LedgerEntry(key, amount, T0, None)])
+
+    await store.submit(unit)
+
+    async def read(w: Writer) -> int:
+        return await w.usage(key, T0 - timedelta(seconds=1), T0)
+
+    assert await store.submit(read) == 2 * amount
+
+
+async def test_negative_or_non_integer_amounts_are_refused(store: Store) -> None:
+    async def unit(w: Writer) -> None:
+        await w.reserve([LedgerEntry("k", -1, T0, None)])
+
+    with pytest.raises(ValueError):
+        await store.submit(unit)
