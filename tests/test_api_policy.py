@@ -513,7 +513,10 @@ def test_policy_documents_are_versioned_strict_and_yaml_capable(server: Server, 
         admin,
     )
     assert status == 400 and body["code"] == "invalid_policy" and "typo" in body["detail"]
-    yaml_doc = f"id: {pid}\nversion: 2\nrules:\n  - id: r\n    kind: chain_allowlist\n    effect: deny\n    chain_ids: [1]\n"
+    yaml_doc = (
+        f"id: {pid}\nversion: 2\nrules:\n"
+        "  - id: r\n    kind: chain_allowlist\n    effect: deny\n    chain_ids: [1]\n"
+    )
     status, _, second = server.call(
         "POST",
         "/v1/policies",
