@@ -79,7 +79,6 @@ async def test_a_failed_unit_leaves_no_reservation_and_its_batch_neighbours_keep
         await w.reserve([LedgerEntry(key, 100, T0, None)])
         raise RuntimeError("after reserving")
 
-    import asyncio
 
     results = await asyncio.gather(
         store.submit(good), store.submit(bad), store.submit(good), return_exceptions=True
