@@ -220,5 +220,7 @@ def unlock_policy(policy_id: str, delegates: list[str]) -> dict[str, Any]:
     """A policy that unlocks what is denied by default: raw digests and the given 7702 delegates."""
     rules: list[dict[str, Any]] = [{"id": "blind-signing", "kind": "raw_digest", "effect": "allow"}]
     if delegates:
-        rules.append({"id": "delegates", "kind": "delegate_allowlist", "effect": "allow", "delegates": delegates})
+        rules.append(
+            {"id": "delegates", "kind": "delegate_allowlist", "effect": "allow", "delegates": delegates}
+        )
     return {"id": policy_id, "rules": rules}

@@ -7,6 +7,7 @@ committed rows in memory gives.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from datetime import timedelta
 
@@ -19,7 +20,9 @@ BIG = 2**200  # wei amounts far beyond 64 bits
 
 
 def exact(rows: list[LedgerEntry], limit_key: str, since) -> int:  # type: ignore[no-untyped-def]
-    return sum(r.amount for r in rows if r.limit_key == limit_key and (since is None or r.window_start > since))
+    return sum(
+        r.amount for r in rows if r.limit_key == limit_key and (since is None or r.window_start > since)
+    )
 
 
 async def test_usage_is_the_exact_rolling_sum_under_random_histories(store: Store) -> None:
@@ -76,9 +79,10 @@ async def test_a_failed_unit_leaves_no_reservation_and_its_batch_neighbours_keep
         await w.reserve([LedgerEntry(key, 100, T0, None)])
         raise RuntimeError("after reserving")
 
-    import asyncio
 
-    results = await asyncio.gather(store.submit(good), store.submit(bad), store.submit(good), return_exceptions=True)
+    results = await asyncio.gather(
+        store.submit(good), store.submit(bad), store.submit(good), return_exceptions=True
+    )
     assert isinstance(results[1], RuntimeError)
 
     async def read(w: Writer) -> int:
