@@ -237,7 +237,7 @@ def test_rate_limit_answers_429_with_retry_after(setup: Setup) -> None:
     assert setup.sign(tx(3))[0] == 429
 
 
-def test_require_approval_refuses_until_approvals_exist(setup: Setup) -> None:
+def test_require_approval_waits_for_approvers(setup: Setup) -> None:
     setup.policy(
         [
             {
@@ -249,9 +249,10 @@ def test_require_approval_refuses_until_approvals_exist(setup: Setup) -> None:
             }
         ]
     )
+    # Nothing is signed: the request waits for its approvers (tests/approvals/ follows it through).
     status, _, body = setup.sign(tx())
-    assert status == 403 and body["code"] == "approval_required", body
-    assert body["decision"]["approvals"][0]["quorum"] == 2
+    assert status == 202 and body["state"] == "pending_approval", body
+    assert body["requirements"][0]["quorum"] == 2 and "raw_transaction" not in body
 
 
 def test_spend_limit_race_lets_exactly_the_cap_through(setup: Setup) -> None:
