@@ -18,7 +18,7 @@ from eth_account import Account
 from eth_account.typed_transactions import TypedTransaction
 from hexbytes import HexBytes
 
-from policy import ApprovalRequirement, Decision, Effect, PolicyRef, Reason
+from policy import ApprovalRequirement, Decision, Effect, PolicyRef, Reason, parse_policy_document
 from signer.hsm import Curve, Hsm
 from signer.identity import Role
 from signer.services.admin import AdminService
@@ -108,6 +108,34 @@ class World:
 
     async def leave(self, group: str, person: Person) -> None:
         await self.policies.remove_member(self.admin_person.ctx, group, person.id)
+
+    async def require_approval(
+        self, key: KeyRecord, group: str, quorum: int, *, expires_in: int = 3600, above_wei: int = 10**18
+    ) -> None:
+        """Put in force at ``key`` the next version of a policy: values above ``above_wei`` need
+        ``quorum`` of ``group``."""
+        policy_id = f"p-{key.id}"
+        async with self.store.read() as reader:
+            version = len(await reader.policy_versions(policy_id)) + 1
+        document = parse_policy_document(
+            {
+                "id": policy_id,
+                "version": version,
+                "rules": [
+                    {
+                        "id": "big",
+                        "kind": "value_cap",
+                        "effect": "require_approval",
+                        "max_value": str(above_wei),
+                        "approval": {"quorum": quorum, "group": group, "expires_in_seconds": expires_in},
+                    }
+                ],
+            }
+        )
+        await self.policies.create_version(self.admin_person.ctx, document)
+        await self.policies.attach(
+            self.admin_person.ctx, policy_id, version, scope=None, key_id=key.id, mode="live"
+        )
 
     async def request(
         self,
