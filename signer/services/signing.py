@@ -362,7 +362,7 @@ class SigningService:
         prepare: Callable[[KeyRecord], Prepared],
         idempotency: Idempotency | None = None,
     ) -> dict[str, Any]:
-        now = utcnow()
+        now = started = utcnow()
         event: dict[str, Any] = {
             "kind": f"sign.{operation.removeprefix('sign_')}",
             "operation": operation,
@@ -389,6 +389,8 @@ class SigningService:
         event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
 
         async def unit(writer: Writer) -> dict[str, Any]:
+            # Judged at the instant the write lock was taken, the same for every unit of the batch.
+            now = max(writer.now, started)
             current = facts
             if writer.epoch != facts.epoch:
                 # A fact moved since we read it: decide again from what is committed now.

@@ -36,7 +36,7 @@ import os
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, or_, select, text, update
@@ -343,6 +343,9 @@ class Writer(PolicyWrites, _Queries):
         self._savepoints_used = 0
         self._finished = False
         self._ledger_init()
+        # The instant this transaction got the write lock: decisions made inside it judge time-based
+        # limits at one instant, so a batch moves each rolling window once.
+        self.now = datetime.now(UTC)
 
     # state
 

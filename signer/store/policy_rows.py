@@ -10,8 +10,9 @@ out once. Totals are loaded once per write transaction and changed in memory; th
 the changed totals are written just before COMMIT (like the audit events). Every write transaction holds
 the store's write lock, so no other process can change a total between read and write, and a unit that
 fails has its in-memory reservations undone with the rest of its work. A window whose start moved
-backwards (a clock stepped back) is recomputed from the rows, never reused, so a clock jump cannot
-re-enable spending.
+backwards (a clock stepped back, another replica's clock behind) adds back the rows between the two
+starts, so a clock jump cannot re-enable spending. Callers should judge every unit of a batch at the
+transaction's own instant (``Writer.now``): then the window moves once per batch, not once per unit.
 """
 
 from __future__ import annotations
@@ -392,10 +393,10 @@ class PolicyWrites:
         if since is None or window.through is None:
             return window.total
         if since < window.through:
-            # The window start moved backwards (clock stepped back, or another replica's clock is
-            # behind): rows already taken out may count again, so recompute instead of guessing.
+            # The window start moved backwards (another process's clock is behind, or the clock
+            # stepped back): rows taken out between the two starts count again.
             self._remember(window)
-            window.total = await self._sum_rows(limit_key, since, None)
+            window.total += await self._sum_rows(limit_key, since, window.through)
             window.through, window.dirty = since, True
         elif since > window.through:
             self._remember(window)
