@@ -55,7 +55,7 @@ from signer.errors import (
 )
 from signer.store import schema as t
 from signer.store.engine import Target, as_audit_failure, translate
-from signer.store.policy_rows import PolicyReads, PolicyWrites, grant_from_row
+from signer.store.policy_rows import LedgerCache, PolicyReads, PolicyWrites, grant_from_row
 from signer.store.records import (
     GRANT_RESOURCE_TYPES,
     KEY_STATES,
@@ -737,6 +737,8 @@ class Store:
         self._target = target
         self.backend = target.backend
         self._batch_max = batch_max
+        # Committed ledger rows per limit key, kept exact under the write lock (see policy_rows).
+        self.ledger_cache = LedgerCache()
         if target.backend == "postgresql":
             self._read_engine = engine
             self._write_engine = engine.execution_options(isolation_level="READ COMMITTED")
