@@ -445,7 +445,9 @@ class SigningService:
             return response
 
         try:
-            return await self._store.submit(unit)
+            # The unit only reads and writes through its writer (the signature is already made and
+            # stays in memory), so the store may run it again if PostgreSQL aborts the batch.
+            return await self._store.submit(unit, rerunnable=True)
         except (DatabaseUnavailable, AuditUnavailable):
             # The signature is dropped here and never leaves. Recording the failure would wait for the
             # same database that just failed, past the caller's deadline: the store logged it.
