@@ -37,7 +37,7 @@ import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Select, func, or_, select, text, update
@@ -47,6 +47,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from signer.audit import AuditRecord, canonical_json, chain_hash, format_at, parse_at
+from signer.clock import utcnow
 from signer.errors import (
     AuditUnavailable,
     Conflict,
@@ -348,7 +349,7 @@ class Writer(PolicyWrites, _Queries):
         self._ledger_init()
         # The instant this transaction got the write lock: decisions made inside it judge time-based
         # limits at one instant, so a batch moves each rolling window once.
-        self.now = datetime.now(UTC)
+        self.now = utcnow()
 
     # state
 
