@@ -82,6 +82,63 @@ from common import (
 
 RECIPIENT = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 CHAIN_ID = 11155111
+EVERY_DAY = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def realistic_policy() -> dict[str, Any]:
+    """Ten rules a relayer's operator would write, two of them stateful (a spend and a rate window),
+    all of which the benchmark's transactions pass, so every request evaluates all of them."""
+    return {
+        "id": "bench-realistic",
+        "rules": [
+            {"id": "chains", "kind": "chain_allowlist", "effect": "deny", "chain_ids": [1, 10, CHAIN_ID]},
+            {"id": "recipients", "kind": "recipient_allowlist", "effect": "deny", "addresses": [RECIPIENT]},
+            {
+                "id": "sanctioned",
+                "kind": "recipient_denylist",
+                "effect": "deny",
+                "addresses": ["0x" + f"{i:040x}" for i in range(1, 51)],
+            },
+            {"id": "per-tx-cap", "kind": "value_cap", "effect": "deny", "max_value": str(10**21)},
+            {"id": "gas", "kind": "gas_cost_cap", "effect": "deny", "max_value": str(10**17)},
+            {
+                "id": "selectors",
+                "kind": "selector_allowlist",
+                "effect": "deny",
+                "selectors": ["0xa9059cbb", "0x095ea7b3"],
+                "allow_empty_calldata": True,
+            },
+            {
+                "id": "hours",
+                "kind": "time_window",
+                "effect": "deny",
+                "windows": [{"days": EVERY_DAY, "start": "00:00", "end": "24:00"}],
+            },
+            {
+                "id": "daily-spend",
+                "kind": "spend_limit",
+                "effect": "deny",
+                "max_value": str(10**30),
+                "window_seconds": 86400,
+                "per": "key",
+            },
+            {
+                "id": "burst",
+                "kind": "rate_limit",
+                "effect": "deny",
+                "max_requests": 10**9,
+                "window_seconds": 60,
+                "per": "principal",
+            },
+            {
+                "id": "big-needs-approval",
+                "kind": "value_cap",
+                "effect": "require_approval",
+                "max_value": str(10**24),
+                "approval": {"quorum": 2, "group": "treasury", "expires_in_seconds": 3600},
+            },
+        ],
+    }
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 RESULTS = REPO / "bench" / "results"
 
@@ -439,7 +496,14 @@ async def audit_check(database_url: str) -> dict[str, Any]:
 def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Path) -> dict[str, Any]:
     from sqlalchemy.engine import make_url
 
-    from tests.service_harness import grant, init_installation, make_key, make_service, start_server
+    from tests.service_harness import (
+        attach_policy,
+        grant,
+        init_installation,
+        make_key,
+        make_service,
+        start_server,
+    )
 
     installation = init_installation(data_dir, database_url)
     profile_dir = None
@@ -466,6 +530,8 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
         service = make_service(server, "bench-relayer")
         key = make_key(server, "secp256k1", "bench-hot")
         grant(server, service["principal"]["id"], key["id"], ["sign_transaction"])
+        if getattr(args, "policy", "none") == "realistic":
+            attach_policy(server, realistic_policy(), key_id=key["id"])
         token = service["credentials"]["access_token"]
         workers = server_worker_pids(server.process.pid)
         pids = sorted({server.process.pid, *workers})
@@ -679,6 +745,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="measured end-to-end window")
     parser.add_argument("--warmup", type=float, default=3.0, help="load before the measured window")
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument(
+        "--policy",
+        choices=("none", "realistic"),
+        default="none",
+        help="attach no policy (grants only) or realistic_policy(): 10 rules with a spend and a rate window",
+    )
     parser.add_argument("--raw-seconds", type=float, default=5.0, help="length of each raw HSM round")
     parser.add_argument("--verify", type=int, default=1000, help="responses checked with eth-account")
     parser.add_argument("--profile", type=float, default=0.0, help="seconds of py-spy after the window")
@@ -789,7 +861,7 @@ def main() -> None:
             "  others' cores during raw rounds",
             " / ".join(f"{r.other:.2f}" for r in raw.rounds),
         ),
-        (f"end-to-end signed EIP-1559 tx/s ({args.database})", f"{e2e_rate:,.0f}"),
+        (f"end-to-end signed EIP-1559 tx/s ({args.database}, policy {args.policy})", f"{e2e_rate:,.0f}"),
         (f"  {args.workers} workers, {args.clients} clients, {wall:.1f} s", f"{ok} ok"),
         ("  latency p50 / p90 / p99 ms", f"{p[0.5]:.1f} / {p[0.9]:.1f} / {p[0.99]:.1f}"),
         ("  errors (whole run)", f"{errors_total}"),
@@ -855,6 +927,7 @@ def main() -> None:
         "clients": args.clients,
         "seconds": round(wall, 2),
         "database": args.database,
+        "policy": args.policy,
         "raw_hsm_per_s": round(raw_rate, 1),
         "raw_rounds": [round(r.rate, 1) for r in raw.rounds],
         "raw_others_cores": [round(r.other, 2) for r in raw.rounds],

@@ -19,6 +19,7 @@ messages from constants and identifiers the caller already knows.
     ├── Unavailable                     503 hsm_unavailable, db_unavailable, audit_unavailable
     │   ├── HsmUnavailable              503 hsm_unavailable
     │   ├── DatabaseUnavailable         503 db_unavailable
+    │   │   └── TransactionConflict     503 db_unavailable (PostgreSQL 40001/40P01: retried first)
     │   └── AuditUnavailable            503 audit_unavailable
     └── DeadlineExceeded                504 hsm_timeout, ...
 """
@@ -119,6 +120,10 @@ class HsmUnavailable(Unavailable):
 class DatabaseUnavailable(Unavailable):
     default_code = "db_unavailable"
     title = "Database unavailable"
+
+
+class TransactionConflict(DatabaseUnavailable):
+    """PostgreSQL aborted a transaction (serialization failure, deadlock): safe to run again whole."""
 
 
 class AuditUnavailable(Unavailable):

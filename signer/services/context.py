@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from signer import clock
 from signer.errors import Forbidden
 from signer.identity import Role
 
@@ -34,7 +35,7 @@ class RequestContext:
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC)
+    return clock.utcnow()
 
 
 def require_role(ctx: RequestContext, *roles: Role) -> None:

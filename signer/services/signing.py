@@ -458,7 +458,7 @@ class SigningService:
         *,
         approved: ApprovedExecution | None = None,
     ) -> dict[str, Any]:
-        now = utcnow()
+        now = started = utcnow()
         event: dict[str, Any] = {
             "kind": f"sign.{operation.removeprefix('sign_')}",
             "operation": operation,
@@ -495,6 +495,8 @@ class SigningService:
             event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
 
         async def unit(writer: Writer) -> dict[str, Any]:
+            # Judged at the instant the write lock was taken, the same for every unit of the batch.
+            now = max(writer.now, started)
             current = facts
             if approved is not None:
                 # On behalf of a requester whose token may be long gone: the principal must still be
@@ -582,7 +584,9 @@ class SigningService:
             return response
 
         try:
-            return await self._store.submit(unit)
+            # The unit only reads and writes through its writer (the signature is already made and
+            # stays in memory), so the store may run it again if PostgreSQL aborts the batch.
+            return await self._store.submit(unit, rerunnable=True)
         except (DatabaseUnavailable, AuditUnavailable):
             # The signature is dropped here and never leaves. Recording the failure would wait for the
             # same database that just failed, past the caller's deadline: the store logged it.

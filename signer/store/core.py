@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -46,16 +47,18 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
 from signer.audit import AuditRecord, canonical_json, chain_hash, format_at, parse_at
+from signer.clock import utcnow
 from signer.errors import (
     AuditUnavailable,
     Conflict,
     DatabaseUnavailable,
     NotFound,
     SignerError,
+    TransactionConflict,
 )
 from signer.store import schema as t
 from signer.store.engine import Target, as_audit_failure, translate
-from signer.store.policy_rows import PolicyReads, PolicyWrites, grant_from_row
+from signer.store.policy_rows import LedgerCache, PolicyReads, PolicyWrites, grant_from_row
 from signer.store.records import (
     APPROVAL_STATES,
     APPROVER_KEY_SCHEMES,
@@ -79,6 +82,7 @@ T = TypeVar("T")
 Unit = Callable[["Writer"], Awaitable[T]]
 
 _PG_MAX_SAVEPOINTS = 60
+_CONFLICT_RETRIES = 3
 
 
 def _aware(value: datetime | None, name: str, *, optional: bool = False) -> None:
@@ -451,6 +455,9 @@ class Writer(PolicyWrites, _Queries):
         self._savepoints_used = 0
         self._finished = False
         self._ledger_init()
+        # The instant this transaction got the write lock: decisions made inside it judge time-based
+        # limits at one instant, so a batch moves each rolling window once.
+        self.now = utcnow()
 
     # state
 
@@ -969,6 +976,8 @@ class Store:
         self._target = target
         self.backend = target.backend
         self._batch_max = batch_max
+        # Committed ledger rows per limit key, kept exact under the write lock (see policy_rows).
+        self.ledger_cache = LedgerCache()
         if target.backend == "postgresql":
             self._read_engine = engine
             self._write_engine = engine.execution_options(isolation_level="READ COMMITTED")
@@ -978,6 +987,7 @@ class Store:
             self._write_engine = engine.execution_options(signer_write=True)
             self._max_savepoints = 1 << 30
         self._queue: deque[tuple[Unit[Any], asyncio.Future[Any]]] = deque()
+        self._rerunnable: set[int] = set()  # id() of the futures of rerunnable units
         self._wake = asyncio.Event()
         self._batcher: asyncio.Task[None] | None = None
         self._closing = False
@@ -1112,7 +1122,7 @@ class Store:
 
     # group commit
 
-    async def submit(self, unit: Unit[T]) -> T:
+    async def submit(self, unit: Unit[T], *, rerunnable: bool = False) -> T:
         """Run ``unit(writer)`` in the next group-commit batch; returns its result after COMMIT.
 
         The unit's own exception comes back to this caller only (its writes and audit events are
@@ -1125,12 +1135,17 @@ class Store:
             raise RuntimeError("Store.submit() called from inside a unit")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((unit, future))
+        if rerunnable:
+            self._rerunnable.add(id(future))
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.get_running_loop().create_task(
                 self._batch_loop(), name="signer-store-batcher"
             )
         self._wake.set()
-        return await future
+        try:
+            return await future
+        finally:
+            self._rerunnable.discard(id(future))
 
     async def _batch_loop(self) -> None:
         try:
@@ -1155,7 +1170,9 @@ class Store:
                     future.set_exception(error)
             raise
 
-    async def _run_batch(self, batch: Sequence[tuple[Unit[Any], asyncio.Future[Any]]]) -> None:
+    async def _run_batch(
+        self, batch: Sequence[tuple[Unit[Any], asyncio.Future[Any]]], attempt: int = 0
+    ) -> None:
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         leftover: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
         try:
@@ -1180,6 +1197,18 @@ class Store:
                             outcomes.append((future, False, failure))
         except Exception as exc:  # noqa: BLE001 - the batch failed: every caller must hear about it
             error = translate(exc) or AuditUnavailable("the audit log could not be written")
+            if (
+                isinstance(error, TransactionConflict)
+                and attempt < _CONFLICT_RETRIES
+                and all(id(f) in self._rerunnable for _, f in batch)
+            ):
+                # Nothing of the batch was kept; every unit only read and wrote through its writer.
+                log.warning(
+                    "batch aborted by a transaction conflict; retrying", extra={"attempt": attempt + 1}
+                )
+                # Jitter only spreads competing retries apart; it protects nothing.
+                await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)  # noqa: S311
+                return await self._run_batch(batch, attempt + 1)
             error = as_audit_failure(error)
             decided = {id(f) for f, _, _ in outcomes}
             for future, ok, value in outcomes:

@@ -29,7 +29,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from signer.errors import AuditUnavailable, ConfigurationError, Conflict, DatabaseUnavailable, SignerError
+from signer.errors import (
+    AuditUnavailable,
+    ConfigurationError,
+    Conflict,
+    DatabaseUnavailable,
+    SignerError,
+    TransactionConflict,
+)
 
 log = logging.getLogger("signer.store")
 
@@ -339,6 +346,8 @@ def _classify(orig: BaseException | None, wrapper: sa_exc.DBAPIError | None) -> 
         return _logged(orig, SignerError("database error", code="db_error"))
     sqlstate = _sqlstate(orig)
     if sqlstate:
+        if sqlstate in ("40001", "40P01"):
+            return _logged(orig, TransactionConflict("database transaction conflict"))
         if sqlstate in _PG_UNAVAILABLE_CODES:
             return _logged(orig, DatabaseUnavailable(_PG_UNAVAILABLE_CODES[sqlstate]))
         if sqlstate[:2] in _PG_UNAVAILABLE_CLASSES:

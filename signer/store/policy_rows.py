@@ -3,25 +3,29 @@ and rate reservations, idempotency keys and shadow decisions.
 
 Mixed into ``Reader`` and ``Writer`` (``signer.store.core``); all SQL stays in this package. The ledger
 is the part that needs care. Limits are exact rolling sums, but summing a day of rows on every request
-would make the check the slowest step of signing, so ``limit_windows`` keeps, per limit key and window
-length, the total of the rows recorded after ``through``. A check advances ``through`` to the new window
-start and subtracts only the rows that fell out since the last check: each row is added once and taken
-out once. Totals are loaded once per write transaction and changed in memory; the new ledger rows and
-the changed totals are written just before COMMIT (like the audit events). Every write transaction holds
-the store's write lock, so no other process can change a total between read and write, and a unit that
-fails has its in-memory reservations undone with the rest of its work. A window whose start moved
-backwards (a clock stepped back) is recomputed from the rows, never reused, so a clock jump cannot
-re-enable spending.
+would make the check the slowest step of signing. So each process keeps, per limit key it has used, the
+committed rows' window starts and amounts in time order with prefix sums (``LedgerCache``): a usage
+is one binary search. The cache stays exact because every write transaction holds the store's write
+lock: on its first usage query a transaction reads the ledger rows committed since the cache last
+looked (``id > last_id``, one indexed query per transaction however many keys it touches), which
+includes what other processes and replicas reserved; rows this transaction reserves count from its
+pending list until they are committed and read back the same way. A key the cache does not cover
+back far enough (first use, a longer window, a clock stepped back) is loaded from the ledger for the
+missing span. Rows older than every window a key was asked about are dropped from memory (never from
+the table: a longer window added later must still see them), and a key with more rows than
+``MAX_CACHED_ROWS`` is summed in SQL instead. A unit that fails has its reservations undone with the
+rest of its work, and a window start that moves backwards can only count more rows, never fewer.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
@@ -253,15 +257,76 @@ class PolicyReads:
         }
 
 
-@dataclass(slots=True)
-class _Window:
-    """The running total of one limit key over one window length (``seconds`` None: all time)."""
+MAX_CACHED_ROWS = 200_000
 
-    seconds: int | None
-    total: int
-    through: datetime | None
-    stored: bool
-    dirty: bool = False
+
+class _KeyRows:
+    """One limit key's committed rows after ``horizon`` (None: all of them), sorted by window start,
+    with prefix sums so that "the sum after t" is one bisection."""
+
+    __slots__ = ("horizon", "longest", "prefix", "starts")
+
+    def __init__(self, horizon: datetime | None) -> None:
+        self.horizon = horizon
+        self.starts: list[datetime] = []
+        self.prefix: list[int] = [0]
+        self.longest: timedelta | None = timedelta(0)  # the longest window asked about; None: all time
+
+    def covers(self, since: datetime | None) -> bool:
+        return self.horizon is None or (since is not None and since >= self.horizon)
+
+    def sum_after(self, since: datetime | None) -> int:
+        index = 0 if since is None else bisect.bisect_right(self.starts, since)
+        return self.prefix[-1] - self.prefix[index]
+
+    def add(self, start: datetime, amount: int) -> None:
+        if self.horizon is not None and start <= self.horizon:
+            return  # before what this entry covers: never asked about
+        if not self.starts or start >= self.starts[-1]:
+            self.starts.append(start)
+            self.prefix.append(self.prefix[-1] + amount)
+            return
+        # Out of time order (another replica's clock behind ours): rare, so rebuild.
+        index = bisect.bisect_right(self.starts, start)
+        amounts = self._amounts()
+        self.starts.insert(index, start)
+        amounts.insert(index, amount)
+        self._rebuild(amounts)
+
+    def merge_older(self, horizon: datetime | None, rows: list[tuple[datetime, int]]) -> None:
+        """Add the rows between a new, earlier ``horizon`` and the old one."""
+        pairs = sorted([*rows, *zip(self.starts, self._amounts(), strict=True)], key=lambda r: r[0])
+        self.starts = [r[0] for r in pairs]
+        self._rebuild([r[1] for r in pairs])
+        self.horizon = horizon
+
+    def trim(self, now: datetime) -> None:
+        """Forget rows no window asked about so far can reach (with an hour of slack for clocks)."""
+        if self.longest is None or len(self.starts) < 1024:
+            return
+        keep_after = now - self.longest - timedelta(hours=1)
+        index = bisect.bisect_right(self.starts, keep_after)
+        if index * 2 < len(self.starts):
+            return  # trimming costs a rebuild: wait until half the rows can go
+        amounts = self._amounts()[index:]
+        self.starts = self.starts[index:]
+        self._rebuild(amounts)
+        self.horizon = keep_after if self.horizon is None else max(self.horizon, keep_after)
+
+    def _amounts(self) -> list[int]:
+        return [b - a for a, b in itertools.pairwise(self.prefix)]
+
+    def _rebuild(self, amounts: list[int]) -> None:
+        self.prefix = [0, *itertools.accumulate(amounts)]
+
+
+class LedgerCache:
+    """Per-process (per ``Store``) cache of committed ledger rows, valid only under the write lock."""
+
+    def __init__(self) -> None:
+        self.last_id: int | None = None
+        self.keys: dict[str, _KeyRows] = {}
+        self.uncached: set[str] = set()
 
 
 class PolicyWrites:
@@ -272,25 +337,25 @@ class PolicyWrites:
     _store: Any
 
     def _ledger_init(self) -> None:
-        self._windows: dict[str, dict[int | None, _Window]] = {}
         self._ledger_pending: list[LedgerEntry] = []
         self._shadow_pending: list[dict[str, Any]] = []
-        self._window_undo: list[tuple[_Window, int, datetime | None, bool]] = []
-        self._ledger_marks = (0, 0, 0)
+        self._ledger_marks = (0, 0)
+        self._ledger_synced = False
+
+    @property
+    def _cache(self) -> LedgerCache:
+        cache: LedgerCache = self._store.ledger_cache
+        return cache
 
     # -- group commit hooks ---------------------------------------------------------------------
 
     def _ledger_mark(self) -> None:
-        self._window_undo.clear()
-        self._ledger_marks = (len(self._ledger_pending), len(self._shadow_pending), 0)
+        self._ledger_marks = (len(self._ledger_pending), len(self._shadow_pending))
 
     def _ledger_undo(self) -> None:
-        ledger_count, shadow_count, _ = self._ledger_marks
+        ledger_count, shadow_count = self._ledger_marks
         del self._ledger_pending[ledger_count:]
         del self._shadow_pending[shadow_count:]
-        for window, total, through, dirty in reversed(self._window_undo):
-            window.total, window.through, window.dirty = total, through, dirty
-        self._window_undo.clear()
 
     async def _ledger_flush(self) -> None:
         if self._ledger_pending:
@@ -307,115 +372,94 @@ class PolicyWrites:
                     for e in self._ledger_pending
                 ],
             )
-        new_rows: list[dict[str, Any]] = []
-        changed: list[dict[str, Any]] = []
-        for limit_key, windows in self._windows.items():
-            for window in windows.values():
-                if not window.dirty:
-                    continue
-                row = {
-                    "limit_key": limit_key,
-                    "window_seconds": -1 if window.seconds is None else window.seconds,
-                    "total": str(window.total),
-                    "through": window.through,
-                }
-                (changed if window.stored else new_rows).append(row)
-        if new_rows:
-            await self._execute(t.limit_windows.insert(), new_rows)  # type: ignore[attr-defined]
-        for row in changed:
-            c = t.limit_windows.c
-            await self._execute(  # type: ignore[attr-defined]
-                update(t.limit_windows)
-                .where(c.limit_key == row["limit_key"], c.window_seconds == row["window_seconds"])
-                .values(total=row["total"], through=row["through"])
-            )
         if self._shadow_pending:
             await self._execute(t.shadow_decisions.insert(), self._shadow_pending)  # type: ignore[attr-defined]
 
     def discard_ledger_changes(self) -> None:
-        """Forget every reservation and total change of this transaction (a dry run reads only)."""
-        self._windows.clear()
+        """Forget every reservation of this transaction (a dry run reads only)."""
         self._ledger_pending.clear()
-        self._window_undo.clear()
 
     # -- the ledger -----------------------------------------------------------------------------
 
-    async def _key_windows(self, limit_key: str) -> dict[int | None, _Window]:
-        windows = self._windows.get(limit_key)
-        if windows is None:
-            c = t.limit_windows.c
-            rows = await self._all(  # type: ignore[attr-defined]
-                select(c.window_seconds, c.total, c.through).where(c.limit_key == limit_key)
-            )
-            windows = {}
-            for seconds, total, through in rows:
-                key = None if int(seconds) < 0 else int(seconds)
-                windows[key] = _Window(key, int(total), through, stored=True)
-            self._windows[limit_key] = windows
-        return windows
-
-    async def _sum_rows(self, limit_key: str, after: datetime | None, through: datetime | None) -> int:
-        """Committed plus pending amounts for ``limit_key`` with ``after < window_start <= through``."""
+    async def _sync(self) -> None:
+        """Bring the cache up to what is committed now (once per transaction, under the write lock)."""
+        if self._ledger_synced:
+            return
+        cache = self._cache
         c = t.ledger.c
-        query = select(c.amount).where(c.limit_key == limit_key)
+        if cache.last_id is None:
+            row = await self._first(select(func.max(c.id)))  # type: ignore[attr-defined]
+            cache.last_id = int(row[0] or 0)
+        else:
+            rows = await self._all(  # type: ignore[attr-defined]
+                select(c.id, c.limit_key, c.amount, c.window_start).where(c.id > cache.last_id).order_by(c.id)
+            )
+            for row_id, limit_key, amount, start in rows:
+                entry = cache.keys.get(limit_key)
+                if entry is not None:
+                    entry.add(start, int(amount))
+                cache.last_id = max(cache.last_id, int(row_id))
+        self._ledger_synced = True
+
+    async def _committed_rows(
+        self, limit_key: str, after: datetime | None, through: datetime | None
+    ) -> list[tuple[datetime, int]]:
+        c = t.ledger.c
+        query = select(c.window_start, c.amount).where(c.limit_key == limit_key)
         if after is not None:
             query = query.where(c.window_start > after)
         if through is not None:
             query = query.where(c.window_start <= through)
         rows = await self._all(query)  # type: ignore[attr-defined]
-        total: int = sum(int(r[0]) for r in rows)
-        for entry in self._ledger_pending:
-            if (
-                entry.limit_key == limit_key
-                and (after is None or entry.window_start > after)
-                and (through is None or entry.window_start <= through)
-            ):
-                total += entry.amount
-        return total
+        return [(start, int(amount)) for start, amount in rows]
 
-    def _remember(self, window: _Window) -> None:
-        self._window_undo.append((window, window.total, window.through, window.dirty))
+    def _pending_after(self, limit_key: str, since: datetime | None) -> int:
+        return sum(
+            e.amount
+            for e in self._ledger_pending
+            if e.limit_key == limit_key and (since is None or e.window_start > since)
+        )
 
     async def usage(self, limit_key: str, since: datetime | None, now: datetime) -> int:
         """The sum of reservations for ``limit_key`` with ``window_start > since`` (all of them when
-        ``since`` is None), as committed plus what this transaction reserved so far."""
+        ``since`` is None): what is committed plus what this transaction reserved so far."""
         _aware(since, "since")
         _aware(now, "now")
-        seconds = None if since is None else round((now - since).total_seconds())
-        windows = await self._key_windows(limit_key)
-        window = windows.get(seconds)
-        if window is None:
-            window = _Window(seconds, await self._sum_rows(limit_key, since, None), since, stored=False)
-            window.dirty = True
-            windows[seconds] = window
-            return window.total
-        if since is None or window.through is None:
-            return window.total
-        if since < window.through:
-            # The window start moved backwards (clock stepped back, or another replica's clock is
-            # behind): rows already taken out may count again, so recompute instead of guessing.
-            self._remember(window)
-            window.total = await self._sum_rows(limit_key, since, None)
-            window.through, window.dirty = since, True
-        elif since > window.through:
-            self._remember(window)
-            window.total -= await self._sum_rows(limit_key, window.through, since)
-            window.through, window.dirty = since, True
-        return window.total
+        await self._sync()
+        cache = self._cache
+        pending = self._pending_after(limit_key, since)
+        if limit_key in cache.uncached:
+            return sum(a for _, a in await self._committed_rows(limit_key, since, None)) + pending
+        entry = cache.keys.get(limit_key)
+        if entry is None:
+            entry = _KeyRows(since)
+            for start, amount in sorted(
+                await self._committed_rows(limit_key, since, None), key=lambda r: r[0]
+            ):
+                entry.add(start, amount)
+            cache.keys[limit_key] = entry
+        elif not entry.covers(since):
+            older = await self._committed_rows(limit_key, since, entry.horizon)
+            entry.merge_older(since, older)
+        if since is None:
+            entry.longest = None
+        elif entry.longest is not None:
+            entry.longest = max(entry.longest, now - since)
+        used = entry.sum_after(since)
+        entry.trim(now)
+        if len(entry.starts) > MAX_CACHED_ROWS:
+            # Too many rows to keep in memory: this key is summed in SQL from now on.
+            del cache.keys[limit_key]
+            cache.uncached.add(limit_key)
+        return used + pending
 
     async def reserve(self, entries: list[LedgerEntry]) -> None:
-        """Record reservations (written at COMMIT) and add them to every loaded running total."""
+        """Record reservations: written at COMMIT, counted by this transaction's usage until then."""
         for entry in entries:
             _aware(entry.window_start, "window_start")
             if isinstance(entry.amount, bool) or not isinstance(entry.amount, int) or entry.amount < 0:
                 raise ValueError("a reservation amount must be a non-negative integer")
-            windows = await self._key_windows(entry.limit_key)
-            self._ledger_pending.append(entry)
-            for window in windows.values():
-                if window.through is None or entry.window_start > window.through:
-                    self._remember(window)
-                    window.total += entry.amount
-                    window.dirty = True
+        self._ledger_pending.extend(entries)
 
     # -- groups -----------------------------------------------------------------------------------
 

@@ -43,7 +43,6 @@ __all__ = [
     "idempotency_keys",
     "keys",
     "ledger",
-    "limit_windows",
     "meta",
     "metadata",
     "policy_attachments",
@@ -218,15 +217,6 @@ ledger = Table(
     Column("window_end", UTCDateTime, nullable=True),
     Column("request_id", Text, nullable=True),
     Index("ix_ledger_limit_key_window_start", "limit_key", "window_start"),
-)
-
-limit_windows = Table(
-    "limit_windows",
-    metadata,
-    Column("limit_key", Text, primary_key=True),
-    Column("window_seconds", BigInteger, primary_key=True, autoincrement=False),
-    Column("total", Text, nullable=False),
-    Column("through", UTCDateTime, nullable=True),
 )
 
 idempotency_keys = Table(

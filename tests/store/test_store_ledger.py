@@ -14,6 +14,7 @@ from datetime import timedelta
 import pytest
 
 from signer.store import LedgerEntry, Store, Writer
+from tests.dbfixtures import fresh_store
 from tests.store.store_testkit import T0
 
 BIG = 2**200  # wei amounts far beyond 64 bits
@@ -79,7 +80,6 @@ async def test_a_failed_unit_leaves_no_reservation_and_its_batch_neighbours_keep
         await w.reserve([LedgerEntry(key, 100, T0, None)])
         raise RuntimeError("after reserving")
 
-
     results = await asyncio.gather(
         store.submit(good), store.submit(bad), store.submit(good), return_exceptions=True
     )
@@ -112,3 +112,27 @@ async def test_negative_or_non_integer_amounts_are_refused(store: Store) -> None
 
     with pytest.raises(ValueError):
         await store.submit(unit)
+
+
+async def test_two_stores_on_one_database_see_each_others_reservations(store_url: str) -> None:
+    """Two processes' caches stay exact: each transaction reads what the other committed."""
+    rng = random.Random(11)
+    committed: list[LedgerEntry] = []
+    key = "spend:key:shared:native"
+    async with fresh_store(store_url) as one, fresh_store(store_url) as two:
+        now = T0
+        for step in range(40):
+            now += timedelta(seconds=rng.choice([0, 1, 5, -3]))
+            store = (one, two)[rng.randrange(2)]
+            batch = [LedgerEntry(key, rng.choice([1, BIG]), now, None) for _ in range(rng.randint(0, 2))]
+
+            async def unit(w: Writer, batch=batch, now=now) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+                short = await w.usage(key, now - timedelta(seconds=8), now)
+                total = await w.usage(key, None, now)
+                await w.reserve(batch)
+                return short, total
+
+            short, total = await store.submit(unit)
+            assert short == exact(committed, key, now - timedelta(seconds=8)), step
+            assert total == exact(committed, key, None), step
+            committed += batch

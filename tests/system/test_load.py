@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.service_harness import Installation, grant, make_key, make_service
+from tests.service_harness import Installation, attach_policy, grant, make_key, make_service, unlock_policy
 from tests.system.support import (
     ALL_OPS,
+    RECIPIENT,
     check_signature,
     cli_audit_verify,
     export_audit,
@@ -44,6 +45,8 @@ def test_concurrent_mixed_signing_all_valid_and_audited_once(
     keys = [make_key(server, "secp256k1", f"load-{n}") for n in range(4)]
     for key in keys:
         grant(server, service["principal"]["id"], key["id"], ALL_OPS)
+    # The workload includes EIP-7702 delegations, which are denied unless a policy allows the delegate.
+    attach_policy(server, unlock_policy("unlock-delegates", [RECIPIENT]), scope="default")
     specs = mixed_workload(keys, REQUESTS, "l01")
 
     started = time.perf_counter()

@@ -15,9 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.service_harness import grant, init_installation, make_key, make_service
+from tests.service_harness import (
+    attach_policy,
+    grant,
+    init_installation,
+    make_key,
+    make_service,
+    unlock_policy,
+)
 from tests.system.support import (
     ALL_OPS,
+    RECIPIENT,
     check_signature,
     cli_audit_verify,
     export_audit,
@@ -43,6 +51,8 @@ def test_two_servers_share_token_database_and_one_audit_chain(tmp_path: Path, pg
     keys = [make_key(a, "secp256k1", "made-on-a"), make_key(b, "secp256k1", "made-on-b")]
     for key in keys:
         grant(a, service["principal"]["id"], key["id"], ALL_OPS)
+    # The workload includes EIP-7702 delegations, which are denied unless a policy allows the delegate.
+    attach_policy(a, unlock_policy("unlock-delegates", [RECIPIENT]), scope="default")
 
     # Made on one server, used on the other, with no restart and no wait in between.
     for server, key in ((b, keys[0]), (a, keys[1])):

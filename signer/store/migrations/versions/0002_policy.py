@@ -11,8 +11,6 @@ Create Date: 2026-11-22
 - ``policy_attachments``: which version of a policy is in force (``live``) or evaluated beside it
   (``shadow``) at a scope or on a key; detaching keeps the row for history.
 - ``ledger``: one row per reservation (limit key, amount as a decimal string: wei can exceed 64 bits).
-- ``limit_windows``: for each limit key and window length, the running total of the ledger rows with
-  ``window_start > through``, so a check reads one row instead of summing the window.
 - ``idempotency_keys``: a caller's key, the digest of the request it named and the stored response.
 - ``shadow_decisions``: what a candidate policy would have decided for real traffic.
 
@@ -102,14 +100,6 @@ def upgrade() -> None:
     )
     op.create_index("ix_ledger_limit_key_window_start", "ledger", ["limit_key", "window_start"])
     op.create_table(
-        "limit_windows",
-        sa.Column("limit_key", sa.Text(), nullable=False),
-        sa.Column("window_seconds", sa.BigInteger(), nullable=False),
-        sa.Column("total", sa.Text(), nullable=False),
-        _ts("through", True),
-        sa.PrimaryKeyConstraint("limit_key", "window_seconds", name="pk_limit_windows"),
-    )
-    op.create_table(
         "idempotency_keys",
         sa.Column("principal_id", sa.Text(), nullable=False),
         sa.Column("key", sa.Text(), nullable=False),
@@ -137,7 +127,6 @@ def downgrade() -> None:
     for table in (
         "shadow_decisions",
         "idempotency_keys",
-        "limit_windows",
         "ledger",
         "policy_attachments",
         "policy_versions",
