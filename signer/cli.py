@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from signer.cli_approvals import approvals
 from signer.config import Secret, Settings, load_settings
 from signer.errors import ConfigurationError, SignerError
 
@@ -300,6 +301,8 @@ def audit_verify(export_file: Any) -> None:
     )
     sys.exit(1)
 
+
+main.add_command(approvals)
 
 if __name__ == "__main__":
     main()

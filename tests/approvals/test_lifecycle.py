@@ -88,3 +88,46 @@ async def test_visibility_reject_and_cancel(world: World) -> None:
     assert (await world.approvals.cancel(requester.ctx, second.id))["state"] == "cancelled"
     with pytest.raises(Conflict):
         await world.approvals.approve(alice.ctx, second.id, second.payload_digest)
+
+
+async def test_signed_approvals_secp256k1_required_and_verified(world: World) -> None:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    from signer.errors import Unprocessable
+    from signer.services.approvals import approval_message
+
+    key = await world.key()
+    requester = await world.requester(key)
+    alice, bob = await world.person(), await world.person()
+    for p in (alice, bob):
+        await world.join("treasury", p)
+    record = await world.request(requester, key, signed_approvals=True)
+
+    with pytest.raises(Unprocessable) as unsigned:
+        await world.approvals.approve(alice.ctx, record.id, record.payload_digest)
+    assert unsigned.value.code == "approval_signature_required"
+
+    wallets = {p.id: Account.create() for p in (alice, bob)}
+    for p in (alice, bob):
+        public = "04" + wallets[p.id]._key_obj.public_key.to_bytes().hex()
+        await world.approvals.register_key(p.ctx, "secp256k1", public)
+
+    def sign(person, decision: str = "approve", digest: str = record.payload_digest) -> str:
+        message = approval_message(record.id, decision, digest)
+        return wallets[person.id].sign_message(encode_defunct(message)).signature.hex()
+
+    with pytest.raises(Unprocessable) as forged:
+        await world.approvals.approve(alice.ctx, record.id, record.payload_digest, signature=sign(bob))
+    assert forged.value.code == "approval_signature_invalid"
+    with pytest.raises(Unprocessable):
+        await world.approvals.approve(
+            alice.ctx, record.id, record.payload_digest, signature=sign(alice, "reject")
+        )
+    await world.approvals.approve(alice.ctx, record.id, record.payload_digest, signature=sign(alice))
+    done = await world.approvals.approve(bob.ctx, record.id, record.payload_digest, signature=sign(bob))
+    assert done["state"] == "signed"
+    for vote in done["votes"]:
+        message = encode_defunct(approval_message(record.id, "approve", record.payload_digest))
+        recovered = Account.recover_message(message, signature=bytes.fromhex(vote["signature"]))
+        assert recovered == wallets[vote["approver_id"]].address
