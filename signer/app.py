@@ -22,6 +22,7 @@ from aiohttp import web
 from signer.config import Settings
 from signer.errors import DeadlineExceeded
 from signer.hsm import Hsm
+from signer.http.console import console_routes
 from signer.http.errors import error_middleware, problem
 from signer.http.policy_routes import policy_routes
 from signer.http.routes import LONG_POLL_ROUTES, routes
@@ -183,6 +184,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(_hide_server_header)
     app.cleanup_ctx.append(_resources)
     app.add_routes(routes)
+    app.add_routes(console_routes)
     app.add_routes(policy_routes)
     return app
 

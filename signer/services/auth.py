@@ -8,6 +8,8 @@ replays one. Revocation bumps the facts epoch, so it takes effect on the very ne
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -92,6 +94,13 @@ class AuthService:
             role=Role(record.principal_role),
             token_id=record.id,
         )
+
+    def session_secret(self, ctx: RequestContext, purpose: str) -> str:
+        """A value bound to the caller's token and to ``purpose`` that only this service can compute
+        (HMAC under the token key): the web console's CSRF token. Stateless, so every worker process
+        agrees, and it dies with the token."""
+        message = f"{purpose}\0{ctx.caller.token_id}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     async def recheck(self, writer: Writer, ctx: RequestContext, now: datetime) -> None:
         """Inside a write transaction: is the caller's token still good? Raises Unauthenticated if not."""

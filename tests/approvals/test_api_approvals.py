@@ -30,7 +30,7 @@ def tx(nonce: int = 0, value: int = 2 * 10**18) -> dict[str, Any]:
 class Desk:
     """A relayer with a key under a require-approval policy, and three approvers in a fresh group."""
 
-    def __init__(self, server: Server, name: str) -> None:
+    def __init__(self, server: Server, name: str, rules: list[dict[str, Any]] | None = None) -> None:
         self.server = server
         admin = server.installation.admin_token
         service = make_service(server, name)
@@ -43,7 +43,7 @@ class Desk:
             {
                 "principal_id": service["principal"]["id"],
                 "key_id": self.key["id"],
-                "operations": ["sign_transaction"],
+                "operations": ["sign_transaction", "sign_typed_data"],
             },
             admin,
         )
@@ -60,20 +60,18 @@ class Desk:
             )
             assert status in (200, 201)
             self.approvers.append(person["credentials"]["access_token"])
+        approval = {"quorum": 2, "group": self.group, "expires_in_seconds": 3600}
+        rules = rules or [
+            {
+                "id": "big",
+                "kind": "value_cap",
+                "effect": "require_approval",
+                "max_value": "1000000000000000000",
+            }
+        ]
         attach_policy(
             server,
-            {
-                "id": f"p-{name[:50]}",
-                "rules": [
-                    {
-                        "id": "big",
-                        "kind": "value_cap",
-                        "effect": "require_approval",
-                        "max_value": "1000000000000000000",
-                        "approval": {"quorum": 2, "group": self.group, "expires_in_seconds": 3600},
-                    }
-                ],
-            },
+            {"id": f"p-{name[:50]}", "rules": [{**rule, "approval": approval} for rule in rules]},
             key_id=self.key["id"],
         )
 

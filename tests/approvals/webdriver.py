@@ -1,0 +1,106 @@
+"""A minimal W3C WebDriver client (chromedriver + Debian's chromium, headless) for the console tests.
+
+Only what the tests use: open a page, find elements by CSS, type, click, read text and source, run a
+script. Plain urllib JSON: no browser-automation package needed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+
+
+def available() -> bool:
+    return CHROMIUM is not None and CHROMEDRIVER is not None
+
+
+class WebDriverError(Exception):
+    pass
+
+
+class Browser:
+    def __init__(self) -> None:
+        assert CHROMEDRIVER and CHROMIUM
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.process = subprocess.Popen(
+            [CHROMEDRIVER, f"--port={self.port}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if self._call("GET", "/status")["value"]["ready"]:
+                    break
+            except (OSError, WebDriverError):
+                pass
+            if time.monotonic() > deadline:
+                self.process.kill()
+                raise WebDriverError("chromedriver did not start")
+            time.sleep(0.1)  # polling a starting process with a hard deadline
+        options = {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+        }
+        caps = {"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options}}}
+        self.session = self._call("POST", "/session", caps)["value"]["sessionId"]
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            raise WebDriverError(exc.read().decode("utf-8", "replace")) from None
+
+    def _s(self, method: str, path: str, body: Any = None) -> Any:
+        return self._call(method, f"/session/{self.session}{path}", body)["value"]
+
+    def get(self, url: str) -> None:
+        self._s("POST", "/url", {"url": url})
+
+    @property
+    def url(self) -> str:
+        return str(self._s("GET", "/url"))
+
+    def find(self, css: str) -> str:
+        return str(self._s("POST", "/element", {"using": "css selector", "value": css})[ELEMENT])
+
+    def find_all(self, css: str) -> list[str]:
+        return [e[ELEMENT] for e in self._s("POST", "/elements", {"using": "css selector", "value": css})]
+
+    def type(self, css: str, text: str) -> None:
+        self._s("POST", f"/element/{self.find(css)}/value", {"text": text})
+
+    def click(self, css: str) -> None:
+        self._s("POST", f"/element/{self.find(css)}/click", {})
+
+    def text(self, css: str) -> str:
+        return str(self._s("GET", f"/element/{self.find(css)}/text"))
+
+    def source(self) -> str:
+        return str(self._s("GET", "/source"))
+
+    def script(self, code: str) -> Any:
+        return self._s("POST", "/execute/sync", {"script": code, "args": []})
+
+    def cookies(self) -> list[dict[str, Any]]:
+        return list(self._s("GET", "/cookie"))
+
+    def close(self) -> None:
+        try:
+            self._call("DELETE", f"/session/{self.session}")
+        finally:
+            self.process.terminate()
+            self.process.wait(timeout=30)
