@@ -9,6 +9,7 @@ here falls back to a software key or to running unaudited.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -27,6 +28,7 @@ from signer.http.errors import error_middleware, problem
 from signer.http.policy_routes import policy_routes
 from signer.http.routes import LONG_POLL_ROUTES, routes
 from signer.http.state import SERVICES, SETTINGS, Services
+from signer.http.webhook_transport import AiohttpTransport
 from signer.services.admin import AdminService
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_log import AuditLogService
@@ -37,6 +39,7 @@ from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
 from signer.services.signing import SigningService
 from signer.services.startup import self_test
+from signer.services.webhooks import WebhookService
 from signer.store import open_store
 
 log = logging.getLogger("signer.app")
@@ -153,6 +156,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await keys.check_token_inventory()
             await self_test(hsm)
             signing = SigningService(store, hsm, facts, auth)
+            transport = AiohttpTransport()
+            webhooks = WebhookService(store, auth, transport)
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth),
@@ -160,15 +165,24 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 signing=signing,
                 health=HealthService(store, hsm),
                 audit=AuditLogService(store),
-                approvals=ApprovalsService(store, signing),
+                approvals=ApprovalsService(store, signing, webhooks=webhooks),
                 policies=PolicyService(store),
+                webhooks=webhooks,
             )
+            # Webhook delivery runs beside the requests and never inside one.
+            dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
             # Start-up objects live for the whole process: keep the collector from rescanning them
             # (measured: shorter GC pauses and ~40 us less CPU per request under load).
             gc.collect()
             gc.freeze()
             log.info("signer ready", extra={"pid": os.getpid()})
-            yield
+            try:
+                yield
+            finally:
+                dispatcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await dispatcher
+                await transport.close()
         finally:
             await hsm.close()
     finally:

@@ -114,3 +114,7 @@ class DryRunBody(Strict):
     typed_data: dict[str, Any] | None = None
     digest: str | None = Field(default=None, max_length=130)
     candidate: CandidatePolicy | None = None
+
+
+class WebhookBody(Strict):
+    url: str = Field(min_length=8, max_length=2048)

@@ -30,6 +30,7 @@ from signer.http.models import (
     SignTransactionBody,
     SignTypedDataBody,
     VoteBody,
+    WebhookBody,
 )
 from signer.http.state import SERVICES, SETTINGS, Services
 from signer.services.approvals import MAX_WAIT_SECONDS
@@ -393,3 +394,16 @@ async def register_approver_key(request: web.Request) -> web.Response:
     ctx = await _context(request)
     body = await parse_body(request, ApproverKeyBody, _max_body(request))
     return _json(await _services(request).approvals.register_key(ctx, body.scheme, body.public_key))
+
+
+@routes.put("/v1/groups/{group}/webhook")
+async def set_group_webhook(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    body = await parse_body(request, WebhookBody, _max_body(request))
+    return _json(await _services(request).webhooks.set_webhook(ctx, request.match_info["group"], body.url))
+
+
+@routes.delete("/v1/groups/{group}/webhook")
+async def delete_group_webhook(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    return _json(await _services(request).webhooks.delete_webhook(ctx, request.match_info["group"]))

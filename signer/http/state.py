@@ -15,6 +15,7 @@ from signer.services.health import HealthService
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
 from signer.services.signing import SigningService
+from signer.services.webhooks import WebhookService
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class Services:
     audit: AuditLogService
     approvals: ApprovalsService
     policies: PolicyService
+    webhooks: WebhookService
 
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -52,6 +52,7 @@ from signer.identity import Role
 from signer.services.context import Caller, RequestContext, iso, require_role, utcnow
 from signer.services.signing import ApprovedExecution, Prepared, SigningService
 from signer.services.verify import check_ed25519
+from signer.services.webhooks import WebhookService
 from signer.store import (
     ApprovalRequestRecord,
     ApprovalVoteRecord,
@@ -171,6 +172,7 @@ class ApprovalsService:
         *,
         clock: Clock = utcnow,
         poll_interval: float = POLL_INTERVAL_SECONDS,
+        webhooks: WebhookService | None = None,
     ) -> None:
         self._store = store
         self._signing = signing
@@ -178,6 +180,7 @@ class ApprovalsService:
         self._poll_interval = poll_interval
         self._changed: dict[str, asyncio.Event] = {}
         self._executing: set[str] = set()
+        self._webhooks = webhooks
         signing.use_approvals(self)
 
     # -- the ApprovalGate signing calls -----------------------------------------------------------
@@ -256,6 +259,7 @@ class ApprovalsService:
             updated_at=now,
         )
         await writer.insert_approval_request(record)
+        await self._announce(writer, record, "approval.requested", now)
         writer.append_audit(
             {
                 "kind": "approval.requested",
@@ -402,6 +406,7 @@ class ApprovalsService:
             return False
         if not await writer.transition_approval(record.id, list(OPEN_STATES), "expired", now):
             return False
+        await self._announce(writer, record, "approval.expired", now)
         writer.append_audit(
             {
                 "kind": "approval.expired",
@@ -496,6 +501,7 @@ class ApprovalsService:
             if decision == "reject":
                 if len(eligible.rejecters) >= int(record.requirements.get("reject_quorum", 1)):
                     await writer.transition_approval(record.id, ["pending"], "rejected", now)
+                    await self._announce(writer, record, "approval.rejected", now)
                     writer.append_audit(
                         {
                             "kind": "approval.rejected",
@@ -594,6 +600,7 @@ class ApprovalsService:
                 return Conflict(
                     f"the approval request is {record.state}", code="approval_closed", state=record.state
                 )
+            await self._announce(writer, record, "approval.cancelled", now)
             writer.append_audit(
                 {
                     "kind": "approval.cancelled",
@@ -677,6 +684,7 @@ class ApprovalsService:
             )
         if not await writer.transition_approval(approval_id, ["approved"], "signed", now, result=response):
             raise Conflict("the approval request is no longer approved", code="approval_closed")
+        await self._announce(writer, record, "approval.signed", now)
         writer.append_audit(
             {
                 "kind": "approval.signed",
@@ -706,6 +714,8 @@ class ApprovalsService:
                 target, kind = "failed", "approval.failed"
                 result = {"error": {"code": exc.code, "status": exc.status, "message": exc.message}}
             await writer.transition_approval(approval_id, ["approved"], target, now, result=result)
+            if target == "failed":
+                await self._announce(writer, record, "approval.failed", now)
             writer.append_audit(
                 {
                     "kind": kind,
@@ -783,6 +793,28 @@ class ApprovalsService:
         event = self._changed.pop(approval_id, None)
         if event is not None:
             event.set()
+        if self._webhooks is not None:
+            self._webhooks.wake()
+
+    async def _announce(
+        self, writer: Writer, record: ApprovalRequestRecord, kind: str, now: datetime
+    ) -> None:
+        """Queue the approver groups' webhooks for this event, in the transaction that records it."""
+        if self._webhooks is None:
+            return
+        event = {
+            "type": kind,
+            "approval_id": record.id,
+            "kind": record.kind,
+            "key_id": record.resource_id,
+            "requester_id": record.requester_id,
+            "payload_digest": record.payload_digest,
+            "requirements": record.requirements["approvals"],
+            "expires_at": iso(record.expires_at),
+            "view": record.view,
+            "at": iso(now),
+        }
+        await self._webhooks.enqueue(writer, _groups(record), event, now)
 
 
 # -- signed approvals ------------------------------------------------------------------------------

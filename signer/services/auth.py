@@ -95,6 +95,10 @@ class AuthService:
             token_id=record.id,
         )
 
+    def derived_secret(self, purpose: str) -> bytes:
+        """A key for ``purpose`` derived from the token key (HMAC), so no further secret is stored."""
+        return hmac.new(self._key, f"derived\0{purpose}".encode(), hashlib.sha256).digest()
+
     def session_secret(self, ctx: RequestContext, purpose: str) -> str:
         """A value bound to the caller's token and to ``purpose`` that only this service can compute
         (HMAC under the token key): the web console's CSRF token. Stateless, so every worker process

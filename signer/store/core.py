@@ -40,7 +40,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, func, or_, select, text, update
+from sqlalchemy import Select, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -72,6 +72,7 @@ from signer.store.records import (
     ApproverKeyRecord,
     GrantRecord,
     KeyRecord,
+    OutboxRecord,
     PrincipalRecord,
     TokenRecord,
 )
@@ -219,6 +220,21 @@ def _vote(row: Any) -> ApprovalVoteRecord:
         principal_disabled_at=m["principal_disabled_at"],
         token_revoked_at=m["token_revoked_at"],
         token_found=m["token_found"] is not None,
+    )
+
+
+def _outbox(row: Any) -> OutboxRecord:
+    m = row._mapping
+    return OutboxRecord(
+        id=m["id"],
+        group_name=m["group_name"],
+        url=m["url"],
+        event=dict(m["event"]),
+        created_at=m["created_at"],
+        attempts=int(m["attempts"]),
+        next_attempt_at=m["next_attempt_at"],
+        delivered_at=m["delivered_at"],
+        last_error=m["last_error"],
     )
 
 
@@ -387,6 +403,27 @@ class _Queries(PolicyReads):
             public_key=m["public_key"],
             created_at=m["created_at"],
         )
+
+    async def webhooks_for(self, groups: Sequence[str]) -> dict[str, str]:
+        """The webhook URL of each of ``groups`` that has one."""
+        c = t.approval_webhooks.c
+        rows = await self._all(select(c.group_name, c.url).where(c.group_name.in_(list(groups))))
+        return {r[0]: r[1] for r in rows}
+
+    async def get_outbox(self, outbox_id: str) -> OutboxRecord | None:
+        row = await self._first(select(t.webhook_outbox).where(t.webhook_outbox.c.id == outbox_id))
+        return None if row is None else _outbox(row)
+
+    async def due_outbox(self, now: datetime, limit: int = 20) -> list[OutboxRecord]:
+        """Undelivered calls whose next attempt is due at ``now``, oldest first."""
+        c = t.webhook_outbox.c
+        rows = await self._all(
+            select(t.webhook_outbox)
+            .where(c.delivered_at.is_(None), c.next_attempt_at <= now)
+            .order_by(c.next_attempt_at, c.id)
+            .limit(limit)
+        )
+        return [_outbox(r) for r in rows]
 
     # audit and meta
 
@@ -921,6 +958,83 @@ class Writer(PolicyWrites, _Queries):
             },
             Conflict("an approver key exists", code="approver_key_exists"),
             missing_parent=NotFound("no such principal", code="principal_not_found"),
+        )
+
+    # webhooks
+
+    async def set_webhook(self, group: str, url: str, now: datetime, by: str | None) -> None:
+        _text(group, "group")
+        _text(url, "url")
+        _aware(now, "now")
+        c = t.approval_webhooks.c
+        replaced = await self._write(
+            update(t.approval_webhooks)
+            .where(c.group_name == group)
+            .values(url=url, created_at=now, created_by=by)
+        )
+        if not replaced.rowcount:
+            await self._insert_new(
+                t.approval_webhooks,
+                {"group_name": group, "url": url, "created_at": now, "created_by": by},
+                Conflict("a webhook exists for that group", code="webhook_exists"),
+            )
+
+    async def delete_webhook(self, group: str) -> bool:
+        result = await self._write(
+            delete(t.approval_webhooks).where(t.approval_webhooks.c.group_name == group)
+        )
+        return bool(result.rowcount)
+
+    async def enqueue_webhook(self, record: OutboxRecord) -> None:
+        _text(record.id, "outbox id")
+        _aware(record.created_at, "created_at")
+        _aware(record.next_attempt_at, "next_attempt_at")
+        await self._insert_new(
+            t.webhook_outbox,
+            {
+                "id": record.id,
+                "group_name": record.group_name,
+                "url": record.url,
+                "event": dict(record.event),
+                "created_at": record.created_at,
+                "attempts": record.attempts,
+                "next_attempt_at": record.next_attempt_at,
+                "delivered_at": None,
+                "last_error": None,
+            },
+            Conflict("an outbox entry with that id exists", code="outbox_exists"),
+        )
+
+    async def claim_outbox(self, outbox_id: str, due: datetime, lease_until: datetime) -> bool:
+        """Take a due call for delivery (compare-and-set on its next attempt): one claimer wins, in
+        every process; a claimer that dies lets the lease run out and the call becomes due again."""
+        c = t.webhook_outbox.c
+        result = await self._write(
+            update(t.webhook_outbox)
+            .where(c.id == outbox_id, c.delivered_at.is_(None), c.next_attempt_at <= due)
+            .values(next_attempt_at=lease_until)
+        )
+        return bool(result.rowcount)
+
+    async def finish_outbox(
+        self,
+        outbox_id: str,
+        *,
+        delivered_at: datetime | None,
+        attempts: int,
+        next_attempt_at: datetime,
+        error: str | None,
+    ) -> None:
+        c = t.webhook_outbox.c
+        await self._write(
+            update(t.webhook_outbox)
+            .where(c.id == outbox_id)
+            .values(
+                delivered_at=delivered_at,
+                attempts=attempts,
+                next_attempt_at=next_attempt_at,
+                last_error=error,
+            )
         )
 
     # meta

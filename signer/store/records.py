@@ -30,6 +30,7 @@ __all__ = [
     "IdempotencyRecord",
     "KeyRecord",
     "LedgerEntry",
+    "OutboxRecord",
     "PolicyVersionRecord",
     "PrincipalRecord",
     "TokenRecord",
@@ -220,3 +221,19 @@ class ApproverKeyRecord:
     scheme: str
     public_key: str  # hex, no 0x
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRecord:
+    """A webhook call to make: ``event`` is the JSON body; delivered at least once (receivers dedupe on
+    ``id``), retried with back-off until ``delivered_at`` is set."""
+
+    id: str
+    group_name: str
+    url: str
+    event: dict[str, Any]
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None = None
+    last_error: str | None = None

@@ -35,6 +35,7 @@ __all__ = [
     "UTCDateTime",
     "approval_requests",
     "approval_votes",
+    "approval_webhooks",
     "approver_keys",
     "audit_events",
     "audit_head",
@@ -50,6 +51,7 @@ __all__ = [
     "principals",
     "shadow_decisions",
     "tokens",
+    "webhook_outbox",
 ]
 
 
@@ -322,4 +324,29 @@ approver_keys = Table(
     Column("scheme", Text, nullable=False),
     Column("public_key", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+)
+
+approval_webhooks = Table(
+    "approval_webhooks",
+    metadata,
+    Column("group_name", Text, primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", Text, nullable=True),
+)
+
+# Written in the transaction of the event it announces; delivered later, at least once, by a dispatcher.
+webhook_outbox = Table(
+    "webhook_outbox",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("group_name", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event", JSONText, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("delivered_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Index(None, "delivered_at", "next_attempt_at"),
 )

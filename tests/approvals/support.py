@@ -201,13 +201,13 @@ def recover_sender(result: dict[str, Any]) -> str:
     return Account.recover_transaction(bytes.fromhex(result["raw_transaction"][2:]))
 
 
-async def make_world(store: Store, hsm: Hsm) -> World:
+async def make_world(store: Store, hsm: Hsm, webhooks: Any = None) -> World:
     facts = FactsCache()
     auth = AuthService(store, facts, secrets.token_bytes(32), access_ttl=TTL, refresh_ttl=86400)
     admin = AdminService(store, auth)
     signing = SigningService(store, hsm, facts, auth)
     clock = Clock()
-    approvals = ApprovalsService(store, signing, clock=clock, poll_interval=0.05)
+    approvals = ApprovalsService(store, signing, clock=clock, poll_interval=0.05, webhooks=webhooks)
     made = await admin.create_principal(None, "root", Role.ADMIN)
     ctx = await auth.authenticate(f"Bearer {made['credentials']['access_token']}", "req-root")
     world = World(

@@ -1,4 +1,5 @@
-"""Approvals: pending requests bound to a payload digest, one vote per identity, approver public keys.
+"""Approvals: pending requests bound to a payload digest, one vote per identity, approver public keys,
+webhooks per approver group and their outbox.
 
 Revision ID: 0003
 Revises: 0002
@@ -79,7 +80,40 @@ def upgrade() -> None:
         ),
     )
 
+    op.create_table(
+        "approval_webhooks",
+        sa.Column("group_name", sa.Text(), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        _ts("created_at", False),
+        sa.Column("created_by", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("group_name", name="pk_approval_webhooks"),
+    )
+    op.create_table(
+        "webhook_outbox",
+        sa.Column("id", sa.Text(), nullable=False),
+        sa.Column("group_name", sa.Text(), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("event", sa.Text(), nullable=False),
+        _ts("created_at", False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        _ts("next_attempt_at", False),
+        _ts("delivered_at", True),
+        sa.Column("last_error", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("id", name="pk_webhook_outbox"),
+    )
+    op.create_index(
+        "ix_webhook_outbox_delivered_at_next_attempt_at",
+        "webhook_outbox",
+        ["delivered_at", "next_attempt_at"],
+    )
+
 
 def downgrade() -> None:
-    for table in ("approver_keys", "approval_votes", "approval_requests"):
+    for table in (
+        "webhook_outbox",
+        "approval_webhooks",
+        "approver_keys",
+        "approval_votes",
+        "approval_requests",
+    ):
         op.drop_table(table)
