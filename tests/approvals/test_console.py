@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client as httpclient
 import re
+import time
 import urllib.parse
 from collections.abc import Iterator
 
@@ -67,12 +68,13 @@ def test_console_in_chromium(typed_desk: Desk, server: Server, browser: webdrive
     assert browser.url.endswith("/console/login")
     browser.type("#token", typed_desk.approvers[0])
     browser.click("#signin")
-    assert browser.url.endswith("/console")
+    browser.wait_url("/console")
     assert approval_id in browser.text("#pending")
     cookie = next(c for c in browser.cookies() if c["name"] == "signer_console")
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
 
     browser.click(f"a[href='/console/approvals/{approval_id}']")
+    browser.wait_url(f"/console/approvals/{approval_id}")
     # The hostile strings are on the page as text; nothing of them became markup or ran.
     assert HOSTILE in browser.text("#f-message") and HOSTILE in browser.text("#f-domain")
     assert browser.script("return document.querySelectorAll('script, img').length") == 0
@@ -81,7 +83,11 @@ def test_console_in_chromium(typed_desk: Desk, server: Server, browser: webdrive
     assert typed_desk.approvers[0] not in browser.source()
 
     browser.click("#approve")
-    assert browser.url.endswith(f"/console/approvals/{approval_id}")
+    browser.wait_url(f"/console/approvals/{approval_id}")
+    deadline = time.monotonic() + 15
+    while "approve" not in browser.text("#votes"):  # the page after the POST's redirect
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     assert browser.text("#state") == "pending"
     assert "approve" in browser.text("#votes")
 

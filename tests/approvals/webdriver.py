@@ -74,6 +74,14 @@ class Browser:
     def url(self) -> str:
         return str(self._s("GET", "/url"))
 
+    def wait_url(self, suffix: str, timeout: float = 15.0) -> None:
+        """A click that submits a form returns before the next page has loaded: wait for it."""
+        deadline = time.monotonic() + timeout
+        while not self.url.endswith(suffix):
+            if time.monotonic() > deadline:
+                raise WebDriverError(f"still at {self.url}, expected ...{suffix}")
+            time.sleep(0.05)  # polling the browser with a hard deadline
+
     def find(self, css: str) -> str:
         return str(self._s("POST", "/element", {"using": "css selector", "value": css})[ELEMENT])
 
