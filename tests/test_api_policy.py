@@ -536,3 +536,34 @@ def test_policy_documents_are_versioned_strict_and_yaml_capable(server: Server, 
     assert status == 400 and body["code"] == "malformed_yaml"
     status, _, body = server.call("GET", f"/v1/policies/{pid}", token=admin)
     assert [v["version"] for v in body["versions"]] == [1, 2]
+
+
+def test_per_principal_limit_holds_across_keys(server: Server, unique_name: str) -> None:
+    """A-10: spreading spend across several keys of one principal does not escape a per-principal
+    limit attached at their common scope."""
+    scope = f"evasion/{unique_name[:40]}"
+    first = Setup(server, unique_name, scope=scope)
+    status, _, second_key = server.call(
+        "POST", "/v1/keys", {"curve": "secp256k1", "label": "second", "scope": scope}, first.admin
+    )
+    assert status == 201, second_key
+    grant_body = {"principal_id": first.principal_id, "scope": scope, "operations": ["sign_transaction"]}
+    assert server.call("POST", "/v1/grants", grant_body, first.admin)[0] == 201
+    limit = {
+        "kind": "spend_limit",
+        "effect": "deny",
+        "max_value": "3",
+        "window_seconds": 3600,
+        "per": "principal",
+    }
+    first.policy([{"id": "per-person", **limit}], scope=scope)
+    results = []
+    for nonce in range(6):
+        key_id = (first.key["id"], second_key["id"])[nonce % 2]
+        status, _, body = server.call(
+            "POST", f"/v1/keys/{key_id}/sign/transaction", {"transaction": tx(nonce, value=1)}, first.token
+        )
+        results.append(status)
+        if status == 403:
+            assert body["reasons"][0]["rule_id"] == "per-person", body
+    assert results == [200, 200, 200, 403, 403, 403]
