@@ -12,6 +12,8 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import hashlib
+import hmac
 import json
 import re
 from typing import Any
@@ -33,8 +35,10 @@ from signer.http.models import (
     SignTransactionBody,
     SignTypedDataBody,
 )
-from signer.http.state import SERVICES, SETTINGS, Services
-from signer.services.context import RequestContext
+from signer.http.state import METRICS, METRICS_ACCESS, SERVICES, SETTINGS, Services, is_loopback
+from signer.identity import Role
+from signer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from signer.services.context import RequestContext, require_role
 
 api = Api(
     "signer",
@@ -59,16 +63,20 @@ def _max_body(request: web.Request) -> int:
 
 
 async def _context(request: web.Request) -> RequestContext:
-    return await _services(request).auth.authenticate(
+    ctx = await _services(request).auth.authenticate(
         request.headers.get("Authorization"), request["request_id"]
     )
+    request["principal"] = ctx.caller.principal_id  # for the access log: the id, never the token
+    return ctx
 
 
 async def _signing_context(request: web.Request) -> RequestContext:
     # Signing may authenticate from the facts cache: its commit re-checks the token under the write lock.
-    return await _services(request).auth.authenticate(
+    ctx = await _services(request).auth.authenticate(
         request.headers.get("Authorization"), request["request_id"], cached=True
     )
+    request["principal"] = ctx.caller.principal_id
+    return ctx
 
 
 def _int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
@@ -547,3 +555,36 @@ async def openapi_document(request: web.Request) -> web.Response:
 )
 async def docs(request: web.Request) -> web.Response:
     return web.Response(text=_document()[1], content_type="text/html", headers=_PAGE_HEADERS)
+
+
+# -- operations -----------------------------------------------------------------------------------
+
+
+@api.operation(
+    "GET",
+    "/metrics",
+    summary="Prometheus metrics (text format)",
+    tag="operations",
+    auth="metrics",
+    who="loopback callers when the service listens on loopback (metrics_public_on_loopback); "
+    "otherwise the metrics token, or an admin or auditor access token",
+    response={"type": "string"},
+    media_type="text/plain",
+    errors=(503,),
+)
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    access = request.app[METRICS_ACCESS]
+    if not (access.open_on_loopback and is_loopback(request.remote)):
+        header = request.headers.get("Authorization", "")
+        presented = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if not (access.token is not None and presented and _same(presented, access.token.reveal())):
+            require_role(await _context(request), Role.ADMIN, Role.AUDITOR)
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+
+def _same(presented: str, expected: str) -> bool:
+    # Fixed-length digests: the comparison time says nothing about the token.
+    return hmac.compare_digest(
+        hashlib.sha256(presented.encode("utf-8", "replace")).digest(),
+        hashlib.sha256(expected.encode("utf-8")).digest(),
+    )

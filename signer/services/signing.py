@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from policy import Grant, GrantRequest, evaluate_grants
+from signer import metrics
 from signer.errors import (
     AuditUnavailable,
     Conflict,
@@ -98,6 +99,7 @@ def _authorize(
     decision = evaluate_grants(
         GrantRequest(ctx.caller.principal_id, operation, "key", key.id), _to_grants(live), now=now
     )
+    metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
     if not decision.allowed:
         raise Forbidden(
             "the operation is not granted on this key",
@@ -218,6 +220,7 @@ class SigningService:
             "actor": ctx.actor(),
             "key_id": key_id,
         }
+        key: KeyRecord | None = None
         try:
             key, reasons, epoch = await self._authorized(ctx, key_id, operation, now)
             prepared = prepare(key)
@@ -225,6 +228,7 @@ class SigningService:
             raw = await self._hsm.sign(key.hsm_id, Curve(key.curve), prepared.data)
             response = prepared.finish(key, raw)
         except SignerError as exc:
+            _count(key, operation, exc)
             await self._record_refusal(event, exc)
             raise
         event["reasons"] = reasons
@@ -242,14 +246,17 @@ class SigningService:
 
         try:
             await self._store.submit(unit)
-        except (DatabaseUnavailable, AuditUnavailable):
+        except (DatabaseUnavailable, AuditUnavailable) as exc:
             # The signature is dropped here and never leaves. Recording the failure would wait for the
             # same database that just failed, past the caller's deadline: the store logged it.
+            _count(key, operation, exc)
             raise
         except SignerError as exc:
             # The signature is dropped here and never leaves.
+            _count(key, operation, exc)
             await self._record_refusal(event, exc)
             raise
+        metrics.signature(key.id, key.curve, operation, "allowed")
         return response
 
     async def _authorized(
@@ -286,8 +293,7 @@ class SigningService:
         return key, grants, epoch, False
 
     async def _record_refusal(self, event: dict[str, Any], exc: SignerError) -> None:
-        outcome = "denied" if exc.status in (401, 403, 404, 409) else "failed"
-        record = {**event, "outcome": outcome, "error": {"code": exc.code, "status": exc.status}}
+        record = {**event, "outcome": _outcome(exc), "error": {"code": exc.code, "status": exc.status}}
         if "reasons" in exc.extra:
             record["reasons"] = exc.extra["reasons"]
 
@@ -299,6 +305,15 @@ class SigningService:
         except SignerError:
             # The original error is what the caller needs; the store failure is logged by the store.
             pass
+
+
+def _outcome(exc: SignerError) -> str:
+    return "denied" if exc.status in (401, 403, 404, 409) else "failed"
+
+
+def _count(key: KeyRecord | None, operation: str, exc: SignerError) -> None:
+    # Only a key that exists names its id: a caller's made-up ids must not become label values.
+    metrics.signature(key.id if key else None, key.curve if key else None, operation, _outcome(exc))
 
 
 # -- finishing: turn the token's bytes into a checked response ------------------------------------
