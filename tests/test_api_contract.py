@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import hypothesis
+import hypothesis.stateful
 import pytest
 import schemathesis
 from schemathesis import GenerationMode
@@ -175,3 +176,29 @@ def test_schemathesis(
         case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS, timeout=30)
 
     run()
+
+
+def test_schemathesis_stateful(api_schema: Any, fuzz_server: dict[str, Any]) -> None:
+    """Follow the document's links (create a key, then show, disable and enable it; create a principal,
+    then issue and revoke its tokens; create and revoke a grant) with the same checks on every step."""
+    machine = api_schema.as_state_machine()
+    admin = fuzz_server["admin"]
+
+    class Stateful(machine):  # type: ignore[misc, valid-type]
+        def get_call_kwargs(self, case: Any) -> dict[str, Any]:
+            return {"headers": {"Authorization": f"Bearer {admin}"}, "timeout": 30}
+
+        def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
+            case.validate_response(response, checks=CHECKS, headers={"Authorization": f"Bearer {admin}"})
+
+    hypothesis.stateful.run_state_machine_as_test(
+        Stateful,
+        settings=hypothesis.settings(
+            max_examples=30,
+            stateful_step_count=8,
+            derandomize=True,
+            database=None,
+            deadline=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        ),
+    )
