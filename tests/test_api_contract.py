@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import hypothesis
@@ -26,7 +27,7 @@ from signer.http.routes import api
 from tests.service_harness import Server, grant, init_installation, make_key, make_service, start_server
 
 
-def test_every_aiohttp_route_is_in_the_document(tmp_path) -> None:
+def test_every_aiohttp_route_is_in_the_document(tmp_path: Path) -> None:
     app = create_app(Settings(data_dir=tmp_path))
     served = {
         (route.method, route.resource.canonical)

@@ -13,7 +13,7 @@ import secrets
 
 import pytest
 
-from tests.service_harness import grant, init_installation, make_key, make_service, start_server
+from tests.service_harness import Server, grant, init_installation, make_key, make_service, start_server
 from tests.test_api_signing import tx_fields
 
 
@@ -120,7 +120,7 @@ def test_no_secret_in_logs_audit_or_database(tmp_path_factory: pytest.TempPathFa
     assert hits == []
 
 
-def test_request_id_is_returned_logged_and_audited(server, unique_name: str) -> None:
+def test_request_id_is_returned_logged_and_audited(server: Server, unique_name: str) -> None:
     service = make_service(server, unique_name)
     key = make_key(server, "secp256k1", "request-id")
     grant(server, service["principal"]["id"], key["id"], ["sign_transaction"])
