@@ -203,3 +203,8 @@ def test_schemathesis_stateful(api_schema: Any, fuzz_server: dict[str, Any]) -> 
             suppress_health_check=list(hypothesis.HealthCheck),
         ),
     )
+
+
+def test_head_answers_beside_get(server: Server) -> None:
+    status, headers, _ = server.call("HEAD", "/healthz")
+    assert status == 200 and "X-Request-Id" in headers

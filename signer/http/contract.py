@@ -138,7 +138,11 @@ class Api:
                     other_responses=dict(other_responses or {}),
                 )
             )
-            self.routes.route(method.upper(), path)(_refuse_unknown_query(handler, query))
+            checked = _refuse_unknown_query(handler, query)
+            if method.upper() == "GET":
+                self.routes.get(path)(checked)  # with HEAD beside it, as aiohttp does for every GET
+            else:
+                self.routes.route(method.upper(), path)(checked)
             return handler
 
         return register
