@@ -8,6 +8,7 @@ and body documented, every negative input refused with a 4xx.
 
 from __future__ import annotations
 
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -208,3 +209,88 @@ def test_schemathesis_stateful(api_schema: Any, fuzz_server: dict[str, Any]) -> 
 def test_head_answers_beside_get(server: Server) -> None:
     status, headers, _ = server.call("HEAD", "/healthz")
     assert status == 200 and "X-Request-Id" in headers
+
+
+def test_success_bodies_match_the_response_models(server: Server, unique_name: str) -> None:
+    """Fuzzed requests rarely make a valid transaction or typed data: every success body of a real flow
+    is checked against the documented model here (extra fields refused, so the model cannot drift)."""
+    from pydantic import TypeAdapter
+
+    from signer.http import schemas as out
+    from tests.test_api_signing import TYPED, tx_fields
+
+    admin = server.installation.admin_token
+
+    def expect(model: Any, method: str, path: str, body: Any = None, token: str | None = admin) -> Any:
+        operation = next(op for op in api.operations if op.method == method and _matches(op.path, path))
+        status, _, payload = server.call(method, path, body, token)
+        assert status == operation.status, (path, payload)
+        assert model == operation.response, path  # the model checked is the one the document names
+        TypeAdapter(model).validate_python(payload)
+        return payload
+
+    created = expect(out.PrincipalCreated, "POST", "/v1/principals", {"name": unique_name, "role": "service"})
+    service = created["credentials"]["access_token"]
+    principal_id = created["principal"]["id"]
+    keys = {
+        curve: expect(out.Key, "POST", "/v1/keys", {"curve": curve, "label": f"contract-{curve}"})
+        for curve in ("secp256k1", "p256", "ed25519")
+    }
+    grants = [
+        expect(
+            out.Grant,
+            "POST",
+            "/v1/grants",
+            {"principal_id": principal_id, "key_id": key["id"], "operations": ["sign_message", "sign_raw"]},
+        )
+        for key in keys.values()
+    ]
+    eth = keys["secp256k1"]["id"]
+    expect(
+        out.Grant,
+        "POST",
+        "/v1/grants",
+        {"principal_id": principal_id, "key_id": eth, "operations": ["sign_transaction", "sign_typed_data"]},
+    )
+    expect(out.Key, "GET", f"/v1/keys/{eth}")
+    expect(out.KeyList, "GET", "/v1/keys?limit=2")
+    expect(out.Key, "POST", f"/v1/keys/{keys['p256']['id']}/disable")
+    expect(out.Key, "POST", f"/v1/keys/{keys['p256']['id']}/enable")
+    expect(out.GrantList, "GET", f"/v1/grants?principal_id={principal_id}")
+    expect(out.PrincipalList, "GET", "/v1/principals")
+    expect(out.Whoami, "GET", "/v1/whoami", token=service)
+    sign = "/v1/keys/{}/sign/"
+    message_model = out.EthSignature | out.P256Signature | out.Ed25519Signature
+    for tx_type in (0, 1, 2, 4):
+        expect(
+            out.TransactionSignature,
+            "POST",
+            sign.format(eth) + "transaction",
+            {"transaction": tx_fields(tx_type)},
+            service,
+        )
+    expect(out.EthSignature, "POST", sign.format(eth) + "typed-data", {"typed_data": TYPED}, service)
+    for key in keys.values():
+        expect(message_model, "POST", sign.format(key["id"]) + "message", {"message": "hi"}, service)
+    for curve in ("secp256k1", "p256"):
+        expect(
+            out.EthSignature | out.P256Signature,
+            "POST",
+            sign.format(keys[curve]["id"]) + "digest",
+            {"digest": "0x" + "11" * 32},
+            service,
+        )
+    issued = expect(out.Credentials, "POST", f"/v1/principals/{principal_id}/tokens")
+    renewed = expect(
+        out.Credentials, "POST", "/v1/auth/refresh", {"refresh_token": issued["refresh_token"]}, None
+    )
+    expect(out.TokenRevoked, "DELETE", f"/v1/tokens/{renewed['access_token_id']}")
+    expect(out.GrantRevoked, "DELETE", f"/v1/grants/{grants[0]['id']}")
+    expect(out.Principal, "POST", f"/v1/principals/{principal_id}/state", {"disabled": True})
+    expect(out.Health, "GET", "/healthz", token=None)
+    expect(out.Readiness, "GET", "/readyz", token=None)
+
+
+def _matches(template: str, path: str) -> bool:
+    pattern = re.sub(r"\\{\w+\\}", "[^/]+", re.escape(template))
+    return re.fullmatch(pattern, path.split("?", 1)[0]) is not None
