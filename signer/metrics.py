@@ -132,16 +132,33 @@ def observe_request(route: str, method: str, status: int, seconds: float) -> Non
     children[1].observe(seconds)
 
 
+_signature_children: dict[tuple[str | None, str | None, str, str], Any] = {}
+_decision_children: dict[tuple[str, str], Any] = {}
+_hsm_children: dict[str, Any] = {}
+
+
 def signature(key_id: str | None, curve: str | None, operation: str, outcome: str) -> None:
     """A sign request's outcome (allowed / denied / failed). Pass ``key_id`` only for a key that exists."""
-    SIGNATURES.labels(key_id or "unknown", curve or "unknown", operation, outcome).inc()
+    labels = (key_id, curve, operation, outcome)
+    child = _signature_children.get(labels)
+    if child is None:
+        child = SIGNATURES.labels(key_id or "unknown", curve or "unknown", operation, outcome)
+        _signature_children[labels] = child
+    child.inc()
 
 
 def policy_decision(effect: str, rule_ids: Iterable[str]) -> None:
-    """A decision by ``effect`` (allow / deny / require_approval), once per deciding rule (or "none")."""
-    rules = list(dict.fromkeys(rule_ids)) or ["none"]
-    for rule in rules:
-        POLICY_DECISIONS.labels(effect, rule).inc()
+    """A decision by ``effect`` (allow / deny / require_approval), once per deciding rule (or "none").
+
+    The policy engine and approvals call this where they decide; today the grant decisions of
+    ``signer.services.signing`` do. Rule ids are policy-authored identifiers, never request data.
+    """
+    for rule in dict.fromkeys(rule_ids) or ("none",):
+        child = _decision_children.get((effect, rule))
+        if child is None:
+            child = POLICY_DECISIONS.labels(effect, rule)
+            _decision_children[(effect, rule)] = child
+        child.inc()
 
 
 def set_pending_approvals(count: int) -> None:
@@ -177,7 +194,10 @@ class Metrics:
 
     @staticmethod
     def hsm_call(seconds: float, outcome: str) -> None:
-        HSM_SECONDS.labels(outcome).observe(seconds)
+        child = _hsm_children.get(outcome)
+        if child is None:
+            child = _hsm_children[outcome] = HSM_SECONDS.labels(outcome)
+        child.observe(seconds)
 
     @staticmethod
     def audit_commit(seconds: float, units: int) -> None:
