@@ -132,6 +132,7 @@ CHECKS = [
     st_checks.content_type_conformance,
     st_checks.response_schema_conformance,
     st_checks.negative_data_rejection,
+    st_checks.response_headers_conformance,
 ]
 
 

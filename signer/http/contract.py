@@ -88,6 +88,7 @@ class Operation:
     query: tuple[Query, ...]
     links: Mapping[str, Link]
     other_responses: Mapping[int, Any] = field(default_factory=dict)
+    headers: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Api:
@@ -117,6 +118,7 @@ class Api:
         links: Mapping[str, Link] | None = None,
         media_type: str = JSON,
         other_responses: Mapping[int, Any] | None = None,
+        headers: Mapping[str, Any] | None = None,
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             self.operations.append(
@@ -136,6 +138,7 @@ class Api:
                     query=query,
                     links=dict(links or {}),
                     other_responses=dict(other_responses or {}),
+                    headers=dict(headers or {}),
                 )
             )
             checked = _refuse_unknown_query(handler, query)
@@ -202,8 +205,21 @@ def _schema_for(value: Any) -> dict[str, Any]:
     return {"anyOf": [_ref(m) for m in models]}
 
 
+_REQUEST_ID_HEADER = {
+    "X-Request-Id": {
+        "description": "the request id (the caller's, if it was 1-64 of A-Za-z0-9._-), also in the audit log",
+        "required": True,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$"},
+    }
+}
+
+
 def _problem_response(status: int) -> dict[str, Any]:
-    return {"description": _TITLES.get(status, "Error"), "content": {PROBLEM: {"schema": _ref(Problem)}}}
+    return {
+        "description": _TITLES.get(status, "Error"),
+        "headers": dict(_REQUEST_ID_HEADER),
+        "content": {PROBLEM: {"schema": _ref(Problem)}},
+    }
 
 
 def openapi(api: Api) -> dict[str, Any]:
@@ -241,7 +257,10 @@ def openapi(api: Api) -> dict[str, Any]:
             }
             for q in op.query
         ]
-        success: dict[str, Any] = {"description": _TITLES.get(op.status, "Success")}
+        success: dict[str, Any] = {
+            "description": _TITLES.get(op.status, "Success"),
+            "headers": {**_REQUEST_ID_HEADER, **op.headers},
+        }
         if op.response is not None:
             success["content"] = {op.media_type: {"schema": _schema_for(op.response)}}
         if op.links:
@@ -253,6 +272,7 @@ def openapi(api: Api) -> dict[str, Any]:
         for status, value in op.other_responses.items():
             responses[str(status)] = {
                 "description": _TITLES.get(status, "Other"),
+                "headers": dict(_REQUEST_ID_HEADER),
                 "content": {JSON: {"schema": _schema_for(value)}},
             }
         for status in op.errors:

@@ -497,6 +497,13 @@ def _decode_message(message: str, encoding: str) -> bytes:
     who="auditor, admin",
     response={"type": "string", "description": "one canonical JSON audit event per line"},
     media_type="application/x-ndjson",
+    headers={
+        "X-Audit-Head": {
+            "description": "the newest seq when the page was read: page until `after` reaches it",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        }
+    },
     errors=(503,),
     query=(
         Query("after", {"type": "integer", "minimum": 0}, "return events with seq > after (default 0)"),
