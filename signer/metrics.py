@@ -16,10 +16,11 @@ There is no outbox yet, so no outbox backlog; ``signer_audit_queue_depth`` (unit
 group commit) is the nearest thing.
 
 The other packages do not import this module's dependency: ``signer.hsm`` and ``signer.store`` expose
-plain read-only numbers and an optional observer callback, and ``Metrics.watch`` (called by the
-composition root) reads them at scrape time and feeds the callbacks into histograms. Services call the
-small recording functions here (``signature``, ``policy_decision``), which cost a dict lookup and an
-increment.
+plain read-only numbers (queue depth, availability, pool use) and an optional observer callback
+(``Hsm.call_observer``, ``Store.batch_observer``). The composition root hands those numbers to
+``Metrics.watch_hsm`` / ``watch_store``, which read them at scrape time, and points the callbacks at
+``Metrics.hsm_call`` / ``audit_commit``. Services call the small recording functions here
+(``signature``, ``policy_decision``), which cost a cached dict lookup and an increment (about 1 us).
 
 Several workers (``signer serve --workers N``) share one port with SO_REUSEPORT, so a scrape reaches one
 worker at random. Per-worker metrics with a ``worker`` label would make every scrape a different,
