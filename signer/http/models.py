@@ -7,8 +7,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from policy import OPERATIONS
 from signer.hsm import Curve
 from signer.identity import Role
+
+_NAME_PATTERN = "^[a-z0-9][a-z0-9._-]{0,62}$"
+_OPERATIONS = sorted(OPERATIONS)
 
 
 class Strict(BaseModel):
@@ -20,7 +24,10 @@ class RefreshBody(Strict):
 
 
 class CreatePrincipalBody(Strict):
-    name: str = Field(min_length=1, max_length=63)
+    # The pattern is checked by the admin service (code invalid_name); here it documents the contract.
+    name: str = Field(
+        min_length=1, max_length=63, json_schema_extra={"pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}
+    )
     role: Role = Field(json_schema_extra={"enum": [r.value for r in Role]})
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
@@ -43,7 +50,12 @@ class CreateKeyBody(Strict):
 class CreateGrantBody(Strict):
     principal_id: str = Field(min_length=1, max_length=64)
     key_id: str = Field(min_length=1, max_length=64)
-    operations: list[str] = Field(min_length=1, max_length=8)
+    # Checked by the admin service (code invalid_operations); the enum documents the contract.
+    operations: list[str] = Field(
+        min_length=1,
+        max_length=8,
+        json_schema_extra={"items": {"type": "string", "enum": sorted(OPERATIONS)}},
+    )
     expires_at: datetime | None = None
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
