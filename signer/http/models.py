@@ -5,14 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 from policy import OPERATIONS
 from signer.hsm import Curve
 from signer.identity import Role
 
 _NAME_PATTERN = "^[a-z0-9][a-z0-9._-]{0,62}$"
-_OPERATIONS = sorted(OPERATIONS)
+_OPERATIONS: list[JsonValue] = [*sorted(OPERATIONS)]
 
 
 class Strict(BaseModel):
@@ -54,7 +54,7 @@ class CreateGrantBody(Strict):
     operations: list[str] = Field(
         min_length=1,
         max_length=8,
-        json_schema_extra={"items": {"type": "string", "enum": sorted(OPERATIONS)}},
+        json_schema_extra={"items": {"type": "string", "enum": _OPERATIONS}},
     )
     expires_at: datetime | None = None
 
