@@ -232,6 +232,10 @@ def _worker_entry(settings: Settings) -> None:
 
 
 def _supervise(settings: Settings) -> int:
+    from signer.metrics import prepare_multiprocess
+
+    # The workers' metrics are summed across processes (any one answers a scrape): see signer.metrics.
+    prepare_multiprocess(settings.data_dir)
     # Spawn, not fork: a child must never inherit a PKCS#11 handle from its parent.
     context = multiprocessing.get_context("spawn")
     children = [

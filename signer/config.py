@@ -95,6 +95,12 @@ class Settings(BaseModel):
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_lock_timeout_seconds: float = Field(default=2.0, gt=0, description="Wait for the write lock")
     audit_batch_max: int = Field(default=256, ge=1)
+    metrics_public_on_loopback: bool = Field(
+        default=True, description="/metrics needs no token from a loopback caller when we listen on loopback"
+    )
+    metrics_token_file: Path | None = Field(
+        default=None, description="a bearer token for /metrics (besides admin and auditor access tokens)"
+    )
 
     @field_validator("hsm_pin", mode="before")
     @classmethod
@@ -132,6 +138,19 @@ class Settings(BaseModel):
             raise ConfigurationError(f"HSM PIN file cannot be read: {path.name} ({exc.strerror})") from None
         if not value:
             raise ConfigurationError(f"HSM PIN file is empty: {path.name}")
+        return Secret(value)
+
+    def metrics_token(self) -> Secret | None:
+        """The dedicated /metrics bearer token, if one is configured."""
+        if self.metrics_token_file is None:
+            return None
+        try:
+            value = self.metrics_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            name = self.metrics_token_file.name
+            raise ConfigurationError(f"metrics token file cannot be read: {name} ({exc.strerror})") from None
+        if len(value) < 16:
+            raise ConfigurationError("metrics token file holds fewer than 16 characters")
         return Secret(value)
 
     def token_key(self) -> bytes:

@@ -26,6 +26,7 @@ from policy import (
     evaluate,
     usage_queries,
 )
+from signer import metrics
 from signer.errors import (
     AuditUnavailable,
     Conflict,
@@ -371,6 +372,7 @@ class SigningService:
             "actor": ctx.actor(),
             "key_id": key_id,
         }
+        key: KeyRecord | None = None
         if idempotency is not None:
             event["idempotency_key_sha256"] = hashlib.sha256(idempotency.key.encode()).hexdigest()
         try:
@@ -384,6 +386,7 @@ class SigningService:
             raw = await self._hsm.sign(key.hsm_id, Curve(key.curve), prepared.data)
             response = prepared.finish(key, raw)
         except SignerError as exc:
+            _count(key, operation, exc)
             await self._record_refusal(event, exc)
             raise
         event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
@@ -415,6 +418,7 @@ class SigningService:
                 queries |= usage_queries(judged, candidate_set, now=now)
             usage = Facts({q: await writer.usage(q.limit_key, q.since, now) for q in queries})
             decision = evaluate(judged, policy_set, usage, now=now)
+            metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
             for attachment_id, candidate_set in shadows:
                 candidate = evaluate(judged, candidate_set, usage, now=now)
                 shadow = ShadowDecision(decision, candidate)
@@ -447,15 +451,19 @@ class SigningService:
         try:
             # The unit only reads and writes through its writer (the signature is already made and
             # stays in memory), so the store may run it again if PostgreSQL aborts the batch.
-            return await self._store.submit(unit, rerunnable=True)
-        except (DatabaseUnavailable, AuditUnavailable):
+            result = await self._store.submit(unit, rerunnable=True)
+        except (DatabaseUnavailable, AuditUnavailable) as exc:
             # The signature is dropped here and never leaves. Recording the failure would wait for the
             # same database that just failed, past the caller's deadline: the store logged it.
+            _count(key, operation, exc)
             raise
         except SignerError as exc:
             # The signature is dropped here and never leaves.
+            _count(key, operation, exc)
             await self._record_refusal(event, exc)
             raise
+        metrics.signature(key.id, key.curve, operation, "allowed")
+        return result
 
     async def _stored_response(self, ctx: RequestContext, idempotency: Idempotency) -> dict[str, Any] | None:
         async with self._store.read() as reader:
@@ -519,8 +527,7 @@ class SigningService:
         return _Facts(key, subject, policies, epoch)
 
     async def _record_refusal(self, event: dict[str, Any], exc: SignerError) -> None:
-        outcome = "denied" if exc.status in (401, 403, 404, 409, 429) else "failed"
-        record = {**event, "outcome": outcome, "error": {"code": exc.code, "status": exc.status}}
+        record = {**event, "outcome": _outcome(exc), "error": {"code": exc.code, "status": exc.status}}
         if "decision" in exc.extra:
             record["decision"] = exc.extra["decision"]
         elif "reasons" in exc.extra:
@@ -542,6 +549,15 @@ def _replayed(stored: IdempotencyRecord, idempotency: Idempotency) -> dict[str, 
             "this Idempotency-Key was used for a different request", code="idempotency_key_reused"
         )
     return stored.response
+
+
+def _outcome(exc: SignerError) -> str:
+    return "denied" if exc.status in (401, 403, 404, 409, 429) else "failed"
+
+
+def _count(key: KeyRecord | None, operation: str, exc: SignerError) -> None:
+    # Only a key that exists names its id: a caller's made-up ids must not become label values.
+    metrics.signature(key.id if key else None, key.curve if key else None, operation, _outcome(exc))
 
 
 # -- finishing: turn the token's bytes into a checked response ------------------------------------
