@@ -25,7 +25,16 @@ from signer.app import create_app
 from signer.config import Settings
 from signer.http.contract import openapi
 from signer.http.routes import api
-from tests.service_harness import Server, grant, init_installation, make_key, make_service, start_server
+from tests.service_harness import (
+    Server,
+    attach_policy,
+    grant,
+    init_installation,
+    make_key,
+    make_service,
+    start_server,
+    unlock_policy,
+)
 
 
 def test_every_aiohttp_route_is_in_the_document(tmp_path: Path) -> None:
@@ -84,6 +93,7 @@ def test_openapi_and_docs_are_served(server: Server) -> None:
 
 # Per operation and mode; deterministic (derandomize), so a failure reproduces.
 MAX_EXAMPLES = 50
+FUZZ_DELEGATE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +111,8 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
                 key["id"],
                 ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"],
             )
+        # Blind signing and 7702 delegations are denied unless a policy unlocks them.
+        attach_policy(server, unlock_policy("fuzz-unlock", [FUZZ_DELEGATE]), scope="default")
         yield {
             "server": server,
             "admin": installation.admin_token,
@@ -218,7 +230,7 @@ def test_success_bodies_match_the_response_models(server: Server, unique_name: s
     from pydantic import TypeAdapter
 
     from signer.http import schemas as out
-    from tests.test_api_signing import TYPED, tx_fields
+    from tests.test_api_signing import RECIPIENT, TYPED, tx_fields
 
     admin = server.installation.admin_token
 
@@ -253,6 +265,34 @@ def test_success_bodies_match_the_response_models(server: Server, unique_name: s
         "/v1/grants",
         {"principal_id": principal_id, "key_id": eth, "operations": ["sign_transaction", "sign_typed_data"]},
     )
+    # Groups, policies, attachments: an unlock policy at the keys' scope lets 7702 and digests through.
+    expect(out.MembershipChange, "PUT", f"/v1/groups/contract-group/members/{principal_id}")
+    expect(out.Group, "GET", "/v1/groups/contract-group")
+    expect(out.GroupList, "GET", "/v1/groups")
+    expect(
+        out.Grant,
+        "POST",
+        "/v1/grants",
+        {"group": "contract-group", "scope": "default", "operations": ["sign_message"], "max_uses": 5},
+    )
+    version = expect(
+        out.PolicyVersion, "POST", "/v1/policies", {**unlock_policy("contract", [RECIPIENT]), "version": 1}
+    )
+    expect(out.PolicyList, "GET", "/v1/policies")
+    expect(out.PolicyVersions, "GET", "/v1/policies/contract")
+    live = expect(
+        out.Attachment,
+        "POST",
+        "/v1/policies/contract/attachments",
+        {"version": version["version"], "scope": "default"},
+    )
+    shadow = expect(
+        out.Attachment,
+        "POST",
+        "/v1/policies/contract/attachments",
+        {"version": version["version"], "key_id": eth, "mode": "shadow"},
+    )
+    expect(out.AttachmentList, "GET", "/v1/policy-attachments?include_detached=true")
     expect(out.Key, "GET", f"/v1/keys/{eth}")
     expect(out.KeyList, "GET", "/v1/keys?limit=2")
     expect(out.Key, "POST", f"/v1/keys/{keys['p256']['id']}/disable")
@@ -281,6 +321,16 @@ def test_success_bodies_match_the_response_models(server: Server, unique_name: s
             {"digest": "0x" + "11" * 32},
             service,
         )
+    expect(
+        out.DryRun,
+        "POST",
+        "/v1/policy/dry-run",
+        {"key_id": eth, "operation": "sign_transaction", "transaction": tx_fields(2)},
+        service,
+    )
+    expect(out.ShadowReport, "GET", f"/v1/policy-attachments/{shadow['id']}/shadow-report")
+    expect(out.Detached, "DELETE", f"/v1/policy-attachments/{live['id']}")
+    expect(out.MembershipChange, "DELETE", f"/v1/groups/contract-group/members/{principal_id}")
     issued = expect(out.Credentials, "POST", f"/v1/principals/{principal_id}/tokens")
     renewed = expect(
         out.Credentials, "POST", "/v1/auth/refresh", {"refresh_token": issued["refresh_token"]}, None
