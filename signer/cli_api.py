@@ -1,0 +1,680 @@
+"""``signer`` commands that talk to a running server through ``signer.client.SignerClient``.
+
+Every API command takes ``--server``, ``--token-file``, ``--ca-file``, ``--client-config`` and ``--json``
+(added by ``api_call``); the token never comes from argv (argv is visible in ``ps``): ``--token-file``,
+``SIGNER_TOKEN_FILE``, ``SIGNER_TOKEN`` or ``token_file`` in the client config. A token file may hold the
+token alone or the credentials JSON that ``signer principals create --credentials-out`` writes.
+
+Output: aligned tables (lists) or ``name  value`` lines (one object) for people; ``--json`` prints the
+server's JSON answer unchanged (errors: the problem document on stdout). Exit codes are ``EXIT_*`` below.
+
+Adding a command for a new endpoint
+-----------------------------------
+1. Add one method to ``SignerClient`` (``signer/client.py``) that calls ``self.request(...)``.
+2. Add a click group if the resource is new (``@main.group()`` style, see ``keys`` below; register it in
+   ``GROUPS``) and one function decorated with ``@<group>.command("verb")``, its own click options and
+   arguments, then ``@api_call(columns=(...))``. The function receives the client first and returns the
+   server's answer; ``api_call`` adds the connection options, renders tables or JSON, and turns errors
+   into exit codes::
+
+       @approvals.command("list")
+       @click.option("--state", default=None, help="Only approvals in this state.")
+       @api_call(columns=("id", "key_id", "state", "expires_at"))
+       def approvals_list(client: SignerClient, state: str | None) -> Any:
+           \"\"\"List approval requests.\"\"\"
+           return client.list_approvals(state=state)
+
+3. Add it to ``test_every_command_is_exercised``'s expectations by calling it in a live-server test.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from signer.client import (
+    ApiError,
+    ClientConfigError,
+    ClientConnectionError,
+    SignerClient,
+    load_client_config,
+    read_token_file,
+)
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # server error, unreachable server, unexpected answer
+EXIT_USAGE = 2  # click's own: bad flags or arguments, unreadable input files
+EXIT_CONFIG = 3  # local configuration invalid (server settings or client settings)
+EXIT_DENIED = 4  # 401 unauthenticated, 403 forbidden / policy denied
+EXIT_NOT_FOUND = 5  # 404 (a key you hold no grant on looks exactly like a missing one)
+EXIT_INVALID = 6  # 400, 405, 413, 415, 422: the request itself is wrong
+EXIT_CONFLICT = 7  # 409, e.g. key_disabled
+EXIT_RATE_LIMITED = 8  # 429
+EXIT_UNAVAILABLE = 9  # 503, 504: HSM, database or audit unavailable, deadline exceeded
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  ok
+  1  failed (server error, server unreachable, unexpected answer)
+  2  usage error (bad flags or arguments)
+  3  configuration error (invalid settings, token or CA file)
+  4  denied (401 unauthenticated, 403 forbidden or policy denied)
+  5  not found (404; an ungranted key looks missing)
+  6  invalid request (400, 405, 413, 415, 422)
+  7  conflict (409)
+  8  rate limited (429)
+  9  unavailable (503, 504)
+"""
+
+
+def exit_code_for_status(status: int) -> int:
+    if status in (401, 403):
+        return EXIT_DENIED
+    if status == 404:
+        return EXIT_NOT_FOUND
+    if status in (400, 405, 413, 415, 422):
+        return EXIT_INVALID
+    if status == 409:
+        return EXIT_CONFLICT
+    if status == 429:
+        return EXIT_RATE_LIMITED
+    if status in (503, 504):
+        return EXIT_UNAVAILABLE
+    return EXIT_FAILED
+
+
+# -- output -----------------------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ",".join(_cell(v) for v in value) or "-"
+    if isinstance(value, Mapping):
+        return json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return str(value)
+
+
+def render_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Aligned columns with a header; the last column is not padded."""
+    table = [[c.upper() for c in columns], *[[_cell(row.get(c)) for c in columns] for row in rows]]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    out = []
+    for line in table:
+        cells = [cell.ljust(widths[i]) if i < len(columns) - 1 else cell for i, cell in enumerate(line)]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out)
+
+
+def render_record(record: Mapping[str, Any], prefix: str = "") -> str:
+    """``name  value`` lines; nested objects are flattened as ``outer.inner``."""
+    flat: list[tuple[str, str]] = []
+
+    def walk(data: Mapping[str, Any], path: str) -> None:
+        for key, value in data.items():
+            name = f"{path}{key}"
+            if isinstance(value, Mapping) and value:
+                walk(value, name + ".")
+            else:
+                flat.append((name, _cell(value)))
+
+    walk(record, prefix)
+    width = max((len(name) for name, _ in flat), default=0)
+    return "\n".join(f"{name.ljust(width)}  {value}" for name, value in flat)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command returns when it must exit non-zero after printing its answer."""
+
+    result: Any
+    exit_code: int
+
+
+def emit(result: Any, as_json: bool, columns: Sequence[str] | None) -> None:
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    if isinstance(result, Mapping) and "items" in result and columns:
+        click.echo(render_table(result["items"], columns))
+        if result.get("next"):
+            click.echo(f"more: repeat with --after {result['next']}", err=True)
+    elif isinstance(result, list) and columns:
+        click.echo(render_table(result, columns))
+    elif isinstance(result, Mapping):
+        click.echo(render_record(result))
+    elif result is not None:
+        click.echo(str(result))
+
+
+def report_api_error(exc: ApiError, as_json: bool) -> int:
+    code = exit_code_for_status(exc.status)
+    if as_json:
+        click.echo(json.dumps(exc.problem, indent=2))
+    label = {EXIT_DENIED: "denied", EXIT_NOT_FOUND: "not found", EXIT_INVALID: "invalid request"}.get(
+        code, "failed"
+    )
+    click.echo(f"signer: {label}: {exc.status} {exc.code}: {exc.detail}", err=True)
+    for reason in exc.reasons:
+        click.echo(f"  reason: {_cell(reason)}", err=True)
+    if exc.request_id:
+        click.echo(f"  request id: {exc.request_id}", err=True)
+    return code
+
+
+def write_private_json(path: Path, data: Any) -> None:
+    """Write JSON to a 0600 file, atomically replacing it (so credentials can be rotated in place)."""
+    path = path.expanduser()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _progress_wanted(stream: TextIO | None = None) -> bool:
+    stream = stream or sys.stderr
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+# -- the decorator every API command uses ---------------------------------------------------------------
+
+_CONNECTION_OPTIONS = (
+    click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answer unchanged."),
+    click.option(
+        "--server", default=None, help="Server URL [env SIGNER_SERVER; default http://127.0.0.1:8080]."
+    ),
+    click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="File holding the bearer token or credentials JSON [env SIGNER_TOKEN_FILE, or SIGNER_TOKEN].",
+    ),
+    click.option(
+        "--ca-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="CA bundle for TLS [env SIGNER_CA_FILE].",
+    ),
+    click.option(
+        "--client-config",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Client TOML with server, token_file, ca_file "
+        "[env SIGNER_CLIENT_CONFIG; default ~/.config/signer/client.toml].",
+    ),
+)
+
+
+def api_call(
+    columns: Sequence[str] | None = None, *, need_token: bool = True
+) -> Callable[[Callable[..., Any]], Callable[..., None]]:
+    """Turn ``fn(client, **params) -> answer`` into a click callback with connection options, rendering and
+    exit codes. Place it directly above the function, below the command's own options."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., None]:
+        @functools.wraps(fn)
+        def run(
+            as_json: bool,
+            server: str | None,
+            token_file: str | None,
+            ca_file: str | None,
+            client_config: str | None,
+            **params: Any,
+        ) -> None:
+            try:
+                config = load_client_config(
+                    server=server,
+                    token_file=token_file,
+                    ca_file=ca_file,
+                    config_file=client_config,
+                    need_token=need_token,
+                )
+            except ClientConfigError as exc:
+                click.echo(f"signer: error: {exc}", err=True)
+                sys.exit(EXIT_CONFIG)
+            client = SignerClient.from_config(config)
+            try:
+                result = fn(client, **params)
+            except ApiError as exc:
+                sys.exit(report_api_error(exc, as_json))
+            except ClientConnectionError as exc:
+                click.echo(f"signer: failed: {exc}", err=True)
+                sys.exit(EXIT_FAILED)
+            except ClientConfigError as exc:
+                click.echo(f"signer: error: {exc}", err=True)
+                sys.exit(EXIT_CONFIG)
+            if isinstance(result, Outcome):
+                emit(result.result, as_json, columns)
+                sys.exit(result.exit_code)
+            emit(result, as_json, columns)
+
+        for option in reversed(_CONNECTION_OPTIONS):
+            run = option(run)
+        return run
+
+    return decorate
+
+
+def _credentials_out_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--credentials-out",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Write the new credentials to this 0600 file (usable as --token-file) instead of printing them.",
+    )(fn)
+
+
+def _store_credentials(result: Any, credentials: Any, out: Path | None) -> Any:
+    """With ``--credentials-out``, the tokens go to the file and the answer keeps only their ids."""
+    if out is None or not isinstance(credentials, Mapping):
+        return result
+    write_private_json(out, credentials)
+    click.echo(f"credentials written to {out}", err=True)
+    return {k: v for k, v in credentials.items() if k not in ("access_token", "refresh_token")}
+
+
+def _read_input(path: str) -> str:
+    try:
+        if path == "-":
+            return sys.stdin.read()
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _read_json_object(path: str) -> dict[str, Any]:
+    text = _read_input(path)
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"{path} is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{path} must hold a JSON object")
+    return data
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@api_call()
+def whoami(client: SignerClient) -> Any:
+    """Show who the token belongs to."""
+    return client.whoami()
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.option("--server", default=None, help="Server URL [env SIGNER_SERVER].")
+@click.option("--ca-file", type=click.Path(dir_okay=False), default=None, help="CA bundle for TLS.")
+@click.option("--client-config", type=click.Path(dir_okay=False), default=None, help="Client TOML.")
+def status(as_json: bool, server: str | None, ca_file: str | None, client_config: str | None) -> None:
+    """Ask a running server whether it is ready (HSM and database answer); exit 9 when it is not."""
+    try:
+        config = load_client_config(
+            server=server, ca_file=ca_file, config_file=client_config, need_token=False
+        )
+    except ClientConfigError as exc:
+        click.echo(f"signer: error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
+    try:
+        ready, body = SignerClient.from_config(config).ready()
+    except (ClientConnectionError, ApiError) as exc:
+        click.echo(f"signer: failed: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    emit(body, as_json, None)
+    if not ready:
+        sys.exit(EXIT_UNAVAILABLE)
+
+
+@click.group()
+def auth() -> None:
+    """Tokens for the caller itself."""
+
+
+@auth.command("refresh")
+@click.option(
+    "--refresh-token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The refresh token alone, or credentials JSON holding 'refresh_token'.",
+)
+@_credentials_out_option
+@api_call(need_token=False)
+def auth_refresh(client: SignerClient, refresh_token_file: Path, credentials_out: Path | None) -> Any:
+    """Trade a refresh token for a new access + refresh pair (the old refresh token stops working)."""
+    try:
+        token = read_token_file(refresh_token_file, field="refresh_token")
+    except ClientConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+    result = client.refresh(token)
+    return _store_credentials(result, result, credentials_out)
+
+
+PRINCIPAL_COLUMNS = ("id", "name", "role", "disabled", "created_at")
+
+
+@click.group()
+def principals() -> None:
+    """Principals: people and services that hold tokens (admin)."""
+
+
+@principals.command("create")
+@click.argument("name")
+@click.option(
+    "--role", type=click.Choice(["admin", "service", "approver", "auditor"]), required=True, help="Role."
+)
+@_credentials_out_option
+@api_call()
+def principals_create(client: SignerClient, name: str, role: str, credentials_out: Path | None) -> Any:
+    """Create a principal; its first credentials are shown once (or written to --credentials-out)."""
+    result = client.create_principal(name, role)
+    if credentials_out is None:
+        return result
+    return {**result, "credentials": _store_credentials(result, result.get("credentials"), credentials_out)}
+
+
+@principals.command("list")
+@api_call(columns=PRINCIPAL_COLUMNS)
+def principals_list(client: SignerClient) -> Any:
+    """List principals."""
+    return client.list_principals()
+
+
+@principals.command("disable")
+@click.argument("principal_id")
+@api_call()
+def principals_disable(client: SignerClient, principal_id: str) -> Any:
+    """Disable a principal: its tokens stop working at once."""
+    return client.set_principal_disabled(principal_id, True)
+
+
+@principals.command("enable")
+@click.argument("principal_id")
+@api_call()
+def principals_enable(client: SignerClient, principal_id: str) -> Any:
+    """Enable a disabled principal."""
+    return client.set_principal_disabled(principal_id, False)
+
+
+@click.group()
+def tokens() -> None:
+    """Bearer tokens of principals."""
+
+
+@tokens.command("issue")
+@click.argument("principal_id")
+@_credentials_out_option
+@api_call()
+def tokens_issue(client: SignerClient, principal_id: str, credentials_out: Path | None) -> Any:
+    """Issue new credentials for a principal (admin)."""
+    result = client.issue_tokens(principal_id)
+    return _store_credentials(result, result, credentials_out)
+
+
+@tokens.command("revoke")
+@click.argument("token_id")
+@api_call()
+def tokens_revoke(client: SignerClient, token_id: str) -> Any:
+    """Revoke a token by id (admin, or the token's owner)."""
+    return client.revoke_token(token_id)
+
+
+KEY_COLUMNS = ("id", "label", "curve", "state", "address", "scope", "created_at")
+
+
+@click.group()
+def keys() -> None:
+    """Keys held in the token."""
+
+
+@keys.command("create")
+@click.option("--curve", type=click.Choice(["secp256k1", "ed25519", "p256"]), required=True, help="Curve.")
+@click.option("--label", required=True, help="Human label (letters, digits, spaces, '.', '_', '-').")
+@click.option("--scope", default=None, help="Scope such as 'acme/payments/prod' [server default: default].")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@api_call()
+def keys_create(
+    client: SignerClient, curve: str, label: str, scope: str | None, tags: tuple[str, ...]
+) -> Any:
+    """Generate a key inside the token (admin)."""
+    return client.create_key(curve, label, scope, list(tags))
+
+
+@keys.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Page size.")
+@click.option("--after", default=None, help="Continue after this key id.")
+@api_call(columns=KEY_COLUMNS)
+def keys_list(client: SignerClient, limit: int, after: str | None) -> Any:
+    """List keys (services see only keys granted to them)."""
+    return client.list_keys(limit=limit, after=after)
+
+
+@keys.command("show")
+@click.argument("key_id")
+@api_call()
+def keys_show(client: SignerClient, key_id: str) -> Any:
+    """Show a key: public key, address, state and the token's attributes."""
+    return client.get_key(key_id)
+
+
+@keys.command("disable")
+@click.argument("key_id")
+@api_call()
+def keys_disable(client: SignerClient, key_id: str) -> Any:
+    """Disable a key: it signs nothing until enabled (admin)."""
+    return client.disable_key(key_id)
+
+
+@keys.command("enable")
+@click.argument("key_id")
+@api_call()
+def keys_enable(client: SignerClient, key_id: str) -> Any:
+    """Enable a disabled key (admin)."""
+    return client.enable_key(key_id)
+
+
+GRANT_COLUMNS = ("id", "principal_id", "resource_id", "operations", "expires_at", "revoked")
+
+
+@click.group()
+def grants() -> None:
+    """Grants: which principal may do which operations on which key (admin)."""
+
+
+@grants.command("create")
+@click.option("--principal", "principal_id", required=True, help="Principal id.")
+@click.option("--key", "key_id", required=True, help="Key id.")
+@click.option(
+    "--operation",
+    "operations",
+    multiple=True,
+    required=True,
+    type=click.Choice(["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]),
+    help="An operation to allow (repeatable).",
+)
+@click.option("--expires-at", default=None, help="ISO 8601 time after which the grant stops.")
+@api_call()
+def grants_create(
+    client: SignerClient,
+    principal_id: str,
+    key_id: str,
+    operations: tuple[str, ...],
+    expires_at: str | None,
+) -> Any:
+    """Allow a principal operations on a key."""
+    return client.create_grant(principal_id, key_id, list(operations), expires_at)
+
+
+@grants.command("list")
+@click.option("--principal", "principal_id", default=None, help="Only this principal's grants.")
+@api_call(columns=GRANT_COLUMNS)
+def grants_list(client: SignerClient, principal_id: str | None) -> Any:
+    """List grants."""
+    return client.list_grants(principal_id)
+
+
+@grants.command("revoke")
+@click.argument("grant_id")
+@api_call()
+def grants_revoke(client: SignerClient, grant_id: str) -> Any:
+    """Revoke a grant."""
+    return client.revoke_grant(grant_id)
+
+
+@click.group()
+def sign() -> None:
+    """Sign with a key you hold a grant on (services)."""
+
+
+@sign.command("transaction")
+@click.argument("key_id")
+@click.argument("source", default="-", metavar="[FILE]")
+@click.option("--raw", is_flag=True, help="FILE holds an unsigned serialised transaction (0x hex), not JSON.")
+@api_call()
+def sign_transaction(client: SignerClient, key_id: str, source: str, raw: bool) -> Any:
+    """Sign a transaction given as JSON (JSON-RPC field names) in FILE or on stdin."""
+    if raw:
+        return client.sign_transaction(key_id, raw=_read_input(source).strip())
+    return client.sign_transaction(key_id, _read_json_object(source))
+
+
+@sign.command("message")
+@click.argument("key_id")
+@click.argument("message", required=False)
+@click.option(
+    "--encoding",
+    type=click.Choice(["utf8", "hex", "base64"]),
+    default="utf8",
+    show_default=True,
+    help="How MESSAGE is written.",
+)
+@click.option("--file", "message_file", type=click.File("rb"), default=None, help="Sign this file's bytes.")
+@api_call()
+def sign_message(
+    client: SignerClient, key_id: str, message: str | None, encoding: str, message_file: Any
+) -> Any:
+    """Sign MESSAGE (EIP-191 personal_sign for secp256k1); without MESSAGE or --file, read stdin as text."""
+    import base64
+
+    if message_file is not None:
+        if message is not None:
+            raise click.UsageError("give MESSAGE or --file, not both")
+        return client.sign_message(key_id, base64.b64encode(message_file.read()).decode("ascii"), "base64")
+    if message is None:
+        message = sys.stdin.read()
+    return client.sign_message(key_id, message, encoding)
+
+
+@sign.command("typed-data")
+@click.argument("key_id")
+@click.argument("source", default="-", metavar="[FILE]")
+@api_call()
+def sign_typed_data(client: SignerClient, key_id: str, source: str) -> Any:
+    """Sign EIP-712 typed data (types, primaryType, domain, message) from FILE or stdin."""
+    return client.sign_typed_data(key_id, _read_json_object(source))
+
+
+@sign.command("digest")
+@click.argument("key_id")
+@click.argument("digest")
+@api_call()
+def sign_digest(client: SignerClient, key_id: str, digest: str) -> Any:
+    """Blind-sign a 32-byte digest (0x hex); needs the sign_raw grant."""
+    return client.sign_digest(key_id, digest)
+
+
+AUDIT_COLUMNS = ("seq", "at", "kind", "request_id")
+
+
+@click.command("events")
+@click.option(
+    "--after", type=click.IntRange(min=0), default=0, show_default=True, help="Start after this seq."
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Page size.")
+@api_call(columns=AUDIT_COLUMNS)
+def audit_events(client: SignerClient, after: int, limit: int) -> Any:
+    """One page of the audit log (auditor, admin); --json gives {head, items, next}."""
+    lines, head = client.audit_page(after, limit)
+    items = [json.loads(line) for line in lines]
+    last = items[-1]["seq"] if items else after
+    return {"head": head, "items": items, "next": last if items and last < head else None}
+
+
+@click.command("export")
+@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option(
+    "--after", type=click.IntRange(min=0), default=0, show_default=True, help="Start after this seq."
+)
+@click.option("--page-size", type=click.IntRange(1, 10_000), default=1000, show_default=True)
+@click.option("--verify", "verify_after", is_flag=True, help="Verify the written file's chain.")
+@api_call()
+def audit_export(client: SignerClient, output: Path, after: int, page_size: int, verify_after: bool) -> Any:
+    """Stream every audit event to OUTPUT as JSONL ('-' for stdout); progress on stderr when it is a tty."""
+    events = client.audit_export(after, page_size)
+    count = 0
+    last = after
+    to_stdout = str(output) == "-"
+    handle: TextIO = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")
+    try:
+        if _progress_wanted():
+            first = next(events, None)
+            if first is not None:
+                with click.progressbar(
+                    length=max(first[2] - after, 1), label="exporting audit events", file=sys.stderr
+                ) as bar:
+                    for line, seq, _ in _chain([first], events):
+                        handle.write(line)
+                        bar.update(seq - last)
+                        count, last = count + 1, seq
+        else:
+            for line, seq, _ in events:
+                handle.write(line)
+                count, last = count + 1, seq
+    finally:
+        if not to_stdout:
+            handle.close()
+    summary: dict[str, Any] = {"exported": count, "last_seq": last, "file": str(output)}
+    if verify_after and not to_stdout:
+        from signer.audit import verify_chain
+
+        with open(output, encoding="utf-8") as written:
+            records = [json.loads(line) for line in written if line.strip()]
+        start = {"first_seq": after + 1, "prev_hash": records[0]["prev_hash"]} if after and records else {}
+        result = verify_chain(records, **start)
+        summary["verified"] = result.ok
+        if not result.ok:
+            summary.update(first_bad_seq=result.first_bad_seq, reason=result.reason)
+            return Outcome(summary, EXIT_FAILED)
+    elif not to_stdout:
+        click.echo(f"verify offline with: signer audit verify {output}", err=True)
+    if to_stdout:
+        click.echo(f"exported {count} events", err=True)
+        return None
+    return summary
+
+
+def _chain(first: Iterable[Any], rest: Iterable[Any]) -> Iterable[Any]:
+    yield from first
+    yield from rest
+
+
+GROUPS: tuple[click.Command, ...] = (whoami, status, auth, principals, tokens, keys, grants, sign)
+AUDIT_COMMANDS: tuple[click.Command, ...] = (audit_events, audit_export)
