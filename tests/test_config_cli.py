@@ -43,7 +43,12 @@ def test_config_show_never_prints_a_pin_from_env(tmp_path: Path) -> None:
     assert code == 0, err
     assert CANARY not in out + err
     document = json.loads(out)["settings"]
-    assert document["hsm_pin"] == {"value": "set", "source": "env", "origin": "SIGNER_HSM_PIN", "secret": True}
+    assert document["hsm_pin"] == {
+        "value": "set",
+        "source": "env",
+        "origin": "SIGNER_HSM_PIN",
+        "secret": True,
+    }
     assert document["port"]["value"] == 9001 and document["port"]["source"] == "env"
     assert document["data_dir"] == {
         "value": str(tmp_path.resolve()),
