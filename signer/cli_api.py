@@ -24,7 +24,8 @@ Adding a command for a new endpoint
            \"\"\"List approval requests.\"\"\"
            return client.list_approvals(state=state)
 
-3. Add it to ``test_every_command_is_exercised``'s expectations by calling it in a live-server test.
+3. Run it in a live-server test (``tests/test_cli_client.py``, the ``cli`` fixture): the last test there
+   fails while any ``api_call`` command was never run.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import json
 import os
 import sys
 import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -249,6 +251,7 @@ def api_call(
             except ClientConfigError as exc:
                 click.echo(f"signer: error: {exc}", err=True)
                 sys.exit(EXIT_CONFIG)
+            _warn_plain_http(config.server, config.token is not None)
             client = SignerClient.from_config(config)
             try:
                 result = fn(client, **params)
@@ -267,9 +270,16 @@ def api_call(
 
         for option in reversed(_CONNECTION_OPTIONS):
             run = option(run)
+        run.signer_api_command = True  # type: ignore[attr-defined]  # lets tests find every API command
         return run
 
     return decorate
+
+
+def _warn_plain_http(server: str, with_token: bool) -> None:
+    parts = urllib.parse.urlsplit(server)
+    if with_token and parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        click.echo(f"signer: warning: sending a bearer token to {parts.hostname} without TLS", err=True)
 
 
 def _credentials_out_option(fn: Callable[..., Any]) -> Callable[..., Any]:

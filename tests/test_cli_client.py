@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 from coincurve import PublicKey
@@ -38,6 +39,9 @@ from tests.service_harness import Server, free_port
 from tests.test_api_signing import TYPED, tx_fields
 
 ALL_OPS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
+
+
+INVOKED: set[tuple[str, ...]] = set()
 
 
 @dataclass
@@ -63,6 +67,7 @@ class Cli:
 
     def run(self, *args: str, input: str | bytes | None = None, env: dict[str, Any] | None = None):
         result = CliRunner().invoke(main, list(args), input=input, env=env or self.env())
+        INVOKED.add(tuple(a for a in args[:2] if not a.startswith("-")))
         self.outputs.append(result.stdout + result.stderr)
         return result
 
@@ -419,3 +424,22 @@ def test_client_never_follows_a_redirect_with_the_token() -> None:
         httpd.shutdown()
         thread.join()
     assert seen == ["Bearer tok-CANARY"]  # sent once, to the server named, never to the redirect target
+
+
+def _api_commands(command: click.Command, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    found = {path} if getattr(command.callback, "signer_api_command", False) else set()
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            found |= _api_commands(sub, (*path, name))
+    return found
+
+
+def test_every_server_command_was_run(request: pytest.FixtureRequest) -> None:
+    """Last in this file: fails while a command made with ``api_call`` has no live-server test."""
+    here = [item.name.split("[")[0] for item in request.session.items if item.path == request.path]
+    everything = {name for name in globals() if name.startswith("test_")}
+    if not everything <= set(here):
+        pytest.skip("only part of this file ran")
+    commands = _api_commands(main)
+    assert len(commands) >= 20
+    assert commands - INVOKED == set()
