@@ -24,7 +24,14 @@ import click
 
 from signer import cli_api
 from signer.cli_api import EXIT_CODES_HELP, EXIT_CONFIG
-from signer.config import Secret, Settings, describe_settings, load_settings, load_settings_with_sources
+from signer.config import (
+    Secret,
+    Settings,
+    describe_settings,
+    ignored_variables,
+    load_settings,
+    load_settings_with_sources,
+)
 from signer.errors import ConfigurationError, SignerError
 
 
@@ -327,10 +334,14 @@ def config_show(ctx: click.Context, data_dir: str | None, config: str | None, as
         _fail(str(exc))
         raise
     rows = describe_settings(loaded)
+    ignored = ignored_variables()
+    for name in ignored:
+        click.echo(f"signer: warning: {name} matches no setting and is ignored", err=True)
     if as_json:
         document = {
             "config_file": str(loaded.config_file) if loaded.config_file else None,
             "settings": {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in rows},
+            "ignored_environment": ignored,
         }
         click.echo(json.dumps(document, indent=2))
         return

@@ -161,8 +161,10 @@ def load_client_config(
     ca_path = Path(str(chosen_ca)).expanduser() if chosen_ca else None
     if ca_path is not None and not ca_path.is_file():
         raise ClientConfigError(f"CA file not found: {ca_path}")
-    timeout = float(file_values.get("timeout", 30.0))
-    return ClientConfig(str(chosen_server).rstrip("/"), token, ca_path, timeout)
+    timeout = file_values.get("timeout", 30.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
+        raise ClientConfigError(f"client config {path}: timeout must be a number of seconds in (0, 600]")
+    return ClientConfig(str(chosen_server).rstrip("/"), token, ca_path, float(timeout))
 
 
 class SignerClient:

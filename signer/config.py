@@ -277,6 +277,32 @@ def mask_url(url: str) -> str:
     return _URL_PASSWORD.sub(r"\1***@", url)
 
 
+# SIGNER_* variables that are not settings but are read elsewhere (the CLI's client, the test suite).
+NON_SETTING_VARIABLES = frozenset(
+    {
+        "SIGNER_CONFIG",
+        "SIGNER_SERVER",
+        "SIGNER_TOKEN",
+        "SIGNER_TOKEN_FILE",
+        "SIGNER_CA_FILE",
+        "SIGNER_CLIENT_CONFIG",
+        "SIGNER_TEST_PG_URL",
+    }
+)
+
+
+def ignored_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Names of ``SIGNER_*`` variables that match no setting (typos such as ``SIGNER_PROT``)."""
+    env = os.environ if environ is None else environ
+    return sorted(
+        name
+        for name in env
+        if name.startswith(_ENV_PREFIX)
+        and name not in NON_SETTING_VARIABLES
+        and name[len(_ENV_PREFIX) :].lower() not in Settings.model_fields
+    )
+
+
 def describe_settings(loaded: LoadedSettings) -> list[dict[str, Any]]:
     """The effective configuration as rows ``{name, value, source, origin, secret}``, safe to print.
 

@@ -59,6 +59,14 @@ def test_config_show_never_prints_a_pin_from_env(tmp_path: Path) -> None:
     assert document["workers"]["source"] == "default"
 
 
+def test_config_show_names_signer_variables_that_match_no_setting(tmp_path: Path) -> None:
+    env = clean_env(SIGNER_PROT="9000", SIGNER_TOKEN="not-a-setting", SIGNER_DATA_DIR=str(tmp_path))
+    code, out, err = invoke(["config", "show", "--json"], env)
+    assert code == 0
+    assert json.loads(out)["ignored_environment"] == ["SIGNER_PROT"]
+    assert "SIGNER_PROT matches no setting" in err and "SIGNER_TOKEN " not in err
+
+
 def test_config_show_never_prints_a_pin_from_file(tmp_path: Path) -> None:
     config = tmp_path / "signer.toml"
     config.write_text(
