@@ -252,6 +252,7 @@ def api_call(
                 click.echo(f"signer: error: {exc}", err=True)
                 sys.exit(EXIT_CONFIG)
             _warn_plain_http(config.server, config.token is not None)
+            _warn_open_token_file(config.token_file)
             client = SignerClient.from_config(config)
             try:
                 result = fn(client, **params)
@@ -280,6 +281,15 @@ def _warn_plain_http(server: str, with_token: bool) -> None:
     parts = urllib.parse.urlsplit(server)
     if with_token and parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
         click.echo(f"signer: warning: sending a bearer token to {parts.hostname} without TLS", err=True)
+
+
+def _warn_open_token_file(path: Path | None) -> None:
+    try:
+        mode = path.stat().st_mode if path is not None else 0
+    except OSError:
+        return
+    if mode & 0o077:
+        click.echo(f"signer: warning: token file {path} is readable by others (chmod 600 it)", err=True)
 
 
 def _credentials_out_option(fn: Callable[..., Any]) -> Callable[..., Any]:

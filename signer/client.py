@@ -85,6 +85,7 @@ class ClientConfig:
     token: Secret | None
     ca_file: Path | None
     timeout: float = 30.0
+    token_file: Path | None = None  # where the token was read from, if from a file
 
 
 def default_client_config_path(environ: Mapping[str, str]) -> Path:
@@ -145,12 +146,15 @@ def load_client_config(
         raise ClientConfigError(f"server must be an http:// or https:// URL, not {chosen_server!r}")
 
     token: Secret | None = None
+    token_path: Path | None = None
     if token_file or env.get("SIGNER_TOKEN_FILE"):
-        token = read_token_file(Path(token_file or env["SIGNER_TOKEN_FILE"]))
+        token_path = Path(token_file or env["SIGNER_TOKEN_FILE"])
     elif env.get("SIGNER_TOKEN"):
         token = Secret(env["SIGNER_TOKEN"].strip())
     elif file_values.get("token_file"):
-        token = read_token_file(Path(str(file_values["token_file"])).expanduser())
+        token_path = Path(str(file_values["token_file"])).expanduser()
+    if token_path is not None:
+        token = read_token_file(token_path)
     if need_token and token is None:
         raise ClientConfigError(
             "no token: pass --token-file FILE, or set SIGNER_TOKEN_FILE or SIGNER_TOKEN, "
@@ -164,7 +168,7 @@ def load_client_config(
     timeout = file_values.get("timeout", 30.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
         raise ClientConfigError(f"client config {path}: timeout must be a number of seconds in (0, 600]")
-    return ClientConfig(str(chosen_server).rstrip("/"), token, ca_path, float(timeout))
+    return ClientConfig(str(chosen_server).rstrip("/"), token, ca_path, float(timeout), token_path)
 
 
 class SignerClient:

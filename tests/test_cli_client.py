@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 import pytest
+import rlp
 from click.testing import CliRunner
 from coincurve import PublicKey
 from eth_account import Account
@@ -36,7 +37,7 @@ from signer.client import (
 )
 from signer.config import Secret
 from tests.service_harness import Server, free_port
-from tests.test_api_signing import TYPED, tx_fields
+from tests.test_api_signing import RECIPIENT, TYPED, tx_fields
 
 ALL_OPS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
 
@@ -111,8 +112,19 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     listed = cli.run("principals", "list")
     assert listed.exit_code == 0 and unique_name in listed.stdout and listed.stdout.startswith("ID ")
 
-    key = cli.ok("keys", "create", "--curve", "secp256k1", "--label", unique_name[:60], "--tag", "cli")
-    assert key["tags"] == ["cli"] and key["attributes"]
+    key = cli.ok(
+        "keys",
+        "create",
+        "--curve",
+        "secp256k1",
+        "--label",
+        unique_name[:60],
+        "--tag",
+        "cli",
+        "--scope",
+        "acme/cli",
+    )
+    assert key["tags"] == ["cli"] and key["scope"] == "acme/cli" and key["attributes"]
     assert cli.ok("keys", "show", key["id"])["address"] == key["address"]
     table = cli.run("keys", "list", "--limit", "1000")
     assert table.exit_code == 0 and key["id"] in table.stdout
@@ -135,6 +147,12 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     signed = relayer.ok("sign", "transaction", key["id"], str(tx_file))
     assert Account.recover_transaction(signed["raw_transaction"]) == key["address"]
     signed = relayer.ok("sign", "transaction", key["id"], input=json.dumps(tx_fields(0, nonce=1)))
+    assert Account.recover_transaction(signed["raw_transaction"]) == key["address"]
+    # an unsigned serialised EIP-1559 transaction
+    payload = [1, 7, 10**9, 10**10, 50000, bytes.fromhex(RECIPIENT[2:]), 1, b"", []]
+    raw_file = tmp_path / "tx.hex"
+    raw_file.write_text("0x" + (b"\x02" + rlp.encode(payload)).hex() + "\n")
+    signed = relayer.ok("sign", "transaction", key["id"], str(raw_file), "--raw")
     assert Account.recover_transaction(signed["raw_transaction"]) == key["address"]
 
     # messages: text, hex, base64, a file, stdin
@@ -185,6 +203,12 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     assert "409 key_disabled" in refused.stderr
     assert cli.ok("keys", "enable", key["id"])["state"] == "active"
     assert relayer.run("sign", "message", key["id"], "hello").exit_code == 0
+
+    # a grant that expires: its expiry is shown in the table
+    later = cli.ok(*grant_args, "--operation", "sign_message", "--expires-at", "2099-01-01T00:00:00Z")
+    assert later["expires_at"].startswith("2099-01-01")
+    assert "2099-01-01" in cli.run("grants", "list", "--principal", principal["id"]).stdout
+    assert cli.ok("grants", "revoke", later["id"])["revoked"] is True
 
     # revoke the grant: the key now looks missing to the relayer
     assert cli.ok("grants", "revoke", granted["id"])["revoked"] is True
@@ -253,6 +277,12 @@ def test_exit_codes_distinguish_denied_not_found_invalid_and_failed(
     bogus = tmp_path / "bogus"
     bogus.write_text("not-a-real-token")
     assert cli.run("whoami", env=cli.env(SIGNER_TOKEN_FILE=str(bogus))).exit_code == cli_api.EXIT_DENIED
+
+    # a token file others can read still works, with a warning
+    bogus.chmod(0o644)
+    loose = cli.run("whoami", env=cli.env(SIGNER_TOKEN_FILE=str(bogus)))
+    assert "readable by others" in loose.stderr
+    assert "readable by others" not in cli.run("whoami").stderr
 
     # 404
     missing = cli.run("keys", "show", "key_doesnotexist")
