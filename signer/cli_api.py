@@ -31,12 +31,13 @@ Adding a command for a new endpoint
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import os
 import sys
 import tempfile
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -645,55 +646,58 @@ def audit_events(client: SignerClient, after: int, limit: int) -> Any:
 )
 @click.option("--page-size", type=click.IntRange(1, 10_000), default=1000, show_default=True)
 @click.option("--verify", "verify_after", is_flag=True, help="Verify the written file's chain.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
 @api_call()
-def audit_export(client: SignerClient, output: Path, after: int, page_size: int, verify_after: bool) -> Any:
-    """Stream every audit event to OUTPUT as JSONL ('-' for stdout); progress on stderr when it is a tty."""
-    events = client.audit_export(after, page_size)
-    count = 0
-    last = after
+def audit_export(
+    client: SignerClient, output: Path, after: int, page_size: int, verify_after: bool, force: bool
+) -> Any:
+    """Stream every audit event to OUTPUT as JSONL ('-' for stdout); progress on stderr when it is a tty.
+
+    The file appears under its name only when the export is complete (it is written as OUTPUT.partial).
+    """
     to_stdout = str(output) == "-"
-    handle: TextIO = sys.stdout if to_stdout else open(output, "w", encoding="utf-8")
+    if not to_stdout and output.exists() and not force:
+        raise click.BadParameter(f"{output} exists (use --force to replace it)", param_hint="OUTPUT")
+    partial = output.with_name(output.name + ".partial")
+    events = client.audit_export(after, page_size)
+    count, last = 0, after
+    handle: TextIO = sys.stdout if to_stdout else open(partial, "w", encoding="utf-8")
     try:
-        if _progress_wanted():
-            first = next(events, None)
-            if first is not None:
-                with click.progressbar(
-                    length=max(first[2] - after, 1), label="exporting audit events", file=sys.stderr
-                ) as bar:
-                    for line, seq, _ in _chain([first], events):
-                        handle.write(line)
-                        bar.update(seq - last)
-                        count, last = count + 1, seq
-        else:
-            for line, seq, _ in events:
+        first = next(events, None)
+        if first is not None and _progress_wanted():
+            with click.progressbar(
+                length=max(first[2] - after, 1), label="exporting audit events", file=sys.stderr
+            ) as bar:
+                for line, seq, _ in itertools.chain([first], events):
+                    handle.write(line)
+                    bar.update(seq - last)
+                    count, last = count + 1, seq
+        elif first is not None:
+            for line, seq, _ in itertools.chain([first], events):
                 handle.write(line)
                 count, last = count + 1, seq
     finally:
         if not to_stdout:
             handle.close()
-    summary: dict[str, Any] = {"exported": count, "last_seq": last, "file": str(output)}
-    if verify_after and not to_stdout:
-        from signer.audit import verify_chain
-
-        with open(output, encoding="utf-8") as written:
-            records = [json.loads(line) for line in written if line.strip()]
-        start = {"first_seq": after + 1, "prev_hash": records[0]["prev_hash"]} if after and records else {}
-        result = verify_chain(records, **start)
-        summary["verified"] = result.ok
-        if not result.ok:
-            summary.update(first_bad_seq=result.first_bad_seq, reason=result.reason)
-            return Outcome(summary, EXIT_FAILED)
-    elif not to_stdout:
-        click.echo(f"verify offline with: signer audit verify {output}", err=True)
     if to_stdout:
         click.echo(f"exported {count} events", err=True)
         return None
+    os.replace(partial, output)
+    summary: dict[str, Any] = {"exported": count, "last_seq": last, "file": str(output)}
+    if not verify_after:
+        click.echo(f"verify offline with: signer audit verify {output}", err=True)
+        return summary
+    from signer.audit import verify_chain
+
+    with open(output, encoding="utf-8") as written:
+        records = [json.loads(line) for line in written if line.strip()]
+    start = {"first_seq": after + 1, "prev_hash": records[0]["prev_hash"]} if after and records else {}
+    result = verify_chain(records, **start)
+    summary["verified"] = result.ok
+    if not result.ok:
+        summary.update(first_bad_seq=result.first_bad_seq, reason=result.reason)
+        return Outcome(summary, EXIT_FAILED)
     return summary
-
-
-def _chain(first: Iterable[Any], rest: Iterable[Any]) -> Iterable[Any]:
-    yield from first
-    yield from rest
 
 
 GROUPS: tuple[click.Command, ...] = (whoami, status, auth, principals, tokens, keys, grants, sign)

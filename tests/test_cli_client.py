@@ -368,6 +368,13 @@ def test_audit_events_export_and_verify(cli: Cli, tmp_path: Path) -> None:
     verified = cli.run("audit", "verify", str(out))
     assert verified.exit_code == 0 and json.loads(verified.stdout) == {"ok": True, "checked": len(lines)}
 
+    # an existing export is not replaced without --force; no partial file is left behind
+    again = cli.run("audit", "export", str(out))
+    assert again.exit_code == 2 and "--force" in again.stderr
+    assert cli.run("audit", "export", str(out), "--force").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("audit")) == ["audit.jsonl"]
+    lines = out.read_text().splitlines()
+
     # a tampered export fails verification with exit 1
     records = [json.loads(line) for line in lines]
     records[1]["kind"] = "tampered"
