@@ -277,10 +277,13 @@ def mask_url(url: str) -> str:
     return _URL_PASSWORD.sub(r"\1***@", url)
 
 
-# SIGNER_* variables that are not settings but are read elsewhere (the CLI's client, the test suite).
+# SIGNER_* variables that are not settings but are read elsewhere: `signer init` (SO PIN), the HSM layer
+# (lock file), the CLI's client, the test suite and the benchmarks (SIGNER_BENCH_*).
 NON_SETTING_VARIABLES = frozenset(
     {
         "SIGNER_CONFIG",
+        "SIGNER_HSM_SO_PIN",
+        "SIGNER_HSM_LOCK_FILE",
         "SIGNER_SERVER",
         "SIGNER_TOKEN",
         "SIGNER_TOKEN_FILE",
@@ -299,6 +302,7 @@ def ignored_variables(environ: Mapping[str, str] | None = None) -> list[str]:
         for name in env
         if name.startswith(_ENV_PREFIX)
         and name not in NON_SETTING_VARIABLES
+        and not name.startswith("SIGNER_BENCH_")
         and name[len(_ENV_PREFIX) :].lower() not in Settings.model_fields
     )
 

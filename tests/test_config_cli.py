@@ -60,11 +60,17 @@ def test_config_show_never_prints_a_pin_from_env(tmp_path: Path) -> None:
 
 
 def test_config_show_names_signer_variables_that_match_no_setting(tmp_path: Path) -> None:
-    env = clean_env(SIGNER_PROT="9000", SIGNER_TOKEN="not-a-setting", SIGNER_DATA_DIR=str(tmp_path))
+    env = clean_env(
+        SIGNER_PROT="9000",
+        SIGNER_TOKEN="not-a-setting",
+        SIGNER_HSM_SO_PIN="so-pin-for-init",
+        SIGNER_DATA_DIR=str(tmp_path),
+    )
     code, out, err = invoke(["config", "show", "--json"], env)
     assert code == 0
     assert json.loads(out)["ignored_environment"] == ["SIGNER_PROT"]
     assert "SIGNER_PROT matches no setting" in err and "SIGNER_TOKEN " not in err
+    assert "so-pin-for-init" not in out + err
 
 
 def test_config_show_never_prints_a_pin_from_file(tmp_path: Path) -> None:
