@@ -6,7 +6,9 @@ Every API command takes ``--server``, ``--token-file``, ``--ca-file``, ``--clien
 token alone or the credentials JSON that ``signer principals create --credentials-out`` writes.
 
 Output: aligned tables (lists) or ``name  value`` lines (one object) for people; ``--json`` prints the
-server's JSON answer unchanged (errors: the problem document on stdout). Exit codes are ``EXIT_*`` below.
+server's JSON answer (errors: the problem document, on stdout), except that ``--credentials-out`` keeps the
+tokens out of it and the audit commands print ``{head, items, next}`` or an export summary. Exit codes are
+``EXIT_*`` below.
 
 Adding a command for a new endpoint
 -----------------------------------
@@ -166,9 +168,14 @@ def report_api_error(exc: ApiError, as_json: bool) -> int:
     code = exit_code_for_status(exc.status)
     if as_json:
         click.echo(json.dumps(exc.problem, indent=2))
-    label = {EXIT_DENIED: "denied", EXIT_NOT_FOUND: "not found", EXIT_INVALID: "invalid request"}.get(
-        code, "failed"
-    )
+    label = {
+        EXIT_DENIED: "denied",
+        EXIT_NOT_FOUND: "not found",
+        EXIT_INVALID: "invalid request",
+        EXIT_CONFLICT: "conflict",
+        EXIT_RATE_LIMITED: "rate limited",
+        EXIT_UNAVAILABLE: "unavailable",
+    }.get(code, "failed")
     click.echo(f"signer: {label}: {exc.status} {exc.code}: {exc.detail}", err=True)
     for reason in exc.reasons:
         click.echo(f"  reason: {_cell(reason)}", err=True)
@@ -199,7 +206,9 @@ def _progress_wanted(stream: TextIO | None = None) -> bool:
 # -- the decorator every API command uses ---------------------------------------------------------------
 
 _CONNECTION_OPTIONS = (
-    click.option("--json", "as_json", is_flag=True, help="Print the server's JSON answer unchanged."),
+    click.option(
+        "--json", "as_json", is_flag=True, help="Print JSON for scripts (errors: the problem document)."
+    ),
     click.option(
         "--server", default=None, help="Server URL [env SIGNER_SERVER; default http://127.0.0.1:8080]."
     ),
@@ -293,11 +302,19 @@ def _warn_open_token_file(path: Path | None) -> None:
         click.echo(f"signer: warning: token file {path} is readable by others (chmod 600 it)", err=True)
 
 
+def _writable_dir(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    # Checked before the request: credentials the server has issued must not be lost to a typo.
+    if value is not None and not os.access(value.expanduser().parent, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"cannot write into {value.expanduser().parent}")
+    return value
+
+
 def _credentials_out_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--credentials-out",
         type=click.Path(dir_okay=False, path_type=Path),
         default=None,
+        callback=_writable_dir,
         help="Write the new credentials to this 0600 file (usable as --token-file) instead of printing them.",
     )(fn)
 
@@ -306,7 +323,14 @@ def _store_credentials(result: Any, credentials: Any, out: Path | None) -> Any:
     """With ``--credentials-out``, the tokens go to the file and the answer keeps only their ids."""
     if out is None or not isinstance(credentials, Mapping):
         return result
-    write_private_json(out, credentials)
+    try:
+        write_private_json(out, credentials)
+    except OSError as exc:
+        # The server has issued them already: printing them beats losing them.
+        click.echo(
+            f"signer: warning: cannot write {out} ({exc.strerror}); printing the credentials", err=True
+        )
+        return result
     click.echo(f"credentials written to {out}", err=True)
     return {k: v for k, v in credentials.items() if k not in ("access_token", "refresh_token")}
 

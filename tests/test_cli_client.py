@@ -294,6 +294,19 @@ def test_exit_codes_distinguish_denied_not_found_invalid_and_failed(
     bad_digest = relayer.run("sign", "digest", "key_x", "0x" + "zz" * 32)
     assert bad_digest.exit_code in (cli_api.EXIT_INVALID, cli_api.EXIT_NOT_FOUND)
 
+    # a credentials file that cannot be written is refused before the server issues anything
+    before = cli.ok("principals", "list")["items"]
+    nowhere = cli.run(
+        "principals",
+        "create",
+        "never",
+        "--role",
+        "service",
+        "--credentials-out",
+        str(tmp_path / "no" / "c.json"),
+    )
+    assert nowhere.exit_code == 2 and cli.ok("principals", "list")["items"] == before
+
     # usage errors are click's 2, before any request
     assert cli.run("keys", "create", "--label", "x").exit_code == 2
     bad_json = tmp_path / "bad.json"
