@@ -260,7 +260,10 @@ class SignerClient:
         """``(ready, checks)`` from ``/readyz``: a 503 here is an answer, not an error."""
         status, _, payload = self._open("GET", "/readyz")
         if status == 503:
-            return False, json.loads(payload.decode("utf-8") or "null")
+            try:
+                return False, json.loads(payload.decode("utf-8", "replace") or "null")
+            except ValueError:
+                return False, None
         return True, self._parse(status, payload)
 
     def whoami(self) -> Any:
@@ -373,7 +376,10 @@ class SignerClient:
             lines, page_head = self.audit_page(after, page_size)
             head = page_head if head is None else head
             for line in lines:
-                seq = int(json.loads(line)["seq"])
+                try:
+                    seq = int(json.loads(line)["seq"])
+                except (ValueError, KeyError, TypeError):
+                    raise ClientConnectionError("the audit answer holds a line without a seq") from None
                 if seq > head:
                     return
                 yield line, seq, head
