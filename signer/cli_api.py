@@ -536,7 +536,7 @@ def keys_enable(client: SignerClient, key_id: str) -> Any:
     return client.enable_key(key_id)
 
 
-GRANT_COLUMNS = ("id", "principal_id", "resource_id", "operations", "expires_at", "revoked")
+GRANT_COLUMNS = ("id", "principal_id", "group", "resource_id", "operations", "expires_at", "revoked")
 
 
 @click.group()
@@ -544,9 +544,21 @@ def grants() -> None:
     """Grants: which principal may do which operations on which key (admin)."""
 
 
+def _budgets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    budgets = {}
+    for value in values:
+        asset, sep, amount = value.partition("=")
+        if not sep or not asset or not amount:
+            raise click.BadParameter(f"{value!r} is not ASSET=AMOUNT (e.g. native=1000000000000000000)")
+        budgets[asset] = amount
+    return budgets
+
+
 @grants.command("create")
-@click.option("--principal", "principal_id", required=True, help="Principal id.")
-@click.option("--key", "key_id", required=True, help="Key id.")
+@click.option("--principal", "principal_id", default=None, help="To this principal (or --group).")
+@click.option("--group", default=None, help="To every member of this group (or --principal).")
+@click.option("--key", "key_id", default=None, help="On this key (or --scope).")
+@click.option("--scope", default=None, help="On every key under this scope (or --key).")
 @click.option(
     "--operation",
     "operations",
@@ -556,16 +568,37 @@ def grants() -> None:
     help="An operation to allow (repeatable).",
 )
 @click.option("--expires-at", default=None, help="ISO 8601 time after which the grant stops.")
+@click.option("--max-uses", type=click.IntRange(min=0), default=None, help="Stop after this many signatures.")
+@click.option(
+    "--budget",
+    "budgets",
+    multiple=True,
+    callback=_budgets,
+    help="ASSET=AMOUNT value budget ('native' or a token address; amount in base units), repeatable.",
+)
 @api_call()
 def grants_create(
     client: SignerClient,
-    principal_id: str,
-    key_id: str,
+    principal_id: str | None,
+    group: str | None,
+    key_id: str | None,
+    scope: str | None,
     operations: tuple[str, ...],
     expires_at: str | None,
+    max_uses: int | None,
+    budgets: dict[str, str],
 ) -> Any:
-    """Allow a principal operations on a key."""
-    return client.create_grant(principal_id, key_id, list(operations), expires_at)
+    """Allow a principal or a group operations on a key or on every key under a scope."""
+    return client.create_grant(
+        list(operations),
+        principal_id=principal_id,
+        group=group,
+        key_id=key_id,
+        scope=scope,
+        expires_at=expires_at,
+        max_uses=max_uses,
+        value_budgets=budgets,
+    )
 
 
 @grants.command("list")
@@ -589,16 +622,28 @@ def sign() -> None:
     """Sign with a key you hold a grant on (services)."""
 
 
+_idempotency_option = click.option(
+    "--idempotency-key",
+    default=None,
+    help="Sent as Idempotency-Key: a retry with the same key and request is executed at most once.",
+)
+
+
 @sign.command("transaction")
 @click.argument("key_id")
 @click.argument("source", default="-", metavar="[FILE]")
 @click.option("--raw", is_flag=True, help="FILE holds an unsigned serialised transaction (0x hex), not JSON.")
+@_idempotency_option
 @api_call()
-def sign_transaction(client: SignerClient, key_id: str, source: str, raw: bool) -> Any:
+def sign_transaction(
+    client: SignerClient, key_id: str, source: str, raw: bool, idempotency_key: str | None
+) -> Any:
     """Sign a transaction given as JSON (JSON-RPC field names) in FILE or on stdin."""
     if raw:
-        return client.sign_transaction(key_id, raw=_read_input(source).strip())
-    return client.sign_transaction(key_id, _read_json_object(source))
+        return client.sign_transaction(
+            key_id, raw=_read_input(source).strip(), idempotency_key=idempotency_key
+        )
+    return client.sign_transaction(key_id, _read_json_object(source), idempotency_key=idempotency_key)
 
 
 @sign.command("message")
@@ -612,9 +657,15 @@ def sign_transaction(client: SignerClient, key_id: str, source: str, raw: bool) 
     help="How MESSAGE is written.",
 )
 @click.option("--file", "message_file", type=click.File("rb"), default=None, help="Sign this file's bytes.")
+@_idempotency_option
 @api_call()
 def sign_message(
-    client: SignerClient, key_id: str, message: str | None, encoding: str, message_file: Any
+    client: SignerClient,
+    key_id: str,
+    message: str | None,
+    encoding: str,
+    message_file: Any,
+    idempotency_key: str | None,
 ) -> Any:
     """Sign MESSAGE (EIP-191 personal_sign for secp256k1); without MESSAGE or --file, read stdin as text."""
     import base64
@@ -622,28 +673,193 @@ def sign_message(
     if message_file is not None:
         if message is not None:
             raise click.UsageError("give MESSAGE or --file, not both")
-        return client.sign_message(key_id, base64.b64encode(message_file.read()).decode("ascii"), "base64")
+        encoded = base64.b64encode(message_file.read()).decode("ascii")
+        return client.sign_message(key_id, encoded, "base64", idempotency_key=idempotency_key)
     if message is None:
         message = sys.stdin.read()
-    return client.sign_message(key_id, message, encoding)
+    return client.sign_message(key_id, message, encoding, idempotency_key=idempotency_key)
 
 
 @sign.command("typed-data")
 @click.argument("key_id")
 @click.argument("source", default="-", metavar="[FILE]")
+@_idempotency_option
 @api_call()
-def sign_typed_data(client: SignerClient, key_id: str, source: str) -> Any:
+def sign_typed_data(client: SignerClient, key_id: str, source: str, idempotency_key: str | None) -> Any:
     """Sign EIP-712 typed data (types, primaryType, domain, message) from FILE or stdin."""
-    return client.sign_typed_data(key_id, _read_json_object(source))
+    return client.sign_typed_data(key_id, _read_json_object(source), idempotency_key=idempotency_key)
 
 
 @sign.command("digest")
 @click.argument("key_id")
 @click.argument("digest")
+@_idempotency_option
 @api_call()
-def sign_digest(client: SignerClient, key_id: str, digest: str) -> Any:
-    """Blind-sign a 32-byte digest (0x hex); needs the sign_raw grant."""
-    return client.sign_digest(key_id, digest)
+def sign_digest(client: SignerClient, key_id: str, digest: str, idempotency_key: str | None) -> Any:
+    """Blind-sign a 32-byte digest (0x hex); needs the sign_raw grant and a policy allowing raw digests."""
+    return client.sign_digest(key_id, digest, idempotency_key=idempotency_key)
+
+
+@click.group()
+def groups() -> None:
+    """Principal groups: grants to a group reach every member (admin; list and show: auditor too)."""
+
+
+@groups.command("list")
+@api_call(columns=("group", "members"))
+def groups_list(client: SignerClient) -> Any:
+    """List groups and their members."""
+    return client.list_groups()
+
+
+@groups.command("show")
+@click.argument("group")
+@api_call()
+def groups_show(client: SignerClient, group: str) -> Any:
+    """Show one group."""
+    return client.get_group(group)
+
+
+@groups.command("add-member")
+@click.argument("group")
+@click.argument("principal_id")
+@api_call()
+def groups_add_member(client: SignerClient, group: str, principal_id: str) -> Any:
+    """Add a principal to a group (the group exists while it has members)."""
+    return client.add_group_member(group, principal_id)
+
+
+@groups.command("remove-member")
+@click.argument("group")
+@click.argument("principal_id")
+@api_call()
+def groups_remove_member(client: SignerClient, group: str, principal_id: str) -> Any:
+    """Remove a principal from a group."""
+    return client.remove_group_member(group, principal_id)
+
+
+POLICY_COLUMNS = ("policy_id", "version", "digest", "created_at")
+ATTACHMENT_COLUMNS = ("id", "policy_id", "version", "mode", "scope", "key_id", "detached_at")
+_YAML_SUFFIXES = (".yaml", ".yml")
+
+
+@click.group()
+def policies() -> None:
+    """Policy documents, their attachments to keys or scopes, dry runs and shadow reports."""
+
+
+@policies.command("create")
+@click.argument("source", default="-", metavar="[FILE]")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["json", "yaml"]),
+    default=None,
+    help="Document format [default: yaml for .yaml/.yml files, else json].",
+)
+@api_call()
+def policies_create(client: SignerClient, source: str, fmt: str | None) -> Any:
+    """Store the next version of a policy from a JSON or YAML document (its 'version' must be the next)."""
+    fmt = fmt or ("yaml" if source.endswith(_YAML_SUFFIXES) else "json")
+    document = _read_input(source).encode("utf-8")
+    return client.create_policy(document, "application/yaml" if fmt == "yaml" else "application/json")
+
+
+@policies.command("list")
+@api_call(columns=POLICY_COLUMNS)
+def policies_list(client: SignerClient) -> Any:
+    """List policies (latest version of each)."""
+    return client.list_policies()
+
+
+@policies.command("show")
+@click.argument("policy_id")
+@api_call()
+def policies_show(client: SignerClient, policy_id: str) -> Any:
+    """Show every version of a policy with its document (use --json to read the documents whole)."""
+    return client.get_policy(policy_id)
+
+
+@policies.command("attach")
+@click.argument("policy_id")
+@click.option("--version", "version", type=click.IntRange(min=1), required=True, help="Policy version.")
+@click.option("--key", "key_id", default=None, help="Put it in force on this key (or --scope).")
+@click.option("--scope", default=None, help="Put it in force on every key under this scope (or --key).")
+@click.option(
+    "--mode",
+    type=click.Choice(["live", "shadow"]),
+    default="live",
+    show_default=True,
+    help="shadow: decisions are recorded for the shadow report, never enforced.",
+)
+@api_call()
+def policies_attach(
+    client: SignerClient, policy_id: str, version: int, key_id: str | None, scope: str | None, mode: str
+) -> Any:
+    """Attach a policy version to a key or a scope."""
+    return client.attach_policy(policy_id, version, key_id=key_id, scope=scope, mode=mode)
+
+
+@policies.command("attachments")
+@click.option("--include-detached", is_flag=True, help="Also list detached attachments.")
+@api_call(columns=ATTACHMENT_COLUMNS)
+def policies_attachments(client: SignerClient, include_detached: bool) -> Any:
+    """List policy attachments."""
+    return client.list_attachments(include_detached)
+
+
+@policies.command("detach")
+@click.argument("attachment_id")
+@api_call()
+def policies_detach(client: SignerClient, attachment_id: str) -> Any:
+    """Detach a policy attachment."""
+    return client.detach_policy(attachment_id)
+
+
+@policies.command("shadow-report")
+@click.argument("attachment_id")
+@api_call()
+def policies_shadow_report(client: SignerClient, attachment_id: str) -> Any:
+    """What a shadow attachment would have decided, compared with what was decided."""
+    return client.shadow_report(attachment_id)
+
+
+@policies.command("dry-run")
+@click.argument("source", default="-", metavar="[FILE]")
+@click.option("--key", "key_id", required=True, help="Key the request names.")
+@click.option(
+    "--operation",
+    type=click.Choice(["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]),
+    required=True,
+    help="Operation to judge.",
+)
+@click.option("--principal", "principal_id", default=None, help="Judge as this principal (admin).")
+@click.option("--candidate", default=None, metavar="POLICY_ID:VERSION", help="Also judge a policy version.")
+@click.option("--candidate-key", default=None, help="Where the candidate would attach: a key …")
+@click.option("--candidate-scope", default=None, help="… or a scope.")
+@api_call()
+def policies_dry_run(
+    client: SignerClient,
+    source: str,
+    key_id: str,
+    operation: str,
+    principal_id: str | None,
+    candidate: str | None,
+    candidate_key: str | None,
+    candidate_scope: str | None,
+) -> Any:
+    """Judge a sign request without signing. FILE (or stdin) holds the operation's fields as JSON, e.g.
+    {"transaction": {...}}, {"message": "hi"}, {"typed_data": {...}} or {"digest": "0x…"}."""
+    request: dict[str, Any] = {**_read_json_object(source), "key_id": key_id, "operation": operation}
+    if principal_id is not None:
+        request["principal_id"] = principal_id
+    if candidate is not None:
+        policy_id, _, version = candidate.rpartition(":")
+        if not policy_id or not version.isdigit():
+            raise click.BadParameter("expected POLICY_ID:VERSION", param_hint="--candidate")
+        where = {"key_id": candidate_key} if candidate_key else {"scope": candidate_scope}
+        request["candidate"] = {"policy_id": policy_id, "version": int(version), **where}
+    return client.dry_run(request)
 
 
 AUDIT_COLUMNS = ("seq", "at", "kind", "request_id")
@@ -724,5 +940,16 @@ def audit_export(
     return summary
 
 
-GROUPS: tuple[click.Command, ...] = (whoami, status, auth, principals, tokens, keys, grants, sign)
+GROUPS: tuple[click.Command, ...] = (
+    whoami,
+    status,
+    auth,
+    principals,
+    tokens,
+    keys,
+    grants,
+    sign,
+    groups,
+    policies,
+)
 AUDIT_COMMANDS: tuple[click.Command, ...] = (audit_events, audit_export)

@@ -199,17 +199,27 @@ class SignerClient:
     # -- transport ---------------------------------------------------------------------------------
 
     def _open(
-        self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        raw: bytes | None = None,
+        content_type: str = "application/json",
     ) -> tuple[int, Mapping[str, str], bytes]:
         url = self.server + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
             url += "?" + urllib.parse.urlencode(params)
-        data = None if body is None else json.dumps(body).encode("utf-8")
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode("utf-8"))
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked in __init__
         request.add_header("Accept", "application/json, application/problem+json, application/x-ndjson")
         if data is not None:
-            request.add_header("Content-Type", "application/json")
+            request.add_header("Content-Type", content_type)
+        for name, value in (headers or {}).items():
+            request.add_header(name, value)
         if self._token is not None:
             request.add_header("Authorization", f"Bearer {self._token.reveal()}")
         try:
@@ -225,10 +235,16 @@ class SignerClient:
             raise ClientConnectionError(f"cannot reach {self.server}: {exc.__class__.__name__}") from None
 
     def request(
-        self, method: str, path: str, body: Any = None, query: Mapping[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: Mapping[str, Any] | None = None,
+        **options: Any,
     ) -> Any:
-        """Send one request; return the parsed JSON answer or raise ``ApiError``."""
-        status, _, payload = self._open(method, path, body, query)
+        """Send one request; return the parsed JSON answer or raise ``ApiError``. ``options``: ``headers``,
+        and ``raw`` bytes with their ``content_type`` instead of a JSON ``body``."""
+        status, _, payload = self._open(method, path, body, query, **options)
         return self._parse(status, payload)
 
     def _parse(self, status: int, payload: bytes) -> Any:
@@ -316,12 +332,29 @@ class SignerClient:
     # -- grants ------------------------------------------------------------------------------------
 
     def create_grant(
-        self, principal_id: str, key_id: str, operations: list[str], expires_at: str | None = None
+        self,
+        operations: list[str],
+        *,
+        principal_id: str | None = None,
+        group: str | None = None,
+        key_id: str | None = None,
+        scope: str | None = None,
+        expires_at: str | None = None,
+        max_uses: int | None = None,
+        value_budgets: Mapping[str, str] | None = None,
     ) -> Any:
-        body: dict[str, Any] = {"principal_id": principal_id, "key_id": key_id, "operations": operations}
-        if expires_at is not None:
-            body["expires_at"] = expires_at
-        return self.request("POST", "/v1/grants", body)
+        """To one principal or a group; on one key or every key under a scope (fields left out are unset)."""
+        fields = {
+            "principal_id": principal_id,
+            "group": group,
+            "key_id": key_id,
+            "scope": scope,
+            "operations": operations,
+            "expires_at": expires_at,
+            "max_uses": max_uses,
+            "value_budgets": dict(value_budgets) if value_budgets else None,
+        }
+        return self.request("POST", "/v1/grants", {k: v for k, v in fields.items() if v is not None})
 
     def list_grants(self, principal_id: str | None = None) -> Any:
         return self.request("GET", "/v1/grants", query={"principal_id": principal_id})
@@ -331,24 +364,95 @@ class SignerClient:
 
     # -- signing -----------------------------------------------------------------------------------
 
+    # ``idempotency_key`` travels as the Idempotency-Key header: a retry executes at most once.
+
+    def _sign(self, key_id: str, kind: str, body: Mapping[str, Any], idempotency_key: str | None) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
+        return self.request("POST", f"/v1/keys/{_q(key_id)}/sign/{kind}", dict(body), headers=headers)
+
     def sign_transaction(
-        self, key_id: str, transaction: Mapping[str, Any] | None = None, raw: str | None = None
+        self,
+        key_id: str,
+        transaction: Mapping[str, Any] | None = None,
+        raw: str | None = None,
+        *,
+        idempotency_key: str | None = None,
     ) -> Any:
         body = {"raw": raw} if raw is not None else {"transaction": dict(transaction or {})}
-        return self.request("POST", f"/v1/keys/{_q(key_id)}/sign/transaction", body)
+        return self._sign(key_id, "transaction", body, idempotency_key)
 
-    def sign_message(self, key_id: str, message: str, encoding: str = "utf8") -> Any:
+    def sign_message(
+        self, key_id: str, message: str, encoding: str = "utf8", *, idempotency_key: str | None = None
+    ) -> Any:
+        return self._sign(key_id, "message", {"message": message, "encoding": encoding}, idempotency_key)
+
+    def sign_typed_data(
+        self, key_id: str, typed_data: Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> Any:
+        return self._sign(key_id, "typed-data", {"typed_data": dict(typed_data)}, idempotency_key)
+
+    def sign_digest(self, key_id: str, digest: str, *, idempotency_key: str | None = None) -> Any:
+        return self._sign(key_id, "digest", {"digest": digest}, idempotency_key)
+
+    # -- groups ------------------------------------------------------------------------------------
+
+    def list_groups(self) -> Any:
+        return self.request("GET", "/v1/groups")
+
+    def get_group(self, group: str) -> Any:
+        return self.request("GET", f"/v1/groups/{_q(group)}")
+
+    def add_group_member(self, group: str, principal_id: str) -> Any:
+        return self.request("PUT", f"/v1/groups/{_q(group)}/members/{_q(principal_id)}")
+
+    def remove_group_member(self, group: str, principal_id: str) -> Any:
+        return self.request("DELETE", f"/v1/groups/{_q(group)}/members/{_q(principal_id)}")
+
+    # -- policies ----------------------------------------------------------------------------------
+
+    def create_policy(self, document: bytes, content_type: str = "application/json") -> Any:
+        """Store the next version of a policy; ``document`` is JSON or YAML text, sent as it is."""
+        return self.request("POST", "/v1/policies", raw=document, content_type=content_type)
+
+    def list_policies(self) -> Any:
+        return self.request("GET", "/v1/policies")
+
+    def get_policy(self, policy_id: str) -> Any:
+        return self.request("GET", f"/v1/policies/{_q(policy_id)}")
+
+    def attach_policy(
+        self,
+        policy_id: str,
+        version: int,
+        *,
+        key_id: str | None = None,
+        scope: str | None = None,
+        mode: str = "live",
+    ) -> Any:
+        fields = {"version": version, "key_id": key_id, "scope": scope, "mode": mode}
         return self.request(
-            "POST", f"/v1/keys/{_q(key_id)}/sign/message", {"message": message, "encoding": encoding}
+            "POST",
+            f"/v1/policies/{_q(policy_id)}/attachments",
+            {k: v for k, v in fields.items() if v is not None},
         )
 
-    def sign_typed_data(self, key_id: str, typed_data: Mapping[str, Any]) -> Any:
+    def list_attachments(self, include_detached: bool = False) -> Any:
         return self.request(
-            "POST", f"/v1/keys/{_q(key_id)}/sign/typed-data", {"typed_data": dict(typed_data)}
+            "GET",
+            "/v1/policy-attachments",
+            query={"include_detached": "true" if include_detached else "false"},
         )
 
-    def sign_digest(self, key_id: str, digest: str) -> Any:
-        return self.request("POST", f"/v1/keys/{_q(key_id)}/sign/digest", {"digest": digest})
+    def detach_policy(self, attachment_id: str) -> Any:
+        return self.request("DELETE", f"/v1/policy-attachments/{_q(attachment_id)}")
+
+    def shadow_report(self, attachment_id: str) -> Any:
+        return self.request("GET", f"/v1/policy-attachments/{_q(attachment_id)}/shadow-report")
+
+    def dry_run(self, request: Mapping[str, Any]) -> Any:
+        """Judge a sign request without signing: ``key_id``, ``operation`` and that operation's fields,
+        optionally ``principal_id`` and a ``candidate`` policy version."""
+        return self.request("POST", "/v1/policy/dry-run", dict(request))
 
     # -- audit -------------------------------------------------------------------------------------
 

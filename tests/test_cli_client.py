@@ -183,15 +183,6 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     signable = encode_typed_data(full_message=TYPED)
     assert Account.recover_message(signable, signature=body["signature"]) == key["address"]
 
-    # digest
-    digest = hashlib.sha256(b"blind from the cli").hexdigest()
-    body = relayer.ok("sign", "digest", key["id"], "0x" + digest)
-    signature = bytes.fromhex(body["signature"][2:])
-    public = PublicKey.from_signature_and_message(
-        signature[:64] + bytes([signature[64] - 27]), bytes.fromhex(digest), hasher=None
-    )
-    assert public.format(compressed=False).hex() == key["public_key"][2:]
-
     # human output of a signature: name/value lines, nothing secret
     human = relayer.run("sign", "message", key["id"], "hello")
     assert human.exit_code == 0 and "signature" in human.stdout and key["address"] in human.stdout
@@ -214,6 +205,94 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     assert cli.ok("grants", "revoke", granted["id"])["revoked"] is True
     gone = relayer.run("sign", "message", key["id"], "hello")
     assert gone.exit_code in (cli_api.EXIT_DENIED, cli_api.EXIT_NOT_FOUND), gone.stderr
+    relayer.check_no_secret()
+
+
+def test_groups_policies_dry_run_and_idempotency(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    principal, creds = _service(cli, unique_name, tmp_path)
+    relayer = Cli(cli.server, cli.home, creds, cli.secrets)
+    scope = f"cli/{unique_name}"
+    key = cli.ok("keys", "create", "--curve", "secp256k1", "--label", "grp", "--scope", f"{scope}/hot")
+    group = f"g-{unique_name}"[:60]
+
+    # a grant to a group on a scope, with a use limit and a budget
+    granted = cli.ok(
+        "grants", "create", "--group", group, "--scope", scope, "--max-uses", "50",
+        "--budget", "native=1000000000000000000",
+        *[arg for op in ("sign_transaction", "sign_message", "sign_raw") for arg in ("--operation", op)],
+    )  # fmt: skip
+    assert granted["group"] == group and granted["max_uses"] == 50
+    assert granted["value_budgets"] == {"native": "1000000000000000000"}
+    bad_budget = cli.run("grants", "create", "--group", group, "--scope", scope, "--operation", "sign_raw",
+                         "--budget", "native")  # fmt: skip
+    assert bad_budget.exit_code == 2
+
+    assert relayer.run("sign", "message", key["id"], "hi").exit_code in (4, 5)  # not a member yet
+    cli.ok("groups", "add-member", group, principal["id"])
+    assert any(g["group"] == group for g in cli.ok("groups", "list")["items"])
+    assert group in cli.run("groups", "list").stdout
+    assert principal["id"] in json.dumps(cli.ok("groups", "show", group))
+
+    # a YAML policy that unlocks raw digests on this key, attached through the CLI
+    policy_id = f"cli-{unique_name}"[:60]
+    document = tmp_path / "unlock.yaml"
+    rule = "  - id: blind-signing\n    kind: raw_digest\n    effect: allow\n"
+    document.write_text(f"id: {policy_id}\nversion: 1\nrules:\n{rule}")
+    stored = cli.ok("policies", "create", str(document))
+    assert stored["policy_id"] == policy_id and stored["version"] == 1
+    assert policy_id in cli.run("policies", "list").stdout
+    assert (
+        cli.ok("policies", "show", policy_id)["versions"][0]["document"]["rules"][0]["kind"] == "raw_digest"
+    )
+    attached = cli.ok("policies", "attach", policy_id, "--version", "1", "--key", key["id"])
+    assert attached["mode"] == "live"
+    assert any(a["id"] == attached["id"] for a in cli.ok("policies", "attachments")["items"])
+
+    digest = hashlib.sha256(b"blind from the cli").hexdigest()
+    body = relayer.ok("sign", "digest", key["id"], "0x" + digest)
+    signature = bytes.fromhex(body["signature"][2:])
+    public = PublicKey.from_signature_and_message(
+        signature[:64] + bytes([signature[64] - 27]), bytes.fromhex(digest), hasher=None
+    )
+    assert public.format(compressed=False).hex() == key["public_key"][2:]
+
+    # dry run (JSON policy from stdin as a candidate) judges without signing
+    strict = {"id": f"strict-{unique_name}"[:60], "version": 1,
+              "rules": [{"id": "cap", "kind": "value_cap", "effect": "deny", "max_value": "1"}]}  # fmt: skip
+    assert cli.ok("policies", "create", "--format", "json", input=json.dumps(strict))["version"] == 1
+    request = json.dumps({"transaction": tx_fields(2)})
+    judged = relayer.ok(
+        "policies", "dry-run", "--key", key["id"], "--operation", "sign_transaction", input=request
+    )
+    assert judged["effect"] == "allow", judged
+    judged = cli.ok(
+        "policies", "dry-run", "--key", key["id"], "--operation", "sign_transaction",
+        "--principal", principal["id"], "--candidate", f"{strict['id']}:1", "--candidate-key", key["id"],
+        input=request,
+    )  # fmt: skip
+    assert judged["effect"] == "deny" and judged["reasons"][0]["code"] == "value_cap_exceeded", judged
+
+    # shadow: recorded, never enforced; then detached
+    shadow = cli.ok(
+        "policies", "attach", strict["id"], "--version", "1", "--key", key["id"], "--mode", "shadow"
+    )
+    signed = relayer.ok("sign", "transaction", key["id"], input=json.dumps(tx_fields(2)))
+    assert Account.recover_transaction(signed["raw_transaction"]) == key["address"]
+    report = cli.ok("policies", "shadow-report", shadow["id"])
+    assert report["evaluated"] >= 1 and report["differing"] >= 1
+    assert cli.ok("policies", "detach", shadow["id"]) == {"id": shadow["id"], "detached": True}
+    assert shadow["id"] in cli.run("policies", "attachments", "--include-detached").stdout
+
+    # idempotency: the same key and request give the same answer; the key with another request is refused
+    first = relayer.ok("sign", "message", key["id"], "once", "--idempotency-key", f"k-{unique_name}"[:100])
+    again = relayer.ok("sign", "message", key["id"], "once", "--idempotency-key", f"k-{unique_name}"[:100])
+    assert first["signature"] == again["signature"]
+    other = relayer.run("sign", "message", key["id"], "other", "--idempotency-key", f"k-{unique_name}"[:100])
+    assert other.exit_code == cli_api.EXIT_INVALID and "idempotency_key_reused" in other.stderr
+
+    # leaving the group ends the grant
+    cli.ok("groups", "remove-member", group, principal["id"])
+    assert relayer.run("sign", "message", key["id"], "hi").exit_code in (4, 5)
     relayer.check_no_secret()
 
 
