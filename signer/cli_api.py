@@ -26,8 +26,9 @@ Adding a command for a new endpoint
            \"\"\"List approval requests.\"\"\"
            return client.list_approvals(state=state)
 
-3. Run it in a live-server test (``tests/test_cli_client.py``, the ``cli`` fixture): the last test there
-   fails while any ``api_call`` command was never run.
+3. Run it in a live-server test (``tests/test_cli_client.py``, the ``cli`` fixture). The last two tests
+   there fail while an ``api_call`` command was never run, or while a route in any ``RouteTableDef`` of
+   ``signer.http`` was never requested by the CLI: a new endpoint without a command fails the suite.
 """
 
 from __future__ import annotations

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import json
 import os
+import pkgutil
+import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from typing import Any
 import click
 import pytest
 import rlp
+from aiohttp import web
 from click.testing import CliRunner
 from coincurve import PublicKey
 from eth_account import Account
@@ -43,6 +47,19 @@ ALL_OPS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
 
 
 INVOKED: set[tuple[str, ...]] = set()
+REQUESTED: set[tuple[str, str]] = set()
+
+
+@pytest.fixture(autouse=True)
+def _record_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remember every (method, path) the CLI's client sends, for the route coverage test."""
+    original = SignerClient._open
+
+    def recording(self: SignerClient, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        REQUESTED.add((method, path))
+        return original(self, method, path, *args, **kwargs)
+
+    monkeypatch.setattr(SignerClient, "_open", recording)
 
 
 @dataclass
@@ -572,3 +589,31 @@ def test_every_server_command_was_run(request: pytest.FixtureRequest) -> None:
     commands = _api_commands(main)
     assert len(commands) >= 20
     assert commands - INVOKED == set()
+
+
+def _server_routes() -> set[tuple[str, str]]:
+    """Every (method, path template) in every route table of ``signer.http``."""
+    import signer.http
+
+    found = set()
+    for info in pkgutil.iter_modules(signer.http.__path__):
+        module = importlib.import_module(f"signer.http.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, web.RouteTableDef):
+                found |= {(r.method, r.path) for r in value if isinstance(r, web.RouteDef)}
+    return found
+
+
+def test_every_api_route_is_reachable_from_the_cli(request: pytest.FixtureRequest) -> None:
+    """Last in this file: fails while an API operation has no CLI command (run by the tests above)."""
+    here = [item.name.split("[")[0] for item in request.session.items if item.path == request.path]
+    if not {name for name in globals() if name.startswith("test_")} <= set(here):
+        pytest.skip("only part of this file ran")
+    routes = _server_routes() - {("GET", "/healthz")}
+    assert len(routes) >= 30
+    missing = set()
+    for method, template in routes:
+        pattern = re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$")
+        if not any(m == method and pattern.match(path) for m, path in REQUESTED):
+            missing.add(f"{method} {template}")
+    assert missing == set(), "API operations without a CLI command (see signer/cli_api.py's docstring)"
