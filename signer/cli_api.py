@@ -149,7 +149,14 @@ class Outcome:
     exit_code: int
 
 
+class Raw(str):
+    """Text a command prints as it is, with or without ``--json``."""
+
+
 def emit(result: Any, as_json: bool, columns: Sequence[str] | None) -> None:
+    if isinstance(result, Raw):
+        click.echo(result)
+        return
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -388,6 +395,20 @@ def status(as_json: bool, server: str | None, ca_file: str | None, client_config
     emit(body, as_json, None)
     if not ready:
         sys.exit(EXIT_UNAVAILABLE)
+
+
+@click.command()
+@api_call(need_token=False)
+def metrics(client: SignerClient) -> Any:
+    """Print the server's Prometheus metrics (a token is needed unless it serves loopback callers)."""
+    return client.metrics().rstrip("\n")
+
+
+@click.command()
+@api_call(need_token=False)
+def openapi(client: SignerClient) -> Any:
+    """Print the server's OpenAPI document (JSON)."""
+    return Raw(json.dumps(client.openapi(), indent=2))
 
 
 @click.group()
@@ -944,6 +965,8 @@ def audit_export(
 GROUPS: tuple[click.Command, ...] = (
     whoami,
     status,
+    metrics,
+    openapi,
     auth,
     principals,
     tokens,

@@ -282,6 +282,17 @@ class SignerClient:
                 return False, None
         return True, self._parse(status, payload)
 
+    def metrics(self) -> str:
+        """The Prometheus text from ``/metrics`` (loopback callers may need no token)."""
+        status, _, payload = self._open("GET", "/metrics")
+        if status >= 400:
+            self._parse(status, payload)
+        return payload.decode("utf-8", "replace")
+
+    def openapi(self) -> Any:
+        """The server's OpenAPI document."""
+        return self.request("GET", "/openapi.json")
+
     def whoami(self) -> Any:
         return self.request("GET", "/v1/whoami")
 
