@@ -567,3 +567,30 @@ def test_per_principal_limit_holds_across_keys(server: Server, unique_name: str)
         if status == 403:
             assert body["reasons"][0]["rule_id"] == "per-person", body
     assert results == [200, 200, 200, 403, 403, 403]
+
+
+def test_typed_data_domain_allowlist(setup: Setup) -> None:
+    """I-09: EIP-712 is signed only for an allowed domain; the server computes the digest itself."""
+    import copy
+
+    from eth_account.messages import encode_typed_data
+
+    from tests.test_api_signing import TYPED
+
+    allowed = {
+        "name": "Ether Mail",
+        "chain_id": 1,
+        "verifying_contract": TYPED["domain"]["verifyingContract"],
+    }
+    setup.policy(
+        [{"id": "domains", "kind": "typed_data_domain_allowlist", "effect": "deny", "domains": [allowed]}]
+    )
+    path = f"/v1/keys/{setup.key['id']}/sign/typed-data"
+    status, _, body = setup.server.call("POST", path, {"typed_data": TYPED}, setup.token)
+    assert status == 200, body
+    recovered = Account.recover_message(encode_typed_data(full_message=TYPED), signature=body["signature"])
+    assert recovered == setup.key["address"]
+    other = copy.deepcopy(TYPED)
+    other["domain"]["chainId"] = 5
+    status, _, body = setup.server.call("POST", path, {"typed_data": other}, setup.token)
+    assert status == 403 and body["reasons"][0]["code"] == "typed_data_domain_not_allowed", body
