@@ -26,6 +26,7 @@ HOMES = {
     "asyncpg": ("signer/store/",),
     "aiohttp": ("signer/app.py", "signer/http/"),
     "cryptography.hazmat.primitives.ciphers": ("signer/envelope.py",),
+    "prometheus_client": ("signer/metrics.py",),
 }
 
 

@@ -20,14 +20,23 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
+import signer.http.policy_routes  # noqa: F401 - registers its operations on the API before routes are added
+from signer import metrics
 from signer.config import Settings
 from signer.errors import DeadlineExceeded
 from signer.hsm import Hsm
 from signer.http.console import console_routes
 from signer.http.errors import error_middleware, problem
-from signer.http.policy_routes import policy_routes
 from signer.http.routes import LONG_POLL_ROUTES, routes
-from signer.http.state import SERVICES, SETTINGS, Services
+from signer.http.state import (
+    METRICS,
+    METRICS_ACCESS,
+    SERVICES,
+    SETTINGS,
+    MetricsAccess,
+    Services,
+    is_loopback,
+)
 from signer.http.webhook_transport import AiohttpTransport
 from signer.services.admin import AdminService
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
@@ -64,17 +73,21 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     started = time.perf_counter()
     response = await handler(request)
     response.headers["X-Request-Id"] = request["request_id"]
+    seconds = time.perf_counter() - started
+    resource = request.match_info.route.resource
+    # The route template, never the raw path: ids stay out of labels and a scan cannot grow them.
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics.observe_request(route, request.method, response.status, seconds)
     if access_log.isEnabledFor(logging.INFO):
         access_log.info(
             "request",
             extra={
                 "request_id": request["request_id"],
+                "principal": request.get("principal"),
                 "method": request.method,
-                "route": request.match_info.route.resource.canonical
-                if request.match_info.route.resource
-                else "-",
+                "route": route,
                 "status": response.status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                "duration_ms": round(seconds * 1000, 2),
             },
         )
     return response
@@ -98,7 +111,8 @@ async def request_limits(request: web.Request, handler: Handler) -> web.StreamRe
             413, "body_too_large", f"request body is larger than {limit} bytes", request["request_id"]
         )
     deadline = settings.request_deadline_seconds
-    if request.match_info.route.name in LONG_POLL_ROUTES:
+    resource = request.match_info.route.resource
+    if resource is not None and resource.canonical in LONG_POLL_ROUTES:
         # A long-poll waits on purpose (its handler bounds the wait); the deadline covers the rest.
         deadline += MAX_WAIT_SECONDS
     try:
@@ -126,6 +140,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
     use_softhsm_conf(settings)
     token_key = settings.token_key()
     pin = settings.pin()
+    app[METRICS_ACCESS] = MetricsAccess(
+        open_on_loopback=settings.metrics_public_on_loopback and is_loopback(settings.host),
+        token=settings.metrics_token(),
+    )
+    gauges = metrics.Metrics()
     store = await open_store(
         settings.resolved_database_url,
         pool_size=settings.db_pool_size,
@@ -143,6 +162,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             queue_size=settings.hsm_queue_size,
         )
         await hsm.start()
+        store.batch_observer = gauges.audit_commit
+        hsm.call_observer = gauges.hsm_call
+        gauges.watch_store(store.pool_status, lambda: store.queue_depth)
+        gauges.watch_hsm(lambda: hsm.queue_depth, lambda: hsm.available)
+        app[METRICS] = gauges
+        await gauges.start()
         try:
             facts = FactsCache()
             auth = AuthService(
@@ -184,6 +209,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     await dispatcher
                 await transport.close()
         finally:
+            await gauges.close()
             await hsm.close()
     finally:
         await store.close()
@@ -199,7 +225,6 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_resources)
     app.add_routes(routes)
     app.add_routes(console_routes)
-    app.add_routes(policy_routes)
     return app
 
 

@@ -22,11 +22,17 @@ from typing import Any
 
 import click
 
-from signer.cli_approvals import approvals
-from signer.config import Secret, Settings, load_settings
+from signer import cli_api
+from signer.cli_api import EXIT_CODES_HELP, EXIT_CONFIG
+from signer.config import (
+    Secret,
+    Settings,
+    describe_settings,
+    ignored_variables,
+    load_settings,
+    load_settings_with_sources,
+)
 from signer.errors import ConfigurationError, SignerError
-
-EXIT_CONFIG = 3
 
 
 def _fail(message: str, code: int = EXIT_CONFIG) -> None:
@@ -46,6 +52,20 @@ def _settings(data_dir: str | None, config: str | None, **overrides: Any) -> Set
         raise  # unreachable; keeps type checkers calm
 
 
+class _Steps:
+    """Progress lines (``[2/5] PINs``) on stderr for a long operation, only when stderr is a terminal."""
+
+    def __init__(self, total: int, stream: Any = None) -> None:
+        self.total = total
+        self.done = 0
+        self.stream = stream or sys.stderr
+
+    def __call__(self, label: str) -> None:
+        self.done += 1
+        if getattr(self.stream, "isatty", lambda: False)():
+            click.echo(f"[{self.done}/{self.total}] {label}", file=self.stream)
+
+
 def _write_private(path: Path, data: bytes) -> None:
     """Create a 0600 file atomically; an existing file is kept (init is idempotent)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -62,10 +82,19 @@ def _ensure_secret_file(path: Path, env_name: str, make: Any) -> Secret:
     return Secret(value)
 
 
-@click.group()
+@click.group(epilog=EXIT_CODES_HELP)
 @click.version_option(package_name="signer")
 def main() -> None:
-    """Self-hosted transaction signer: keys inside a PKCS#11 HSM, every decision audited."""
+    """Self-hosted transaction signer: keys inside a PKCS#11 HSM, every decision audited.
+
+    Local commands (init, serve, migrate, config, audit verify) work on this machine's data directory;
+    the others talk to a running server (--server, --token-file; see `signer keys list --help`).
+    Shell completion: eval "$(_SIGNER_COMPLETE=bash_source signer)" (zsh_source, fish_source).
+    """
+
+
+for _command in cli_api.GROUPS:
+    main.add_command(_command)
 
 
 _data_dir_option = click.option("--data-dir", envvar="SIGNER_DATA_DIR", help="Local state directory.")
@@ -79,6 +108,8 @@ _config_option = click.option("--config", envvar="SIGNER_CONFIG", help="TOML set
 def init(data_dir: str | None, config: str | None, admin_name: str) -> None:
     """Prepare the data directory, token and database; print the first admin's credentials once."""
     settings = _settings(data_dir, config)
+    step = _Steps(5)
+    step("data directory")
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(settings.data_dir, 0o700)
 
@@ -91,12 +122,14 @@ def init(data_dir: str | None, config: str | None, admin_name: str) -> None:
             click.echo(f"wrote SoftHSM configuration {conf}", err=True)
         os.environ["SOFTHSM2_CONF"] = str(conf)
 
+    step("PINs")
     user_pin = settings.hsm_pin or _ensure_secret_file(
         settings.resolved_pin_file, "SIGNER_HSM_PIN", lambda: secrets.token_urlsafe(24)
     )
     so_pin = _ensure_secret_file(
         settings.data_dir / "hsm-so-pin", "SIGNER_HSM_SO_PIN", lambda: secrets.token_urlsafe(24)
     )
+    step(f"token '{settings.hsm_token_label}' (initialising a new token takes a few seconds)")
     created = _provision_token(settings, so_pin, user_pin)
     click.echo(
         f"token '{settings.hsm_token_label}' " + ("initialised" if created else "already present"), err=True
@@ -108,12 +141,14 @@ def init(data_dir: str | None, config: str | None, admin_name: str) -> None:
 
     from signer.store import migrate
 
+    step("database schema")
     try:
         migrate(settings.resolved_database_url)
     except SignerError as exc:
         _fail(f"database migration failed: {exc.message}")
     except ConfigurationError as exc:
         _fail(str(exc))
+    step("first admin")
     credentials = asyncio.run(_bootstrap_admin(settings, admin_name))
     if credentials is None:
         click.echo("an admin already exists; no new credentials printed", err=True)
@@ -233,6 +268,10 @@ def _worker_entry(settings: Settings) -> None:
 
 
 def _supervise(settings: Settings) -> int:
+    from signer.metrics import prepare_multiprocess
+
+    # The workers' metrics are summed across processes (any one answers a scrape): see signer.metrics.
+    prepare_multiprocess(settings.data_dir)
     # Spawn, not fork: a child must never inherit a PKCS#11 handle from its parent.
     context = multiprocessing.get_context("spawn")
     children = [
@@ -267,8 +306,64 @@ def _supervise(settings: Settings) -> int:
 
 
 @main.group()
+def config() -> None:
+    """Inspect the server's configuration."""
+
+
+@config.command("show")
+@_data_dir_option
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
+def config_show(ctx: click.Context, data_dir: str | None, config: str | None, as_json: bool) -> None:
+    """Print the effective configuration (file, then SIGNER_* environment), each value with its source.
+
+    Secrets are never printed, not even in part: a PIN shows as "set" with where it came from.
+    """
+    from click.core import ParameterSource
+
+    # Values that click took from the environment are reported as env by the loader itself.
+    explicit_dir = data_dir if ctx.get_parameter_source("data_dir") is ParameterSource.COMMANDLINE else None
+    explicit_file = config if ctx.get_parameter_source("config") is ParameterSource.COMMANDLINE else None
+    try:
+        loaded = load_settings_with_sources(
+            Path(explicit_file) if explicit_file else None,
+            data_dir=Path(explicit_dir) if explicit_dir else None,
+        )
+    except ConfigurationError as exc:
+        _fail(str(exc))
+        raise
+    rows = describe_settings(loaded)
+    ignored = ignored_variables()
+    for name in ignored:
+        click.echo(f"signer: warning: {name} matches no setting and is ignored", err=True)
+    if as_json:
+        document = {
+            "config_file": str(loaded.config_file) if loaded.config_file else None,
+            "settings": {r["name"]: {k: v for k, v in r.items() if k != "name"} for r in rows},
+            "ignored_environment": ignored,
+        }
+        click.echo(json.dumps(document, indent=2))
+        return
+    for row in rows:
+        if row["secret"]:
+            where = f"{row['source']} {row['origin']}" if row["origin"] else row["source"]
+            row["value"] = f"set ({where})" if row["value"] else "not set"
+        elif not isinstance(row["value"], str):
+            row["value"] = json.dumps(row["value"])
+        origin = row["origin"]
+        if origin:
+            row["source"] += f" ({origin})" if origin.startswith("derived") else f" {origin}"
+    click.echo(cli_api.render_table(rows, ("name", "value", "source")))
+
+
+@main.group()
 def audit() -> None:
-    """Audit log tools."""
+    """Audit log tools: read events from a server, export them, verify an export offline."""
+
+
+for _command in cli_api.AUDIT_COMMANDS:
+    audit.add_command(_command)
 
 
 @audit.command("verify")
@@ -302,7 +397,5 @@ def audit_verify(export_file: Any) -> None:
     sys.exit(1)
 
 
-main.add_command(approvals)
-
 if __name__ == "__main__":
-    main()
+    main(prog_name="signer")

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +97,20 @@ class Settings(BaseModel):
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_lock_timeout_seconds: float = Field(default=2.0, gt=0, description="Wait for the write lock")
     audit_batch_max: int = Field(default=256, ge=1)
+    metrics_public_on_loopback: bool = Field(
+        default=True, description="/metrics needs no token from a loopback caller when we listen on loopback"
+    )
+    metrics_token_file: Path | None = Field(
+        default=None, description="a bearer token for /metrics (besides admin and auditor access tokens)"
+    )
 
     @field_validator("hsm_pin", mode="before")
     @classmethod
     def _wrap_pin(cls, value: object) -> object:
         if isinstance(value, str):
             return Secret(value)
+        if value is not None and not isinstance(value, Secret):
+            raise ValueError("must be a string")  # the message never repeats the value
         return value
 
     @property
@@ -134,6 +144,19 @@ class Settings(BaseModel):
             raise ConfigurationError(f"HSM PIN file is empty: {path.name}")
         return Secret(value)
 
+    def metrics_token(self) -> Secret | None:
+        """The dedicated /metrics bearer token, if one is configured."""
+        if self.metrics_token_file is None:
+            return None
+        try:
+            value = self.metrics_token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            name = self.metrics_token_file.name
+            raise ConfigurationError(f"metrics token file cannot be read: {name} ({exc.strerror})") from None
+        if len(value) < 16:
+            raise ConfigurationError("metrics token file holds fewer than 16 characters")
+        return Secret(value)
+
     def token_key(self) -> bytes:
         """The HMAC key that turns bearer tokens into stored digests (kept outside the database)."""
         path = self.resolved_token_key_file
@@ -161,23 +184,45 @@ def _from_env(key: str, raw: str) -> Any:
     return raw
 
 
+@dataclass(frozen=True)
+class LoadedSettings:
+    """Settings plus where each value came from: ``sources[name]`` is ``("default" | "file" | "env" |
+    "flag", origin)`` with the file path or variable name as origin (``None`` for defaults and flags)."""
+
+    settings: Settings
+    sources: Mapping[str, tuple[str, str | None]]
+    config_file: Path | None
+
+
 def load_settings(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
     **overrides: Any,
 ) -> Settings:
     """Read the TOML file (if any), then ``SIGNER_*`` variables, then explicit overrides."""
+    return load_settings_with_sources(config_file, environ, **overrides).settings
+
+
+def load_settings_with_sources(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> LoadedSettings:
+    """Like ``load_settings``, and also says where each value came from (for ``signer config show``)."""
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources: dict[str, tuple[str, str | None]] = {}
     path = config_file or (Path(env["SIGNER_CONFIG"]) if env.get("SIGNER_CONFIG") else None)
     if path is not None:
         try:
             with open(path, "rb") as handle:
-                values.update(tomllib.load(handle))
+                from_file = tomllib.load(handle)
         except OSError as exc:
             raise ConfigurationError(f"config file cannot be read: {path} ({exc.strerror})") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"config file is not valid TOML: {path}: {exc}") from None
+        values.update(from_file)
+        sources.update({key: ("file", str(path)) for key in from_file})
     fields = Settings.model_fields
     for name, raw in env.items():
         if not name.startswith(_ENV_PREFIX) or name == "SIGNER_CONFIG":
@@ -185,12 +230,114 @@ def load_settings(
         key = name[len(_ENV_PREFIX) :].lower()
         if key in fields:
             values[key] = _from_env(key, raw)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+            sources[key] = ("env", name)
+    for key, value in overrides.items():
+        if value is not None:
+            values[key] = value
+            sources[key] = ("flag", None)
     try:
         settings = Settings(**values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors(include_input=False)
+        raise ConfigurationError(_describe(exc, sources)) from None
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    for name in fields:
+        sources.setdefault(name, ("default", None))
+    return LoadedSettings(settings, sources, path)
+
+
+def _describe(exc: ValidationError, sources: Mapping[str, tuple[str, str | None]]) -> str:
+    """One line per bad field, naming where the value came from; never the value itself."""
+    problems = []
+    for err in exc.errors(include_input=False, include_url=False, include_context=False):
+        loc = [str(part) for part in err["loc"]]
+        name = loc[0] if loc else "?"
+        kind, origin = sources.get(name, ("default", None))
+        where = {"file": f"in file {origin}", "env": f"from {origin}", "flag": "from the command line"}.get(
+            kind, "default"
         )
-        raise ConfigurationError(f"invalid settings: {problems}") from None
-    return settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown setting '{name}' {where}")
+            continue
+        field = ".".join(loc) or "?"
+        problems.append(f"{field} ({where}): {err['msg']}")
+    return "invalid settings:\n  " + "\n  ".join(problems)
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
+_DERIVED = {
+    "database_url": lambda s: s.resolved_database_url,
+    "hsm_pin_file": lambda s: s.resolved_pin_file,
+    "token_key_file": lambda s: s.resolved_token_key_file,
+    "softhsm_conf": lambda s: s.resolved_softhsm_conf,
+}
+
+
+def mask_url(url: str) -> str:
+    """A database URL with its password (if any) replaced by ``***``."""
+    return _URL_PASSWORD.sub(r"\1***@", url)
+
+
+# SIGNER_* variables that are not settings but are read elsewhere: `signer init` (SO PIN), the HSM layer
+# (lock file), the CLI's client, the test suite and the benchmarks (SIGNER_BENCH_*).
+NON_SETTING_VARIABLES = frozenset(
+    {
+        "SIGNER_CONFIG",
+        "SIGNER_HSM_SO_PIN",
+        "SIGNER_HSM_LOCK_FILE",
+        "SIGNER_SERVER",
+        "SIGNER_TOKEN",
+        "SIGNER_TOKEN_FILE",
+        "SIGNER_CA_FILE",
+        "SIGNER_CLIENT_CONFIG",
+        "SIGNER_TEST_PG_URL",
+    }
+)
+
+
+def ignored_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Names of ``SIGNER_*`` variables that match no setting (typos such as ``SIGNER_PROT``)."""
+    env = os.environ if environ is None else environ
+    return sorted(
+        name
+        for name in env
+        if name.startswith(_ENV_PREFIX)
+        and name not in NON_SETTING_VARIABLES
+        and not name.startswith("SIGNER_BENCH_")
+        and name[len(_ENV_PREFIX) :].lower() not in Settings.model_fields
+    )
+
+
+def describe_settings(loaded: LoadedSettings) -> list[dict[str, Any]]:
+    """The effective configuration as rows ``{name, value, source, origin, secret}``, safe to print.
+
+    A ``Secret`` is shown only as ``"set"`` (or ``None``), never even partly; a password inside
+    ``database_url`` is masked; settings left empty whose effective value derives from ``data_dir`` show
+    that effective value with origin ``"derived from data_dir"``.
+    """
+    settings = loaded.settings
+    rows = []
+    for name in Settings.model_fields:
+        source, origin = loaded.sources.get(name, ("default", None))
+        value: Any = getattr(settings, name)
+        secret = isinstance(value, Secret) or name == "hsm_pin"
+        if secret:
+            value = None if value is None else "set"
+        elif name in _DERIVED and not value:
+            value = _DERIVED[name](settings)
+            origin = origin or "derived from data_dir"
+        if name == "database_url":
+            value = mask_url(str(value))
+        rows.append(
+            {"name": name, "value": _plain(value), "source": source, "origin": origin, "secret": secret}
+        )
+    return rows
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value

@@ -537,3 +537,61 @@ def test_policy_documents_are_versioned_strict_and_yaml_capable(server: Server, 
     assert status == 400 and body["code"] == "malformed_yaml"
     status, _, body = server.call("GET", f"/v1/policies/{pid}", token=admin)
     assert [v["version"] for v in body["versions"]] == [1, 2]
+
+
+def test_per_principal_limit_holds_across_keys(server: Server, unique_name: str) -> None:
+    """A-10: spreading spend across several keys of one principal does not escape a per-principal
+    limit attached at their common scope."""
+    scope = f"evasion/{unique_name[:40]}"
+    first = Setup(server, unique_name, scope=scope)
+    status, _, second_key = server.call(
+        "POST", "/v1/keys", {"curve": "secp256k1", "label": "second", "scope": scope}, first.admin
+    )
+    assert status == 201, second_key
+    grant_body = {"principal_id": first.principal_id, "scope": scope, "operations": ["sign_transaction"]}
+    assert server.call("POST", "/v1/grants", grant_body, first.admin)[0] == 201
+    limit = {
+        "kind": "spend_limit",
+        "effect": "deny",
+        "max_value": "3",
+        "window_seconds": 3600,
+        "per": "principal",
+    }
+    first.policy([{"id": "per-person", **limit}], scope=scope)
+    results = []
+    for nonce in range(6):
+        key_id = (first.key["id"], second_key["id"])[nonce % 2]
+        status, _, body = server.call(
+            "POST", f"/v1/keys/{key_id}/sign/transaction", {"transaction": tx(nonce, value=1)}, first.token
+        )
+        results.append(status)
+        if status == 403:
+            assert body["reasons"][0]["rule_id"] == "per-person", body
+    assert results == [200, 200, 200, 403, 403, 403]
+
+
+def test_typed_data_domain_allowlist(setup: Setup) -> None:
+    """I-09: EIP-712 is signed only for an allowed domain; the server computes the digest itself."""
+    import copy
+
+    from eth_account.messages import encode_typed_data
+
+    from tests.test_api_signing import TYPED
+
+    allowed = {
+        "name": "Ether Mail",
+        "chain_id": 1,
+        "verifying_contract": TYPED["domain"]["verifyingContract"],
+    }
+    setup.policy(
+        [{"id": "domains", "kind": "typed_data_domain_allowlist", "effect": "deny", "domains": [allowed]}]
+    )
+    path = f"/v1/keys/{setup.key['id']}/sign/typed-data"
+    status, _, body = setup.server.call("POST", path, {"typed_data": TYPED}, setup.token)
+    assert status == 200, body
+    recovered = Account.recover_message(encode_typed_data(full_message=TYPED), signature=body["signature"])
+    assert recovered == setup.key["address"]
+    other = copy.deepcopy(TYPED)
+    other["domain"]["chainId"] = 5
+    status, _, body = setup.server.call("POST", path, {"typed_data": other}, setup.token)
+    assert status == 403 and body["reasons"][0]["code"] == "typed_data_domain_not_allowed", body

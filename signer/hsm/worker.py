@@ -280,6 +280,11 @@ class Hsm:
         self._last_miss_rescan = float("-inf")
         # Set for good once the token refuses our PIN at run time (see Recovery.PIN_REFUSED).
         self._pin_refused = False
+        self._admitted = 0  # bounded jobs holding a queue slot (read by metrics)
+        self._admitted_lock = threading.Lock()  # changed from the callers' threads and the worker's
+        # Optional, set by the composition root: called on the caller's loop after every call with
+        # (seconds from queueing to answer, "ok" | "error" | "timeout" | "overloaded"). Must not raise.
+        self.call_observer: Callable[[float, str], None] | None = None
 
     def __repr__(self) -> str:
         return f"Hsm(module={self.module_path!r}, token={self.token_label!r}, state={self._state})"
@@ -287,6 +292,16 @@ class Hsm:
     @property
     def stats(self) -> HsmStats:
         return self._counters.snapshot()
+
+    @property
+    def queue_depth(self) -> int:
+        """Jobs admitted to the bounded queue and not yet run (or skipped)."""
+        return self._admitted
+
+    @property
+    def available(self) -> bool:
+        """Running with a usable session, as far as this process knows (no call is made)."""
+        return self._state == "running" and not self._broken and not self._pin_refused
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -441,20 +456,34 @@ class Hsm:
         loop = asyncio.get_running_loop()
         # Start-up and close jobs are not counted against the queue bound: they must never be refused.
         bounded = self._state == "running" and not closing
+        observer = self.call_observer
+        started = time.monotonic()
         if bounded and not self._slots.acquire(blocking=False):
             self._counters.add("overloaded")
+            if observer is not None:
+                observer(0.0, "overloaded")
             raise Unavailable("HSM queue is full", code="hsm_overloaded")
-        job = _Job(self, run, loop, time.monotonic() + timeout, bounded)
+        if bounded:
+            with self._admitted_lock:
+                self._admitted += 1
+        job = _Job(self, run, loop, started + timeout, bounded)
         worker.submit(job)
+        outcome = "error"
         try:
             async with asyncio.timeout(timeout):
-                return await job.future  # type: ignore[no-any-return]
+                value = await job.future
+            outcome = "ok"
+            return value  # type: ignore[no-any-return]
         except TimeoutError:
             job.abandoned = True
+            outcome = "timeout"
             raise DeadlineExceeded("HSM did not answer within the deadline", code="hsm_timeout") from None
         except asyncio.CancelledError:
             job.abandoned = True
             raise
+        finally:
+            if observer is not None:
+                observer(time.monotonic() - started, outcome)
 
     # -- the worker's side (PKCS#11 thread only) ---------------------------------------------------
 
@@ -470,6 +499,8 @@ class Hsm:
                 value, error = None, exc
         finally:
             if job.bounded:
+                with self._admitted_lock:
+                    self._admitted -= 1
                 self._slots.release()
         self._counters.add("completed" if error is None else "failed")
         return job, value, error

@@ -5,10 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
+from policy import OPERATIONS
 from signer.hsm import Curve
 from signer.identity import Role
+
+_NAME_PATTERN = "^[a-z0-9][a-z0-9._-]{0,62}$"
+_OPERATIONS: list[JsonValue] = [*sorted(OPERATIONS)]
 
 
 class Strict(BaseModel):
@@ -20,7 +24,10 @@ class RefreshBody(Strict):
 
 
 class CreatePrincipalBody(Strict):
-    name: str = Field(min_length=1, max_length=63)
+    # The pattern is checked by the admin service (code invalid_name); here it documents the contract.
+    name: str = Field(
+        min_length=1, max_length=63, json_schema_extra={"pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}
+    )
     role: Role = Field(json_schema_extra={"enum": [r.value for r in Role]})
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
@@ -48,7 +55,12 @@ class CreateGrantBody(Strict):
     group: str | None = Field(default=None, min_length=1, max_length=63)
     key_id: str | None = Field(default=None, min_length=1, max_length=64)
     scope: str | None = Field(default=None, min_length=1, max_length=512)
-    operations: list[str] = Field(min_length=1, max_length=8)
+    # Checked by the admin service (code invalid_operations); the enum documents the contract.
+    operations: list[str] = Field(
+        min_length=1,
+        max_length=8,
+        json_schema_extra={"items": {"type": "string", "enum": _OPERATIONS}},
+    )
     expires_at: datetime | None = None
     max_uses: int | None = Field(default=None, ge=0, le=2**63 - 1)
     value_budgets: dict[str, str] | None = Field(default=None, max_length=64)
@@ -118,3 +130,13 @@ class DryRunBody(Strict):
 
 class WebhookBody(Strict):
     url: str = Field(min_length=8, max_length=2048)
+
+
+class PolicyDocumentBody(Strict):
+    """A policy document (documented here; the handler parses it strictly with ``policy``, which knows
+    each rule kind's fields). YAML with ``Content-Type: application/yaml`` is accepted too."""
+
+    id: str = Field(min_length=1, max_length=64)
+    version: int = Field(ge=1, le=2**63 - 1)
+    description: str = ""
+    rules: list[dict[str, Any]] = Field(max_length=1000)

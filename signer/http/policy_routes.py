@@ -13,11 +13,13 @@ from aiohttp import web
 
 from policy import PolicyDocumentError, parse_policy_document, parse_policy_json
 from signer.errors import InvalidRequest
+from signer.http import schemas as out
 from signer.http.body import loads_yaml_strict, parse_body, read_bytes
-from signer.http.models import AttachPolicyBody, DryRunBody
-from signer.http.routes import _context, _decode_message, _max_body, _services
+from signer.http.contract import Query
+from signer.http.models import AttachPolicyBody, DryRunBody, PolicyDocumentBody
+from signer.http.routes import _context, _decode_message, _max_body, _services, api
 
-policy_routes = web.RouteTableDef()
+_GROUP_SCHEMA = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 
@@ -29,26 +31,56 @@ def _json(data: Any, status: int = 200) -> web.Response:
 # -- groups ---------------------------------------------------------------------------------------
 
 
-@policy_routes.get("/v1/groups")
+@api.operation(
+    "GET",
+    "/v1/groups",
+    summary="List groups and their members",
+    tag="groups",
+    who="admin, auditor",
+    response=out.GroupList,
+)
 async def list_groups(request: web.Request) -> web.Response:
     ctx = await _context(request)
     return _json({"items": await _services(request).policies.list_groups(ctx)})
 
 
-@policy_routes.get("/v1/groups/{group}")
+@api.operation(
+    "GET",
+    "/v1/groups/{group}",
+    summary="A group's members",
+    tag="groups",
+    who="admin, auditor",
+    response=out.Group,
+)
 async def get_group(request: web.Request) -> web.Response:
     ctx = await _context(request)
     return _json(await _services(request).policies.get_group(ctx, request.match_info["group"]))
 
 
-@policy_routes.put("/v1/groups/{group}/members/{principal_id}")
+@api.operation(
+    "PUT",
+    "/v1/groups/{group}/members/{principal_id}",
+    summary="Add a principal to a group",
+    tag="groups",
+    who="admin",
+    response=out.MembershipChange,
+    errors=(404,),
+)
 async def add_member(request: web.Request) -> web.Response:
     ctx = await _context(request)
     m = request.match_info
     return _json(await _services(request).policies.add_member(ctx, m["group"], m["principal_id"]))
 
 
-@policy_routes.delete("/v1/groups/{group}/members/{principal_id}")
+@api.operation(
+    "DELETE",
+    "/v1/groups/{group}/members/{principal_id}",
+    summary="Remove a principal from a group",
+    tag="groups",
+    who="admin",
+    response=out.MembershipChange,
+    errors=(404,),
+)
 async def remove_member(request: web.Request) -> web.Response:
     ctx = await _context(request)
     m = request.match_info
@@ -58,7 +90,17 @@ async def remove_member(request: web.Request) -> web.Response:
 # -- policies -------------------------------------------------------------------------------------
 
 
-@policy_routes.post("/v1/policies")
+@api.operation(
+    "POST",
+    "/v1/policies",
+    summary="Store the next version of a policy document (JSON, or YAML with Content-Type: application/yaml)",
+    tag="policies",
+    who="admin",
+    request=PolicyDocumentBody,
+    response=out.PolicyVersion,
+    status=201,
+    errors=(409,),
+)
 async def create_policy(request: web.Request) -> web.Response:
     ctx = await _context(request)
     raw = await read_bytes(request, _max_body(request))
@@ -76,19 +118,44 @@ async def create_policy(request: web.Request) -> web.Response:
     return _json(await _services(request).policies.create_version(ctx, document), 201)
 
 
-@policy_routes.get("/v1/policies")
+@api.operation(
+    "GET",
+    "/v1/policies",
+    summary="The latest version of each policy",
+    tag="policies",
+    who="admin, auditor",
+    response=out.PolicyList,
+)
 async def list_policies(request: web.Request) -> web.Response:
     ctx = await _context(request)
     return _json({"items": await _services(request).policies.list_policies(ctx)})
 
 
-@policy_routes.get("/v1/policies/{policy_id}")
+@api.operation(
+    "GET",
+    "/v1/policies/{policy_id}",
+    summary="Every version of one policy, with documents and digests",
+    tag="policies",
+    who="admin, auditor",
+    response=out.PolicyVersions,
+    errors=(404,),
+)
 async def get_policy(request: web.Request) -> web.Response:
     ctx = await _context(request)
     return _json(await _services(request).policies.get_policy(ctx, request.match_info["policy_id"]))
 
 
-@policy_routes.post("/v1/policies/{policy_id}/attachments")
+@api.operation(
+    "POST",
+    "/v1/policies/{policy_id}/attachments",
+    summary="Put a policy version in force (live) or beside it (shadow) at a scope or a key",
+    tag="policies",
+    who="admin",
+    request=AttachPolicyBody,
+    response=out.Attachment,
+    status=201,
+    errors=(404,),
+)
 async def attach_policy(request: web.Request) -> web.Response:
     ctx = await _context(request)
     body = await parse_body(request, AttachPolicyBody, _max_body(request))
@@ -103,7 +170,15 @@ async def attach_policy(request: web.Request) -> web.Response:
     return _json(result, 201)
 
 
-@policy_routes.get("/v1/policy-attachments")
+@api.operation(
+    "GET",
+    "/v1/policy-attachments",
+    summary="Policy attachments in force (or all, with include_detached)",
+    tag="policies",
+    who="admin, auditor",
+    response=out.AttachmentList,
+    query=(Query("include_detached", {"type": "string", "enum": ["true", "false"]}, "also detached ones"),),
+)
 async def list_attachments(request: web.Request) -> web.Response:
     ctx = await _context(request)
     include = request.query.get("include_detached", "false")
@@ -113,19 +188,44 @@ async def list_attachments(request: web.Request) -> web.Response:
     return _json({"items": items})
 
 
-@policy_routes.delete("/v1/policy-attachments/{attachment_id}")
+@api.operation(
+    "DELETE",
+    "/v1/policy-attachments/{attachment_id}",
+    summary="Detach a policy",
+    tag="policies",
+    who="admin",
+    response=out.Detached,
+    errors=(404,),
+)
 async def detach_policy(request: web.Request) -> web.Response:
     ctx = await _context(request)
     return _json(await _services(request).policies.detach(ctx, request.match_info["attachment_id"]))
 
 
-@policy_routes.get("/v1/policy-attachments/{attachment_id}/shadow-report")
+@api.operation(
+    "GET",
+    "/v1/policy-attachments/{attachment_id}/shadow-report",
+    summary="What a shadow policy would have decided on real traffic",
+    tag="policies",
+    who="admin, auditor",
+    response=out.ShadowReport,
+    errors=(404,),
+)
 async def shadow_report(request: web.Request) -> web.Response:
     ctx = await _context(request)
     return _json(await _services(request).policies.shadow_report(ctx, request.match_info["attachment_id"]))
 
 
-@policy_routes.post("/v1/policy/dry-run")
+@api.operation(
+    "POST",
+    "/v1/policy/dry-run",
+    summary="Judge a sign request against the live policy (or a candidate) without signing or counting",
+    tag="policies",
+    who="admin (any principal), service (itself)",
+    request=DryRunBody,
+    response=out.DryRun,
+    errors=(404, 422),
+)
 async def dry_run(request: web.Request) -> web.Response:
     ctx = await _context(request)
     body = await parse_body(request, DryRunBody, _max_body(request))

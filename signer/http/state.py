@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from signer.config import Settings
+from signer.config import Secret, Settings
+from signer.metrics import Metrics
 from signer.services.admin import AdminService
 from signer.services.approvals import ApprovalsService
 from signer.services.audit_log import AuditLogService
@@ -31,5 +33,28 @@ class Services:
     webhooks: WebhookService
 
 
+@dataclass(frozen=True, slots=True)
+class MetricsAccess:
+    """Who may read /metrics: loopback callers when ``open_on_loopback``, else a bearer token (the
+    dedicated ``token`` if configured, or an admin or auditor access token)."""
+
+    open_on_loopback: bool
+    token: Secret | None
+
+
 SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
+METRICS = web.AppKey("metrics", Metrics)
+METRICS_ACCESS = web.AppKey("metrics_access", MetricsAccess)
+
+
+def is_loopback(host: str | None) -> bool:
+    """A loopback address (or the name localhost); anything unparsable is not."""
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -202,11 +202,14 @@ class ApprovalsService:
         )
         return {
             "state": "pending_approval",
-            "approval_id": record.id,
+            "approval": {
+                "id": record.id,
+                "url": f"/v1/approvals/{record.id}",
+                "result_url": f"/v1/approvals/{record.id}/result",
+            },
             "payload_digest": record.payload_digest,
             "expires_at": iso(record.expires_at),
             "requirements": record.requirements["approvals"],
-            "result_url": f"/v1/approvals/{record.id}/result",
         }
 
     # -- creation (inside the signing commit unit) ------------------------------------------------

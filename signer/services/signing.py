@@ -36,6 +36,7 @@ from policy import (
     evaluate,
     usage_queries,
 )
+from signer import metrics
 from signer.errors import (
     AuditUnavailable,
     Conflict,
@@ -467,6 +468,7 @@ class SigningService:
             "actor": ctx.actor(),
             "key_id": key_id,
         }
+        key: KeyRecord | None = None
         if idempotency is not None:
             event["idempotency_key_sha256"] = hashlib.sha256(idempotency.key.encode()).hexdigest()
         if approved is not None:
@@ -489,6 +491,7 @@ class SigningService:
                 raw = await self._hsm.sign(key.hsm_id, Curve(key.curve), prepared.data)
                 response = prepared.finish(key, raw)
         except SignerError as exc:
+            _count(key, operation, exc)
             await self._record_refusal(event, exc)
             raise
         if response is not None:
@@ -529,6 +532,7 @@ class SigningService:
                 queries |= usage_queries(judged, candidate_set, now=now)
             usage = Facts({q: await writer.usage(q.limit_key, q.since, now) for q in queries})
             decision = evaluate(judged, policy_set, usage, now=now)
+            metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
             for attachment_id, candidate_set in shadows:
                 candidate = evaluate(judged, candidate_set, usage, now=now)
                 shadow = ShadowDecision(decision, candidate)
@@ -554,7 +558,7 @@ class SigningService:
                     {
                         **event,
                         "outcome": "pending_approval",
-                        "approval_id": pending["approval_id"],
+                        "approval_id": pending["approval"]["id"],
                         "decision": decision_summary(decision),
                     }
                 )
@@ -586,15 +590,19 @@ class SigningService:
         try:
             # The unit only reads and writes through its writer (the signature is already made and
             # stays in memory), so the store may run it again if PostgreSQL aborts the batch.
-            return await self._store.submit(unit, rerunnable=True)
-        except (DatabaseUnavailable, AuditUnavailable):
+            result = await self._store.submit(unit, rerunnable=True)
+        except (DatabaseUnavailable, AuditUnavailable) as exc:
             # The signature is dropped here and never leaves. Recording the failure would wait for the
             # same database that just failed, past the caller's deadline: the store logged it.
+            _count(key, operation, exc)
             raise
         except SignerError as exc:
             # The signature is dropped here and never leaves.
+            _count(key, operation, exc)
             await self._record_refusal(event, exc)
             raise
+        metrics.signature(key.id, key.curve, operation, "allowed")
+        return result
 
     async def _open_approval(
         self,
@@ -683,8 +691,7 @@ class SigningService:
         return _Facts(key, subject, policies, epoch)
 
     async def _record_refusal(self, event: dict[str, Any], exc: SignerError) -> None:
-        outcome = "denied" if exc.status in (401, 403, 404, 409, 429) else "failed"
-        record = {**event, "outcome": outcome, "error": {"code": exc.code, "status": exc.status}}
+        record = {**event, "outcome": _outcome(exc), "error": {"code": exc.code, "status": exc.status}}
         if "decision" in exc.extra:
             record["decision"] = exc.extra["decision"]
         elif "reasons" in exc.extra:
@@ -759,6 +766,15 @@ def _replayed(stored: IdempotencyRecord, idempotency: Idempotency) -> dict[str, 
             "this Idempotency-Key was used for a different request", code="idempotency_key_reused"
         )
     return stored.response
+
+
+def _outcome(exc: SignerError) -> str:
+    return "denied" if exc.status in (401, 403, 404, 409, 429) else "failed"
+
+
+def _count(key: KeyRecord | None, operation: str, exc: SignerError) -> None:
+    # Only a key that exists names its id: a caller's made-up ids must not become label values.
+    metrics.signature(key.id if key else None, key.curve if key else None, operation, _outcome(exc))
 
 
 # -- finishing: turn the token's bytes into a checked response ------------------------------------

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -1106,9 +1107,28 @@ class Store:
         self._batcher: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = False
+        # Optional, set by the composition root: called after every group commit with (seconds, units).
+        self.batch_observer: Callable[[float, int], None] | None = None
 
     def __repr__(self) -> str:
         return f"<Store backend={self.backend}>"
+
+    # numbers for metrics (read-only, no I/O)
+
+    @property
+    def queue_depth(self) -> int:
+        """Units waiting for the next group commit."""
+        return len(self._queue)
+
+    def pool_status(self) -> tuple[int, int]:
+        """Pooled connections (checked out, pool size); zeros for a pool that does not count."""
+        pool = self._engine.pool
+        checkedout = getattr(pool, "checkedout", None)
+        size = getattr(pool, "size", None)
+        return (
+            int(checkedout()) if callable(checkedout) else 0,
+            int(size()) if callable(size) else 0,
+        )
 
     # lifecycle
 
@@ -1275,7 +1295,10 @@ class Store:
                     if not item[1].done():  # a caller that was cancelled while queued
                         batch.append(item)
                 if batch:
+                    started = time.perf_counter()
                     await self._run_batch(batch)
+                    if self.batch_observer is not None:
+                        self.batch_observer(time.perf_counter() - started, len(batch))
         except BaseException:
             error = DatabaseUnavailable("the store is closed")
             while self._queue:

@@ -96,7 +96,7 @@ def desk(server: Server, unique_name: str) -> Desk:
 def test_202_then_two_approvals_then_the_signature_once(desk: Desk, server: Server) -> None:
     status, pending = desk.sign(tx())
     assert status == 202 and pending["state"] == "pending_approval", pending
-    approval_id, digest = pending["approval_id"], pending["payload_digest"]
+    approval_id, digest = pending["approval"]["id"], pending["payload_digest"]
 
     status, _, shown = server.call("GET", f"/v1/approvals/{approval_id}", token=desk.approvers[0])
     assert status == 200, shown
@@ -132,7 +132,7 @@ def test_202_then_two_approvals_then_the_signature_once(desk: Desk, server: Serv
 
 def test_requester_cannot_approve_and_strangers_see_nothing(desk: Desk, server: Server) -> None:
     _, pending = desk.sign(tx())
-    approval_id, digest = pending["approval_id"], pending["payload_digest"]
+    approval_id, digest = pending["approval"]["id"], pending["payload_digest"]
     status, _, body = server.call(
         "POST", f"/v1/approvals/{approval_id}/approve", {"digest": digest}, desk.requester
     )

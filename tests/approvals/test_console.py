@@ -58,7 +58,7 @@ def _pending(desk: Desk, server: Server) -> tuple[str, str]:
         "POST", f"/v1/keys/{desk.key['id']}/sign/typed-data", {"typed_data": TYPED}, desk.requester
     )
     assert status == 202, body
-    return body["approval_id"], body["payload_digest"]
+    return body["approval"]["id"], body["payload_digest"]
 
 
 def test_console_in_chromium(typed_desk: Desk, server: Server, browser: webdriver.Browser) -> None:

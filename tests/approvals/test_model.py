@@ -106,7 +106,7 @@ class ApprovalMachine(RuleBasedStateMachine):
         body = self.run(self.world.signing.sign_transaction(self.requester.ctx, self.key.id, fields, None))
         assert body["state"] == "pending_approval", body
         req = Req(
-            body["approval_id"],
+            body["approval"]["id"],
             body["payload_digest"],
             fields,
             self.quorum,

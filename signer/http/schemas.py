@@ -1,0 +1,337 @@
+"""Response bodies as pydantic models: the contract the OpenAPI document publishes for every answer.
+
+Handlers do not build responses through these models (the sign path is benchmarked and the services
+already return plain dicts); the document is generated from them and the schemathesis run in the test
+suite checks every live response against it, so a field added to a service view without a model change
+fails a test. Models refuse unknown fields, which in a response schema means ``additionalProperties:
+false``: the document says exactly what leaves the service.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from signer.hsm import Curve
+from signer.identity import Role
+
+
+class View(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document; ``code`` is stable, extras (``reasons``, ``field``) may follow."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, title="Problem")
+
+    type: str = Field(description="urn:signer:error:<code>")
+    title: str
+    status: int = Field(ge=400, le=599)
+    code: str = Field(description="stable, machine-readable error code")
+    detail: str
+    request_id: str = Field(description="also sent in the X-Request-Id header and written to the audit log")
+    field: str | None = Field(default=None, description="the offending request field, when there is one")
+    reasons: list[dict[str, Any]] | None = Field(default=None, description="policy reasons for a refusal")
+
+
+class Health(View):
+    status: Literal["ok"]
+
+
+class Readiness(View):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, Literal["up", "down"]]
+
+
+class Credentials(View):
+    token_type: Literal["Bearer"]
+    access_token: str
+    access_token_id: str
+    access_token_expires_at: datetime
+    refresh_token: str
+    refresh_token_id: str
+    refresh_token_expires_at: datetime
+
+
+class Whoami(View):
+    principal_id: str
+    name: str
+    role: Role
+    token_id: str
+
+
+class Principal(View):
+    id: str
+    name: str
+    role: Role
+    created_at: datetime
+    created_by: str | None
+    disabled: bool
+
+
+class PrincipalCreated(View):
+    principal: Principal
+    credentials: Credentials
+
+
+class PrincipalList(View):
+    items: list[Principal]
+
+
+class TokenRevoked(View):
+    token_id: str
+    revoked: bool
+
+
+class Key(View):
+    id: str
+    label: str
+    curve: Curve
+    public_key: str
+    address: str | None
+    scope: str
+    tags: list[str]
+    state: Literal["active", "disabled"]
+    attributes: dict[str, bool] = Field(description="PKCS#11 attributes (CKA_*) as read back")
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime | None
+    attributes_source: Literal["token", "registry"] | None = Field(
+        default=None, description="where `attributes` were read from (only when showing one key)"
+    )
+
+
+class KeyList(View):
+    items: list[Key]
+    next: str | None = Field(description="pass as `after` for the next page; null on the last page")
+
+
+class Grant(View):
+    id: str
+    principal_id: str | None = Field(description="the principal granted, or null for a group grant")
+    group: str | None = Field(description="the group granted, or null for a principal grant")
+    resource_type: Literal["key", "scope"]
+    resource_id: str = Field(description="a key id, or a scope prefix such as acme/payments")
+    operations: list[str]
+    expires_at: datetime | None
+    max_uses: int | None
+    value_budgets: dict[str, str] = Field(description="asset (native or token address) -> decimal amount")
+    created_by: str | None
+    created_at: datetime
+    revoked: bool
+
+
+class GrantList(View):
+    items: list[Grant]
+
+
+class GrantRevoked(View):
+    id: str
+    revoked: bool
+
+
+class TransactionSignature(View):
+    key_id: str
+    signer: str
+    type: int
+    chain_id: int
+    raw_transaction: str
+    transaction_hash: str
+    r: str
+    s: str
+    v: int
+    y_parity: int | None = Field(default=None, description="absent for legacy (type 0) transactions")
+
+
+class EthSignature(View):
+    """secp256k1: a 65-byte r||s||v signature over an EIP-191, EIP-712 or raw digest."""
+
+    key_id: str
+    signer: str
+    digest: str
+    signature: str
+    r: str
+    s: str
+    v: int
+
+
+class P256Signature(View):
+    key_id: str
+    curve: Literal["p256"]
+    digest: str
+    signature: str = Field(description="r||s, 64 bytes")
+    signature_der: str
+
+
+class Ed25519Signature(View):
+    key_id: str
+    curve: Literal["ed25519"]
+    signature: str
+
+
+# -- groups and policy ------------------------------------------------------------------------------
+
+
+class Group(View):
+    group: str
+    members: list[str]
+
+
+class GroupList(View):
+    items: list[Group]
+
+
+class MembershipChange(View):
+    group: str
+    principal_id: str
+    added: bool | None = None
+    removed: bool | None = None
+
+
+class PolicyVersion(View):
+    policy_id: str
+    version: int
+    digest: str = Field(description="sha256 of the version's canonical JSON; decisions name it")
+    created_by: str | None
+    created_at: datetime
+    document: dict[str, Any] | None = Field(default=None, description="the canonical document")
+
+
+class PolicyList(View):
+    items: list[PolicyVersion]
+
+
+class PolicyVersions(View):
+    policy_id: str
+    versions: list[PolicyVersion]
+
+
+class Attachment(View):
+    id: str
+    policy_id: str
+    version: int
+    scope: str | None
+    key_id: str | None
+    mode: Literal["live", "shadow"]
+    created_by: str | None
+    created_at: datetime
+    detached_at: datetime | None
+
+
+class AttachmentList(View):
+    items: list[Attachment]
+
+
+class Detached(View):
+    id: str
+    detached: bool
+
+
+class EffectCount(View):
+    live: str
+    candidate: str
+    count: int
+
+
+class ShadowReport(View):
+    attachment: Attachment
+    evaluated: int
+    differing: int
+    by_effect: list[EffectCount]
+    recent_differences: list[dict[str, Any]]
+
+
+class DryRun(View):
+    """The decision a sign request would get now; nothing signed or counted."""
+
+    effect: Literal["allow", "deny", "require_approval"]
+    reasons: list[dict[str, Any]]
+    policies: list[dict[str, Any]]
+    approvals: list[dict[str, Any]]
+    reservations: list[dict[str, Any]]
+    request: dict[str, Any]
+    principal_id: str
+    key_id: str
+    operation: str
+    candidate: dict[str, Any] | None = None
+
+
+# -- approvals --------------------------------------------------------------------------------------
+
+
+class ApprovalRef(View):
+    id: str
+    url: str
+    result_url: str
+
+
+class PendingApproval(View):
+    """HTTP 202 from a sign endpoint: nothing was signed, the request waits for its approvers."""
+
+    state: Literal["pending_approval"]
+    approval: ApprovalRef
+    payload_digest: str = Field(description="sha256 hex of the canonical payload the approvers approve")
+    expires_at: str
+    requirements: list[dict[str, Any]]
+
+
+class ApprovalVote(View):
+    approver_id: str
+    approver_name: str
+    decision: Literal["approve", "reject"]
+    digest: str
+    at: str
+    counted: bool = Field(description="whether the vote counts now (approver still eligible)")
+    signature_scheme: str | None
+    signature: str | None
+
+
+class Approval(View):
+    id: str
+    kind: str
+    state: Literal["pending", "approved", "signed", "failed", "rejected", "expired", "cancelled"]
+    key_id: str
+    requester_id: str
+    payload_digest: str
+    created_at: str
+    expires_at: str
+    updated_at: str
+    requirements: list[dict[str, Any]]
+    reject_quorum: int
+    progress: dict[str, int]
+    result_available: bool
+    view: dict[str, Any] = Field(description="the decoded request: what approvers read")
+    votes: list[ApprovalVote] | None = None
+    error: dict[str, Any] | None = None
+
+
+class ApprovalList(View):
+    items: list[Approval]
+
+
+class ApprovalResult(View):
+    id: str
+    state: str
+    result: dict[str, Any] | None = Field(default=None, description="the signature, handed out once")
+    error: dict[str, Any] | None = None
+    expires_at: str | None = None
+
+
+class ApproverKey(View):
+    principal_id: str
+    scheme: Literal["ed25519", "secp256k1"]
+    public_key: str
+
+
+class Webhook(View):
+    group: str
+    url: str
+    secret: str = Field(description="hex HMAC-SHA256 key the receiver checks X-Signer-Signature with")
+
+
+class WebhookDeleted(View):
+    group: str
+    deleted: bool

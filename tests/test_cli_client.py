@@ -1,0 +1,694 @@
+"""The CLI's server commands against the real running server (session fixture: real SoftHSM token, SQLite).
+
+Each command is run through click's runner in this process (the server is a subprocess); signatures made
+through the CLI are checked by recovery with eth-account, independently of the server. Every output is
+collected and searched for the bearer tokens in use: none may ever be printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import importlib
+import json
+import os
+import pkgutil
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+import rlp
+from aiohttp import web
+from click.testing import CliRunner
+from coincurve import PublicKey
+from eth_account import Account
+from eth_account.messages import encode_defunct, encode_typed_data
+
+from signer import cli_api
+from signer.cli import main
+from signer.client import (
+    ApiError,
+    ClientConfigError,
+    ClientConnectionError,
+    SignerClient,
+    load_client_config,
+)
+from signer.config import Secret
+from tests.service_harness import Server, free_port
+from tests.test_api_signing import RECIPIENT, TYPED, tx_fields
+
+ALL_OPS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
+
+
+INVOKED: set[tuple[str, ...]] = set()
+REQUESTED: set[tuple[str, str]] = set()
+
+
+@pytest.fixture(autouse=True)
+def _record_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remember every (method, path) the CLI's client sends, for the route coverage test."""
+    original = SignerClient._open
+
+    def recording(self: SignerClient, method: str, path: str, *args: Any, **kwargs: Any) -> Any:
+        REQUESTED.add((method, path))
+        return original(self, method, path, *args, **kwargs)
+
+    monkeypatch.setattr(SignerClient, "_open", recording)
+
+
+@dataclass
+class Cli:
+    """Runs `signer ...` against one server with one token file; remembers every output."""
+
+    server: Server
+    home: Path
+    token_file: Path
+    secrets: list[str]
+    outputs: list[str] = field(default_factory=list)
+
+    def env(self, **extra: str | None) -> dict[str, str | None]:
+        env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("SIGNER_")}
+        env.update(
+            SIGNER_SERVER=self.server.url,
+            SIGNER_TOKEN_FILE=str(self.token_file),
+            HOME=str(self.home),
+            XDG_CONFIG_HOME=str(self.home / ".config"),
+        )
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, input: str | bytes | None = None, env: dict[str, Any] | None = None):
+        result = CliRunner().invoke(main, list(args), input=input, env=env or self.env())
+        INVOKED.add(tuple(a for a in args[:2] if not a.startswith("-")))
+        self.outputs.append(result.stdout + result.stderr)
+        return result
+
+    def ok(self, *args: str, input: str | None = None) -> Any:
+        result = self.run(*args, "--json", input=input)
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    def check_no_secret(self) -> None:
+        for output in self.outputs:
+            for secret in self.secrets:
+                assert secret not in output
+
+
+@pytest.fixture
+def cli(server: Server, tmp_path: Path) -> Iterator[Cli]:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(server.installation.admin_token + "\n")
+    token_file.chmod(0o600)
+    (tmp_path / "home").mkdir()
+    runner = Cli(server, tmp_path / "home", token_file, [server.installation.admin_token])
+    yield runner
+    runner.check_no_secret()
+
+
+def _service(cli: Cli, name: str, tmp_path: Path) -> tuple[dict[str, Any], Path]:
+    creds = tmp_path / f"{name}.json"
+    created = cli.ok("principals", "create", name, "--role", "service", "--credentials-out", str(creds))
+    stored = json.loads(creds.read_text())
+    assert (creds.stat().st_mode & 0o777) == 0o600
+    assert "access_token" not in created["credentials"] and stored["access_token"]
+    cli.secrets += [stored["access_token"], stored["refresh_token"]]
+    return created["principal"], creds
+
+
+def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    me = cli.ok("whoami")
+    assert me["role"] == "admin"
+
+    principal, creds = _service(cli, unique_name, tmp_path)
+    listed = cli.run("principals", "list")
+    assert listed.exit_code == 0 and unique_name in listed.stdout and listed.stdout.startswith("ID ")
+
+    key = cli.ok(
+        "keys",
+        "create",
+        "--curve",
+        "secp256k1",
+        "--label",
+        unique_name[:60],
+        "--tag",
+        "cli",
+        "--scope",
+        "acme/cli",
+    )
+    assert key["tags"] == ["cli"] and key["scope"] == "acme/cli" and key["attributes"]
+    assert cli.ok("keys", "show", key["id"])["address"] == key["address"]
+    table = cli.run("keys", "list", "--limit", "1000")
+    assert table.exit_code == 0 and key["id"] in table.stdout
+    assert any(k["id"] == key["id"] for k in cli.ok("keys", "list", "--limit", "1000")["items"])
+
+    grant_args = ["grants", "create", "--principal", principal["id"], "--key", key["id"]]
+    granted = cli.ok(*grant_args, *[arg for op in ALL_OPS for arg in ("--operation", op)])
+    assert granted["operations"] == sorted(ALL_OPS)
+    assert [g["id"] for g in cli.ok("grants", "list", "--principal", principal["id"])["items"]] == [
+        granted["id"]
+    ]
+    assert granted["id"] in cli.run("grants", "list").stdout
+
+    relayer = Cli(cli.server, cli.home, creds, cli.secrets)
+    assert relayer.ok("whoami")["principal_id"] == principal["id"]
+
+    # transaction from a file, then from stdin
+    tx_file = tmp_path / "tx.json"
+    tx_file.write_text(json.dumps(tx_fields(2)))
+    signed = relayer.ok("sign", "transaction", key["id"], str(tx_file))
+    assert Account.recover_transaction(signed["raw_transaction"]) == key["address"]
+    signed = relayer.ok("sign", "transaction", key["id"], input=json.dumps(tx_fields(0, nonce=1)))
+    assert Account.recover_transaction(signed["raw_transaction"]) == key["address"]
+    # an unsigned serialised EIP-1559 transaction
+    payload = [1, 7, 10**9, 10**10, 50000, bytes.fromhex(RECIPIENT[2:]), 1, b"", []]
+    raw_file = tmp_path / "tx.hex"
+    raw_file.write_text("0x" + (b"\x02" + rlp.encode(payload)).hex() + "\n")
+    signed = relayer.ok("sign", "transaction", key["id"], str(raw_file), "--raw")
+    assert Account.recover_transaction(signed["raw_transaction"]) == key["address"]
+
+    # messages: text, hex, base64, a file, stdin
+    def recovered(body: dict[str, Any], plain: bytes) -> str:
+        return Account.recover_message(encode_defunct(primitive=plain), signature=body["signature"])
+
+    assert recovered(relayer.ok("sign", "message", key["id"], "hello"), b"hello") == key["address"]
+    assert (
+        recovered(relayer.ok("sign", "message", key["id"], "0xdead", "--encoding", "hex"), b"\xde\xad")
+        == (key["address"])
+    )
+    b64 = base64.b64encode(b"\x00\x01binary").decode()
+    body = relayer.ok("sign", "message", key["id"], b64, "--encoding", "base64")
+    assert recovered(body, b"\x00\x01binary") == key["address"]
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(bytes(range(256)))
+    assert (
+        recovered(relayer.ok("sign", "message", key["id"], "--file", str(blob)), bytes(range(256)))
+        == (key["address"])
+    )
+    assert (
+        recovered(relayer.ok("sign", "message", key["id"], input="from stdin"), b"from stdin")
+        == key["address"]
+    )
+
+    # typed data from stdin
+    body = relayer.ok("sign", "typed-data", key["id"], input=json.dumps(TYPED))
+    signable = encode_typed_data(full_message=TYPED)
+    assert Account.recover_message(signable, signature=body["signature"]) == key["address"]
+
+    # human output of a signature: name/value lines, nothing secret
+    human = relayer.run("sign", "message", key["id"], "hello")
+    assert human.exit_code == 0 and "signature" in human.stdout and key["address"] in human.stdout
+
+    # disable the key: signing is a conflict (7); enable: it signs again
+    assert cli.ok("keys", "disable", key["id"])["state"] == "disabled"
+    refused = relayer.run("sign", "message", key["id"], "hello")
+    assert refused.exit_code == cli_api.EXIT_CONFLICT, refused.stderr
+    assert "409 key_disabled" in refused.stderr
+    assert cli.ok("keys", "enable", key["id"])["state"] == "active"
+    assert relayer.run("sign", "message", key["id"], "hello").exit_code == 0
+
+    # a grant that expires: its expiry is shown in the table
+    later = cli.ok(*grant_args, "--operation", "sign_message", "--expires-at", "2099-01-01T00:00:00Z")
+    assert later["expires_at"].startswith("2099-01-01")
+    assert "2099-01-01" in cli.run("grants", "list", "--principal", principal["id"]).stdout
+    assert cli.ok("grants", "revoke", later["id"])["revoked"] is True
+
+    # revoke the grant: the key now looks missing to the relayer
+    assert cli.ok("grants", "revoke", granted["id"])["revoked"] is True
+    gone = relayer.run("sign", "message", key["id"], "hello")
+    assert gone.exit_code in (cli_api.EXIT_DENIED, cli_api.EXIT_NOT_FOUND), gone.stderr
+    relayer.check_no_secret()
+
+
+def test_groups_policies_dry_run_and_idempotency(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    principal, creds = _service(cli, unique_name, tmp_path)
+    relayer = Cli(cli.server, cli.home, creds, cli.secrets)
+    scope = f"cli/{unique_name}"
+    key = cli.ok("keys", "create", "--curve", "secp256k1", "--label", "grp", "--scope", f"{scope}/hot")
+    group = f"g-{unique_name}"[:60]
+
+    # a grant to a group on a scope, with a use limit and a budget
+    granted = cli.ok(
+        "grants", "create", "--group", group, "--scope", scope, "--max-uses", "50",
+        "--budget", "native=1000000000000000000",
+        *[arg for op in ("sign_transaction", "sign_message", "sign_raw") for arg in ("--operation", op)],
+    )  # fmt: skip
+    assert granted["group"] == group and granted["max_uses"] == 50
+    assert granted["value_budgets"] == {"native": "1000000000000000000"}
+    bad_budget = cli.run("grants", "create", "--group", group, "--scope", scope, "--operation", "sign_raw",
+                         "--budget", "native")  # fmt: skip
+    assert bad_budget.exit_code == 2
+
+    assert relayer.run("sign", "message", key["id"], "hi").exit_code in (4, 5)  # not a member yet
+    cli.ok("groups", "add-member", group, principal["id"])
+    assert any(g["group"] == group for g in cli.ok("groups", "list")["items"])
+    assert group in cli.run("groups", "list").stdout
+    assert principal["id"] in json.dumps(cli.ok("groups", "show", group))
+
+    # a YAML policy that unlocks raw digests on this key, attached through the CLI
+    policy_id = f"cli-{unique_name}"[:60]
+    document = tmp_path / "unlock.yaml"
+    rule = "  - id: blind-signing\n    kind: raw_digest\n    effect: allow\n"
+    document.write_text(f"id: {policy_id}\nversion: 1\nrules:\n{rule}")
+    stored = cli.ok("policies", "create", str(document))
+    assert stored["policy_id"] == policy_id and stored["version"] == 1
+    assert policy_id in cli.run("policies", "list").stdout
+    assert (
+        cli.ok("policies", "show", policy_id)["versions"][0]["document"]["rules"][0]["kind"] == "raw_digest"
+    )
+    attached = cli.ok("policies", "attach", policy_id, "--version", "1", "--key", key["id"])
+    assert attached["mode"] == "live"
+    assert any(a["id"] == attached["id"] for a in cli.ok("policies", "attachments")["items"])
+
+    digest = hashlib.sha256(b"blind from the cli").hexdigest()
+    body = relayer.ok("sign", "digest", key["id"], "0x" + digest)
+    signature = bytes.fromhex(body["signature"][2:])
+    public = PublicKey.from_signature_and_message(
+        signature[:64] + bytes([signature[64] - 27]), bytes.fromhex(digest), hasher=None
+    )
+    assert public.format(compressed=False).hex() == key["public_key"][2:]
+
+    # dry run (JSON policy from stdin as a candidate) judges without signing
+    strict = {"id": f"strict-{unique_name}"[:60], "version": 1,
+              "rules": [{"id": "cap", "kind": "value_cap", "effect": "deny", "max_value": "1"}]}  # fmt: skip
+    assert cli.ok("policies", "create", "--format", "json", input=json.dumps(strict))["version"] == 1
+    request = json.dumps({"transaction": tx_fields(2)})
+    judged = relayer.ok(
+        "policies", "dry-run", "--key", key["id"], "--operation", "sign_transaction", input=request
+    )
+    assert judged["effect"] == "allow", judged
+    judged = cli.ok(
+        "policies", "dry-run", "--key", key["id"], "--operation", "sign_transaction",
+        "--principal", principal["id"], "--candidate", f"{strict['id']}:1", "--candidate-key", key["id"],
+        input=request,
+    )  # fmt: skip
+    assert judged["effect"] == "deny" and judged["reasons"][0]["code"] == "value_cap_exceeded", judged
+
+    # shadow: recorded, never enforced; then detached
+    shadow = cli.ok(
+        "policies", "attach", strict["id"], "--version", "1", "--key", key["id"], "--mode", "shadow"
+    )
+    signed = relayer.ok("sign", "transaction", key["id"], input=json.dumps(tx_fields(2)))
+    assert Account.recover_transaction(signed["raw_transaction"]) == key["address"]
+    report = cli.ok("policies", "shadow-report", shadow["id"])
+    assert report["evaluated"] >= 1 and report["differing"] >= 1
+    assert cli.ok("policies", "detach", shadow["id"]) == {"id": shadow["id"], "detached": True}
+    assert shadow["id"] in cli.run("policies", "attachments", "--include-detached").stdout
+
+    # idempotency: the same key and request give the same answer; the key with another request is refused
+    first = relayer.ok("sign", "message", key["id"], "once", "--idempotency-key", f"k-{unique_name}"[:100])
+    again = relayer.ok("sign", "message", key["id"], "once", "--idempotency-key", f"k-{unique_name}"[:100])
+    assert first["signature"] == again["signature"]
+    other = relayer.run("sign", "message", key["id"], "other", "--idempotency-key", f"k-{unique_name}"[:100])
+    assert other.exit_code == cli_api.EXIT_INVALID and "idempotency_key_reused" in other.stderr
+
+    # leaving the group ends the grant
+    cli.ok("groups", "remove-member", group, principal["id"])
+    assert relayer.run("sign", "message", key["id"], "hi").exit_code in (4, 5)
+    relayer.check_no_secret()
+
+
+def test_principal_state_tokens_and_refresh(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    principal, creds = _service(cli, unique_name, tmp_path)
+    relayer = Cli(cli.server, cli.home, creds, cli.secrets)
+    assert relayer.ok("whoami")["name"] == unique_name
+
+    assert cli.ok("principals", "disable", principal["id"])["disabled"] is True
+    denied = relayer.run("whoami")
+    assert denied.exit_code == cli_api.EXIT_DENIED and "denied: 401" in denied.stderr
+    assert cli.ok("principals", "enable", principal["id"])["disabled"] is False
+
+    # new credentials for the principal, written to a file; revoke the access token by id
+    fresh = tmp_path / "fresh.json"
+    issued = cli.ok("tokens", "issue", principal["id"], "--credentials-out", str(fresh))
+    stored = json.loads(fresh.read_text())
+    cli.secrets += [stored["access_token"], stored["refresh_token"]]
+    assert set(issued) >= {"access_token_id", "refresh_token_id"} and "access_token" not in issued
+    holder = Cli(cli.server, cli.home, fresh, cli.secrets)
+    assert holder.ok("whoami")["principal_id"] == principal["id"]
+
+    # refresh in place: the file now holds the new pair, the old refresh token stops working
+    old = json.loads(fresh.read_text())
+    refreshed = holder.ok(
+        "auth", "refresh", "--refresh-token-file", str(fresh), "--credentials-out", str(fresh)
+    )
+    new = json.loads(fresh.read_text())
+    cli.secrets += [new["access_token"], new["refresh_token"]]
+    assert (
+        new["refresh_token"] != old["refresh_token"]
+        and refreshed["access_token_id"] == new["access_token_id"]
+    )
+    assert holder.ok("whoami")["principal_id"] == principal["id"]
+    stale = tmp_path / "stale.json"
+    stale.write_text(json.dumps(old))
+    replay = holder.run(
+        "auth", "refresh", "--refresh-token-file", str(stale), "--credentials-out", str(stale)
+    )
+    assert replay.exit_code == cli_api.EXIT_DENIED, replay.stderr
+
+    revoked = cli.ok("tokens", "revoke", new["access_token_id"])
+    assert revoked == {"token_id": new["access_token_id"], "revoked": True}
+    assert holder.run("whoami").exit_code == cli_api.EXIT_DENIED
+    holder.check_no_secret()
+
+
+def test_exit_codes_distinguish_denied_not_found_invalid_and_failed(
+    cli: Cli, tmp_path: Path, unique_name: str
+) -> None:
+    _, creds = _service(cli, unique_name, tmp_path)
+    relayer = Cli(cli.server, cli.home, creds, cli.secrets)
+
+    # 403: a service may not list principals; --json prints the problem document
+    denied = relayer.run("principals", "list", "--json")
+    assert denied.exit_code == cli_api.EXIT_DENIED == 4
+    problem = json.loads(denied.stdout)
+    assert problem["status"] == 403 and problem["code"] and "request id:" in denied.stderr
+
+    # 401: a token the server does not know
+    bogus = tmp_path / "bogus"
+    bogus.write_text("not-a-real-token")
+    assert cli.run("whoami", env=cli.env(SIGNER_TOKEN_FILE=str(bogus))).exit_code == cli_api.EXIT_DENIED
+
+    # a token file others can read still works, with a warning
+    bogus.chmod(0o644)
+    loose = cli.run("whoami", env=cli.env(SIGNER_TOKEN_FILE=str(bogus)))
+    assert "readable by others" in loose.stderr
+    assert "readable by others" not in cli.run("whoami").stderr
+
+    # 404
+    missing = cli.run("keys", "show", "key_doesnotexist")
+    assert missing.exit_code == cli_api.EXIT_NOT_FOUND == 5 and "not found: 404" in missing.stderr
+
+    # 400 / 422 from the server
+    bad_label = cli.run("keys", "create", "--curve", "secp256k1", "--label", "bad/label!")
+    assert bad_label.exit_code == cli_api.EXIT_INVALID == 6, bad_label.stderr
+    bad_digest = relayer.run("sign", "digest", "key_x", "0x" + "zz" * 32)
+    assert bad_digest.exit_code in (cli_api.EXIT_INVALID, cli_api.EXIT_NOT_FOUND)
+
+    # a credentials file that cannot be written is refused before the server issues anything
+    before = cli.ok("principals", "list")["items"]
+    nowhere = cli.run(
+        "principals",
+        "create",
+        "never",
+        "--role",
+        "service",
+        "--credentials-out",
+        str(tmp_path / "no" / "c.json"),
+    )
+    assert nowhere.exit_code == 2 and cli.ok("principals", "list")["items"] == before
+
+    # usage errors are click's 2, before any request
+    assert cli.run("keys", "create", "--label", "x").exit_code == 2
+    bad_json = tmp_path / "bad.json"
+    bad_json.write_text("{not json")
+    assert relayer.run("sign", "transaction", "key_x", str(bad_json)).exit_code == 2
+
+    # unreachable server: failed (1), and no token in the message
+    down = cli.run("whoami", env=cli.env(SIGNER_SERVER=f"http://127.0.0.1:{free_port()}"))
+    assert down.exit_code == cli_api.EXIT_FAILED == 1 and "cannot reach" in down.stderr
+
+    # no token at all, or an unreadable token file: configuration error (3)
+    none = cli.run("whoami", env=cli.env(SIGNER_TOKEN_FILE=None))
+    assert none.exit_code == cli_api.EXIT_CONFIG and "no token" in none.stderr
+    unreadable = cli.run("whoami", "--token-file", str(tmp_path / "absent"))
+    assert unreadable.exit_code == cli_api.EXIT_CONFIG
+    relayer.check_no_secret()
+
+
+def test_token_and_server_from_env_and_client_config(cli: Cli, tmp_path: Path) -> None:
+    token = cli.server.installation.admin_token
+    by_env = cli.run("whoami", "--json", env=cli.env(SIGNER_TOKEN_FILE=None, SIGNER_TOKEN=token))
+    assert by_env.exit_code == 0 and json.loads(by_env.stdout)["role"] == "admin"
+
+    config_dir = cli.home / ".config" / "signer"
+    config_dir.mkdir(parents=True)
+    (config_dir / "client.toml").write_text(f'server = "{cli.server.url}"\ntoken_file = "{cli.token_file}"\n')
+    from_file = cli.run("whoami", "--json", env=cli.env(SIGNER_SERVER=None, SIGNER_TOKEN_FILE=None))
+    assert from_file.exit_code == 0, from_file.stderr
+
+    # flags win over the environment, which wins over the file
+    wrong = f"http://127.0.0.1:{free_port()}"
+    assert cli.run("whoami", env=cli.env(SIGNER_SERVER=wrong)).exit_code == cli_api.EXIT_FAILED
+    assert cli.run("whoami", "--server", cli.server.url, env=cli.env(SIGNER_SERVER=wrong)).exit_code == 0
+
+    other = tmp_path / "other.toml"
+    other.write_text('server = "ftp://nowhere"\n')
+    bad = cli.run("whoami", env=cli.env(SIGNER_SERVER=None, SIGNER_CLIENT_CONFIG=str(other)))
+    assert bad.exit_code == cli_api.EXIT_CONFIG and "http:// or https://" in bad.stderr
+
+    with pytest.raises(ClientConfigError, match="unknown setting"):
+        (tmp_path / "typo.toml").write_text('sever = "http://x"\n')
+        load_client_config(config_file=str(tmp_path / "typo.toml"), environ={})
+    with pytest.raises(ClientConfigError, match="CA file not found"):
+        load_client_config(ca_file=str(tmp_path / "no-ca.pem"), environ={"SIGNER_TOKEN": "x"})
+
+
+def test_status_reports_readiness(cli: Cli) -> None:
+    ready = cli.run("status", "--json", env=cli.env(SIGNER_TOKEN_FILE=None))
+    assert ready.exit_code == 0 and json.loads(ready.stdout)["status"] == "ready"
+
+
+def test_metrics_and_openapi(cli: Cli) -> None:
+    scraped = cli.run("metrics")
+    assert scraped.exit_code == 0, scraped.stderr
+    assert "signer_http_requests_total" in scraped.stdout
+    document = cli.run("openapi", "--json", env=cli.env(SIGNER_TOKEN_FILE=None))
+    assert document.exit_code == 0, document.stderr
+    paths = json.loads(document.stdout)["paths"]
+    assert "/v1/keys/{key_id}/sign/transaction" in paths
+
+
+def test_audit_events_export_and_verify(cli: Cli, tmp_path: Path) -> None:
+    page = cli.ok("audit", "events", "--limit", "5")
+    assert page["head"] >= 1 and [e["seq"] for e in page["items"]] == list(range(1, len(page["items"]) + 1))
+    human = cli.run("audit", "events", "--limit", "3")
+    assert human.exit_code == 0 and human.stdout.splitlines()[0].split() == [
+        "SEQ",
+        "AT",
+        "KIND",
+        "REQUEST_ID",
+    ]
+
+    out = tmp_path / "audit.jsonl"
+    exported = cli.run("audit", "export", str(out), "--page-size", "7", "--verify", "--json")
+    assert exported.exit_code == 0, exported.stderr
+    summary = json.loads(exported.stdout)
+    lines = out.read_text().splitlines()
+    assert summary["exported"] == len(lines) >= page["head"] and summary["verified"] is True
+    seqs = [json.loads(line)["seq"] for line in lines]
+    assert seqs == list(range(1, len(lines) + 1))
+
+    verified = cli.run("audit", "verify", str(out))
+    assert verified.exit_code == 0 and json.loads(verified.stdout) == {"ok": True, "checked": len(lines)}
+
+    # an existing export is not replaced without --force; no partial file is left behind
+    again = cli.run("audit", "export", str(out))
+    assert again.exit_code == 2 and "--force" in again.stderr
+    assert cli.run("audit", "export", str(out), "--force").exit_code == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("audit")) == ["audit.jsonl"]
+    lines = out.read_text().splitlines()
+
+    # a tampered export fails verification with exit 1
+    records = [json.loads(line) for line in lines]
+    records[1]["kind"] = "tampered"
+    out.write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert cli.run("audit", "verify", str(out)).exit_code == 1
+
+    # from the middle, to stdout
+    middle = cli.run("audit", "export", "-", "--after", "2", "--page-size", "3")
+    assert middle.exit_code == 0
+    assert [json.loads(line)["seq"] for line in middle.stdout.splitlines()][:2] == [3, 4]
+
+    # auditors only: a service is denied
+    denied = cli.run(
+        "audit", "export", str(tmp_path / "x.jsonl"), env=cli.env(SIGNER_TOKEN="x", SIGNER_TOKEN_FILE=None)
+    )
+    assert denied.exit_code == cli_api.EXIT_DENIED
+
+
+def test_audit_export_shows_progress_on_a_terminal(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_api, "_progress_wanted", lambda stream=None: True)
+    out = tmp_path / "audit.jsonl"
+    result = cli.run("audit", "export", str(out), "--page-size", "4")
+    assert result.exit_code == 0, result.stderr
+    assert "exporting audit events" in result.stderr
+    assert "signer audit verify" in result.stderr
+    exported = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    assert int(exported["exported"]) == len(out.read_text().splitlines()) > 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (401, 4),
+        (403, 4),
+        (404, 5),
+        (400, 6),
+        (413, 6),
+        (422, 6),
+        (409, 7),
+        (429, 8),
+        (503, 9),
+        (504, 9),
+        (500, 1),
+    ],
+)
+def test_status_to_exit_code(status: int, code: int) -> None:
+    assert cli_api.exit_code_for_status(status) == code
+    assert cli_api.report_api_error(ApiError(status, "x", "y"), as_json=False) == code
+
+
+def test_client_raises_typed_errors_and_refuses_non_http_urls(server: Server) -> None:
+    with pytest.raises(ClientConfigError):
+        SignerClient("file:///etc/passwd")
+    with pytest.raises(ApiError) as raised:
+        SignerClient(server.url).whoami()
+    assert raised.value.status == 401 and raised.value.code == "unauthenticated"
+    assert raised.value.request_id and raised.value.problem["status"] == 401
+
+
+def test_client_never_follows_a_redirect_with_the_token() -> None:
+    seen: list[str | None] = []
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(302)
+            self.send_header("Location", f"http://127.0.0.1:{self.server.server_port}/elsewhere")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = HTTPServer(("127.0.0.1", 0), Redirect)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        client = SignerClient(f"http://127.0.0.1:{httpd.server_port}", Secret("tok-CANARY"))
+        with pytest.raises(ClientConnectionError, match="redirect") as raised:
+            client.whoami()
+        assert "tok-CANARY" not in str(raised.value)
+    finally:
+        httpd.shutdown()
+        thread.join()
+    assert seen == ["Bearer tok-CANARY"]  # sent once, to the server named, never to the redirect target
+
+
+def _api_commands(command: click.Command, path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    found = {path} if getattr(command.callback, "signer_api_command", False) else set()
+    if isinstance(command, click.Group):
+        for name, sub in command.commands.items():
+            found |= _api_commands(sub, (*path, name))
+    return found
+
+
+def test_approvals_commands_with_a_signed_approval(
+    cli: Cli, server: Server, tmp_path: Path, unique_name: str
+) -> None:
+    """``signer approvals ...`` and ``signer groups set-webhook``: list, show, approve (Ed25519-signed,
+    checked offline), reject, cancel, result; a wrong digest is a conflict."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    from signer.services.approvals import approval_message
+    from tests.approvals.test_api_approvals import Desk, tx
+
+    desk = Desk(server, unique_name)
+    cli.secrets += [desk.requester, *desk.approvers]
+
+    def as_(token: str, name: str) -> dict[str, Any]:
+        path = tmp_path / name
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+        return cli.env(SIGNER_TOKEN_FILE=str(path))
+
+    a0, a1, req = as_(desk.approvers[0], "a0"), as_(desk.approvers[1], "a1"), as_(desk.requester, "req")
+
+    def ok(env: dict[str, Any], *args: str) -> Any:
+        result = cli.run(*args, "--json", env=env)
+        assert result.exit_code == 0, (args, result.stdout, result.stderr)
+        return json.loads(result.stdout)
+
+    status, pending = desk.sign(tx())
+    assert status == 202
+    approval_id, digest = pending["approval"]["id"], pending["payload_digest"]
+    assert approval_id in [i["id"] for i in ok(a0, "approvals", "list", "--state", "pending")]
+    assert ok(a0, "approvals", "show", approval_id)["view"]["value_eth"] == "2"
+
+    private = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "approver.pem"
+    key_file.write_bytes(private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    ok(a0, "approvals", "register-key", "--ed25519-key", str(key_file))
+    wrong = cli.run("approvals", "approve", approval_id, "--digest", "cd" * 32, "--json", env=a0)
+    assert (
+        wrong.exit_code == cli_api.EXIT_CONFLICT and json.loads(wrong.stdout)["code"] == "approval_mismatch"
+    )
+    first = ok(a0, "approvals", "approve", approval_id, "--digest", digest, "--ed25519-key", str(key_file))
+    assert first["state"] == "pending"
+    assert ok(a1, "approvals", "approve", approval_id)["state"] == "signed"
+    vote = next(v for v in ok(a1, "approvals", "show", approval_id)["votes"] if v["signature"])
+    private.public_key().verify(
+        bytes.fromhex(vote["signature"]), approval_message(approval_id, "approve", digest)
+    )
+    result = ok(req, "approvals", "result", approval_id, "--wait", "5")["result"]
+    assert Account.recover_transaction(bytes.fromhex(result["raw_transaction"][2:])) == desk.key["address"]
+
+    _, second = desk.sign(tx(nonce=1))
+    assert ok(a0, "approvals", "reject", second["approval"]["id"])["state"] == "rejected"
+    _, third = desk.sign(tx(nonce=2))
+    assert ok(req, "approvals", "cancel", third["approval"]["id"])["state"] == "cancelled"
+
+    hook = ok(cli.env(), "groups", "set-webhook", desk.group, "http://127.0.0.1:9/hook")
+    assert len(bytes.fromhex(hook["secret"])) == 32
+    assert ok(cli.env(), "groups", "delete-webhook", desk.group)["deleted"] is True
+    cli.check_no_secret()
+
+
+def test_every_server_command_was_run(request: pytest.FixtureRequest) -> None:
+    """Last in this file: fails while a command made with ``api_call`` has no live-server test."""
+    here = [item.name.split("[")[0] for item in request.session.items if item.path == request.path]
+    everything = {name for name in globals() if name.startswith("test_")}
+    if not everything <= set(here):
+        pytest.skip("only part of this file ran")
+    commands = _api_commands(main)
+    assert len(commands) >= 20
+    assert commands - INVOKED == set()
+
+
+def _server_routes() -> set[tuple[str, str]]:
+    """Every (method, path template) in every route table of ``signer.http``."""
+    import signer.http
+
+    found = set()
+    for info in pkgutil.iter_modules(signer.http.__path__):
+        module = importlib.import_module(f"signer.http.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, web.RouteTableDef):
+                found |= {(r.method, r.path) for r in value if isinstance(r, web.RouteDef)}
+    return found
+
+
+def test_every_api_route_is_reachable_from_the_cli(request: pytest.FixtureRequest) -> None:
+    """Last in this file: fails while an API operation has no CLI command (run by the tests above)."""
+    here = [item.name.split("[")[0] for item in request.session.items if item.path == request.path]
+    if not {name for name in globals() if name.startswith("test_")} <= set(here):
+        pytest.skip("only part of this file ran")
+    # /healthz is for load balancers, /docs and the approvers' console (/console) are HTML for browsers:
+    # none of them is an operation for scripts.
+    routes = {r for r in _server_routes() if not r[1].startswith("/console")}
+    routes -= {("GET", "/healthz"), ("GET", "/docs")}
+    assert len(routes) >= 30
+    missing = set()
+    for method, template in routes:
+        pattern = re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$")
+        if not any(m == method and pattern.match(path) for m, path in REQUESTED):
+            missing.add(f"{method} {template}")
+    assert missing == set(), "API operations without a CLI command (see signer/cli_api.py's docstring)"
