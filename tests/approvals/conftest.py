@@ -1,6 +1,6 @@
 """Approvals suite: the real services in process, on a real SoftHSM token and a real database (SQLite and
-PostgreSQL), with a clock the test controls. The HSM fixtures are the HSM suite's own (one SoftHSM
-configuration per pytest process)."""
+PostgreSQL), with a clock the test controls. ``hsm`` is the session's worker from ``tests/conftest.py``
+(one SoftHSM configuration per pytest process, shared with the HSM suite)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from tests.dbfixtures import (  # noqa: F401
     store,
     store_url,
 )
-from tests.hsm.conftest import hsm, softhsm_tokens  # noqa: F401
 
 
 @pytest.fixture

@@ -6,36 +6,23 @@ for the whole session (SoftHSM reads it at ``C_Initialize``); any other suite ru
 process must use these tokens rather than a configuration of its own.
 
 Tokens: ``hsm-main`` (the session ``hsm``), ``hsm-aux`` (per-test workers that break things and count),
-``hsm-faults`` (reached through the compiled fault shim).
+``hsm-faults`` (reached through the compiled fault shim). ``softhsm_tokens`` and ``hsm`` themselves live in
+``tests/conftest.py``: every suite in the process must share one SoftHSM configuration (the approvals
+suite uses them too).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pytest
 
 from signer.hsm import Hsm
-from signer.hsm.provision import SoftHsmToken, provision_softhsm
-from signer.hsm.worker import _Pkcs11Thread
+from signer.hsm.provision import SoftHsmToken
+from tests.conftest import LABELS, RELAXED_DEADLINE, WORKER_THREAD  # noqa: F401 - shared with the root
 from tests.hsm.support import FaultShim
-
-LABELS = ("hsm-main", "hsm-aux", "hsm-faults")
-WORKER_THREAD = "signer-hsm-pkcs11"
-RELAXED_DEADLINE = 10.0
-
-
-@pytest.fixture(scope="session")
-def softhsm_tokens(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SoftHsmToken]]:
-    tokens = provision_softhsm(tmp_path_factory.mktemp("softhsm"), LABELS)
-    patch = pytest.MonkeyPatch()
-    patch.setenv("SOFTHSM2_CONF", str(tokens[0].conf_path))
-    yield {token.label: token for token in tokens}
-    patch.undo()
 
 
 @pytest.fixture(scope="session")
@@ -50,20 +37,6 @@ def faultshim(
     patch.setenv("FAULTSHIM_TARGET", softhsm_tokens["hsm-main"].module_path)
     yield shim
     patch.undo()
-
-
-@pytest.fixture(scope="session")
-def hsm(softhsm_tokens: dict[str, SoftHsmToken]) -> Iterator[Hsm]:
-    """The session's worker on ``hsm-main``; started on a loop of its own, usable from every test's loop."""
-    token = softhsm_tokens["hsm-main"]
-    # Deadlines are tested where a test sets them; elsewhere a loaded 2-core machine must not flake.
-    worker = Hsm(token.module_path, token.label, token.user_pin, deadline_seconds=RELAXED_DEADLINE)
-    asyncio.run(worker.start())
-    yield worker
-    asyncio.run(worker.close())
-    if _Pkcs11Thread._current is None:  # no other suite's Hsm is still running in this process
-        leftover = [t.name for t in threading.enumerate() if t.name == WORKER_THREAD]
-        assert not leftover, "the PKCS#11 thread outlived every Hsm"
 
 
 @pytest.fixture(autouse=True)
