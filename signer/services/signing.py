@@ -458,9 +458,9 @@ class SigningService:
             _count(key, operation, exc)
             raise
         except SignerError as exc:
-            # The signature is dropped here and never leaves.
+            # The signature is dropped here and never leaves; the audit event says one was made.
             _count(key, operation, exc)
-            await self._record_refusal(event, exc)
+            await self._record_refusal({**event, "signature_discarded": True}, exc)
             raise
         metrics.signature(key.id, key.curve, operation, "allowed")
         return result
@@ -487,7 +487,12 @@ class SigningService:
                 prepared = prepare(key)
                 request = _request_for(facts.subject, key, operation, prepared)
                 policy_set = facts.subject.policy_set
-                decision = evaluate(request, policy_set, optimistic_facts(request, policy_set, now), now=now)
+                decision = evaluate(
+                    request,
+                    policy_set,
+                    optimistic_facts(request, policy_set, now, self._store.ledger_cache.at_least),
+                    now=now,
+                )
                 if not decision.allowed:
                     raise refusal(decision, facts.subject, key)
                 _check_state(key)
