@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from tests.service_harness import Server, grant, http, init_installation, make_key, make_service, start_server
+from tests.system.support import wait_all_workers_ready
 from tests.test_api_signing import tx_fields
 
 
@@ -136,6 +137,8 @@ def test_metrics_sum_over_workers(tmp_path_factory: pytest.TempPathFactory) -> N
     stale.write_bytes(b"left over from an earlier run")
     server = start_server(installation, workers=2)
     try:
+        # start_server returns when one worker is ready; hsm_up is the minimum over live workers.
+        wait_all_workers_ready(server, 2)
         assert not stale.exists()  # emptied at start
         for _ in range(40):
             # New connections each time, so the kernel spreads them over both workers.
