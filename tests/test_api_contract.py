@@ -218,6 +218,7 @@ def test_success_bodies_match_the_response_models(server: Server, unique_name: s
     from pydantic import TypeAdapter
 
     from signer.http import schemas as out
+    from tests.service_harness import attach_policy, unlock_policy
     from tests.test_api_signing import TYPED, tx_fields
 
     admin = server.installation.admin_token
@@ -262,6 +263,11 @@ def test_success_bodies_match_the_response_models(server: Server, unique_name: s
     expect(out.Whoami, "GET", "/v1/whoami", token=service)
     sign = "/v1/keys/{}/sign/"
     message_model = out.EthSignature | out.P256Signature | out.Ed25519Signature
+    # EIP-7702 delegates and raw digests are denied by default: a policy on each key unlocks them.
+    delegate = tx_fields(4)["authorizationList"][0]["address"]
+    attach_policy(server, unlock_policy(f"unlock-eth-{unique_name[:30]}", [delegate]), key_id=eth)
+    p256 = keys["p256"]["id"]
+    attach_policy(server, unlock_policy(f"unlock-p256-{unique_name[:30]}", []), key_id=p256)
     for tx_type in (0, 1, 2, 4):
         expect(
             out.TransactionSignature,
@@ -273,11 +279,11 @@ def test_success_bodies_match_the_response_models(server: Server, unique_name: s
     expect(out.EthSignature, "POST", sign.format(eth) + "typed-data", {"typed_data": TYPED}, service)
     for key in keys.values():
         expect(message_model, "POST", sign.format(key["id"]) + "message", {"message": "hi"}, service)
-    for curve in ("secp256k1", "p256"):
+    for key_id in (eth, p256):
         expect(
             out.EthSignature | out.P256Signature,
             "POST",
-            sign.format(keys[curve]["id"]) + "digest",
+            sign.format(key_id) + "digest",
             {"digest": "0x" + "11" * 32},
             service,
         )
