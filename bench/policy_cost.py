@@ -98,14 +98,16 @@ def main() -> None:
     summary["cpu_ratio"] = round(summary["none"]["server_us"] / summary["realistic"]["server_us"], 3)
     print()
     print(
-        f"no rules:         {summary['none']['rate']:8,.0f} tx/s, {summary['none']['server_us']:,.0f} us server CPU/req"
+        f"no rules:         {summary['none']['rate']:8,.0f} tx/s, "
+        f"{summary['none']['server_us']:,.0f} us server CPU/req"
     )
     print(
         f"realistic policy: {summary['realistic']['rate']:8,.0f} tx/s, "
         f"{summary['realistic']['server_us']:,.0f} us server CPU/req"
     )
     print(
-        f"ratio realistic / none (target >= 0.9): {summary['ratio']:.2f}; by server CPU: {summary['cpu_ratio']:.2f}"
+        f"ratio realistic / none (target >= 0.9): {summary['ratio']:.2f}; "
+        f"by server CPU: {summary['cpu_ratio']:.2f}"
     )
     print(json.dumps(summary, separators=(",", ":")))
     if not all(r["good"] for r in runs):
