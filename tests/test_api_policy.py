@@ -595,3 +595,34 @@ def test_typed_data_domain_allowlist(setup: Setup) -> None:
     other["domain"]["chainId"] = 5
     status, _, body = setup.server.call("POST", path, {"typed_data": other}, setup.token)
     assert status == 403 and body["reasons"][0]["code"] == "typed_data_domain_not_allowed", body
+
+
+def test_a_spent_rate_limit_is_refused_before_the_hsm_signs(setup: Setup) -> None:
+    """L-08: a burst far over the quota gets 429s, and once the process has seen the limit spent the
+    refusals come before any signature is made (the audit says which refusals discarded one)."""
+    from tests.system.support import events, export_audit
+
+    setup.policy(
+        [
+            {
+                "id": "quota",
+                "kind": "rate_limit",
+                "effect": "deny",
+                "max_requests": 3,
+                "window_seconds": 3600,
+                "per": "principal",
+            }
+        ]
+    )
+    statuses = [setup.sign(tx(n))[0] for n in range(30)]
+    assert statuses[:3] == [200, 200, 200] and set(statuses[3:]) == {429}
+    refused = [
+        e
+        for e in events(export_audit(setup.server))
+        if e.get("kind") == "sign.transaction"
+        and e.get("outcome") == "denied"
+        and e["actor"]["principal_id"] == setup.principal_id
+    ]
+    assert len(refused) == 27
+    discarded = sum(1 for e in refused if e.get("signature_discarded"))
+    assert discarded <= 2, discarded  # at most the requests decided before the cache saw the spend

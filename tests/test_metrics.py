@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 
 import pytest
 
 from tests.service_harness import Server, grant, http, init_installation, make_key, make_service, start_server
+from tests.system.support import wait_all_workers_ready
 from tests.test_api_signing import tx_fields
 
 
@@ -136,7 +138,15 @@ def test_metrics_sum_over_workers(tmp_path_factory: pytest.TempPathFactory) -> N
     stale.write_bytes(b"left over from an earlier run")
     server = start_server(installation, workers=2)
     try:
+        # start_server returns when one worker is ready; hsm_up is the minimum over live workers.
+        wait_all_workers_ready(server, 2)
         assert not stale.exists()  # emptied at start
+        # Ready means one worker answers; the other may still be opening its HSM session, and
+        # signer_hsm_up (the minimum over live workers) says 0 until it has. Wait for both, bounded.
+        deadline = time.monotonic() + 60
+        while _value(_samples(server.call("GET", "/metrics")[2]), "signer_hsm_up") != 1:
+            assert time.monotonic() < deadline, "a worker never reported its HSM up"
+            time.sleep(0.1)
         for _ in range(40):
             # New connections each time, so the kernel spreads them over both workers.
             assert http("GET", f"{server.url}/healthz")[0] == 200

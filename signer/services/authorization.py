@@ -10,6 +10,7 @@ otherwise. Loaded facts are immutable values, so a process caches them per facts
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -141,9 +142,16 @@ def policy_request(
     )
 
 
-def optimistic_facts(request: PolicyRequest, policy_set: PolicySet, now: datetime) -> Facts:
-    """Zero usage for every limit: the check before the HSM signs, which only limits cannot fail."""
-    return Facts(dict.fromkeys(usage_queries(request, policy_set, now=now), 0))
+def optimistic_facts(
+    request: PolicyRequest,
+    policy_set: PolicySet,
+    now: datetime,
+    at_least: Callable[[str, datetime | None], int],
+) -> Facts:
+    """Usage as far as this process already knows it (a lower bound: committed rows it has seen), for
+    the check before the HSM signs. A limit already spent is refused here without a signature being
+    made; one that is not is judged exactly later, under the write lock."""
+    return Facts({q: at_least(q.limit_key, q.since) for q in usage_queries(request, policy_set, now=now)})
 
 
 def decision_summary(decision: Decision) -> dict[str, Any]:

@@ -597,11 +597,14 @@ class SigningService:
             _count(key, operation, exc)
             raise
         except SignerError as exc:
-            # The signature is dropped here and never leaves.
+            # The signature is dropped here and never leaves; the audit event says one was made
+            # (none was when the request was judged to need approval before the HSM).
             _count(key, operation, exc)
-            await self._record_refusal(event, exc)
+            discarded = {"signature_discarded": True} if response is not None else {}
+            await self._record_refusal({**event, **discarded}, exc)
             raise
-        metrics.signature(key.id, key.curve, operation, "allowed")
+        pending = result.get("state") == "pending_approval"
+        metrics.signature(key.id, key.curve, operation, "pending_approval" if pending else "allowed")
         return result
 
     async def _open_approval(
@@ -648,7 +651,12 @@ class SigningService:
                 prepared = prepare(key)
                 request = _request_for(facts.subject, key, operation, prepared)
                 policy_set = facts.subject.policy_set
-                decision = evaluate(request, policy_set, optimistic_facts(request, policy_set, now), now=now)
+                decision = evaluate(
+                    request,
+                    policy_set,
+                    optimistic_facts(request, policy_set, now, self._store.ledger_cache.at_least),
+                    now=now,
+                )
                 needs_approval = decision.needs_approval and approved is None
                 if not needs_approval and not _acceptable(decision, approved):
                     raise refusal(decision, facts.subject, key)

@@ -90,7 +90,7 @@ async def open_store(
         statement_timeout=statement_timeout,
         sqlite_pragmas=sqlite_pragmas,
     )
-    store = Store(engine, target, batch_max=batch_max)
+    store = Store(engine, target, batch_max=batch_max, lock_timeout=lock_timeout)
     if check_schema:
         try:
             revision = await store.schema_revision()

@@ -59,6 +59,7 @@ from signer.errors import (
 )
 from signer.store import schema as t
 from signer.store.engine import Target, as_audit_failure, translate
+from signer.store.gate import WriteGate
 from signer.store.policy_rows import LedgerCache, PolicyReads, PolicyWrites, grant_from_row
 from signer.store.records import (
     APPROVAL_STATES,
@@ -1086,13 +1087,17 @@ class Writer(PolicyWrites, _Queries):
 class Store:
     """Entry point: ``read()``, ``write()``, ``submit()``, health checks. Create with ``open_store``."""
 
-    def __init__(self, engine: AsyncEngine, target: Target, *, batch_max: int) -> None:
+    def __init__(
+        self, engine: AsyncEngine, target: Target, *, batch_max: int, lock_timeout: float = 5.0
+    ) -> None:
         self._engine = engine
         self._target = target
         self.backend = target.backend
         self._batch_max = batch_max
         # Committed ledger rows per limit key, kept exact under the write lock (see policy_rows).
         self.ledger_cache = LedgerCache()
+        # SQLite only: orders the worker processes' write transactions fairly (see gate).
+        self._gate = WriteGate(target.path, lock_timeout) if target.path is not None else None
         if target.backend == "postgresql":
             self._read_engine = engine
             self._write_engine = engine.execution_options(isolation_level="READ COMMITTED")
@@ -1144,6 +1149,8 @@ class Store:
             self._batcher = None
         self._closed = True
         await self._engine.dispose()
+        if self._gate is not None:
+            self._gate.close()
 
     def _check_open(self) -> None:
         if self._closing:
@@ -1191,9 +1198,17 @@ class Store:
             yield writer
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[Writer]:
+    async def _transaction(self, *, gated: bool = False) -> AsyncIterator[Writer]:
         # write() without the "closing" check: the batcher still drains its queue during close().
+        # Only the batcher (one transaction at a time per process) queues at the gate: it is what
+        # competes with other processes' batchers for SQLite's write lock under load.
         self._check_writable()
+        async with self._gate.held() if gated and self._gate is not None else contextlib.nullcontext():
+            async with self._write_transaction() as writer:
+                yield writer
+
+    @asynccontextmanager
+    async def _write_transaction(self) -> AsyncIterator[Writer]:
         conn = await self._checkout(self._write_engine)
         try:
             try:
@@ -1313,7 +1328,7 @@ class Store:
         outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
         leftover: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
         try:
-            async with self._transaction() as writer:
+            async with self._transaction(gated=True) as writer:
                 for index, (unit, future) in enumerate(batch):
                     if writer._savepoints_used >= self._max_savepoints:
                         leftover = list(batch[index:])

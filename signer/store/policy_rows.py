@@ -321,12 +321,20 @@ class _KeyRows:
 
 
 class LedgerCache:
-    """Per-process (per ``Store``) cache of committed ledger rows, valid only under the write lock."""
+    """Per-process (per ``Store``) cache of committed ledger rows: exact under the write lock, a lower
+    bound outside it (it may lack rows committed since it last looked, never holds uncommitted ones)."""
 
     def __init__(self) -> None:
         self.last_id: int | None = None
         self.keys: dict[str, _KeyRows] = {}
         self.uncached: set[str] = set()
+
+    def at_least(self, limit_key: str, since: datetime | None) -> int:
+        """A lower bound of the usage, without the database: 0 for a key this process never loaded."""
+        entry = self.keys.get(limit_key)
+        if entry is None or not entry.covers(since):
+            return 0
+        return entry.sum_after(since)
 
 
 class PolicyWrites:
