@@ -56,20 +56,28 @@ class Reason:
 @dataclass(frozen=True, slots=True)
 class ApprovalRequirement:
     """``quorum`` distinct members of ``group`` (never the requester) must approve before
-    ``expires_at``; ``rule_ids`` are the rules that asked for it."""
+    ``expires_at``; ``rule_ids`` are the rules that asked for it; ``rejections`` rejections end the
+    request; ``signed`` demands approvals signed with each approver's registered key."""
 
     group: str
     quorum: int
     expires_at: datetime
     rule_ids: tuple[str, ...]
+    rejections: int = 1
+    signed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "group": self.group,
             "quorum": self.quorum,
             "expires_at": self.expires_at.isoformat(),
             "rule_ids": list(self.rule_ids),
         }
+        if self.rejections != 1:
+            out["rejections"] = self.rejections
+        if self.signed:
+            out["signed"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -248,7 +248,8 @@ def _merge_reservations(reservations: Iterable[Reservation]) -> tuple[Reservatio
 
 
 def _approvals(findings: Iterable[_Finding], now: datetime) -> tuple[ApprovalRequirement, ...]:
-    """One requirement per approver group: the largest quorum and the earliest expiry asked for."""
+    """One requirement per approver group: the largest quorum, the earliest expiry, the fewest
+    rejections and signed approvals if any rule asked for them."""
     by_group: dict[str, ApprovalRequirement] = {}
     for finding in findings:
         spec = finding.approval
@@ -258,7 +259,7 @@ def _approvals(findings: Iterable[_Finding], now: datetime) -> tuple[ApprovalReq
         seen = by_group.get(spec.group)
         if seen is None:
             by_group[spec.group] = ApprovalRequirement(
-                spec.group, spec.quorum, expires_at, (finding.reason.rule_id,)
+                spec.group, spec.quorum, expires_at, (finding.reason.rule_id,), spec.rejections, spec.signed
             )
         else:
             by_group[spec.group] = ApprovalRequirement(
@@ -266,6 +267,8 @@ def _approvals(findings: Iterable[_Finding], now: datetime) -> tuple[ApprovalReq
                 max(seen.quorum, spec.quorum),
                 min(seen.expires_at, expires_at),
                 (*seen.rule_ids, finding.reason.rule_id),
+                min(seen.rejections, spec.rejections),
+                seen.signed or spec.signed,
             )
     return tuple(by_group[g] for g in sorted(by_group))
 

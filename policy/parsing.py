@@ -144,8 +144,14 @@ def parse_policy_document(data: Any) -> PolicyDocument:
 
 
 def _read_approval(value: Any, path: str) -> ApprovalSpec:
-    obj = read_object(value, path, required=("quorum", "group", "expires_in_seconds"))
+    obj = read_object(
+        value, path, required=("quorum", "group", "expires_in_seconds"), optional=("rejections", "signed")
+    )
     return ApprovalSpec(
+        rejections=read_int(obj["rejections"], field_path(path, "rejections"), minimum=1, maximum=MAX_QUORUM)
+        if "rejections" in obj
+        else 1,
+        signed=read_bool(obj["signed"], field_path(path, "signed")) if "signed" in obj else False,
         quorum=read_int(obj["quorum"], field_path(path, "quorum"), minimum=1, maximum=MAX_QUORUM),
         group=read_name(obj["group"], field_path(path, "group")),
         expires_in=timedelta(

@@ -36,18 +36,27 @@ UNLOCK_EFFECTS: Final = frozenset({Effect.ALLOW, Effect.REQUIRE_APPROVAL})
 
 @dataclass(frozen=True, slots=True)
 class ApprovalSpec:
-    """``quorum`` distinct members of ``group`` must approve within ``expires_in`` of the request."""
+    """``quorum`` distinct members of ``group`` must approve within ``expires_in`` of the request;
+    ``rejections`` rejections end it; ``signed`` demands approvals signed with the approver's own key."""
 
     quorum: int
     group: str
     expires_in: timedelta
+    rejections: int = 1
+    signed: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "quorum": self.quorum,
             "group": self.group,
             "expires_in_seconds": int(self.expires_in.total_seconds()),
         }
+        # Defaults are left out, so documents written before these fields keep their digests.
+        if self.rejections != 1:
+            out["rejections"] = self.rejections
+        if self.signed:
+            out["signed"] = True
+        return out
 
 
 @dataclass(frozen=True, slots=True)

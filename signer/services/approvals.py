@@ -100,6 +100,8 @@ def _requirements(record: ApprovalRequestRecord) -> list[ApprovalRequirement]:
             quorum=int(item["quorum"]),
             expires_at=datetime.fromisoformat(item["expires_at"]),
             rule_ids=tuple(item["rule_ids"]),
+            rejections=int(item.get("rejections", 1)),
+            signed=bool(item.get("signed", False)),
         )
         for item in record.requirements["approvals"]
     ]
@@ -224,13 +226,19 @@ class ApprovalsService:
         prepared: Prepared,
         decision: Decision,
         now: datetime,
-        reject_quorum: int = 1,
-        signed_approvals: bool = False,
+        reject_quorum: int | None = None,
+        signed_approvals: bool | None = None,
     ) -> ApprovalRequestRecord:
-        """Store a pending request for ``decision`` (which must require approval) and audit it."""
+        """Store a pending request for ``decision`` (which must require approval) and audit it. The
+        rejection limit and the signed-approvals demand come from the decision's requirements (the
+        fewest rejections, signed if any asks) unless given here."""
         if decision.effect is not Effect.REQUIRE_APPROVAL or not decision.approvals:
             # Nothing to collect would make the request trivially approvable: fail closed.
             raise Forbidden("no approval requirement to collect", code="approval_requirements_missing")
+        if reject_quorum is None:
+            reject_quorum = min(r.rejections for r in decision.approvals)
+        if signed_approvals is None:
+            signed_approvals = any(r.signed for r in decision.approvals)
         if reject_quorum < 1:
             raise ValueError("reject_quorum must be at least 1")
         digest = payload_digest(operation, key, prepared, decision.policy_digests)

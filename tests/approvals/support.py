@@ -110,7 +110,14 @@ class World:
         await self.policies.remove_member(self.admin_person.ctx, group, person.id)
 
     async def require_approval(
-        self, key: KeyRecord, group: str, quorum: int, *, expires_in: int = 3600, above_wei: int = 10**18
+        self,
+        key: KeyRecord,
+        group: str,
+        quorum: int,
+        *,
+        expires_in: int = 3600,
+        above_wei: int = 10**18,
+        **extra: Any,
     ) -> None:
         """Put in force at ``key`` the next version of a policy: values above ``above_wei`` need
         ``quorum`` of ``group``."""
@@ -127,7 +134,12 @@ class World:
                         "kind": "value_cap",
                         "effect": "require_approval",
                         "max_value": str(above_wei),
-                        "approval": {"quorum": quorum, "group": group, "expires_in_seconds": expires_in},
+                        "approval": {
+                            "quorum": quorum,
+                            "group": group,
+                            "expires_in_seconds": expires_in,
+                            **extra,
+                        },
                     }
                 ],
             }
