@@ -239,7 +239,8 @@ async def _vote(request: web.Request, decision: str) -> web.Response:
     except SignerError as exc:
         message = f"<p id='error'>{_e(exc.code)}: {_e(exc.message)}</p>"
         return _page("Not recorded", message, exc.status, signed_in=ctx.caller.name, csrf=_csrf(request, ctx))
-    return _redirect(f"/console/approvals/{approval_id}")
+    # The marker tells the approver (and a browser test) that this page follows their vote.
+    return _redirect(f"/console/approvals/{approval_id}?voted={decision}")
 
 
 @console_routes.post("/console/approvals/{approval_id}/approve")
