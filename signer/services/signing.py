@@ -23,6 +23,7 @@ from policy import (
     PolicyError,
     PolicyRequest,
     ShadowDecision,
+    UsageQuery,
     evaluate,
     usage_queries,
 )
@@ -380,7 +381,7 @@ class SigningService:
                 stored = await self._stored_response(ctx, idempotency)
                 if stored is not None:
                     return stored
-            facts, prepared, request = await self._precheck(ctx, key_id, operation, prepare, now)
+            facts, prepared, request, pre_queries = await self._precheck(ctx, key_id, operation, prepare, now)
             key = _check_key(ctx, facts.key, facts.subject, operation)
             event["request"] = prepared.summary
             raw = await self._hsm.sign(key.hsm_id, Curve(key.curve), prepared.data)
@@ -392,8 +393,9 @@ class SigningService:
         event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            # Judged at the instant the write lock was taken, the same for every unit of the batch.
-            now = max(writer.now, started)
+            # Judged at the instant the request started, like the check before signing: the ledger
+            # cache answers any window start from memory, and the usage queries can be reused.
+            now = started
             current = facts
             if writer.epoch != facts.epoch:
                 # A fact moved since we read it: decide again from what is committed now.
@@ -408,7 +410,7 @@ class SigningService:
                     return _replayed(stored, idempotency)
             policy_set = current.subject.policy_set
             judged = request if current is facts else _request_for(current.subject, key, operation, prepared)
-            queries = set(usage_queries(judged, policy_set, now=now))
+            queries = set(pre_queries if current is facts else usage_queries(judged, policy_set, now=now))
             shadows = [
                 (attachment_id, current.subject.candidate_set(attachment_id, attached))
                 for attachment_id, attached in current.policies.shadow
@@ -477,9 +479,10 @@ class SigningService:
         operation: str,
         prepare: Callable[[KeyRecord], Prepared],
         now: datetime,
-    ) -> tuple[_Facts, Prepared, PolicyRequest]:
-        """Everything that can refuse before the HSM signs: key, grants and every rule but the limits
-        (judged with zero usage here; the commit unit judges them exactly under the write lock)."""
+    ) -> tuple[_Facts, Prepared, PolicyRequest, frozenset[UsageQuery]]:
+        """Everything that can refuse before the HSM signs: key, grants and every rule, limits judged
+        on the usage this process already knows (a lower bound; the commit unit judges them exactly
+        under the write lock). Returns the usage queries too, for the commit unit to reuse."""
         facts, cached = await self._cached_facts(ctx, key_id, now)
         for attempt in (0, 1):
             try:
@@ -487,16 +490,17 @@ class SigningService:
                 prepared = prepare(key)
                 request = _request_for(facts.subject, key, operation, prepared)
                 policy_set = facts.subject.policy_set
+                queries = usage_queries(request, policy_set, now=now)
                 decision = evaluate(
                     request,
                     policy_set,
-                    optimistic_facts(request, policy_set, now, self._store.ledger_cache.at_least),
+                    optimistic_facts(queries, self._store.ledger_cache.at_least),
                     now=now,
                 )
                 if not decision.allowed:
                     raise refusal(decision, facts.subject, key)
                 _check_state(key)
-                return facts, prepared, request
+                return facts, prepared, request, queries
             except SignerError:
                 if attempt or not cached:
                     raise
