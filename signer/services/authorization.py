@@ -26,9 +26,9 @@ from policy import (
     PolicySet,
     TransactionView,
     TypedDataDomain,
+    UsageQuery,
     parse_policy_json,
     scope_contains,
-    usage_queries,
 )
 from signer.errors import Forbidden, IntegrityError, NotFound, RateLimited, SignerError
 from signer.store import GrantRecord, KeyRecord, Reader, Writer
@@ -143,15 +143,12 @@ def policy_request(
 
 
 def optimistic_facts(
-    request: PolicyRequest,
-    policy_set: PolicySet,
-    now: datetime,
-    at_least: Callable[[str, datetime | None], int],
+    queries: frozenset[UsageQuery], at_least: Callable[[str, datetime | None], int]
 ) -> Facts:
     """Usage as far as this process already knows it (a lower bound: committed rows it has seen), for
     the check before the HSM signs. A limit already spent is refused here without a signature being
     made; one that is not is judged exactly later, under the write lock."""
-    return Facts({q: at_least(q.limit_key, q.since) for q in usage_queries(request, policy_set, now=now)})
+    return Facts({q: at_least(q.limit_key, q.since) for q in queries})
 
 
 def decision_summary(decision: Decision) -> dict[str, Any]:

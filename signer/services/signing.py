@@ -33,6 +33,7 @@ from policy import (
     PolicyError,
     PolicyRequest,
     ShadowDecision,
+    UsageQuery,
     evaluate,
     usage_queries,
 )
@@ -479,7 +480,7 @@ class SigningService:
                 stored = await self._stored_response(ctx, idempotency)
                 if stored is not None:
                     return stored
-            facts, prepared, request, needs_approval = await self._precheck(
+            facts, prepared, request, pre_queries, needs_approval = await self._precheck(
                 ctx, key_id, operation, prepare, now, approved
             )
             key = _check_key(ctx, facts.key, facts.subject, operation)
@@ -498,8 +499,9 @@ class SigningService:
             event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            # Judged at the instant the write lock was taken, the same for every unit of the batch.
-            now = max(writer.now, started)
+            # Judged at the instant the request started, like the check before signing: the ledger
+            # cache answers any window start from memory, and the usage queries can be reused.
+            now = started
             current = facts
             if approved is not None:
                 # On behalf of a requester whose token may be long gone: the principal must still be
@@ -522,7 +524,7 @@ class SigningService:
                     return _replayed(stored, idempotency)
             policy_set = current.subject.policy_set
             judged = request if current is facts else _request_for(current.subject, key, operation, prepared)
-            queries = set(usage_queries(judged, policy_set, now=now))
+            queries = set(pre_queries if current is facts else usage_queries(judged, policy_set, now=now))
             shadows = [
                 (attachment_id, current.subject.candidate_set(attachment_id, attached))
                 for attachment_id, attached in current.policies.shadow
@@ -636,10 +638,11 @@ class SigningService:
         prepare: Callable[[KeyRecord], Prepared],
         now: datetime,
         approved: ApprovedExecution | None = None,
-    ) -> tuple[_Facts, Prepared, PolicyRequest, bool]:
-        """Everything that can refuse before the HSM signs: key, grants and every rule but the limits
-        (judged with zero usage here; the commit unit judges them exactly under the write lock).
-        The flag says the request needs approval (and has none yet): the HSM is then not asked."""
+    ) -> tuple[_Facts, Prepared, PolicyRequest, frozenset[UsageQuery], bool]:
+        """Everything that can refuse before the HSM signs: key, grants and every rule, limits judged
+        on the usage this process already knows (a lower bound; the commit unit judges them exactly
+        under the write lock). Returns the usage queries too, for the commit unit to reuse, and whether
+        the request needs approval (and has none yet): the HSM is then not asked."""
         if approved is not None:
             async with self._store.read() as reader:
                 facts, cached = await self._read_facts(reader, ctx, key_id, now), False
@@ -651,10 +654,11 @@ class SigningService:
                 prepared = prepare(key)
                 request = _request_for(facts.subject, key, operation, prepared)
                 policy_set = facts.subject.policy_set
+                queries = usage_queries(request, policy_set, now=now)
                 decision = evaluate(
                     request,
                     policy_set,
-                    optimistic_facts(request, policy_set, now, self._store.ledger_cache.at_least),
+                    optimistic_facts(queries, self._store.ledger_cache.at_least),
                     now=now,
                 )
                 needs_approval = decision.needs_approval and approved is None
@@ -663,7 +667,7 @@ class SigningService:
                 if needs_approval and self._approvals is None:
                     raise refusal(decision, facts.subject, key)
                 _check_state(key)
-                return facts, prepared, request, needs_approval
+                return facts, prepared, request, queries, needs_approval
             except SignerError:
                 if attempt or not cached:
                     raise

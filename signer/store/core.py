@@ -494,8 +494,7 @@ class Writer(PolicyWrites, _Queries):
         self._savepoints_used = 0
         self._finished = False
         self._ledger_init()
-        # The instant this transaction got the write lock: decisions made inside it judge time-based
-        # limits at one instant, so a batch moves each rolling window once.
+        # The instant this transaction got the write lock (for units that want the commit's time).
         self.now = utcnow()
 
     # state
