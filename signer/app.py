@@ -22,6 +22,7 @@ from aiohttp import web
 
 import signer.http.policy_routes  # noqa: F401 - registers its operations on the API before routes are added
 from signer import metrics
+from signer.clock import utcnow
 from signer.config import Settings
 from signer.errors import DeadlineExceeded
 from signer.hsm import Hsm
@@ -166,6 +167,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         hsm.call_observer = gauges.hsm_call
         gauges.watch_store(store.pool_status, lambda: store.queue_depth)
         gauges.watch_hsm(lambda: hsm.queue_depth, lambda: hsm.available)
+
+        async def backlog() -> tuple[int, int]:
+            async with store.read() as reader:
+                return await reader.backlog(utcnow())
+
+        gauges.watch_backlog(backlog)
         app[METRICS] = gauges
         await gauges.start()
         try:

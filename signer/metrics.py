@@ -7,13 +7,12 @@ a key that exists, so label values are bounded by the keys an admin created):
     signer_http_requests_total{route,method,status}        signer_http_request_duration_seconds{route,method}
     signer_signatures_total{key_id,curve,operation,outcome}   outcome: allowed | denied | failed
     signer_policy_decisions_total{effect,rule}             grant decisions today; the policy engine later
-    signer_approvals_pending                               set by the approvals service (see below)
+    signer_approvals_pending   signer_webhook_outbox_backlog   database-wide, read every 5 s
     signer_hsm_queue_depth   signer_hsm_call_duration_seconds{outcome}   signer_hsm_up
     signer_db_pool_connections{state}                      state: in_use | size
     signer_audit_commit_duration_seconds   signer_audit_commit_batch_size   signer_audit_queue_depth
 
-There is no outbox yet, so no outbox backlog; ``signer_audit_queue_depth`` (units waiting for the next
-group commit) is the nearest thing.
+``signer_audit_queue_depth`` counts units waiting for the next group commit in this worker.
 
 The other packages do not import this module's dependency: ``signer.hsm`` and ``signer.store`` expose
 plain read-only numbers (queue depth, availability, pool use) and an optional observer callback
@@ -36,9 +35,10 @@ in-process registry is used and nothing touches the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +89,12 @@ SIGNATURES = Counter(
 POLICY_DECISIONS = Counter(
     "signer_policy_decisions", "Policy and grant decisions, by effect and deciding rule", ("effect", "rule")
 )
+# Database-wide counts: every worker reads the same number, so the aggregate is the maximum.
 APPROVALS_PENDING = Gauge(
-    "signer_approvals_pending", "Requests waiting for approval", multiprocess_mode="livesum"
+    "signer_approvals_pending", "Approval requests pending and not expired", multiprocess_mode="livemax"
+)
+OUTBOX_BACKLOG = Gauge(
+    "signer_webhook_outbox_backlog", "Webhook calls not yet delivered", multiprocess_mode="livemax"
 )
 HSM_QUEUE = Gauge("signer_hsm_queue_depth", "HSM jobs admitted and not yet run", multiprocess_mode="livesum")
 HSM_UP = Gauge("signer_hsm_up", "1 while the HSM session is usable", multiprocess_mode="livemin")
@@ -162,9 +166,10 @@ def policy_decision(effect: str, rule_ids: Iterable[str]) -> None:
         child.inc()
 
 
-def set_pending_approvals(count: int) -> None:
-    """The approvals service reports how many requests wait for approval in this process."""
-    APPROVALS_PENDING.set(count)
+def set_backlog(pending_approvals: int, outbox: int) -> None:
+    """Database-wide counts, read by the composition root every few seconds."""
+    APPROVALS_PENDING.set(pending_approvals)
+    OUTBOX_BACKLOG.set(outbox)
 
 
 # -- reading components at scrape time ------------------------------------------------------------
@@ -176,6 +181,12 @@ class Metrics:
     def __init__(self) -> None:
         self._gauges: list[Callable[[], None]] = []
         self._refresher: asyncio.Task[None] | None = None
+        self._backlog: Callable[[], Awaitable[tuple[int, int]]] | None = None
+        self._backlog_task: asyncio.Task[None] | None = None
+
+    def watch_backlog(self, read: Callable[[], Awaitable[tuple[int, int]]]) -> None:
+        """``read()`` returns (pending approvals, undelivered webhook calls) from the database."""
+        self._backlog = read
 
     def watch_hsm(self, queue_depth: Callable[[], int], available: Callable[[], bool]) -> None:
         def refresh() -> None:
@@ -214,6 +225,18 @@ class Metrics:
         self.refresh()
         if _MULTI:
             self._refresher = asyncio.get_running_loop().create_task(self._refresh_loop(), name="metrics")
+        if self._backlog is not None:
+            self._backlog_task = asyncio.get_running_loop().create_task(
+                self._backlog_loop(self._backlog), name="metrics-backlog"
+            )
+
+    @staticmethod
+    async def _backlog_loop(read: Callable[[], Awaitable[tuple[int, int]]]) -> None:
+        while True:
+            # A metric must never take the service down; /readyz reports the database.
+            with contextlib.suppress(Exception):
+                set_backlog(*await read())
+            await asyncio.sleep(5.0)
 
     async def _refresh_loop(self) -> None:
         while True:
@@ -221,6 +244,10 @@ class Metrics:
             self.refresh()
 
     async def close(self) -> None:
+        if self._backlog_task is not None:
+            self._backlog_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._backlog_task
         if self._refresher is not None:
             self._refresher.cancel()
             try:

@@ -203,6 +203,15 @@ class PolicyReads:
             out.append((attachment, version))
         return out
 
+    # operational counts (for metrics)
+
+    async def backlog(self, now: datetime) -> tuple[int, int]:
+        """(approval requests pending and not yet expired, webhook calls not yet delivered)."""
+        a, o = t.approval_requests.c, t.webhook_outbox.c
+        pending = await self._first(select(func.count()).where(a.state == "pending", a.expires_at > now))
+        undelivered = await self._first(select(func.count()).where(o.delivered_at.is_(None)))
+        return int(pending[0]), int(undelivered[0])
+
     # idempotency and shadow
 
     async def get_idempotency(self, principal_id: str, key: str) -> IdempotencyRecord | None:

@@ -150,3 +150,25 @@ def test_requester_cannot_approve_and_strangers_see_nothing(desk: Desk, server: 
 def test_small_values_sign_at_once(desk: Desk) -> None:
     status, body = desk.sign(tx(value=10**15))
     assert status == 200 and "raw_transaction" in body
+
+
+def test_pending_approvals_and_webhook_backlog_reach_the_metrics(desk: Desk, server: Server) -> None:
+    """The database-wide gauges: a pending request shows in signer_approvals_pending (read every 5 s)."""
+    import re
+    import time
+
+    status, pending = desk.sign(tx(nonce=5))
+    assert status == 202, pending
+
+    def gauge(name: str) -> float:
+        status, _, text = server.call("GET", "/metrics")
+        assert status == 200
+        match = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
+        assert match, name
+        return float(match.group(1))
+
+    deadline = time.monotonic() + 30
+    while gauge("signer_approvals_pending") < 1:
+        assert time.monotonic() < deadline, "the pending request never reached the gauge"
+        time.sleep(0.5)  # polling a 5 s refresh with a hard deadline, not synchronising on timing
+    assert gauge("signer_webhook_outbox_backlog") >= 0
