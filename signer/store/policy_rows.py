@@ -295,12 +295,14 @@ class _KeyRows:
             self.starts.append(start)
             self.prefix.append(self.prefix[-1] + amount)
             return
-        # Out of time order (another replica's clock behind ours): rare, so rebuild.
+        # Out of time order: rows commit in a different order than their requests started, but only
+        # by milliseconds, so the tail to shift is short.
         index = bisect.bisect_right(self.starts, start)
-        amounts = self._amounts()
         self.starts.insert(index, start)
-        amounts.insert(index, amount)
-        self._rebuild(amounts)
+        self.prefix.insert(index + 1, self.prefix[index] + amount)
+        prefix = self.prefix
+        for position in range(index + 2, len(prefix)):
+            prefix[position] += amount
 
     def merge_older(self, horizon: datetime | None, rows: list[tuple[datetime, int]]) -> None:
         """Add the rows between a new, earlier ``horizon`` and the old one."""
