@@ -480,7 +480,7 @@ class SigningService:
                 stored = await self._stored_response(ctx, idempotency)
                 if stored is not None:
                     return stored
-            facts, prepared, request, pre_queries, needs_approval = await self._precheck(
+            facts, prepared, request, pre_queries, needs_approval, pre_decided = await self._precheck(
                 ctx, key_id, operation, prepare, now, approved
             )
             key = _check_key(ctx, facts.key, facts.subject, operation)
@@ -533,7 +533,12 @@ class SigningService:
             for _, candidate_set in shadows:
                 queries |= usage_queries(judged, candidate_set, now=now)
             usage = Facts({q: await writer.usage(q.limit_key, q.since, now) for q in queries})
-            decision = evaluate(judged, policy_set, usage, now=now)
+            if current is facts and not shadows and usage.usage == pre_decided[0].usage:
+                # Same request, policy set, facts and instant as the check before signing: the pure
+                # engine would decide the same again.
+                decision = pre_decided[1]
+            else:
+                decision = evaluate(judged, policy_set, usage, now=now)
             metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
             for attachment_id, candidate_set in shadows:
                 candidate = evaluate(judged, candidate_set, usage, now=now)
@@ -638,7 +643,7 @@ class SigningService:
         prepare: Callable[[KeyRecord], Prepared],
         now: datetime,
         approved: ApprovedExecution | None = None,
-    ) -> tuple[_Facts, Prepared, PolicyRequest, frozenset[UsageQuery], bool]:
+    ) -> tuple[_Facts, Prepared, PolicyRequest, frozenset[UsageQuery], bool, tuple[Facts, Decision]]:
         """Everything that can refuse before the HSM signs: key, grants and every rule, limits judged
         on the usage this process already knows (a lower bound; the commit unit judges them exactly
         under the write lock). Returns the usage queries too, for the commit unit to reuse, and whether
@@ -655,19 +660,15 @@ class SigningService:
                 request = _request_for(facts.subject, key, operation, prepared)
                 policy_set = facts.subject.policy_set
                 queries = usage_queries(request, policy_set, now=now)
-                decision = evaluate(
-                    request,
-                    policy_set,
-                    optimistic_facts(queries, self._store.ledger_cache.at_least),
-                    now=now,
-                )
+                known = optimistic_facts(queries, self._store.ledger_cache.at_least)
+                decision = evaluate(request, policy_set, known, now=now)
                 needs_approval = decision.needs_approval and approved is None
                 if not needs_approval and not _acceptable(decision, approved):
                     raise refusal(decision, facts.subject, key)
                 if needs_approval and self._approvals is None:
                     raise refusal(decision, facts.subject, key)
                 _check_state(key)
-                return facts, prepared, request, queries, needs_approval
+                return facts, prepared, request, queries, needs_approval, (known, decision)
             except SignerError:
                 if attempt or not cached:
                     raise
