@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
 
-from signer.errors import Conflict, NotFound
+from signer.errors import Conflict, NotFound, SignerError
 from signer.store import schema as t
 from signer.store.records import (
     ATTACHMENT_MODES,
@@ -39,7 +39,7 @@ from signer.store.records import (
 )
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncConnection
+    pass
 
 
 def _aware(value: datetime | None, name: str) -> None:
@@ -92,16 +92,35 @@ def _attachment(row: Any) -> AttachmentRecord:
     )
 
 
-class PolicyReads:
-    """Read queries; needs ``_all`` and ``_first`` from the class it is mixed into."""
+class _Statements:
+    """What the mixins below use from the reader or writer they are mixed into (``signer.store.core``):
+    declared for the type checker only, so at run time the real methods are found there."""
 
-    _conn: AsyncConnection
+    _store: Any
 
-    async def _all(self, statement: Any) -> list[Any]:  # pragma: no cover - provided by _Queries
-        raise NotImplementedError
+    if TYPE_CHECKING:
 
-    async def _first(self, statement: Any) -> Any:  # pragma: no cover - provided by _Queries
-        raise NotImplementedError
+        async def _all(self, statement: Any) -> list[Any]: ...
+
+        async def _first(self, statement: Any) -> Any: ...
+
+        async def _execute(self, statement: Any, params: Any = None) -> Any: ...
+
+        async def _write(self, statement: Any, params: Any = None) -> Any: ...
+
+        async def _insert_new(
+            self,
+            table: Any,
+            values: dict[str, Any],
+            conflict: Conflict,
+            missing_parent: SignerError | None = None,
+        ) -> None: ...
+
+        def bump_epoch(self) -> int: ...
+
+
+class PolicyReads(_Statements):
+    """Read queries, mixed into every reader and writer."""
 
     # groups
 
@@ -234,13 +253,16 @@ class PolicyReads:
         """Counts of (live effect, candidate effect) pairs and the most recent differing decisions."""
         c = t.shadow_decisions.c
         rows = await self._all(
-            select(c.live_effect, c.candidate_effect, c.differs).where(c.attachment_id == attachment_id)
+            select(c.live_effect, c.candidate_effect, c.differs, func.count())
+            .where(c.attachment_id == attachment_id)
+            .group_by(c.live_effect, c.candidate_effect, c.differs)
         )
         pairs: dict[tuple[str, str], int] = {}
-        differing = 0
-        for live, candidate, differs in rows:
-            pairs[(live, candidate)] = pairs.get((live, candidate), 0) + 1
-            differing += 1 if differs else 0
+        differing = evaluated = 0
+        for live, candidate, differs, count in rows:
+            pairs[(live, candidate)] = pairs.get((live, candidate), 0) + int(count)
+            differing += int(count) if differs else 0
+            evaluated += int(count)
         latest = await self._all(
             select(c.at, c.request_id, c.live_effect, c.candidate_effect, c.candidate)
             .where(c.attachment_id == attachment_id, c.differs.is_(True))
@@ -248,7 +270,7 @@ class PolicyReads:
             .limit(recent)
         )
         return {
-            "evaluated": len(rows),
+            "evaluated": evaluated,
             "differing": differing,
             "by_effect": [
                 {"live": live, "candidate": cand, "count": n} for (live, cand), n in sorted(pairs.items())
@@ -348,12 +370,9 @@ class LedgerCache:
         return entry.sum_after(since)
 
 
-class PolicyWrites:
-    """Write methods; needs ``_write``, ``_execute``, ``_insert_new``, ``bump_epoch`` and ``_check_live``
-    from ``Writer``. ``_ledger_init`` must run in the writer's constructor, ``_ledger_mark`` /
-    ``_ledger_undo`` at unit boundaries and ``_ledger_flush`` before COMMIT."""
-
-    _store: Any
+class PolicyWrites(_Statements):
+    """Write methods, mixed into ``Writer``. ``_ledger_init`` must run in the writer's constructor,
+    ``_ledger_mark`` / ``_ledger_undo`` at unit boundaries and ``_ledger_flush`` before COMMIT."""
 
     def _ledger_init(self) -> None:
         self._ledger_pending: list[LedgerEntry] = []
@@ -378,7 +397,7 @@ class PolicyWrites:
 
     async def _ledger_flush(self) -> None:
         if self._ledger_pending:
-            await self._execute(  # type: ignore[attr-defined]
+            await self._execute(
                 t.ledger.insert(),
                 [
                     {
@@ -392,7 +411,7 @@ class PolicyWrites:
                 ],
             )
         if self._shadow_pending:
-            await self._execute(t.shadow_decisions.insert(), self._shadow_pending)  # type: ignore[attr-defined]
+            await self._execute(t.shadow_decisions.insert(), self._shadow_pending)
 
     def discard_ledger_changes(self) -> None:
         """Forget every reservation of this transaction (a dry run reads only)."""
@@ -407,10 +426,10 @@ class PolicyWrites:
         cache = self._cache
         c = t.ledger.c
         if cache.last_id is None:
-            row = await self._first(select(func.max(c.id)))  # type: ignore[attr-defined]
+            row = await self._first(select(func.max(c.id)))
             cache.last_id = int(row[0] or 0)
         else:
-            rows = await self._all(  # type: ignore[attr-defined]
+            rows = await self._all(
                 select(c.id, c.limit_key, c.amount, c.window_start).where(c.id > cache.last_id).order_by(c.id)
             )
             for row_id, limit_key, amount, start in rows:
@@ -429,7 +448,7 @@ class PolicyWrites:
             query = query.where(c.window_start > after)
         if through is not None:
             query = query.where(c.window_start <= through)
-        rows = await self._all(query)  # type: ignore[attr-defined]
+        rows = await self._all(query)
         return [(start, int(amount)) for start, amount in rows]
 
     def _pending_after(self, limit_key: str, since: datetime | None) -> int:
@@ -485,7 +504,7 @@ class PolicyWrites:
     async def add_member(self, group: str, principal_id: str, now: datetime, by: str | None) -> bool:
         """Add a principal to a group; False if it already was a member."""
         try:
-            await self._insert_new(  # type: ignore[attr-defined]
+            await self._insert_new(
                 t.group_members,
                 {"group_name": group, "principal_id": principal_id, "added_at": now, "added_by": by},
                 Conflict("already a member", code="already_member"),
@@ -493,23 +512,23 @@ class PolicyWrites:
             )
         except Conflict:
             return False
-        self.bump_epoch()  # type: ignore[attr-defined]
+        self.bump_epoch()
         return True
 
     async def remove_member(self, group: str, principal_id: str) -> bool:
         c = t.group_members.c
-        result = await self._write(  # type: ignore[attr-defined]
+        result = await self._write(
             delete(t.group_members).where(c.group_name == group, c.principal_id == principal_id)
         )
         if result.rowcount:
-            self.bump_epoch()  # type: ignore[attr-defined]
+            self.bump_epoch()
             return True
         return False
 
     # -- policies ---------------------------------------------------------------------------------
 
     async def insert_policy_version(self, record: PolicyVersionRecord) -> None:
-        await self._insert_new(  # type: ignore[attr-defined]
+        await self._insert_new(
             t.policy_versions,
             {
                 "policy_id": record.policy_id,
@@ -521,7 +540,7 @@ class PolicyWrites:
             },
             Conflict("that policy version exists", code="policy_version_exists"),
         )
-        self.bump_epoch()  # type: ignore[attr-defined]
+        self.bump_epoch()
 
     async def attach_policy(self, record: AttachmentRecord) -> list[str]:
         """Put a version in force at a place; the same policy's previous attachment there in the same
@@ -530,17 +549,17 @@ class PolicyWrites:
             raise ValueError("mode must be live or shadow")
         c = t.policy_attachments.c
         place = c.scope == record.scope if record.scope is not None else c.key_id == record.key_id
-        previous = await self._all(  # type: ignore[attr-defined]
+        previous = await self._all(
             select(c.id).where(
                 c.policy_id == record.policy_id, c.mode == record.mode, place, c.detached_at.is_(None)
             )
         )
         detached = [r[0] for r in previous]
         if detached:
-            await self._write(  # type: ignore[attr-defined]
+            await self._write(
                 update(t.policy_attachments).where(c.id.in_(detached)).values(detached_at=record.created_at)
             )
-        await self._insert_new(  # type: ignore[attr-defined]
+        await self._insert_new(
             t.policy_attachments,
             {
                 "id": record.id,
@@ -556,25 +575,25 @@ class PolicyWrites:
             Conflict("an attachment with that id exists", code="attachment_exists"),
             missing_parent=NotFound("no such policy version", code="policy_not_found"),
         )
-        self.bump_epoch()  # type: ignore[attr-defined]
+        self.bump_epoch()
         return detached
 
     async def detach_policy(self, attachment_id: str, now: datetime) -> bool:
         c = t.policy_attachments.c
-        result = await self._write(  # type: ignore[attr-defined]
+        result = await self._write(
             update(t.policy_attachments)
             .where(c.id == attachment_id, c.detached_at.is_(None))
             .values(detached_at=now)
         )
         if result.rowcount:
-            self.bump_epoch()  # type: ignore[attr-defined]
+            self.bump_epoch()
             return True
         return False
 
     # -- idempotency and shadow -------------------------------------------------------------------
 
     async def insert_idempotency(self, record: IdempotencyRecord) -> None:
-        await self._insert_new(  # type: ignore[attr-defined]
+        await self._insert_new(
             t.idempotency_keys,
             {
                 "principal_id": record.principal_id,
