@@ -32,6 +32,7 @@ from policy.errors import PolicyDocumentError, PolicyError, PolicyInputError
 from policy.facts import (
     Facts,
     Reservation,
+    UsageBound,
     UsageQuery,
     grant_spend_key,
     grant_uses_key,
@@ -82,6 +83,7 @@ __all__ = [
     "TokenMovement",
     "TransactionView",
     "TypedDataDomain",
+    "UsageBound",
     "UsageQuery",
     "canonical_address",
     "canonical_json",

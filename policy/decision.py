@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from policy.facts import Reservation
+from policy.facts import Facts, Reservation, UsageBound
 
 
 class Effect(StrEnum):
@@ -105,6 +105,9 @@ class Decision:
     policies: tuple[PolicyRef, ...] = field(default=())
     reservations: tuple[Reservation, ...] = field(default=())
     approvals: tuple[ApprovalRequirement, ...] = field(default=())
+    # The usage sums an allow depended on and how far each may move with the decision unchanged; None
+    # when that is not known (every other effect: their reasons quote the sums). Not part of the value.
+    bounds: tuple[UsageBound, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def allowed(self) -> bool:
@@ -120,6 +123,24 @@ class Decision:
 
     def reasons_as_dicts(self) -> list[dict[str, str]]:
         return [reason.as_dict() for reason in self.reasons]
+
+    def holds_under(self, facts: Facts) -> bool:
+        """Whether ``evaluate`` of the same request, policy set and instant would return this very
+        decision (effect, reasons, reservations) from ``facts`` instead of the facts it was made from.
+
+        Only rules that read usage (spend and rate limits, limited grants) can tell the two apart, and
+        each of them recorded in ``bounds`` the range its sum may take with its outcome unchanged. So a
+        caller that judged a request before signing, on a lower bound of the usage, and reads the exact
+        usage under its lock afterwards, may keep the first decision instead of evaluating again when
+        this is true. False whenever it is not known (any effect but allow)."""
+        if self.bounds is None:
+            return False
+        usage = facts.usage
+        for bound in self.bounds:
+            used = usage.get(bound.query)
+            if used is None or not bound.admits(used):
+                return False
+        return True
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (amounts as decimal strings, instants ISO 8601) for the audit event and a 403."""

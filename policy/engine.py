@@ -47,7 +47,7 @@ from policy.decision import (
     strongest,
 )
 from policy.documents import AttachedPolicy, PolicySet
-from policy.facts import Facts, MissingFactError, Reservation, UsageQuery
+from policy.facts import Facts, MissingFactError, Reservation, UsageBound, UsageQuery
 from policy.grants import GrantRequest, evaluate_grants, grant_usage_queries
 from policy.limits import LimitRule
 from policy.request import PolicyRequest
@@ -69,18 +69,25 @@ class _Placed:
         return self.attached.scope if self.attached.scope is not None else request.scope
 
 
+_NO_FACTS = Facts()
+
+
 class _Contexts:
-    """One ``RuleContext`` per limit scope, shared by the rules that see the same one."""
+    """One ``RuleContext`` per limit scope, shared by the rules that see the same one. Only limits see
+    the facts: every usage sum a decision depends on is then read by a rule that reports its range
+    (``LimitRule.bound``), which is what ``Decision.holds_under`` relies on."""
 
     def __init__(self, request: PolicyRequest, now: datetime, facts: Facts) -> None:
         self._request, self._now, self._facts = request, now, facts
-        self._by_scope: dict[str, RuleContext] = {}
+        self._by_scope: dict[tuple[str, bool], RuleContext] = {}
 
     def __call__(self, placed: _Placed) -> RuleContext:
         scope = placed.limit_scope(self._request)
-        ctx = self._by_scope.get(scope)
+        stateful = placed.limit is not None
+        ctx = self._by_scope.get((scope, stateful))
         if ctx is None:
-            ctx = self._by_scope[scope] = RuleContext(self._request, self._now, scope, self._facts)
+            facts = self._facts if stateful else _NO_FACTS
+            ctx = self._by_scope[(scope, stateful)] = RuleContext(self._request, self._now, scope, facts)
         return ctx
 
 
@@ -180,23 +187,29 @@ def usage_queries(request: PolicyRequest, policies: PolicySet, *, now: datetime)
     return frozenset(needed)
 
 
-def _check(placed: _Placed, ctx: RuleContext) -> tuple[_Finding | None, Reservation | None]:
-    """The rule's finding (None when it does not fire) and, for a limit, what it would reserve."""
+def _check(
+    placed: _Placed, ctx: RuleContext
+) -> tuple[_Finding | None, Reservation | None, UsageBound | None]:
+    """The rule's finding (None when it does not fire) and, for a limit, what it would reserve and,
+    when it passed, the range of its sum within which it still would."""
     rule = placed.rule
     label = placed.attached.document.label
+    bound = None
     try:
         hit = rule.check(ctx)
         reservation = placed.limit.reservation(ctx) if placed.limit is not None else None
+        if hit is None and placed.limit is not None:
+            bound = placed.limit.bound(ctx)
     except MissingFactError as exc:
         message = f"rule {rule.id} could not be evaluated: {exc.message}"
-        return _Finding(Effect.DENY, Reason(rule.id, "facts_missing", message, label)), None
+        return _Finding(Effect.DENY, Reason(rule.id, "facts_missing", message, label)), None, None
     except Exception as exc:  # noqa: BLE001 - in a signer a rule that errors must deny, never be skipped
         message = f"rule {rule.id} could not be evaluated ({type(exc).__name__})"
-        return _Finding(Effect.DENY, Reason(rule.id, "rule_error", message, label)), None
+        return _Finding(Effect.DENY, Reason(rule.id, "rule_error", message, label)), None, None
     if hit is None:
-        return None, reservation
+        return None, reservation, bound
     finding = _Finding(rule.effect, Reason(rule.id, hit.code, hit.message, label), rule.approval)
-    return finding, reservation
+    return finding, reservation, None
 
 
 def _defaults(request: PolicyRequest, in_force: _InForce, fired: set[str]) -> list[_Finding]:
@@ -282,12 +295,15 @@ def evaluate(request: PolicyRequest, policies: PolicySet, facts: Facts, *, now: 
     findings += [_Finding(Effect.DENY, reason) for reason in in_force.conflicts]
     fired: set[str] = set()
     reservations = list(granted.reservations)
+    bounds: list[UsageBound] | None = None if granted.bounds is None else list(granted.bounds)
     context = _Contexts(request, now, facts)
     for placed in in_force.rules:
-        finding, reservation = _check(placed, context(placed))
+        finding, reservation, bound = _check(placed, context(placed))
         if finding is not None:
             findings.append(finding)
             fired.add(placed.rule.id)
+        if bound is not None and bounds is not None:
+            bounds.append(bound)
         if reservation is not None:
             reservations.append(reservation)
     findings += _defaults(request, in_force, fired)
@@ -301,6 +317,8 @@ def evaluate(request: PolicyRequest, policies: PolicySet, facts: Facts, *, now: 
         in_force.refs,
         _merge_reservations(reservations),
         _approvals(findings, now) if effect is Effect.REQUIRE_APPROVAL else (),
+        # A limit that fired quotes its sum in the reasons, so only an allow can be kept as it is.
+        tuple(bounds) if bounds is not None and effect is Effect.ALLOW else None,
     )
 
 

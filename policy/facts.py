@@ -88,6 +88,21 @@ class UsageQuery:
         return {"limit_key": self.limit_key, "since": None if self.since is None else self.since.isoformat()}
 
 
+@dataclass(frozen=True, slots=True)
+class UsageBound:
+    """A usage sum a decision depended on, and the range it may take with the decision unchanged:
+    ``low <= used <= high`` (None: unbounded on that side). A limit that passed with room bounds its
+    sum from above (more usage would fire it); a grant that was refused for its limits bounds it from
+    below (less usage might have chosen it)."""
+
+    query: UsageQuery
+    low: int | None = None
+    high: int | None = None
+
+    def admits(self, used: int) -> bool:
+        return (self.low is None or used >= self.low) and (self.high is None or used <= self.high)
+
+
 class MissingFactError(PolicyError):
     """The caller did not answer a ``UsageQuery`` the engine needs; the rule that needed it denies."""
 

@@ -27,6 +27,7 @@ from policy.facts import (
     Facts,
     MissingFactError,
     Reservation,
+    UsageBound,
     UsageQuery,
     grant_spend_key,
     grant_uses_key,
@@ -128,35 +129,43 @@ def _usage_queries(grant: Grant, request: GrantRequest) -> list[UsageQuery]:
 
 def _charge(
     grant: Grant, request: GrantRequest, facts: Facts, now: datetime
-) -> tuple[tuple[Reservation, ...], Reason | None]:
-    """The reservations that use ``grant`` for ``request``, or the reason it cannot be used."""
+) -> tuple[tuple[Reservation, ...], Reason | None, tuple[UsageBound, ...] | None]:
+    """The reservations that use ``grant`` for ``request``, or the reason it cannot be used; and the
+    range of each sum read within which that outcome stays the same (None when a sum was missing)."""
     rule_id = f"grant:{grant.grant_id}"
     reservations = []
+    bounds = []
     try:
         if grant.max_uses is not None:
-            uses = facts.used(UsageQuery(grant_uses_key(grant.grant_id), None))
+            query = UsageQuery(grant_uses_key(grant.grant_id), None)
+            uses = facts.used(query)
             if uses + 1 > grant.max_uses:
                 message = f"grant {grant.grant_id} has been used {uses} of {grant.max_uses} times"
-                return (), Reason(rule_id, "grant_uses_exhausted", message)
+                bounds.append(UsageBound(query, low=grant.max_uses))
+                return (), Reason(rule_id, "grant_uses_exhausted", message), tuple(bounds)
+            bounds.append(UsageBound(query, high=grant.max_uses - 1))
             reservations.append(Reservation(grant_uses_key(grant.grant_id), 1, now, None))
         for amount in request.amounts if grant.value_budgets else ():
             budget = grant.value_budgets.get(amount.asset)
             if budget is None:
                 message = f"grant {grant.grant_id} has no budget for {amount.asset}"
-                return (), Reason(rule_id, "asset_not_budgeted", message)
+                return (), Reason(rule_id, "asset_not_budgeted", message), tuple(bounds)
             key = grant_spend_key(grant.grant_id, amount.asset)
-            spent = facts.used(UsageQuery(key, None))
+            query = UsageQuery(key, None)
+            spent = facts.used(query)
             if spent + amount.value > budget:
                 message = (
                     f"grant {grant.grant_id}: {amount.value} {amount.asset} would bring the total to "
                     f"{spent + amount.value}, over its budget of {budget}"
                 )
-                return (), Reason(rule_id, "grant_budget_exceeded", message)
+                bounds.append(UsageBound(query, low=budget - amount.value + 1))
+                return (), Reason(rule_id, "grant_budget_exceeded", message), tuple(bounds)
+            bounds.append(UsageBound(query, high=budget - amount.value))
             reservations.append(Reservation(key, amount.value, now, None))
     except MissingFactError:
         message = f"the usage of grant {grant.grant_id} is not known, so its limits cannot be checked"
-        return (), Reason(rule_id, "grant_usage_unknown", message)
-    return tuple(reservations), None
+        return (), Reason(rule_id, "grant_usage_unknown", message), None
+    return tuple(reservations), None, tuple(bounds)
 
 
 def grant_usage_queries(
@@ -189,6 +198,9 @@ def evaluate_grants(
     facts = facts if facts is not None else Facts()
     refusals: list[Reason] = []
     chosen: tuple[Grant, tuple[Reservation, ...]] | None = None
+    # Every sum read, with its range: a grant examined after the chosen one can still replace it (an
+    # unlimited grant does), so all of them count, which errs on the side of evaluating again.
+    bounds: list[UsageBound] | None = []
     for grant in grants:
         if grant.revoked or not _covers(grant, request):
             continue
@@ -200,7 +212,11 @@ def evaluate_grants(
         if not grant.limited:
             chosen = (grant, ())
             break
-        reservations, refusal = _charge(grant, request, facts, now)
+        reservations, refusal, read = _charge(grant, request, facts, now)
+        if read is None or bounds is None:
+            bounds = None
+        else:
+            bounds += read
         if refusal is not None:
             refusals.append(refusal)
         elif chosen is None:
@@ -209,7 +225,10 @@ def evaluate_grants(
         grant, reservations = chosen
         message = f"grant {grant.grant_id} allows {request.operation}"
         return Decision(
-            Effect.ALLOW, (Reason(f"grant:{grant.grant_id}", "granted", message),), reservations=reservations
+            Effect.ALLOW,
+            (Reason(f"grant:{grant.grant_id}", "granted", message),),
+            reservations=reservations,
+            bounds=None if bounds is None else tuple(bounds),
         )
     if refusals:
         return Decision(Effect.DENY, tuple(refusals))

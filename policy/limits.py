@@ -16,7 +16,7 @@ from datetime import timedelta
 from typing import Any, ClassVar, Final
 
 from policy.canonical import NATIVE
-from policy.facts import Reservation, UsageQuery, rate_key, spend_key
+from policy.facts import Reservation, UsageBound, UsageQuery, rate_key, spend_key
 from policy.rules import Hit, Rule, RuleContext, amount_of, asset_name, describe_window
 
 LIMIT_SUBJECTS: Final = ("key", "principal", "scope")
@@ -46,6 +46,15 @@ class LimitRule(Rule):
         key = self.limit_key(ctx)
         return None if key is None else UsageQuery(key, ctx.now - self.window)
 
+    @abstractmethod
+    def headroom(self, ctx: RuleContext) -> int:
+        """The largest sum of earlier usage with which this request still passes."""
+
+    def bound(self, ctx: RuleContext) -> UsageBound | None:
+        """For a request that passed: the range its sum may take with the outcome unchanged."""
+        query = self.usage_query(ctx)
+        return None if query is None else UsageBound(query, high=self.headroom(ctx))
+
     def reservation(self, ctx: RuleContext) -> Reservation | None:
         key = self.limit_key(ctx)
         return None if key is None else Reservation(key, self.amount(ctx), ctx.now, ctx.now + self.window)
@@ -65,6 +74,9 @@ class SpendLimit(LimitRule):
 
     def amount(self, ctx: RuleContext) -> int:
         return amount_of(ctx.request, self.asset)
+
+    def headroom(self, ctx: RuleContext) -> int:
+        return self.max_value - self.amount(ctx)
 
     def limit_key(self, ctx: RuleContext) -> str | None:
         # A request that moves none of the asset neither reads nor charges the ledger.
@@ -99,6 +111,9 @@ class RateLimit(LimitRule):
 
     def amount(self, ctx: RuleContext) -> int:
         return 1
+
+    def headroom(self, ctx: RuleContext) -> int:
+        return self.max_requests - 1
 
     def limit_key(self, ctx: RuleContext) -> str | None:
         return rate_key(self.per, self.subject(ctx))

@@ -480,7 +480,7 @@ class SigningService:
                 stored = await self._stored_response(ctx, idempotency)
                 if stored is not None:
                     return stored
-            facts, prepared, request, pre_queries, needs_approval, pre_decided = await self._precheck(
+            facts, prepared, request, pre_queries, needs_approval, pre_decision = await self._precheck(
                 ctx, key_id, operation, prepare, now, approved
             )
             key = _check_key(ctx, facts.key, facts.subject, operation)
@@ -533,10 +533,11 @@ class SigningService:
             for _, candidate_set in shadows:
                 queries |= usage_queries(judged, candidate_set, now=now)
             usage = Facts({q: await writer.usage(q.limit_key, q.since, now) for q in queries})
-            if current is facts and not shadows and usage.usage == pre_decided[0].usage:
-                # Same request, policy set, facts and instant as the check before signing: the pure
-                # engine would decide the same again.
-                decision = pre_decided[1]
+            if current is facts and pre_decision.holds_under(usage):
+                # Same request, policy set and instant as the check before signing, and every sum that
+                # decision read is still within the range where it comes out the same: the pure engine
+                # would return it again.
+                decision = pre_decision
             else:
                 decision = evaluate(judged, policy_set, usage, now=now)
             metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
@@ -643,7 +644,7 @@ class SigningService:
         prepare: Callable[[KeyRecord], Prepared],
         now: datetime,
         approved: ApprovedExecution | None = None,
-    ) -> tuple[_Facts, Prepared, PolicyRequest, frozenset[UsageQuery], bool, tuple[Facts, Decision]]:
+    ) -> tuple[_Facts, Prepared, PolicyRequest, frozenset[UsageQuery], bool, Decision]:
         """Everything that can refuse before the HSM signs: key, grants and every rule, limits judged
         on the usage this process already knows (a lower bound; the commit unit judges them exactly
         under the write lock). Returns the usage queries too, for the commit unit to reuse, and whether
@@ -668,7 +669,7 @@ class SigningService:
                 if needs_approval and self._approvals is None:
                     raise refusal(decision, facts.subject, key)
                 _check_state(key)
-                return facts, prepared, request, queries, needs_approval, (known, decision)
+                return facts, prepared, request, queries, needs_approval, decision
             except SignerError:
                 if attempt or not cached:
                     raise

@@ -476,6 +476,9 @@ class BrokenLimit(LimitRule):
     def amount(self, ctx: RuleContext) -> int:
         raise ArithmeticError("a bug")
 
+    def headroom(self, ctx: RuleContext) -> int:
+        return 0
+
     def check(self, ctx: RuleContext) -> Hit | None:
         return None
 
@@ -504,3 +507,131 @@ def test_a_limit_without_a_key_asks_nothing_and_denies():
     policies = PolicySet((grant_all(),), (AttachedPolicy(broken, scope="acme"),))
     assert usage_queries(request(), policies, now=NOW) == frozenset()
     assert [r.code for r in decide(request(), policies).reasons] == ["rule_error"]
+
+
+# -- keeping a decision when only the usage moved (Decision.holds_under) ---------------------------
+
+# Sums on and beside every edge the pools can draw (limits of 1-3 uses or requests, 2 ether, 150 tokens,
+# amounts of 0, 1, 100, 101 or whole ethers), so that off-by-one bounds get caught.
+_EDGES = sorted(
+    {e + d for e in (0, 1, 2, 3, 50, 100, 150, ETHER, 2 * ETHER) for d in (-1, 0, 1) if e + d >= 0}
+)
+usage_values = st.one_of(st.integers(0, 2), st.sampled_from(_EDGES), st.integers(0, 4 * ETHER))
+grant_sets = st.sampled_from(
+    [
+        (),
+        (grant_all(),),
+        (grant_all(max_uses=1),),
+        (grant_all(max_uses=3, value_budgets={"native": 2 * ETHER}),),
+        (Grant("g-first", "p1", "scope", "acme", frozenset({"sign_transaction"}), max_uses=2), grant_all()),
+        (
+            Grant("g-first", "p1", "scope", "acme", frozenset({"sign_transaction"}), max_uses=2),
+            grant_all(value_budgets={"native": ETHER, TOKEN: 150}),
+        ),
+    ]
+)
+
+
+def _facts_for(queries, data):
+    if data.draw(st.integers(0, 4)):
+        answered = [True] * len(queries)  # mostly every sum answered, or nearly everything denies
+    else:
+        answered = data.draw(st.lists(st.booleans(), min_size=len(queries), max_size=len(queries)))
+    values = data.draw(st.lists(usage_values, min_size=len(queries), max_size=len(queries)))
+    return Facts({q: v for q, v, keep in zip(queries, values, answered, strict=True) if keep})
+
+
+limit_pool = st.sampled_from(
+    [
+        rule("daily", "spend_limit", max_value=str(2 * ETHER), window_seconds=86_400, per="key"),
+        rule("hourly", "spend_limit", max_value=str(ETHER), window_seconds=3600, per="key"),
+        rule("team", "spend_limit", "require_approval", max_value="3", window_seconds=60, per="scope"),
+        rule("tokens", "spend_limit", max_value="150", window_seconds=600, per="principal", asset=TOKEN),
+        rule("rate", "rate_limit", max_requests=3, window_seconds=60, per="principal"),
+        rule("burst", "rate_limit", "require_approval", max_requests=2, window_seconds=10, per="key"),
+    ]
+)
+
+
+@st.composite
+def limited_cases(draw):
+    """Transactions under limit-heavy policies: mostly allowed, every sum near an edge."""
+    rules = draw(st.lists(limit_pool, min_size=1, max_size=4, unique_by=lambda r: r["id"]))
+    where = draw(st.sampled_from([{"scope": "acme"}, {"key_id": "k1"}]))
+    policies = PolicySet(draw(grant_sets), (AttachedPolicy(document(*rules), **where),))
+    if draw(st.booleans()):
+        transaction = token_tx(draw(st.sampled_from([1, 100, 101])), ALICE)
+    else:
+        transaction = tx(value=draw(st.sampled_from([0, 1, ETHER])))
+    return request(transaction=transaction), policies
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(limited_cases(), st.tuples(requests(), policy_sets())), grant_sets, st.data())
+def test_a_decision_that_holds_under_other_usage_is_what_evaluate_returns_there(case, grants, data):
+    req, policies = case
+    if not policies.grants:
+        policies = PolicySet(grants, policies.documents)
+    queries = sorted(usage_queries(req, policies, now=NOW), key=lambda q: (q.limit_key, str(q.since)))
+    first = _facts_for(queries, data)
+    if data.draw(st.booleans()):
+        second = _facts_for(queries, data)
+    else:
+        # The case the service meets: the same sums, some a little higher.
+        moves = data.draw(st.lists(st.integers(0, 2), min_size=len(queries), max_size=len(queries)))
+        second = Facts({q: v + moves[queries.index(q)] for q, v in first.usage.items()})
+    decision = evaluate(req, policies, first, now=NOW)
+    if decision.allowed and decision.bounds is not None:
+        assert decision.holds_under(first)
+    if not decision.allowed:
+        assert not decision.holds_under(first)
+    if decision.holds_under(second):
+        again = evaluate(req, policies, second, now=NOW)
+        assert again == decision
+        assert again.reasons == decision.reasons and again.reservations == decision.reservations
+
+
+def test_an_allow_holds_while_every_limit_keeps_its_room():
+    daily = rule("daily", "spend_limit", max_value=str(2 * ETHER), window_seconds=86_400, per="key")
+    rate = rule("rate", "rate_limit", max_requests=3, window_seconds=60, per="principal")
+    policies = PolicySet((grant_all(max_uses=10),), (AttachedPolicy(document(daily, rate), scope="acme"),))
+    req = request(transaction=tx(value=ETHER))
+    queries = usage_queries(req, policies, now=NOW)
+    spend = next(q for q in queries if q.limit_key.startswith("spend:"))
+    calls = next(q for q in queries if q.limit_key.startswith("rate:"))
+    uses = next(q for q in queries if q.limit_key.startswith("grant:"))
+    known = Facts({spend: 0, calls: 0, uses: 0})
+    decision = evaluate(req, policies, known, now=NOW)
+    assert decision.allowed
+    # Up to the edge of every limit the decision is the same one; one past any edge it is not.
+    edge = Facts({spend: ETHER, calls: 2, uses: 9})
+    assert decision.holds_under(edge) and evaluate(req, policies, edge, now=NOW) == decision
+    for past in (
+        {spend: ETHER + 1, calls: 2, uses: 9},
+        {spend: ETHER, calls: 3, uses: 9},
+        {spend: 0, calls: 0, uses: 10},
+    ):
+        assert not decision.holds_under(Facts(past))
+        assert not evaluate(req, policies, Facts(past), now=NOW).allowed
+    # A sum the decision read but the new facts do not answer: not known to hold.
+    assert not decision.holds_under(Facts({spend: 0, calls: 0}))
+    # A refusal quotes the sums in its reasons: never kept.
+    refused = evaluate(req, policies, Facts({spend: 2 * ETHER, calls: 0, uses: 0}), now=NOW)
+    assert not refused.allowed and not refused.holds_under(Facts({spend: 2 * ETHER, calls: 0, uses: 0}))
+
+
+def test_an_allow_by_a_later_grant_holds_only_while_the_earlier_one_stays_used_up():
+    ops = frozenset({"sign_transaction"})
+    first = Grant("g-first", "p1", "scope", "acme", ops, max_uses=2)
+    second = Grant("g-second", "p1", "scope", "acme", ops, max_uses=10)
+    policies = PolicySet((first, second), ())
+    req = request(transaction=tx(value=ETHER))
+    queries = usage_queries(req, policies, now=NOW)
+    uses_first, uses_second = sorted(queries, key=lambda q: q.limit_key)
+    decision = evaluate(req, policies, Facts({uses_first: 2, uses_second: 0}), now=NOW)
+    assert [r.rule_id for r in decision.reasons] == ["grant:g-second"]
+    assert decision.holds_under(Facts({uses_first: 5, uses_second: 9}))
+    # With a use left on the first grant, it would be the one that allows: another decision.
+    assert not decision.holds_under(Facts({uses_first: 1, uses_second: 0}))
+    again = evaluate(req, policies, Facts({uses_first: 1, uses_second: 0}), now=NOW)
+    assert [r.rule_id for r in again.reasons] == ["grant:g-first"]
