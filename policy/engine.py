@@ -73,21 +73,22 @@ _NO_FACTS = Facts()
 
 
 class _Contexts:
-    """One ``RuleContext`` per limit scope, shared by the rules that see the same one. Only limits see
-    the facts: every usage sum a decision depends on is then read by a rule that reports its range
-    (``LimitRule.bound``), which is what ``Decision.holds_under`` relies on."""
+    """What each rule sees. Only limits see the facts, so every usage sum a decision depends on is
+    read by a rule that reports its range (``LimitRule.judge``), which ``Decision.holds_under`` relies
+    on; and only limits read the scope, so the other rules share one context."""
 
     def __init__(self, request: PolicyRequest, now: datetime, facts: Facts) -> None:
         self._request, self._now, self._facts = request, now, facts
-        self._by_scope: dict[tuple[str, bool], RuleContext] = {}
+        self.plain = RuleContext(request, now, request.scope, _NO_FACTS)
+        self._by_scope: dict[str, RuleContext] = {}
 
     def __call__(self, placed: _Placed) -> RuleContext:
+        if placed.limit is None:
+            return self.plain
         scope = placed.limit_scope(self._request)
-        stateful = placed.limit is not None
-        ctx = self._by_scope.get((scope, stateful))
+        ctx = self._by_scope.get(scope)
         if ctx is None:
-            facts = self._facts if stateful else _NO_FACTS
-            ctx = self._by_scope[(scope, stateful)] = RuleContext(self._request, self._now, scope, facts)
+            ctx = self._by_scope[scope] = RuleContext(self._request, self._now, scope, self._facts)
         return ctx
 
 
@@ -193,23 +194,23 @@ def _check(
     """The rule's finding (None when it does not fire) and, for a limit, what it would reserve and,
     when it passed, the range of its sum within which it still would."""
     rule = placed.rule
-    label = placed.attached.document.label
-    bound = None
     try:
-        hit = rule.check(ctx)
-        reservation = placed.limit.reservation(ctx) if placed.limit is not None else None
-        if hit is None and placed.limit is not None:
-            bound = placed.limit.bound(ctx)
+        if placed.limit is not None:
+            hit, reservation, bound = placed.limit.judge(ctx)
+        else:
+            hit, reservation, bound = rule.check(ctx), None, None
     except MissingFactError as exc:
         message = f"rule {rule.id} could not be evaluated: {exc.message}"
-        return _Finding(Effect.DENY, Reason(rule.id, "facts_missing", message, label)), None, None
+        reason = Reason(rule.id, "facts_missing", message, placed.attached.document.label)
+        return _Finding(Effect.DENY, reason), None, None
     except Exception as exc:  # noqa: BLE001 - in a signer a rule that errors must deny, never be skipped
         message = f"rule {rule.id} could not be evaluated ({type(exc).__name__})"
-        return _Finding(Effect.DENY, Reason(rule.id, "rule_error", message, label)), None, None
+        reason = Reason(rule.id, "rule_error", message, placed.attached.document.label)
+        return _Finding(Effect.DENY, reason), None, None
     if hit is None:
         return None, reservation, bound
-    finding = _Finding(rule.effect, Reason(rule.id, hit.code, hit.message, label), rule.approval)
-    return finding, reservation, None
+    reason = Reason(rule.id, hit.code, hit.message, placed.attached.document.label)
+    return _Finding(rule.effect, reason, rule.approval), reservation, None
 
 
 def _defaults(request: PolicyRequest, in_force: _InForce, fired: set[str]) -> list[_Finding]:

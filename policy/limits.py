@@ -42,18 +42,35 @@ class LimitRule(Rule):
     def amount(self, ctx: RuleContext) -> int:
         """How much this request adds to the sum."""
 
+    @abstractmethod
+    def room(self, amount: int) -> int:
+        """The largest sum of earlier usage with which a request adding ``amount`` still passes."""
+
+    @abstractmethod
+    def exceeded(self, used: int, amount: int) -> Hit:
+        """Why a request adding ``amount`` to ``used`` is over the limit."""
+
+    def judge(self, ctx: RuleContext) -> tuple[Hit | None, Reservation | None, UsageBound | None]:
+        """The whole check in one pass: the hit (None when within the limit), the reservation to
+        record, and for a request that passes the range its sum may take with the outcome unchanged."""
+        key = self.limit_key(ctx)
+        if key is None:
+            return None, None, None
+        amount = self.amount(ctx)
+        query = UsageQuery(key, ctx.now - self.window)
+        used = ctx.facts.used(query)
+        room = self.room(amount)
+        reservation = Reservation(key, amount, ctx.now, ctx.now + self.window)
+        if used > room:
+            return self.exceeded(used, amount), reservation, None
+        return None, reservation, UsageBound(query, high=room)
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        return self.judge(ctx)[0]
+
     def usage_query(self, ctx: RuleContext) -> UsageQuery | None:
         key = self.limit_key(ctx)
         return None if key is None else UsageQuery(key, ctx.now - self.window)
-
-    @abstractmethod
-    def headroom(self, ctx: RuleContext) -> int:
-        """The largest sum of earlier usage with which this request still passes."""
-
-    def bound(self, ctx: RuleContext) -> UsageBound | None:
-        """For a request that passed: the range its sum may take with the outcome unchanged."""
-        query = self.usage_query(ctx)
-        return None if query is None else UsageBound(query, high=self.headroom(ctx))
 
     def reservation(self, ctx: RuleContext) -> Reservation | None:
         key = self.limit_key(ctx)
@@ -75,8 +92,8 @@ class SpendLimit(LimitRule):
     def amount(self, ctx: RuleContext) -> int:
         return amount_of(ctx.request, self.asset)
 
-    def headroom(self, ctx: RuleContext) -> int:
-        return self.max_value - self.amount(ctx)
+    def room(self, amount: int) -> int:
+        return self.max_value - amount
 
     def limit_key(self, ctx: RuleContext) -> str | None:
         # A request that moves none of the asset neither reads nor charges the ledger.
@@ -84,18 +101,12 @@ class SpendLimit(LimitRule):
             return None
         return spend_key(self.per, self.subject(ctx), self.asset)
 
-    def check(self, ctx: RuleContext) -> Hit | None:
-        query = self.usage_query(ctx)
-        if query is None:
-            return None
-        spent, amount = ctx.facts.used(query), self.amount(ctx)
-        if spent + amount > self.max_value:
-            return Hit(
-                "spend_limit_exceeded",
-                f"{amount} {asset_name(self.asset)} would bring this {self.per}'s spend in the last "
-                f"{describe_window(self.window)} to {spent + amount}, over the limit of {self.max_value}",
-            )
-        return None
+    def exceeded(self, used: int, amount: int) -> Hit:
+        return Hit(
+            "spend_limit_exceeded",
+            f"{amount} {asset_name(self.asset)} would bring this {self.per}'s spend in the last "
+            f"{describe_window(self.window)} to {used + amount}, over the limit of {self.max_value}",
+        )
 
     def params(self) -> dict[str, Any]:
         return {"max_value": str(self.max_value), "asset": self.asset, **LimitRule.params(self)}
@@ -112,24 +123,18 @@ class RateLimit(LimitRule):
     def amount(self, ctx: RuleContext) -> int:
         return 1
 
-    def headroom(self, ctx: RuleContext) -> int:
-        return self.max_requests - 1
+    def room(self, amount: int) -> int:
+        return self.max_requests - amount
 
     def limit_key(self, ctx: RuleContext) -> str | None:
         return rate_key(self.per, self.subject(ctx))
 
-    def check(self, ctx: RuleContext) -> Hit | None:
-        query = self.usage_query(ctx)
-        if query is None:
-            return None
-        used = ctx.facts.used(query)
-        if used + 1 > self.max_requests:
-            return Hit(
-                "rate_limit_exceeded",
-                f"this {self.per} has made {used} requests in the last {describe_window(self.window)}; "
-                f"the limit is {self.max_requests}",
-            )
-        return None
+    def exceeded(self, used: int, amount: int) -> Hit:
+        return Hit(
+            "rate_limit_exceeded",
+            f"this {self.per} has made {used} requests in the last {describe_window(self.window)}; "
+            f"the limit is {self.max_requests}",
+        )
 
     def params(self) -> dict[str, Any]:
         return {"max_requests": self.max_requests, **LimitRule.params(self)}

@@ -476,8 +476,11 @@ class BrokenLimit(LimitRule):
     def amount(self, ctx: RuleContext) -> int:
         raise ArithmeticError("a bug")
 
-    def headroom(self, ctx: RuleContext) -> int:
+    def room(self, amount: int) -> int:
         return 0
+
+    def exceeded(self, used: int, amount: int) -> Hit:
+        return Hit("never", "never")
 
     def check(self, ctx: RuleContext) -> Hit | None:
         return None
