@@ -14,7 +14,7 @@ written by a replica whose clock runs ahead still count).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -109,9 +109,14 @@ class MissingFactError(PolicyError):
 
 @dataclass(frozen=True, slots=True)
 class Facts:
-    """Answers to usage queries. Empty facts are valid: they fail only the rules that need a sum."""
+    """Answers to usage queries. Empty facts are valid: they fail only the rules that need a sum.
+
+    ``lookup``, when given, answers the queries ``usage`` does not hold, on demand: for a caller that
+    can read any sum cheaply (an in-memory ledger) and would rather not ask ``usage_queries`` first.
+    Its answers are checked like ``usage``'s."""
 
     usage: Mapping[UsageQuery, int] = field(default_factory=dict)
+    lookup: Callable[[UsageQuery], int] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for query, used in self.usage.items():
@@ -121,12 +126,17 @@ class Facts:
                 utc(query.since, "since")
 
     def used(self, query: UsageQuery) -> int:
-        try:
-            return self.usage[query]
-        except KeyError:
+        used = self.usage.get(query)
+        if used is not None:
+            return used
+        if self.lookup is None:
             raise MissingFactError(
                 "facts_missing", f"no usage given for {query.limit_key} since {query.since}"
-            ) from None
+            )
+        used = self.lookup(query)
+        if isinstance(used, bool) or not isinstance(used, int) or used < 0:
+            raise PolicyInputError("invalid_facts", "every usage must be a non-negative integer")
+        return used
 
     @classmethod
     def from_reservations(cls, queries: Iterable[UsageQuery], reservations: Iterable[Reservation]) -> Facts:

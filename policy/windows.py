@@ -60,10 +60,11 @@ class TimeOfDayWindow:
 
     def contains(self, instant: datetime) -> bool:
         at = utc(instant)
-        since_midnight = at - at.replace(hour=0, minute=0, second=0, microsecond=0)
-        return at.weekday() in self.weekdays and timedelta(
-            seconds=self.start_second
-        ) <= since_midnight < timedelta(seconds=self.end_second)
+        if at.weekday() not in self.weekdays:
+            return False
+        # Whole microseconds since midnight: exact, like the timedelta arithmetic it replaces.
+        since_midnight = ((at.hour * 60 + at.minute) * 60 + at.second) * 1_000_000 + at.microsecond
+        return self.start_second * 1_000_000 <= since_midnight < self.end_second * 1_000_000
 
     def describe(self) -> str:
         days = ",".join(WEEKDAYS[d] for d in sorted(self.weekdays))

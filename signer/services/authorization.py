@@ -26,7 +26,6 @@ from policy import (
     PolicySet,
     TransactionView,
     TypedDataDomain,
-    UsageQuery,
     parse_policy_json,
     scope_contains,
 )
@@ -142,13 +141,11 @@ def policy_request(
     )
 
 
-def optimistic_facts(
-    queries: frozenset[UsageQuery], at_least: Callable[[str, datetime | None], int]
-) -> Facts:
+def optimistic_facts(at_least: Callable[[str, datetime | None], int]) -> Facts:
     """Usage as far as this process already knows it (a lower bound: committed rows it has seen), for
-    the check before the HSM signs. A limit already spent is refused here without a signature being
-    made; one that is not is judged exactly later, under the write lock."""
-    return Facts({q: at_least(q.limit_key, q.since) for q in queries})
+    the check before the HSM signs, read as the engine asks. A limit already spent is refused here
+    without a signature being made; one that is not is judged exactly later, under the write lock."""
+    return Facts(lookup=lambda query: at_least(query.limit_key, query.since))
 
 
 def decision_summary(decision: Decision) -> dict[str, Any]:

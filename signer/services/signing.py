@@ -33,7 +33,6 @@ from policy import (
     PolicyError,
     PolicyRequest,
     ShadowDecision,
-    UsageQuery,
     evaluate,
     usage_queries,
 )
@@ -480,7 +479,7 @@ class SigningService:
                 stored = await self._stored_response(ctx, idempotency)
                 if stored is not None:
                     return stored
-            facts, prepared, request, pre_queries, needs_approval, pre_decision = await self._precheck(
+            facts, prepared, request, needs_approval, pre_decision = await self._precheck(
                 ctx, key_id, operation, prepare, now, approved
             )
             key = _check_key(ctx, facts.key, facts.subject, operation)
@@ -524,7 +523,13 @@ class SigningService:
                     return _replayed(stored, idempotency)
             policy_set = current.subject.policy_set
             judged = request if current is facts else _request_for(current.subject, key, operation, prepared)
-            queries = set(pre_queries if current is facts else usage_queries(judged, policy_set, now=now))
+            keep = current is facts and pre_decision.bounds is not None
+            # The sums the decision before signing read, when it can be kept; otherwise every sum.
+            queries = (
+                {bound.query for bound in pre_decision.bounds or ()}
+                if keep
+                else set(usage_queries(judged, policy_set, now=now))
+            )
             shadows = [
                 (attachment_id, current.subject.candidate_set(attachment_id, attached))
                 for attachment_id, attached in current.policies.shadow
@@ -533,12 +538,17 @@ class SigningService:
             for _, candidate_set in shadows:
                 queries |= usage_queries(judged, candidate_set, now=now)
             usage = Facts({q: await writer.usage(q.limit_key, q.since, now) for q in queries})
-            if current is facts and pre_decision.holds_under(usage):
+            if keep and pre_decision.holds_under(usage):
                 # Same request, policy set and instant as the check before signing, and every sum that
                 # decision read is still within the range where it comes out the same: the pure engine
                 # would return it again.
                 decision = pre_decision
             else:
+                if keep:
+                    # The decision moved: judge again with every sum the engine may read.
+                    missing = usage_queries(judged, policy_set, now=now) - usage.usage.keys()
+                    more = {q: await writer.usage(q.limit_key, q.since, now) for q in missing}
+                    usage = Facts({**usage.usage, **more})
                 decision = evaluate(judged, policy_set, usage, now=now)
             metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
             for attachment_id, candidate_set in shadows:
@@ -644,11 +654,11 @@ class SigningService:
         prepare: Callable[[KeyRecord], Prepared],
         now: datetime,
         approved: ApprovedExecution | None = None,
-    ) -> tuple[_Facts, Prepared, PolicyRequest, frozenset[UsageQuery], bool, Decision]:
+    ) -> tuple[_Facts, Prepared, PolicyRequest, bool, Decision]:
         """Everything that can refuse before the HSM signs: key, grants and every rule, limits judged
         on the usage this process already knows (a lower bound; the commit unit judges them exactly
-        under the write lock). Returns the usage queries too, for the commit unit to reuse, and whether
-        the request needs approval (and has none yet): the HSM is then not asked."""
+        under the write lock). Returns the decision too, for the commit unit to keep if it still
+        holds, and whether the request needs approval (and has none yet): the HSM is then not asked."""
         if approved is not None:
             async with self._store.read() as reader:
                 facts, cached = await self._read_facts(reader, ctx, key_id, now), False
@@ -659,17 +669,15 @@ class SigningService:
                 key = _check_key(ctx, facts.key, facts.subject, operation)
                 prepared = prepare(key)
                 request = _request_for(facts.subject, key, operation, prepared)
-                policy_set = facts.subject.policy_set
-                queries = usage_queries(request, policy_set, now=now)
-                known = optimistic_facts(queries, self._store.ledger_cache.at_least)
-                decision = evaluate(request, policy_set, known, now=now)
+                known = optimistic_facts(self._store.ledger_cache.at_least)
+                decision = evaluate(request, facts.subject.policy_set, known, now=now)
                 needs_approval = decision.needs_approval and approved is None
                 if not needs_approval and not _acceptable(decision, approved):
                     raise refusal(decision, facts.subject, key)
                 if needs_approval and self._approvals is None:
                     raise refusal(decision, facts.subject, key)
                 _check_state(key)
-                return facts, prepared, request, queries, needs_approval, decision
+                return facts, prepared, request, needs_approval, decision
             except SignerError:
                 if attempt or not cached:
                     raise

@@ -151,3 +151,53 @@ def test_make_event() -> None:
         make_event("x", at=at, outcome="allowed", **{"kind": "shadow"})
     with pytest.raises(ValueError):
         canonical_json(make_event("x", at=at, outcome="allowed", fee=0.1))
+
+
+class _Level(IntEnum):
+    LOW = 1
+
+
+class _Mode(StrEnum):
+    LIVE = "live"
+
+
+ascii_heavy_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.text(st.characters(max_codepoint=0x7F))
+    | st.text()
+    | st.sampled_from(
+        [_Level.LOW, _Mode.LIVE, "\x7f", "\x00\x1f", "\u2028", "\U0001f600", 2**64, -(2**63) - 1]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.tuples(inner, inner)
+        | st.dictionaries(
+            st.text(st.characters(max_codepoint=0x7F), max_size=4) | st.text(max_size=3), inner, max_size=5
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@given(ascii_heavy_values)
+def test_the_fast_encoder_writes_the_reference_bytes(value: Any) -> None:
+    # The service writes with orjson where it can; an auditor verifies with the standard library alone.
+    from signer import audit
+
+    assert audit.orjson is not None, "orjson is a dependency of the service"
+    assert canonical_json(value) == audit._canonical_text(value)
+
+
+def test_an_event_shaped_like_a_signature_takes_the_fast_path_with_the_same_bytes() -> None:
+    from signer import audit
+
+    event = {
+        "kind": "sign.transaction",
+        "at": "2026-11-22T15:00:00.000000Z",
+        "request": {"chainId": 1, "value": str(10**30), "nonce": 7, "to": "0x" + "ab" * 20},
+        "decision": {"effect": _Mode.LIVE, "reasons": [{"rule_id": "grant:g1", "code": "granted"}]},
+        "n": _Level.LOW,
+    }
+    assert canonical_json(event) == audit._canonical_text(event)

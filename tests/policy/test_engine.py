@@ -584,6 +584,10 @@ def test_a_decision_that_holds_under_other_usage_is_what_evaluate_returns_there(
         moves = data.draw(st.lists(st.integers(0, 2), min_size=len(queries), max_size=len(queries)))
         second = Facts({q: v + moves[queries.index(q)] for q, v in first.usage.items()})
     decision = evaluate(req, policies, first, now=NOW)
+    if len(first.usage) == len(queries):
+        # Sums read on demand decide exactly as sums read beforehand.
+        on_demand = evaluate(req, policies, Facts(lookup=lambda q: first.usage[q]), now=NOW)
+        assert on_demand == decision and on_demand.bounds == decision.bounds
     if decision.allowed and decision.bounds is not None:
         assert decision.holds_under(first)
     if not decision.allowed:
@@ -638,3 +642,12 @@ def test_an_allow_by_a_later_grant_holds_only_while_the_earlier_one_stays_used_u
     assert not decision.holds_under(Facts({uses_first: 1, uses_second: 0}))
     again = evaluate(req, policies, Facts({uses_first: 1, uses_second: 0}), now=NOW)
     assert [r.rule_id for r in again.reasons] == ["grant:g-first"]
+
+
+def test_facts_read_on_demand_are_checked_like_given_ones():
+    query = UsageQuery("rate:key:k1", None)
+    assert Facts(lookup=lambda q: 3).used(query) == 3
+    assert Facts({query: 1}, lookup=lambda q: 3).used(query) == 1
+    for bad in (-1, True, "2"):
+        with pytest.raises(PolicyInputError):
+            Facts(lookup=lambda q, bad=bad: bad).used(query)
