@@ -297,7 +297,7 @@ class PolicyReads(_Statements):
 
 MAX_CACHED_ROWS = 200_000
 
-# The ledger statements of every signing commit, run on the driver (see driver.py).
+# The ledger and idempotency statements of every signing commit, run on the driver (see driver.py).
 _LEDGER_COLUMNS = ("limit_key", "amount", "window_start", "window_end", "request_id")
 _LEDGER_INSERT = t.ledger.insert()
 # PostgreSQL hands back the new ids from the insert itself; SQLite's executemany cannot return rows, so
@@ -319,6 +319,14 @@ _SHADOW_COLUMNS = (
     "candidate",
 )
 _SHADOW_INSERT = t.shadow_decisions.insert()
+_IDEMPOTENCY_COLUMNS = ("principal_id", "key", "request_digest", "response", "created_at")
+_IDEMPOTENCY_INSERT = t.idempotency_keys.insert()
+_IDEMPOTENCY_SELECT = select(
+    t.idempotency_keys.c.request_digest, t.idempotency_keys.c.response, t.idempotency_keys.c.created_at
+).where(
+    t.idempotency_keys.c.principal_id == bindparam("principal_id"),
+    t.idempotency_keys.c.key == bindparam("key"),
+)
 
 
 class _KeyRows:
@@ -404,13 +412,21 @@ class PolicyWrites(_Statements):
     """Write methods, mixed into ``Writer``. ``_ledger_init`` must run in the writer's constructor,
     ``_ledger_mark`` / ``_ledger_undo`` at unit boundaries, ``_policy_steps`` / ``_policy_flushed``
     around the flush before COMMIT and ``_policy_committed`` after a successful COMMIT.
+
+    Idempotency records are buffered like reservations and inserted with the batch at COMMIT, so a
+    signing unit sends no write statement of its own (and needs no savepoint). Whether a key is taken
+    is still answered when the unit asks: every writer holds the write lock, so what this transaction
+    read from the table plus what it buffered is the whole truth until it commits.
     """
 
     def _ledger_init(self) -> None:
         self._ledger_pending: list[LedgerEntry] = []
         self._ledger_by_key: dict[str, list[LedgerEntry]] = {}
         self._shadow_pending: list[dict[str, Any]] = []
-        self._ledger_marks = (0, 0)
+        self._idempotency_pending: dict[tuple[str, str], dict[str, Any]] = {}
+        # Keys this transaction saw missing from the table (only this transaction could add them).
+        self._idempotency_absent: set[tuple[str, str]] = set()
+        self._ledger_marks = (0, 0, 0)
         self._ledger_synced = False
         self._ledger_inserted_through: int | None = None
 
@@ -422,14 +438,22 @@ class PolicyWrites(_Statements):
     # -- group commit hooks ---------------------------------------------------------------------
 
     def _ledger_mark(self) -> None:
-        self._ledger_marks = (len(self._ledger_pending), len(self._shadow_pending))
+        self._ledger_marks = (
+            len(self._ledger_pending),
+            len(self._shadow_pending),
+            len(self._idempotency_pending),
+        )
 
     def _ledger_undo(self) -> None:
-        ledger_count, shadow_count = self._ledger_marks
+        ledger_count, shadow_count, idempotency_count = self._ledger_marks
         if len(self._ledger_pending) > ledger_count:
             del self._ledger_pending[ledger_count:]
             self._reindex_pending()
         del self._shadow_pending[shadow_count:]
+        if len(self._idempotency_pending) > idempotency_count:
+            # Dicts keep insertion order: the unit's own records are the last ones.
+            for name in list(self._idempotency_pending)[idempotency_count:]:
+                del self._idempotency_pending[name]
 
     def _reindex_pending(self) -> None:
         self._ledger_by_key = {}
@@ -457,6 +481,13 @@ class PolicyWrites(_Statements):
                 steps.append(Step(self._prepared(_LEDGER_MAX_ID)))
         if self._shadow_pending:
             steps.append(Step(self._prepared(_SHADOW_INSERT, _SHADOW_COLUMNS), rows=self._shadow_pending))
+        if self._idempotency_pending:
+            steps.append(
+                Step(
+                    self._prepared(_IDEMPOTENCY_INSERT, _IDEMPOTENCY_COLUMNS),
+                    rows=list(self._idempotency_pending.values()),
+                )
+            )
         return steps
 
     def _policy_flushed(self, results: list[list[Any]]) -> None:
@@ -665,18 +696,43 @@ class PolicyWrites(_Statements):
 
     # -- idempotency and shadow -------------------------------------------------------------------
 
-    async def insert_idempotency(self, record: IdempotencyRecord) -> None:
-        await self._insert_new(
-            t.idempotency_keys,
-            {
-                "principal_id": record.principal_id,
-                "key": record.key,
-                "request_digest": record.request_digest,
-                "response": json.dumps(record.response, sort_keys=True, separators=(",", ":")),
-                "created_at": record.created_at,
-            },
-            Conflict("that idempotency key was used", code="idempotency_key_used"),
+    async def get_idempotency(self, principal_id: str, key: str) -> IdempotencyRecord | None:
+        """The stored record for the key, counting records this transaction buffered."""
+        name = (principal_id, key)
+        row = self._idempotency_pending.get(name)
+        if row is None:
+            if name in self._idempotency_absent:
+                return None
+            rows = await self._raw_fetch(
+                self._prepared(_IDEMPOTENCY_SELECT), {"principal_id": principal_id, "key": key}
+            )
+            if not rows:
+                self._idempotency_absent.add(name)
+                return None
+            digest, response, created_at = rows[0]
+            row = {"request_digest": digest, "response": response, "created_at": created_at}
+        return IdempotencyRecord(
+            principal_id=principal_id,
+            key=key,
+            request_digest=row["request_digest"],
+            response=json.loads(row["response"]),
+            created_at=row["created_at"],
         )
+
+    async def insert_idempotency(self, record: IdempotencyRecord) -> None:
+        """Buffer the record for COMMIT; ``Conflict(idempotency_key_used)`` if the key is taken."""
+        _aware(record.created_at, "created_at")
+        if not isinstance(record.created_at, datetime):
+            raise ValueError("created_at must be a timezone-aware datetime")
+        if await self.get_idempotency(record.principal_id, record.key) is not None:
+            raise Conflict("that idempotency key was used", code="idempotency_key_used")
+        self._idempotency_pending[(record.principal_id, record.key)] = {
+            "principal_id": record.principal_id,
+            "key": record.key,
+            "request_digest": record.request_digest,
+            "response": json.dumps(record.response, sort_keys=True, separators=(",", ":")),
+            "created_at": record.created_at,
+        }
 
     def record_shadow(
         self,

@@ -128,6 +128,67 @@ async def test_failing_units_in_a_large_batch_leave_nothing_and_neighbours_keep_
     assert await store.submit(signing_unit(1)) == 1
 
 
+async def test_units_that_only_buffer_take_no_savepoint(store: Store) -> None:
+    writers: list[Writer] = []
+
+    def unit_for(n: int, fail: str | None = None):  # type: ignore[no-untyped-def]
+        inner = signing_unit(n, fail=fail)
+
+        async def unit(w: Writer) -> Any:
+            writers.append(w)
+            return await inner(w)
+
+        return unit
+
+    results = await submit_all(store, [unit_for(0), unit_for(1, "after_buffering"), unit_for(2)])
+    assert results[0] == 0 and isinstance(results[1], Refused) and results[2] == 2
+    assert writers[0]._savepoints_used == 0
+    results = await submit_all(store, [unit_for(3), unit_for(4, "after_sql_write"), unit_for(5)])
+    assert writers[-1]._savepoints_used == 1  # only the unit that sent a write statement took one
+
+
+async def test_idempotency_keys_within_a_batch_and_across_transactions(store: Store) -> None:
+    async def first(w: Writer) -> None:
+        await w.insert_idempotency(idempotency("k", answer=1))
+
+    async def second(w: Writer) -> Any:
+        # The first unit's record is not in the table yet, but this transaction must see it.
+        seen = await w.get_idempotency("prn_1", "k")
+        assert seen is not None and seen.response == {"name": "k", "answer": 1}
+        await w.insert_idempotency(idempotency("k", answer=2))
+
+    async def buffers_then_fails(w: Writer) -> None:
+        await w.insert_idempotency(idempotency("k2", answer="lost"))
+        raise Refused
+
+    async def takes_the_freed_key(w: Writer) -> Any:
+        assert await w.get_idempotency("prn_1", "k2") is None
+        await w.insert_idempotency(idempotency("k2", answer="kept"))
+
+    results = await submit_all(store, [first, second, buffers_then_fails, takes_the_freed_key])
+    assert results[0] is None and results[3] is None
+    assert isinstance(results[1], Conflict) and results[1].code == "idempotency_key_used"
+    assert isinstance(results[2], Refused)
+
+    async with store.read() as r:
+        k = await r.get_idempotency("prn_1", "k")
+        k2 = await r.get_idempotency("prn_1", "k2")
+    assert k is not None and k.response == {"name": "k", "answer": 1} and k.created_at == T0
+    assert k2 is not None and k2.response == {"name": "k2", "answer": "kept"}
+
+    async def later(w: Writer) -> Any:
+        found = await w.get_idempotency("prn_1", "k")
+        assert found == k
+        await w.insert_idempotency(idempotency("k"))
+
+    try:
+        await store.submit(later)
+    except Conflict as exc:
+        assert exc.code == "idempotency_key_used"
+    else:
+        raise AssertionError("a committed key was taken again")
+
+
 async def test_two_stores_keep_folded_caches_equal_to_sql_sums(store_url: str) -> None:
     rng = random.Random(5)
     windows = [timedelta(seconds=5), timedelta(seconds=30), None]
