@@ -570,10 +570,10 @@ class Writer(PolicyWrites, _Queries):
                 raise
             raise error from None
 
-    async def _raw_run(self, steps: Sequence[Step]) -> list[list[Any]]:
+    async def _raw_run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[Any]]:
         self._check_live()
         try:
-            return await self._driver.run(steps)
+            return await self._driver.run(steps, commit=commit)
         except Exception as exc:
             error = self._failure(exc)
             if error is exc:
@@ -635,7 +635,8 @@ class Writer(PolicyWrites, _Queries):
         return record
 
     async def _flush(self) -> None:
-        # Everything the batch buffered, as one executemany per table (one round trip in all on SQLite).
+        """Write what the transaction buffered, just before COMMIT (which SQLite sends in the same trip)."""
+        # One executemany per table: one round trip in all on SQLite, COMMIT included.
         steps = self._policy_steps()
         policy_steps = len(steps)
         if self._pending:
@@ -659,9 +660,8 @@ class Writer(PolicyWrites, _Queries):
                     {"seq": self._seq, "hash": self._hash, "epoch": self._epoch},
                 )
             )
-        if steps:
-            results = await self._raw_run(steps)
-            self._policy_flushed(results[:policy_steps])
+        results = await self._raw_run(steps, commit=True)
+        self._policy_flushed(results[:policy_steps])
 
     # group-commit units
 

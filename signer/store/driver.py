@@ -92,9 +92,13 @@ class Driver:
         """A fixed statement without parameters (SAVEPOINT, BEGIN)."""
         raise NotImplementedError
 
-    async def run(self, steps: Sequence[Step]) -> list[list[tuple[Any, ...]]]:
+    async def run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[tuple[Any, ...]]]:
         """Every step in order, in one round trip where the driver allows; each step's rows (for an
-        executemany: the rows its RETURNING clause gave, if any)."""
+        executemany: the rows its RETURNING clause gave, if any).
+
+        ``commit``: the caller will commit right after; a driver that can end the transaction in the
+        same round trip does so, and SQLAlchemy's commit() then has nothing left to send. The caller
+        must still call it (and roll back if this raises)."""
         raise NotImplementedError
 
 
@@ -103,8 +107,11 @@ class Driver:
 _Job = tuple[str, Any, bool]
 
 
-def _run_jobs(connection: sqlite3.Connection, jobs: Sequence[_Job]) -> list[tuple[list[Any], int]]:
-    # Runs on the connection's own thread: one hop for the whole list.
+def _run_jobs(
+    connection: sqlite3.Connection, jobs: Sequence[_Job], commit: bool
+) -> tuple[list[tuple[list[Any], int]], bool]:
+    # Runs on the connection's own thread: one hop for the whole list. Returns the results and whether
+    # a requested COMMIT left the connection outside any transaction.
     out: list[tuple[list[Any], int]] = []
     cursor = connection.cursor()
     try:
@@ -115,20 +122,28 @@ def _run_jobs(connection: sqlite3.Connection, jobs: Sequence[_Job]) -> list[tupl
                 cursor.execute(sql, parameters)
             rows = cursor.fetchall() if cursor.description is not None else []
             out.append((rows, cursor.rowcount))
+        if commit:
+            cursor.execute("COMMIT")
     finally:
         cursor.close()
-    return out
+    return out, commit and not connection.in_transaction
 
 
 class SQLiteDriver(Driver):
     def __init__(self, connection: Any) -> None:
-        # An aiosqlite connection: ``_execute(fn, *args)`` runs fn on its thread and awaits the result.
+        # The engine's aiosqlite connection (signer.store.engine._OneHopConnection): ``_execute(fn,
+        # *args)`` runs fn on its thread and awaits the result.
         self._connection = connection
         self._call: Callable[..., Any] = connection._execute
 
-    async def _jobs(self, jobs: Sequence[_Job]) -> list[tuple[list[Any], int]]:
-        result: list[tuple[list[Any], int]] = await self._call(_run_jobs, self._connection._conn, jobs)
-        return result
+    async def _jobs(self, jobs: Sequence[_Job], commit: bool = False) -> list[tuple[list[Any], int]]:
+        outcome: tuple[list[tuple[list[Any], int]], bool] = await self._call(
+            _run_jobs, self._connection._conn, jobs, commit
+        )
+        if outcome[1]:
+            # Nothing ran on the connection since: SQLAlchemy's commit() may skip its round trip.
+            self._connection.committed = True
+        return outcome[0]
 
     async def fetch(
         self, prepared: Prepared, values: Mapping[str, Any] | None = None
@@ -143,7 +158,7 @@ class SQLiteDriver(Driver):
     async def plain(self, sql: str) -> None:
         await self._jobs([(sql, (), False)])
 
-    async def run(self, steps: Sequence[Step]) -> list[list[tuple[Any, ...]]]:
+    async def run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[tuple[Any, ...]]]:
         jobs: list[_Job] = []
         kept: list[Prepared] = []
         for step in steps:
@@ -154,7 +169,7 @@ class SQLiteDriver(Driver):
             else:
                 jobs.append((step.prepared.sql, step.prepared.params(step.values), False))
             kept.append(step.prepared)
-        results = await self._jobs(jobs) if jobs else []
+        results = await self._jobs(jobs, commit) if jobs or commit else []
         by_step = iter(zip(kept, results, strict=True))
         out: list[list[tuple[Any, ...]]] = []
         for step in steps:
@@ -187,7 +202,8 @@ class PostgresDriver(Driver):
     async def plain(self, sql: str) -> None:
         await self._connection.execute(sql)
 
-    async def run(self, steps: Sequence[Step]) -> list[list[tuple[Any, ...]]]:
+    async def run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[tuple[Any, ...]]]:
+        # ``commit`` is left to SQLAlchemy: asyncpg's transaction object must end the transaction.
         out: list[list[tuple[Any, ...]]] = []
         for step in steps:
             prepared = step.prepared

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 from datetime import timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from tests.store.store_testkit import (
     install_commit_poison,
     principal,
     remove_commit_poison,
+    sqlite_path,
     submit_all,
 )
 
@@ -274,3 +276,31 @@ async def test_a_failed_commit_folds_nothing(store_url: str) -> None:
             assert await store.submit(read) == 5
     finally:
         await remove_commit_poison(store_url)
+
+
+async def test_sqlite_a_stale_commit_hint_cannot_skip_a_needed_commit(sqlite_store_url: str) -> None:
+    # The flush sends COMMIT itself and tells the connection that SQLAlchemy's commit() has nothing
+    # left to do; any later statement must clear that, or a transaction could be left uncommitted.
+    async with fresh_store(sqlite_store_url) as store:
+
+        async def unit(w: Writer) -> None:
+            w.append_audit(event("test.committed_in_flush"))
+
+        await store.submit(unit)
+        conn = await store._checkout(store._write_engine)
+        try:
+            driver_connection = (await conn.get_raw_connection()).driver_connection
+            driver_connection.committed = True  # as if a flush had just committed
+            await conn.begin()
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+            await conn.exec_driver_sql("INSERT INTO meta (name, value) VALUES ('hint', 'kept')")
+            await conn.commit()
+        finally:
+            await store._release(conn)
+        # Seen from another connection (the pool may hand back the same one, which sees its own writes).
+        other = sqlite3.connect(sqlite_path(sqlite_store_url))
+        try:
+            assert other.execute("SELECT value FROM meta WHERE name = 'hint'").fetchall() == [("kept",)]
+            assert other.execute("SELECT kind FROM audit_events").fetchall() == [("test.committed_in_flush",)]
+        finally:
+            other.close()
