@@ -20,6 +20,13 @@ On PostgreSQL a batch stops taking units after
 ``_PG_MAX_SAVEPOINTS`` writing units, because more subtransactions than PostgreSQL caches per backend
 (64) slow every other session's snapshots; the rest simply go into the next batch.
 
+A signing unit sends no write statement at all: its audit event, reservations and idempotency record
+are buffered in the writer (and dropped with the unit if it fails), and the whole batch's rows are
+written by one executemany per table just before COMMIT. The statements every batch runs go to the
+driver connection directly (``signer.store.driver``), not through SQLAlchemy's per-statement machinery,
+which costs twice the driver's own work; on SQLite the begin and head read are one round trip, and the
+flush with its COMMIT another.
+
 Because every write transaction takes the same lock first, a unit's check-then-write (a spend limit, a
 rate counter) is race-free across processes without further row locks, and writers cannot deadlock
 each other. Units must be short and do only database work through the writer: while one runs, the
