@@ -20,6 +20,13 @@ On PostgreSQL a batch stops taking units after
 ``_PG_MAX_SAVEPOINTS`` writing units, because more subtransactions than PostgreSQL caches per backend
 (64) slow every other session's snapshots; the rest simply go into the next batch.
 
+A signing unit sends no write statement at all: its audit event, reservations and idempotency record
+are buffered in the writer (and dropped with the unit if it fails), and the whole batch's rows are
+written by one executemany per table just before COMMIT. The statements every batch runs go to the
+driver connection directly (``signer.store.driver``), not through SQLAlchemy's per-statement machinery,
+which costs twice the driver's own work; on SQLite the begin and head read are one round trip, and the
+flush with its COMMIT another.
+
 Because every write transaction takes the same lock first, a unit's check-then-write (a spend limit, a
 rate counter) is race-free across processes without further row locks, and writers cannot deadlock
 each other. Units must be short and do only database work through the writer: while one runs, the
@@ -41,7 +48,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, delete, func, or_, select, text, update
+from sqlalchemy import Select, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -58,6 +65,7 @@ from signer.errors import (
     TransactionConflict,
 )
 from signer.store import schema as t
+from signer.store.driver import Driver, Prepared, Step, driver_for
 from signer.store.engine import Target, as_audit_failure, translate
 from signer.store.gate import WriteGate
 from signer.store.policy_rows import LedgerCache, PolicyReads, PolicyWrites, grant_from_row
@@ -271,11 +279,18 @@ class _Queries(PolicyReads):
         except SignerError:
             raise
         except Exception as exc:
-            error = translate(exc)
-            if error is None:
+            error = self._failure(exc)
+            if error is exc:
                 raise
-            self._statement_failed(error)
             raise error from None
+
+    def _failure(self, exc: Exception) -> Exception:
+        """The error to raise for a statement's exception (``exc`` itself if it is not the database's)."""
+        error = translate(exc)
+        if error is None:
+            return exc
+        self._statement_failed(error)
+        return error
 
     def _statement_failed(self, error: SignerError) -> None:
         """Hook: a Writer remembers that its transaction may now be unusable."""
@@ -449,6 +464,16 @@ class _Queries(PolicyReads):
 _HEAD_SELECT = select(t.audit_head.c.seq, t.audit_head.c.hash, t.audit_head.c.epoch).where(
     t.audit_head.c.id == 1
 )
+_HEAD_SELECT_FOR_UPDATE = _HEAD_SELECT.with_for_update()
+# The statements every group commit runs, on the driver (see driver.py).
+_BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")
+_HEAD_UPDATE = (
+    update(t.audit_head)
+    .where(t.audit_head.c.id == 1)
+    .values(seq=bindparam("seq"), hash=bindparam("hash"), epoch=bindparam("epoch"))
+)
+_AUDIT_COLUMNS = ("seq", "at", "request_id", "kind", "event", "prev_hash", "hash")
+_AUDIT_INSERT = t.audit_events.insert()
 
 
 class Reader(_Queries):
@@ -479,8 +504,11 @@ class Writer(PolicyWrites, _Queries):
     no statement failed. ``append_audit`` and ``bump_epoch`` are synchronous: they only touch memory.
     """
 
-    def __init__(self, store: Store, conn: AsyncConnection, seq: int, head_hash: str, epoch: int) -> None:
+    def __init__(
+        self, store: Store, conn: AsyncConnection, driver: Driver, seq: int, head_hash: str, epoch: int
+    ) -> None:
         super().__init__(store, conn)
+        self._driver = driver
         self._seq = seq
         self._hash = head_hash
         self._epoch = epoch
@@ -522,6 +550,42 @@ class Writer(PolicyWrites, _Queries):
         if self._in_unit and self._savepoint is None:
             await self._open_savepoint()
         return await self._execute(statement, params)
+
+    # statements on the driver (see driver.py): same translation and failure bookkeeping as _execute
+
+    def _prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared:
+        prepared: Prepared = self._store._prepared(statement, column_keys)
+        return prepared
+
+    async def _raw_fetch(self, statement: Prepared, values: dict[str, Any] | None = None) -> list[Any]:
+        self._check_live()
+        try:
+            return await self._driver.fetch(statement, values)
+        except Exception as exc:
+            error = self._failure(exc)
+            if error is exc:
+                raise
+            raise error from None
+
+    async def _raw_plain(self, sql: str) -> None:
+        self._check_live()
+        try:
+            await self._driver.plain(sql)
+        except Exception as exc:
+            error = self._failure(exc)
+            if error is exc:
+                raise
+            raise error from None
+
+    async def _raw_run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[Any]]:
+        self._check_live()
+        try:
+            return await self._driver.run(steps, commit=commit)
+        except Exception as exc:
+            error = self._failure(exc)
+            if error is exc:
+                raise
+            raise error from None
 
     # epoch and audit
 
@@ -578,7 +642,10 @@ class Writer(PolicyWrites, _Queries):
         return record
 
     async def _flush(self) -> None:
-        await self._ledger_flush()
+        """Write what the transaction buffered, just before COMMIT (which SQLite sends in the same trip)."""
+        # One executemany per table: one round trip in all on SQLite, COMMIT included.
+        steps = self._policy_steps()
+        policy_steps = len(steps)
         if self._pending:
             rows = [
                 {
@@ -592,13 +659,16 @@ class Writer(PolicyWrites, _Queries):
                 }
                 for r in self._pending
             ]
-            await self._execute(t.audit_events.insert(), rows)
+            steps.append(Step(self._prepared(_AUDIT_INSERT, _AUDIT_COLUMNS), rows=rows))
         if (self._seq, self._hash, self._epoch) != self._start:
-            await self._execute(
-                update(t.audit_head)
-                .where(t.audit_head.c.id == 1)
-                .values(seq=self._seq, hash=self._hash, epoch=self._epoch)
+            steps.append(
+                Step(
+                    self._prepared(_HEAD_UPDATE),
+                    {"seq": self._seq, "hash": self._hash, "epoch": self._epoch},
+                )
             )
+        results = await self._raw_run(steps, commit=True)
+        self._policy_flushed(results[:policy_steps])
 
     # group-commit units
 
@@ -613,7 +683,7 @@ class Writer(PolicyWrites, _Queries):
         name = f"signer_unit_{self._savepoints_used}"
         # Plain SQL, never released: COMMIT releases them all, and skipping RELEASE saves a round trip
         # per writing unit. ROLLBACK TO names the unit's own savepoint, so older ones are untouched.
-        await self._execute(text(f"SAVEPOINT {name}"))
+        await self._raw_plain(f"SAVEPOINT {name}")
         self._savepoint = name
 
     async def _unit_end(self, error: BaseException | None) -> BaseException | None:
@@ -632,7 +702,7 @@ class Writer(PolicyWrites, _Queries):
             name, self._savepoint = self._savepoint, None
             self._failed = None
             # If this fails the batch cannot go on: the exception aborts the whole transaction.
-            await self._execute(text(f"ROLLBACK TO SAVEPOINT {name}"))
+            await self._raw_plain(f"ROLLBACK TO SAVEPOINT {name}")
             if self._failed is not None:
                 raise self._failed
         elif self._failed is not None:
@@ -1095,6 +1165,8 @@ class Store:
         self._batch_max = batch_max
         # Committed ledger rows per limit key, kept exact under the write lock (see policy_rows).
         self.ledger_cache = LedgerCache()
+        # The commit path's statements, compiled once for this dialect (keyed by the statement object).
+        self._compiled: dict[tuple[int, tuple[str, ...] | None], tuple[Any, Prepared]] = {}
         # SQLite only: orders the worker processes' write transactions fairly (see gate).
         self._gate = WriteGate(target.path, lock_timeout) if target.path is not None else None
         if target.backend == "postgresql":
@@ -1155,6 +1227,14 @@ class Store:
         if self._closing:
             raise DatabaseUnavailable("the store is closed")
 
+    def _prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared:
+        # Only module-level statements come here, so the cache stays as small as the code.
+        found = self._compiled.get((id(statement), column_keys))
+        if found is None:
+            found = (statement, Prepared(statement, self._engine.dialect, column_keys))
+            self._compiled[(id(statement), column_keys)] = found
+        return found[1]
+
     # connections
 
     async def _checkout(self, engine: AsyncEngine) -> AsyncConnection:
@@ -1212,12 +1292,23 @@ class Store:
         try:
             try:
                 await conn.begin()
-                row = (await conn.execute(_HEAD_SELECT.with_for_update())).first()
+                raw = await conn.get_raw_connection()
+                driver = driver_for(self.backend, raw.driver_connection)
+                if self.backend == "sqlite":
+                    # The engine leaves BEGIN to us (see engine.py): BEGIN IMMEDIATE and the head in
+                    # one round trip.
+                    _, rows = await driver.run(
+                        [Step(self._prepared(_BEGIN_IMMEDIATE)), Step(self._prepared(_HEAD_SELECT))]
+                    )
+                    row = rows[0] if rows else None
+                else:
+                    # Through SQLAlchemy: its first statement is what opens the transaction it commits.
+                    row = (await conn.execute(_HEAD_SELECT_FOR_UPDATE)).first()
             except Exception as exc:  # noqa: BLE001 - translated: DatabaseUnavailable or AuditUnavailable
                 raise self._begin_commit_error(exc) from None
             if row is None:
                 raise AuditUnavailable("the audit log is not initialised")
-            writer = Writer(self, conn, int(row[0]), str(row[1]), int(row[2]))
+            writer = Writer(self, conn, driver, int(row[0]), str(row[1]), int(row[2]))
             try:
                 yield writer
                 if writer._failed is not None:
@@ -1236,6 +1327,7 @@ class Store:
                 if isinstance(exc, Exception):
                     raise self._begin_commit_error(exc) from None
                 raise
+            writer._policy_committed()
         finally:
             await self._release(conn)
 

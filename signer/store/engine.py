@@ -149,8 +149,10 @@ def _sqlite_engine(
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        write = connection.get_execution_options().get("signer_write", False)
-        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # A write transaction's BEGIN IMMEDIATE is sent by the store itself, in the same round trip as
+        # its first read (signer.store.core); a read gets a plain BEGIN for one snapshot.
+        if not connection.get_execution_options().get("signer_write", False):
+            connection.exec_driver_sql("BEGIN")
 
     return engine
 
@@ -233,10 +235,28 @@ def _run_statement(
 
 
 class _OneHopConnection(aiosqlite.Connection):
-    """aiosqlite's connection (its thread, queue, commit, rollback, close) with one-hop cursors."""
+    """aiosqlite's connection (its thread, queue, commit, rollback, close) with one-hop cursors.
+
+    ``committed`` is set by the store's driver (signer.store.driver) when its last job ended with a
+    COMMIT that left no transaction open: SQLAlchemy's commit() right after it then needs no trip to
+    the connection's thread. Any other job clears it before it is queued, so it can never skip a
+    COMMIT that is still needed.
+    """
+
+    committed = False
 
     def cursor(self) -> _OneHopCursor:  # type: ignore[override]
         return _OneHopCursor(self)
+
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self.committed = False
+        return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def commit(self) -> None:
+        if self.committed:
+            self.committed = False
+            return
+        await super().commit()
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

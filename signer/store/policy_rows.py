@@ -9,7 +9,10 @@ is one binary search. The cache stays exact because every write transaction hold
 lock: on its first usage query a transaction reads the ledger rows committed since the cache last
 looked (``id > last_id``, one indexed query per transaction however many keys it touches), which
 includes what other processes and replicas reserved; rows this transaction reserves count from its
-pending list until they are committed and read back the same way. A key the cache does not cover
+pending list (indexed by limit key) until they are committed, and are then folded into the cache with
+the ids the database gave them, so the next transaction's query finds only other writers' rows. That
+fold is exact only because the transaction synced under the write lock before inserting: every row with
+an id up to its own newest one is then either already cached or its own. A key the cache does not cover
 back far enough (first use, a longer window, a clock stepped back) is loaded from the ledger for the
 missing span. Rows older than every window a key was asked about are dropped from memory (never from
 the table: a longer window added later must still see them), and a key with more rows than
@@ -25,10 +28,11 @@ import json
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, bindparam, delete, func, or_, select, update
 
 from signer.errors import Conflict, NotFound, SignerError
 from signer.store import schema as t
+from signer.store.driver import Prepared, Step
 from signer.store.records import (
     ATTACHMENT_MODES,
     AttachmentRecord,
@@ -37,9 +41,6 @@ from signer.store.records import (
     LedgerEntry,
     PolicyVersionRecord,
 )
-
-if TYPE_CHECKING:
-    pass
 
 
 def _aware(value: datetime | None, name: str) -> None:
@@ -117,6 +118,12 @@ class _Statements:
         ) -> None: ...
 
         def bump_epoch(self) -> int: ...
+
+        def _prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared: ...
+
+        async def _raw_fetch(
+            self, statement: Prepared, values: dict[str, Any] | None = None
+        ) -> list[Any]: ...
 
 
 class PolicyReads(_Statements):
@@ -290,6 +297,37 @@ class PolicyReads(_Statements):
 
 MAX_CACHED_ROWS = 200_000
 
+# The ledger and idempotency statements of every signing commit, run on the driver (see driver.py).
+_LEDGER_COLUMNS = ("limit_key", "amount", "window_start", "window_end", "request_id")
+_LEDGER_INSERT = t.ledger.insert()
+# PostgreSQL hands back the new ids from the insert itself; SQLite's executemany cannot return rows, so
+# the newest id is read in the same round trip instead (nobody else can insert: the write lock is held).
+_LEDGER_INSERT_RETURNING = t.ledger.insert().returning(t.ledger.c.id)
+_LEDGER_MAX_ID = select(func.max(t.ledger.c.id))
+_LEDGER_SINCE = (
+    select(t.ledger.c.id, t.ledger.c.limit_key, t.ledger.c.amount, t.ledger.c.window_start)
+    .where(t.ledger.c.id > bindparam("after", type_=t.ledger.c.id.type))
+    .order_by(t.ledger.c.id)
+)
+_SHADOW_COLUMNS = (
+    "attachment_id",
+    "at",
+    "request_id",
+    "live_effect",
+    "candidate_effect",
+    "differs",
+    "candidate",
+)
+_SHADOW_INSERT = t.shadow_decisions.insert()
+_IDEMPOTENCY_COLUMNS = ("principal_id", "key", "request_digest", "response", "created_at")
+_IDEMPOTENCY_INSERT = t.idempotency_keys.insert()
+_IDEMPOTENCY_SELECT = select(
+    t.idempotency_keys.c.request_digest, t.idempotency_keys.c.response, t.idempotency_keys.c.created_at
+).where(
+    t.idempotency_keys.c.principal_id == bindparam("principal_id"),
+    t.idempotency_keys.c.key == bindparam("key"),
+)
+
 
 class _KeyRows:
     """One limit key's committed rows after ``horizon`` (None: all of them), sorted by window start,
@@ -372,13 +410,25 @@ class LedgerCache:
 
 class PolicyWrites(_Statements):
     """Write methods, mixed into ``Writer``. ``_ledger_init`` must run in the writer's constructor,
-    ``_ledger_mark`` / ``_ledger_undo`` at unit boundaries and ``_ledger_flush`` before COMMIT."""
+    ``_ledger_mark`` / ``_ledger_undo`` at unit boundaries, ``_policy_steps`` / ``_policy_flushed``
+    around the flush before COMMIT and ``_policy_committed`` after a successful COMMIT.
+
+    Idempotency records are buffered like reservations and inserted with the batch at COMMIT, so a
+    signing unit sends no write statement of its own (and needs no savepoint). Whether a key is taken
+    is still answered when the unit asks: every writer holds the write lock, so what this transaction
+    read from the table plus what it buffered is the whole truth until it commits.
+    """
 
     def _ledger_init(self) -> None:
         self._ledger_pending: list[LedgerEntry] = []
+        self._ledger_by_key: dict[str, list[LedgerEntry]] = {}
         self._shadow_pending: list[dict[str, Any]] = []
-        self._ledger_marks = (0, 0)
+        self._idempotency_pending: dict[tuple[str, str], dict[str, Any]] = {}
+        # Keys this transaction saw missing from the table (only this transaction could add them).
+        self._idempotency_absent: set[tuple[str, str]] = set()
+        self._ledger_marks = (0, 0, 0)
         self._ledger_synced = False
+        self._ledger_inserted_through: int | None = None
 
     @property
     def _cache(self) -> LedgerCache:
@@ -388,34 +438,86 @@ class PolicyWrites(_Statements):
     # -- group commit hooks ---------------------------------------------------------------------
 
     def _ledger_mark(self) -> None:
-        self._ledger_marks = (len(self._ledger_pending), len(self._shadow_pending))
+        self._ledger_marks = (
+            len(self._ledger_pending),
+            len(self._shadow_pending),
+            len(self._idempotency_pending),
+        )
 
     def _ledger_undo(self) -> None:
-        ledger_count, shadow_count = self._ledger_marks
-        del self._ledger_pending[ledger_count:]
+        ledger_count, shadow_count, idempotency_count = self._ledger_marks
+        if len(self._ledger_pending) > ledger_count:
+            del self._ledger_pending[ledger_count:]
+            self._reindex_pending()
         del self._shadow_pending[shadow_count:]
+        if len(self._idempotency_pending) > idempotency_count:
+            # Dicts keep insertion order: the unit's own records are the last ones.
+            for name in list(self._idempotency_pending)[idempotency_count:]:
+                del self._idempotency_pending[name]
 
-    async def _ledger_flush(self) -> None:
+    def _reindex_pending(self) -> None:
+        self._ledger_by_key = {}
+        for entry in self._ledger_pending:
+            self._ledger_by_key.setdefault(entry.limit_key, []).append(entry)
+
+    def _policy_steps(self) -> list[Step]:
+        """The statements that write this transaction's buffered rows (run by the writer's flush)."""
+        steps: list[Step] = []
         if self._ledger_pending:
-            await self._execute(
-                t.ledger.insert(),
-                [
-                    {
-                        "limit_key": e.limit_key,
-                        "amount": str(e.amount),
-                        "window_start": e.window_start,
-                        "window_end": e.window_end,
-                        "request_id": e.request_id,
-                    }
-                    for e in self._ledger_pending
-                ],
-            )
+            rows = [
+                {
+                    "limit_key": e.limit_key,
+                    "amount": str(e.amount),
+                    "window_start": e.window_start,
+                    "window_end": e.window_end,
+                    "request_id": e.request_id,
+                }
+                for e in self._ledger_pending
+            ]
+            if self._store.backend == "postgresql":
+                steps.append(Step(self._prepared(_LEDGER_INSERT_RETURNING, _LEDGER_COLUMNS), rows=rows))
+            else:
+                steps.append(Step(self._prepared(_LEDGER_INSERT, _LEDGER_COLUMNS), rows=rows))
+                steps.append(Step(self._prepared(_LEDGER_MAX_ID)))
         if self._shadow_pending:
-            await self._execute(t.shadow_decisions.insert(), self._shadow_pending)
+            steps.append(Step(self._prepared(_SHADOW_INSERT, _SHADOW_COLUMNS), rows=self._shadow_pending))
+        if self._idempotency_pending:
+            steps.append(
+                Step(
+                    self._prepared(_IDEMPOTENCY_INSERT, _IDEMPOTENCY_COLUMNS),
+                    rows=list(self._idempotency_pending.values()),
+                )
+            )
+        return steps
+
+    def _policy_flushed(self, results: list[list[Any]]) -> None:
+        """Take the ledger's new ids from the results of ``_policy_steps`` (in the same order)."""
+        if not self._ledger_pending:
+            return
+        if self._store.backend == "postgresql":
+            ids = [int(r[0]) for r in results[0]]
+            self._ledger_inserted_through = max(ids) if ids else None
+        else:
+            newest = results[1][0][0] if results[1] else None
+            self._ledger_inserted_through = None if newest is None else int(newest)
+
+    def _policy_committed(self) -> None:
+        """After COMMIT: fold this transaction's reservations into the cache, so they are not read back."""
+        through = self._ledger_inserted_through
+        cache = self._cache
+        if through is None or not self._ledger_synced or cache.last_id is None:
+            # Not synced under this lock: the next sync reads these rows like anyone else's.
+            return
+        for entry in self._ledger_pending:
+            cached = cache.keys.get(entry.limit_key)
+            if cached is not None:
+                cached.add(entry.window_start, entry.amount)
+        cache.last_id = max(cache.last_id, through)
 
     def discard_ledger_changes(self) -> None:
         """Forget every reservation of this transaction (a dry run reads only)."""
         self._ledger_pending.clear()
+        self._ledger_by_key.clear()
 
     # -- the ledger -----------------------------------------------------------------------------
 
@@ -424,19 +526,18 @@ class PolicyWrites(_Statements):
         if self._ledger_synced:
             return
         cache = self._cache
-        c = t.ledger.c
         if cache.last_id is None:
-            row = await self._first(select(func.max(c.id)))
-            cache.last_id = int(row[0] or 0)
+            rows = await self._raw_fetch(self._prepared(_LEDGER_MAX_ID))
+            cache.last_id = int(rows[0][0] or 0)
         else:
-            rows = await self._all(
-                select(c.id, c.limit_key, c.amount, c.window_start).where(c.id > cache.last_id).order_by(c.id)
-            )
-            for row_id, limit_key, amount, start in rows:
-                entry = cache.keys.get(limit_key)
+            rows = await self._raw_fetch(self._prepared(_LEDGER_SINCE), {"after": cache.last_id})
+            keys = cache.keys
+            for _, limit_key, amount, start in rows:
+                entry = keys.get(limit_key)
                 if entry is not None:
                     entry.add(start, int(amount))
-                cache.last_id = max(cache.last_id, int(row_id))
+            if rows:
+                cache.last_id = max(cache.last_id, int(rows[-1][0]))
         self._ledger_synced = True
 
     async def _committed_rows(
@@ -452,11 +553,12 @@ class PolicyWrites(_Statements):
         return [(start, int(amount)) for start, amount in rows]
 
     def _pending_after(self, limit_key: str, since: datetime | None) -> int:
-        return sum(
-            e.amount
-            for e in self._ledger_pending
-            if e.limit_key == limit_key and (since is None or e.window_start > since)
-        )
+        entries = self._ledger_by_key.get(limit_key)
+        if not entries:
+            return 0
+        if since is None:
+            return sum(e.amount for e in entries)
+        return sum(e.amount for e in entries if e.window_start > since)
 
     async def usage(self, limit_key: str, since: datetime | None, now: datetime) -> int:
         """The sum of reservations for ``limit_key`` with ``window_start > since`` (all of them when
@@ -498,6 +600,8 @@ class PolicyWrites(_Statements):
             if isinstance(entry.amount, bool) or not isinstance(entry.amount, int) or entry.amount < 0:
                 raise ValueError("a reservation amount must be a non-negative integer")
         self._ledger_pending.extend(entries)
+        for entry in entries:
+            self._ledger_by_key.setdefault(entry.limit_key, []).append(entry)
 
     # -- groups -----------------------------------------------------------------------------------
 
@@ -592,18 +696,43 @@ class PolicyWrites(_Statements):
 
     # -- idempotency and shadow -------------------------------------------------------------------
 
-    async def insert_idempotency(self, record: IdempotencyRecord) -> None:
-        await self._insert_new(
-            t.idempotency_keys,
-            {
-                "principal_id": record.principal_id,
-                "key": record.key,
-                "request_digest": record.request_digest,
-                "response": json.dumps(record.response, sort_keys=True, separators=(",", ":")),
-                "created_at": record.created_at,
-            },
-            Conflict("that idempotency key was used", code="idempotency_key_used"),
+    async def get_idempotency(self, principal_id: str, key: str) -> IdempotencyRecord | None:
+        """The stored record for the key, counting records this transaction buffered."""
+        name = (principal_id, key)
+        row = self._idempotency_pending.get(name)
+        if row is None:
+            if name in self._idempotency_absent:
+                return None
+            rows = await self._raw_fetch(
+                self._prepared(_IDEMPOTENCY_SELECT), {"principal_id": principal_id, "key": key}
+            )
+            if not rows:
+                self._idempotency_absent.add(name)
+                return None
+            digest, response, created_at = rows[0]
+            row = {"request_digest": digest, "response": response, "created_at": created_at}
+        return IdempotencyRecord(
+            principal_id=principal_id,
+            key=key,
+            request_digest=row["request_digest"],
+            response=json.loads(row["response"]),
+            created_at=row["created_at"],
         )
+
+    async def insert_idempotency(self, record: IdempotencyRecord) -> None:
+        """Buffer the record for COMMIT; ``Conflict(idempotency_key_used)`` if the key is taken."""
+        _aware(record.created_at, "created_at")
+        if not isinstance(record.created_at, datetime):
+            raise ValueError("created_at must be a timezone-aware datetime")
+        if await self.get_idempotency(record.principal_id, record.key) is not None:
+            raise Conflict("that idempotency key was used", code="idempotency_key_used")
+        self._idempotency_pending[(record.principal_id, record.key)] = {
+            "principal_id": record.principal_id,
+            "key": record.key,
+            "request_digest": record.request_digest,
+            "response": json.dumps(record.response, sort_keys=True, separators=(",", ":")),
+            "created_at": record.created_at,
+        }
 
     def record_shadow(
         self,
