@@ -212,14 +212,9 @@ class PostgresDriver(Driver):
             elif not step.rows:
                 out.append([])
             elif prepared.returns:
-                args = [prepared.params(r) for r in step.rows]
-                fetchmany = getattr(self._connection, "fetchmany", None)
-                if fetchmany is not None:
-                    # An executemany that hands back what RETURNING gives, in the same trip (asyncpg 0.30+).
-                    out.append(prepared.rows(await fetchmany(prepared.sql, args)))
-                else:
-                    raw = [row for a in args for row in await self._connection.fetch(prepared.sql, *a)]
-                    out.append(prepared.rows(raw))
+                # asyncpg's fetchmany: an executemany that hands back what RETURNING gives, same trip.
+                raw = await self._connection.fetchmany(prepared.sql, [prepared.params(r) for r in step.rows])
+                out.append(prepared.rows(raw))
             else:
                 await self._connection.executemany(prepared.sql, [prepared.params(r) for r in step.rows])
                 out.append([])
