@@ -1,23 +1,45 @@
 """The fast paths in signer.eth equal the reference implementations they replaced, cached or not.
 
 keccak is checked against eth_hash (and pycryptodome's public API, the fallback), EIP-55 against
-eth_utils, public-key addresses against eth_keys, and every cached function is called twice so the
-second answer (a cache hit) is compared too. The caches must be bounded and must never remember a
-failure.
+eth_utils, public-key addresses against eth_keys, RLP against pyrlp, and the signed transactions that
+reuse the unsigned encoding against the fully re-checked path and eth-account. Every cached function
+is called twice so the second answer (a cache hit) is compared too. The caches must be bounded and
+must never remember a failure.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import coincurve
 import pytest
+from eth_account import Account
 from eth_hash.auto import keccak as eth_hash_keccak
-from eth_test_support import address_of, private_keys
+from eth_test_support import (
+    address_of,
+    eth_account_dict,
+    hsm_sign,
+    private_keys,
+    public_key_of,
+    transaction_case,
+    transaction_json,
+)
 from eth_utils import to_checksum_address as eth_utils_checksum
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from signer.errors import IntegrityError
-from signer.eth import address_from_public_key, keccak256, primitives, to_checksum_address
+from signer.eth import (
+    SUPPORTED_TYPES,
+    UnsignedTransaction,
+    _rlp,
+    address_from_public_key,
+    keccak256,
+    parse_transaction,
+    primitives,
+    recoverable_signature,
+    to_checksum_address,
+)
 
 
 class _Bytes(bytes):
@@ -109,3 +131,85 @@ def test_caches_are_bounded() -> None:
     for cached in (primitives._cached_checksum, primitives._cached_address):
         maxsize = cached.cache_info().maxsize
         assert maxsize is not None and maxsize <= 4096
+
+
+# ---------------------------------------------------------------------------------------------------
+# RLP and assemble
+
+
+def _rlp_items() -> st.SearchStrategy[object]:
+    leaves = st.one_of(
+        st.binary(max_size=3),
+        st.binary(min_size=50, max_size=60),  # around the 55/56 short/long boundary
+        st.binary(min_size=250, max_size=300),
+    )
+    return st.recursive(leaves, lambda children: st.lists(children, max_size=6), max_leaves=30)
+
+
+@given(item=_rlp_items())
+def test_rlp_encode_equals_pyrlp_and_decodes_back(item: object) -> None:
+    import rlp as pyrlp
+
+    encoded = _rlp.encode(item)  # type: ignore[arg-type]
+    assert encoded == pyrlp.encode(item)
+    if _depth(item) <= _rlp.MAX_DEPTH:
+        assert _rlp.decode(encoded) == item
+    # bytearray and tuples take the general path: same bytes.
+    assert _rlp.encode(_as_general(item)) == encoded  # type: ignore[arg-type]
+
+
+def _depth(item: object) -> int:
+    return 1 + max(map(_depth, item), default=0) if isinstance(item, list) else 0
+
+
+def _as_general(item: object) -> object:
+    if isinstance(item, bytes):
+        return bytearray(item)
+    assert isinstance(item, list)
+    return tuple(_as_general(child) for child in item)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), tx_type=st.sampled_from(SUPPORTED_TYPES), secret=private_keys, high_s=st.booleans())
+def test_assemble_reusing_the_encoding_equals_the_checked_path(
+    data: st.DataObject, tx_type: int, secret: bytes, high_s: bool
+) -> None:
+    case = data.draw(transaction_case(tx_type))
+    tx = parse_transaction(data.draw(transaction_json(case)))
+    public_key = public_key_of(secret)
+    signature = recoverable_signature(tx.digest, hsm_sign(secret, tx.digest, high_s=high_s), public_key)
+    # A second call (the key's check and address now cached) gives the same signature.
+    assert (
+        recoverable_signature(tx.digest, hsm_sign(secret, tx.digest, high_s=high_s), public_key) == signature
+    )
+    fast = tx.assemble(signature)
+    # replace() drops the kept encoding: this one re-encodes the fields and checks them against the digest.
+    checked = dataclasses.replace(tx).assemble(signature)
+    assert checked == fast
+    assert Account.recover_transaction(fast.raw) == address_of(secret) == fast.sender
+    reference = Account.sign_transaction(eth_account_dict(case), secret)
+    assert fast.raw == bytes(reference.raw_transaction)
+    assert fast.hash == bytes(reference.hash) == keccak256(fast.raw)
+
+
+def test_a_hand_built_transaction_is_checked_in_full() -> None:
+    secret = bytes.fromhex("35" * 32)
+    tx = parse_transaction(
+        {"type": 0, "chainId": 1, "nonce": 0, "gas": 21000, "gasPrice": 1, "to": "0x" + "11" * 20}
+    )
+    signature = recoverable_signature(
+        tx.digest, hsm_sign(secret, tx.digest, high_s=False), public_key_of(secret)
+    )
+    rebuilt = UnsignedTransaction(tx.tx_type, tx.chain_id, tx.digest, tx.signing_payload, tx.fields)
+    assert rebuilt.assemble(signature) == tx.assemble(signature)
+    # A type or chain id that disagrees with the fields would frame the bytes or choose v wrongly.
+    for wrong in (
+        UnsignedTransaction(2, tx.chain_id, tx.digest, tx.signing_payload, tx.fields),
+        UnsignedTransaction(tx.tx_type, 5, tx.digest, tx.signing_payload, tx.fields),
+        dataclasses.replace(tx, chain_id=5),
+        dataclasses.replace(tx, digest=bytes(32)),
+        dataclasses.replace(tx, signing_payload=tx.signing_payload + b"\x80"),
+    ):
+        with pytest.raises(IntegrityError) as error:
+            wrong.assemble(signature)
+        assert error.value.code == "integrity_error"
