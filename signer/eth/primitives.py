@@ -72,17 +72,19 @@ def _raw_keccak256() -> Callable[[bytes], bytes] | None:
         return None
     new, buffer = ffi.new, ffi.buffer
     init, absorb, digest, destroy = lib.keccak_init, lib.keccak_absorb, lib.keccak_digest, lib.keccak_destroy
+    # Resolved once: ffi.new parses a type given as text on every call.
+    state_holder, digest_buffer = ffi.typeof("void **"), ffi.typeof("uint8_t[32]")
 
     def keccak256(data: bytes) -> bytes:
         if type(data) is not bytes:
             data = _preimage(data)
-        holder = new("void **")
+        holder = new(state_holder)
         # capacity 64 bytes and 24 rounds: Keccak-256; padding 0x01 is original Keccak, not SHA-3's 0x06.
         if init(holder, 64, 24):
             raise MemoryError("keccak_init failed")
         state = holder[0]
         try:
-            out = new("uint8_t[32]")
+            out = new(digest_buffer)
             if absorb(state, data, len(data)) or digest(state, out, 32, 0x01):
                 raise ValueError("keccak failed")
         finally:
