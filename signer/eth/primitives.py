@@ -199,7 +199,7 @@ def to_checksum_address(address: bytes) -> str:
         raise ValueError("an address is 20 bytes")
     if type(address) is bytes:
         return _cached_checksum(address)
-    return _checksum(bytes(address))
+    return _checksum(address)
 
 
 def parse_address(value: Any, field: str) -> str:
