@@ -437,8 +437,8 @@ def _finish(fields: TransactionFields) -> UnsignedTransaction:
         signing_payload=payload,
         fields=fields,
     )
-    # Everything it is made of is immutable (frozen dataclasses, tuples, bytes), so what holds now holds
-    # at ``assemble``; a frozen dataclass is set once this way.
+    # (Frozen, hence object.__setattr__.) Everything the encoding was derived from is immutable (frozen
+    # dataclasses, tuples, bytes), so it still matches the fields and the digest at ``assemble``.
     object.__setattr__(transaction, "_signed_body", signed_body)
     return transaction
 
