@@ -1,7 +1,8 @@
 """Ethereum encoding for the signer: transactions, messages, typed data and signature recovery.
 
 This package is the only home of ``eth_account``, ``eth_keys``, ``eth_utils``, ``eth_abi``, ``rlp``,
-``eth_hash`` and ``coincurve`` in the service. It owns turning caller JSON (or unsigned serialised
+``eth_hash``, pycryptodome's Keccak (``Crypto.Hash.keccak``, which ``primitives.keccak256`` calls
+directly) and ``coincurve`` in the service. It owns turning caller JSON (or unsigned serialised
 transactions) into one canonical form and a 32-byte digest, and turning the HSM's raw ``r||s`` over
 that digest into a low-s, recoverable signature proven to belong to the key. Everything here is pure
 and deterministic on bytes and JSON-like values: it must never hold or generate a private key, call

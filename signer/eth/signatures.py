@@ -19,8 +19,8 @@ from signer.eth.primitives import (
     SECP256K1_N,
     address_from_public_key,
     keccak256,
+    public_key_address,
     to_checksum_address,
-    validate_public_key,
 )
 
 
@@ -77,7 +77,9 @@ def recoverable_signature(digest: bytes, raw_rs: bytes, public_key: bytes) -> Re
     (the token signed something else, or with another key): never a guessed ``v``.
     """
     _check_digest(digest)
-    validate_public_key(public_key)
+    # Validates the key (IntegrityError if it is not a curve point) and gives its address, memoised:
+    # it is the address this signature will be proven to recover to, or nothing is returned.
+    address = public_key_address(public_key)
     if not isinstance(raw_rs, bytes) or len(raw_rs) != 64:
         raise IntegrityError("HSM signature must be exactly 64 bytes r||s", code="signature_format")
     r = int.from_bytes(raw_rs[:32], "big")
@@ -92,7 +94,6 @@ def recoverable_signature(digest: bytes, raw_rs: bytes, public_key: bytes) -> Re
     # and if it ever happened refusing is the safe answer.
     for recovery_id in (0, 1):
         if _recover(digest, r, s, recovery_id) == public_key:
-            address = to_checksum_address(keccak256(public_key[1:])[12:])
             return RecoverableSignature(r=r, s=s, recovery_id=recovery_id, digest=digest, address=address)
     raise IntegrityError("Signature does not recover to the signing key", code="signature_mismatch")
 

@@ -13,7 +13,7 @@ and calls ``assemble``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from signer.errors import IntegrityError
@@ -315,6 +315,20 @@ def _unsigned_items(f: TransactionFields) -> list[_rlp.Item]:
     return items
 
 
+def _encode_unsigned(f: TransactionFields) -> tuple[bytes, bytes]:
+    """The signing payload, and the leading items' encodings that the signed encoding reuses.
+
+    The signed list is the unsigned one with v, r, s appended (typed) or put in place of the EIP-155
+    ``chainId, 0, 0`` (legacy), so those item encodings are kept rather than computed twice.
+    """
+    encoded = [_rlp.encode(item) for item in _unsigned_items(f)]
+    body = b"".join(encoded)
+    payload = _rlp.list_prefix(len(body)) + body
+    if f.tx_type == TX_LEGACY:
+        return payload, b"".join(encoded[:6])
+    return bytes((f.tx_type,)) + payload, body
+
+
 @dataclass(frozen=True, slots=True)
 class UnsignedTransaction:
     """A validated transaction awaiting its signature.
@@ -328,6 +342,10 @@ class UnsignedTransaction:
     digest: bytes
     signing_payload: bytes
     fields: TransactionFields
+    # Set only by ``_finish``, which derived ``signing_payload`` and ``digest`` from ``fields`` itself:
+    # the item encodings ``assemble`` reuses. Not an init argument, so ``dataclasses.replace`` and
+    # hand-built instances leave it None and ``assemble`` re-derives and checks everything.
+    _signed_body: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def as_json(self) -> dict[str, Any]:
         """The transaction as a canonical JSON object that ``parse_transaction`` accepts back unchanged.
@@ -356,13 +374,20 @@ class UnsignedTransaction:
         """The signed raw transaction for ``signature`` (already low-s and matched to the key)."""
         if not isinstance(signature, RecoverableSignature):
             raise IntegrityError("assemble needs a RecoverableSignature", code="signature_format")
-        items = _unsigned_items(self.fields)
-        payload = _rlp.encode(items)
-        if self.tx_type != TX_LEGACY:
-            payload = bytes((self.tx_type,)) + payload
-        # The fields are what gets broadcast and the digest is what was signed: they must agree.
-        if payload != self.signing_payload or keccak256(payload) != self.digest:
-            raise IntegrityError("transaction fields do not match the signed digest", code="integrity_error")
+        body = self._signed_body
+        if body is None:
+            payload, body = _encode_unsigned(self.fields)
+            # The fields are what gets broadcast and the digest is what was signed: they must agree,
+            # and so must the type and chain id that frame the raw bytes and choose a legacy v.
+            if (
+                payload != self.signing_payload
+                or keccak256(payload) != self.digest
+                or self.tx_type != self.fields.tx_type
+                or self.chain_id != self.fields.chain_id
+            ):
+                raise IntegrityError(
+                    "transaction fields do not match the signed digest", code="integrity_error"
+                )
         if signature.digest is not None and signature.address is not None:
             if signature.digest != self.digest:
                 raise IntegrityError("signature was made over another digest", code="signature_mismatch")
@@ -370,13 +395,13 @@ class UnsignedTransaction:
         else:
             sender = recover_address(self.digest, signature)
         y_parity = signature.recovery_id
+        v = 35 + 2 * self.chain_id + y_parity if self.tx_type == TX_LEGACY else y_parity
         i = _rlp.encode_int
-        if self.tx_type == TX_LEGACY:
-            v = 35 + 2 * self.chain_id + y_parity
-            raw = _rlp.encode([*items[:6], i(v), i(signature.r), i(signature.s)])
-        else:
-            v = y_parity
-            raw = bytes((self.tx_type,)) + _rlp.encode([*items, i(y_parity), i(signature.r), i(signature.s)])
+        # The same list as the unsigned one with v, r, s in place (legacy) or appended (typed).
+        signed = body + _rlp.encode(i(v)) + _rlp.encode(i(signature.r)) + _rlp.encode(i(signature.s))
+        raw = _rlp.list_prefix(len(signed)) + signed
+        if self.tx_type != TX_LEGACY:
+            raw = bytes((self.tx_type,)) + raw
         return SignedTransaction(
             raw=raw,
             hash=keccak256(raw),
@@ -404,16 +429,18 @@ def _finish(fields: TransactionFields) -> UnsignedTransaction:
             raise invalid("missing_field", "to", "a type-4 transaction cannot create a contract")
         if not fields.authorizations:
             raise invalid("invalid_field", "authorizationList", "authorizationList must not be empty")
-    payload = _rlp.encode(_unsigned_items(fields))
-    if fields.tx_type != TX_LEGACY:
-        payload = bytes((fields.tx_type,)) + payload
-    return UnsignedTransaction(
+    payload, signed_body = _encode_unsigned(fields)
+    transaction = UnsignedTransaction(
         tx_type=fields.tx_type,
         chain_id=fields.chain_id,
         digest=keccak256(payload),
         signing_payload=payload,
         fields=fields,
     )
+    # (Frozen, hence object.__setattr__.) Everything the encoding was derived from is immutable (frozen
+    # dataclasses, tuples, bytes), so it still matches the fields and the digest at ``assemble``.
+    object.__setattr__(transaction, "_signed_body", signed_body)
+    return transaction
 
 
 def _with_calldata_view(**kwargs: Any) -> TransactionFields:
