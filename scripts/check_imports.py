@@ -20,6 +20,7 @@ HOMES = {
     "eth_abi": ("signer/eth/",),
     "rlp": ("signer/eth/",),
     "coincurve": ("signer/eth/",),
+    "Crypto": ("signer/eth/",),
     "sqlalchemy": ("signer/store/",),
     "alembic": ("signer/store/",),
     "aiosqlite": ("signer/store/",),

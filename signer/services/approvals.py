@@ -251,7 +251,7 @@ class ApprovalsService:
             payload={"operation": operation, "key_id": key.id, "body": dict(prepared.body or {})},
             payload_digest=digest,
             view={
-                **(prepared.view or {}),
+                **prepared.describe(),
                 "key_label": key.label,
                 "requested_by": {"principal_id": ctx.caller.principal_id, "name": ctx.caller.name},
                 "requested_at": iso(now),

@@ -97,8 +97,14 @@ class Prepared:
     # For approvals: the canonical body that prepares exactly these bytes again, the decoded view
     # approvers read, and the chain id (None for payloads that name none).
     body: Mapping[str, Any] | None = None
-    view: Mapping[str, Any] | None = None
+    # The view, or how to build it: only a request that waits for approval needs one.
+    view: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None
     chain_id: int | None = None
+
+    def describe(self) -> Mapping[str, Any]:
+        """The decoded view approvers read."""
+        view = self.view() if callable(self.view) else self.view
+        return view or {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,13 +235,14 @@ class SigningService:
                 if transaction is not None
                 else decode_unsigned_transaction(_unhex(raw or "", "raw"))
             )
+            fields = tx.as_json()
             return Prepared(
                 tx.digest,
-                _tx_summary(tx),
+                _tx_summary(tx, fields),
                 lambda key, rs: _finish_transaction(tx, key, rs),
                 transaction=tx.fields,
-                body={"transaction": tx.as_json()},
-                view=_tx_view(tx, key),
+                body={"transaction": fields},
+                view=lambda: _tx_view(tx, key),
                 chain_id=tx.chain_id,
             )
 
@@ -831,13 +838,13 @@ def _public_key(key: KeyRecord) -> bytes:
     return bytes.fromhex(key.public_key)
 
 
-def _tx_summary(tx: UnsignedTransaction) -> dict[str, Any]:
-    summary = dict(tx.as_json())
-    data = summary.pop("data", None)
-    if isinstance(data, str):
-        body = bytes.fromhex(data.removeprefix("0x"))
-        summary["data_length"] = len(body)
-        summary["data_sha256"] = _hex(hashlib.sha256(body).digest())
+def _tx_summary(tx: UnsignedTransaction, fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The audit event's view of a transaction (``fields`` is ``tx.as_json()``): the calldata by its
+    length and hash, not its bytes."""
+    summary = dict(fields)
+    if summary.pop("data", None) is not None:
+        summary["data_length"] = len(tx.fields.data)
+        summary["data_sha256"] = _hex(hashlib.sha256(tx.fields.data).digest())
     summary["digest"] = _hex(tx.digest)
     return summary
 
