@@ -247,8 +247,29 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def new_event_loop(prefer_uvloop: bool = True) -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed (measured: less CPU per request in the loop and the
+    transports), else asyncio's own; both serve the same bytes."""
+    if prefer_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+# A request allocates a few thousand container objects and keeps several hundred of them alive until it
+# answers; with 64 requests in flight the default first generation (700) is collected about once per
+# request and promotes live request state into the older generations, which are then scanned again.
+# A larger first generation lets that state die young; the start-up heap is frozen (see _resources).
+GC_THRESHOLDS = (20_000, 10, 10)
+
+
 def run(settings: Settings) -> None:
     """Serve until a signal; with several workers each process binds the same port (SO_REUSEPORT)."""
+    gc.set_threshold(*GC_THRESHOLDS)
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -257,4 +278,5 @@ def run(settings: Settings) -> None:
         print=None,
         access_log=None,
         handle_signals=True,
+        loop=new_event_loop(),
     )
