@@ -574,7 +574,9 @@ TIMERS_ENV = "SIGNER_BENCH_TIMERS"  # "0": experiments only, no timers (they cos
 EXPERIMENTS = {
     "no_access_log": "no access-log line per request (the audit log already records every decision)",
     "gc_freeze": "gc.collect() + gc.freeze() once the app is warm (startup objects never scanned again)",
-    "uvloop": "uvloop's event loop instead of asyncio's",
+    "uvloop": "uvloop's event loop instead of asyncio's (the service picks it itself when installed)",
+    "asyncio_loop": "asyncio's own event loop even when uvloop is installed (signer.app.new_event_loop)",
+    "gc_default_thresholds": "the interpreter's default GC thresholds, not signer.app.GC_THRESHOLDS",
     "cache_keys": "memoise public-key validation and EIP-55 checksums (the same key signs every time)",
     "switch_interval": "sys.setswitchinterval(0.0005): a thread waits at most ~0.5 ms (not 5) for the GIL",
 }
@@ -607,7 +609,7 @@ PROBE_POINTS: list[tuple[str, str, str, str]] = [
     ("commit: COMMIT (WAL fsync)", "sqlalchemy.ext.asyncio.engine", "AsyncConnection.commit", "async"),
     ("audit: append_audit (canonical JSON + hash)", "signer.store.core", "Writer.append_audit", "sync"),
     ("JSON: response", "signer.http.routes", "_json", "sync"),
-    ("access log: one line (format + write)", "signer.app", "access_log.info", "sync"),
+    ("access log: one line (record + format + write)", "signer.app", "access", "sync"),
 ]
 
 
@@ -760,6 +762,13 @@ def _apply_experiments(experiments: set[str]) -> None:
         import logging
 
         logging.getLogger("signer.access").setLevel(logging.WARNING)
+    if "asyncio_loop" in experiments or "gc_default_thresholds" in experiments:
+        import signer.app
+
+        if "asyncio_loop" in experiments:
+            setattr(signer.app, "new_event_loop", asyncio.new_event_loop)  # noqa: B010 - what-if patch
+        if "gc_default_thresholds" in experiments:
+            setattr(signer.app, "GC_THRESHOLDS", (700, 10, 10))  # noqa: B010 - what-if patch
     if "uvloop" in experiments:
         import uvloop
 
@@ -900,7 +909,7 @@ def pipeline_costs() -> list[tuple[str, float]]:
     from signer.http.body import loads_strict, validate
     from signer.http.models import SignTransactionBody
     from signer.identity import Role, TokenKind, bearer_from_header, mint_token, token_matches
-    from signer.logs import JsonFormatter
+    from signer.logs import JsonFormatter, access
     from signer.services import signing
     from signer.services.context import Caller, RequestContext, iso
     from signer.store.records import GrantRecord, KeyRecord
@@ -967,6 +976,21 @@ def pipeline_costs() -> list[tuple[str, float]]:
     }.items():
         setattr(record, name, value)
     sink = open(os.devnull, "w", encoding="utf-8")
+    # The access logger as the server configures it (signer.logs.configure_logging), writing nowhere.
+    access_logger = logging.getLogger("signer.bench-access")
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(formatter)
+    access_logger.handlers[:] = [handler]
+    access_logger.propagate = False
+    access_logger.setLevel(logging.INFO)
+    line = {
+        "request_id": "0123456789abcdef",
+        "principal": "prn_bench",
+        "method": "POST",
+        "route": "/v1/keys/{key_id}/sign/transaction",
+        "status": 200,
+        "duration_ms": 1.23,
+    }
     try:
         steps = [
             ("body: strict JSON + pydantic model", lambda: validate(SignTransactionBody, loads_strict(body))),
@@ -992,6 +1016,10 @@ def pipeline_costs() -> list[tuple[str, float]]:
             ("audit: canonical_json + chain_hash", lambda: chain_hash("0" * 64, canonical_json(event))),
             ("JSON: response json.dumps", lambda: json.dumps(response)),
             ("access log: JsonFormatter + write", lambda: sink.write(formatter.format(record) + "\n")),
+            (
+                "access log: signer.logs.access (record + handler)",
+                lambda: access(access_logger, "request", time.time(), **line),
+            ),
         ]
         return [(name, cpu_per_call(fn)) for name, fn in steps]
     finally:
