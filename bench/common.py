@@ -1021,7 +1021,14 @@ def pipeline_costs() -> list[tuple[str, float]]:
                 lambda: access(access_logger, "request", time.time(), **line),
             ),
         ]
-        return [(name, cpu_per_call(fn)) for name, fn in steps]
+        rows: list[tuple[str, float]] = []
+        for name, fn in steps:
+            try:
+                rows.append((name, cpu_per_call(fn)))
+            except (AttributeError, ImportError, TypeError):
+                # The service's code moved on since this step was written: measure the others.
+                rows.append((f"{name} (n/a: moved)", math.nan))
+        return rows
     finally:
         sink.close()
 

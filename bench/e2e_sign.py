@@ -1032,7 +1032,17 @@ def main() -> None:
         + "; ".join(f"{k}: {v}" for k, v in EXPERIMENTS.items()),
     )
     parser.add_argument("--analyse", type=Path, help="only print the profile saved in this directory")
+    parser.add_argument(
+        "--micro",
+        action="store_true",
+        help="only print the in-process steps' CPU per call (body parse, response JSON, access line, ...)",
+    )
     args = parser.parse_args()
+    if args.micro:
+        print(f"  {'step (one process, CPU per call)':<52} {'us':>8}")
+        for name, micro in pipeline_costs():
+            print(f"  {name:<52} {micro:8,.2f}")
+        return
     if args.analyse is not None:
         data = json.loads((args.analyse / "profile.json").read_text(encoding="utf-8"))
         print("\n".join(profile_report(data, args.analyse)[0]))
