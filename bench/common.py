@@ -1118,3 +1118,67 @@ def http_floor_server(port: int) -> None:
     app = web.Application()
     app.router.add_post("/v1/keys/{key_id}/sign/transaction", handler)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def serving_floor_server(port: int, workdir: str, tree: str | None, without: list[str]) -> None:
+    """The service's serving layer around a stub signing handler, in one process: the middlewares that
+    ``signer.app.create_app`` installs, the access log as ``signer serve`` configures it (to a file),
+    the metrics in multi-process mode (as with several workers), the event loop and GC settings of
+    ``signer.app.run``, the route's unknown-query check, the strict body parser with the request
+    model, and the response JSON of ``signer.http.routes``; no HSM, no database, no services.
+
+    ``tree``: a checkout whose ``signer/`` is served instead of this one (to compare commits).
+    ``without``: "uvloop" and/or "gc_thresholds" to leave out what the service does by default.
+    """
+    if tree:
+        sys.path.insert(0, tree)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(Path(workdir) / "metrics")
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+    sys.stderr = open(Path(workdir) / "floor.log", "a", encoding="utf-8")
+
+    import gc
+
+    from aiohttp import web
+
+    import signer.app as service
+    from signer.config import Settings
+    from signer.http.body import parse_body
+    from signer.http.contract import _refuse_unknown_query
+    from signer.http.models import SignTransactionBody
+    from signer.http.routes import _json
+    from signer.http.state import SETTINGS
+    from signer.logs import configure_logging
+
+    configure_logging()
+    settings = Settings(data_dir=Path(workdir))
+    template = service.create_app(settings)  # only for its middlewares: never started
+    app = web.Application(middlewares=list(template.middlewares), client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.on_response_prepare.append(service._hide_server_header)
+    canned = {
+        "key_id": "key_0123456789abcdef0123",
+        "signer": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "type": 2,
+        "chain_id": 11155111,
+        "raw_transaction": "0x02" + "ab" * 114,
+        "transaction_hash": "0x" + "cd" * 32,
+        "r": "0x" + "ef" * 32,
+        "s": "0x" + "12" * 32,
+        "v": 1,
+        "y_parity": 1,
+    }
+
+    async def sign(request: web.Request) -> web.Response:
+        request["principal"] = "prn_floor"
+        await parse_body(request, SignTransactionBody, settings.max_body_bytes)
+        return _json(canned)
+
+    app.router.add_post("/v1/keys/{key_id}/sign/transaction", _refuse_unknown_query(sign, ()))
+    new_loop = getattr(service, "new_event_loop", None)
+    thresholds = getattr(service, "GC_THRESHOLDS", None)
+    if thresholds is not None and "gc_thresholds" not in without:
+        gc.set_threshold(*thresholds)
+    gc.collect()
+    gc.freeze()  # as signer.app does once started
+    loop = new_loop(prefer_uvloop="uvloop" not in without) if new_loop is not None else None
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)

@@ -75,6 +75,7 @@ from common import (
     probe_site_dir,
     read_probes,
     server_worker_pids,
+    serving_floor_server,
     start_py_spy,
     thread_cpu,
     throwaway_postgres,
@@ -843,6 +844,91 @@ def http_floor(args: argparse.Namespace) -> tuple[float, float, float]:
     return ok / wall, share.server * wall / ok * 1e6, share.client * wall / ok * 1e6
 
 
+def serving_floor(args: argparse.Namespace) -> None:
+    """Server CPU per request of the serving layer alone (no HSM, no database), ``--floor`` windows."""
+    from tests.service_harness import free_port
+
+    if args.load == "wrk" and wrk_available() is None:
+        raise SystemExit("--load wrk needs wrk: apt-get install -y wrk (or scripts/setup --bench)")
+    tree = str(args.floor_tree.resolve()) if args.floor_tree else None
+    print(
+        f"# serving floor: {tree or REPO} without {args.floor_without or 'nothing'}; "
+        f"load: {load_description(args)}"
+    )
+    with tempfile.TemporaryDirectory(prefix="signer-floor-") as tmp:
+        port = free_port()
+        ctx = multiprocessing.get_context("spawn")
+        process = ctx.Process(
+            target=serving_floor_server, args=(port, tmp, tree, args.floor_without), daemon=True
+        )
+        process.start()
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+                if time.monotonic() > deadline or not process.is_alive():
+                    raise RuntimeError("the serving floor did not start (see its log)")
+                time.sleep(0.05)  # polling for the port with a hard deadline
+            assert process.pid is not None
+            url = f"http://127.0.0.1:{port}/v1/keys/k/sign/transaction"
+            figures = []
+            for round_ in range(args.floor):
+                if args.load == "wrk":
+                    load = drive_wrk(
+                        url,
+                        "x",
+                        args.clients,
+                        args.wrk_threads,
+                        1.0,
+                        args.seconds,
+                        0.0,
+                        0,
+                        [process.pid],
+                        [process.pid],
+                        None,
+                        None,
+                        0,
+                        None,
+                        Path(tmp) / f"wrk-{round_}",
+                    )
+                else:
+                    load = asyncio.run(
+                        drive(
+                            url,
+                            "x",
+                            args.clients,
+                            1.0,
+                            args.seconds,
+                            0.0,
+                            0,
+                            [process.pid],
+                            [process.pid],
+                            None,
+                            None,
+                            0,
+                        )
+                    )
+                window = load.windows["measure"]
+                assert window.end is not None
+                share = cpu_share(window.start, window.end)
+                _, statuses, wall = load.in_window("measure")
+                ok = statuses.get(200, 0)
+                bad = sum(statuses.values()) - ok + sum(load.errors.values())
+                server_us = share.server * wall / max(ok, 1) * 1e6
+                figures.append(server_us)
+                print(
+                    f"round {round_ + 1}: {ok / wall:,.0f}/s, server CPU per request {server_us:,.1f} us, "
+                    f"client {share.client * wall / max(ok, 1) * 1e6:,.1f} us, others' cores "
+                    f"{share.other:.2f}, not 200: {bad}",
+                    flush=True,
+                )
+            print(f"median server CPU per request: {statistics.median(figures):,.1f} us")
+        finally:
+            process.terminate()
+            process.join(timeout=10)
+
+
 def components(args: argparse.Namespace, raw: RawHsm, tmp: Path) -> tuple[list[str], dict[str, float]]:
     rows: list[tuple[str, float]] = []
     rows += pipeline_costs()
@@ -1033,6 +1119,24 @@ def main() -> None:
     )
     parser.add_argument("--analyse", type=Path, help="only print the profile saved in this directory")
     parser.add_argument(
+        "--floor",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="only measure the serving layer around a stub handler (common.serving_floor_server): "
+        "ROUNDS windows of --seconds with --load, server CPU per request",
+    )
+    parser.add_argument(
+        "--floor-tree", type=Path, help="serve the floor from this checkout's signer/ (compare commits)"
+    )
+    parser.add_argument(
+        "--floor-without",
+        action="append",
+        default=[],
+        choices=("uvloop", "gc_thresholds"),
+        help="leave out what signer.app.run does by default (repeatable)",
+    )
+    parser.add_argument(
         "--micro",
         action="store_true",
         help="only print the in-process steps' CPU per call (body parse, response JSON, access line, ...)",
@@ -1046,6 +1150,9 @@ def main() -> None:
     if args.analyse is not None:
         data = json.loads((args.analyse / "profile.json").read_text(encoding="utf-8"))
         print("\n".join(profile_report(data, args.analyse)[0]))
+        return
+    if args.floor:
+        serving_floor(args)
         return
     if args.workers < 1 or args.clients < 1 or args.seconds <= 0:
         parser.error("--workers, --clients and --seconds must be positive")
