@@ -260,10 +260,11 @@ def new_event_loop(prefer_uvloop: bool = True) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-# A request allocates a few thousand container objects and keeps several hundred of them alive until it
-# answers; with 64 requests in flight the default first generation (700) is collected about once per
-# request and promotes live request state into the older generations, which are then scanned again.
-# A larger first generation lets that state die young; the start-up heap is frozen (see _resources).
+# A signing request waits ~100 ms with 64 others in flight, so the default first generation (700) is
+# collected while their state is alive, promotes it and rescans it in the older generations: measured
+# 30-60 us of collector time per request. With 20,000 that state dies by reference counting before any
+# collection (none in a 10 s window under load); what a collection finds is bounded by the threshold.
+# The start-up heap is frozen (see _resources).
 GC_THRESHOLDS = (20_000, 10, 10)
 
 
