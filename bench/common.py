@@ -574,7 +574,9 @@ TIMERS_ENV = "SIGNER_BENCH_TIMERS"  # "0": experiments only, no timers (they cos
 EXPERIMENTS = {
     "no_access_log": "no access-log line per request (the audit log already records every decision)",
     "gc_freeze": "gc.collect() + gc.freeze() once the app is warm (startup objects never scanned again)",
-    "uvloop": "uvloop's event loop instead of asyncio's",
+    "uvloop": "uvloop's event loop instead of asyncio's (the service picks it itself when installed)",
+    "asyncio_loop": "asyncio's own event loop even when uvloop is installed (signer.app.new_event_loop)",
+    "gc_default_thresholds": "the interpreter's default GC thresholds, not signer.app.GC_THRESHOLDS",
     "cache_keys": "memoise public-key validation and EIP-55 checksums (the same key signs every time)",
     "switch_interval": "sys.setswitchinterval(0.0005): a thread waits at most ~0.5 ms (not 5) for the GIL",
 }
@@ -607,7 +609,7 @@ PROBE_POINTS: list[tuple[str, str, str, str]] = [
     ("commit: COMMIT (WAL fsync)", "sqlalchemy.ext.asyncio.engine", "AsyncConnection.commit", "async"),
     ("audit: append_audit (canonical JSON + hash)", "signer.store.core", "Writer.append_audit", "sync"),
     ("JSON: response", "signer.http.routes", "_json", "sync"),
-    ("access log: one line (format + write)", "signer.app", "access_log.info", "sync"),
+    ("access log: one line (record + format + write)", "signer.app", "access", "sync"),
 ]
 
 
@@ -760,6 +762,13 @@ def _apply_experiments(experiments: set[str]) -> None:
         import logging
 
         logging.getLogger("signer.access").setLevel(logging.WARNING)
+    if "asyncio_loop" in experiments or "gc_default_thresholds" in experiments:
+        import signer.app
+
+        if "asyncio_loop" in experiments:
+            setattr(signer.app, "new_event_loop", asyncio.new_event_loop)  # noqa: B010 - what-if patch
+        if "gc_default_thresholds" in experiments:
+            setattr(signer.app, "GC_THRESHOLDS", (700, 10, 10))  # noqa: B010 - what-if patch
     if "uvloop" in experiments:
         import uvloop
 
@@ -900,7 +909,7 @@ def pipeline_costs() -> list[tuple[str, float]]:
     from signer.http.body import loads_strict, validate
     from signer.http.models import SignTransactionBody
     from signer.identity import Role, TokenKind, bearer_from_header, mint_token, token_matches
-    from signer.logs import JsonFormatter
+    from signer.logs import JsonFormatter, access
     from signer.services import signing
     from signer.services.context import Caller, RequestContext, iso
     from signer.store.records import GrantRecord, KeyRecord
@@ -967,6 +976,21 @@ def pipeline_costs() -> list[tuple[str, float]]:
     }.items():
         setattr(record, name, value)
     sink = open(os.devnull, "w", encoding="utf-8")
+    # The access logger as the server configures it (signer.logs.configure_logging), writing nowhere.
+    access_logger = logging.getLogger("signer.bench-access")
+    handler = logging.StreamHandler(sink)
+    handler.setFormatter(formatter)
+    access_logger.handlers[:] = [handler]
+    access_logger.propagate = False
+    access_logger.setLevel(logging.INFO)
+    line = {
+        "request_id": "0123456789abcdef",
+        "principal": "prn_bench",
+        "method": "POST",
+        "route": "/v1/keys/{key_id}/sign/transaction",
+        "status": 200,
+        "duration_ms": 1.23,
+    }
     try:
         steps = [
             ("body: strict JSON + pydantic model", lambda: validate(SignTransactionBody, loads_strict(body))),
@@ -992,8 +1016,19 @@ def pipeline_costs() -> list[tuple[str, float]]:
             ("audit: canonical_json + chain_hash", lambda: chain_hash("0" * 64, canonical_json(event))),
             ("JSON: response json.dumps", lambda: json.dumps(response)),
             ("access log: JsonFormatter + write", lambda: sink.write(formatter.format(record) + "\n")),
+            (
+                "access log: signer.logs.access (record + handler)",
+                lambda: access(access_logger, "request", time.time(), **line),
+            ),
         ]
-        return [(name, cpu_per_call(fn)) for name, fn in steps]
+        rows: list[tuple[str, float]] = []
+        for name, fn in steps:
+            try:
+                rows.append((name, cpu_per_call(fn)))
+            except (AttributeError, ImportError, TypeError):
+                # The service's code moved on since this step was written: measure the others.
+                rows.append((f"{name} (n/a: moved)", math.nan))
+        return rows
     finally:
         sink.close()
 
@@ -1083,3 +1118,67 @@ def http_floor_server(port: int) -> None:
     app = web.Application()
     app.router.add_post("/v1/keys/{key_id}/sign/transaction", handler)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def serving_floor_server(port: int, workdir: str, tree: str | None, without: list[str]) -> None:
+    """The service's serving layer around a stub signing handler, in one process: the middlewares that
+    ``signer.app.create_app`` installs, the access log as ``signer serve`` configures it (to a file),
+    the metrics in multi-process mode (as with several workers), the event loop and GC settings of
+    ``signer.app.run``, the route's unknown-query check, the strict body parser with the request
+    model, and the response JSON of ``signer.http.routes``; no HSM, no database, no services.
+
+    ``tree``: a checkout whose ``signer/`` is served instead of this one (to compare commits).
+    ``without``: "uvloop" and/or "gc_thresholds" to leave out what the service does by default.
+    """
+    if tree:
+        sys.path.insert(0, tree)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(Path(workdir) / "metrics")
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+    sys.stderr = open(Path(workdir) / "floor.log", "a", encoding="utf-8")
+
+    import gc
+
+    from aiohttp import web
+
+    import signer.app as service
+    from signer.config import Settings
+    from signer.http.body import parse_body
+    from signer.http.contract import _refuse_unknown_query
+    from signer.http.models import SignTransactionBody
+    from signer.http.routes import _json
+    from signer.http.state import SETTINGS
+    from signer.logs import configure_logging
+
+    configure_logging()
+    settings = Settings(data_dir=Path(workdir))
+    template = service.create_app(settings)  # only for its middlewares: never started
+    app = web.Application(middlewares=list(template.middlewares), client_max_size=settings.max_body_bytes)
+    app[SETTINGS] = settings
+    app.on_response_prepare.append(service._hide_server_header)
+    canned = {
+        "key_id": "key_0123456789abcdef0123",
+        "signer": "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed",
+        "type": 2,
+        "chain_id": 11155111,
+        "raw_transaction": "0x02" + "ab" * 114,
+        "transaction_hash": "0x" + "cd" * 32,
+        "r": "0x" + "ef" * 32,
+        "s": "0x" + "12" * 32,
+        "v": 1,
+        "y_parity": 1,
+    }
+
+    async def sign(request: web.Request) -> web.Response:
+        request["principal"] = "prn_floor"
+        await parse_body(request, SignTransactionBody, settings.max_body_bytes)
+        return _json(canned)
+
+    app.router.add_post("/v1/keys/{key_id}/sign/transaction", _refuse_unknown_query(sign, ()))
+    new_loop = getattr(service, "new_event_loop", None)
+    thresholds = getattr(service, "GC_THRESHOLDS", None)
+    if thresholds is not None and "gc_thresholds" not in without:
+        gc.set_threshold(*thresholds)
+    gc.collect()
+    gc.freeze()  # as signer.app does once started
+    loop = new_loop(prefer_uvloop="uvloop" not in without) if new_loop is not None else None
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop)

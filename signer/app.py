@@ -24,10 +24,10 @@ import signer.http.policy_routes  # noqa: F401 - registers its operations on the
 from signer import metrics
 from signer.clock import utcnow
 from signer.config import Settings
-from signer.errors import DeadlineExceeded
+from signer.errors import DeadlineExceeded, SignerError
 from signer.hsm import Hsm
 from signer.http.console import console_routes
-from signer.http.errors import error_middleware, problem
+from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.routes import LONG_POLL_ROUTES, routes
 from signer.http.state import (
     METRICS,
@@ -39,6 +39,7 @@ from signer.http.state import (
     is_loopback,
 )
 from signer.http.webhook_transport import AiohttpTransport
+from signer.logs import access
 from signer.services.admin import AdminService
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_log import AuditLogService
@@ -69,33 +70,46 @@ def use_softhsm_conf(settings: Settings) -> None:
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, limits, deadline, error mapping, metrics and the access line: one middleware.
+
+    This is what three nested middlewares did (request context outside the error mapping outside the
+    limits), folded into one frame per request; the order of those steps is unchanged.
+    """
     supplied = request.headers.get("X-Request-Id", "")
-    request["request_id"] = supplied if _REQUEST_ID_RE.match(supplied) else secrets.token_hex(8)
+    request_id = request["request_id"] = supplied if _REQUEST_ID_RE.match(supplied) else secrets.token_hex(8)
     started = time.perf_counter()
-    response = await handler(request)
-    response.headers["X-Request-Id"] = request["request_id"]
+    try:
+        response = await _limited(request, handler, request_id)
+    except SignerError as exc:
+        response = problem_for_error(exc, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = problem_for_http(exc, request_id)
+    except Exception:  # noqa: BLE001 - logged in full (with its traceback) by log_unhandled
+        log_unhandled(request_id)
+        response = problem(500, "internal_error", "internal error", request_id)
+    response.headers["X-Request-Id"] = request_id
     seconds = time.perf_counter() - started
     resource = request.match_info.route.resource
     # The route template, never the raw path: ids stay out of labels and a scan cannot grow them.
     route = resource.canonical if resource is not None else "unmatched"
     metrics.observe_request(route, request.method, response.status, seconds)
-    if access_log.isEnabledFor(logging.INFO):
-        access_log.info(
-            "request",
-            extra={
-                "request_id": request["request_id"],
-                "principal": request.get("principal"),
-                "method": request.method,
-                "route": route,
-                "status": response.status,
-                "duration_ms": round(seconds * 1000, 2),
-            },
-        )
+    access(
+        access_log,
+        "request",
+        time.time(),
+        request_id=request_id,
+        principal=request.get("principal"),
+        method=request.method,
+        route=route,
+        status=response.status,
+        duration_ms=round(seconds * 1000, 2),
+    )
     return response
 
 
-@web.middleware
-async def request_limits(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def _limited(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     settings = request.app[SETTINGS]
     if settings.allowed_hosts and _host_name(request.host) not in settings.allowed_hosts:
         # DNS rebinding and misrouted traffic: answer only to the names we are known by.
@@ -103,14 +117,12 @@ async def request_limits(request: web.Request, handler: Handler) -> web.StreamRe
             400,
             "host_not_allowed",
             "the Host header is not one this service answers to",
-            request["request_id"],
+            request_id,
         )
     # Refuse an announced oversize body before reading a byte of it.
     limit = settings.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
-        return problem(
-            413, "body_too_large", f"request body is larger than {limit} bytes", request["request_id"]
-        )
+        return problem(413, "body_too_large", f"request body is larger than {limit} bytes", request_id)
     deadline = settings.request_deadline_seconds
     resource = request.match_info.route.resource
     if resource is not None and resource.canonical in LONG_POLL_ROUTES:
@@ -224,7 +236,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_context, error_middleware, request_limits],
+        middlewares=[request_context],
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
@@ -235,8 +247,30 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def new_event_loop(prefer_uvloop: bool = True) -> asyncio.AbstractEventLoop:
+    """uvloop's event loop when it is installed (measured: less CPU per request in the loop and the
+    transports), else asyncio's own; both serve the same bytes."""
+    if prefer_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+# A signing request waits ~100 ms with 64 others in flight, so the default first generation (700) is
+# collected while their state is alive, promotes it and rescans it in the older generations: measured
+# 30-60 us of collector time per request. With 20,000 that state dies by reference counting before any
+# collection (none in a 10 s window under load); what a collection finds is bounded by the threshold.
+# The start-up heap is frozen (see _resources).
+GC_THRESHOLDS = (20_000, 10, 10)
+
+
 def run(settings: Settings) -> None:
     """Serve until a signal; with several workers each process binds the same port (SO_REUSEPORT)."""
+    gc.set_threshold(*GC_THRESHOLDS)
     web.run_app(
         create_app(settings),
         host=settings.host,
@@ -245,4 +279,5 @@ def run(settings: Settings) -> None:
         print=None,
         access_log=None,
         handle_signals=True,
+        loop=new_event_loop(),
     )

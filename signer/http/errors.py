@@ -2,14 +2,14 @@
 
 Domain errors (``signer.errors``) carry their status and code; aiohttp's own routing errors (404, 405, 413)
 are turned into the same shape; anything else becomes a generic 500 with the request id, and its details go
-to the log only. A problem document never carries a stack trace, SQL, a path, a key handle or a secret.
+to the log only. The one middleware (``signer.app.request_context``) calls these functions. A problem
+document never carries a stack trace, SQL, a path, a key handle or a secret.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -48,32 +48,26 @@ def problem(status: int, code: str, detail: str, request_id: str, **extra: Any) 
     return web.Response(status=status, text=json.dumps(body), content_type=PROBLEM_TYPE, headers=headers)
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+def problem_for_error(exc: SignerError, request_id: str) -> web.Response:
+    if exc.status >= 500:
+        log.warning("request failed", extra={"request_id": request_id, "code": exc.code})
+    return problem(exc.status, exc.code, exc.message, request_id, **exc.extra)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request_id: str = request.get("request_id", "-")
-    try:
-        return await handler(request)
-    except SignerError as exc:
-        if exc.status >= 500:
-            log.warning("request failed", extra={"request_id": request_id, "code": exc.code})
-        return problem(exc.status, exc.code, exc.message, request_id, **exc.extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = _STATUS_CODES.get(exc.status, "http_error")
-        detail = {
-            404: "no such route",
-            405: "method not allowed on this route",
-            413: "request body too large",
-        }.get(exc.status, exc.reason)
-        response = problem(exc.status, code, detail, request_id)
-        if exc.status == 405 and "Allow" in exc.headers:
-            response.headers["Allow"] = exc.headers["Allow"]
-        return response
-    except Exception:
-        # Full details to the operator's log, nothing of them to the caller.
-        log.exception("unhandled error", extra={"request_id": request_id})
-        return problem(500, "internal_error", "internal error", request_id)
+def problem_for_http(exc: web.HTTPException, request_id: str) -> web.Response:
+    """aiohttp's own 4xx/5xx (no such route, wrong method, body too large) in the same shape."""
+    code = _STATUS_CODES.get(exc.status, "http_error")
+    detail = {
+        404: "no such route",
+        405: "method not allowed on this route",
+        413: "request body too large",
+    }.get(exc.status, exc.reason)
+    response = problem(exc.status, code, detail, request_id)
+    if exc.status == 405 and "Allow" in exc.headers:
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response
+
+
+def log_unhandled(request_id: str) -> None:
+    """Inside ``except``: full details to the operator's log, nothing of them to the caller."""
+    log.exception("unhandled error", extra={"request_id": request_id})

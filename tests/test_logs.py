@@ -1,0 +1,177 @@
+"""The JSON log lines: the faster formatter and the access-line record give exactly the line the plain
+``logging`` path with the previous formatter gave (kept here as the reference)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from signer.logs import JsonFormatter, _Clock, access
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def reference_format(formatter: logging.Formatter, record: logging.LogRecord) -> str:
+    """The formatter as it was before it was made cheaper (the definition of the line)."""
+    entry: dict[str, object] = {
+        "at": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
+        "level": record.levelname.lower(),
+        "logger": record.name,
+        "event": record.getMessage(),
+    }
+    for key, value in vars(record).items():
+        if key not in _STANDARD and not key.startswith("_"):
+            entry[key] = value if isinstance(value, str | int | float | bool | None) else str(value)
+    if record.exc_info:
+        entry["exception"] = formatter.formatException(record.exc_info)
+    return json.dumps(entry, ensure_ascii=False)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False),  # up to 2100
+        st.integers(min_value=0, max_value=4_102_444_800).map(float),
+        # Fractions next to a microsecond boundary and to the next second (rounding, carry).
+        st.tuples(
+            st.integers(min_value=1_600_000_000, max_value=1_900_000_000),
+            st.integers(min_value=0, max_value=999_999),
+            st.sampled_from([-1e-7, -5e-7, 0.0, 4.9e-7, 5e-7, 5.1e-7]),
+        ).map(lambda t: t[0] + t[1] / 1e6 + t[2]),
+        st.just(1_700_000_000.9999995),
+        st.just(1_700_000_000.0000005),
+    )
+)
+def test_clock_matches_datetime_isoformat(created: float) -> None:
+    clock = _Clock()
+    expected = datetime.fromtimestamp(created, UTC).isoformat().replace("+00:00", "Z")
+    assert clock.iso(created) == expected
+    # And again from a warm cache, after a different second.
+    clock.iso(created + 3600.0)
+    assert clock.iso(created) == expected
+
+
+def test_clock_consecutive_times_share_the_cached_second() -> None:
+    clock = _Clock()
+    base = math.floor(1_700_000_000.0)
+    for micro in range(0, 2_000_000, 12_347):
+        t = base + micro / 1e6
+        assert clock.iso(t) == datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(),
+    st.lists(st.integers(), max_size=3),
+    st.binary(max_size=8),
+)
+# Any name an ``extra`` could carry, but the record's own attributes and methods (makeRecord refuses them).
+_NAMES = st.text(min_size=0, max_size=12).filter(
+    lambda k: k not in _STANDARD and k not in dir(logging.LogRecord)
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    message=st.text(max_size=40),
+    extra=st.dictionaries(_NAMES, _VALUES, max_size=8),
+    level=st.sampled_from([logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR]),
+    created=st.floats(min_value=1e9, max_value=3e9),
+)
+def test_formatter_matches_the_reference(
+    message: str, extra: dict[str, Any], level: int, created: float
+) -> None:
+    record = logging.LogRecord("signer.test", level, __file__, 1, message, None, None)
+    record.created = created
+    for key, value in extra.items():
+        setattr(record, key, value)
+    formatter = JsonFormatter()
+    assert formatter.format(record) == reference_format(formatter, record)
+
+
+def test_formatter_with_an_exception_and_arguments() -> None:
+    formatter = JsonFormatter()
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logging.LogRecord(
+            "signer.http", logging.ERROR, __file__, 1, "failed %s", ("x",), sys.exc_info()
+        )
+    record.request_id = "r1"
+    assert formatter.format(record) == reference_format(formatter, record)
+    assert json.loads(formatter.format(record))["exception"].startswith("Traceback")
+
+
+@contextlib.contextmanager
+def capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("signer.test-access")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    try:
+        yield logger, stream
+    finally:
+        logger.handlers[:] = []
+        logger.propagate = True
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    principal=st.one_of(st.none(), st.text(max_size=20)),
+    status=st.integers(min_value=100, max_value=599),
+    duration=st.floats(min_value=0, max_value=1e6).map(lambda d: round(d, 2)),
+    created=st.floats(min_value=1e9, max_value=3e9),
+)
+def test_access_line_is_the_logger_info_line(
+    principal: str | None, status: int, duration: float, created: float
+) -> None:
+    fields = {
+        "request_id": "0123456789abcdef",
+        "principal": principal,
+        "method": "POST",
+        "route": "/v1/keys/{key_id}/sign/transaction",
+        "status": status,
+        "duration_ms": duration,
+    }
+    with capture() as (logger, stream):
+        access(logger, "request", created, **fields)
+        fast = stream.getvalue()
+
+    formatter = JsonFormatter()
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "request", None, None, extra=fields)
+    record.created = created
+    assert fast == reference_format(formatter, record) + "\n"
+    assert list(json.loads(fast)) == ["at", "level", "logger", "event", *fields]
+
+
+def test_access_line_respects_the_level_and_filters() -> None:
+    with capture() as (logger, stream):
+        _level_and_filters(logger, stream)
+
+
+def _level_and_filters(logger: logging.Logger, stream: io.StringIO) -> None:
+    logger.setLevel(logging.WARNING)
+    access(logger, "request", 1.7e9, status=200)
+    assert stream.getvalue() == ""
+    logger.setLevel(logging.INFO)
+    logger.addFilter(lambda record: record.status != 404)
+    access(logger, "request", 1.7e9, status=404)
+    assert stream.getvalue() == ""
+    access(logger, "request", 1.7e9, status=200)
+    assert json.loads(stream.getvalue())["status"] == 200
