@@ -363,7 +363,8 @@ _ENTRY: list[tuple[str, str]] = [
     ),
     (r"\(signer/http/body\.py|\(signer/http/models\.py", "JSON: request body + pydantic"),
     (
-        r"\(signer/services/facts\.py|^SigningService\._(authorized|facts_for) |^_authorize \(|\(policy/",
+        r"\(signer/services/facts\.py|\(signer/services/authorization\.py"
+        r"|^SigningService\._(precheck|cached_facts|read_facts) |\(policy/",
         "facts cache + grant decision",
     ),
     (
@@ -590,8 +591,13 @@ PROBE_POINTS: list[tuple[str, str, str, str]] = [
     ("body: read + strict JSON + pydantic", "signer.http.routes", "parse_body", "async"),
     ("body: strict JSON (loads_strict)", "signer.http.body", "loads_strict", "sync"),
     ("body: pydantic model (validate)", "signer.http.body", "validate", "sync"),
-    ("facts + grant decision", "signer.services.signing", "SigningService._authorized", "async"),
-    ("facts: grant decision (_authorize)", "signer.services.signing", "_authorize", "sync"),
+    (
+        "facts + policy before the HSM (_precheck)",
+        "signer.services.signing",
+        "SigningService._precheck",
+        "async",
+    ),
+    ("policy: evaluate", "signer.services.signing", "evaluate", "sync"),
     ("eth: parse_transaction + digest", "signer.services.signing", "parse_transaction", "sync"),
     ("eth: audit summary of the tx", "signer.services.signing", "_tx_summary", "sync"),
     ("HSM: await hsm.sign (queue + C_Sign + hand-off)", "signer.hsm.worker", "Hsm.sign", "async"),
@@ -903,6 +909,7 @@ def pipeline_costs() -> list[tuple[str, float]]:
 
     import coincurve
 
+    from policy import PolicySet, evaluate
     from signer.audit import canonical_json, chain_hash
     from signer.eth import parse_transaction, recoverable_signature
     from signer.eth.primitives import address_from_public_key
@@ -911,6 +918,7 @@ def pipeline_costs() -> list[tuple[str, float]]:
     from signer.identity import Role, TokenKind, bearer_from_header, mint_token, token_matches
     from signer.logs import JsonFormatter, access
     from signer.services import signing
+    from signer.services.authorization import Subject, optimistic_facts, policy_request, to_grant
     from signer.services.context import Caller, RequestContext, iso
     from signer.store.records import GrantRecord, KeyRecord
 
@@ -942,6 +950,8 @@ def pipeline_costs() -> list[tuple[str, float]]:
         GrantRecord("grt_bench", "prn_bench", "key", key.id, ["sign_transaction"], None, None, now, None)
     ]
     ctx = RequestContext("req", Caller("prn_bench", "relayer", Role.SERVICE, "tok"), 1)
+    subject = Subject("prn_bench", frozenset(), tuple(grants), PolicySet(tuple(to_grant(g) for g in grants)))
+    no_usage = optimistic_facts(lambda key, since: 0)
     tx = parse_transaction(fields)
     compact = private.sign_recoverable(tx.digest, hasher=None)
     r, s = int.from_bytes(compact[:32], "big"), int.from_bytes(compact[32:64], "big")
@@ -957,7 +967,7 @@ def pipeline_costs() -> list[tuple[str, float]]:
         "at": iso(now),
         "actor": ctx.actor(),
         "key_id": key.id,
-        "request": signing._tx_summary(tx),
+        "request": signing._tx_summary(tx, tx.as_json()),
         "reasons": [{"source": "grants", "code": "granted", "message": "grant grt_bench allows it"}],
         "result": {"signer": key.address, "transaction_hash": response["transaction_hash"]},
         "outcome": "allowed",
@@ -999,14 +1009,19 @@ def pipeline_costs() -> list[tuple[str, float]]:
                 lambda: token_matches(token_key, bearer_from_header(header), minted.digest),
             ),
             (
-                "facts: _authorize (grant decision)",
-                lambda: signing._authorize(ctx, key, grants, "sign_transaction", now),
+                "policy: request + evaluate (grants only)",
+                lambda: evaluate(
+                    policy_request(subject, key, "sign_transaction", tx.fields),
+                    subject.policy_set,
+                    no_usage,
+                    now=now,
+                ),
             ),
             (
                 "eth: parse_transaction (fields, RLP, keccak)",
                 lambda: parse_transaction(signing._rpc_fields(fields, key)),
             ),
-            ("eth: _tx_summary (audit view)", lambda: signing._tx_summary(tx)),
+            ("eth: _tx_summary (audit view)", lambda: signing._tx_summary(tx, tx.as_json())),
             ("recovery: recoverable_signature", lambda: recoverable_signature(tx.digest, raw_rs, public)),
             ("recovery: tx.assemble (re-encode, re-hash)", lambda: tx.assemble(signature)),
             (
