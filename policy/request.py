@@ -96,6 +96,7 @@ class TransactionView:
     token: TokenMovement | None = None
     delegations: tuple[Delegation, ...] = ()
     amounts: tuple[Amount, ...] = field(init=False, repr=False, compare=False)
+    totals: Mapping[str, int] = field(init=False, repr=False, compare=False)  # asset -> sum of amounts
 
     def __post_init__(self) -> None:
         _check_count(self.chain_id, "chain id")
@@ -115,6 +116,10 @@ class TransactionView:
         if self.token is not None:
             moved.append(Amount(self.token.token, self.token.amount))
         _set(self, "amounts", tuple(a for a in moved if a.value > 0))
+        totals: dict[str, int] = {}
+        for a in self.amounts:
+            totals[a.asset] = totals.get(a.asset, 0) + a.value
+        _set(self, "totals", totals)
 
     @property
     def max_gas_cost(self) -> int:

@@ -77,7 +77,8 @@ class Hit:
 
 
 def amount_of(request: PolicyRequest, asset: str) -> int:
-    return sum(a.value for a in request.amounts if a.asset == asset)
+    tx = request.transaction
+    return 0 if tx is None else tx.totals.get(asset, 0)
 
 
 def asset_name(asset: str) -> str:

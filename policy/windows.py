@@ -27,6 +27,8 @@ SECONDS_PER_DAY: Final = 86_400
 
 def utc(instant: datetime, name: str = "now") -> datetime:
     """``instant`` in UTC; raises ``PolicyInputError`` (``naive_datetime``) if it carries no zone."""
+    if type(instant) is datetime and instant.tzinfo is UTC:
+        return instant  # already what is asked for (the common case: the engine passes it on)
     if not isinstance(instant, datetime):
         raise PolicyInputError("invalid_datetime", f"{name} must be a datetime")
     if instant.tzinfo is None or instant.utcoffset() is None:
