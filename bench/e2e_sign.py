@@ -737,42 +737,22 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
             raise RuntimeError("the probe did not load in every worker (see the server log)")
         url = f"{server.url}/v1/keys/{key['id']}/sign/transaction"
         database_name = make_url(database_url).database if database_url else None
-        if args.load == "wrk":
-            load = drive_wrk(
-                url,
-                token,
-                args.clients,
-                args.wrk_threads,
-                args.warmup,
-                args.seconds,
-                args.profile,
-                args.verify,
-                pids,
-                workers,
-                database_name,
-                profile_dir,
-                args.profile_rate,
-                probe_dir,
-                data_dir.parent / "wrk",
-            )
-        else:
-            load = asyncio.run(
-                drive(
-                    url,
-                    token,
-                    args.clients,
-                    args.warmup,
-                    args.seconds,
-                    args.profile,
-                    args.verify,
-                    pids,
-                    workers,
-                    database_name,
-                    profile_dir,
-                    args.profile_rate,
-                    probe_dir,
-                )
-            )
+        load = run_load(
+            args,
+            url,
+            token,
+            warmup=args.warmup,
+            seconds=args.seconds,
+            profile=args.profile,
+            verify=args.verify,
+            pids=pids,
+            workers=workers,
+            database=database_name,
+            profile_dir=profile_dir,
+            profile_rate=args.profile_rate,
+            probe_dir=probe_dir,
+            wrk_dir=data_dir.parent / "wrk",
+        )
         alive = server.process.poll() is None
         probes = read_probes(profile_dir, load.probed) if profile_dir is not None and load.probed else None
     finally:
@@ -792,47 +772,62 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
 # -- component costs ------------------------------------------------------------------------------------
 
 
+def _listening_process(
+    target: Any, target_args: tuple[Any, ...], port: int, timeout: float, what: str
+) -> Any:
+    """A spawned server process, returned once it accepts connections on ``port``."""
+    process = multiprocessing.get_context("spawn").Process(target=target, args=target_args, daemon=True)
+    process.start()
+    deadline = time.monotonic() + timeout
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return process
+        if time.monotonic() > deadline or not process.is_alive():
+            process.terminate()
+            raise RuntimeError(f"{what} did not start")
+        time.sleep(0.05)  # polling for the port with a hard deadline
+
+
+def run_load(
+    args: argparse.Namespace,
+    url: str,
+    token: str,
+    *,
+    warmup: float,
+    seconds: float,
+    pids: list[int],
+    workers: list[int],
+    wrk_dir: Path,
+    profile: float = 0.0,
+    verify: int = 0,
+    database: str | None = None,
+    profile_dir: Path | None = None,
+    profile_rate: int = 0,
+    probe_dir: Path | None = None,
+) -> LoadResult:
+    """The load ``--load`` names (wrk, or the aiohttp clients in this process) against ``url``."""
+    rest = (warmup, seconds, profile, verify, pids, workers, database, profile_dir, profile_rate, probe_dir)
+    if args.load == "wrk":
+        return drive_wrk(url, token, args.clients, args.wrk_threads, *rest, wrk_dir)
+    return asyncio.run(drive(url, token, args.clients, *rest))
+
+
+def _stub_load(args: argparse.Namespace, url: str, pid: int, seconds: float, tmp: Path) -> LoadResult:
+    """The bench's load against a stub server: 1 s warm-up, then ``seconds``."""
+    return run_load(args, url, "x", warmup=1.0, seconds=seconds, pids=[pid], workers=[pid], wrk_dir=tmp)
+
+
 def http_floor(args: argparse.Namespace) -> tuple[float, float, float]:
     """(requests/s, server CPU us, client CPU us per request) of a bare aiohttp app, same client."""
     from tests.service_harness import free_port
 
     port = free_port()
-    ctx = multiprocessing.get_context("spawn")
-    process = ctx.Process(target=http_floor_server, args=(port,), daemon=True)
-    process.start()
+    process = _listening_process(http_floor_server, (port,), port, 30, "the bare aiohttp server")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-            if time.monotonic() > deadline or not process.is_alive():
-                raise RuntimeError("the bare aiohttp server did not start")
-            time.sleep(0.05)  # polling for the port with a hard deadline
         assert process.pid is not None
         url = f"http://127.0.0.1:{port}/v1/keys/k/sign/transaction"
-        if args.load == "wrk":
-            with tempfile.TemporaryDirectory(prefix="signer-bench-wrk-") as tmp:
-                load = drive_wrk(
-                    url,
-                    "x",
-                    args.clients,
-                    args.wrk_threads,
-                    1.0,
-                    4.0,
-                    0.0,
-                    0,
-                    [process.pid],
-                    [process.pid],
-                    None,
-                    None,
-                    0,
-                    None,
-                    Path(tmp),
-                )
-        else:
-            load = asyncio.run(
-                drive(url, "x", args.clients, 1.0, 4.0, 0.0, 0, [process.pid], [process.pid], None, None, 0)
-            )
+        with tempfile.TemporaryDirectory(prefix="signer-bench-wrk-") as tmp:
+            load = _stub_load(args, url, process.pid, 4.0, Path(tmp))
     finally:
         process.terminate()
         process.join(timeout=10)
@@ -857,58 +852,19 @@ def serving_floor(args: argparse.Namespace) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="signer-floor-") as tmp:
         port = free_port()
-        ctx = multiprocessing.get_context("spawn")
-        process = ctx.Process(
-            target=serving_floor_server, args=(port, tmp, tree, args.floor_without), daemon=True
+        process = _listening_process(
+            serving_floor_server,
+            (port, tmp, tree, args.floor_without),
+            port,
+            60,
+            "the serving floor (see its log)",
         )
-        process.start()
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-                if time.monotonic() > deadline or not process.is_alive():
-                    raise RuntimeError("the serving floor did not start (see its log)")
-                time.sleep(0.05)  # polling for the port with a hard deadline
             assert process.pid is not None
             url = f"http://127.0.0.1:{port}/v1/keys/k/sign/transaction"
             figures = []
             for round_ in range(args.floor):
-                if args.load == "wrk":
-                    load = drive_wrk(
-                        url,
-                        "x",
-                        args.clients,
-                        args.wrk_threads,
-                        1.0,
-                        args.seconds,
-                        0.0,
-                        0,
-                        [process.pid],
-                        [process.pid],
-                        None,
-                        None,
-                        0,
-                        None,
-                        Path(tmp) / f"wrk-{round_}",
-                    )
-                else:
-                    load = asyncio.run(
-                        drive(
-                            url,
-                            "x",
-                            args.clients,
-                            1.0,
-                            args.seconds,
-                            0.0,
-                            0,
-                            [process.pid],
-                            [process.pid],
-                            None,
-                            None,
-                            0,
-                        )
-                    )
+                load = _stub_load(args, url, process.pid, args.seconds, Path(tmp) / f"wrk-{round_}")
                 window = load.windows["measure"]
                 assert window.end is not None
                 share = cpu_share(window.start, window.end)
