@@ -5,7 +5,7 @@ Mixed into ``Reader`` and ``Writer`` (``signer.store.core``); all SQL stays in t
 is the part that needs care. Limits are exact rolling sums, but summing a day of rows on every request
 would make the check the slowest step of signing. So each process keeps, per limit key it has used, the
 committed rows' window starts and amounts in time order with prefix sums (``LedgerCache``): a usage
-is one binary search. The cache stays exact because every write transaction holds the store's write
+is two binary searches. The cache stays exact because every write transaction holds the store's write
 lock: on its first usage query a transaction reads the ledger rows committed since the cache last
 looked (``id > last_id``, one indexed query per transaction however many keys it touches), which
 includes what other processes and replicas reserved; rows this transaction reserves count from its
@@ -14,10 +14,13 @@ the ids the database gave them, so the next transaction's query finds only other
 fold is exact only because the transaction synced under the write lock before inserting: every row with
 an id up to its own newest one is then either already cached or its own. A key the cache does not cover
 back far enough (first use, a longer window, a clock stepped back) is loaded from the ledger for the
-missing span. Rows older than every window a key was asked about are dropped from memory (never from
-the table: a longer window added later must still see them), and a key with more rows than
-``MAX_CACHED_ROWS`` is summed in SQL instead. A unit that fails has its reservations undone with the
-rest of its work, and a window start that moves backwards can only count more rows, never fewer.
+missing span. The cache sums rows per second of window start, and holds one by one only the rows of
+the second a window starts in, read once per key and second (see ``_KeyRows``): memory follows the
+seconds a key was used in, not its rows. Seconds older than every window a key was asked about are
+dropped from memory (never from the table: a longer window added later must still see them), and a
+key used in more than ``MAX_CACHED_SECONDS`` seconds of its window is summed in SQL instead. A unit
+that fails has its reservations undone with the rest of its work, and a window start that moves
+backwards can only count more rows, never fewer.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, bindparam, delete, func, or_, select, update
@@ -295,7 +298,7 @@ class PolicyReads(_Statements):
         }
 
 
-MAX_CACHED_ROWS = 200_000
+MAX_CACHED_SECONDS = 400_000  # 4.6 days of a key used every second
 
 # The ledger and idempotency statements of every signing commit, run on the driver (see driver.py).
 _LEDGER_COLUMNS = ("limit_key", "amount", "window_start", "window_end", "request_id")
@@ -329,66 +332,120 @@ _IDEMPOTENCY_SELECT = select(
 )
 
 
-class _KeyRows:
-    """One limit key's committed rows after ``horizon`` (None: all of them), sorted by window start,
-    with prefix sums so that "the sum after t" is one bisection."""
+_SECOND = timedelta(seconds=1)
+_MICROSECOND = timedelta(microseconds=1)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-    __slots__ = ("horizon", "longest", "prefix", "starts")
+
+def _second_of(at: datetime) -> int:
+    """The whole second (since the epoch) an instant falls in; exact (no float)."""
+    return (at - _EPOCH) // _SECOND
+
+
+def _second_start(second: int) -> datetime:
+    return _EPOCH + second * _SECOND
+
+
+class _KeyRows:
+    """One limit key's committed rows after ``horizon`` (None: all of them), summed per second of window
+    start, with prefix sums over the seconds; plus, one by one, the rows of the one second a window's
+    start falls in (the "edge"), read from the ledger when the window's start enters a new second.
+    "The sum after t" is then the seconds after t's second (one bisection) plus the edge's rows after t
+    (another), exact, and memory grows with the seconds a key was used in, not with its rows: a day of
+    a busy key is at most 86,400 entries."""
+
+    __slots__ = ("edge", "edge_prefix", "edge_starts", "horizon", "longest", "prefix", "seconds")
 
     def __init__(self, horizon: datetime | None) -> None:
         self.horizon = horizon
-        self.starts: list[datetime] = []
+        self.seconds: list[int] = []
         self.prefix: list[int] = [0]
+        self.edge: int | None = None  # the second whose rows are held one by one
+        self.edge_starts: list[datetime] = []
+        self.edge_prefix: list[int] = [0]
         self.longest: timedelta | None = timedelta(0)  # the longest window asked about; None: all time
 
     def covers(self, since: datetime | None) -> bool:
         return self.horizon is None or (since is not None and since >= self.horizon)
 
+    def edge_needed(self, since: datetime | None) -> int | None:
+        """The second whose rows ``sum_after(since)`` needs one by one, when they are not held."""
+        if since is None:
+            return None
+        second = _second_of(since)
+        return None if second == self.edge else second
+
+    def set_edge(self, second: int, rows: list[tuple[datetime, int]]) -> None:
+        """Hold ``second``'s rows (all of them that are committed, as read under the write lock)."""
+        rows = sorted(rows, key=lambda r: r[0])
+        self.edge = second
+        self.edge_starts = [r[0] for r in rows]
+        self.edge_prefix = [0, *itertools.accumulate(r[1] for r in rows)]
+
     def sum_after(self, since: datetime | None) -> int:
-        index = 0 if since is None else bisect.bisect_right(self.starts, since)
-        return self.prefix[-1] - self.prefix[index]
+        """Exact when the edge for ``since`` is held (see ``edge_needed``); a lower bound otherwise
+        (the rows of ``since``'s own second are left out)."""
+        if since is None:
+            return self.prefix[-1]
+        second = _second_of(since)
+        index = bisect.bisect_right(self.seconds, second)
+        total = self.prefix[-1] - self.prefix[index]
+        if second == self.edge:
+            total += self.edge_prefix[-1] - self.edge_prefix[bisect.bisect_right(self.edge_starts, since)]
+        return total
 
     def add(self, start: datetime, amount: int) -> None:
         if self.horizon is not None and start <= self.horizon:
             return  # before what this entry covers: never asked about
-        if not self.starts or start >= self.starts[-1]:
-            self.starts.append(start)
-            self.prefix.append(self.prefix[-1] + amount)
+        second = _second_of(start)
+        if second == self.edge:
+            # Rare (the edge is a window's start, long past): a row committed late, or from a replica
+            # whose clock is behind. Kept in order with its prefix sums rebuilt.
+            index = bisect.bisect_right(self.edge_starts, start)
+            self.edge_starts.insert(index, start)
+            amounts = [b - a for a, b in itertools.pairwise(self.edge_prefix)]
+            amounts.insert(index, amount)
+            self.edge_prefix = [0, *itertools.accumulate(amounts)]
+        seconds, prefix = self.seconds, self.prefix
+        if not seconds or second > seconds[-1]:
+            seconds.append(second)
+            prefix.append(prefix[-1] + amount)
             return
-        # Out of time order: rows commit in a different order than their requests started, but only
-        # by milliseconds, so the tail to shift is short.
-        index = bisect.bisect_right(self.starts, start)
-        self.starts.insert(index, start)
-        self.prefix.insert(index + 1, self.prefix[index] + amount)
-        prefix = self.prefix
-        for position in range(index + 2, len(prefix)):
+        if second == seconds[-1]:
+            prefix[-1] += amount
+            return
+        # An earlier second: rows commit in a different order than their requests started, but only by
+        # milliseconds, so the tail to shift is short.
+        index = bisect.bisect_left(seconds, second)
+        if seconds[index] != second:
+            seconds.insert(index, second)
+            prefix.insert(index + 1, prefix[index])
+        for position in range(index + 1, len(prefix)):
             prefix[position] += amount
 
     def merge_older(self, horizon: datetime | None, rows: list[tuple[datetime, int]]) -> None:
         """Add the rows between a new, earlier ``horizon`` and the old one."""
-        pairs = sorted([*rows, *zip(self.starts, self._amounts(), strict=True)], key=lambda r: r[0])
-        self.starts = [r[0] for r in pairs]
-        self._rebuild([r[1] for r in pairs])
         self.horizon = horizon
+        self.edge = None  # the rows may fall in the edge's second: read it again when it is needed
+        for start, amount in sorted(rows, key=lambda r: r[0]):
+            self.add(start, amount)
 
     def trim(self, now: datetime) -> None:
-        """Forget rows no window asked about so far can reach (with an hour of slack for clocks)."""
-        if self.longest is None or len(self.starts) < 1024:
+        """Forget seconds no window asked about so far can reach (with an hour of slack for clocks)."""
+        if self.longest is None or len(self.seconds) < 1024:
             return
-        keep_after = now - self.longest - timedelta(hours=1)
-        index = bisect.bisect_right(self.starts, keep_after)
-        if index * 2 < len(self.starts):
-            return  # trimming costs a rebuild: wait until half the rows can go
-        amounts = self._amounts()[index:]
-        self.starts = self.starts[index:]
-        self._rebuild(amounts)
-        self.horizon = keep_after if self.horizon is None else max(self.horizon, keep_after)
-
-    def _amounts(self) -> list[int]:
-        return [b - a for a, b in itertools.pairwise(self.prefix)]
-
-    def _rebuild(self, amounts: list[int]) -> None:
+        keep_from = _second_of(now - self.longest - timedelta(hours=1))
+        index = bisect.bisect_left(self.seconds, keep_from)
+        if index * 2 < len(self.seconds):
+            return  # trimming costs a rebuild: wait until half the seconds can go
+        amounts = [b - a for a, b in itertools.pairwise(self.prefix)][index:]
+        self.seconds = self.seconds[index:]
         self.prefix = [0, *itertools.accumulate(amounts)]
+        # Every row from keep_from's first microsecond on is still counted.
+        horizon = _second_start(keep_from) - _MICROSECOND
+        self.horizon = horizon if self.horizon is None else max(self.horizon, horizon)
+        if self.edge is not None and self.edge < keep_from:
+            self.edge = None
 
 
 class LedgerCache:
@@ -585,10 +642,17 @@ class PolicyWrites(_Statements):
             entry.longest = None
         elif entry.longest is not None:
             entry.longest = max(entry.longest, now - since)
+        edge = entry.edge_needed(since)
+        if edge is not None:
+            # Once per key and second of window start: that second's rows, one by one.
+            through = _second_start(edge + 1) - _MICROSECOND
+            entry.set_edge(
+                edge, await self._committed_rows(limit_key, _second_start(edge) - _MICROSECOND, through)
+            )
         used = entry.sum_after(since)
         entry.trim(now)
-        if len(entry.starts) > MAX_CACHED_ROWS:
-            # Too many rows to keep in memory: this key is summed in SQL from now on.
+        if len(entry.seconds) > MAX_CACHED_SECONDS:
+            # Too many seconds to keep in memory: this key is summed in SQL from now on.
             del cache.keys[limit_key]
             cache.uncached.add(limit_key)
         return used + pending

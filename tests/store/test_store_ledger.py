@@ -26,7 +26,8 @@ def exact(rows: list[LedgerEntry], limit_key: str, since) -> int:  # type: ignor
     )
 
 
-async def test_usage_is_the_exact_rolling_sum_under_random_histories(store: Store) -> None:
+@pytest.mark.parametrize("sub_second", [False, True], ids=["whole-seconds", "microseconds"])
+async def test_usage_is_the_exact_rolling_sum_under_random_histories(store: Store, sub_second: bool) -> None:
     rng = random.Random(7)
     committed: list[LedgerEntry] = []
     now = T0
@@ -35,6 +36,9 @@ async def test_usage_is_the_exact_rolling_sum_under_random_histories(store: Stor
     for step in range(60):
         # Mostly forwards, sometimes a backwards step (a clock jump) of up to 30 s.
         now += timedelta(seconds=rng.choice([0, 1, 3, 7, 20, -30 if step % 9 == 8 else 2]))
+        if sub_second:
+            # Window starts inside a second: the cache sums whole seconds plus that second's rows.
+            now += timedelta(microseconds=rng.randint(-999_999, 999_999))
         batch = [
             LedgerEntry(rng.choice(keys), rng.choice([1, 5, BIG]), now, now + timedelta(seconds=60))
             for _ in range(rng.randint(0, 3))
