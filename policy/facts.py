@@ -13,6 +13,7 @@ written by a replica whose clock runs ahead still count).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,8 +27,10 @@ from policy.windows import utc
 _PLAIN_PART = re.compile(r"[A-Za-z0-9_.\-~/]*")
 
 
+@functools.lru_cache(maxsize=4096)
 def _part(text: str) -> str:
     # ':' separates the parts of a key, so it is escaped inside them; '/' stays readable in scopes.
+    # Memoised: the same few principals, keys and scopes come back on every request.
     return text if _PLAIN_PART.fullmatch(text) else quote(text, safe="/")
 
 

@@ -30,9 +30,14 @@ class LimitRule(Rule):
     per: str
 
     def subject(self, ctx: RuleContext) -> str:
-        return {"key": ctx.request.resource_id, "principal": ctx.request.principal_id, "scope": ctx.scope}[
-            self.per
-        ]
+        per = self.per
+        if per == "key":
+            return ctx.request.resource_id
+        if per == "principal":
+            return ctx.request.principal_id
+        if per == "scope":
+            return ctx.scope
+        raise KeyError(per)  # the parser admits only the three
 
     @abstractmethod
     def limit_key(self, ctx: RuleContext) -> str | None:

@@ -544,7 +544,9 @@ class SigningService:
             ]
             for _, candidate_set in shadows:
                 queries |= usage_queries(judged, candidate_set, now=now)
-            usage = Facts({q: await writer.usage(q.limit_key, q.since, now) for q in queries})
+            asked = list(queries)
+            sums = await writer.usages([(q.limit_key, q.since) for q in asked], now)
+            usage = Facts(dict(zip(asked, sums, strict=True)))
             if keep and pre_decision.holds_under(usage):
                 # Same request, policy set and instant as the check before signing, and every sum that
                 # decision read is still within the range where it comes out the same: the pure engine
@@ -553,9 +555,9 @@ class SigningService:
             else:
                 if keep:
                     # The decision moved: judge again with every sum the engine may read.
-                    missing = usage_queries(judged, policy_set, now=now) - usage.usage.keys()
-                    more = {q: await writer.usage(q.limit_key, q.since, now) for q in missing}
-                    usage = Facts({**usage.usage, **more})
+                    missing = list(usage_queries(judged, policy_set, now=now) - usage.usage.keys())
+                    more = await writer.usages([(q.limit_key, q.since) for q in missing], now)
+                    usage = Facts({**usage.usage, **dict(zip(missing, more, strict=True))})
                 decision = evaluate(judged, policy_set, usage, now=now)
             metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
             for attachment_id, candidate_set in shadows:

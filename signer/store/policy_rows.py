@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -620,13 +621,33 @@ class PolicyWrites(_Statements):
     async def usage(self, limit_key: str, since: datetime | None, now: datetime) -> int:
         """The sum of reservations for ``limit_key`` with ``window_start > since`` (all of them when
         ``since`` is None): what is committed plus what this transaction reserved so far."""
-        _aware(since, "since")
+        return (await self.usages([(limit_key, since)], now))[0]
+
+    async def usages(self, asks: Sequence[tuple[str, datetime | None]], now: datetime) -> list[int]:
+        """``usage`` of each ``(limit_key, since)``, in order: the ledger is read at most once for all
+        of them, and a key the cache answers costs no await."""
         _aware(now, "now")
         await self._sync()
+        out = []
+        for limit_key, since in asks:
+            _aware(since, "since")
+            used = self._cached_usage(limit_key, since, now)
+            if used is None:
+                used = await self._loaded_usage(limit_key, since, now)
+            out.append(used + self._pending_after(limit_key, since))
+        return out
+
+    def _cached_usage(self, limit_key: str, since: datetime | None, now: datetime) -> int | None:
+        """The committed sum from memory alone, or None when the ledger must be read for it."""
+        entry = self._cache.keys.get(limit_key)
+        if entry is None or not entry.covers(since) or entry.edge_needed(since) is not None:
+            return None
+        return self._noted(entry, limit_key, since, now)
+
+    async def _loaded_usage(self, limit_key: str, since: datetime | None, now: datetime) -> int:
         cache = self._cache
-        pending = self._pending_after(limit_key, since)
         if limit_key in cache.uncached:
-            return sum(a for _, a in await self._committed_rows(limit_key, since, None)) + pending
+            return sum(a for _, a in await self._committed_rows(limit_key, since, None))
         entry = cache.keys.get(limit_key)
         if entry is None:
             entry = _KeyRows(since)
@@ -638,24 +659,26 @@ class PolicyWrites(_Statements):
         elif not entry.covers(since):
             older = await self._committed_rows(limit_key, since, entry.horizon)
             entry.merge_older(since, older)
-        if since is None:
-            entry.longest = None
-        elif entry.longest is not None:
-            entry.longest = max(entry.longest, now - since)
         edge = entry.edge_needed(since)
         if edge is not None:
             # Once per key and second of window start: that second's rows, one by one.
-            through = _second_start(edge + 1) - _MICROSECOND
-            entry.set_edge(
-                edge, await self._committed_rows(limit_key, _second_start(edge) - _MICROSECOND, through)
-            )
+            low = _second_start(edge) - _MICROSECOND
+            entry.set_edge(edge, await self._committed_rows(limit_key, low, low + _SECOND))
+        return self._noted(entry, limit_key, since, now)
+
+    def _noted(self, entry: _KeyRows, limit_key: str, since: datetime | None, now: datetime) -> int:
+        """The sum from ``entry`` (exact: edge held, span covered), remembering the window asked for."""
+        if since is None:
+            entry.longest = None
+        elif entry.longest is not None and now - since > entry.longest:
+            entry.longest = now - since
         used = entry.sum_after(since)
         entry.trim(now)
         if len(entry.seconds) > MAX_CACHED_SECONDS:
             # Too many seconds to keep in memory: this key is summed in SQL from now on.
-            del cache.keys[limit_key]
-            cache.uncached.add(limit_key)
-        return used + pending
+            del self._cache.keys[limit_key]
+            self._cache.uncached.add(limit_key)
+        return used
 
     async def reserve(self, entries: list[LedgerEntry]) -> None:
         """Record reservations: written at COMMIT, counted by this transaction's usage until then."""
