@@ -425,11 +425,17 @@ class _KeyRows:
             prefix[position] += amount
 
     def merge_older(self, horizon: datetime | None, rows: list[tuple[datetime, int]]) -> None:
-        """Add the rows between a new, earlier ``horizon`` and the old one."""
+        """Add the rows between a new, earlier ``horizon`` and the old one (in one rebuild: they fall
+        before every second held, where adding them one by one would shift all the prefix sums)."""
+        totals = dict(zip(self.seconds, (b - a for a, b in itertools.pairwise(self.prefix)), strict=True))
+        for start, amount in rows:
+            if horizon is None or start > horizon:
+                second = _second_of(start)
+                totals[second] = totals.get(second, 0) + amount
+        self.seconds = sorted(totals)
+        self.prefix = [0, *itertools.accumulate(totals[second] for second in self.seconds)]
         self.horizon = horizon
         self.edge = None  # the rows may fall in the edge's second: read it again when it is needed
-        for start, amount in sorted(rows, key=lambda r: r[0]):
-            self.add(start, amount)
 
     def trim(self, now: datetime) -> None:
         """Forget seconds no window asked about so far can reach (with an hour of slack for clocks)."""
