@@ -18,6 +18,7 @@ statements it holds. Errors are the drivers' own (``sqlite3.Error``, ``asyncpg``
 from __future__ import annotations
 
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,22 +77,24 @@ class Step:
     rows: Sequence[Mapping[str, Any]] | None = None
 
 
-class Driver:
+class Driver(ABC):
     """Runs prepared statements on one driver connection (inside SQLAlchemy's transaction)."""
 
+    @abstractmethod
     async def fetch(
         self, prepared: Prepared, values: Mapping[str, Any] | None = None
     ) -> list[tuple[Any, ...]]:
-        raise NotImplementedError
+        """A statement's rows, converted by its result columns' types."""
 
+    @abstractmethod
     async def execute(self, prepared: Prepared, values: Mapping[str, Any] | None = None) -> int:
         """Runs a statement that returns no rows; the row count."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def plain(self, sql: str) -> None:
         """A fixed statement without parameters (SAVEPOINT, BEGIN)."""
-        raise NotImplementedError
 
+    @abstractmethod
     async def run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[tuple[Any, ...]]]:
         """Every step in order, in one round trip where the driver allows; each step's rows (for an
         executemany: the rows its RETURNING clause gave, if any).
@@ -99,7 +102,6 @@ class Driver:
         ``commit``: the caller will commit right after; a driver that can end the transaction in the
         same round trip does so, and SQLAlchemy's commit() then has nothing left to send. The caller
         must still call it (and roll back if this raises)."""
-        raise NotImplementedError
 
 
 # -- SQLite (aiosqlite: one thread per connection) ---------------------------------------------------
