@@ -20,7 +20,7 @@ asks for approval is accepted only when the approvals collected cover every requ
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -33,6 +33,7 @@ from policy import (
     PolicyError,
     PolicyRequest,
     ShadowDecision,
+    UsageQuery,
     evaluate,
     usage_queries,
 )
@@ -544,9 +545,7 @@ class SigningService:
             ]
             for _, candidate_set in shadows:
                 queries |= usage_queries(judged, candidate_set, now=now)
-            asked = list(queries)
-            sums = await writer.usages([(q.limit_key, q.since) for q in asked], now)
-            usage = Facts(dict(zip(asked, sums, strict=True)))
+            usage = await _read_usage(writer, queries, now)
             if keep and pre_decision.holds_under(usage):
                 # Same request, policy set and instant as the check before signing, and every sum that
                 # decision read is still within the range where it comes out the same: the pure engine
@@ -555,9 +554,9 @@ class SigningService:
             else:
                 if keep:
                     # The decision moved: judge again with every sum the engine may read.
-                    missing = list(usage_queries(judged, policy_set, now=now) - usage.usage.keys())
-                    more = await writer.usages([(q.limit_key, q.since) for q in missing], now)
-                    usage = Facts({**usage.usage, **dict(zip(missing, more, strict=True))})
+                    usage = await _read_usage(
+                        writer, queries | usage_queries(judged, policy_set, now=now), now
+                    )
                 decision = evaluate(judged, policy_set, usage, now=now)
             metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
             for attachment_id, candidate_set in shadows:
@@ -736,6 +735,13 @@ class SigningService:
         except SignerError:
             # The original error is what the caller needs; the store failure is logged by the store.
             pass
+
+
+async def _read_usage(writer: Writer, queries: Iterable[UsageQuery], now: datetime) -> Facts:
+    """The exact sums (under the write lock) that answer ``queries``."""
+    asked = list(queries)
+    sums = await writer.usages([(q.limit_key, q.since) for q in asked], now)
+    return Facts(dict(zip(asked, sums, strict=True)))
 
 
 def _acceptable(decision: Decision, approved: ApprovedExecution | None) -> bool:
