@@ -88,7 +88,7 @@ class LimitRule(Rule):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpendLimit(LimitRule):
     """At most ``max_value`` of ``asset`` per rolling ``window`` per key, principal or scope, counting
-    this request. Token amounts are the decoded ``transfer``/``transferFrom``/``approve`` amounts."""
+    this request. Token amounts are the counted amounts of decoded token calls and permits."""
 
     kind: ClassVar[str] = "spend_limit"
     max_value: int

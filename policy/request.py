@@ -23,7 +23,23 @@ OPERATIONS: Final = frozenset({"sign_transaction", "sign_message", "sign_typed_d
 SECRET_OPERATIONS: Final = frozenset({"read_secret"})
 KNOWN_OPERATIONS: Final = OPERATIONS | SECRET_OPERATIONS
 RESOURCE_TYPES: Final = frozenset({"key", "secret"})
-TOKEN_METHODS: Final = frozenset({"transfer", "transferFrom", "approve"})
+# Token calls decoded from calldata (``signer.eth.calldata``) and approvals decoded from EIP-712 permits
+# (``signer.eth.permits``): ``permit`` (EIP-2612 and its DAI and ERC-721 variants), ``permit2`` (a
+# Uniswap Permit2 allowance or signature transfer).
+CALL_METHODS: Final = frozenset(
+    {
+        "transfer",
+        "transferFrom",
+        "approve",
+        "increaseAllowance",
+        "decreaseAllowance",
+        "setApprovalForAll",
+        "safeTransferFrom",
+        "safeBatchTransferFrom",
+    }
+)
+PERMIT_METHODS: Final = frozenset({"permit", "permit2"})
+TOKEN_METHODS: Final = CALL_METHODS | PERMIT_METHODS
 
 
 def _set(obj: object, name: str, value: object) -> None:
@@ -46,9 +62,11 @@ class Amount:
 
 @dataclass(frozen=True, slots=True)
 class TokenMovement:
-    """A decoded ERC-20 call. ``token`` is the contract called (the transaction's ``to``); ``recipient``
-    receives the tokens (for ``approve``, the spender allowed to take them); ``owner`` is the account
-    debited by ``transferFrom`` and None otherwise."""
+    """A decoded token call or permit. ``token`` is the token contract (a call's: the transaction's
+    ``to``); ``recipient`` is the counterparty: who receives the tokens, or the spender or operator an
+    approval or permit names; ``owner`` is the account debited (None: the signer itself); ``amount`` is
+    what limits and caps count, in the token's unit (the service decides it per call: for an
+    unbounded grant such as ``setApprovalForAll(operator, true)`` it is 2**256-1)."""
 
     method: str
     token: str
@@ -58,9 +76,7 @@ class TokenMovement:
 
     def __post_init__(self) -> None:
         if self.method not in TOKEN_METHODS:
-            raise PolicyInputError(
-                "invalid_request", "token method must be transfer, transferFrom or approve"
-            )
+            raise PolicyInputError("invalid_request", "token method is not a known token call or permit")
         _set(self, "token", canonical_address(self.token))
         _set(self, "recipient", canonical_address(self.recipient))
         if self.owner is not None:
@@ -127,7 +143,8 @@ class TransactionView:
 
     @property
     def beneficiary(self) -> str | None:
-        """Who receives value: the token recipient (or spender) of a decoded ERC-20 call, else ``to``."""
+        """Who receives value: the counterparty (recipient, spender or operator) of a decoded token call,
+        else ``to``."""
         return self.token.recipient if self.token is not None else self.to
 
     @property
@@ -142,8 +159,8 @@ class TransactionView:
     def from_decoded(cls, fields: DecodedTransaction) -> TransactionView:
         """Build from ``signer.eth.TransactionFields`` (or anything with the same attributes)."""
         token = None
-        if fields.erc20 is not None and fields.to is not None:
-            call = fields.erc20
+        if fields.token_call is not None and fields.to is not None:
+            call = fields.token_call
             token = TokenMovement(call.method, fields.to, call.recipient, call.amount, call.owner)
         return cls(
             chain_id=fields.chain_id,
@@ -193,8 +210,10 @@ class TypedDataDomain:
 class PolicyRequest:
     """One request to judge. ``scope`` is where the resource lives; ``groups`` the principal's groups
     (already resolved by the caller). ``transaction`` is present exactly for ``sign_transaction`` and
-    ``typed_data_domain`` exactly for ``sign_typed_data``. An unknown operation is accepted here and
-    denied by the grant check, so the refusal has a reason."""
+    ``typed_data_domain`` exactly for ``sign_typed_data``; ``permits`` are the token approvals decoded
+    from that typed data (EIP-2612, Permit2), counted like ``approve``. An unknown operation is accepted
+    here and denied by the grant check, so the refusal has a reason. ``amounts`` and ``totals`` are what
+    the request moves or grants, from a transaction or from permits."""
 
     principal_id: str
     operation: str
@@ -204,7 +223,10 @@ class PolicyRequest:
     groups: frozenset[str] = frozenset()
     transaction: TransactionView | None = None
     typed_data_domain: TypedDataDomain | None = None
+    permits: tuple[TokenMovement, ...] = ()
     scope_path: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    amounts: tuple[Amount, ...] = field(init=False, repr=False, compare=False)
+    totals: Mapping[str, int] = field(init=False, repr=False, compare=False)  # asset -> sum of amounts
 
     def __post_init__(self) -> None:
         for name in ("principal_id", "operation", "resource_id"):
@@ -222,17 +244,33 @@ class PolicyRequest:
         if (self.typed_data_domain is not None) != (self.operation == "sign_typed_data"):
             raise PolicyInputError("invalid_request", "a typed-data domain comes with sign_typed_data only")
         _set(self, "groups", frozenset(self.groups))
+        _set(self, "permits", tuple(self.permits))
+        if self.permits and self.typed_data_domain is None:
+            raise PolicyInputError("invalid_request", "permits come with sign_typed_data only")
+        if any(p.method not in PERMIT_METHODS for p in self.permits):
+            raise PolicyInputError("invalid_request", "a typed-data permit's method must be a permit")
+        if self.transaction is not None:
+            _set(self, "amounts", self.transaction.amounts)
+            _set(self, "totals", self.transaction.totals)
+        else:
+            amounts = tuple(Amount(p.token, p.amount) for p in self.permits if p.amount > 0)
+            totals: dict[str, int] = {}
+            for a in amounts:
+                totals[a.asset] = totals.get(a.asset, 0) + a.value
+            _set(self, "amounts", amounts)
+            _set(self, "totals", totals)
 
     @property
-    def amounts(self) -> tuple[Amount, ...]:
-        """What the request moves: native value and decoded token amounts, zero amounts left out."""
-        return self.transaction.amounts if self.transaction is not None else ()
+    def permit_addresses(self) -> tuple[str, ...]:
+        """Every address the decoded permits name: tokens, spenders and owners."""
+        named = [a for p in self.permits for a in (p.token, p.recipient, p.owner) if a is not None]
+        return tuple(dict.fromkeys(named))
 
 
 # -- structural types of the service's decoded objects ------------------------------------------------
 
 
-class DecodedErc20Call(Protocol):
+class DecodedTokenCall(Protocol):
     @property
     def method(self) -> str: ...
     @property
@@ -266,6 +304,6 @@ class DecodedTransaction(Protocol):
     @property
     def selector(self) -> str | None: ...
     @property
-    def erc20(self) -> DecodedErc20Call | None: ...
+    def token_call(self) -> DecodedTokenCall | None: ...
     @property
     def authorizations(self) -> Sequence[DecodedAuthorization]: ...

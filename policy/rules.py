@@ -77,8 +77,9 @@ class Hit:
 
 
 def amount_of(request: PolicyRequest, asset: str) -> int:
-    tx = request.transaction
-    return 0 if tx is None else tx.totals.get(asset, 0)
+    """How much of ``asset`` the request moves or grants (a transaction's value and token call, or the
+    approvals its EIP-712 permits grant)."""
+    return request.totals.get(asset, 0)
 
 
 def asset_name(asset: str) -> str:
@@ -162,8 +163,9 @@ class ChainAllowlist(Rule):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecipientAllowlist(Rule):
-    """Who receives value must be listed: the recipient (or spender) of a decoded ERC-20 call, else the
-    transaction's ``to``. A contract creation has no recipient and fires."""
+    """Who receives value must be listed: the counterparty of a decoded token call (recipient, spender
+    or operator), else the transaction's ``to``; for EIP-712 data, the spender of every decoded permit.
+    A contract creation has no recipient and fires."""
 
     kind: ClassVar[str] = "recipient_allowlist"
     addresses: frozenset[str]
@@ -171,6 +173,9 @@ class RecipientAllowlist(Rule):
     def check(self, ctx: RuleContext) -> Hit | None:
         tx = ctx.request.transaction
         if tx is None:
+            for permit in ctx.request.permits:
+                if permit.recipient not in self.addresses:
+                    return Hit("recipient_not_allowed", f"spender {permit.recipient} is not on the allowlist")
             return None
         recipient = tx.beneficiary
         if recipient is None:
@@ -185,8 +190,9 @@ class RecipientAllowlist(Rule):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecipientDenylist(Rule):
-    """No address the request names may be listed: ``to``, a token call's recipient and owner, EIP-7702
-    delegates, and an EIP-712 domain's verifying contract."""
+    """No address the request names may be listed: ``to``, a token call's counterparty (recipient,
+    spender or operator) and owner, EIP-7702 delegates, an EIP-712 domain's verifying contract and every
+    token, spender and owner a decoded permit names."""
 
     kind: ClassVar[str] = "recipient_denylist"
     addresses: frozenset[str]
@@ -198,6 +204,7 @@ class RecipientDenylist(Rule):
             named += [*tx.addresses, *(d.delegate for d in tx.delegations)]
         if domain is not None and domain.verifying_contract is not None:
             named.append(domain.verifying_contract)
+        named += ctx.request.permit_addresses
         for address in named:
             if address in self.addresses:
                 return Hit("recipient_denied", f"address {address} is on the denylist")

@@ -17,8 +17,9 @@ Typical use by the signing service::
     signed = tx.assemble(sig)                                    # signed.sender == key.address
 """
 
-from signer.eth.calldata import Erc20Call, decode_erc20_call
+from signer.eth.calldata import CALLDATA_NOT_CANONICAL, TokenCall, decode_token_call
 from signer.eth.messages import TypedDataDigest, personal_message_digest, typed_data_digest
+from signer.eth.permits import PERMIT_NOT_CANONICAL, Permit, decode_permits
 from signer.eth.primitives import (
     SECP256K1_HALF_N,
     SECP256K1_N,
@@ -51,21 +52,25 @@ from signer.eth.transactions import (
 )
 
 __all__ = [
+    "CALLDATA_NOT_CANONICAL",
     "MAX_CHAIN_ID",
+    "PERMIT_NOT_CANONICAL",
     "SECP256K1_HALF_N",
     "SECP256K1_N",
     "SUPPORTED_TYPES",
     "AccessListEntry",
     "Authorization",
-    "Erc20Call",
+    "Permit",
     "RecoverableSignature",
     "SignedTransaction",
+    "TokenCall",
     "TransactionFields",
     "TypedDataDigest",
     "UnsignedTransaction",
     "address_from_public_key",
     "authorization_digest",
-    "decode_erc20_call",
+    "decode_permits",
+    "decode_token_call",
     "decode_unsigned_transaction",
     "keccak256",
     "message_signature_bytes",

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from signer.errors import IntegrityError
 from signer.eth import _rlp
-from signer.eth.calldata import Erc20Call, decode_erc20_call, selector
+from signer.eth.calldata import TokenCall, decode_token_call, selector
 from signer.eth.primitives import (
     SECP256K1_HALF_N,
     SECP256K1_N,
@@ -154,8 +154,9 @@ class TransactionFields:
 
     Integers are ``int`` (wei, gas units), addresses EIP-55 strings, ``to`` is None for contract
     creation. ``gas_price`` is set for types 0 and 1, the two EIP-1559 caps for types 2 and 4.
-    ``selector`` is the calldata's first 4 bytes as hex; ``erc20`` the decoded token call when the
-    calldata is exactly an ERC-20 ``transfer``/``transferFrom``/``approve``.
+    ``selector`` is the calldata's first 4 bytes as hex; ``token_call`` the decoded token call when the
+    transaction calls a contract with a selector ``signer.eth.calldata`` knows (whose calldata must then
+    be canonical, or the transaction is refused with ``calldata_not_canonical``).
     """
 
     tx_type: int
@@ -171,7 +172,7 @@ class TransactionFields:
     access_list: tuple[AccessListEntry, ...] = ()
     authorizations: tuple[Authorization, ...] = ()
     selector: str | None = None
-    erc20: Erc20Call | None = None
+    token_call: TokenCall | None = None
 
     @property
     def fee_cap(self) -> int:
@@ -203,7 +204,7 @@ class TransactionFields:
             "value": str(self.value),
             "data": "0x" + self.data.hex(),
             "selector": self.selector,
-            "erc20": self.erc20.as_json() if self.erc20 else None,
+            "token_call": self.token_call.as_json() if self.token_call else None,
             "maxGasCost": str(self.max_gas_cost),
             "maxTotalCost": str(self.max_total_cost),
         }
@@ -445,7 +446,9 @@ def _finish(fields: TransactionFields) -> UnsignedTransaction:
 
 def _with_calldata_view(**kwargs: Any) -> TransactionFields:
     data: bytes = kwargs["data"]
-    return TransactionFields(**kwargs, selector=selector(data), erc20=decode_erc20_call(data))
+    # A contract creation's data is init code, not a call: only calls are decoded (and must decode).
+    call = decode_token_call(data) if kwargs["to"] is not None else None
+    return TransactionFields(**kwargs, selector=selector(data), token_call=call)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ otherwise. Loaded facts are immutable values, so a process caches them per facts
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,6 +24,7 @@ from policy import (
     PolicyDocumentError,
     PolicyRequest,
     PolicySet,
+    TokenMovement,
     TransactionView,
     TypedDataDomain,
     parse_policy_json,
@@ -127,7 +128,10 @@ def policy_request(
     operation: str,
     transaction: Any = None,
     typed_data_domain: Any = None,
+    permits: Sequence[Any] = (),
 ) -> PolicyRequest:
+    """The request policy judges. ``permits`` are ``signer.eth.Permit`` approvals decoded from typed
+    data: each becomes a token movement (token, spender, amount, owner) counted like ``approve``."""
     return PolicyRequest(
         principal_id=subject.principal_id,
         operation=operation,
@@ -138,6 +142,7 @@ def policy_request(
         typed_data_domain=None
         if typed_data_domain is None
         else TypedDataDomain.from_domain(typed_data_domain),
+        permits=tuple(TokenMovement(p.method, p.token, p.spender, p.amount, p.owner) for p in permits),
     )
 
 

@@ -49,7 +49,9 @@ from signer.errors import (
     Unprocessable,
 )
 from signer.eth import (
+    Permit,
     UnsignedTransaction,
+    decode_permits,
     decode_unsigned_transaction,
     message_signature_bytes,
     parse_transaction,
@@ -95,6 +97,7 @@ class Prepared:
     finish: Callable[[KeyRecord, bytes], dict[str, Any]]
     transaction: Any = None  # signer.eth.TransactionFields, for policy
     typed_data_domain: Mapping[str, Any] | None = None
+    permits: tuple[Permit, ...] = ()  # approvals decoded from typed data, counted like ``approve``
     # For approvals: the canonical body that prepares exactly these bytes again, the decoded view
     # approvers read, and the chain id (None for payloads that name none).
     body: Mapping[str, Any] | None = None
@@ -189,7 +192,9 @@ def _check_state(key: KeyRecord) -> None:
 
 def _request_for(subject: Subject, key: KeyRecord, operation: str, prepared: Prepared) -> PolicyRequest:
     try:
-        return policy_request(subject, key, operation, prepared.transaction, prepared.typed_data_domain)
+        return policy_request(
+            subject, key, operation, prepared.transaction, prepared.typed_data_domain, prepared.permits
+        )
     except PolicyError as exc:
         # The payload parsed, but a value in it is outside what policy accepts (e.g. a bad scope).
         raise Unprocessable(exc.message, code=exc.code) from None
@@ -307,12 +312,16 @@ class SigningService:
     def _prepare_typed_data(typed_data: Mapping[str, Any]) -> Callable[[KeyRecord], Prepared]:
         def prepare(key: KeyRecord) -> Prepared:
             typed = typed_data_digest(typed_data)
-            summary = {
+            # A permit is an approval: decoded strictly (or refused) so policy counts it like approve.
+            permits = decode_permits(typed)
+            summary: dict[str, Any] = {
                 "scheme": "eip712",
                 "primary_type": typed.primary_type,
                 "domain": typed.domain,
                 "digest": _hex(typed.digest),
             }
+            if permits:
+                summary["permits"] = [p.as_json() for p in permits]
             canonical = typed.as_json()
             chain = typed.domain.get("chainId")
             return Prepared(
@@ -320,6 +329,7 @@ class SigningService:
                 summary,
                 lambda k, rs: _finish_eth_message(typed.digest, k, rs),
                 typed_data_domain=typed.domain,
+                permits=permits,
                 body={"typed_data": canonical},
                 view={
                     "scheme": "eip712",
@@ -328,6 +338,7 @@ class SigningService:
                     "primary_type": typed.primary_type,
                     "domain": canonical["domain"],
                     "message": canonical["message"],
+                    "permits": [p.as_json() for p in permits],
                     "digest": _hex(typed.digest),
                 },
                 chain_id=chain if isinstance(chain, int) and not isinstance(chain, bool) else None,
@@ -779,7 +790,8 @@ def _eth(wei: int) -> str:
 
 def _tx_view(tx: UnsignedTransaction, key: KeyRecord) -> dict[str, Any]:
     """What an approver reads: every decoded field, value and gas cap in ETH and wei, the selector, the
-    decoded ERC-20 call and the EIP-7702 delegates (``TransactionFields.as_json``)."""
+    decoded token call (``token_call``: method, counterparty, counted amount) and the EIP-7702
+    delegates (``TransactionFields.as_json``)."""
     view = {"scheme": "transaction", "key_id": key.id, "from": key.address, **tx.fields.as_json()}
     view["value_eth"] = _eth(tx.fields.value)
     view["max_gas_cost_eth"] = _eth(tx.fields.max_gas_cost)

@@ -465,8 +465,8 @@ def test_decoded_view_for_policy() -> None:
     tx = parse_transaction(_base(2, data=data, value=0, gas=60000))
     f = tx.fields
     assert f.selector == "0xa9059cbb"
-    assert f.erc20 is not None
-    assert (f.erc20.method, f.erc20.recipient, f.erc20.amount, f.erc20.owner) == (
+    assert f.token_call is not None
+    assert (f.token_call.method, f.token_call.recipient, f.token_call.amount, f.token_call.owner) == (
         "transfer",
         recipient,
         5 * 10**6,
@@ -476,7 +476,15 @@ def test_decoded_view_for_policy() -> None:
     assert f.max_gas_cost == 60000 * 2 * 10**9
     assert f.max_total_cost == f.max_gas_cost
     view = f.as_json()
-    assert view["erc20"] == {"method": "transfer", "recipient": recipient, "amount": "5000000", "owner": None}
+    assert view["token_call"] == {
+        "method": "transfer",
+        "signature": "transfer(address,uint256)",
+        "standard": "erc20",
+        "recipient": recipient,
+        "amount": "5000000",
+        "unbounded": False,
+        "owner": None,
+    }
     assert view["selector"] == "0xa9059cbb"
     assert view["maxGasCost"] == str(60000 * 2 * 10**9)
     assert parse_transaction(_base(2, data="0xa905")).fields.selector is None
