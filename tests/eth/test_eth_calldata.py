@@ -153,7 +153,9 @@ def structural_mutations(draw: st.DrawFn) -> tuple[bytes, bytes, str]:
     what = draw(st.sampled_from(options))
     mutated = bytearray(data)
     if what == "trailing":
-        mutated += draw(st.sampled_from([b"\x00", b"\x00" * 32, b"\x01"]) | st.binary(min_size=1, max_size=70))
+        mutated += draw(
+            st.sampled_from([b"\x00", b"\x00" * 32, b"\x01"]) | st.binary(min_size=1, max_size=70)
+        )
     elif what == "short":
         mutated = mutated[: draw(st.integers(4, len(data) - 1))]
     elif what == "dirty_address":
