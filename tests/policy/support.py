@@ -56,6 +56,7 @@ def request(
     groups: Iterable[str] = (),
     transaction: TransactionView | None = None,
     domain: TypedDataDomain | None = None,
+    permits: Iterable[TokenMovement] = (),
 ) -> PolicyRequest:
     if operation == "sign_transaction" and transaction is None:
         transaction = tx()
@@ -63,7 +64,15 @@ def request(
         domain = TypedDataDomain(name="Mail", version="1", chain_id=1, verifying_contract=ALICE)
     resource_type = "secret" if operation == "read_secret" else "key"
     return PolicyRequest(
-        principal, operation, key, scope, resource_type, frozenset(groups), transaction, domain
+        principal,
+        operation,
+        key,
+        scope,
+        resource_type,
+        frozenset(groups),
+        transaction,
+        domain,
+        tuple(permits),
     )
 
 
@@ -138,6 +147,10 @@ def request_from(data: Mapping[str, Any]) -> PolicyRequest:
         groups=frozenset(data.get("groups", [])),
         transaction=_transaction(data["transaction"]) if "transaction" in data else None,
         typed_data_domain=TypedDataDomain(**domain) if domain is not None else None,
+        permits=tuple(
+            TokenMovement(p["method"], p["token"], p["spender"], int(p["amount"]), p.get("owner"))
+            for p in data.get("permits", [])
+        ),
     )
 
 

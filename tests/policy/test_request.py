@@ -149,3 +149,33 @@ def test_an_unknown_operation_is_denied_with_a_reason():
     req = PolicyRequest("p1", "launch_missiles", "k1", "acme")
     decision = evaluate(req, policy_set(), full_facts(req, policy_set()), now=NOW)
     assert [r.code for r in decision.reasons] == ["unknown_operation"]
+
+
+def test_a_decoded_approval_for_all_is_an_unbounded_grant_to_the_operator():
+    operator = "0x" + "0e" * 20
+    data = "0xa22cb465" + "00" * 12 + operator[2:] + "00" * 31 + "01"
+    view = TransactionView.from_decoded(_fields(data=data))
+    assert view.token is not None
+    assert (view.token.method, view.token.recipient, view.token.amount) == (
+        "setApprovalForAll",
+        operator,
+        2**256 - 1,
+    )
+    assert view.beneficiary == operator and operator in view.addresses
+    req = request(transaction=view)
+    policies = policy_set(rule("nft", "value_cap", max_value="1", asset=TOKEN_CONTRACT))
+    assert [r.code for r in evaluate(req, policies, full_facts(req, policies), now=NOW).reasons] == [
+        "value_cap_exceeded"
+    ]
+
+
+def test_permits_come_only_with_typed_data_and_are_counted_there():
+    permit = TokenMovement("permit", TOKEN, BOB, 7, ALICE)
+    domain = TypedDataDomain(name="T", chain_id=1, verifying_contract=TOKEN)
+    req = request("sign_typed_data", domain=domain, permits=[permit])
+    assert req.totals == {TOKEN: 7} and [(a.asset, a.value) for a in req.amounts] == [(TOKEN, 7)]
+    assert set(req.permit_addresses) == {TOKEN, BOB, ALICE}
+    with pytest.raises(PolicyInputError):
+        request("sign_transaction", permits=[permit])
+    with pytest.raises(PolicyInputError):
+        request("sign_typed_data", domain=domain, permits=[TokenMovement("transfer", TOKEN, BOB, 7)])
