@@ -67,3 +67,19 @@ async def test_a_canonical_token_call_is_signed_on_approval(world: World) -> Non
     assert shown["view"]["token_call"]["amount"] == "11"
     status, body = await world.approvals.result(requester.ctx, record.id)
     assert status == 200 and recover_sender(body["result"]) == key.address
+
+
+async def test_approvers_see_a_permit_decoded(world: World) -> None:
+    key = await world.key()
+    requester = await world.requester(key)
+    approver = await world.person()
+    await world.join("treasury", approver)
+    from tests.system.test_token_calls import permit
+
+    record = await world.request(
+        requester, key, {"typed_data": permit(2**256 - 1)}, operation="sign_typed_data"
+    )
+    shown = await world.approvals.show(approver.ctx, record.id)
+    (decoded,) = shown["view"]["permits"]
+    assert (decoded["standard"], decoded["token"], decoded["spender"]) == ("eip2612", TOKEN, BOB)
+    assert decoded["amount"] == str(2**256 - 1) and decoded["unbounded"] is True
