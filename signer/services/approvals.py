@@ -537,6 +537,7 @@ class ApprovalsService:
                 )
                 return record.state, refusal
             scheme: str | None = None
+            stored_signature: str | None = None
             approver_key = await writer.get_approver_key(caller.principal_id)
             try:
                 if signature is not None:
@@ -544,7 +545,7 @@ class ApprovalsService:
                         raise Unprocessable(
                             "register a public key before signing approvals", code="approver_key_missing"
                         )
-                    verify_approval_signature(
+                    stored_signature = verify_approval_signature(
                         approver_key, record.id, decision, record.payload_digest, signature
                     )
                     scheme = approver_key.scheme
@@ -565,7 +566,7 @@ class ApprovalsService:
                     digest=digest,
                     created_at=now,
                     signature_scheme=scheme,
-                    signature=None if signature is None else signature.lower().removeprefix("0x"),
+                    signature=stored_signature,
                 )
             )
             writer.append_audit({**base, "kind": "approval.vote"})
@@ -907,20 +908,26 @@ class ApprovalsService:
 
 def approval_message(approval_id: str, decision: str, digest: str) -> bytes:
     """The bytes an approver signs: which request, which decision, which payload digest. Ed25519 signs
-    them as they are; secp256k1 signs them as an EIP-191 ``personal_sign`` message (what wallets do)."""
-    return f"signer-approval:v1:{approval_id}:{decision}:{digest}".encode("ascii")
+    them as they are; secp256k1 signs them as an EIP-191 ``personal_sign`` message (what wallets do). The
+    digest is always written in its canonical spelling, whatever spelling the vote's body used."""
+    return f"signer-approval:v1:{approval_id}:{decision}:{canonical_digest(digest)}".encode("ascii")
 
 
 def verify_approval_signature(
     key: ApproverKeyRecord, approval_id: str, decision: str, digest: str, signature_hex: str
-) -> None:
+) -> str:
     """Raise ``Unprocessable(approval_signature_invalid)`` unless the signature verifies offline-style:
-    with nothing but the registered public key, the request id, the decision and the digest."""
+    with nothing but the registered public key, the request id, the decision and the digest. Returns the
+    signature in the one spelling it is stored in: lower-case hex, no ``0x``."""
     invalid = Unprocessable(
         "the approval signature does not verify with the registered key", code="approval_signature_invalid"
     )
+    bare = (signature_hex[2:] if signature_hex[:2] in ("0x", "0X") else signature_hex).lower()
+    if not bare or not _HEX_DIGITS.issuperset(bare) or len(bare) % 2:
+        # bytes.fromhex alone would also take spaces: then the stored spelling would not be the one.
+        raise invalid
     try:
-        signature = bytes.fromhex(signature_hex.removeprefix("0x"))
+        signature = bytes.fromhex(bare)
         public_key = bytes.fromhex(key.public_key)
     except ValueError:
         raise invalid from None
@@ -930,7 +937,7 @@ def verify_approval_signature(
             check_ed25519(public_key, message, signature)
         except SignerError:
             raise invalid from None
-        return
+        return signature.hex()
     if len(signature) != 65 or signature[64] not in (27, 28):
         raise invalid
     try:
@@ -945,6 +952,7 @@ def verify_approval_signature(
         raise invalid from None
     if recovered != expected:
         raise invalid
+    return signature.hex()
 
 
 def check_approver_key(scheme: str, public_key_hex: str) -> str:

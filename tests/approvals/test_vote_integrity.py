@@ -302,10 +302,15 @@ def test_a_signed_vote_signs_the_canonical_digest(live: Server) -> None:
     assert bench.show(approval_id)["votes"] == []
 
     canonical = private.sign(approval_message(approval_id, "approve", digest)).hex()
-    status, body = bench.vote(person, approval_id, spelled, signature=canonical)
+    # The signature too has one stored spelling: hex with spaces in it is refused, not stored as sent.
+    spaced = canonical[:64] + " " + canonical[64:]
+    status, body = bench.vote(person, approval_id, spelled, signature=spaced)
+    assert status == 422 and body["code"] == "approval_signature_invalid", body
+    assert bench.show(approval_id)["votes"] == []
+    status, body = bench.vote(person, approval_id, spelled, signature="0X" + canonical.upper())
     assert status == 200 and body["state"] in ("approved", "signed"), body
     vote = bench.show(approval_id)["votes"][0]
-    assert vote["digest"] == digest and vote["counted"] is True
+    assert vote["digest"] == digest and vote["counted"] is True and vote["signature"] == canonical
     private.public_key().verify(
         bytes.fromhex(vote["signature"]), approval_message(approval_id, "approve", digest)
     )
