@@ -93,7 +93,7 @@ class VoteBody(Strict):
 
     # Any string up to a bound: the approvals service canonicalises it or refuses it (invalid_digest),
     # the same way for the API and the console.
-    digest: str = Field(max_length=200)
+    digest: str = Field(min_length=1, max_length=200)
     signature: str | None = Field(default=None, min_length=2, max_length=200)
 
 
