@@ -124,12 +124,12 @@ def canonical_digest(text: str) -> str:
     return lowered
 
 
-def _same_digest(stored: str, expected: str) -> bool:
-    """Rows written before the store refused other spellings may hold one: compare canonical forms."""
+def _stored_digest(stored: str) -> str:
+    """Rows written before the store refused other spellings may hold one: read them canonical."""
     try:
-        return canonical_digest(stored) == expected
+        return canonical_digest(stored)
     except InvalidRequest:
-        return False
+        return stored
 
 
 # Why a vote from this caller is refused, by the ``policy.why_not_counted`` code that applies.
@@ -204,7 +204,7 @@ async def _eligibility(
             role=vote.principal_role,
             disabled=vote.principal_disabled_at is not None,
             token_valid=vote.token_found and vote.token_revoked_at is None,
-            digest_matches=_same_digest(vote.digest, record.payload_digest),
+            digest_matches=_stored_digest(vote.digest) == record.payload_digest,
             groups=member_of,
         )
         why = why_not_counted(standing, requester=record.requester_id)
@@ -429,7 +429,7 @@ class ApprovalsService:
                     "approver_id": v.approver_id,
                     "approver_name": v.principal_name,
                     "decision": v.decision,
-                    "digest": v.digest,
+                    "digest": _stored_digest(v.digest),
                     "at": iso(v.created_at),
                     "counted": v.approver_id in eligible.counted,
                     "not_counted": _not_counted_view(eligible.not_counted.get(v.approver_id)),

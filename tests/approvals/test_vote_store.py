@@ -73,6 +73,7 @@ async def test_a_row_stored_in_another_spelling_before_the_rule_still_counts(wor
     await world.store.submit(legacy)
     shown = await world.approvals.show(world.admin_person.ctx, record.id)
     assert shown["progress"] == {"treasury": 1} and shown["votes"][0]["counted"] is True
+    assert shown["votes"][0]["digest"] == record.payload_digest  # shown in the one spelling
     done = await world.approvals.approve(bob.ctx, record.id, record.payload_digest)
     assert done["state"] == "signed"
 
