@@ -15,7 +15,7 @@ Typical use by the service, inside the transaction that records the decision::
     if decision.effect is not Effect.DENY: record decision.reservations
 """
 
-from policy.approvals import check_approvals
+from policy.approvals import NOT_COUNTED, VoteStanding, check_approvals, why_not_counted
 from policy.canonical import NATIVE, canonical_address, canonical_json, sha256_digest
 from policy.decision import (
     ApprovalRequirement,
@@ -58,6 +58,7 @@ from policy.windows import counts_toward, rolling_since
 __all__ = [
     "KNOWN_OPERATIONS",
     "NATIVE",
+    "NOT_COUNTED",
     "OPERATIONS",
     "RULE_KINDS",
     "SECRET_OPERATIONS",
@@ -85,6 +86,7 @@ __all__ = [
     "TypedDataDomain",
     "UsageBound",
     "UsageQuery",
+    "VoteStanding",
     "canonical_address",
     "canonical_json",
     "check_approvals",
@@ -107,4 +109,5 @@ __all__ = [
     "spend_key",
     "strongest",
     "usage_queries",
+    "why_not_counted",
 ]

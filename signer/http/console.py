@@ -199,8 +199,14 @@ async def detail(request: web.Request) -> web.Response:
             "Not available", f"<p>{_e(exc.message)}</p>", exc.status, signed_in=ctx.caller.name, csrf=csrf
         )
     votes = "".join(
-        f"<li>{_e(v['approver_name'])}: {_e(v['decision'])} at {_e(v['at'])}"
-        f"{'' if v['counted'] else ' (not counted)'}</li>"
+        f"<li class='vote'>{_e(v['approver_name'])}: {_e(v['decision'])} at {_e(v['at'])}"
+        + (
+            ""
+            if v["counted"]
+            else f" <span class='not-counted' data-code='{_e(v['not_counted']['code'])}'>"
+            f"(not counted: {_e(v['not_counted']['reason'])})</span>"
+        )
+        + "</li>"
         for v in item.get("votes", [])
     )
     requirements = ", ".join(f"{r['quorum']} of {r['group']}" for r in item["requirements"])

@@ -693,12 +693,13 @@ async def show_approval(request: web.Request) -> web.Response:
 @api.operation(
     "POST",
     "/v1/approvals/{approval_id}/approve",
-    summary="Approve the payload with this digest (409 approval_mismatch for any other digest)",
+    summary="Approve the payload with this digest (0x and any hex case accepted; 409 approval_mismatch "
+    "for any other digest; 403 for a voter who could not count)",
     tag="approvals",
     who="approver in one of the request's groups (never the requester)",
     request=VoteBody,
     response=out.Approval,
-    errors=(404, 409, 422, 503),
+    errors=(400, 403, 404, 409, 422, 503),
 )
 async def approve(request: web.Request) -> web.Response:
     ctx = await _context(request)
@@ -713,12 +714,12 @@ async def approve(request: web.Request) -> web.Response:
 @api.operation(
     "POST",
     "/v1/approvals/{approval_id}/reject",
-    summary="Reject the payload with this digest",
+    summary="Reject the payload with this digest (counted or refused, like an approval)",
     tag="approvals",
     who="approver in one of the request's groups",
     request=VoteBody,
     response=out.Approval,
-    errors=(404, 409, 422, 503),
+    errors=(400, 403, 404, 409, 422, 503),
 )
 async def reject(request: web.Request) -> web.Response:
     ctx = await _context(request)

@@ -278,13 +278,26 @@ class PendingApproval(View):
     requirements: list[dict[str, Any]]
 
 
+class NotCounted(View):
+    code: Literal[
+        "requester",
+        "role_not_approver",
+        "principal_disabled",
+        "token_revoked",
+        "digest_mismatch",
+        "not_in_group",
+    ] = Field(description="stable code: why this recorded vote does not count now")
+    reason: str
+
+
 class ApprovalVote(View):
     approver_id: str
     approver_name: str
     decision: Literal["approve", "reject"]
-    digest: str
+    digest: str = Field(description="the payload digest voted on: 64 lower-case hex digits")
     at: str
     counted: bool = Field(description="whether the vote counts now (approver still eligible)")
+    not_counted: NotCounted | None = Field(description="why the vote does not count now (null if it does)")
     signature_scheme: str | None
     signature: str | None
 

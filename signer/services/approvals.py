@@ -12,12 +12,18 @@ transaction)::
   the canonical payload: the exact bytes to sign, the key, the chain id, the body that reproduces them,
   and the digests of the policies that asked for approval. The requirements (group, quorum, expiry) are
   snapshotted then: a later policy change cannot lower them for this request.
-- A vote names the digest it approves; any other digest is ``approval_mismatch`` (409). One identity
-  votes once (the store's primary key). The requester never counts (``policy.check_approvals``).
-- A vote counts only while its approver is *currently* eligible: still in the group, principal not
-  disabled, and the token it voted with not revoked (A-01: revocation takes effect at once). Natural
-  expiry of that access token after the vote does not void it: approvals would otherwise lapse with the
-  approver's token lifetime rather than with the request's own expiry, which is what the rule sets.
+- A vote names the digest it approves, canonicalised once where it enters (``canonical_digest``: with or
+  without ``0x``, any hex case, to 64 lower-case hex digits; anything else is ``invalid_digest``, 400);
+  another payload's digest is ``approval_mismatch`` (409), and the store itself refuses to record a vote
+  whose digest is not the request's, byte for byte. So a vote is either counted or refused: never
+  recorded and then ignored for its spelling. One identity votes once (the store's primary key).
+- Who counts is one rule, ``policy.why_not_counted``: only principals with the approver role, never the
+  requester, still in one of the request's groups, principal not disabled, and the token it voted with
+  not revoked (A-01: revocation takes effect at once). A vote from a principal who could not count now
+  is refused (403 with the rule's code) and not recorded; a recorded vote that stops counting later stays
+  in the view with the code saying why. Natural expiry of that access token after the vote does not void
+  it: approvals would otherwise lapse with the approver's token lifetime rather than with the request's
+  own expiry, which is what the rule sets.
 - Expiry is lazy: every read and every vote compares the request's ``expires_at`` with the clock the
   service was given (``clock``), and a due request is moved to ``expired`` in its own transaction. An
   expired request never comes back: only ``pending`` can move to ``approved``.
@@ -39,7 +45,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from policy import ApprovalRequirement, Decision, Effect, check_approvals
+from policy import (
+    NOT_COUNTED,
+    ApprovalRequirement,
+    Decision,
+    Effect,
+    VoteStanding,
+    check_approvals,
+    why_not_counted,
+)
 from signer.audit import canonical_json
 from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError, Unprocessable
 from signer.eth import (
@@ -93,6 +107,45 @@ def payload_digest(
     return hashlib.sha256(canonical_json(document)).hexdigest()
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def canonical_digest(text: str) -> str:
+    """The one spelling of a payload digest: 64 lower-case hex digits, no prefix. Accepts ``0x``/``0X``
+    and any case; anything else is ``InvalidRequest(invalid_digest)`` (which does not echo it)."""
+    bare = text[2:] if text[:2] in ("0x", "0X") else text
+    lowered = bare.lower()
+    if len(lowered) != 64 or not _HEX_DIGITS.issuperset(lowered):
+        raise InvalidRequest(
+            "digest must be the 64 hex digits of the payload digest (0x and any case allowed)",
+            code="invalid_digest",
+            field="digest",
+        )
+    return lowered
+
+
+def _stored_digest(stored: str) -> str:
+    """Rows written before the store refused other spellings may hold one: read them canonical."""
+    try:
+        return canonical_digest(stored)
+    except InvalidRequest:
+        return stored
+
+
+# Why a vote from this caller is refused, by the ``policy.why_not_counted`` code that applies.
+_REFUSED_VOTE_STATUS = {
+    "requester": ("the requester cannot vote on its own request", "self_approval"),
+    "role_not_approver": ("only principals with the approver role can vote", "approver_role_required"),
+    "principal_disabled": ("the principal is disabled", "principal_disabled"),
+    "token_revoked": ("the token is revoked", "token_revoked"),
+    "not_in_group": ("not an approver for this request", "not_an_approver"),
+}
+
+
+def _not_counted_view(code: str | None) -> dict[str, str] | None:
+    return None if code is None else {"code": code, "reason": NOT_COUNTED[code]}
+
+
 def _requirements(record: ApprovalRequestRecord) -> list[ApprovalRequirement]:
     return [
         ApprovalRequirement(
@@ -123,11 +176,13 @@ def _groups(record: ApprovalRequestRecord) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Eligibility:
-    """Who counts now: per group, the approvers whose approve votes count; and the counted rejecters."""
+    """Who counts now: per group, the approvers whose approve votes count; the counted rejecters; and
+    for every recorded vote that does not count, the ``policy.NOT_COUNTED`` code saying why."""
 
     approvers: dict[str, frozenset[str]]
     rejecters: frozenset[str]
     counted: frozenset[str]
+    not_counted: dict[str, str]
 
 
 async def _groups_of(reader: Reader | Writer, principal_id: str) -> frozenset[str]:
@@ -141,19 +196,20 @@ async def _eligibility(
     approvers: dict[str, set[str]] = {group: set() for group in groups}
     rejecters: set[str] = set()
     counted: set[str] = set()
+    not_counted: dict[str, str] = {}
     for vote in votes:
-        if vote.approver_id == record.requester_id:
-            continue
-        if (
-            vote.principal_disabled_at is not None
-            or not vote.token_found
-            or vote.token_revoked_at is not None
-        ):
-            continue
-        if vote.digest != record.payload_digest:
-            continue
         member_of = (await _groups_of(reader, vote.approver_id)) & groups
-        if not member_of:
+        standing = VoteStanding(
+            voter=vote.approver_id,
+            role=vote.principal_role,
+            disabled=vote.principal_disabled_at is not None,
+            token_valid=vote.token_found and vote.token_revoked_at is None,
+            digest_matches=_stored_digest(vote.digest) == record.payload_digest,
+            groups=member_of,
+        )
+        why = why_not_counted(standing, requester=record.requester_id)
+        if why is not None:
+            not_counted[vote.approver_id] = why
             continue
         counted.add(vote.approver_id)
         if vote.decision == "approve":
@@ -162,7 +218,10 @@ async def _eligibility(
         else:
             rejecters.add(vote.approver_id)
     return _Eligibility(
-        {g: frozenset(p) for g, p in approvers.items()}, frozenset(rejecters), frozenset(counted)
+        {g: frozenset(p) for g, p in approvers.items()},
+        frozenset(rejecters),
+        frozenset(counted),
+        not_counted,
     )
 
 
@@ -370,9 +429,10 @@ class ApprovalsService:
                     "approver_id": v.approver_id,
                     "approver_name": v.principal_name,
                     "decision": v.decision,
-                    "digest": v.digest,
+                    "digest": _stored_digest(v.digest),
                     "at": iso(v.created_at),
                     "counted": v.approver_id in eligible.counted,
+                    "not_counted": _not_counted_view(eligible.not_counted.get(v.approver_id)),
                     "signature_scheme": v.signature_scheme,
                     "signature": v.signature,
                 }
@@ -448,8 +508,10 @@ class ApprovalsService:
         return await self._vote(ctx, approval_id, "reject", digest, signature)
 
     async def _vote(
-        self, ctx: RequestContext, approval_id: str, decision: str, digest: str, signature: str | None
+        self, ctx: RequestContext, approval_id: str, decision: str, named: str, signature: str | None
     ) -> dict[str, Any]:
+        # The API, the console and signed votes all arrive here: the one place the digest is canonicalised.
+        digest = canonical_digest(named)
         now = self._clock()
         caller = ctx.caller
         base = {
@@ -475,6 +537,7 @@ class ApprovalsService:
                 )
                 return record.state, refusal
             scheme: str | None = None
+            stored_signature: str | None = None
             approver_key = await writer.get_approver_key(caller.principal_id)
             try:
                 if signature is not None:
@@ -482,7 +545,7 @@ class ApprovalsService:
                         raise Unprocessable(
                             "register a public key before signing approvals", code="approver_key_missing"
                         )
-                    verify_approval_signature(
+                    stored_signature = verify_approval_signature(
                         approver_key, record.id, decision, record.payload_digest, signature
                     )
                     scheme = approver_key.scheme
@@ -503,7 +566,7 @@ class ApprovalsService:
                     digest=digest,
                     created_at=now,
                     signature_scheme=scheme,
-                    signature=None if signature is None else signature.lower().removeprefix("0x"),
+                    signature=stored_signature,
                 )
             )
             writer.append_audit({**base, "kind": "approval.vote"})
@@ -554,15 +617,27 @@ class ApprovalsService:
     async def _check_vote(
         self, writer: Writer, record: ApprovalRequestRecord, caller: Caller, digest: str
     ) -> SignerError | None:
+        """Refuse, before anything is recorded, a vote that would not count: the same rule as the tally
+        (``policy.why_not_counted``) on the voter's principal as it is in this transaction."""
         if record.state != "pending":
             return Conflict(
                 f"the approval request is {record.state}", code="approval_closed", state=record.state
             )
-        if caller.principal_id == record.requester_id:
-            return Forbidden("the requester cannot vote on its own request", code="self_approval")
-        if not _groups(record) & await _groups_of(writer, caller.principal_id):
-            return Forbidden("not an approver for this request", code="not_an_approver")
-        if digest.lower().removeprefix("0x") != record.payload_digest:
+        voter = await writer.get_principal(caller.principal_id)
+        standing = VoteStanding(
+            voter=caller.principal_id,
+            role="" if voter is None else voter.role,
+            disabled=voter is None or voter.disabled_at is not None,
+            # Authenticated for this request; a revocation after this point voids the vote in the tally.
+            token_valid=True,
+            digest_matches=True,
+            groups=_groups(record) & await _groups_of(writer, caller.principal_id),
+        )
+        why = why_not_counted(standing, requester=record.requester_id)
+        if why is not None:
+            message, code = _REFUSED_VOTE_STATUS[why]
+            return Forbidden(message, code=code)
+        if digest != record.payload_digest:
             return Conflict(
                 "the vote names another payload than the one stored under this id",
                 code="approval_mismatch",
@@ -833,20 +908,26 @@ class ApprovalsService:
 
 def approval_message(approval_id: str, decision: str, digest: str) -> bytes:
     """The bytes an approver signs: which request, which decision, which payload digest. Ed25519 signs
-    them as they are; secp256k1 signs them as an EIP-191 ``personal_sign`` message (what wallets do)."""
-    return f"signer-approval:v1:{approval_id}:{decision}:{digest}".encode("ascii")
+    them as they are; secp256k1 signs them as an EIP-191 ``personal_sign`` message (what wallets do). The
+    digest is always written in its canonical spelling, whatever spelling the vote's body used."""
+    return f"signer-approval:v1:{approval_id}:{decision}:{canonical_digest(digest)}".encode("ascii")
 
 
 def verify_approval_signature(
     key: ApproverKeyRecord, approval_id: str, decision: str, digest: str, signature_hex: str
-) -> None:
+) -> str:
     """Raise ``Unprocessable(approval_signature_invalid)`` unless the signature verifies offline-style:
-    with nothing but the registered public key, the request id, the decision and the digest."""
+    with nothing but the registered public key, the request id, the decision and the digest. Returns the
+    signature in the one spelling it is stored in: lower-case hex, no ``0x``."""
     invalid = Unprocessable(
         "the approval signature does not verify with the registered key", code="approval_signature_invalid"
     )
+    bare = (signature_hex[2:] if signature_hex[:2] in ("0x", "0X") else signature_hex).lower()
+    if not bare or not _HEX_DIGITS.issuperset(bare) or len(bare) % 2:
+        # bytes.fromhex alone would also take spaces: then the stored spelling would not be the one.
+        raise invalid
     try:
-        signature = bytes.fromhex(signature_hex.removeprefix("0x"))
+        signature = bytes.fromhex(bare)
         public_key = bytes.fromhex(key.public_key)
     except ValueError:
         raise invalid from None
@@ -856,7 +937,7 @@ def verify_approval_signature(
             check_ed25519(public_key, message, signature)
         except SignerError:
             raise invalid from None
-        return
+        return signature.hex()
     if len(signature) != 65 or signature[64] not in (27, 28):
         raise invalid
     try:
@@ -871,6 +952,7 @@ def verify_approval_signature(
         raise invalid from None
     if recovered != expected:
         raise invalid
+    return signature.hex()
 
 
 def check_approver_key(scheme: str, public_key_hex: str) -> str:

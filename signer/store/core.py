@@ -947,11 +947,21 @@ class Writer(PolicyWrites, _Queries):
 
     async def insert_approval_vote(self, vote: ApprovalVoteRecord) -> None:
         """Record a vote (its ``principal_*``/``token_*`` fields are ignored); one per identity and
-        request: a second one is ``Conflict(approval_already_voted)``."""
+        request: a second one is ``Conflict(approval_already_voted)``. A vote whose digest is not the
+        request's stored digest, byte for byte, is ``Conflict(approval_mismatch)`` and is not recorded:
+        the tally counts what is stored, so nothing stored may name another spelling or payload."""
         for name in ("request_id", "approver_id", "token_id", "digest"):
             _text(getattr(vote, name), f"vote {name}")
         _one_of(vote.decision, VOTE_DECISIONS, "vote decision")
         _aware(vote.created_at, "created_at")
+        c = t.approval_requests.c
+        stored = await self._first(select(c.payload_digest).where(c.id == vote.request_id))
+        if stored is None:
+            raise NotFound("no such approval request", code="approval_not_found")
+        if stored[0] != vote.digest:
+            raise Conflict(
+                "the vote names another payload than the one stored under this id", code="approval_mismatch"
+            )
         await self._insert_new(
             t.approval_votes,
             {

@@ -1,10 +1,12 @@
 """The approvals state machine against a model (hypothesis stateful): request, approve (the right digest
-or another), reject, mutate the stored payload, let time pass, revoke an approver's token, leave and
-rejoin the group, change the policy's quorum. Requests go through the real policy and SigningService.
+in any of its spellings, or another), reject, mutate the stored payload, let time pass, revoke an
+approver's token, leave and rejoin the group, change the policy's quorum; one member of the group is a
+service principal, whose votes are refused. Requests go through the real policy and SigningService.
 
 The invariant: a signature is released only for a payload that M distinct eligible approvers approved
 before expiry. The model predicts every outcome from that rule alone (M = the quorum when the request was
-made; eligible = in the group now, voting token not revoked, never the requester; and a policy made
+made; eligible = an approver, in the group now, voting token not revoked, never the requester; a vote
+is counted whatever the spelling of its digest (``0x``, any case); and a policy made
 stricter since does not accept fewer approvals than it now asks for), the service must
 agree at every step, and every released signature must recover to the key and carry exactly the
 transaction that was requested."""
@@ -37,6 +39,21 @@ from tests.approvals.support import Person, World, make_world, recover_sender, s
 from tests.dbfixtures import fresh_store
 
 EXPIRES_IN = 3600
+PEOPLE = 5  # four approvers and, last, a service principal in the approver group
+SPELLINGS = ("plain", "0x", "upper", "0X-upper", "mixed")
+
+
+def spell(digest: str, style: str) -> str:
+    """The same digest written another way: every one of these must count as the digest itself."""
+    if style == "0x":
+        return "0x" + digest
+    if style == "upper":
+        return digest.upper()
+    if style == "0X-upper":
+        return "0X" + digest.upper()
+    if style == "mixed":
+        return "".join(c.upper() if i % 2 else c for i, c in enumerate(digest))
+    return digest
 
 
 @dataclass
@@ -66,7 +83,9 @@ class ApprovalMachine(RuleBasedStateMachine):
         self.key = self.run(w.key())
         self.requester = self.run(w.requester(self.key))
         self.group = f"g-{self.key.id[-10:]}"
-        self.people: list[Person] = [self.run(w.person()) for _ in range(4)]
+        self.people: list[Person] = [self.run(w.person()) for _ in range(PEOPLE - 1)]
+        self.people.append(self.run(w.person("service")))
+        self.service_id = self.people[-1].id
         for p in self.people:
             self.run(w.join(self.group, p))
         self.members = {p.id for p in self.people}
@@ -124,26 +143,26 @@ class ApprovalMachine(RuleBasedStateMachine):
         return pool[index % len(pool)]
 
     @precondition(lambda self: bool(getattr(self, "model", None)))
-    @rule(pick=st.integers(0, 3), who=st.integers(0, 3))
-    def approve(self, pick: int, who: int) -> None:
-        self._approve(self._pick(pick), who, True)
+    @rule(pick=st.integers(0, 3), who=st.integers(0, PEOPLE - 1), style=st.sampled_from(SPELLINGS))
+    def approve(self, pick: int, who: int, style: str) -> None:
+        self._approve(self._pick(pick), who, True, style)
 
     @precondition(lambda self: bool(getattr(self, "model", None)))
-    @rule(pick=st.integers(0, 3), who=st.integers(0, 3))
+    @rule(pick=st.integers(0, 3), who=st.integers(0, PEOPLE - 1))
     def approve_too(self, pick: int, who: int) -> None:
         self._approve(self._pick(pick), who, True)
 
-    @rule(req=requests, who=st.integers(0, 3))
+    @rule(req=requests, who=st.integers(0, PEOPLE - 1))
     def approve_another_digest(self, req: Req, who: int) -> None:
         self._approve(req, who, False)
 
-    @rule(req=requests, who=st.integers(0, 3))
-    def approve_any(self, req: Req, who: int) -> None:
-        self._approve(req, who, True)
+    @rule(req=requests, who=st.integers(0, PEOPLE - 1), style=st.sampled_from(SPELLINGS))
+    def approve_any(self, req: Req, who: int, style: str) -> None:
+        self._approve(req, who, True, style)
 
-    def _approve(self, req: Req, who: int, right_digest: bool) -> None:
+    def _approve(self, req: Req, who: int, right_digest: bool, style: str = "plain") -> None:
         person = self.people[who]
-        digest = req.digest if right_digest else "0" * 64
+        digest = spell(req.digest if right_digest else "0" * 64, style)
         call = self.world.approvals.approve(person.ctx, req.id, digest)
         if person.id not in self.members:
             self._expect_refusal(call, "approval_not_found")
@@ -154,6 +173,9 @@ class ApprovalMachine(RuleBasedStateMachine):
             return
         if req.state != "pending":
             self._expect_refusal(call, "approval_closed", "approval_expired")
+            return
+        if person.id == self.service_id:
+            self._expect_refusal(call, "approver_role_required")
             return
         if not right_digest:
             self._expect_refusal(call, "approval_mismatch")
@@ -177,10 +199,10 @@ class ApprovalMachine(RuleBasedStateMachine):
             assert (signed["nonce"], signed["value"]) == (req.fields["nonce"], req.fields["value"])
             assert "0x" + bytes(signed["to"]).hex() == req.fields["to"].lower()
 
-    @rule(req=requests, who=st.integers(0, 3))
-    def reject(self, req: Req, who: int) -> None:
+    @rule(req=requests, who=st.integers(0, PEOPLE - 1), style=st.sampled_from(SPELLINGS))
+    def reject(self, req: Req, who: int, style: str) -> None:
         person = self.people[who]
-        call = self.world.approvals.reject(person.ctx, req.id, req.digest)
+        call = self.world.approvals.reject(person.ctx, req.id, spell(req.digest, style))
         if person.id not in self.members:
             self._expect_refusal(call, "approval_not_found")
             return
@@ -190,6 +212,9 @@ class ApprovalMachine(RuleBasedStateMachine):
             return
         if req.state != "pending":
             self._expect_refusal(call, "approval_closed", "approval_expired")
+            return
+        if person.id == self.service_id:
+            self._expect_refusal(call, "approver_role_required")
             return
         if person.id in req.votes:
             self._expect_refusal(call, "approval_already_voted")
@@ -241,14 +266,14 @@ class ApprovalMachine(RuleBasedStateMachine):
         """F-15: the clock jumps back; what was seen expired stays expired, the rest is judged anew."""
         self.world.clock.jump(seconds=-(EXPIRES_IN // 2 + 1))
 
-    @rule(who=st.integers(0, 3))
+    @rule(who=st.integers(0, PEOPLE - 1))
     def revoke_token(self, who: int) -> None:
         person = self.people[who]
         self.run(self.world.auth.revoke(self.world.admin_person.ctx, person.ctx.caller.token_id))
         self.revoked_tokens.add(person.ctx.caller.token_id)
         self.people[who] = self.run(self.world.new_token(person))
 
-    @rule(who=st.integers(0, 3))
+    @rule(who=st.integers(0, PEOPLE - 1))
     def leave_or_rejoin(self, who: int) -> None:
         person = self.people[who]
         if person.id in self.members:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policy import ApprovalRequirement, Effect, check_approvals
+from policy import NOT_COUNTED, ApprovalRequirement, Effect, VoteStanding, check_approvals, why_not_counted
 from tests.policy.support import NOW
 
 TREASURY = ApprovalRequirement("treasury", 2, NOW + timedelta(hours=1), ("cap",))
@@ -86,3 +86,42 @@ def test_allow_needs_that_many_distinct_non_requesters(treasury, security, quoru
 def test_no_requirements_is_not_an_approval():
     decision = check_approvals([], {"treasury": ["ann", "bob"]}, requester="r", now=NOW)
     assert decision.effect is Effect.DENY and decision.reasons[0].code == "no_requirements"
+
+
+standings = st.builds(
+    VoteStanding,
+    voter=st.sampled_from(["ann", "requester"]),
+    role=st.sampled_from(["approver", "service", "admin", "auditor", "", "Approver"]),
+    disabled=st.booleans(),
+    token_valid=st.booleans(),
+    digest_matches=st.booleans(),
+    groups=st.frozensets(st.sampled_from(["treasury", "security"])),
+)
+
+
+@given(standings)
+def test_a_vote_counts_only_when_every_condition_holds(standing: VoteStanding) -> None:
+    """Counted iff: not the requester, the approver role (exactly), enabled, token valid, the digest
+    matches and in one of the request's groups; otherwise the first failing condition's stable code."""
+    why = why_not_counted(standing, requester="requester")
+    failing = [
+        code
+        for code, holds in (
+            ("requester", standing.voter != "requester"),
+            ("role_not_approver", standing.role == "approver"),
+            ("principal_disabled", not standing.disabled),
+            ("token_revoked", standing.token_valid),
+            ("digest_mismatch", standing.digest_matches),
+            ("not_in_group", bool(standing.groups)),
+        )
+        if not holds
+    ]
+    assert why == (failing[0] if failing else None)
+    assert list(NOT_COUNTED) == [
+        "requester",
+        "role_not_approver",
+        "principal_disabled",
+        "token_revoked",
+        "digest_mismatch",
+        "not_in_group",
+    ]
