@@ -104,12 +104,24 @@ def ready_status(server: Server) -> tuple[int, Any]:
     return status, body
 
 
-def assert_fails_closed(signer: Signer) -> None:
-    # Concurrent requests: the pool grows while the fault lasts, which is where poisoned connections
-    # came from.
-    outcomes = signer.sign_many(48)
-    assert all(status == 503 and code in DOWN_CODES for status, code in outcomes), outcomes
-    status, body = ready_status(signer.server)
+def admin_read(server: Server) -> tuple[int, str | None]:
+    status, _, body = server.call("GET", "/v1/principals", token=server.installation.admin_token)
+    return status, None if status == 200 else (body or {}).get("code")
+
+
+def assert_fails_closed(warm: Signer, cold: Signer) -> None:
+    """Sign requests fail closed and /readyz says the database is down, while concurrent reads (and a
+    principal whose token and grants were never cached) make the server open new connections: that is
+    when SQLite hands out connections that stay read-only, the way the pool used to be poisoned."""
+    server = warm.server
+    calls = [warm.sign, cold.sign, lambda: admin_read(server)] * 24
+    with ThreadPoolExecutor(16) as pool:
+        outcomes = list(pool.map(lambda call: call(), calls))
+    signs = [o for call, o in zip(calls, outcomes, strict=True) if call is not calls[2]]
+    assert all(status == 503 and code in DOWN_CODES for status, code in signs), signs
+    reads = outcomes[2::3]
+    assert all(status == 200 or code in DOWN_CODES for status, code in reads), reads
+    status, body = ready_status(server)
     assert status == 503 and body["checks"]["database"] == "down", body
 
 
@@ -152,6 +164,7 @@ def test_sqlite_read_only_file_fails_closed_then_heals_without_restart(
     installation = init_installation(tmp_path / "data")
     server = launch(installation)
     signer = Signer(server, "read-only-file")
+    cold = Signer(server, "read-only-cold")  # never used before the fault: nothing of it cached
     assert signer.sign() == (200, None)  # warm: the pool holds writable connections
     db = installation.data_dir / "signer.db"
     files = [db, db.with_name(db.name + "-wal")]
@@ -160,16 +173,17 @@ def test_sqlite_read_only_file_fails_closed_then_heals_without_restart(
         if not chattr("+i", *files):
             pytest.skip("this filesystem (or user) cannot set the immutable attribute")
         try:
-            assert_fails_closed(signer)
+            assert_fails_closed(signer, cold)
         finally:
             assert chattr("-i", *files)
     else:
         db.chmod(0o444)
         try:
-            assert_fails_closed(signer)
+            assert_fails_closed(signer, cold)
         finally:
             db.chmod(0o600)
     assert_heals(signer, server.process.pid)
+    assert_heals(cold, server.process.pid)
 
 
 # -- SQLite: disk full -------------------------------------------------------------------------------
