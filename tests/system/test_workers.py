@@ -5,9 +5,9 @@ Evidence is read from outside, without adding anything to the API: the superviso
 checked its inventory and passed its self-test), the PKCS#11 module mapped into each worker but never
 into the supervisor (which therefore has nothing a child could inherit), and the worker that holds the
 server side of each TCP connection we sign over. SIGTERM to the supervisor must take every worker down
-(a worker that dies alone is replaced: see test_fault_recovery). Keys made through either worker (while the other is still starting,
-and concurrently) must sign through both: the workers share SoftHSM's file store through separate
-sessions, which SoftHSM 2.6 alone does not keep consistent.
+(a worker that dies alone is replaced: see test_fault_recovery). Keys made through either worker (while
+the other is still starting, and concurrently) must sign through both: the workers share SoftHSM's file
+store through separate sessions, which SoftHSM 2.6 alone does not keep consistent.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
-import signal
 
 import aiohttp
 import pytest
