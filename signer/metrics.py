@@ -21,15 +21,16 @@ plain read-only numbers (queue depth, availability, pool use) and an optional ob
 ``Metrics.hsm_call`` / ``audit_commit``. Services call the small recording functions here
 (``signature``, ``policy_decision``), which cost a cached dict lookup and an increment (about 1 us).
 
-Several workers (``signer serve --workers N``) accept from one socket bound by their supervisor, so a
-scrape reaches one worker at random. Per-worker metrics with a ``worker`` label would make every scrape
-a different, partial view; instead the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a directory
-under the data dir, emptied at start (``prepare_multiprocess``), before it spawns the workers. Each
-worker then writes its counters and histograms to memory-mapped files and any worker answers a scrape
-with the sum over all of them. Gauges in that mode cannot be callbacks evaluated in another process, so
-each worker refreshes its gauges every second and at scrape time; they are aggregated as ``livesum``
-(queue depths, pool use, approvals) or ``livemin`` (HSM up: 0 if any worker has lost its HSM). With one
-worker the ordinary in-process registry is used and nothing touches the disk. """
+Several workers (``signer serve --workers N``) share their supervisor's socket, so a scrape reaches one
+worker at random. Per-worker metrics with a ``worker`` label would make every scrape a different,
+partial view; instead the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a directory under the data
+dir, emptied at start (``prepare_multiprocess``), before it spawns the workers. Each worker then writes
+its counters and histograms to memory-mapped files and any worker answers a scrape with the sum over all
+of them. Gauges in that mode cannot be callbacks evaluated in another process, so each worker refreshes
+its gauges every second and at scrape time; they are aggregated as ``livesum`` (queue depths, pool use,
+approvals) or ``livemin`` (HSM up: 0 if any worker has lost its HSM). With one worker the ordinary
+in-process registry is used and nothing touches the disk.
+"""
 
 from __future__ import annotations
 
