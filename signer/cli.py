@@ -378,16 +378,22 @@ class _Supervisor:
         from signer.metrics import forget_worker
 
         for slot in range(self._settings.workers):
-            self._start(slot)
+            if not self.stopping:
+                self._start(slot)
+        if self.stopping:  # a signal during start-up: stop what did start
+            self.stop()
         status = 0
         while self._workers or self._restarts:
             now = time.monotonic()
             for slot, when in list(self._restarts.items()):
-                if when <= now:
-                    del self._restarts[slot]
+                # pop, not del: a stop() from a signal handler may have emptied the schedule meanwhile.
+                if when <= now and self._restarts.pop(slot, None) is not None and not self.stopping:
                     self._start(slot)
+                    if self.stopping:  # stopped while this one was starting: it stops too
+                        self._workers[slot][0].terminate()
                     self._log.info("worker replaced", extra={"slot": slot, "pid": self._workers[slot][0].pid})
-            timeout = max(0.0, min(self._restarts.values()) - now) if self._restarts else None
+            pending = list(self._restarts.values())
+            timeout = max(0.0, min(pending) - now) if pending else None
             sentinels = {process.sentinel: slot for slot, (process, _) in self._workers.items()}
             ready = wait(list(sentinels), timeout)
             self._ever_ready = self._ever_ready or any(e.is_set() for _, e in self._workers.values())
