@@ -312,13 +312,11 @@ class _OneHopConnection(aiosqlite.Connection):
 
 
 def _writable(path: Path) -> bool:
-    # Opening for writing is the real test (access() would ask about the real, not effective, user).
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
-    os.close(fd)
-    return True
+    # Asked, not tried: opening and closing the database file here would drop every POSIX lock this
+    # process's SQLite connections hold on it (close() releases them all). The kernel's answer covers
+    # mode bits for the effective user, the immutable attribute and a read-only mount.
+    effective = os.access in os.supports_effective_ids
+    return os.access(path, os.W_OK, effective_ids=effective)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
