@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -268,14 +269,32 @@ def new_event_loop(prefer_uvloop: bool = True) -> asyncio.AbstractEventLoop:
 GC_THRESHOLDS = (20_000, 10, 10)
 
 
-def run(settings: Settings) -> None:
-    """Serve until a signal; with several workers each process binds the same port (SO_REUSEPORT)."""
+def run(
+    settings: Settings,
+    *,
+    sockets: list[socket.socket] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Serve until a signal. Alone, the process binds the port itself; a worker of ``signer serve
+    --workers N`` serves on ``sockets``, bound once by its supervisor (never SO_REUSEPORT: a second,
+    unrelated instance must fail to bind, not share the port). ``on_ready`` runs once the service is
+    ready (after "signer ready" is logged)."""
     gc.set_threshold(*GC_THRESHOLDS)
+    app = create_app(settings)
+    if on_ready is not None:
+        ready = on_ready
+
+        async def _ready(_app: web.Application) -> None:
+            ready()
+
+        # After _resources' start-up (cleanup contexts start first), i.e. once the service is ready.
+        app.on_startup.append(_ready)
     web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        reuse_port=settings.workers > 1,
+        app,
+        host=None if sockets else settings.host,
+        port=None if sockets else settings.port,
+        sock=sockets,
+        reuse_port=False,
         print=None,
         access_log=None,
         handle_signals=True,

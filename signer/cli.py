@@ -4,26 +4,32 @@
 (or takes them from ``SIGNER_HSM_PIN`` / ``SIGNER_HSM_SO_PIN``), initialises the token in a separate process
 (PINs travel on stdin, never argv), creates the token HMAC key, migrates the database and, the first time
 only, creates the first admin and prints its credentials once. ``signer serve --workers N`` starts N
-processes that each open the HSM after they start (spawned, never forked) and share the port.
+processes that each open the HSM after they start (spawned, never forked) and accept from one socket the
+supervisor bound; a worker that dies is replaced with back-off, and only a crash loop stops the service.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import multiprocessing
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
 from signer import cli_api
-from signer.cli_api import EXIT_CODES_HELP, EXIT_CONFIG
+from signer.cli_api import EXIT_CODES_HELP, EXIT_CONFIG, EXIT_FAILED
 from signer.config import (
     Secret,
     Settings,
@@ -235,19 +241,35 @@ def serve(
     settings = _settings(data_dir, config, host=host, port=port, workers=workers)
     # No migration here: a mistyped URL must not start a service on a new, empty database.
     # `signer init` (first run) and `signer migrate` (upgrades) create and update the schema.
-    if settings.workers == 1:
-        sys.exit(run_worker(settings))
-    sys.exit(_supervise(settings))
+    # The port is bound first, before the HSM or the database is touched: a port already taken is
+    # refused at once, by whatever holds it (see _listen).
+    try:
+        sockets = _listen(settings.host, settings.port)
+    except OSError as exc:
+        _fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
+        raise  # unreachable
+    try:
+        if settings.workers == 1:
+            sys.exit(run_worker(settings, sockets=sockets))
+        sys.exit(_supervise(settings, sockets))
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-def run_worker(settings: Settings) -> int:
+def run_worker(
+    settings: Settings,
+    *,
+    sockets: list[socket.socket] | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> int:
     """One serving process: opens its own HSM session after it starts."""
     from signer.app import run
     from signer.logs import configure_logging
 
     configure_logging()
     try:
-        run(settings)
+        run(settings, sockets=sockets, on_ready=on_ready)
     except ConfigurationError as exc:
         click.echo(f"signer: error: {exc}", err=True)
         return EXIT_CONFIG
@@ -263,46 +285,176 @@ def run_worker(settings: Settings) -> int:
     return 0
 
 
-def _worker_entry(settings: Settings) -> None:
-    sys.exit(run_worker(settings))
+def _worker_entry(settings: Settings, sockets: list[socket.socket], ready: Any) -> None:
+    sys.exit(run_worker(settings, sockets=sockets, on_ready=ready.set))
 
 
-def _supervise(settings: Settings) -> int:
+# A worker that dies while the service runs is replaced after a back-off: RESTART_BACKOFF_FIRST seconds
+# after its slot's first death within CRASH_LOOP_WINDOW, doubling with each further one, at most
+# RESTART_BACKOFF_MAX. CRASH_LOOP_DEATHS deaths (of any workers) within CRASH_LOOP_WINDOW seconds is a
+# crash loop: restarting would only hide it, so the service stops with an error.
+RESTART_BACKOFF_FIRST = 0.5
+RESTART_BACKOFF_MAX = 10.0
+CRASH_LOOP_DEATHS = 5
+CRASH_LOOP_WINDOW = 60.0
+# Connections wait here while every worker is busy or one is being replaced.
+LISTEN_BACKLOG = 1024
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Bind the service's port once, in the supervisor, for its workers to inherit.
+
+    Not SO_REUSEPORT: the kernel lets any process of the same user join a reuse-port group, so an
+    unrelated second instance would bind "successfully" and take a share of the connections. One socket
+    bound without it makes a second instance fail with EADDRINUSE, and the workers all accept from the
+    same queue, where an idle worker takes the next connection (not a hash that may pick a busy one) and
+    connections wait, instead of being reset, while a dead worker is replaced.
+    """
+    addresses = dict.fromkeys(
+        (family, address)
+        for family, _, _, _, address in socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    )
+    sockets: list[socket.socket] = []
+    try:
+        for family, address in addresses:
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT only; never two listeners
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def _exit_status(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+class _Supervisor:
+    """Starts the workers, replaces the ones that die, stops them all on SIGTERM/SIGINT."""
+
+    def __init__(self, settings: Settings, sockets: list[socket.socket]) -> None:
+        # Spawn, not fork: a child must never inherit a PKCS#11 handle from its parent.
+        self._context = multiprocessing.get_context("spawn")
+        self._settings = settings
+        self._sockets = sockets
+        self._log = logging.getLogger("signer.supervisor")
+        self._workers: dict[int, tuple[Any, Any]] = {}  # slot -> (process, ready event)
+        self._restarts: dict[int, float] = {}  # slot -> monotonic time to start its replacement
+        self._deaths: deque[tuple[float, int]] = deque()  # (monotonic time, slot) within the window
+        self._ever_ready = False
+        self.stopping = False
+
+    def _start(self, slot: int) -> None:
+        ready = self._context.Event()
+        process = self._context.Process(
+            target=_worker_entry, args=(self._settings, self._sockets, ready), daemon=False
+        )
+        process.start()
+        self._workers[slot] = (process, ready)
+
+    def stop(self, _signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+        self.stopping = True
+        self._restarts.clear()
+        for process, _ in self._workers.values():
+            if process.is_alive():
+                process.terminate()
+
+    def run(self) -> int:
+        from multiprocessing.connection import wait
+
+        from signer.metrics import forget_worker
+
+        for slot in range(self._settings.workers):
+            if not self.stopping:
+                self._start(slot)
+        if self.stopping:  # a signal during start-up: stop what did start
+            self.stop()
+        status = 0
+        while self._workers or self._restarts:
+            now = time.monotonic()
+            for slot, when in list(self._restarts.items()):
+                # pop, not del: a stop() from a signal handler may have emptied the schedule meanwhile.
+                if when <= now and self._restarts.pop(slot, None) is not None and not self.stopping:
+                    self._start(slot)
+                    if self.stopping:  # stopped while this one was starting: it stops too
+                        self._workers[slot][0].terminate()
+                    self._log.info("worker replaced", extra={"slot": slot, "pid": self._workers[slot][0].pid})
+            pending = list(self._restarts.values())
+            timeout = max(0.0, min(pending) - now) if pending else None
+            sentinels = {process.sentinel: slot for slot, (process, _) in self._workers.items()}
+            ready = wait(list(sentinels), timeout)
+            self._ever_ready = self._ever_ready or any(e.is_set() for _, e in self._workers.values())
+            for sentinel in ready:
+                slot = sentinels[sentinel]
+                process, _ = self._workers.pop(slot)
+                process.join()
+                forget_worker(process.pid)
+                if self.stopping:
+                    continue
+                failure = self._died(slot, process)
+                if failure is not None:
+                    status = failure
+                    self.stop()
+        return status
+
+    def _died(self, slot: int, process: Any) -> int | None:
+        """A worker exited while the service runs: schedule its replacement, or say why not."""
+        exitcode = process.exitcode
+        how = _exit_status(exitcode)
+        if not self._ever_ready:
+            # No worker ever became ready: the configuration is wrong, and every replacement would
+            # fail the same way. The worker has already said why.
+            self._log.error("worker failed to start; stopping", extra={"pid": process.pid, "status": how})
+            return exitcode if exitcode and exitcode > 0 else EXIT_FAILED
+        now = time.monotonic()
+        self._deaths.append((now, slot))
+        while self._deaths and self._deaths[0][0] < now - CRASH_LOOP_WINDOW:
+            self._deaths.popleft()
+        if len(self._deaths) >= CRASH_LOOP_DEATHS:
+            message = (
+                f"workers died {len(self._deaths)} times within {CRASH_LOOP_WINDOW:g} s "
+                f"(last: pid {process.pid}, {how}); stopping the service"
+            )
+            self._log.error(
+                "workers are crash-looping; stopping the service",
+                extra={"pid": process.pid, "status": how, "deaths": len(self._deaths)},
+            )
+            click.echo(f"signer: error: {message}", err=True)
+            return EXIT_FAILED
+        recent = sum(1 for _, s in self._deaths if s == slot)
+        delay = min(RESTART_BACKOFF_MAX, RESTART_BACKOFF_FIRST * 2 ** (recent - 1))
+        self._restarts[slot] = now + delay
+        self._log.error(
+            "worker died; replacing it",
+            extra={"pid": process.pid, "status": how, "exit_code": exitcode, "restart_in_s": delay},
+        )
+        return None
+
+
+def _supervise(settings: Settings, sockets: list[socket.socket]) -> int:
+    from signer.logs import configure_logging
     from signer.metrics import prepare_multiprocess
 
+    configure_logging()
     # The workers' metrics are summed across processes (any one answers a scrape): see signer.metrics.
     prepare_multiprocess(settings.data_dir)
-    # Spawn, not fork: a child must never inherit a PKCS#11 handle from its parent.
-    context = multiprocessing.get_context("spawn")
-    children = [
-        context.Process(target=_worker_entry, args=(settings,), daemon=False) for _ in range(settings.workers)
-    ]
-    for child in children:
-        child.start()
-    stopping = False
-
-    def stop(_signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for child in children:
-            if child.is_alive():
-                child.terminate()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    status = 0
-    from multiprocessing.connection import wait
-
-    alive = list(children)
-    while alive:
-        ready = wait([c.sentinel for c in alive])
-        for child in [c for c in alive if c.sentinel in ready]:
-            alive.remove(child)
-            if child.exitcode not in (0, -signal.SIGTERM) and not stopping:
-                # One worker failing to start means the configuration is wrong: stop them all.
-                status = child.exitcode if child.exitcode and child.exitcode > 0 else 1
-                stop(signal.SIGTERM, None)
-    return status
+    supervisor = _Supervisor(settings, sockets)
+    signal.signal(signal.SIGTERM, supervisor.stop)
+    signal.signal(signal.SIGINT, supervisor.stop)
+    return supervisor.run()
 
 
 @main.group()

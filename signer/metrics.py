@@ -21,7 +21,7 @@ plain read-only numbers (queue depth, availability, pool use) and an optional ob
 ``Metrics.hsm_call`` / ``audit_commit``. Services call the small recording functions here
 (``signature``, ``policy_decision``), which cost a cached dict lookup and an increment (about 1 us).
 
-Several workers (``signer serve --workers N``) share one port with SO_REUSEPORT, so a scrape reaches one
+Several workers (``signer serve --workers N``) share their supervisor's socket, so a scrape reaches one
 worker at random. Per-worker metrics with a ``worker`` label would make every scrape a different,
 partial view; instead the supervisor points ``PROMETHEUS_MULTIPROC_DIR`` at a directory under the data
 dir, emptied at start (``prepare_multiprocess``), before it spawns the workers. Each worker then writes
@@ -65,6 +65,12 @@ def prepare_multiprocess(data_dir: Path) -> Path:
     directory.mkdir(parents=True, mode=0o700)
     os.environ[MULTIPROC_ENV] = str(directory)
     return directory
+
+
+def forget_worker(pid: int | None) -> None:
+    """The supervisor, after a worker died without closing its metrics (killed): drop its live gauges."""
+    if pid is not None and _multiprocess_dir() is not None:
+        _multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 def _multiprocess_dir() -> str | None:

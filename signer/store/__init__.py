@@ -20,7 +20,7 @@ from collections.abc import Mapping
 
 from signer.errors import ConfigurationError
 from signer.store.core import Reader, Store, Writer
-from signer.store.engine import build_engine, parse_url
+from signer.store.engine import ConnectionFaults, build_engine, parse_url
 from signer.store.migrate import head_revision, migrate
 from signer.store.records import (
     ApprovalRequestRecord,
@@ -82,6 +82,7 @@ async def open_store(
     if pool_size < 1 or batch_max < 1 or pool_timeout <= 0 or lock_timeout <= 0 or statement_timeout <= 0:
         raise ValueError("pool_size, batch_max and the timeouts must be positive")
     target = parse_url(url)
+    faults = ConnectionFaults()
     engine = build_engine(
         target,
         pool_size=pool_size,
@@ -89,8 +90,9 @@ async def open_store(
         lock_timeout=lock_timeout,
         statement_timeout=statement_timeout,
         sqlite_pragmas=sqlite_pragmas,
+        faults=faults,
     )
-    store = Store(engine, target, batch_max=batch_max, lock_timeout=lock_timeout)
+    store = Store(engine, target, batch_max=batch_max, lock_timeout=lock_timeout, faults=faults)
     if check_schema:
         try:
             revision = await store.schema_revision()

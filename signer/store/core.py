@@ -66,7 +66,7 @@ from signer.errors import (
 )
 from signer.store import schema as t
 from signer.store.driver import Driver, Prepared, Step, driver_for
-from signer.store.engine import Target, as_audit_failure, translate
+from signer.store.engine import ConnectionFaults, Target, as_audit_failure, is_connection_fault, translate
 from signer.store.gate import WriteGate
 from signer.store.policy_rows import LedgerCache, PolicyReads, PolicyWrites, grant_from_row
 from signer.store.records import (
@@ -93,6 +93,7 @@ T = TypeVar("T")
 Unit = Callable[["Writer"], Awaitable[T]]
 
 _PG_MAX_SAVEPOINTS = 60
+_WRITE_PROBE = "readiness_write_probe"
 _CONFLICT_RETRIES = 3
 
 
@@ -270,6 +271,8 @@ class _Queries(PolicyReads):
     def __init__(self, store: Store, conn: AsyncConnection) -> None:
         self._store = store
         self._conn = conn
+        # Set when a statement met a connection-level fault: the connection is discarded on release.
+        self._connection_fault = False
 
     async def _execute(self, statement: Any, params: Any = None) -> Any:
         try:
@@ -289,6 +292,8 @@ class _Queries(PolicyReads):
         error = translate(exc)
         if error is None:
             return exc
+        if is_connection_fault(exc):
+            self._connection_fault = True
         self._statement_failed(error)
         return error
 
@@ -1167,9 +1172,17 @@ class Store:
     """Entry point: ``read()``, ``write()``, ``submit()``, health checks. Create with ``open_store``."""
 
     def __init__(
-        self, engine: AsyncEngine, target: Target, *, batch_max: int, lock_timeout: float = 5.0
+        self,
+        engine: AsyncEngine,
+        target: Target,
+        *,
+        batch_max: int,
+        lock_timeout: float = 5.0,
+        faults: ConnectionFaults | None = None,
     ) -> None:
         self._engine = engine
+        # Marked when a connection meets a connection-level fault: its pooled siblings are replaced.
+        self._faults = faults or ConnectionFaults()
         self._target = target
         self.backend = target.backend
         self._batch_max = batch_max
@@ -1258,7 +1271,14 @@ class Store:
             raise error from None
         return conn
 
-    async def _release(self, conn: AsyncConnection) -> None:
+    async def _release(self, conn: AsyncConnection, *, faulted: bool = False) -> None:
+        if faulted:
+            # Never back into the pool: the next checkout opens a fresh connection, and those opened
+            # before this fault are replaced at their next checkout (engine.ConnectionFaults).
+            self._faults.mark()
+            log.warning("database connection discarded after a connection fault")
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
         try:
             await conn.close()
         except Exception as exc:  # noqa: BLE001 - any driver failure here only means "connection gone"
@@ -1270,10 +1290,11 @@ class Store:
         """A Reader on a pooled connection (no write lock)."""
         self._check_open()
         conn = await self._checkout(self._read_engine)
+        reader = Reader(self, conn)
         try:
-            yield Reader(self, conn)
+            yield reader
         finally:
-            await self._release(conn)
+            await self._release(conn, faulted=reader._connection_fault)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[Writer]:
@@ -1299,6 +1320,8 @@ class Store:
     @asynccontextmanager
     async def _write_transaction(self) -> AsyncIterator[Writer]:
         conn = await self._checkout(self._write_engine)
+        faulted = False
+        writer: Writer | None = None
         try:
             try:
                 await conn.begin()
@@ -1315,6 +1338,7 @@ class Store:
                     # Through SQLAlchemy: its first statement is what opens the transaction it commits.
                     row = (await conn.execute(_HEAD_SELECT_FOR_UPDATE)).first()
             except Exception as exc:  # noqa: BLE001 - translated: DatabaseUnavailable or AuditUnavailable
+                faulted = is_connection_fault(exc)
                 raise self._begin_commit_error(exc) from None
             if row is None:
                 raise AuditUnavailable("the audit log is not initialised")
@@ -1333,13 +1357,14 @@ class Store:
                 await conn.commit()
             except BaseException as exc:
                 writer._finished = True
+                faulted = isinstance(exc, Exception) and is_connection_fault(exc)
                 await self._rollback(conn)
                 if isinstance(exc, Exception):
                     raise self._begin_commit_error(exc) from None
                 raise
             writer._policy_committed()
         finally:
-            await self._release(conn)
+            await self._release(conn, faulted=faulted or (writer is not None and writer._connection_fault))
 
     def _begin_commit_error(self, exc: Exception) -> SignerError:
         error = translate(exc)
@@ -1500,6 +1525,20 @@ class Store:
         """Raises DatabaseUnavailable unless the database answers a query."""
         async with self.read() as reader:
             await reader._first(select(1))
+
+    async def probe_write(self) -> None:
+        """Raises ``DatabaseUnavailable`` (or ``AuditUnavailable``) unless a write commits now.
+
+        The write goes the way every signing decision's does (group commit, the write gate, a pooled
+        connection, a COMMIT that reaches the disk), so it fails exactly when theirs would: a file
+        that can be read but not written, a full disk, a lost connection. It rewrites one ``meta``
+        row (the time of the probe), so the database does not grow.
+        """
+
+        async def unit(writer: Writer) -> None:
+            await writer.set_meta(_WRITE_PROBE, format_at(writer.now), replace=True)
+
+        await self.submit(unit, rerunnable=True)
 
     async def integrity_check(self) -> bool:
         """SQLite: ``PRAGMA integrity_check`` is "ok"; both: the audit head matches the last event and

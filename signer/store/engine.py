@@ -8,6 +8,14 @@ compares the file's identity with the one the connection opened, so a database f
 replaced is noticed (a connection to an unlinked file would otherwise keep "working"). PostgreSQL
 connections are pre-pinged, have a connect timeout, a lock timeout and a command timeout. Translated
 errors carry no SQL, URL or path.
+
+Healing: a connection that met a connection-level fault (``is_connection_fault``: SQLite read-only, I/O
+error, full, damaged or unopenable; PostgreSQL connection lost, backend terminated) is discarded by the
+store instead of going back to the pool, and ``ConnectionFaults.mark`` makes every connection opened
+before the fault be replaced at its next checkout: such faults are usually the file's or the server's,
+so the connection's siblings met them too. SQLite opens a file it may not write read-only without a
+word, and such a connection would refuse every write after the file is writable again: one opened
+while the file could not be written is used once and then replaced. Nothing of a fault outlives it.
 """
 
 from __future__ import annotations
@@ -73,6 +81,30 @@ def parse_url(url: str) -> Target:
     raise ConfigurationError("unsupported database: use sqlite+aiosqlite:///path or postgresql+asyncpg://...")
 
 
+class ConnectionFaults:
+    """Which pooled connections predate the last connection-level fault (see the module docstring).
+
+    Every connection is stamped with the generation it was opened in; ``mark`` starts a new one, and a
+    connection of an older generation is replaced at its next checkout.
+    """
+
+    def __init__(self) -> None:
+        self.generation = 0
+
+    def mark(self) -> None:
+        self.generation += 1
+
+    def watch(self, engine: AsyncEngine) -> None:
+        @event.listens_for(engine.sync_engine, "connect")
+        def _stamp(dbapi_connection: Any, record: Any) -> None:
+            record.info["signer_generation"] = self.generation
+
+        @event.listens_for(engine.sync_engine, "checkout")
+        def _check(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+            if record.info.get("signer_generation", -1) < self.generation:
+                raise sa_exc.DisconnectionError("connection predates a connection fault")
+
+
 def build_engine(
     target: Target,
     *,
@@ -81,10 +113,15 @@ def build_engine(
     lock_timeout: float,
     statement_timeout: float,
     sqlite_pragmas: Mapping[str, int] | None = None,
+    faults: ConnectionFaults | None = None,
 ) -> AsyncEngine:
     if target.backend == "sqlite":
-        return _sqlite_engine(target, pool_size, pool_timeout, lock_timeout, sqlite_pragmas or {})
-    return _postgres_engine(target, pool_size, pool_timeout, lock_timeout, statement_timeout)
+        engine = _sqlite_engine(target, pool_size, pool_timeout, lock_timeout, sqlite_pragmas or {})
+    else:
+        engine = _postgres_engine(target, pool_size, pool_timeout, lock_timeout, statement_timeout)
+    if faults is not None:
+        faults.watch(engine)
+    return engine
 
 
 def _sqlite_engine(
@@ -103,6 +140,10 @@ def _sqlite_engine(
         connection = _OneHopConnection(
             functools.partial(sqlite3.connect, uri, uri=True, isolation_level=None), iter_chunk_size=64
         )
+        # SQLite falls back to read-only, silently, when it may not open the file for writing; this
+        # connection is then replaced after one use (see _on_checkout). A file that turns read-only
+        # after this check is caught by the first write's error instead (is_connection_fault).
+        connection.opened_read_only = not _writable(path)
         # A daemon thread cannot keep the interpreter alive if a connection is leaked.
         connection._thread.daemon = True
         try:
@@ -139,6 +180,10 @@ def _sqlite_engine(
         finally:
             cursor.close()
         record.info["signer_file_id"] = _file_id(path)
+        record.info["signer_read_only"] = bool(
+            getattr(dbapi_connection.driver_connection, "opened_read_only", False)
+        )
+        record.info["signer_used"] = False
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
@@ -146,6 +191,12 @@ def _sqlite_engine(
             # Removed, moved away or replaced since this connection opened it: drop the connection;
             # the pool reconnects, and opening fails cleanly while the file is absent.
             raise sa_exc.DisconnectionError("database file changed")
+        if record.info.get("signer_read_only"):
+            # Opened while the file could not be written: serves this one checkout (reads still work
+            # during the fault), then a fresh open sees whether the file is writable again.
+            if record.info.get("signer_used"):
+                raise sa_exc.DisconnectionError("connection was opened read-only")
+            record.info["signer_used"] = True
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
@@ -244,6 +295,7 @@ class _OneHopConnection(aiosqlite.Connection):
     """
 
     committed = False
+    opened_read_only = False
 
     def cursor(self) -> _OneHopCursor:  # type: ignore[override]
         return _OneHopCursor(self)
@@ -257,6 +309,14 @@ class _OneHopConnection(aiosqlite.Connection):
             self.committed = False
             return
         await super().commit()
+
+
+def _writable(path: Path) -> bool:
+    # Asked, not tried: opening and closing the database file here would drop every POSIX lock this
+    # process's SQLite connections hold on it (close() releases them all). The kernel's answer covers
+    # mode bits for the effective user, the immutable attribute and a read-only mount.
+    effective = os.access in os.supports_effective_ids
+    return os.access(path, os.W_OK, effective_ids=effective)
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:
@@ -327,6 +387,34 @@ _PG_UNAVAILABLE_CODES = {
     "57P02": "database connection terminated",
     "57P03": "database is starting up or shutting down",
 }
+
+
+# SQLite primary result codes after which the connection is not trusted again (the file's state changed
+# under it: permissions, the disk, the file itself). BUSY and LOCKED are ordinary contention.
+_SQLITE_CONNECTION_FAULTS = frozenset({7, 8, 10, 11, 13, 14, 15, 26})
+_PG_CONNECTION_FAULT_CODES = frozenset({"57P01", "57P02", "57P03", "55000"})
+
+
+def is_connection_fault(exc: BaseException) -> bool:
+    """Whether ``exc`` (a driver or SQLAlchemy exception) means the connection it came from must not be
+    used again: the connection itself, or the file or server behind it, failed, not the statement."""
+    if isinstance(exc, sa_exc.DisconnectionError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig: BaseException | None = exc.orig
+    else:
+        orig = exc
+    if orig is None:
+        return False
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int):
+        return (sqlite_code & 0xFF) in _SQLITE_CONNECTION_FAULTS
+    sqlstate = _sqlstate(orig)
+    if sqlstate:
+        return sqlstate[:2] == "08" or sqlstate in _PG_CONNECTION_FAULT_CODES
+    return _is_connection_error(orig)
 
 
 def translate(exc: BaseException) -> SignerError | None:

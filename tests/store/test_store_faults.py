@@ -223,6 +223,45 @@ async def _sqlite_read_only_file_refuses_writes_and_serves_reads(store: Store, s
     await chain_ok(store, 2)
 
 
+def chattr(flag: str, *paths: Path) -> bool:
+    done = subprocess.run(["chattr", flag, *map(str, paths)], capture_output=True, check=False)
+    return done.returncode == 0
+
+
+async def test_sqlite_immutable_file_heals_once_writable(sqlite_store_url: str) -> None:
+    """``chattr +i`` (binds root too): writes and the write probe fail; reads opened meanwhile get
+    connections SQLite silently made read-only; once the file is writable again every write commits."""
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    async with fresh_store(sqlite_store_url, pool_size=4) as store:
+        db = Path(sqlite_path(sqlite_store_url))
+        await append(store, n=1)
+        files = [db, db.with_name(db.name + "-wal")]
+        if not chattr("+i", *files):
+            pytest.skip("this filesystem (or user) cannot set the immutable attribute")
+        try:
+            await unavailable(append(store, n=2))
+            await unavailable(store.probe_write())
+            held = asyncio.Event()
+
+            async def hold_a_connection() -> None:
+                async with store.read() as reader:
+                    await reader.epoch()
+                    await held.wait()
+
+            readers = [asyncio.create_task(hold_a_connection()) for _ in range(4)]
+            while store.pool_status()[0] < 4 and not any(r.done() for r in readers):  # one connection each
+                await asyncio.sleep(0)
+            held.set()
+            await asyncio.gather(*readers)
+        finally:
+            assert chattr("-i", *files)
+        for n in range(3, 12):  # more than the pool: every pooled connection is used for a write
+            await append(store, n=n)
+        await store.probe_write()
+        await chain_ok(store, 10)
+
+
 async def test_sqlite_missing_file_is_never_created(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "nowhere" / "signer.db")
     error = await unavailable(open_store(url))
