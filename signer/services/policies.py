@@ -56,7 +56,10 @@ def attachment_view(record: AttachmentRecord) -> dict[str, Any]:
 
 
 def document_error(exc: PolicyDocumentError) -> InvalidRequest:
-    return InvalidRequest(str(exc.message), code="invalid_policy", field=exc.path or None)
+    """A document that does not parse: ``invalid_policy``, or ``invalid_name`` for a name in it (the
+    code every name field answers with), naming the path either way."""
+    code = "invalid_name" if exc.code == "invalid_name" else "invalid_policy"
+    return InvalidRequest(str(exc.message), code=code, field=exc.path or None)
 
 
 class PolicyService:
