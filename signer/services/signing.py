@@ -78,8 +78,6 @@ from signer.services.idempotency import Idempotency, IdempotencyGate, in_progres
 from signer.services.verify import check_ed25519, check_p256
 from signer.store import IdempotencyRecord, KeyRecord, LedgerEntry, Reader, Store, Writer
 
-__all__ = ["ApprovalGate", "ApprovedExecution", "Idempotency", "Prepared", "SigningService"]
-
 # Which curves each operation can be performed with.
 _CURVES = {
     "sign_transaction": {Curve.SECP256K1},
