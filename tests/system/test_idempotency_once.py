@@ -213,10 +213,17 @@ def test_claims_in_progress_wait_and_stale_claims_expire(
     assert hsm_signatures([server]) == before
     assert not executions(server, "held") and not executions(server, "held-other")
 
+    # A request that fails stores nothing and frees its key at once: the corrected request executes.
+    status, _, answer = f.sign(0, {"transaction": {**tx(7), "nonce": -1}}, "fixed")
+    assert status == 400, answer
+    status, _, signed = f.sign(0, body, "fixed")
+    assert status == 200, signed
+    f.check_signed(signed)
+
     # A claimant that died long ago does not block its key: the claim is taken over, executed once.
     status, _, signed = f.sign(0, body, "orphan")
     assert status == 200, signed
     f.check_signed(signed)
     assert f.sign(0, body, "orphan")[2] == signed
-    assert hsm_signatures([server]) - before == 1
-    assert len(executions(server, "orphan")) == 1
+    assert hsm_signatures([server]) - before == 2
+    assert len(executions(server, "orphan")) == 1 and len(executions(server, "fixed")) == 1
