@@ -17,9 +17,10 @@ from policy.canonical import canonical_json, sha256_digest
 from policy.decision import PolicyRef
 from policy.errors import PolicyInputError
 from policy.grants import Grant
+from policy.names import MAX_SCOPE_DEPTH
 from policy.request import PolicyRequest
 from policy.rules import Rule
-from policy.scopes import MAX_SCOPE_DEPTH, is_scope, path_contains, scope_segments
+from policy.scopes import is_scope, path_contains, scope_segments
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,10 +16,10 @@ from typing import Any, Final, TypeVar
 
 from policy.canonical import NATIVE, UINT256_MAX, is_address, is_selector
 from policy.errors import PolicyDocumentError
+from policy.names import NameKind, NameRefused, canonical_name
 
 T = TypeVar("T")
 
-NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 _DECIMAL_RE: Final = re.compile(r"0|[1-9][0-9]{0,77}")
 _PLAIN_KEY_RE: Final = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
@@ -75,12 +75,12 @@ def read_string(value: Any, path: str, *, max_length: int = 1000) -> str:
 
 
 def read_name(value: Any, path: str) -> str:
+    """A policy id, rule id or group name: the canonical form (``policy.names``) or ``invalid_name``."""
     text = read_string(value, path, max_length=64)
-    if not NAME_RE.fullmatch(text):
-        raise fail(
-            path, "invalid_value", "must be 1-64 characters of [a-z0-9._-], starting with a letter or digit"
-        )
-    return text
+    try:
+        return canonical_name(text, NameKind.IDENTIFIER, max_length=64)
+    except NameRefused as exc:
+        raise fail(path, "invalid_name", exc.message) from None
 
 
 def read_choice(value: Any, path: str, choices: Sequence[str]) -> str:

@@ -10,14 +10,11 @@ definitions of one name are visible from a scope (a secret ``db`` at ``acme`` an
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from typing import Final, TypeVar
+from typing import TypeVar
 
 from policy.errors import PolicyInputError
-
-MAX_SCOPE_DEPTH: Final = 16
-_SEGMENT_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]{0,62}")
+from policy.names import MAX_SCOPE_DEPTH, is_scope_path
 
 T = TypeVar("T")
 
@@ -25,8 +22,7 @@ T = TypeVar("T")
 def is_scope(text: object) -> bool:
     if not isinstance(text, str):
         return False
-    segments = text.split("/")
-    return len(segments) <= MAX_SCOPE_DEPTH and all(_SEGMENT_RE.fullmatch(s) for s in segments)
+    return is_scope_path(text)
 
 
 def scope_segments(scope: str) -> tuple[str, ...]:

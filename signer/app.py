@@ -201,6 +201,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await keys.check_token_inventory()
             await self_test(hsm)
             signing = SigningService(store, hsm, facts, auth)
+            # A duplicate answers 409 (retry) before its own deadline; a claim outlives any request.
+            signing.idempotency.wait_seconds = settings.request_deadline_seconds * 0.8
+            signing.idempotency.claim_seconds = max(
+                30.0, 4 * (settings.request_deadline_seconds + settings.hsm_deadline_seconds)
+            )
             transport = AiohttpTransport()
             webhooks = WebhookService(store, auth, transport)
             app[SERVICES] = Services(

@@ -41,7 +41,7 @@ def problem(status: int, code: str, detail: str, request_id: str, **extra: Any) 
         **extra,
     }
     headers = {"X-Request-Id": request_id}
-    if status == 429 and isinstance(extra.get("retry_after"), int):
+    if status in (409, 429) and isinstance(extra.get("retry_after"), int):
         headers["Retry-After"] = str(extra["retry_after"])
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="signer"'

@@ -18,6 +18,7 @@ from signer.http.body import loads_yaml_strict, parse_body, read_bytes
 from signer.http.contract import Query
 from signer.http.models import AttachPolicyBody, DryRunBody, PolicyDocumentBody
 from signer.http.routes import _context, _decode_message, _max_body, _services, api
+from signer.services.policies import document_error
 
 _GROUP_SCHEMA = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}
 
@@ -114,7 +115,7 @@ async def create_policy(request: web.Request) -> web.Response:
                 "send the document as application/json or application/yaml", code="unsupported_media_type"
             )
     except PolicyDocumentError as exc:
-        raise InvalidRequest(exc.message, code="invalid_policy", field=exc.path or None) from None
+        raise document_error(exc) from None
     return _json(await _services(request).policies.create_version(ctx, document), 201)
 
 

@@ -44,7 +44,7 @@ from signer.identity import Role
 from signer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from signer.services.approvals import MAX_WAIT_SECONDS
 from signer.services.context import RequestContext, require_role
-from signer.services.signing import Idempotency
+from signer.services.idempotency import Idempotency
 
 api = Api(
     "signer",

@@ -7,21 +7,19 @@ next request in every process.
 
 from __future__ import annotations
 
-import re
 import secrets
 from datetime import datetime
 from typing import Any
 
-from policy import NATIVE, OPERATIONS, PolicyError, canonical_address, is_scope
+from policy import NATIVE, OPERATIONS, PolicyError, canonical_address
 from signer.errors import Conflict, InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.auth import AuthService
 from signer.services.authorization import to_grant
 from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.naming import NameKind, check_name
 from signer.services.policies import check_group
 from signer.store import GrantRecord, PrincipalRecord, Store, Writer
-
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
 def principal_view(principal: PrincipalRecord) -> dict[str, Any]:
@@ -76,13 +74,8 @@ def grant_view(grant: GrantRecord) -> dict[str, Any]:
 
 
 def check_principal_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise InvalidRequest(
-            "name must be 1-63 characters of a-z, 0-9, '.', '_' or '-', starting with a letter or digit",
-            code="invalid_name",
-            field="name",
-        )
-    return name
+    """The canonical form of a principal name (uniqueness is decided on it), or 400 ``invalid_name``."""
+    return check_name(name, field="name", kind=NameKind.IDENTIFIER)
 
 
 class AdminService:
@@ -94,7 +87,7 @@ class AdminService:
         """Create a principal and its first credentials; ``ctx=None`` is the bootstrap of ``signer init``."""
         if ctx is not None:
             require_role(ctx, Role.ADMIN)
-        check_principal_name(name)
+        name = check_principal_name(name)
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
@@ -182,10 +175,10 @@ class AdminService:
             raise InvalidRequest("name exactly one of principal_id or group", code="invalid_grant")
         if (key_id is None) == (scope is None):
             raise InvalidRequest("name exactly one of key_id or scope", code="invalid_grant")
-        if scope is not None and not is_scope(scope):
-            raise InvalidRequest("scope is not a valid scope path", code="invalid_scope", field="scope")
+        if scope is not None:
+            scope = check_name(scope, field="scope", kind=NameKind.SCOPE)
         if group is not None:
-            check_group(group)
+            group = check_group(group)
         unknown = sorted(set(operations) - OPERATIONS)
         if unknown or not operations:
             raise InvalidRequest(

@@ -9,7 +9,6 @@ keys they hold a grant on; anyone else asking about another's key gets the same 
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 from typing import Any
 
@@ -20,13 +19,10 @@ from signer.identity import Role
 from signer.services.authorization import grant_names_key
 from signer.services.context import RequestContext, iso, require_role, utcnow
 from signer.services.facts import FactsCache
+from signer.services.naming import NameKind, check_name
 from signer.store import KeyRecord, Store, Writer
 
 log = logging.getLogger("signer.keys")
-
-_LABEL_RE = re.compile(r"^[\w.\- ]{1,64}$")
-_SCOPE_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}(/[a-z0-9][a-z0-9_-]{0,62}){0,15}$")
-_TAG_RE = re.compile(r"^[\w.\-:/]{1,64}$")
 
 
 def key_view(key: KeyRecord) -> dict[str, Any]:
@@ -46,19 +42,15 @@ def key_view(key: KeyRecord) -> dict[str, Any]:
     }
 
 
-def check_key_fields(label: str, scope: str, tags: list[str]) -> None:
-    if not _LABEL_RE.match(label):
-        raise InvalidRequest(
-            "label must be 1-64 letters, digits, spaces, '.', '_' or '-'", code="invalid_label", field="label"
-        )
-    if not _SCOPE_RE.match(scope):
-        raise InvalidRequest(
-            "scope must be slash-separated lower-case segments such as 'acme/payments/prod'",
-            code="invalid_scope",
-            field="scope",
-        )
-    if len(tags) > 32 or any(not _TAG_RE.match(tag) for tag in tags):
+def check_key_fields(label: str, scope: str, tags: list[str]) -> tuple[str, str, list[str]]:
+    """The canonical label, scope and tags of a new key, or 400 ``invalid_name`` naming the field."""
+    if not isinstance(tags, list) or len(tags) > 32:
         raise InvalidRequest("tags must be at most 32 short words", code="invalid_tags", field="tags")
+    return (
+        check_name(label, field="label", kind=NameKind.LABEL),
+        check_name(scope, field="scope", kind=NameKind.SCOPE),
+        [check_name(tag, field="tags", kind=NameKind.TAG) for tag in tags],
+    )
 
 
 class KeyService:
@@ -71,7 +63,7 @@ class KeyService:
         self, ctx: RequestContext, curve: Curve, label: str, scope: str, tags: list[str]
     ) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        check_key_fields(label, scope, tags)
+        label, scope, tags = check_key_fields(label, scope, tags)
         generated = await self._hsm.generate_key(curve, label)
         if not generated.attributes.confined:
             # A token that hands back a key it could export is not one we may use.

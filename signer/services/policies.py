@@ -11,28 +11,21 @@ process, and is written with its audit event in one transaction.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from typing import Any
 
-from policy import PolicyDocument, PolicyDocumentError, is_scope
+from policy import PolicyDocument, PolicyDocumentError
 from signer.errors import Conflict, InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.authorization import parse_stored
 from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.naming import NameKind, check_name
 from signer.store import AttachmentRecord, PolicyVersionRecord, Store, Writer
-
-_GROUP_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 
 
 def check_group(name: str) -> str:
-    if not _GROUP_RE.match(name):
-        raise InvalidRequest(
-            "a group name is 1-63 characters of a-z, 0-9, '.', '_' or '-'",
-            code="invalid_group",
-            field="group",
-        )
-    return name
+    """The canonical form of a group name, or 400 ``invalid_name`` (field ``group``)."""
+    return check_name(name, field="group", kind=NameKind.IDENTIFIER)
 
 
 def version_view(record: PolicyVersionRecord, *, with_document: bool = True) -> dict[str, Any]:
@@ -63,7 +56,10 @@ def attachment_view(record: AttachmentRecord) -> dict[str, Any]:
 
 
 def document_error(exc: PolicyDocumentError) -> InvalidRequest:
-    return InvalidRequest(str(exc.message), code="invalid_policy", field=exc.path or None)
+    """A document that does not parse: ``invalid_policy``, or ``invalid_name`` for a name in it (the
+    code every name field answers with), naming the path either way."""
+    code = "invalid_name" if exc.code == "invalid_name" else "invalid_policy"
+    return InvalidRequest(str(exc.message), code=code, field=exc.path or None)
 
 
 class PolicyService:
@@ -86,7 +82,7 @@ class PolicyService:
 
     async def add_member(self, ctx: RequestContext, group: str, principal_id: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        check_group(group)
+        group = check_group(group)
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
@@ -99,7 +95,7 @@ class PolicyService:
 
     async def remove_member(self, ctx: RequestContext, group: str, principal_id: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        check_group(group)
+        group = check_group(group)
 
         async def unit(writer: Writer) -> dict[str, Any]:
             if not await writer.remove_member(group, principal_id):
@@ -111,7 +107,7 @@ class PolicyService:
 
     async def get_group(self, ctx: RequestContext, group: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN, Role.AUDITOR)
-        check_group(group)
+        group = check_group(group)
         async with self._store.read() as reader:
             return {"group": group, "members": await reader.group_members(group)}
 
@@ -188,8 +184,8 @@ class PolicyService:
         require_role(ctx, Role.ADMIN)
         if (scope is None) == (key_id is None):
             raise InvalidRequest("attach to exactly one of scope or key_id", code="invalid_attachment")
-        if scope is not None and not is_scope(scope):
-            raise InvalidRequest("scope is not a valid scope path", code="invalid_scope", field="scope")
+        if scope is not None:
+            scope = check_name(scope, field="scope", kind=NameKind.SCOPE)
         if mode not in ("live", "shadow"):
             raise InvalidRequest("mode must be live or shadow", code="invalid_field", field="mode")
         now = utcnow()

@@ -76,6 +76,7 @@ from signer.services.authorization import (
 )
 from signer.services.context import Caller, RequestContext, iso, utcnow
 from signer.services.facts import FactsCache
+from signer.services.idempotency import Idempotency, IdempotencyGate, in_progress, replayed
 from signer.services.verify import check_ed25519, check_p256
 from signer.store import IdempotencyRecord, KeyRecord, LedgerEntry, Reader, Store, Writer
 
@@ -149,14 +150,6 @@ class ApprovalGate(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
-class Idempotency:
-    """A caller's ``Idempotency-Key`` and the digest of the request it names."""
-
-    key: str
-    request_digest: str
-
-
-@dataclass(frozen=True, slots=True)
 class _Facts:
     key: KeyRecord | None
     subject: Subject
@@ -207,6 +200,8 @@ class SigningService:
         self._facts = facts
         self._auth = auth
         self._approvals: ApprovalGate | None = None
+        # Who may execute a request named by an Idempotency-Key, and how long its duplicates wait.
+        self.idempotency = IdempotencyGate(store)
 
     def use_approvals(self, gate: ApprovalGate) -> None:
         """Send requests that need approval to ``gate``; without one they are refused (fail closed)."""
@@ -478,26 +473,37 @@ class SigningService:
         *,
         approved: ApprovedExecution | None = None,
     ) -> dict[str, Any]:
+        if idempotency is None:
+            return await self._execute(ctx, key_id, operation, prepare, None, None, approved=approved)
+
+        async def execute(claim: str) -> dict[str, Any]:
+            return await self._execute(ctx, key_id, operation, prepare, idempotency, claim, approved=approved)
+
+        async def refused(exc: SignerError) -> None:
+            # Refused before anything was judged (the key is reused, or still in progress elsewhere).
+            _count(None, operation, exc)
+            await self._record_refusal(_event(ctx, key_id, operation, utcnow(), idempotency, approved), exc)
+
+        # At most one request per key reaches the HSM; its duplicates wait for its stored response.
+        return await self.idempotency.run(ctx.caller.principal_id, idempotency, execute, refused)
+
+    async def _execute(
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        operation: str,
+        prepare: Callable[[KeyRecord], Prepared],
+        idempotency: Idempotency | None,
+        claim: str | None,
+        *,
+        approved: ApprovedExecution | None = None,
+    ) -> dict[str, Any]:
+        """The pipeline, for a request without a key or one holding the key's claim (``claim``)."""
         now = started = utcnow()
-        event: dict[str, Any] = {
-            "kind": f"sign.{operation.removeprefix('sign_')}",
-            "operation": operation,
-            "request_id": ctx.request_id,
-            "at": iso(now),
-            "actor": ctx.actor(),
-            "key_id": key_id,
-        }
+        event = _event(ctx, key_id, operation, now, idempotency, approved)
         key: KeyRecord | None = None
-        if idempotency is not None:
-            event["idempotency_key_sha256"] = hashlib.sha256(idempotency.key.encode()).hexdigest()
-        if approved is not None:
-            event["approval"] = {"id": approved.approval_id, "payload_digest": approved.payload_digest}
         response: dict[str, Any] | None = None
         try:
-            if idempotency is not None:
-                stored = await self._stored_response(ctx, idempotency)
-                if stored is not None:
-                    return stored
             facts, prepared, request, needs_approval, pre_decision = await self._precheck(
                 ctx, key_id, operation, prepare, now, approved
             )
@@ -537,9 +543,16 @@ class SigningService:
                 self._facts.observe(writer.epoch)
             if idempotency is not None:
                 stored = await writer.get_idempotency(ctx.caller.principal_id, idempotency.key)
-                if stored is not None:
-                    # Another request with this key committed first: ours is dropped, theirs returned.
-                    return _replayed(stored, idempotency)
+                if stored is not None and stored.claim is None:
+                    # Another request with this key committed first (only if our claim went stale and
+                    # was taken over): ours is dropped and audited as such, theirs returned.
+                    result = replayed(stored, idempotency)
+                    if response is not None:
+                        writer.append_audit({**event, "outcome": "duplicate", "signature_discarded": True})
+                    return result
+                if stored is not None and stored.claim != claim:
+                    # Our claim went stale and another request holds the key now: it executes, not us.
+                    raise in_progress()
             policy_set = current.subject.policy_set
             judged = request if current is facts else _request_for(current.subject, key, operation, prepared)
             keep = current is facts and pre_decision.bounds is not None
@@ -589,7 +602,8 @@ class SigningService:
                     await writer.insert_idempotency(
                         IdempotencyRecord(
                             ctx.caller.principal_id, idempotency.key, idempotency.request_digest, pending, now
-                        )
+                        ),
+                        claim=claim,
                     )
                 writer.append_audit(
                     {
@@ -617,7 +631,8 @@ class SigningService:
                 await writer.insert_idempotency(
                     IdempotencyRecord(
                         ctx.caller.principal_id, idempotency.key, idempotency.request_digest, response, now
-                    )
+                    ),
+                    claim=claim,
                 )
             writer.append_audit({**event, "outcome": "allowed", "decision": decision_summary(decision)})
             if approved is not None:
@@ -659,11 +674,6 @@ class SigningService:
         return await self._approvals.open(
             writer, ctx, operation=operation, key=key, prepared=prepared, decision=decision, now=now
         )
-
-    async def _stored_response(self, ctx: RequestContext, idempotency: Idempotency) -> dict[str, Any] | None:
-        async with self._store.read() as reader:
-            stored = await reader.get_idempotency(ctx.caller.principal_id, idempotency.key)
-        return None if stored is None else _replayed(stored, idempotency)
 
     async def _precheck(
         self,
@@ -809,12 +819,28 @@ def _message_view(message: bytes, key: KeyRecord) -> dict[str, Any]:
     return view
 
 
-def _replayed(stored: IdempotencyRecord, idempotency: Idempotency) -> dict[str, Any]:
-    if stored.request_digest != idempotency.request_digest:
-        raise Unprocessable(
-            "this Idempotency-Key was used for a different request", code="idempotency_key_reused"
-        )
-    return stored.response
+def _event(
+    ctx: RequestContext,
+    key_id: str,
+    operation: str,
+    now: datetime,
+    idempotency: Idempotency | None,
+    approved: ApprovedExecution | None,
+) -> dict[str, Any]:
+    """The audit event's fields every outcome of a signing request carries."""
+    event: dict[str, Any] = {
+        "kind": f"sign.{operation.removeprefix('sign_')}",
+        "operation": operation,
+        "request_id": ctx.request_id,
+        "at": iso(now),
+        "actor": ctx.actor(),
+        "key_id": key_id,
+    }
+    if idempotency is not None:
+        event["idempotency_key_sha256"] = hashlib.sha256(idempotency.key.encode()).hexdigest()
+    if approved is not None:
+        event["approval"] = {"id": approved.approval_id, "payload_digest": approved.payload_digest}
+    return event
 
 
 def _outcome(exc: SignerError) -> str:

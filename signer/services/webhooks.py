@@ -32,6 +32,7 @@ from signer.errors import InvalidRequest, NotFound, SignerError
 from signer.identity import Role
 from signer.services.auth import AuthService
 from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.naming import NameKind, check_name
 from signer.store import OutboxRecord, Store, Writer
 
 log = logging.getLogger("signer.webhooks")
@@ -89,6 +90,7 @@ class WebhookService:
 
     async def set_webhook(self, ctx: RequestContext, group: str, url: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
+        group = check_name(group, field="group", kind=NameKind.IDENTIFIER)
         _check_url(url)
         now = self._clock()
 
@@ -111,6 +113,7 @@ class WebhookService:
 
     async def delete_webhook(self, ctx: RequestContext, group: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
+        group = check_name(group, field="group", kind=NameKind.IDENTIFIER)
         now = self._clock()
 
         async def unit(writer: Writer) -> None:

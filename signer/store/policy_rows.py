@@ -46,6 +46,29 @@ from signer.store.records import (
     PolicyVersionRecord,
 )
 
+# A claim on an idempotency key is a row of the same table whose response is this one-field object
+# (a real response is a signing result and never has this field): one primary key guards both.
+_CLAIM_FIELD = "in_progress_claim"
+
+
+def _claim_text(claim: str) -> str:
+    return json.dumps({_CLAIM_FIELD: claim}, separators=(",", ":"))
+
+
+def _idempotency_record(
+    principal_id: str, key: str, request_digest: str, response: str, created_at: datetime
+) -> IdempotencyRecord:
+    body = json.loads(response)
+    claim = body.get(_CLAIM_FIELD) if isinstance(body, dict) and len(body) == 1 else None
+    return IdempotencyRecord(
+        principal_id=principal_id,
+        key=key,
+        request_digest=request_digest,
+        response={} if claim is not None else body,
+        created_at=created_at,
+        claim=claim,
+    )
+
 
 def _aware(value: datetime | None, name: str) -> None:
     if value is not None and (value.tzinfo is None or value.utcoffset() is None):
@@ -245,6 +268,7 @@ class PolicyReads(_Statements):
     # idempotency and shadow
 
     async def get_idempotency(self, principal_id: str, key: str) -> IdempotencyRecord | None:
+        """The stored response for the key, or the claim of the request executing it."""
         c = t.idempotency_keys.c
         row = await self._first(
             select(t.idempotency_keys).where(c.principal_id == principal_id, c.key == key)
@@ -252,13 +276,7 @@ class PolicyReads(_Statements):
         if row is None:
             return None
         m = row._mapping
-        return IdempotencyRecord(
-            principal_id=m["principal_id"],
-            key=m["key"],
-            request_digest=m["request_digest"],
-            response=json.loads(m["response"]),
-            created_at=m["created_at"],
-        )
+        return _idempotency_record(principal_id, key, m["request_digest"], m["response"], m["created_at"])
 
     async def shadow_report(self, attachment_id: str, *, recent: int = 20) -> dict[str, Any]:
         """Counts of (live effect, candidate effect) pairs and the most recent differing decisions."""
@@ -325,6 +343,11 @@ _SHADOW_COLUMNS = (
 _SHADOW_INSERT = t.shadow_decisions.insert()
 _IDEMPOTENCY_COLUMNS = ("principal_id", "key", "request_digest", "response", "created_at")
 _IDEMPOTENCY_INSERT = t.idempotency_keys.insert()
+# A claim replaced by the response of the request that held it: deleted, then inserted with the batch.
+_IDEMPOTENCY_DELETE = delete(t.idempotency_keys).where(
+    t.idempotency_keys.c.principal_id == bindparam("principal_id"),
+    t.idempotency_keys.c.key == bindparam("key"),
+)
 _IDEMPOTENCY_SELECT = select(
     t.idempotency_keys.c.request_digest, t.idempotency_keys.c.response, t.idempotency_keys.c.created_at
 ).where(
@@ -546,6 +569,9 @@ class PolicyWrites(_Statements):
         if self._shadow_pending:
             steps.append(Step(self._prepared(_SHADOW_INSERT, _SHADOW_COLUMNS), rows=self._shadow_pending))
         if self._idempotency_pending:
+            replaced = [row for row in self._idempotency_pending.values() if row.get("replaces_claim")]
+            if replaced:
+                steps.append(Step(self._prepared(_IDEMPOTENCY_DELETE), rows=replaced))
             steps.append(
                 Step(
                     self._prepared(_IDEMPOTENCY_INSERT, _IDEMPOTENCY_COLUMNS),
@@ -790,7 +816,8 @@ class PolicyWrites(_Statements):
     # -- idempotency and shadow -------------------------------------------------------------------
 
     async def get_idempotency(self, principal_id: str, key: str) -> IdempotencyRecord | None:
-        """The stored record for the key, counting records this transaction buffered."""
+        """The stored record (response or claim) for the key, counting records this transaction
+        buffered."""
         name = (principal_id, key)
         row = self._idempotency_pending.get(name)
         if row is None:
@@ -804,20 +831,19 @@ class PolicyWrites(_Statements):
                 return None
             digest, response, created_at = rows[0]
             row = {"request_digest": digest, "response": response, "created_at": created_at}
-        return IdempotencyRecord(
-            principal_id=principal_id,
-            key=key,
-            request_digest=row["request_digest"],
-            response=json.loads(row["response"]),
-            created_at=row["created_at"],
+        return _idempotency_record(
+            principal_id, key, row["request_digest"], row["response"], row["created_at"]
         )
 
-    async def insert_idempotency(self, record: IdempotencyRecord) -> None:
-        """Buffer the record for COMMIT; ``Conflict(idempotency_key_used)`` if the key is taken."""
+    async def insert_idempotency(self, record: IdempotencyRecord, *, claim: str | None = None) -> None:
+        """Buffer the record for COMMIT; ``Conflict(idempotency_key_used)`` if the key is taken, unless
+        what holds it is ``claim`` (the caller's own claim, which the record then replaces)."""
         _aware(record.created_at, "created_at")
         if not isinstance(record.created_at, datetime):
             raise ValueError("created_at must be a timezone-aware datetime")
-        if await self.get_idempotency(record.principal_id, record.key) is not None:
+        existing = await self.get_idempotency(record.principal_id, record.key)
+        replaces = existing is not None and claim is not None and existing.claim == claim
+        if existing is not None and not replaces:
             raise Conflict("that idempotency key was used", code="idempotency_key_used")
         self._idempotency_pending[(record.principal_id, record.key)] = {
             "principal_id": record.principal_id,
@@ -825,7 +851,58 @@ class PolicyWrites(_Statements):
             "request_digest": record.request_digest,
             "response": json.dumps(record.response, sort_keys=True, separators=(",", ":")),
             "created_at": record.created_at,
+            # Read by ``_policy_steps`` only (the insert binds its five columns by name). A claim this
+            # transaction buffered is simply overwritten here; one in the table is deleted first.
+            "replaces_claim": replaces and (record.principal_id, record.key) not in self._idempotency_pending,
         }
+
+    async def claim_idempotency(
+        self,
+        principal_id: str,
+        key: str,
+        request_digest: str,
+        claim: str,
+        now: datetime,
+        stale_before: datetime,
+    ) -> IdempotencyRecord | None:
+        """Reserve the key for the request holding ``claim`` before it asks the HSM: None when the
+        reservation is taken (written at COMMIT, or taken over from a claim made before
+        ``stale_before``, whose claimant is presumed dead); otherwise what holds the key now, a stored
+        response or another request's live claim."""
+        _aware(now, "now")
+        _aware(stale_before, "stale_before")
+        existing = await self.get_idempotency(principal_id, key)
+        if existing is None:
+            self._idempotency_pending[(principal_id, key)] = {
+                "principal_id": principal_id,
+                "key": key,
+                "request_digest": request_digest,
+                "response": _claim_text(claim),
+                "created_at": now,
+                "replaces_claim": False,
+            }
+            return None
+        if existing.claim is None or existing.created_at >= stale_before:
+            return existing
+        c = t.idempotency_keys.c
+        # Compare-and-set on the stale claim (the write lock makes it exact; the condition documents it).
+        result = await self._write(
+            update(t.idempotency_keys)
+            .where(c.principal_id == principal_id, c.key == key, c.response == _claim_text(existing.claim))
+            .values(request_digest=request_digest, response=_claim_text(claim), created_at=now)
+        )
+        return None if result.rowcount else await self.get_idempotency(principal_id, key)
+
+    async def release_idempotency_claim(self, principal_id: str, key: str, claim: str) -> bool:
+        """Drop the claim ``claim`` holds on the key (its request ended without a stored response), so
+        a retry executes at once instead of waiting for the claim to go stale. False if it is gone."""
+        c = t.idempotency_keys.c
+        result = await self._write(
+            delete(t.idempotency_keys).where(
+                c.principal_id == principal_id, c.key == key, c.response == _claim_text(claim)
+            )
+        )
+        return bool(result.rowcount)
 
     def record_shadow(
         self,

@@ -166,11 +166,16 @@ class LedgerEntry:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRecord:
+    """A caller's ``Idempotency-Key``: the stored response, or (``claim`` set, ``response`` empty) a
+    reservation taken before the HSM is asked, by the request holding the claim token; ``created_at``
+    is when it was claimed, so a claimant that died lets it go stale."""
+
     principal_id: str
     key: str
     request_digest: str
     response: dict[str, Any]
     created_at: datetime
+    claim: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
