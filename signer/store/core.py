@@ -1181,6 +1181,7 @@ class Store:
         self._rerunnable: set[int] = set()  # id() of the futures of rerunnable units
         self._wake = asyncio.Event()
         self._batcher: asyncio.Task[None] | None = None
+        self._batcher_rested = False
         self._closing = False
         self._closed = False
         # Optional, set by the composition root: called after every group commit with (seconds, units).
@@ -1282,7 +1283,8 @@ class Store:
         # Only the batcher (one transaction at a time per process) queues at the gate: it is what
         # competes with other processes' batchers for SQLite's write lock under load.
         self._check_writable()
-        async with self._gate.held() if gated and self._gate is not None else contextlib.nullcontext():
+        gate = self._gate.held(rested=self._batcher_rested) if gated and self._gate is not None else None
+        async with gate or contextlib.nullcontext():
             async with self._write_transaction() as writer:
                 yield writer
 
@@ -1389,12 +1391,16 @@ class Store:
 
     async def _batch_loop(self) -> None:
         try:
+            # Rested: no batch of ours ran since this task waited for work (or started), so taking
+            # the write gate now is not a back-to-back re-take (see WriteGate.held).
+            self._batcher_rested = True
             while True:
                 while not self._queue:
                     if self._closing:
                         return
                     self._wake.clear()
                     await self._wake.wait()
+                    self._batcher_rested = True
                 batch: list[tuple[Unit[Any], asyncio.Future[Any]]] = []
                 while self._queue and len(batch) < self._batch_max:
                     item = self._queue.popleft()
@@ -1402,7 +1408,10 @@ class Store:
                         batch.append(item)
                 if batch:
                     started = time.perf_counter()
-                    await self._run_batch(batch)
+                    try:
+                        await self._run_batch(batch)
+                    finally:
+                        self._batcher_rested = False
                     if self.batch_observer is not None:
                         self.batch_observer(time.perf_counter() - started, len(batch))
         except BaseException:
