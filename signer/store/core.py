@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
@@ -1153,6 +1154,22 @@ class Writer(PolicyWrites, _Queries):
 # -- the store --------------------------------------------------------------------------------------
 
 
+def _begin_on_driver(connection: Connection) -> Any:
+    """SQLAlchemy's transaction on ``connection`` and the driver connection under it (run_sync)."""
+    connection.begin()
+    return connection.connection.driver_connection
+
+
+def _commit_and_close(connection: Connection) -> None:
+    """COMMIT (an error is the caller's, who still holds the connection), then back to the pool
+    (a failure there only means the connection is gone: it is logged, as ``Store._release`` does)."""
+    connection.commit()
+    try:
+        connection.close()
+    except Exception as exc:  # noqa: BLE001 - any driver failure here only means "connection gone"
+        log.warning("database connection dropped on release", extra={"driver_error": type(exc).__name__})
+
+
 class Store:
     """Entry point: ``read()``, ``write()``, ``submit()``, health checks. Create with ``open_store``."""
 
@@ -1290,12 +1307,16 @@ class Store:
 
     @asynccontextmanager
     async def _write_transaction(self) -> AsyncIterator[Writer]:
+        # Each of SQLAlchemy's async calls runs in a greenlet of its own, whose Python frame stack is
+        # mapped and unmapped around it (two system calls, page faults, a TLB shootdown with our other
+        # threads): at one unit per batch, as at low load, five of them per batch were a visible part
+        # of a request. Beginning and reaching the driver connection, and committing and returning the
+        # connection, go in one greenlet each (run_sync): three per batch instead of five.
         conn = await self._checkout(self._write_engine)
+        released = False
         try:
             try:
-                await conn.begin()
-                raw = await conn.get_raw_connection()
-                driver = driver_for(self.backend, raw.driver_connection)
+                driver = driver_for(self.backend, await conn.run_sync(_begin_on_driver))
                 if self.backend == "sqlite":
                     # The engine leaves BEGIN to us (see engine.py): BEGIN IMMEDIATE and the head in
                     # one round trip.
@@ -1322,7 +1343,8 @@ class Store:
             try:
                 await writer._flush()
                 writer._finished = True
-                await conn.commit()
+                await conn.run_sync(_commit_and_close)
+                released = True
             except BaseException as exc:
                 writer._finished = True
                 await self._rollback(conn)
@@ -1331,7 +1353,8 @@ class Store:
                 raise
             writer._policy_committed()
         finally:
-            await self._release(conn)
+            if not released:
+                await self._release(conn)
 
     def _begin_commit_error(self, exc: Exception) -> SignerError:
         error = translate(exc)
