@@ -429,6 +429,137 @@ async def drive(
     return result
 
 
+@dataclass
+class RateRun:
+    """One fixed-rate window: what was asked, what came back, and what it cost."""
+
+    target: float
+    sent: int = 0
+    latency: list[float] = field(default_factory=list)  # every answer, from its scheduled send time
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    sample: list[tuple[int, int, bytes]] = field(default_factory=list)
+    wall: float = 0.0
+    share: CpuShare | None = None
+    late: int = 0  # sends that left more than 1 ms after their scheduled time (generator behind)
+    ok_all: int = 0  # 200s of the whole run, warm-up included (the audit check counts them all)
+
+    def summary(self) -> dict[str, Any]:
+        ok = self.statuses.get(200, 0)
+        ordered = sorted(self.latency)
+        share = self.share
+        assert share is not None
+        per_request = self.wall / max(ok, 1) * 1e6
+        return {
+            "target_per_s": round(self.target, 1),
+            "achieved_per_s": round(ok / self.wall, 1) if self.wall else 0.0,
+            "sent": self.sent,
+            "ok": ok,
+            "errors": sum(self.errors.values()),
+            "p50_ms": round(percentile(ordered, 0.5) * 1000, 2) if ordered else None,
+            "p90_ms": round(percentile(ordered, 0.9) * 1000, 2) if ordered else None,
+            "p99_ms": round(percentile(ordered, 0.99) * 1000, 2) if ordered else None,
+            "server_cpu_us_per_request": round((share.server + share.database) * per_request, 1),
+            "client_cpu_us_per_request": round(share.client * per_request, 1),
+            "late_sends": self.late,
+            "cpu_cores": share.as_dict(),
+        }
+
+
+async def drive_rate(
+    url: str,
+    token: str,
+    rate: float,
+    connections: int,
+    warmup: float,
+    seconds: float,
+    first_nonce: int,
+    server_pids: list[int],
+    database: str | None,
+    sample_size: int,
+) -> RateRun:
+    """Open-loop load at a constant ``rate`` (wrk2-style): request i is due at start + i / rate
+    whatever happened to the earlier ones, over at most ``connections`` keep-alive connections. A
+    request's latency runs from when it was due, not from when it left, so time spent queued behind
+    a slow answer (for a free connection) counts: a closed-loop generator would instead send less
+    and hide it. Only answers to requests due inside the measured window are counted; the CPU
+    snapshots bracket that window (after ``warmup`` seconds at the same rate)."""
+    import aiohttp
+
+    run = RateRun(target=rate)
+    head, middle, tail = _body_parts()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    rng = random.Random(2)
+    seen_ok = 0
+    interval = 1.0 / rate
+    total = int((warmup + seconds) * rate)
+    measured_from = int(warmup * rate)
+    connector = aiohttp.TCPConnector(limit=connections, limit_per_host=connections, force_close=False)
+    timeout = aiohttp.ClientTimeout(total=30)
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Task[None]] = set()
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(index: int, due: float) -> None:
+            nonlocal seen_ok
+            n = first_nonce + index
+            value = 10**15 + n
+            body = head + str(n).encode() + middle + str(value).encode() + tail
+            try:
+                async with session.post(url, data=body, headers=headers) as response:
+                    payload = await response.read()
+                    status = response.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, payload = -1, type(exc).__name__.encode()
+            run.ok_all += status == 200
+            if index < measured_from:
+                return
+            run.latency.append(loop.time() - due)
+            run.statuses[status] += 1
+            if status == 200:
+                seen_ok += 1
+                if len(run.sample) < sample_size:
+                    run.sample.append((n, value, payload))
+                else:
+                    slot = rng.randrange(seen_ok)
+                    if slot < sample_size:
+                        run.sample[slot] = (n, value, payload)
+            else:
+                run.errors[_error_code(status, payload)] += 1
+
+        start = loop.time()
+        snapshot = None
+        for index in range(total):
+            due = start + index * interval
+            if index == measured_from:
+                snapshot = cpu_snapshot(server_pids, database)
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # pacing the open-loop schedule, not synchronisation
+            elif delay < -0.001 and index >= measured_from:
+                run.late += 1
+            task = loop.create_task(one(index, due))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            run.sent += index >= measured_from
+        # The window closes when the last due request is answered (or fails: 30 s client timeout).
+        await asyncio.gather(*pending)
+        end = cpu_snapshot(server_pids, database)
+    assert snapshot is not None
+    run.wall = end.at - snapshot.at
+    run.share = cpu_share(snapshot, end)
+    return run
+
+
+def fixed_rates(args: argparse.Namespace, saturated: float) -> list[float]:
+    """The rates of ``--rate`` and ``--rate-fraction`` (fractions of ``saturated``, the closed-loop
+    window's rate), in the order given."""
+    rates = [float(r) for r in args.rate.split(",")] if args.rate else []
+    if args.rate_fraction:
+        rates += [float(f) * saturated for f in args.rate_fraction.split(",")]
+    return [r for r in rates if r > 0]
+
+
 def _error_code(status: int, payload: bytes) -> str:
     try:
         code = json.loads(payload).get("code", "?")
@@ -753,6 +884,27 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
             probe_dir=probe_dir,
             wrk_dir=data_dir.parent / "wrk",
         )
+        rate_runs: list[RateRun] = []
+        if args.rate or args.rate_fraction:
+            _, statuses, wall = load.in_window("measure")
+            for k, rate in enumerate(fixed_rates(args, statuses.get(200, 0) / wall)):
+                print(f"fixed rate {rate:,.0f}/s ...", flush=True)
+                run = asyncio.run(
+                    drive_rate(
+                        url,
+                        token,
+                        rate,
+                        args.rate_connections,
+                        args.rate_warmup,
+                        args.seconds,
+                        (k + 1) * 10**9,  # nonces never sent by the closed-loop run
+                        pids,
+                        database_name,
+                        max(1, args.verify // 4),
+                    )
+                )
+                load.ok_total += run.ok_all
+                rate_runs.append(run)
         alive = server.process.poll() is None
         probes = read_probes(profile_dir, load.probed) if profile_dir is not None and load.probed else None
     finally:
@@ -766,6 +918,7 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
         "profile_dir": profile_dir,
         "workers": workers,
         "probes": probes,
+        "rate_runs": rate_runs,
     }
 
 
@@ -1051,6 +1204,22 @@ def main() -> None:
     parser.add_argument(
         "--wrk-threads", type=int, default=2, help="wrk threads (--load wrk); divides --clients"
     )
+    parser.add_argument(
+        "--rate",
+        help="after the closed-loop window, open-loop windows at these fixed rates (requests/s, "
+        "comma-separated)",
+    )
+    parser.add_argument(
+        "--rate-fraction",
+        help="after the closed-loop window, open-loop windows at these fractions of its rate "
+        "(e.g. 0.25,0.5,0.75)",
+    )
+    parser.add_argument(
+        "--rate-connections", type=int, default=32, help="keep-alive connections of the fixed-rate generator"
+    )
+    parser.add_argument(
+        "--rate-warmup", type=float, default=2.0, help="seconds at each fixed rate before its window"
+    )
     parser.add_argument("--raw-seconds", type=float, default=5.0, help="length of each raw HSM round")
     parser.add_argument("--verify", type=int, default=1000, help="responses checked with eth-account")
     parser.add_argument("--profile", type=float, default=0.0, help="seconds of py-spy after the window")
@@ -1245,6 +1414,34 @@ def main() -> None:
         print("server died during the run; log tail:\n" + e2e["log_tail"])
 
     profile_summary: dict[str, Any] = {}
+    rate_summaries: list[dict[str, Any]] = []
+    rate_failures: list[str] = []
+    if e2e["rate_runs"]:
+        print(
+            f"fixed rate (open loop, aiohttp in this process, {args.rate_connections} keep-alive "
+            "connections; latency from each request's due time; windows of --seconds):"
+        )
+        print(
+            f"  {'target/s':>9} {'got/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
+            f"{'server us/req':>14} {'client us/req':>14} {'late':>5} {'errors':>6} {'others':>7}"
+        )
+    for run in e2e["rate_runs"]:
+        row = run.summary()
+        rate_checked, rate_failed = verify_sample(run.sample, e2e["key"]["address"])
+        row["verified"] = rate_checked - len(rate_failed)
+        rate_failures += rate_failed
+        rate_summaries.append(row)
+        print(
+            f"  {row['target_per_s']:9,.0f} {row['achieved_per_s']:8,.0f} {row['p50_ms'] or 0:8.2f} "
+            f"{row['p90_ms'] or 0:8.2f} {row['p99_ms'] or 0:8.2f} {row['server_cpu_us_per_request']:14,.0f} "
+            f"{row['client_cpu_us_per_request']:14,.0f} {row['late_sends']:5} {row['errors']:6} "
+            f"{row['cpu_cores']['other']:7.2f}"
+        )
+        for code, count in run.errors.items():
+            print(f"    error {code}: {count}")
+    for failure in rate_failures[:10]:
+        print("  VERIFY FAILED (fixed rate)", failure)
+
     if e2e["profile_dir"] is not None:
         data = profile_data(load, e2e["probes"])
         directory: Path = e2e["profile_dir"]
@@ -1309,6 +1506,7 @@ def main() -> None:
         "cpu_cores": share.as_dict(),
         "profile": profile_summary,
         "components_us": component_summary,
+        "fixed_rate": rate_summaries,
     }
     line = json.dumps(summary, separators=(",", ":"))
     if args.results:
@@ -1316,7 +1514,8 @@ def main() -> None:
         out = RESULTS / f"e2e-{time.strftime('%Y%m%d-%H%M%S')}.json"
         out.write_text(line + "\n", encoding="utf-8")
     print(line)
-    if errors_total or failures or not audit_matches or not e2e["alive"]:
+    rate_errors = sum(row["errors"] for row in rate_summaries)
+    if errors_total or failures or rate_errors or rate_failures or not audit_matches or not e2e["alive"]:
         sys.exit(1)
 
 

@@ -659,6 +659,10 @@ class PolicyWrites(_Statements):
         """``usage`` of each ``(limit_key, since)``, in order: the ledger is read at most once for all
         of them, and a key the cache answers costs no await."""
         _aware(now, "now")
+        if not asks:
+            # Nothing to answer (no limit applies): a sync would be a round trip to the database thread
+            # for nothing. The cache stays where it was; the next sync reads whatever it missed.
+            return []
         await self._sync()
         out = []
         for limit_key, since in asks:

@@ -380,3 +380,34 @@ async def test_a_unit_cannot_submit_and_a_finished_writer_cannot_append(store: S
             await writer.get_principal("x")
     await store.submit(appender())
     await assert_chain(store, 1)
+
+
+async def test_one_pooled_connection_is_clean_after_every_way_a_transaction_ends(store_url: str) -> None:
+    # With a single pooled connection every transaction reuses the one the previous left behind: a
+    # skipped ROLLBACK or COMMIT that was still needed would leave it inside a transaction, and the
+    # next BEGIN, or the next read's snapshot, would show it.
+    async with fresh_store(store_url, pool_size=1) as store:
+
+        async def ok(w: Writer) -> int:
+            return w.append_audit(event(n=1)).seq
+
+        async def fails(w: Writer) -> None:
+            w.append_audit(event(n=99))
+            raise Conflict("unit refuses", code="conflict")
+
+        assert await store.submit(ok) == 1
+        with pytest.raises(Conflict):
+            await store.submit(fails)
+        with pytest.raises(RuntimeError):
+            async with store.write() as w:
+                w.append_audit(event(n=98))
+                raise RuntimeError("caller fails")
+        async with store.read() as r:
+            assert [e.seq for e in await r.audit_events()] == [1]
+        assert await store.submit(ok) == 2
+        async with store.write() as w:
+            w.append_audit(event(n=3))
+        async with store.read() as r:
+            records = await r.audit_events()
+            assert [e.seq for e in records] == [1, 2, 3]
+            assert verify_chain(records, expected_head=await r.audit_head()).ok

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import os
 import shutil
 import socket
@@ -366,3 +367,26 @@ async def test_a_held_write_lock_is_a_bounded_wait_for_other_writers(store_url: 
             assert await read_something(other) == 0  # readers are not blocked by the writer
         await append(other, n=2)
         await chain_ok(other, 2)
+
+
+async def test_an_idle_batcher_still_waits_for_the_write_gate_held_elsewhere(sqlite_store_url: str) -> None:
+    # Another process's batcher holding the write gate is an open file description of its own; an
+    # idle batcher (which first tries the lock without blocking) must queue behind it, bounded by its
+    # lock timeout, and take it once it is let go, then give it back after its batch.
+
+    gate_file = sqlite_path(sqlite_store_url) + ".write-lock"
+    async with fresh_store(sqlite_store_url, lock_timeout=0.3) as store:
+        await append(store, n=1)  # the batcher has run and gone idle
+        fd = os.open(gate_file, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            error = await unavailable(append(store, n=2))
+            assert error.message == "database is busy"
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            assert await append(store, n=2) == 2
+            # Let go after the batch: another holder gets it at once.
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        await chain_ok(store, 2)
