@@ -1394,7 +1394,8 @@ class Store:
             writer._policy_committed()
         finally:
             if not released:
-                await self._release(conn, faulted=faulted or (writer is not None and writer._connection_fault))
+                faulted = faulted or (writer is not None and writer._connection_fault)
+                await self._release(conn, faulted=faulted)
 
     def _begin_commit_error(self, exc: Exception) -> SignerError:
         error = translate(exc)
