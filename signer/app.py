@@ -29,6 +29,7 @@ from signer.hsm import Hsm
 from signer.http.console import console_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.routes import LONG_POLL_ROUTES, routes
+from signer.http.server import serve
 from signer.http.state import (
     METRICS,
     METRICS_ACCESS,
@@ -271,13 +272,12 @@ GC_THRESHOLDS = (20_000, 10, 10)
 def run(settings: Settings) -> None:
     """Serve until a signal; with several workers each process binds the same port (SO_REUSEPORT)."""
     gc.set_threshold(*GC_THRESHOLDS)
-    web.run_app(
+    serve(
         create_app(settings),
+        new_event_loop(),
         host=settings.host,
         port=settings.port,
         reuse_port=settings.workers > 1,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        loop=new_event_loop(),
+        header_timeout=settings.header_timeout_seconds,
+        keepalive_timeout=settings.keepalive_timeout_seconds,
     )

@@ -93,6 +93,12 @@ class Settings(BaseModel):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     request_deadline_seconds: float = Field(default=5.0, gt=0)
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="A request's line and headers must arrive within this"
+    )
+    keepalive_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="An idle keep-alive connection is closed after this"
+    )
     db_pool_size: int = Field(default=10, ge=1)
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_lock_timeout_seconds: float = Field(default=2.0, gt=0, description="Wait for the write lock")
