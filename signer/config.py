@@ -63,6 +63,15 @@ def default_module_path() -> str:
     return DEFAULT_SOFTHSM_MODULES[0]
 
 
+def host_name(host: str) -> str:
+    """A Host header (or an ``allowed_hosts`` entry) as compared: lower case, no port, no trailing dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.rstrip(".")
+
+
 class Settings(BaseModel):
     """Everything the service needs to start. Paths are absolute once loaded."""
 
@@ -109,6 +118,19 @@ class Settings(BaseModel):
     metrics_token_file: Path | None = Field(
         default=None, description="a bearer token for /metrics (besides admin and auditor access tokens)"
     )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_names(cls, value: object) -> object:
+        # The same normal form the Host header is brought to: case, port and a trailing dot ignored.
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            names = tuple(host_name(part) for part in value if isinstance(part, str) and part.strip())
+            if len(names) != len([part for part in value if not isinstance(part, str) or part.strip()]):
+                raise ValueError("must be a list of host names")
+            return names
+        return value
 
     @field_validator("hsm_pin", mode="before")
     @classmethod
@@ -181,7 +203,7 @@ _ENV_PREFIX = "SIGNER_"
 def _from_env(key: str, raw: str) -> Any:
     # Mappings arrive as JSON in one variable, e.g. SIGNER_ACCESS_TOKEN_TTL_SECONDS='{"service": 300}'.
     if key == "allowed_hosts":
-        return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+        return tuple(part for part in raw.split(",") if part.strip())
     if key == "access_token_ttl_seconds":
         try:
             return json.loads(raw)

@@ -147,6 +147,7 @@ def validate(model: type[M], value: Any) -> M:
         code = {
             "extra_forbidden": "unknown_field",
             "missing": "missing_field",
+            "invalid_timestamp": "invalid_timestamp",
         }.get(kind, "invalid_field")
         message = {
             "unknown_field": f"unknown field: {field}",

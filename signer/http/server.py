@@ -98,12 +98,16 @@ class _Handler(web.RequestHandler):
         else:
             code, detail = "malformed_request", "the request could not be parsed as HTTP"
         # The class says what went wrong; the message would quote the bytes (and any token in them).
-        log.info("malformed request refused", extra={"request_id": request_id, "code": code, "reason": reason})
+        log.info(
+            "malformed request refused", extra={"request_id": request_id, "code": code, "reason": reason}
+        )
         if request.writer.output_size > 0:
             raise ConnectionError("a response was already started; the connection is dropped")
         built = problem(status, code, detail, request_id)
         headers = {name: value for name, value in built.headers.items() if name != "Content-Type"}
-        response = _ProblemResponse(status=status, body=built.body, content_type=PROBLEM_TYPE, headers=headers)
+        response = _ProblemResponse(
+            status=status, body=built.body, content_type=PROBLEM_TYPE, headers=headers
+        )
         response.headers["Cache-Control"] = "no-store"
         response.force_close()
         return response
