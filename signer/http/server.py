@@ -98,9 +98,13 @@ class _Handler(web.RequestHandler):
         else:
             code, detail = "malformed_request", "the request could not be parsed as HTTP"
         # The class says what went wrong; the message would quote the bytes (and any token in them).
-        log.info(
-            "malformed request refused", extra={"request_id": request_id, "code": code, "reason": reason}
-        )
+        if status >= 500:
+            # Frames for the operator; the formatter withholds the message (signer.logs).
+            log.error("request failed outside the app", extra={"request_id": request_id}, exc_info=exc)
+        else:
+            log.info(
+                "malformed request refused", extra={"request_id": request_id, "code": code, "reason": reason}
+            )
         if request.writer.output_size > 0:
             raise ConnectionError("a response was already started; the connection is dropped")
         built = problem(status, code, detail, request_id)
