@@ -26,6 +26,7 @@ import select
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -523,3 +524,25 @@ def test_extreme_valid_times_round_trip(edge: Server, unique_name: str, value: s
         service["credentials"]["access_token"],
     )
     assert status == 200, signed
+
+
+def test_times_and_echoes_on_postgresql(tmp_path: Path, pg_url: str, launch) -> None:
+    """The same edge on PostgreSQL: extreme valid times round-trip, bad ones are 400, nothing quoted."""
+    server = launch(init_installation(tmp_path / "data", pg_url), env={"SIGNER_HEADER_TIMEOUT_SECONDS": "1"})
+    admin = server.installation.admin_token
+    service = make_service(server, "edge-pg")
+    key = make_key(server, "secp256k1", "edge-pg")
+    target = {"principal_id": service["principal"]["id"], "key_id": key["id"], "operations": ["sign_message"]}
+    for value in ("9999-12-31T23:59:59.999999Z", "2100-01-01T00:00:00+14:00"):
+        status, _, grant = server.call("POST", "/v1/grants", {**target, "expires_at": value}, admin)
+        assert status == 201, grant
+    for value in BAD_TIMES:
+        status, _, body = server.call("POST", "/v1/grants", {**target, "expires_at": value}, admin)
+        assert (status, body["code"]) == (400, "invalid_timestamp"), (value, body)
+    token = canary()
+    for name, data in [*parse_failures(token), *app_failures(token, admin)]:
+        received = exchange(server, data)
+        assert received and token.encode() not in received, name
+    with socket.create_connection(("127.0.0.1", server.port), timeout=HANG_GUARD) as sock:
+        assert closed_by_server(sock, b"GET /healthz HTTP/1.1\r\nX-Slow: " + b"a" * 400)
+    assert token not in server.log_text()
