@@ -190,6 +190,13 @@ def app_failures(token: str, admin: str) -> list[tuple[str, bytes]]:
             "naive timestamp",
             post(b"/v1/grants", b'{"operations": ["sign_message"], "expires_at": "2030-01-01T00:00:00"}'),
         ),
+        ("unknown field", post(b"/v1/principals", b'{"name": "x", "role": "service", "' + t + b'": 1}')),
+        ("nested unknown field", post(b"/v1/principals", b'{"name": {"' + t + b'": 1}, "role": "service"}')),
+        ("duplicate key", post(b"/v1/principals", b'{"' + t + b'": 1, "' + t + b'": 2}')),
+        (
+            "dict key",
+            post(b"/v1/grants", b'{"operations": ["sign_message"], "value_budgets": {"' + t + b'": 5}}'),
+        ),
         ("bad refresh", post(b"/v1/auth/refresh", b'{"refresh_token": "' + t + b'"}')),
         ("bad query", get(b"/v1/keys?limit=" + t)),
         ("bad cursor", get(b"/v1/audit/events?after=" + t)),
