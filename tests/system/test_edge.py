@@ -199,6 +199,7 @@ def app_failures(token: str, admin: str) -> list[tuple[str, bytes]]:
         ),
         ("bad refresh", post(b"/v1/auth/refresh", b'{"refresh_token": "' + t + b'"}')),
         ("bad query", get(b"/v1/keys?limit=" + t)),
+        ("unknown query parameter", get(b"/v1/keys?" + t + b"=1")),
         ("bad cursor", get(b"/v1/audit/events?after=" + t)),
         ("bad percent", get(b"/v1/keys/%ZZ" + t + b"%")),
         ("nul in path", get(b"/v1/keys/%00" + t)),
