@@ -126,10 +126,9 @@ class Settings(BaseModel):
         if isinstance(value, str):
             value = value.split(",")
         if isinstance(value, list | tuple):
-            names = tuple(host_name(part) for part in value if isinstance(part, str) and part.strip())
-            if len(names) != len([part for part in value if not isinstance(part, str) or part.strip()]):
-                raise ValueError("must be a list of host names")
-            return names
+            if not all(isinstance(part, str) for part in value):
+                raise ValueError("must be a list of host names")  # the message never repeats the value
+            return tuple(host_name(part) for part in value if part.strip())
         return value
 
     @field_validator("hsm_pin", mode="before")
