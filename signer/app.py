@@ -24,12 +24,13 @@ from aiohttp import web
 import signer.http.policy_routes  # noqa: F401 - registers its operations on the API before routes are added
 from signer import metrics
 from signer.clock import utcnow
-from signer.config import Settings
+from signer.config import Settings, host_name
 from signer.errors import DeadlineExceeded, SignerError
 from signer.hsm import Hsm
 from signer.http.console import console_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.routes import LONG_POLL_ROUTES, routes
+from signer.http.server import serve
 from signer.http.state import (
     METRICS,
     METRICS_ACCESS,
@@ -87,6 +88,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         if exc.status < 400:
             raise
         response = problem_for_http(exc, request_id)
+    except web.RequestPayloadError:
+        # Bad chunking or compression met while reading the body; its message would quote the bytes.
+        response = problem(400, "malformed_body", "the request body could not be read", request_id)
     except Exception:  # noqa: BLE001 - logged in full (with its traceback) by log_unhandled
         log_unhandled(request_id)
         response = problem(500, "internal_error", "internal error", request_id)
@@ -112,7 +116,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 
 async def _limited(request: web.Request, handler: Handler, request_id: str) -> web.StreamResponse:
     settings = request.app[SETTINGS]
-    if settings.allowed_hosts and _host_name(request.host) not in settings.allowed_hosts:
+    # request.host is the absolute-form target's host when the request line has one, else the Host
+    # header; a request without a Host header names nothing we answer to.
+    if settings.allowed_hosts and (
+        "Host" not in request.headers or host_name(request.host) not in settings.allowed_hosts
+    ):
         # DNS rebinding and misrouted traffic: answer only to the names we are known by.
         return problem(
             400,
@@ -137,16 +145,12 @@ async def _limited(request: web.Request, handler: Handler, request_id: str) -> w
         raise DeadlineExceeded("the request did not complete in time", code="request_timeout") from None
 
 
-def _host_name(host: str) -> str:
-    host = host.strip().lower()
-    if host.startswith("["):
-        return host[: host.find("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
-
-
-async def _hide_server_header(request: web.Request, response: web.StreamResponse) -> None:
+async def _response_headers(request: web.Request, response: web.StreamResponse) -> None:
     # Version banners help nobody but an attacker picking an exploit.
     response.headers.pop("Server", None)
+    # Tokens, secrets and CSRF values travel in responses: no cache (browser or proxy) may keep any of
+    # them. Every response, so no route can forget; a page that may be cached says so itself.
+    response.headers.setdefault("Cache-Control", "no-store")
 
 
 async def _resources(app: web.Application) -> AsyncIterator[None]:
@@ -246,7 +250,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[SETTINGS] = settings
-    app.on_response_prepare.append(_hide_server_header)
+    app.on_response_prepare.append(_response_headers)
     app.cleanup_ctx.append(_resources)
     app.add_routes(routes)
     app.add_routes(console_routes)
@@ -294,14 +298,12 @@ def run(
 
         # After _resources' start-up (cleanup contexts start first), i.e. once the service is ready.
         app.on_startup.append(_ready)
-    web.run_app(
+    serve(
         app,
-        host=None if sockets else settings.host,
-        port=None if sockets else settings.port,
-        sock=sockets,
-        reuse_port=False,
-        print=None,
-        access_log=None,
-        handle_signals=True,
-        loop=new_event_loop(),
+        new_event_loop(),
+        host=settings.host,
+        port=settings.port,
+        sockets=sockets,
+        header_timeout=settings.header_timeout_seconds,
+        keepalive_timeout=settings.keepalive_timeout_seconds,
     )

@@ -42,6 +42,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -568,6 +569,19 @@ def grants() -> None:
     """Grants: which principal may do which operations on which key (admin)."""
 
 
+def _aware_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Catch a time without an offset here, before a round trip (the server refuses it too)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("not an RFC 3339 time, e.g. 2030-01-01T00:00:00Z") from None
+    if parsed.tzinfo is None or "T" not in value.upper():
+        raise click.BadParameter("give a date, a time and an offset, e.g. 2030-01-01T00:00:00Z")
+    return value
+
+
 def _budgets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
     budgets = {}
     for value in values:
@@ -591,7 +605,12 @@ def _budgets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     type=click.Choice(["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]),
     help="An operation to allow (repeatable).",
 )
-@click.option("--expires-at", default=None, help="ISO 8601 time after which the grant stops.")
+@click.option(
+    "--expires-at",
+    default=None,
+    callback=_aware_time,
+    help="RFC 3339 time with an offset (e.g. 2030-01-01T00:00:00Z) after which the grant stops.",
+)
 @click.option("--max-uses", type=click.IntRange(min=0), default=None, help="Stop after this many signatures.")
 @click.option(
     "--budget",

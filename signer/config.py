@@ -63,6 +63,15 @@ def default_module_path() -> str:
     return DEFAULT_SOFTHSM_MODULES[0]
 
 
+def host_name(host: str) -> str:
+    """A Host header (or an ``allowed_hosts`` entry) as compared: lower case, no port, no trailing dot."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return name.rstrip(".")
+
+
 class Settings(BaseModel):
     """Everything the service needs to start. Paths are absolute once loaded."""
 
@@ -93,6 +102,12 @@ class Settings(BaseModel):
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
     request_deadline_seconds: float = Field(default=5.0, gt=0)
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=300, description="A request's line and headers must arrive within this"
+    )
+    keepalive_timeout_seconds: float = Field(
+        default=60.0, gt=0, le=3600, description="An idle keep-alive connection is closed after this"
+    )
     db_pool_size: int = Field(default=10, ge=1)
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_lock_timeout_seconds: float = Field(default=2.0, gt=0, description="Wait for the write lock")
@@ -103,6 +118,18 @@ class Settings(BaseModel):
     metrics_token_file: Path | None = Field(
         default=None, description="a bearer token for /metrics (besides admin and auditor access tokens)"
     )
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _host_names(cls, value: object) -> object:
+        # The same normal form the Host header is brought to: case, port and a trailing dot ignored.
+        if isinstance(value, str):
+            value = value.split(",")
+        if isinstance(value, list | tuple):
+            if not all(isinstance(part, str) for part in value):
+                raise ValueError("must be a list of host names")  # the message never repeats the value
+            return tuple(host_name(part) for part in value if part.strip())
+        return value
 
     @field_validator("hsm_pin", mode="before")
     @classmethod
@@ -175,7 +202,7 @@ _ENV_PREFIX = "SIGNER_"
 def _from_env(key: str, raw: str) -> Any:
     # Mappings arrive as JSON in one variable, e.g. SIGNER_ACCESS_TOKEN_TTL_SECONDS='{"service": 300}'.
     if key == "allowed_hosts":
-        return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
+        return tuple(part for part in raw.split(",") if part.strip())
     if key == "access_token_ttl_seconds":
         try:
             return json.loads(raw)

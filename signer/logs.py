@@ -14,8 +14,12 @@ import logging
 import math
 import os
 import sys
+import traceback
 from datetime import UTC, datetime
+from types import TracebackType
 from typing import Any
+
+from signer.errors import SignerError
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 _PLAIN = str | int | float | bool | None
@@ -48,10 +52,51 @@ class _Clock:
         return f"{prefix}.{micro:06d}Z" if micro else f"{prefix}Z"
 
 
+def _withheld(exc: BaseException) -> str:
+    """What a log may say about an exception: its class, and its message only when we wrote it.
+
+    Other messages can quote what a client sent (a parser quoting a header, a driver quoting the
+    parameters of a statement), so they stay out of the log; the frames still say where it failed.
+    """
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    if isinstance(exc, SignerError):
+        return f"{name}: {exc.code}: {exc.message}"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"{name}: [Errno {exc.errno}] {exc.strerror}"  # never the file name
+    return f"{name} (message withheld)"
+
+
+def format_exception(exc_info: tuple[type[BaseException], BaseException, TracebackType | None]) -> str:
+    """A traceback (causes and contexts included) whose exception messages follow ``_withheld``."""
+    lines: list[str] = []
+    seen: set[int] = set()
+
+    def describe(exc: BaseException) -> None:
+        seen.add(id(exc))
+        if exc.__cause__ is not None and id(exc.__cause__) not in seen:
+            describe(exc.__cause__)
+            lines.append("\nThe above exception was the direct cause of the following exception:\n\n")
+        elif exc.__context__ is not None and not exc.__suppress_context__ and id(exc.__context__) not in seen:
+            describe(exc.__context__)
+            lines.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+        if exc.__traceback__ is not None:
+            lines.append("Traceback (most recent call last):\n")
+            lines.extend(traceback.StackSummary.extract(traceback.walk_tb(exc.__traceback__)).format())
+        lines.append(_withheld(exc) + "\n")
+
+    describe(exc_info[1])
+    return "".join(lines).rstrip("\n")
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
         self._clock = _Clock()
+
+    def formatException(self, ei: Any) -> str:
+        if ei and ei[1] is not None:
+            return format_exception(ei)
+        return super().formatException(ei)
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {

@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from signer.cli import _Steps, main
-from signer.config import Settings
+from signer.config import Settings, load_settings
+from signer.errors import ConfigurationError
 
 ROOT = Path(__file__).resolve().parent.parent
 CANARY = "pin-CANARY-7f3a91"
@@ -221,3 +222,46 @@ def test_init_progress_lines_only_on_a_terminal(tty: bool) -> None:
         assert re.findall(r"\[\d/2\] \w+", stream.text) == ["[1/2] PINs", "[2/2] token"]
     else:
         assert stream.text == ""
+
+
+def test_connection_timeouts_and_hosts_come_from_file_and_env(tmp_path: Path) -> None:
+    config = tmp_path / "signer.toml"
+    config.write_text(
+        "header_timeout_seconds = 3.5\n"
+        "keepalive_timeout_seconds = 20\n"
+        'allowed_hosts = ["Signer.Example.:8443"]\n'
+    )
+    from_file = load_settings(config, environ={})
+    assert (from_file.header_timeout_seconds, from_file.keepalive_timeout_seconds) == (3.5, 20)
+    assert from_file.allowed_hosts == ("signer.example",)
+    env = {"SIGNER_HEADER_TIMEOUT_SECONDS": "2", "SIGNER_ALLOWED_HOSTS": "A.example, [::1]:80,localhost"}
+    from_env = load_settings(config, environ=env)
+    assert from_env.header_timeout_seconds == 2 and from_env.keepalive_timeout_seconds == 20
+    assert from_env.allowed_hosts == ("a.example", "[::1]", "localhost")
+    defaults = load_settings(None, environ={})
+    assert 0 < defaults.header_timeout_seconds <= 10 and 0 < defaults.keepalive_timeout_seconds <= 75
+    with pytest.raises(ConfigurationError):
+        load_settings(None, environ={"SIGNER_HEADER_TIMEOUT_SECONDS": "0"})
+
+
+@pytest.mark.parametrize(
+    "value", ["2030-01-01T00:00:00", "2030-01-01", "tomorrow", "2030-13-01T00:00:00Z", "1893456000"]
+)
+def test_cli_refuses_a_grant_expiry_without_an_offset(value: str) -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "grants",
+            "create",
+            "--principal",
+            "p",
+            "--key",
+            "k",
+            "--operation",
+            "sign_message",
+            "--expires-at",
+            value,
+        ],
+        env={"SIGNER_SERVER": "http://127.0.0.1:9", "SIGNER_TOKEN": "x"},
+    )
+    assert result.exit_code == 2 and "--expires-at" in result.output, result.output

@@ -175,3 +175,27 @@ def _level_and_filters(logger: logging.Logger, stream: io.StringIO) -> None:
     assert stream.getvalue() == ""
     access(logger, "request", 1.7e9, status=200)
     assert json.loads(stream.getvalue())["status"] == 200
+
+
+def test_logged_tracebacks_withhold_messages_that_could_quote_a_request() -> None:
+    """A parser or driver message can quote what a client sent: frames stay, such messages do not."""
+    from signer.errors import InvalidRequest
+
+    canary = "canary-" + "5" * 24
+    formatter = JsonFormatter()
+    try:
+        try:
+            raise ValueError(f"bad header {canary}")
+        except ValueError as inner:
+            try:
+                open(f"/nonexistent/{canary}")
+            except OSError as exc:
+                raise InvalidRequest("our own words", code="malformed_json") from exc
+            raise AssertionError("unreachable") from inner
+    except InvalidRequest:
+        record = logging.LogRecord("signer.http", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    text = json.loads(formatter.format(record))["exception"]
+    assert canary not in text
+    assert text.startswith("Traceback") and "test_logs.py" in text
+    assert "malformed_json: our own words" in text
+    assert "[Errno 2]" in text and "message withheld" in text

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import yaml
 from aiohttp import web
@@ -27,7 +27,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for key, value in pairs:
         if key in result:
-            raise InvalidRequest("duplicate key in JSON object", code="malformed_json", field=key)
+            # The key is the client's own text: not repeated back.
+            raise InvalidRequest("duplicate key in a JSON object", code="malformed_json")
         result[key] = value
     return result
 
@@ -118,7 +119,7 @@ class _StrictYamlLoader(yaml.SafeLoader):
             if not isinstance(key, str):
                 raise InvalidRequest("YAML keys must be strings", code="malformed_yaml")
             if key in seen:
-                raise InvalidRequest(f"duplicate key: {key[:64]}", code="malformed_yaml")
+                raise InvalidRequest("duplicate key in a YAML mapping", code="malformed_yaml")
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -135,23 +136,62 @@ def loads_yaml_strict(raw: bytes) -> Any:
         raise InvalidRequest("malformed YAML", code="malformed_yaml") from None
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The request model a field holds (directly, optionally, or in a list), if any."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for argument in get_args(annotation):
+        found = _model_in(argument)
+        if found is not None:
+            return found
+    return None
+
+
+def _declared_path(
+    model: type[BaseModel], loc: tuple[Any, ...]
+) -> tuple[list[str | int], type[BaseModel] | None]:
+    """The longest prefix of ``loc`` made of names the models declare (and list indexes), with the model
+    it ends in: a key the client chose (a dict key, an unknown field) is never repeated back."""
+    path: list[str | int] = []
+    current: type[BaseModel] | None = model
+    for part in loc:
+        if isinstance(part, int):
+            path.append(part)
+        elif current is not None and part in current.model_fields:
+            path.append(part)
+            current = _model_in(current.model_fields[part].annotation)
+        else:
+            break
+    return path, current
+
+
 def validate(model: type[M], value: Any) -> M:
     if not isinstance(value, dict):
         raise InvalidRequest("the body must be a JSON object", code="invalid_request")
     try:
         return model.model_validate(value)
     except ValidationError as exc:
+        # include_input=False and our own messages: no error repeats a value it was sent.
         first = exc.errors(include_input=False, include_url=False)[0]
-        field = ".".join(str(part) for part in first["loc"]) or None
+        path, container = _declared_path(model, tuple(first["loc"]))
+        field = ".".join(str(part) for part in path) or None
         kind = first["type"]
-        code = {
-            "extra_forbidden": "unknown_field",
-            "missing": "missing_field",
-        }.get(kind, "invalid_field")
-        message = {
-            "unknown_field": f"unknown field: {field}",
-            "missing_field": f"missing field: {field}",
-        }.get(code, f"invalid value for {field}: {first['msg']}")
+        if kind == "extra_forbidden":
+            allowed = sorted(container.model_fields) if container is not None else []
+            raise InvalidRequest(
+                f"unknown field in {field or 'the body'} (allowed: {', '.join(allowed)})",
+                code="unknown_field",
+                field=field,
+                allowed=allowed,
+            ) from None
+        code = {"missing": "missing_field", "invalid_timestamp": "invalid_timestamp"}.get(
+            kind, "invalid_field"
+        )
+        message = (
+            f"missing field: {field}"
+            if code == "missing_field"
+            else f"invalid value for {field}: {first['msg']}"
+        )
         raise InvalidRequest(message, code=code, field=field) from None
 
 

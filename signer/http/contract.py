@@ -159,8 +159,11 @@ def _refuse_unknown_query(handler: H, query: tuple[Query, ...]) -> Callable[[web
         if request.query_string:
             unknown = sorted(set(request.query) - allowed)
             if unknown:
+                # The unknown name is the client's own text: say which names are allowed instead.
                 raise InvalidRequest(
-                    "unknown query parameter", code="unknown_query_parameter", field=unknown[0][:64]
+                    f"unknown query parameter (allowed: {', '.join(sorted(allowed)) or 'none'})",
+                    code="unknown_query_parameter",
+                    allowed=sorted(allowed),
                 )
         return await handler(request)
 

@@ -1,11 +1,18 @@
-"""Request bodies as strict models: unknown fields refused, no type coercion."""
+"""Request bodies as strict models: unknown fields refused, no type coercion.
+
+Every time a request carries is a ``Timestamp``: an RFC 3339 string with a time-zone offset, in years
+1970-9999 once in UTC, refused at the edge with code ``invalid_timestamp`` otherwise (a naive time, a
+number, a date alone, an impossible date, an offset that carries it past year 9999).
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 from policy import OPERATIONS
 from signer.hsm import Curve
@@ -13,6 +20,36 @@ from signer.identity import Role
 
 _NAME_PATTERN = "^[a-z0-9][a-z0-9._-]{0,62}$"
 _OPERATIONS: list[JsonValue] = [*sorted(OPERATIONS)]
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
+TIMESTAMP_ERROR = "invalid_timestamp"
+_TIMESTAMP_HINT = "an RFC 3339 time with a time-zone offset, e.g. 2030-01-01T00:00:00Z"
+
+
+def _timestamp(value: object) -> datetime:
+    """The one parser of request times: aware, in range, in UTC; the message never quotes the value."""
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise PydanticCustomError(TIMESTAMP_ERROR, f"expected {_TIMESTAMP_HINT}")
+    text = value.upper().replace(" ", "T")
+    whole, dot, rest = text.partition(".")
+    if dot:  # datetime keeps microseconds: cut a longer fraction, keep the offset
+        digits = re.match(r"\d+", rest)
+        assert digits is not None
+        text = f"{whole}.{digits.group()[:6]}{rest[digits.end() :]}"
+    try:
+        parsed = datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise PydanticCustomError(TIMESTAMP_ERROR, "not a valid date and time") from None
+    if parsed.year < 1970:
+        raise PydanticCustomError(TIMESTAMP_ERROR, "out of range: before 1970")
+    return parsed
+
+
+# A datetime in the model, a string with a date-time format in the contract.
+Timestamp = Annotated[
+    datetime, PlainValidator(_timestamp), WithJsonSchema({"type": "string", "format": "date-time"})
+]
 
 
 class Strict(BaseModel):
@@ -61,7 +98,7 @@ class CreateGrantBody(Strict):
         max_length=8,
         json_schema_extra={"items": {"type": "string", "enum": _OPERATIONS}},
     )
-    expires_at: datetime | None = None
+    expires_at: Timestamp | None = None
     max_uses: int | None = Field(default=None, ge=0, le=2**63 - 1)
     value_budgets: dict[str, str] | None = Field(default=None, max_length=64)
 

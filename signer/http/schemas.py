@@ -35,6 +35,9 @@ class Problem(BaseModel):
     request_id: str = Field(description="also sent in the X-Request-Id header and written to the audit log")
     field: str | None = Field(default=None, description="the offending request field, when there is one")
     reasons: list[dict[str, Any]] | None = Field(default=None, description="policy reasons for a refusal")
+    allowed: list[str] | None = Field(
+        default=None, description="the names allowed where an unknown field or query parameter was sent"
+    )
 
 
 class Health(View):

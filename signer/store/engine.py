@@ -21,6 +21,7 @@ while the file could not be written is used once and then replaced. Nothing of a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -133,6 +134,7 @@ def _sqlite_engine(
         if name not in ALLOWED_EXTRA_PRAGMAS or type(value) is not int:
             raise ValueError(f"SQLite pragma not allowed: {name}")
     uri = "file:" + quote(str(path)) + "?mode=rw"
+    make_private(path)
 
     async def connect() -> aiosqlite.Connection:
         # isolation_level=None: the driver never opens transactions on its own; the begin listener
@@ -330,6 +332,33 @@ def _writable(path: Path) -> bool:
     # mode bits for the effective user, the immutable attribute and a read-only mount.
     effective = os.access in os.supports_effective_ids
     return os.access(path, os.W_OK, effective_ids=effective)
+
+
+SQLITE_SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
+def make_private(path: Path) -> None:
+    """The SQLite file and its side files readable by their owner only, like the rest of the data dir.
+
+    SQLite gives the side files it creates the main file's mode, so a 0600 database stays private;
+    files left more open (an older release, a copy, a restore) are narrowed here at every start.
+    """
+    for suffix in SQLITE_SIDE_FILES:
+        side = path.with_name(path.name + suffix)
+        try:
+            mode = side.stat().st_mode & 0o777
+            if mode & 0o077:
+                side.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            log.warning("database file is not ours to restrict", extra={"file": side.name})
+
+
+def create_private(path: Path) -> None:
+    """Create an empty (new) SQLite database file with mode 0600 before SQLite creates it by umask."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
 def _file_id(path: Path) -> tuple[int, int] | None:

@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
 from signer.errors import ConfigurationError
-from signer.store.engine import parse_url, translate
+from signer.store.engine import create_private, make_private, parse_url, translate
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
@@ -42,6 +42,8 @@ def migrate(url: str) -> None:
     target = parse_url(url)
     if target.path is not None:
         target.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(target.path)
+        make_private(target.path)
     config = _config(target.url.render_as_string(hide_password=False))
     failure: list[BaseException] = []
 
