@@ -17,6 +17,7 @@ import re
 import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -44,6 +45,8 @@ from signer.services.admin import AdminService
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
+from signer.services.console_sessions import ConsoleSessions
+from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
@@ -200,8 +203,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await keys.check_token_inventory()
             await self_test(hsm)
             signing = SigningService(store, hsm, facts, auth)
-            transport = AiohttpTransport()
-            webhooks = WebhookService(store, auth, transport)
+            destinations = DestinationPolicy.parse(settings.webhook_allowed_destinations)
+            transport = AiohttpTransport(destinations)
+            webhooks = WebhookService(
+                store,
+                auth,
+                transport,
+                destinations=destinations,
+                secret_overlap=timedelta(seconds=settings.webhook_secret_overlap_seconds),
+            )
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth),
@@ -212,6 +222,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 approvals=ApprovalsService(store, signing, webhooks=webhooks),
                 policies=PolicyService(store),
                 webhooks=webhooks,
+                console_sessions=ConsoleSessions(
+                    store,
+                    auth,
+                    idle=timedelta(seconds=settings.console_session_idle_seconds),
+                    max_age=timedelta(seconds=settings.console_session_max_seconds),
+                ),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
