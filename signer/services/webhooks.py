@@ -140,7 +140,10 @@ class WebhookService:
         suffix = "" if salt is None else f"\0{salt}"
         return self._auth.derived_secret(f"approval-webhook\0{group}{suffix}")
 
-    async def _check_destination(self, parts: urllib.parse.SplitResult) -> None:
+    async def check_destination_url(self, url: str) -> urllib.parse.SplitResult:
+        """``url``'s parts if it may be stored: well-formed, no user information, an allowed destination
+        (every address its host resolves to now); InvalidRequest otherwise, never repeating it."""
+        parts = check_url(url)
         host = parts.hostname or ""
         try:
             addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
@@ -149,7 +152,7 @@ class WebhookService:
             # otherwise nothing shows that it would be allowed.
             addresses = []
             if not self._destinations.restricted or host in self._destinations.names:
-                return
+                return parts
         if not addresses or not all(self._destinations.address_allowed(host, a) for a in addresses):
             raise InvalidRequest(
                 "the webhook destination is not allowed (loopback, private and link-local addresses, and "
@@ -157,13 +160,13 @@ class WebhookService:
                 code="webhook_destination_not_allowed",
                 field="url",
             )
+        return parts
 
     # -- administration ---------------------------------------------------------------------------
 
     async def set_webhook(self, ctx: RequestContext, group: str, url: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        parts = check_url(url)
-        await self._check_destination(parts)
+        parts = await self.check_destination_url(url)
         now = self._clock()
 
         async def unit(writer: Writer) -> WebhookRecord:
