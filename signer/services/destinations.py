@@ -33,6 +33,37 @@ _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*\.?$"
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+# IANA special-purpose ranges, refused even where this Python's ``is_global`` says otherwise (it has
+# varied between versions, e.g. for 192.0.0.0/24).
+_NEVER_PUBLIC = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "0.0.0.0/8",
+        "10.0.0.0/8",
+        "100.64.0.0/10",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "172.16.0.0/12",
+        "192.0.0.0/24",
+        "192.0.2.0/24",
+        "192.88.99.0/24",
+        "192.168.0.0/16",
+        "198.18.0.0/15",
+        "198.51.100.0/24",
+        "203.0.113.0/24",
+        "224.0.0.0/3",
+        "::/128",
+        "::1/128",
+        "64:ff9b:1::/48",
+        "100::/64",
+        "2001::/23",
+        "2001:db8::/32",
+        "fc00::/7",
+        "fe80::/10",
+        "fec0::/10",
+        "ff00::/8",
+    )
+)
 RESOLVE_TIMEOUT = 2.0
 
 
@@ -61,6 +92,8 @@ def is_public(address: Address) -> bool:
         if candidate is None:
             continue
         if not candidate.is_global or candidate.is_multicast or candidate.is_unspecified:
+            return False
+        if any(candidate.version == n.version and candidate in n for n in _NEVER_PUBLIC):
             return False
     return True
 

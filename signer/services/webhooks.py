@@ -97,6 +97,29 @@ def origin(parts: urllib.parse.SplitResult) -> str:
     return f"{parts.scheme}://{host}:{port}"
 
 
+async def check_destination(url: str, destinations: DestinationPolicy) -> urllib.parse.SplitResult:
+    """``url``'s parts if it may be stored: well-formed, no user information, an allowed destination
+    (every address its host resolves to now); InvalidRequest otherwise, never repeating it."""
+    parts = check_url(url)
+    host = parts.hostname or ""
+    try:
+        addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+    except (OSError, TimeoutError):
+        # Not resolvable now: accepted when nothing is listed or the name is (delivery checks its
+        # addresses); otherwise nothing shows that it would be allowed.
+        addresses = []
+        if not destinations.restricted or host in destinations.names:
+            return parts
+    if not addresses or not all(destinations.address_allowed(host, a) for a in addresses):
+        raise InvalidRequest(
+            "the webhook destination is not allowed (loopback, private and link-local addresses, and "
+            "hosts outside webhook_allowed_destinations when it is set, are refused)",
+            code="webhook_destination_not_allowed",
+            field="url",
+        )
+    return parts
+
+
 def _signatures(
     record: WebhookRecord, secret_for: Callable[[str, str | None], bytes], now: datetime
 ) -> list[bytes]:
@@ -141,26 +164,7 @@ class WebhookService:
         return self._auth.derived_secret(f"approval-webhook\0{group}{suffix}")
 
     async def check_destination_url(self, url: str) -> urllib.parse.SplitResult:
-        """``url``'s parts if it may be stored: well-formed, no user information, an allowed destination
-        (every address its host resolves to now); InvalidRequest otherwise, never repeating it."""
-        parts = check_url(url)
-        host = parts.hostname or ""
-        try:
-            addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
-        except (OSError, TimeoutError):
-            # Not resolvable now: a name the operator listed is accepted (delivery checks its addresses);
-            # otherwise nothing shows that it would be allowed.
-            addresses = []
-            if not self._destinations.restricted or host in self._destinations.names:
-                return parts
-        if not addresses or not all(self._destinations.address_allowed(host, a) for a in addresses):
-            raise InvalidRequest(
-                "the webhook destination is not allowed (loopback, private and link-local addresses, and "
-                "hosts outside webhook_allowed_destinations when it is set, are refused)",
-                code="webhook_destination_not_allowed",
-                field="url",
-            )
-        return parts
+        return await check_destination(url, self._destinations)
 
     # -- administration ---------------------------------------------------------------------------
 
