@@ -36,6 +36,7 @@ from signer.services.context import RequestContext
 console_routes = web.RouteTableDef()
 
 COOKIE = "signer_console"
+SESSION = web.RequestKey("console_session", ConsoleSession)
 LOGIN_COOKIE = "signer_console_login"
 _HEADERS = {
     "X-Frame-Options": "DENY",
@@ -79,13 +80,12 @@ async def _session(request: web.Request) -> RequestContext | None:
     )
     if session is None:
         return None
-    request["console_session"] = session
+    request[SESSION] = session
     return session.ctx
 
 
 def _csrf(request: web.Request, ctx: RequestContext) -> str:
-    session: ConsoleSession = request["console_session"]
-    return session.csrf
+    return request[SESSION].csrf
 
 
 def _secure(request: web.Request) -> bool:
@@ -142,7 +142,7 @@ async def logout(request: web.Request) -> web.Response:
     if ctx is not None:
         if not _csrf_ok(request, ctx, await request.post()):
             return _page("Sign out", "<p>Refused: the form did not come from this console.</p>", 403)
-        await request.app[SERVICES].console_sessions.sign_out(request["console_session"])
+        await request.app[SERVICES].console_sessions.sign_out(request[SESSION])
     response = _redirect("/console/login")
     response.del_cookie(COOKIE, path="/console")
     return response
