@@ -30,8 +30,10 @@ class _CheckedResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         found = await self._inner.resolve(host, port, family)
-        addresses = [parse_address(str(entry["host"])) for entry in found]
-        self._policy.check(host, [a for a in addresses if a is not None] if all(addresses) else [])
+        parsed = [parse_address(str(entry["host"])) for entry in found]
+        addresses = [a for a in parsed if a is not None]
+        # Something that is not an address (never expected from the resolver) refuses the whole answer.
+        self._policy.check(host, addresses if len(addresses) == len(parsed) else [])
         return found
 
     async def close(self) -> None:

@@ -83,7 +83,7 @@ def check_url(url: str) -> urllib.parse.SplitResult:
     except ValueError:
         raise InvalidRequest(_BAD_URL, code="invalid_field", field="url") from None
     host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not (parse_address(host) or _HOST.match(host)):
+    if parts.scheme not in ("http", "https") or not (parse_address(host) is not None or _HOST.match(host)):
         raise InvalidRequest(_BAD_URL, code="invalid_field", field="url")
     return parts
 
