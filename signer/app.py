@@ -18,6 +18,7 @@ import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -46,6 +47,8 @@ from signer.services.admin import AdminService
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
+from signer.services.console_sessions import ConsoleSessions
+from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
@@ -210,8 +213,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             signing.idempotency.claim_seconds = max(
                 30.0, 4 * (settings.request_deadline_seconds + settings.hsm_deadline_seconds)
             )
-            transport = AiohttpTransport()
-            webhooks = WebhookService(store, auth, transport)
+            destinations = DestinationPolicy.parse(settings.webhook_allowed_destinations)
+            transport = AiohttpTransport(destinations)
+            webhooks = WebhookService(
+                store,
+                auth,
+                transport,
+                destinations=destinations,
+                secret_overlap=timedelta(seconds=settings.webhook_secret_overlap_seconds),
+            )
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth),
@@ -222,6 +232,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 approvals=ApprovalsService(store, signing, webhooks=webhooks),
                 policies=PolicyService(store),
                 webhooks=webhooks,
+                console_sessions=ConsoleSessions(
+                    store,
+                    auth,
+                    idle=timedelta(seconds=settings.console_session_idle_seconds),
+                    max_age=timedelta(seconds=settings.console_session_max_seconds),
+                ),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")

@@ -1104,6 +1104,21 @@ def groups_set_webhook(client: SignerClient, group: str, url: str) -> Any:
     return client.set_group_webhook(group, url)
 
 
+@groups.command("rotate-webhook-secret")
+@click.argument("group")
+@click.option(
+    "--overlap",
+    "overlap_seconds",
+    type=click.IntRange(0, 30 * 24 * 3600),
+    default=None,
+    help="Seconds the previous secret's signature is still sent [default: the server's setting].",
+)
+@api_call()
+def groups_rotate_webhook_secret(client: SignerClient, group: str, overlap_seconds: int | None) -> Any:
+    """New HMAC key for the group's webhook (printed once); both signatures are sent during the overlap."""
+    return client.rotate_group_webhook_secret(group, overlap_seconds)
+
+
 @groups.command("delete-webhook")
 @click.argument("group")
 @api_call()

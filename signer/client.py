@@ -437,6 +437,10 @@ class SignerClient:
     def set_group_webhook(self, group: str, url: str) -> Any:
         return self.request("PUT", f"/v1/groups/{_q(group)}/webhook", {"url": url})
 
+    def rotate_group_webhook_secret(self, group: str, overlap_seconds: int | None = None) -> Any:
+        body = {} if overlap_seconds is None else {"overlap_seconds": overlap_seconds}
+        return self.request("POST", f"/v1/groups/{_q(group)}/webhook/rotate-secret", body)
+
     def delete_group_webhook(self, group: str) -> Any:
         return self.request("DELETE", f"/v1/groups/{_q(group)}/webhook")
 

@@ -7,6 +7,7 @@ settings object can be logged or printed without leaking. Nothing here opens the
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -19,6 +20,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from signer.errors import ConfigurationError
+
+_DESTINATION_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\.?$")
 
 
 class Secret:
@@ -131,6 +134,46 @@ class Settings(BaseModel):
             return tuple(host_name(part) for part in value if part.strip())
         return value
 
+    console_session_idle_seconds: int = Field(
+        default=15 * 60, ge=30, le=7 * 24 * 3600, description="A console session ends after this long unused"
+    )
+    console_session_max_seconds: int = Field(
+        default=8 * 3600,
+        ge=60,
+        le=30 * 24 * 3600,
+        description="A console session ends this long after sign-in",
+    )
+    console_cookie_secure: bool = Field(
+        default=False,
+        description="Mark the console cookie Secure even on plain HTTP (behind a TLS-terminating proxy); "
+        "it is always Secure when the service itself serves TLS",
+    )
+    webhook_allowed_destinations: tuple[str, ...] = Field(
+        default=(),
+        description="Host names and IP networks webhooks may be sent to; empty allows any public address. "
+        "Loopback, private and link-local addresses are refused unless a listed network holds them",
+    )
+    webhook_secret_overlap_seconds: int = Field(
+        default=24 * 3600,
+        ge=0,
+        le=30 * 24 * 3600,
+        description="After a webhook secret rotation, how long the previous secret's signature is still sent",
+    )
+
+    @field_validator("webhook_allowed_destinations")
+    @classmethod
+    def _destinations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            bare = entry.strip().strip("[]")
+            try:
+                ipaddress.ip_network(bare, strict=False)
+            except ValueError:
+                if not _DESTINATION_NAME.match(bare.lower()):
+                    raise ValueError(
+                        "each entry must be a host name, an IP address or a CIDR network"
+                    ) from None
+        return tuple(entry.strip().lower() for entry in value)
+
     @field_validator("hsm_pin", mode="before")
     @classmethod
     def _wrap_pin(cls, value: object) -> object:
@@ -203,6 +246,8 @@ def _from_env(key: str, raw: str) -> Any:
     # Mappings arrive as JSON in one variable, e.g. SIGNER_ACCESS_TOKEN_TTL_SECONDS='{"service": 300}'.
     if key == "allowed_hosts":
         return tuple(part for part in raw.split(",") if part.strip())
+    if key == "webhook_allowed_destinations":
+        return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
     if key == "access_token_ttl_seconds":
         try:
             return json.loads(raw)

@@ -593,8 +593,9 @@ def _api_commands(command: click.Command, path: tuple[str, ...] = ()) -> set[tup
 def test_approvals_commands_with_a_signed_approval(
     cli: Cli, server: Server, tmp_path: Path, unique_name: str
 ) -> None:
-    """``signer approvals ...`` and ``signer groups set-webhook``: list, show, approve (Ed25519-signed,
-    checked offline), reject, cancel, result; a wrong digest is a conflict."""
+    """``signer approvals ...`` and ``signer groups set-webhook`` / ``rotate-webhook-secret``: list,
+    show, approve (Ed25519-signed, checked offline), reject, cancel, result; a wrong digest is a
+    conflict."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
@@ -646,8 +647,11 @@ def test_approvals_commands_with_a_signed_approval(
     _, third = desk.sign(tx(nonce=2))
     assert ok(req, "approvals", "cancel", third["approval"]["id"])["state"] == "cancelled"
 
-    hook = ok(cli.env(), "groups", "set-webhook", desk.group, "http://127.0.0.1:9/hook")
+    # A name that never resolves (RFC 6761) is accepted when no allowlist is set: delivery checks it.
+    hook = ok(cli.env(), "groups", "set-webhook", desk.group, "https://hooks.example.invalid/hook")
     assert len(bytes.fromhex(hook["secret"])) == 32
+    rotated = ok(cli.env(), "groups", "rotate-webhook-secret", desk.group, "--overlap", "60")
+    assert len(bytes.fromhex(rotated["secret"])) == 32 and rotated["secret"] != hook["secret"]
     assert ok(cli.env(), "groups", "delete-webhook", desk.group)["deleted"] is True
     cli.check_no_secret()
 

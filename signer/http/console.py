@@ -1,12 +1,15 @@
 """The approvers' web console: server-rendered pages, no JavaScript, at ``/console``.
 
-- Sign-in: an approver pastes an access token; it is checked like any bearer token and kept in a cookie
-  (``HttpOnly``, ``SameSite=Strict``, ``Path=/console``, ``Secure`` when served over TLS) and checked
-  again on every page, so revoking the token or disabling the principal ends the session at once.
-- CSRF: every state-changing form carries a token derived from the session's token id under the
-  service's token key (``AuthService.session_secret``), compared in constant time; the sign-in form
-  uses a double-submit cookie. SameSite=Strict already keeps other sites' forms from carrying the
-  cookie: the token is the second lock.
+- Sign-in: an approver pastes an access token; it is checked like any bearer token and opens a
+  server-side session (``signer.services.console_sessions``): the cookie carries the session's random
+  secret, never the token (``HttpOnly``, ``SameSite=Strict``, ``Path=/console``, ``Secure`` when served
+  over TLS or when ``console_cookie_secure`` says a TLS-terminating proxy is in front). Every page
+  re-checks the session (idle and absolute expiry) and the token it was opened with, so revoking the
+  token or disabling the principal ends the session at once; signing out deletes the session.
+- CSRF: every state-changing form carries the session's CSRF token (an HMAC of the session id under the
+  service's token key), compared in constant time; the sign-in form uses a double-submit cookie.
+  SameSite=Strict already keeps other sites' forms from carrying the cookie: the token is the second
+  lock.
 - Clickjacking and injection: every response says ``X-Frame-Options: DENY`` and a CSP with
   ``frame-ancestors 'none'`` and ``default-src 'none'`` (no script runs even if markup slipped through);
   every value is HTML-escaped where it is written (``_e``).
@@ -25,16 +28,16 @@ from typing import Any
 
 from aiohttp import web
 
-from signer.errors import SignerError, Unauthenticated
-from signer.http.state import SERVICES
-from signer.identity import Role
+from signer.errors import SignerError
+from signer.http.state import SERVICES, SETTINGS
+from signer.services.console_sessions import ConsoleSession
 from signer.services.context import RequestContext
 
 console_routes = web.RouteTableDef()
 
 COOKIE = "signer_console"
+SESSION = web.RequestKey("console_session", ConsoleSession)
 LOGIN_COOKIE = "signer_console_login"
-_CSRF_PURPOSE = "console-csrf"
 _HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
@@ -72,18 +75,21 @@ def _redirect(location: str) -> web.Response:
 
 
 async def _session(request: web.Request) -> RequestContext | None:
-    token = request.cookies.get(COOKIE)
-    if not token:
+    session = await request.app[SERVICES].console_sessions.resume(
+        request.cookies.get(COOKIE), request["request_id"]
+    )
+    if session is None:
         return None
-    try:
-        ctx = await request.app[SERVICES].auth.authenticate(f"Bearer {token}", request["request_id"])
-    except SignerError:
-        return None
-    return ctx if ctx.caller.role is Role.APPROVER else None
+    request[SESSION] = session
+    return session.ctx
 
 
 def _csrf(request: web.Request, ctx: RequestContext) -> str:
-    return request.app[SERVICES].auth.session_secret(ctx, _CSRF_PURPOSE)
+    return request[SESSION].csrf
+
+
+def _secure(request: web.Request) -> bool:
+    return request.secure or request.app[SETTINGS].console_cookie_secure
 
 
 def _csrf_ok(request: web.Request, ctx: RequestContext, form: Any) -> bool:
@@ -104,7 +110,7 @@ async def login_form(request: web.Request) -> web.Response:
     )
     response = _page("Sign in", body)
     response.set_cookie(
-        LOGIN_COOKIE, nonce, httponly=True, samesite="Strict", path="/console", secure=request.secure
+        LOGIN_COOKIE, nonce, httponly=True, samesite="Strict", path="/console", secure=_secure(request)
     )
     return response
 
@@ -117,16 +123,14 @@ async def login(request: web.Request) -> web.Response:
         return _page("Sign in", "<p>The sign-in form expired: load it again.</p>", 403)
     token = str(form.get("token", "")).strip()
     try:
-        ctx = await request.app[SERVICES].auth.authenticate(f"Bearer {token}", request["request_id"])
-        if ctx.caller.role is not Role.APPROVER:
-            raise Unauthenticated("not an approver token")
+        cookie, _ = await request.app[SERVICES].console_sessions.sign_in(token, request["request_id"])
     except SignerError:
         return _page(
             "Sign in", "<p>That is not a valid approver token.</p><a href='/console/login'>Retry</a>", 401
         )
     response = _redirect("/console")
     response.set_cookie(
-        COOKIE, token, httponly=True, samesite="Strict", path="/console", secure=request.secure
+        COOKIE, cookie, httponly=True, samesite="Strict", path="/console", secure=_secure(request)
     )
     response.del_cookie(LOGIN_COOKIE, path="/console")
     return response
@@ -135,8 +139,10 @@ async def login(request: web.Request) -> web.Response:
 @console_routes.post("/console/logout")
 async def logout(request: web.Request) -> web.Response:
     ctx = await _session(request)
-    if ctx is not None and not _csrf_ok(request, ctx, await request.post()):
-        return _page("Sign out", "<p>Refused: the form did not come from this console.</p>", 403)
+    if ctx is not None:
+        if not _csrf_ok(request, ctx, await request.post()):
+            return _page("Sign out", "<p>Refused: the form did not come from this console.</p>", 403)
+        await request.app[SERVICES].console_sessions.sign_out(request[SESSION])
     response = _redirect("/console/login")
     response.del_cookie(COOKIE, path="/console")
     return response

@@ -172,6 +172,12 @@ class WebhookBody(Strict):
     url: str = Field(min_length=8, max_length=2048)
 
 
+class WebhookRotateBody(Strict):
+    """Optional: how long the previous secret is still sent (default: ``webhook_secret_overlap_seconds``)."""
+
+    overlap_seconds: int | None = Field(default=None, ge=0, le=30 * 24 * 3600)
+
+
 class PolicyDocumentBody(Strict):
     """A policy document (documented here; the handler parses it strictly with ``policy``, which knows
     each rule kind's fields). YAML with ``Content-Type: application/yaml`` is accepted too."""

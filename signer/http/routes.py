@@ -38,6 +38,7 @@ from signer.http.models import (
     SignTypedDataBody,
     VoteBody,
     WebhookBody,
+    WebhookRotateBody,
 )
 from signer.http.state import METRICS, METRICS_ACCESS, SERVICES, SETTINGS, Services, is_loopback
 from signer.identity import Role
@@ -794,6 +795,25 @@ async def set_group_webhook(request: web.Request) -> web.Response:
     ctx = await _context(request)
     body = await parse_body(request, WebhookBody, _max_body(request))
     return _json(await _services(request).webhooks.set_webhook(ctx, request.match_info["group"], body.url))
+
+
+@api.operation(
+    "POST",
+    "/v1/groups/{group}/webhook/rotate-secret",
+    summary="Rotate the webhook's HMAC key; both signatures are sent during the overlap",
+    tag="approvals",
+    who="admin",
+    request=WebhookRotateBody,
+    response=out.WebhookSecretRotated,
+    errors=(404, 503),
+)
+async def rotate_group_webhook_secret(request: web.Request) -> web.Response:
+    ctx = await _context(request)
+    overlap = None
+    if request.body_exists:
+        overlap = (await parse_body(request, WebhookRotateBody, _max_body(request))).overlap_seconds
+    webhooks = _services(request).webhooks
+    return _json(await webhooks.rotate_secret(ctx, request.match_info["group"], overlap))
 
 
 @api.operation(

@@ -348,6 +348,15 @@ class Webhook(View):
     secret: str = Field(description="hex HMAC-SHA256 key the receiver checks X-Signer-Signature with")
 
 
+class WebhookSecretRotated(View):
+    group: str
+    secret: str = Field(description="the new hex HMAC-SHA256 key (shown once per rotation)")
+    previous_secret_until: str = Field(
+        description="until then every call carries both signatures: "
+        "X-Signer-Signature: sha256=<new>, sha256=<old>"
+    )
+
+
 class WebhookDeleted(View):
     group: str
     deleted: bool

@@ -13,6 +13,7 @@ from signer.services.admin import AdminService
 from signer.services.approvals import ApprovalsService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
+from signer.services.console_sessions import ConsoleSessions
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
@@ -31,6 +32,7 @@ class Services:
     approvals: ApprovalsService
     policies: PolicyService
     webhooks: WebhookService
+    console_sessions: ConsoleSessions
 
 
 @dataclass(frozen=True, slots=True)

@@ -95,16 +95,39 @@ class AuthService:
             token_id=record.id,
         )
 
+    async def context_for_token(self, token_id: str, request_id: str) -> RequestContext:
+        """The caller behind an access token the service already checked once (a console session holds
+        its id, never its value): read afresh, so a revoked or expired token or a disabled principal
+        answers Unauthenticated at once."""
+        async with self._store.read() as reader:
+            epoch = await reader.epoch()
+            record = await reader.get_token(token_id)
+        if record is None or record.kind != TokenKind.ACCESS.value:
+            raise Unauthenticated(_GENERIC)
+        self._still_good(record, utcnow())
+        return RequestContext(
+            request_id=request_id,
+            caller=Caller(
+                principal_id=record.principal_id,
+                name=record.principal_name,
+                role=Role(record.principal_role),
+                token_id=record.id,
+            ),
+            epoch=epoch,
+        )
+
+    @staticmethod
+    def _still_good(record: TokenRecord, now: datetime) -> None:
+        if record.revoked_at is not None:
+            raise Unauthenticated("token has been revoked", code="token_revoked")
+        if record.expires_at is not None and now >= record.expires_at:
+            raise Unauthenticated("token has expired", code="token_expired")
+        if record.principal_disabled_at is not None:
+            raise Unauthenticated("principal is disabled", code="principal_disabled")
+
     def derived_secret(self, purpose: str) -> bytes:
         """A key for ``purpose`` derived from the token key (HMAC), so no further secret is stored."""
         return hmac.new(self._key, f"derived\0{purpose}".encode(), hashlib.sha256).digest()
-
-    def session_secret(self, ctx: RequestContext, purpose: str) -> str:
-        """A value bound to the caller's token and to ``purpose`` that only this service can compute
-        (HMAC under the token key): the web console's CSRF token. Stateless, so every worker process
-        agrees, and it dies with the token."""
-        message = f"{purpose}\0{ctx.caller.token_id}".encode()
-        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
 
     async def recheck(self, writer: Writer, ctx: RequestContext, now: datetime) -> None:
         """Inside a write transaction: is the caller's token still good? Raises Unauthenticated if not."""

@@ -1,18 +1,27 @@
 """Webhooks per approver group: told about new pending requests and their outcomes, never in the way.
 
 - An admin registers one URL per group (``set_webhook``) and receives the group's signing secret, derived
-  from the service's token key (``AuthService.derived_secret``): nothing secret is stored, every worker
-  process computes the same key, and registering again shows it again.
+  from the service's token key and a random salt kept with the webhook (``AuthService.derived_secret``):
+  no secret is stored, every worker process computes the same key, and registering again (a new URL)
+  shows the same secret again. ``rotate_secret`` draws a new salt; for the overlap window that follows
+  (``webhook_secret_overlap_seconds``, or per rotation) every call carries both signatures, newest first:
+  ``X-Signer-Signature: sha256=<new>, sha256=<old>``. A receiver splits the header on commas and accepts
+  the call when any entry matches a secret it holds; after the window only the new one is sent.
+- A URL is refused when it carries user information (``user:pass@``: credentials do not belong in a
+  stored URL, ``url_has_credentials``) or when its destination is not allowed
+  (``webhook_destination_not_allowed``, see ``signer.services.destinations``); the destination is
+  checked again at delivery. The audit event records the URL's origin (scheme, host, port) only: a path
+  or query may hold a receiver's own secret.
 - The approvals service calls ``enqueue`` with the writer of the transaction that records the event, so
   an outbox row exists exactly when the event committed (the transactional outbox pattern); the request
   never waits for a receiver.
 - ``run`` (a background task started by the composition root) delivers due rows: it claims one with a
   compare-and-set lease (``Writer.claim_outbox``) so that two processes never send it at once, POSTs the
-  canonical JSON with ``X-Signer-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">``,
-  ``X-Signer-Timestamp`` and ``X-Signer-Event-Id``, and on failure (no answer in time, a network error,
-  any non-2xx) retries with exponential back-off (``base_delay * 2**attempt``, capped) up to
-  ``max_attempts``. Delivery is at least once: receivers dedupe on the event id and should refuse a
-  timestamp far from their clock (replay).
+  canonical JSON with ``X-Signer-Signature`` (each entry ``sha256=<hex HMAC-SHA256 of
+  "<timestamp>.<body>">``), ``X-Signer-Timestamp`` and ``X-Signer-Event-Id``, and on failure (no answer
+  in time, a network error, a refused destination, any non-2xx) retries with exponential back-off
+  (``base_delay * 2**attempt``, capped) up to ``max_attempts``. Delivery is at least once: receivers
+  dedupe on the event id and should refuse a timestamp far from their clock (replay).
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -32,8 +42,9 @@ from signer.errors import InvalidRequest, NotFound, SignerError
 from signer.identity import Role
 from signer.services.auth import AuthService
 from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.destinations import DestinationPolicy, parse_address, resolve
 from signer.services.naming import NameKind, check_name
-from signer.store import OutboxRecord, Store, Writer
+from signer.store import OutboxRecord, Store, WebhookRecord, Writer
 
 log = logging.getLogger("signer.webhooks")
 
@@ -51,11 +62,72 @@ def signature(secret: bytes, timestamp: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
 
 
-def _check_url(url: str) -> str:
+_HOST = re.compile(
+    r"^(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*$"
+)
+_BAD_URL = "url must be an absolute http or https URL (ASCII, no spaces or control characters)"
+
+
+def check_url(url: str) -> urllib.parse.SplitResult:
+    """The URL's parts if it is one the service will store; messages never repeat it."""
+    if not url.isascii() or any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        raise InvalidRequest(_BAD_URL, code="invalid_field", field="url")
     parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidRequest("url must be an http or https URL", code="invalid_field", field="url")
-    return url
+    if "@" in parts.netloc:
+        raise InvalidRequest(
+            "a webhook URL must not carry user information (credentials)",
+            code="url_has_credentials",
+            field="url",
+        )
+    try:
+        parts.port  # noqa: B018 - parsing the port is the check
+    except ValueError:
+        raise InvalidRequest(_BAD_URL, code="invalid_field", field="url") from None
+    host = parts.hostname or ""
+    if parts.scheme not in ("http", "https") or not (parse_address(host) is not None or _HOST.match(host)):
+        raise InvalidRequest(_BAD_URL, code="invalid_field", field="url")
+    return parts
+
+
+def origin(parts: urllib.parse.SplitResult) -> str:
+    """Scheme, host and port: what the audit log records of a webhook URL."""
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{host}:{port}"
+
+
+async def check_destination(url: str, destinations: DestinationPolicy) -> urllib.parse.SplitResult:
+    """``url``'s parts if it may be stored: well-formed, no user information, an allowed destination
+    (every address its host resolves to now); InvalidRequest otherwise, never repeating it."""
+    parts = check_url(url)
+    host = parts.hostname or ""
+    try:
+        addresses = await resolve(host, parts.port or (443 if parts.scheme == "https" else 80))
+    except (OSError, TimeoutError):
+        # Not resolvable now: accepted when nothing is listed or the name is (delivery checks its
+        # addresses); otherwise nothing shows that it would be allowed.
+        addresses = []
+        if not destinations.restricted or host in destinations.names:
+            return parts
+    if not addresses or not all(destinations.address_allowed(host, a) for a in addresses):
+        raise InvalidRequest(
+            "the webhook destination is not allowed (loopback, private and link-local addresses, and "
+            "hosts outside webhook_allowed_destinations when it is set, are refused)",
+            code="webhook_destination_not_allowed",
+            field="url",
+        )
+    return parts
+
+
+def _signatures(
+    record: WebhookRecord, secret_for: Callable[[str, str | None], bytes], now: datetime
+) -> list[bytes]:
+    secrets_now = [secret_for(record.group_name, record.secret_salt)]
+    if record.previous_secret_until is not None and now < record.previous_secret_until:
+        secrets_now.append(secret_for(record.group_name, record.previous_secret_salt))
+    return secrets_now
 
 
 class WebhookService:
@@ -71,6 +143,8 @@ class WebhookService:
         max_attempts: int = 12,
         timeout: float = 5.0,
         poll_interval: float = 1.0,
+        destinations: DestinationPolicy | None = None,
+        secret_overlap: timedelta = timedelta(days=1),
     ) -> None:
         self._store = store
         self._auth = auth
@@ -82,20 +156,29 @@ class WebhookService:
         self._timeout = timeout
         self._poll = poll_interval
         self._wake = asyncio.Event()
+        self._destinations = destinations or DestinationPolicy()
+        self._overlap = secret_overlap
 
-    def secret_for(self, group: str) -> bytes:
-        return self._auth.derived_secret(f"approval-webhook\0{group}")
+    def secret_for(self, group: str, salt: str | None) -> bytes:
+        """The group's secret for ``salt`` (None: the salt-less secret of a webhook set before 0004)."""
+        suffix = "" if salt is None else f"\0{salt}"
+        return self._auth.derived_secret(f"approval-webhook\0{group}{suffix}")
+
+    async def check_destination_url(self, url: str) -> urllib.parse.SplitResult:
+        return await check_destination(url, self._destinations)
 
     # -- administration ---------------------------------------------------------------------------
 
     async def set_webhook(self, ctx: RequestContext, group: str, url: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
         group = check_name(group, field="group", kind=NameKind.IDENTIFIER)
-        _check_url(url)
+        parts = await self.check_destination_url(url)
         now = self._clock()
 
-        async def unit(writer: Writer) -> None:
-            await writer.set_webhook(group, url, now, ctx.caller.principal_id)
+        async def unit(writer: Writer) -> WebhookRecord:
+            await writer.set_webhook(
+                group, url, now, ctx.caller.principal_id, secret_salt=secrets.token_hex(16)
+            )
             writer.append_audit(
                 {
                     "kind": "webhook.set",
@@ -103,13 +186,50 @@ class WebhookService:
                     "request_id": ctx.request_id,
                     "actor": ctx.actor(),
                     "group": group,
-                    "url": url,
+                    "destination": origin(parts),
                 }
             )
+            record = await writer.get_webhook(group)
+            assert record is not None  # written just above, in this transaction
+            return record
 
-        await self._store.submit(unit)
+        record = await self._store.submit(unit)
         # The receiver needs the key once; it is derived, never stored, and shown again on a new PUT.
-        return {"group": group, "url": url, "secret": self.secret_for(group).hex()}
+        return {"group": group, "url": url, "secret": self.secret_for(group, record.secret_salt).hex()}
+
+    async def rotate_secret(
+        self, ctx: RequestContext, group: str, overlap_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """A new secret for the group's webhook; the previous one is still used (both signatures sent)
+        for ``overlap_seconds`` (default: the setting), and an older previous one is dropped now."""
+        require_role(ctx, Role.ADMIN)
+        group = check_name(group, field="group", kind=NameKind.IDENTIFIER)
+        now = self._clock()
+        overlap = self._overlap if overlap_seconds is None else timedelta(seconds=overlap_seconds)
+        until = now + overlap
+
+        async def unit(writer: Writer) -> WebhookRecord:
+            record = await writer.rotate_webhook_secret(group, secrets.token_hex(16), until)
+            if record is None:
+                raise NotFound("no webhook for that group", code="webhook_not_found")
+            writer.append_audit(
+                {
+                    "kind": "webhook.secret_rotate",
+                    "at": now,
+                    "request_id": ctx.request_id,
+                    "actor": ctx.actor(),
+                    "group": group,
+                    "previous_secret_until": iso(until),
+                }
+            )
+            return record
+
+        record = await self._store.submit(unit)
+        return {
+            "group": group,
+            "secret": self.secret_for(group, record.secret_salt).hex(),
+            "previous_secret_until": iso(until),
+        }
 
     async def delete_webhook(self, ctx: RequestContext, group: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
@@ -177,13 +297,30 @@ class WebhookService:
 
         if not await self._store.submit(claim):
             return 0
+        async with self._store.read() as reader:
+            hook = await reader.get_webhook(record.group_name)
+        if hook is None:
+            # The webhook was removed after this call was queued: nobody is left to tell.
+            await self._store.submit(
+                lambda w: w.finish_outbox(
+                    record.id,
+                    delivered_at=None,
+                    attempts=record.attempts,
+                    next_attempt_at=self._clock() + GAVE_UP,
+                    error="webhook_deleted",
+                )
+            )
+            return 0
         body = canonical_json(record.event)
-        timestamp = str(int(self._clock().timestamp()))
+        sent_at = self._clock()
+        timestamp = str(int(sent_at.timestamp()))
         headers = {
             "Content-Type": "application/json",
             "X-Signer-Event-Id": record.id,
             "X-Signer-Timestamp": timestamp,
-            "X-Signer-Signature": signature(self.secret_for(record.group_name), timestamp, body),
+            "X-Signer-Signature": ", ".join(
+                signature(secret, timestamp, body) for secret in _signatures(hook, self.secret_for, sent_at)
+            ),
         }
         error: str | None
         try:

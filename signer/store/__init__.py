@@ -28,6 +28,7 @@ from signer.store.records import (
     ApproverKeyRecord,
     AttachmentRecord,
     AuditRecord,
+    ConsoleSessionRecord,
     GrantRecord,
     IdempotencyRecord,
     KeyRecord,
@@ -36,6 +37,7 @@ from signer.store.records import (
     PolicyVersionRecord,
     PrincipalRecord,
     TokenRecord,
+    WebhookRecord,
 )
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "ApproverKeyRecord",
     "AttachmentRecord",
     "AuditRecord",
+    "ConsoleSessionRecord",
     "GrantRecord",
     "IdempotencyRecord",
     "KeyRecord",
@@ -54,6 +57,7 @@ __all__ = [
     "Reader",
     "Store",
     "TokenRecord",
+    "WebhookRecord",
     "Writer",
     "migrate",
     "open_store",

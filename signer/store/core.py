@@ -66,6 +66,7 @@ from signer.errors import (
     TransactionConflict,
 )
 from signer.store import schema as t
+from signer.store.console_rows import ConsoleReads, ConsoleWrites
 from signer.store.driver import Driver, Prepared, Step, driver_for
 from signer.store.engine import ConnectionFaults, Target, as_audit_failure, is_connection_fault, translate
 from signer.store.gate import WriteGate
@@ -86,6 +87,7 @@ from signer.store.records import (
     OutboxRecord,
     PrincipalRecord,
     TokenRecord,
+    WebhookRecord,
 )
 
 log = logging.getLogger("signer.store")
@@ -266,7 +268,7 @@ def _audit(row: Any) -> AuditRecord:
 # -- readers and writers ----------------------------------------------------------------------------
 
 
-class _Queries(PolicyReads):
+class _Queries(PolicyReads, ConsoleReads):
     """The read queries Reader and Writer share; every statement goes through ``_execute``."""
 
     def __init__(self, store: Store, conn: AsyncConnection) -> None:
@@ -433,6 +435,21 @@ class _Queries(PolicyReads):
         rows = await self._all(select(c.group_name, c.url).where(c.group_name.in_(list(groups))))
         return {r[0]: r[1] for r in rows}
 
+    async def get_webhook(self, group: str) -> WebhookRecord | None:
+        row = await self._first(select(t.approval_webhooks).where(t.approval_webhooks.c.group_name == group))
+        if row is None:
+            return None
+        m = row._mapping
+        return WebhookRecord(
+            group_name=m["group_name"],
+            url=m["url"],
+            created_at=m["created_at"],
+            created_by=m["created_by"],
+            secret_salt=m["secret_salt"],
+            previous_secret_salt=m["previous_secret_salt"],
+            previous_secret_until=m["previous_secret_until"],
+        )
+
     async def get_outbox(self, outbox_id: str) -> OutboxRecord | None:
         row = await self._first(select(t.webhook_outbox).where(t.webhook_outbox.c.id == outbox_id))
         return None if row is None else _outbox(row)
@@ -501,7 +518,7 @@ class Reader(_Queries):
         return int(row[0]), str(row[1])
 
 
-class Writer(PolicyWrites, _Queries):
+class Writer(PolicyWrites, ConsoleWrites, _Queries):
     """One write transaction holding the write lock. Reads see its own uncommitted writes.
 
     ``epoch`` and ``head`` are this transaction's current values (properties, no database round trip).
@@ -1049,9 +1066,14 @@ class Writer(PolicyWrites, _Queries):
 
     # webhooks
 
-    async def set_webhook(self, group: str, url: str, now: datetime, by: str | None) -> None:
+    async def set_webhook(
+        self, group: str, url: str, now: datetime, by: str | None, *, secret_salt: str
+    ) -> None:
+        """Point the group's webhook at ``url``; a new row takes ``secret_salt``, an existing one keeps
+        its secrets (only a rotation changes them)."""
         _text(group, "group")
         _text(url, "url")
+        _text(secret_salt, "secret_salt")
         _aware(now, "now")
         c = t.approval_webhooks.c
         replaced = await self._write(
@@ -1062,9 +1084,50 @@ class Writer(PolicyWrites, _Queries):
         if not replaced.rowcount:
             await self._insert_new(
                 t.approval_webhooks,
-                {"group_name": group, "url": url, "created_at": now, "created_by": by},
+                {
+                    "group_name": group,
+                    "url": url,
+                    "created_at": now,
+                    "created_by": by,
+                    "secret_salt": secret_salt,
+                    "previous_secret_salt": None,
+                    "previous_secret_until": None,
+                },
                 Conflict("a webhook exists for that group", code="webhook_exists"),
             )
+
+    async def rotate_webhook_secret(
+        self, group: str, new_salt: str, previous_until: datetime
+    ) -> WebhookRecord | None:
+        """The current secret becomes the previous one (until ``previous_until``; an older previous one
+        is dropped) and ``new_salt`` the current one. None when the group has no webhook."""
+        _text(new_salt, "new_salt")
+        _aware(previous_until, "previous_until")
+        current = await self.get_webhook(group)
+        if current is None:
+            return None
+        c = t.approval_webhooks.c
+        values = {
+            "secret_salt": new_salt,
+            "previous_secret_salt": current.secret_salt,
+            "previous_secret_until": previous_until,
+        }
+        result = await self._write(
+            update(t.approval_webhooks)
+            .where(c.group_name == group, c.secret_salt.is_not_distinct_from(current.secret_salt))
+            .values(**values)
+        )
+        if not result.rowcount:
+            raise Conflict("the webhook changed meanwhile: try again", code="webhook_changed")
+        return WebhookRecord(
+            group_name=group,
+            url=current.url,
+            created_at=current.created_at,
+            created_by=current.created_by,
+            secret_salt=new_salt,
+            previous_secret_salt=current.secret_salt,
+            previous_secret_until=previous_until,
+        )
 
     async def delete_webhook(self, group: str) -> bool:
         result = await self._write(

@@ -26,6 +26,7 @@ __all__ = [
     "ApproverKeyRecord",
     "AttachmentRecord",
     "AuditRecord",
+    "ConsoleSessionRecord",
     "GrantRecord",
     "IdempotencyRecord",
     "KeyRecord",
@@ -34,6 +35,7 @@ __all__ = [
     "PolicyVersionRecord",
     "PrincipalRecord",
     "TokenRecord",
+    "WebhookRecord",
 ]
 
 # Closed sets checked before a row is written, so a typo never becomes a stored fact. Extending one
@@ -242,3 +244,33 @@ class OutboxRecord:
     next_attempt_at: datetime
     delivered_at: datetime | None = None
     last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRecord:
+    """An approver group's webhook: where it goes and the salts its signing secrets derive from (a salt
+    is not a secret: the secret needs the token key, which never enters the database)."""
+
+    group_name: str
+    url: str
+    created_at: datetime
+    created_by: str | None
+    secret_salt: str | None
+    previous_secret_salt: str | None = None
+    previous_secret_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSessionRecord:
+    """A console session: ``digest`` is the keyed hash of the cookie's secret (never the secret)."""
+
+    id: str
+    digest: bytes
+    principal_id: str
+    token_id: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return f"ConsoleSessionRecord(id={self.id!r}, principal_id={self.principal_id!r})"

@@ -39,6 +39,7 @@ __all__ = [
     "approver_keys",
     "audit_events",
     "audit_head",
+    "console_sessions",
     "grants",
     "group_members",
     "idempotency_keys",
@@ -333,6 +334,12 @@ approval_webhooks = Table(
     Column("url", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", Text, nullable=True),
+    # The secret is derived from the token key and this salt (nothing secret is stored); NULL is the
+    # salt-less derivation of rows made before migration 0004. A rotation keeps the previous salt until
+    # ``previous_secret_until`` so that both signatures are sent meanwhile.
+    Column("secret_salt", Text, nullable=True),
+    Column("previous_secret_salt", Text, nullable=True),
+    Column("previous_secret_until", UTCDateTime, nullable=True),
 )
 
 # Written in the transaction of the event it announces; delivered later, at least once, by a dispatcher.
@@ -349,4 +356,22 @@ webhook_outbox = Table(
     Column("delivered_at", UTCDateTime, nullable=True),
     Column("last_error", Text, nullable=True),
     Index(None, "delivered_at", "next_attempt_at"),
+)
+
+# -- console sessions (migration 0004_console_sessions) --------------------------------------------
+
+# A signed-in approver's browser session: the cookie holds a random secret, the row only its keyed
+# digest (HMAC under the token key). Bound to the principal and to the access token used to sign in.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("digest", LargeBinary, nullable=False, unique=True),
+    Column("principal_id", Text, ForeignKey("principals.id"), nullable=False),
+    Column("token_id", Text, ForeignKey("tokens.id"), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Index(None, "expires_at"),
+    Index(None, "token_id"),
 )

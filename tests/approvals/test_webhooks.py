@@ -1,5 +1,8 @@
-"""Webhooks per approver group against a real aiohttp receiver on 127.0.0.1: written in the event's
-transaction, signed with HMAC-SHA256, retried with exponential back-off, never blocking a request."""
+"""Webhooks per approver group against a real aiohttp receiver on 127.0.0.1 (allowed by the destination
+allowlist, as an operator would): written in the event's transaction, signed with HMAC-SHA256, retried
+with exponential back-off, never blocking a request; secrets rotated with an overlap during which both
+signatures are sent (checked here with ``hmac``, independently of the service); loopback refused at
+delivery when the transport's policy does not allow it, and redirects not followed."""
 
 from __future__ import annotations
 
@@ -18,25 +21,33 @@ from aiohttp import web
 from signer.hsm import Hsm
 from signer.http.webhook_transport import AiohttpTransport
 from signer.services.auth import AuthService
+from signer.services.destinations import DestinationPolicy
 from signer.services.webhooks import WebhookService
 from signer.store import Store
 from tests.approvals.support import World, make_world
 
+LOOPBACK = DestinationPolicy.parse(["127.0.0.1/32"])
+
 
 class Receiver:
-    """Answers ``failures`` 500s first (or hangs when ``hang``), then 200; records every call."""
+    """Answers ``failures`` 500s first (or hangs when ``hang``, or redirects when ``redirect``), then
+    200; records every call."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, dict[str, str], bytes]] = []
         self.failures = 0
         self.hang = False
+        self.redirect = False
         self.got = asyncio.Event()
+        self.elsewhere = 0
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
         self.calls.append((time.monotonic(), dict(request.headers), body))
         if self.hang:
             await asyncio.sleep(3)  # three times the dispatcher's timeout
+        if self.redirect:
+            return web.Response(status=307, headers={"Location": "/elsewhere"})
         if self.failures > 0:
             self.failures -= 1
             return web.Response(status=500)
@@ -49,6 +60,12 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     made = Receiver()
     app = web.Application()
     app.router.add_post("/hook", made.handle)
+
+    async def elsewhere(request: web.Request) -> web.Response:
+        made.elsewhere += 1
+        return web.Response(status=204)
+
+    app.router.add_post("/elsewhere", elsewhere)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -60,7 +77,21 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 
 @pytest.fixture
 async def hooked(store: Store, hsm: Hsm) -> AsyncIterator[tuple[World, WebhookService]]:
-    transport = AiohttpTransport()
+    async for made in _hooked(store, hsm, LOOPBACK):
+        yield made
+
+
+@pytest.fixture
+async def hooked_strict(store: Store, hsm: Hsm) -> AsyncIterator[tuple[World, WebhookService]]:
+    """URLs are accepted for loopback, but the transport (delivery) refuses it: the delivery-time check."""
+    async for made in _hooked(store, hsm, DestinationPolicy()):
+        yield made
+
+
+async def _hooked(
+    store: Store, hsm: Hsm, delivery: DestinationPolicy
+) -> AsyncIterator[tuple[World, WebhookService]]:
+    transport = AiohttpTransport(delivery)
     holder: dict[str, Any] = {}
 
     class Late:
@@ -75,7 +106,16 @@ async def hooked(store: Store, hsm: Hsm) -> AsyncIterator[tuple[World, WebhookSe
     world = await make_world(store, hsm, webhooks=Late())
     auth: AuthService = world.auth
     service = WebhookService(
-        store, auth, transport, base_delay=0.2, max_delay=1.0, timeout=1.0, poll_interval=0.05
+        store,
+        auth,
+        transport,
+        base_delay=0.2,
+        max_delay=1.0,
+        timeout=1.0,
+        poll_interval=0.05,
+        clock=world.clock,
+        destinations=LOOPBACK,
+        secret_overlap=timedelta(hours=1),
     )
     holder["service"] = service
     task = asyncio.create_task(service.run())
@@ -86,10 +126,14 @@ async def hooked(store: Store, hsm: Hsm) -> AsyncIterator[tuple[World, WebhookSe
     await transport.close()
 
 
-def _check(service: WebhookService, group: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
-    secret = service.secret_for(group)
-    mac = hmac.new(secret, headers["X-Signer-Timestamp"].encode() + b"." + body, hashlib.sha256).hexdigest()
-    assert hmac.compare_digest(headers["X-Signer-Signature"], "sha256=" + mac)
+def _mac(secret: str, headers: dict[str, str], body: bytes) -> str:
+    """What a receiver computes: ``sha256=`` + hex HMAC-SHA256(key, "<timestamp>.<body>")."""
+    message = headers["X-Signer-Timestamp"].encode() + b"." + body
+    return "sha256=" + hmac.new(bytes.fromhex(secret), message, hashlib.sha256).hexdigest()
+
+
+def _check(secret: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
+    assert hmac.compare_digest(headers["X-Signer-Signature"], _mac(secret, headers, body))
     return json.loads(body)
 
 
@@ -104,7 +148,9 @@ async def test_signed_events_with_retries_and_backoff(hooked, receiver) -> None:
     world, service = hooked
     hook, url = receiver
     registered = await service.set_webhook(world.admin_person.ctx, "treasury", url)
-    assert bytes.fromhex(registered["secret"]) == service.secret_for("treasury")
+    secret = registered["secret"]
+    again = await service.set_webhook(world.admin_person.ctx, "treasury", url)
+    assert again["secret"] == secret  # setting the URL again keeps the key
     key = await world.key()
     requester = await world.requester(key)
     alice, bob = await world.person(), await world.person()
@@ -117,7 +163,7 @@ async def test_signed_events_with_retries_and_backoff(hooked, receiver) -> None:
     assert len(hook.calls) == 3  # two 500s, then delivered
     gaps = [b[0] - a[0] for a, b in zip(hook.calls, hook.calls[1:], strict=False)]
     assert gaps[1] > gaps[0] * 1.5 and gaps[0] >= 0.15, gaps  # exponential back-off
-    events = [_check(service, "treasury", h, b) for _, h, b in hook.calls]
+    events = [_check(secret, h, b) for _, h, b in hook.calls]
     assert {e["id"] for e in events} == {events[0]["id"]}  # the same event, retried
     assert events[0]["type"] == "approval.requested" and events[0]["approval_id"] == record.id
     assert events[0]["payload_digest"] == record.payload_digest
@@ -126,11 +172,11 @@ async def test_signed_events_with_retries_and_backoff(hooked, receiver) -> None:
     await world.approvals.approve(alice.ctx, record.id, record.payload_digest)
     await world.approvals.approve(bob.ctx, record.id, record.payload_digest)
     await _until(lambda: hook.got.is_set())
-    last = _check(service, "treasury", hook.calls[-1][1], hook.calls[-1][2])
+    last = _check(secret, hook.calls[-1][1], hook.calls[-1][2])
     assert last["type"] == "approval.signed"
     # A forged body does not verify.
     with pytest.raises(AssertionError):
-        _check(service, "treasury", hook.calls[-1][1], hook.calls[-1][2] + b" ")
+        _check(secret, hook.calls[-1][1], hook.calls[-1][2] + b" ")
 
 
 async def test_a_hanging_receiver_never_blocks_a_request(hooked, receiver) -> None:
@@ -158,3 +204,118 @@ async def test_a_hanging_receiver_never_blocks_a_request(hooked, receiver) -> No
     while not await timed_out():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
+
+
+def _signatures(headers: dict[str, str]) -> list[str]:
+    """How a receiver reads the header: entries split on commas."""
+    return [part.strip() for part in headers["X-Signer-Signature"].split(",")]
+
+
+async def _next_call(world: World, hook: Receiver, requester: Any, key: Any) -> tuple[dict[str, str], bytes]:
+    hook.got.clear()
+    before = len(hook.calls)
+    await world.request(requester, key, quorum={"treasury": 1})
+    await _until(lambda: hook.got.is_set() and len(hook.calls) > before)
+    _, headers, body = hook.calls[-1]
+    return headers, body
+
+
+async def test_rotation_sends_both_signatures_during_the_overlap_only(hooked, receiver) -> None:
+    world, service = hooked
+    hook, url = receiver
+    old = (await service.set_webhook(world.admin_person.ctx, "treasury", url))["secret"]
+    key = await world.key()
+    requester = await world.requester(key)
+    await world.join("treasury", await world.person())
+
+    headers, body = await _next_call(world, hook, requester, key)
+    assert _signatures(headers) == [_mac(old, headers, body)]
+
+    rotated = await service.rotate_secret(world.admin_person.ctx, "treasury", overlap_seconds=600)
+    new = rotated["secret"]
+    assert new != old and len(bytes.fromhex(new)) == 32
+    # Inside the overlap: the new signature first, then the old one; each verifies with its own key.
+    world.clock.jump(seconds=599)
+    headers, body = await _next_call(world, hook, requester, key)
+    assert _signatures(headers) == [_mac(new, headers, body), _mac(old, headers, body)]
+    # A receiver still on the old key accepts it; one on the new key too; a wrong key matches nothing.
+    assert _mac(old, headers, body) in _signatures(headers)
+    assert _mac("00" * 32, headers, body) not in _signatures(headers)
+
+    # After the overlap: the new signature only.
+    world.clock.jump(seconds=2)
+    headers, body = await _next_call(world, hook, requester, key)
+    assert _signatures(headers) == [_mac(new, headers, body)]
+
+    # The default overlap (the setting, one hour here) and a rotation inside an overlap: the oldest
+    # key is dropped at once, the one before is kept.
+    newer = (await service.rotate_secret(world.admin_person.ctx, "treasury"))["secret"]
+    newest = (await service.rotate_secret(world.admin_person.ctx, "treasury"))["secret"]
+    world.clock.jump(seconds=3599)
+    headers, body = await _next_call(world, hook, requester, key)
+    assert _signatures(headers) == [_mac(newest, headers, body), _mac(newer, headers, body)]
+    world.clock.jump(seconds=2)
+    headers, body = await _next_call(world, hook, requester, key)
+    assert _signatures(headers) == [_mac(newest, headers, body)]
+
+    async with world.store.read() as reader:
+        events = [json.loads(e.event) for e in await reader.audit_events()]
+    rotations = [e for e in events if e["kind"] == "webhook.secret_rotate"]
+    assert len(rotations) == 3 and all("secret" not in e for e in rotations)
+    text = json.dumps(events)
+    assert not any(s in text for s in (old, new, newer, newest))
+
+
+async def test_rotating_a_group_without_webhook_is_not_found(hooked) -> None:
+    world, service = hooked
+    from signer.errors import NotFound
+
+    with pytest.raises(NotFound) as caught:
+        await service.rotate_secret(world.admin_person.ctx, "nobody")
+    assert caught.value.code == "webhook_not_found"
+
+
+async def test_redirects_are_not_followed(hooked, receiver) -> None:
+    world, service = hooked
+    hook, url = receiver
+    hook.redirect = True
+    await service.set_webhook(world.admin_person.ctx, "treasury", url)
+    key = await world.key()
+    requester = await world.requester(key)
+    await world.request(requester, key, quorum={"treasury": 1})
+
+    async def errors() -> list[str | None]:
+        async with world.store.read() as reader:
+            due = await reader.due_outbox(world.clock() + timedelta(days=1))
+        return [r.last_error for r in due]
+
+    deadline = time.monotonic() + 15
+    while "status 307" not in await errors():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert hook.elsewhere == 0
+
+
+async def test_delivery_checks_the_destination_again(hooked_strict, receiver) -> None:
+    """Set while loopback was allowed, delivered by a transport whose policy refuses it (what a DNS
+    answer that changed after the check meets): the receiver is never called, by address or by name."""
+    world, _ = hooked_strict
+    hook, url = receiver
+    key = await world.key()
+    requester = await world.requester(key)
+    for group, target in (("by-address", url), ("by-name", url.replace("127.0.0.1", "localhost"))):
+        # Written straight to the store: which names the set-time check lets through is tested apart.
+        async with world.store.write() as writer:
+            await writer.set_webhook(group, target, world.clock(), None, secret_salt="s")
+        await world.request(requester, key, quorum={group: 1})
+
+    async def refused() -> list[str]:
+        async with world.store.read() as reader:
+            due = await reader.due_outbox(world.clock() + timedelta(days=1))
+        return [r.group_name for r in due if r.last_error == "DestinationRefused"]
+
+    deadline = time.monotonic() + 15
+    while sorted(set(await refused())) != ["by-address", "by-name"]:
+        assert time.monotonic() < deadline, await refused()
+        await asyncio.sleep(0.05)
+    assert hook.calls == []
