@@ -149,7 +149,9 @@ def start_server(
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log_text()}")
         try:
             status, _, _ = server.call("GET", "/readyz", timeout=2)
-            if status == 200:
+            # The supervisor's socket is served as soon as one worker is up: wait for every worker, so
+            # a test's "before" reading (metrics, HSM calls) is not moved by a late worker's self-test.
+            if status == 200 and server.log_text().count('"event": "signer ready"') >= workers:
                 return server
         except OSError:
             pass
