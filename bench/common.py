@@ -603,8 +603,8 @@ PROBE_POINTS: list[tuple[str, str, str, str]] = [
     ("HSM: await hsm.sign (queue + C_Sign + hand-off)", "signer.hsm.worker", "Hsm.sign", "async"),
     ("HSM: C_Sign on the PKCS#11 thread", "signer.hsm.token", "TokenSession.sign", "sync"),
     ("recovery: low-s, recovery id, assemble", "signer.services.signing", "_finish_transaction", "sync"),
-    ("commit: await store.submit (wait + batch)", "signer.store.core", "Store.submit", "async"),
-    ("commit: one batch BEGIN..COMMIT", "signer.store.core", "Store._run_batch", "batch"),
+    ("commit: await store.submit (wait + batch)", "signer.store.commit", "Store.submit", "async"),
+    ("commit: one batch BEGIN..COMMIT", "signer.store.commit", "Store._run_batch", "batch"),
     # SQLite: BEGIN IMMEDIATE waits here for the write lock (another process's batch holds it).
     (
         "commit: BEGIN (SQLite: write-lock wait)",
@@ -613,7 +613,7 @@ PROBE_POINTS: list[tuple[str, str, str, str]] = [
         "async",
     ),
     ("commit: COMMIT (WAL fsync)", "sqlalchemy.ext.asyncio.engine", "AsyncConnection.commit", "async"),
-    ("audit: append_audit (canonical JSON + hash)", "signer.store.core", "Writer.append_audit", "sync"),
+    ("audit: append_audit (canonical JSON + hash)", "signer.store.tx", "WriteTx.append_audit", "sync"),
     ("JSON: response", "signer.http.routes", "_json", "sync"),
     ("access log: one line (record + format + write)", "signer.app", "access", "sync"),
 ]

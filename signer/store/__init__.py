@@ -19,7 +19,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from signer.errors import ConfigurationError
-from signer.store.core import Reader, Store, Writer
+from signer.store.commit import Store
+from signer.store.core import Reader, Writer
 from signer.store.engine import ConnectionFaults, build_engine, parse_url
 from signer.store.migrate import head_revision, migrate
 from signer.store.records import (

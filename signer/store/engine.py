@@ -203,7 +203,7 @@ def _sqlite_engine(
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
         # A write transaction's BEGIN IMMEDIATE is sent by the store itself, in the same round trip as
-        # its first read (signer.store.core); a read gets a plain BEGIN for one snapshot.
+        # its first read (signer.store.commit); a read gets a plain BEGIN for one snapshot.
         if not connection.get_execution_options().get("signer_write", False):
             connection.exec_driver_sql("BEGIN")
 
