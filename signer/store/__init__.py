@@ -9,7 +9,7 @@ write the outcome with its audit event through a ``Writer``.
 
     store = await open_store("sqlite+aiosqlite:////var/lib/signer/signer.db")
     async with store.read() as reader:
-        key = await reader.get_key(key_id)
+        key = await reader.keys.get(key_id)
     record = await store.submit(unit)          # unit: async (writer) -> result, group-committed
     await store.close()
 """
@@ -20,9 +20,9 @@ from collections.abc import Mapping
 
 from signer.errors import ConfigurationError
 from signer.store.commit import Store
-from signer.store.core import Reader, Writer
 from signer.store.engine import ConnectionFaults, build_engine, parse_url
 from signer.store.migrate import head_revision, migrate
+from signer.store.reader_writer import Reader, Writer
 from signer.store.records import (
     ApprovalRequestRecord,
     ApprovalVoteRecord,

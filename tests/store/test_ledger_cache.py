@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signer.store.policy_rows import _KeyRows, _second_of
+from signer.store.ledger import _KeyRows, _second_of
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 US = timedelta(microseconds=1)
