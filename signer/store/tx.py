@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -31,8 +31,13 @@ from signer.store.checks import nonempty
 from signer.store.driver import Driver, Prepared, Step
 from signer.store.engine import is_connection_fault, translate
 
-if TYPE_CHECKING:
-    from signer.store.commit import Store
+
+class StoreSide(Protocol):
+    """What a transaction uses of the ``Store`` that opened it (``signer.store.commit``)."""
+
+    backend: str
+
+    def _prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared: ...
 
 
 _HEAD_SELECT = select(t.audit_head.c.seq, t.audit_head.c.hash, t.audit_head.c.epoch).where(
@@ -107,7 +112,7 @@ class WriteStatements(Statements, Protocol):
 class Session:
     """Statement plumbing Reader and Writer share; every statement goes through ``_execute``."""
 
-    def __init__(self, store: Store, conn: AsyncConnection) -> None:
+    def __init__(self, store: StoreSide, conn: AsyncConnection) -> None:
         self._store = store
         self._conn = conn
         # Set when a statement met a connection-level fault: the connection is discarded on release.
@@ -116,8 +121,7 @@ class Session:
     @property
     def backend(self) -> str:
         """ "sqlite" or "postgresql"."""
-        backend: str = self._store.backend
-        return backend
+        return self._store.backend
 
     async def _execute(self, statement: Any, params: Any = None) -> Any:
         try:
@@ -181,7 +185,7 @@ class WriteTx(Session):
     """
 
     def __init__(
-        self, store: Store, conn: AsyncConnection, driver: Driver, seq: int, head_hash: str, epoch: int
+        self, store: StoreSide, conn: AsyncConnection, driver: Driver, seq: int, head_hash: str, epoch: int
     ) -> None:
         super().__init__(store, conn)
         self._driver = driver
