@@ -15,9 +15,7 @@ from sqlalchemy import delete, or_, select, update
 from signer.errors import Conflict
 from signer.store import schema as t
 from signer.store.checks import tz_aware
-from signer.store.records import (
-    ConsoleSessionRecord,
-)
+from signer.store.records import ConsoleSessionRecord
 from signer.store.tx import Statements, WriteStatements
 
 

@@ -15,10 +15,7 @@ from sqlalchemy import Select, or_, select, update
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
 from signer.store.checks import aware, nonempty, one_of, tz_aware
-from signer.store.records import (
-    GRANT_RESOURCE_TYPES,
-    GrantRecord,
-)
+from signer.store.records import GRANT_RESOURCE_TYPES, GrantRecord
 from signer.store.tx import Statements, WriteStatements
 
 
@@ -40,9 +37,6 @@ def grant_from_row(row: Any) -> GrantRecord:
     )
 
 
-_grant = grant_from_row
-
-
 class GrantReads:
     """Reads of ``grants``."""
 
@@ -53,7 +47,7 @@ class GrantReads:
 
     async def get(self, grant_id: str) -> GrantRecord | None:
         row = await self._tx._first(select(t.grants).where(t.grants.c.id == grant_id))
-        return None if row is None else _grant(row)
+        return None if row is None else grant_from_row(row)
 
     async def active(
         self, principal_id: str, resource_type: str, resource_id: str, now: datetime
@@ -72,7 +66,7 @@ class GrantReads:
             )
             .order_by(g.created_at, g.id)
         )
-        return [_grant(r) for r in rows]
+        return [grant_from_row(r) for r in rows]
 
     async def all(self, principal_id: str | None = None) -> list[GrantRecord]:
         """Every grant (revoked and expired included), optionally of one principal."""
@@ -80,7 +74,7 @@ class GrantReads:
         if principal_id is not None:
             query = query.where(t.grants.c.principal_id == principal_id)
         rows = await self._tx._all(query.order_by(t.grants.c.created_at, t.grants.c.id))
-        return [_grant(r) for r in rows]
+        return [grant_from_row(r) for r in rows]
 
     async def for_principal(
         self, principal_id: str, groups: frozenset[str], now: datetime

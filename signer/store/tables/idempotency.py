@@ -21,9 +21,7 @@ from signer.errors import Conflict
 from signer.store import schema as t
 from signer.store.checks import tz_aware
 from signer.store.driver import Step
-from signer.store.records import (
-    IdempotencyRecord,
-)
+from signer.store.records import IdempotencyRecord
 from signer.store.tx import Statements, WriteStatements
 
 # A claim on an idempotency key is a row of the same table whose response is this one-field object

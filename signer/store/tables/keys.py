@@ -14,10 +14,7 @@ from sqlalchemy import Select, select, update
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
 from signer.store.checks import aware, nonempty, one_of
-from signer.store.records import (
-    KEY_STATES,
-    KeyRecord,
-)
+from signer.store.records import KEY_STATES, KeyRecord
 from signer.store.tx import Statements, WriteStatements
 
 

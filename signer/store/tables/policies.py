@@ -17,11 +17,7 @@ from sqlalchemy import and_, func, select, update
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
 from signer.store.driver import Step
-from signer.store.records import (
-    ATTACHMENT_MODES,
-    AttachmentRecord,
-    PolicyVersionRecord,
-)
+from signer.store.records import ATTACHMENT_MODES, AttachmentRecord, PolicyVersionRecord
 from signer.store.tx import Statements, WriteStatements
 
 

@@ -16,12 +16,7 @@ from sqlalchemy import select, update
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
 from signer.store.checks import aware, nonempty, one_of
-from signer.store.records import (
-    ROLES,
-    TOKEN_KINDS,
-    PrincipalRecord,
-    TokenRecord,
-)
+from signer.store.records import ROLES, TOKEN_KINDS, PrincipalRecord, TokenRecord
 from signer.store.tx import Statements, WriteStatements
 
 _TOKEN_SELECT = select(

@@ -17,10 +17,7 @@ from sqlalchemy import delete, select, update
 from signer.errors import Conflict
 from signer.store import schema as t
 from signer.store.checks import aware, nonempty
-from signer.store.records import (
-    OutboxRecord,
-    WebhookRecord,
-)
+from signer.store.records import OutboxRecord, WebhookRecord
 from signer.store.tx import Statements, WriteStatements
 
 
