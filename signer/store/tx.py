@@ -9,6 +9,11 @@ transaction as the facts they describe. It owns the statement plumbing every tab
 epoch, and the undo of a failed group-commit unit. A ``ReadTx`` is the same plumbing on a pooled
 connection with no lock. This module holds no table's queries and never begins or commits a
 transaction itself: ``signer.store.commit`` does.
+
+What a table family may use of a transaction is written down here as two protocols, ``Statements``
+(reads) and ``WriteStatements`` (writes, the epoch, the driver's prepared statements); rows a family
+holds until COMMIT go through ``Buffer``: registered with ``_buffer``, marked and undone at unit
+boundaries, written by the flush in one executemany per table, told when COMMIT succeeded.
 """
 
 from __future__ import annotations
