@@ -7,6 +7,12 @@ path. It must never hold or log a secret: tokens are stored as HMAC digests comp
 audit events arrive already free of secrets. It makes no decisions: callers read facts, decide, and
 write the outcome with its audit event through a ``Writer``.
 
+Where things live: ``commit`` (``Store``, the group commit), ``tx`` (the write transaction: lock, units,
+savepoints, audit chain buffer), ``tables/`` (one module per table family), ``ledger`` (usage sums and
+reservations), ``reader_writer`` (the families bound to a reader or writer), ``internals`` (the two
+private library internals the commit path uses), ``driver`` / ``engine`` / ``gate`` (statements on the
+driver connection, connections, the SQLite write gate).
+
     store = await open_store("sqlite+aiosqlite:////var/lib/signer/signer.db")
     async with store.read() as reader:
         key = await reader.keys.get(key_id)
