@@ -503,7 +503,8 @@ def test_no_timestamp_is_a_server_error(edge: Server, grant_target: dict[str, st
 
 # Every detail a refused expires_at may carry; none of them is built from the value.
 _FIXED_DETAILS = {
-    "invalid value for expires_at: expected an RFC 3339 time with a time-zone offset, e.g. 2030-01-01T00:00:00Z",
+    "invalid value for expires_at: expected an RFC 3339 time with a time-zone offset,"
+    " e.g. 2030-01-01T00:00:00Z",
     "invalid value for expires_at: not a valid date and time",
     "invalid value for expires_at: out of range: before 1970",
     "expires_at is in the past",
