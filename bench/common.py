@@ -909,7 +909,7 @@ def pipeline_costs() -> list[tuple[str, float]]:
 
     import coincurve
 
-    from policy import PolicySet, evaluate
+    from policy import PolicySet, TransactionView, evaluate
     from signer.audit import canonical_json, chain_hash
     from signer.eth import parse_transaction, recoverable_signature
     from signer.eth.primitives import address_from_public_key
@@ -917,9 +917,10 @@ def pipeline_costs() -> list[tuple[str, float]]:
     from signer.http.models import SignTransactionBody
     from signer.identity import Role, TokenKind, bearer_from_header, mint_token, token_matches
     from signer.logs import JsonFormatter, access
-    from signer.services import signing
+    from signer.services import payloads as signing
     from signer.services.authorization import Subject, optimistic_facts, policy_request, to_grant
     from signer.services.context import Caller, RequestContext, iso
+    from signer.services.resources import key_ref
     from signer.store.records import GrantRecord, KeyRecord
 
     body = (
@@ -1011,7 +1012,12 @@ def pipeline_costs() -> list[tuple[str, float]]:
             (
                 "policy: request + evaluate (grants only)",
                 lambda: evaluate(
-                    policy_request(subject, key, "sign_transaction", tx.fields),
+                    policy_request(
+                        subject,
+                        key_ref(key),
+                        "sign_transaction",
+                        {"transaction": TransactionView.from_decoded(tx.fields)},
+                    ),
                     subject.policy_set,
                     no_usage,
                     now=now,
