@@ -96,6 +96,16 @@ class PayloadKind:
     parse_stored: Callable[[Mapping[str, Any]], Preparer]
     # Signing is for service principals; people act through grants on their own service accounts.
     actors: frozenset[Role] = field(default=frozenset({Role.SERVICE}))
+    # The fields of a response the audit event keeps (never a signature: only who signed and what).
+    audited_result: tuple[str, ...] = ("signer", "transaction_hash")
+
+    @property
+    def event_kind(self) -> str:
+        """The audit event's ``kind`` for every outcome of this operation: ``sign.transaction``..."""
+        return f"sign.{self.operation.removeprefix('sign_')}"
+
+    def result_summary(self, response: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: response[k] for k in self.audited_result if k in response}
 
     def check_caller(self, role: Role) -> None:
         if role not in self.actors:

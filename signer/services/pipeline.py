@@ -286,7 +286,7 @@ class DecisionPipeline:
     idempotency: IdempotencyGate = field(init=False)
 
     def __post_init__(self) -> None:
-        self.idempotency = IdempotencyGate(self.store)
+        self.idempotency = IdempotencyGate(self.store, clock=self.clock)
 
     async def run(self, order: Order) -> dict[str, Any]:
         """A caller's request: the pipeline, once per Idempotency-Key if it names one."""
@@ -300,7 +300,7 @@ class DecisionPipeline:
 
         async def refused(exc: SignerError) -> None:
             # Refused before anything was judged (the key is reused, or still in progress elsewhere).
-            _count(None, order.operation, exc)
+            _count(None, order.operation, _outcome(exc))
             await self._record_refusal(self._event(order, path, self.clock()), exc)
 
         # At most one request per key reaches the HSM; its duplicates wait for its stored response.
@@ -372,45 +372,37 @@ class DecisionPipeline:
 
     async def _execute(self, order: Order, path: Path, claim: str | None) -> dict[str, Any]:
         """Check and judge, act, commit; for a request without an Idempotency-Key or one holding its
-        claim (``claim``)."""
+        claim (``claim``). Every refusal is audited, and every outcome counted, here."""
         started = self.clock()
         event = self._event(order, path, started)
         judged: Judged | None = None
         response: dict[str, Any] | None = None
+        committing = False
         try:
             judged = await self.precheck(order, path, started)
             event["request"] = judged.prepared.summary
             path.check_prepared(judged.resource, judged.prepared)
             if path.verdict(judged.decision) is Verdict.ACT:
                 response = await self.act(judged)
-        except SignerError as exc:
-            _count(judged.resource if judged else None, order.operation, exc)
-            await self._record_refusal(event, exc)
-            raise
-        if response is not None:
-            event["result"] = {k: response[k] for k in ("signer", "transaction_hash") if k in response}
-        flight = _InFlight(order, path, judged, response, event, claim, started)
-        try:
+                event["result"] = order.payload.result_summary(response)
+            flight = _InFlight(order, path, judged, response, event, claim, started)
+            committing = True
             # The unit only reads and writes through its writer (the signature is already made and
             # stays in memory), so the store may run it again if PostgreSQL aborts the batch.
             result = await self.store.submit(functools.partial(self.commit, flight), rerunnable=True)
-        except (DatabaseUnavailable, AuditUnavailable) as exc:
-            # The signature is dropped here and never leaves. Recording the failure would wait for the
-            # same database that just failed, past the caller's deadline: the store logged it.
-            _count(judged.resource, order.operation, exc)
-            raise
         except SignerError as exc:
-            # The signature is dropped here and never leaves; the audit event says one was made
+            _count(judged, order.operation, _outcome(exc))
+            if committing and isinstance(exc, (DatabaseUnavailable, AuditUnavailable)):
+                # The signature is dropped here and never leaves. Recording the failure would wait
+                # for the same database that just failed, past the caller's deadline: the store
+                # logged it.
+                raise
+            # Any signature is dropped here and never leaves; the audit event says one was made
             # (none was when the request was judged to need approval before the HSM).
-            _count(judged.resource, order.operation, exc)
-            discarded = {"signature_discarded": True} if response is not None else {}
+            discarded = {"signature_discarded": True} if committing and response is not None else {}
             await self._record_refusal({**event, **discarded}, exc)
             raise
-        pending = result.get("state") == "pending_approval"
-        resource = judged.resource
-        metrics.signature(
-            resource.id, resource.curve, order.operation, "pending_approval" if pending else "allowed"
-        )
+        _count(judged, order.operation, "pending_approval" if _is_pending(result) else "allowed")
         return result
 
     async def precheck(self, order: Order, path: Path, now: datetime) -> Judged:
@@ -638,7 +630,7 @@ class DecisionPipeline:
         """The audit event's fields every outcome of a request carries."""
         ctx = order.ctx
         event: dict[str, Any] = {
-            "kind": f"sign.{order.operation.removeprefix('sign_')}",
+            "kind": order.payload.event_kind,
             "operation": order.operation,
             "request_id": ctx.request_id,
             "at": iso(now),
@@ -678,8 +670,13 @@ def _outcome(exc: SignerError) -> str:
     return "denied" if exc.status in (401, 403, 404, 409, 429) else "failed"
 
 
-def _count(resource: Any | None, operation: str, exc: SignerError) -> None:
+def _is_pending(result: dict[str, Any]) -> bool:
+    return result.get("state") == "pending_approval"
+
+
+def _count(judged: Judged | None, operation: str, outcome: str) -> None:
     # Only a resource that exists names its id: a caller's made-up ids must not become label values.
+    resource = None if judged is None else judged.resource
     metrics.signature(
-        resource.id if resource else None, resource.curve if resource else None, operation, _outcome(exc)
+        None if resource is None else resource.id, getattr(resource, "curve", None), operation, outcome
     )

@@ -69,7 +69,8 @@ class SigningService:
         idempotency: Idempotency | None,
     ) -> dict[str, Any]:
         payload = payload_kind(operation)
-        return await self._pipeline.run(Order(ctx, payload, key_id, payload.parse(fields), idempotency))
+        order = Order(ctx, payload, key_id, payload.parse(fields), idempotency)
+        return await self._pipeline.run(order)
 
     async def dry_run(
         self,
