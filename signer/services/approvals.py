@@ -52,7 +52,7 @@ from signer.eth import (
     recover_address,
 )
 from signer.identity import Role
-from signer.services.context import Caller, Clock, RequestContext, iso, require_role, utcnow
+from signer.services.context import Caller, Clock, RequestContext, iso, require_role
 from signer.services.pending import (
     HEX_DIGITS,
     PendingRequests,
@@ -105,7 +105,7 @@ class ApprovalsService:
         pipeline: DecisionPipeline,
         pending: PendingRequests,
         *,
-        clock: Clock = utcnow,
+        clock: Clock,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         webhooks: WebhookService | None = None,
     ) -> None:

@@ -17,7 +17,7 @@ from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
 from signer.services.authorization import grant_names
-from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
+from signer.services.context import Clock, RequestContext, iso, require_role
 from signer.services.facts import FactsCache
 from signer.services.naming import NameKind, check_name
 from signer.services.resources import key_ref
@@ -55,7 +55,7 @@ def check_key_fields(label: str, scope: str, tags: list[str]) -> tuple[str, str,
 
 
 class KeyService:
-    def __init__(self, store: Store, hsm: KeyVault, facts: FactsCache, *, clock: Clock = utcnow) -> None:
+    def __init__(self, store: Store, hsm: KeyVault, facts: FactsCache, *, clock: Clock) -> None:
         self._store = store
         self._hsm = hsm
         self._facts = facts

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy import TokenMovement, TransactionView, TypedDataDomain
-from signer.errors import Forbidden, InvalidRequest, Unprocessable
+from signer.errors import Forbidden, InvalidRequest, SignerError, Unprocessable
 from signer.eth import (
     Permit,
     UnsignedTransaction,
@@ -73,8 +73,9 @@ class Prepared:
             ),
         }
 
-    async def sign(self, hsm: KeyVault, key: KeyRecord) -> dict[str, Any]:
-        """Sign inside the token and check the signature: the response that may be released."""
+    async def act(self, hsm: KeyVault, key: KeyRecord) -> dict[str, Any]:
+        """What the operation does once allowed: sign inside the token and check the signature. The
+        response stays with the pipeline until its audit event commits."""
         return self.finish(key, await hsm.sign(key.hsm_id, Curve(key.curve), self.data))
 
 
@@ -83,40 +84,49 @@ Preparer = Callable[[KeyRecord], Prepared]
 
 @dataclass(frozen=True, slots=True)
 class PayloadKind:
-    """One signing operation: the curves it works with, who may ask for it, how to parse it.
+    """One operation on a resource kind: how to parse it, what it fits, who may ask, how it is audited.
 
     ``parse(fields)`` takes the request's decoded fields (a message as bytes); ``parse_stored(body)``
     the canonical body of ``Prepared.body`` (a message as hex). Both type-check eagerly and leave every
-    check that needs the key to the preparer they return."""
+    check that needs the resource to the preparer they return. ``fits(resource)`` is the refusal for a
+    resource the operation cannot be performed with at all (a key of another curve), or None."""
 
     operation: str
     resource_type: str
-    curves: frozenset[Curve]
+    event_kind: str  # the audit event's ``kind`` for every outcome of this operation
     parse: Callable[[Mapping[str, Any]], Preparer]
     parse_stored: Callable[[Mapping[str, Any]], Preparer]
+    fits: Callable[[Any], SignerError | None]
     # Signing is for service principals; people act through grants on their own service accounts.
     actors: frozenset[Role] = field(default=frozenset({Role.SERVICE}))
+    actors_refusal: str = "only service principals sign"
     # The fields of a response the audit event keeps (never a signature: only who signed and what).
     audited_result: tuple[str, ...] = ("signer", "transaction_hash")
-
-    @property
-    def event_kind(self) -> str:
-        """The audit event's ``kind`` for every outcome of this operation: ``sign.transaction``..."""
-        return f"sign.{self.operation.removeprefix('sign_')}"
 
     def result_summary(self, response: Mapping[str, Any]) -> dict[str, Any]:
         return {k: response[k] for k in self.audited_result if k in response}
 
     def check_caller(self, role: Role) -> None:
         if role not in self.actors:
-            raise Forbidden("only service principals sign", code="role_required")
+            raise Forbidden(self.actors_refusal, code="role_required")
 
-    def check_resource(self, key: KeyRecord) -> None:
-        """Whether this operation can be performed with ``key`` at all (its curve)."""
-        if Curve(key.curve) not in self.curves:
-            raise Unprocessable(
-                f"{self.operation} is not possible with a {key.curve} key", code="unsupported_operation"
-            )
+    def check_resource(self, resource: Any) -> None:
+        refused = self.fits(resource)
+        if refused is not None:
+            raise refused
+
+
+def signs_with(operation: str, *curves: Curve) -> Callable[[KeyRecord], SignerError | None]:
+    """``PayloadKind.fits`` for a signing operation: a key of one of ``curves``."""
+
+    def fits(key: KeyRecord) -> SignerError | None:
+        if Curve(key.curve) in curves:
+            return None
+        return Unprocessable(
+            f"{operation} is not possible with a {key.curve} key", code="unsupported_operation"
+        )
+
+    return fits
 
 
 _KINDS: dict[str, PayloadKind] = {}
@@ -183,7 +193,8 @@ TRANSACTION = register(
     PayloadKind(
         "sign_transaction",
         "key",
-        frozenset({Curve.SECP256K1}),
+        "sign.transaction",
+        fits=signs_with("sign_transaction", Curve.SECP256K1),
         parse=_transaction_fields,
         parse_stored=_transaction_fields,
     )
@@ -242,7 +253,8 @@ MESSAGE = register(
     PayloadKind(
         "sign_message",
         "key",
-        frozenset({Curve.SECP256K1, Curve.P256, Curve.ED25519}),
+        "sign.message",
+        fits=signs_with("sign_message", Curve.SECP256K1, Curve.P256, Curve.ED25519),
         parse=_message_fields,
         parse_stored=lambda body: prepare_message(_unhex(str(body.get("message", "")), "message")),
     )
@@ -299,7 +311,8 @@ TYPED_DATA = register(
     PayloadKind(
         "sign_typed_data",
         "key",
-        frozenset({Curve.SECP256K1}),
+        "sign.typed_data",
+        fits=signs_with("sign_typed_data", Curve.SECP256K1),
         parse=_typed_data_fields,
         parse_stored=_typed_data_fields,
     )
@@ -337,7 +350,8 @@ DIGEST = register(
     PayloadKind(
         "sign_raw",
         "key",
-        frozenset({Curve.SECP256K1, Curve.P256}),
+        "sign.raw",
+        fits=signs_with("sign_raw", Curve.SECP256K1, Curve.P256),
         parse=_digest_fields,
         parse_stored=lambda body: prepare_digest(str(body.get("digest", ""))),
     )

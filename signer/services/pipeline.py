@@ -276,6 +276,9 @@ class ApprovedRequest:
 
 @dataclass
 class DecisionPipeline:
+    """The steps, and what they need: the store, the token, the facts cache, the token re-check, the
+    pending requests, and the clock every ``now`` on the path is read from."""
+
     store: Store
     hsm: KeyVault
     facts_cache: FactsCache
@@ -431,7 +434,7 @@ class DecisionPipeline:
 
     async def act(self, judged: Judged) -> dict[str, Any]:
         """Sign inside the token and check the signature; the response stays here until commit."""
-        return await judged.prepared.sign(self.hsm, judged.resource)
+        return await judged.prepared.act(self.hsm, judged.resource)
 
     async def commit(self, flight: _InFlight, writer: Writer) -> dict[str, Any]:
         """Inside the write transaction: facts again if they moved, judge with exact usage, then open a

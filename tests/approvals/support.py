@@ -236,7 +236,7 @@ async def make_world(store: Store, hsm: Hsm, webhooks: Any = None) -> World:
         hsm=hsm,
         auth=auth,
         admin=admin,
-        keys=KeyService(store, hsm, facts),
+        keys=KeyService(store, hsm, facts, clock=utcnow),
         signing=signing,
         approvals=approvals,
         clock=clock,
