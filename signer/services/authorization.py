@@ -11,7 +11,7 @@ process caches them per facts epoch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -122,6 +122,12 @@ def grant_names(grant: GrantRecord, resource: ResourceRef) -> bool:
     return False
 
 
+def holds_any_grant(grants: Iterable[GrantRecord], resource: ResourceRef) -> bool:
+    """Whether any of ``grants`` is about ``resource``. A caller holding none must get the resource
+    kind's not-found answer, the same as for a resource that does not exist: no existence oracle."""
+    return any(grant_names(g, resource) for g in grants)
+
+
 def policy_request(
     subject: Subject, resource: ResourceRef, operation: str, fields: Mapping[str, Any]
 ) -> PolicyRequest:
@@ -157,7 +163,7 @@ def decision_summary(decision: Decision) -> dict[str, Any]:
 
 def refusal(decision: Decision, subject: Subject, resource: ResourceRef) -> SignerError:
     """The error for a decision that is not an allow."""
-    if not any(grant_names(g, resource) for g in subject.grants):
+    if not holds_any_grant(subject.grants, resource):
         return resource_kind(resource.type).not_found()
     summary = decision_summary(decision)
     codes = {reason.code for reason in decision.reasons}

@@ -12,15 +12,15 @@ import logging
 import secrets
 from typing import Any
 
-from signer.errors import ConfigurationError, InvalidRequest, NotFound, SignerError
+from signer.errors import ConfigurationError, InvalidRequest, SignerError
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
-from signer.services.authorization import grant_names
+from signer.services.authorization import holds_any_grant
 from signer.services.context import Clock, RequestContext, iso, require_role
 from signer.services.facts import FactsCache
 from signer.services.naming import NameKind, check_name
-from signer.services.resources import key_ref
+from signer.services.resources import KEYS, key_ref
 from signer.store import KeyRecord, Store, Writer
 
 log = logging.getLogger("signer.keys")
@@ -121,16 +121,15 @@ class KeyService:
         async with self._store.read() as reader:
             key = await reader.get_key(key_id)
             if key is None:
-                raise NotFound("no such key", code="key_not_found")
+                raise KEYS.not_found()
             if ctx.caller.role in (Role.ADMIN, Role.AUDITOR, Role.APPROVER):
                 return key
             principal_id = ctx.caller.principal_id
             grants = await reader.grants_for(
                 principal_id, await reader.groups_of(principal_id), self._clock()
             )
-        if not any(grant_names(g, key_ref(key)) for g in grants):
-            # Same answer as a missing key: no existence oracle.
-            raise NotFound("no such key", code="key_not_found")
+        if not holds_any_grant(grants, key_ref(key)):
+            raise KEYS.not_found()
         return key
 
     async def get(self, ctx: RequestContext, key_id: str) -> dict[str, Any]:
@@ -152,7 +151,7 @@ class KeyService:
                 principal_id = ctx.caller.principal_id
                 groups = await reader.groups_of(principal_id)
                 grants = await reader.grants_for(principal_id, groups, self._clock())
-                keys = [k for k in keys if any(grant_names(g, key_ref(k)) for g in grants)]
+                keys = [k for k in keys if holds_any_grant(grants, key_ref(k))]
         items = [key_view(k) for k in keys]
         return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 
@@ -163,7 +162,7 @@ class KeyService:
         async def unit(writer: Writer) -> dict[str, Any]:
             key = await writer.get_key(key_id)
             if key is None:
-                raise NotFound("no such key", code="key_not_found")
+                raise KEYS.not_found()
             if key.state != state:
                 await writer.set_key_state(key_id, state, now)
             writer.append_audit(

@@ -61,7 +61,7 @@ from signer.services.authorization import (
     Policies,
     Subject,
     decision_summary,
-    grant_names,
+    holds_any_grant,
     load_policies,
     load_subject,
     optimistic_facts,
@@ -337,8 +337,7 @@ class DecisionPipeline:
             subject = await load_subject(reader, subject_id, now, policies)
             resource = await kind.load(reader, resource_id)
             if resource is None or (
-                ctx.caller.role is not Role.ADMIN
-                and not any(grant_names(g, kind.ref(resource)) for g in subject.grants)
+                ctx.caller.role is not Role.ADMIN and not holds_any_grant(subject.grants, kind.ref(resource))
             ):
                 raise kind.not_found()
             payload.check_resource(resource)
@@ -582,7 +581,7 @@ class DecisionPipeline:
             raise kind.not_found()
         order.payload.check_caller(order.ctx.caller.role)
         ref = kind.ref(facts.resource)
-        if not any(grant_names(g, ref) for g in facts.subject.grants):
+        if not holds_any_grant(facts.subject.grants, ref):
             # No grant at all about this resource: indistinguishable from one that does not exist.
             raise kind.not_found()
         order.payload.check_resource(facts.resource)
