@@ -592,17 +592,17 @@ PROBE_POINTS: list[tuple[str, str, str, str]] = [
     ("body: strict JSON (loads_strict)", "signer.http.body", "loads_strict", "sync"),
     ("body: pydantic model (validate)", "signer.http.body", "validate", "sync"),
     (
-        "facts + policy before the HSM (_precheck)",
-        "signer.services.signing",
-        "SigningService._precheck",
+        "facts + policy before the HSM (precheck)",
+        "signer.services.pipeline",
+        "DecisionPipeline.precheck",
         "async",
     ),
-    ("policy: evaluate", "signer.services.signing", "evaluate", "sync"),
-    ("eth: parse_transaction + digest", "signer.services.signing", "parse_transaction", "sync"),
-    ("eth: audit summary of the tx", "signer.services.signing", "_tx_summary", "sync"),
+    ("policy: evaluate", "signer.services.pipeline", "evaluate", "sync"),
+    ("eth: parse_transaction + digest", "signer.services.payloads", "parse_transaction", "sync"),
+    ("eth: audit summary of the tx", "signer.services.payloads", "_tx_summary", "sync"),
     ("HSM: await hsm.sign (queue + C_Sign + hand-off)", "signer.hsm.worker", "Hsm.sign", "async"),
     ("HSM: C_Sign on the PKCS#11 thread", "signer.hsm.token", "TokenSession.sign", "sync"),
-    ("recovery: low-s, recovery id, assemble", "signer.services.signing", "_finish_transaction", "sync"),
+    ("recovery: low-s, recovery id, assemble", "signer.services.payloads", "_finish_transaction", "sync"),
     ("commit: await store.submit (wait + batch)", "signer.store.commit", "Store.submit", "async"),
     ("commit: one batch BEGIN..COMMIT", "signer.store.commit", "Store._run_batch", "batch"),
     # SQLite: BEGIN IMMEDIATE waits here for the write lock (another process's batch holds it).
@@ -909,7 +909,7 @@ def pipeline_costs() -> list[tuple[str, float]]:
 
     import coincurve
 
-    from policy import PolicySet, evaluate
+    from policy import PolicySet, TransactionView, evaluate
     from signer.audit import canonical_json, chain_hash
     from signer.eth import parse_transaction, recoverable_signature
     from signer.eth.primitives import address_from_public_key
@@ -917,9 +917,10 @@ def pipeline_costs() -> list[tuple[str, float]]:
     from signer.http.models import SignTransactionBody
     from signer.identity import Role, TokenKind, bearer_from_header, mint_token, token_matches
     from signer.logs import JsonFormatter, access
-    from signer.services import signing
+    from signer.services import payloads as signing
     from signer.services.authorization import Subject, optimistic_facts, policy_request, to_grant
     from signer.services.context import Caller, RequestContext, iso
+    from signer.services.resources import key_ref
     from signer.store.records import GrantRecord, KeyRecord
 
     body = (
@@ -1011,7 +1012,12 @@ def pipeline_costs() -> list[tuple[str, float]]:
             (
                 "policy: request + evaluate (grants only)",
                 lambda: evaluate(
-                    policy_request(subject, key, "sign_transaction", tx.fields),
+                    policy_request(
+                        subject,
+                        key_ref(key),
+                        "sign_transaction",
+                        {"transaction": TransactionView.from_decoded(tx.fields)},
+                    ),
                     subject.policy_set,
                     no_usage,
                     now=now,

@@ -79,7 +79,8 @@ def measure(round_seconds: float) -> dict[str, float]:
     try:
         from datetime import UTC, datetime
 
-        from signer.services import signing
+        # The payload kinds (the audit summary, finishing a signature) live in services.payloads.
+        from signer.services import payloads as signing
         from signer.store.records import KeyRecord
     except ImportError:  # pragma: no cover - a tree without the service layer
         signing = None  # type: ignore[assignment]
@@ -148,7 +149,7 @@ def measure(round_seconds: float) -> dict[str, float]:
             scope="default", tags=[], state="active", hsm_id="00" * 16, attributes={}, created_by=None,
             created_at=now, updated_at=now,
         )  # fmt: skip
-        rows.append(("signing._tx_summary(tx)", lambda: signing._tx_summary(tx)))
+        rows.append(("payloads._tx_summary(tx)", lambda: signing._tx_summary(tx, tx.as_json())))
     for (high_s, recid), (case_tx, case_rs) in sorted(cases.items()):
         label = f"recoverable_signature ({'high' if high_s else 'low'} s, recid {recid})"
         rows.append((label, lambda d=case_tx.digest, rs=case_rs: eth.recoverable_signature(d, rs, public)))
@@ -163,7 +164,7 @@ def measure(round_seconds: float) -> dict[str, float]:
     if signing is not None:
         rows.append(
             (
-                "parse + signing._finish_transaction (stream)",
+                "parse + payloads._finish_transaction (stream)",
                 lambda: signing._finish_transaction(
                     *(lambda item: (eth.parse_transaction(item[0]), key, item[1]))(
                         stream[nxt("stream", len(stream))]

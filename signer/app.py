@@ -52,6 +52,8 @@ from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
+from signer.services.pending import PendingRequests
+from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
 from signer.services.signing import SigningService
 from signer.services.startup import self_test
@@ -204,15 +206,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 access_ttl=settings.access_token_ttl_seconds,
                 refresh_ttl=settings.refresh_token_ttl_seconds,
             )
-            keys = KeyService(store, hsm, facts)
+            keys = KeyService(store, hsm, facts, clock=utcnow)
             await keys.check_token_inventory()
             await self_test(hsm)
-            signing = SigningService(store, hsm, facts, auth)
-            # A duplicate answers 409 (retry) before its own deadline; a claim outlives any request.
-            signing.idempotency.wait_seconds = settings.request_deadline_seconds * 0.8
-            signing.idempotency.claim_seconds = max(
-                30.0, 4 * (settings.request_deadline_seconds + settings.hsm_deadline_seconds)
-            )
             destinations = DestinationPolicy.parse(settings.webhook_allowed_destinations)
             transport = AiohttpTransport(destinations)
             webhooks = WebhookService(
@@ -222,6 +218,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 destinations=destinations,
                 secret_overlap=timedelta(seconds=settings.webhook_secret_overlap_seconds),
             )
+            # Pending requests sit below both the pipeline (which opens and closes them) and the
+            # approvals service (which counts votes and runs approved ones through the pipeline).
+            pending = PendingRequests(clock=utcnow, webhooks=webhooks)
+            pipeline = DecisionPipeline(store, hsm, facts, auth, pending, utcnow)
+            signing = SigningService(pipeline)
+            # A duplicate answers 409 (retry) before its own deadline; a claim outlives any request.
+            signing.idempotency.wait_seconds = settings.request_deadline_seconds * 0.8
+            signing.idempotency.claim_seconds = max(
+                30.0, 4 * (settings.request_deadline_seconds + settings.hsm_deadline_seconds)
+            )
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth),
@@ -229,7 +235,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 signing=signing,
                 health=HealthService(store, hsm),
                 audit=AuditLogService(store),
-                approvals=ApprovalsService(store, signing, webhooks=webhooks),
+                approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
                 policies=PolicyService(store),
                 webhooks=webhooks,
                 console_sessions=ConsoleSessions(

@@ -8,10 +8,11 @@ transaction)::
        |                                                             quorum no longer holds)
        +--rejections--> rejected      +--expiry--> expired      +--requester or admin--> cancelled
 
-- The request is created inside the signing commit unit (``create``) with the server-computed digest of
-  the canonical payload: the exact bytes to sign, the key, the chain id, the body that reproduces them,
-  and the digests of the policies that asked for approval. The requirements (group, quorum, expiry) are
-  snapshotted then: a later policy change cannot lower them for this request.
+- The request is opened inside the pipeline's commit unit (``pending.PendingRequests.open``) with
+  the server-computed digest of the canonical payload: the exact bytes to sign, the resource, the chain
+  id, the body that reproduces them, and the digests of the policies that asked for approval. The
+  requirements (group, quorum, expiry) are snapshotted then: a later policy change cannot lower them for
+  this request.
 - A vote names the digest it approves, canonicalised once where it enters (``canonical_digest``: with or
   without ``0x``, any hex case, to 64 lower-case hex digits; anything else is ``invalid_digest``, 400);
   another payload's digest is ``approval_mismatch`` (409), and the store itself refuses to record a vote
@@ -29,32 +30,20 @@ transaction)::
   expired request never comes back: only ``pending`` can move to ``approved``.
 - On quorum the request moves to ``approved`` in the vote's transaction (so of two racing final votes
   exactly one wins: the row is locked on PostgreSQL, and every SQLite writer holds the database's write
-  lock), then the stored body is signed through ``SigningService.execute_approved``, which re-checks the
-  grants, the key and the requester, reproduces the digest, and in its own commit unit calls back here
-  (``_finalize``) to re-check the quorum and store the result: one signature is released, or none.
+  lock), then the stored body runs through the decision pipeline (``DecisionPipeline.execute_approved``),
+  which re-checks the grants, the resource and the requester, reproduces the digest, and in its own
+  commit unit has ``pending`` re-check the quorum and store the result: one signature is released, or
+  none. This service calls the pipeline; nothing below calls back up here.
 - The requester fetches the result once (``result``); ``wait`` long-polls up to ``MAX_WAIT_SECONDS``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from policy import (
-    NOT_COUNTED,
-    ApprovalRequirement,
-    Decision,
-    Effect,
-    VoteStanding,
-    check_approvals,
-    why_not_counted,
-)
-from signer.audit import canonical_json
+from policy import NOT_COUNTED, Effect, VoteStanding, check_approvals, why_not_counted
 from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError, Unprocessable
 from signer.eth import (
     RecoverableSignature,
@@ -63,15 +52,25 @@ from signer.eth import (
     recover_address,
 )
 from signer.identity import Role
-from signer.services.context import Caller, RequestContext, iso, require_role, utcnow
-from signer.services.signing import ApprovedExecution, Prepared, SigningService
+from signer.services.context import Caller, Clock, RequestContext, iso, require_role
+from signer.services.pending import (
+    HEX_DIGITS,
+    PendingRequests,
+    canonical_digest,
+    eligibility,
+    groups_of,
+    kind_of,
+    request_groups,
+    requirements_of,
+    stored_digest,
+)
+from signer.services.pipeline import DecisionPipeline
 from signer.services.verify import check_ed25519
 from signer.services.webhooks import WebhookService
 from signer.store import (
     ApprovalRequestRecord,
     ApprovalVoteRecord,
     ApproverKeyRecord,
-    KeyRecord,
     Reader,
     Store,
     Writer,
@@ -81,58 +80,11 @@ MAX_WAIT_SECONDS = 60
 # Waiting callers re-read the database this often, for outcomes reached by another process (whose
 # in-process events this process never sees). One indexed read per waiter per interval.
 POLL_INTERVAL_SECONDS = 1.0
-DIGEST_VERSION = 1
 
 OPEN_STATES = ("pending", "approved")
 FINAL_STATES = ("signed", "failed", "rejected", "expired", "cancelled")
 
-Clock = Callable[[], datetime]
 
-
-def payload_digest(
-    operation: str, key: KeyRecord, prepared: Prepared, policy_digests: tuple[str, ...]
-) -> str:
-    """sha256 hex of the canonical payload: what approvers approve and what execution must reproduce."""
-    document = {
-        "v": DIGEST_VERSION,
-        "kind": operation,
-        "key_id": key.id,
-        "curve": key.curve,
-        "signer": key.address,
-        "chain_id": prepared.chain_id,
-        "to_sign": "0x" + prepared.data.hex(),
-        "body": dict(prepared.body or {}),
-        "policy_digests": sorted(policy_digests),
-    }
-    return hashlib.sha256(canonical_json(document)).hexdigest()
-
-
-_HEX_DIGITS = frozenset("0123456789abcdef")
-
-
-def canonical_digest(text: str) -> str:
-    """The one spelling of a payload digest: 64 lower-case hex digits, no prefix. Accepts ``0x``/``0X``
-    and any case; anything else is ``InvalidRequest(invalid_digest)`` (which does not echo it)."""
-    bare = text[2:] if text[:2] in ("0x", "0X") else text
-    lowered = bare.lower()
-    if len(lowered) != 64 or not _HEX_DIGITS.issuperset(lowered):
-        raise InvalidRequest(
-            "digest must be the 64 hex digits of the payload digest (0x and any case allowed)",
-            code="invalid_digest",
-            field="digest",
-        )
-    return lowered
-
-
-def _stored_digest(stored: str) -> str:
-    """Rows written before the store refused other spellings may hold one: read them canonical."""
-    try:
-        return canonical_digest(stored)
-    except InvalidRequest:
-        return stored
-
-
-# Why a vote from this caller is refused, by the ``policy.why_not_counted`` code that applies.
 _REFUSED_VOTE_STATUS = {
     "requester": ("the requester cannot vote on its own request", "self_approval"),
     "role_not_approver": ("only principals with the approver role can vote", "approver_role_required"),
@@ -146,205 +98,25 @@ def _not_counted_view(code: str | None) -> dict[str, str] | None:
     return None if code is None else {"code": code, "reason": NOT_COUNTED[code]}
 
 
-def _requirements(record: ApprovalRequestRecord) -> list[ApprovalRequirement]:
-    return [
-        ApprovalRequirement(
-            group=item["group"],
-            quorum=int(item["quorum"]),
-            expires_at=datetime.fromisoformat(item["expires_at"]),
-            rule_ids=tuple(item["rule_ids"]),
-            rejections=int(item.get("rejections", 1)),
-            signed=bool(item.get("signed", False)),
-        )
-        for item in record.requirements["approvals"]
-    ]
-
-
-def _covers(record: ApprovalRequestRecord, decision: Decision) -> bool:
-    """Do the snapshotted requirements (whose quorum ``_finalize`` checks) cover what ``decision`` asks
-    now? A stricter policy since the request (a larger quorum, another group) is not covered: the
-    request must be made again. A looser one is: the snapshot is never lowered."""
-    snapshot = {r.group: r.quorum for r in _requirements(record)}
-    return bool(decision.approvals) and all(
-        r.group in snapshot and snapshot[r.group] >= r.quorum for r in decision.approvals
-    )
-
-
-def _groups(record: ApprovalRequestRecord) -> frozenset[str]:
-    return frozenset(item["group"] for item in record.requirements["approvals"])
-
-
-@dataclass(frozen=True, slots=True)
-class _Eligibility:
-    """Who counts now: per group, the approvers whose approve votes count; the counted rejecters; and
-    for every recorded vote that does not count, the ``policy.NOT_COUNTED`` code saying why."""
-
-    approvers: dict[str, frozenset[str]]
-    rejecters: frozenset[str]
-    counted: frozenset[str]
-    not_counted: dict[str, str]
-
-
-async def _groups_of(reader: Reader | Writer, principal_id: str) -> frozenset[str]:
-    return await reader.groups.of(principal_id)
-
-
-async def _eligibility(
-    reader: Reader | Writer, record: ApprovalRequestRecord, votes: list[ApprovalVoteRecord]
-) -> _Eligibility:
-    groups = _groups(record)
-    approvers: dict[str, set[str]] = {group: set() for group in groups}
-    rejecters: set[str] = set()
-    counted: set[str] = set()
-    not_counted: dict[str, str] = {}
-    for vote in votes:
-        member_of = (await _groups_of(reader, vote.approver_id)) & groups
-        standing = VoteStanding(
-            voter=vote.approver_id,
-            role=vote.principal_role,
-            disabled=vote.principal_disabled_at is not None,
-            token_valid=vote.token_found and vote.token_revoked_at is None,
-            digest_matches=_stored_digest(vote.digest) == record.payload_digest,
-            groups=member_of,
-        )
-        why = why_not_counted(standing, requester=record.requester_id)
-        if why is not None:
-            not_counted[vote.approver_id] = why
-            continue
-        counted.add(vote.approver_id)
-        if vote.decision == "approve":
-            for group in member_of:
-                approvers[group].add(vote.approver_id)
-        else:
-            rejecters.add(vote.approver_id)
-    return _Eligibility(
-        {g: frozenset(p) for g, p in approvers.items()},
-        frozenset(rejecters),
-        frozenset(counted),
-        not_counted,
-    )
-
-
 class ApprovalsService:
     def __init__(
         self,
         store: Store,
-        signing: SigningService,
+        pipeline: DecisionPipeline,
+        pending: PendingRequests,
         *,
-        clock: Clock = utcnow,
+        clock: Clock,
         poll_interval: float = POLL_INTERVAL_SECONDS,
         webhooks: WebhookService | None = None,
     ) -> None:
         self._store = store
-        self._signing = signing
+        self._pipeline = pipeline
+        self._pending = pending
         self._clock = clock
         self._poll_interval = poll_interval
         self._changed: dict[str, asyncio.Event] = {}
         self._executing: set[str] = set()
         self._webhooks = webhooks
-        signing.use_approvals(self)
-
-    # -- the ApprovalGate signing calls -----------------------------------------------------------
-
-    async def open(
-        self,
-        writer: Writer,
-        ctx: RequestContext,
-        *,
-        operation: str,
-        key: KeyRecord,
-        prepared: Prepared,
-        decision: Decision,
-        now: datetime,
-    ) -> dict[str, Any]:
-        """Inside the signing commit unit: store the pending request; the body the requester gets (202)."""
-        record = await self.create(
-            writer, ctx, operation=operation, key=key, prepared=prepared, decision=decision, now=now
-        )
-        return {
-            "state": "pending_approval",
-            "approval": {
-                "id": record.id,
-                "url": f"/v1/approvals/{record.id}",
-                "result_url": f"/v1/approvals/{record.id}/result",
-            },
-            "payload_digest": record.payload_digest,
-            "expires_at": iso(record.expires_at),
-            "requirements": record.requirements["approvals"],
-        }
-
-    # -- creation (inside the signing commit unit) ------------------------------------------------
-
-    async def create(
-        self,
-        writer: Writer,
-        ctx: RequestContext,
-        *,
-        operation: str,
-        key: KeyRecord,
-        prepared: Prepared,
-        decision: Decision,
-        now: datetime,
-        reject_quorum: int | None = None,
-        signed_approvals: bool | None = None,
-    ) -> ApprovalRequestRecord:
-        """Store a pending request for ``decision`` (which must require approval) and audit it. The
-        rejection limit and the signed-approvals demand come from the decision's requirements (the
-        fewest rejections, signed if any asks) unless given here."""
-        if decision.effect is not Effect.REQUIRE_APPROVAL or not decision.approvals:
-            # Nothing to collect would make the request trivially approvable: fail closed.
-            raise Forbidden("no approval requirement to collect", code="approval_requirements_missing")
-        if reject_quorum is None:
-            reject_quorum = min(r.rejections for r in decision.approvals)
-        if signed_approvals is None:
-            signed_approvals = any(r.signed for r in decision.approvals)
-        if reject_quorum < 1:
-            raise ValueError("reject_quorum must be at least 1")
-        digest = payload_digest(operation, key, prepared, decision.policy_digests)
-        expires_at = min(r.expires_at for r in decision.approvals)
-        record = ApprovalRequestRecord(
-            id=f"apr_{int(now.timestamp() * 1_000_000):015x}{secrets.token_hex(6)}",
-            kind=operation,
-            resource_id=key.id,
-            requester_id=ctx.caller.principal_id,
-            payload={"operation": operation, "key_id": key.id, "body": dict(prepared.body or {})},
-            payload_digest=digest,
-            view={
-                **prepared.describe(),
-                "key_label": key.label,
-                "requested_by": {"principal_id": ctx.caller.principal_id, "name": ctx.caller.name},
-                "requested_at": iso(now),
-                "rules": sorted({rule for r in decision.approvals for rule in r.rule_ids}),
-                "reasons": decision.reasons_as_dicts(),
-            },
-            requirements={
-                "approvals": [r.as_dict() for r in decision.approvals],
-                "reject_quorum": reject_quorum,
-                "signed_approvals": signed_approvals,
-                "policy_digests": list(decision.policy_digests),
-            },
-            state="pending",
-            created_at=now,
-            expires_at=expires_at,
-            updated_at=now,
-        )
-        await writer.approvals.insert(record)
-        await self._announce(writer, record, "approval.requested", now)
-        writer.append_audit(
-            {
-                "kind": "approval.requested",
-                "at": now,
-                "request_id": ctx.request_id,
-                "actor": ctx.actor(),
-                "approval_id": record.id,
-                "operation": operation,
-                "key_id": key.id,
-                "payload_digest": digest,
-                "requirements": record.requirements,
-                "expires_at": iso(expires_at),
-            }
-        )
-        return record
 
     # -- reading ----------------------------------------------------------------------------------
 
@@ -363,12 +135,12 @@ class ApprovalsService:
                     states=states, requester_id=ctx.caller.principal_id, limit=limit, after=after
                 )
             else:
-                mine = await _groups_of(reader, ctx.caller.principal_id)
+                mine = await groups_of(reader, ctx.caller.principal_id)
                 # Filtering after the read keeps the SQL simple; pages may come back shorter than limit.
                 records = [
                     r
                     for r in await reader.approvals.all(states=states, limit=limit, after=after)
-                    if _groups(r) & mine
+                    if request_groups(r) & mine
                 ]
             out = []
             for record in records:
@@ -396,7 +168,7 @@ class ApprovalsService:
     async def _may_see(self, reader: Reader | Writer, caller: Caller, record: ApprovalRequestRecord) -> bool:
         if caller.role is Role.ADMIN or caller.principal_id == record.requester_id:
             return True
-        return bool(_groups(record) & await _groups_of(reader, caller.principal_id))
+        return bool(request_groups(record) & await groups_of(reader, caller.principal_id))
 
     async def _render(
         self,
@@ -406,12 +178,12 @@ class ApprovalsService:
         *,
         brief: bool = False,
     ) -> dict[str, Any]:
-        eligible = await _eligibility(reader, record, votes)
+        eligible = await eligibility(reader, record, votes)
         out: dict[str, Any] = {
             "id": record.id,
             "kind": record.kind,
             "state": record.state,
-            "key_id": record.resource_id,
+            **kind_of(record.kind).names(record.resource_id),
             "requester_id": record.requester_id,
             "payload_digest": record.payload_digest,
             "created_at": iso(record.created_at),
@@ -429,7 +201,7 @@ class ApprovalsService:
                     "approver_id": v.approver_id,
                     "approver_name": v.principal_name,
                     "decision": v.decision,
-                    "digest": _stored_digest(v.digest),
+                    "digest": stored_digest(v.digest),
                     "at": iso(v.created_at),
                     "counted": v.approver_id in eligible.counted,
                     "not_counted": _not_counted_view(eligible.not_counted.get(v.approver_id)),
@@ -477,7 +249,7 @@ class ApprovalsService:
             return False
         if not await writer.approvals.transition(record.id, list(OPEN_STATES), "expired", now):
             return False
-        await self._announce(writer, record, "approval.expired", now)
+        await self._pending.announce(writer, record, "approval.expired", now)
         writer.append_audit(
             {
                 "kind": "approval.expired",
@@ -571,11 +343,11 @@ class ApprovalsService:
             )
             writer.append_audit({**base, "kind": "approval.vote"})
             votes = await writer.approvals.votes(record.id)
-            eligible = await _eligibility(writer, record, votes)
+            eligible = await eligibility(writer, record, votes)
             if decision == "reject":
                 if len(eligible.rejecters) >= int(record.requirements.get("reject_quorum", 1)):
                     await writer.approvals.transition(record.id, ["pending"], "rejected", now)
-                    await self._announce(writer, record, "approval.rejected", now)
+                    await self._pending.announce(writer, record, "approval.rejected", now)
                     writer.append_audit(
                         {
                             "kind": "approval.rejected",
@@ -588,7 +360,7 @@ class ApprovalsService:
                     return "rejected", None
                 return "pending", None
             outcome = check_approvals(
-                _requirements(record), eligible.approvers, requester=record.requester_id, now=now
+                requirements_of(record), eligible.approvers, requester=record.requester_id, now=now
             )
             if outcome.effect is Effect.ALLOW:
                 await writer.approvals.transition(record.id, ["pending"], "approved", now)
@@ -631,7 +403,7 @@ class ApprovalsService:
             # Authenticated for this request; a revocation after this point voids the vote in the tally.
             token_valid=True,
             digest_matches=True,
-            groups=_groups(record) & await _groups_of(writer, caller.principal_id),
+            groups=request_groups(record) & await groups_of(writer, caller.principal_id),
         )
         why = why_not_counted(standing, requester=record.requester_id)
         if why is not None:
@@ -688,7 +460,7 @@ class ApprovalsService:
                 return Conflict(
                     f"the approval request is {record.state}", code="approval_closed", state=record.state
                 )
-            await self._announce(writer, record, "approval.cancelled", now)
+            await self._pending.announce(writer, record, "approval.cancelled", now)
             writer.append_audit(
                 {
                     "kind": "approval.cancelled",
@@ -720,70 +492,19 @@ class ApprovalsService:
                 requester = None if record is None else await reader.principals.get(record.requester_id)
             if record is None or record.state != "approved" or requester is None:
                 return
-            execution = ApprovedExecution(
-                approval_id=record.id,
-                request_id=request_id,
-                requester=Caller(
-                    principal_id=requester.id,
-                    name=requester.name,
-                    role=Role(requester.role),
-                    token_id=f"approval:{record.id}",
-                ),
-                operation=record.kind,
-                key_id=record.resource_id,
-                body=record.payload["body"],
-                payload_digest=record.payload_digest,
-                digest_of=lambda key, prepared: payload_digest(
-                    record.kind, key, prepared, tuple(record.requirements.get("policy_digests", ()))
-                ),
-                covers=lambda decision: _covers(record, decision),
-                finalize=lambda writer, response, now: self._finalize(writer, record.id, response, now),
+            requester_caller = Caller(
+                principal_id=requester.id,
+                name=requester.name,
+                role=Role(requester.role),
+                token_id=f"approval:{record.id}",
             )
             try:
-                await self._signing.execute_approved(execution)
+                await self._pipeline.execute_approved(record, requester_caller, request_id)
             except SignerError as exc:
                 await self._execution_failed(record.id, request_id, exc)
         finally:
             self._executing.discard(approval_id)
             self._notify(approval_id)
-
-    async def _finalize(
-        self, writer: Writer, approval_id: str, response: dict[str, Any], now: datetime
-    ) -> None:
-        """Inside the signing commit unit: the request must still be approved, unexpired and backed by
-        a quorum of currently eligible approvers; then the result is stored with the signing event.
-        Expiry is judged by this service's clock, the same one every vote was judged by."""
-        del now
-        now = self._clock()
-        record = await writer.approvals.lock(approval_id)
-        if record is None or record.state != "approved":
-            raise Conflict("the approval request is no longer approved", code="approval_closed")
-        if now >= record.expires_at:
-            raise Conflict("the approval request has expired", code="approval_expired")
-        eligible = await _eligibility(writer, record, await writer.approvals.votes(approval_id))
-        outcome = check_approvals(
-            _requirements(record), eligible.approvers, requester=record.requester_id, now=now
-        )
-        if outcome.effect is not Effect.ALLOW:
-            raise Conflict(
-                "the approvals no longer meet the quorum",
-                code="approval_quorum_lost",
-                reasons=outcome.reasons_as_dicts(),
-            )
-        if not await writer.approvals.transition(approval_id, ["approved"], "signed", now, result=response):
-            raise Conflict("the approval request is no longer approved", code="approval_closed")
-        await self._announce(writer, record, "approval.signed", now)
-        writer.append_audit(
-            {
-                "kind": "approval.signed",
-                "at": now,
-                "request_id": None,
-                "approval_id": approval_id,
-                "payload_digest": record.payload_digest,
-                "approvers": {g: sorted(p) for g, p in sorted(eligible.approvers.items())},
-                "result": {k: response[k] for k in ("signer", "transaction_hash") if k in response},
-            }
-        )
 
     async def _execution_failed(self, approval_id: str, request_id: str, exc: SignerError) -> None:
         now = self._clock()
@@ -803,7 +524,7 @@ class ApprovalsService:
                 result = {"error": {"code": exc.code, "status": exc.status, "message": exc.message}}
             await writer.approvals.transition(approval_id, ["approved"], target, now, result=result)
             if target == "failed":
-                await self._announce(writer, record, "approval.failed", now)
+                await self._pending.announce(writer, record, "approval.failed", now)
             writer.append_audit(
                 {
                     "kind": kind,
@@ -884,29 +605,6 @@ class ApprovalsService:
         if self._webhooks is not None:
             self._webhooks.wake()
 
-    async def _announce(
-        self, writer: Writer, record: ApprovalRequestRecord, kind: str, now: datetime
-    ) -> None:
-        """Queue the approver groups' webhooks for this event, in the transaction that records it."""
-        if self._webhooks is None:
-            return
-        event = {
-            "type": kind,
-            "approval_id": record.id,
-            "kind": record.kind,
-            "key_id": record.resource_id,
-            "requester_id": record.requester_id,
-            "payload_digest": record.payload_digest,
-            "requirements": record.requirements["approvals"],
-            "expires_at": iso(record.expires_at),
-            "view": record.view,
-            "at": iso(now),
-        }
-        await self._webhooks.enqueue(writer, _groups(record), event, now)
-
-
-# -- signed approvals ------------------------------------------------------------------------------
-
 
 def approval_message(approval_id: str, decision: str, digest: str) -> bytes:
     """The bytes an approver signs: which request, which decision, which payload digest. Ed25519 signs
@@ -925,7 +623,7 @@ def verify_approval_signature(
         "the approval signature does not verify with the registered key", code="approval_signature_invalid"
     )
     bare = (signature_hex[2:] if signature_hex[:2] in ("0x", "0X") else signature_hex).lower()
-    if not bare or not _HEX_DIGITS.issuperset(bare) or len(bare) % 2:
+    if not bare or not HEX_DIGITS.issuperset(bare) or len(bare) % 2:
         # bytes.fromhex alone would also take spaces: then the stored spelling would not be the one.
         raise invalid
     try:

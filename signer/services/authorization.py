@@ -2,15 +2,16 @@
 
 The engine (``policy``) is pure: this module reads what it needs from the store (the caller's groups
 and live grants, the policy versions attached in force and in shadow), builds the ``PolicyRequest``
-from the decoded payload, and turns a decision that is not an allow into the error the caller gets:
-404 when no grant names the key at all (the same answer as a key that does not exist, so there is no
-existence oracle), 429 with ``Retry-After`` when only rate limits refused, 403 with the reasons
-otherwise. Loaded facts are immutable values, so a process caches them per facts epoch.
+about a resource (a ``ResourceRef``) from the fields its payload gives, and turns a decision that is not
+an allow into the error the caller gets: the resource kind's 404 when no grant names the resource at all
+(the same answer as one that does not exist, so there is no existence oracle), 429 with ``Retry-After``
+when only rate limits refused, 403 with the reasons otherwise. Loaded facts are immutable values, so a
+process caches them per facts epoch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -24,14 +25,12 @@ from policy import (
     PolicyDocumentError,
     PolicyRequest,
     PolicySet,
-    TokenMovement,
-    TransactionView,
-    TypedDataDomain,
     parse_policy_json,
     scope_contains,
 )
-from signer.errors import Forbidden, IntegrityError, NotFound, RateLimited, SignerError
-from signer.store import GrantRecord, KeyRecord, Reader, Writer
+from signer.errors import Forbidden, IntegrityError, RateLimited, SignerError
+from signer.services.resources import ResourceRef, resource_kind
+from signer.store import GrantRecord, Reader, Writer
 
 RATE_CODES = frozenset({"rate_limit_exceeded"})
 GRANT_CODES = frozenset({"operation_not_granted", "grant_expired", "unknown_operation"})
@@ -110,39 +109,38 @@ async def load_subject(
     return Subject(principal_id, groups, grants, policy_set)
 
 
-def grant_names_key(grant: GrantRecord, key: KeyRecord) -> bool:
-    """Whether a grant is about this key at all (any operation): a key id grant or a scope above it."""
-    if grant.resource_type == "key":
-        return grant.resource_id == key.id
+def grant_names(grant: GrantRecord, resource: ResourceRef) -> bool:
+    """Whether a grant is about this resource at all (any operation): one naming it by kind and id, or
+    a scope grant above the scope it lives in."""
+    if grant.resource_type == resource.type:
+        return grant.resource_id == resource.id
     if grant.resource_type == "scope":
         try:
-            return scope_contains(grant.resource_id, key.scope)
+            return scope_contains(grant.resource_id, resource.scope)
         except ValueError:
             return False
     return False
 
 
+def holds_any_grant(grants: Iterable[GrantRecord], resource: ResourceRef) -> bool:
+    """Whether any of ``grants`` is about ``resource``. A caller holding none must get the resource
+    kind's not-found answer, the same as for a resource that does not exist: no existence oracle."""
+    return any(grant_names(g, resource) for g in grants)
+
+
 def policy_request(
-    subject: Subject,
-    key: KeyRecord,
-    operation: str,
-    transaction: Any = None,
-    typed_data_domain: Any = None,
-    permits: Sequence[Any] = (),
+    subject: Subject, resource: ResourceRef, operation: str, fields: Mapping[str, Any]
 ) -> PolicyRequest:
-    """The request policy judges. ``permits`` are ``signer.eth.Permit`` approvals decoded from typed
-    data: each becomes a token movement (token, spender, amount, owner) counted like ``approve``."""
+    """The request policy judges: who asks for which operation on which resource, with the decoded
+    fields its payload gives (``transaction``, ``typed_data_domain``, ``permits``: see ``payloads``)."""
     return PolicyRequest(
         principal_id=subject.principal_id,
         operation=operation,
-        resource_id=key.id,
-        scope=key.scope,
+        resource_id=resource.id,
+        scope=resource.scope,
+        resource_type=resource.type,
         groups=subject.groups,
-        transaction=None if transaction is None else TransactionView.from_decoded(transaction),
-        typed_data_domain=None
-        if typed_data_domain is None
-        else TypedDataDomain.from_domain(typed_data_domain),
-        permits=tuple(TokenMovement(p.method, p.token, p.spender, p.amount, p.owner) for p in permits),
+        **fields,
     )
 
 
@@ -163,10 +161,10 @@ def decision_summary(decision: Decision) -> dict[str, Any]:
     }
 
 
-def refusal(decision: Decision, subject: Subject, key: KeyRecord) -> SignerError:
+def refusal(decision: Decision, subject: Subject, resource: ResourceRef) -> SignerError:
     """The error for a decision that is not an allow."""
-    if not any(grant_names_key(g, key) for g in subject.grants):
-        return NotFound("no such key", code="key_not_found")
+    if not holds_any_grant(subject.grants, resource):
+        return resource_kind(resource.type).not_found()
     summary = decision_summary(decision)
     codes = {reason.code for reason in decision.reasons}
     if decision.effect is Effect.REQUIRE_APPROVAL:
@@ -179,7 +177,7 @@ def refusal(decision: Decision, subject: Subject, key: KeyRecord) -> SignerError
     if codes & GRANT_CODES:
         # No usable grant: that is the answer, whatever the rules also said.
         return Forbidden(
-            "the operation is not granted on this key",
+            f"the operation is not granted on this {resource.type}",
             code="operation_not_granted",
             reasons=summary["reasons"],
             decision=summary,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -32,6 +33,11 @@ class RequestContext:
             "role": self.caller.role.value,
             "token_id": self.caller.token_id,
         }
+
+
+# What a service is given to tell the time: the composition root passes ``signer.clock.utcnow``; tests
+# pass one they move.
+Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:

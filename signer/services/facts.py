@@ -1,4 +1,4 @@
-"""Decision facts (tokens, keys, grants, groups, policies), cached per process and checked by epoch.
+"""Decision facts (tokens, resources, grants, groups, policies), cached per process and checked by epoch.
 
 Reading the database for every token, key and grant on every signature would cost more than the HSM
 signature itself. Instead each process keeps what it read, tagged with the store's *facts epoch*: a number
@@ -51,7 +51,8 @@ class FactsCache:
 
     def __post_init__(self) -> None:
         self.tokens: _Bounded[Any] = _Bounded(self.limit)
-        self.keys: _Bounded[Any] = _Bounded(self.limit)
+        # (resource type, id) -> the resource's record (see ``resources``): keys today
+        self.resources: _Bounded[Any] = _Bounded(self.limit)
         # principal id -> its authorisation facts (groups, grants, policy set)
         self.grants: _Bounded[Any] = _Bounded(self.limit)
         # the attached policy documents, shared by every principal
@@ -61,7 +62,7 @@ class FactsCache:
         """Note an epoch seen in the database; returns whether facts read at it may be cached."""
         if epoch > self.epoch:
             self.tokens.clear()
-            self.keys.clear()
+            self.resources.clear()
             self.grants.clear()
             self.policies = None
             self.epoch = epoch

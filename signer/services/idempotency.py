@@ -30,7 +30,7 @@ from datetime import timedelta
 from typing import Any, NoReturn
 
 from signer.errors import Conflict, SignerError, Unprocessable
-from signer.services.context import utcnow
+from signer.services.context import Clock, utcnow
 from signer.store import IdempotencyRecord, Store, Writer
 
 # Back-off between looks at a claim another process holds: short at first (a signature takes
@@ -75,8 +75,16 @@ Refused = Callable[[SignerError], Awaitable[None]]
 class IdempotencyGate:
     """Runs ``execute(claim)`` at most once at a time per (principal, key), across processes."""
 
-    def __init__(self, store: Store, *, wait_seconds: float = 4.0, claim_seconds: float = 30.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        wait_seconds: float = 4.0,
+        claim_seconds: float = 30.0,
+        clock: Clock = utcnow,
+    ) -> None:
         self._store = store
+        self._clock = clock
         # How long a duplicate waits for the request holding the key before answering 409.
         self.wait_seconds = wait_seconds
         # How old a claim must be before it is taken to be a dead claimant's (well past any request).
@@ -133,7 +141,7 @@ class IdempotencyGate:
                 mine.set_result(None)
 
     def _stale(self, record: IdempotencyRecord) -> bool:
-        return record.created_at < utcnow() - timedelta(seconds=self.claim_seconds)
+        return record.created_at < self._clock() - timedelta(seconds=self.claim_seconds)
 
     @staticmethod
     async def _wait(local: asyncio.Future[None], remaining: float) -> bool:
@@ -159,7 +167,7 @@ class IdempotencyGate:
     async def _claim(
         self, principal_id: str, idempotency: Idempotency, claim: str
     ) -> IdempotencyRecord | None:
-        now = utcnow()
+        now = self._clock()
         stale_before = now - timedelta(seconds=self.claim_seconds)
 
         async def unit(writer: Writer) -> IdempotencyRecord | None:

@@ -12,14 +12,15 @@ import logging
 import secrets
 from typing import Any
 
-from signer.errors import ConfigurationError, InvalidRequest, NotFound, SignerError
+from signer.errors import ConfigurationError, InvalidRequest, SignerError
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
-from signer.services.authorization import grant_names_key
-from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.authorization import holds_any_grant
+from signer.services.context import Clock, RequestContext, iso, require_role
 from signer.services.facts import FactsCache
 from signer.services.naming import NameKind, check_name
+from signer.services.resources import KEYS, key_ref
 from signer.store import KeyRecord, Store, Writer
 
 log = logging.getLogger("signer.keys")
@@ -54,10 +55,11 @@ def check_key_fields(label: str, scope: str, tags: list[str]) -> tuple[str, str,
 
 
 class KeyService:
-    def __init__(self, store: Store, hsm: KeyVault, facts: FactsCache) -> None:
+    def __init__(self, store: Store, hsm: KeyVault, facts: FactsCache, *, clock: Clock) -> None:
         self._store = store
         self._hsm = hsm
         self._facts = facts
+        self._clock = clock
 
     async def create(
         self, ctx: RequestContext, curve: Curve, label: str, scope: str, tags: list[str]
@@ -71,7 +73,7 @@ class KeyService:
             raise ConfigurationError(
                 "the token generated a key whose attributes say it could leave the token"
             )
-        now = utcnow()
+        now = self._clock()
         record = KeyRecord(
             id="key_" + secrets.token_hex(10),
             label=label,
@@ -119,16 +121,15 @@ class KeyService:
         async with self._store.read() as reader:
             key = await reader.keys.get(key_id)
             if key is None:
-                raise NotFound("no such key", code="key_not_found")
+                raise KEYS.not_found()
             if ctx.caller.role in (Role.ADMIN, Role.AUDITOR, Role.APPROVER):
                 return key
             principal_id = ctx.caller.principal_id
             grants = await reader.grants.for_principal(
-                principal_id, await reader.groups.of(principal_id), utcnow()
+                principal_id, await reader.groups.of(principal_id), self._clock()
             )
-        if not any(grant_names_key(g, key) for g in grants):
-            # Same answer as a missing key: no existence oracle.
-            raise NotFound("no such key", code="key_not_found")
+        if not holds_any_grant(grants, key_ref(key)):
+            raise KEYS.not_found()
         return key
 
     async def get(self, ctx: RequestContext, key_id: str) -> dict[str, Any]:
@@ -149,19 +150,19 @@ class KeyService:
             if ctx.caller.role is Role.SERVICE:
                 principal_id = ctx.caller.principal_id
                 groups = await reader.groups.of(principal_id)
-                grants = await reader.grants.for_principal(principal_id, groups, utcnow())
-                keys = [k for k in keys if any(grant_names_key(g, k) for g in grants)]
+                grants = await reader.grants.for_principal(principal_id, groups, self._clock())
+                keys = [k for k in keys if holds_any_grant(grants, key_ref(k))]
         items = [key_view(k) for k in keys]
         return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 
     async def set_state(self, ctx: RequestContext, key_id: str, state: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             key = await writer.keys.get(key_id)
             if key is None:
-                raise NotFound("no such key", code="key_not_found")
+                raise KEYS.not_found()
             if key.state != state:
                 await writer.keys.set_state(key_id, state, now)
             writer.append_audit(

@@ -1,8 +1,8 @@
 """The approvals test world: real services wired as ``signer.app`` wires them, a controllable clock, and
 helpers to make principals, keys, grants, group members and pending requests.
 
-``World.request`` creates a pending request exactly as the signing commit unit does (``ApprovalsService.
-create`` inside a store unit, from the payload prepared by ``signing.prepare_payload``) with a
+``World.request`` creates a pending request exactly as the pipeline's commit unit does (``PendingRequests.
+open`` inside a store unit, from the payload prepared by ``payloads.prepare_payload``) with a
 ``Decision`` built here, so a test can pick any quorum and expiry without writing a policy; the tests in
 ``test_policy_path.py`` go through real policies and ``SigningService`` instead.
 """
@@ -24,11 +24,14 @@ from signer.identity import Role
 from signer.services.admin import AdminService
 from signer.services.approvals import ApprovalsService
 from signer.services.auth import AuthService
-from signer.services.context import RequestContext
+from signer.services.context import RequestContext, utcnow
 from signer.services.facts import FactsCache
 from signer.services.keys import KeyService
+from signer.services.payloads import prepare_payload
+from signer.services.pending import PendingRequests
+from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
-from signer.services.signing import SigningService, prepare_payload
+from signer.services.signing import SigningService
 from signer.store import ApprovalRequestRecord, KeyRecord, Store, Writer
 
 RECIPIENT = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
@@ -70,6 +73,8 @@ class World:
     clock: Clock
     admin_person: Person
     policies: PolicyService
+    pending: PendingRequests
+    pipeline: DecisionPipeline
 
     async def person(self, role: str = "approver", name: str | None = None) -> Person:
         made = await self.admin.create_principal(None, name or f"{role}-{secrets.token_hex(4)}", Role(role))
@@ -167,11 +172,11 @@ class World:
         prepared = prepare_payload(operation, body, key)
 
         async def unit(writer: Writer) -> ApprovalRequestRecord:
-            return await self.approvals.create(
+            return await self.pending.open(
                 writer,
                 requester.ctx,
                 operation=operation,
-                key=key,
+                resource=key,
                 prepared=prepared,
                 decision=decision,
                 now=now,
@@ -217,9 +222,13 @@ async def make_world(store: Store, hsm: Hsm, webhooks: Any = None) -> World:
     facts = FactsCache()
     auth = AuthService(store, facts, secrets.token_bytes(32), access_ttl=TTL, refresh_ttl=86400)
     admin = AdminService(store, auth)
-    signing = SigningService(store, hsm, facts, auth)
     clock = Clock()
-    approvals = ApprovalsService(store, signing, clock=clock, poll_interval=0.05, webhooks=webhooks)
+    # As signer.app wires them, except that the approvals side (votes, expiry, the quorum re-check at
+    # execution) reads the clock the test moves, and the pipeline reads real time.
+    pending = PendingRequests(clock=clock, webhooks=webhooks)
+    pipeline = DecisionPipeline(store, hsm, facts, auth, pending, utcnow)
+    signing = SigningService(pipeline)
+    approvals = ApprovalsService(store, pipeline, pending, clock=clock, poll_interval=0.05, webhooks=webhooks)
     made = await admin.create_principal(None, "root", Role.ADMIN)
     ctx = await auth.authenticate(f"Bearer {made['credentials']['access_token']}", "req-root")
     world = World(
@@ -227,12 +236,14 @@ async def make_world(store: Store, hsm: Hsm, webhooks: Any = None) -> World:
         hsm=hsm,
         auth=auth,
         admin=admin,
-        keys=KeyService(store, hsm, facts),
+        keys=KeyService(store, hsm, facts, clock=utcnow),
         signing=signing,
         approvals=approvals,
         clock=clock,
         admin_person=Person(ctx, made["credentials"]["access_token"]),
         policies=PolicyService(store),
+        pending=pending,
+        pipeline=pipeline,
     )
     return world
 

@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from signer.errors import Conflict, Forbidden, SignerError
 from signer.services.approvals import ApprovalsService
-from signer.services.signing import SigningService
+from signer.services.pipeline import DecisionPipeline
 from signer.store import Store
 from tests.approvals.support import World, recover_sender, signed_fields, tx_fields
 from tests.dbfixtures import fresh_store
@@ -86,11 +86,15 @@ async def test_l07_two_processes_race_the_final_approval(world: World, store_url
     """Two services on two stores (two pools, as two worker processes have) on the same database."""
     _, _requester, (a, b, c), record = await _setup(world, quorum=2)
     async with fresh_store(store_url) as other_store:
-        other = ApprovalsService(
+        pipeline = DecisionPipeline(
             other_store,
-            SigningService(other_store, world.hsm, world.signing._facts, world.auth),
-            clock=world.clock,
+            world.hsm,
+            world.pipeline.facts_cache,
+            world.auth,
+            world.pending,
+            world.pipeline.clock,
         )
+        other = ApprovalsService(other_store, pipeline, world.pending, clock=world.clock)
         results = await asyncio.gather(
             world.approvals.approve(a.ctx, record.id, record.payload_digest),
             other.approve(b.ctx, record.id, record.payload_digest),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import timedelta
 
-from signer.services.signing import prepare_payload
+from signer.services.payloads import prepare_payload
 from signer.store import Writer
 from tests.approvals.support import World, approval_decision, recover_sender, tx_fields
 
@@ -35,11 +35,11 @@ async def _pending(world: World, data: str):
     decision = approval_decision({"treasury": 2}, now + timedelta(hours=1))
 
     async def unit(writer: Writer):
-        return await world.approvals.create(
+        return await world.pending.open(
             writer,
             requester.ctx,
             operation="sign_transaction",
-            key=key,
+            resource=key,
             prepared=prepared,
             decision=decision,
             now=now,

@@ -1,0 +1,315 @@
+"""Pending requests: opening one for a decision that needs approval, and closing it with its result.
+
+This module sits below both the decision pipeline and the approvals service, and is the only place
+either touches a pending request's creation or its signed end: the pipeline opens a request here inside
+its commit unit when policy asks for approval (``open``), and, executing an approved one, asks here
+whether the approvals collected cover what policy asks now (``covers``), recomputes the approved digest
+(``payload_digest``) and stores the result in the same transaction as the signing event (``finalize``).
+The approvals service reads requests and counts votes with the same rules (``eligibility``,
+``requirements_of``) and announces its own transitions through ``announce``. Nothing here calls the
+pipeline or the approvals service: it is called, and returns.
+
+The digest binds the canonical payload: the operation, what the resource kind binds of the resource
+(for a key: id, curve, signer), the chain id, the exact bytes to sign, the body that prepares them
+again, and the digests of the policies that asked for approval. Requirements (group, quorum, expiry)
+are snapshotted at ``open``: a later policy change cannot lower them for this request. Expiry at
+``finalize`` is judged by the clock this module is given, the one the approvals service votes by.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from policy import ApprovalRequirement, Decision, Effect, VoteStanding, check_approvals, why_not_counted
+from signer.audit import canonical_json
+from signer.errors import Conflict, Forbidden, InvalidRequest
+from signer.services.context import Clock, RequestContext, iso
+from signer.services.payloads import Prepared, payload_kind
+from signer.services.resources import ResourceKind, resource_kind
+from signer.services.webhooks import WebhookService
+from signer.store import ApprovalRequestRecord, ApprovalVoteRecord, Reader, Writer
+
+DIGEST_VERSION = 1
+
+
+def kind_of(operation: str) -> ResourceKind:
+    """The kind of resource an operation acts on (a stored request's ``kind`` is its operation)."""
+    return resource_kind(payload_kind(operation).resource_type)
+
+
+def payload_digest(operation: str, resource: Any, prepared: Prepared, policy_digests: tuple[str, ...]) -> str:
+    """sha256 hex of the canonical payload: what approvers approve and what execution must reproduce."""
+    document = {
+        "v": DIGEST_VERSION,
+        "kind": operation,
+        **kind_of(operation).digest_fields(resource),
+        "chain_id": prepared.chain_id,
+        "to_sign": "0x" + prepared.data.hex(),
+        "body": dict(prepared.body or {}),
+        "policy_digests": sorted(policy_digests),
+    }
+    return hashlib.sha256(canonical_json(document)).hexdigest()
+
+
+HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def canonical_digest(text: str) -> str:
+    """The one spelling of a payload digest: 64 lower-case hex digits, no prefix. Accepts ``0x``/``0X``
+    and any case; anything else is ``InvalidRequest(invalid_digest)`` (which does not echo it)."""
+    bare = text[2:] if text[:2] in ("0x", "0X") else text
+    lowered = bare.lower()
+    if len(lowered) != 64 or not HEX_DIGITS.issuperset(lowered):
+        raise InvalidRequest(
+            "digest must be the 64 hex digits of the payload digest (0x and any case allowed)",
+            code="invalid_digest",
+            field="digest",
+        )
+    return lowered
+
+
+def stored_digest(stored: str) -> str:
+    """Rows written before the store refused other spellings may hold one: read them canonical."""
+    try:
+        return canonical_digest(stored)
+    except InvalidRequest:
+        return stored
+
+
+def requirements_of(record: ApprovalRequestRecord) -> list[ApprovalRequirement]:
+    return [
+        ApprovalRequirement(
+            group=item["group"],
+            quorum=int(item["quorum"]),
+            expires_at=datetime.fromisoformat(item["expires_at"]),
+            rule_ids=tuple(item["rule_ids"]),
+            rejections=int(item.get("rejections", 1)),
+            signed=bool(item.get("signed", False)),
+        )
+        for item in record.requirements["approvals"]
+    ]
+
+
+def covers(record: ApprovalRequestRecord, decision: Decision) -> bool:
+    """Do the snapshotted requirements (whose quorum ``_finalize`` checks) cover what ``decision`` asks
+    now? A stricter policy since the request (a larger quorum, another group) is not covered: the
+    request must be made again. A looser one is: the snapshot is never lowered."""
+    snapshot = {r.group: r.quorum for r in requirements_of(record)}
+    return bool(decision.approvals) and all(
+        r.group in snapshot and snapshot[r.group] >= r.quorum for r in decision.approvals
+    )
+
+
+def request_groups(record: ApprovalRequestRecord) -> frozenset[str]:
+    return frozenset(item["group"] for item in record.requirements["approvals"])
+
+
+@dataclass(frozen=True, slots=True)
+class Eligibility:
+    """Who counts now: per group, the approvers whose approve votes count; the counted rejecters; and
+    for every recorded vote that does not count, the ``policy.NOT_COUNTED`` code saying why."""
+
+    approvers: dict[str, frozenset[str]]
+    rejecters: frozenset[str]
+    counted: frozenset[str]
+    not_counted: dict[str, str]
+
+
+async def groups_of(reader: Reader | Writer, principal_id: str) -> frozenset[str]:
+    return await reader.groups.of(principal_id)
+
+
+async def eligibility(
+    reader: Reader | Writer, record: ApprovalRequestRecord, votes: list[ApprovalVoteRecord]
+) -> Eligibility:
+    groups = request_groups(record)
+    approvers: dict[str, set[str]] = {group: set() for group in groups}
+    rejecters: set[str] = set()
+    counted: set[str] = set()
+    not_counted: dict[str, str] = {}
+    for vote in votes:
+        member_of = (await groups_of(reader, vote.approver_id)) & groups
+        standing = VoteStanding(
+            voter=vote.approver_id,
+            role=vote.principal_role,
+            disabled=vote.principal_disabled_at is not None,
+            token_valid=vote.token_found and vote.token_revoked_at is None,
+            digest_matches=stored_digest(vote.digest) == record.payload_digest,
+            groups=member_of,
+        )
+        why = why_not_counted(standing, requester=record.requester_id)
+        if why is not None:
+            not_counted[vote.approver_id] = why
+            continue
+        counted.add(vote.approver_id)
+        if vote.decision == "approve":
+            for group in member_of:
+                approvers[group].add(vote.approver_id)
+        else:
+            rejecters.add(vote.approver_id)
+    return Eligibility(
+        {g: frozenset(p) for g, p in approvers.items()},
+        frozenset(rejecters),
+        frozenset(counted),
+        not_counted,
+    )
+
+
+def pending_body(record: ApprovalRequestRecord) -> dict[str, Any]:
+    """The body the requester gets with HTTP 202 while its request waits for approvers."""
+    return {
+        "state": "pending_approval",
+        "approval": {
+            "id": record.id,
+            "url": f"/v1/approvals/{record.id}",
+            "result_url": f"/v1/approvals/{record.id}/result",
+        },
+        "payload_digest": record.payload_digest,
+        "expires_at": iso(record.expires_at),
+        "requirements": record.requirements["approvals"],
+    }
+
+
+class PendingRequests:
+    """Opens pending requests and stores their results, each inside the caller's transaction."""
+
+    def __init__(self, *, clock: Clock, webhooks: WebhookService | None = None) -> None:
+        self._clock = clock
+        self._webhooks = webhooks
+
+    # -- opening (inside the pipeline's commit unit) ------------------------------------------------
+
+    async def open(
+        self,
+        writer: Writer,
+        ctx: RequestContext,
+        *,
+        operation: str,
+        resource: Any,
+        prepared: Prepared,
+        decision: Decision,
+        now: datetime,
+        reject_quorum: int | None = None,
+        signed_approvals: bool | None = None,
+    ) -> ApprovalRequestRecord:
+        """Store a pending request for ``decision`` (which must require approval) and audit it. The
+        rejection limit and the signed-approvals demand come from the decision's requirements (the
+        fewest rejections, signed if any asks) unless given here."""
+        if decision.effect is not Effect.REQUIRE_APPROVAL or not decision.approvals:
+            # Nothing to collect would make the request trivially approvable: fail closed.
+            raise Forbidden("no approval requirement to collect", code="approval_requirements_missing")
+        if reject_quorum is None:
+            reject_quorum = min(r.rejections for r in decision.approvals)
+        if signed_approvals is None:
+            signed_approvals = any(r.signed for r in decision.approvals)
+        if reject_quorum < 1:
+            raise ValueError("reject_quorum must be at least 1")
+        kind = kind_of(operation)
+        ref = kind.ref(resource)
+        digest = payload_digest(operation, resource, prepared, decision.policy_digests)
+        expires_at = min(r.expires_at for r in decision.approvals)
+        record = ApprovalRequestRecord(
+            id=f"apr_{int(now.timestamp() * 1_000_000):015x}{secrets.token_hex(6)}",
+            kind=operation,
+            resource_id=ref.id,
+            requester_id=ctx.caller.principal_id,
+            payload={"operation": operation, **kind.names(ref.id), "body": dict(prepared.body or {})},
+            payload_digest=digest,
+            view={
+                **prepared.describe(),
+                **kind.approval_view(resource),
+                "requested_by": {"principal_id": ctx.caller.principal_id, "name": ctx.caller.name},
+                "requested_at": iso(now),
+                "rules": sorted({rule for r in decision.approvals for rule in r.rule_ids}),
+                "reasons": decision.reasons_as_dicts(),
+            },
+            requirements={
+                "approvals": [r.as_dict() for r in decision.approvals],
+                "reject_quorum": reject_quorum,
+                "signed_approvals": signed_approvals,
+                "policy_digests": list(decision.policy_digests),
+            },
+            state="pending",
+            created_at=now,
+            expires_at=expires_at,
+            updated_at=now,
+        )
+        await writer.approvals.insert(record)
+        await self.announce(writer, record, "approval.requested", now)
+        writer.append_audit(
+            {
+                "kind": "approval.requested",
+                "at": now,
+                "request_id": ctx.request_id,
+                "actor": ctx.actor(),
+                "approval_id": record.id,
+                "operation": operation,
+                **kind.names(ref.id),
+                "payload_digest": digest,
+                "requirements": record.requirements,
+                "expires_at": iso(expires_at),
+            }
+        )
+        return record
+
+    # -- the end of an approved request (inside the pipeline's commit unit) ---------------------
+
+    async def finalize(self, writer: Writer, approval_id: str, response: dict[str, Any]) -> None:
+        """Inside the pipeline's commit unit: the request must still be approved, unexpired and backed
+        by a quorum of currently eligible approvers; then the result is stored with the signing event.
+        Expiry is judged by this module's clock, the same one every vote was judged by."""
+        now = self._clock()
+        record = await writer.approvals.lock(approval_id)
+        if record is None or record.state != "approved":
+            raise Conflict("the approval request is no longer approved", code="approval_closed")
+        if now >= record.expires_at:
+            raise Conflict("the approval request has expired", code="approval_expired")
+        eligible = await eligibility(writer, record, await writer.approvals.votes(approval_id))
+        outcome = check_approvals(
+            requirements_of(record), eligible.approvers, requester=record.requester_id, now=now
+        )
+        if outcome.effect is not Effect.ALLOW:
+            raise Conflict(
+                "the approvals no longer meet the quorum",
+                code="approval_quorum_lost",
+                reasons=outcome.reasons_as_dicts(),
+            )
+        if not await writer.approvals.transition(approval_id, ["approved"], "signed", now, result=response):
+            raise Conflict("the approval request is no longer approved", code="approval_closed")
+        await self.announce(writer, record, "approval.signed", now)
+        writer.append_audit(
+            {
+                "kind": "approval.signed",
+                "at": now,
+                "request_id": None,
+                "approval_id": approval_id,
+                "payload_digest": record.payload_digest,
+                "approvers": {g: sorted(p) for g, p in sorted(eligible.approvers.items())},
+                "result": {k: response[k] for k in ("signer", "transaction_hash") if k in response},
+            }
+        )
+
+    async def announce(self, writer: Writer, record: ApprovalRequestRecord, kind: str, now: datetime) -> None:
+        """Queue the approver groups' webhooks for this event, in the transaction that records it."""
+        if self._webhooks is None:
+            return
+        event = {
+            "type": kind,
+            "approval_id": record.id,
+            "kind": record.kind,
+            **kind_of(record.kind).names(record.resource_id),
+            "requester_id": record.requester_id,
+            "payload_digest": record.payload_digest,
+            "requirements": record.requirements["approvals"],
+            "expires_at": iso(record.expires_at),
+            "view": record.view,
+            "at": iso(now),
+        }
+        await self._webhooks.enqueue(writer, request_groups(record), event, now)
+
+
+# -- signed approvals ------------------------------------------------------------------------------

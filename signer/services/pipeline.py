@@ -1,0 +1,684 @@
+"""The decision pipeline: every request to act on a resource goes through the same named steps.
+
+    load facts -> check the resource -> judge -> act -> commit -> release
+                                                         |
+                     lock; facts again if they moved; judge again with exact usage; shadows;
+                     reserve; store the response (idempotency); record the audit event
+
+The order is the point. A request is authorised from facts (cached per process, see ``facts``), its
+payload prepared into the exact bytes to sign (``payloads``), the bytes signed by the HSM and the
+signature checked by an independent implementation. Only then is the audit event written, in a
+group-commit transaction that judges again under the write lock with exact usage; the response leaves
+after that commit. If the event cannot be written the signature is discarded and the caller gets 503:
+nothing is released unaudited. Every outcome after authentication (allowed, denied, failed) is audited.
+
+``judge`` is the one place a decision is made: the check before the HSM (on the usage this process
+already knows, a lower bound), the commit (exact usage), shadow candidates, the dry run and approved
+execution all call it. What differs between a caller's request and an approved one is not a flag but a
+``Path``: where its facts come from, what a decision asking for approval means (open a pending request,
+or accept it when the approvals collected cover it), what must hold of its payload, and what settles in
+the commit. Pending requests are opened and closed through ``pending``, below this module; nothing here
+calls the approvals service, which calls ``execute_approved`` here once a request is approved.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from policy import (
+    AttachedPolicy,
+    Decision,
+    Effect,
+    Facts,
+    PolicyError,
+    PolicyRequest,
+    PolicySet,
+    ShadowDecision,
+    UsageQuery,
+    evaluate,
+    usage_queries,
+)
+from signer import metrics
+from signer.errors import (
+    AuditUnavailable,
+    Conflict,
+    DatabaseUnavailable,
+    Forbidden,
+    NotFound,
+    SignerError,
+    Unprocessable,
+)
+from signer.hsm import KeyVault
+from signer.identity import Role
+from signer.services.auth import AuthService
+from signer.services.authorization import (
+    Policies,
+    Subject,
+    decision_summary,
+    holds_any_grant,
+    load_policies,
+    load_subject,
+    optimistic_facts,
+    parse_stored,
+    policy_request,
+    refusal,
+)
+from signer.services.context import Caller, Clock, RequestContext, iso
+from signer.services.facts import FactsCache
+from signer.services.idempotency import Idempotency, IdempotencyGate, in_progress, replayed
+from signer.services.payloads import PayloadKind, Prepared, Preparer, payload_kind
+from signer.services.pending import PendingRequests, covers, payload_digest, pending_body
+from signer.services.resources import ResourceKind, ResourceRef, resource_kind
+from signer.store import (
+    ApprovalRequestRecord,
+    IdempotencyRecord,
+    LedgerEntry,
+    Reader,
+    Store,
+    Writer,
+)
+
+# -- the one judge ---------------------------------------------------------------------------------
+
+
+def judge(request: PolicyRequest, policy_set: PolicySet, usage: Facts, now: datetime) -> Decision:
+    """The decision for ``request`` under ``policy_set`` with ``usage`` at ``now``: the only call into
+    the engine on the sign path (before the HSM, at commit, for shadows, dry runs, approved runs)."""
+    return evaluate(request, policy_set, usage, now=now)
+
+
+def request_for(subject: Subject, resource: ResourceRef, operation: str, prepared: Prepared) -> PolicyRequest:
+    """The request policy judges, from the subject, the resource and what the payload gives."""
+    try:
+        return policy_request(subject, resource, operation, prepared.policy_fields())
+    except PolicyError as exc:
+        # The payload parsed, but a value in it is outside what policy accepts (e.g. a bad scope).
+        raise Unprocessable(exc.message, code=exc.code) from None
+
+
+# -- what one request carries through the steps ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """One request to run: who asks, for which operation on which resource, with which payload."""
+
+    ctx: RequestContext
+    payload: PayloadKind
+    resource_id: str
+    prepare: Preparer
+    idempotency: Idempotency | None = None
+
+    @property
+    def operation(self) -> str:
+        return self.payload.operation
+
+    @property
+    def kind(self) -> ResourceKind:
+        return resource_kind(self.payload.resource_type)
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedFacts:
+    """The resource (None if missing), the caller's authorisation facts, the policies, and their epoch."""
+
+    resource: Any | None
+    subject: Subject
+    policies: Policies
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Judged:
+    """The outcome of checking and judging one request against one set of facts."""
+
+    facts: LoadedFacts
+    resource: Any
+    ref: ResourceRef
+    prepared: Prepared
+    request: PolicyRequest
+    decision: Decision
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A request between its check and its commit: what the commit unit needs, nothing more."""
+
+    order: Order
+    path: Path
+    judged: Judged
+    response: dict[str, Any] | None
+    event: dict[str, Any]
+    claim: str | None
+    started: datetime
+
+
+class Verdict(enum.Enum):
+    """What a path does with a decision: act on it, open a pending request for it, or refuse it."""
+
+    ACT = "act"
+    PEND = "pend"
+    REFUSE = "refuse"
+
+
+class Path(Protocol):
+    """How a request reached the pipeline, and so what its steps do where the two paths differ."""
+
+    def event_fields(self) -> dict[str, Any]: ...
+
+    async def load(self, pipeline: DecisionPipeline, order: Order, now: datetime) -> tuple[LoadedFacts, bool]:
+        """The facts to judge by, and whether they came from the cache (then a refusal reads again)."""
+        ...
+
+    async def reload(
+        self, pipeline: DecisionPipeline, writer: Writer, order: Order, facts: LoadedFacts, now: datetime
+    ) -> LoadedFacts:
+        """Inside the commit unit: the facts to judge by now (``facts`` itself when nothing moved)."""
+        ...
+
+    def verdict(self, decision: Decision) -> Verdict: ...
+
+    def check_prepared(self, resource: Any, prepared: Prepared) -> None: ...
+
+    async def settle(self, writer: Writer, response: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CallerRequest:
+    """A caller's own request: facts from the cache; a decision asking for approval opens one."""
+
+    def event_fields(self) -> dict[str, Any]:
+        return {}
+
+    async def load(self, pipeline: DecisionPipeline, order: Order, now: datetime) -> tuple[LoadedFacts, bool]:
+        return await pipeline.cached_facts(order, now)
+
+    async def reload(
+        self, pipeline: DecisionPipeline, writer: Writer, order: Order, facts: LoadedFacts, now: datetime
+    ) -> LoadedFacts:
+        if writer.epoch == facts.epoch:
+            return facts
+        # A fact moved since we read it: decide again from what is committed now.
+        await pipeline.auth.recheck(writer, order.ctx, now)
+        current = await pipeline.read_facts(writer, order, now)
+        pipeline.check_usable(order, current)
+        pipeline.facts_cache.observe(writer.epoch)
+        return current
+
+    def verdict(self, decision: Decision) -> Verdict:
+        if decision.effect is Effect.ALLOW:
+            return Verdict.ACT
+        return Verdict.PEND if decision.needs_approval else Verdict.REFUSE
+
+    def check_prepared(self, resource: Any, prepared: Prepared) -> None:
+        return None
+
+    async def settle(self, writer: Writer, response: dict[str, Any]) -> None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovedRequest:
+    """An approved request, run on behalf of its requester from the body its approvers approved.
+
+    Facts are read fresh (never from the cache, never from the requester's long-expired token: the
+    requester principal must still be enabled); the body must reproduce the approved digest; a decision
+    that still asks for approval is accepted only when the approvals collected cover every requirement
+    it names; the request's final state and result commit with the signing event (``settle``)."""
+
+    record: ApprovalRequestRecord
+    pending: PendingRequests
+
+    def event_fields(self) -> dict[str, Any]:
+        return {"approval": {"id": self.record.id, "payload_digest": self.record.payload_digest}}
+
+    async def load(self, pipeline: DecisionPipeline, order: Order, now: datetime) -> tuple[LoadedFacts, bool]:
+        async with pipeline.store.read() as reader:
+            return await pipeline.read_facts(reader, order, now), False
+
+    async def reload(
+        self, pipeline: DecisionPipeline, writer: Writer, order: Order, facts: LoadedFacts, now: datetime
+    ) -> LoadedFacts:
+        # On behalf of a requester whose token may be long gone: the principal must still be enabled,
+        # and resource, grants and policies are decided again from what is committed now.
+        principal = await writer.principals.get(order.ctx.caller.principal_id)
+        if principal is None or principal.disabled_at is not None:
+            raise Forbidden("the requester is disabled", code="requester_disabled")
+        current = await pipeline.read_facts(writer, order, now)
+        pipeline.check_usable(order, current)
+        return current
+
+    def verdict(self, decision: Decision) -> Verdict:
+        if decision.effect is Effect.ALLOW or (
+            decision.effect is Effect.REQUIRE_APPROVAL and covers(self.record, decision)
+        ):
+            return Verdict.ACT
+        return Verdict.REFUSE
+
+    def check_prepared(self, resource: Any, prepared: Prepared) -> None:
+        policy_digests = tuple(self.record.requirements.get("policy_digests", ()))
+        if payload_digest(self.record.kind, resource, prepared, policy_digests) != self.record.payload_digest:
+            # The stored body no longer reproduces what the approvers approved: never sign it.
+            raise Conflict("the payload does not match the approved digest", code="approval_mismatch")
+
+    async def settle(self, writer: Writer, response: dict[str, Any]) -> None:
+        await self.pending.finalize(writer, self.record.id, response)
+
+
+# -- the pipeline ----------------------------------------------------------------------------------
+
+
+@dataclass
+class DecisionPipeline:
+    """The steps, and what they need: the store, the token, the facts cache, the token re-check, the
+    pending requests, and the clock every ``now`` on the path is read from."""
+
+    store: Store
+    hsm: KeyVault
+    facts_cache: FactsCache
+    auth: AuthService
+    pending: PendingRequests
+    clock: Clock
+    # Who may execute a request named by an Idempotency-Key, and how long its duplicates wait.
+    idempotency: IdempotencyGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.idempotency = IdempotencyGate(self.store, clock=self.clock)
+
+    async def run(self, order: Order) -> dict[str, Any]:
+        """A caller's request: the pipeline, once per Idempotency-Key if it names one."""
+        path = CallerRequest()
+        idempotency = order.idempotency
+        if idempotency is None:
+            return await self._execute(order, path, None)
+
+        async def execute(claim: str) -> dict[str, Any]:
+            return await self._execute(order, path, claim)
+
+        async def refused(exc: SignerError) -> None:
+            # Refused before anything was judged (the key is reused, or still in progress elsewhere).
+            _count(None, order.operation, _outcome(exc))
+            await self._record_refusal(self._event(order, path, self.clock()), exc)
+
+        # At most one request per key reaches the HSM; its duplicates wait for its stored response.
+        return await self.idempotency.run(order.ctx.caller.principal_id, idempotency, execute, refused)
+
+    async def execute_approved(
+        self, record: ApprovalRequestRecord, requester: Caller, request_id: str
+    ) -> dict[str, Any]:
+        """Run an approved request's stored canonical body on behalf of its requester."""
+        ctx = RequestContext(request_id=request_id, caller=requester, epoch=-1)
+        payload = payload_kind(record.kind)
+        order = Order(ctx, payload, record.resource_id, payload.parse_stored(record.payload["body"]))
+        return await self._execute(order, ApprovedRequest(record, self.pending), None)
+
+    async def dry_run(
+        self,
+        ctx: RequestContext,
+        subject_id: str,
+        payload: PayloadKind,
+        resource_id: str,
+        prepare: Preparer,
+        candidate: tuple[str, int, str | None, str | None] | None,
+    ) -> dict[str, Any]:
+        """Judge a request for ``subject_id`` against the live policy (or with a candidate version in
+        place) with the ledger as it is now; nothing is signed, reserved or counted. An admin may ask
+        about any resource; anyone else only about one the subject holds a grant on."""
+        kind = resource_kind(payload.resource_type)
+        now = self.clock()
+        async with self.store.read() as reader:
+            policies = await load_policies(reader)
+            subject = await load_subject(reader, subject_id, now, policies)
+            resource = await kind.load(reader, resource_id)
+            if resource is None or (
+                ctx.caller.role is not Role.ADMIN and not holds_any_grant(subject.grants, kind.ref(resource))
+            ):
+                raise kind.not_found()
+            payload.check_resource(resource)
+            prepared = prepare(resource)
+            request = request_for(subject, kind.ref(resource), payload.operation, prepared)
+            policy_set = subject.policy_set
+            candidate_ref = None
+            if candidate is not None:
+                policy_id, version, scope, cand_key = candidate
+                record = await reader.policies.get_version(policy_id, version)
+                if record is None:
+                    raise NotFound("no such policy version", code="policy_not_found")
+                attached = AttachedPolicy(parse_stored(record.document), scope=scope, key_id=cand_key)
+                policy_set = policy_set.with_candidate(attached)
+                candidate_ref = attached.ref().as_dict()
+            queries = usage_queries(request, policy_set, now=now)
+        async with self.store.write() as writer:
+            # Read through a writer so the running totals are exact; nothing is written (no
+            # reservation, no audit event), so the transaction commits empty.
+            usage = {q: await writer.ledger.usage(q.limit_key, q.since, now) for q in queries}
+            writer.ledger.discard()
+        decision = judge(request, policy_set, Facts(usage), now)
+        result = decision_summary(decision)
+        result["reservations"] = [r.as_dict() for r in decision.reservations]
+        result["request"] = prepared.summary
+        result["principal_id"] = subject_id
+        result.update(kind.names(resource_id))
+        result["operation"] = payload.operation
+        if candidate_ref is not None:
+            result["candidate"] = candidate_ref
+        return result
+
+    # -- the steps ---------------------------------------------------------------------------------
+
+    async def _execute(self, order: Order, path: Path, claim: str | None) -> dict[str, Any]:
+        """Check and judge, act, commit; for a request without an Idempotency-Key or one holding its
+        claim (``claim``). Every refusal is audited, and every outcome counted, here."""
+        started = self.clock()
+        event = self._event(order, path, started)
+        judged: Judged | None = None
+        response: dict[str, Any] | None = None
+        committing = False
+        try:
+            judged = await self.precheck(order, path, started)
+            event["request"] = judged.prepared.summary
+            path.check_prepared(judged.resource, judged.prepared)
+            if path.verdict(judged.decision) is Verdict.ACT:
+                response = await self.act(judged)
+                event["result"] = order.payload.result_summary(response)
+            flight = _InFlight(order, path, judged, response, event, claim, started)
+            committing = True
+            # The unit only reads and writes through its writer (the signature is already made and
+            # stays in memory), so the store may run it again if PostgreSQL aborts the batch.
+            result = await self.store.submit(functools.partial(self.commit, flight), rerunnable=True)
+        except SignerError as exc:
+            _count(judged, order.operation, _outcome(exc))
+            if committing and isinstance(exc, (DatabaseUnavailable, AuditUnavailable)):
+                # The signature is dropped here and never leaves. Recording the failure would wait
+                # for the same database that just failed, past the caller's deadline: the store
+                # logged it.
+                raise
+            # Any signature is dropped here and never leaves; the audit event says one was made
+            # (none was when the request was judged to need approval before the HSM).
+            discarded = {"signature_discarded": True} if committing and response is not None else {}
+            await self._record_refusal({**event, **discarded}, exc)
+            raise
+        _count(judged, order.operation, "pending_approval" if _is_pending(result) else "allowed")
+        return result
+
+    async def precheck(self, order: Order, path: Path, now: datetime) -> Judged:
+        """Everything that can refuse before the HSM signs: the resource, grants and every rule, limits
+        judged on the usage this process already knows (a lower bound; the commit judges them exactly
+        under the write lock). A decision asking for approval is kept: the HSM is then not asked."""
+        facts, cached = await path.load(self, order, now)
+        for attempt in (0, 1):
+            try:
+                resource, ref = self.check_resource(order, facts)
+                prepared = order.prepare(resource)
+                request = request_for(facts.subject, ref, order.operation, prepared)
+                known = optimistic_facts(self.store.ledger_cache.at_least)
+                decision = judge(request, facts.subject.policy_set, known, now)
+                if path.verdict(decision) is Verdict.REFUSE:
+                    raise refusal(decision, facts.subject, ref)
+                self._check_state(order, ref)
+                return Judged(facts, resource, ref, prepared, request, decision)
+            except SignerError:
+                if attempt or not cached:
+                    raise
+                # Never refuse on cached facts alone: read them again.
+                async with self.store.read() as reader:
+                    facts = await self.read_facts(reader, order, now)
+        raise AssertionError("unreachable")
+
+    async def act(self, judged: Judged) -> dict[str, Any]:
+        """Sign inside the token and check the signature; the response stays here until commit."""
+        return await judged.prepared.act(self.hsm, judged.resource)
+
+    async def commit(self, flight: _InFlight, writer: Writer) -> dict[str, Any]:
+        """Inside the write transaction: facts again if they moved, judge with exact usage, then open a
+        pending request, or reserve, store and audit the response, or refuse."""
+        order, path, judged = flight.order, flight.path, flight.judged
+        ctx = order.ctx
+        # Judged at the instant the request started, like the check before signing: the ledger cache
+        # answers any window start from memory, and the usage queries can be reused.
+        now = flight.started
+        current = await path.reload(self, writer, order, judged.facts, now)
+        if order.idempotency is not None:
+            replay = await self._stored_response(writer, flight)
+            if replay is not None:
+                return replay
+        decision = await self._judge_exactly(writer, flight, current, now)
+        verdict = path.verdict(decision)
+        if verdict is Verdict.PEND:
+            # No signature leaves: the request waits for its approvers (stored in this transaction).
+            record = await self.pending.open(
+                writer,
+                ctx,
+                operation=order.operation,
+                resource=judged.resource,
+                prepared=judged.prepared,
+                decision=decision,
+                now=now,
+            )
+            body = pending_body(record)
+            await self._store_response(writer, flight, body, now)
+            writer.append_audit(
+                {
+                    **flight.event,
+                    "outcome": "pending_approval",
+                    "approval_id": record.id,
+                    "decision": decision_summary(decision),
+                }
+            )
+            return body
+        if verdict is Verdict.REFUSE:
+            raise refusal(decision, current.subject, judged.ref)
+        if flight.response is None:
+            # Judged "needs approval" before the HSM, but not now: the policy moved underneath.
+            raise Conflict(
+                "the policy changed while deciding; send the request again", code="decision_changed"
+            )
+        await writer.ledger.reserve(
+            [
+                LedgerEntry(r.limit_key, r.amount, r.window_start, r.window_end, ctx.request_id)
+                for r in decision.reservations
+            ]
+        )
+        await self._store_response(writer, flight, flight.response, now)
+        writer.append_audit({**flight.event, "outcome": "allowed", "decision": decision_summary(decision)})
+        await path.settle(writer, flight.response)
+        return flight.response
+
+    async def _judge_exactly(
+        self, writer: Writer, flight: _InFlight, current: LoadedFacts, now: datetime
+    ) -> Decision:
+        """The decision with exact usage under the write lock (the one before the HSM when it still
+        holds), with every shadow candidate judged beside it and recorded."""
+        judged, ctx = flight.judged, flight.order.ctx
+        policy_set = current.subject.policy_set
+        unchanged = current is judged.facts
+        request = (
+            judged.request
+            if unchanged
+            else request_for(current.subject, judged.ref, flight.order.operation, judged.prepared)
+        )
+        keep = unchanged and judged.decision.bounds is not None
+        # The sums the decision before signing read, when it can be kept; otherwise every sum.
+        queries = (
+            {bound.query for bound in judged.decision.bounds or ()}
+            if keep
+            else set(usage_queries(request, policy_set, now=now))
+        )
+        shadows = [
+            (attachment_id, current.subject.candidate_set(attachment_id, attached))
+            for attachment_id, attached in current.policies.shadow
+            if attached.applies_to(request)
+        ]
+        for _, candidate_set in shadows:
+            queries |= usage_queries(request, candidate_set, now=now)
+        usage = await _read_usage(writer, queries, now)
+        if keep and judged.decision.holds_under(usage):
+            # Same request, policy set and instant as the check before signing, and every sum that
+            # decision read is still within the range where it comes out the same: the pure engine
+            # would return it again.
+            decision = judged.decision
+        else:
+            if keep:
+                # The decision moved: judge again with every sum the engine may read.
+                usage = await _read_usage(writer, queries | usage_queries(request, policy_set, now=now), now)
+            decision = judge(request, policy_set, usage, now)
+        metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
+        for attachment_id, candidate_set in shadows:
+            candidate = judge(request, candidate_set, usage, now)
+            shadow = ShadowDecision(decision, candidate)
+            writer.policies.record_shadow(
+                attachment_id,
+                now,
+                ctx.request_id,
+                decision.effect.value,
+                candidate.effect.value,
+                shadow.differs,
+                decision_summary(candidate),
+            )
+        return decision
+
+    async def _stored_response(self, writer: Writer, flight: _InFlight) -> dict[str, Any] | None:
+        """The response another request with this Idempotency-Key committed first (only if our claim
+        went stale and was taken over): ours is dropped and audited as such, theirs returned."""
+        idempotency, ctx = flight.order.idempotency, flight.order.ctx
+        assert idempotency is not None
+        stored = await writer.idempotency.get(ctx.caller.principal_id, idempotency.key)
+        if stored is not None and stored.claim is None:
+            result = replayed(stored, idempotency)
+            if flight.response is not None:
+                writer.append_audit({**flight.event, "outcome": "duplicate", "signature_discarded": True})
+            return result
+        if stored is not None and stored.claim != flight.claim:
+            # Our claim went stale and another request holds the key now: it executes, not us.
+            raise in_progress()
+        return None
+
+    async def _store_response(
+        self, writer: Writer, flight: _InFlight, response: dict[str, Any], now: datetime
+    ) -> None:
+        idempotency, ctx = flight.order.idempotency, flight.order.ctx
+        if idempotency is None:
+            return
+        await writer.idempotency.insert(
+            IdempotencyRecord(
+                ctx.caller.principal_id, idempotency.key, idempotency.request_digest, response, now
+            ),
+            claim=flight.claim,
+        )
+
+    # -- facts -------------------------------------------------------------------------------------
+
+    def check_resource(self, order: Order, facts: LoadedFacts) -> tuple[Any, ResourceRef]:
+        """The checks before policy: the resource exists for this caller and suits the operation."""
+        kind = order.kind
+        if facts.resource is None:
+            raise kind.not_found()
+        order.payload.check_caller(order.ctx.caller.role)
+        ref = kind.ref(facts.resource)
+        if not holds_any_grant(facts.subject.grants, ref):
+            # No grant at all about this resource: indistinguishable from one that does not exist.
+            raise kind.not_found()
+        order.payload.check_resource(facts.resource)
+        return facts.resource, ref
+
+    def check_usable(self, order: Order, facts: LoadedFacts) -> None:
+        """``check_resource`` and the resource's state: for facts read again inside the commit."""
+        _, ref = self.check_resource(order, facts)
+        self._check_state(order, ref)
+
+    @staticmethod
+    def _check_state(order: Order, ref: ResourceRef) -> None:
+        refused = order.kind.unusable(ref)
+        if refused is not None:
+            raise refused
+
+    async def cached_facts(self, order: Order, now: datetime) -> tuple[LoadedFacts, bool]:
+        principal_id = order.ctx.caller.principal_id
+        cache = self.facts_cache
+        name = (order.kind.type, order.resource_id)
+        resource = cache.resources.get(name)
+        subject = cache.grants.get(principal_id)
+        policies = cache.policies
+        if resource is not None and subject is not None and policies is not None:
+            return LoadedFacts(resource, subject, policies, min(cache.epoch, order.ctx.epoch)), True
+        async with self.store.read() as reader:
+            facts = await self.read_facts(reader, order, now)
+        if facts.resource is not None and cache.observe(facts.epoch):
+            cache.resources.put(name, facts.resource)
+            cache.grants.put(principal_id, facts.subject)
+            cache.policies = facts.policies
+        return LoadedFacts(
+            facts.resource, facts.subject, facts.policies, min(facts.epoch, order.ctx.epoch)
+        ), False
+
+    async def read_facts(self, reader: Reader | Writer, order: Order, now: datetime) -> LoadedFacts:
+        """The resource, the caller's groups, grants and policy set, and the epoch they are valid at."""
+        epoch = reader.epoch if isinstance(reader, Writer) else await reader.epoch()
+        resource = await order.kind.load(reader, order.resource_id)
+        policies = await load_policies(reader)
+        subject = await load_subject(reader, order.ctx.caller.principal_id, now, policies)
+        return LoadedFacts(resource, subject, policies, epoch)
+
+    # -- audit -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _event(order: Order, path: Path, now: datetime) -> dict[str, Any]:
+        """The audit event's fields every outcome of a request carries."""
+        ctx = order.ctx
+        event: dict[str, Any] = {
+            "kind": order.payload.event_kind,
+            "operation": order.operation,
+            "request_id": ctx.request_id,
+            "at": iso(now),
+            "actor": ctx.actor(),
+            **order.kind.names(order.resource_id),
+        }
+        if order.idempotency is not None:
+            event["idempotency_key_sha256"] = hashlib.sha256(order.idempotency.key.encode()).hexdigest()
+        event.update(path.event_fields())
+        return event
+
+    async def _record_refusal(self, event: dict[str, Any], exc: SignerError) -> None:
+        record = {**event, "outcome": _outcome(exc), "error": {"code": exc.code, "status": exc.status}}
+        if "decision" in exc.extra:
+            record["decision"] = exc.extra["decision"]
+        elif "reasons" in exc.extra:
+            record["reasons"] = exc.extra["reasons"]
+
+        async def unit(writer: Writer) -> None:
+            writer.append_audit(record)
+
+        try:
+            await self.store.submit(unit)
+        except SignerError:
+            # The original error is what the caller needs; the store failure is logged by the store.
+            pass
+
+
+async def _read_usage(writer: Writer, queries: Iterable[UsageQuery], now: datetime) -> Facts:
+    """The exact sums (under the write lock) that answer ``queries``."""
+    asked = list(queries)
+    sums = await writer.ledger.usages([(q.limit_key, q.since) for q in asked], now)
+    return Facts(dict(zip(asked, sums, strict=True)))
+
+
+def _outcome(exc: SignerError) -> str:
+    return "denied" if exc.status in (401, 403, 404, 409, 429) else "failed"
+
+
+def _is_pending(result: dict[str, Any]) -> bool:
+    return result.get("state") == "pending_approval"
+
+
+def _count(judged: Judged | None, operation: str, outcome: str) -> None:
+    # Only a resource that exists names its id: a caller's made-up ids must not become label values.
+    resource = None if judged is None else judged.resource
+    metrics.signature(
+        None if resource is None else resource.id, getattr(resource, "curve", None), operation, outcome
+    )
