@@ -1,13 +1,16 @@
 """What every route module shares: the one ``Api`` registry and the helpers a thin handler needs.
 
 Owns authentication at the edge (``context`` turns the Authorization header into a request context
-through the auth service), the paging query parsers and the JSON response. Everything else, role checks
+through the auth service), the paging query parsers, the JSON response and a message's text
+encoding (the sign route and the policy dry run both take one). Everything else, role checks
 included, is the services' job. Must never hold a resource's handlers: those live in one module per
 resource, registered in ``signer.http.routes``.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from typing import Any
@@ -77,3 +80,18 @@ def id_query(request: web.Request, name: str) -> str | None:
     if text is not None and not _ID_RE.match(text):
         raise InvalidRequest(f"{name} is not a valid id", code="invalid_field", field=name)
     return text
+
+
+def decode_message(message: str, encoding: str) -> bytes:
+    if encoding == "utf8":
+        return message.encode("utf-8")
+    if encoding == "hex":
+        text = message[2:] if message[:2] in ("0x", "0X") else message
+        try:
+            return bytes.fromhex(text) if len(text) % 2 == 0 else bytes.fromhex("x")
+        except ValueError:
+            raise InvalidRequest("message is not valid hex", code="invalid_hex", field="message") from None
+    try:
+        return base64.b64decode(message, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("message is not valid base64", code="invalid_base64", field="message") from None

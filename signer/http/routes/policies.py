@@ -17,8 +17,7 @@ from signer.http import schemas as out
 from signer.http.body import loads_yaml_strict, parse_body, read_bytes
 from signer.http.contract import Query
 from signer.http.models import AttachPolicyBody, DryRunBody, PolicyDocumentBody
-from signer.http.routes.common import api, context, json_response, max_body, services
-from signer.http.routes.signing import decode_message
+from signer.http.routes.common import api, context, decode_message, json_response, max_body, services
 from signer.services.policies import document_error
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")

@@ -1,14 +1,11 @@
 """Signing routes: transactions, messages, typed data and digests, with the ``Idempotency-Key`` header.
 
 Thin: parse, call one method of the signing service, render (200 with the signature, 202 when approvers
-must decide first). Owns decoding a message's text encoding (also used by the policy dry run) and the
-digest an idempotency key names. Must never sign or judge anything itself.
+must decide first). Owns the digest an idempotency key names. Must never sign or judge anything itself.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -21,7 +18,7 @@ from signer.errors import InvalidRequest
 from signer.http import schemas as out
 from signer.http.body import parse_body
 from signer.http.models import SignDigestBody, SignMessageBody, SignTransactionBody, SignTypedDataBody
-from signer.http.routes.common import api, json_response, max_body, services, signing_context
+from signer.http.routes.common import api, decode_message, json_response, max_body, services, signing_context
 from signer.services.idempotency import Idempotency
 
 
@@ -132,18 +129,3 @@ def _idempotency(request: web.Request, body: BaseModel) -> Idempotency | None:
     named = {"path": request.path, "body": body.model_dump(mode="json")}
     digest = hashlib.sha256(json.dumps(named, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     return Idempotency(key, digest)
-
-
-def decode_message(message: str, encoding: str) -> bytes:
-    if encoding == "utf8":
-        return message.encode("utf-8")
-    if encoding == "hex":
-        text = message[2:] if message[:2] in ("0x", "0X") else message
-        try:
-            return bytes.fromhex(text) if len(text) % 2 == 0 else bytes.fromhex("x")
-        except ValueError:
-            raise InvalidRequest("message is not valid hex", code="invalid_hex", field="message") from None
-    try:
-        return base64.b64decode(message, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("message is not valid base64", code="invalid_base64", field="message") from None
