@@ -29,7 +29,11 @@ from signer.http.routes.common import api, context, int_query, services
     },
     errors=(503,),
     query=(
-        Query("after", {"type": "integer", "minimum": 0}, "return events with seq > after (default 0)"),
+        Query(
+            "after",
+            {"type": "integer", "minimum": 0, "maximum": 2**62},
+            "return events with seq > after (default 0)",
+        ),
         Query("limit", {"type": "integer", "minimum": 1, "maximum": 10000}, "page size (default 1000)"),
     ),
 )

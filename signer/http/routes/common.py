@@ -10,15 +10,16 @@ resource, registered in ``signer.http.routes``.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 from typing import Any
 
 from aiohttp import web
 
+from policy.names import MAX_IDENTIFIER, NameKind
 from signer.errors import InvalidRequest
 from signer.http.contract import Api
+from signer.http.models import BASE64_PATTERN, HEX_PATTERN, name_schema
 from signer.http.state import SERVICES, SETTINGS, Services
 from signer.services.context import RequestContext
 
@@ -31,7 +32,17 @@ routes = api.routes
 
 # The id pattern of query parameters; path parameters get the same one from ``signer.http.contract``.
 ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
+# A group name in a path: the groups' name rule (up to four code points a character before NFKC).
+GROUP_PATH = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4 * MAX_IDENTIFIER,
+    **name_schema(NameKind.IDENTIFIER),
+}
 _ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# \Z, not $: the document's patterns are ECMA-262, where $ does not match before a final newline.
+_HEX = re.compile(HEX_PATTERN.removesuffix("$") + r"\Z")
+_BASE64 = re.compile(BASE64_PATTERN.removesuffix("$") + r"\Z")
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -83,15 +94,14 @@ def id_query(request: web.Request, name: str) -> str | None:
 
 
 def decode_message(message: str, encoding: str) -> bytes:
+    """The message's bytes. Hex and base64 are checked against the patterns the OpenAPI document states
+    (``signer.http.models``): hex digits in pairs after an optional ``0x``; RFC 4648 base64, padded."""
     if encoding == "utf8":
         return message.encode("utf-8")
     if encoding == "hex":
-        text = message[2:] if message[:2] in ("0x", "0X") else message
-        try:
-            return bytes.fromhex(text) if len(text) % 2 == 0 else bytes.fromhex("x")
-        except ValueError:
-            raise InvalidRequest("message is not valid hex", code="invalid_hex", field="message") from None
-    try:
-        return base64.b64decode(message, validate=True)
-    except (binascii.Error, ValueError):
-        raise InvalidRequest("message is not valid base64", code="invalid_base64", field="message") from None
+        if not _HEX.match(message):
+            raise InvalidRequest("message is not valid hex", code="invalid_hex", field="message")
+        return bytes.fromhex(message[2:] if message[:2] in ("0x", "0X") else message)
+    if not _BASE64.match(message):
+        raise InvalidRequest("message is not valid base64", code="invalid_base64", field="message")
+    return base64.b64decode(message, validate=True)

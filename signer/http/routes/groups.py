@@ -8,7 +8,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from signer.http import schemas as out
-from signer.http.routes.common import api, context, json_response, services
+from signer.http.routes.common import GROUP_PATH, api, context, json_response, services
 
 
 @api.operation(
@@ -27,6 +27,7 @@ async def list_groups(request: web.Request) -> web.Response:
 @api.operation(
     "GET",
     "/v1/groups/{group}",
+    path_schemas={"group": GROUP_PATH},
     summary="A group's members",
     tag="groups",
     who="admin, auditor",
@@ -40,6 +41,7 @@ async def get_group(request: web.Request) -> web.Response:
 @api.operation(
     "PUT",
     "/v1/groups/{group}/members/{principal_id}",
+    path_schemas={"group": GROUP_PATH},
     summary="Add a principal to a group",
     tag="groups",
     who="admin",
@@ -55,6 +57,7 @@ async def add_member(request: web.Request) -> web.Response:
 @api.operation(
     "DELETE",
     "/v1/groups/{group}/members/{principal_id}",
+    path_schemas={"group": GROUP_PATH},
     summary="Remove a principal from a group",
     tag="groups",
     who="admin",

@@ -11,12 +11,13 @@ from aiohttp import web
 from signer.http import schemas as out
 from signer.http.body import parse_body
 from signer.http.models import WebhookBody, WebhookRotateBody
-from signer.http.routes.common import api, context, json_response, max_body, services
+from signer.http.routes.common import GROUP_PATH, api, context, json_response, max_body, services
 
 
 @api.operation(
     "PUT",
     "/v1/groups/{group}/webhook",
+    path_schemas={"group": GROUP_PATH},
     summary="Set the approver group's webhook; the answer carries its HMAC key",
     tag="approvals",
     who="admin",
@@ -35,6 +36,7 @@ async def set_group_webhook(request: web.Request) -> web.Response:
 @api.operation(
     "POST",
     "/v1/groups/{group}/webhook/rotate-secret",
+    path_schemas={"group": GROUP_PATH},
     summary="Rotate the webhook's HMAC key; both signatures are sent during the overlap",
     tag="approvals",
     who="admin",
@@ -54,6 +56,7 @@ async def rotate_group_webhook_secret(request: web.Request) -> web.Response:
 @api.operation(
     "DELETE",
     "/v1/groups/{group}/webhook",
+    path_schemas={"group": GROUP_PATH},
     summary="Remove the approver group's webhook",
     tag="approvals",
     who="admin",
