@@ -13,13 +13,8 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from signer.cli_api.common import (
-    api_call,
-    render_record,
-)
-from signer.client import (
-    SignerClient,
-)
+from signer.cli_api.common import api_call, render_record
+from signer.client import SignerClient
 
 
 @click.group()

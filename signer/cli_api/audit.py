@@ -15,15 +15,8 @@ from typing import Any, TextIO
 
 import click
 
-from signer.cli_api.common import (
-    EXIT_FAILED,
-    Outcome,
-    api_call,
-    progress_wanted,
-)
-from signer.client import (
-    SignerClient,
-)
+from signer.cli_api.common import EXIT_FAILED, Outcome, api_call, progress_wanted
+from signer.client import SignerClient
 
 AUDIT_COLUMNS = ("seq", "at", "kind", "request_id")
 

@@ -21,13 +21,7 @@ from typing import Any, TextIO
 
 import click
 
-from signer.client import (
-    ApiError,
-    ClientConfigError,
-    ClientConnectionError,
-    SignerClient,
-    load_client_config,
-)
+from signer.client import ApiError, ClientConfigError, ClientConnectionError, SignerClient, load_client_config
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # server error, unreachable server, unexpected answer

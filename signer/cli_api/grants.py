@@ -10,12 +10,8 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import (
-    api_call,
-)
-from signer.client import (
-    SignerClient,
-)
+from signer.cli_api.common import api_call
+from signer.client import SignerClient
 
 GRANT_COLUMNS = ("id", "principal_id", "group", "resource_id", "operations", "expires_at", "revoked")
 

@@ -11,16 +11,8 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import (
-    api_call,
-    credentials_out_option,
-    store_credentials,
-)
-from signer.client import (
-    ClientConfigError,
-    SignerClient,
-    read_token_file,
-)
+from signer.cli_api.common import api_call, credentials_out_option, store_credentials
+from signer.client import ClientConfigError, SignerClient, read_token_file
 
 
 @click.group()

@@ -9,12 +9,8 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import (
-    api_call,
-)
-from signer.client import (
-    SignerClient,
-)
+from signer.cli_api.common import api_call
+from signer.client import SignerClient
 
 KEY_COLUMNS = ("id", "label", "curve", "state", "address", "scope", "created_at")
 

@@ -11,21 +11,8 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import (
-    EXIT_CONFIG,
-    EXIT_FAILED,
-    EXIT_UNAVAILABLE,
-    Raw,
-    api_call,
-    emit,
-)
-from signer.client import (
-    ApiError,
-    ClientConfigError,
-    ClientConnectionError,
-    SignerClient,
-    load_client_config,
-)
+from signer.cli_api.common import EXIT_CONFIG, EXIT_FAILED, EXIT_UNAVAILABLE, Raw, api_call, emit
+from signer.client import ApiError, ClientConfigError, ClientConnectionError, SignerClient, load_client_config
 
 
 @click.command()

@@ -9,14 +9,8 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import (
-    api_call,
-    read_input,
-    read_json_object,
-)
-from signer.client import (
-    SignerClient,
-)
+from signer.cli_api.common import api_call, read_input, read_json_object
+from signer.client import SignerClient
 
 POLICY_COLUMNS = ("policy_id", "version", "digest", "created_at")
 

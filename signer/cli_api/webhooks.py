@@ -10,13 +10,9 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import (
-    api_call,
-)
+from signer.cli_api.common import api_call
 from signer.cli_api.groups import groups
-from signer.client import (
-    SignerClient,
-)
+from signer.client import SignerClient
 
 
 @groups.command("set-webhook")
