@@ -352,13 +352,13 @@ _ANYWHERE: list[tuple[str, str]] = [
 ]
 _CONTAINERS = re.compile(
     r"\(signer/(app|cli)\.py|\(signer/http/errors\.py"  # start-up, middlewares, the error mapping
-    r"|^(sign_transaction|sign_message|sign_typed_data|sign_digest) \(signer/http/routes\.py"
+    r"|^(sign_transaction|sign_message|sign_typed_data|sign_digest) \(signer/http/routes/signing\.py"
     r"|^SigningService\.(_sign|sign_transaction|sign_message|sign_typed_data|sign_digest) "
     r"|^SigningService\.sign_\w+\.<locals>\.prepare "
 )
 _ENTRY: list[tuple[str, str]] = [
     (
-        r"^(_signing_context|_context) \(signer/http|\(signer/services/auth\.py|\(signer/identity\.py",
+        r"^(signing_context|context) \(signer/http|\(signer/services/auth\.py|\(signer/identity\.py",
         "auth: bearer token",
     ),
     (r"\(signer/http/body\.py|\(signer/http/models\.py", "JSON: request body + pydantic"),
@@ -382,7 +382,7 @@ _ENTRY: list[tuple[str, str]] = [
         r"\(signer/store/|^SigningService\._record_refusal |^SigningService\._sign\.<locals>\.unit ",
         "group commit (SQLAlchemy, driver)",
     ),
-    (r"^_json \(signer/http/routes\.py", "JSON: response"),
+    (r"^json_response \(signer/http/routes/common\.py", "JSON: response"),
     (r"\(signer/eth/", "eth: other"),
     (
         r"\(signer/services/context\.py|^SigningService\._sign\.<locals>\.",
@@ -588,7 +588,7 @@ PROBE_POINTS: list[tuple[str, str, str, str]] = [
     ("request: whole (request_context middleware)", "signer.app", "request_context", "async"),
     ("auth: authenticate (cached)", "signer.services.auth", "AuthService.authenticate", "async"),
     ("auth: token check (_check, HMAC)", "signer.services.auth", "AuthService._check", "sync"),
-    ("body: read + strict JSON + pydantic", "signer.http.routes", "parse_body", "async"),
+    ("body: read + strict JSON + pydantic", "signer.http.routes.signing", "parse_body", "async"),
     ("body: strict JSON (loads_strict)", "signer.http.body", "loads_strict", "sync"),
     ("body: pydantic model (validate)", "signer.http.body", "validate", "sync"),
     (
@@ -614,7 +614,7 @@ PROBE_POINTS: list[tuple[str, str, str, str]] = [
     ),
     ("commit: COMMIT (WAL fsync)", "sqlalchemy.ext.asyncio.engine", "AsyncConnection.commit", "async"),
     ("audit: append_audit (canonical JSON + hash)", "signer.store.tx", "WriteTx.append_audit", "sync"),
-    ("JSON: response", "signer.http.routes", "_json", "sync"),
+    ("JSON: response", "signer.http.routes.signing", "json_response", "sync"),
     ("access log: one line (record + format + write)", "signer.app", "access", "sync"),
 ]
 
@@ -1166,7 +1166,7 @@ def serving_floor_server(port: int, workdir: str, tree: str | None, without: lis
     from signer.http.body import parse_body
     from signer.http.contract import _refuse_unknown_query
     from signer.http.models import SignTransactionBody
-    from signer.http.routes import _json
+    from signer.http.routes.common import json_response as _json
     from signer.http.state import SETTINGS
     from signer.logs import configure_logging
 

@@ -26,6 +26,8 @@ HOMES = {
     "aiosqlite": ("signer/store/",),
     "asyncpg": ("signer/store/",),
     "aiohttp": ("signer/app.py", "signer/http/"),
+    # The command line: server commands in signer/cli.py, API commands by resource in signer/cli_api/.
+    "click": ("signer/cli.py", "signer/cli_api/"),
     "cryptography.hazmat.primitives.ciphers": ("signer/envelope.py",),
     "prometheus_client": ("signer/metrics.py",),
 }

@@ -22,7 +22,6 @@ from datetime import timedelta
 
 from aiohttp import web
 
-import signer.http.policy_routes  # noqa: F401 - registers its operations on the API before routes are added
 from signer import metrics
 from signer.clock import utcnow
 from signer.config import Settings, host_name

@@ -515,7 +515,7 @@ def test_audit_events_export_and_verify(cli: Cli, tmp_path: Path) -> None:
 def test_audit_export_shows_progress_on_a_terminal(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli_api, "_progress_wanted", lambda stream=None: True)
+    monkeypatch.setattr(cli_api.audit, "progress_wanted", lambda stream=None: True)
     out = tmp_path / "audit.jsonl"
     result = cli.run("audit", "export", str(out), "--page-size", "4")
     assert result.exit_code == 0, result.stderr
@@ -695,4 +695,4 @@ def test_every_api_route_is_reachable_from_the_cli(request: pytest.FixtureReques
         pattern = re.compile("^" + re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)) + "$")
         if not any(m == method and pattern.match(path) for m, path in REQUESTED):
             missing.add(f"{method} {template}")
-    assert missing == set(), "API operations without a CLI command (see signer/cli_api.py's docstring)"
+    assert missing == set(), "API operations without a CLI command (see signer.cli_api's docstring)"

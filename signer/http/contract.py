@@ -8,6 +8,12 @@ document from the same pydantic models that validate request bodies (JSON schema
 from the response models in ``signer.http.schemas`` (serialization mode); ``render_html`` turns it into a
 self-contained reference page (no script, no external resource).
 
+The request schemas state every rule a validator applies that JSON Schema can say. What it cannot say
+is declared once, in ``SEMANTIC_REFUSALS`` (and written into the document's description): refusals that a
+request satisfying its schema may still meet, because they depend on the payload's meaning (an EVM
+transaction, EIP-712 typed data), on two fields at once, or on the server's configuration. The contract
+test lets exactly these through its "schema-valid request rejected" check.
+
 Nothing here runs per request: the document is built once, on first use.
 """
 
@@ -54,6 +60,70 @@ _TITLES = {
 
 
 @dataclass(frozen=True, slots=True)
+class SemanticRefusal:
+    """A 400 that a schema-valid request may still get from ``operations``: ``codes`` (problem codes),
+    limited to problem ``field``s matching ``field`` when given (a regular expression), and why."""
+
+    operations: tuple[str, ...]
+    codes: frozenset[str]
+    why: str
+    field: str | None = None
+
+
+# The eth parsers' codes for a transaction or typed data whose content is not one (signer/eth/).
+_PAYLOAD_CODES = frozenset(
+    {
+        "invalid_transaction",
+        "invalid_typed_data",
+        "invalid_field",
+        "missing_field",
+        "unknown_field",
+        "value_out_of_range",
+        "invalid_hex",
+        "invalid_address",
+        "invalid_chain_id",
+        "missing_chain_id",
+    }
+)
+
+SEMANTIC_REFUSALS: tuple[SemanticRefusal, ...] = (
+    SemanticRefusal(
+        ("sign_transaction", "dry_run"),
+        _PAYLOAD_CODES,
+        "a transaction's fields, or `raw`, must make an EVM transaction (type 0, 1, 2 or 4) the eth "
+        "parser accepts; the schema states only their container",
+    ),
+    SemanticRefusal(
+        ("sign_typed_data", "dry_run"),
+        _PAYLOAD_CODES,
+        "`typed_data` must be EIP-712 typed data (v4) whose message matches its types",
+    ),
+    SemanticRefusal(
+        ("create_policy",),
+        frozenset({"invalid_policy"}),
+        "rule ids are unique within a document",
+        field=r"rules\[\d+\]\.id",
+    ),
+    SemanticRefusal(
+        ("create_policy",),
+        frozenset({"invalid_policy"}),
+        "a time window ends after it starts",
+        field=r"rules\[\d+\]\.windows\[\d+\]\.end",
+    ),
+    SemanticRefusal(
+        ("set_group_webhook",),
+        frozenset({"webhook_destination_not_allowed"}),
+        "the host must resolve to an allowed destination (never loopback, private or link-local; within "
+        "webhook_allowed_destinations when that is set)",
+    ),
+)
+
+# JSON Schema counts 1.0 as an integer; the request parsers do not (a policy says why: amounts are
+# decimal strings, and a number is an integer only when written as one).
+INTEGER_NOTE = "Integers are written without a fraction or exponent: 1, never 1.0 or 1e0."
+
+
+@dataclass(frozen=True, slots=True)
 class Query:
     """A query parameter: its JSON schema and what it means."""
 
@@ -89,6 +159,7 @@ class Operation:
     links: Mapping[str, Link]
     other_responses: Mapping[int, Any] = field(default_factory=dict)
     headers: Mapping[str, Any] = field(default_factory=dict)
+    path_schemas: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 class Api:
@@ -119,6 +190,7 @@ class Api:
         media_type: str = JSON,
         other_responses: Mapping[int, Any] | None = None,
         headers: Mapping[str, Any] | None = None,
+        path_schemas: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> Callable[[H], H]:
         def register(handler: H) -> H:
             self.operations.append(
@@ -139,6 +211,7 @@ class Api:
                     links=dict(links or {}),
                     other_responses=dict(other_responses or {}),
                     headers=dict(headers or {}),
+                    path_schemas=dict(path_schemas or {}),
                 )
             )
             checked = _refuse_unknown_query(handler, query)
@@ -185,6 +258,8 @@ def _implied_errors(auth: Auth, request: type[BaseModel] | None) -> set[int]:
 # -- the document ---------------------------------------------------------------------------------
 
 _PATH_PARAM = re.compile(r"{(\w+)}")
+# A path parameter's schema unless the operation names a stricter one (``path_schemas``): ids.
+_PATH_ID = {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_.-]+$"}
 
 
 def _models(value: Any) -> list[type[BaseModel]]:
@@ -246,7 +321,7 @@ def openapi(api: Api) -> dict[str, Any]:
                 "name": name,
                 "in": "path",
                 "required": True,
-                "schema": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9_.-]+$"},
+                "schema": dict(op.path_schemas.get(name, _PATH_ID)),
             }
             for name in _PATH_PARAM.findall(op.path)
         ]
@@ -301,9 +376,16 @@ def openapi(api: Api) -> dict[str, Any]:
             entry["security"] = []
         paths.setdefault(op.path, {})[op.method.lower()] = entry
 
+    refusals = "; ".join(
+        f"{', '.join(r.operations)}: {r.why} ({', '.join(sorted(r.codes))})" for r in SEMANTIC_REFUSALS
+    )
+    description = (
+        f"{api.description}\n\n{INTEGER_NOTE} Refusals (400) a request that matches its schema may "
+        f"still meet: {refusals}."
+    )
     return {
         "openapi": "3.1.0",
-        "info": {"title": api.title, "version": api.version, "description": api.description},
+        "info": {"title": api.title, "version": api.version, "description": description},
         "paths": paths,
         "components": {
             "schemas": schemas,

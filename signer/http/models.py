@@ -1,4 +1,16 @@
-"""Request bodies as strict models: unknown fields refused, no type coercion.
+"""Request bodies as strict models: unknown fields refused, no type coercion; and their contract.
+
+The OpenAPI document's request schemas are these models' JSON schemas, so every rule a validator
+applies is written here once: as a constraint pydantic enforces, or, for a rule a service or ``policy``
+enforces, as the pattern, format or combination that describes it (``json_schema_extra``). A test holds
+each description to its validator (``tests/test_http_contract_rules.py``).
+
+Names (principal and group names, policy and rule ids, scopes, key labels and tags) follow
+``policy.names.canonical_name``: NFKC first, then a grammar. JSON Schema cannot say "after NFKC" or "one
+script", so a name's schema is a ``pattern`` that every accepted name matches and that is exact for ASCII
+text (full-width and other compatibility spellings of a valid name are accepted, so non-ASCII characters
+pass the pattern), plus a ``format`` (``signer-identifier``, ``signer-scope``, ``signer-label``,
+``signer-tag``) that names the whole rule.
 
 Every time a request carries is a ``Timestamp``: an RFC 3339 string with a time-zone offset, in years
 1970-9999 once in UTC, refused at the edge with code ``invalid_timestamp`` otherwise (a naive time, a
@@ -15,11 +27,143 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainValidator, Wi
 from pydantic_core import PydanticCustomError
 
 from policy import OPERATIONS
+from policy.names import NameKind
 from signer.hsm import Curve
 from signer.identity import Role
 
-_NAME_PATTERN = "^[a-z0-9][a-z0-9._-]{0,62}$"
 _OPERATIONS: list[JsonValue] = [*sorted(OPERATIONS)]
+
+
+# -- names ----------------------------------------------------------------------------------------
+
+
+def _not_ascii_except(allowed: str) -> str:
+    """A character class of every ASCII or C1 control character not in ``allowed`` (as \\xHH ranges, which
+    ECMA-262, Rust and Python regular expressions read alike)."""
+    refused = [c for c in range(0xA0) if chr(c) not in allowed]
+    ranges: list[str] = []
+    start = prev = refused[0]
+    for c in [*refused[1:], -1]:
+        if c == prev + 1:
+            prev = c
+            continue
+        ranges.append(f"\\x{start:02x}" if start == prev else f"\\x{start:02x}-\\x{prev:02x}")
+        start = prev = c
+    return "[^" + "".join(ranges) + "]"
+
+
+_LOWER_DIGITS = "abcdefghijklmnopqrstuvwxyz0123456789"
+_IDENTIFIER_CHAR = _not_ascii_except(_LOWER_DIGITS + "._-")
+_SCOPE_CHAR = _not_ascii_except(_LOWER_DIGITS + "._-/")
+_LETTERS = _LOWER_DIGITS + "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+NAME_FORMATS: dict[str, NameKind] = {
+    "signer-identifier": NameKind.IDENTIFIER,
+    "signer-scope": NameKind.SCOPE,
+    "signer-label": NameKind.LABEL,
+    "signer-tag": NameKind.TAG,
+}
+
+
+def name_schema(kind: NameKind) -> dict[str, JsonValue]:
+    """The contract of a name of this kind: the pattern (exact for ASCII) and the format naming the rule."""
+    if kind is NameKind.IDENTIFIER:
+        pattern = f"^(?![._-]){_IDENTIFIER_CHAR}+$"
+        what = "lower-case a-z, 0-9, '.', '_' or '-', starting with a letter or digit"
+    elif kind is NameKind.SCOPE:
+        pattern = f"^(?![._/-])(?!.*/[._/-])(?!.*/$){_SCOPE_CHAR}+$"
+        what = "'/'-separated segments of a-z, 0-9, '.', '_' or '-', each starting with a letter or digit"
+    elif kind is NameKind.LABEL:
+        pattern = f"^(?! )(?!.* $)(?!.*  ){_not_ascii_except(_LETTERS + ' ._-')}+$"
+        what = "letters, digits and combining marks of one script, single spaces, '.', '_' or '-'"
+    else:
+        pattern = f"^{_not_ascii_except(_LETTERS + '._-:/')}+$"
+        what = "letters, digits and combining marks of one script, '.', '_', '-', ':' or '/'"
+    format_name = next(name for name, value in NAME_FORMATS.items() if value is kind)
+    return {
+        "pattern": pattern,
+        "format": format_name,
+        "description": f"{what}; compared after NFKC normalisation, with no invisible character",
+    }
+
+
+# -- other rules the services apply ---------------------------------------------------------------
+
+
+def at_most(limit: int) -> str:
+    """A regular expression for the decimal numbers 0..limit written without leading zeros."""
+    digits = str(limit)
+    options = ["0", f"[1-9][0-9]{{0,{len(digits) - 2}}}"] if len(digits) > 1 else ["0"]
+    for i, d in enumerate(digits):
+        low = 1 if i == 0 else 0
+        if int(d) > low:
+            rest = len(digits) - i - 1
+            options.append(digits[:i] + f"[{low}-{int(d) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    options.append(digits)
+    return "(?:" + "|".join(options) + ")"
+
+
+def padded_at_most(limit: int) -> str:
+    """The decimal numbers 0..limit in at most as many digits as ``limit`` has (leading zeros allowed)."""
+    digits = str(limit)
+    options = [f"[0-9]{{1,{len(digits) - 1}}}"] if len(digits) > 1 else []
+    for i, d in enumerate(digits):
+        if d != "0":
+            rest = len(digits) - i - 1
+            options.append(digits[:i] + f"[0-{int(d) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    options.append(digits)
+    return "(?:" + "|".join(options) + ")"
+
+
+# A budget: up to 78 decimal digits, below 2**256 (the admin service's ``_budgets``).
+UINT256_PATTERN = f"^{padded_at_most(2**256 - 1)}$"
+ASSET_PATTERN = "^(?:native|0x[0-9a-fA-F]{40})$"
+HEX_PATTERN = "^(?:0[xX])?(?:[0-9a-fA-F]{2})*$"
+DIGEST_PATTERN = "^(?:0[xX])?[0-9a-fA-F]{64}$"
+BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+_HOST_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# An absolute http(s) URL whose host is a DNS name or an IPv4 address, with no user information.
+WEBHOOK_URL_PATTERN = (
+    f"^[Hh][Tt][Tt][Pp][Ss]?://(?=[^/?#:]{{1,253}}(?:[:/?#]|$)){_HOST_LABEL}(?:\\.{_HOST_LABEL})*"
+    f"(?::0*{at_most(65535)}?)?(?:[/?#][\\x21-\\x7e]*)?$"
+)
+
+
+def exactly_one_of(*fields: str) -> dict[str, JsonValue]:
+    """Exactly one of ``fields`` present and not null."""
+    return {"oneOf": [{"required": [f], "properties": {f: {"not": {"type": "null"}}}} for f in fields]}
+
+
+MESSAGE_ENCODINGS: dict[str, JsonValue] = {
+    "anyOf": [
+        {"not": {"required": ["encoding"]}},
+        {"properties": {"encoding": {"const": "utf8"}}},
+        {"properties": {"encoding": {"const": "hex"}, "message": {"pattern": HEX_PATTERN}}},
+        {"properties": {"encoding": {"const": "base64"}, "message": {"pattern": BASE64_PATTERN}}},
+    ]
+}
+
+DRY_RUN_PAYLOADS: dict[str, JsonValue] = {
+    "oneOf": [
+        {"properties": {"operation": {"const": "sign_transaction"}}, **exactly_one_of("transaction", "raw")},
+        {
+            "properties": {"operation": {"const": "sign_message"}, "message": {"type": "string"}},
+            "required": ["message"],
+            **MESSAGE_ENCODINGS,
+        },
+        {
+            "properties": {"operation": {"const": "sign_typed_data"}, "typed_data": {"type": "object"}},
+            "required": ["typed_data"],
+        },
+        {
+            "properties": {
+                "operation": {"const": "sign_raw"},
+                "digest": {"type": "string", "pattern": DIGEST_PATTERN},
+            },
+            "required": ["digest"],
+        },
+    ]
+}
 
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:[Zz]|[+-]\d{2}:\d{2})")
@@ -62,9 +206,7 @@ class RefreshBody(Strict):
 
 class CreatePrincipalBody(Strict):
     # The pattern is checked by the admin service (code invalid_name); here it documents the contract.
-    name: str = Field(
-        min_length=1, max_length=63, json_schema_extra={"pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}
-    )
+    name: str = Field(min_length=1, max_length=63, json_schema_extra=name_schema(NameKind.IDENTIFIER))
     role: Role = Field(json_schema_extra={"enum": [r.value for r in Role]})
 
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
@@ -76,9 +218,18 @@ class PrincipalStateBody(Strict):
 
 class CreateKeyBody(Strict):
     curve: Curve
-    label: str = Field(min_length=1, max_length=64)
-    scope: str = Field(default="default", min_length=1, max_length=1024)
-    tags: list[str] = Field(default_factory=list, max_length=32)
+    # Labels, scopes and tags are checked by the keys service (code invalid_name); described here.
+    label: str = Field(min_length=1, max_length=64, json_schema_extra=name_schema(NameKind.LABEL))
+    scope: str = Field(
+        default="default", min_length=1, max_length=1024, json_schema_extra=name_schema(NameKind.SCOPE)
+    )
+    tags: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        json_schema_extra={
+            "items": {"type": "string", "minLength": 1, "maxLength": 256, **name_schema(NameKind.TAG)}
+        },
+    )
 
     # Enums arrive as JSON strings: allow that one conversion, nothing else.
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
@@ -89,30 +240,64 @@ class CreateGrantBody(Strict):
     ``scope``. ``value_budgets`` maps ``native`` or a token address to a decimal string."""
 
     principal_id: str | None = Field(default=None, min_length=1, max_length=64)
-    group: str | None = Field(default=None, min_length=1, max_length=63)
+    group: str | None = Field(
+        default=None, min_length=1, max_length=63, json_schema_extra=name_schema(NameKind.IDENTIFIER)
+    )
     key_id: str | None = Field(default=None, min_length=1, max_length=64)
-    scope: str | None = Field(default=None, min_length=1, max_length=512)
+    scope: str | None = Field(
+        default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
+    )
     # Checked by the admin service (code invalid_operations); the enum documents the contract.
     operations: list[str] = Field(
         min_length=1,
         max_length=8,
         json_schema_extra={"items": {"type": "string", "enum": _OPERATIONS}},
     )
-    expires_at: Timestamp | None = None
+    expires_at: Timestamp | None = Field(
+        default=None, json_schema_extra={"description": "must be in the future (refused with invalid_expiry)"}
+    )
     max_uses: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    value_budgets: dict[str, str] | None = Field(default=None, max_length=64)
+    # Checked by the admin service (code invalid_budget); described here.
+    value_budgets: dict[str, str] | None = Field(
+        default=None,
+        max_length=64,
+        json_schema_extra={
+            "propertyNames": {"pattern": ASSET_PATTERN},
+            "additionalProperties": {"type": "string", "pattern": UINT256_PATTERN},
+        },
+    )
 
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    # The admin service refuses anything but exactly one grantee and exactly one target (invalid_grant).
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=False,
+        frozen=True,
+        json_schema_extra={
+            "allOf": [exactly_one_of("principal_id", "group"), exactly_one_of("key_id", "scope")]
+        },
+    )
 
 
 class SignTransactionBody(Strict):
+    """Exactly one of ``transaction`` (fields) or ``raw`` (unsigned serialised hex): the signing service
+    refuses anything else (invalid_request)."""
+
     transaction: dict[str, Any] | None = None
+    # Its content (hex of an unsigned transaction) is the eth parser's to judge: see SEMANTIC_REFUSALS.
     raw: str | None = Field(default=None, max_length=2 * 64 * 1024)
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra=exactly_one_of("transaction", "raw")
+    )
 
 
 class SignMessageBody(Strict):
+    """``message`` is text (utf8), hex (``0x`` optional) or base64 (RFC 4648, padded): see ``encoding``."""
+
     message: str = Field(max_length=64 * 1024)
     encoding: Literal["utf8", "hex", "base64"] = "utf8"
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra=MESSAGE_ENCODINGS)
 
 
 class SignTypedDataBody(Strict):
@@ -120,7 +305,7 @@ class SignTypedDataBody(Strict):
 
 
 class SignDigestBody(Strict):
-    digest: str = Field(min_length=64, max_length=66)
+    digest: str = Field(min_length=64, max_length=66, json_schema_extra={"pattern": DIGEST_PATTERN})
 
 
 class VoteBody(Strict):
@@ -130,7 +315,7 @@ class VoteBody(Strict):
 
     # Any string up to a bound: the approvals service canonicalises it or refuses it (invalid_digest),
     # the same way for the API and the console.
-    digest: str = Field(min_length=1, max_length=200)
+    digest: str = Field(min_length=1, max_length=200, json_schema_extra={"pattern": DIGEST_PATTERN})
     signature: str | None = Field(default=None, min_length=2, max_length=200)
 
 
@@ -141,16 +326,30 @@ class ApproverKeyBody(Strict):
 
 class AttachPolicyBody(Strict):
     version: int = Field(ge=1, le=2**63 - 1)
-    scope: str | None = Field(default=None, min_length=1, max_length=512)
+    scope: str | None = Field(
+        default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
+    )
     key_id: str | None = Field(default=None, min_length=1, max_length=64)
     mode: Literal["live", "shadow"] = "live"
+
+    # The policies service refuses anything but exactly one target (invalid_attachment).
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra=exactly_one_of("scope", "key_id")
+    )
 
 
 class CandidatePolicy(Strict):
     policy_id: str = Field(min_length=1, max_length=64)
     version: int = Field(ge=1, le=2**63 - 1)
-    scope: str | None = Field(default=None, min_length=1, max_length=512)
+    scope: str | None = Field(
+        default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
+    )
     key_id: str | None = Field(default=None, min_length=1, max_length=64)
+
+    # The dry run refuses anything but exactly one target (invalid_attachment).
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra=exactly_one_of("scope", "key_id")
+    )
 
 
 class DryRunBody(Strict):
@@ -167,9 +366,13 @@ class DryRunBody(Strict):
     digest: str | None = Field(default=None, max_length=130)
     candidate: CandidatePolicy | None = None
 
+    # The signing service needs the fields of the named operation (invalid_field, invalid_request).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra=DRY_RUN_PAYLOADS)
+
 
 class WebhookBody(Strict):
-    url: str = Field(min_length=8, max_length=2048)
+    # Checked by the webhooks service (invalid_field, url_has_credentials); described here.
+    url: str = Field(min_length=8, max_length=2048, json_schema_extra={"pattern": WEBHOOK_URL_PATTERN})
 
 
 class WebhookRotateBody(Strict):
@@ -178,11 +381,21 @@ class WebhookRotateBody(Strict):
     overlap_seconds: int | None = Field(default=None, ge=0, le=30 * 24 * 3600)
 
 
+def _policy_document(schema: dict[str, Any]) -> None:
+    # The parser's shape (signer.http.policy_schema builds on this module's name schemas: imported late).
+    from signer.http.policy_schema import policy_document_schema
+
+    schema.clear()
+    schema.update({"title": "PolicyDocumentBody", **policy_document_schema()})
+
+
 class PolicyDocumentBody(Strict):
-    """A policy document (documented here; the handler parses it strictly with ``policy``, which knows
-    each rule kind's fields). YAML with ``Content-Type: application/yaml`` is accepted too."""
+    """A policy document (documented here; the handler parses it strictly with ``policy``, and its schema
+    is generated from that parser's tables). YAML with ``Content-Type: application/yaml`` is accepted too."""
 
     id: str = Field(min_length=1, max_length=64)
     version: int = Field(ge=1, le=2**63 - 1)
     description: str = ""
     rules: list[dict[str, Any]] = Field(max_length=1000)
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra=_policy_document)

@@ -1,12 +1,12 @@
-"""Routes for groups, policy documents, attachments, dry runs and shadow reports (admin and auditor).
+"""Policy routes: policy documents and versions, attachments, shadow reports and the dry run.
 
-Thin like ``routes``: parse, call one service method, render. A policy document is the request body
-itself, as JSON (``application/json``) or YAML (``application/yaml``), parsed strictly by ``policy``.
+Thin: parse, call one method of the policies or signing service, render. A policy document is the request
+body itself, as JSON (``application/json``) or YAML (``application/yaml``), parsed strictly by ``policy``
+(its shape in the OpenAPI document is generated from the same parser's tables, see ``signer.http.models``).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -17,78 +17,10 @@ from signer.http import schemas as out
 from signer.http.body import loads_yaml_strict, parse_body, read_bytes
 from signer.http.contract import Query
 from signer.http.models import AttachPolicyBody, DryRunBody, PolicyDocumentBody
-from signer.http.routes import _context, _decode_message, _max_body, _services, api
+from signer.http.routes.common import api, context, decode_message, json_response, max_body, services
 from signer.services.policies import document_error
 
-_GROUP_SCHEMA = {"type": "string", "pattern": "^[a-z0-9][a-z0-9._-]{0,62}$"}
-
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
-
-
-def _json(data: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
-
-
-# -- groups ---------------------------------------------------------------------------------------
-
-
-@api.operation(
-    "GET",
-    "/v1/groups",
-    summary="List groups and their members",
-    tag="groups",
-    who="admin, auditor",
-    response=out.GroupList,
-)
-async def list_groups(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    return _json({"items": await _services(request).policies.list_groups(ctx)})
-
-
-@api.operation(
-    "GET",
-    "/v1/groups/{group}",
-    summary="A group's members",
-    tag="groups",
-    who="admin, auditor",
-    response=out.Group,
-)
-async def get_group(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    return _json(await _services(request).policies.get_group(ctx, request.match_info["group"]))
-
-
-@api.operation(
-    "PUT",
-    "/v1/groups/{group}/members/{principal_id}",
-    summary="Add a principal to a group",
-    tag="groups",
-    who="admin",
-    response=out.MembershipChange,
-    errors=(404,),
-)
-async def add_member(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    m = request.match_info
-    return _json(await _services(request).policies.add_member(ctx, m["group"], m["principal_id"]))
-
-
-@api.operation(
-    "DELETE",
-    "/v1/groups/{group}/members/{principal_id}",
-    summary="Remove a principal from a group",
-    tag="groups",
-    who="admin",
-    response=out.MembershipChange,
-    errors=(404,),
-)
-async def remove_member(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    m = request.match_info
-    return _json(await _services(request).policies.remove_member(ctx, m["group"], m["principal_id"]))
-
-
-# -- policies -------------------------------------------------------------------------------------
 
 
 @api.operation(
@@ -103,8 +35,8 @@ async def remove_member(request: web.Request) -> web.Response:
     errors=(409,),
 )
 async def create_policy(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    raw = await read_bytes(request, _max_body(request))
+    ctx = await context(request)
+    raw = await read_bytes(request, max_body(request))
     try:
         if request.content_type in YAML_TYPES:
             document = parse_policy_document(loads_yaml_strict(raw))
@@ -116,7 +48,7 @@ async def create_policy(request: web.Request) -> web.Response:
             )
     except PolicyDocumentError as exc:
         raise document_error(exc) from None
-    return _json(await _services(request).policies.create_version(ctx, document), 201)
+    return json_response(await services(request).policies.create_version(ctx, document), 201)
 
 
 @api.operation(
@@ -128,8 +60,8 @@ async def create_policy(request: web.Request) -> web.Response:
     response=out.PolicyList,
 )
 async def list_policies(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    return _json({"items": await _services(request).policies.list_policies(ctx)})
+    ctx = await context(request)
+    return json_response({"items": await services(request).policies.list_policies(ctx)})
 
 
 @api.operation(
@@ -142,8 +74,8 @@ async def list_policies(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_policy(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    return _json(await _services(request).policies.get_policy(ctx, request.match_info["policy_id"]))
+    ctx = await context(request)
+    return json_response(await services(request).policies.get_policy(ctx, request.match_info["policy_id"]))
 
 
 @api.operation(
@@ -158,9 +90,9 @@ async def get_policy(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def attach_policy(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    body = await parse_body(request, AttachPolicyBody, _max_body(request))
-    result = await _services(request).policies.attach(
+    ctx = await context(request)
+    body = await parse_body(request, AttachPolicyBody, max_body(request))
+    result = await services(request).policies.attach(
         ctx,
         request.match_info["policy_id"],
         body.version,
@@ -168,7 +100,7 @@ async def attach_policy(request: web.Request) -> web.Response:
         key_id=body.key_id,
         mode=body.mode,
     )
-    return _json(result, 201)
+    return json_response(result, 201)
 
 
 @api.operation(
@@ -181,12 +113,12 @@ async def attach_policy(request: web.Request) -> web.Response:
     query=(Query("include_detached", {"type": "string", "enum": ["true", "false"]}, "also detached ones"),),
 )
 async def list_attachments(request: web.Request) -> web.Response:
-    ctx = await _context(request)
+    ctx = await context(request)
     include = request.query.get("include_detached", "false")
     if include not in ("true", "false"):
         raise InvalidRequest("include_detached is true or false", code="invalid_field")
-    items = await _services(request).policies.list_attachments(ctx, include_detached=include == "true")
-    return _json({"items": items})
+    items = await services(request).policies.list_attachments(ctx, include_detached=include == "true")
+    return json_response({"items": items})
 
 
 @api.operation(
@@ -199,8 +131,8 @@ async def list_attachments(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def detach_policy(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    return _json(await _services(request).policies.detach(ctx, request.match_info["attachment_id"]))
+    ctx = await context(request)
+    return json_response(await services(request).policies.detach(ctx, request.match_info["attachment_id"]))
 
 
 @api.operation(
@@ -213,8 +145,10 @@ async def detach_policy(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def shadow_report(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    return _json(await _services(request).policies.shadow_report(ctx, request.match_info["attachment_id"]))
+    ctx = await context(request)
+    return json_response(
+        await services(request).policies.shadow_report(ctx, request.match_info["attachment_id"])
+    )
 
 
 @api.operation(
@@ -228,8 +162,8 @@ async def shadow_report(request: web.Request) -> web.Response:
     errors=(404, 422),
 )
 async def dry_run(request: web.Request) -> web.Response:
-    ctx = await _context(request)
-    body = await parse_body(request, DryRunBody, _max_body(request))
+    ctx = await context(request)
+    body = await parse_body(request, DryRunBody, max_body(request))
     payload: dict[str, Any] = {
         "transaction": body.transaction,
         "raw": body.raw,
@@ -237,7 +171,7 @@ async def dry_run(request: web.Request) -> web.Response:
         "digest": body.digest,
     }
     if body.message is not None:
-        payload["message"] = _decode_message(body.message, body.encoding)
+        payload["message"] = decode_message(body.message, body.encoding)
     candidate = None
     if body.candidate is not None:
         c = body.candidate
@@ -246,7 +180,7 @@ async def dry_run(request: web.Request) -> web.Response:
                 "a candidate attaches to exactly one of scope or key_id", code="invalid_attachment"
             )
         candidate = (c.policy_id, c.version, c.scope, c.key_id)
-    result = await _services(request).signing.dry_run(
+    result = await services(request).signing.dry_run(
         ctx, body.key_id, body.operation, payload, principal_id=body.principal_id, candidate=candidate
     )
-    return _json(result)
+    return json_response(result)

@@ -1,0 +1,101 @@
+"""Audit commands, under ``signer audit`` (``signer.cli`` adds the offline ``verify``): ``events`` pages the
+log, ``export`` streams it to a file and may verify the chain.
+
+Thin: parse options, call one ``SignerClient`` method, return the answer for ``api_call`` to render.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import click
+
+from signer.cli_api.common import EXIT_FAILED, Outcome, api_call, progress_wanted
+from signer.client import SignerClient
+
+AUDIT_COLUMNS = ("seq", "at", "kind", "request_id")
+
+
+@click.command("events")
+@click.option(
+    "--after", type=click.IntRange(min=0), default=0, show_default=True, help="Start after this seq."
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=100, show_default=True, help="Page size.")
+@api_call(columns=AUDIT_COLUMNS)
+def audit_events(client: SignerClient, after: int, limit: int) -> Any:
+    """One page of the audit log (auditor, admin); --json gives {head, items, next}."""
+    lines, head = client.audit_page(after, limit)
+    items = [json.loads(line) for line in lines]
+    last = items[-1]["seq"] if items else after
+    return {"head": head, "items": items, "next": last if items and last < head else None}
+
+
+@click.command("export")
+@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option(
+    "--after", type=click.IntRange(min=0), default=0, show_default=True, help="Start after this seq."
+)
+@click.option("--page-size", type=click.IntRange(1, 10_000), default=1000, show_default=True)
+@click.option("--verify", "verify_after", is_flag=True, help="Verify the written file's chain.")
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@api_call()
+def audit_export(
+    client: SignerClient, output: Path, after: int, page_size: int, verify_after: bool, force: bool
+) -> Any:
+    """Stream every audit event to OUTPUT as JSONL ('-' for stdout); progress on stderr when it is a tty.
+
+    The file appears under its name only when the export is complete (it is written as OUTPUT.partial).
+    """
+    to_stdout = str(output) == "-"
+    if not to_stdout and output.exists() and not force:
+        raise click.BadParameter(f"{output} exists (use --force to replace it)", param_hint="OUTPUT")
+    partial = output.with_name(output.name + ".partial")
+    events = client.audit_export(after, page_size)
+    count, last = 0, after
+    handle: TextIO = sys.stdout if to_stdout else open(partial, "w", encoding="utf-8")
+    try:
+        first = next(events, None)
+        if first is not None and progress_wanted():
+            with click.progressbar(
+                length=max(first[2] - after, 1), label="exporting audit events", file=sys.stderr
+            ) as bar:
+                for line, seq, _ in itertools.chain([first], events):
+                    handle.write(line)
+                    bar.update(seq - last)
+                    count, last = count + 1, seq
+        elif first is not None:
+            for line, seq, _ in itertools.chain([first], events):
+                handle.write(line)
+                count, last = count + 1, seq
+    finally:
+        if not to_stdout:
+            handle.close()
+    if to_stdout:
+        click.echo(f"exported {count} events", err=True)
+        return None
+    os.replace(partial, output)
+    summary: dict[str, Any] = {"exported": count, "last_seq": last, "file": str(output)}
+    if not verify_after:
+        click.echo(f"verify offline with: signer audit verify {output}", err=True)
+        return summary
+    from signer.audit import verify_chain
+
+    with open(output, encoding="utf-8") as written:
+        records = [json.loads(line) for line in written if line.strip()]
+    start = {"first_seq": after + 1, "prev_hash": records[0]["prev_hash"]} if after and records else {}
+    result = verify_chain(records, **start)
+    summary["verified"] = result.ok
+    if not result.ok:
+        summary.update(first_bad_seq=result.first_bad_seq, reason=result.reason)
+        return Outcome(summary, EXIT_FAILED)
+    return summary
+
+
+# Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
+COMMANDS: tuple[click.Command, ...] = ()
+AUDIT_COMMANDS: tuple[click.Command, ...] = (audit_events, audit_export)

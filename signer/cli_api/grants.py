@@ -1,0 +1,116 @@
+"""Grant commands: ``grants create|list|revoke``; times and value budgets are checked before the request.
+
+Thin: parse options, call one ``SignerClient`` method, return the answer for ``api_call`` to render.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+
+from signer.cli_api.common import api_call
+from signer.client import SignerClient
+
+GRANT_COLUMNS = ("id", "principal_id", "group", "resource_id", "operations", "expires_at", "revoked")
+
+
+@click.group()
+def grants() -> None:
+    """Grants: which principal may do which operations on which key (admin)."""
+
+
+def _aware_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Catch a time without an offset here, before a round trip (the server refuses it too)."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter("not an RFC 3339 time, e.g. 2030-01-01T00:00:00Z") from None
+    if parsed.tzinfo is None or "T" not in value.upper():
+        raise click.BadParameter("give a date, a time and an offset, e.g. 2030-01-01T00:00:00Z")
+    return value
+
+
+def _budgets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    budgets = {}
+    for value in values:
+        asset, sep, amount = value.partition("=")
+        if not sep or not asset or not amount:
+            raise click.BadParameter(f"{value!r} is not ASSET=AMOUNT (e.g. native=1000000000000000000)")
+        budgets[asset] = amount
+    return budgets
+
+
+@grants.command("create")
+@click.option("--principal", "principal_id", default=None, help="To this principal (or --group).")
+@click.option("--group", default=None, help="To every member of this group (or --principal).")
+@click.option("--key", "key_id", default=None, help="On this key (or --scope).")
+@click.option("--scope", default=None, help="On every key under this scope (or --key).")
+@click.option(
+    "--operation",
+    "operations",
+    multiple=True,
+    required=True,
+    type=click.Choice(["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]),
+    help="An operation to allow (repeatable).",
+)
+@click.option(
+    "--expires-at",
+    default=None,
+    callback=_aware_time,
+    help="RFC 3339 time with an offset (e.g. 2030-01-01T00:00:00Z) after which the grant stops.",
+)
+@click.option("--max-uses", type=click.IntRange(min=0), default=None, help="Stop after this many signatures.")
+@click.option(
+    "--budget",
+    "budgets",
+    multiple=True,
+    callback=_budgets,
+    help="ASSET=AMOUNT value budget ('native' or a token address; amount in base units), repeatable.",
+)
+@api_call()
+def grants_create(
+    client: SignerClient,
+    principal_id: str | None,
+    group: str | None,
+    key_id: str | None,
+    scope: str | None,
+    operations: tuple[str, ...],
+    expires_at: str | None,
+    max_uses: int | None,
+    budgets: dict[str, str],
+) -> Any:
+    """Allow a principal or a group operations on a key or on every key under a scope."""
+    return client.create_grant(
+        list(operations),
+        principal_id=principal_id,
+        group=group,
+        key_id=key_id,
+        scope=scope,
+        expires_at=expires_at,
+        max_uses=max_uses,
+        value_budgets=budgets,
+    )
+
+
+@grants.command("list")
+@click.option("--principal", "principal_id", default=None, help="Only this principal's grants.")
+@api_call(columns=GRANT_COLUMNS)
+def grants_list(client: SignerClient, principal_id: str | None) -> Any:
+    """List grants."""
+    return client.list_grants(principal_id)
+
+
+@grants.command("revoke")
+@click.argument("grant_id")
+@api_call()
+def grants_revoke(client: SignerClient, grant_id: str) -> Any:
+    """Revoke a grant."""
+    return client.revoke_grant(grant_id)
+
+
+# Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
+COMMANDS: tuple[click.Command, ...] = (grants,)

@@ -1,0 +1,101 @@
+"""Signing commands: ``sign transaction|message|typed-data|digest``, with ``--idempotency-key``.
+
+Thin: parse options, call one ``SignerClient`` method, return the answer for ``api_call`` to render.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from signer.cli_api.common import api_call, read_input, read_json_object
+from signer.client import SignerClient
+
+
+@click.group()
+def sign() -> None:
+    """Sign with a key you hold a grant on (services)."""
+
+
+_idempotency_option = click.option(
+    "--idempotency-key",
+    default=None,
+    help="Sent as Idempotency-Key: a retry with the same key and request is executed at most once.",
+)
+
+
+@sign.command("transaction")
+@click.argument("key_id")
+@click.argument("source", default="-", metavar="[FILE]")
+@click.option("--raw", is_flag=True, help="FILE holds an unsigned serialised transaction (0x hex), not JSON.")
+@_idempotency_option
+@api_call()
+def sign_transaction(
+    client: SignerClient, key_id: str, source: str, raw: bool, idempotency_key: str | None
+) -> Any:
+    """Sign a transaction given as JSON (JSON-RPC field names) in FILE or on stdin."""
+    if raw:
+        return client.sign_transaction(
+            key_id, raw=read_input(source).strip(), idempotency_key=idempotency_key
+        )
+    return client.sign_transaction(key_id, read_json_object(source), idempotency_key=idempotency_key)
+
+
+@sign.command("message")
+@click.argument("key_id")
+@click.argument("message", required=False)
+@click.option(
+    "--encoding",
+    type=click.Choice(["utf8", "hex", "base64"]),
+    default="utf8",
+    show_default=True,
+    help="How MESSAGE is written.",
+)
+@click.option("--file", "message_file", type=click.File("rb"), default=None, help="Sign this file's bytes.")
+@_idempotency_option
+@api_call()
+def sign_message(
+    client: SignerClient,
+    key_id: str,
+    message: str | None,
+    encoding: str,
+    message_file: Any,
+    idempotency_key: str | None,
+) -> Any:
+    """Sign MESSAGE (EIP-191 personal_sign for secp256k1); without MESSAGE or --file, read stdin as text."""
+    import base64
+
+    if message_file is not None:
+        if message is not None:
+            raise click.UsageError("give MESSAGE or --file, not both")
+        encoded = base64.b64encode(message_file.read()).decode("ascii")
+        return client.sign_message(key_id, encoded, "base64", idempotency_key=idempotency_key)
+    if message is None:
+        message = sys.stdin.read()
+    return client.sign_message(key_id, message, encoding, idempotency_key=idempotency_key)
+
+
+@sign.command("typed-data")
+@click.argument("key_id")
+@click.argument("source", default="-", metavar="[FILE]")
+@_idempotency_option
+@api_call()
+def sign_typed_data(client: SignerClient, key_id: str, source: str, idempotency_key: str | None) -> Any:
+    """Sign EIP-712 typed data (types, primaryType, domain, message) from FILE or stdin."""
+    return client.sign_typed_data(key_id, read_json_object(source), idempotency_key=idempotency_key)
+
+
+@sign.command("digest")
+@click.argument("key_id")
+@click.argument("digest")
+@_idempotency_option
+@api_call()
+def sign_digest(client: SignerClient, key_id: str, digest: str, idempotency_key: str | None) -> Any:
+    """Blind-sign a 32-byte digest (0x hex); needs the sign_raw grant and a policy allowing raw digests."""
+    return client.sign_digest(key_id, digest, idempotency_key=idempotency_key)
+
+
+# Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
+COMMANDS: tuple[click.Command, ...] = (sign,)

@@ -1,0 +1,48 @@
+"""The API's routes, one module per resource, and the list that registers them.
+
+Each module declares its handlers with ``api.operation`` (``signer.http.contract``), which adds the
+aiohttp route together with its contract (request model, response model, statuses, auth); importing the
+module is what registers them. ``RESOURCE_MODULES`` is that list: a new resource is a new module here and
+one entry below. Handlers stay thin: parse, call one service method, render. ``/openapi.json`` and
+``/docs`` are generated from the same registry (``meta``). Must never hold a handler itself.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from signer.http.routes import (
+    approvals,
+    audit,
+    grants,
+    groups,
+    health,
+    identity,
+    keys,
+    meta,
+    policies,
+    signing,
+    webhooks,
+)
+from signer.http.routes.common import api, routes
+
+RESOURCE_MODULES: tuple[ModuleType, ...] = (
+    health,
+    meta,
+    identity,
+    keys,
+    grants,
+    signing,
+    audit,
+    approvals,
+    webhooks,
+    groups,
+    policies,
+)
+
+# Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.
+LONG_POLL_ROUTES: frozenset[str] = frozenset().union(
+    *(getattr(module, "LONG_POLL_PATHS", frozenset()) for module in RESOURCE_MODULES)
+)
+
+__all__ = ["LONG_POLL_ROUTES", "RESOURCE_MODULES", "api", "routes"]

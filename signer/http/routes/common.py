@@ -1,0 +1,107 @@
+"""What every route module shares: the one ``Api`` registry and the helpers a thin handler needs.
+
+Owns authentication at the edge (``context`` turns the Authorization header into a request context
+through the auth service), the paging query parsers, the JSON response and a message's text
+encoding (the sign route and the policy dry run both take one). Everything else, role checks
+included, is the services' job. Must never hold a resource's handlers: those live in one module per
+resource, registered in ``signer.http.routes``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from typing import Any
+
+from aiohttp import web
+
+from policy.names import MAX_IDENTIFIER, NameKind
+from signer.errors import InvalidRequest
+from signer.http.contract import Api
+from signer.http.models import BASE64_PATTERN, HEX_PATTERN, name_schema
+from signer.http.state import SERVICES, SETTINGS, Services
+from signer.services.context import RequestContext
+
+api = Api(
+    "signer",
+    "1",
+    "Self-hosted transaction signing: keys inside a PKCS#11 token, grants, and a hash-chained audit log.",
+)
+routes = api.routes
+
+# The id pattern of query parameters; path parameters get the same one from ``signer.http.contract``.
+ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"}
+# A group name in a path: the groups' name rule (up to four code points a character before NFKC).
+GROUP_PATH = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 4 * MAX_IDENTIFIER,
+    **name_schema(NameKind.IDENTIFIER),
+}
+_ID_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# \Z, not $: the document's patterns are ECMA-262, where $ does not match before a final newline.
+_HEX = re.compile(HEX_PATTERN.removesuffix("$") + r"\Z")
+_BASE64 = re.compile(BASE64_PATTERN.removesuffix("$") + r"\Z")
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=json.dumps(data), content_type="application/json")
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]
+
+
+def max_body(request: web.Request) -> int:
+    return request.app[SETTINGS].max_body_bytes
+
+
+async def context(request: web.Request) -> RequestContext:
+    ctx = await services(request).auth.authenticate(
+        request.headers.get("Authorization"), request["request_id"]
+    )
+    request["principal"] = ctx.caller.principal_id  # for the access log: the id, never the token
+    return ctx
+
+
+async def signing_context(request: web.Request) -> RequestContext:
+    # Signing may authenticate from the facts cache: its commit re-checks the token under the write lock.
+    ctx = await services(request).auth.authenticate(
+        request.headers.get("Authorization"), request["request_id"], cached=True
+    )
+    request["principal"] = ctx.caller.principal_id
+    return ctx
+
+
+def int_query(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
+        raise InvalidRequest(f"{name} must be a non-negative integer", code="invalid_field", field=name)
+    value = int(text)
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}", code="invalid_field", field=name)
+    return value
+
+
+def id_query(request: web.Request, name: str) -> str | None:
+    text = request.query.get(name)
+    if text is not None and not _ID_RE.match(text):
+        raise InvalidRequest(f"{name} is not a valid id", code="invalid_field", field=name)
+    return text
+
+
+def decode_message(message: str, encoding: str) -> bytes:
+    """The message's bytes. Hex and base64 are checked against the patterns the OpenAPI document states
+    (``signer.http.models``): hex digits in pairs after an optional ``0x``; RFC 4648 base64, padded."""
+    if encoding == "utf8":
+        return message.encode("utf-8")
+    if encoding == "hex":
+        if not _HEX.match(message):
+            raise InvalidRequest("message is not valid hex", code="invalid_hex", field="message")
+        return bytes.fromhex(message[2:] if message[:2] in ("0x", "0X") else message)
+    if not _BASE64.match(message):
+        raise InvalidRequest("message is not valid base64", code="invalid_base64", field="message")
+    return base64.b64decode(message, validate=True)

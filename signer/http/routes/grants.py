@@ -1,0 +1,74 @@
+"""Grant routes: allow a principal or a group operations on a key or a scope; list and revoke grants.
+
+Thin: parse, call one method of the admin service, render.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from signer.http import schemas as out
+from signer.http.body import parse_body
+from signer.http.contract import Link, Query
+from signer.http.models import CreateGrantBody
+from signer.http.routes.common import ID_SCHEMA, api, context, id_query, json_response, max_body, services
+
+
+@api.operation(
+    "POST",
+    "/v1/grants",
+    summary="Allow a principal operations on a key",
+    tag="grants",
+    who="admin",
+    request=CreateGrantBody,
+    response=out.Grant,
+    status=201,
+    errors=(404, 409, 503),
+    links={"RevokeGrant": Link("revoke_grant", {"grant_id": "$response.body#/id"})},
+)
+async def create_grant(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    body = await parse_body(request, CreateGrantBody, max_body(request))
+    grant = await services(request).admin.create_grant(
+        ctx,
+        principal_id=body.principal_id,
+        group=body.group,
+        key_id=body.key_id,
+        scope=body.scope,
+        operations=list(body.operations),
+        expires_at=body.expires_at,
+        max_uses=body.max_uses,
+        value_budgets=body.value_budgets,
+    )
+    return json_response(grant, 201)
+
+
+@api.operation(
+    "GET",
+    "/v1/grants",
+    summary="List grants",
+    tag="grants",
+    who="admin",
+    response=out.GrantList,
+    errors=(503,),
+    query=(Query("principal_id", ID_SCHEMA, "only this principal's grants"),),
+)
+async def list_grants(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    return json_response(
+        {"items": await services(request).admin.list_grants(ctx, id_query(request, "principal_id"))}
+    )
+
+
+@api.operation(
+    "DELETE",
+    "/v1/grants/{grant_id}",
+    summary="Revoke a grant",
+    tag="grants",
+    who="admin",
+    response=out.GrantRevoked,
+    errors=(404, 409, 503),
+)
+async def revoke_grant(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    return json_response(await services(request).admin.revoke_grant(ctx, request.match_info["grant_id"]))
