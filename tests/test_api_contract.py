@@ -322,13 +322,15 @@ def test_schemathesis_stateful(api_schema: Any, fuzz_server: dict[str, Any]) -> 
             # as FlakyStrategyDefinition. A fixed-length unique suffix makes a unique-name operation's
             # answer depend on what was generated only, never on what earlier examples created. A name
             # the schema refuses stays refused with the suffix (too long stays too long, a bad character
-            # stays); the empty name is left alone (the suffix would make it valid).
+            # stays); the empty name is left alone (the suffix would make it valid). The suffix is decimal
+            # digits, which belong to no script: hex letters are Latin, and a Greek name with a Latin
+            # suffix is refused as mixed-script only when the counter happens to hold a letter.
             body = case.body
             field = _UNIQUE_NAME_FIELDS.get((case.method.upper(), case.path))
             name = body.get(field) if field is not None and isinstance(body, dict) else None
             if isinstance(name, str) and name:
                 _unique_counter[0] += 1
-                body[field] = f"{body[field]}-{_unique_counter[0]:06x}"
+                body[field] = f"{body[field]}-{_unique_counter[0]:06d}"
             super().before_call(case)
 
         def get_call_kwargs(self, case: Any) -> dict[str, Any]:
