@@ -2,7 +2,8 @@
 
 Pure functions and values only (standard library, no I/O, no clock): the store uses them to chain events
 inside its write transaction, and an auditor uses the very same code offline to verify an export.
-Where orjson is installed (the service depends on it) it writes the bytes of the common case, an event
+The encoder itself is ``policy.canonical_json``, the project's one canonical JSON (ASCII with escapes);
+where orjson is installed (the service depends on it) it writes the bytes of the common case, an event
 whose text is plain ASCII, and anything else takes the standard library's path; both give the same
 bytes for every value (a property test holds them to it), so an offline verifier needs only Python. An
 event is a JSON object of strings, integers, booleans, nulls, lists and objects; floats are refused
@@ -18,12 +19,14 @@ was cut from the tail needs an anchor outside the log (a signed checkpoint): pas
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from policy import canonical_json as _policy_canonical_json
+from policy import check_canonical, parse_canonical
 
 try:
     import orjson
@@ -55,97 +58,36 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 # -- canonical JSON ---------------------------------------------------------------------------------
-
-
-def _check(value: Any, depth: int) -> None:
-    # A walk before encoding, because json.dumps would silently print floats, turn int keys into
-    # strings and accept NaN: each of those gives one value two texts, which a hash chain cannot have.
-    if depth > 64:
-        raise ValueError("canonical JSON: nesting deeper than 64 levels")
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return
-    if kind is dict or isinstance(value, Mapping):
-        for key, item in value.items():
-            if type(key) is not str:
-                raise ValueError("canonical JSON: object keys must be strings")
-            _check(item, depth + 1)
-        return
-    if kind is list or kind is tuple:
-        for item in value:
-            _check(item, depth + 1)
-        return
-    if isinstance(value, float):
-        raise ValueError("canonical JSON: floats are not allowed (use integers or decimal strings)")
-    if isinstance(value, str | int):
-        # Subclasses (StrEnum, IntEnum) encode as their plain value; json.dumps handles them.
-        return
-    raise ValueError(f"canonical JSON: unsupported type {kind.__name__}")
-
-
-def _plain(value: Any) -> Any:
-    # json.dumps only knows dict/list; other Mappings become dicts. Called after _check.
-    if isinstance(value, Mapping) and type(value) is not dict:
-        return {k: _plain(v) for k, v in value.items()}
-    if type(value) is dict:
-        return {k: _plain(v) for k, v in value.items()}
-    if type(value) is list or type(value) is tuple:
-        return [_plain(v) for v in value]
-    return value
+#
+# The encoder's home is ``policy.canonical`` (pure, standard library, importable by everyone): this
+# module only adds orjson's faster spelling of the same bytes for the common all-ASCII event.
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The one byte string for ``obj``: sorted keys, no whitespace, integers only, UTF-8 in its ASCII
-    subset (every non-ASCII character is written as a ``\\uXXXX`` escape).
+    """``policy.canonical_json``: the one byte string for ``obj`` (sorted keys, no whitespace, integers
+    only, ASCII with ``\\uXXXX`` escapes), written by orjson where that gives the very same bytes.
 
     Raises ``ValueError`` for floats, NaN, non-string keys, unpaired surrogates and any type JSON does
     not have. ASCII output is deliberate: control characters, CR, LF, ANSI escapes, U+2028 and bidi
     overrides all travel as escapes, so they round-trip losslessly yet can never split, recolour or
     visually reorder an exported line. Keys sort by code point.
     """
-    _check(obj, 0)
     if orjson is not None:
+        check_canonical(obj)
         try:
             fast = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
         except TypeError:
             pass  # integers beyond 64 bits, Mappings that are not dicts: the standard path below
         else:
-            # The standard library escapes every non-ASCII character and DEL; orjson writes them raw.
+            # The standard encoder escapes every non-ASCII character and DEL; orjson writes them raw.
             # Without either, the two texts are the same bytes.
             if fast.isascii() and b"\x7f" not in fast:
                 return fast
     return _canonical_text(obj)
 
 
-def _canonical_text(obj: Any) -> bytes:
-    """``canonical_json`` by the standard library alone (after ``_check``): the reference encoding."""
-    plain = _plain(obj)
-    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    if "\\ud" in text:
-        # Astral characters and unpaired surrogates both print as \udXXX; only the latter cannot be
-        # UTF-8, and only a strict encode tells them apart. Rare, so the common path skips it.
-        try:
-            json.dumps(plain, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("canonical JSON: string holds an unpaired surrogate") from None
-    return text.encode("ascii")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"not canonical JSON: {name}")
-
-
-def _reject_float(text: str) -> Any:
-    raise ValueError("not canonical JSON: float")
-
-
-def parse_canonical(data: str | bytes) -> Any:
-    """Parse ``data`` and return it only if it is exactly the canonical encoding of what it holds."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    value = json.loads(raw, parse_float=_reject_float, parse_constant=_reject_constant)
-    if canonical_json(value) != raw:
-        raise ValueError("not canonical JSON")
-    return value
+# The reference encoding (standard library alone); a property test holds the fast path to it.
+_canonical_text = _policy_canonical_json
 
 
 # -- the chain --------------------------------------------------------------------------------------
