@@ -9,17 +9,17 @@ version stored with raw UTF-8 keeps the digest it was stored under.
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 
 from policy import canonical_json, parse_policy_json, parse_stored_policy_json, sha256_digest
 from signer import audit
 from signer.audit import ChainVerifier, parse_canonical, verify_jsonl
 
 # Two events with non-ASCII text (accents, an astral character, a bidi override, U+2028, DEL),
-# exported by the encoder of commit b32ccef.
-OLD_EXPORT = [
-    '{"at":"2026-01-02T03:04:05.000001Z","event":"{\\"actor\\":{\\"name\\":\\"Zo\\\\u00eb\\"},\\"at\\":\\"2026-01-02T03:04:05.000001Z\\",\\"key\\":{\\"label\\":\\"Tr\\\\u00e9sorerie \\\\ud83d\\\\udd11\\"},\\"kind\\":\\"key.create\\",\\"outcome\\":\\"allowed\\",\\"request_id\\":\\"r1\\"}","hash":"43f533f50c705f6a0c8fa73b0640812a1e33c7fa38cb81b59e78b6f8ac08b9f3","kind":"key.create","prev_hash":"0000000000000000000000000000000000000000000000000000000000000000","request_id":"r1","seq":1}\n',
-    '{"at":"2026-01-02T03:04:06.000000Z","event":"{\\"actor\\":{\\"name\\":\\"ops\\"},\\"at\\":\\"2026-01-02T03:04:06.000000Z\\",\\"kind\\":\\"policy.create\\",\\"note\\":\\"bidi \\\\u202e and \\\\u2028 and DEL \\\\u007f\\",\\"outcome\\":\\"allowed\\",\\"request_id\\":null}","hash":"0980884c2932fc63cd9b09fc80aa6bd3390647a416d85abbdc8b266ab7694c34","kind":"policy.create","prev_hash":"43f533f50c705f6a0c8fa73b0640812a1e33c7fa38cb81b59e78b6f8ac08b9f3","request_id":null,"seq":2}\n',
-]
+# exported by the encoder of commit b32ccef (kept as data: the bytes are the vector).
+OLD_EXPORT = (
+    (Path(__file__).parent / "vectors" / "old_encoder_chain.jsonl").read_text("utf-8").splitlines(True)
+)
 OLD_HEAD = (2, "0980884c2932fc63cd9b09fc80aa6bd3390647a416d85abbdc8b266ab7694c34")
 
 # A policy version as the old policy encoder stored it (raw UTF-8), and the digest it was stored under.
