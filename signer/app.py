@@ -203,8 +203,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 token_key,
                 access_ttl=settings.access_token_ttl_seconds,
                 refresh_ttl=settings.refresh_token_ttl_seconds,
+                clock=utcnow,
             )
-            keys = KeyService(store, hsm, facts)
+            keys = KeyService(store, hsm, facts, clock=utcnow)
             await keys.check_token_inventory()
             await self_test(hsm)
             signing = SigningService(store, hsm, facts, auth)
@@ -221,22 +222,24 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 transport,
                 destinations=destinations,
                 secret_overlap=timedelta(seconds=settings.webhook_secret_overlap_seconds),
+                clock=utcnow,
             )
             app[SERVICES] = Services(
                 auth=auth,
-                admin=AdminService(store, auth),
+                admin=AdminService(store, auth, clock=utcnow),
                 keys=keys,
                 signing=signing,
                 health=HealthService(store, hsm),
-                audit=AuditLogService(store),
+                audit=AuditLogService(store, clock=utcnow),
                 approvals=ApprovalsService(store, signing, webhooks=webhooks),
-                policies=PolicyService(store),
+                policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,
                 console_sessions=ConsoleSessions(
                     store,
                     auth,
                     idle=timedelta(seconds=settings.console_session_idle_seconds),
                     max_age=timedelta(seconds=settings.console_session_max_seconds),
+                    clock=utcnow,
                 ),
             )
             # Webhook delivery runs beside the requests and never inside one.

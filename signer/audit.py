@@ -14,6 +14,21 @@ A record's ``hash`` is ``sha256(bytes.fromhex(prev_hash) || canonical_event)``; 
 on ``GENESIS_HASH``. The chain alone proves order and integrity of what is present; proving that nothing
 was cut from the tail needs an anchor outside the log (a signed checkpoint): pass it as
 ``expected_head`` to the verifiers.
+
+Events are built typed: ``Writer.append_audit`` takes only an ``AuditEvent``, made by
+``AuditEvent.of(kind, at=, outcome=, actor=, request_id=, resource=, error=, **fields)`` or, in a
+service holding a ``RequestContext``, by ``ctx.audit_event(kind, at, outcome=, resource=, error=,
+**fields)`` (actor and request id from the context). The JSON keeps the keys events always had (kind,
+at, request_id, actor, outcome, then the family's own fields); ``resource`` ({type, id}) and ``error``
+({code, status}) are added only when given. Converting an old call site::
+
+    writer.append_audit({"kind": K, "outcome": "allowed", "request_id": ctx.request_id,
+                         "at": iso(now), "actor": ctx.actor(), **F})
+    ->  writer.append_audit(ctx.audit_event(K, now, **F))              # outcome defaults to allowed
+    {..., "outcome": _outcome(exc), "error": {"code": exc.code, "status": exc.status}}
+    ->  ctx.audit_event(K, now, outcome=Outcome(_outcome(exc)), error=ErrorRef(exc.code, exc.status), **F)
+
+``at`` is a datetime and is always written by ``format_at``.
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from policy import canonical_json as _policy_canonical_json
@@ -35,8 +51,12 @@ except ImportError:  # an auditor's machine: the standard library writes every b
 
 __all__ = [
     "GENESIS_HASH",
+    "AuditEvent",
     "AuditRecord",
     "ChainVerifier",
+    "ErrorRef",
+    "Outcome",
+    "ResourceRef",
     "VerifyResult",
     "canonical_json",
     "chain_hash",
@@ -139,6 +159,126 @@ def make_event(
     }
     event.update(fields)
     return event
+
+
+# -- the typed event --------------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    """What happened to what an event records. ``refused``: an admin call turned down (403, 400 after
+    authentication, 404, 409); ``denied``: a signing refusal (kept as signing has always written it)."""
+
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    REFUSED = "refused"
+    FAILED = "failed"
+    PENDING_APPROVAL = "pending_approval"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceRef:
+    """What an event is about: a resource type (``key``, ``grant``, ``policy``, ...) and its id (None
+    when the id is not known or may not be written, e.g. a refused request that named it)."""
+
+    type: str
+    id: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"type": self.type, "id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRef:
+    """The stable code and HTTP status of a refusal: never its message, never the refused input."""
+
+    code: str
+    status: int
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"code": self.code, "status": self.status}
+
+
+# Names an event's own fields cannot take: the builder writes them.
+RESERVED_FIELDS = frozenset((*EVENT_FIELDS, "resource", "error"))
+
+
+class AuditEvent(Mapping[str, Any]):
+    """One audit event, built by ``AuditEvent.of`` (or ``RequestContext.audit_event`` in the services):
+    the only thing ``Writer.append_audit`` takes. A read-only mapping of the JSON it is written as."""
+
+    __slots__ = ("_body",)
+
+    _body: dict[str, Any]
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        object.__setattr__(self, "_body", body)
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        *,
+        at: datetime,
+        outcome: Outcome,
+        actor: Mapping[str, Any] | None,
+        request_id: str | None,
+        resource: ResourceRef | None = None,
+        error: ErrorRef | None = None,
+        **fields: Any,
+    ) -> AuditEvent:
+        """Every required field by name; ``fields`` are the event family's own (no secrets: HMAC them).
+
+        ``resource`` and ``error`` are written only when given (``"resource": {"type", "id"}``,
+        ``"error": {"code", "status"}``). Raises ``ValueError`` for an empty kind, a naive ``at``, an
+        unknown outcome or a field named like one the builder writes.
+        """
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("event kind must be a non-empty string")
+        if request_id is not None and not isinstance(request_id, str):
+            raise ValueError("event request_id must be a string or None")
+        clash = RESERVED_FIELDS.intersection(fields)
+        if clash:
+            raise ValueError(f"event fields may not be named {sorted(clash)}")
+        body: dict[str, Any] = {
+            "kind": kind,
+            "at": format_at(at),
+            "request_id": request_id,
+            "actor": None if actor is None else dict(actor),
+            "outcome": Outcome(outcome).value,
+        }
+        if resource is not None:
+            body["resource"] = resource.as_dict()
+        if error is not None:
+            body["error"] = error.as_dict()
+        body.update(fields)
+        return cls(body)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._body[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._body)
+
+    def __len__(self) -> int:
+        return len(self._body)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("an AuditEvent is immutable")
+
+    def __repr__(self) -> str:
+        return f"AuditEvent({self._body!r})"
+
+    @property
+    def kind(self) -> str:
+        return str(self._body["kind"])
+
+    def with_fields(self, **fields: Any) -> AuditEvent:
+        """A copy with more of the family's own fields (the required ones cannot be replaced)."""
+        clash = RESERVED_FIELDS.intersection(fields)
+        if clash:
+            raise ValueError(f"event fields may not be named {sorted(clash)}")
+        return AuditEvent({**self._body, **fields})
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from signer.audit import export_jsonl
 from signer.identity import Role
-from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.context import Clock, RequestContext, require_role, utcnow
 from signer.store import Store, Writer
 
 MAX_EXPORT = 10_000
 
 
 class AuditLogService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Clock = utcnow) -> None:
         self._store = store
+        self._clock = clock
 
     async def export(self, ctx: RequestContext, *, after: int, limit: int) -> tuple[list[str], int]:
         """One page of the log after ``after``, and the head seq when it was read.
@@ -28,15 +29,7 @@ class AuditLogService:
 
         async def unit(writer: Writer) -> None:
             writer.append_audit(
-                {
-                    "kind": "audit.export",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(utcnow()),
-                    "actor": ctx.actor(),
-                    "after": after,
-                    "count": len(records),
-                }
+                ctx.audit_event("audit.export", self._clock(), after=after, count=len(records))
             )
 
         await self._store.submit(unit)

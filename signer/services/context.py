@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from signer import clock
+from signer.audit import AuditEvent, ErrorRef, Outcome, ResourceRef
 from signer.errors import Forbidden
 from signer.identity import Role
+
+# What every service takes for the time (``signer.clock.utcnow`` in the service; a fixed or stepped
+# clock in tests): services never read a global clock themselves.
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +31,28 @@ class RequestContext:
     caller: Caller
     # The epoch of the facts the caller was authenticated with (see FactsCache).
     epoch: int
+
+    def audit_event(
+        self,
+        kind: str,
+        at: datetime,
+        *,
+        outcome: Outcome = Outcome.ALLOWED,
+        resource: ResourceRef | None = None,
+        error: ErrorRef | None = None,
+        **fields: Any,
+    ) -> AuditEvent:
+        """An audit event by this caller under this request id (``signer.audit.AuditEvent.of``)."""
+        return AuditEvent.of(
+            kind,
+            at=at,
+            outcome=outcome,
+            actor=self.actor(),
+            request_id=self.request_id,
+            resource=resource,
+            error=error,
+            **fields,
+        )
 
     def actor(self) -> dict[str, str]:
         return {

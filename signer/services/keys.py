@@ -12,12 +12,13 @@ import logging
 import secrets
 from typing import Any
 
+from signer.audit import ResourceRef
 from signer.errors import ConfigurationError, InvalidRequest, NotFound, SignerError
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
 from signer.services.authorization import grant_names_key
-from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.services.facts import FactsCache
 from signer.services.naming import NameKind, check_name
 from signer.store import KeyRecord, Store, Writer
@@ -54,10 +55,11 @@ def check_key_fields(label: str, scope: str, tags: list[str]) -> tuple[str, str,
 
 
 class KeyService:
-    def __init__(self, store: Store, hsm: KeyVault, facts: FactsCache) -> None:
+    def __init__(self, store: Store, hsm: KeyVault, facts: FactsCache, *, clock: Clock = utcnow) -> None:
         self._store = store
         self._hsm = hsm
         self._facts = facts
+        self._clock = clock
 
     async def create(
         self, ctx: RequestContext, curve: Curve, label: str, scope: str, tags: list[str]
@@ -71,7 +73,7 @@ class KeyService:
             raise ConfigurationError(
                 "the token generated a key whose attributes say it could leave the token"
             )
-        now = utcnow()
+        now = self._clock()
         record = KeyRecord(
             id="key_" + secrets.token_hex(10),
             label=label,
@@ -91,14 +93,9 @@ class KeyService:
         async def unit(writer: Writer) -> dict[str, Any]:
             await writer.insert_key(record)
             writer.append_audit(
-                {
-                    "kind": "key.create",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(now),
-                    "actor": ctx.actor(),
-                    "key": key_view(record),
-                }
+                ctx.audit_event(
+                    "key.create", now, resource=ResourceRef("key", record.id), key=key_view(record)
+                )
             )
             return key_view(record)
 
@@ -123,7 +120,9 @@ class KeyService:
             if ctx.caller.role in (Role.ADMIN, Role.AUDITOR, Role.APPROVER):
                 return key
             principal_id = ctx.caller.principal_id
-            grants = await reader.grants_for(principal_id, await reader.groups_of(principal_id), utcnow())
+            grants = await reader.grants_for(
+                principal_id, await reader.groups_of(principal_id), self._clock()
+            )
         if not any(grant_names_key(g, key) for g in grants):
             # Same answer as a missing key: no existence oracle.
             raise NotFound("no such key", code="key_not_found")
@@ -147,14 +146,14 @@ class KeyService:
             if ctx.caller.role is Role.SERVICE:
                 principal_id = ctx.caller.principal_id
                 groups = await reader.groups_of(principal_id)
-                grants = await reader.grants_for(principal_id, groups, utcnow())
+                grants = await reader.grants_for(principal_id, groups, self._clock())
                 keys = [k for k in keys if any(grant_names_key(g, k) for g in grants)]
         items = [key_view(k) for k in keys]
         return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 
     async def set_state(self, ctx: RequestContext, key_id: str, state: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             key = await writer.get_key(key_id)
@@ -163,16 +162,14 @@ class KeyService:
             if key.state != state:
                 await writer.set_key_state(key_id, state, now)
             writer.append_audit(
-                {
-                    "kind": "key.enable" if state == "active" else "key.disable",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(now),
-                    "actor": ctx.actor(),
-                    "key_id": key_id,
-                    "previous_state": key.state,
-                    "state": state,
-                }
+                ctx.audit_event(
+                    "key.enable" if state == "active" else "key.disable",
+                    now,
+                    resource=ResourceRef("key", key_id),
+                    key_id=key_id,
+                    previous_state=key.state,
+                    state=state,
+                )
             )
             updated = await writer.get_key(key_id)
             return key_view(updated or key)

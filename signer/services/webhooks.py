@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from signer.audit import canonical_json
+from signer.audit import ResourceRef, canonical_json
 from signer.errors import InvalidRequest, NotFound, SignerError
 from signer.identity import Role
 from signer.services.auth import AuthService
@@ -180,14 +180,13 @@ class WebhookService:
                 group, url, now, ctx.caller.principal_id, secret_salt=secrets.token_hex(16)
             )
             writer.append_audit(
-                {
-                    "kind": "webhook.set",
-                    "at": now,
-                    "request_id": ctx.request_id,
-                    "actor": ctx.actor(),
-                    "group": group,
-                    "destination": origin(parts),
-                }
+                ctx.audit_event(
+                    "webhook.set",
+                    now,
+                    resource=ResourceRef("webhook", group),
+                    group=group,
+                    destination=origin(parts),
+                )
             )
             record = await writer.get_webhook(group)
             assert record is not None  # written just above, in this transaction
@@ -213,14 +212,13 @@ class WebhookService:
             if record is None:
                 raise NotFound("no webhook for that group", code="webhook_not_found")
             writer.append_audit(
-                {
-                    "kind": "webhook.secret_rotate",
-                    "at": now,
-                    "request_id": ctx.request_id,
-                    "actor": ctx.actor(),
-                    "group": group,
-                    "previous_secret_until": iso(until),
-                }
+                ctx.audit_event(
+                    "webhook.secret_rotate",
+                    now,
+                    resource=ResourceRef("webhook", group),
+                    group=group,
+                    previous_secret_until=iso(until),
+                )
             )
             return record
 
@@ -240,13 +238,7 @@ class WebhookService:
             if not await writer.delete_webhook(group):
                 raise NotFound("no webhook for that group", code="webhook_not_found")
             writer.append_audit(
-                {
-                    "kind": "webhook.delete",
-                    "at": now,
-                    "request_id": ctx.request_id,
-                    "actor": ctx.actor(),
-                    "group": group,
-                }
+                ctx.audit_event("webhook.delete", now, resource=ResourceRef("webhook", group), group=group)
             )
 
         await self._store.submit(unit)

@@ -55,7 +55,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
-from signer.audit import AuditRecord, canonical_json, chain_hash, format_at, parse_at
+from signer.audit import AuditEvent, AuditRecord, canonical_json, chain_hash, format_at, parse_at
 from signer.clock import utcnow
 from signer.errors import (
     AuditUnavailable,
@@ -623,7 +623,7 @@ class Writer(PolicyWrites, ConsoleWrites, _Queries):
         self._epoch += 1
         return self._epoch
 
-    def append_audit(self, event: Mapping[str, Any]) -> AuditRecord:
+    def append_audit(self, event: AuditEvent) -> AuditRecord:
         """Chain ``event`` on the head and buffer it for this transaction's commit.
 
         ``event`` needs "kind" (non-empty string) and "at" (an aware datetime, or an ISO 8601 UTC
