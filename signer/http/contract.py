@@ -25,7 +25,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from signer.errors import InvalidRequest
+from signer.errors import InvalidRequest, SignerError
+from signer.http.refusals import audits_refusals, record_refusal
 from signer.http.schemas import Problem
 
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
@@ -142,6 +143,8 @@ class Api:
                 )
             )
             checked = _refuse_unknown_query(handler, query)
+            if audits_refusals(method, auth, handler.__name__):
+                checked = _audit_refusals(checked, handler.__name__, path)
             if method.upper() == "GET":
                 self.routes.get(path)(checked)  # with HEAD beside it, as aiohttp does for every GET
             else:
@@ -149,6 +152,23 @@ class Api:
             return handler
 
         return register
+
+
+def _audit_refusals(
+    handler: Callable[[web.Request], Any], operation_id: str, path: str
+) -> Callable[[web.Request], Any]:
+    """Every refusal of an authenticated caller is audited (``signer.http.refusals``), then re-raised."""
+
+    async def audited(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except SignerError as exc:
+            await record_refusal(request, operation_id, path, exc)
+            raise
+
+    audited.__name__ = operation_id
+    audited.__doc__ = handler.__doc__
+    return audited
 
 
 def _refuse_unknown_query(handler: H, query: tuple[Query, ...]) -> Callable[[web.Request], Any]:

@@ -40,7 +40,7 @@ from signer.http.models import (
     WebhookBody,
     WebhookRotateBody,
 )
-from signer.http.state import METRICS, METRICS_ACCESS, SERVICES, SETTINGS, Services, is_loopback
+from signer.http.state import CALLER, METRICS, METRICS_ACCESS, SERVICES, SETTINGS, Services, is_loopback
 from signer.identity import Role
 from signer.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from signer.services.approvals import MAX_WAIT_SECONDS
@@ -84,6 +84,7 @@ async def _context(request: web.Request) -> RequestContext:
         request.headers.get("Authorization"), request["request_id"]
     )
     request["principal"] = ctx.caller.principal_id  # for the access log: the id, never the token
+    request[CALLER] = ctx
     return ctx
 
 
@@ -93,6 +94,7 @@ async def _signing_context(request: web.Request) -> RequestContext:
         request.headers.get("Authorization"), request["request_id"], cached=True
     )
     request["principal"] = ctx.caller.principal_id
+    request[CALLER] = ctx
     return ctx
 
 

@@ -1,8 +1,10 @@
-"""Reading the audit log: export for auditors (the export is itself audited) and offline verification."""
+"""The audit log as a service: export for auditors (the export is itself audited), offline verification,
+and the record of refused admin calls (``record_refusal``, called by ``signer.http.refusals`` for every
+operation, so no handler has to remember)."""
 
 from __future__ import annotations
 
-from signer.audit import export_jsonl
+from signer.audit import ErrorRef, Outcome, ResourceRef, export_jsonl
 from signer.identity import Role
 from signer.services.context import Clock, RequestContext, require_role, utcnow
 from signer.store import Store, Writer
@@ -34,3 +36,22 @@ class AuditLogService:
 
         await self._store.submit(unit)
         return list(export_jsonl(records)), head_seq
+
+    async def record_refusal(
+        self, ctx: RequestContext, *, action: str, resource: ResourceRef, error: ErrorRef
+    ) -> None:
+        """One ``request.refused`` event in its own transaction: who was refused what, on which
+        resource, with which error code. The caller passes no input values and none are written."""
+        event = ctx.audit_event(
+            "request.refused",
+            self._clock(),
+            outcome=Outcome.REFUSED,
+            resource=resource,
+            error=error,
+            action=action,
+        )
+
+        async def unit(writer: Writer) -> None:
+            writer.append_audit(event)
+
+        await self._store.submit(unit)

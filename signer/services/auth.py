@@ -132,8 +132,11 @@ class AuthService:
         """A key for ``purpose`` derived from the token key (HMAC), so no further secret is stored."""
         return hmac.new(self._key, f"derived\0{purpose}".encode(), hashlib.sha256).digest()
 
-    async def recheck(self, writer: Writer, ctx: RequestContext, now: datetime) -> None:
-        """Inside a write transaction: is the caller's token still good? Raises Unauthenticated if not."""
+    async def recheck(self, writer: Writer, ctx: RequestContext, now: datetime | None = None) -> None:
+        """Inside a write transaction: is the caller's token still good? Raises Unauthenticated if not.
+        ``now`` defaults to this service's clock (token validity is judged on the clock that issued it)."""
+        if now is None:
+            now = self._clock()
         record = await writer.get_token(ctx.caller.token_id)
         if record is None or record.revoked_at is not None:
             raise Unauthenticated("token has been revoked", code="token_revoked")

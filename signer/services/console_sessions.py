@@ -80,7 +80,7 @@ class ConsoleSessions:
         )
 
         async def unit(writer: Writer) -> None:
-            await self._auth.recheck(writer, ctx, self._clock())
+            await self._auth.recheck(writer, ctx)
             await writer.purge_console_sessions(now, now - self._idle)
             await writer.insert_console_session(record)
             writer.append_audit(
