@@ -47,8 +47,6 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import click
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from signer.client import (
     ApiError,
@@ -58,6 +56,7 @@ from signer.client import (
     load_client_config,
     read_token_file,
 )
+from signer.crypto.approver_signatures import load_ed25519_private_key, sign_approval
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # server error, unreachable server, unexpected answer
@@ -1022,10 +1021,10 @@ def _vote(
     digest = digest.lower().removeprefix("0x")
     signature = None
     if key_file is not None:
-        key = load_pem_private_key(key_file.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
+        key = load_ed25519_private_key(key_file.read_bytes())
+        if key is None:
             raise click.BadParameter("--ed25519-key must hold an Ed25519 private key (PEM)")
-        signature = key.sign(f"signer-approval:v1:{approval_id}:{decision}:{digest}".encode()).hex()
+        signature = sign_approval(key, approval_id, decision, digest)
     return client.vote_approval(approval_id, decision, digest, signature)
 
 
@@ -1089,8 +1088,8 @@ def approvals_result(client: SignerClient, approval_id: str, wait: int) -> Any:
 @api_call()
 def approvals_register_key(client: SignerClient, key_file: Path) -> Any:
     """Register the public half of your Ed25519 key for signed approvals."""
-    key = load_pem_private_key(key_file.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
+    key = load_ed25519_private_key(key_file.read_bytes())
+    if key is None:
         raise click.BadParameter("--ed25519-key must hold an Ed25519 private key (PEM)")
     return client.register_approver_key("ed25519", key.public_key().public_bytes_raw().hex())
 
