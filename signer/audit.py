@@ -1,7 +1,8 @@
 """The audit log's format: canonical JSON events, the SHA-256 hash chain over them, export and verification.
 
-Pure functions and values only (standard library, no I/O, no clock): the store uses them to chain events
-inside its write transaction, and an auditor uses the very same code offline to verify an export.
+Pure functions and values only (standard library and ``policy``'s encoder, no I/O, no clock): the store
+uses them to chain events inside its write transaction, and an auditor uses the very same code offline
+to verify an export.
 The encoder itself is ``policy.canonical_json``, the project's one canonical JSON (ASCII with escapes);
 where orjson is installed (the service depends on it) it writes the bytes of the common case, an event
 whose text is plain ASCII, and anything else takes the standard library's path; both give the same
