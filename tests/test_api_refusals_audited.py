@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
+from signer.audit import canonical_json
 from tests.dbfixtures import PG_ENV, pg_execute, run_sync
 from tests.service_harness import Server, init_installation, make_key, make_service, start_server
 
@@ -56,23 +57,37 @@ def _marker() -> str:
     return f"mkr{secrets.token_hex(6)}"
 
 
-def _events(server: Server, request_id: str) -> list[dict[str, Any]]:
-    status, _, text = server.call(
-        "GET", "/v1/audit/events?limit=10000", token=server.installation.admin_token
-    )
+def _head(server: Server) -> int:
+    _, headers, _ = server.call("GET", "/v1/audit/events?limit=1", token=server.installation.admin_token)
+    return int(headers["X-Audit-Head"])
+
+
+def _events(server: Server, request_id: str, after: int) -> list[dict[str, Any]]:
+    admin = server.installation.admin_token
+    status, _, text = server.call("GET", f"/v1/audit/events?after={after}&limit=10000", token=admin)
     assert status == 200
+    # The harness parses a one-line page as JSON; write it back as the canonical line it was.
+    lines = (
+        []
+        if text is None
+        else [canonical_json(text).decode()]
+        if isinstance(text, dict)
+        else text.splitlines()
+    )
     found = []
-    for line in text.splitlines():
+    for line in lines:
         record = json.loads(line)
         if record["request_id"] == request_id:
             found.append({"record": line, **json.loads(record["event"])})
     return found
 
 
-def _call(server: Server, method: str, path: str, body: Any, token: str) -> tuple[int, Any, str]:
+def _call(server: Server, method: str, path: str, body: Any, token: str) -> tuple[int, Any, str, int]:
+    """Make the call under a fresh request id; also returns the audit head just before it."""
+    after = _head(server)
     request_id = f"refusal-{next(_ids)}-{secrets.token_hex(4)}"
     status, _, answer = server.call(method, path, body, token, headers={"X-Request-Id": request_id})
-    return status, answer, request_id
+    return status, answer, request_id, after
 
 
 def _refusals(server: Server) -> tuple[list[tuple[Any, ...]], str]:
@@ -329,11 +344,11 @@ def test_every_refused_admin_call_leaves_one_event_without_its_input(live: Serve
     cases, service_token = _refusals(live)
     tokens = {"admin": live.installation.admin_token, "service": service_token}
     for label, who, method, path, body, status, code, action, rtype, rid, marker in cases:
-        got, answer, request_id = _call(live, method, path, body, tokens[who])
+        got, answer, request_id, after = _call(live, method, path, body, tokens[who])
         assert got == status, (label, answer)
         if code not in ("invalid_request", "forbidden"):
             assert answer["code"] == code, (label, answer)
-        events = _events(live, request_id)
+        events = _events(live, request_id, after)
         assert len(events) == 1, (label, events)
         event = events[0]
         assert event["kind"] == "request.refused", label
@@ -357,24 +372,26 @@ def test_every_refused_admin_call_leaves_one_event_without_its_input(live: Serve
 
 
 def test_unauthenticated_calls_and_successes_leave_no_refusal(live: Server) -> None:
-    status, _, request_id = _call(live, "POST", "/v1/keys", {"curve": "secp256k1", "label": "x"}, "nope")
+    status, _, request_id, after = _call(
+        live, "POST", "/v1/keys", {"curve": "secp256k1", "label": "x"}, "nope"
+    )
     assert status == 401
-    assert _events(live, request_id) == []
-    status, answer, request_id = _call(
+    assert _events(live, request_id, after) == []
+    status, answer, request_id, after = _call(
         live, "POST", "/v1/keys", {"curve": "secp256k1", "label": "fine"}, live.installation.admin_token
     )
     assert status == 201, answer
-    kinds = [event["kind"] for event in _events(live, request_id)]
+    kinds = [event["kind"] for event in _events(live, request_id, after)]
     assert kinds == ["key.create"]
 
 
 def test_admin_events_keep_their_keys_and_add_a_resource(live: Server) -> None:
     # The typed builder writes what the dict call sites wrote, plus ``resource`` (a strict superset).
-    status, key, request_id = _call(
+    status, key, request_id, after = _call(
         live, "POST", "/v1/keys", {"curve": "secp256k1", "label": "shape"}, live.installation.admin_token
     )
     assert status == 201, key
-    (event,) = _events(live, request_id)
+    (event,) = _events(live, request_id, after)
     before = {"kind", "outcome", "request_id", "at", "actor", "key"}
     assert set(event) - {"record"} == before | {"resource"}
     assert event["resource"] == {"type": "key", "id": key["id"]}
