@@ -1,0 +1,56 @@
+"""The typed audit event: required fields by name, optional resource and error refs, nothing shadowed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from signer.audit import AuditEvent, ErrorRef, Outcome, ResourceRef, canonical_json, make_event
+
+AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def test_the_builder_writes_what_make_event_wrote_plus_the_refs_given() -> None:
+    event = AuditEvent.of(
+        "key.create", at=AT, outcome=Outcome.ALLOWED, actor={"name": "a"}, request_id="r1", key_id="k1"
+    )
+    old = make_event(
+        "key.create", at=AT, outcome="allowed", actor={"name": "a"}, request_id="r1", key_id="k1"
+    )
+    assert dict(event) == old
+    assert canonical_json(event) == canonical_json(old)
+    refused = AuditEvent.of(
+        "request.refused",
+        at=AT,
+        outcome=Outcome.REFUSED,
+        actor=None,
+        request_id=None,
+        resource=ResourceRef("key", None),
+        error=ErrorRef("forbidden", 403),
+        action="create_key",
+    )
+    assert refused["resource"] == {"type": "key", "id": None}
+    assert refused["error"] == {"code": "forbidden", "status": 403}
+    assert refused["outcome"] == "refused" and refused.kind == "request.refused"
+
+
+@pytest.mark.parametrize("name", ["kind", "at", "request_id", "actor", "outcome", "resource", "error"])
+def test_a_field_cannot_shadow_what_the_builder_writes(name: str) -> None:
+    # In ``AuditEvent.of`` each of these is a parameter, so Python itself refuses a second value.
+    event = AuditEvent.of("x", at=AT, outcome=Outcome.ALLOWED, actor=None, request_id=None)
+    with pytest.raises(ValueError):
+        event.with_fields(**{name: "y"})
+
+
+def test_bad_events_are_refused_and_built_ones_do_not_change() -> None:
+    with pytest.raises(ValueError):
+        AuditEvent.of("", at=AT, outcome=Outcome.ALLOWED, actor=None, request_id=None)
+    with pytest.raises(ValueError):
+        AuditEvent.of("x", at=datetime(2026, 1, 2), outcome=Outcome.ALLOWED, actor=None, request_id=None)
+    with pytest.raises(ValueError):
+        AuditEvent.of("x", at=AT, outcome="maybe", actor=None, request_id=None)  # type: ignore[arg-type]
+    event = AuditEvent.of("x", at=AT, outcome=Outcome.ALLOWED, actor=None, request_id=None, n=1)
+    with pytest.raises(AttributeError):
+        event._body = {}  # type: ignore[misc]
+    assert event.with_fields(m=2)["m"] == 2 and "m" not in event
