@@ -13,6 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from signer.crypto.signatures import check_ed25519
+from signer.errors import IntegrityError
 
 __all__ = [
     "APPROVAL_MESSAGE_PREFIX",
@@ -46,7 +47,7 @@ def verify_ed25519_approval(public_key: bytes, message: bytes, signature: bytes)
     """Does ``signature`` verify over ``message`` with the registered Ed25519 ``public_key``?"""
     try:
         check_ed25519(public_key, message, signature)
-    except Exception:  # noqa: BLE001 - any failure (bad key, bad length, mismatch) is "does not verify"
+    except IntegrityError:  # a malformed key or signature, or a mismatch: all "does not verify"
         return False
     return True
 
