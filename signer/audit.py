@@ -29,6 +29,9 @@ at, request_id, actor, outcome, then the family's own fields); ``resource`` ({ty
     {..., "outcome": _outcome(exc), "error": {"code": exc.code, "status": exc.status}}
     ->  ctx.audit_event(K, now, outcome=Outcome(_outcome(exc)), error=ErrorRef(exc.code, exc.status), **F)
 
+A path that learns its outcome late (the sign path: one base event, then allowed, pending_approval,
+duplicate or a refusal) starts from a draft: ``draft = ctx.audit_draft(K, now, resource=ResourceRef("key",
+key_id), key_id=key_id)``, then ``writer.append_audit(draft.event(Outcome.ALLOWED, decision=...))``.
 ``at`` is a datetime and is always written by ``format_at``.
 """
 
@@ -37,7 +40,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -52,6 +55,7 @@ except ImportError:  # an auditor's machine: the standard library writes every b
 
 __all__ = [
     "GENESIS_HASH",
+    "AuditDraft",
     "AuditEvent",
     "AuditRecord",
     "ChainVerifier",
@@ -202,6 +206,33 @@ class ErrorRef:
 
 # Names an event's own fields cannot take: the builder writes them.
 RESERVED_FIELDS = frozenset((*EVENT_FIELDS, "resource", "error"))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditDraft:
+    """An event whose outcome is not known yet: everything but the outcome (and error), decided once
+    at the start of a request and finished on each path (``draft.event(Outcome.ALLOWED, decision=...)``).
+    The shape of the sign path's base event, kept typed."""
+
+    kind: str
+    at: datetime
+    actor: Mapping[str, Any] | None
+    request_id: str | None
+    resource: ResourceRef | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def event(self, outcome: Outcome, *, error: ErrorRef | None = None, **fields: Any) -> AuditEvent:
+        """The finished event; ``fields`` add to (or replace) the draft's own fields."""
+        return AuditEvent.of(
+            self.kind,
+            at=self.at,
+            outcome=outcome,
+            actor=self.actor,
+            request_id=self.request_id,
+            resource=self.resource,
+            error=error,
+            **{**self.fields, **fields},
+        )
 
 
 class AuditEvent(Mapping[str, Any]):

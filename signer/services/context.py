@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from signer import clock
-from signer.audit import AuditEvent, ErrorRef, Outcome, ResourceRef
+from signer.audit import AuditDraft, AuditEvent, ErrorRef, Outcome, ResourceRef
 from signer.errors import Forbidden
 from signer.identity import Role
 
@@ -53,6 +53,12 @@ class RequestContext:
             error=error,
             **fields,
         )
+
+    def audit_draft(
+        self, kind: str, at: datetime, *, resource: ResourceRef | None = None, **fields: Any
+    ) -> AuditDraft:
+        """An event by this caller whose outcome each path fills in (``AuditDraft.event``)."""
+        return AuditDraft(kind, at, self.actor(), self.request_id, resource, fields)
 
     def actor(self) -> dict[str, str]:
         return {

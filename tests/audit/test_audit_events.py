@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from signer.audit import AuditEvent, ErrorRef, Outcome, ResourceRef, canonical_json, make_event
+from signer.audit import AuditDraft, AuditEvent, ErrorRef, Outcome, ResourceRef, canonical_json, make_event
 
 AT = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -54,3 +54,15 @@ def test_bad_events_are_refused_and_built_ones_do_not_change() -> None:
     with pytest.raises(AttributeError):
         event._body = {}  # type: ignore[misc]
     assert event.with_fields(m=2)["m"] == 2 and "m" not in event
+
+
+def test_a_draft_is_finished_once_per_path() -> None:
+    draft = AuditDraft(
+        "sign.message", AT, {"name": "relayer"}, "r2", ResourceRef("key", "k1"), {"key_id": "k1"}
+    )
+    allowed = draft.event(Outcome.ALLOWED, decision={"effect": "allow"})
+    refused = draft.event(Outcome.DENIED, error=ErrorRef("policy_denied", 403))
+    assert allowed["outcome"] == "allowed" and allowed["decision"] == {"effect": "allow"}
+    assert refused["error"] == {"code": "policy_denied", "status": 403} and "decision" not in refused
+    assert allowed["key_id"] == refused["key_id"] == "k1"
+    assert allowed["resource"] == {"type": "key", "id": "k1"}
