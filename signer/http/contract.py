@@ -8,7 +8,9 @@ document from the same pydantic models that validate request bodies (JSON schema
 from the response models in ``signer.http.schemas`` (serialization mode); ``render_html`` turns it into a
 self-contained reference page (no script, no external resource).
 
-Nothing here runs per request: the document is built once, on first use.
+The document is built once, on first use. Per request, only two thin wrappers run around each handler:
+unknown query parameters are refused, and a refusal of an authenticated state-changing call is audited
+(``signer.http.refusals``), so no handler has to remember either.
 """
 
 from __future__ import annotations
