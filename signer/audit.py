@@ -221,10 +221,13 @@ class AuditDraft:
     resource: ResourceRef | None = None
     fields: Mapping[str, Any] = field(default_factory=dict)
 
-    def event(self, outcome: Outcome, *, error: ErrorRef | None = None, **fields: Any) -> AuditEvent:
-        """The finished event; ``fields`` add to (or replace) the draft's own fields."""
+    def event(
+        self, outcome: Outcome, *, kind: str | None = None, error: ErrorRef | None = None, **fields: Any
+    ) -> AuditEvent:
+        """The finished event; ``fields`` add to (or replace) the draft's own fields, and ``kind``
+        replaces the draft's where one path records another kind (a refused vote, say)."""
         return AuditEvent.of(
-            self.kind,
+            self.kind if kind is None else kind,
             at=self.at,
             outcome=outcome,
             actor=self.actor,

@@ -66,3 +66,4 @@ def test_a_draft_is_finished_once_per_path() -> None:
     assert refused["error"] == {"code": "policy_denied", "status": 403} and "decision" not in refused
     assert allowed["key_id"] == refused["key_id"] == "k1"
     assert allowed["resource"] == {"type": "key", "id": "k1"}
+    assert draft.event(Outcome.REFUSED, kind="sign.refused").kind == "sign.refused"
