@@ -16,7 +16,14 @@ Typical use by the service, inside the transaction that records the decision::
 """
 
 from policy.approvals import NOT_COUNTED, VoteStanding, check_approvals, why_not_counted
-from policy.canonical import NATIVE, canonical_address, canonical_json, sha256_digest
+from policy.canonical import (
+    NATIVE,
+    canonical_address,
+    canonical_json,
+    check_canonical,
+    parse_canonical,
+    sha256_digest,
+)
 from policy.decision import (
     ApprovalRequirement,
     Decision,
@@ -40,7 +47,7 @@ from policy.facts import (
     spend_key,
 )
 from policy.grants import Grant, GrantRequest, evaluate_grants, grant_usage_queries
-from policy.parsing import RULE_KINDS, parse_policy_document, parse_policy_json
+from policy.parsing import RULE_KINDS, parse_policy_document, parse_policy_json, parse_stored_policy_json
 from policy.request import (
     KNOWN_OPERATIONS,
     OPERATIONS,
@@ -90,6 +97,7 @@ __all__ = [
     "canonical_address",
     "canonical_json",
     "check_approvals",
+    "check_canonical",
     "counts_toward",
     "evaluate",
     "evaluate_grants",
@@ -100,8 +108,10 @@ __all__ = [
     "grant_uses_key",
     "is_scope",
     "narrowest",
+    "parse_canonical",
     "parse_policy_document",
     "parse_policy_json",
+    "parse_stored_policy_json",
     "rate_key",
     "rolling_since",
     "scope_contains",

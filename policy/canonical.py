@@ -3,8 +3,9 @@
 Addresses are compared checksum-insensitively, so their canonical form is lower-case ``0x`` + 40 hex
 digits (EIP-55 needs keccak, which the standard library lacks, and case carries no meaning for
 comparison). Selectors are lower-case ``0x`` + 8 hex digits. Amounts are non-negative integers below
-2**256. Canonical JSON (sorted keys, no spaces, UTF-8, no floats) is what a document digest covers, so
-two documents that mean the same thing hash the same.
+2**256. Canonical JSON (sorted keys, no spaces, ASCII with ``\\u`` escapes, no floats) is the project's
+one JSON encoder for anything hashed or compared: a document digest covers it, so two documents that
+mean the same thing hash the same, and ``signer.audit`` chains events over the very same bytes.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 from policy.errors import PolicyInputError
@@ -56,26 +58,120 @@ def check_amount(value: int, name: str) -> int:
     return value
 
 
-def _refuse_floats(value: Any) -> None:
-    if isinstance(value, float):
-        raise PolicyInputError("invalid_value", "canonical JSON carries no floats")
-    if isinstance(value, dict):
-        for item in value.values():
-            _refuse_floats(item)
-    elif isinstance(value, list | tuple):
+# -- canonical JSON: the one encoder ---------------------------------------------------------------
+#
+# Every byte string the project hashes or compares as JSON is written here: policy document digests,
+# audit events and their hash chain (``signer.audit``), approval payload digests, idempotency request
+# digests. One form only: sorted keys (by code point), no insignificant whitespace, integers only,
+# and ASCII output (every non-ASCII character and DEL as a ``\\uXXXX`` escape, so control characters,
+# U+2028 and bidi overrides can never split, recolour or reorder an exported line). Policy documents
+# stored before this encoder was the only one were written with raw UTF-8; ``legacy_utf8_digest``
+# reads them (and only them) so their stored digests keep naming them.
+
+MAX_DEPTH: Final = 64
+
+
+def check_canonical(value: Any, depth: int = 0) -> None:
+    """Refuse (``PolicyInputError``) what ``canonical_json`` cannot write as exactly one text."""
+    # A walk before encoding, because json.dumps would silently print floats, turn int keys into
+    # strings and accept NaN: each of those gives one value two texts, which a hash cannot have.
+    if depth > MAX_DEPTH:
+        raise PolicyInputError("invalid_value", "canonical JSON: nesting deeper than 64 levels")
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return
+    if kind is dict or isinstance(value, Mapping):
+        for key, item in value.items():
+            if type(key) is not str:
+                raise PolicyInputError("invalid_value", "canonical JSON: object keys must be strings")
+            check_canonical(item, depth + 1)
+        return
+    if kind is list or kind is tuple:
         for item in value:
-            _refuse_floats(item)
+            check_canonical(item, depth + 1)
+        return
+    if isinstance(value, float):
+        raise PolicyInputError(
+            "invalid_value", "canonical JSON: floats are not allowed (use integers or decimal strings)"
+        )
+    if isinstance(value, str | int):
+        # Subclasses (StrEnum, IntEnum) encode as their plain value; json.dumps handles them.
+        return
+    raise PolicyInputError("invalid_value", f"canonical JSON: unsupported type {kind.__name__}")
+
+
+def _plain(value: Any) -> Any:
+    # json.dumps only knows dict/list; other Mappings become dicts. Called after _check.
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if type(value) is list or type(value) is tuple:
+        return [_plain(v) for v in value]
+    return value
 
 
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no insignificant whitespace, UTF-8; floats are refused (two spellings of one float
-    would hash differently, and amounts must be exact)."""
-    _refuse_floats(value)
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    """The one byte string for ``value``: sorted keys, no whitespace, integers only, UTF-8 in its ASCII
+    subset (every non-ASCII character is written as a ``\\uXXXX`` escape).
+
+    Raises ``PolicyInputError`` (a ``ValueError``, code ``invalid_value``) for floats, NaN, non-string
+    keys, unpaired surrogates, nesting beyond 64 levels and any type JSON does not have.
+    """
+    check_canonical(value, 0)
+    plain = _plain(value)
+    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    if "\\ud" in text:
+        # Astral characters and unpaired surrogates both print as \udXXX; only the latter cannot be
+        # UTF-8, and only a strict encode tells them apart. Rare, so the common path skips it.
+        try:
+            json.dumps(plain, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise PolicyInputError(
+                "invalid_value", "canonical JSON: string holds an unpaired surrogate"
+            ) from None
+    return text.encode("ascii")
+
+
+def _reject_constant(name: str) -> Any:
+    raise PolicyInputError("invalid_value", f"not canonical JSON: {name}")
+
+
+def _reject_float(text: str) -> Any:
+    raise PolicyInputError("invalid_value", "not canonical JSON: float")
+
+
+def parse_canonical(data: str | bytes) -> Any:
+    """Parse ``data`` and return it only if it is exactly the canonical encoding of what it holds
+    (``PolicyInputError``, a ``ValueError``, otherwise)."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    try:
+        value = json.loads(raw, parse_float=_reject_float, parse_constant=_reject_constant)
+    except UnicodeDecodeError:
+        raise PolicyInputError("invalid_value", "not canonical JSON: not UTF-8") from None
+    except json.JSONDecodeError:
+        raise PolicyInputError("invalid_value", "not canonical JSON: malformed") from None
+    if canonical_json(value) != raw:
+        raise PolicyInputError("invalid_value", "not canonical JSON")
+    return value
 
 
 def sha256_digest(value: Any) -> str:
     """``sha256:`` + hex of the canonical JSON of ``value``."""
     return "sha256:" + hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def legacy_utf8_digest(text: str, value: Any) -> str | None:
+    """The digest a stored text was given when policy documents were written with raw UTF-8, or None.
+
+    Before ``canonical_json`` was the only encoder, policy documents were stored as the same sorted,
+    compact JSON but with non-ASCII characters (and DEL) raw. Such a row's stored digest is the sha256
+    of that text; this returns it when ``text`` is exactly that spelling of ``value`` (and differs from
+    the canonical one), so a version stored then is still named by the digest it was stored (and
+    audited, and approved) under. Nothing new is ever written this way.
+    """
+    check_canonical(value, 0)
+    legacy = json.dumps(
+        _plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    )
+    if text != legacy or (text.isascii() and "\x7f" not in text):
+        return None
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, Final
 
-from policy.canonical import NATIVE, canonical_json
+from policy.canonical import NATIVE, canonical_json, legacy_utf8_digest
 from policy.decision import Effect
 from policy.documents import PolicyDocument
 from policy.errors import PolicyDocumentError
@@ -122,6 +122,17 @@ def parse_policy_json(text: str | bytes) -> PolicyDocument:
             raise
         raise fail("", "malformed_json", "is not valid JSON") from None
     return parse_policy_document(data)
+
+
+def parse_stored_policy_json(text: str) -> PolicyDocument:
+    """``parse_policy_json`` for a text read back from storage: a version stored while documents were
+    written with raw UTF-8 keeps the digest it was stored under (``canonical.legacy_utf8_digest``);
+    every other text gets the digest of its canonical form, as a new document does."""
+    document = parse_policy_json(text)
+    legacy = legacy_utf8_digest(text, document.as_dict())
+    if legacy is not None:
+        object.__setattr__(document, "digest", legacy)
+    return document
 
 
 def parse_policy_document(data: Any) -> PolicyDocument:

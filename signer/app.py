@@ -204,6 +204,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 token_key,
                 access_ttl=settings.access_token_ttl_seconds,
                 refresh_ttl=settings.refresh_token_ttl_seconds,
+                clock=utcnow,
             )
             keys = KeyService(store, hsm, facts, clock=utcnow)
             await keys.check_token_inventory()
@@ -216,6 +217,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 transport,
                 destinations=destinations,
                 secret_overlap=timedelta(seconds=settings.webhook_secret_overlap_seconds),
+                clock=utcnow,
             )
             # Pending requests sit below both the pipeline (which opens and closes them) and the
             # approvals service (which counts votes and runs approved ones through the pipeline).
@@ -229,19 +231,20 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             )
             app[SERVICES] = Services(
                 auth=auth,
-                admin=AdminService(store, auth),
+                admin=AdminService(store, auth, clock=utcnow),
                 keys=keys,
                 signing=signing,
                 health=HealthService(store, hsm),
-                audit=AuditLogService(store),
+                audit=AuditLogService(store, clock=utcnow),
                 approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
-                policies=PolicyService(store),
+                policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,
                 console_sessions=ConsoleSessions(
                     store,
                     auth,
                     idle=timedelta(seconds=settings.console_session_idle_seconds),
                     max_age=timedelta(seconds=settings.console_session_max_seconds),
+                    clock=utcnow,
                 ),
             )
             # Webhook delivery runs beside the requests and never inside one.

@@ -1,8 +1,10 @@
 """The audit log's format: canonical JSON events, the SHA-256 hash chain over them, export and verification.
 
-Pure functions and values only (standard library, no I/O, no clock): the store uses them to chain events
-inside its write transaction, and an auditor uses the very same code offline to verify an export.
-Where orjson is installed (the service depends on it) it writes the bytes of the common case, an event
+Pure functions and values only (standard library and ``policy``'s encoder, no I/O, no clock): the store
+uses them to chain events inside its write transaction, and an auditor uses the very same code offline
+to verify an export.
+The encoder itself is ``policy.canonical_json``, the project's one canonical JSON (ASCII with escapes);
+where orjson is installed (the service depends on it) it writes the bytes of the common case, an event
 whose text is plain ASCII, and anything else takes the standard library's path; both give the same
 bytes for every value (a property test holds them to it), so an offline verifier needs only Python. An
 event is a JSON object of strings, integers, booleans, nulls, lists and objects; floats are refused
@@ -13,17 +15,38 @@ A record's ``hash`` is ``sha256(bytes.fromhex(prev_hash) || canonical_event)``; 
 on ``GENESIS_HASH``. The chain alone proves order and integrity of what is present; proving that nothing
 was cut from the tail needs an anchor outside the log (a signed checkpoint): pass it as
 ``expected_head`` to the verifiers.
+
+Events are built typed: ``Writer.append_audit`` takes only an ``AuditEvent``, made by
+``AuditEvent.of(kind, at=, outcome=, actor=, request_id=, resource=, error=, **fields)`` or, in a
+service holding a ``RequestContext``, by ``ctx.audit_event(kind, at, outcome=, resource=, error=,
+**fields)`` (actor and request id from the context). The JSON keeps the keys events always had (kind,
+at, request_id, actor, outcome, then the family's own fields); ``resource`` ({type, id}) and ``error``
+({code, status}) are added only when given. Converting an old call site::
+
+    writer.append_audit({"kind": K, "outcome": "allowed", "request_id": ctx.request_id,
+                         "at": iso(now), "actor": ctx.actor(), **F})
+    ->  writer.append_audit(ctx.audit_event(K, now, **F))              # outcome defaults to allowed
+    {..., "outcome": _outcome(exc), "error": {"code": exc.code, "status": exc.status}}
+    ->  ctx.audit_event(K, now, outcome=Outcome(_outcome(exc)), error=ErrorRef(exc.code, exc.status), **F)
+
+A path that learns its outcome late (the sign path: one base event, then allowed, pending_approval,
+duplicate or a refusal) starts from a draft: ``draft = ctx.audit_draft(K, now, resource=EventTarget("key",
+key_id), key_id=key_id)``, then ``writer.append_audit(draft.event(Outcome.ALLOWED, decision=...))``.
+``at`` is a datetime and is always written by ``format_at``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
+
+from policy import canonical_json as _policy_canonical_json
+from policy import check_canonical, parse_canonical
 
 try:
     import orjson
@@ -32,8 +55,13 @@ except ImportError:  # an auditor's machine: the standard library writes every b
 
 __all__ = [
     "GENESIS_HASH",
+    "AuditDraft",
+    "AuditEvent",
     "AuditRecord",
     "ChainVerifier",
+    "ErrorRef",
+    "EventTarget",
+    "Outcome",
     "VerifyResult",
     "canonical_json",
     "chain_hash",
@@ -55,97 +83,36 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 # -- canonical JSON ---------------------------------------------------------------------------------
-
-
-def _check(value: Any, depth: int) -> None:
-    # A walk before encoding, because json.dumps would silently print floats, turn int keys into
-    # strings and accept NaN: each of those gives one value two texts, which a hash chain cannot have.
-    if depth > 64:
-        raise ValueError("canonical JSON: nesting deeper than 64 levels")
-    kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
-        return
-    if kind is dict or isinstance(value, Mapping):
-        for key, item in value.items():
-            if type(key) is not str:
-                raise ValueError("canonical JSON: object keys must be strings")
-            _check(item, depth + 1)
-        return
-    if kind is list or kind is tuple:
-        for item in value:
-            _check(item, depth + 1)
-        return
-    if isinstance(value, float):
-        raise ValueError("canonical JSON: floats are not allowed (use integers or decimal strings)")
-    if isinstance(value, str | int):
-        # Subclasses (StrEnum, IntEnum) encode as their plain value; json.dumps handles them.
-        return
-    raise ValueError(f"canonical JSON: unsupported type {kind.__name__}")
-
-
-def _plain(value: Any) -> Any:
-    # json.dumps only knows dict/list; other Mappings become dicts. Called after _check.
-    if isinstance(value, Mapping) and type(value) is not dict:
-        return {k: _plain(v) for k, v in value.items()}
-    if type(value) is dict:
-        return {k: _plain(v) for k, v in value.items()}
-    if type(value) is list or type(value) is tuple:
-        return [_plain(v) for v in value]
-    return value
+#
+# The encoder's home is ``policy.canonical`` (pure, standard library, importable by everyone): this
+# module only adds orjson's faster spelling of the same bytes for the common all-ASCII event.
 
 
 def canonical_json(obj: Any) -> bytes:
-    """The one byte string for ``obj``: sorted keys, no whitespace, integers only, UTF-8 in its ASCII
-    subset (every non-ASCII character is written as a ``\\uXXXX`` escape).
+    """``policy.canonical_json``: the one byte string for ``obj`` (sorted keys, no whitespace, integers
+    only, ASCII with ``\\uXXXX`` escapes), written by orjson where that gives the very same bytes.
 
     Raises ``ValueError`` for floats, NaN, non-string keys, unpaired surrogates and any type JSON does
     not have. ASCII output is deliberate: control characters, CR, LF, ANSI escapes, U+2028 and bidi
     overrides all travel as escapes, so they round-trip losslessly yet can never split, recolour or
     visually reorder an exported line. Keys sort by code point.
     """
-    _check(obj, 0)
     if orjson is not None:
+        check_canonical(obj)
         try:
             fast = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
         except TypeError:
             pass  # integers beyond 64 bits, Mappings that are not dicts: the standard path below
         else:
-            # The standard library escapes every non-ASCII character and DEL; orjson writes them raw.
+            # The standard encoder escapes every non-ASCII character and DEL; orjson writes them raw.
             # Without either, the two texts are the same bytes.
             if fast.isascii() and b"\x7f" not in fast:
                 return fast
     return _canonical_text(obj)
 
 
-def _canonical_text(obj: Any) -> bytes:
-    """``canonical_json`` by the standard library alone (after ``_check``): the reference encoding."""
-    plain = _plain(obj)
-    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-    if "\\ud" in text:
-        # Astral characters and unpaired surrogates both print as \udXXX; only the latter cannot be
-        # UTF-8, and only a strict encode tells them apart. Rare, so the common path skips it.
-        try:
-            json.dumps(plain, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("canonical JSON: string holds an unpaired surrogate") from None
-    return text.encode("ascii")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"not canonical JSON: {name}")
-
-
-def _reject_float(text: str) -> Any:
-    raise ValueError("not canonical JSON: float")
-
-
-def parse_canonical(data: str | bytes) -> Any:
-    """Parse ``data`` and return it only if it is exactly the canonical encoding of what it holds."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    value = json.loads(raw, parse_float=_reject_float, parse_constant=_reject_constant)
-    if canonical_json(value) != raw:
-        raise ValueError("not canonical JSON")
-    return value
+# The reference encoding (standard library alone); a property test holds the fast path to it.
+_canonical_text = _policy_canonical_json
 
 
 # -- the chain --------------------------------------------------------------------------------------
@@ -197,6 +164,156 @@ def make_event(
     }
     event.update(fields)
     return event
+
+
+# -- the typed event --------------------------------------------------------------------------------
+
+
+class Outcome(StrEnum):
+    """What happened to what an event records. ``refused``: an admin call turned down (403, 400 after
+    authentication, 404, 409); ``denied``: a signing refusal (kept as signing has always written it)."""
+
+    ALLOWED = "allowed"
+    DENIED = "denied"
+    REFUSED = "refused"
+    FAILED = "failed"
+    PENDING_APPROVAL = "pending_approval"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True, slots=True)
+class EventTarget:
+    """What an event is about: a resource type (``key``, ``grant``, ``policy``, ...) and its id (None
+    when the id is not known or may not be written, e.g. a refused request that named it)."""
+
+    type: str
+    id: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"type": self.type, "id": self.id}
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRef:
+    """The stable code and HTTP status of a refusal: never its message, never the refused input."""
+
+    code: str
+    status: int
+
+    def as_dict(self) -> dict[str, str | int]:
+        return {"code": self.code, "status": self.status}
+
+
+# Names an event's own fields cannot take: the builder writes them.
+RESERVED_FIELDS = frozenset((*EVENT_FIELDS, "resource", "error"))
+
+
+@dataclass(frozen=True, slots=True)
+class AuditDraft:
+    """An event whose outcome is not known yet: everything but the outcome (and error), decided once
+    at the start of a request and finished on each path (``draft.event(Outcome.ALLOWED, decision=...)``).
+    The shape of the sign path's base event, kept typed."""
+
+    kind: str
+    at: datetime
+    actor: Mapping[str, Any] | None
+    request_id: str | None
+    resource: EventTarget | None = None
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def event(
+        self, outcome: Outcome, *, kind: str | None = None, error: ErrorRef | None = None, **fields: Any
+    ) -> AuditEvent:
+        """The finished event; ``fields`` add to (or replace) the draft's own fields, and ``kind``
+        replaces the draft's where one path records another kind (a refused vote, say)."""
+        return AuditEvent.of(
+            self.kind if kind is None else kind,
+            at=self.at,
+            outcome=outcome,
+            actor=self.actor,
+            request_id=self.request_id,
+            resource=self.resource,
+            error=error,
+            **{**self.fields, **fields},
+        )
+
+
+class AuditEvent(Mapping[str, Any]):
+    """One audit event, built by ``AuditEvent.of`` (or ``RequestContext.audit_event`` in the services):
+    the only thing ``Writer.append_audit`` takes. A read-only mapping of the JSON it is written as."""
+
+    __slots__ = ("_body",)
+
+    _body: dict[str, Any]
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        object.__setattr__(self, "_body", body)
+
+    @classmethod
+    def of(
+        cls,
+        kind: str,
+        *,
+        at: datetime,
+        outcome: Outcome,
+        actor: Mapping[str, Any] | None,
+        request_id: str | None,
+        resource: EventTarget | None = None,
+        error: ErrorRef | None = None,
+        **fields: Any,
+    ) -> AuditEvent:
+        """Every required field by name; ``fields`` are the event family's own (no secrets: HMAC them).
+
+        ``resource`` and ``error`` are written only when given (``"resource": {"type", "id"}``,
+        ``"error": {"code", "status"}``). Raises ``ValueError`` for an empty kind, a naive ``at``, an
+        unknown outcome or a field named like one the builder writes.
+        """
+        if not isinstance(kind, str) or not kind:
+            raise ValueError("event kind must be a non-empty string")
+        if request_id is not None and not isinstance(request_id, str):
+            raise ValueError("event request_id must be a string or None")
+        clash = RESERVED_FIELDS.intersection(fields)
+        if clash:
+            raise ValueError(f"event fields may not be named {sorted(clash)}")
+        body: dict[str, Any] = {
+            "kind": kind,
+            "at": format_at(at),
+            "request_id": request_id,
+            "actor": None if actor is None else dict(actor),
+            "outcome": Outcome(outcome).value,
+        }
+        if resource is not None:
+            body["resource"] = resource.as_dict()
+        if error is not None:
+            body["error"] = error.as_dict()
+        body.update(fields)
+        return cls(body)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._body[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._body)
+
+    def __len__(self) -> int:
+        return len(self._body)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("an AuditEvent is immutable")
+
+    def __repr__(self) -> str:
+        return f"AuditEvent({self._body!r})"
+
+    @property
+    def kind(self) -> str:
+        return str(self._body["kind"])
+
+    def with_fields(self, **fields: Any) -> AuditEvent:
+        """A copy with more of the family's own fields (the required ones cannot be replaced)."""
+        clash = RESERVED_FIELDS.intersection(fields)
+        if clash:
+            raise ValueError(f"event fields may not be named {sorted(clash)}")
+        return AuditEvent({**self._body, **fields})
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from signer.cli_api.common import api_call, render_record
 from signer.client import SignerClient
+from signer.crypto.approver_signatures import load_ed25519_private_key, sign_approval
 
 
 @click.group()
@@ -53,10 +52,10 @@ def _vote(
     digest = digest.lower().removeprefix("0x")
     signature = None
     if key_file is not None:
-        key = load_pem_private_key(key_file.read_bytes(), password=None)
-        if not isinstance(key, Ed25519PrivateKey):
+        key = load_ed25519_private_key(key_file.read_bytes())
+        if key is None:
             raise click.BadParameter("--ed25519-key must hold an Ed25519 private key (PEM)")
-        signature = key.sign(f"signer-approval:v1:{approval_id}:{decision}:{digest}".encode()).hex()
+        signature = sign_approval(key, approval_id, decision, digest)
     return client.vote_approval(approval_id, decision, digest, signature)
 
 
@@ -122,8 +121,8 @@ def approvals_result(client: SignerClient, approval_id: str, wait: int) -> Any:
 @api_call()
 def approvals_register_key(client: SignerClient, key_file: Path) -> Any:
     """Register the public half of your Ed25519 key for signed approvals."""
-    key = load_pem_private_key(key_file.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
+    key = load_ed25519_private_key(key_file.read_bytes())
+    if key is None:
         raise click.BadParameter("--ed25519-key must hold an Ed25519 private key (PEM)")
     return client.register_approver_key("ed25519", key.public_key().public_bytes_raw().hex())
 

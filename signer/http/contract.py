@@ -14,7 +14,10 @@ request satisfying its schema may still meet, because they depend on the payload
 transaction, EIP-712 typed data), on two fields at once, or on the server's configuration. The contract
 test lets exactly these through its "schema-valid request rejected" check.
 
-Nothing here runs per request: the document is built once, on first use.
+
+The document is built once, on first use. Per request, only two thin wrappers run around each handler:
+unknown query parameters are refused, and a refusal of an authenticated state-changing call is audited
+(``signer.http.refusals``), so no handler has to remember either.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from signer.errors import InvalidRequest
+from signer.errors import InvalidRequest, SignerError
+from signer.http.refusals import audits_refusals, record_refusal
 from signer.http.schemas import Problem
 
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
@@ -215,6 +219,8 @@ class Api:
                 )
             )
             checked = _refuse_unknown_query(handler, query)
+            if audits_refusals(method, auth, handler.__name__):
+                checked = _audit_refusals(checked, handler.__name__, path)
             if method.upper() == "GET":
                 self.routes.get(path)(checked)  # with HEAD beside it, as aiohttp does for every GET
             else:
@@ -222,6 +228,23 @@ class Api:
             return handler
 
         return register
+
+
+def _audit_refusals(
+    handler: Callable[[web.Request], Any], operation_id: str, path: str
+) -> Callable[[web.Request], Any]:
+    """Every refusal of an authenticated caller is audited (``signer.http.refusals``), then re-raised."""
+
+    async def audited(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)  # type: ignore[no-any-return]
+        except SignerError as exc:
+            await record_refusal(request, operation_id, path, exc)
+            raise
+
+    audited.__name__ = operation_id
+    audited.__doc__ = handler.__doc__
+    return audited
 
 
 def _refuse_unknown_query(handler: H, query: tuple[Query, ...]) -> Callable[[web.Request], Any]:

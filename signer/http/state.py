@@ -14,6 +14,7 @@ from signer.services.approvals import ApprovalsService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
 from signer.services.console_sessions import ConsoleSessions
+from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
@@ -48,6 +49,8 @@ SETTINGS = web.AppKey("settings", Settings)
 SERVICES = web.AppKey("services", Services)
 METRICS = web.AppKey("metrics", Metrics)
 METRICS_ACCESS = web.AppKey("metrics_access", MetricsAccess)
+# The authenticated caller of this request (set by the handlers' authentication, read by the refusal audit).
+CALLER = web.RequestKey("caller", RequestContext)
 
 
 def is_loopback(host: str | None) -> bool:

@@ -12,11 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from policy import NATIVE, OPERATIONS, PolicyError, canonical_address
+from signer.audit import AuditEvent, EventTarget, Outcome
 from signer.errors import Conflict, InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.auth import AuthService
 from signer.services.authorization import to_grant
-from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.services.naming import NameKind, check_name
 from signer.services.policies import check_group
 from signer.store import GrantRecord, PrincipalRecord, Store, Writer
@@ -79,16 +80,17 @@ def check_principal_name(name: str) -> str:
 
 
 class AdminService:
-    def __init__(self, store: Store, auth: AuthService) -> None:
+    def __init__(self, store: Store, auth: AuthService, *, clock: Clock = utcnow) -> None:
         self._store = store
         self._auth = auth
+        self._clock = clock
 
     async def create_principal(self, ctx: RequestContext | None, name: str, role: Role) -> dict[str, Any]:
         """Create a principal and its first credentials; ``ctx=None`` is the bootstrap of ``signer init``."""
         if ctx is not None:
             require_role(ctx, Role.ADMIN)
         name = check_principal_name(name)
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             if await writer.principals.by_name(name) is not None:
@@ -104,15 +106,16 @@ class AdminService:
             await writer.principals.insert(principal)
             credentials = await self._auth.issue_credentials(writer, principal, now)
             writer.append_audit(
-                {
-                    "kind": "principal.create",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id if ctx else None,
-                    "at": iso(now),
-                    "actor": ctx.actor() if ctx else {"name": "bootstrap"},
-                    "principal": principal_view(principal),
-                    "new_token_ids": [credentials["access_token_id"], credentials["refresh_token_id"]],
-                }
+                AuditEvent.of(
+                    "principal.create",
+                    at=now,
+                    outcome=Outcome.ALLOWED,
+                    actor=ctx.actor() if ctx else {"name": "bootstrap"},
+                    request_id=ctx.request_id if ctx else None,
+                    resource=EventTarget("principal", principal.id),
+                    principal=principal_view(principal),
+                    new_token_ids=[credentials["access_token_id"], credentials["refresh_token_id"]],
+                )
             )
             return {"principal": principal_view(principal), "credentials": credentials}
 
@@ -134,7 +137,7 @@ class AdminService:
         require_role(ctx, Role.ADMIN)
         if disabled and principal_id == ctx.caller.principal_id:
             raise Conflict("an admin cannot disable itself", code="cannot_disable_self")
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             principal = await writer.principals.get(principal_id)
@@ -143,14 +146,12 @@ class AdminService:
             await writer.principals.set_disabled(principal_id, now if disabled else None)
             updated = await writer.principals.get(principal_id) or principal
             writer.append_audit(
-                {
-                    "kind": "principal.disable" if disabled else "principal.enable",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(now),
-                    "actor": ctx.actor(),
-                    "principal_id": principal_id,
-                }
+                ctx.audit_event(
+                    "principal.disable" if disabled else "principal.enable",
+                    now,
+                    resource=EventTarget("principal", principal_id),
+                    principal_id=principal_id,
+                )
             )
             return principal_view(updated)
 
@@ -187,7 +188,7 @@ class AdminService:
                 field="operations",
             )
         budgets = _budgets(value_budgets or {})
-        now = utcnow()
+        now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise InvalidRequest("expires_at is in the past", code="invalid_expiry", field="expires_at")
 
@@ -214,14 +215,9 @@ class AdminService:
             to_grant(grant)
             await writer.grants.insert(grant)
             writer.append_audit(
-                {
-                    "kind": "grant.create",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(now),
-                    "actor": ctx.actor(),
-                    "grant": grant_view(grant),
-                }
+                ctx.audit_event(
+                    "grant.create", now, resource=EventTarget("grant", grant.id), grant=grant_view(grant)
+                )
             )
             return grant_view(grant)
 
@@ -234,7 +230,7 @@ class AdminService:
 
     async def revoke_grant(self, ctx: RequestContext, grant_id: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             grant = await writer.grants.get(grant_id)
@@ -243,14 +239,9 @@ class AdminService:
             if grant.revoked_at is None:
                 await writer.grants.revoke(grant_id, now)
             writer.append_audit(
-                {
-                    "kind": "grant.revoke",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(now),
-                    "actor": ctx.actor(),
-                    "grant_id": grant_id,
-                }
+                ctx.audit_event(
+                    "grant.revoke", now, resource=EventTarget("grant", grant_id), grant_id=grant_id
+                )
             )
             return {"id": grant_id, "revoked": True}
 

@@ -44,6 +44,9 @@ from datetime import datetime
 from typing import Any
 
 from policy import NOT_COUNTED, Effect, VoteStanding, check_approvals, why_not_counted
+from signer.audit import AuditEvent, ErrorRef, EventTarget, Outcome
+from signer.crypto.approver_signatures import approval_message as crypto_approval_message
+from signer.crypto.approver_signatures import decode_signature_hex, verify_ed25519_approval
 from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError, Unprocessable
 from signer.eth import (
     RecoverableSignature,
@@ -54,7 +57,6 @@ from signer.eth import (
 from signer.identity import Role
 from signer.services.context import Caller, Clock, RequestContext, iso, require_role
 from signer.services.pending import (
-    HEX_DIGITS,
     PendingRequests,
     canonical_digest,
     eligibility,
@@ -65,7 +67,6 @@ from signer.services.pending import (
     stored_digest,
 )
 from signer.services.pipeline import DecisionPipeline
-from signer.services.verify import check_ed25519
 from signer.services.webhooks import WebhookService
 from signer.store import (
     ApprovalRequestRecord,
@@ -251,14 +252,15 @@ class ApprovalsService:
             return False
         await self._pending.announce(writer, record, "approval.expired", now)
         writer.append_audit(
-            {
-                "kind": "approval.expired",
-                "at": now,
-                "request_id": request_id,
-                "approval_id": record.id,
-                "payload_digest": record.payload_digest,
-                "expired_at": iso(record.expires_at),
-            }
+            _approval_event(
+                "approval.expired",
+                record.id,
+                at=now,
+                outcome=Outcome.FAILED,
+                request_id=request_id,
+                payload_digest=record.payload_digest,
+                expired_at=iso(record.expires_at),
+            )
         )
         return True
 
@@ -286,14 +288,14 @@ class ApprovalsService:
         digest = canonical_digest(named)
         now = self._clock()
         caller = ctx.caller
-        base = {
-            "at": now,
-            "request_id": ctx.request_id,
-            "actor": ctx.actor(),
-            "approval_id": approval_id,
-            "decision": decision,
-            "digest_named": digest,
-        }
+        vote = ctx.audit_draft(
+            "approval.vote",
+            now,
+            resource=EventTarget("approval", approval_id),
+            approval_id=approval_id,
+            decision=decision,
+            digest_named=digest,
+        )
 
         async def unit(writer: Writer) -> tuple[str, SignerError | None]:
             record = await writer.approvals.lock(approval_id)
@@ -305,7 +307,11 @@ class ApprovalsService:
             refusal = await self._check_vote(writer, record, caller, digest)
             if refusal is not None:
                 writer.append_audit(
-                    {**base, "kind": "approval.vote_refused", "error": {"code": refusal.code}}
+                    vote.event(
+                        Outcome.REFUSED,
+                        kind="approval.vote_refused",
+                        error=ErrorRef(refusal.code, refusal.status),
+                    )
                 )
                 return record.state, refusal
             scheme: str | None = None
@@ -327,7 +333,11 @@ class ApprovalsService:
                         code="approval_signature_required",
                     )
             except SignerError as exc:
-                writer.append_audit({**base, "kind": "approval.vote_refused", "error": {"code": exc.code}})
+                writer.append_audit(
+                    vote.event(
+                        Outcome.REFUSED, kind="approval.vote_refused", error=ErrorRef(exc.code, exc.status)
+                    )
+                )
                 return record.state, exc
             await writer.approvals.insert_vote(
                 ApprovalVoteRecord(
@@ -341,7 +351,7 @@ class ApprovalsService:
                     signature=stored_signature,
                 )
             )
-            writer.append_audit({**base, "kind": "approval.vote"})
+            writer.append_audit(vote.event(Outcome.ALLOWED))
             votes = await writer.approvals.votes(record.id)
             eligible = await eligibility(writer, record, votes)
             if decision == "reject":
@@ -349,13 +359,14 @@ class ApprovalsService:
                     await writer.approvals.transition(record.id, ["pending"], "rejected", now)
                     await self._pending.announce(writer, record, "approval.rejected", now)
                     writer.append_audit(
-                        {
-                            "kind": "approval.rejected",
-                            "at": now,
-                            "request_id": ctx.request_id,
-                            "approval_id": record.id,
-                            "rejected_by": sorted(eligible.rejecters),
-                        }
+                        _approval_event(
+                            "approval.rejected",
+                            record.id,
+                            at=now,
+                            outcome=Outcome.DENIED,
+                            request_id=ctx.request_id,
+                            rejected_by=sorted(eligible.rejecters),
+                        )
                     )
                     return "rejected", None
                 return "pending", None
@@ -365,15 +376,16 @@ class ApprovalsService:
             if outcome.effect is Effect.ALLOW:
                 await writer.approvals.transition(record.id, ["pending"], "approved", now)
                 writer.append_audit(
-                    {
-                        "kind": "approval.approved",
-                        "at": now,
-                        "request_id": ctx.request_id,
-                        "approval_id": record.id,
-                        "payload_digest": record.payload_digest,
-                        "approvers": {g: sorted(p) for g, p in sorted(eligible.approvers.items())},
-                        "reasons": outcome.reasons_as_dicts(),
-                    }
+                    _approval_event(
+                        "approval.approved",
+                        record.id,
+                        at=now,
+                        outcome=Outcome.ALLOWED,
+                        request_id=ctx.request_id,
+                        payload_digest=record.payload_digest,
+                        approvers={g: sorted(p) for g, p in sorted(eligible.approvers.items())},
+                        reasons=outcome.reasons_as_dicts(),
+                    )
                 )
                 return "approved", None
             return "pending", None
@@ -430,14 +442,13 @@ class ApprovalsService:
                 ApproverKeyRecord(ctx.caller.principal_id, scheme, clean, now)
             )
             writer.append_audit(
-                {
-                    "kind": "approval.key_registered",
-                    "at": now,
-                    "request_id": ctx.request_id,
-                    "actor": ctx.actor(),
-                    "scheme": scheme,
-                    "public_key": clean,
-                }
+                ctx.audit_event(
+                    "approval.key_registered",
+                    now,
+                    resource=EventTarget("approver_key", ctx.caller.principal_id),
+                    scheme=scheme,
+                    public_key=clean,
+                )
             )
 
         await self._store.submit(unit)
@@ -462,13 +473,12 @@ class ApprovalsService:
                 )
             await self._pending.announce(writer, record, "approval.cancelled", now)
             writer.append_audit(
-                {
-                    "kind": "approval.cancelled",
-                    "at": now,
-                    "request_id": ctx.request_id,
-                    "actor": ctx.actor(),
-                    "approval_id": record.id,
-                }
+                ctx.audit_event(
+                    "approval.cancelled",
+                    now,
+                    resource=EventTarget("approval", record.id),
+                    approval_id=record.id,
+                )
             )
             return None
 
@@ -526,13 +536,14 @@ class ApprovalsService:
             if target == "failed":
                 await self._pending.announce(writer, record, "approval.failed", now)
             writer.append_audit(
-                {
-                    "kind": kind,
-                    "at": now,
-                    "request_id": request_id,
-                    "approval_id": approval_id,
-                    "error": {"code": exc.code, "status": exc.status},
-                }
+                _approval_event(
+                    kind,
+                    approval_id,
+                    at=now,
+                    outcome=Outcome.FAILED,
+                    request_id=request_id,
+                    error=ErrorRef(exc.code, exc.status),
+                )
             )
 
         await self._store.submit(unit)
@@ -584,13 +595,12 @@ class ApprovalsService:
             first = await writer.approvals.mark_result_fetched(approval_id, now)
             if first:
                 writer.append_audit(
-                    {
-                        "kind": "approval.result_fetched",
-                        "at": now,
-                        "request_id": ctx.request_id,
-                        "actor": ctx.actor(),
-                        "approval_id": approval_id,
-                    }
+                    ctx.audit_event(
+                        "approval.result_fetched",
+                        now,
+                        resource=EventTarget("approval", approval_id),
+                        approval_id=approval_id,
+                    )
                 )
             return first
 
@@ -607,10 +617,10 @@ class ApprovalsService:
 
 
 def approval_message(approval_id: str, decision: str, digest: str) -> bytes:
-    """The bytes an approver signs: which request, which decision, which payload digest. Ed25519 signs
-    them as they are; secp256k1 signs them as an EIP-191 ``personal_sign`` message (what wallets do). The
-    digest is always written in its canonical spelling, whatever spelling the vote's body used."""
-    return f"signer-approval:v1:{approval_id}:{decision}:{canonical_digest(digest)}".encode("ascii")
+    """The bytes an approver signs (``signer.crypto.approver_signatures.approval_message``), with the
+    digest always in its canonical spelling, whatever spelling the vote's body used. Ed25519 signs them
+    as they are; secp256k1 signs them as an EIP-191 ``personal_sign`` message (what wallets do)."""
+    return crypto_approval_message(approval_id, decision, canonical_digest(digest))
 
 
 def verify_approval_signature(
@@ -622,21 +632,17 @@ def verify_approval_signature(
     invalid = Unprocessable(
         "the approval signature does not verify with the registered key", code="approval_signature_invalid"
     )
-    bare = (signature_hex[2:] if signature_hex[:2] in ("0x", "0X") else signature_hex).lower()
-    if not bare or not HEX_DIGITS.issuperset(bare) or len(bare) % 2:
-        # bytes.fromhex alone would also take spaces: then the stored spelling would not be the one.
+    signature = decode_signature_hex(signature_hex)
+    if signature is None:
         raise invalid
     try:
-        signature = bytes.fromhex(bare)
         public_key = bytes.fromhex(key.public_key)
     except ValueError:
         raise invalid from None
     message = approval_message(approval_id, decision, digest)
     if key.scheme == "ed25519":
-        try:
-            check_ed25519(public_key, message, signature)
-        except SignerError:
-            raise invalid from None
+        if not verify_ed25519_approval(public_key, message, signature):
+            raise invalid
         return signature.hex()
     if len(signature) != 65 or signature[64] not in (27, 28):
         raise invalid
@@ -679,3 +685,28 @@ def check_approver_key(scheme: str, public_key_hex: str) -> str:
     except ValueError:
         raise bad from None
     return raw.hex()
+
+
+def _approval_event(
+    kind: str,
+    approval_id: str,
+    *,
+    at: datetime,
+    outcome: Outcome,
+    request_id: str | None,
+    error: ErrorRef | None = None,
+    **fields: Any,
+) -> AuditEvent:
+    """An approval request's own lifecycle event (expired, approved, rejected, failed): no caller acts
+    in it, or the caller is the one whose vote tipped it, recorded in the vote's own event."""
+    return AuditEvent.of(
+        kind,
+        at=at,
+        outcome=outcome,
+        actor=None,
+        request_id=request_id,
+        resource=EventTarget("approval", approval_id),
+        error=error,
+        approval_id=approval_id,
+        **fields,
+    )

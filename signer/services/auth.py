@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
+from signer.audit import AuditEvent, EventTarget, Outcome
 from signer.errors import Forbidden, NotFound, Unauthenticated
 from signer.identity import (
     MintedToken,
@@ -26,7 +27,7 @@ from signer.identity import (
     parse_token,
     token_matches,
 )
-from signer.services.context import Caller, RequestContext, iso, require_role, utcnow
+from signer.services.context import Caller, Clock, RequestContext, iso, require_role, utcnow
 from signer.services.facts import FactsCache
 from signer.store import PrincipalRecord, Store, TokenRecord, Writer
 
@@ -42,9 +43,11 @@ class AuthService:
         *,
         access_ttl: Mapping[str, int],
         refresh_ttl: int,
+        clock: Clock = utcnow,
     ) -> None:
         self._store = store
         self._facts = facts
+        self._clock = clock
         self._key = token_key
         self._access_ttl = dict(access_ttl)
         self._refresh_ttl = refresh_ttl
@@ -62,7 +65,7 @@ class AuthService:
             token_matches(self._key, presented, None)
             raise Unauthenticated(_GENERIC)
         record, epoch = await self._token(presented.token_id, cached=cached)
-        caller = self._check(presented, record, utcnow())
+        caller = self._check(presented, record, self._clock())
         return RequestContext(request_id=request_id, caller=caller, epoch=epoch)
 
     async def _token(self, token_id: str, *, cached: bool) -> tuple[TokenRecord | None, int]:
@@ -104,7 +107,7 @@ class AuthService:
             record = await reader.tokens.get(token_id)
         if record is None or record.kind != TokenKind.ACCESS.value:
             raise Unauthenticated(_GENERIC)
-        self._still_good(record, utcnow())
+        self._still_good(record, self._clock())
         return RequestContext(
             request_id=request_id,
             caller=Caller(
@@ -129,8 +132,11 @@ class AuthService:
         """A key for ``purpose`` derived from the token key (HMAC), so no further secret is stored."""
         return hmac.new(self._key, f"derived\0{purpose}".encode(), hashlib.sha256).digest()
 
-    async def recheck(self, writer: Writer, ctx: RequestContext, now: datetime) -> None:
-        """Inside a write transaction: is the caller's token still good? Raises Unauthenticated if not."""
+    async def recheck(self, writer: Writer, ctx: RequestContext, now: datetime | None = None) -> None:
+        """Inside a write transaction: is the caller's token still good? Raises Unauthenticated if not.
+        ``now`` defaults to this service's clock (token validity is judged on the clock that issued it)."""
+        if now is None:
+            now = self._clock()
         record = await writer.tokens.get(ctx.caller.token_id)
         if record is None or record.revoked_at is not None:
             raise Unauthenticated("token has been revoked", code="token_revoked")
@@ -170,7 +176,7 @@ class AuthService:
 
     async def refresh(self, refresh_value: str, request_id: str) -> dict[str, Any]:
         presented = parse_token(refresh_value)
-        now = utcnow()
+        now = self._clock()
         if presented.kind is not TokenKind.REFRESH:
             token_matches(self._key, presented, None)
             raise Unauthenticated(_GENERIC)
@@ -194,16 +200,17 @@ class AuthService:
             await writer.tokens.revoke(record.id, now)
             credentials = await self.issue_credentials(writer, principal, now, record.family_id)
             writer.append_audit(
-                {
-                    "kind": "auth.refresh",
-                    "outcome": "allowed",
-                    "request_id": request_id,
-                    "at": iso(now),
-                    "actor": {"principal_id": principal.id, "name": principal.name, "role": principal.role},
-                    "token_id": record.id,
-                    "family_id": record.family_id,
-                    "new_token_ids": [credentials["access_token_id"], credentials["refresh_token_id"]],
-                }
+                AuditEvent.of(
+                    "auth.refresh",
+                    at=now,
+                    outcome=Outcome.ALLOWED,
+                    actor={"principal_id": principal.id, "name": principal.name, "role": principal.role},
+                    request_id=request_id,
+                    resource=EventTarget("token", record.id),
+                    token_id=record.id,
+                    family_id=record.family_id,
+                    new_token_ids=[credentials["access_token_id"], credentials["refresh_token_id"]],
+                )
             )
             return credentials
 
@@ -218,20 +225,21 @@ class AuthService:
         async def unit(writer: Writer) -> None:
             await writer.tokens.revoke_family(family_id, now)
             writer.append_audit(
-                {
-                    "kind": "auth.refresh_replayed",
-                    "outcome": "denied",
-                    "request_id": request_id,
-                    "at": iso(now),
-                    "family_id": family_id,
-                    "action": "revoked every token of the family",
-                }
+                AuditEvent.of(
+                    "auth.refresh_replayed",
+                    at=now,
+                    outcome=Outcome.DENIED,
+                    actor=None,
+                    request_id=request_id,
+                    family_id=family_id,
+                    action="revoked every token of the family",
+                )
             )
 
         await self._store.submit(unit)
 
     async def revoke(self, ctx: RequestContext, token_id: str) -> dict[str, Any]:
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             record = await writer.tokens.get(token_id)
@@ -241,15 +249,13 @@ class AuthService:
             if record.revoked_at is None:
                 await writer.tokens.revoke(token_id, now)
             writer.append_audit(
-                {
-                    "kind": "token.revoke",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(now),
-                    "actor": ctx.actor(),
-                    "token_id": token_id,
-                    "principal_id": record.principal_id,
-                }
+                ctx.audit_event(
+                    "token.revoke",
+                    now,
+                    resource=EventTarget("token", token_id),
+                    token_id=token_id,
+                    principal_id=record.principal_id,
+                )
             )
             return {"token_id": token_id, "revoked": True}
 
@@ -257,7 +263,7 @@ class AuthService:
 
     async def issue_for_principal(self, ctx: RequestContext, principal_id: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             principal = await writer.principals.get(principal_id)
@@ -267,15 +273,13 @@ class AuthService:
                 raise Forbidden("principal is disabled", code="principal_disabled")
             credentials = await self.issue_credentials(writer, principal, now)
             writer.append_audit(
-                {
-                    "kind": "token.issue",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(now),
-                    "actor": ctx.actor(),
-                    "principal_id": principal.id,
-                    "new_token_ids": [credentials["access_token_id"], credentials["refresh_token_id"]],
-                }
+                ctx.audit_event(
+                    "token.issue",
+                    now,
+                    resource=EventTarget("principal", principal.id),
+                    principal_id=principal.id,
+                    new_token_ids=[credentials["access_token_id"], credentials["refresh_token_id"]],
+                )
             )
             return credentials
 

@@ -25,7 +25,7 @@ from policy import (
     PolicyDocumentError,
     PolicyRequest,
     PolicySet,
-    parse_policy_json,
+    parse_stored_policy_json,
     scope_contains,
 )
 from signer.errors import Forbidden, IntegrityError, RateLimited, SignerError
@@ -79,7 +79,7 @@ def to_grant(record: GrantRecord) -> Grant:
 
 def parse_stored(document: str) -> Any:
     try:
-        return parse_policy_json(document)
+        return parse_stored_policy_json(document)
     except PolicyDocumentError:
         # Every version was parsed before it was stored; failing now means the row was altered or
         # this build reads documents differently. Refuse rather than judge without the policy.

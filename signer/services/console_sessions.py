@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from signer.audit import AuditEvent, Outcome
 from signer.errors import SignerError, Unauthenticated
 from signer.identity import Role
 from signer.services.auth import AuthService
@@ -79,19 +80,19 @@ class ConsoleSessions:
         )
 
         async def unit(writer: Writer) -> None:
-            await self._auth.recheck(writer, ctx, utcnow())
+            await self._auth.recheck(writer, ctx)
             await writer.console_sessions.purge(now, now - self._idle)
             await writer.console_sessions.insert(record)
             writer.append_audit(
-                {
-                    "kind": "console.sign_in",
-                    "outcome": "allowed",
-                    "at": iso(now),
-                    "request_id": request_id,
-                    "actor": ctx.actor(),
-                    "session_id": record.id,
-                    "expires_at": iso(record.expires_at),
-                }
+                AuditEvent.of(
+                    "console.sign_in",
+                    at=now,
+                    outcome=Outcome.ALLOWED,
+                    actor=ctx.actor(),
+                    request_id=request_id,
+                    session_id=record.id,
+                    expires_at=iso(record.expires_at),
+                )
             )
 
         await self._store.submit(unit)
@@ -131,14 +132,7 @@ class ConsoleSessions:
         async def unit(writer: Writer) -> None:
             if await writer.console_sessions.delete(session.record.id):
                 writer.append_audit(
-                    {
-                        "kind": "console.sign_out",
-                        "outcome": "allowed",
-                        "at": iso(now),
-                        "request_id": session.ctx.request_id,
-                        "actor": session.ctx.actor(),
-                        "session_id": session.record.id,
-                    }
+                    session.ctx.audit_event("console.sign_out", now, session_id=session.record.id)
                 )
 
         await self._store.submit(unit)

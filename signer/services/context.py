@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from signer import clock
+from signer.audit import AuditDraft, AuditEvent, ErrorRef, EventTarget, Outcome
 from signer.errors import Forbidden
 from signer.identity import Role
+
+# What every service takes for the time (``signer.clock.utcnow`` in the service; a fixed or stepped
+# clock in tests): services never read a global clock themselves.
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +32,34 @@ class RequestContext:
     # The epoch of the facts the caller was authenticated with (see FactsCache).
     epoch: int
 
+    def audit_event(
+        self,
+        kind: str,
+        at: datetime,
+        *,
+        outcome: Outcome = Outcome.ALLOWED,
+        resource: EventTarget | None = None,
+        error: ErrorRef | None = None,
+        **fields: Any,
+    ) -> AuditEvent:
+        """An audit event by this caller under this request id (``signer.audit.AuditEvent.of``)."""
+        return AuditEvent.of(
+            kind,
+            at=at,
+            outcome=outcome,
+            actor=self.actor(),
+            request_id=self.request_id,
+            resource=resource,
+            error=error,
+            **fields,
+        )
+
+    def audit_draft(
+        self, kind: str, at: datetime, *, resource: EventTarget | None = None, **fields: Any
+    ) -> AuditDraft:
+        """An event by this caller whose outcome each path fills in (``AuditDraft.event``)."""
+        return AuditDraft(kind, at, self.actor(), self.request_id, resource, fields)
+
     def actor(self) -> dict[str, str]:
         return {
             "principal_id": self.caller.principal_id,
@@ -33,11 +67,6 @@ class RequestContext:
             "role": self.caller.role.value,
             "token_id": self.caller.token_id,
         }
-
-
-# What a service is given to tell the time: the composition root passes ``signer.clock.utcnow``; tests
-# pass one they move.
-Clock = Callable[[], datetime]
 
 
 def utcnow() -> datetime:

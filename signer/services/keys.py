@@ -12,6 +12,7 @@ import logging
 import secrets
 from typing import Any
 
+from signer.audit import EventTarget
 from signer.errors import ConfigurationError, InvalidRequest, SignerError
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
@@ -93,14 +94,9 @@ class KeyService:
         async def unit(writer: Writer) -> dict[str, Any]:
             await writer.keys.insert(record)
             writer.append_audit(
-                {
-                    "kind": "key.create",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(now),
-                    "actor": ctx.actor(),
-                    "key": key_view(record),
-                }
+                ctx.audit_event(
+                    "key.create", now, resource=EventTarget("key", record.id), key=key_view(record)
+                )
             )
             return key_view(record)
 
@@ -166,16 +162,14 @@ class KeyService:
             if key.state != state:
                 await writer.keys.set_state(key_id, state, now)
             writer.append_audit(
-                {
-                    "kind": "key.enable" if state == "active" else "key.disable",
-                    "outcome": "allowed",
-                    "request_id": ctx.request_id,
-                    "at": iso(now),
-                    "actor": ctx.actor(),
-                    "key_id": key_id,
-                    "previous_state": key.state,
-                    "state": state,
-                }
+                ctx.audit_event(
+                    "key.enable" if state == "active" else "key.disable",
+                    now,
+                    resource=EventTarget("key", key_id),
+                    key_id=key_id,
+                    previous_state=key.state,
+                    state=state,
+                )
             )
             updated = await writer.keys.get(key_id)
             return key_view(updated or key)

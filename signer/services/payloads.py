@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy import TokenMovement, TransactionView, TypedDataDomain
+from signer.crypto.signatures import check_ed25519, check_p256
 from signer.errors import Forbidden, InvalidRequest, SignerError, Unprocessable
 from signer.eth import (
     Permit,
@@ -31,7 +32,6 @@ from signer.eth import (
 )
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
-from signer.services.verify import check_ed25519, check_p256
 from signer.store import KeyRecord
 
 

@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from policy import ApprovalRequirement, Decision, Effect, VoteStanding, check_approvals, why_not_counted
-from signer.audit import canonical_json
+from signer.audit import AuditEvent, EventTarget, Outcome, canonical_json
 from signer.errors import Conflict, Forbidden, InvalidRequest
 from signer.services.context import Clock, RequestContext, iso
 from signer.services.payloads import Prepared, payload_kind
@@ -240,19 +240,20 @@ class PendingRequests:
         )
         await writer.approvals.insert(record)
         await self.announce(writer, record, "approval.requested", now)
+        names: dict[str, Any] = kind.names(ref.id)
         writer.append_audit(
-            {
-                "kind": "approval.requested",
-                "at": now,
-                "request_id": ctx.request_id,
-                "actor": ctx.actor(),
-                "approval_id": record.id,
-                "operation": operation,
-                **kind.names(ref.id),
-                "payload_digest": digest,
-                "requirements": record.requirements,
-                "expires_at": iso(expires_at),
-            }
+            ctx.audit_event(
+                "approval.requested",
+                now,
+                outcome=Outcome.PENDING_APPROVAL,
+                resource=EventTarget("approval", record.id),
+                approval_id=record.id,
+                operation=operation,
+                **names,
+                payload_digest=digest,
+                requirements=record.requirements,
+                expires_at=iso(expires_at),
+            )
         )
         return record
 
@@ -282,15 +283,18 @@ class PendingRequests:
             raise Conflict("the approval request is no longer approved", code="approval_closed")
         await self.announce(writer, record, "approval.signed", now)
         writer.append_audit(
-            {
-                "kind": "approval.signed",
-                "at": now,
-                "request_id": None,
-                "approval_id": approval_id,
-                "payload_digest": record.payload_digest,
-                "approvers": {g: sorted(p) for g, p in sorted(eligible.approvers.items())},
-                "result": {k: response[k] for k in ("signer", "transaction_hash") if k in response},
-            }
+            AuditEvent.of(
+                "approval.signed",
+                at=now,
+                outcome=Outcome.ALLOWED,
+                actor=None,
+                request_id=None,
+                resource=EventTarget("approval", approval_id),
+                approval_id=approval_id,
+                payload_digest=record.payload_digest,
+                approvers={g: sorted(p) for g, p in sorted(eligible.approvers.items())},
+                result={k: response[k] for k in ("signer", "transaction_hash") if k in response},
+            )
         )
 
     async def announce(self, writer: Writer, record: ApprovalRequestRecord, kind: str, now: datetime) -> None:

@@ -45,6 +45,7 @@ from policy import (
     usage_queries,
 )
 from signer import metrics
+from signer.audit import AuditEvent, ErrorRef, EventTarget, Outcome
 from signer.errors import (
     AuditUnavailable,
     Conflict,
@@ -69,7 +70,7 @@ from signer.services.authorization import (
     policy_request,
     refusal,
 )
-from signer.services.context import Caller, Clock, RequestContext, iso
+from signer.services.context import Caller, Clock, RequestContext
 from signer.services.facts import FactsCache
 from signer.services.idempotency import Idempotency, IdempotencyGate, in_progress, replayed
 from signer.services.payloads import PayloadKind, Prepared, Preparer, payload_kind
@@ -464,12 +465,12 @@ class DecisionPipeline:
             body = pending_body(record)
             await self._store_response(writer, flight, body, now)
             writer.append_audit(
-                {
-                    **flight.event,
-                    "outcome": "pending_approval",
-                    "approval_id": record.id,
-                    "decision": decision_summary(decision),
-                }
+                _audit_event(
+                    flight.event,
+                    Outcome.PENDING_APPROVAL,
+                    approval_id=record.id,
+                    decision=decision_summary(decision),
+                )
             )
             return body
         if verdict is Verdict.REFUSE:
@@ -486,7 +487,7 @@ class DecisionPipeline:
             ]
         )
         await self._store_response(writer, flight, flight.response, now)
-        writer.append_audit({**flight.event, "outcome": "allowed", "decision": decision_summary(decision)})
+        writer.append_audit(_audit_event(flight.event, Outcome.ALLOWED, decision=decision_summary(decision)))
         await path.settle(writer, flight.response)
         return flight.response
 
@@ -552,7 +553,7 @@ class DecisionPipeline:
         if stored is not None and stored.claim is None:
             result = replayed(stored, idempotency)
             if flight.response is not None:
-                writer.append_audit({**flight.event, "outcome": "duplicate", "signature_discarded": True})
+                writer.append_audit(_audit_event(flight.event, Outcome.DUPLICATE, signature_discarded=True))
             return result
         if stored is not None and stored.claim != flight.claim:
             # Our claim went stale and another request holds the key now: it executes, not us.
@@ -635,21 +636,23 @@ class DecisionPipeline:
             "kind": order.payload.event_kind,
             "operation": order.operation,
             "request_id": ctx.request_id,
-            "at": iso(now),
+            "at": now,
             "actor": ctx.actor(),
             **order.kind.names(order.resource_id),
         }
+        event["resource"] = EventTarget(order.kind.type, order.resource_id)
         if order.idempotency is not None:
             event["idempotency_key_sha256"] = hashlib.sha256(order.idempotency.key.encode()).hexdigest()
         event.update(path.event_fields())
         return event
 
     async def _record_refusal(self, event: dict[str, Any], exc: SignerError) -> None:
-        record = {**event, "outcome": _outcome(exc), "error": {"code": exc.code, "status": exc.status}}
+        extra: dict[str, Any] = {}
         if "decision" in exc.extra:
-            record["decision"] = exc.extra["decision"]
+            extra["decision"] = exc.extra["decision"]
         elif "reasons" in exc.extra:
-            record["reasons"] = exc.extra["reasons"]
+            extra["reasons"] = exc.extra["reasons"]
+        record = _audit_event(event, Outcome(_outcome(exc)), error=ErrorRef(exc.code, exc.status), **extra)
 
         async def unit(writer: Writer) -> None:
             writer.append_audit(record)
@@ -666,6 +669,27 @@ async def _read_usage(writer: Writer, queries: Iterable[UsageQuery], now: dateti
     asked = list(queries)
     sums = await writer.ledger.usages([(q.limit_key, q.since) for q in asked], now)
     return Facts(dict(zip(asked, sums, strict=True)))
+
+
+def _audit_event(
+    event: dict[str, Any], outcome: Outcome, *, error: ErrorRef | None = None, **extra: Any
+) -> AuditEvent:
+    """The typed event for one outcome of a request, from the fields every outcome carries
+    (``DecisionPipeline._event``: kind, time, caller, request id, the resource's names, what was asked)."""
+    fields = {**event, **extra}
+    kind, at = fields.pop("kind"), fields.pop("at")
+    actor, request_id = fields.pop("actor"), fields.pop("request_id")
+    resource = fields.pop("resource")
+    return AuditEvent.of(
+        kind,
+        at=at,
+        outcome=outcome,
+        actor=actor,
+        request_id=request_id,
+        resource=resource,
+        error=error,
+        **fields,
+    )
 
 
 def _outcome(exc: SignerError) -> str:

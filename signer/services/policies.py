@@ -15,10 +15,11 @@ import secrets
 from typing import Any
 
 from policy import PolicyDocument, PolicyDocumentError
+from signer.audit import EventTarget
 from signer.errors import Conflict, InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.authorization import parse_stored
-from signer.services.context import RequestContext, iso, require_role, utcnow
+from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.services.naming import NameKind, check_name
 from signer.store import AttachmentRecord, PolicyVersionRecord, Store, Writer
 
@@ -63,32 +64,33 @@ def document_error(exc: PolicyDocumentError) -> InvalidRequest:
 
 
 class PolicyService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, clock: Clock = utcnow) -> None:
         self._store = store
+        self._clock = clock
 
-    def _audit(self, writer: Writer, ctx: RequestContext, kind: str, **fields: Any) -> None:
-        writer.append_audit(
-            {
-                "kind": kind,
-                "outcome": "allowed",
-                "request_id": ctx.request_id,
-                "at": iso(utcnow()),
-                "actor": ctx.actor(),
-                **fields,
-            }
-        )
+    def _audit(
+        self, writer: Writer, ctx: RequestContext, kind: str, resource: EventTarget, **fields: Any
+    ) -> None:
+        writer.append_audit(ctx.audit_event(kind, self._clock(), resource=resource, **fields))
 
     # -- groups -----------------------------------------------------------------------------------
 
     async def add_member(self, ctx: RequestContext, group: str, principal_id: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
         group = check_group(group)
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             added = await writer.groups.add(group, principal_id, now, ctx.caller.principal_id)
             if added:
-                self._audit(writer, ctx, "group.add", group=group, principal_id=principal_id)
+                self._audit(
+                    writer,
+                    ctx,
+                    "group.add",
+                    EventTarget("group", group),
+                    group=group,
+                    principal_id=principal_id,
+                )
             return {"group": group, "principal_id": principal_id, "added": added}
 
         return await self._store.submit(unit)
@@ -100,7 +102,14 @@ class PolicyService:
         async def unit(writer: Writer) -> dict[str, Any]:
             if not await writer.groups.remove(group, principal_id):
                 raise NotFound("that principal is not in the group", code="member_not_found")
-            self._audit(writer, ctx, "group.remove", group=group, principal_id=principal_id)
+            self._audit(
+                writer,
+                ctx,
+                "group.remove",
+                EventTarget("group", group),
+                group=group,
+                principal_id=principal_id,
+            )
             return {"group": group, "principal_id": principal_id, "removed": True}
 
         return await self._store.submit(unit)
@@ -122,7 +131,7 @@ class PolicyService:
     async def create_version(self, ctx: RequestContext, document: PolicyDocument) -> dict[str, Any]:
         """Store the next version of a policy (the document's ``version`` must be exactly that)."""
         require_role(ctx, Role.ADMIN)
-        now = utcnow()
+        now = self._clock()
         canonical = document.canonical_json().decode("utf-8")
         # Parsing the canonical form again must give the same digest, or a stored version could not be
         # read back as what was approved.
@@ -147,6 +156,7 @@ class PolicyService:
                 writer,
                 ctx,
                 "policy.create",
+                EventTarget("policy", record.policy_id),
                 policy_id=record.policy_id,
                 version=record.version,
                 digest=record.digest,
@@ -188,7 +198,7 @@ class PolicyService:
             scope = check_name(scope, field="scope", kind=NameKind.SCOPE)
         if mode not in ("live", "shadow"):
             raise InvalidRequest("mode must be live or shadow", code="invalid_field", field="mode")
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             if await writer.policies.get_version(policy_id, version) is None:
@@ -206,21 +216,34 @@ class PolicyService:
                 now,
             )
             detached = await writer.policies.attach(record)
-            self._audit(writer, ctx, "policy.attach", attachment=attachment_view(record), replaced=detached)
+            self._audit(
+                writer,
+                ctx,
+                "policy.attach",
+                EventTarget("policy_attachment", record.id),
+                attachment=attachment_view(record),
+                replaced=detached,
+            )
             return attachment_view(record)
 
         return await self._store.submit(unit)
 
     async def detach(self, ctx: RequestContext, attachment_id: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        now = utcnow()
+        now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
             record = await writer.policies.get_attachment(attachment_id)
             if record is None:
                 raise NotFound("no such attachment", code="attachment_not_found")
             if await writer.policies.detach(attachment_id, now):
-                self._audit(writer, ctx, "policy.detach", attachment_id=attachment_id)
+                self._audit(
+                    writer,
+                    ctx,
+                    "policy.detach",
+                    EventTarget("policy_attachment", attachment_id),
+                    attachment_id=attachment_id,
+                )
             return {"id": attachment_id, "detached": True}
 
         return await self._store.submit(unit)

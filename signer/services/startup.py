@@ -6,10 +6,10 @@ on the first real request.
 
 from __future__ import annotations
 
+from signer.crypto.signatures import check_ed25519, check_p256
 from signer.errors import ConfigurationError, SignerError
 from signer.eth import recoverable_signature
 from signer.hsm import Curve, KeyVault
-from signer.services.verify import check_ed25519, check_p256
 
 
 async def self_test(hsm: KeyVault) -> None:

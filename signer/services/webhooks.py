@@ -27,8 +27,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import re
 import secrets
@@ -37,7 +35,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from signer.audit import canonical_json
+from signer.audit import EventTarget, canonical_json
+from signer.crypto.webhook_hmac import webhook_signature
 from signer.errors import InvalidRequest, NotFound, SignerError
 from signer.identity import Role
 from signer.services.auth import AuthService
@@ -58,8 +57,8 @@ class WebhookTransport(Protocol):
     async def post(self, url: str, body: bytes, headers: Mapping[str, str], timeout: float) -> int: ...
 
 
-def signature(secret: bytes, timestamp: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret, timestamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+# The MAC's home is signer.crypto; the name stays for the callers and tests that use it from here.
+signature = webhook_signature
 
 
 _HOST = re.compile(
@@ -180,14 +179,13 @@ class WebhookService:
                 group, url, now, ctx.caller.principal_id, secret_salt=secrets.token_hex(16)
             )
             writer.append_audit(
-                {
-                    "kind": "webhook.set",
-                    "at": now,
-                    "request_id": ctx.request_id,
-                    "actor": ctx.actor(),
-                    "group": group,
-                    "destination": origin(parts),
-                }
+                ctx.audit_event(
+                    "webhook.set",
+                    now,
+                    resource=EventTarget("webhook", group),
+                    group=group,
+                    destination=origin(parts),
+                )
             )
             record = await writer.webhooks.get(group)
             assert record is not None  # written just above, in this transaction
@@ -213,14 +211,13 @@ class WebhookService:
             if record is None:
                 raise NotFound("no webhook for that group", code="webhook_not_found")
             writer.append_audit(
-                {
-                    "kind": "webhook.secret_rotate",
-                    "at": now,
-                    "request_id": ctx.request_id,
-                    "actor": ctx.actor(),
-                    "group": group,
-                    "previous_secret_until": iso(until),
-                }
+                ctx.audit_event(
+                    "webhook.secret_rotate",
+                    now,
+                    resource=EventTarget("webhook", group),
+                    group=group,
+                    previous_secret_until=iso(until),
+                )
             )
             return record
 
@@ -240,13 +237,7 @@ class WebhookService:
             if not await writer.webhooks.delete(group):
                 raise NotFound("no webhook for that group", code="webhook_not_found")
             writer.append_audit(
-                {
-                    "kind": "webhook.delete",
-                    "at": now,
-                    "request_id": ctx.request_id,
-                    "actor": ctx.actor(),
-                    "group": group,
-                }
+                ctx.audit_event("webhook.delete", now, resource=EventTarget("webhook", group), group=group)
             )
 
         await self._store.submit(unit)

@@ -82,7 +82,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class JSONText(TypeDecorator[Any]):
-    """JSON kept as text (not JSONB) so both backends store and return exactly the same thing."""
+    """JSON kept as text (not JSONB) so both backends store and return exactly the same thing.
+
+    A storage spelling, never hashed or compared (every digest is over ``policy.canonical_json``), so
+    it takes whatever JSON can hold and a stored value never depends on the canonical encoder's rules."""
 
     impl = Text
     cache_ok = True

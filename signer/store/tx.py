@@ -28,7 +28,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
-from signer.audit import AuditRecord, canonical_json, chain_hash, format_at, parse_at
+from signer.audit import AuditEvent, AuditRecord, canonical_json, chain_hash, format_at, parse_at
 from signer.clock import utcnow
 from signer.errors import Conflict, DatabaseUnavailable, SignerError
 from signer.store import schema as t
@@ -286,7 +286,7 @@ class WriteTx(Session):
         self._epoch += 1
         return self._epoch
 
-    def append_audit(self, event: Mapping[str, Any]) -> AuditRecord:
+    def append_audit(self, event: AuditEvent) -> AuditRecord:
         """Chain ``event`` on the head and buffer it for this transaction's commit.
 
         ``event`` needs "kind" (non-empty string) and "at" (an aware datetime, or an ISO 8601 UTC

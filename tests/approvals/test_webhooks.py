@@ -262,6 +262,15 @@ async def test_rotation_sends_both_signatures_during_the_overlap_only(hooked, re
         events = [json.loads(e.event) for e in await reader.audit.events()]
     rotations = [e for e in events if e["kind"] == "webhook.secret_rotate"]
     assert len(rotations) == 3 and all("secret" not in e for e in rotations)
+    # The typed builder writes the keys these events always had, plus outcome and resource (a superset).
+    common = {"kind", "at", "request_id", "actor", "group"}
+    added = {"outcome", "resource"}
+    assert all(set(e) == common | {"previous_secret_until"} | added for e in rotations)
+    sets = [e for e in events if e["kind"] == "webhook.set"]
+    assert sets and all(set(e) == common | {"destination"} | added for e in sets)
+    assert all(
+        e["outcome"] == "allowed" and e["resource"] == {"type": "webhook", "id": e["group"]} for e in sets
+    )
     text = json.dumps(events)
     assert not any(s in text for s in (old, new, newer, newest))
 

@@ -20,7 +20,7 @@ from policy.names import MAX_IDENTIFIER, NameKind
 from signer.errors import InvalidRequest
 from signer.http.contract import Api
 from signer.http.models import BASE64_PATTERN, HEX_PATTERN, name_schema
-from signer.http.state import SERVICES, SETTINGS, Services
+from signer.http.state import CALLER, SERVICES, SETTINGS, Services
 from signer.services.context import RequestContext
 
 api = Api(
@@ -62,6 +62,7 @@ async def context(request: web.Request) -> RequestContext:
         request.headers.get("Authorization"), request["request_id"]
     )
     request["principal"] = ctx.caller.principal_id  # for the access log: the id, never the token
+    request[CALLER] = ctx
     return ctx
 
 
@@ -71,6 +72,7 @@ async def signing_context(request: web.Request) -> RequestContext:
         request.headers.get("Authorization"), request["request_id"], cached=True
     )
     request["principal"] = ctx.caller.principal_id
+    request[CALLER] = ctx
     return ctx
 
 

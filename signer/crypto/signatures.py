@@ -1,8 +1,9 @@
-"""Independent checks of signatures the token made on the generic curves (P-256, Ed25519).
+"""Independent checks of signatures on the generic curves (P-256, Ed25519).
 
 The HSM produced the signature; ``cryptography`` checks it before it is released, so a faulty token or a
-mixed-up key handle is caught here rather than by the caller. secp256k1 is checked by recovery in
-``signer.eth``.
+mixed-up key handle is caught here rather than by the caller (Ed25519 approver signatures use the same
+check, through ``signer.crypto.approver_signatures``). secp256k1 is checked by recovery in ``signer.eth``.
+Errors say only that a signature does not verify: never the key, the message or the signature.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def check_p256(public_key: bytes, digest: bytes, raw_rs: bytes) -> bytes:
 
 
 def check_ed25519(public_key: bytes, message: bytes, signature: bytes) -> None:
+    """Verify an Ed25519 signature over ``message``; raises IntegrityError(signature_mismatch) if not."""
     try:
         Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
     except (InvalidSignature, ValueError):
