@@ -58,7 +58,7 @@ _COMPATIBLE_SCRIPTS: Final = (
 # Letters of other scripts drawn like Latin ones: a name made only of these reads as Latin.
 _LATIN_LOOKALIKES: Final = frozenset(
     "АВЕЅІЈКМНОРСТХУЁЇаеѕіјорсхуёїԁԛԝһӏӀԚԜүҮ"  # Cyrillic
-    "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαικνορτυχϲϳ"  # Greek
+    "ΑΒΕΖΗΙΚΜΝΟΡΤΥΧαικνορτυχϲςϳ"  # Greek (the final sigma too: NFKC turns the lunate sigma U+03F2 into it)
     "ՕՍՏՀոսօհզցւ"  # Armenian
 )
 # Latin letters that imitate other Latin letters (and survive NFKC): refused wherever they appear.

@@ -162,3 +162,18 @@ def test_known_look_alikes_are_refused(value: str, kind: NameKind) -> None:
 )
 def test_real_names_in_any_script_are_kept(value: str, kind: NameKind, canonical: str) -> None:
     assert outcome(value, kind) == canonical
+
+
+@pytest.mark.parametrize("kind", [NameKind.LABEL, NameKind.TAG])
+@pytest.mark.parametrize("text", ["\u03f2", "\u03c2", "\u03f2\u03bf"])
+def test_a_look_alike_that_normalisation_changes_is_still_a_look_alike(kind: NameKind, text: str) -> None:
+    """The lunate sigma (U+03F2), drawn like a Latin c, becomes the final sigma (U+03C2) under NFKC: the
+    whole-script look-alike check runs on the normalised name, so both must be in its table."""
+    assert isinstance(outcome(text, kind), NameRefused)
+
+
+def test_the_look_alike_table_is_closed_under_normalisation() -> None:
+    """Names are judged after NFKC, so every look-alike's normal form must be a look-alike as well."""
+    from policy.names import _LATIN_LOOKALIKES
+
+    assert {unicodedata.normalize("NFKC", ch) for ch in _LATIN_LOOKALIKES} <= _LATIN_LOOKALIKES
