@@ -86,18 +86,18 @@ def _unit(scenario: str, records: Any) -> Callable[[Any], Awaitable[None]]:
         request_id = secrets.token_hex(8)
         if scenario != "audit":
             if scenario == "idem":
-                await writer.get_idempotency("p1", request_id)
-            spend = await writer.usage(limit_keys[0], now - timedelta(days=1), now)
-            rate = await writer.usage(limit_keys[1], now - timedelta(seconds=60), now)
+                await writer.idempotency.get("p1", request_id)
+            spend = await writer.ledger.usage(limit_keys[0], now - timedelta(days=1), now)
+            rate = await writer.ledger.usage(limit_keys[1], now - timedelta(seconds=60), now)
             assert spend >= 0 and rate >= 0
-            await writer.reserve(
+            await writer.ledger.reserve(
                 [
                     records.LedgerEntry(limit_keys[0], 10**15, now, now + timedelta(days=1), request_id),
                     records.LedgerEntry(limit_keys[1], 1, now, now + timedelta(seconds=60), request_id),
                 ]
             )
             if scenario == "idem":
-                await writer.insert_idempotency(
+                await writer.idempotency.insert(
                     records.IdempotencyRecord("p1", request_id, "a" * 64, {"signed": "0x" + "ab" * 60}, now)
                 )
         writer.append_audit(_event(request_id, now))

@@ -805,7 +805,7 @@ async def audit_check(database_url: str, unanswered: set[str] | None = None) -> 
         async with store.read() as reader:
             head = await reader.audit_head()
             while True:
-                records = await reader.audit_events(after, 5000)
+                records = await reader.audit.events(after, 5000)
                 if not records:
                     break
                 for record in records:

@@ -190,7 +190,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 
         async def backlog() -> tuple[int, int]:
             async with store.read() as reader:
-                return await reader.backlog(utcnow())
+                return await reader.approvals.backlog(utcnow())
 
         gauges.watch_backlog(backlog)
         app[METRICS] = gauges

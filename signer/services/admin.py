@@ -91,7 +91,7 @@ class AdminService:
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            if await writer.get_principal_by_name(name) is not None:
+            if await writer.principals.by_name(name) is not None:
                 raise Conflict("a principal with that name exists", code="principal_exists", field="name")
             principal = PrincipalRecord(
                 id="prn_" + secrets.token_hex(8),
@@ -101,7 +101,7 @@ class AdminService:
                 created_by=ctx.caller.principal_id if ctx else "bootstrap",
                 disabled_at=None,
             )
-            await writer.insert_principal(principal)
+            await writer.principals.insert(principal)
             credentials = await self._auth.issue_credentials(writer, principal, now)
             writer.append_audit(
                 {
@@ -120,13 +120,13 @@ class AdminService:
 
     async def has_admin(self) -> bool:
         async with self._store.read() as reader:
-            principals = await reader.list_principals()
+            principals = await reader.principals.all()
         return any(p.role == Role.ADMIN.value and p.disabled_at is None for p in principals)
 
     async def list_principals(self, ctx: RequestContext) -> list[dict[str, Any]]:
         require_role(ctx, Role.ADMIN)
         async with self._store.read() as reader:
-            return [principal_view(p) for p in await reader.list_principals()]
+            return [principal_view(p) for p in await reader.principals.all()]
 
     async def set_principal_disabled(
         self, ctx: RequestContext, principal_id: str, disabled: bool
@@ -137,11 +137,11 @@ class AdminService:
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            principal = await writer.get_principal(principal_id)
+            principal = await writer.principals.get(principal_id)
             if principal is None:
                 raise NotFound("no such principal", code="principal_not_found")
-            await writer.set_principal_disabled(principal_id, now if disabled else None)
-            updated = await writer.get_principal(principal_id) or principal
+            await writer.principals.set_disabled(principal_id, now if disabled else None)
+            updated = await writer.principals.get(principal_id) or principal
             writer.append_audit(
                 {
                     "kind": "principal.disable" if disabled else "principal.enable",
@@ -192,9 +192,9 @@ class AdminService:
             raise InvalidRequest("expires_at is in the past", code="invalid_expiry", field="expires_at")
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            if principal_id is not None and await writer.get_principal(principal_id) is None:
+            if principal_id is not None and await writer.principals.get(principal_id) is None:
                 raise NotFound("no such principal", code="principal_not_found")
-            if key_id is not None and await writer.get_key(key_id) is None:
+            if key_id is not None and await writer.keys.get(key_id) is None:
                 raise NotFound("no such key", code="key_not_found")
             grant = GrantRecord(
                 id="grt_" + secrets.token_hex(8),
@@ -212,7 +212,7 @@ class AdminService:
             )
             # The policy engine must accept what is stored, or the grant would silently never apply.
             to_grant(grant)
-            await writer.insert_grant(grant)
+            await writer.grants.insert(grant)
             writer.append_audit(
                 {
                     "kind": "grant.create",
@@ -230,18 +230,18 @@ class AdminService:
     async def list_grants(self, ctx: RequestContext, principal_id: str | None) -> list[dict[str, Any]]:
         require_role(ctx, Role.ADMIN)
         async with self._store.read() as reader:
-            return [grant_view(g) for g in await reader.list_grants(principal_id=principal_id)]
+            return [grant_view(g) for g in await reader.grants.all(principal_id=principal_id)]
 
     async def revoke_grant(self, ctx: RequestContext, grant_id: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            grant = await writer.get_grant(grant_id)
+            grant = await writer.grants.get(grant_id)
             if grant is None:
                 raise NotFound("no such grant", code="grant_not_found")
             if grant.revoked_at is None:
-                await writer.revoke_grant(grant_id, now)
+                await writer.grants.revoke(grant_id, now)
             writer.append_audit(
                 {
                     "kind": "grant.revoke",

@@ -186,7 +186,7 @@ class _Eligibility:
 
 
 async def _groups_of(reader: Reader | Writer, principal_id: str) -> frozenset[str]:
-    return await reader.groups_of(principal_id)
+    return await reader.groups.of(principal_id)
 
 
 async def _eligibility(
@@ -328,7 +328,7 @@ class ApprovalsService:
             expires_at=expires_at,
             updated_at=now,
         )
-        await writer.insert_approval_request(record)
+        await writer.approvals.insert(record)
         await self._announce(writer, record, "approval.requested", now)
         writer.append_audit(
             {
@@ -357,9 +357,9 @@ class ApprovalsService:
         role = ctx.caller.role
         async with self._store.read() as reader:
             if role is Role.ADMIN:
-                records = await reader.list_approval_requests(states=states, limit=limit, after=after)
+                records = await reader.approvals.all(states=states, limit=limit, after=after)
             elif role is Role.SERVICE:
-                records = await reader.list_approval_requests(
+                records = await reader.approvals.all(
                     states=states, requester_id=ctx.caller.principal_id, limit=limit, after=after
                 )
             else:
@@ -367,12 +367,12 @@ class ApprovalsService:
                 # Filtering after the read keeps the SQL simple; pages may come back shorter than limit.
                 records = [
                     r
-                    for r in await reader.list_approval_requests(states=states, limit=limit, after=after)
+                    for r in await reader.approvals.all(states=states, limit=limit, after=after)
                     if _groups(r) & mine
                 ]
             out = []
             for record in records:
-                votes = await reader.approval_votes(record.id)
+                votes = await reader.approvals.votes(record.id)
                 out.append(await self._render(reader, record, votes, brief=True))
         return out
 
@@ -381,14 +381,14 @@ class ApprovalsService:
         if record.state == "pending" and self._clock() >= record.expires_at:
             await self.expire_due(ctx.request_id, approval_id)
         async with self._store.read() as reader:
-            fresh = await reader.get_approval_request(approval_id)
+            fresh = await reader.approvals.get(approval_id)
             assert fresh is not None  # requests are never deleted
-            return await self._render(reader, fresh, await reader.approval_votes(approval_id))
+            return await self._render(reader, fresh, await reader.approvals.votes(approval_id))
 
     async def _visible(self, ctx: RequestContext, approval_id: str) -> ApprovalRequestRecord:
         """The request if the caller may see it; otherwise the same 404 as for one that does not exist."""
         async with self._store.read() as reader:
-            record = await reader.get_approval_request(approval_id)
+            record = await reader.approvals.get(approval_id)
             if record is not None and await self._may_see(reader, ctx.caller, record):
                 return record
         raise NotFound("no such approval request", code="approval_not_found")
@@ -449,10 +449,10 @@ class ApprovalsService:
         now = self._clock()
         async with self._store.read() as reader:
             if approval_id is not None:
-                one = await reader.get_approval_request(approval_id)
+                one = await reader.approvals.get(approval_id)
                 due = [one] if one is not None else []
             else:
-                due = await reader.list_approval_requests(states=list(OPEN_STATES), limit=1000)
+                due = await reader.approvals.all(states=list(OPEN_STATES), limit=1000)
         ids = [r.id for r in due if r.state in OPEN_STATES and now >= r.expires_at]
         if not ids:
             return 0
@@ -460,7 +460,7 @@ class ApprovalsService:
         async def unit(writer: Writer) -> int:
             moved = 0
             for rid in ids:
-                record = await writer.lock_approval_request(rid)
+                record = await writer.approvals.lock(rid)
                 if record is not None and await self._expire_locked(writer, record, now, request_id):
                     moved += 1
             return moved
@@ -475,7 +475,7 @@ class ApprovalsService:
     ) -> bool:
         if record.state not in OPEN_STATES or now < record.expires_at:
             return False
-        if not await writer.transition_approval(record.id, list(OPEN_STATES), "expired", now):
+        if not await writer.approvals.transition(record.id, list(OPEN_STATES), "expired", now):
             return False
         await self._announce(writer, record, "approval.expired", now)
         writer.append_audit(
@@ -524,7 +524,7 @@ class ApprovalsService:
         }
 
         async def unit(writer: Writer) -> tuple[str, SignerError | None]:
-            record = await writer.lock_approval_request(approval_id)
+            record = await writer.approvals.lock(approval_id)
             if record is None or not await self._may_see(writer, caller, record):
                 raise NotFound("no such approval request", code="approval_not_found")
             if await self._expire_locked(writer, record, now, ctx.request_id):
@@ -538,7 +538,7 @@ class ApprovalsService:
                 return record.state, refusal
             scheme: str | None = None
             stored_signature: str | None = None
-            approver_key = await writer.get_approver_key(caller.principal_id)
+            approver_key = await writer.approvals.get_approver_key(caller.principal_id)
             try:
                 if signature is not None:
                     if approver_key is None:
@@ -557,7 +557,7 @@ class ApprovalsService:
             except SignerError as exc:
                 writer.append_audit({**base, "kind": "approval.vote_refused", "error": {"code": exc.code}})
                 return record.state, exc
-            await writer.insert_approval_vote(
+            await writer.approvals.insert_vote(
                 ApprovalVoteRecord(
                     request_id=record.id,
                     approver_id=caller.principal_id,
@@ -570,11 +570,11 @@ class ApprovalsService:
                 )
             )
             writer.append_audit({**base, "kind": "approval.vote"})
-            votes = await writer.approval_votes(record.id)
+            votes = await writer.approvals.votes(record.id)
             eligible = await _eligibility(writer, record, votes)
             if decision == "reject":
                 if len(eligible.rejecters) >= int(record.requirements.get("reject_quorum", 1)):
-                    await writer.transition_approval(record.id, ["pending"], "rejected", now)
+                    await writer.approvals.transition(record.id, ["pending"], "rejected", now)
                     await self._announce(writer, record, "approval.rejected", now)
                     writer.append_audit(
                         {
@@ -591,7 +591,7 @@ class ApprovalsService:
                 _requirements(record), eligible.approvers, requester=record.requester_id, now=now
             )
             if outcome.effect is Effect.ALLOW:
-                await writer.transition_approval(record.id, ["pending"], "approved", now)
+                await writer.approvals.transition(record.id, ["pending"], "approved", now)
                 writer.append_audit(
                     {
                         "kind": "approval.approved",
@@ -623,7 +623,7 @@ class ApprovalsService:
             return Conflict(
                 f"the approval request is {record.state}", code="approval_closed", state=record.state
             )
-        voter = await writer.get_principal(caller.principal_id)
+        voter = await writer.principals.get(caller.principal_id)
         standing = VoteStanding(
             voter=caller.principal_id,
             role="" if voter is None else voter.role,
@@ -654,7 +654,9 @@ class ApprovalsService:
         now = self._clock()
 
         async def unit(writer: Writer) -> None:
-            await writer.set_approver_key(ApproverKeyRecord(ctx.caller.principal_id, scheme, clean, now))
+            await writer.approvals.set_approver_key(
+                ApproverKeyRecord(ctx.caller.principal_id, scheme, clean, now)
+            )
             writer.append_audit(
                 {
                     "kind": "approval.key_registered",
@@ -675,14 +677,14 @@ class ApprovalsService:
         now = self._clock()
 
         async def unit(writer: Writer) -> SignerError | None:
-            record = await writer.lock_approval_request(approval_id)
+            record = await writer.approvals.lock(approval_id)
             if record is None or not await self._may_see(writer, ctx.caller, record):
                 raise NotFound("no such approval request", code="approval_not_found")
             if ctx.caller.role is not Role.ADMIN and ctx.caller.principal_id != record.requester_id:
                 return Forbidden("only the requester or an admin can cancel", code="cancel_not_allowed")
             if await self._expire_locked(writer, record, now, ctx.request_id):
                 return Conflict("the approval request has expired", code="approval_expired")
-            if not await writer.transition_approval(record.id, ["pending"], "cancelled", now):
+            if not await writer.approvals.transition(record.id, ["pending"], "cancelled", now):
                 return Conflict(
                     f"the approval request is {record.state}", code="approval_closed", state=record.state
                 )
@@ -714,8 +716,8 @@ class ApprovalsService:
         self._executing.add(approval_id)
         try:
             async with self._store.read() as reader:
-                record = await reader.get_approval_request(approval_id)
-                requester = None if record is None else await reader.get_principal(record.requester_id)
+                record = await reader.approvals.get(approval_id)
+                requester = None if record is None else await reader.principals.get(record.requester_id)
             if record is None or record.state != "approved" or requester is None:
                 return
             execution = ApprovedExecution(
@@ -753,12 +755,12 @@ class ApprovalsService:
         Expiry is judged by this service's clock, the same one every vote was judged by."""
         del now
         now = self._clock()
-        record = await writer.lock_approval_request(approval_id)
+        record = await writer.approvals.lock(approval_id)
         if record is None or record.state != "approved":
             raise Conflict("the approval request is no longer approved", code="approval_closed")
         if now >= record.expires_at:
             raise Conflict("the approval request has expired", code="approval_expired")
-        eligible = await _eligibility(writer, record, await writer.approval_votes(approval_id))
+        eligible = await _eligibility(writer, record, await writer.approvals.votes(approval_id))
         outcome = check_approvals(
             _requirements(record), eligible.approvers, requester=record.requester_id, now=now
         )
@@ -768,7 +770,7 @@ class ApprovalsService:
                 code="approval_quorum_lost",
                 reasons=outcome.reasons_as_dicts(),
             )
-        if not await writer.transition_approval(approval_id, ["approved"], "signed", now, result=response):
+        if not await writer.approvals.transition(approval_id, ["approved"], "signed", now, result=response):
             raise Conflict("the approval request is no longer approved", code="approval_closed")
         await self._announce(writer, record, "approval.signed", now)
         writer.append_audit(
@@ -787,7 +789,7 @@ class ApprovalsService:
         now = self._clock()
 
         async def unit(writer: Writer) -> None:
-            record = await writer.lock_approval_request(approval_id)
+            record = await writer.approvals.lock(approval_id)
             if record is None or record.state != "approved":
                 return
             if await self._expire_locked(writer, record, now, request_id):
@@ -799,7 +801,7 @@ class ApprovalsService:
             else:
                 target, kind = "failed", "approval.failed"
                 result = {"error": {"code": exc.code, "status": exc.status, "message": exc.message}}
-            await writer.transition_approval(approval_id, ["approved"], target, now, result=result)
+            await writer.approvals.transition(approval_id, ["approved"], target, now, result=result)
             if target == "failed":
                 await self._announce(writer, record, "approval.failed", now)
             writer.append_audit(
@@ -837,7 +839,7 @@ class ApprovalsService:
                 # Approved but not signed: resume (a crash between the vote and the signature).
                 await self._execute(approval_id, ctx.request_id)
             async with self._store.read() as reader:
-                fresh = await reader.get_approval_request(approval_id)
+                fresh = await reader.approvals.get(approval_id)
             assert fresh is not None
             record = fresh
             if record.state not in OPEN_STATES:
@@ -858,7 +860,7 @@ class ApprovalsService:
         now = self._clock()
 
         async def unit(writer: Writer) -> bool:
-            first = await writer.mark_approval_result_fetched(approval_id, now)
+            first = await writer.approvals.mark_result_fetched(approval_id, now)
             if first:
                 writer.append_audit(
                     {

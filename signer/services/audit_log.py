@@ -24,7 +24,7 @@ class AuditLogService:
         limit = max(1, min(limit, MAX_EXPORT))
         async with self._store.read() as reader:
             head_seq, _ = await reader.audit_head()
-            records = await reader.audit_events(after_seq=max(after, 0), limit=limit)
+            records = await reader.audit.events(after_seq=max(after, 0), limit=limit)
 
         async def unit(writer: Writer) -> None:
             writer.append_audit(

@@ -71,7 +71,7 @@ class AuthService:
             return hit, self._facts.epoch
         async with self._store.read() as reader:
             epoch = await reader.epoch()
-            record = await reader.get_token(token_id)
+            record = await reader.tokens.get(token_id)
         if record is not None and record.revoked_at is None and self._facts.observe(epoch):
             self._facts.tokens.put(token_id, record)
         return record, epoch
@@ -101,7 +101,7 @@ class AuthService:
         answers Unauthenticated at once."""
         async with self._store.read() as reader:
             epoch = await reader.epoch()
-            record = await reader.get_token(token_id)
+            record = await reader.tokens.get(token_id)
         if record is None or record.kind != TokenKind.ACCESS.value:
             raise Unauthenticated(_GENERIC)
         self._still_good(record, utcnow())
@@ -131,7 +131,7 @@ class AuthService:
 
     async def recheck(self, writer: Writer, ctx: RequestContext, now: datetime) -> None:
         """Inside a write transaction: is the caller's token still good? Raises Unauthenticated if not."""
-        record = await writer.get_token(ctx.caller.token_id)
+        record = await writer.tokens.get(ctx.caller.token_id)
         if record is None or record.revoked_at is not None:
             raise Unauthenticated("token has been revoked", code="token_revoked")
         if record.expires_at is not None and now >= record.expires_at:
@@ -151,7 +151,7 @@ class AuthService:
         access_expires = now + timedelta(seconds=self._access_ttl.get(principal.role, 900))
         refresh_expires = now + timedelta(seconds=self._refresh_ttl)
         for minted, expires in ((access, access_expires), (refresh, refresh_expires)):
-            await writer.insert_token(
+            await writer.tokens.insert(
                 TokenRecord(
                     id=minted.token_id,
                     principal_id=principal.id,
@@ -177,7 +177,7 @@ class AuthService:
         replayed: list[str] = []
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            record = await writer.get_token(presented.token_id)
+            record = await writer.tokens.get(presented.token_id)
             if not token_matches(self._key, presented, record.digest if record is not None else None):
                 raise Unauthenticated(_GENERIC)
             assert record is not None
@@ -188,10 +188,10 @@ class AuthService:
                 raise Unauthenticated("refresh token was already used", code="token_revoked")
             if record.expires_at is not None and now >= record.expires_at:
                 raise Unauthenticated("token has expired", code="token_expired")
-            principal = await writer.get_principal(record.principal_id)
+            principal = await writer.principals.get(record.principal_id)
             if principal is None or principal.disabled_at is not None:
                 raise Unauthenticated("principal is disabled", code="principal_disabled")
-            await writer.revoke_token(record.id, now)
+            await writer.tokens.revoke(record.id, now)
             credentials = await self.issue_credentials(writer, principal, now, record.family_id)
             writer.append_audit(
                 {
@@ -216,7 +216,7 @@ class AuthService:
 
     async def _revoke_family(self, family_id: str, request_id: str, now: datetime) -> None:
         async def unit(writer: Writer) -> None:
-            await writer.revoke_token_family(family_id, now)
+            await writer.tokens.revoke_family(family_id, now)
             writer.append_audit(
                 {
                     "kind": "auth.refresh_replayed",
@@ -234,12 +234,12 @@ class AuthService:
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            record = await writer.get_token(token_id)
+            record = await writer.tokens.get(token_id)
             own = record is not None and record.principal_id == ctx.caller.principal_id
             if record is None or not (own or ctx.caller.role is Role.ADMIN):
                 raise NotFound("no such token", code="token_not_found")
             if record.revoked_at is None:
-                await writer.revoke_token(token_id, now)
+                await writer.tokens.revoke(token_id, now)
             writer.append_audit(
                 {
                     "kind": "token.revoke",
@@ -260,7 +260,7 @@ class AuthService:
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            principal = await writer.get_principal(principal_id)
+            principal = await writer.principals.get(principal_id)
             if principal is None:
                 raise NotFound("no such principal", code="principal_not_found")
             if principal.disabled_at is not None:

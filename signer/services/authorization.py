@@ -90,7 +90,7 @@ def parse_stored(document: str) -> Any:
 async def load_policies(reader: Reader | Writer) -> Policies:
     live: list[AttachedPolicy] = []
     shadow: list[tuple[str, AttachedPolicy]] = []
-    for attachment, version in await reader.attached_documents():
+    for attachment, version in await reader.policies.attached_documents():
         attached = AttachedPolicy(
             parse_stored(version.document), scope=attachment.scope, key_id=attachment.key_id
         )
@@ -104,8 +104,8 @@ async def load_policies(reader: Reader | Writer) -> Policies:
 async def load_subject(
     reader: Reader | Writer, principal_id: str, now: datetime, policies: Policies
 ) -> Subject:
-    groups = await reader.groups_of(principal_id)
-    grants = tuple(await reader.grants_for(principal_id, groups, now))
+    groups = await reader.groups.of(principal_id)
+    grants = tuple(await reader.grants.for_principal(principal_id, groups, now))
     policy_set = PolicySet(tuple(to_grant(g) for g in grants), policies.live)
     return Subject(principal_id, groups, grants, policy_set)
 

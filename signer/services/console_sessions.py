@@ -80,8 +80,8 @@ class ConsoleSessions:
 
         async def unit(writer: Writer) -> None:
             await self._auth.recheck(writer, ctx, utcnow())
-            await writer.purge_console_sessions(now, now - self._idle)
-            await writer.insert_console_session(record)
+            await writer.console_sessions.purge(now, now - self._idle)
+            await writer.console_sessions.insert(record)
             writer.append_audit(
                 {
                     "kind": "console.sign_in",
@@ -102,7 +102,7 @@ class ConsoleSessions:
         if not cookie or not _COOKIE_RE.match(cookie):
             return None
         async with self._store.read() as reader:
-            record = await reader.get_console_session(self._digest(cookie))
+            record = await reader.console_sessions.get(self._digest(cookie))
         if record is None:
             return None
         now = self._clock()
@@ -119,7 +119,7 @@ class ConsoleSessions:
             return None
 
         async def touch(writer: Writer) -> bool:
-            return await writer.touch_console_session(record.id, now)
+            return await writer.console_sessions.touch(record.id, now)
 
         if not await self._store.submit(touch):
             return None  # signed out meanwhile
@@ -129,7 +129,7 @@ class ConsoleSessions:
         now = self._clock()
 
         async def unit(writer: Writer) -> None:
-            if await writer.delete_console_session(session.record.id):
+            if await writer.console_sessions.delete(session.record.id):
                 writer.append_audit(
                     {
                         "kind": "console.sign_out",
@@ -145,6 +145,6 @@ class ConsoleSessions:
 
     async def _end(self, session_id: str) -> None:
         async def unit(writer: Writer) -> None:
-            await writer.delete_console_session(session_id)
+            await writer.console_sessions.delete(session_id)
 
         await self._store.submit(unit)

@@ -154,7 +154,7 @@ class IdempotencyGate:
 
     async def _read(self, principal_id: str, key: str) -> IdempotencyRecord | None:
         async with self._store.read() as reader:
-            return await reader.get_idempotency(principal_id, key)
+            return await reader.idempotency.get(principal_id, key)
 
     async def _claim(
         self, principal_id: str, idempotency: Idempotency, claim: str
@@ -163,7 +163,7 @@ class IdempotencyGate:
         stale_before = now - timedelta(seconds=self.claim_seconds)
 
         async def unit(writer: Writer) -> IdempotencyRecord | None:
-            return await writer.claim_idempotency(
+            return await writer.idempotency.claim(
                 principal_id, idempotency.key, idempotency.request_digest, claim, now, stale_before
             )
 
@@ -184,7 +184,7 @@ class IdempotencyGate:
 
     async def _release(self, principal_id: str, key: str, claim: str) -> None:
         async def unit(writer: Writer) -> None:
-            await writer.release_idempotency_claim(principal_id, key, claim)
+            await writer.idempotency.release_claim(principal_id, key, claim)
 
         with contextlib.suppress(SignerError):
             await self._store.submit(unit)

@@ -89,7 +89,7 @@ class KeyService:
         )
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            await writer.insert_key(record)
+            await writer.keys.insert(record)
             writer.append_audit(
                 {
                     "kind": "key.create",
@@ -117,13 +117,15 @@ class KeyService:
 
     async def _visible(self, ctx: RequestContext, key_id: str) -> KeyRecord:
         async with self._store.read() as reader:
-            key = await reader.get_key(key_id)
+            key = await reader.keys.get(key_id)
             if key is None:
                 raise NotFound("no such key", code="key_not_found")
             if ctx.caller.role in (Role.ADMIN, Role.AUDITOR, Role.APPROVER):
                 return key
             principal_id = ctx.caller.principal_id
-            grants = await reader.grants_for(principal_id, await reader.groups_of(principal_id), utcnow())
+            grants = await reader.grants.for_principal(
+                principal_id, await reader.groups.of(principal_id), utcnow()
+            )
         if not any(grant_names_key(g, key) for g in grants):
             # Same answer as a missing key: no existence oracle.
             raise NotFound("no such key", code="key_not_found")
@@ -143,11 +145,11 @@ class KeyService:
         self, ctx: RequestContext, *, limit: int = 100, after: str | None = None
     ) -> dict[str, Any]:
         async with self._store.read() as reader:
-            keys = await reader.list_keys(limit=limit, after=after)
+            keys = await reader.keys.all(limit=limit, after=after)
             if ctx.caller.role is Role.SERVICE:
                 principal_id = ctx.caller.principal_id
-                groups = await reader.groups_of(principal_id)
-                grants = await reader.grants_for(principal_id, groups, utcnow())
+                groups = await reader.groups.of(principal_id)
+                grants = await reader.grants.for_principal(principal_id, groups, utcnow())
                 keys = [k for k in keys if any(grant_names_key(g, k) for g in grants)]
         items = [key_view(k) for k in keys]
         return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
@@ -157,11 +159,11 @@ class KeyService:
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            key = await writer.get_key(key_id)
+            key = await writer.keys.get(key_id)
             if key is None:
                 raise NotFound("no such key", code="key_not_found")
             if key.state != state:
-                await writer.set_key_state(key_id, state, now)
+                await writer.keys.set_state(key_id, state, now)
             writer.append_audit(
                 {
                     "kind": "key.enable" if state == "active" else "key.disable",
@@ -174,7 +176,7 @@ class KeyService:
                     "state": state,
                 }
             )
-            updated = await writer.get_key(key_id)
+            updated = await writer.keys.get(key_id)
             return key_view(updated or key)
 
         return await self._store.submit(unit)
@@ -189,7 +191,7 @@ class KeyService:
             )
         on_token = {hsm_id for hsm_id, _label, _curve in await self._hsm.list_keys()}
         async with self._store.read() as reader:
-            registered = await reader.list_keys(limit=1_000_000)
+            registered = await reader.keys.all(limit=1_000_000)
         missing = sorted(k.id for k in registered if k.hsm_id not in on_token)
         for key_id in missing:
             # Signing with it fails with key_not_found; an operator must look, so say it loudly.

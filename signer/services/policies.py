@@ -86,7 +86,7 @@ class PolicyService:
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            added = await writer.add_member(group, principal_id, now, ctx.caller.principal_id)
+            added = await writer.groups.add(group, principal_id, now, ctx.caller.principal_id)
             if added:
                 self._audit(writer, ctx, "group.add", group=group, principal_id=principal_id)
             return {"group": group, "principal_id": principal_id, "added": added}
@@ -98,7 +98,7 @@ class PolicyService:
         group = check_group(group)
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            if not await writer.remove_member(group, principal_id):
+            if not await writer.groups.remove(group, principal_id):
                 raise NotFound("that principal is not in the group", code="member_not_found")
             self._audit(writer, ctx, "group.remove", group=group, principal_id=principal_id)
             return {"group": group, "principal_id": principal_id, "removed": True}
@@ -109,12 +109,12 @@ class PolicyService:
         require_role(ctx, Role.ADMIN, Role.AUDITOR)
         group = check_group(group)
         async with self._store.read() as reader:
-            return {"group": group, "members": await reader.group_members(group)}
+            return {"group": group, "members": await reader.groups.members(group)}
 
     async def list_groups(self, ctx: RequestContext) -> list[dict[str, Any]]:
         require_role(ctx, Role.ADMIN, Role.AUDITOR)
         async with self._store.read() as reader:
-            groups = await reader.list_groups()
+            groups = await reader.groups.all()
         return [{"group": g, "members": m} for g, m in sorted(groups.items())]
 
     # -- policy versions --------------------------------------------------------------------------
@@ -130,7 +130,7 @@ class PolicyService:
             raise InvalidRequest("the document does not round-trip", code="invalid_policy")
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            versions = await writer.policy_versions(document.policy_id)
+            versions = await writer.policies.versions(document.policy_id)
             expected = versions[-1].version + 1 if versions else 1
             if document.version != expected:
                 raise Conflict(
@@ -142,7 +142,7 @@ class PolicyService:
             record = PolicyVersionRecord(
                 document.policy_id, document.version, canonical, document.digest, ctx.caller.principal_id, now
             )
-            await writer.insert_policy_version(record)
+            await writer.policies.insert_version(record)
             self._audit(
                 writer,
                 ctx,
@@ -158,13 +158,13 @@ class PolicyService:
     async def list_policies(self, ctx: RequestContext) -> list[dict[str, Any]]:
         require_role(ctx, Role.ADMIN, Role.AUDITOR)
         async with self._store.read() as reader:
-            latest = await reader.latest_policy_versions()
+            latest = await reader.policies.latest_versions()
         return [version_view(v, with_document=False) for v in latest]
 
     async def get_policy(self, ctx: RequestContext, policy_id: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN, Role.AUDITOR)
         async with self._store.read() as reader:
-            versions = await reader.policy_versions(policy_id)
+            versions = await reader.policies.versions(policy_id)
         if not versions:
             raise NotFound("no such policy", code="policy_not_found")
         return {"policy_id": policy_id, "versions": [version_view(v) for v in versions]}
@@ -191,9 +191,9 @@ class PolicyService:
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            if await writer.get_policy_version(policy_id, version) is None:
+            if await writer.policies.get_version(policy_id, version) is None:
                 raise NotFound("no such policy version", code="policy_not_found")
-            if key_id is not None and await writer.get_key(key_id) is None:
+            if key_id is not None and await writer.keys.get(key_id) is None:
                 raise NotFound("no such key", code="key_not_found")
             record = AttachmentRecord(
                 "att_" + secrets.token_hex(8),
@@ -205,7 +205,7 @@ class PolicyService:
                 ctx.caller.principal_id,
                 now,
             )
-            detached = await writer.attach_policy(record)
+            detached = await writer.policies.attach(record)
             self._audit(writer, ctx, "policy.attach", attachment=attachment_view(record), replaced=detached)
             return attachment_view(record)
 
@@ -216,10 +216,10 @@ class PolicyService:
         now = utcnow()
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            record = await writer.get_attachment(attachment_id)
+            record = await writer.policies.get_attachment(attachment_id)
             if record is None:
                 raise NotFound("no such attachment", code="attachment_not_found")
-            if await writer.detach_policy(attachment_id, now):
+            if await writer.policies.detach(attachment_id, now):
                 self._audit(writer, ctx, "policy.detach", attachment_id=attachment_id)
             return {"id": attachment_id, "detached": True}
 
@@ -228,14 +228,14 @@ class PolicyService:
     async def list_attachments(self, ctx: RequestContext, *, include_detached: bool) -> list[dict[str, Any]]:
         require_role(ctx, Role.ADMIN, Role.AUDITOR)
         async with self._store.read() as reader:
-            records = await reader.attachments(include_detached=include_detached)
+            records = await reader.policies.attachments(include_detached=include_detached)
         return [attachment_view(r) for r in records]
 
     async def shadow_report(self, ctx: RequestContext, attachment_id: str) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN, Role.AUDITOR)
         async with self._store.read() as reader:
-            record = await reader.get_attachment(attachment_id)
+            record = await reader.policies.get_attachment(attachment_id)
             if record is None or record.mode != "shadow":
                 raise NotFound("no such shadow attachment", code="attachment_not_found")
-            report = await reader.shadow_report(attachment_id)
+            report = await reader.policies.shadow_report(attachment_id)
         return {"attachment": attachment_view(record), **report}

@@ -403,7 +403,7 @@ class SigningService:
         async with self._store.read() as reader:
             policies = await load_policies(reader)
             subject = await load_subject(reader, subject_id, now, policies)
-            key = await reader.get_key(key_id)
+            key = await reader.keys.get(key_id)
             if key is None or (
                 ctx.caller.role is Role.SERVICE and not any(grant_names_key(g, key) for g in subject.grants)
             ):
@@ -418,7 +418,7 @@ class SigningService:
             candidate_ref = None
             if candidate is not None:
                 policy_id, version, scope, cand_key = candidate
-                record = await reader.get_policy_version(policy_id, version)
+                record = await reader.policies.get_version(policy_id, version)
                 if record is None:
                     raise NotFound("no such policy version", code="policy_not_found")
                 attached = AttachedPolicy(parse_stored(record.document), scope=scope, key_id=cand_key)
@@ -428,8 +428,8 @@ class SigningService:
         async with self._store.write() as writer:
             # Read through a writer so the running totals are exact; nothing is written (no
             # reservation, no audit event), so the transaction commits empty.
-            usage = {q: await writer.usage(q.limit_key, q.since, now) for q in queries}
-            writer.discard_ledger_changes()
+            usage = {q: await writer.ledger.usage(q.limit_key, q.since, now) for q in queries}
+            writer.ledger.discard()
         decision = evaluate(request, policy_set, Facts(usage), now=now)
         result = decision_summary(decision)
         result["reservations"] = [r.as_dict() for r in decision.reservations]
@@ -530,7 +530,7 @@ class SigningService:
             if approved is not None:
                 # On behalf of a requester whose token may be long gone: the principal must still be
                 # enabled, and key, grants and policies are decided again from what is committed now.
-                principal = await writer.get_principal(ctx.caller.principal_id)
+                principal = await writer.principals.get(ctx.caller.principal_id)
                 if principal is None or principal.disabled_at is not None:
                     raise Forbidden("the requester is disabled", code="requester_disabled")
                 current = await self._read_facts(writer, ctx, key_id, now)
@@ -542,7 +542,7 @@ class SigningService:
                 _check_state(_check_key(ctx, current.key, current.subject, operation))
                 self._facts.observe(writer.epoch)
             if idempotency is not None:
-                stored = await writer.get_idempotency(ctx.caller.principal_id, idempotency.key)
+                stored = await writer.idempotency.get(ctx.caller.principal_id, idempotency.key)
                 if stored is not None and stored.claim is None:
                     # Another request with this key committed first (only if our claim went stale and
                     # was taken over): ours is dropped and audited as such, theirs returned.
@@ -586,7 +586,7 @@ class SigningService:
             for attachment_id, candidate_set in shadows:
                 candidate = evaluate(judged, candidate_set, usage, now=now)
                 shadow = ShadowDecision(decision, candidate)
-                writer.record_shadow(
+                writer.policies.record_shadow(
                     attachment_id,
                     now,
                     ctx.request_id,
@@ -599,7 +599,7 @@ class SigningService:
                 # No signature leaves: the request waits for its approvers (stored in this transaction).
                 pending = await self._open_approval(writer, ctx, operation, key, prepared, decision, now)
                 if idempotency is not None:
-                    await writer.insert_idempotency(
+                    await writer.idempotency.insert(
                         IdempotencyRecord(
                             ctx.caller.principal_id, idempotency.key, idempotency.request_digest, pending, now
                         ),
@@ -621,14 +621,14 @@ class SigningService:
                 raise Conflict(
                     "the policy changed while deciding; send the request again", code="decision_changed"
                 )
-            await writer.reserve(
+            await writer.ledger.reserve(
                 [
                     LedgerEntry(r.limit_key, r.amount, r.window_start, r.window_end, ctx.request_id)
                     for r in decision.reservations
                 ]
             )
             if idempotency is not None:
-                await writer.insert_idempotency(
+                await writer.idempotency.insert(
                     IdempotencyRecord(
                         ctx.caller.principal_id, idempotency.key, idempotency.request_digest, response, now
                     ),
@@ -736,7 +736,7 @@ class SigningService:
     ) -> _Facts:
         """The key, the caller's groups, grants and policy set, and the epoch they are valid at."""
         epoch = reader.epoch if isinstance(reader, Writer) else await reader.epoch()
-        key = await reader.get_key(key_id)
+        key = await reader.keys.get(key_id)
         policies = await load_policies(reader)
         subject = await load_subject(reader, ctx.caller.principal_id, now, policies)
         return _Facts(key, subject, policies, epoch)
@@ -761,7 +761,7 @@ class SigningService:
 async def _read_usage(writer: Writer, queries: Iterable[UsageQuery], now: datetime) -> Facts:
     """The exact sums (under the write lock) that answer ``queries``."""
     asked = list(queries)
-    sums = await writer.usages([(q.limit_key, q.since) for q in asked], now)
+    sums = await writer.ledger.usages([(q.limit_key, q.since) for q in asked], now)
     return Facts(dict(zip(asked, sums, strict=True)))
 
 

@@ -176,7 +176,7 @@ class WebhookService:
         now = self._clock()
 
         async def unit(writer: Writer) -> WebhookRecord:
-            await writer.set_webhook(
+            await writer.webhooks.set(
                 group, url, now, ctx.caller.principal_id, secret_salt=secrets.token_hex(16)
             )
             writer.append_audit(
@@ -189,7 +189,7 @@ class WebhookService:
                     "destination": origin(parts),
                 }
             )
-            record = await writer.get_webhook(group)
+            record = await writer.webhooks.get(group)
             assert record is not None  # written just above, in this transaction
             return record
 
@@ -209,7 +209,7 @@ class WebhookService:
         until = now + overlap
 
         async def unit(writer: Writer) -> WebhookRecord:
-            record = await writer.rotate_webhook_secret(group, secrets.token_hex(16), until)
+            record = await writer.webhooks.rotate_secret(group, secrets.token_hex(16), until)
             if record is None:
                 raise NotFound("no webhook for that group", code="webhook_not_found")
             writer.append_audit(
@@ -237,7 +237,7 @@ class WebhookService:
         now = self._clock()
 
         async def unit(writer: Writer) -> None:
-            if not await writer.delete_webhook(group):
+            if not await writer.webhooks.delete(group):
                 raise NotFound("no webhook for that group", code="webhook_not_found")
             writer.append_audit(
                 {
@@ -257,11 +257,11 @@ class WebhookService:
     async def enqueue(
         self, writer: Writer, groups: Iterable[str], event: Mapping[str, Any], now: datetime
     ) -> int:
-        hooks = await writer.webhooks_for(sorted(set(groups)))
+        hooks = await writer.webhooks.for_groups(sorted(set(groups)))
         for group, url in sorted(hooks.items()):
             outbox_id = "whk_" + secrets.token_hex(10)
             body = {**event, "id": outbox_id, "group": group, "sent_for": iso(now)}
-            await writer.enqueue_webhook(OutboxRecord(outbox_id, group, url, body, now, 0, now))
+            await writer.outbox.enqueue(OutboxRecord(outbox_id, group, url, body, now, 0, now))
         return len(hooks)
 
     def wake(self) -> None:
@@ -287,22 +287,22 @@ class WebhookService:
     async def deliver_due(self) -> int:
         now = self._clock()
         async with self._store.read() as reader:
-            due = await reader.due_outbox(now)
+            due = await reader.outbox.due(now)
         sent = await asyncio.gather(*(self._deliver(record, now) for record in due))
         return sum(sent)
 
     async def _deliver(self, record: OutboxRecord, due: datetime) -> int:
         async def claim(writer: Writer) -> bool:
-            return await writer.claim_outbox(record.id, due, self._clock() + LEASE)
+            return await writer.outbox.claim(record.id, due, self._clock() + LEASE)
 
         if not await self._store.submit(claim):
             return 0
         async with self._store.read() as reader:
-            hook = await reader.get_webhook(record.group_name)
+            hook = await reader.webhooks.get(record.group_name)
         if hook is None:
             # The webhook was removed after this call was queued: nobody is left to tell.
             await self._store.submit(
-                lambda w: w.finish_outbox(
+                lambda w: w.outbox.finish(
                     record.id,
                     delivered_at=None,
                     attempts=record.attempts,
@@ -331,13 +331,13 @@ class WebhookService:
         now = self._clock()
         attempts = record.attempts + 1
         if error is None:
-            finish: Callable[[Writer], Awaitable[None]] = lambda w: w.finish_outbox(  # noqa: E731
+            finish: Callable[[Writer], Awaitable[None]] = lambda w: w.outbox.finish(  # noqa: E731
                 record.id, delivered_at=now, attempts=attempts, next_attempt_at=now, error=None
             )
         else:
             delay = min(self._base * 2 ** (attempts - 1), self._max_delay)
             retry_at = now + (GAVE_UP if attempts >= self._max_attempts else timedelta(seconds=delay))
-            finish = lambda w: w.finish_outbox(  # noqa: E731
+            finish = lambda w: w.outbox.finish(  # noqa: E731
                 record.id, delivered_at=None, attempts=attempts, next_attempt_at=retry_at, error=error
             )
         await self._store.submit(finish)

@@ -7,9 +7,15 @@ path. It must never hold or log a secret: tokens are stored as HMAC digests comp
 audit events arrive already free of secrets. It makes no decisions: callers read facts, decide, and
 write the outcome with its audit event through a ``Writer``.
 
+Where things live: ``commit`` (``Store``, the group commit), ``tx`` (the write transaction: lock, units,
+savepoints, audit chain buffer), ``tables/`` (one module per table family), ``ledger`` (usage sums and
+reservations), ``reader_writer`` (the families bound to a reader or writer), ``internals`` (the two
+private library internals the commit path uses), ``driver`` / ``engine`` / ``gate`` (statements on the
+driver connection, connections, the SQLite write gate).
+
     store = await open_store("sqlite+aiosqlite:////var/lib/signer/signer.db")
     async with store.read() as reader:
-        key = await reader.get_key(key_id)
+        key = await reader.keys.get(key_id)
     record = await store.submit(unit)          # unit: async (writer) -> result, group-committed
     await store.close()
 """
@@ -20,9 +26,9 @@ from collections.abc import Mapping
 
 from signer.errors import ConfigurationError
 from signer.store.commit import Store
-from signer.store.core import Reader, Writer
 from signer.store.engine import ConnectionFaults, build_engine, parse_url
 from signer.store.migrate import head_revision, migrate
+from signer.store.reader_writer import Reader, Writer
 from signer.store.records import (
     ApprovalRequestRecord,
     ApprovalVoteRecord,

@@ -55,7 +55,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from signer.audit import format_at
 from signer.errors import AuditUnavailable, DatabaseUnavailable, SignerError, TransactionConflict
 from signer.store import schema as t
-from signer.store.core import Reader, Writer
 from signer.store.driver import Prepared, SQLiteDriver, Step, driver_for
 from signer.store.engine import (
     ConnectionFaults,
@@ -66,7 +65,8 @@ from signer.store.engine import (
     translate,
 )
 from signer.store.gate import WriteGate
-from signer.store.policy_rows import LedgerCache
+from signer.store.ledger import LedgerCache
+from signer.store.reader_writer import Reader, Writer
 from signer.store.tx import _BEGIN_IMMEDIATE, _HEAD_SELECT, _HEAD_SELECT_FOR_UPDATE
 
 log = logging.getLogger("signer.store")
@@ -119,7 +119,7 @@ class Store:
         self._target = target
         self.backend = target.backend
         self._batch_max = batch_max
-        # Committed ledger rows per limit key, kept exact under the write lock (see policy_rows).
+        # Committed ledger rows per limit key, kept exact under the write lock (see ledger).
         self.ledger_cache = LedgerCache()
         # The commit path's statements, compiled once for this dialect (keyed by the statement object).
         self._compiled: dict[tuple[int, tuple[str, ...] | None], tuple[Any, Prepared]] = {}
@@ -608,7 +608,7 @@ class Store:
         """
 
         async def unit(writer: Writer) -> None:
-            await writer.set_meta(_WRITE_PROBE, format_at(writer.now), replace=True)
+            await writer.meta.set(_WRITE_PROBE, format_at(writer.now), replace=True)
 
         await self.submit(unit, rerunnable=True)
 

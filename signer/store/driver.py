@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Dialect
+
+from signer.store.internals import positional_binds, run_on_thread
 
 _REQUIRED = object()
 
@@ -37,8 +39,7 @@ class Prepared:
     def __init__(self, statement: Any, dialect: Dialect, column_keys: Sequence[str] | None = None) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=list(column_keys) if column_keys else None)
         self.sql: str = compiled.string
-        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
-        binds = [compiled.binds[name] for name in self.names]
+        self.names, binds = positional_binds(compiled)
         self._binds = tuple(b.type.dialect_impl(dialect).bind_processor(dialect) for b in binds)
         # Literals in the statement (``id == 1``) keep their value; a bindparam() without one must be given.
         self._defaults = tuple(_REQUIRED if b.required else b.value for b in binds)
@@ -133,14 +134,13 @@ def _run_jobs(
 
 class SQLiteDriver(Driver):
     def __init__(self, connection: Any) -> None:
-        # The engine's aiosqlite connection (signer.store.engine._OneHopConnection): ``_execute(fn,
-        # *args)`` runs fn on its thread and awaits the result.
+        # The engine's aiosqlite connection (signer.store.engine._OneHopConnection); a job runs on its
+        # thread (signer.store.internals.run_on_thread).
         self._connection = connection
-        self._call: Callable[..., Any] = connection._execute
 
     async def _jobs(self, jobs: Sequence[_Job], commit: bool = False) -> list[tuple[list[Any], int]]:
-        outcome: tuple[list[tuple[list[Any], int]], bool] = await self._call(
-            _run_jobs, self._connection._conn, jobs, commit
+        outcome: tuple[list[tuple[list[Any], int]], bool] = await run_on_thread(
+            self._connection, _run_jobs, jobs, commit
         )
         if outcome[1]:
             # Nothing ran on the connection since: SQLAlchemy's commit() may skip its round trip.

@@ -46,6 +46,7 @@ from signer.errors import (
     SignerError,
     TransactionConflict,
 )
+from signer.store.internals import run_on_thread
 
 log = logging.getLogger("signer.store")
 
@@ -241,9 +242,7 @@ class _OneHopCursor:
         return await self._run(sql, seq_of_parameters, True)
 
     async def _run(self, sql: str, parameters: Any, many: bool) -> _OneHopCursor:
-        # aiosqlite's _execute(fn, *args) runs fn on the connection's thread and awaits its result.
-        connection: Any = self._connection
-        result = await connection._execute(_run_statement, connection._conn, sql, parameters, many)
+        result = await run_on_thread(self._connection, _run_statement, sql, parameters, many)
         self.description, self.rowcount, self.lastrowid, self._rows = result
         return self
 

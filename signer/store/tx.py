@@ -9,13 +9,18 @@ transaction as the facts they describe. It owns the statement plumbing every tab
 epoch, and the undo of a failed group-commit unit. A ``ReadTx`` is the same plumbing on a pooled
 connection with no lock. This module holds no table's queries and never begins or commits a
 transaction itself: ``signer.store.commit`` does.
+
+What a table family may use of a transaction is written down here as two protocols, ``Statements``
+(reads) and ``WriteStatements`` (writes, the epoch, the driver's prepared statements); rows a family
+holds until COMMIT go through ``Buffer``: registered with ``_buffer``, marked and undone at unit
+boundaries, written by the flush in one executemany per table, told when COMMIT succeeded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -27,18 +32,17 @@ from signer.audit import AuditRecord, canonical_json, chain_hash, format_at, par
 from signer.clock import utcnow
 from signer.errors import Conflict, DatabaseUnavailable, SignerError
 from signer.store import schema as t
+from signer.store.checks import nonempty
 from signer.store.driver import Driver, Prepared, Step
 from signer.store.engine import is_connection_fault, translate
 
-if TYPE_CHECKING:
-    from signer.store.commit import Store
 
+class StoreSide(Protocol):
+    """What a transaction uses of the ``Store`` that opened it (``signer.store.commit``)."""
 
-def _text(value: Any, name: str, *, optional: bool = False) -> None:
-    if value is None and optional:
-        return
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a non-empty string")
+    backend: str
+
+    def _prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared: ...
 
 
 _HEAD_SELECT = select(t.audit_head.c.seq, t.audit_head.c.hash, t.audit_head.c.epoch).where(
@@ -56,14 +60,73 @@ _AUDIT_COLUMNS = ("seq", "at", "request_id", "kind", "event", "prev_hash", "hash
 _AUDIT_INSERT = t.audit_events.insert()
 
 
+class Statements(Protocol):
+    """What a table family's reads use of the transaction or connection it is bound to: nothing else."""
+
+    @property
+    def backend(self) -> str: ...
+
+    async def _execute(self, statement: Any, params: Any = None) -> Any: ...
+
+    async def _all(self, statement: Any) -> list[Any]: ...
+
+    async def _first(self, statement: Any) -> Any: ...
+
+
+class Buffer(Protocol):
+    """Rows a table family holds in memory until COMMIT (reservations, idempotency records, shadow
+    decisions): written by one executemany per table with the audit events, undone with a failed unit.
+
+    ``mark`` runs when a unit begins and ``undo`` when it fails (drop what was added since the mark);
+    ``steps`` gives the statements that write the rows, ``flushed`` gets their results (same order),
+    ``committed`` runs after COMMIT succeeded."""
+
+    def mark(self) -> None: ...
+
+    def undo(self) -> None: ...
+
+    def steps(self) -> list[Step]: ...
+
+    def flushed(self, results: list[list[Any]]) -> None: ...
+
+    def committed(self) -> None: ...
+
+
+class WriteStatements(Statements, Protocol):
+    """What a table family's writes use of the write transaction it is bound to: nothing else."""
+
+    async def _write(self, statement: Any, params: Any = None) -> Any: ...
+
+    async def _insert_new(
+        self,
+        table: Any,
+        values: dict[str, Any],
+        conflict: Conflict,
+        missing_parent: SignerError | None = None,
+    ) -> None: ...
+
+    def bump_epoch(self) -> int: ...
+
+    def _prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared: ...
+
+    async def _raw_fetch(self, statement: Prepared, values: dict[str, Any] | None = None) -> list[Any]: ...
+
+    def _buffer(self, buffer: Buffer) -> None: ...
+
+
 class Session:
     """Statement plumbing Reader and Writer share; every statement goes through ``_execute``."""
 
-    def __init__(self, store: Store, conn: AsyncConnection) -> None:
+    def __init__(self, store: StoreSide, conn: AsyncConnection) -> None:
         self._store = store
         self._conn = conn
         # Set when a statement met a connection-level fault: the connection is discarded on release.
         self._connection_fault = False
+
+    @property
+    def backend(self) -> str:
+        """ "sqlite" or "postgresql"."""
+        return self._store.backend
 
     async def _execute(self, statement: Any, params: Any = None) -> Any:
         try:
@@ -127,7 +190,7 @@ class WriteTx(Session):
     """
 
     def __init__(
-        self, store: Store, conn: AsyncConnection, driver: Driver, seq: int, head_hash: str, epoch: int
+        self, store: StoreSide, conn: AsyncConnection, driver: Driver, seq: int, head_hash: str, epoch: int
     ) -> None:
         super().__init__(store, conn)
         self._driver = driver
@@ -143,7 +206,8 @@ class WriteTx(Session):
         self._savepoint: str | None = None
         self._savepoints_used = 0
         self._finished = False
-        self._ledger_init()
+        # Table families that hold rows until COMMIT, in the order they registered (see Buffer).
+        self._buffers: list[Buffer] = []
         # The instant this transaction got the write lock (for units that want the commit's time).
         self.now = utcnow()
 
@@ -237,7 +301,7 @@ class WriteTx(Session):
         if not isinstance(kind, str) or not kind:
             raise ValueError("event kind must be a non-empty string")
         request_id = event.get("request_id")
-        _text(request_id, "event request_id", optional=True)
+        nonempty(request_id, "event request_id", optional=True)
         raw_at = event.get("at")
         body = dict(event)
         if isinstance(raw_at, datetime):
@@ -266,8 +330,12 @@ class WriteTx(Session):
     async def _flush(self) -> None:
         """Write what the transaction buffered, just before COMMIT (which SQLite sends in the same trip)."""
         # One executemany per table: one round trip in all on SQLite, COMMIT included.
-        steps = self._policy_steps()
-        policy_steps = len(steps)
+        steps: list[Step] = []
+        spans: list[tuple[Buffer, int, int]] = []
+        for buffer in self._buffers:
+            start = len(steps)
+            steps.extend(buffer.steps())
+            spans.append((buffer, start, len(steps)))
         if self._pending:
             rows = [
                 {
@@ -290,7 +358,17 @@ class WriteTx(Session):
                 )
             )
         results = await self._raw_run(steps, commit=True)
-        self._policy_flushed(results[:policy_steps])
+        for buffer, start, end in spans:
+            buffer.flushed(results[start:end])
+
+    def _buffer(self, buffer: Buffer) -> None:
+        """Register a table family's buffer (its constructor calls this; it starts empty)."""
+        self._buffers.append(buffer)
+
+    def _policy_committed(self) -> None:
+        """After COMMIT: every buffer folds in what it wrote (the ledger its cache)."""
+        for buffer in self._buffers:
+            buffer.committed()
 
     # group-commit units
 
@@ -298,7 +376,8 @@ class WriteTx(Session):
         self._in_unit = True
         self._savepoint = None
         self._unit_mark = (len(self._pending), self._seq, self._hash, self._epoch)
-        self._ledger_mark()
+        for buffer in self._buffers:
+            buffer.mark()
 
     async def _open_savepoint(self) -> None:
         self._savepoints_used += 1
@@ -318,7 +397,8 @@ class WriteTx(Session):
             return None
         count, seq, head_hash, epoch = self._unit_mark
         del self._pending[count:]
-        self._ledger_undo()
+        for buffer in self._buffers:
+            buffer.undo()
         self._seq, self._hash, self._epoch = seq, head_hash, epoch
         if self._savepoint is not None:
             name, self._savepoint = self._savepoint, None
@@ -358,18 +438,3 @@ class WriteTx(Session):
             raise
         if not result.rowcount:
             raise conflict
-
-    if TYPE_CHECKING:
-        # Supplied by the ledger's write mixin (signer.store.policy_rows).
-
-        def _ledger_init(self) -> None: ...
-
-        def _ledger_mark(self) -> None: ...
-
-        def _ledger_undo(self) -> None: ...
-
-        def _policy_steps(self) -> list[Step]: ...
-
-        def _policy_flushed(self, results: list[list[Any]]) -> None: ...
-
-        def _policy_committed(self) -> None: ...

@@ -86,7 +86,7 @@ class World:
     async def key(self) -> KeyRecord:
         made = await self.keys.create(self.admin_person.ctx, Curve.SECP256K1, "k", "default", [])
         async with self.store.read() as reader:
-            record = await reader.get_key(made["id"])
+            record = await reader.keys.get(made["id"])
         assert record is not None
         return record
 
@@ -123,7 +123,7 @@ class World:
         ``quorum`` of ``group``."""
         policy_id = f"p-{key.id}"
         async with self.store.read() as reader:
-            version = len(await reader.policy_versions(policy_id)) + 1
+            version = len(await reader.policies.versions(policy_id)) + 1
         document = parse_policy_document(
             {
                 "id": policy_id,

@@ -134,7 +134,7 @@ async def console(world: World, tmp_path: Path) -> AsyncIterator[Console]:
 
 async def _audit(world: World) -> list[dict]:
     async with world.store.read() as reader:
-        return [json.loads(e.event) for e in await reader.audit_events()]
+        return [json.loads(e.event) for e in await reader.audit.events()]
 
 
 def _token_id(token: str) -> str:
@@ -157,7 +157,7 @@ async def test_the_cookie_is_a_session_not_the_token(world: World, console: Cons
     # by its public id and holds neither the cookie nor the token.
     digest = world.auth.derived_secret(f"console-session\0{value}")
     async with world.store.read() as reader:
-        row = await reader.get_console_session(digest)
+        row = await reader.console_sessions.get(digest)
     assert row is not None and row.digest != value.encode() and len(row.digest) == 32
     assert row.principal_id == alice.id and row.token_id == _token_id(alice.token)
     assert row.expires_at == row.created_at + MAX_AGE
@@ -201,7 +201,7 @@ async def test_sign_out_forgets_the_session(world: World, console: Console) -> N
     assert not await console.signed_in(value)
     async with world.store.read() as reader:
         assert (
-            await reader.get_console_session(world.auth.derived_secret(f"console-session\0{value}")) is None
+            await reader.console_sessions.get(world.auth.derived_secret(f"console-session\0{value}")) is None
         )
     assert await console.signed_in(other)  # the other session is its own
     outs = [e for e in await _audit(world) if e["kind"] == "console.sign_out"]

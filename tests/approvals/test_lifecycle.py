@@ -47,7 +47,7 @@ async def test_two_of_three_signs_exactly_the_stored_payload_once(world: World) 
     assert again.value.code == "result_already_fetched"
 
     async with world.store.read() as reader:
-        kinds = [e.kind for e in await reader.audit_events(limit=1000)]
+        kinds = [e.kind for e in await reader.audit.events(limit=1000)]
     for kind in (
         "approval.requested",
         "approval.vote",

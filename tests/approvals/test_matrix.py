@@ -19,13 +19,13 @@ from tests.dbfixtures import fresh_store
 
 async def _audit_kinds(store: Store) -> list[str]:
     async with store.read() as reader:
-        return [e.kind for e in await reader.audit_events(limit=10_000)]
+        return [e.kind for e in await reader.audit.events(limit=10_000)]
 
 
 async def _signatures_released(store: Store) -> int:
     """Signing events with outcome "allowed": the only way a signature leaves the service."""
     async with store.read() as reader:
-        events = [json.loads(e.event) for e in await reader.audit_events(limit=10_000)]
+        events = [json.loads(e.event) for e in await reader.audit.events(limit=10_000)]
     return sum(1 for e in events if e["kind"].startswith("sign.") and e.get("outcome") == "allowed")
 
 

@@ -298,7 +298,7 @@ class ApprovalMachine(RuleBasedStateMachine):
 
         async def count() -> int:
             async with self.world.store.read() as reader:
-                events = [json.loads(e.event) for e in await reader.audit_events(limit=100_000)]
+                events = [json.loads(e.event) for e in await reader.audit.events(limit=100_000)]
             return sum(
                 1
                 for e in events

@@ -29,7 +29,7 @@ async def test_the_store_refuses_a_vote_in_another_spelling(world: World) -> Non
     for named in ("0x" + digest, digest.upper(), "0X" + digest.upper(), "00" * 32):
 
         async def unit(writer: Writer, named: str = named) -> None:
-            await writer.insert_approval_vote(
+            await writer.approvals.insert_vote(
                 ApprovalVoteRecord(
                     record.id, alice.id, alice.ctx.caller.token_id, "reject", named, datetime.now(UTC)
                 )
@@ -39,7 +39,7 @@ async def test_the_store_refuses_a_vote_in_another_spelling(world: World) -> Non
             await world.store.submit(unit)
         assert caught.value.code == "approval_mismatch"
     async with world.store.read() as reader:
-        assert await reader.approval_votes(record.id) == []
+        assert await reader.approvals.votes(record.id) == []
 
     # Through the service the same spelling is canonicalised first, so it is recorded and counted.
     shown = await world.approvals.reject(alice.ctx, record.id, "0X" + digest.upper())

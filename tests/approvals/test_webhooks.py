@@ -197,7 +197,7 @@ async def test_a_hanging_receiver_never_blocks_a_request(hooked, receiver) -> No
 
     async def timed_out() -> bool:
         async with world.store.read() as reader:
-            due = await reader.due_outbox(world.clock() + timedelta(days=1))
+            due = await reader.outbox.due(world.clock() + timedelta(days=1))
         return any(r.last_error == "TimeoutError" for r in due)
 
     deadline = time.monotonic() + 15
@@ -259,7 +259,7 @@ async def test_rotation_sends_both_signatures_during_the_overlap_only(hooked, re
     assert _signatures(headers) == [_mac(newest, headers, body)]
 
     async with world.store.read() as reader:
-        events = [json.loads(e.event) for e in await reader.audit_events()]
+        events = [json.loads(e.event) for e in await reader.audit.events()]
     rotations = [e for e in events if e["kind"] == "webhook.secret_rotate"]
     assert len(rotations) == 3 and all("secret" not in e for e in rotations)
     text = json.dumps(events)
@@ -286,7 +286,7 @@ async def test_redirects_are_not_followed(hooked, receiver) -> None:
 
     async def errors() -> list[str | None]:
         async with world.store.read() as reader:
-            due = await reader.due_outbox(world.clock() + timedelta(days=1))
+            due = await reader.outbox.due(world.clock() + timedelta(days=1))
         return [r.last_error for r in due]
 
     deadline = time.monotonic() + 15
@@ -306,12 +306,12 @@ async def test_delivery_checks_the_destination_again(hooked_strict, receiver) ->
     for group, target in (("by-address", url), ("by-name", url.replace("127.0.0.1", "localhost"))):
         # Written straight to the store: which names the set-time check lets through is tested apart.
         async with world.store.write() as writer:
-            await writer.set_webhook(group, target, world.clock(), None, secret_salt="s")
+            await writer.webhooks.set(group, target, world.clock(), None, secret_salt="s")
         await world.request(requester, key, quorum={group: 1})
 
     async def refused() -> list[str]:
         async with world.store.read() as reader:
-            due = await reader.due_outbox(world.clock() + timedelta(days=1))
+            due = await reader.outbox.due(world.clock() + timedelta(days=1))
         return [r.group_name for r in due if r.last_error == "DestinationRefused"]
 
     deadline = time.monotonic() + 15

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signer.store.policy_rows import _KeyRows, _second_of
+from signer.store.ledger import _KeyRows, _second_of
 
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=UTC)
 US = timedelta(microseconds=1)
@@ -28,7 +28,7 @@ def model_sum(rows: list[tuple[datetime, int]], since: datetime | None) -> int:
 
 
 def ask(entry: _KeyRows, rows: list[tuple[datetime, int]], since: datetime | None) -> int:
-    """What ``PolicyWrites.usage`` does around ``sum_after``: read the edge second when it is needed."""
+    """What ``Ledger.usage`` does around ``sum_after``: read the edge second when it is needed."""
     edge = entry.edge_needed(since)
     if edge is not None:
         entry.set_edge(edge, [(s, a) for s, a in rows if _second_of(s) == edge])

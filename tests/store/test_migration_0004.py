@@ -46,16 +46,16 @@ def test_webhooks_from_before_0004_keep_their_secret_and_rotate(tmp_path: Path) 
     async def check() -> None:
         async with fresh_store(url) as store:
             async with store.read() as reader:
-                before = await reader.get_webhook("treasury")
+                before = await reader.webhooks.get("treasury")
             assert before is not None and before.secret_salt is None and before.previous_secret_until is None
             until = datetime.now(UTC) + timedelta(hours=1)
             async with store.write() as writer:
-                rotated = await writer.rotate_webhook_secret("treasury", "a1" * 16, until)
-                assert await writer.rotate_webhook_secret("nobody", "b2" * 16, until) is None
+                rotated = await writer.webhooks.rotate_secret("treasury", "a1" * 16, until)
+                assert await writer.webhooks.rotate_secret("nobody", "b2" * 16, until) is None
             assert rotated is not None
             assert rotated.secret_salt == "a1" * 16 and rotated.previous_secret_salt is None
             async with store.read() as reader:
-                after = await reader.get_webhook("treasury")
+                after = await reader.webhooks.get("treasury")
             assert after == rotated
 
     asyncio.run(check())

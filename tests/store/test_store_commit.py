@@ -29,7 +29,7 @@ async def all_events(store: Store) -> list[AuditRecord]:
     records: list[AuditRecord] = []
     async with store.read() as r:
         while True:
-            page = await r.audit_events(after_seq=records[-1].seq if records else 0, limit=97)
+            page = await r.audit.events(after_seq=records[-1].seq if records else 0, limit=97)
             if not page:
                 return records
             records.extend(page)
@@ -72,14 +72,14 @@ async def test_submit_returns_only_after_commit(store: Store) -> None:
     alice = principal("alice")
 
     async def unit(w: Writer) -> str:
-        await w.insert_principal(alice)
+        await w.principals.insert(alice)
         w.append_audit(event("principal.create"))
         return alice.id
 
     assert await store.submit(unit) == alice.id
     # A different connection sees it at once: the await returned after COMMIT, not before.
     async with store.read() as r:
-        assert await r.get_principal(alice.id) == alice
+        assert await r.principals.get(alice.id) == alice
 
 
 async def test_200_concurrent_submits_make_one_gapless_chain(store: Store) -> None:
@@ -111,7 +111,7 @@ async def test_a_failing_unit_does_not_poison_its_batch(store: Store) -> None:
     def ok(p):  # type: ignore[no-untyped-def]
         async def unit(w: Writer) -> str:
             writers.add(w)
-            await w.insert_principal(p)
+            await w.principals.insert(p)
             w.append_audit(event("principal.create", name=p.name))
             return p.name
 
@@ -119,22 +119,22 @@ async def test_a_failing_unit_does_not_poison_its_batch(store: Store) -> None:
 
     async def raises_after_writing(w: Writer) -> None:
         writers.add(w)
-        await w.insert_principal(principal("ghost"))
+        await w.principals.insert(principal("ghost"))
         w.append_audit(event("principal.create", name="ghost"))
         w.bump_epoch()
         raise Refused
 
     async def store_conflict(w: Writer) -> None:
         writers.add(w)
-        await w.insert_principal(principal("ghost2"))
+        await w.principals.insert(principal("ghost2"))
         w.append_audit(event("principal.create", name="ghost2"))
-        await w.insert_principal(principal("good0"))  # name taken by an earlier unit of this batch
+        await w.principals.insert(principal("good0"))  # name taken by an earlier unit of this batch
 
     async def swallows_failed_statement(w: Writer) -> str:
         writers.add(w)
-        await w.insert_principal(principal("ghost3"))
+        await w.principals.insert(principal("ghost3"))
         try:
-            await w.insert_token(token("prn_missing"))
+            await w.tokens.insert(token("prn_missing"))
         except NotFound:
             pass
         w.append_audit(event("token.issue"))
@@ -163,7 +163,7 @@ async def test_a_failing_unit_does_not_poison_its_batch(store: Store) -> None:
     assert isinstance(results[4], SignerError)  # the swallowed failure comes back to its caller
     assert isinstance(results[5], ValueError)
     async with store.read() as r:
-        assert [p.name for p in await r.list_principals()] == ["good0", "good1", "good2"]
+        assert [p.name for p in await r.principals.all()] == ["good0", "good1", "good2"]
         assert await r.epoch() == 0  # the failing unit's bump was dropped with it
     records = await assert_chain(store, 3)
     assert ['"name":"good0"' in records[0].event, '"name":"good2"' in records[2].event] == [True, True]
@@ -191,7 +191,7 @@ async def test_many_writing_units_in_one_batch(store: Store) -> None:
     def unit_for(i: int):  # type: ignore[no-untyped-def]
         async def unit(w: Writer) -> None:
             writers.append(w)
-            await w.insert_principal(principal(f"p{i:03d}"))
+            await w.principals.insert(principal(f"p{i:03d}"))
             w.append_audit(event(n=i))
 
         return unit
@@ -203,7 +203,7 @@ async def test_many_writing_units_in_one_batch(store: Store) -> None:
     records = await assert_chain(store, 130)
     assert all(f'"n":{i}' in records[i].event for i in range(130))  # order of submission kept
     async with store.read() as r:
-        assert len(await r.list_principals()) == 130
+        assert len(await r.principals.all()) == 130
 
 
 async def test_two_stores_on_one_database_make_one_chain(store_url: str) -> None:
@@ -211,7 +211,7 @@ async def test_two_stores_on_one_database_make_one_chain(store_url: str) -> None
 
         def unit_for(tag: str, i: int):  # type: ignore[no-untyped-def]
             async def unit(w: Writer) -> int:
-                await w.insert_principal(principal(f"{tag}{i:03d}"))
+                await w.principals.insert(principal(f"{tag}{i:03d}"))
                 return w.append_audit(event(store=tag, n=i)).seq
 
             return unit
@@ -222,7 +222,7 @@ async def test_two_stores_on_one_database_make_one_chain(store_url: str) -> None
         assert sorted(seqs) == list(range(1, 201))
         await assert_chain(a, 200)
         async with b.read() as r:
-            assert len(await r.list_principals()) == 200
+            assert len(await r.principals.all()) == 200
 
 
 async def test_a_failing_commit_fails_every_unit_and_keeps_nothing(store_url: str) -> None:
@@ -232,14 +232,14 @@ async def test_a_failing_commit_fails_every_unit_and_keeps_nothing(store_url: st
             await store.submit(appender("test.before"))
 
             async def writes(w: Writer) -> None:
-                await w.insert_principal(principal("lost"))
+                await w.principals.insert(principal("lost"))
                 w.append_audit(event("principal.create"))
                 w.bump_epoch()
 
             results = await submit_all(store, [appender(), writes, appender(POISON_KIND), appender()])
             assert all(isinstance(r, AuditUnavailable) for r in results), results
             async with store.read() as r:
-                assert await r.list_principals() == []
+                assert await r.principals.all() == []
                 assert await r.epoch() == 0
             await assert_chain(store, 1)
             # The store carries on: the next batch (without poison) commits normally.
@@ -377,7 +377,7 @@ async def test_a_unit_cannot_submit_and_a_finished_writer_cannot_append(store: S
         with pytest.raises(RuntimeError):
             writer.bump_epoch()
         with pytest.raises(RuntimeError):
-            await writer.get_principal("x")
+            await writer.principals.get("x")
     await store.submit(appender())
     await assert_chain(store, 1)
 
@@ -403,11 +403,11 @@ async def test_one_pooled_connection_is_clean_after_every_way_a_transaction_ends
                 w.append_audit(event(n=98))
                 raise RuntimeError("caller fails")
         async with store.read() as r:
-            assert [e.seq for e in await r.audit_events()] == [1]
+            assert [e.seq for e in await r.audit.events()] == [1]
         assert await store.submit(ok) == 2
         async with store.write() as w:
             w.append_audit(event(n=3))
         async with store.read() as r:
-            records = await r.audit_events()
+            records = await r.audit.events()
             assert [e.seq for e in records] == [1, 2, 3]
             assert verify_chain(records, expected_head=await r.audit_head()).ok

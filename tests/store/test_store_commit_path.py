@@ -62,22 +62,24 @@ def signing_unit(n: int, *, fail: str | None = None):  # type: ignore[no-untyped
 
     async def unit(w: Writer) -> int:
         now = T0 + timedelta(seconds=n)
-        await w.usage(KEY, now - timedelta(days=1), now)
-        await w.usage(RATE, now - timedelta(seconds=60), now)
-        if await w.get_idempotency("prn_1", f"idem-{n}") is not None:
+        await w.ledger.usage(KEY, now - timedelta(days=1), now)
+        await w.ledger.usage(RATE, now - timedelta(seconds=60), now)
+        if await w.idempotency.get("prn_1", f"idem-{n}") is not None:
             raise Conflict("replayed", code="replayed")
         w.append_audit(event("sign.transaction", n=n))
         if fail == "after_audit":
             raise Refused
-        await w.reserve([LedgerEntry(KEY, 1000 + n, now, None, f"req-{n}"), LedgerEntry(RATE, 1, now, None)])
-        await w.insert_idempotency(idempotency(f"idem-{n}", n=n))
+        await w.ledger.reserve(
+            [LedgerEntry(KEY, 1000 + n, now, None, f"req-{n}"), LedgerEntry(RATE, 1, now, None)]
+        )
+        await w.idempotency.insert(idempotency(f"idem-{n}", n=n))
         if fail == "after_buffering":
             raise Refused
         if fail == "after_sql_write":
-            await w.insert_principal(principal(f"ghost{n}"))
+            await w.principals.insert(principal(f"ghost{n}"))
             raise Refused
         if fail == "conflict":
-            await w.insert_idempotency(idempotency(f"idem-{n}"))  # its own key: taken
+            await w.idempotency.insert(idempotency(f"idem-{n}"))  # its own key: taken
         return n
 
     return unit
@@ -124,7 +126,7 @@ async def test_failing_units_in_a_large_batch_leave_nothing_and_neighbours_keep_
     keys = await table_rows(store, select(t.idempotency_keys.c.key))
     assert sorted(k for (k,) in keys) == sorted(f"idem-{n}" for n in good)
     async with store.read() as r:
-        assert await r.list_principals() == []
+        assert await r.principals.all() == []
         assert await store.integrity_check()
     # The failed units' idempotency keys stayed free.
     assert await store.submit(signing_unit(1)) == 1
@@ -151,21 +153,21 @@ async def test_units_that_only_buffer_take_no_savepoint(store: Store) -> None:
 
 async def test_idempotency_keys_within_a_batch_and_across_transactions(store: Store) -> None:
     async def first(w: Writer) -> None:
-        await w.insert_idempotency(idempotency("k", answer=1))
+        await w.idempotency.insert(idempotency("k", answer=1))
 
     async def second(w: Writer) -> Any:
         # The first unit's record is not in the table yet, but this transaction must see it.
-        seen = await w.get_idempotency("prn_1", "k")
+        seen = await w.idempotency.get("prn_1", "k")
         assert seen is not None and seen.response == {"name": "k", "answer": 1}
-        await w.insert_idempotency(idempotency("k", answer=2))
+        await w.idempotency.insert(idempotency("k", answer=2))
 
     async def buffers_then_fails(w: Writer) -> None:
-        await w.insert_idempotency(idempotency("k2", answer="lost"))
+        await w.idempotency.insert(idempotency("k2", answer="lost"))
         raise Refused
 
     async def takes_the_freed_key(w: Writer) -> Any:
-        assert await w.get_idempotency("prn_1", "k2") is None
-        await w.insert_idempotency(idempotency("k2", answer="kept"))
+        assert await w.idempotency.get("prn_1", "k2") is None
+        await w.idempotency.insert(idempotency("k2", answer="kept"))
 
     results = await submit_all(store, [first, second, buffers_then_fails, takes_the_freed_key])
     assert results[0] is None and results[3] is None
@@ -173,15 +175,15 @@ async def test_idempotency_keys_within_a_batch_and_across_transactions(store: St
     assert isinstance(results[2], Refused)
 
     async with store.read() as r:
-        k = await r.get_idempotency("prn_1", "k")
-        k2 = await r.get_idempotency("prn_1", "k2")
+        k = await r.idempotency.get("prn_1", "k")
+        k2 = await r.idempotency.get("prn_1", "k2")
     assert k is not None and k.response == {"name": "k", "answer": 1} and k.created_at == T0
     assert k2 is not None and k2.response == {"name": "k2", "answer": "kept"}
 
     async def later(w: Writer) -> Any:
-        found = await w.get_idempotency("prn_1", "k")
+        found = await w.idempotency.get("prn_1", "k")
         assert found == k
-        await w.insert_idempotency(idempotency("k"))
+        await w.idempotency.insert(idempotency("k"))
 
     try:
         await store.submit(later)
@@ -210,8 +212,8 @@ async def test_two_stores_keep_folded_caches_equal_to_sql_sums(store_url: str) -
                 async def unit(w: Writer, entries=entries, fail=fail, now=now) -> None:  # type: ignore[no-untyped-def]
                     for key in (KEY, RATE):
                         for window in windows:
-                            await w.usage(key, None if window is None else now - window, now)
-                    await w.reserve(entries)
+                            await w.ledger.usage(key, None if window is None else now - window, now)
+                    await w.ledger.reserve(entries)
                     w.append_audit(event(now=now.isoformat()))
                     if fail:
                         raise Refused
@@ -238,7 +240,7 @@ async def test_two_stores_keep_folded_caches_equal_to_sql_sums(store_url: str) -
             # And what each store's writer answers is the exact SQL sum, whoever wrote last.
             async def read(w: Writer, now=now) -> dict[Any, int]:  # type: ignore[no-untyped-def]
                 return {
-                    (key, window): await w.usage(key, None if window is None else now - window, now)
+                    (key, window): await w.ledger.usage(key, None if window is None else now - window, now)
                     for key in (KEY, RATE)
                     for window in windows
                 }
@@ -255,8 +257,8 @@ async def test_a_failed_commit_folds_nothing(store_url: str) -> None:
         async with fresh_store(store_url) as store:
 
             async def reserve(w: Writer, kind: str = "test.event") -> None:
-                await w.usage(KEY, None, T0)
-                await w.reserve([LedgerEntry(KEY, 5, T0, None)])
+                await w.ledger.usage(KEY, None, T0)
+                await w.ledger.reserve([LedgerEntry(KEY, 5, T0, None)])
                 w.append_audit(event(kind))
 
             await store.submit(reserve)
@@ -271,7 +273,7 @@ async def test_a_failed_commit_folds_nothing(store_url: str) -> None:
             assert store.ledger_cache.keys[KEY].sum_after(None) == 5 == await sql_sum(store, KEY, None)
 
             async def read(w: Writer) -> int:
-                return await w.usage(KEY, None, T0)
+                return await w.ledger.usage(KEY, None, T0)
 
             assert await store.submit(read) == 5
     finally:

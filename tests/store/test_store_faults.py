@@ -49,7 +49,7 @@ async def append(store: Store, **fields: Any) -> int:
 
 async def chain_ok(store: Store, count: int) -> None:
     async with store.read() as r:
-        records = await r.audit_events(limit=10_000)
+        records = await r.audit.events(limit=10_000)
         head = await r.audit_head()
     assert [r.seq for r in records] == list(range(1, count + 1))
     assert verify_chain(records, expected_head=head).ok
@@ -101,11 +101,11 @@ async def _killed_inside_write(store: Store, store_url: str) -> None:
     await append(store, n=1)
     with pytest.raises(DatabaseUnavailable):
         async with store.write() as w:
-            await w.insert_principal(principal("lost"))
+            await w.principals.insert(principal("lost"))
             w.append_audit(event(n=2))
             assert await terminate_store_backends(store_url) == 1
     async with store.read() as r:
-        assert await r.list_principals() == []
+        assert await r.principals.all() == []
     await append(store, n=2)
     await chain_ok(store, 2)
 

@@ -20,13 +20,18 @@ import pytest
 from signer.audit import verify_chain
 from signer.errors import Conflict, DatabaseUnavailable, SignerError
 from signer.store import Store, Writer
+from signer.store.internals import run_on_thread
 from tests.dbfixtures import fresh_store
 from tests.store.store_testkit import event, sqlite_path
 
 
+def _in_transaction(connection: sqlite3.Connection) -> bool:
+    return connection.in_transaction
+
+
 async def _seqs(store: Store) -> list[int]:
     async with store.read() as r:
-        records = await r.audit_events()
+        records = await r.audit.events()
         assert verify_chain(records, expected_head=await r.audit_head()).ok
     return [e.seq for e in records]
 
@@ -38,11 +43,11 @@ async def test_held_connection_is_clean_after_every_way_a_batch_ends(sqlite_stor
             return w.append_audit(event(n=1)).seq
 
         async def through_sqlalchemy(w: Writer) -> int:
-            assert await w.get_principal("nobody") is None  # a statement through SQLAlchemy
+            assert await w.principals.get("nobody") is None  # a statement through SQLAlchemy
             return w.append_audit(event(n=2)).seq
 
         async def fails_after_sqlalchemy(w: Writer) -> None:
-            await w.get_principal("nobody")
+            await w.principals.get("nobody")
             w.append_audit(event(n=99))
             raise Conflict("unit refuses", code="conflict")
 
@@ -63,7 +68,7 @@ async def test_held_connection_is_clean_after_every_way_a_batch_ends(sqlite_stor
         # The same connection served every batch, and it is outside any transaction between them.
         assert store._held is held
         assert not held[0].in_transaction()
-        assert not held[1]._connection._conn.in_transaction
+        assert not await run_on_thread(held[1]._connection, _in_transaction)
         assert await _seqs(store) == [1, 2, 3, 4]
         async with store.write() as w:  # write() uses the pool, beside the held connection
             w.append_audit(event(n=5))

@@ -33,7 +33,7 @@ CHILD = textwrap.dedent(
             def unit_for(i):
                 async def unit(w):
                     if i % 10 == 0:  # some units write facts too, so savepoints are exercised
-                        await w.insert_principal(
+                        await w.principals.insert(
                             PrincipalRecord(f"{tag}-{i}", f"{tag}-{i}", "service", datetime.now(UTC))
                         )
                     return w.append_audit(
@@ -84,9 +84,9 @@ async def test_two_processes_one_chain(store_url: str) -> None:
         assert child.returncode == 0, err
         assert out.strip() == f"done {UNITS_PER_PROCESS} {UNITS_PER_PROCESS}"
     async with fresh_store(store_url) as store, store.read() as r:
-        records = await r.audit_events(limit=10_000)
+        records = await r.audit.events(limit=10_000)
         head = await r.audit_head()
-        principals = await r.list_principals()
+        principals = await r.principals.all()
     total = 2 * UNITS_PER_PROCESS
     assert [rec.seq for rec in records] == list(range(1, total + 1))
     assert verify_chain(records, expected_head=head).ok
@@ -141,7 +141,7 @@ async def test_a_returned_submit_survives_kill_9(store_url: str) -> None:
         if child.stderr:
             child.stderr.close()
     async with fresh_store(store_url) as store, store.read() as r:
-        records = await r.audit_events(limit=100_000)
+        records = await r.audit.events(limit=100_000)
         head = await r.audit_head()
         integrity = await store.integrity_check()
     stored = {rec.seq for rec in records}

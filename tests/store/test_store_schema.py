@@ -41,8 +41,8 @@ async def test_a_fresh_database_starts_empty_at_genesis(store: Store) -> None:
     async with store.read() as r:
         assert await r.audit_head() == (0, GENESIS_HASH)
         assert await r.epoch() == 0
-        assert await r.audit_events() == []
-        assert await r.list_principals() == []
+        assert await r.audit.events() == []
+        assert await r.principals.all() == []
     assert await store.schema_revision() == head_revision()
     assert await store.integrity_check()
 

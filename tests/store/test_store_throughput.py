@@ -38,7 +38,7 @@ async def test_submit_throughput(store: Store, capsys: pytest.CaptureFixture[str
     for callers, units in UNITS.items():
         results[callers] = await measure(store, callers, units)
     async with store.read() as r:
-        records = await r.audit_events(limit=100_000)
+        records = await r.audit.events(limit=100_000)
         head = await r.audit_head()
     assert len(records) == sum((u // c) * c for c, u in UNITS.items())
     assert verify_chain(records, expected_head=head).ok

@@ -156,7 +156,7 @@ def plant_claim(url: str, principal_id: str, key: str, digest: str, claimed_at: 
         try:
 
             async def unit(writer: Writer) -> None:
-                taken = await writer.claim_idempotency(
+                taken = await writer.idempotency.claim(
                     principal_id, key, digest, "planted-claim", claimed_at, claimed_at - timedelta(days=1)
                 )
                 assert taken is None
@@ -173,7 +173,7 @@ def stored_digest(url: str, principal_id: str, key: str) -> str:
         store = await open_store(url, pool_size=1)
         try:
             async with store.read() as reader:
-                record = await reader.get_idempotency(principal_id, key)
+                record = await reader.idempotency.get(principal_id, key)
         finally:
             await store.close()
         assert record is not None and record.claim is None

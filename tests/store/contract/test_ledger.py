@@ -50,12 +50,12 @@ async def test_usage_is_the_exact_rolling_sum_under_random_histories(store: Stor
             for key in keys:
                 for window in windows:
                     since = None if window is None else now - window
-                    seen[(key, window)] = await w.usage(key, since, now)
-            await w.reserve(batch)
+                    seen[(key, window)] = await w.ledger.usage(key, since, now)
+            await w.ledger.reserve(batch)
             for key in keys:
                 for window in windows:
                     since = None if window is None else now - window
-                    seen[(key, window, "after")] = await w.usage(key, since, now)
+                    seen[(key, window, "after")] = await w.ledger.usage(key, since, now)
             if fail:
                 raise RuntimeError("unit fails after reserving")
             return seen
@@ -77,11 +77,11 @@ async def test_a_failed_unit_leaves_no_reservation_and_its_batch_neighbours_keep
     key = "spend:key:k:native"
 
     async def good(w: Writer) -> None:
-        await w.reserve([LedgerEntry(key, 3, T0, None)])
+        await w.ledger.reserve([LedgerEntry(key, 3, T0, None)])
 
     async def bad(w: Writer) -> None:
-        await w.usage(key, None, T0)
-        await w.reserve([LedgerEntry(key, 100, T0, None)])
+        await w.ledger.usage(key, None, T0)
+        await w.ledger.reserve([LedgerEntry(key, 100, T0, None)])
         raise RuntimeError("after reserving")
 
     results = await asyncio.gather(
@@ -90,7 +90,7 @@ async def test_a_failed_unit_leaves_no_reservation_and_its_batch_neighbours_keep
     assert isinstance(results[1], RuntimeError)
 
     async def read(w: Writer) -> int:
-        return await w.usage(key, None, T0)
+        return await w.ledger.usage(key, None, T0)
 
     assert await store.submit(read) == 6
 
@@ -100,19 +100,19 @@ async def test_extreme_amounts_round_trip(store: Store, amount: int) -> None:
     key = "spend:scope:a:native"
 
     async def unit(w: Writer) -> None:
-        await w.reserve([LedgerEntry(key, amount, T0, None), LedgerEntry(key, amount, T0, None)])
+        await w.ledger.reserve([LedgerEntry(key, amount, T0, None), LedgerEntry(key, amount, T0, None)])
 
     await store.submit(unit)
 
     async def read(w: Writer) -> int:
-        return await w.usage(key, T0 - timedelta(seconds=1), T0)
+        return await w.ledger.usage(key, T0 - timedelta(seconds=1), T0)
 
     assert await store.submit(read) == 2 * amount
 
 
 async def test_negative_or_non_integer_amounts_are_refused(store: Store) -> None:
     async def unit(w: Writer) -> None:
-        await w.reserve([LedgerEntry("k", -1, T0, None)])
+        await w.ledger.reserve([LedgerEntry("k", -1, T0, None)])
 
     with pytest.raises(ValueError):
         await store.submit(unit)
@@ -131,9 +131,9 @@ async def test_two_stores_on_one_database_see_each_others_reservations(store_url
             batch = [LedgerEntry(key, rng.choice([1, BIG]), now, None) for _ in range(rng.randint(0, 2))]
 
             async def unit(w: Writer, batch=batch, now=now) -> tuple[int, int]:  # type: ignore[no-untyped-def]
-                short = await w.usage(key, now - timedelta(seconds=8), now)
-                total = await w.usage(key, None, now)
-                await w.reserve(batch)
+                short = await w.ledger.usage(key, now - timedelta(seconds=8), now)
+                total = await w.ledger.usage(key, None, now)
+                await w.ledger.reserve(batch)
                 return short, total
 
             short, total = await store.submit(unit)

@@ -1,8 +1,8 @@
 """Console sessions' rows: insert, find by keyed digest, touch, end (one or all of a token's), purge.
 
-Mixed into ``Reader``/``Writer`` (``signer.store.core``) like ``policy_rows``. The digest is computed by
-the caller (``signer.services.console_sessions``) under the token key; the store never sees a session
-secret. A session is found only by its digest, and only while its absolute expiry is ahead.
+Owns the ``console_sessions`` table. The digest is computed by the caller
+(``signer.services.console_sessions``) under the token key; the store never sees a session secret. A
+session is found only by its digest, and only while its absolute expiry is ahead.
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ from sqlalchemy import delete, or_, select, update
 
 from signer.errors import Conflict
 from signer.store import schema as t
-from signer.store.policy_rows import _Statements
+from signer.store.checks import tz_aware
 from signer.store.records import ConsoleSessionRecord
-
-
-def _aware(value: datetime, name: str) -> None:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware")
+from signer.store.tx import Statements, WriteStatements
 
 
 def _session(row: Any) -> ConsoleSessionRecord:
@@ -36,19 +32,34 @@ def _session(row: Any) -> ConsoleSessionRecord:
     )
 
 
-class ConsoleReads(_Statements):
-    async def get_console_session(self, digest: bytes) -> ConsoleSessionRecord | None:
-        row = await self._first(select(t.console_sessions).where(t.console_sessions.c.digest == digest))
+class ConsoleSessionReads:
+    """Reads of ``console_sessions``."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Statements) -> None:
+        self._tx = tx
+
+    async def get(self, digest: bytes) -> ConsoleSessionRecord | None:
+        row = await self._tx._first(select(t.console_sessions).where(t.console_sessions.c.digest == digest))
         return None if row is None else _session(row)
 
 
-class ConsoleWrites(_Statements):
-    async def insert_console_session(self, record: ConsoleSessionRecord) -> None:
+class ConsoleSessionWrites(ConsoleSessionReads):
+    """Writes of ``console_sessions`` (in a write transaction)."""
+
+    __slots__ = ()
+    _tx: WriteStatements
+
+    def __init__(self, tx: WriteStatements) -> None:
+        super().__init__(tx)
+
+    async def insert(self, record: ConsoleSessionRecord) -> None:
         for name in ("created_at", "last_seen_at", "expires_at"):
-            _aware(getattr(record, name), name)
+            tz_aware(getattr(record, name), name)
         if len(record.digest) != 32:
             raise ValueError("a console session digest is 32 bytes")
-        await self._insert_new(
+        await self._tx._insert_new(
             t.console_sessions,
             {
                 "id": record.id,
@@ -62,25 +73,27 @@ class ConsoleWrites(_Statements):
             Conflict("a console session with that id exists", code="console_session_exists"),
         )
 
-    async def touch_console_session(self, session_id: str, now: datetime) -> bool:
+    async def touch(self, session_id: str, now: datetime) -> bool:
         """Record activity (for the idle expiry); False when the session is gone."""
-        _aware(now, "now")
+        tz_aware(now, "now")
         c = t.console_sessions.c
-        result = await self._write(
+        result = await self._tx._write(
             update(t.console_sessions).where(c.id == session_id).values(last_seen_at=now)
         )
         return bool(result.rowcount)
 
-    async def delete_console_session(self, session_id: str) -> bool:
-        result = await self._write(delete(t.console_sessions).where(t.console_sessions.c.id == session_id))
+    async def delete(self, session_id: str) -> bool:
+        result = await self._tx._write(
+            delete(t.console_sessions).where(t.console_sessions.c.id == session_id)
+        )
         return bool(result.rowcount)
 
-    async def purge_console_sessions(self, now: datetime, idle_since: datetime) -> int:
+    async def purge(self, now: datetime, idle_since: datetime) -> int:
         """Delete sessions past their absolute expiry or idle since before ``idle_since``."""
-        _aware(now, "now")
-        _aware(idle_since, "idle_since")
+        tz_aware(now, "now")
+        tz_aware(idle_since, "idle_since")
         c = t.console_sessions.c
-        result = await self._write(
+        result = await self._tx._write(
             delete(t.console_sessions).where(or_(c.expires_at <= now, c.last_seen_at < idle_since))
         )
         return int(result.rowcount or 0)

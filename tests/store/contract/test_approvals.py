@@ -34,9 +34,9 @@ async def _people(store: Store):
     tok = token(approver.id)
 
     async def unit(writer):
-        await writer.insert_principal(requester)
-        await writer.insert_principal(approver)
-        await writer.insert_token(tok)
+        await writer.principals.insert(requester)
+        await writer.principals.insert(approver)
+        await writer.tokens.insert(tok)
 
     await store.submit(unit)
     return requester, approver, tok
@@ -58,30 +58,30 @@ async def test_request_round_trip_and_votes_dedupe_per_identity(store: Store) ->
     record = request_record(requester.id)
 
     async def create(writer):
-        await writer.insert_approval_request(record)
-        await writer.insert_approval_vote(vote(record.id, approver.id, tok.id))
+        await writer.approvals.insert(record)
+        await writer.approvals.insert_vote(vote(record.id, approver.id, tok.id))
 
     await store.submit(create)
     async with store.read() as reader:
-        assert await reader.get_approval_request(record.id) == record
-        votes = await reader.approval_votes(record.id)
+        assert await reader.approvals.get(record.id) == record
+        votes = await reader.approvals.votes(record.id)
     assert [(v.approver_id, v.decision, v.token_found, v.token_revoked_at) for v in votes] == [
         (approver.id, "approve", True, None)
     ]
 
     async def again(writer):
-        await writer.insert_approval_vote(vote(record.id, approver.id, tok.id, "reject"))
+        await writer.approvals.insert_vote(vote(record.id, approver.id, tok.id, "reject"))
 
     with pytest.raises(Conflict) as caught:
         await store.submit(again)
     assert caught.value.code == "approval_already_voted"
 
     async def revoke(writer):
-        await writer.revoke_token(tok.id, T0 + timedelta(minutes=1))
+        await writer.tokens.revoke(tok.id, T0 + timedelta(minutes=1))
 
     await store.submit(revoke)
     async with store.read() as reader:
-        (after,) = await reader.approval_votes(record.id)
+        (after,) = await reader.approvals.votes(record.id)
     assert after.token_revoked_at == T0 + timedelta(minutes=1)
 
 
@@ -90,31 +90,31 @@ async def test_transition_is_compare_and_set(store: Store) -> None:
     record = request_record(requester.id)
 
     async def create(writer):
-        await writer.insert_approval_request(record)
+        await writer.approvals.insert(record)
 
     await store.submit(create)
 
     async def approve(writer):
-        locked = await writer.lock_approval_request(record.id)
+        locked = await writer.approvals.lock(record.id)
         assert locked is not None
-        return await writer.transition_approval(record.id, ["pending"], "approved", T0)
+        return await writer.approvals.transition(record.id, ["pending"], "approved", T0)
 
     # Racing units: exactly one moves the request.
     moved = await asyncio.gather(*(store.submit(approve) for _ in range(4)))
     assert sorted(moved) == [False, False, False, True]
 
     async def sign(writer):
-        return await writer.transition_approval(record.id, ["approved"], "signed", T0, result={"r": "0x1"})
+        return await writer.approvals.transition(record.id, ["approved"], "signed", T0, result={"r": "0x1"})
 
     assert await store.submit(sign) is True
 
     async def fetch(writer):
-        return await writer.mark_approval_result_fetched(record.id, T0)
+        return await writer.approvals.mark_result_fetched(record.id, T0)
 
     assert [await store.submit(fetch), await store.submit(fetch)] == [True, False]
     async with store.read() as reader:
-        stored = await reader.get_approval_request(record.id)
-        listed = await reader.list_approval_requests(states=["signed"], requester_id=requester.id)
+        stored = await reader.approvals.get(record.id)
+        listed = await reader.approvals.all(states=["signed"], requester_id=requester.id)
     assert stored is not None and stored.state == "signed" and stored.result == {"r": "0x1"}
     assert [r.id for r in listed] == [record.id]
 
@@ -123,16 +123,18 @@ async def test_vote_on_unknown_request_and_approver_keys(store: Store) -> None:
     _, approver, tok = await _people(store)
 
     async def stray(writer):
-        await writer.insert_approval_vote(vote("apr_missing", approver.id, tok.id))
+        await writer.approvals.insert_vote(vote("apr_missing", approver.id, tok.id))
 
     with pytest.raises(NotFound):
         await store.submit(stray)
 
     async def register(writer):
-        await writer.set_approver_key(ApproverKeyRecord(approver.id, "ed25519", "aa" * 32, T0))
-        await writer.set_approver_key(ApproverKeyRecord(approver.id, "secp256k1", "02" + "bb" * 32, T0))
+        await writer.approvals.set_approver_key(ApproverKeyRecord(approver.id, "ed25519", "aa" * 32, T0))
+        await writer.approvals.set_approver_key(
+            ApproverKeyRecord(approver.id, "secp256k1", "02" + "bb" * 32, T0)
+        )
 
     await store.submit(register)
     async with store.read() as reader:
-        stored = await reader.get_approver_key(approver.id)
+        stored = await reader.approvals.get_approver_key(approver.id)
     assert stored == ApproverKeyRecord(approver.id, "secp256k1", "02" + "bb" * 32, T0)

@@ -19,14 +19,14 @@ LONG_AGO = T0 - timedelta(days=1)
 
 async def claim(store: Store, key: str, token: str, *, at: Any = T0, digest: str = "d" * 64) -> Any:
     async def unit(w: Writer) -> Any:
-        return await w.claim_idempotency(P, key, digest, token, at, at - timedelta(seconds=30))
+        return await w.idempotency.claim(P, key, digest, token, at, at - timedelta(seconds=30))
 
     return await store.submit(unit)
 
 
 async def read(store: Store, key: str) -> IdempotencyRecord | None:
     async with store.read() as r:
-        return await r.get_idempotency(P, key)
+        return await r.idempotency.get(P, key)
 
 
 def answer(key: str, **extra: Any) -> IdempotencyRecord:
@@ -36,7 +36,7 @@ def answer(key: str, **extra: Any) -> IdempotencyRecord:
 async def test_one_claim_wins_and_others_see_it(store: Store) -> None:
     async def contender(token: str) -> Any:
         async def unit(w: Writer) -> Any:
-            return await w.claim_idempotency(P, "k", "d" * 64, token, T0, LONG_AGO)
+            return await w.idempotency.claim(P, "k", "d" * 64, token, T0, LONG_AGO)
 
         return unit
 
@@ -53,13 +53,13 @@ async def test_the_response_replaces_only_its_own_claim(store: Store) -> None:
     assert await claim(store, "k", "mine") is None
 
     async def someone_else(w: Writer) -> None:
-        await w.insert_idempotency(answer("k"), claim="theirs")
+        await w.idempotency.insert(answer("k"), claim="theirs")
 
     async def unclaimed(w: Writer) -> None:
-        await w.insert_idempotency(answer("k"))
+        await w.idempotency.insert(answer("k"))
 
     async def mine(w: Writer) -> None:
-        await w.insert_idempotency(answer("k", n=1), claim="mine")
+        await w.idempotency.insert(answer("k", n=1), claim="mine")
 
     results = await submit_all(store, [someone_else, unclaimed, mine])
     assert [getattr(r, "code", r) for r in results] == ["idempotency_key_used", "idempotency_key_used", None]
@@ -75,7 +75,7 @@ async def test_release_frees_the_key_and_only_for_its_holder(store: Store) -> No
 
     async def release(token: str) -> Any:
         async def unit(w: Writer) -> bool:
-            return await w.release_idempotency_claim(P, "k", token)
+            return await w.idempotency.release_claim(P, "k", token)
 
         return await store.submit(unit)
 
@@ -99,7 +99,7 @@ async def test_a_claim_goes_stale_and_is_taken_over(store: Store, age: timedelta
 
     async def dead_finishes(w: Writer) -> None:
         # The old claimant came back after all: its response must not be stored over the new claim.
-        await w.insert_idempotency(answer("k"), claim="dead")
+        await w.idempotency.insert(answer("k"), claim="dead")
 
     with pytest.raises(Conflict):
         await store.submit(dead_finishes)

@@ -1,0 +1,151 @@
+"""``Reader`` and ``Writer``: a connection or a write transaction with every table family bound to it.
+
+This is the one place that knows all the families. Callers reach a table through its family
+(``reader.keys.get(key_id)``, ``writer.grants.revoke(grant_id, now)``, ``writer.ledger.reserve(...)``);
+the transaction's own operations (``append_audit``, ``bump_epoch``, ``epoch``, ``head``, ``now``) stay
+on the writer. A family is built on first use, except the three that hold rows until COMMIT (ledger,
+policies' shadow decisions, idempotency records), which the writer builds at once so their rows are
+always written in the same order. A reader's families can only read: mypy refuses
+``reader.keys.insert``. Adding a table family: a module under ``tables/`` and one property here on each
+side.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from signer.store.driver import Driver
+from signer.store.ledger import Ledger
+from signer.store.tables.approvals import ApprovalReads, ApprovalWrites
+from signer.store.tables.audit import AuditReads
+from signer.store.tables.console_sessions import ConsoleSessionReads, ConsoleSessionWrites
+from signer.store.tables.grants import GrantReads, GrantWrites
+from signer.store.tables.groups import GroupReads, GroupWrites
+from signer.store.tables.idempotency import IdempotencyReads, IdempotencyWrites
+from signer.store.tables.keys import KeyReads, KeyWrites
+from signer.store.tables.meta import MetaReads, MetaWrites
+from signer.store.tables.policies import PolicyReads, PolicyWrites
+from signer.store.tables.principals import PrincipalReads, PrincipalWrites, TokenReads, TokenWrites
+from signer.store.tables.webhooks import OutboxReads, OutboxWrites, WebhookReads, WebhookWrites
+from signer.store.tx import ReadTx, WriteTx
+
+if TYPE_CHECKING:
+    from signer.store.commit import Store
+
+
+class Reader(ReadTx):
+    """Reads on a pooled connection; holds no write lock (see ``ReadTx``)."""
+
+    @cached_property
+    def principals(self) -> PrincipalReads:
+        return PrincipalReads(self)
+
+    @cached_property
+    def tokens(self) -> TokenReads:
+        return TokenReads(self)
+
+    @cached_property
+    def keys(self) -> KeyReads:
+        return KeyReads(self)
+
+    @cached_property
+    def grants(self) -> GrantReads:
+        return GrantReads(self)
+
+    @cached_property
+    def groups(self) -> GroupReads:
+        return GroupReads(self)
+
+    @cached_property
+    def approvals(self) -> ApprovalReads:
+        return ApprovalReads(self)
+
+    @cached_property
+    def webhooks(self) -> WebhookReads:
+        return WebhookReads(self)
+
+    @cached_property
+    def outbox(self) -> OutboxReads:
+        return OutboxReads(self)
+
+    @cached_property
+    def meta(self) -> MetaReads:
+        return MetaReads(self)
+
+    @cached_property
+    def audit(self) -> AuditReads:
+        return AuditReads(self)
+
+    @cached_property
+    def policies(self) -> PolicyReads:
+        return PolicyReads(self)
+
+    @cached_property
+    def idempotency(self) -> IdempotencyReads:
+        return IdempotencyReads(self)
+
+    @cached_property
+    def console_sessions(self) -> ConsoleSessionReads:
+        return ConsoleSessionReads(self)
+
+
+class Writer(WriteTx):
+    """One write transaction holding the write lock (see ``WriteTx``), with every table family."""
+
+    def __init__(
+        self, store: Store, conn: AsyncConnection, driver: Driver, seq: int, head_hash: str, epoch: int
+    ) -> None:
+        super().__init__(store, conn, driver, seq, head_hash, epoch)
+        self.ledger = Ledger(self, store.ledger_cache)
+        self.policies = PolicyWrites(self)
+        self.idempotency = IdempotencyWrites(self)
+
+    @cached_property
+    def principals(self) -> PrincipalWrites:
+        return PrincipalWrites(self)
+
+    @cached_property
+    def tokens(self) -> TokenWrites:
+        return TokenWrites(self)
+
+    @cached_property
+    def keys(self) -> KeyWrites:
+        return KeyWrites(self)
+
+    @cached_property
+    def grants(self) -> GrantWrites:
+        return GrantWrites(self)
+
+    @cached_property
+    def groups(self) -> GroupWrites:
+        return GroupWrites(self)
+
+    @cached_property
+    def approvals(self) -> ApprovalWrites:
+        return ApprovalWrites(self)
+
+    @cached_property
+    def webhooks(self) -> WebhookWrites:
+        return WebhookWrites(self)
+
+    @cached_property
+    def outbox(self) -> OutboxWrites:
+        return OutboxWrites(self)
+
+    @cached_property
+    def meta(self) -> MetaWrites:
+        return MetaWrites(self)
+
+    @cached_property
+    def audit(self) -> AuditReads:
+        return AuditReads(self)
+
+    @cached_property
+    def console_sessions(self) -> ConsoleSessionWrites:
+        return ConsoleSessionWrites(self)
+
+
+__all__ = ["Reader", "Writer"]

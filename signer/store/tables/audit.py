@@ -1,0 +1,49 @@
+"""Reading the committed audit log.
+
+Owns the reads of ``audit_events``. Appending is the write transaction's (``WriteTx.append_audit``),
+because events are chained under the write lock and written with the head at COMMIT.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+
+from signer.audit import AuditRecord
+from signer.store import schema as t
+from signer.store.tx import Statements
+
+
+def _audit(row: Any) -> AuditRecord:
+    m = row._mapping
+    return AuditRecord(
+        seq=int(m["seq"]),
+        at=m["at"],
+        request_id=m["request_id"],
+        kind=m["kind"],
+        event=m["event"],
+        prev_hash=m["prev_hash"],
+        hash=m["hash"],
+    )
+
+
+class AuditReads:
+    """Reads of ``audit_events``."""
+
+    __slots__ = ("_tx",)
+
+    def __init__(self, tx: Statements) -> None:
+        self._tx = tx
+
+    async def events(self, after_seq: int = 0, limit: int = 1000) -> list[AuditRecord]:
+        """Committed audit records with ``seq > after_seq``, in order."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        rows = await self._tx._all(
+            select(t.audit_events)
+            .where(t.audit_events.c.seq > after_seq)
+            .order_by(t.audit_events.c.seq)
+            .limit(limit)
+        )
+        return [_audit(r) for r in rows]
