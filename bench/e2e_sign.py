@@ -73,6 +73,7 @@ from common import (
     pipeline_costs,
     probe_report,
     probe_site_dir,
+    process_cpu_seconds,
     read_probes,
     server_worker_pids,
     serving_floor_server,
@@ -293,6 +294,9 @@ class LoadResult:
     # instead of one entry per request; and the ids of requests wrk sent but dropped unanswered.
     counted: dict[str, tuple[Counter[int], float, dict[float, float]]] = field(default_factory=dict)
     unanswered: set[str] = field(default_factory=set)
+    # Cores each worker used in the measured window (wrk load): with few clients the supervisor's
+    # socket may hand every connection to one worker, and its CPU per request is then not the same.
+    worker_cores: dict[int, float] = field(default_factory=dict)
 
     def in_window(self, name: str) -> tuple[list[float], Counter[int], float]:
         if name in self.counted:
@@ -699,9 +703,15 @@ def drive_wrk(
         return done
 
     def window(name: str, length: float) -> None:
+        workers_before = {pid: process_cpu_seconds(pid) for pid in worker_pids}
         start = cpu_snapshot(server_pids, database)
         done = run(name, length)
         end = cpu_snapshot(server_pids, database)
+        if name == "measure":
+            result.worker_cores = {
+                pid: round((process_cpu_seconds(pid) - before) / max(end.at - start.at, 1e-9), 2)
+                for pid, before in workers_before.items()
+            }
         end.client += done.cpu
         result.windows[name] = Window(name, start, end)
         result.counted[name] = (done.statuses, end.at - start.at, done.percentiles_ms)
@@ -1404,6 +1414,9 @@ def main() -> None:
         f"  client CPU per request {client_us:,.0f} us, server CPU per request {server_us:,.0f} us"
         + (" (PostgreSQL backends included)" if share.database else "")
     )
+    if load.worker_cores:
+        # One worker near zero: every connection went to the other (few clients), which shares batches.
+        print("  cores by worker: " + " / ".join(f"{c:.2f}" for c in load.worker_cores.values()))
     if load.errors:
         print("errors:", dict(load.errors))
         for example in load.error_examples:
@@ -1504,6 +1517,7 @@ def main() -> None:
         "durability": {k: v for k, v in durable.items() if k != "why"},
         "fsync_ms": round(fsync_ms, 3),
         "cpu_cores": share.as_dict(),
+        "worker_cores": list(load.worker_cores.values()),
         "profile": profile_summary,
         "components_us": component_summary,
         "fixed_rate": rate_summaries,

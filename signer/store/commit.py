@@ -25,7 +25,8 @@ are buffered in the writer (and dropped with the unit if it fails), and the whol
 written by one executemany per table just before COMMIT. The statements every batch runs go to the
 driver connection directly (``signer.store.driver``), not through SQLAlchemy's per-statement machinery,
 which costs twice the driver's own work; on SQLite the begin and head read are one round trip, and the
-flush with its COMMIT another.
+flush with its COMMIT another, on a connection the batcher keeps between batches (no pool checkout,
+SQLAlchemy transaction or greenlet per batch: ``Store._held_transaction``).
 
 Because every write transaction takes the same lock first, a unit's check-then-write (a spend limit, a
 rate counter) is race-free across processes without further row locks, and writers cannot deadlock
@@ -54,8 +55,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from signer.audit import format_at
 from signer.errors import AuditUnavailable, DatabaseUnavailable, SignerError, TransactionConflict
 from signer.store import schema as t
-from signer.store.driver import Prepared, Step, driver_for
-from signer.store.engine import ConnectionFaults, Target, as_audit_failure, is_connection_fault, translate
+from signer.store.driver import Prepared, SQLiteDriver, Step, driver_for
+from signer.store.engine import (
+    ConnectionFaults,
+    Target,
+    as_audit_failure,
+    file_id,
+    is_connection_fault,
+    translate,
+)
 from signer.store.gate import WriteGate
 from signer.store.ledger import LedgerCache
 from signer.store.reader_writer import Reader, Writer
@@ -67,6 +75,9 @@ T = TypeVar("T")
 Unit = Callable[["Writer"], Awaitable[T]]
 
 _PG_MAX_SAVEPOINTS = 60
+# SQLite: the batcher keeps its write connection between batches only when the pool has at least this
+# many, so reads and write() still find a connection while it is held (see Store._held_transaction).
+_HOLD_MIN_POOL = 3
 _WRITE_PROBE = "readiness_write_probe"
 _CONFLICT_RETRIES = 3
 
@@ -127,6 +138,9 @@ class Store:
         self._wake = asyncio.Event()
         self._batcher: asyncio.Task[None] | None = None
         self._batcher_rested = False
+        # SQLite: the batcher's write connection and its driver, kept between batches.
+        self._held: tuple[AsyncConnection, SQLiteDriver] | None = None
+        self._hold = target.backend == "sqlite" and self.pool_status()[1] >= _HOLD_MIN_POOL
         self._closing = False
         self._closed = False
         # Optional, set by the composition root: called after every group commit with (seconds, units).
@@ -165,6 +179,9 @@ class Store:
                 await self._batcher
             self._batcher = None
         self._closed = True
+        if self._held is not None:
+            conn, self._held = self._held[0], None
+            await self._release(conn)
         await self._engine.dispose()
         if self._gate is not None:
             self._gate.close()
@@ -238,8 +255,52 @@ class Store:
         self._check_writable()
         gate = self._gate.held(rested=self._batcher_rested) if gated and self._gate is not None else None
         async with gate or contextlib.nullcontext():
-            async with self._write_transaction() as writer:
+            transaction = self._held_transaction() if gated and self._hold else self._write_transaction()
+            async with transaction as writer:
                 yield writer
+
+    # The batcher's own connection (SQLite). At one unit per batch, as at low load, checking a
+    # connection out of the pool, beginning SQLAlchemy's transaction, and committing and returning it
+    # cost three greenlets (each maps and unmaps a Python frame stack) and the pool's bookkeeping on
+    # every request. The batcher runs one transaction at a time, so it keeps one connection between
+    # batches and drives the transaction itself through the driver: BEGIN IMMEDIATE with the head, and
+    # the flush with its COMMIT, two trips to the connection's thread and nothing else. SQLAlchemy only
+    # sees the transaction if a unit sends a statement through it (it then begins its own on top,
+    # sending nothing, see engine.py) and is told about the COMMIT afterwards, without a trip. Before
+    # each batch the connection is checked as the pool checks a checkout (a connection fault since it
+    # was opened, a database file removed or replaced, a connection SQLite opened read-only); one that
+    # fails is returned to the pool, which replaces it, and so is one that met a fault or an error
+    # while rolling back. Only with a pool of at least _HOLD_MIN_POOL connections, so reads and
+    # write() keep at least two.
+
+    def _held_is_current(self, conn: AsyncConnection) -> bool:
+        info = conn.sync_connection.info if conn.sync_connection is not None else {}
+        path = self._target.path
+        return (
+            info.get("signer_generation", -1) >= self._faults.generation
+            and not info.get("signer_read_only", True)
+            and path is not None
+            and file_id(path) == info.get("signer_file_id")
+        )
+
+    async def _held_connection(self) -> tuple[AsyncConnection, SQLiteDriver]:
+        held = self._held
+        if held is not None and not self._held_is_current(held[0]):
+            # Back to the pool, whose checkout replaces it (engine.py), as it would any pooled one.
+            self._held = None
+            await self._release(held[0])
+            held = None
+        if held is None:
+            conn = await self._checkout(self._write_engine)
+            try:
+                raw = await conn.get_raw_connection()
+            except BaseException:
+                await self._release(conn)
+                raise
+            held = (conn, SQLiteDriver(raw.driver_connection))
+            if self._held_is_current(conn):
+                self._held = held
+        return held
 
     @asynccontextmanager
     async def _write_transaction(self) -> AsyncIterator[Writer]:
@@ -301,6 +362,74 @@ class Store:
             if not released:
                 faulted = faulted or (writer is not None and writer._connection_fault)
                 await self._release(conn, faulted=faulted)
+
+    @asynccontextmanager
+    async def _held_transaction(self) -> AsyncIterator[Writer]:
+        # _write_transaction on the batcher's held connection (SQLite; see _held_connection).
+        conn, driver = await self._held_connection()
+        keep = False
+        faulted = False
+        writer: Writer | None = None
+        try:
+            try:
+                _, rows = await driver.run(
+                    [Step(self._prepared(_BEGIN_IMMEDIATE)), Step(self._prepared(_HEAD_SELECT))]
+                )
+            except Exception as exc:  # noqa: BLE001 - translated: DatabaseUnavailable or AuditUnavailable
+                faulted = is_connection_fault(exc)
+                # BEGIN may have succeeded before the head read failed.
+                keep = await self._rollback_held(conn, driver)
+                raise self._begin_commit_error(exc) from None
+            row = rows[0] if rows else None
+            if row is None:
+                keep = await self._rollback_held(conn, driver)
+                raise AuditUnavailable("the audit log is not initialised")
+            writer = Writer(self, conn, driver, int(row[0]), str(row[1]), int(row[2]))
+            try:
+                yield writer
+                if writer._failed is not None:
+                    raise writer._failed
+            except BaseException as exc:
+                writer._finished = True
+                keep = await self._rollback_held(conn, driver) and isinstance(exc, Exception)
+                raise
+            try:
+                await writer._flush()
+                writer._finished = True
+                if conn.in_transaction():
+                    # A unit went through SQLAlchemy, which began its own transaction on top of ours:
+                    # the flush's COMMIT ended it, and this tells SQLAlchemy without a trip.
+                    await conn.commit()
+            except BaseException as exc:
+                writer._finished = True
+                faulted = isinstance(exc, Exception) and is_connection_fault(exc)
+                keep = await self._rollback_held(conn, driver) and isinstance(exc, Exception)
+                if isinstance(exc, Exception):
+                    raise self._begin_commit_error(exc) from None
+                raise
+            writer._policy_committed()
+            keep = True
+        finally:
+            faulted = faulted or (writer is not None and writer._connection_fault)
+            if faulted or not keep or self._held is None or self._held[0] is not conn:
+                if self._held is not None and self._held[0] is conn:
+                    self._held = None
+                await self._release(conn, faulted=faulted)
+
+    async def _rollback_held(self, conn: AsyncConnection, driver: SQLiteDriver) -> bool:
+        """Roll the held connection back to no transaction; False if it should not be kept."""
+        try:
+            if conn.in_transaction():
+                # SQLAlchemy's rollback reaches the driver's (there is one transaction underneath).
+                await conn.rollback()
+            else:
+                await driver.rollback()
+        except Exception as exc:  # noqa: BLE001 - any driver failure here only means "connection gone"
+            log.warning("rollback failed", extra={"driver_error": type(exc).__name__})
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            return False
+        return True
 
     def _begin_commit_error(self, exc: Exception) -> SignerError:
         error = translate(exc)

@@ -160,6 +160,10 @@ class SQLiteDriver(Driver):
     async def plain(self, sql: str) -> None:
         await self._jobs([(sql, (), False)])
 
+    async def rollback(self) -> None:
+        """End any open transaction (none open: nothing happens), on the connection's thread."""
+        await self._connection.rollback()
+
     async def run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[tuple[Any, ...]]]:
         jobs: list[_Job] = []
         kept: list[Prepared] = []

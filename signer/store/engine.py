@@ -182,7 +182,7 @@ def _sqlite_engine(
                 cursor.execute(pragma)
         finally:
             cursor.close()
-        record.info["signer_file_id"] = _file_id(path)
+        record.info["signer_file_id"] = file_id(path)
         record.info["signer_read_only"] = bool(
             getattr(dbapi_connection.driver_connection, "opened_read_only", False)
         )
@@ -190,7 +190,7 @@ def _sqlite_engine(
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
-        if _file_id(path) != record.info.get("signer_file_id"):
+        if file_id(path) != record.info.get("signer_file_id"):
             # Removed, moved away or replaced since this connection opened it: drop the connection;
             # the pool reconnects, and opening fails cleanly while the file is absent.
             raise sa_exc.DisconnectionError("database file changed")
@@ -360,7 +360,7 @@ def create_private(path: Path) -> None:
         os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
+def file_id(path: Path) -> tuple[int, int] | None:
     try:
         stat = os.stat(path)
     except OSError:
