@@ -46,7 +46,7 @@ from policy.facts import (
     rate_key,
     spend_key,
 )
-from policy.grants import Grant, GrantRequest, evaluate_grants, grant_usage_queries
+from policy.grants import Grant, GrantRequest, evaluate_grants, grant_usage_queries, grants_reach
 from policy.parsing import RULE_KINDS, parse_policy_document, parse_policy_json, parse_stored_policy_json
 from policy.request import (
     KNOWN_OPERATIONS,
@@ -106,6 +106,7 @@ __all__ = [
     "grant_spend_key",
     "grant_usage_queries",
     "grant_uses_key",
+    "grants_reach",
     "is_scope",
     "narrowest",
     "parse_canonical",

@@ -6,9 +6,35 @@ optionally an expiry (the instant itself is already expired), a use count and va
 (wei as ``native``, ERC-20 amounts per token address). Existence is not permission: with no matching
 live grant the answer is deny, whoever created the key. A revoked grant is as if absent.
 
-When several grants cover a request, one without limits is used in preference; otherwise the first one
-(in the order given) whose budget still has room, and the decision carries the reservations that charge
-it. A grant with value budgets covers only the assets it budgets: a token transfer through a grant
+A grant either allows the operations it lists or, with ``no_access``, says "no access at all" to what it
+names (every operation, now and as operations are added; it lists none). The two cannot be confused:
+an allow grant lists at least one operation (a stored one that lists none covers nothing), a no-access
+grant lists none and carries no limits. Its job is the exception: "developers may use all of ``acme``
+except ``acme/payments/prod``".
+
+Precedence, per subject (the principal itself, or one group), over that subject's live grants about
+the resource: the most specific decides. A grant on the resource itself (a key or secret id) beats any
+scope grant; a deeper scope beats a shallower one; at equal specificity no-access wins. An allow grant
+speaks only of the operations it lists, so for one operation the subject's answer is allow exactly
+when some live allow grant for that operation is strictly more specific than every live no-access
+grant of the same subject about the resource. A narrower allow therefore adds and never takes away
+(granting ``sign_raw`` on one key does not remove what a scope grant gave there); only no-access takes
+away, and a narrower allow reopens what a broader no-access closed.
+
+Across subjects, access is the union of each subject's answer: the principal may do what its own grants
+or any one of its groups allows. Why not "an explicit deny anywhere wins" (AWS IAM) or "most specific
+across every subject, deny wins on a tie" (Vault/OpenBao's merged ACL, NTFS): both let one group's
+exception take away what another group (or the principal's own grant) gives, so joining an on-call
+group that is granted ``acme/payments/prod`` would do nothing for a developer, and what a group grants
+could not be read off that group's grants alone. Under the union, each subject's grants are a
+self-contained statement, and group membership only ever adds access. A guardrail that must win
+whoever is granted belongs in policy rules, where deny wins over everything.
+
+Expired and revoked grants take no part (an expired no-access grant no longer hides anything); an
+allow grant whose use count or budget is spent cannot be used, and another covering grant may be.
+Among the usable allow grants not overridden, one without limits is used in preference; otherwise the
+first one (in the order given) whose budget still has room, and the decision carries the reservations
+that charge it. A grant with value budgets covers only the assets it budgets: a token transfer through a grant
 that budgets only wei is refused, so budgets cannot be dodged by moving another asset. Usage comes from
 ``Facts`` (the grant's lifetime sums); without them a limited grant cannot be used.
 """
@@ -36,17 +62,27 @@ from policy.request import KNOWN_OPERATIONS, OPERATIONS, Amount
 from policy.scopes import is_scope, path_contains, scope_segments
 from policy.windows import utc
 
-__all__ = ["OPERATIONS", "Grant", "GrantRequest", "evaluate_grants", "grant_usage_queries"]
+__all__ = [
+    "OPERATIONS",
+    "Grant",
+    "GrantRequest",
+    "evaluate_grants",
+    "grant_usage_queries",
+    "grants_reach",
+]
 
 SUBJECT_TYPES = frozenset({"principal", "group"})
 GRANT_RESOURCE_TYPES = frozenset({"key", "secret", "scope"})
+# A grant naming the resource itself is more specific than a scope grant at any depth.
+_ON_RESOURCE = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
 class Grant:
     """``principal_id`` names a principal, or a group when ``subject_type`` is ``group``;
     ``resource_id`` is a key id, a secret id or (``resource_type`` ``scope``) a scope prefix.
-    ``value_budgets`` maps ``native`` or a token address to the most the grant may ever move."""
+    ``value_budgets`` maps ``native`` or a token address to the most the grant may ever move.
+    ``no_access`` makes it an explicit "no access" to what it names: no operations, no limits."""
 
     grant_id: str
     principal_id: str
@@ -58,6 +94,7 @@ class Grant:
     subject_type: str = "principal"
     max_uses: int | None = None
     value_budgets: Mapping[str, int] = field(default_factory=dict, hash=False)
+    no_access: bool = False
     # The scope of a scope grant, split; None for other grants and for a malformed stored scope, which
     # then covers nothing rather than failing every check it takes part in.
     scope_path: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
@@ -71,6 +108,12 @@ class Grant:
             isinstance(self.max_uses, bool) or not isinstance(self.max_uses, int) or self.max_uses < 0
         ):
             raise PolicyInputError("invalid_grant", "max_uses must be a non-negative integer")
+        if self.no_access is not True and self.no_access is not False:
+            raise PolicyInputError("invalid_grant", "no_access must be true or false")
+        if self.no_access and (self.operations or self.limited):
+            raise PolicyInputError(
+                "invalid_grant", "a no-access grant lists no operations and carries no limits"
+            )
         budgets = {canonical_asset(a): check_amount(v, "budget") for a, v in self.value_budgets.items()}
         object.__setattr__(self, "value_budgets", MappingProxyType(budgets))
         covers_scope = self.resource_type == "scope" and is_scope(self.resource_id)
@@ -79,6 +122,17 @@ class Grant:
     @property
     def limited(self) -> bool:
         return self.max_uses is not None or bool(self.value_budgets)
+
+    @property
+    def specificity(self) -> int:
+        """How narrowly the grant names its resource: the scope's depth, or more for one resource."""
+        if self.resource_type != "scope":
+            return _ON_RESOURCE
+        return len(self.scope_path) if self.scope_path is not None else 0
+
+    @property
+    def subject(self) -> tuple[str, str]:
+        return (self.subject_type, self.principal_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,21 +154,91 @@ class GrantRequest:
         object.__setattr__(self, "scope_path", path)
 
 
-def _covers(grant: Grant, request: GrantRequest) -> bool:
+def _held(grant: Grant, principal_id: str, groups: frozenset[str]) -> bool:
     if grant.subject_type == "group":
-        if grant.principal_id not in request.groups:
-            return False
-    elif grant.principal_id != request.principal_id:
-        return False
-    if request.operation not in grant.operations:
-        return False
+        return grant.principal_id in groups
+    return grant.principal_id == principal_id
+
+
+def _names(grant: Grant, resource_type: str, resource_id: str, scope_path: tuple[str, ...] | None) -> bool:
+    """Whether ``grant`` is about the resource at all: by kind and id, or a scope at or above its scope."""
     if grant.resource_type == "scope":
         return (
             grant.scope_path is not None
-            and request.scope_path is not None
-            and path_contains(grant.scope_path, request.scope_path)
+            and scope_path is not None
+            and path_contains(grant.scope_path, scope_path)
         )
-    return grant.resource_type == request.resource_type and grant.resource_id == request.resource_id
+    return grant.resource_type == resource_type and grant.resource_id == resource_id
+
+
+def _covers(grant: Grant, request: GrantRequest) -> bool:
+    """An allow grant held by the requester, for the operation, about the resource."""
+    return (
+        request.operation in grant.operations
+        and _held(grant, request.principal_id, request.groups)
+        and _names(grant, request.resource_type, request.resource_id, request.scope_path)
+    )
+
+
+def _barriers(
+    grants: Iterable[Grant],
+    principal_id: str,
+    groups: frozenset[str],
+    resource_type: str,
+    resource_id: str,
+    scope_path: tuple[str, ...] | None,
+    now: datetime | None,
+) -> dict[tuple[str, str], Grant]:
+    """Per subject, its most specific live no-access grant about the resource: an allow grant of that
+    subject must be strictly more specific to count."""
+    barriers: dict[tuple[str, str], Grant] = {}
+    for grant in grants:
+        if (
+            grant.no_access
+            and not grant.revoked
+            and (now is None or _live(grant, now))
+            and _held(grant, principal_id, groups)
+            and _names(grant, resource_type, resource_id, scope_path)
+        ):
+            seen = barriers.get(grant.subject)
+            if seen is None or grant.specificity > seen.specificity:
+                barriers[grant.subject] = grant
+    return barriers
+
+
+def _overridden(grant: Grant, barriers: Mapping[tuple[str, str], Grant]) -> bool:
+    barrier = barriers.get(grant.subject) if barriers else None
+    return barrier is not None and barrier.specificity >= grant.specificity
+
+
+def grants_reach(
+    grants: Iterable[Grant],
+    *,
+    principal_id: str,
+    groups: frozenset[str],
+    resource_type: str,
+    resource_id: str,
+    scope: str | None,
+    now: datetime | None = None,
+) -> bool:
+    """Whether the principal holds any grant that reaches the resource: for some subject, an allow grant
+    (of any operation) about it that no no-access grant of that subject overrides. A caller it does not
+    reach must get the same answer as for a resource that does not exist. With ``now`` None every
+    unrevoked grant counts as live (the caller loaded only grants live at the time)."""
+    now = None if now is None else utc(now)
+    path = scope_segments(scope) if scope is not None else None
+    grants = tuple(grants)
+    barriers = _barriers(grants, principal_id, groups, resource_type, resource_id, path, now)
+    return any(
+        grant.operations
+        and not grant.no_access
+        and not grant.revoked
+        and (now is None or _live(grant, now))
+        and _held(grant, principal_id, groups)
+        and _names(grant, resource_type, resource_id, path)
+        and not _overridden(grant, barriers)
+        for grant in grants
+    )
 
 
 def _usage_queries(grant: Grant, request: GrantRequest) -> list[UsageQuery]:
@@ -175,7 +299,7 @@ def grant_usage_queries(
     now = utc(now)
     needed: set[UsageQuery] = set()
     for grant in grants:
-        if grant.limited and _live(grant, now) and _covers(grant, request):
+        if grant.limited and not grant.revoked and _live(grant, now) and _covers(grant, request):
             needed.update(_usage_queries(grant, request))
     return frozenset(needed)
 
@@ -187,8 +311,9 @@ def _live(grant: Grant, now: datetime) -> bool:
 def evaluate_grants(
     request: GrantRequest, grants: Iterable[Grant], *, now: datetime, facts: Facts | None = None
 ) -> Decision:
-    """Allow when a live grant covers the subject, resource and operation and has room in its limits
-    (the decision then carries the reservations that charge it); otherwise deny, saying why."""
+    """Allow when a live grant covers the subject, resource and operation, no no-access grant of the
+    same subject overrides it, and it has room in its limits (the decision then carries the reservations
+    that charge it); otherwise deny, saying why."""
     now = utc(now)
     if request.operation not in KNOWN_OPERATIONS:
         return Decision(
@@ -196,6 +321,16 @@ def evaluate_grants(
             (Reason("grants", "unknown_operation", f"operation {request.operation!r} is not known"),),
         )
     facts = facts if facts is not None else Facts()
+    grants = grants if isinstance(grants, tuple) else tuple(grants)
+    barriers = _barriers(
+        grants,
+        request.principal_id,
+        request.groups,
+        request.resource_type,
+        request.resource_id,
+        request.scope_path,
+        now,
+    )
     refusals: list[Reason] = []
     chosen: tuple[Grant, tuple[Reservation, ...]] | None = None
     # Every sum read, with its range: a grant examined after the chosen one can still replace it (an
@@ -208,6 +343,14 @@ def evaluate_grants(
             refusals.append(
                 Reason(f"grant:{grant.grant_id}", "grant_expired", f"grant {grant.grant_id} has expired")
             )
+            continue
+        if _overridden(grant, barriers):
+            barrier = barriers[grant.subject]
+            message = (
+                f"grant {barrier.grant_id} says no access here, overriding grant {grant.grant_id} "
+                f"of the same {grant.subject_type}"
+            )
+            refusals.append(Reason(f"grant:{barrier.grant_id}", "no_access", message))
             continue
         if not grant.limited:
             chosen = (grant, ())
