@@ -344,7 +344,7 @@ class SignerClient:
 
     def create_grant(
         self,
-        operations: list[str],
+        operations: list[str] | None,
         *,
         principal_id: str | None = None,
         group: str | None = None,
@@ -353,8 +353,10 @@ class SignerClient:
         expires_at: str | None = None,
         max_uses: int | None = None,
         value_budgets: Mapping[str, str] | None = None,
+        no_access: bool = False,
     ) -> Any:
-        """To one principal or a group; on one key or every key under a scope (fields left out are unset)."""
+        """To one principal or a group; on one key or every key under a scope (fields left out are unset).
+        ``no_access`` (with no operations) makes it an explicit no-access grant."""
         fields = {
             "principal_id": principal_id,
             "group": group,
@@ -364,6 +366,7 @@ class SignerClient:
             "expires_at": expires_at,
             "max_uses": max_uses,
             "value_budgets": dict(value_budgets) if value_budgets else None,
+            "no_access": True if no_access else None,
         }
         return self.request("POST", "/v1/grants", {k: v for k, v in fields.items() if v is not None})
 

@@ -13,7 +13,16 @@ import click
 from signer.cli_api.common import api_call
 from signer.client import SignerClient
 
-GRANT_COLUMNS = ("id", "principal_id", "group", "resource_id", "operations", "expires_at", "revoked")
+GRANT_COLUMNS = (
+    "id",
+    "principal_id",
+    "group",
+    "resource_id",
+    "operations",
+    "no_access",
+    "expires_at",
+    "revoked",
+)
 
 
 @click.group()
@@ -53,9 +62,14 @@ def _budgets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     "--operation",
     "operations",
     multiple=True,
-    required=True,
     type=click.Choice(["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]),
-    help="An operation to allow (repeatable).",
+    help="An operation to allow (repeatable; or --no-access).",
+)
+@click.option(
+    "--no-access",
+    is_flag=True,
+    default=False,
+    help="Say no access here instead: overrides what the principal or group inherits from a broader scope.",
 )
 @click.option(
     "--expires-at",
@@ -82,10 +96,14 @@ def grants_create(
     expires_at: str | None,
     max_uses: int | None,
     budgets: dict[str, str],
+    no_access: bool,
 ) -> Any:
-    """Allow a principal or a group operations on a key or on every key under a scope."""
+    """Allow a principal or a group operations on a key or on every key under a scope, or (--no-access)
+    take away there what it would inherit from a broader scope."""
+    if no_access == bool(operations):
+        raise click.UsageError("give --operation (one or more) or --no-access, not both")
     return client.create_grant(
-        list(operations),
+        list(operations) if operations else None,
         principal_id=principal_id,
         group=group,
         key_id=key_id,
@@ -93,6 +111,7 @@ def grants_create(
         expires_at=expires_at,
         max_uses=max_uses,
         value_budgets=budgets,
+        no_access=no_access,
     )
 
 

@@ -23,7 +23,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainValidator, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainValidator, StrictBool, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from policy import OPERATIONS
@@ -127,6 +127,27 @@ WEBHOOK_URL_PATTERN = (
     f"^[Hh][Tt][Tt][Pp][Ss]?://(?=[^/?#:]{{1,253}}(?:[:/?#]|$)){_HOST_LABEL}(?:\\.{_HOST_LABEL})*"
     f"(?::0*{at_most(65535)}?)?(?:[/?#][\\x21-\\x7e]*)?$"
 )
+
+
+# A grant either allows the operations it lists or says "no access" and lists none (nor any limit):
+# never a list of zero operations that could be read either way.
+ALLOW_OR_NO_ACCESS: dict[str, JsonValue] = {
+    "oneOf": [
+        {
+            "required": ["operations"],
+            "properties": {"operations": {"type": "array"}, "no_access": {"const": False}},
+        },
+        {
+            "required": ["no_access"],
+            "properties": {
+                "no_access": {"const": True},
+                "operations": {"type": "null"},
+                "max_uses": {"type": "null"},
+                "value_budgets": {"type": "null"},
+            },
+        },
+    ]
+}
 
 
 def exactly_one_of(*fields: str) -> dict[str, JsonValue]:
@@ -248,7 +269,8 @@ class CreateGrantBody(Strict):
         default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
     )
     # Checked by the admin service (code invalid_operations); the enum documents the contract.
-    operations: list[str] = Field(
+    operations: list[str] | None = Field(
+        default=None,
         min_length=1,
         max_length=8,
         json_schema_extra={"items": {"type": "string", "enum": _OPERATIONS}},
@@ -257,6 +279,11 @@ class CreateGrantBody(Strict):
         default=None, json_schema_extra={"description": "must be in the future (refused with invalid_expiry)"}
     )
     max_uses: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    no_access: StrictBool = Field(
+        default=False,
+        description='an explicit "no access" here, overriding what the same principal or group '
+        "inherits from a broader scope; it takes no operations and no limits",
+    )
     # Checked by the admin service (code invalid_budget); described here.
     value_budgets: dict[str, str] | None = Field(
         default=None,
@@ -273,7 +300,11 @@ class CreateGrantBody(Strict):
         strict=False,
         frozen=True,
         json_schema_extra={
-            "allOf": [exactly_one_of("principal_id", "group"), exactly_one_of("key_id", "scope")]
+            "allOf": [
+                exactly_one_of("principal_id", "group"),
+                exactly_one_of("key_id", "scope"),
+                ALLOW_OR_NO_ACCESS,
+            ]
         },
     )
 

@@ -118,7 +118,8 @@ class Grant(View):
     group: str | None = Field(description="the group granted, or null for a principal grant")
     resource_type: Literal["key", "scope"]
     resource_id: str = Field(description="a key id, or a scope prefix such as acme/payments")
-    operations: list[str]
+    operations: list[str] = Field(description="empty for a no-access grant")
+    no_access: bool = Field(description="an explicit no-access grant (overrides what it inherits)")
     expires_at: datetime | None
     max_uses: int | None
     value_budgets: dict[str, str] = Field(description="asset (native or token address) -> decimal amount")

@@ -67,6 +67,7 @@ def grant_view(grant: GrantRecord) -> dict[str, Any]:
         "resource_type": grant.resource_type,
         "resource_id": grant.resource_id,
         "operations": sorted(grant.operations),
+        "no_access": grant.no_access,
         "expires_at": iso(grant.expires_at),
         "created_by": grant.created_by,
         "created_at": iso(grant.created_at),
@@ -165,12 +166,15 @@ class AdminService:
         group: str | None,
         key_id: str | None,
         scope: str | None,
-        operations: list[str],
+        operations: list[str] | None,
         expires_at: datetime | None,
         max_uses: int | None = None,
         value_budgets: dict[str, str] | None = None,
+        no_access: bool = False,
     ) -> dict[str, Any]:
-        """Grant operations on a key (or on every key under a scope) to a principal or a group."""
+        """Grant operations on a key (or on every key under a scope) to a principal or a group; or,
+        with ``no_access``, say "no access" there: it overrides what the same principal or group
+        inherits from a broader scope (``policy.grants`` says exactly how)."""
         require_role(ctx, Role.ADMIN)
         if (principal_id is None) == (group is None):
             raise InvalidRequest("name exactly one of principal_id or group", code="invalid_grant")
@@ -180,8 +184,21 @@ class AdminService:
             scope = check_name(scope, field="scope", kind=NameKind.SCOPE)
         if group is not None:
             group = check_group(group)
+        if no_access:
+            if operations is not None or max_uses is not None or value_budgets is not None:
+                raise InvalidRequest(
+                    "a no_access grant takes no operations, max_uses or value_budgets",
+                    code="invalid_grant",
+                )
+            operations = []
+        elif operations is None:
+            raise InvalidRequest(
+                "name the operations to allow, or set no_access",
+                code="invalid_operations",
+                field="operations",
+            )
         unknown = sorted(set(operations) - OPERATIONS)
-        if unknown or not operations:
+        if unknown or (not operations and not no_access):
             raise InvalidRequest(
                 "operations must be a non-empty subset of: " + ", ".join(sorted(OPERATIONS)),
                 code="invalid_operations",
@@ -210,6 +227,7 @@ class AdminService:
                 group_name=group,
                 max_uses=max_uses,
                 value_budgets=budgets,
+                no_access=no_access,
             )
             # The policy engine must accept what is stored, or the grant would silently never apply.
             to_grant(grant)

@@ -3,8 +3,9 @@
 The engine (``policy``) is pure: this module reads what it needs from the store (the caller's groups
 and live grants, the policy versions attached in force and in shadow), builds the ``PolicyRequest``
 about a resource (a ``ResourceRef``) from the fields its payload gives, and turns a decision that is not
-an allow into the error the caller gets: the resource kind's 404 when no grant names the resource at all
-(the same answer as one that does not exist, so there is no existence oracle), 429 with ``Retry-After``
+an allow into the error the caller gets: the resource kind's 404 when no grant reaches the resource (none
+names it, or every one that does is overridden by a no-access grant: ``policy.grants_reach``; the same
+answer as one that does not exist, so there is no existence oracle), 429 with ``Retry-After``
 when only rate limits refused, 403 with the reasons otherwise. Loaded facts are immutable values, so a
 process caches them per facts epoch.
 """
@@ -25,15 +26,15 @@ from policy import (
     PolicyDocumentError,
     PolicyRequest,
     PolicySet,
+    grants_reach,
     parse_stored_policy_json,
-    scope_contains,
 )
 from signer.errors import Forbidden, IntegrityError, RateLimited, SignerError
 from signer.services.resources import ResourceRef, resource_kind
 from signer.store import GrantRecord, Reader, Writer
 
 RATE_CODES = frozenset({"rate_limit_exceeded"})
-GRANT_CODES = frozenset({"operation_not_granted", "grant_expired", "unknown_operation"})
+GRANT_CODES = frozenset({"operation_not_granted", "grant_expired", "unknown_operation", "no_access"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,10 @@ class Subject:
     grants: tuple[GrantRecord, ...]
     policy_set: PolicySet
     candidates: dict[str, PolicySet] = field(default_factory=dict, compare=False)
+
+    def reaches(self, resource: ResourceRef) -> bool:
+        """Whether the subject holds any grant that reaches ``resource`` (see ``holds_any_grant``)."""
+        return holds_any_grant(self.policy_set.grants, self.principal_id, self.groups, resource)
 
     def candidate_set(self, attachment_id: str, candidate: AttachedPolicy) -> PolicySet:
         cached = self.candidates.get(attachment_id)
@@ -74,6 +79,7 @@ def to_grant(record: GrantRecord) -> Grant:
         subject_type="group" if is_group else "principal",
         max_uses=record.max_uses,
         value_budgets={asset: int(value) for asset, value in record.value_budgets.items()},
+        no_access=record.no_access,
     )
 
 
@@ -109,23 +115,21 @@ async def load_subject(
     return Subject(principal_id, groups, grants, policy_set)
 
 
-def grant_names(grant: GrantRecord, resource: ResourceRef) -> bool:
-    """Whether a grant is about this resource at all (any operation): one naming it by kind and id, or
-    a scope grant above the scope it lives in."""
-    if grant.resource_type == resource.type:
-        return grant.resource_id == resource.id
-    if grant.resource_type == "scope":
-        try:
-            return scope_contains(grant.resource_id, resource.scope)
-        except ValueError:
-            return False
-    return False
-
-
-def holds_any_grant(grants: Iterable[GrantRecord], resource: ResourceRef) -> bool:
-    """Whether any of ``grants`` is about ``resource``. A caller holding none must get the resource
-    kind's not-found answer, the same as for a resource that does not exist: no existence oracle."""
-    return any(grant_names(g, resource) for g in grants)
+def holds_any_grant(
+    grants: Iterable[Grant], principal_id: str, groups: frozenset[str], resource: ResourceRef
+) -> bool:
+    """Whether any of ``grants`` (live when loaded) reaches ``resource`` for the principal: an allow of
+    some operation that no no-access grant of the same subject overrides. A caller it does not reach
+    must get the resource kind's not-found answer, the same as for a resource that does not exist: no
+    existence oracle, and a resource closed by no-access is not even seen to exist."""
+    return grants_reach(
+        grants,
+        principal_id=principal_id,
+        groups=groups,
+        resource_type=resource.type,
+        resource_id=resource.id,
+        scope=resource.scope,
+    )
 
 
 def policy_request(
@@ -163,7 +167,7 @@ def decision_summary(decision: Decision) -> dict[str, Any]:
 
 def refusal(decision: Decision, subject: Subject, resource: ResourceRef) -> SignerError:
     """The error for a decision that is not an allow."""
-    if not holds_any_grant(subject.grants, resource):
+    if not subject.reaches(resource):
         return resource_kind(resource.type).not_found()
     summary = decision_summary(decision)
     codes = {reason.code for reason in decision.reasons}

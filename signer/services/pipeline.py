@@ -62,7 +62,6 @@ from signer.services.authorization import (
     Policies,
     Subject,
     decision_summary,
-    holds_any_grant,
     load_policies,
     load_subject,
     optimistic_facts,
@@ -338,7 +337,7 @@ class DecisionPipeline:
             subject = await load_subject(reader, subject_id, now, policies)
             resource = await kind.load(reader, resource_id)
             if resource is None or (
-                ctx.caller.role is not Role.ADMIN and not holds_any_grant(subject.grants, kind.ref(resource))
+                ctx.caller.role is not Role.ADMIN and not subject.reaches(kind.ref(resource))
             ):
                 raise kind.not_found()
             payload.check_resource(resource)
@@ -582,8 +581,9 @@ class DecisionPipeline:
             raise kind.not_found()
         order.payload.check_caller(order.ctx.caller.role)
         ref = kind.ref(facts.resource)
-        if not holds_any_grant(facts.subject.grants, ref):
-            # No grant at all about this resource: indistinguishable from one that does not exist.
+        if not facts.subject.reaches(ref):
+            # No grant reaches this resource (none names it, or a no-access overrides each that
+            # does): indistinguishable from one that does not exist.
             raise kind.not_found()
         order.payload.check_resource(facts.resource)
         return facts.resource, ref

@@ -106,8 +106,9 @@ class KeyRecord:
 @dataclass(frozen=True, slots=True)
 class GrantRecord:
     """A grant to one principal (``principal_id``) or to every member of a group (``group_name``):
-    exactly one of the two is set. ``value_budgets`` maps ``native`` or a token address to a decimal
-    string (wei amounts exceed 64 bits)."""
+    exactly one of the two is set. ``no_access`` marks an explicit "no access" grant (no operations, no
+    limits). ``value_budgets`` maps ``native`` or a token address to a decimal string (wei amounts
+    exceed 64 bits)."""
 
     id: str
     principal_id: str | None
@@ -121,6 +122,8 @@ class GrantRecord:
     group_name: str | None = None
     max_uses: int | None = None
     value_budgets: dict[str, str] = field(default_factory=dict)
+    # An explicit "no access" to the resource (lists no operations, carries no limits).
+    no_access: bool = False
 
     @property
     def subject(self) -> str:

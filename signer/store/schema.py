@@ -26,6 +26,7 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     Table,
     Text,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
@@ -171,6 +172,8 @@ grants = Table(
     Column("group_name", Text, nullable=True),
     Column("max_uses", BigInteger, nullable=True),
     Column("value_budgets", JSONText, nullable=False, server_default="{}"),
+    # An explicit "no access" grant (migration 0005): lists no operations, carries no limits.
+    Column("no_access", Boolean, nullable=False, server_default=false()),
     Index("ix_grants_lookup", "principal_id", "resource_type", "resource_id"),
     Index("ix_grants_group_name", "group_name"),
     CheckConstraint("(principal_id IS NULL) <> (group_name IS NULL)", name="one_subject"),

@@ -1,4 +1,5 @@
-"""Grant routes: allow a principal or a group operations on a key or a scope; list and revoke grants.
+"""Grant routes: allow a principal or a group operations on a key or a scope (or say "no access" there);
+list and revoke grants.
 
 Thin: parse, call one method of the admin service, render.
 """
@@ -17,7 +18,7 @@ from signer.http.routes.common import ID_SCHEMA, api, context, id_query, json_re
 @api.operation(
     "POST",
     "/v1/grants",
-    summary="Allow a principal operations on a key",
+    summary="Allow a principal or group operations on a key or scope, or say no access there",
     tag="grants",
     who="admin",
     request=CreateGrantBody,
@@ -35,10 +36,11 @@ async def create_grant(request: web.Request) -> web.Response:
         group=body.group,
         key_id=body.key_id,
         scope=body.scope,
-        operations=list(body.operations),
+        operations=None if body.operations is None else list(body.operations),
         expires_at=body.expires_at,
         max_uses=body.max_uses,
         value_budgets=body.value_budgets,
+        no_access=body.no_access,
     )
     return json_response(grant, 201)
 

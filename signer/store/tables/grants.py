@@ -1,8 +1,8 @@
 """Grants: who (a principal or a group) may do which operations on which resources, until when.
 
-Owns the ``grants`` table: insert, revoke (both move the facts epoch), and the reads authorisation
-needs (a principal's live grants, directly or through its groups). Row to record conversion is
-``grant_from_row``.
+Owns the ``grants`` table (allow grants and explicit no-access grants): insert, revoke (both move the
+facts epoch), and the reads authorisation needs (a principal's live grants, directly or through its
+groups). Row to record conversion is ``grant_from_row``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def grant_from_row(row: Any) -> GrantRecord:
         group_name=m["group_name"],
         max_uses=None if m["max_uses"] is None else int(m["max_uses"]),
         value_budgets=dict(m["value_budgets"] or {}),
+        no_access=bool(m["no_access"]),
     )
 
 
@@ -118,6 +119,8 @@ class GrantWrites(GrantReads):
         one_of(grant.resource_type, GRANT_RESOURCE_TYPES, "resource type")
         if isinstance(grant.operations, str) or not all(isinstance(op, str) for op in grant.operations):
             raise ValueError("operations must be a list of strings")
+        if grant.no_access and (grant.operations or grant.max_uses is not None or grant.value_budgets):
+            raise ValueError("a no-access grant lists no operations and carries no limits")
         aware(grant.created_at, "created_at")
         aware(grant.expires_at, "expires_at", optional=True)
         aware(grant.revoked_at, "revoked_at", optional=True)
@@ -136,6 +139,7 @@ class GrantWrites(GrantReads):
                 "group_name": grant.group_name,
                 "max_uses": grant.max_uses,
                 "value_budgets": {k: str(v) for k, v in grant.value_budgets.items()},
+                "no_access": grant.no_access,
             },
             Conflict("a grant with that id exists", code="grant_exists"),
             missing_parent=NotFound("no such principal", code="principal_not_found"),
