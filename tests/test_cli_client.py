@@ -225,6 +225,33 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     relayer.check_no_secret()
 
 
+def test_a_no_access_grant_through_the_cli(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``grants create --no-access`` closes a scope below a group's scope grant; the list shows it."""
+    principal, creds = _service(cli, unique_name, tmp_path)
+    relayer = Cli(cli.server, cli.home, creds, cli.secrets)
+    scope = f"cli/{unique_name}"
+    open_key = cli.ok("keys", "create", "--curve", "secp256k1", "--label", "open", "--scope", f"{scope}/ops")
+    closed_key = cli.ok(
+        "keys", "create", "--curve", "secp256k1", "--label", "closed", "--scope", f"{scope}/prod"
+    )
+    group = f"dev-{unique_name}"[:60]
+    cli.ok("groups", "add-member", group, principal["id"])
+    cli.ok("grants", "create", "--group", group, "--scope", scope, "--operation", "sign_message")
+    closed = cli.ok("grants", "create", "--group", group, "--scope", f"{scope}/prod", "--no-access")
+    assert closed["no_access"] is True and closed["operations"] == []
+    table = cli.run("grants", "list")
+    assert table.exit_code == 0 and "NO_ACCESS" in table.stdout.upper() and closed["id"] in table.stdout
+    assert relayer.run("sign", "message", open_key["id"], "hi").exit_code == 0
+    gone = relayer.run("sign", "message", closed_key["id"], "hi")
+    assert gone.exit_code == cli_api.EXIT_NOT_FOUND and "key_not_found" in gone.stderr, gone.stderr
+    both = cli.run(
+        "grants", "create", "--group", group, "--scope", scope, "--no-access", "--operation", "sign_raw"
+    )
+    neither = cli.run("grants", "create", "--group", group, "--scope", scope)
+    assert both.exit_code == 2 and neither.exit_code == 2
+    relayer.check_no_secret()
+
+
 def test_groups_policies_dry_run_and_idempotency(cli: Cli, tmp_path: Path, unique_name: str) -> None:
     principal, creds = _service(cli, unique_name, tmp_path)
     relayer = Cli(cli.server, cli.home, creds, cli.secrets)
