@@ -3,8 +3,9 @@
 How a decision arises (the whole contract, in order):
 
 1. **Grants say who.** Some live grant must cover the principal (or one of its groups), the resource
-   (or a scope above it) and the operation, with room in its use count and budgets; otherwise deny.
-   Existence is not permission.
+   (or a scope above it) and the operation, with room in its use count and budgets, and not be
+   overridden by a no-access grant of the same subject at least as specific; otherwise deny.
+   Existence is not permission. ``policy.grants`` states the precedence and why.
 2. **Documents say what.** Every document attached to a scope containing the resource's scope, or to
    the key itself, applies. Rules are merged by id: where one id is defined at two levels, the
    narrowest definition (deepest scope; a key is narrower than any scope) replaces the others; the

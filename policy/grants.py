@@ -10,7 +10,8 @@ A grant either allows the operations it lists or, with ``no_access``, says "no a
 names (every operation, now and as operations are added; it lists none). The two cannot be confused:
 an allow grant lists at least one operation (a stored one that lists none covers nothing), a no-access
 grant lists none and carries no limits. Its job is the exception: "developers may use all of ``acme``
-except ``acme/payments/prod``".
+except ``acme/payments/prod``". It is a flag of its own rather than an ``effect: deny`` because it is
+not the deny of policy rules, which wins over everything: it only overrides within its own subject.
 
 Precedence, per subject (the principal itself, or one group), over that subject's live grants about
 the resource: the most specific decides. A grant on the resource itself (a key or secret id) beats any
@@ -34,9 +35,12 @@ Expired and revoked grants take no part (an expired no-access grant no longer hi
 allow grant whose use count or budget is spent cannot be used, and another covering grant may be.
 Among the usable allow grants not overridden, one without limits is used in preference; otherwise the
 first one (in the order given) whose budget still has room, and the decision carries the reservations
-that charge it. A grant with value budgets covers only the assets it budgets: a token transfer through a grant
-that budgets only wei is refused, so budgets cannot be dodged by moving another asset. Usage comes from
-``Facts`` (the grant's lifetime sums); without them a limited grant cannot be used.
+that charge it. A grant with value budgets covers only the assets it budgets: a token transfer through
+a grant that budgets only wei is refused, so budgets cannot be dodged by moving another asset. Usage
+comes from ``Facts`` (the grant's lifetime sums); without them a limited grant cannot be used.
+
+``grants_reach`` is the existence side of the same rule: whether any operation is allowed on the
+resource, ignoring limits. A resource it does not reach must look exactly like one that does not exist.
 """
 
 from __future__ import annotations
@@ -350,7 +354,9 @@ def evaluate_grants(
                 f"grant {barrier.grant_id} says no access here, overriding grant {grant.grant_id} "
                 f"of the same {grant.subject_type}"
             )
-            refusals.append(Reason(f"grant:{barrier.grant_id}", "no_access", message))
+            reason = Reason(f"grant:{barrier.grant_id}", "no_access", message)
+            if all(r.rule_id != reason.rule_id for r in refusals):
+                refusals.append(reason)
             continue
         if not grant.limited:
             chosen = (grant, ())
