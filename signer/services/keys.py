@@ -3,7 +3,8 @@
 The private half never exists outside the HSM; the registry holds the public key, the EVM address, the
 label, scope, tags and state, and the attributes read back from the token (``CKA_NEVER_EXTRACTABLE``,
 ``CKA_ALWAYS_SENSITIVE``, ``CKA_LOCAL``...) as evidence that it cannot leave. Service principals see only the
-keys they hold a grant on; anyone else asking about another's key gets the same 404 as for a missing one.
+keys a grant of theirs reaches (none closed to them by a no-access grant); anyone else asking about another's
+key gets the same 404 as for a missing one.
 """
 
 from __future__ import annotations

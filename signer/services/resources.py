@@ -6,7 +6,8 @@ by a ``ResourceRef(type, id, scope, state)``; everything a kind does differently
 and views (``key_id``), its not-found answer, the state in which it may be used, and the fragment
 approvers read about it. Keys are the first kind; a new kind is one more ``register`` call. This module
 owns the kinds' descriptions only: it never decides (``authorization`` and the pipeline do), and a kind's
-not-found answer is also the answer to a caller with no grant on it, so existence never leaks.
+not-found answer is also the answer to a caller no grant reaches (or a no-access grant closes), so
+existence never leaks.
 """
 
 from __future__ import annotations
