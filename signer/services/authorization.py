@@ -57,7 +57,7 @@ class Subject:
 
     def reaches(self, resource: ResourceRef) -> bool:
         """Whether the subject holds any grant that reaches ``resource`` (see ``holds_any_grant``)."""
-        return holds_any_grant(self.policy_set.grants, self.principal_id, self.groups, resource)
+        return reaches(self.policy_set.grants, self.principal_id, self.groups, resource)
 
     def candidate_set(self, attachment_id: str, candidate: AttachedPolicy) -> PolicySet:
         cached = self.candidates.get(attachment_id)
@@ -115,13 +115,24 @@ async def load_subject(
     return Subject(principal_id, groups, grants, policy_set)
 
 
-def holds_any_grant(
+def holds_any_grant(grants: Iterable[GrantRecord], resource: ResourceRef) -> bool:
+    """Whether any of one principal's live grants (its own and its groups', as ``for_principal`` reads
+    them) reaches ``resource``: an allow of some operation that no no-access grant of the same subject
+    overrides (``policy.grants_reach``). A caller it does not reach must get the resource kind's
+    not-found answer, the same as for a resource that does not exist: no existence oracle, and a
+    resource closed by no-access is not even seen to exist. ``Subject.reaches`` is the same check on
+    grants already converted."""
+    records = tuple(grants)
+    principals = {r.principal_id for r in records if r.principal_id is not None}
+    if len(principals) > 1:
+        raise ValueError("holds_any_grant takes the grants of one principal")
+    groups = frozenset(r.group_name for r in records if r.group_name is not None)
+    return reaches(tuple(to_grant(r) for r in records), next(iter(principals), ""), groups, resource)
+
+
+def reaches(
     grants: Iterable[Grant], principal_id: str, groups: frozenset[str], resource: ResourceRef
 ) -> bool:
-    """Whether any of ``grants`` (live when loaded) reaches ``resource`` for the principal: an allow of
-    some operation that no no-access grant of the same subject overrides. A caller it does not reach
-    must get the resource kind's not-found answer, the same as for a resource that does not exist: no
-    existence oracle, and a resource closed by no-access is not even seen to exist."""
     return grants_reach(
         grants,
         principal_id=principal_id,

@@ -18,7 +18,7 @@ from signer.errors import ConfigurationError, InvalidRequest, SignerError
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
-from signer.services.authorization import holds_any_grant, to_grant
+from signer.services.authorization import holds_any_grant
 from signer.services.context import Clock, RequestContext, iso, require_role
 from signer.services.facts import FactsCache
 from signer.services.naming import NameKind, check_name
@@ -122,11 +122,10 @@ class KeyService:
             if ctx.caller.role in (Role.ADMIN, Role.AUDITOR, Role.APPROVER):
                 return key
             principal_id = ctx.caller.principal_id
-            groups = await reader.groups.of(principal_id)
-            grants = [
-                to_grant(g) for g in await reader.grants.for_principal(principal_id, groups, self._clock())
-            ]
-        if not holds_any_grant(grants, principal_id, groups, key_ref(key)):
+            grants = await reader.grants.for_principal(
+                principal_id, await reader.groups.of(principal_id), self._clock()
+            )
+        if not holds_any_grant(grants, key_ref(key)):
             raise KEYS.not_found()
         return key
 
@@ -148,9 +147,8 @@ class KeyService:
             if ctx.caller.role is Role.SERVICE:
                 principal_id = ctx.caller.principal_id
                 groups = await reader.groups.of(principal_id)
-                records = await reader.grants.for_principal(principal_id, groups, self._clock())
-                grants = [to_grant(g) for g in records]
-                keys = [k for k in keys if holds_any_grant(grants, principal_id, groups, key_ref(k))]
+                grants = await reader.grants.for_principal(principal_id, groups, self._clock())
+                keys = [k for k in keys if holds_any_grant(grants, key_ref(k))]
         items = [key_view(k) for k in keys]
         return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 
