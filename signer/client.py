@@ -352,6 +352,7 @@ class SignerClient:
         scope: str | None = None,
         expires_at: str | None = None,
         max_uses: int | None = None,
+        secret_id: str | None = None,
         value_budgets: Mapping[str, str] | None = None,
     ) -> Any:
         """To one principal or a group; on one key or every key under a scope (fields left out are unset)."""
@@ -359,6 +360,7 @@ class SignerClient:
             "principal_id": principal_id,
             "group": group,
             "key_id": key_id,
+            "secret_id": secret_id,
             "scope": scope,
             "operations": operations,
             "expires_at": expires_at,

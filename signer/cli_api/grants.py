@@ -48,13 +48,17 @@ def _budgets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option("--principal", "principal_id", default=None, help="To this principal (or --group).")
 @click.option("--group", default=None, help="To every member of this group (or --principal).")
 @click.option("--key", "key_id", default=None, help="On this key (or --scope).")
-@click.option("--scope", default=None, help="On every key under this scope (or --key).")
+@click.option("--secret", "secret_id", default=None, help="On this secret (or --key, --scope).")
+@click.option("--scope", default=None, help="On every key and secret under this scope (or --key).")
 @click.option(
     "--operation",
     "operations",
     multiple=True,
     required=True,
-    type=click.Choice(["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]),
+    type=click.Choice(
+        ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
+        + ["list", "read_metadata", "read_value", "create", "update", "delete"]
+    ),
     help="An operation to allow (repeatable).",
 )
 @click.option(
@@ -77,6 +81,7 @@ def grants_create(
     principal_id: str | None,
     group: str | None,
     key_id: str | None,
+    secret_id: str | None,
     scope: str | None,
     operations: tuple[str, ...],
     expires_at: str | None,
@@ -89,6 +94,7 @@ def grants_create(
         principal_id=principal_id,
         group=group,
         key_id=key_id,
+        secret_id=secret_id,
         scope=scope,
         expires_at=expires_at,
         max_uses=max_uses,

@@ -26,12 +26,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from policy import OPERATIONS
+from policy import OPERATIONS, SECRET_GRANT_OPERATIONS
 from policy.names import NameKind
 from signer.hsm import Curve
 from signer.identity import Role
 
-_OPERATIONS: list[JsonValue] = [*sorted(OPERATIONS)]
+_OPERATIONS: list[JsonValue] = [*sorted(OPERATIONS | SECRET_GRANT_OPERATIONS)]
 
 
 # -- names ----------------------------------------------------------------------------------------
@@ -244,6 +244,7 @@ class CreateGrantBody(Strict):
         default=None, min_length=1, max_length=63, json_schema_extra=name_schema(NameKind.IDENTIFIER)
     )
     key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    secret_id: str | None = Field(default=None, min_length=1, max_length=64)
     scope: str | None = Field(
         default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
     )
@@ -273,7 +274,7 @@ class CreateGrantBody(Strict):
         strict=False,
         frozen=True,
         json_schema_extra={
-            "allOf": [exactly_one_of("principal_id", "group"), exactly_one_of("key_id", "scope")]
+            "allOf": [exactly_one_of("principal_id", "group"), exactly_one_of("key_id", "secret_id", "scope")]
         },
     )
 

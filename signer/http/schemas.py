@@ -116,8 +116,8 @@ class Grant(View):
     id: str
     principal_id: str | None = Field(description="the principal granted, or null for a group grant")
     group: str | None = Field(description="the group granted, or null for a principal grant")
-    resource_type: Literal["key", "scope"]
-    resource_id: str = Field(description="a key id, or a scope prefix such as acme/payments")
+    resource_type: Literal["key", "secret", "scope"]
+    resource_id: str = Field(description="a key id, a secret id, or a scope prefix such as acme/payments")
     operations: list[str]
     expires_at: datetime | None
     max_uses: int | None
