@@ -50,7 +50,7 @@ from signer.hsm.token import KEK_LABEL_PREFIX, KeyNotOnToken, TokenSession, Work
 from signer.hsm.types import Curve, GeneratedKey, KeyAttributes
 
 if TYPE_CHECKING:
-    from signer.hsm.types import KeyVault
+    from signer.hsm.types import KeyVault, KeyWrapper
 
 __all__ = ["Hsm", "HsmStats"]
 
@@ -661,3 +661,6 @@ if TYPE_CHECKING:
 
     def _hsm_is_a_key_vault(hsm: Hsm) -> KeyVault:
         return hsm  # mypy checks Hsm against the protocol the services depend on
+
+    def _hsm_is_a_key_wrapper(hsm: Hsm) -> KeyWrapper:
+        return hsm

@@ -182,7 +182,13 @@ class AdminService:
         if group is not None:
             group = check_group(group)
         # A key grant names signing operations, a secret grant secret operations, a scope grant either.
-        allowed = OPERATIONS if key_id else SECRET_GRANT_OPERATIONS if secret_id else OPERATIONS | SECRET_GRANT_OPERATIONS
+        allowed = (
+            OPERATIONS
+            if key_id
+            else SECRET_GRANT_OPERATIONS
+            if secret_id
+            else OPERATIONS | SECRET_GRANT_OPERATIONS
+        )
         unknown = sorted(set(operations) - allowed)
         if unknown or not operations:
             raise InvalidRequest(

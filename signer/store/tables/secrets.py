@@ -213,6 +213,8 @@ class SecretWrites(SecretReads):
                 raise NotFound("no such secret", code="secret_not_found")
             raise Conflict("that version of the secret exists", code="secret_version_exists")
         await self._insert_version(version)
+        # A cached record names the current version: the next fetch must see the new one.
+        self._tx.bump_epoch()
 
     async def update_metadata(
         self, secret_id: str, changes: dict[str, Any], now: datetime, by: str | None
@@ -234,6 +236,7 @@ class SecretWrites(SecretReads):
         )
         if not result.rowcount:
             raise NotFound("no such secret", code="secret_not_found")
+        self._tx.bump_epoch()
 
     async def record_fetch(self, secret_id: str, now: datetime, by: str) -> None:
         aware(now, "now")
@@ -247,4 +250,6 @@ class SecretWrites(SecretReads):
         """Remove the secret and every version (the sealed values go with them); False if unknown."""
         await self._tx._write(delete(t.secret_versions).where(t.secret_versions.c.secret_id == secret_id))
         result = await self._tx._write(delete(t.secrets).where(t.secrets.c.id == secret_id))
+        if result.rowcount:
+            self._tx.bump_epoch()
         return bool(result.rowcount)
