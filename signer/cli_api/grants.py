@@ -13,6 +13,19 @@ import click
 from signer.cli_api.common import api_call
 from signer.client import SignerClient
 
+# Signing operations (on a key or scope) and the secrets' operations (on a secret or scope).
+GRANT_OPERATIONS = (
+    "sign_transaction",
+    "sign_message",
+    "sign_typed_data",
+    "sign_raw",
+    "list",
+    "read_metadata",
+    "read_value",
+    "create",
+    "update",
+    "delete",
+)
 GRANT_COLUMNS = ("id", "principal_id", "group", "resource_id", "operations", "expires_at", "revoked")
 
 
@@ -55,10 +68,7 @@ def _budgets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     "operations",
     multiple=True,
     required=True,
-    type=click.Choice(
-        ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
-        + ["list", "read_metadata", "read_value", "create", "update", "delete"]
-    ),
+    type=click.Choice(GRANT_OPERATIONS),
     help="An operation to allow (repeatable).",
 )
 @click.option(

@@ -404,10 +404,9 @@ class PolicyDocumentBody(Strict):
 
 # -- secrets --------------------------------------------------------------------------------------
 
-SECRET_FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 # Text without ASCII or C1 control characters, except newline and tab (descriptions).
-SECRET_TEXT_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
-SECRET_VALUE_MAX_CHARS = 16 * 1024 * 1024
+DESCRIPTION_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
 _SECRET_CATEGORY = Literal[
     "api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other"
 ]
@@ -416,9 +415,9 @@ _SECRET_TAGS: dict[str, JsonValue] = {
     "items": {"type": "string", "minLength": 1, "maxLength": 256, **name_schema(NameKind.TAG)}
 }
 _SECRET_FIELDS: dict[str, JsonValue] = {
-    "propertyNames": {"pattern": SECRET_FIELD_NAME_PATTERN},
+    "propertyNames": {"pattern": FIELD_NAME_PATTERN},
     "additionalProperties": {"type": "string", "minLength": 1},
-    "description": "field name -> value; each value at most secret_max_value_bytes of UTF-8 (65536 by default)",
+    "description": "field name -> value; each value at most secret_max_value_bytes of UTF-8 (default 65536)",
 }
 
 
@@ -427,7 +426,7 @@ class GenerateRule(Strict):
     each), ``hex`` or ``base64`` (``bytes`` random bytes), or ``uuid``; stored in ``field``."""
 
     kind: Literal["chars", "hex", "base64", "uuid"]
-    field: str = Field(default="value", min_length=1, max_length=64, pattern=SECRET_FIELD_NAME_PATTERN)
+    field: str = Field(default="value", min_length=1, max_length=64, pattern=FIELD_NAME_PATTERN)
     length: int | None = Field(default=None, ge=8, le=4096)
     bytes: int | None = Field(default=None, ge=8, le=4096)
     classes: list[Literal["lower", "upper", "digits", "symbols"]] | None = Field(
@@ -450,7 +449,7 @@ class CreateSecretBody(Strict):
     owner_group: str | None = Field(
         default=None, min_length=1, max_length=63, json_schema_extra=name_schema(NameKind.IDENTIFIER)
     )
-    description: str = Field(default="", max_length=1024, pattern=SECRET_TEXT_PATTERN)
+    description: str = Field(default="", max_length=1024, pattern=DESCRIPTION_PATTERN)
     tags: list[str] = Field(default_factory=list, max_length=32, json_schema_extra=_SECRET_TAGS)
     category: _SECRET_CATEGORY = "other"
     consumers: list[str] = Field(default_factory=list, max_length=64, json_schema_extra=_SECRET_TAGS)
@@ -472,7 +471,7 @@ class CreateSecretBody(Strict):
 class UpdateSecretBody(Strict):
     """Metadata to change (at least one; never the name, folder or value); an owner is one of the two."""
 
-    description: str | None = Field(default=None, max_length=1024, pattern=SECRET_TEXT_PATTERN)
+    description: str | None = Field(default=None, max_length=1024, pattern=DESCRIPTION_PATTERN)
     tags: list[str] | None = Field(default=None, max_length=32, json_schema_extra=_SECRET_TAGS)
     category: _SECRET_CATEGORY | None = None
     consumers: list[str] | None = Field(default=None, max_length=64, json_schema_extra=_SECRET_TAGS)
@@ -512,7 +511,7 @@ class FetchSecretBody(Strict):
     """The current version (or ``version``), one ``field`` or all; ``workload`` labels who reads it."""
 
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
-    field: str | None = Field(default=None, min_length=1, max_length=64, pattern=SECRET_FIELD_NAME_PATTERN)
+    field: str | None = Field(default=None, min_length=1, max_length=64, pattern=FIELD_NAME_PATTERN)
     workload: str | None = Field(
         default=None, min_length=1, max_length=256, json_schema_extra=name_schema(NameKind.TAG)
     )

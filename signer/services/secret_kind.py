@@ -21,7 +21,7 @@ import string
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from signer.crypto.envelope import FieldBinding, new_data_key, open_field, seal_field
 from signer.errors import InvalidRequest, NotFound, SignerError, Unprocessable
@@ -273,7 +273,8 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
         }
         return Prepared(data=b"", summary=summary, acts=acts)
 
-    return prepare
+    # Preparers are typed for keys (the first kind); the pipeline hands each kind its own records.
+    return cast(Preparer, prepare)
 
 
 def _not_stored(_: Mapping[str, Any]) -> Preparer:

@@ -10,12 +10,17 @@ from typing import Any
 
 from aiohttp import web
 
+from policy.names import NameKind
 from signer.http import schemas as out
 from signer.http.body import parse_body
 from signer.http.contract import Link, Query
-from policy.names import NameKind
-from signer.http.models import name_schema
-from signer.http.models import CreateSecretBody, FetchSecretBody, SetSecretValueBody, UpdateSecretBody
+from signer.http.models import (
+    CreateSecretBody,
+    FetchSecretBody,
+    SetSecretValueBody,
+    UpdateSecretBody,
+    name_schema,
+)
 from signer.http.routes.common import ID_SCHEMA, api, context, id_query, int_query, json_response, services
 from signer.http.state import SETTINGS
 
