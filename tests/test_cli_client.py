@@ -14,6 +14,7 @@ import json
 import os
 import pkgutil
 import re
+import secrets
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -588,6 +589,101 @@ def _api_commands(command: click.Command, path: tuple[str, ...] = ()) -> set[tup
         for name, sub in command.commands.items():
             found |= _api_commands(sub, (*path, name))
     return found
+
+
+def test_secrets_commands(cli: Cli, server: Server, tmp_path: Path, unique_name: str) -> None:
+    """``signer secrets create|list|show|update|set-value|delete|fetch`` and ``grants create --secret``:
+    a value goes in from a file or stdin (never argv), comes out only of ``fetch``, and a rotated value
+    is what the next fetch returns."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"cli-{unique_name}"
+    cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        admin_id,
+        "--scope",
+        org,
+        *[
+            arg
+            for op in ("create", "update", "delete", "read_metadata", "list")
+            for arg in ("--operation", op)
+        ],
+    )
+    value, rotated = "canary-" + secrets.token_hex(12), "canary-" + secrets.token_hex(12)
+    (tmp_path / "value").write_text(value + "\n")
+    created = cli.ok(
+        "secrets",
+        "create",
+        "--folder",
+        f"{org}/payments",
+        "--name",
+        "stripe-live",
+        "--owner-group",
+        "payments",
+        "--category",
+        "api_key",
+        "--tag",
+        "production",
+        "--value-from",
+        f"STRIPE_SECRET={tmp_path / 'value'}",
+    )
+    assert value not in json.dumps(created)
+    generated = cli.ok(
+        "secrets",
+        "create",
+        "--folder",
+        f"{org}/infra",
+        "--name",
+        "db-password",
+        "--owner-group",
+        "dbas",
+        "--generate",
+        "chars",
+        "--length",
+        "24",
+        "--class",
+        "lower",
+        "--class",
+        "digits",
+    )
+    assert generated["origin"] == "generated"
+    service, creds = _service(cli, f"{unique_name}-reader", tmp_path)
+    cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        service["id"],
+        "--secret",
+        created["id"],
+        "--operation",
+        "read_value",
+    )
+    as_service = cli.env(SIGNER_TOKEN_FILE=str(creds))
+    fetched = cli.run(
+        "secrets", "fetch", created["id"], "--workload", "billing-api", "--json", env=as_service
+    )
+    assert fetched.exit_code == 0, fetched.stdout
+    assert json.loads(fetched.stdout)["values"] == {"STRIPE_SECRET": value}
+    assert {s["id"] for s in cli.ok("secrets", "list", "--folder", org)["items"]} == {
+        created["id"],
+        generated["id"],
+    }
+    shown = cli.ok("secrets", "show", created["id"])
+    assert shown["last_fetched_by"] == service["id"] and value not in json.dumps(shown)
+    assert (
+        cli.ok("secrets", "update", created["id"], "--description", "Stripe live key")["description"]
+        == "Stripe live key"
+    )
+    cli.ok("secrets", "set-value", created["id"], "--value-from", "STRIPE_SECRET=-", input=rotated + "\n")
+    fetched = cli.run("secrets", "fetch", created["id"], "--field", "STRIPE_SECRET", "--json", env=as_service)
+    assert json.loads(fetched.stdout)["values"] == {"STRIPE_SECRET": rotated}
+    assert cli.ok("secrets", "delete", generated["id"])["deleted"] is True
+    missing = cli.run("secrets", "fetch", generated["id"], "--json", env=as_service)
+    assert (
+        missing.exit_code == cli_api.EXIT_NOT_FOUND
+        and json.loads(missing.stdout)["code"] == "secret_not_found"
+    )
 
 
 def test_approvals_commands_with_a_signed_approval(

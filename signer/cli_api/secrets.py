@@ -1,0 +1,240 @@
+"""Secret commands: ``secrets create|list|show|update|set-value|delete|fetch``.
+
+Thin: parse options, call one ``SignerClient`` method, return the answer for ``api_call`` to render. A
+value never comes from argv (visible in ``ps``): ``--value-from NAME=PATH`` reads it from a file, or from
+standard input when PATH is ``-``; or the server generates it (``--generate``). Only ``fetch`` prints
+values.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from signer.cli_api.common import api_call
+from signer.client import SignerClient
+
+SECRET_COLUMNS = ("id", "name", "folder", "category", "owner", "current_version", "updated_at")
+CATEGORIES = ("api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other")
+
+
+@click.group()
+def secrets() -> None:
+    """Secrets sealed under keys held in the token."""
+
+
+def _read_values(pairs: tuple[str, ...]) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    values: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(
+                "expected NAME=PATH (PATH '-' reads standard input)", param_hint="--value-from"
+            )
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            try:
+                with open(path, encoding="utf-8") as handle:
+                    text = handle.read()
+            except OSError as exc:
+                raise click.BadParameter(
+                    f"cannot read {path}: {exc.strerror}", param_hint="--value-from"
+                ) from None
+        # One trailing newline is the file's, not the value's (echo and editors add it).
+        values[name] = text[:-1] if text.endswith("\n") else text
+    return values
+
+
+def _rule(
+    kind: str | None, length: int | None, size: int | None, classes: tuple[str, ...], field: str | None
+) -> dict[str, Any] | None:
+    if kind is None:
+        return None
+    rule: dict[str, Any] = {
+        "kind": kind,
+        "length": length,
+        "bytes": size,
+        "classes": list(classes) or None,
+        "field": field,
+    }
+    return {k: v for k, v in rule.items() if v is not None}
+
+
+def _value_options(fn: Any) -> Any:
+    for option in reversed(
+        [
+            click.option(
+                "--value-from",
+                "value_from",
+                multiple=True,
+                help="NAME=PATH: a field's value from a file ('-': stdin).",
+            ),
+            click.option(
+                "--generate",
+                type=click.Choice(["chars", "hex", "base64", "uuid"]),
+                default=None,
+                help="Let the server make the value.",
+            ),
+            click.option("--length", type=click.IntRange(8, 4096), default=None, help="chars: length."),
+            click.option(
+                "--bytes",
+                "size",
+                type=click.IntRange(8, 4096),
+                default=None,
+                help="hex, base64: random bytes.",
+            ),
+            click.option(
+                "--class",
+                "classes",
+                multiple=True,
+                type=click.Choice(["lower", "upper", "digits", "symbols"]),
+                help="chars: a character class (repeatable).",
+            ),
+            click.option("--generate-field", default=None, help="The generated value's field name [value]."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+@secrets.command("create")
+@click.option("--folder", required=True, help="Folder (a scope path), e.g. acme/payments/prod.")
+@click.option("--name", required=True, help="Name, e.g. stripe-live.")
+@click.option("--owner-group", default=None, help="Owning group (or --owner-principal).")
+@click.option("--owner-principal", default=None, help="Owning principal id (or --owner-group).")
+@click.option("--description", default=None, help="What it is for.")
+@click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
+@click.option("--category", type=click.Choice(CATEGORIES), default=None, help="Category [other].")
+@click.option("--consumer", "consumers", multiple=True, help="A workload that uses it (repeatable).")
+@_value_options
+@api_call()
+def secrets_create(
+    client: SignerClient,
+    folder: str,
+    name: str,
+    owner_group: str | None,
+    owner_principal: str | None,
+    description: str | None,
+    tags: tuple[str, ...],
+    category: str | None,
+    consumers: tuple[str, ...],
+    value_from: tuple[str, ...],
+    generate: str | None,
+    length: int | None,
+    size: int | None,
+    classes: tuple[str, ...],
+    generate_field: str | None,
+) -> Any:
+    """Create a secret (needs a `create` grant on the folder; grants nobody anything)."""
+    return client.create_secret(
+        folder,
+        name,
+        owner_group=owner_group,
+        owner_principal=owner_principal,
+        fields=_read_values(value_from),
+        generate=_rule(generate, length, size, classes, generate_field),
+        description=description,
+        tags=list(tags),
+        category=category,
+        consumers=list(consumers),
+    )
+
+
+@secrets.command("list")
+@click.option("--folder", default=None, help="Only this folder and below.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True, help="Page size.")
+@click.option("--after", default=None, help="Continue after this secret id.")
+@api_call(columns=SECRET_COLUMNS)
+def secrets_list(client: SignerClient, folder: str | None, limit: int, after: str | None) -> Any:
+    """List the secrets you may list (metadata only)."""
+    return client.list_secrets(folder, limit=limit, after=after)
+
+
+@secrets.command("show")
+@click.argument("secret_id")
+@api_call()
+def secrets_show(client: SignerClient, secret_id: str) -> Any:
+    """Show a secret's metadata and versions (never a value)."""
+    return client.get_secret(secret_id)
+
+
+@secrets.command("update")
+@click.argument("secret_id")
+@click.option("--description", default=None, help="What it is for.")
+@click.option("--tag", "tags", multiple=True, help="Replace the tags (repeatable).")
+@click.option("--category", type=click.Choice(CATEGORIES), default=None, help="Category.")
+@click.option("--consumer", "consumers", multiple=True, help="Replace the consumers (repeatable).")
+@click.option("--owner-group", default=None, help="New owning group.")
+@click.option("--owner-principal", default=None, help="New owning principal id.")
+@api_call()
+def secrets_update(
+    client: SignerClient,
+    secret_id: str,
+    description: str | None,
+    tags: tuple[str, ...],
+    category: str | None,
+    consumers: tuple[str, ...],
+    owner_group: str | None,
+    owner_principal: str | None,
+) -> Any:
+    """Change a secret's metadata (not its name, folder or value)."""
+    changes = {
+        "description": description,
+        "tags": list(tags) or None,
+        "category": category,
+        "consumers": list(consumers) or None,
+        "owner_group": owner_group,
+        "owner_principal": owner_principal,
+    }
+    return client.update_secret(secret_id, {k: v for k, v in changes.items() if v is not None})
+
+
+@secrets.command("set-value")
+@click.argument("secret_id")
+@_value_options
+@api_call()
+def secrets_set_value(
+    client: SignerClient,
+    secret_id: str,
+    value_from: tuple[str, ...],
+    generate: str | None,
+    length: int | None,
+    size: int | None,
+    classes: tuple[str, ...],
+    generate_field: str | None,
+) -> Any:
+    """Set a new value: a new version, what the next fetch returns."""
+    fields = _read_values(value_from)
+    rule = _rule(generate, length, size, classes, generate_field)
+    if (fields is None) == (rule is None):
+        raise click.UsageError("give --value-from or --generate (not both)")
+    return client.set_secret_value(secret_id, fields=fields, generate=rule)
+
+
+@secrets.command("delete")
+@click.argument("secret_id")
+@api_call()
+def secrets_delete(client: SignerClient, secret_id: str) -> Any:
+    """Delete a secret and every version of its value."""
+    return client.delete_secret(secret_id)
+
+
+@secrets.command("fetch")
+@click.argument("secret_id")
+@click.option("--version", type=click.IntRange(min=1), default=None, help="A named version [current].")
+@click.option("--field", default=None, help="Only this field [all].")
+@click.option("--workload", default=None, help="Which workload reads it (written to the audit log).")
+@api_call()
+def secrets_fetch(
+    client: SignerClient, secret_id: str, version: int | None, field: str | None, workload: str | None
+) -> Any:
+    """Fetch a secret's values (audited: who, workload, version, fields; never the value)."""
+    return client.fetch_secret(secret_id, version=version, field=field, workload=workload)
+
+
+COMMANDS: tuple[click.Command, ...] = (secrets,)
