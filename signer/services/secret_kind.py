@@ -241,10 +241,14 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
         check_field_name(field)
 
     def prepare(secret: SecretRecord) -> Prepared:
-        number = secret.current_version if version is None else version
-
         async def acts(_: KeyVault, current: Any) -> dict[str, Any]:
             async with opener.store.read() as reader:
+                # The current version as committed now, not as a cached record knew it (another
+                # process may have rotated it): a rotated value is what the next fetch returns.
+                fresh = await reader.secrets.get(current.id)
+                if fresh is None:
+                    raise not_found()
+                number = fresh.current_version if version is None else version
                 stored = await reader.secrets.version(current.id, number)
             if stored is None:
                 raise NotFound("no such version of the secret", code="secret_version_not_found")
@@ -266,7 +270,7 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             }
 
         summary = {
-            "version": number,
+            "version": "current" if version is None else version,
             "fields": [field] if field is not None else "all",
             "workload": workload,
             "source": source,
