@@ -235,6 +235,15 @@ class CreateKeyBody(Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
+def _operations_for(target: str, operations: frozenset[str]) -> dict[str, JsonValue]:
+    """When ``target`` is given, ``operations`` are among ``operations``."""
+    allowed: list[JsonValue] = [*sorted(operations)]
+    return {
+        "if": {"required": [target], "properties": {target: {"type": "string"}}},
+        "then": {"properties": {"operations": {"items": {"enum": allowed}}}},
+    }
+
+
 class CreateGrantBody(Strict):
     """To one ``principal_id`` or every member of ``group``; on one ``key_id`` or every key under
     ``scope``. ``value_budgets`` maps ``native`` or a token address to a decimal string."""
@@ -274,7 +283,13 @@ class CreateGrantBody(Strict):
         strict=False,
         frozen=True,
         json_schema_extra={
-            "allOf": [exactly_one_of("principal_id", "group"), exactly_one_of("key_id", "secret_id", "scope")]
+            "allOf": [
+                exactly_one_of("principal_id", "group"),
+                exactly_one_of("key_id", "secret_id", "scope"),
+                # A key grant names signing operations, a secret grant the secrets' operations.
+                _operations_for("key_id", OPERATIONS),
+                _operations_for("secret_id", SECRET_GRANT_OPERATIONS),
+            ]
         },
     )
 
@@ -485,7 +500,11 @@ class UpdateSecretBody(Strict):
         strict=True,
         frozen=True,
         json_schema_extra={
-            "minProperties": 1,
+            # At least one change that is not null.
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("description", "tags", "category", "consumers", "owner_principal", "owner_group")
+            ],
             "not": {
                 "required": ["owner_principal", "owner_group"],
                 "properties": {"owner_principal": {"type": "string"}, "owner_group": {"type": "string"}},
