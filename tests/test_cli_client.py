@@ -15,6 +15,8 @@ import os
 import pkgutil
 import re
 import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -684,6 +686,74 @@ def test_secrets_commands(cli: Cli, server: Server, tmp_path: Path, unique_name:
         missing.exit_code == cli_api.EXIT_NOT_FOUND
         and json.loads(missing.stdout)["code"] == "secret_not_found"
     )
+
+
+def test_secrets_env_and_exec(cli: Cli, server: Server, tmp_path: Path, unique_name: str) -> None:
+    """``signer secrets env`` prints values safe to ``source`` (multi-line, quotes, $ and backslashes
+    kept); ``signer exec`` starts a command with them in its environment and returns its exit status."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"env-{unique_name}"
+    ops = ("create", "read_value")
+    cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        admin_id,
+        "--scope",
+        org,
+        *[a for op in ops for a in ("--operation", op)],
+    )
+    tricky = 'line one\nit\'s "quoted" $HOME \\ end ' + secrets.token_hex(8)
+    (tmp_path / "tricky").write_text(tricky + "\n")
+    (tmp_path / "user").write_text("app\n")
+    created = cli.ok(
+        "secrets",
+        "create",
+        "--folder",
+        org,
+        "--name",
+        "mysql-primary",
+        "--owner-group",
+        "dbas",
+        "--value-from",
+        f"PASSWORD={tmp_path / 'tricky'}",
+        "--value-from",
+        f"USERNAME={tmp_path / 'user'}",
+    )
+    ref = created["id"]
+    as_json = json.loads(cli.run("secrets", "env", ref, "--format", "json").stdout)
+    assert as_json == {"MYSQL_PRIMARY_PASSWORD": tricky, "MYSQL_PRIMARY_USERNAME": "app"}
+    for form in ("shell", "dotenv"):
+        printed = cli.run("secrets", "env", f"DB_PASS={ref}#PASSWORD", ref, "--format", form)
+        assert printed.exit_code == 0, printed.stdout
+        # Sourced by a real shell (dotenv's escapes are the double-quoted shell ones): every value intact.
+        show = "import json, os, sys; print(json.dumps({k: os.environ[k] for k in sys.argv[1:]}))"
+        names = "DB_PASS MYSQL_PRIMARY_PASSWORD MYSQL_PRIMARY_USERNAME"
+        script = f"set -a; eval \"$(cat)\"; exec {sys.executable} -c '{show}' {names}"
+        sourced = subprocess.run(
+            ["bash", "-c", script], input=printed.stdout, capture_output=True, text=True, check=True
+        )
+        assert json.loads(sourced.stdout) == {
+            "DB_PASS": tricky,
+            "MYSQL_PRIMARY_PASSWORD": tricky,
+            "MYSQL_PRIMARY_USERNAME": "app",
+        }, form
+    collision = cli.run("secrets", "env", f"X={ref}#PASSWORD", f"X={ref}#USERNAME")
+    assert (
+        collision.exit_code != 0
+        and "two references set X" in collision.stderr
+        and tricky not in collision.stdout
+    )
+    bad_name = cli.run("secrets", "env", f"1X={ref}#PASSWORD")
+    assert bad_name.exit_code != 0 and "not a valid environment variable name" in bad_name.stderr
+    digest = hashlib.sha256(tricky.encode()).hexdigest()
+    check = (
+        "import hashlib, os, sys; "
+        f"sys.exit(7 if hashlib.sha256(os.environ['DB_PASS'].encode()).hexdigest() == '{digest}' else 1)"
+    )
+    ran = cli.run("exec", "--secret", f"DB_PASS={ref}#PASSWORD", "--", sys.executable, "-c", check)
+    assert ran.exit_code == 7, ran.stderr
+    assert tricky not in ran.stdout + ran.stderr
 
 
 def test_approvals_commands_with_a_signed_approval(

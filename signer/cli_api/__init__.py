@@ -33,8 +33,9 @@ Adding a command for a new endpoint
 
 One module per resource group: ``meta`` (whoami, status, metrics, openapi), ``identity`` (auth,
 principals, tokens), ``keys``, ``grants``, ``sign``, ``groups``, ``webhooks``, ``policies``,
-``approvals``, ``audit``, ``secrets``; what they share (exit codes, rendering, ``api_call``) is in ``common``. Must
-never import server internals (an import contract keeps this package on ``signer.client``).
+``approvals``, ``audit``, ``secrets`` (with ``exec``); what they share (exit codes, rendering,
+``api_call``) is in ``common``. Must never import server internals (an import contract keeps this
+package on ``signer.client``).
 """
 
 from __future__ import annotations
