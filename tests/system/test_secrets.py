@@ -318,3 +318,59 @@ def test_canary_scan(secrets_server: Server, world: World) -> None:
     for where, text in haystacks.items():
         for value in values:
             assert value not in text, f"a value leaked into {where}"
+
+
+def test_moved_ciphertexts_and_wrapped_keys_do_not_open(secrets_server: Server, world: World) -> None:
+    """A-04, A-05, A-06 through the server and the real token: a field's ciphertext moved to another
+    field, another version or another secret, or a wrapped data key moved to another version, fails to
+    open with 500 secret_integrity and no value; the untouched rows still open."""
+    database = secrets_server.installation.data_dir / "signer.db"
+    if not database.exists():
+        pytest.skip("the rows are altered through the SQLite file")
+    import sqlite3
+
+    one, two = canary(), canary()
+    first = world.create("tamper-one", fields={"A": one, "B": canary()})
+    second = world.create("tamper-two", fields={"A": two})
+    world.call("POST", f"/v1/secrets/{first['id']}/versions", {"fields": {"A": canary(), "B": canary()}})
+    for secret in (first, second):
+        world.grant(world.service_id, secret_id=secret["id"], operations=["read_value"])
+
+    def rows() -> dict[tuple[str, int], tuple[bytes, dict[str, str]]]:
+        with sqlite3.connect(database) as db:
+            found = db.execute(
+                "SELECT secret_id, version, wrapped_key, sealed_fields FROM secret_versions"
+                " WHERE secret_id IN (?, ?)",
+                (first["id"], second["id"]),
+            ).fetchall()
+        return {(s, v): (w, json.loads(f)) for s, v, w, f in found}
+
+    def write(secret_id: str, version: int, wrapped: bytes, fields: dict[str, str]) -> None:
+        with sqlite3.connect(database) as db:
+            db.execute(
+                "UPDATE secret_versions SET wrapped_key = ?, sealed_fields = ?"
+                " WHERE secret_id = ? AND version = ?",
+                (wrapped, json.dumps(fields, sort_keys=True, separators=(",", ":")), secret_id, version),
+            )
+
+    original = rows()
+    a1, b1 = original[(first["id"], 1)], original[(first["id"], 2)]
+    other = original[(second["id"], 1)]
+    cases = [
+        (first["id"], 1, a1[0], {**a1[1], "A": a1[1]["B"]}, {"field": "A", "version": 1}),  # A-04: field
+        (first["id"], 2, b1[0], {**b1[1], "A": a1[1]["A"]}, {"field": "A"}),  # A-05: version
+        (first["id"], 1, a1[0], {**a1[1], "A": other[1]["A"]}, {"field": "A", "version": 1}),  # secret
+        (first["id"], 2, a1[0], b1[1], {"field": "A"}),  # A-06: wrapped key of version 1 in version 2
+    ]
+    try:
+        for secret_id, version, wrapped, fields, ask in cases:
+            write(secret_id, version, wrapped, fields)
+            status, body = world.fetch(secret_id, **ask)
+            assert (status, body["code"]) == (500, "secret_integrity"), (ask, body)
+            assert one not in json.dumps(body) and two not in json.dumps(body)
+            write(secret_id, version, *original[(secret_id, version)])
+    finally:
+        for (secret_id, version), (wrapped, fields) in original.items():
+            write(secret_id, version, wrapped, fields)
+    assert world.fetch(first["id"], version=1, field="A")[1]["values"] == {"A": one}
+    assert world.fetch(second["id"])[1]["values"] == {"A": two}
