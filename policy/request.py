@@ -20,7 +20,12 @@ from policy.errors import PolicyInputError
 from policy.scopes import scope_segments
 
 OPERATIONS: Final = frozenset({"sign_transaction", "sign_message", "sign_typed_data", "sign_raw"})
-SECRET_OPERATIONS: Final = frozenset({"read_secret"})
+# The secrets' grant operations (``signer.services.secrets``); ``read_secret`` is the engine's older name
+# for reading a value, kept for the policy corpus: the service grants and asks for ``read_value``.
+SECRET_GRANT_OPERATIONS: Final = frozenset(
+    {"list", "read_metadata", "read_value", "create", "update", "delete"}
+)
+SECRET_OPERATIONS: Final = frozenset({"read_secret"}) | SECRET_GRANT_OPERATIONS
 KNOWN_OPERATIONS: Final = OPERATIONS | SECRET_OPERATIONS
 RESOURCE_TYPES: Final = frozenset({"key", "secret"})
 # Token calls decoded from calldata (``signer.eth.calldata``) and approvals decoded from EIP-712 permits

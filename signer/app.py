@@ -54,6 +54,8 @@ from signer.services.keys import KeyService
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
+from signer.services.secret_kind import Sealer
+from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.startup import self_test
 from signer.services.webhooks import WebhookService
@@ -134,6 +136,8 @@ async def _limited(request: web.Request, handler: Handler, request_id: str) -> w
         )
     # Refuse an announced oversize body before reading a byte of it.
     limit = settings.max_body_bytes
+    if request.path.startswith("/v1/secrets"):
+        limit = settings.secret_body_bytes
     if request.content_length is not None and request.content_length > limit:
         return problem(413, "body_too_large", f"request body is larger than {limit} bytes", request_id)
     deadline = settings.request_deadline_seconds
@@ -246,6 +250,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     max_age=timedelta(seconds=settings.console_session_max_seconds),
                     clock=utcnow,
                 ),
+                secrets=SecretsService(
+                    store,
+                    pipeline,
+                    Sealer(hsm),
+                    max_value_bytes=settings.secret_max_value_bytes,
+                    clock=utcnow,
+                ),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
@@ -271,7 +282,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         middlewares=[request_context],
-        client_max_size=settings.max_body_bytes,
+        client_max_size=max(settings.max_body_bytes, settings.secret_body_bytes),
     )
     app[SETTINGS] = settings
     app.on_response_prepare.append(_response_headers)

@@ -340,6 +340,71 @@ class SignerClient:
     def enable_key(self, key_id: str) -> Any:
         return self.request("POST", f"/v1/keys/{_q(key_id)}/enable")
 
+    # -- secrets: only fetch_secret's answer carries values ---------------------------------------
+
+    def create_secret(
+        self,
+        folder: str,
+        name: str,
+        *,
+        owner_principal: str | None = None,
+        owner_group: str | None = None,
+        fields: Mapping[str, str] | None = None,
+        generate: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        category: str | None = None,
+        consumers: list[str] | None = None,
+    ) -> Any:
+        body = {
+            "folder": folder,
+            "name": name,
+            "owner_principal": owner_principal,
+            "owner_group": owner_group,
+            "fields": dict(fields) if fields is not None else None,
+            "generate": dict(generate) if generate is not None else None,
+            "description": description,
+            "tags": tags or None,
+            "category": category,
+            "consumers": consumers or None,
+        }
+        return self.request("POST", "/v1/secrets", {k: v for k, v in body.items() if v is not None})
+
+    def list_secrets(self, folder: str | None = None, limit: int = 100, after: str | None = None) -> Any:
+        return self.request("GET", "/v1/secrets", query={"folder": folder, "limit": limit, "after": after})
+
+    def get_secret(self, secret_id: str) -> Any:
+        return self.request("GET", f"/v1/secrets/{_q(secret_id)}")
+
+    def update_secret(self, secret_id: str, changes: Mapping[str, Any]) -> Any:
+        return self.request("PATCH", f"/v1/secrets/{_q(secret_id)}", dict(changes))
+
+    def set_secret_value(
+        self,
+        secret_id: str,
+        *,
+        fields: Mapping[str, str] | None = None,
+        generate: Mapping[str, Any] | None = None,
+    ) -> Any:
+        body = {"fields": dict(fields)} if fields is not None else {"generate": dict(generate or {})}
+        return self.request("POST", f"/v1/secrets/{_q(secret_id)}/versions", body)
+
+    def delete_secret(self, secret_id: str) -> Any:
+        return self.request("DELETE", f"/v1/secrets/{_q(secret_id)}")
+
+    def fetch_secret(
+        self,
+        secret_id: str,
+        *,
+        version: int | None = None,
+        field: str | None = None,
+        workload: str | None = None,
+    ) -> Any:
+        body = {"version": version, "field": field, "workload": workload}
+        return self.request(
+            "POST", f"/v1/secrets/{_q(secret_id)}/fetch", {k: v for k, v in body.items() if v is not None}
+        )
+
     # -- grants ------------------------------------------------------------------------------------
 
     def create_grant(
@@ -352,6 +417,7 @@ class SignerClient:
         scope: str | None = None,
         expires_at: str | None = None,
         max_uses: int | None = None,
+        secret_id: str | None = None,
         value_budgets: Mapping[str, str] | None = None,
         no_access: bool = False,
     ) -> Any:
@@ -361,6 +427,7 @@ class SignerClient:
             "principal_id": principal_id,
             "group": group,
             "key_id": key_id,
+            "secret_id": secret_id,
             "scope": scope,
             "operations": operations,
             "expires_at": expires_at,

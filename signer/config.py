@@ -104,7 +104,16 @@ class Settings(BaseModel):
         default=(), description="Host header names accepted (port ignored); empty accepts any"
     )
     max_body_bytes: int = Field(default=64 * 1024, ge=1024)
+    secret_max_value_bytes: int = Field(
+        default=64 * 1024, ge=1, le=16 * 1024 * 1024, description="Largest value of one secret field"
+    )
     request_deadline_seconds: float = Field(default=5.0, gt=0)
+
+    @property
+    def secret_body_bytes(self) -> int:
+        """The body limit of the secrets' routes: room for a value at the limit, JSON-escaped."""
+        return self.max_body_bytes + 6 * self.secret_max_value_bytes
+
     header_timeout_seconds: float = Field(
         default=10.0, gt=0, le=300, description="A request's line and headers must arrive within this"
     )

@@ -500,6 +500,45 @@ def test_success_bodies_match_the_response_models(server: Server, unique_name: s
         out.Credentials, "POST", "/v1/auth/refresh", {"refresh_token": issued["refresh_token"]}, None
     )
     expect(out.TokenRevoked, "DELETE", f"/v1/tokens/{renewed['access_token_id']}")
+    # Secrets: the admin may create under a folder it holds `create` on; the service reads one value.
+    admin_id = server.installation.admin["principal"]["id"]
+    folder = f"contract-{principal_id.lower().replace('_', '-')}"
+    expect(
+        out.Grant,
+        "POST",
+        "/v1/grants",
+        {
+            "principal_id": admin_id,
+            "scope": folder,
+            "operations": ["create", "update", "delete", "read_metadata", "list"],
+        },
+    )
+    secret = expect(
+        out.Secret,
+        "POST",
+        "/v1/secrets",
+        {"folder": folder, "name": "stripe", "owner_group": "contract-group", "fields": {"KEY": "v1"}},
+    )
+    expect(
+        out.Secret,
+        "POST",
+        "/v1/secrets",
+        {"folder": folder, "name": "db", "owner_principal": principal_id, "generate": {"kind": "uuid"}},
+    )
+    expect(
+        out.Grant,
+        "POST",
+        "/v1/grants",
+        {"principal_id": principal_id, "secret_id": secret["id"], "operations": ["read_value"]},
+    )
+    expect(out.SecretValue, "POST", f"/v1/secrets/{secret['id']}/fetch", {"workload": "contract"}, service)
+    expect(
+        out.Secret, "POST", f"/v1/secrets/{secret['id']}/versions", {"generate": {"kind": "hex", "bytes": 16}}
+    )
+    expect(out.Secret, "PATCH", f"/v1/secrets/{secret['id']}", {"description": "d", "tags": ["t"]})
+    expect(out.Secret, "GET", f"/v1/secrets/{secret['id']}")
+    expect(out.SecretList, "GET", f"/v1/secrets?folder={folder}")
+    expect(out.SecretDeleted, "DELETE", f"/v1/secrets/{secret['id']}")
     expect(out.GrantRevoked, "DELETE", f"/v1/grants/{grants[0]['id']}")
     expect(out.Principal, "POST", f"/v1/principals/{principal_id}/state", {"disabled": True})
     expect(out.Health, "GET", "/healthz", token=None)

@@ -14,6 +14,9 @@ import json
 import os
 import pkgutil
 import re
+import secrets
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -615,6 +618,169 @@ def _api_commands(command: click.Command, path: tuple[str, ...] = ()) -> set[tup
         for name, sub in command.commands.items():
             found |= _api_commands(sub, (*path, name))
     return found
+
+
+def test_secrets_commands(cli: Cli, server: Server, tmp_path: Path, unique_name: str) -> None:
+    """``signer secrets create|list|show|update|set-value|delete|fetch`` and ``grants create --secret``:
+    a value goes in from a file or stdin (never argv), comes out only of ``fetch``, and a rotated value
+    is what the next fetch returns."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"cli-{unique_name}"
+    cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        admin_id,
+        "--scope",
+        org,
+        *[
+            arg
+            for op in ("create", "update", "delete", "read_metadata", "list")
+            for arg in ("--operation", op)
+        ],
+    )
+    value, rotated = "canary-" + secrets.token_hex(12), "canary-" + secrets.token_hex(12)
+    (tmp_path / "value").write_text(value + "\n")
+    created = cli.ok(
+        "secrets",
+        "create",
+        "--folder",
+        f"{org}/payments",
+        "--name",
+        "stripe-live",
+        "--owner-group",
+        "payments",
+        "--category",
+        "api_key",
+        "--tag",
+        "production",
+        "--value-from",
+        f"STRIPE_SECRET={tmp_path / 'value'}",
+    )
+    assert value not in json.dumps(created)
+    generated = cli.ok(
+        "secrets",
+        "create",
+        "--folder",
+        f"{org}/infra",
+        "--name",
+        "db-password",
+        "--owner-group",
+        "dbas",
+        "--generate",
+        "chars",
+        "--length",
+        "24",
+        "--class",
+        "lower",
+        "--class",
+        "digits",
+    )
+    assert generated["origin"] == "generated"
+    service, creds = _service(cli, f"{unique_name}-reader", tmp_path)
+    cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        service["id"],
+        "--secret",
+        created["id"],
+        "--operation",
+        "read_value",
+    )
+    as_service = cli.env(SIGNER_TOKEN_FILE=str(creds))
+    fetched = cli.run(
+        "secrets", "fetch", created["id"], "--workload", "billing-api", "--json", env=as_service
+    )
+    assert fetched.exit_code == 0, fetched.stdout
+    assert json.loads(fetched.stdout)["values"] == {"STRIPE_SECRET": value}
+    assert {s["id"] for s in cli.ok("secrets", "list", "--folder", org)["items"]} == {
+        created["id"],
+        generated["id"],
+    }
+    shown = cli.ok("secrets", "show", created["id"])
+    assert shown["last_fetched_by"] == service["id"] and value not in json.dumps(shown)
+    assert (
+        cli.ok("secrets", "update", created["id"], "--description", "Stripe live key")["description"]
+        == "Stripe live key"
+    )
+    cli.ok("secrets", "set-value", created["id"], "--value-from", "STRIPE_SECRET=-", input=rotated + "\n")
+    fetched = cli.run("secrets", "fetch", created["id"], "--field", "STRIPE_SECRET", "--json", env=as_service)
+    assert json.loads(fetched.stdout)["values"] == {"STRIPE_SECRET": rotated}
+    assert cli.ok("secrets", "delete", generated["id"])["deleted"] is True
+    missing = cli.run("secrets", "fetch", generated["id"], "--json", env=as_service)
+    assert (
+        missing.exit_code == cli_api.EXIT_NOT_FOUND
+        and json.loads(missing.stdout)["code"] == "secret_not_found"
+    )
+
+
+def test_secrets_env_and_exec(cli: Cli, server: Server, tmp_path: Path, unique_name: str) -> None:
+    """``signer secrets env`` prints values safe to ``source`` (multi-line, quotes, $ and backslashes
+    kept); ``signer exec`` starts a command with them in its environment and returns its exit status."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"env-{unique_name}"
+    ops = ("create", "read_value")
+    cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        admin_id,
+        "--scope",
+        org,
+        *[a for op in ops for a in ("--operation", op)],
+    )
+    tricky = 'line one\nit\'s "quoted" $HOME \\ end ' + secrets.token_hex(8)
+    (tmp_path / "tricky").write_text(tricky + "\n")
+    (tmp_path / "user").write_text("app\n")
+    created = cli.ok(
+        "secrets",
+        "create",
+        "--folder",
+        org,
+        "--name",
+        "mysql-primary",
+        "--owner-group",
+        "dbas",
+        "--value-from",
+        f"PASSWORD={tmp_path / 'tricky'}",
+        "--value-from",
+        f"USERNAME={tmp_path / 'user'}",
+    )
+    ref = created["id"]
+    as_json = json.loads(cli.run("secrets", "env", ref, "--format", "json").stdout)
+    assert as_json == {"MYSQL_PRIMARY_PASSWORD": tricky, "MYSQL_PRIMARY_USERNAME": "app"}
+    for form in ("shell", "dotenv"):
+        printed = cli.run("secrets", "env", f"DB_PASS={ref}#PASSWORD", ref, "--format", form)
+        assert printed.exit_code == 0, printed.stdout
+        # Sourced by a real shell (dotenv's escapes are the double-quoted shell ones): every value intact.
+        show = "import json, os, sys; print(json.dumps({k: os.environ[k] for k in sys.argv[1:]}))"
+        names = "DB_PASS MYSQL_PRIMARY_PASSWORD MYSQL_PRIMARY_USERNAME"
+        script = f"set -a; eval \"$(cat)\"; exec {sys.executable} -c '{show}' {names}"
+        sourced = subprocess.run(
+            ["bash", "-c", script], input=printed.stdout, capture_output=True, text=True, check=True
+        )
+        assert json.loads(sourced.stdout) == {
+            "DB_PASS": tricky,
+            "MYSQL_PRIMARY_PASSWORD": tricky,
+            "MYSQL_PRIMARY_USERNAME": "app",
+        }, form
+    collision = cli.run("secrets", "env", f"X={ref}#PASSWORD", f"X={ref}#USERNAME")
+    assert (
+        collision.exit_code != 0
+        and "two references set X" in collision.stderr
+        and tricky not in collision.stdout
+    )
+    bad_name = cli.run("secrets", "env", f"1X={ref}#PASSWORD")
+    assert bad_name.exit_code != 0 and "not a valid environment variable name" in bad_name.stderr
+    digest = hashlib.sha256(tricky.encode()).hexdigest()
+    check = (
+        "import hashlib, os, sys; "
+        f"sys.exit(7 if hashlib.sha256(os.environ['DB_PASS'].encode()).hexdigest() == '{digest}' else 1)"
+    )
+    ran = cli.run("exec", "--secret", f"DB_PASS={ref}#PASSWORD", "--", sys.executable, "-c", check)
+    assert ran.exit_code == 7, ran.stderr
+    assert tricky not in ran.stdout + ran.stderr
 
 
 def test_approvals_commands_with_a_signed_approval(

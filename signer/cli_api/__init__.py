@@ -33,8 +33,9 @@ Adding a command for a new endpoint
 
 One module per resource group: ``meta`` (whoami, status, metrics, openapi), ``identity`` (auth,
 principals, tokens), ``keys``, ``grants``, ``sign``, ``groups``, ``webhooks``, ``policies``,
-``approvals``, ``audit``; what they share (exit codes, rendering, ``api_call``) is in ``common``. Must
-never import server internals (an import contract keeps this package on ``signer.client``).
+``approvals``, ``audit``, ``secrets`` (with ``exec``); what they share (exit codes, rendering,
+``api_call``) is in ``common``. Must never import server internals (an import contract keeps this
+package on ``signer.client``).
 """
 
 from __future__ import annotations
@@ -43,7 +44,19 @@ from types import ModuleType
 
 import click
 
-from signer.cli_api import approvals, audit, grants, groups, identity, keys, meta, policies, sign, webhooks
+from signer.cli_api import (
+    approvals,
+    audit,
+    grants,
+    groups,
+    identity,
+    keys,
+    meta,
+    policies,
+    secrets,
+    sign,
+    webhooks,
+)
 from signer.cli_api.common import (
     EXIT_CODES_HELP,
     EXIT_CONFIG,
@@ -73,6 +86,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     policies,
     approvals,
     audit,
+    secrets,
 )
 
 # The top-level commands, in help order; ``signer.cli`` adds them to ``main``.

@@ -13,6 +13,19 @@ import click
 from signer.cli_api.common import api_call
 from signer.client import SignerClient
 
+# Signing operations (on a key or scope) and the secrets' operations (on a secret or scope).
+GRANT_OPERATIONS = (
+    "sign_transaction",
+    "sign_message",
+    "sign_typed_data",
+    "sign_raw",
+    "list",
+    "read_metadata",
+    "read_value",
+    "create",
+    "update",
+    "delete",
+)
 GRANT_COLUMNS = (
     "id",
     "principal_id",
@@ -57,12 +70,13 @@ def _budgets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
 @click.option("--principal", "principal_id", default=None, help="To this principal (or --group).")
 @click.option("--group", default=None, help="To every member of this group (or --principal).")
 @click.option("--key", "key_id", default=None, help="On this key (or --scope).")
-@click.option("--scope", default=None, help="On every key under this scope (or --key).")
+@click.option("--secret", "secret_id", default=None, help="On this secret (or --key, --scope).")
+@click.option("--scope", default=None, help="On every key and secret under this scope (or --key).")
 @click.option(
     "--operation",
     "operations",
     multiple=True,
-    type=click.Choice(["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]),
+    type=click.Choice(GRANT_OPERATIONS),
     help="An operation to allow (repeatable; or --no-access).",
 )
 @click.option(
@@ -91,6 +105,7 @@ def grants_create(
     principal_id: str | None,
     group: str | None,
     key_id: str | None,
+    secret_id: str | None,
     scope: str | None,
     operations: tuple[str, ...],
     expires_at: str | None,
@@ -107,6 +122,7 @@ def grants_create(
         principal_id=principal_id,
         group=group,
         key_id=key_id,
+        secret_id=secret_id,
         scope=scope,
         expires_at=expires_at,
         max_uses=max_uses,

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from signer.hsm.types import Curve, GeneratedKey, KeyAttributes, KeyVault
+from signer.hsm.types import Curve, GeneratedKey, KeyAttributes, KeyVault, KeyWrapper
 
 if TYPE_CHECKING:
     from signer.hsm.worker import Hsm, HsmStats
 
-__all__ = ["Curve", "GeneratedKey", "Hsm", "HsmStats", "KeyAttributes", "KeyVault"]
+__all__ = ["Curve", "GeneratedKey", "Hsm", "HsmStats", "KeyAttributes", "KeyVault", "KeyWrapper"]
 
 
 def __getattr__(name: str) -> Any:

@@ -46,6 +46,9 @@ SELF_TEST_MESSAGE = b"signer HSM self-test"
 SELF_TEST_DIGEST = hashlib.sha256(SELF_TEST_MESSAGE).digest()
 _SELF_TEST_LABEL = "signer-self-test"
 _ID_BYTES = 16
+# Key-encryption keys for secrets: one AES-256 key per scope, labelled with this prefix and the scope.
+KEK_LABEL_PREFIX = "signer-kek:"
+_KEK_BYTES = 32
 
 _CONFINEMENT_ATTRS = [
     Attribute.SENSITIVE,
@@ -147,6 +150,49 @@ def _public_template(token: bool) -> dict[Attribute, Any]:
     }
 
 
+def _kek_template(label: str, key_id: bytes) -> dict[Attribute, Any]:
+    """An AES key that lives in the token, never leaves it, and can only wrap and unwrap."""
+    return {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.LABEL: label,
+        Attribute.ID: key_id,
+        Attribute.VALUE_LEN: _KEK_BYTES,
+        Attribute.WRAP: True,
+        Attribute.UNWRAP: True,
+        Attribute.ENCRYPT: False,
+        Attribute.DECRYPT: False,
+        Attribute.SIGN: False,
+        Attribute.VERIFY: False,
+        Attribute.DERIVE: False,
+        Attribute.COPYABLE: False,
+    }
+
+
+# A data key exists in the token only for the length of one wrap or unwrap, as a session object.
+_DATA_KEY_TEMPLATE: dict[Attribute, Any] = {
+    Attribute.TOKEN: False,
+    Attribute.PRIVATE: True,
+    Attribute.SENSITIVE: False,
+    Attribute.EXTRACTABLE: True,
+    Attribute.ENCRYPT: False,
+    Attribute.DECRYPT: False,
+    Attribute.WRAP: False,
+    Attribute.UNWRAP: False,
+}
+
+# What SoftHSM answers when a wrapped key was altered or wrapped under another key.
+_UNWRAP_REFUSED = (
+    pk.WrappedKeyInvalid,
+    pk.WrappedKeyLenRange,
+    pk.EncryptedDataInvalid,
+    pk.EncryptedDataLenRange,
+    pk.MechanismParamInvalid,
+)
+
+
 def _attributes_of(key: pkcs11.Object) -> KeyAttributes:
     # python-pkcs11 silently leaves out attributes the token cannot report; a missing one is read as
     # the unsafe value, so a key we cannot vouch for is never called confined.
@@ -203,6 +249,7 @@ class TokenSession:
         self._token: Any = None
         self._session: Any = None
         self._keys: dict[str, tuple[Any, Curve | None]] = {}
+        self._keks: dict[str, Any] = {}
         self._registered = False
         self._files = TokenFileLock()
         # When this process last read the token's object list from scratch (connect or reconnect).
@@ -338,6 +385,7 @@ class TokenSession:
 
     def forget_handles(self) -> None:
         self._keys.clear()
+        self._keks.clear()
 
     def probe_token(self) -> None:
         """C_GetTokenInfo on our slot: raises when the token is gone (SoftHSM: CKR_GENERAL_ERROR)."""
@@ -539,3 +587,100 @@ class TokenSession:
         # Private half first: if anything fails after it, what remains is a harmless public key.
         for obj in sorted(objects, key=lambda o: o.object_class != ObjectClass.PRIVATE_KEY):
             obj.destroy()
+
+    # -- key-encryption keys (secrets) -------------------------------------------------------------
+
+    def kek_for_scope(self, scope: str) -> str:
+        with self._files:
+            return self._kek_for_scope_unlocked(scope)
+
+    def _kek_for_scope_unlocked(self, scope: str) -> str:
+        """The hex CKA_ID of the scope's KEK, generated in the token the first time it is asked for.
+
+        Found by label on later starts. Two processes that generate one at the same moment leave two
+        keys under one label: every process then picks the one with the smallest id, and anything
+        wrapped under the other still opens, because a version stores the id of the KEK that wrapped it.
+        """
+        label = KEK_LABEL_PREFIX + scope
+        found = self._search({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: label})
+        if not found:
+            self._catch_up()
+            key_id = os.urandom(_ID_BYTES)
+            key = self._session.generate_key(
+                KeyType.AES,
+                _KEK_BYTES * 8,
+                id=key_id,
+                label=label,
+                store=True,
+                mechanism=Mechanism.AES_KEY_GEN,
+                template=_kek_template(label, key_id),
+            )
+            self._keks[key_id.hex()] = key
+            return key_id.hex()
+        ids = sorted(bytes(k.get_attributes([Attribute.ID]).get(Attribute.ID) or b"").hex() for k in found)
+        ids = [i for i in ids if i]
+        if not ids:
+            raise IntegrityError("a key-encryption key on the token has no id", code="kek_invalid")
+        return ids[0]
+
+    def _kek(self, kek_id: str) -> Any:
+        cached = self._keks.get(kek_id)
+        if cached is not None:
+            return cached
+        found = self._search({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.ID: hsm_id_bytes(kek_id)})
+        found = [
+            k
+            for k in found
+            if str(k.get_attributes([Attribute.LABEL]).get(Attribute.LABEL) or "").startswith(
+                KEK_LABEL_PREFIX
+            )
+        ]
+        if not found:
+            self.ping()
+            raise KeyNotOnToken()
+        if len(found) > 1:
+            raise IntegrityError("several key-encryption keys share one id on the token", code="kek_invalid")
+        self._keks[kek_id] = found[0]
+        return found[0]
+
+    def kek_attributes(self, kek_id: str) -> KeyAttributes:
+        return _attributes_of(self._kek(kek_id))
+
+    def wrap_data_key(self, kek_id: str, data_key: bytes) -> bytes:
+        """``data_key`` wrapped under the KEK with CKM_AES_KEY_WRAP_PAD (RFC 5649).
+
+        The raw key is imported as a session object only to be wrapped, and destroyed at once.
+        """
+        kek = self._kek(kek_id)
+        template = dict(_DATA_KEY_TEMPLATE)
+        template.update({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES})
+        template[Attribute.VALUE] = data_key
+        imported = self._session.create_object(template)
+        try:
+            return bytes(kek.wrap_key(imported, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+        finally:
+            self._quietly(imported.destroy)
+
+    def unwrap_data_key(self, kek_id: str, wrapped: bytes) -> bytes:
+        """The data key ``wrapped`` holds: unwrapped into a session object, read, and destroyed."""
+        kek = self._kek(kek_id)
+        try:
+            unwrapped = kek.unwrap_key(
+                ObjectClass.SECRET_KEY,
+                KeyType.AES,
+                wrapped,
+                mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                store=False,
+                template=dict(_DATA_KEY_TEMPLATE),
+            )
+        except _UNWRAP_REFUSED:
+            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
+        except pk.GeneralError:
+            # SoftHSM 2.6 answers CKR_GENERAL_ERROR when the RFC 5649 integrity check fails. If the
+            # session and token still answer, that is what it was; otherwise the worker's recovery runs.
+            self.ping()
+            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
+        try:
+            return bytes(unwrapped[Attribute.VALUE])
+        finally:
+            self._quietly(unwrapped.destroy)

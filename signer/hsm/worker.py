@@ -38,6 +38,7 @@ from signer.errors import (
     ConfigurationError,
     DeadlineExceeded,
     HsmUnavailable,
+    IntegrityError,
     InvalidRequest,
     NotFound,
     SignerError,
@@ -45,11 +46,11 @@ from signer.errors import (
 )
 from signer.hsm.curves import hsm_id_bytes, validate_label, validate_sign_input
 from signer.hsm.errormap import Recovery, startup_error, translate
-from signer.hsm.token import KeyNotOnToken, TokenSession, WorkerContext
+from signer.hsm.token import KEK_LABEL_PREFIX, KeyNotOnToken, TokenSession, WorkerContext
 from signer.hsm.types import Curve, GeneratedKey, KeyAttributes
 
 if TYPE_CHECKING:
-    from signer.hsm.types import KeyVault
+    from signer.hsm.types import KeyVault, KeyWrapper
 
 __all__ = ["Hsm", "HsmStats"]
 
@@ -414,6 +415,30 @@ class Hsm:
         hsm_id_bytes(hsm_id)
         await self._op(lambda ts: ts.destroy_key(hsm_id))
 
+    async def kek_for_scope(self, scope: str) -> str:
+        """The hex id of the scope's key-encryption key (AES-256 in the token, wrap/unwrap only),
+        generated on first use and found by label afterwards."""
+        validate_label(KEK_LABEL_PREFIX + scope)
+        return await self._op(lambda ts: ts.kek_for_scope(scope), fresh=True)
+
+    async def kek_attributes(self, kek_id: str) -> KeyAttributes:
+        hsm_id_bytes(kek_id)
+        return await self._op(lambda ts: ts.kek_attributes(kek_id))
+
+    async def wrap_data_key(self, kek_id: str, data_key: bytes) -> bytes:
+        """``data_key`` (16, 24 or 32 bytes) wrapped under the KEK with CKM_AES_KEY_WRAP_PAD."""
+        hsm_id_bytes(kek_id)
+        if not isinstance(data_key, bytes) or len(data_key) not in (16, 24, 32):
+            raise InvalidRequest("a data key is 16, 24 or 32 bytes", code="invalid_request")
+        return await self._op(lambda ts: ts.wrap_data_key(kek_id, data_key))
+
+    async def unwrap_data_key(self, kek_id: str, wrapped: bytes) -> bytes:
+        """The data key ``wrapped`` holds; ``IntegrityError(secret_integrity)`` if it does not open."""
+        hsm_id_bytes(kek_id)
+        if not isinstance(wrapped, bytes) or not 16 <= len(wrapped) <= 64:
+            raise IntegrityError("a sealed data key does not open", code="secret_integrity")
+        return await self._op(lambda ts: ts.unwrap_data_key(kek_id, wrapped))
+
     async def ping(self) -> None:
         """Cheap liveness check; raises ``HsmUnavailable`` when the token is not usable (and heals)."""
         await self._op(lambda ts: ts.ping())
@@ -636,3 +661,6 @@ if TYPE_CHECKING:
 
     def _hsm_is_a_key_vault(hsm: Hsm) -> KeyVault:
         return hsm  # mypy checks Hsm against the protocol the services depend on
+
+    def _hsm_is_a_key_wrapper(hsm: Hsm) -> KeyWrapper:
+        return hsm

@@ -26,12 +26,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainValidator, StrictBool, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from policy import OPERATIONS
+from policy import OPERATIONS, SECRET_GRANT_OPERATIONS
 from policy.names import NameKind
 from signer.hsm import Curve
 from signer.identity import Role
 
-_OPERATIONS: list[JsonValue] = [*sorted(OPERATIONS)]
+_OPERATIONS: list[JsonValue] = [*sorted(OPERATIONS | SECRET_GRANT_OPERATIONS)]
 
 
 # -- names ----------------------------------------------------------------------------------------
@@ -256,6 +256,15 @@ class CreateKeyBody(Strict):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
+def _operations_for(target: str, operations: frozenset[str]) -> dict[str, JsonValue]:
+    """When ``target`` is given, ``operations`` are among ``operations``."""
+    allowed: list[JsonValue] = [*sorted(operations)]
+    return {
+        "if": {"required": [target], "properties": {target: {"type": "string"}}},
+        "then": {"properties": {"operations": {"items": {"enum": allowed}}}},
+    }
+
+
 class CreateGrantBody(Strict):
     """To one ``principal_id`` or every member of ``group``; on one ``key_id`` or every key under
     ``scope``. ``value_budgets`` maps ``native`` or a token address to a decimal string."""
@@ -265,6 +274,7 @@ class CreateGrantBody(Strict):
         default=None, min_length=1, max_length=63, json_schema_extra=name_schema(NameKind.IDENTIFIER)
     )
     key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    secret_id: str | None = Field(default=None, min_length=1, max_length=64)
     scope: str | None = Field(
         default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
     )
@@ -302,8 +312,11 @@ class CreateGrantBody(Strict):
         json_schema_extra={
             "allOf": [
                 exactly_one_of("principal_id", "group"),
-                exactly_one_of("key_id", "scope"),
+                exactly_one_of("key_id", "secret_id", "scope"),
                 ALLOW_OR_NO_ACCESS,
+                # A key grant names signing operations, a secret grant the secrets' operations.
+                _operations_for("key_id", OPERATIONS),
+                _operations_for("secret_id", SECRET_GRANT_OPERATIONS),
             ]
         },
     )
@@ -430,3 +443,122 @@ class PolicyDocumentBody(Strict):
     rules: list[dict[str, Any]] = Field(max_length=1000)
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra=_policy_document)
+
+
+# -- secrets --------------------------------------------------------------------------------------
+
+FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+# Text without ASCII or C1 control characters, except newline and tab (descriptions).
+DESCRIPTION_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
+_SECRET_CATEGORY = Literal[
+    "api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other"
+]
+_DOTDOT: dict[str, JsonValue] = {"pattern": r"\.\."}
+_SECRET_TAGS: dict[str, JsonValue] = {
+    "items": {"type": "string", "minLength": 1, "maxLength": 256, **name_schema(NameKind.TAG)}
+}
+_SECRET_FIELDS: dict[str, JsonValue] = {
+    "propertyNames": {"pattern": FIELD_NAME_PATTERN},
+    "additionalProperties": {"type": "string", "minLength": 1},
+    "description": "field name -> value; each value at most secret_max_value_bytes of UTF-8 (default 65536)",
+}
+
+
+class GenerateRule(Strict):
+    """A value the service makes: ``chars`` (``length`` characters from ``classes``, at least one of
+    each), ``hex`` or ``base64`` (``bytes`` random bytes), or ``uuid``; stored in ``field``."""
+
+    kind: Literal["chars", "hex", "base64", "uuid"]
+    field: str = Field(default="value", min_length=1, max_length=64, pattern=FIELD_NAME_PATTERN)
+    length: int | None = Field(default=None, ge=8, le=4096)
+    bytes: int | None = Field(default=None, ge=8, le=4096)
+    classes: list[Literal["lower", "upper", "digits", "symbols"]] | None = Field(
+        default=None, min_length=1, max_length=4, json_schema_extra={"uniqueItems": True}
+    )
+
+
+class CreateSecretBody(Strict):
+    """A secret in ``folder`` named ``name``, owned by one principal or one group, with its first value:
+    exactly one of ``fields`` (given) or ``generate`` (made by the service)."""
+
+    # The secrets service also refuses ".." anywhere in a folder or name (a path-like look-alike).
+    folder: str = Field(
+        min_length=1, max_length=512, json_schema_extra={**name_schema(NameKind.SCOPE), "not": _DOTDOT}
+    )
+    name: str = Field(
+        min_length=1, max_length=63, json_schema_extra={**name_schema(NameKind.IDENTIFIER), "not": _DOTDOT}
+    )
+    owner_principal: str | None = Field(default=None, min_length=1, max_length=64)
+    owner_group: str | None = Field(
+        default=None, min_length=1, max_length=63, json_schema_extra=name_schema(NameKind.IDENTIFIER)
+    )
+    description: str = Field(default="", max_length=1024, pattern=DESCRIPTION_PATTERN)
+    tags: list[str] = Field(default_factory=list, max_length=32, json_schema_extra=_SECRET_TAGS)
+    category: _SECRET_CATEGORY = "other"
+    consumers: list[str] = Field(default_factory=list, max_length=64, json_schema_extra=_SECRET_TAGS)
+    fields: dict[str, str] | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=_SECRET_FIELDS
+    )
+    generate: GenerateRule | None = None
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra={
+            "allOf": [exactly_one_of("owner_principal", "owner_group"), exactly_one_of("fields", "generate")]
+        },
+    )
+
+
+class UpdateSecretBody(Strict):
+    """Metadata to change (at least one; never the name, folder or value); an owner is one of the two."""
+
+    description: str | None = Field(default=None, max_length=1024, pattern=DESCRIPTION_PATTERN)
+    tags: list[str] | None = Field(default=None, max_length=32, json_schema_extra=_SECRET_TAGS)
+    category: _SECRET_CATEGORY | None = None
+    consumers: list[str] | None = Field(default=None, max_length=64, json_schema_extra=_SECRET_TAGS)
+    owner_principal: str | None = Field(default=None, min_length=1, max_length=64)
+    owner_group: str | None = Field(
+        default=None, min_length=1, max_length=63, json_schema_extra=name_schema(NameKind.IDENTIFIER)
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra={
+            # At least one change that is not null.
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("description", "tags", "category", "consumers", "owner_principal", "owner_group")
+            ],
+            "not": {
+                "required": ["owner_principal", "owner_group"],
+                "properties": {"owner_principal": {"type": "string"}, "owner_group": {"type": "string"}},
+            },
+        },
+    )
+
+
+class SetSecretValueBody(Strict):
+    """A new version: exactly one of ``fields`` or ``generate``."""
+
+    fields: dict[str, str] | None = Field(
+        default=None, min_length=1, max_length=64, json_schema_extra=_SECRET_FIELDS
+    )
+    generate: GenerateRule | None = None
+
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, json_schema_extra=exactly_one_of("fields", "generate")
+    )
+
+
+class FetchSecretBody(Strict):
+    """The current version (or ``version``), one ``field`` or all; ``workload`` labels who reads it."""
+
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    field: str | None = Field(default=None, min_length=1, max_length=64, pattern=FIELD_NAME_PATTERN)
+    workload: str | None = Field(
+        default=None, min_length=1, max_length=256, json_schema_extra=name_schema(NameKind.TAG)
+    )

@@ -26,9 +26,18 @@ from signer.http.state import CALLER, SERVICES
 
 log = logging.getLogger("signer.http")
 
-# Signing records every refusal with its decision; approvals record refused votes (approval.vote_refused).
+# Signing and secret fetches record every refusal with its decision (the pipeline); approvals record
+# refused votes (approval.vote_refused).
 SERVICE_AUDITED = frozenset(
-    {"sign_transaction", "sign_message", "sign_typed_data", "sign_digest", "approve", "reject"}
+    {
+        "sign_transaction",
+        "sign_message",
+        "sign_typed_data",
+        "sign_digest",
+        "approve",
+        "reject",
+        "fetch_secret",
+    }
 )
 # POSTs that change nothing.
 READ_ONLY = frozenset({"dry_run"})
@@ -51,6 +60,8 @@ _COLLECTIONS = {
     "members": "group_member",
     "policies": "policy",
     "policy-attachments": "policy_attachment",
+    "secrets": "secret",
+    "versions": "secret",
 }
 
 

@@ -116,8 +116,8 @@ class Grant(View):
     id: str
     principal_id: str | None = Field(description="the principal granted, or null for a group grant")
     group: str | None = Field(description="the group granted, or null for a principal grant")
-    resource_type: Literal["key", "scope"]
-    resource_id: str = Field(description="a key id, or a scope prefix such as acme/payments")
+    resource_type: Literal["key", "secret", "scope"]
+    resource_id: str = Field(description="a key id, a secret id, or a scope prefix such as acme/payments")
     operations: list[str] = Field(description="empty for a no-access grant")
     no_access: bool = Field(description="an explicit no-access grant (overrides what it inherits)")
     expires_at: datetime | None
@@ -361,3 +361,56 @@ class WebhookSecretRotated(View):
 class WebhookDeleted(View):
     group: str
     deleted: bool
+
+
+class SecretVersion(View):
+    version: int
+    fields: list[str] = Field(description="field names (never values)")
+    created_at: datetime
+    created_by: str | None
+
+
+class Secret(View):
+    """A secret's metadata: never a value."""
+
+    id: str
+    name: str
+    folder: str
+    description: str
+    tags: list[str]
+    category: Literal[
+        "api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other"
+    ]
+    owner: str = Field(description="principal:<id> or group:<name>")
+    consumers: list[str] = Field(description="declared workloads that use it")
+    origin: Literal["provided", "generated"]
+    generation: dict[str, Any] | None = Field(description="the rule a generated value was made by")
+    current_version: int
+    created_at: datetime
+    created_by: str | None
+    updated_at: datetime
+    updated_by: str | None
+    last_fetched_at: datetime | None
+    last_fetched_by: str | None
+    versions: list[SecretVersion] | None = Field(default=None, description="only when showing one secret")
+
+
+class SecretList(View):
+    items: list[Secret]
+    next: str | None = Field(description="pass as `after` for the next page; null on the last page")
+
+
+class SecretDeleted(View):
+    id: str
+    deleted: bool
+
+
+class SecretValue(View):
+    """The fetch's answer: the one response that carries values."""
+
+    secret_id: str
+    name: str
+    folder: str
+    version: int
+    field_names: list[str]
+    values: dict[str, str] = Field(description="field name -> value")

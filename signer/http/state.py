@@ -18,6 +18,7 @@ from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
+from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.webhooks import WebhookService
 
@@ -34,6 +35,7 @@ class Services:
     policies: PolicyService
     webhooks: WebhookService
     console_sessions: ConsoleSessions
+    secrets: SecretsService
 
 
 @dataclass(frozen=True, slots=True)

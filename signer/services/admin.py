@@ -11,7 +11,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from policy import NATIVE, OPERATIONS, PolicyError, canonical_address
+from policy import NATIVE, OPERATIONS, SECRET_GRANT_OPERATIONS, PolicyError, canonical_address
 from signer.audit import AuditEvent, EventTarget, Outcome
 from signer.errors import Conflict, InvalidRequest, NotFound
 from signer.identity import Role
@@ -171,15 +171,16 @@ class AdminService:
         max_uses: int | None = None,
         value_budgets: dict[str, str] | None = None,
         no_access: bool = False,
+        secret_id: str | None = None,
     ) -> dict[str, Any]:
-        """Grant operations on a key (or on every key under a scope) to a principal or a group; or,
+        """Grant operations on a key, a secret, or everything under a scope to a principal or a group; or,
         with ``no_access``, say "no access" there: it overrides what the same principal or group
         inherits from a broader scope (``policy.grants`` says exactly how)."""
         require_role(ctx, Role.ADMIN)
         if (principal_id is None) == (group is None):
             raise InvalidRequest("name exactly one of principal_id or group", code="invalid_grant")
-        if (key_id is None) == (scope is None):
-            raise InvalidRequest("name exactly one of key_id or scope", code="invalid_grant")
+        if [key_id, scope, secret_id].count(None) != 2:
+            raise InvalidRequest("name exactly one of key_id, secret_id or scope", code="invalid_grant")
         if scope is not None:
             scope = check_name(scope, field="scope", kind=NameKind.SCOPE)
         if group is not None:
@@ -197,10 +198,18 @@ class AdminService:
                 code="invalid_operations",
                 field="operations",
             )
-        unknown = sorted(set(operations) - OPERATIONS)
+        # A key grant names signing operations, a secret grant secret operations, a scope grant either.
+        allowed = (
+            OPERATIONS
+            if key_id
+            else SECRET_GRANT_OPERATIONS
+            if secret_id
+            else OPERATIONS | SECRET_GRANT_OPERATIONS
+        )
+        unknown = sorted(set(operations) - allowed)
         if unknown or (not operations and not no_access):
             raise InvalidRequest(
-                "operations must be a non-empty subset of: " + ", ".join(sorted(OPERATIONS)),
+                "operations must be a non-empty subset of: " + ", ".join(sorted(allowed)),
                 code="invalid_operations",
                 field="operations",
             )
@@ -214,11 +223,13 @@ class AdminService:
                 raise NotFound("no such principal", code="principal_not_found")
             if key_id is not None and await writer.keys.get(key_id) is None:
                 raise NotFound("no such key", code="key_not_found")
+            if secret_id is not None and await writer.secrets.get(secret_id) is None:
+                raise NotFound("no such secret", code="secret_not_found")
             grant = GrantRecord(
                 id="grt_" + secrets.token_hex(8),
                 principal_id=principal_id,
-                resource_type="key" if key_id is not None else "scope",
-                resource_id=key_id if key_id is not None else scope or "",
+                resource_type="key" if key_id is not None else "secret" if secret_id is not None else "scope",
+                resource_id=key_id or secret_id or scope or "",
                 operations=sorted(set(operations)),
                 expires_at=expires_at,
                 created_by=ctx.caller.principal_id,

@@ -12,7 +12,7 @@ the HSM call and the independent check of its signature (recovery to the key's a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ class Prepared:
 
     data: bytes
     summary: dict[str, Any]
-    finish: Callable[[KeyRecord, bytes], dict[str, Any]]
+    finish: Callable[[KeyRecord, bytes], dict[str, Any]] | None = None
     transaction: Any = None  # signer.eth.TransactionFields, for policy
     typed_data_domain: Mapping[str, Any] | None = None
     permits: tuple[Permit, ...] = ()  # approvals decoded from typed data, counted like ``approve``
@@ -52,6 +52,9 @@ class Prepared:
     # The view, or how to build it: only a request that waits for approval needs one.
     view: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None
     chain_id: int | None = None
+    # What the operation does once allowed when it is not a signature (a secret read): given the token
+    # and the resource, the response. The pipeline keeps the response until its audit event commits.
+    acts: Callable[[KeyVault, Any], Awaitable[dict[str, Any]]] | None = None
 
     def describe(self) -> Mapping[str, Any]:
         """The decoded view approvers read."""
@@ -76,6 +79,10 @@ class Prepared:
     async def act(self, hsm: KeyVault, key: KeyRecord) -> dict[str, Any]:
         """What the operation does once allowed: sign inside the token and check the signature. The
         response stays with the pipeline until its audit event commits."""
+        if self.acts is not None:
+            return await self.acts(hsm, key)
+        if self.finish is None:
+            raise TypeError("a prepared payload needs finish or acts")
         return self.finish(key, await hsm.sign(key.hsm_id, Curve(key.curve), self.data))
 
 
@@ -102,6 +109,9 @@ class PayloadKind:
     actors_refusal: str = "only service principals sign"
     # The fields of a response the audit event keeps (never a signature: only who signed and what).
     audited_result: tuple[str, ...] = ("signer", "transaction_hash")
+    # Whether a decision asking for approval may open a pending request. Not for reads: the pending
+    # request would store the response (the value) as its result; the pipeline refuses them instead.
+    approvable: bool = True
 
     def result_summary(self, response: Mapping[str, Any]) -> dict[str, Any]:
         return {k: response[k] for k in self.audited_result if k in response}

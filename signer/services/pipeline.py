@@ -419,8 +419,11 @@ class DecisionPipeline:
                 request = request_for(facts.subject, ref, order.operation, prepared)
                 known = optimistic_facts(self.store.ledger_cache.at_least)
                 decision = judge(request, facts.subject.policy_set, known, now)
-                if path.verdict(decision) is Verdict.REFUSE:
+                verdict = path.verdict(decision)
+                if verdict is Verdict.REFUSE:
                     raise refusal(decision, facts.subject, ref)
+                if verdict is Verdict.PEND and not order.payload.approvable:
+                    raise _not_approvable()
                 self._check_state(order, ref)
                 return Judged(facts, resource, ref, prepared, request, decision)
             except SignerError:
@@ -450,6 +453,8 @@ class DecisionPipeline:
                 return replay
         decision = await self._judge_exactly(writer, flight, current, now)
         verdict = path.verdict(decision)
+        if verdict is Verdict.PEND and not order.payload.approvable:
+            raise _not_approvable()
         if verdict is Verdict.PEND:
             # No signature leaves: the request waits for its approvers (stored in this transaction).
             record = await self.pending.open(
@@ -689,6 +694,15 @@ def _audit_event(
         resource=resource,
         error=error,
         **fields,
+    )
+
+
+def _not_approvable() -> SignerError:
+    # A read that policy sends to approvers: the pending request would keep the value as its result
+    # and release it again; until a read can be released once, to its requester, it is refused.
+    return Conflict(
+        "policy requires approval for this read; approved reads are not supported yet",
+        code="approval_not_supported_for_reads",
     )
 
 

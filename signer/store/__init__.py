@@ -43,6 +43,8 @@ from signer.store.records import (
     OutboxRecord,
     PolicyVersionRecord,
     PrincipalRecord,
+    SecretRecord,
+    SecretVersionRecord,
     TokenRecord,
     WebhookRecord,
 )
@@ -62,6 +64,8 @@ __all__ = [
     "PolicyVersionRecord",
     "PrincipalRecord",
     "Reader",
+    "SecretRecord",
+    "SecretVersionRecord",
     "Store",
     "TokenRecord",
     "WebhookRecord",

@@ -29,6 +29,7 @@ from signer.store.tables.keys import KeyReads, KeyWrites
 from signer.store.tables.meta import MetaReads, MetaWrites
 from signer.store.tables.policies import PolicyReads, PolicyWrites
 from signer.store.tables.principals import PrincipalReads, PrincipalWrites, TokenReads, TokenWrites
+from signer.store.tables.secrets import SecretReads, SecretWrites
 from signer.store.tables.webhooks import OutboxReads, OutboxWrites, WebhookReads, WebhookWrites
 from signer.store.tx import ReadTx, WriteTx
 
@@ -91,6 +92,10 @@ class Reader(ReadTx):
     def console_sessions(self) -> ConsoleSessionReads:
         return ConsoleSessionReads(self)
 
+    @cached_property
+    def secrets(self) -> SecretReads:
+        return SecretReads(self)
+
 
 class Writer(WriteTx):
     """One write transaction holding the write lock (see ``WriteTx``), with every table family."""
@@ -146,6 +151,10 @@ class Writer(WriteTx):
     @cached_property
     def console_sessions(self) -> ConsoleSessionWrites:
         return ConsoleSessionWrites(self)
+
+    @cached_property
+    def secrets(self) -> SecretWrites:
+        return SecretWrites(self)
 
 
 __all__ = ["Reader", "Writer"]

@@ -19,6 +19,9 @@ __all__ = [
     "GRANT_RESOURCE_TYPES",
     "KEY_STATES",
     "ROLES",
+    "SECRET_CATEGORIES",
+    "SECRET_ORIGINS",
+    "SECRET_OWNER_TYPES",
     "TOKEN_KINDS",
     "VOTE_DECISIONS",
     "ApprovalRequestRecord",
@@ -34,6 +37,8 @@ __all__ = [
     "OutboxRecord",
     "PolicyVersionRecord",
     "PrincipalRecord",
+    "SecretRecord",
+    "SecretVersionRecord",
     "TokenRecord",
     "WebhookRecord",
 ]
@@ -43,6 +48,11 @@ __all__ = [
 ROLES = frozenset({"admin", "service", "approver", "auditor"})
 TOKEN_KINDS = frozenset({"access", "refresh", "api"})
 KEY_STATES = frozenset({"active", "disabled"})
+SECRET_CATEGORIES = frozenset(
+    {"api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other"}
+)
+SECRET_OWNER_TYPES = frozenset({"principal", "group"})
+SECRET_ORIGINS = frozenset({"provided", "generated"})
 GRANT_RESOURCE_TYPES = frozenset({"key", "scope", "secret"})
 APPROVAL_STATES = frozenset({"pending", "approved", "signed", "failed", "rejected", "expired", "cancelled"})
 VOTE_DECISIONS = frozenset({"approve", "reject"})
@@ -101,6 +111,45 @@ class KeyRecord:
     created_by: str | None
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRecord:
+    """A secret's metadata: never a value. ``folder`` is a scope path (its first segment the
+    organisation whose KEK seals it); ``generation`` is the rule a generated secret was made by."""
+
+    id: str
+    name: str
+    folder: str
+    description: str
+    tags: list[str]
+    category: str
+    owner_type: str
+    owner: str
+    consumers: list[str]
+    origin: str
+    generation: dict[str, Any] | None
+    current_version: int
+    created_at: datetime
+    created_by: str | None
+    updated_at: datetime
+    updated_by: str | None
+    last_fetched_at: datetime | None = None
+    last_fetched_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretVersionRecord:
+    """One version of a secret's value: the data key wrapped by the KEK ``kek_id`` in the token, and
+    each field sealed under that data key (``signer.crypto.envelope``). Never plaintext."""
+
+    secret_id: str
+    version: int
+    kek_id: str
+    wrapped_key: bytes
+    sealed_fields: dict[str, bytes]
+    created_at: datetime
+    created_by: str | None
 
 
 @dataclass(frozen=True, slots=True)

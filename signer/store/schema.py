@@ -51,6 +51,8 @@ __all__ = [
     "policy_attachments",
     "policy_versions",
     "principals",
+    "secret_versions",
+    "secrets",
     "shadow_decisions",
     "tokens",
     "webhook_outbox",
@@ -380,4 +382,46 @@ console_sessions = Table(
     Column("expires_at", UTCDateTime, nullable=False),
     Index(None, "expires_at"),
     Index(None, "token_id"),
+)
+
+# -- secrets (migration 0006_secrets) --------------------------------------------------------------
+
+# A secret's metadata; names are unique per folder. Values live only sealed, in secret_versions.
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("folder", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("tags", JSONText, nullable=False),
+    Column("category", Text, nullable=False),
+    Column("owner_type", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("consumers", JSONText, nullable=False),
+    Column("origin", Text, nullable=False),
+    Column("generation", JSONText, nullable=True),
+    Column("current_version", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", Text, nullable=True),
+    Column("last_fetched_at", UTCDateTime, nullable=True),
+    Column("last_fetched_by", Text, nullable=True),
+    Index("ix_secrets_folder_name", "folder", "name", unique=True),
+)
+
+# One row per version: the data key wrapped in the token by the KEK kek_id, and the sealed fields
+# (field name -> base64 of the envelope), never a plaintext value.
+secret_versions = Table(
+    "secret_versions",
+    metadata,
+    Column("secret_id", Text, ForeignKey("secrets.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("kek_id", Text, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("sealed_fields", JSONText, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", Text, nullable=True),
+    PrimaryKeyConstraint("secret_id", "version"),
 )

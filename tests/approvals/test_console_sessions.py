@@ -29,6 +29,8 @@ from signer.http.webhook_transport import AiohttpTransport
 from signer.services.audit_log import AuditLogService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.health import HealthService
+from signer.services.secret_kind import Sealer
+from signer.services.secrets import SecretsService
 from signer.services.webhooks import WebhookService
 from tests.approvals.support import Person, World
 from tests.service_harness import Server
@@ -111,6 +113,7 @@ async def _serve(world: World, tmp_path: Path, *, secure: bool = False) -> Async
         policies=world.policies,
         webhooks=WebhookService(world.store, world.auth, transport),
         console_sessions=sessions,
+        secrets=SecretsService(world.store, world.pipeline, Sealer(world.hsm), max_value_bytes=1024),
     )
     app.add_routes(console_routes)
     runner = web.AppRunner(app)

@@ -21,6 +21,7 @@ from signer.http.routes import (
     keys,
     meta,
     policies,
+    secrets,
     signing,
     webhooks,
 )
@@ -38,6 +39,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     webhooks,
     groups,
     policies,
+    secrets,
 )
 
 # Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.

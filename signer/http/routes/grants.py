@@ -35,6 +35,7 @@ async def create_grant(request: web.Request) -> web.Response:
         principal_id=body.principal_id,
         group=body.group,
         key_id=body.key_id,
+        secret_id=body.secret_id,
         scope=body.scope,
         operations=None if body.operations is None else list(body.operations),
         expires_at=body.expires_at,

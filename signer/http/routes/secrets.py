@@ -1,0 +1,198 @@
+"""Secret routes: create, list, show, change, rotate, delete and fetch secrets.
+
+Thin: parse, call one method of the secrets service, render. Only the fetch answers with values; a
+secret the caller holds no grant about answers exactly like a missing one (the service decides).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from policy.names import NameKind
+from signer.http import schemas as out
+from signer.http.body import parse_body
+from signer.http.contract import Link, Query
+from signer.http.models import (
+    CreateSecretBody,
+    FetchSecretBody,
+    SetSecretValueBody,
+    UpdateSecretBody,
+    name_schema,
+)
+from signer.http.routes.common import ID_SCHEMA, api, context, id_query, int_query, json_response, services
+from signer.http.state import SETTINGS
+
+
+def _limit(request: web.Request) -> int:
+    return request.app[SETTINGS].secret_body_bytes
+
+
+def _owner(principal: str | None, group: str | None) -> str | None:
+    if principal is not None:
+        return f"principal:{principal}"
+    if group is not None:
+        return f"group:{group}"
+    return None
+
+
+def _value_fields(body: CreateSecretBody | SetSecretValueBody) -> dict[str, Any]:
+    return {
+        "fields": None if body.fields is None else dict(body.fields),
+        "generate": None if body.generate is None else body.generate.model_dump(exclude_none=True),
+    }
+
+
+@api.operation(
+    "POST",
+    "/v1/secrets",
+    summary="Create a secret (grants nobody anything; needs `create` on its folder)",
+    tag="secrets",
+    who="a principal with a `create` grant on the folder",
+    request=CreateSecretBody,
+    response=out.Secret,
+    status=201,
+    errors=(403, 404, 409, 503),
+    links={
+        "ShowSecret": Link("show_secret", {"secret_id": "$response.body#/id"}),
+        "DeleteSecret": Link("delete_secret", {"secret_id": "$response.body#/id"}),
+    },
+)
+async def create_secret(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    body = await parse_body(request, CreateSecretBody, _limit(request))
+    secret = await services(request).secrets.create(
+        ctx,
+        folder=body.folder,
+        name=body.name,
+        owner=_owner(body.owner_principal, body.owner_group) or "",
+        description=body.description,
+        tags=list(body.tags),
+        category=body.category,
+        consumers=list(body.consumers),
+        **_value_fields(body),
+    )
+    return json_response(secret, 201)
+
+
+@api.operation(
+    "GET",
+    "/v1/secrets",
+    summary="List the secrets the caller may `list` (metadata only)",
+    tag="secrets",
+    who="any principal; sees only what its grants allow",
+    response=out.SecretList,
+    errors=(503,),
+    query=(
+        Query(
+            "folder",
+            {"type": "string", "minLength": 1, "maxLength": 512, **name_schema(NameKind.SCOPE)},
+            "only this folder and below",
+        ),
+        Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (default 100)"),
+        Query("after", ID_SCHEMA, "the `next` of the previous page"),
+    ),
+)
+async def list_secrets(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    limit = int_query(request, "limit", 100, 1, 1000)
+    after = id_query(request, "after")
+    folder = request.query.get("folder")
+    return json_response(await services(request).secrets.list(ctx, folder, limit=limit, after=after))
+
+
+@api.operation(
+    "GET",
+    "/v1/secrets/{secret_id}",
+    summary="Show a secret's metadata and versions (never a value)",
+    tag="secrets",
+    who="a principal with `read_metadata` on it",
+    response=out.Secret,
+    errors=(403, 404, 503),
+)
+async def show_secret(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    return json_response(await services(request).secrets.show(ctx, request.match_info["secret_id"]))
+
+
+@api.operation(
+    "PATCH",
+    "/v1/secrets/{secret_id}",
+    summary="Change a secret's description, tags, category, owner or consumers",
+    tag="secrets",
+    who="a principal with `update` on it",
+    request=UpdateSecretBody,
+    response=out.Secret,
+    errors=(403, 404, 503),
+)
+async def update_secret(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    body = await parse_body(request, UpdateSecretBody, _limit(request))
+    changes: dict[str, Any] = body.model_dump(exclude_none=True, exclude={"owner_principal", "owner_group"})
+    owner = _owner(body.owner_principal, body.owner_group)
+    if owner is not None:
+        changes["owner"] = owner
+    return json_response(
+        await services(request).secrets.update(ctx, request.match_info["secret_id"], changes)
+    )
+
+
+@api.operation(
+    "POST",
+    "/v1/secrets/{secret_id}/versions",
+    summary="Set a new value (a new version: what the next fetch returns)",
+    tag="secrets",
+    who="a principal with `update` on it",
+    request=SetSecretValueBody,
+    response=out.Secret,
+    status=201,
+    errors=(403, 404, 409, 503),
+)
+async def set_secret_value(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    body = await parse_body(request, SetSecretValueBody, _limit(request))
+    secret = await services(request).secrets.set_value(
+        ctx, request.match_info["secret_id"], **_value_fields(body)
+    )
+    return json_response(secret, 201)
+
+
+@api.operation(
+    "DELETE",
+    "/v1/secrets/{secret_id}",
+    summary="Delete a secret and every version of its value",
+    tag="secrets",
+    who="a principal with `delete` on it",
+    response=out.SecretDeleted,
+    errors=(403, 404, 503),
+)
+async def delete_secret(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    return json_response(await services(request).secrets.delete(ctx, request.match_info["secret_id"]))
+
+
+@api.operation(
+    "POST",
+    "/v1/secrets/{secret_id}/fetch",
+    summary="Fetch a secret's value: the current version or a named one, one field or all (audited)",
+    tag="secrets",
+    who="a service principal or admin with `read_value` on it",
+    request=FetchSecretBody,
+    response=out.SecretValue,
+    errors=(403, 404, 409, 422, 429, 503),
+)
+async def fetch_secret(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    body = await parse_body(request, FetchSecretBody, _limit(request))
+    value = await services(request).secrets.fetch(
+        ctx,
+        request.match_info["secret_id"],
+        version=body.version,
+        field=body.field,
+        workload=body.workload,
+        source=request.remote,
+    )
+    response = json_response(value)
+    response.headers["Cache-Control"] = "no-store"
+    return response

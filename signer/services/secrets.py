@@ -1,0 +1,429 @@
+"""Secrets: the entry for creating, listing, showing, changing, deleting and fetching secrets.
+
+Thin, like ``signing``: the fetch is an ``Order`` for the ``read_value`` payload kind run through the one
+decision pipeline (grants, policy rules, audit); the other operations check the caller's grant on the
+secret (or on its folder) with the same judge and write their record with a typed audit event in one
+transaction. Existence and permission are separate: creating a secret grants nobody anything, and a
+caller holding no grant about a secret gets ``secret_not_found``, exactly as for one that does not exist.
+
+It must never return, log or audit a value except as the fetch's response, and never write a version
+whose data key the token did not wrap (sealing happens before the row is written: a crash in between
+leaves nothing behind).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets as random
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from policy import Effect
+from signer.audit import EventTarget
+from signer.errors import Forbidden, InvalidRequest, NotFound, SignerError
+from signer.services.authorization import (
+    holds_any_grant,
+    load_policies,
+    load_subject,
+    optimistic_facts,
+    policy_request,
+    refusal,
+)
+from signer.services.context import Clock, RequestContext, iso, utcnow
+from signer.services.naming import NameKind, check_name
+from signer.services.pipeline import DecisionPipeline, Order, judge
+from signer.services.policies import check_group
+from signer.services.resources import ResourceRef
+from signer.services.secret_kind import (
+    FETCH,
+    Opener,
+    Sealer,
+    check_field_name,
+    check_values,
+    generate_value,
+    not_found,
+    secret_ref,
+)
+from signer.store import Reader, SecretRecord, SecretVersionRecord, Store, Writer
+
+log = logging.getLogger("signer.secrets")
+
+CATEGORIES = ("api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other")
+_SCAN_PAGE = 200
+_METADATA = ("description", "tags", "category", "owner", "consumers")
+
+
+def _owner(owner: object) -> tuple[str, str]:
+    """``principal:<id>`` or ``group:<name>`` as (type, id)."""
+    if isinstance(owner, str):
+        kind, _, name = owner.partition(":")
+        if kind == "group" and name:
+            return "group", check_group(name)
+        if kind == "principal" and name:
+            return "principal", name
+    raise InvalidRequest("owner is principal:<id> or group:<name>", code="invalid_owner", field="owner")
+
+
+def _names(values: object, field: str, kind: NameKind) -> list[str]:
+    if not isinstance(values, list):
+        raise InvalidRequest(f"{field} is a list of names", code="invalid_name", field=field)
+    return sorted({check_name(v, field=field, kind=kind) for v in values})
+
+
+def _version_view(version: SecretVersionRecord) -> dict[str, Any]:
+    return {
+        "version": version.version,
+        "fields": sorted(version.sealed_fields),
+        "created_at": iso(version.created_at),
+        "created_by": version.created_by,
+    }
+
+
+def secret_view(secret: SecretRecord, versions: list[SecretVersionRecord] | None = None) -> dict[str, Any]:
+    """What anyone allowed to see a secret sees of it: metadata, never a value."""
+    view: dict[str, Any] = {
+        "id": secret.id,
+        "name": secret.name,
+        "folder": secret.folder,
+        "description": secret.description,
+        "tags": list(secret.tags),
+        "category": secret.category,
+        "owner": f"{secret.owner_type}:{secret.owner}",
+        "consumers": list(secret.consumers),
+        "origin": secret.origin,
+        "generation": secret.generation,
+        "current_version": secret.current_version,
+        "created_at": iso(secret.created_at),
+        "created_by": secret.created_by,
+        "updated_at": iso(secret.updated_at),
+        "updated_by": secret.updated_by,
+        "last_fetched_at": iso(secret.last_fetched_at),
+        "last_fetched_by": secret.last_fetched_by,
+    }
+    if versions is not None:
+        view["versions"] = [_version_view(v) for v in versions]
+    return view
+
+
+class SecretsService:
+    def __init__(
+        self,
+        store: Store,
+        pipeline: DecisionPipeline,
+        sealer: Sealer,
+        *,
+        max_value_bytes: int,
+        clock: Clock = utcnow,
+    ) -> None:
+        self._store = store
+        self._pipeline = pipeline
+        self._sealer = sealer
+        self._opener = Opener(store, sealer)
+        self._max_value_bytes = max_value_bytes
+        self._clock = clock
+
+    # -- authorisation of the operations that do not go through the pipeline --------------------
+
+    async def _allowed(
+        self, reader: Reader | Writer, ctx: RequestContext, operation: str, ref: ResourceRef, *, exists: bool
+    ) -> bool:
+        """Whether the caller may do ``operation`` on ``ref``; raises the refusal when ``exists`` and
+        the caller holds some grant about it (else the not-found answer). Rules are judged with the
+        usage this process knows; nothing is reserved for these operations."""
+        now = self._clock()
+        policies = await load_policies(reader)
+        subject = await load_subject(reader, ctx.caller.principal_id, now, policies)
+        request = policy_request(subject, ref, operation, {})
+        decision = judge(
+            request, subject.policy_set, optimistic_facts(self._store.ledger_cache.at_least), now
+        )
+        if decision.effect is Effect.ALLOW:
+            return True
+        if not exists:
+            return False
+        raise refusal(decision, subject, ref)
+
+    async def _load_allowed(
+        self, reader: Reader | Writer, ctx: RequestContext, secret_id: str, operation: str
+    ) -> SecretRecord:
+        secret = await reader.secrets.get(secret_id)
+        if secret is None:
+            raise not_found()
+        await self._allowed(reader, ctx, operation, secret_ref(secret), exists=True)
+        return secret
+
+    # -- operations --------------------------------------------------------------------------------
+
+    async def create(
+        self,
+        ctx: RequestContext,
+        *,
+        folder: str,
+        name: str,
+        owner: str,
+        description: str = "",
+        tags: list[str] | None = None,
+        category: str = "other",
+        consumers: list[str] | None = None,
+        fields: Mapping[str, Any] | None = None,
+        generate: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A new secret with its first version; nobody is granted anything by it."""
+        folder = _no_dotdot(check_name(folder, field="folder", kind=NameKind.SCOPE), "folder")
+        name = _no_dotdot(check_name(name, field="name", kind=NameKind.IDENTIFIER), "name")
+        owner_type, owner_id = _owner(owner)
+        if category not in CATEGORIES:
+            raise InvalidRequest("unknown category", code="invalid_category", field="category")
+        tag_list = _names(tags or [], "tags", NameKind.TAG)
+        consumer_list = _names(consumers or [], "consumers", NameKind.TAG)
+        values, rule = self._values(fields, generate)
+        async with self._store.read() as reader:
+            ref = ResourceRef("secret", "(new)", folder, "active")
+            if not await self._allowed(reader, ctx, "create", ref, exists=False):
+                raise Forbidden(
+                    "creating secrets in this folder is not granted", code="operation_not_granted"
+                )
+        secret_id = "sec_" + random.token_hex(8)
+        kek_id, wrapped, sealed = await self._sealer.seal(secret_id, 1, folder, values)
+        now = self._clock()
+        record = SecretRecord(
+            id=secret_id,
+            name=name,
+            folder=folder,
+            description=_description(description),
+            tags=tag_list,
+            category=category,
+            owner_type=owner_type,
+            owner=owner_id,
+            consumers=consumer_list,
+            origin="generated" if rule is not None else "provided",
+            generation=rule,
+            current_version=1,
+            created_at=now,
+            created_by=ctx.caller.principal_id,
+            updated_at=now,
+            updated_by=ctx.caller.principal_id,
+        )
+        version = SecretVersionRecord(secret_id, 1, kek_id, wrapped, sealed, now, ctx.caller.principal_id)
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            if owner_type == "principal" and await writer.principals.get(owner_id) is None:
+                raise NotFound("no such principal", code="principal_not_found")
+            await writer.secrets.insert(record, version)
+            view = secret_view(record, [version])
+            writer.append_audit(
+                ctx.audit_event("secret.create", now, resource=EventTarget("secret", secret_id), secret=view)
+            )
+            return view
+
+        return await self._store.submit(unit)
+
+    def _values(
+        self, fields: Mapping[str, Any] | None, generate: Mapping[str, Any] | None
+    ) -> tuple[dict[str, bytes], dict[str, Any] | None]:
+        if (fields is None) == (generate is None):
+            raise InvalidRequest("give exactly one of fields or generate", code="invalid_secret_fields")
+        if fields is not None:
+            return check_values(fields, self._max_value_bytes), None
+        assert generate is not None
+        rule = dict(generate)
+        field = check_field_name(rule.pop("field", "value"))
+        value, stored = generate_value(rule)
+        if len(value) > self._max_value_bytes:
+            raise InvalidRequest("the generated value would be too large", code="secret_value_too_large")
+        return {field: value}, {**stored, "field": field}
+
+    async def list(
+        self, ctx: RequestContext, folder: str | None = None, *, limit: int = 100, after: str | None = None
+    ) -> dict[str, Any]:
+        """The secrets under ``folder`` (all when None) the caller may ``list``; metadata only."""
+        under = "*" if folder is None else check_name(folder, field="folder", kind=NameKind.SCOPE)
+        items: list[dict[str, Any]] = []
+        cursor = after
+        async with self._store.read() as reader:
+            now = self._clock()
+            policies = await load_policies(reader)
+            subject = await load_subject(reader, ctx.caller.principal_id, now, policies)
+            known = optimistic_facts(self._store.ledger_cache.at_least)
+            while True:
+                page = await reader.secrets.under(under, limit=_SCAN_PAGE, after=cursor)
+                for secret in page:
+                    cursor = secret.id
+                    ref = secret_ref(secret)
+                    if not holds_any_grant(subject.grants, ref):
+                        continue
+                    decision = judge(policy_request(subject, ref, "list", {}), subject.policy_set, known, now)
+                    if decision.effect is Effect.ALLOW:
+                        items.append(secret_view(secret))
+                        if len(items) == limit:
+                            return {"items": items, "next": cursor}
+                if len(page) < _SCAN_PAGE:
+                    return {"items": items, "next": None}
+
+    async def show(self, ctx: RequestContext, secret_id: str) -> dict[str, Any]:
+        async with self._store.read() as reader:
+            secret = await self._load_allowed(reader, ctx, secret_id, "read_metadata")
+            return secret_view(secret, await reader.secrets.versions(secret.id))
+
+    async def update(self, ctx: RequestContext, secret_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change description, tags, category, owner or consumers (never the name, folder or value)."""
+        unknown = set(changes) - set(_METADATA)
+        if unknown or not changes:
+            raise InvalidRequest(
+                "change one or more of: " + ", ".join(_METADATA), code="invalid_secret_update"
+            )
+        columns: dict[str, Any] = {}
+        if "description" in changes:
+            columns["description"] = _description(changes["description"])
+        if "tags" in changes:
+            columns["tags"] = _names(changes["tags"], "tags", NameKind.TAG)
+        if "consumers" in changes:
+            columns["consumers"] = _names(changes["consumers"], "consumers", NameKind.TAG)
+        if "category" in changes:
+            if changes["category"] not in CATEGORIES:
+                raise InvalidRequest("unknown category", code="invalid_category", field="category")
+            columns["category"] = changes["category"]
+        if "owner" in changes:
+            columns["owner_type"], columns["owner"] = _owner(changes["owner"])
+        now = self._clock()
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            secret = await self._load_allowed(writer, ctx, secret_id, "update")
+            if (
+                columns.get("owner_type") == "principal"
+                and await writer.principals.get(columns["owner"]) is None
+            ):
+                raise NotFound("no such principal", code="principal_not_found")
+            await writer.secrets.update_metadata(secret.id, columns, now, ctx.caller.principal_id)
+            updated = await writer.secrets.get(secret.id)
+            assert updated is not None
+            view = secret_view(updated, await writer.secrets.versions(secret.id))
+            writer.append_audit(
+                ctx.audit_event(
+                    "secret.update", now, resource=EventTarget("secret", secret.id), changed=sorted(changes)
+                )
+            )
+            return view
+
+        return await self._store.submit(unit)
+
+    async def set_value(
+        self,
+        ctx: RequestContext,
+        secret_id: str,
+        fields: Mapping[str, Any] | None = None,
+        generate: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """A new version (rotation): what the next fetch returns."""
+        values, rule = self._values(fields, generate)
+        async with self._store.read() as reader:
+            secret = await self._load_allowed(reader, ctx, secret_id, "update")
+        number = secret.current_version + 1
+        kek_id, wrapped, sealed = await self._sealer.seal(secret.id, number, secret.folder, values)
+        now = self._clock()
+        version = SecretVersionRecord(
+            secret.id, number, kek_id, wrapped, sealed, now, ctx.caller.principal_id
+        )
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            await self._load_allowed(writer, ctx, secret_id, "update")
+            # Refused with secret_version_exists if another writer added this version first.
+            await writer.secrets.add_version(version)
+            updated = await writer.secrets.get(secret.id)
+            assert updated is not None
+            view = secret_view(updated, await writer.secrets.versions(secret.id))
+            writer.append_audit(
+                ctx.audit_event(
+                    "secret.rotate",
+                    now,
+                    resource=EventTarget("secret", secret.id),
+                    version=number,
+                    fields=sorted(values),
+                    generated=rule is not None,
+                )
+            )
+            return view
+
+        return await self._store.submit(unit)
+
+    async def delete(self, ctx: RequestContext, secret_id: str) -> dict[str, Any]:
+        """Remove the secret and every sealed version."""
+        now = self._clock()
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            secret = await self._load_allowed(writer, ctx, secret_id, "delete")
+            await writer.secrets.delete(secret.id)
+            writer.append_audit(
+                ctx.audit_event(
+                    "secret.delete",
+                    now,
+                    resource=EventTarget("secret", secret.id),
+                    name=secret.name,
+                    folder=secret.folder,
+                )
+            )
+            return {"id": secret.id, "deleted": True}
+
+        return await self._store.submit(unit)
+
+    async def fetch(
+        self,
+        ctx: RequestContext,
+        secret_id: str,
+        *,
+        version: int | None = None,
+        field: str | None = None,
+        workload: str | None = None,
+        source: str | None = None,
+    ) -> dict[str, Any]:
+        """The values of the current (or a named) version, one field or all: through the pipeline, so
+        grants and rules judge it and its audit event (who, workload, source, version, field names,
+        never a value) commits before the values leave."""
+        if workload is not None:
+            workload = check_name(workload, field="workload", kind=NameKind.TAG)
+        fields = {
+            "opener": self._opener,
+            "version": version,
+            "field": field,
+            "workload": workload,
+            "source": source,
+        }
+        # No Idempotency-Key: the pipeline would store the response, and the response is the value.
+        response = await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
+        await self._note_fetch(ctx, secret_id)
+        return response
+
+    async def _note_fetch(self, ctx: RequestContext, secret_id: str) -> None:
+        now: datetime = self._clock()
+
+        async def unit(writer: Writer) -> None:
+            await writer.secrets.record_fetch(secret_id, now, ctx.caller.principal_id)
+
+        try:
+            await self._store.submit(unit)
+        except SignerError as exc:
+            # The fetch itself is audited; only "last fetched" is late.
+            log.warning("could not record the last fetch of a secret (%s)", exc.code)
+
+
+def _no_dotdot(value: str, field: str) -> str:
+    # Legal in the name rule, but a path-like look-alike in a secret's name or folder: refused.
+    if ".." in value:
+        raise InvalidRequest(f"{field} may not contain '..'", code="invalid_name", field=field)
+    return value
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _description(value: object) -> str:
+    """Up to 1024 characters without control characters (newline and tab allowed)."""
+    if not isinstance(value, str) or len(value) > 1024 or _CONTROL.search(value):
+        raise InvalidRequest(
+            "description is text up to 1024 characters without control characters",
+            code="invalid_description",
+            field="description",
+        )
+    return value

@@ -1,0 +1,129 @@
+"""Secrets (tables/secrets.py): the contract both backends pass. Values are opaque sealed bytes here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from datetime import timedelta
+
+import pytest
+
+from signer.errors import Conflict, NotFound
+from signer.store import SecretRecord, SecretVersionRecord, Store
+from tests.store.store_testkit import T0, uid
+
+
+def secret(folder: str = "acme/payments", name: str | None = None, **kw) -> SecretRecord:  # type: ignore[no-untyped-def]
+    return SecretRecord(
+        id=kw.pop("id", uid("sec")),
+        name=uid("db") if name is None else name,
+        folder=folder,
+        description="primary database",
+        tags=["production", "db"],
+        category=kw.pop("category", "database"),
+        owner_type="group",
+        owner="dbas",
+        consumers=["billing-api"],
+        origin="provided",
+        generation=None,
+        current_version=1,
+        created_at=T0,
+        created_by="prn_admin",
+        updated_at=T0,
+        updated_by="prn_admin",
+    )
+
+
+def version(secret_id: str, number: int = 1) -> SecretVersionRecord:
+    return SecretVersionRecord(
+        secret_id=secret_id,
+        version=number,
+        kek_id="ab" * 16,
+        wrapped_key=os.urandom(40),
+        sealed_fields={"username": os.urandom(40), "password": os.urandom(50)},
+        created_at=T0 + timedelta(minutes=number),
+        created_by="prn_admin",
+    )
+
+
+async def test_secret_and_versions_round_trip(store: Store) -> None:
+    record = secret()
+    first = version(record.id)
+    async with store.write() as w:
+        await w.secrets.insert(record, first)
+    async with store.read() as r:
+        assert await r.secrets.get(record.id) == record
+        assert await r.secrets.by_name(record.folder, record.name) == record
+        assert await r.secrets.version(record.id, 1) == first
+        assert await r.secrets.version(record.id, 2) is None
+    second = version(record.id, 2)
+    async with store.write() as w:
+        await w.secrets.add_version(second)
+        with pytest.raises(Conflict) as stale:
+            await w.secrets.add_version(version(record.id, 2))
+        with pytest.raises(NotFound):
+            await w.secrets.add_version(version("sec_missing", 2))
+    assert stale.value.code == "secret_version_exists"
+    async with store.read() as r:
+        current = await r.secrets.get(record.id)
+        assert current is not None and current.current_version == 2
+        assert [v.version for v in await r.secrets.versions(record.id)] == [1, 2]
+        assert await r.secrets.version(record.id, 2) == second
+
+
+async def test_names_are_unique_per_folder(store: Store) -> None:
+    name = uid("stripe")
+    record = secret(name=name)
+    async with store.write() as w:
+        await w.secrets.insert(record, version(record.id))
+        other_folder = secret(folder="acme/other", name=name)
+        await w.secrets.insert(other_folder, version(other_folder.id))
+    async with store.write() as w:
+        again = secret(name=name)
+        with pytest.raises(Conflict) as taken:
+            await w.secrets.insert(again, version(again.id))
+    assert taken.value.code == "secret_exists"
+
+
+async def test_metadata_fetch_and_delete(store: Store) -> None:
+    record = secret()
+    async with store.write() as w:
+        await w.secrets.insert(record, version(record.id))
+        later = T0 + timedelta(hours=1)
+        await w.secrets.update_metadata(record.id, {"description": "moved", "tags": ["x"]}, later, "prn_b")
+        await w.secrets.record_fetch(record.id, later, "prn_c")
+        with pytest.raises(ValueError):
+            await w.secrets.update_metadata(record.id, {"name": "renamed"}, later, "prn_b")
+        with pytest.raises(NotFound):
+            await w.secrets.update_metadata("sec_missing", {"description": "x"}, later, "prn_b")
+    async with store.read() as r:
+        assert await r.secrets.get(record.id) == replace(
+            record,
+            description="moved",
+            tags=["x"],
+            updated_at=later,
+            updated_by="prn_b",
+            last_fetched_at=later,
+            last_fetched_by="prn_c",
+        )
+    async with store.write() as w:
+        assert await w.secrets.delete(record.id) is True
+        assert await w.secrets.delete(record.id) is False
+    async with store.read() as r:
+        assert await r.secrets.get(record.id) is None
+        assert await r.secrets.versions(record.id) == []
+
+
+async def test_listing_under_a_folder_prefix(store: Store) -> None:
+    org = uid("org")
+    inside = [secret(folder=f"{org}/a"), secret(folder=f"{org}/a/b"), secret(folder=org)]
+    outside = [secret(folder=f"{org}/ab"), secret(folder=f"{org}x/a")]
+    async with store.write() as w:
+        for record in inside + outside:
+            await w.secrets.insert(record, version(record.id))
+    async with store.read() as r:
+        under_a = {s.id for s in await r.secrets.under(f"{org}/a")}
+        assert under_a == {inside[0].id, inside[1].id}
+        page = await r.secrets.under(org, limit=2)
+        rest = await r.secrets.under(org, after=page[-1].id)
+        assert {s.id for s in page + rest} == {s.id for s in inside + outside[:1]}
