@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,7 +22,7 @@ import asyncpg
 import pytest
 from sqlalchemy.engine import make_url
 
-from tests.dbfixtures import PG_ENV, pg_execute, run_sync
+from tests.dbfixtures import PG_ENV, asyncpg_dsn, pg_execute, run_sync
 from tests.service_harness import Server, attach_policy, init_installation, make_service, start_server
 
 
@@ -321,13 +322,34 @@ def test_canary_scan(secrets_server: Server, world: World) -> None:
 
 
 def test_moved_ciphertexts_and_wrapped_keys_do_not_open(secrets_server: Server, world: World) -> None:
-    """A-04, A-05, A-06 through the server and the real token: a field's ciphertext moved to another
-    field, another version or another secret, or a wrapped data key moved to another version, fails to
-    open with 500 secret_integrity and no value; the untouched rows still open."""
+    """A-04, A-05, A-06 through the server and the real token, on SQLite and PostgreSQL: a field's
+    ciphertext moved to another field, another version or another secret, or a wrapped data key moved to
+    another version, fails to open with 500 secret_integrity and no value; the untouched rows still open."""
+    rows_sql = (
+        "SELECT secret_id, version, wrapped_key, sealed_fields FROM secret_versions WHERE secret_id IN ({})"
+    )
+    write_sql = (
+        "UPDATE secret_versions SET wrapped_key = {}, sealed_fields = {}"
+        " WHERE secret_id = {} AND version = {}"
+    )
+    pg_url = secrets_server.installation.env.get("SIGNER_DATABASE_URL")
     database = secrets_server.installation.data_dir / "signer.db"
-    if not database.exists():
-        pytest.skip("the rows are altered through the SQLite file")
-    import sqlite3
+
+    def sql(statement: str, *params: Any) -> list[Any]:
+        """Run one statement on the server's own database, SQLite file or PostgreSQL, behind its back."""
+        if pg_url is None:
+            with sqlite3.connect(database) as db:
+                return db.execute(statement.format(*["?"] * len(params)), params).fetchall()
+
+        async def on_pg() -> list[Any]:
+            connection = await asyncpg.connect(asyncpg_dsn(pg_url), timeout=10)
+            try:
+                marks = [f"${i}" for i in range(1, len(params) + 1)]
+                return [tuple(row) for row in await connection.fetch(statement.format(*marks), *params)]
+            finally:
+                await connection.close()
+
+        return run_sync(on_pg)
 
     one, two = canary(), canary()
     first = world.create("tamper-one", fields={"A": one, "B": canary()})
@@ -337,21 +359,12 @@ def test_moved_ciphertexts_and_wrapped_keys_do_not_open(secrets_server: Server, 
         world.grant(world.service_id, secret_id=secret["id"], operations=["read_value"])
 
     def rows() -> dict[tuple[str, int], tuple[bytes, dict[str, str]]]:
-        with sqlite3.connect(database) as db:
-            found = db.execute(
-                "SELECT secret_id, version, wrapped_key, sealed_fields FROM secret_versions"
-                " WHERE secret_id IN (?, ?)",
-                (first["id"], second["id"]),
-            ).fetchall()
-        return {(s, v): (w, json.loads(f)) for s, v, w, f in found}
+        found = sql(rows_sql.format("{}, {}"), first["id"], second["id"])
+        return {(s, v): (bytes(w), json.loads(f)) for s, v, w, f in found}
 
     def write(secret_id: str, version: int, wrapped: bytes, fields: dict[str, str]) -> None:
-        with sqlite3.connect(database) as db:
-            db.execute(
-                "UPDATE secret_versions SET wrapped_key = ?, sealed_fields = ?"
-                " WHERE secret_id = ? AND version = ?",
-                (wrapped, json.dumps(fields, sort_keys=True, separators=(",", ":")), secret_id, version),
-            )
+        sealed = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        sql(write_sql, wrapped, sealed, secret_id, version)
 
     original = rows()
     a1, b1 = original[(first["id"], 1)], original[(first["id"], 2)]
