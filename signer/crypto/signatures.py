@@ -4,9 +4,16 @@ The HSM produced the signature; ``cryptography`` checks it before it is released
 mixed-up key handle is caught here rather than by the caller (Ed25519 approver signatures use the same
 check, through ``signer.crypto.approver_signatures``). secp256k1 is checked by recovery in ``signer.eth``.
 Errors say only that a signature does not verify: never the key, the message or the signature.
+
+Parsing a public key (for P-256, checking that the point is on the curve) costs about as much as a
+third of the verification itself, and the sign path checks every signature against one of a few keys:
+the parsed keys are kept, keyed by their bytes, in a bounded least-recently-used cache. A key that does
+not parse is never cached, so it raises every time. Public keys only: nothing secret is kept here.
 """
 
 from __future__ import annotations
+
+import functools
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -17,6 +24,19 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_ds
 from signer.errors import IntegrityError
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+# Bounded by the number of keys a process signs with; a service with more keys than this parses again.
+_PARSED_KEYS = 1024
+
+
+@functools.lru_cache(maxsize=_PARSED_KEYS)
+def _p256_key(public_key: bytes) -> ec.EllipticCurvePublicKey:
+    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
+
+
+@functools.lru_cache(maxsize=_PARSED_KEYS)
+def _ed25519_key(public_key: bytes) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(public_key)
 
 
 def p256_der(raw_rs: bytes) -> bytes:
@@ -29,8 +49,7 @@ def check_p256(public_key: bytes, digest: bytes, raw_rs: bytes) -> bytes:
     """Verify an r||s signature over a SHA-256 digest; returns its DER form or raises IntegrityError."""
     der = p256_der(raw_rs)
     try:
-        point = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
-        point.verify(der, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
+        _p256_key(bytes(public_key)).verify(der, digest, ec.ECDSA(Prehashed(hashes.SHA256())))
     except (InvalidSignature, ValueError):
         raise IntegrityError("signature does not verify against the key", code="signature_mismatch") from None
     return der
@@ -39,6 +58,6 @@ def check_p256(public_key: bytes, digest: bytes, raw_rs: bytes) -> bytes:
 def check_ed25519(public_key: bytes, message: bytes, signature: bytes) -> None:
     """Verify an Ed25519 signature over ``message``; raises IntegrityError(signature_mismatch) if not."""
     try:
-        Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
+        _ed25519_key(bytes(public_key)).verify(signature, message)
     except (InvalidSignature, ValueError):
         raise IntegrityError("signature does not verify against the key", code="signature_mismatch") from None
