@@ -231,6 +231,18 @@ def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., None], *args: 
     return True
 
 
+class _Expired(Exception):
+    """A job's deadline passed before its outcome was delivered (never leaves ``Hsm._call``)."""
+
+
+def _expire(job: _Job) -> None:
+    # On the caller's loop, so it cannot race _deliver: whichever runs first settles the future, and a
+    # late outcome is then dropped there (the job is abandoned: the thread skips it if not yet run).
+    if not job.future.done():
+        job.abandoned = True
+        job.future.set_exception(_Expired())
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -493,20 +505,22 @@ class Hsm:
                 self._admitted += 1
         job = _Job(self, run, loop, started + timeout, bounded)
         worker.submit(job)
+        # The deadline fails the job's future itself: one timer, and no cancellation of the caller's
+        # task to undo (asyncio.timeout costs a context manager, a reschedule and an uncancel per call).
+        expiry = loop.call_later(timeout, _expire, job)
         outcome = "error"
         try:
-            async with asyncio.timeout(timeout):
-                value = await job.future
+            value = await job.future
             outcome = "ok"
             return value  # type: ignore[no-any-return]
-        except TimeoutError:
-            job.abandoned = True
+        except _Expired:
             outcome = "timeout"
             raise DeadlineExceeded("HSM did not answer within the deadline", code="hsm_timeout") from None
         except asyncio.CancelledError:
             job.abandoned = True
             raise
         finally:
+            expiry.cancel()
             if observer is not None:
                 observer(time.monotonic() - started, outcome)
 
