@@ -16,7 +16,10 @@ itself: at low load the lock is nearly always free, and the hand-off to the gate
 (two wake-ups and a timer) cost more CPU than the batch's own statements. Only a batcher that re-asks
 back to back (its next batch was already queued, which is the case under load) always queues in the
 kernel through the thread, so the fairness above is kept where it matters; and an idle holder that
-finds the lock taken queues the same way.
+finds the lock taken queues the same way. The thread is the gate's own and hands the outcome straight
+to the waiting future (one wake-up each way, one timer for the deadline): a thread pool's hand-off
+(its work item and concurrent future, ``wrap_future``, ``wait_for`` and ``shield``) cost several times
+as much on the event loop, on every batch under load.
 
 It owns only the lock file; SQLite's own locking still guarantees correctness, this only orders
 the waiters (a race between a timed-out wait and the next one can only cost fairness, never safety).
@@ -29,8 +32,9 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import queue
+import threading
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from signer.errors import DatabaseUnavailable
@@ -41,7 +45,9 @@ class WriteGate:
         self._path = database.with_name(database.name + ".write-lock")
         self._timeout = timeout
         self._fd: int | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signer-write-gate")
+        # Waits for the lock, one at a time, on the gate's own thread (started at the first one).
+        self._waits: queue.SimpleQueue[_Wait | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     def _open(self) -> int:
         if self._fd is None:
@@ -66,17 +72,31 @@ class WriteGate:
             finally:
                 self._unlock(fd)
             return
-        waiting = loop.run_in_executor(self._executor, fcntl.flock, fd, fcntl.LOCK_EX)
+        wait = _Wait(loop, fd)
+        self._waiter().put(wait)
+        expiry = loop.call_later(self._timeout, wait.expire)
         try:
-            await asyncio.wait_for(asyncio.shield(waiting), self._timeout)
-        except TimeoutError:
-            # The thread still waits; whenever it gets the lock, give it straight back.
-            waiting.add_done_callback(lambda f: f.exception() or self._unlock(fd))
+            await wait.future
+        except _Expired:
             raise DatabaseUnavailable("database is busy") from None
+        finally:
+            # On a timeout or a cancellation the thread still waits; whenever it gets the lock, it
+            # is given straight back (_Wait.deliver).
+            expiry.cancel()
         try:
             yield
         finally:
             self._unlock(fd)
+
+    def _waiter(self) -> queue.SimpleQueue[_Wait | None]:
+        if self._thread is None:
+            # A daemon: a wait that never ends (a lock held elsewhere forever) must not keep the
+            # interpreter alive at exit.
+            self._thread = threading.Thread(
+                target=_wait_for_locks, args=(self._waits,), name="signer-write-gate", daemon=True
+            )
+            self._thread.start()
+        return self._waits
 
     @staticmethod
     def _unlock(fd: int) -> None:
@@ -84,11 +104,60 @@ class WriteGate:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._thread is not None:
+            self._waits.put(None)
+            self._thread = None
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+
+
+class _Expired(Exception):
+    """The lock was not granted within the gate's timeout (never leaves ``WriteGate.held``)."""
+
+
+class _Wait:
+    """One holder waiting for the lock on the gate's thread, and its future on the holder's loop."""
+
+    __slots__ = ("fd", "future", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, fd: int) -> None:
+        self.loop = loop
+        self.fd = fd
+        self.future: asyncio.Future[None] = loop.create_future()
+
+    def expire(self) -> None:
+        if not self.future.done():
+            self.future.set_exception(_Expired())
+
+    def deliver(self, error: OSError | None) -> None:
+        # On the holder's loop, so it cannot race expire(): whichever runs first settles the future.
+        if self.future.done():
+            # Nobody waits any more (timed out, cancelled): give the lock straight back.
+            if error is None:
+                WriteGate._unlock(self.fd)
+        elif error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(None)
+
+
+def _wait_for_locks(waits: queue.SimpleQueue[_Wait | None]) -> None:
+    # The gate's thread: blocks in the kernel's queue for the lock, then hands the outcome over as
+    # its last action before waiting for the next request.
+    while (wait := waits.get()) is not None:
+        error: OSError | None = None
+        try:
+            fcntl.flock(wait.fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            error = exc
+        try:
+            wait.loop.call_soon_threadsafe(wait.deliver, error)
+        except RuntimeError:
+            # The holder's loop is closed: nobody is left to hand the lock to.
+            if error is None:
+                WriteGate._unlock(wait.fd)
 
 
 def _try_lock(fd: int) -> bool:
