@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 SIGNER = [sys.executable, "-m", "signer.cli"]
+# ``python -m`` puts the working directory first on sys.path: the server and ``signer init`` run from this
+# tree, so they run this tree's code whichever directory a test or a bench was started from.
+TREE = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -53,7 +56,7 @@ class Installation:
 def init_installation(data_dir: Path, database_url: str | None = None) -> Installation:
     env = base_env(data_dir, database_url)
     done = subprocess.run(
-        [*SIGNER, "init"], env=env, capture_output=True, text=True, timeout=180, check=False
+        [*SIGNER, "init"], env=env, cwd=TREE, capture_output=True, text=True, timeout=180, check=False
     )
     if done.returncode != 0:
         raise RuntimeError(f"signer init failed ({done.returncode}): {done.stderr}")
@@ -135,6 +138,7 @@ def start_server(
     process = subprocess.Popen(
         [*SIGNER, "serve", "--port", str(port), "--workers", str(workers)],
         env=merged,
+        cwd=TREE,
         stdout=handle,
         stderr=subprocess.STDOUT,
         text=True,
