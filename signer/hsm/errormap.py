@@ -40,7 +40,14 @@ class Recovery(Enum):
 
 
 _SESSION_LOST = (pk.SessionHandleInvalid, pk.SessionClosed, pk.UserNotLoggedIn)
-_STALE_HANDLE = (pk.ObjectHandleInvalid, pk.KeyHandleInvalid)
+# A key-encryption key's handle goes stale the same way a signing key's does: wrapping and unwrapping
+# report it under their own names.
+_STALE_HANDLE = (
+    pk.ObjectHandleInvalid,
+    pk.KeyHandleInvalid,
+    pk.WrappingKeyHandleInvalid,
+    pk.UnwrappingKeyHandleInvalid,
+)
 _TRANSIENT = (pk.FunctionFailed, pk.OperationActive)
 _TOKEN_TROUBLE = (
     pk.TokenNotPresent,

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 
+import pkcs11.exceptions as pk_errors
 import pytest
-from pkcs11 import Attribute, ObjectClass
+from pkcs11 import Attribute, KeyType, ObjectClass
 
 from signer.errors import IntegrityError, InvalidRequest
 from signer.hsm import Hsm
+from signer.hsm.errormap import Recovery, translate
 from signer.hsm.token import KEK_LABEL_PREFIX
 from tests.hsm.conftest import MakeHsm
 
@@ -92,3 +94,46 @@ async def test_wrap_refuses_a_malformed_data_key(hsm: Hsm) -> None:
     kek_id = await hsm.kek_for_scope("kek-bad-" + os.urandom(4).hex())
     with pytest.raises(InvalidRequest):
         await hsm.wrap_data_key(kek_id, b"short")
+
+
+async def test_a_stale_kek_handle_is_found_again(hsm: Hsm) -> None:
+    """A cached KEK handle that the token no longer knows is recovered like a signing key's stale handle
+    (forget the handles, find the key again), not answered as an HSM error."""
+    kek_id = await hsm.kek_for_scope("kek-stale-" + os.urandom(4).hex())
+    wrapped = await hsm.wrap_data_key(kek_id, os.urandom(32))
+
+    def stale_handle(ctx):  # type: ignore[no-untyped-def]
+        # A session object's handle, destroyed at once: a handle the token no longer knows.
+        gone = ctx.session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.SECRET_KEY,
+                Attribute.KEY_TYPE: KeyType.AES,
+                Attribute.VALUE: os.urandom(32),
+                Attribute.TOKEN: False,
+                Attribute.WRAP: True,
+                Attribute.UNWRAP: True,
+            }
+        )
+        gone.destroy()
+        return gone
+
+    gone = await hsm._run_on_worker(stale_handle)
+    for operation in ("wrap", "unwrap"):
+        hsm._token._keks[kek_id] = gone
+        if operation == "wrap":
+            assert len(await hsm.wrap_data_key(kek_id, os.urandom(32))) == 40
+        else:
+            assert len(await hsm.unwrap_data_key(kek_id, wrapped)) == 32
+
+
+@pytest.mark.parametrize(
+    "stale",
+    [pk_errors.WrappingKeyHandleInvalid, pk_errors.UnwrappingKeyHandleInvalid],
+    ids=lambda e: e.__name__,
+)
+def test_wrapping_with_a_stale_kek_handle_is_a_handle_to_refresh(stale: type[Exception]) -> None:
+    """SoftHSM reports a KEK handle gone stale under load (another process re-indexed the token) as
+    CKR_WRAPPING_KEY_HANDLE_INVALID / CKR_UNWRAPPING_KEY_HANDLE_INVALID; seen in a server's log as a 500
+    hsm_error on a fetch. They are the same class as a stale signing-key handle: find the key again."""
+    recovery, _ = translate(stale())
+    assert recovery is Recovery.REFRESH_HANDLE

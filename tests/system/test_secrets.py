@@ -286,7 +286,8 @@ def test_canary_scan(secrets_server: Server, world: World) -> None:
     world.grant(world.service_id, secret_id=created["id"], operations=["read_value"])
     assert world.fetch(created["id"])[0] == 200
     world.call("POST", f"/v1/secrets/{created['id']}/versions", {"fields": {"A": values[2]}})
-    assert world.fetch(created["id"], field="A")[1]["values"] == {"A": values[2]}
+    status, fetched = world.fetch(created["id"], field="A")
+    assert (status, fetched.get("values")) == (200, {"A": values[2]}), (status, fetched.get("code"))
     errors = [
         world.call(
             "POST",
