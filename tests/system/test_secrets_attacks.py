@@ -1,0 +1,181 @@
+"""Attacks on the secrets API through a running server: existence oracles, grant scope, value leaks.
+
+Each test is a hole an outside attack run could look for: a caller that may not see a secret gets
+exactly the answer for a missing one on every route (status, code, body shape, headers); grants match
+folders by whole path segment; a value never comes back in an error, listing or log.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.error
+import urllib.request
+from typing import Any
+
+from tests.service_harness import Server
+from tests.system.test_secrets import World, canary, secrets_server, world
+
+__all__ = ["secrets_server", "world"]
+
+MISSING = "sec_0000000000000000"
+
+
+def answer(world: World, method: str, path: str, body: Any, token: str) -> tuple[int, dict[str, str], Any]:
+    status, headers, payload = world.server.call(method, path, body, token)
+    kept = {k.lower(): v for k, v in dict(headers).items() if k.lower() not in ("date", "x-request-id")}
+    if isinstance(payload, dict):
+        payload = {k: v for k, v in payload.items() if k not in ("request_id",)}
+    return status, kept, payload
+
+
+def routes(secret_id: str) -> list[tuple[str, str, Any]]:
+    return [
+        ("GET", f"/v1/secrets/{secret_id}", None),
+        ("PATCH", f"/v1/secrets/{secret_id}", {"description": "x"}),
+        ("DELETE", f"/v1/secrets/{secret_id}", None),
+        ("POST", f"/v1/secrets/{secret_id}/versions", {"fields": {"A": "b"}}),
+        ("POST", f"/v1/secrets/{secret_id}/fetch", {}),
+        ("POST", f"/v1/secrets/{secret_id}/fetch", {"field": "STRIPE_SECRET"}),
+        ("POST", f"/v1/secrets/{secret_id}/fetch", {"field": "nope", "version": 7}),
+        ("POST", f"/v1/secrets/{secret_id}/fetch", {"version": 1}),
+    ]
+
+
+def _principal(world: World, role: str) -> tuple[str, str]:
+    status, made = world.call(
+        "POST", "/v1/principals", {"name": f"{role}-{secrets.token_hex(4)}", "role": role}
+    )
+    assert status == 201, made
+    return made["principal"]["id"], made["credentials"]["access_token"]
+
+
+def _denied_callers(world: World) -> list[tuple[str, str]]:
+    """Callers that may not see a secret in ``world.folder``: each must be told it does not exist."""
+    _, auditor = _principal(world, "auditor")
+    _, approver = _principal(world, "approver")
+    # Only `list` on a sibling folder.
+    lister_id, lister = _principal(world, "service")
+    world.grant(lister_id, scope=f"{world.org}/elsewhere", operations=["list", "read_value"])
+    # Everything on the organisation, but no access to the folder (the narrower grant wins).
+    closed_id, closed = _principal(world, "service")
+    world.grant(
+        closed_id, scope=world.org, operations=["list", "read_metadata", "read_value", "update", "delete"]
+    )
+    status, body = world.call(
+        "POST", "/v1/grants", {"principal_id": closed_id, "scope": world.folder, "no_access": True}
+    )
+    assert status == 201, body
+    # A grant about another secret with the same name in another folder.
+    twin_id, twin = _principal(world, "service")
+    elsewhere = world.create("probe", folder=f"{world.org}/elsewhere")
+    world.grant(twin_id, secret_id=elsewhere["id"], operations=["list", "read_metadata", "read_value"])
+    assert world.fetch(elsewhere["id"], token=twin)[0] == 200
+    return [
+        ("no grant", world.other),
+        ("auditor", auditor),
+        ("approver", approver),
+        ("list on a sibling folder", lister),
+        ("no-access on the folder", closed),
+        ("twin", twin),
+    ]
+
+
+def test_denied_callers_get_the_missing_answer_on_every_route(world: World) -> None:
+    """Same status, code, body and headers for "exists but not yours" as for "does not exist", whatever
+    the caller's role: a fetch by an auditor or approver used to answer 403 role_required for a secret
+    that exists and 404 for one that does not (the role was checked before existence)."""
+    secret_id = world.create("probe")["id"]
+    callers = _denied_callers(world)
+    problems = []
+    for who, token in callers:
+        for method, path, body in routes(secret_id):
+            got = answer(world, method, path, body, token)
+            want = answer(world, method, path.replace(secret_id, MISSING), body, token)
+            if got != want or got[0] != 404:
+                problems.append((who, method, path, got, want))
+        listed = answer(world, "GET", f"/v1/secrets?folder={world.folder}", None, token)
+        empty = answer(world, "GET", f"/v1/secrets?folder={world.org}/nothing-here", None, token)
+        if listed != empty or listed[2]["items"]:
+            problems.append((who, "list", listed, empty))
+    assert not problems
+    # Nothing was changed or deleted by any of them.
+    status, shown = world.call("GET", f"/v1/secrets/{secret_id}")
+    assert status == 200 and shown["description"] == "" and shown["current_version"] == 1
+
+
+def test_no_error_body_log_or_audit_event_repeats_a_value(world: World) -> None:
+    """Invalid names, oversized and mistyped values, unknown fields holding the value, broken JSON:
+    every refusal answers without the value, and neither the log nor the audit export holds it."""
+    c = canary()
+    base = {"folder": world.folder, "name": "leak-" + secrets.token_hex(3), "owner_group": "payments"}
+    created = world.create("leaky", fields={"A": c})
+    sid = created["id"]
+    bodies: list[tuple[str, str, Any]] = [
+        ("POST", "/v1/secrets", {**base, "fields": {"bad name!": c}}),
+        ("POST", "/v1/secrets", {**base, "fields": {"bad name!": c, "B": "x"}}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": [c]}}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": {"x": c}}}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": c * 200}}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": c}, "extra": c}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": c}, c: 1}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": c}, "generate": {"kind": "uuid"}}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": c + "\ud800"}}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": c}, "category": c}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": c}, "owner_principal": c}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": c}, "folder": world.folder + "/" + c + "/.."}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": 1, "B": c}}),
+        ("POST", "/v1/secrets", {**base, "fields": {"A": c, "": c}}),
+        ("POST", f"/v1/secrets/{sid}/versions", {"fields": {"bad name!": c}}),
+        ("POST", f"/v1/secrets/{sid}/versions", {"fields": {"A": c * 200}}),
+        ("POST", f"/v1/secrets/{sid}/versions", {"fields": {"A": c}, "junk": c}),
+        ("POST", f"/v1/secrets/{sid}/versions", {"value": c}),
+        ("PATCH", f"/v1/secrets/{sid}", {"fields": {"A": c}}),
+        ("PATCH", f"/v1/secrets/{sid}", {"value": c}),
+        ("POST", f"/v1/secrets/{sid}/fetch", {"field": c}),
+        ("POST", f"/v1/secrets/{sid}/fetch", {"version": c}),
+        ("POST", f"/v1/secrets/{sid}/fetch", {"value": c}),
+        ("GET", f"/v1/secrets?folder={c}/..", None),
+        ("GET", f"/v1/secrets/{c}", None),
+    ]
+    found = []
+    for method, path, body in bodies:
+        status, headers, payload = world.server.call(method, path, body, world.admin)
+        text = json.dumps(payload)
+        assert status >= 400 or method == "GET", (method, path, status)
+        if c in text or c in json.dumps(dict(headers)):
+            found.append((method, path, body if len(json.dumps(body)) < 300 else "...", status, text[:500]))
+    # Raw bodies: broken JSON, oversized, duplicated keys.
+    quoted = json.dumps(c)
+    for raw in (
+        '{"folder": ' + json.dumps(world.folder) + ', "name": "x", "fields": {"A": ' + quoted,
+        '{"fields": {"A": ' + quoted + ', "A": ' + quoted + "}}",
+        '{"fields": {"A": ' + quoted + '}, "x": NaN}',
+        '{"fields": {"A": ' + quoted + "}} trailing",
+        '{"fields": {"A": "' + c + "x" * 2_000_000 + '"}}',
+    ):
+        for path in ("/v1/secrets", f"/v1/secrets/{sid}/versions", f"/v1/secrets/{sid}/fetch"):
+            status, headers, text = _raw(world.server, path, raw)
+            assert status in (400, 413), (path, status)
+            if c in text:
+                found.append(("RAW", path, raw[:80], status, text[:500]))
+    log = world.server.log_text()
+    if c in log:
+        found.append(("LOG", [line[:300] for line in log.splitlines() if c in line][:3]))
+    status, _, audit = world.server.call("GET", "/v1/audit/events?limit=1000", None, world.admin)
+    if c in json.dumps(audit):
+        found.append(("AUDIT", status))
+    assert not found
+
+
+def _raw(server: Server, path: str, raw: str) -> tuple[int, Any, Any]:
+    request = urllib.request.Request(
+        server.url + path, data=raw.encode("utf-8", "surrogatepass"), method="POST"
+    )
+    request.add_header("Authorization", f"Bearer {server.installation.admin_token}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.headers, response.read().decode("utf-8", "replace")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read().decode("utf-8", "replace")
