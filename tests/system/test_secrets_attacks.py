@@ -179,3 +179,155 @@ def _raw(server: Server, path: str, raw: str) -> tuple[int, Any, Any]:
             return response.status, response.headers, response.read().decode("utf-8", "replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.headers, exc.read().decode("utf-8", "replace")
+
+
+def test_each_operation_needs_its_own_grant(world: World) -> None:
+    """read_metadata cannot fetch; read_value fetches but cannot show; update, delete and create each
+    need their own grant; owning a secret gives nothing."""
+    value = canary()
+    secret_id = world.create("ops", fields={"A": value})["id"]
+    path = f"/v1/secrets/{secret_id}"
+
+    def calls(token: str) -> dict[str, int]:
+        return {
+            "show": world.call("GET", path, token=token)[0],
+            "fetch": world.fetch(secret_id, token=token)[0],
+            "patch": world.call("PATCH", path, {"description": "changed"}, token=token)[0],
+            "rotate": world.call("POST", f"{path}/versions", {"fields": {"A": canary()}}, token=token)[0],
+            "list": len(world.call("GET", f"/v1/secrets?folder={world.folder}", token=token)[1]["items"]),
+            "create": world.call(
+                "POST",
+                "/v1/secrets",
+                {
+                    "folder": world.folder,
+                    "name": "c-" + secrets.token_hex(3),
+                    "owner_group": "g",
+                    "fields": {"A": "x"},
+                },
+                token=token,
+            )[0],
+        }
+
+    expected = {
+        "read_metadata": {"show": 200, "fetch": 403, "patch": 403, "rotate": 403, "list": 0, "create": 403},
+        "read_value": {"show": 403, "fetch": 200, "patch": 403, "rotate": 403, "list": 0, "create": 403},
+        "list": {"show": 403, "fetch": 403, "patch": 403, "rotate": 403, "list": 1, "create": 403},
+        "update": {"show": 200, "fetch": 403, "patch": 200, "rotate": 201, "list": 0, "create": 403},
+        "delete": {"show": 403, "fetch": 403, "patch": 403, "rotate": 403, "list": 0, "create": 403},
+    }
+    for operation, want in expected.items():
+        principal_id, token = _principal(world, "service")
+        world.grant(principal_id, secret_id=secret_id, operations=[operation])
+        got = calls(token)
+        if operation == "update":
+            # PATCH and set-value answer with the secret's metadata; show itself still needs read_metadata.
+            want = {**want, "show": 403}
+        assert got == want, (operation, got)
+    # Owning a secret gives nothing; create on one folder does not cover a sibling.
+    owner_id, owner = _principal(world, "service")
+    owned = world.create("owned", owner_principal=owner_id, owner_group=None)
+    assert world.fetch(owned["id"], token=owner)[0] == 404
+    assert world.call("GET", f"/v1/secrets/{owned['id']}", token=owner)[0] == 404
+    world.grant(owner_id, scope=f"{world.org}/payments/dev", operations=["create"])
+    status, body = world.call(
+        "POST",
+        "/v1/secrets",
+        {"folder": world.folder, "name": "sneaky", "owner_group": "g", "fields": {"A": "x"}},
+        token=owner,
+    )
+    assert (status, body["code"]) == (403, "operation_not_granted")
+    # A delete grant deletes, and the secret is then missing for everyone.
+    deleter_id, deleter = _principal(world, "service")
+    world.grant(deleter_id, secret_id=secret_id, operations=["delete"])
+    assert world.call("DELETE", path, token=deleter)[0] == 200
+    assert world.call("GET", path)[1]["code"] == "secret_not_found"
+
+
+def test_folder_grants_match_whole_segments(world: World) -> None:
+    """A grant on `org` covers `org/...` and nothing named `org-evil` or `orgx`; `..`, empty segments,
+    trailing slashes, upper case and look-alike letters are refused in folders, names and grant scopes."""
+    admin_id = world.server.installation.admin["principal"]["id"]
+    reader_id, reader = _principal(world, "service")
+    world.grant(reader_id, scope=world.org, operations=["read_value", "read_metadata", "list"])
+    inside = world.create("inside")["id"]
+    assert world.fetch(inside, token=reader)[0] == 200
+    for org in (f"{world.org}-evil", f"{world.org}x"):
+        world.grant(admin_id, scope=org, operations=["create"])
+        outside = world.create("inside", folder=f"{org}/payments/prod")["id"]
+        assert world.fetch(outside, token=reader)[1]["code"] == "secret_not_found"
+        assert world.call("GET", f"/v1/secrets/{outside}", token=reader)[1]["code"] == "secret_not_found"
+    listed = world.call("GET", "/v1/secrets", token=reader)[1]["items"]
+    assert [s["id"] for s in listed] == [inside]
+    for folder in (
+        f"{world.folder}/..",
+        f"{world.org}/../{world.org}-evil",
+        f"{world.folder}/",
+        f"/{world.folder}",
+        f"{world.org}//payments",
+        world.folder.upper(),
+        world.folder.replace("a", "\u0430"),  # Cyrillic a
+        f"{world.folder}/a..b",
+        f"{world.folder}\n",
+    ):
+        status, body = world.call(
+            "POST", "/v1/secrets", {"folder": folder, "name": "x", "owner_group": "g", "fields": {"A": "x"}}
+        )
+        assert status == 400, (folder, body)
+        status, body = world.call(
+            "POST", "/v1/grants", {"principal_id": reader_id, "scope": folder, "operations": ["list"]}
+        )
+        assert status == 400 or folder.endswith("a..b"), (folder, body)
+    for name in ("..", "a..b", "X", "a/b", "caf\u00e9", "x\u200b"):
+        status, body = world.call(
+            "POST",
+            "/v1/secrets",
+            {"folder": world.folder, "name": name, "owner_group": "g", "fields": {"A": "x"}},
+        )
+        assert status == 400, (name, body)
+
+
+def test_fetch_of_what_is_not_there_is_a_clean_404(world: World) -> None:
+    value = canary()
+    created = world.create("gone", fields={"A": value})
+    secret_id = created["id"]
+    world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
+    before = world.call("GET", f"/v1/secrets/{secret_id}")[1]
+    for body, code in (
+        ({"version": 2}, "secret_version_not_found"),
+        ({"version": 10**6}, "secret_version_not_found"),
+        ({"field": "B"}, "secret_field_not_found"),
+        ({"field": "B", "version": 1}, "secret_field_not_found"),
+    ):
+        status, headers, payload = world.server.call(
+            "POST", f"/v1/secrets/{secret_id}/fetch", body, world.service
+        )
+        assert (status, payload["code"]) == (404, code), (body, payload)
+        assert value not in json.dumps(payload) and headers["Cache-Control"] == "no-store"
+    for body in ({"version": 0}, {"version": -1}, {"version": True}, {"field": ""}, {"field": "a b"}):
+        status, payload = world.fetch(secret_id, **body)
+        assert status == 400 and value not in json.dumps(payload), (body, payload)
+    after = world.call("GET", f"/v1/secrets/{secret_id}")[1]
+    # Nothing was recorded as fetched by the refused reads.
+    assert after["last_fetched_at"] == before["last_fetched_at"] is None
+    status, headers, payload = world.server.call("POST", f"/v1/secrets/{secret_id}/fetch", {}, world.service)
+    assert status == 200 and headers["Cache-Control"] == "no-store"
+    assert world.call("DELETE", f"/v1/secrets/{secret_id}")[0] == 200
+    status, payload = world.fetch(secret_id)
+    assert (status, payload["code"]) == (404, "secret_not_found") and value not in json.dumps(payload)
+
+
+def test_a_grant_for_another_resource_kind_does_not_reveal_a_secret(world: World) -> None:
+    """A signing grant on a scope is about the keys there: a secret in that scope still answers as
+    missing (it used to answer 403 operation_not_granted, so a signer learned which secret ids exist).
+    The same holds the other way for keys (``authorization.reaches`` filters by the resource's kind)."""
+    secret_id = world.create("kinds")["id"]
+    signer_id, signer = _principal(world, "service")
+    world.grant(signer_id, scope=world.org, operations=["sign_raw", "sign_message"])
+    # Nor does `create` on its folder: making new secrets says nothing about the ones there.
+    maker_id, maker = _principal(world, "service")
+    world.grant(maker_id, scope=world.folder, operations=["create"])
+    for token in (signer, maker):
+        for method, path, body in routes(secret_id):
+            got = answer(world, method, path, body, token)
+            want = answer(world, method, path.replace(secret_id, MISSING), body, token)
+            assert got == want and got[0] == 404, (method, path, got)
