@@ -40,7 +40,13 @@ class Recovery(Enum):
 
 
 _SESSION_LOST = (pk.SessionHandleInvalid, pk.SessionClosed, pk.UserNotLoggedIn)
-_STALE_HANDLE = (pk.ObjectHandleInvalid, pk.KeyHandleInvalid)
+# A KEK handle goes stale like a signing key's (SoftHSM re-indexes after a write): PKCS#11 names it by role.
+_STALE_HANDLE = (
+    pk.ObjectHandleInvalid,
+    pk.KeyHandleInvalid,
+    pk.WrappingKeyHandleInvalid,
+    pk.UnwrappingKeyHandleInvalid,
+)
 _TRANSIENT = (pk.FunctionFailed, pk.OperationActive)
 _TOKEN_TROUBLE = (
     pk.TokenNotPresent,

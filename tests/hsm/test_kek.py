@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import os
 
+import pkcs11.exceptions as pk
 import pytest
 from pkcs11 import Attribute, ObjectClass
 
 from signer.errors import IntegrityError, InvalidRequest
-from signer.hsm import Hsm
+from signer.hsm import Curve, Hsm
+from signer.hsm.errormap import Recovery, translate
 from signer.hsm.token import KEK_LABEL_PREFIX
 from tests.hsm.conftest import MakeHsm
 
@@ -92,3 +94,28 @@ async def test_wrap_refuses_a_malformed_data_key(hsm: Hsm) -> None:
     kek_id = await hsm.kek_for_scope("kek-bad-" + os.urandom(4).hex())
     with pytest.raises(InvalidRequest):
         await hsm.wrap_data_key(kek_id, b"short")
+
+
+async def test_a_kek_handle_gone_stale_is_found_again(hsm: Hsm, make_hsm: MakeHsm) -> None:
+    """SoftHSM re-reads the token after another process (or this one) writes a key, and a cached KEK
+    handle can then be invalid: PKCS#11 says CKR_WRAPPING_KEY_HANDLE_INVALID (or UNWRAPPING_...), which
+    is the same stale handle as a signing key's and must be refreshed, not answered with 500 hsm_error."""
+    kek_id = await hsm.kek_for_scope("kek-stale-" + os.urandom(4).hex())
+    other = await make_hsm("hsm-main")
+    dek = os.urandom(32)
+    for _ in range(6):
+        wrapped = await hsm.wrap_data_key(kek_id, dek)
+        await other.kek_for_scope("kek-other-" + os.urandom(4).hex())
+        await hsm.kek_for_scope("kek-own-" + os.urandom(4).hex())
+        assert await hsm.unwrap_data_key(kek_id, wrapped) == dek
+        await other.generate_key(Curve.SECP256K1, "stale-" + os.urandom(2).hex())
+        await hsm.generate_key(Curve.SECP256K1, "stale-" + os.urandom(2).hex())
+        assert len(await hsm.wrap_data_key(kek_id, dek)) == 40
+
+
+@pytest.mark.parametrize("stale", [pk.WrappingKeyHandleInvalid, pk.UnwrappingKeyHandleInvalid])
+def test_a_stale_kek_handle_is_refreshed_not_an_hsm_error(stale: type[Exception]) -> None:
+    # Seen through a running server: a rotation after this process generated a KEK answered 500
+    # hsm_error (WrappingKeyHandleInvalid) when SoftHSM had re-indexed the token in between.
+    recovery, error = translate(stale())
+    assert recovery is Recovery.REFRESH_HANDLE and error.code != "hsm_error"

@@ -159,6 +159,18 @@ def test_no_error_body_log_or_audit_event_repeats_a_value(world: World) -> None:
             assert status in (400, 413), (path, status)
             if c in text:
                 found.append(("RAW", path, raw[:80], status, text[:500]))
+    # Refused for want of a grant (404) or of the operation (403): the refusal's audit event and log
+    # line name the request, never the value in its body.
+    lister_id, lister = _principal(world, "service")
+    world.grant(lister_id, secret_id=sid, operations=["list"])
+    for token in (world.other, lister):
+        for method, path, body in (
+            ("POST", f"/v1/secrets/{sid}/versions", {"fields": {"A": c}}),
+            ("POST", "/v1/secrets", {**base, "fields": {"A": c}}),
+            ("PATCH", f"/v1/secrets/{sid}", {"description": "d"}),
+        ):
+            status, headers, payload = world.server.call(method, path, body, token)
+            assert status in (403, 404) and c not in json.dumps(payload), (method, path, payload)
     log = world.server.log_text()
     if c in log:
         found.append(("LOG", [line[:300] for line in log.splitlines() if c in line][:3]))
