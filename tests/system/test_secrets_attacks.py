@@ -343,3 +343,47 @@ def test_a_grant_for_another_resource_kind_does_not_reveal_a_secret(world: World
             got = answer(world, method, path, body, token)
             want = answer(world, method, path.replace(secret_id, MISSING), body, token)
             assert got == want and got[0] == 404, (method, path, got)
+
+
+def test_a_grant_taken_away_stops_the_next_fetch(world: World) -> None:
+    """The fetch path caches grants and records: a no-access grant added, or the grant revoked, after a
+    successful fetch must answer the very next fetch as missing."""
+    secret_id = world.create("revoked")["id"]
+    reader_id, reader = _principal(world, "service")
+    granted = world.grant(reader_id, scope=world.org, operations=["read_value", "read_metadata"])
+    assert world.fetch(secret_id, token=reader)[0] == 200
+    status, closed = world.call(
+        "POST", "/v1/grants", {"principal_id": reader_id, "secret_id": secret_id, "no_access": True}
+    )
+    assert status == 201, closed
+    for method, path, body in routes(secret_id):
+        assert answer(world, method, path, body, reader) == answer(
+            world, method, path.replace(secret_id, MISSING), body, reader
+        ), (method, path)
+    other = world.create("revoked-2")["id"]
+    assert world.fetch(other, token=reader)[0] == 200
+    assert world.call("DELETE", f"/v1/grants/{granted['id']}")[0] in (200, 204)
+    status, body = world.fetch(other, token=reader)
+    assert (status, body["code"]) == (404, "secret_not_found")
+
+
+def test_no_access_on_a_folder_stops_create_there(world: World) -> None:
+    maker_id, maker = _principal(world, "service")
+    world.grant(maker_id, scope=world.org, operations=["create"])
+    status, body = world.call(
+        "POST", "/v1/grants", {"principal_id": maker_id, "scope": world.folder, "no_access": True}
+    )
+    assert status == 201, body
+
+    def create(folder: str) -> int:
+        body = {
+            "folder": folder,
+            "name": "m-" + secrets.token_hex(3),
+            "owner_group": "g",
+            "fields": {"A": "x"},
+        }
+        return world.call("POST", "/v1/secrets", body, token=maker)[0]
+
+    assert create(f"{world.org}/payments/dev") == 201
+    assert create(world.folder) == 403
+    assert create(f"{world.folder}/deeper") == 403
