@@ -40,8 +40,7 @@ class Recovery(Enum):
 
 
 _SESSION_LOST = (pk.SessionHandleInvalid, pk.SessionClosed, pk.UserNotLoggedIn)
-# A key-encryption key's handle goes stale the same way a signing key's does: wrapping and unwrapping
-# report it under their own names.
+# A KEK handle goes stale like a signing key's (SoftHSM re-indexes after a write): PKCS#11 names it by role.
 _STALE_HANDLE = (
     pk.ObjectHandleInvalid,
     pk.KeyHandleInvalid,

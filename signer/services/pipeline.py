@@ -584,12 +584,14 @@ class DecisionPipeline:
         kind = order.kind
         if facts.resource is None:
             raise kind.not_found()
-        order.payload.check_caller(order.ctx.caller.role)
         ref = kind.ref(facts.resource)
         if not facts.subject.reaches(ref):
             # No grant reaches this resource (none names it, or a no-access overrides each that
             # does): indistinguishable from one that does not exist.
             raise kind.not_found()
+        # The role only after existence: a caller of the wrong role refused for a resource it cannot
+        # see, and told "no such" for a missing one, would learn which ids exist.
+        order.payload.check_caller(order.ctx.caller.role)
         order.payload.check_resource(facts.resource)
         return facts.resource, ref
 
