@@ -35,7 +35,7 @@ import secrets
 import shutil
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -105,23 +105,36 @@ def pg_server_url() -> str:
     return url
 
 
+@contextmanager
+def private_pg_database(prefix: str) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database (``<prefix>_<random>``) on the server ``PG_ENV`` names,
+    dropped afterwards. Skipped when ``PG_ENV`` is unset; failed when it is set but the server cannot be
+    used, so a CI that means to test PostgreSQL cannot skip it silently."""
+    server_url = os.environ.get(PG_ENV)
+    if not server_url:
+        pytest.skip(f"{PG_ENV} is not set")
+    name = f"{prefix}_{secrets.token_hex(6)}"
+    try:
+        run_sync(lambda: pg_execute(server_url, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        pytest.fail(f"{PG_ENV} is set but PostgreSQL cannot be used: {type(exc).__name__}: {exc}")
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        run_sync(lambda: pg_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def pg_database_url(pg_server_url: str) -> Iterator[str]:
     """A migrated PostgreSQL database private to this test session."""
-    name = "signer_test_" + secrets.token_hex(6)
-    try:
-        run_sync(lambda: pg_execute(pg_server_url, f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        pytest.fail(f"{PG_ENV} is set but PostgreSQL cannot be used: {type(exc).__name__}: {exc}")
-    url = make_url(pg_server_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        migrate(url)
-        meta_rows = run_sync(lambda: pg_execute(url, "SELECT name, value FROM meta"))
-        _PG_META[url] = [(r["name"], r["value"]) for r in meta_rows]
-        yield url
-    finally:
-        _PG_META.pop(url, None)
-        run_sync(lambda: pg_execute(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with private_pg_database("signer_test") as url:
+        try:
+            migrate(url)
+            meta_rows = run_sync(lambda: pg_execute(url, "SELECT name, value FROM meta"))
+            _PG_META[url] = [(r["name"], r["value"]) for r in meta_rows]
+            yield url
+        finally:
+            _PG_META.pop(url, None)
 
 
 _PG_META: dict[str, list[tuple[str, str]]] = {}

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import secrets
 from collections.abc import Iterator
 from typing import Any
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
 from signer.audit import canonical_json
-from tests.dbfixtures import PG_ENV, pg_execute, run_sync
+from tests.dbfixtures import private_pg_database
 from tests.service_harness import Server, init_installation, make_key, make_service, start_server
 
 _ids = itertools.count()
@@ -28,24 +25,13 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="module")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"{PG_ENV} is not set")
-    name = "signer_refusals_" + secrets.token_hex(6)
-    try:
-        run_sync(lambda: pg_execute(server_url, f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        pytest.fail(f"{PG_ENV} is set but PostgreSQL cannot be used: {type(exc).__name__}: {exc}")
-    try:
-        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    with private_pg_database("signer_refusals") as url:
         installation = init_installation(tmp_path_factory.mktemp("signer-refusals-pg"), url)
         running = start_server(installation)
         try:
             yield running
         finally:
             running.stop()
-    finally:
-        run_sync(lambda: pg_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import html
 import http.client as httpclient
 import itertools
-import os
 import re
 import secrets
 import urllib.parse
@@ -17,19 +16,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import asyncpg
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from eth_account import Account
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy.engine import make_url
 
 from policy import NOT_COUNTED
 from signer.http.schemas import NotCounted
 from signer.services.approvals import approval_message
-from tests.dbfixtures import PG_ENV, pg_execute, run_sync
+from tests.dbfixtures import private_pg_database
 from tests.service_harness import Server, attach_policy, http, init_installation, start_server
 
 RECIPIENT = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
@@ -42,24 +39,13 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"{PG_ENV} is not set")
-    name = "signer_votes_" + secrets.token_hex(6)
-    try:
-        run_sync(lambda: pg_execute(server_url, f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        pytest.fail(f"{PG_ENV} is set but PostgreSQL cannot be used: {type(exc).__name__}: {exc}")
-    try:
-        url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    with private_pg_database("signer_votes") as url:
         installation = init_installation(tmp_path_factory.mktemp("signer-votes-pg"), url)
         running = start_server(installation)
         try:
             yield running
         finally:
             running.stop()
-    finally:
-        run_sync(lambda: pg_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -10,17 +10,14 @@ drops it afterwards, whatever state the test left it in.
 from __future__ import annotations
 
 import os
-import secrets
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.dbfixtures import PG_ENV, pg_execute, run_sync
+from tests.dbfixtures import PG_ENV, private_pg_database
 from tests.service_harness import Installation, Server, init_installation, start_server
 from tests.system.support import (
     assert_no_secret,
@@ -66,18 +63,8 @@ def launch() -> Iterator[Callable[..., Server]]:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    server_url = os.environ.get(PG_ENV)
-    if not server_url:
-        pytest.skip(f"{PG_ENV} is not set")
-    name = "signer_sys_" + secrets.token_hex(6)
-    try:
-        run_sync(lambda: pg_execute(server_url, f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        pytest.fail(f"{PG_ENV} is set but PostgreSQL cannot be used: {type(exc).__name__}: {exc}")
-    try:
-        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        run_sync(lambda: pg_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with private_pg_database("signer_sys") as url:
+        yield url
 
 
 @pytest.fixture

@@ -10,19 +10,18 @@ server's log, the audit export or any error body (matrix A-14 for secrets).
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import sqlite3
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
-from tests.dbfixtures import PG_ENV, asyncpg_dsn, pg_execute, run_sync
+from tests.dbfixtures import asyncpg_dsn, private_pg_database, run_sync
 from tests.service_harness import Server, attach_policy, init_installation, make_service, start_server
 
 
@@ -30,27 +29,18 @@ from tests.service_harness import Server, attach_policy, init_installation, make
 def secrets_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    database_url = None
-    server_url = os.environ.get(PG_ENV)
-    name = "signer_secrets_" + secrets.token_hex(6)
-    if request.param == "postgres":
-        if not server_url:
-            pytest.skip(f"{PG_ENV} is not set")
-        try:
-            run_sync(lambda: pg_execute(server_url, f'CREATE DATABASE "{name}"'))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            pytest.fail(f"{PG_ENV} is set but PostgreSQL cannot be used: {type(exc).__name__}: {exc}")
-        database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with ExitStack() as stack:
+        database_url = (
+            stack.enter_context(private_pg_database("signer_secrets"))
+            if request.param == "postgres"
+            else None
+        )
         installation = init_installation(Path(tmp_path_factory.mktemp("secrets")) / "data", database_url)
         server = start_server(installation, env={"SIGNER_SECRET_MAX_VALUE_BYTES": "1024"})
         try:
             yield server
         finally:
             server.stop()
-    finally:
-        if database_url is not None and server_url:
-            run_sync(lambda: pg_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def canary() -> str:

@@ -13,20 +13,17 @@ signature that comes back is recovered with eth-account.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 import rlp
 from eth_account import Account
 from eth_account.messages import encode_typed_data
-from sqlalchemy.engine import make_url
 
-from tests.dbfixtures import PG_ENV, pg_execute, run_sync
+from tests.dbfixtures import private_pg_database
 from tests.service_harness import Server, attach_policy, grant, init_installation, make_service, start_server
 
 TOKEN = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"
@@ -54,27 +51,18 @@ def mutations(recipient: str, amount: int) -> dict[str, str]:
 def token_server(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    database_url = None
-    server_url = os.environ.get(PG_ENV)
-    name = "signer_calldata_" + secrets.token_hex(6)
-    if request.param == "postgres":
-        if not server_url:
-            pytest.skip(f"{PG_ENV} is not set")
-        try:
-            run_sync(lambda: pg_execute(server_url, f'CREATE DATABASE "{name}"'))
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            pytest.fail(f"{PG_ENV} is set but PostgreSQL cannot be used: {type(exc).__name__}: {exc}")
-        database_url = make_url(server_url).set(database=name).render_as_string(hide_password=False)
-    try:
+    with ExitStack() as stack:
+        database_url = (
+            stack.enter_context(private_pg_database("signer_calldata"))
+            if request.param == "postgres"
+            else None
+        )
         installation = init_installation(Path(tmp_path_factory.mktemp("calldata")) / "data", database_url)
         server = start_server(installation)
         try:
             yield server
         finally:
             server.stop()
-    finally:
-        if database_url is not None and server_url:
-            run_sync(lambda: pg_execute(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 class Desk:
