@@ -28,7 +28,7 @@ from policy.names import NameKind, NameRefused, canonical_name
 from signer.app import create_app
 from signer.config import Settings
 from signer.http.contract import SEMANTIC_REFUSALS, openapi
-from signer.http.models import NAME_FORMATS
+from signer.http.patterns import NAME_FORMATS
 from signer.http.routes import api
 from tests.service_harness import (
     Server,

@@ -23,7 +23,7 @@ from policy import parse_policy_document
 from policy.names import NameKind, NameRefused, canonical_name
 from policy.parsing import _KIND_FIELDS, RULE_KINDS
 from signer.errors import InvalidRequest
-from signer.http import models
+from signer.http import patterns
 from signer.http.contract import openapi
 from signer.http.policy_schema import FIELD_SCHEMAS, policy_document_schema, rule_schema
 from signer.http.routes import api
@@ -51,7 +51,7 @@ def _accepted(text: str, kind: NameKind) -> bool:
 def test_a_name_pattern_admits_every_accepted_name_and_is_exact_on_ascii(
     kind: NameKind, ascii_text: str, text: str
 ) -> None:
-    pattern = str(models.name_schema(kind)["pattern"])
+    pattern = str(patterns.name_schema(kind)["pattern"])
     assert _accepted(ascii_text, kind) == _matches(pattern, ascii_text), ascii_text
     if _accepted(text, kind):
         assert _matches(pattern, text), text
@@ -61,9 +61,9 @@ def test_a_name_pattern_admits_every_accepted_name_and_is_exact_on_ascii(
 
 
 def test_every_name_format_is_a_kind() -> None:
-    assert set(models.NAME_FORMATS.values()) == set(NameKind)
-    for name, kind in models.NAME_FORMATS.items():
-        assert models.name_schema(kind)["format"] == name
+    assert set(patterns.NAME_FORMATS.values()) == set(NameKind)
+    for name, kind in patterns.NAME_FORMATS.items():
+        assert patterns.name_schema(kind)["format"] == name
 
 
 @settings(max_examples=300, derandomize=True, database=None)
@@ -73,9 +73,9 @@ def test_every_name_format_is_a_kind() -> None:
 )
 def test_number_patterns_are_exact(value: int, zeros: int) -> None:
     text = "0" * zeros + str(value)
-    assert _matches(models.UINT256_PATTERN, text) == (len(text) <= 78 and value < 2**256)
-    assert _matches(f"^{models.at_most(65535)}$", str(value)) == (value <= 65535)
-    assert not _matches(f"^{models.at_most(65535)}$", "0" + str(value))
+    assert _matches(patterns.UINT256_PATTERN, text) == (len(text) <= 78 and value < 2**256)
+    assert _matches(f"^{patterns.at_most(65535)}$", str(value)) == (value <= 65535)
+    assert not _matches(f"^{patterns.at_most(65535)}$", "0" + str(value))
 
 
 @settings(max_examples=300, derandomize=True, database=None)
@@ -84,7 +84,7 @@ def test_number_patterns_are_exact(value: int, zeros: int) -> None:
     encoding=st.sampled_from(["hex", "base64"]),
 )
 def test_message_patterns_are_the_decoders(message: str, encoding: str) -> None:
-    pattern = models.HEX_PATTERN if encoding == "hex" else models.BASE64_PATTERN
+    pattern = patterns.HEX_PATTERN if encoding == "hex" else patterns.BASE64_PATTERN
     try:
         decode_message(message, encoding)
         decoded = True
@@ -107,7 +107,7 @@ def test_a_webhook_url_the_pattern_admits_is_well_formed(host: str, port: int) -
         accepted = True
     except InvalidRequest:
         accepted = False
-    assert accepted == _matches(models.WEBHOOK_URL_PATTERN, url), url
+    assert accepted == _matches(patterns.WEBHOOK_URL_PATTERN, url), url
 
 
 def test_the_policy_schema_names_every_kind_and_field_the_parser_reads() -> None:

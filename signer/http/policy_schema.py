@@ -27,7 +27,7 @@ from policy.parsing import (
     RULE_KINDS,
 )
 from policy.windows import WEEKDAYS
-from signer.http.models import at_most, name_schema
+from signer.http.patterns import at_most, name_schema
 
 _ADDRESS = {"type": "string", "pattern": "^0x[0-9a-fA-F]{40}$"}
 # A decimal string without leading zeros, below 2**256 (``read_decimal``).

@@ -13,12 +13,12 @@ side.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from signer.store.driver import Driver
-from signer.store.ledger import Ledger
+from signer.store.ledger import Ledger, LedgerCache
 from signer.store.tables.approvals import ApprovalReads, ApprovalWrites
 from signer.store.tables.audit import AuditReads
 from signer.store.tables.console_sessions import ConsoleSessionReads, ConsoleSessionWrites
@@ -31,10 +31,14 @@ from signer.store.tables.policies import PolicyReads, PolicyWrites
 from signer.store.tables.principals import PrincipalReads, PrincipalWrites, TokenReads, TokenWrites
 from signer.store.tables.secrets import SecretReads, SecretWrites
 from signer.store.tables.webhooks import OutboxReads, OutboxWrites, WebhookReads, WebhookWrites
-from signer.store.tx import ReadTx, WriteTx
+from signer.store.tx import ReadTx, StoreSide, WriteTx
 
-if TYPE_CHECKING:
-    from signer.store.commit import Store
+
+class WriterStore(StoreSide, Protocol):
+    """What a ``Writer`` uses of the ``Store`` that opened it: the transaction's part, and the ledger cache
+    (so this module names no ``signer.store.commit``, which imports it)."""
+
+    ledger_cache: LedgerCache
 
 
 class Reader(ReadTx):
@@ -101,7 +105,13 @@ class Writer(WriteTx):
     """One write transaction holding the write lock (see ``WriteTx``), with every table family."""
 
     def __init__(
-        self, store: Store, conn: AsyncConnection, driver: Driver, seq: int, head_hash: str, epoch: int
+        self,
+        store: WriterStore,
+        conn: AsyncConnection,
+        driver: Driver,
+        seq: int,
+        head_hash: str,
+        epoch: int,
     ) -> None:
         super().__init__(store, conn, driver, seq, head_hash, epoch)
         self.ledger = Ledger(self, store.ledger_cache)

@@ -19,7 +19,7 @@ from aiohttp import web
 from policy.names import MAX_IDENTIFIER, NameKind
 from signer.errors import InvalidRequest
 from signer.http.contract import Api
-from signer.http.models import BASE64_PATTERN, HEX_PATTERN, name_schema
+from signer.http.patterns import BASE64_PATTERN, HEX_PATTERN, name_schema
 from signer.http.state import CALLER, SERVICES, SETTINGS, Services
 from signer.services.context import RequestContext
 

@@ -19,8 +19,8 @@ from signer.http.models import (
     FetchSecretBody,
     SetSecretValueBody,
     UpdateSecretBody,
-    name_schema,
 )
+from signer.http.patterns import name_schema
 from signer.http.routes.common import ID_SCHEMA, api, context, id_query, int_query, json_response, services
 from signer.http.state import SETTINGS
 
