@@ -25,7 +25,11 @@ HOMES = {
     "alembic": ("signer/store/",),
     "aiosqlite": ("signer/store/",),
     "asyncpg": ("signer/store/",),
-    "aiohttp": ("signer/app.py", "signer/http/"),
+    # ...and the OpenBao KV v2 backend's client (secrets held by reference).
+    "aiohttp": ("signer/app.py", "signer/http/", "signer/services/secret_backends/openbao.py"),
+    # AWS Secrets Manager (secrets held by reference): SigV4 and the API, in one module.
+    "boto3": ("signer/services/secret_backends/aws.py",),
+    "botocore": ("signer/services/secret_backends/aws.py",),
     # The command line: server commands in signer/cli.py, API commands by resource in signer/cli_api/.
     "click": ("signer/cli.py", "signer/cli_api/"),
     # Non-HSM cryptography has one floor (signer/crypto/: signatures, approver signatures, webhook MAC,

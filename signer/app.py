@@ -54,6 +54,8 @@ from signer.services.keys import KeyService
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
+from signer.services.secret_backends import build_backends
+from signer.services.secret_backends.sealed import SealedBackend
 from signer.services.secret_kind import Sealer
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
@@ -233,6 +235,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             signing.idempotency.claim_seconds = max(
                 30.0, 4 * (settings.request_deadline_seconds + settings.hsm_deadline_seconds)
             )
+            sealer = Sealer(hsm)
+            # Secrets held by reference are read through the backends the settings configure.
+            secrets = SecretsService(
+                store,
+                pipeline,
+                sealer,
+                max_value_bytes=settings.secret_max_value_bytes,
+                clock=utcnow,
+                backends=build_backends(settings.secret_backends, SealedBackend(store, sealer)),
+            )
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth, clock=utcnow),
@@ -250,13 +262,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     max_age=timedelta(seconds=settings.console_session_max_seconds),
                     clock=utcnow,
                 ),
-                secrets=SecretsService(
-                    store,
-                    pipeline,
-                    Sealer(hsm),
-                    max_value_bytes=settings.secret_max_value_bytes,
-                    clock=utcnow,
-                ),
+                secrets=secrets,
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
@@ -272,6 +278,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatcher
                 await transport.close()
+                await secrets.close()
         finally:
             await gauges.close()
             await hsm.close()

@@ -355,8 +355,12 @@ class SignerClient:
         tags: list[str] | None = None,
         category: str | None = None,
         consumers: list[str] | None = None,
+        backend: str | None = None,
+        reference: str | None = None,
     ) -> Any:
         body = {
+            "backend": backend,
+            "reference": reference,
             "folder": folder,
             "name": name,
             "owner_principal": owner_principal,
@@ -399,8 +403,9 @@ class SignerClient:
         version: int | None = None,
         field: str | None = None,
         workload: str | None = None,
+        backend_version: str | None = None,
     ) -> Any:
-        body = {"version": version, "field": field, "workload": workload}
+        body = {"version": version, "backend_version": backend_version, "field": field, "workload": workload}
         return self.request(
             "POST", f"/v1/secrets/{_q(secret_id)}/fetch", {k: v for k, v in body.items() if v is not None}
         )

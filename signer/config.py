@@ -75,6 +75,86 @@ def host_name(host: str) -> str:
     return name.rstrip(".")
 
 
+class _BackendSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_file: Path | None = Field(default=None, description="PEM bundle that verifies the backend's TLS")
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60, description="Per call to the backend")
+
+
+def _credential(name: str, file: Path | None, env: str | None, environ: Mapping[str, str]) -> Secret | None:
+    """A credential from its file or its environment variable (never from the settings themselves);
+    errors name the setting, never the value or the file's content."""
+    if file is not None:
+        try:
+            value = file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigurationError(f"{name} file cannot be read: {file.name} ({exc.strerror})") from None
+        if not value:
+            raise ConfigurationError(f"{name} file is empty: {file.name}")
+        return Secret(value)
+    if env is not None:
+        value = environ.get(env, "").strip()
+        if not value:
+            raise ConfigurationError(f"{name}: environment variable {env} is not set")
+        return Secret(value)
+    return None
+
+
+class AwsSecretsManagerSettings(_BackendSettings):
+    """Where and as whom the signer reads secrets held by reference in AWS Secrets Manager. Credentials
+    come from a file or an environment variable each; with neither, botocore's default chain."""
+
+    region: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9-]+$")
+    endpoint_url: str | None = Field(default=None, description="e.g. a VPC endpoint; default: AWS's")
+    access_key_id_file: Path | None = None
+    access_key_id_env: str | None = None
+    secret_access_key_file: Path | None = None
+    secret_access_key_env: str | None = None
+    session_token_file: Path | None = None
+    session_token_env: str | None = None
+
+    def credentials(
+        self, environ: Mapping[str, str] | None = None
+    ) -> tuple[Secret, Secret, Secret | None] | None:
+        env = os.environ if environ is None else environ
+        key_id = _credential("aws access_key_id", self.access_key_id_file, self.access_key_id_env, env)
+        secret = _credential(
+            "aws secret_access_key", self.secret_access_key_file, self.secret_access_key_env, env
+        )
+        session = _credential("aws session_token", self.session_token_file, self.session_token_env, env)
+        if key_id is None and secret is None:
+            return None
+        if key_id is None or secret is None:
+            raise ConfigurationError("aws: give both access_key_id and secret_access_key, or neither")
+        return key_id, secret, session
+
+
+class OpenBaoSettings(_BackendSettings):
+    """Where and with which token the signer reads KV v2 secrets held by reference in OpenBao or Vault."""
+
+    address: str = Field(pattern=r"^https?://[^\s/@]+(:[0-9]+)?/?$", description="e.g. https://bao:8200")
+    token_file: Path | None = None
+    token_env: str | None = None
+    namespace: str | None = Field(default=None, max_length=256)
+
+    def token(self, environ: Mapping[str, str] | None = None) -> Secret:
+        env = os.environ if environ is None else environ
+        token = _credential("openbao token", self.token_file, self.token_env, env)
+        if token is None:
+            raise ConfigurationError("openbao: give token_file or token_env")
+        return token
+
+
+class SecretBackendsSettings(BaseModel):
+    """The external stores a secret may be held in by reference (none configured: sealed only)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    aws_secrets_manager: AwsSecretsManagerSettings | None = None
+    openbao_kv2: OpenBaoSettings | None = None
+
+
 class Settings(BaseModel):
     """Everything the service needs to start. Paths are absolute once loaded."""
 
@@ -108,6 +188,10 @@ class Settings(BaseModel):
         default=64 * 1024, ge=1, le=16 * 1024 * 1024, description="Largest value of one secret field"
     )
     request_deadline_seconds: float = Field(default=5.0, gt=0)
+    secret_backends: SecretBackendsSettings = Field(
+        default_factory=SecretBackendsSettings,
+        description="AWS Secrets Manager / OpenBao connections for secrets held by reference",
+    )
 
     @property
     def secret_body_bytes(self) -> int:
@@ -257,7 +341,7 @@ def _from_env(key: str, raw: str) -> Any:
         return tuple(part for part in raw.split(",") if part.strip())
     if key == "webhook_allowed_destinations":
         return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
-    if key == "access_token_ttl_seconds":
+    if key in ("access_token_ttl_seconds", "secret_backends"):
         try:
             return json.loads(raw)
         except ValueError:
@@ -415,6 +499,8 @@ def describe_settings(loaded: LoadedSettings) -> list[dict[str, Any]]:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return _plain(value.model_dump())
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, Mapping):

@@ -21,7 +21,8 @@ messages from constants and identifiers the caller already knows.
     │   ├── DatabaseUnavailable         503 db_unavailable
     │   │   └── TransactionConflict     503 db_unavailable (PostgreSQL 40001/40P01: retried first)
     │   └── AuditUnavailable            503 audit_unavailable
-    └── DeadlineExceeded                504 hsm_timeout, ...
+    ├── BadGateway                      502 backend_unavailable, backend_denied, backend_value_invalid
+    └── DeadlineExceeded                504 hsm_timeout, backend_timeout, ...
 """
 
 from __future__ import annotations
@@ -129,6 +130,14 @@ class TransactionConflict(DatabaseUnavailable):
 class AuditUnavailable(Unavailable):
     default_code = "audit_unavailable"
     title = "Audit log unavailable"
+
+
+class BadGateway(SignerError):
+    """An external secret backend (AWS Secrets Manager, OpenBao) failed or answered what we cannot use."""
+
+    status = 502
+    default_code = "backend_unavailable"
+    title = "Secret backend unavailable"
 
 
 class DeadlineExceeded(SignerError):

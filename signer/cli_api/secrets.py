@@ -21,7 +21,9 @@ import click
 from signer.cli_api.common import Raw, api_call
 from signer.client import SignerClient
 
-SECRET_COLUMNS = ("id", "name", "folder", "category", "owner", "current_version", "updated_at")
+SECRET_COLUMNS = ("id", "name", "folder", "category", "owner", "backend", "current_version", "updated_at")
+# --backend accepts the API's names and these short ones.
+BACKENDS = {"aws": "aws_secrets_manager", "openbao": "openbao_kv2", "vault": "openbao_kv2"}
 CATEGORIES = ("api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other")
 
 
@@ -116,6 +118,13 @@ def _value_options(fn: Any) -> Any:
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable).")
 @click.option("--category", type=click.Choice(CATEGORIES), default=None, help="Category [other].")
 @click.option("--consumer", "consumers", multiple=True, help="A workload that uses it (repeatable).")
+@click.option(
+    "--backend",
+    type=click.Choice(["sealed", "aws", "openbao", "vault", "aws_secrets_manager", "openbao_kv2"]),
+    default=None,
+    help="Held by reference in AWS Secrets Manager or OpenBao/Vault KV v2 (with --ref) [sealed].",
+)
+@click.option("--ref", "reference", default=None, help="aws: the ARN or name; openbao: MOUNT/data/PATH.")
 @_value_options
 @api_call()
 def secrets_create(
@@ -134,8 +143,13 @@ def secrets_create(
     size: int | None,
     classes: tuple[str, ...],
     generate_field: str | None,
+    backend: str | None,
+    reference: str | None,
 ) -> Any:
-    """Create a secret (needs a `create` grant on the folder; grants nobody anything)."""
+    """Create a secret (needs a `create` grant on the folder; grants nobody anything).
+
+    With --backend aws|openbao --ref REF the value stays in that store and is fetched from it at read
+    time (no --value-from or --generate); grants, policy and audit are the same."""
     return client.create_secret(
         folder,
         name,
@@ -147,6 +161,8 @@ def secrets_create(
         tags=list(tags),
         category=category,
         consumers=list(consumers),
+        backend=BACKENDS.get(backend, backend) if backend is not None else None,
+        reference=reference,
     )
 
 
@@ -232,14 +248,24 @@ def secrets_delete(client: SignerClient, secret_id: str) -> Any:
 @secrets.command("fetch")
 @click.argument("secret_id")
 @click.option("--version", type=click.IntRange(min=1), default=None, help="A named version [current].")
+@click.option(
+    "--backend-version", default=None, help="AWS Secrets Manager: a VersionId or VersionStage label."
+)
 @click.option("--field", default=None, help="Only this field [all].")
 @click.option("--workload", default=None, help="Which workload reads it (written to the audit log).")
 @api_call()
 def secrets_fetch(
-    client: SignerClient, secret_id: str, version: int | None, field: str | None, workload: str | None
+    client: SignerClient,
+    secret_id: str,
+    version: int | None,
+    backend_version: str | None,
+    field: str | None,
+    workload: str | None,
 ) -> Any:
     """Fetch a secret's values (audited: who, workload, version, fields; never the value)."""
-    return client.fetch_secret(secret_id, version=version, field=field, workload=workload)
+    return client.fetch_secret(
+        secret_id, version=version, field=field, workload=workload, backend_version=backend_version
+    )
 
 
 # -- values into an environment: env and exec --------------------------------------------------------

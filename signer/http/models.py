@@ -358,6 +358,10 @@ class PolicyDocumentBody(Strict):
 # -- secrets --------------------------------------------------------------------------------------
 
 FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+# A secret held by reference: an AWS ARN or name, or a KV v2 path (each backend checks its own form).
+_REFERENCE_PATTERN = r"^[A-Za-z0-9/_+=.@:-]+$"
+# AWS Secrets Manager's VersionId or VersionStage (the same rule as secret_kind.BACKEND_VERSION).
+BACKEND_VERSION_PATTERN = r"^[A-Za-z0-9_.-]{1,256}$"
 # Text without ASCII or C1 control characters, except newline and tab (descriptions).
 DESCRIPTION_PATTERN = r"^[^\x00-\x08\x0b-\x1f\x7f-\x9f]*$"
 _SECRET_CATEGORY = Literal[
@@ -410,13 +414,20 @@ class CreateSecretBody(Strict):
         default=None, min_length=1, max_length=64, json_schema_extra=_SECRET_FIELDS
     )
     generate: GenerateRule | None = None
+    # Held by reference instead (no fields, no generate): an AWS Secrets Manager ARN or name, or a KV v2
+    # path MOUNT/data/PATH; the value is fetched from there at read time.
+    backend: Literal["sealed", "aws_secrets_manager", "openbao_kv2"] = "sealed"
+    reference: str | None = Field(default=None, min_length=1, max_length=2048, pattern=_REFERENCE_PATTERN)
 
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
         frozen=True,
         json_schema_extra={
-            "allOf": [exactly_one_of("owner_principal", "owner_group"), exactly_one_of("fields", "generate")]
+            "allOf": [
+                exactly_one_of("owner_principal", "owner_group"),
+                exactly_one_of("fields", "generate", "reference"),
+            ]
         },
     )
 
@@ -468,6 +479,10 @@ class FetchSecretBody(Strict):
     """The current version (or ``version``), one ``field`` or all; ``workload`` labels who reads it."""
 
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    # A secret held in AWS Secrets Manager: a VersionId (a UUID) or a VersionStage label.
+    backend_version: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=BACKEND_VERSION_PATTERN
+    )
     field: str | None = Field(default=None, min_length=1, max_length=64, pattern=FIELD_NAME_PATTERN)
     workload: str | None = Field(
         default=None, min_length=1, max_length=256, json_schema_extra=name_schema(NameKind.TAG)

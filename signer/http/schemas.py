@@ -392,6 +392,12 @@ class Secret(View):
     updated_by: str | None
     last_fetched_at: datetime | None
     last_fetched_by: str | None
+    backend: Literal["sealed", "aws_secrets_manager", "openbao_kv2"] = Field(
+        default="sealed", description="where the value lives: sealed here, or held by reference"
+    )
+    reference: str | None = Field(
+        default=None, description="held by reference: the AWS ARN or name, or the KV v2 path (never a value)"
+    )
     versions: list[SecretVersion] | None = Field(default=None, description="only when showing one secret")
 
 
@@ -411,6 +417,12 @@ class SecretValue(View):
     secret_id: str
     name: str
     folder: str
-    version: int
+    version: int | None = Field(
+        description="the version read; null for AWS Secrets Manager (see backend_version)"
+    )
     field_names: list[str]
     values: dict[str, str] = Field(description="field name -> value")
+    backend: Literal["aws_secrets_manager", "openbao_kv2"] | None = Field(
+        default=None, description="held by reference: the backend it was read from"
+    )
+    backend_version: str | None = Field(default=None, description="AWS Secrets Manager: the VersionId read")

@@ -30,7 +30,8 @@ from signer.identity import Role
 from signer.services.payloads import PayloadKind, Prepared, Preparer
 from signer.services.payloads import register as register_payload
 from signer.services.resources import ResourceKind, ResourceRef, register
-from signer.store import Reader, SecretRecord, SecretVersionRecord, Store, Writer
+from signer.services.secret_backends import SecretBackends, Selector
+from signer.store import Reader, SecretRecord, SecretVersionRecord, Writer
 
 __all__ = [
     "FETCH",
@@ -47,6 +48,8 @@ MAX_FIELDS = 64
 # Free names like STRIPE_SECRET or username: a letter or '_' first, then letters, digits, '_', '.', '-'.
 FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}\Z")
 FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+BACKEND_VERSION = re.compile(r"[A-Za-z0-9_.-]{1,256}\Z")
+BACKEND_VERSION_PATTERN = r"^[A-Za-z0-9_.-]{1,256}$"
 
 
 def not_found() -> SignerError:
@@ -221,10 +224,10 @@ class Sealer:
 
 @dataclass(frozen=True, slots=True)
 class Opener:
-    """What a fetch needs to act once allowed: the store to read the version from, and the sealer."""
+    """What a fetch needs to act once allowed: the backends (the sealed one reads the store and opens
+    with the sealer; the others fetch by reference)."""
 
-    store: Store
-    sealer: Sealer
+    backends: SecretBackends
 
 
 def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
@@ -232,42 +235,37 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
     if not isinstance(opener, Opener):
         raise TypeError("a secret fetch is prepared by the secrets service")
     version = fields.get("version")
+    backend_version = fields.get("backend_version")
     field = fields.get("field")
     workload = fields.get("workload")
     source = fields.get("source")
     if version is not None and (type(version) is not int or version < 1):
         raise InvalidRequest("version must be a positive integer", code="invalid_version", field="version")
+    if backend_version is not None and (
+        not isinstance(backend_version, str) or not BACKEND_VERSION.match(backend_version)
+    ):
+        raise InvalidRequest(
+            "backend_version is 1 to 256 of A-Za-z0-9_.-", code="invalid_version", field="backend_version"
+        )
     if field is not None:
         check_field_name(field)
 
     def prepare(secret: SecretRecord) -> Prepared:
         async def acts(_: KeyVault, current: Any) -> dict[str, Any]:
-            async with opener.store.read() as reader:
-                # The current version as committed now, not as a cached record knew it (another
-                # process may have rotated it): a rotated value is what the next fetch returns.
-                fresh = await reader.secrets.get(current.id)
-                if fresh is None:
-                    raise not_found()
-                number = fresh.current_version if version is None else version
-                stored = await reader.secrets.version(current.id, number)
-            if stored is None:
-                raise NotFound("no such version of the secret", code="secret_version_not_found")
-            if field is not None and field not in stored.sealed_fields:
-                raise NotFound("no such field in the secret", code="secret_field_not_found")
-            names = sorted(stored.sealed_fields) if field is None else [field]
-            opened = await opener.sealer.open(stored, names)
-            try:
-                values = {name: raw.decode("utf-8") for name, raw in opened.items()}
-            except UnicodeDecodeError:
-                raise Unprocessable("a stored value is not text", code="secret_not_text") from None
-            return {
+            backend = opener.backends.for_secret(current)
+            read = await backend.read(current, Selector(version, backend_version), field)
+            response: dict[str, Any] = {
                 "secret_id": current.id,
                 "name": current.name,
                 "folder": current.folder,
-                "version": number,
-                "field_names": names,
-                "values": values,
+                "version": read.version,
+                "field_names": sorted(read.values),
+                "values": read.values,
             }
+            if current.backend != "sealed":
+                response["backend"] = current.backend
+                response["backend_version"] = read.backend_version
+            return response
 
         summary = {
             "version": "current" if version is None else version,
@@ -275,6 +273,11 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             "workload": workload,
             "source": source,
         }
+        if secret.backend != "sealed":
+            # Held by reference: the event names where it was read (the reference is metadata).
+            summary.update(
+                backend=secret.backend, reference=secret.reference, backend_version=backend_version
+            )
         return Prepared(data=b"", summary=summary, acts=acts)
 
     # Preparers are typed for keys (the first kind); the pipeline hands each kind its own records.
@@ -297,7 +300,7 @@ FETCH = register_payload(
         actors=frozenset({Role.SERVICE, Role.ADMIN}),
         actors_refusal="only service principals and admins read secret values",
         # Who read which version's which fields: never a value.
-        audited_result=("version", "field_names"),
+        audited_result=("version", "field_names", "backend_version"),
         approvable=False,
     )
 )

@@ -22,7 +22,7 @@ from typing import Any
 
 from policy import Effect
 from signer.audit import EventTarget
-from signer.errors import Forbidden, InvalidRequest, NotFound, SignerError
+from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError
 from signer.services.authorization import (
     holds_any_grant,
     load_policies,
@@ -36,6 +36,8 @@ from signer.services.naming import NameKind, check_name
 from signer.services.pipeline import DecisionPipeline, Order, judge
 from signer.services.policies import check_group
 from signer.services.resources import ResourceRef
+from signer.services.secret_backends import EXTERNAL, SecretBackends
+from signer.services.secret_backends.sealed import SealedBackend
 from signer.services.secret_kind import (
     FETCH,
     Opener,
@@ -101,6 +103,9 @@ def secret_view(secret: SecretRecord, versions: list[SecretVersionRecord] | None
         "updated_by": secret.updated_by,
         "last_fetched_at": iso(secret.last_fetched_at),
         "last_fetched_by": secret.last_fetched_by,
+        # Where the value lives; a reference is metadata (an ARN or KV v2 path), never a value.
+        "backend": secret.backend,
+        "reference": secret.reference,
     }
     if versions is not None:
         view["versions"] = [_version_view(v) for v in versions]
@@ -116,11 +121,13 @@ class SecretsService:
         *,
         max_value_bytes: int,
         clock: Clock = utcnow,
+        backends: SecretBackends | None = None,
     ) -> None:
         self._store = store
         self._pipeline = pipeline
         self._sealer = sealer
-        self._opener = Opener(store, sealer)
+        self._backends = backends or SecretBackends(SealedBackend(store, sealer))
+        self._opener = Opener(self._backends)
         self._max_value_bytes = max_value_bytes
         self._clock = clock
 
@@ -169,8 +176,11 @@ class SecretsService:
         consumers: list[str] | None = None,
         fields: Mapping[str, Any] | None = None,
         generate: Mapping[str, Any] | None = None,
+        backend: str = "sealed",
+        reference: str | None = None,
     ) -> dict[str, Any]:
-        """A new secret with its first version; nobody is granted anything by it."""
+        """A new secret with its first version (or, held by reference in an external ``backend``, the
+        record and its ``reference``: the backend is not asked now); nobody is granted anything by it."""
         folder = _no_dotdot(check_name(folder, field="folder", kind=NameKind.SCOPE), "folder")
         name = _no_dotdot(check_name(name, field="name", kind=NameKind.IDENTIFIER), "name")
         owner_type, owner_id = _owner(owner)
@@ -178,6 +188,27 @@ class SecretsService:
             raise InvalidRequest("unknown category", code="invalid_category", field="category")
         tag_list = _names(tags or [], "tags", NameKind.TAG)
         consumer_list = _names(consumers or [], "consumers", NameKind.TAG)
+        if backend != "sealed":
+            return await self._create_reference(
+                ctx,
+                backend,
+                reference,
+                fields is not None or generate is not None,
+                folder=folder,
+                name=name,
+                description=_description(description),
+                tags=tag_list,
+                category=category,
+                owner_type=owner_type,
+                owner=owner_id,
+                consumers=consumer_list,
+            )
+        if reference is not None:
+            raise InvalidRequest(
+                "a reference names a secret held by an external backend: give backend",
+                code="invalid_reference",
+                field="reference",
+            )
         values, rule = self._values(fields, generate)
         async with self._store.read() as reader:
             ref = ResourceRef("secret", "(new)", folder, "active")
@@ -213,6 +244,64 @@ class SecretsService:
                 raise NotFound("no such principal", code="principal_not_found")
             await writer.secrets.insert(record, version)
             view = secret_view(record, [version])
+            writer.append_audit(
+                ctx.audit_event("secret.create", now, resource=EventTarget("secret", secret_id), secret=view)
+            )
+            return view
+
+        return await self._store.submit(unit)
+
+    async def _create_reference(
+        self,
+        ctx: RequestContext,
+        backend: str,
+        reference: str | None,
+        has_value: bool,
+        *,
+        folder: str,
+        name: str,
+        **metadata: Any,
+    ) -> dict[str, Any]:
+        """A record whose value ``backend`` holds under ``reference`` (no version: current_version 0)."""
+        if backend not in EXTERNAL:
+            raise InvalidRequest("unknown secret backend", code="invalid_backend", field="backend")
+        if has_value:
+            raise InvalidRequest(
+                "a secret held by reference has no value here: give reference, not fields or generate",
+                code="invalid_secret_fields",
+            )
+        if not isinstance(reference, str) or not reference:
+            raise InvalidRequest("a secret held by reference needs its reference", code="invalid_reference")
+        reference = self._backends.for_new(backend).check_reference(reference)
+        async with self._store.read() as reader:
+            ref = ResourceRef("secret", "(new)", folder, "active")
+            if not await self._allowed(reader, ctx, "create", ref, exists=False):
+                raise Forbidden(
+                    "creating secrets in this folder is not granted", code="operation_not_granted"
+                )
+        secret_id = "sec_" + random.token_hex(8)
+        now = self._clock()
+        record = SecretRecord(
+            id=secret_id,
+            name=name,
+            folder=folder,
+            origin="provided",
+            generation=None,
+            current_version=0,
+            created_at=now,
+            created_by=ctx.caller.principal_id,
+            updated_at=now,
+            updated_by=ctx.caller.principal_id,
+            backend=backend,
+            reference=reference,
+            **metadata,
+        )
+
+        async def unit(writer: Writer) -> dict[str, Any]:
+            if record.owner_type == "principal" and await writer.principals.get(record.owner) is None:
+                raise NotFound("no such principal", code="principal_not_found")
+            await writer.secrets.insert(record, None)
+            view = secret_view(record, [])
             writer.append_audit(
                 ctx.audit_event("secret.create", now, resource=EventTarget("secret", secret_id), secret=view)
             )
@@ -320,6 +409,10 @@ class SecretsService:
         values, rule = self._values(fields, generate)
         async with self._store.read() as reader:
             secret = await self._load_allowed(reader, ctx, secret_id, "update")
+        if secret.backend != "sealed":
+            raise Conflict(
+                "this secret's value is held by its backend: set it there", code="secret_held_by_reference"
+            )
         number = secret.current_version + 1
         kek_id, wrapped, sealed = await self._sealer.seal(secret.id, number, secret.folder, values)
         now = self._clock()
@@ -349,7 +442,8 @@ class SecretsService:
         return await self._store.submit(unit)
 
     async def delete(self, ctx: RequestContext, secret_id: str) -> dict[str, Any]:
-        """Remove the secret and every sealed version."""
+        """Remove the secret and every sealed version (a secret held by reference: only the record;
+        the backend's secret is left as it is)."""
         now = self._clock()
 
         async def unit(writer: Writer) -> dict[str, Any]:
@@ -377,6 +471,7 @@ class SecretsService:
         field: str | None = None,
         workload: str | None = None,
         source: str | None = None,
+        backend_version: str | None = None,
     ) -> dict[str, Any]:
         """The values of the current (or a named) version, one field or all: through the pipeline, so
         grants and rules judge it and its audit event (who, workload, source, version, field names,
@@ -386,6 +481,7 @@ class SecretsService:
         fields = {
             "opener": self._opener,
             "version": version,
+            "backend_version": backend_version,
             "field": field,
             "workload": workload,
             "source": source,
@@ -394,6 +490,10 @@ class SecretsService:
         response = await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
         await self._note_fetch(ctx, secret_id)
         return response
+
+    async def close(self) -> None:
+        """Close the external backends' connections."""
+        await self._backends.close()
 
     async def _note_fetch(self, ctx: RequestContext, secret_id: str) -> None:
         now: datetime = self._clock()

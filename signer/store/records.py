@@ -19,6 +19,7 @@ __all__ = [
     "GRANT_RESOURCE_TYPES",
     "KEY_STATES",
     "ROLES",
+    "SECRET_BACKENDS",
     "SECRET_CATEGORIES",
     "SECRET_ORIGINS",
     "SECRET_OWNER_TYPES",
@@ -53,6 +54,7 @@ SECRET_CATEGORIES = frozenset(
 )
 SECRET_OWNER_TYPES = frozenset({"principal", "group"})
 SECRET_ORIGINS = frozenset({"provided", "generated"})
+SECRET_BACKENDS = frozenset({"sealed", "aws_secrets_manager", "openbao_kv2"})
 GRANT_RESOURCE_TYPES = frozenset({"key", "scope", "secret"})
 APPROVAL_STATES = frozenset({"pending", "approved", "signed", "failed", "rejected", "expired", "cancelled"})
 VOTE_DECISIONS = frozenset({"approve", "reject"})
@@ -136,6 +138,10 @@ class SecretRecord:
     updated_by: str | None
     last_fetched_at: datetime | None = None
     last_fetched_by: str | None = None
+    # Where the value lives: "sealed" (versions in secret_versions) or a backend holding it by
+    # ``reference`` (then no sealed versions, and current_version 0: the backend keeps versions).
+    backend: str = "sealed"
+    reference: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

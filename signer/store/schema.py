@@ -408,6 +408,10 @@ secrets = Table(
     Column("updated_by", Text, nullable=True),
     Column("last_fetched_at", UTCDateTime, nullable=True),
     Column("last_fetched_by", Text, nullable=True),
+    # (migration 0007_secret_backends) where the value lives: 'sealed' here, or held by reference in
+    # 'aws_secrets_manager' / 'openbao_kv2' under ``reference`` (an ARN or name; a KV v2 path).
+    Column("backend", Text, nullable=False, server_default="sealed"),
+    Column("reference", Text, nullable=True),
     Index("ix_secrets_folder_name", "folder", "name", unique=True),
 )
 

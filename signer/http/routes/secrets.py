@@ -71,6 +71,8 @@ async def create_secret(request: web.Request) -> web.Response:
         tags=list(body.tags),
         category=body.category,
         consumers=list(body.consumers),
+        backend=body.backend,
+        reference=body.reference,
         **_value_fields(body),
     )
     return json_response(secret, 201)
@@ -180,7 +182,7 @@ async def delete_secret(request: web.Request) -> web.Response:
     who="a service principal or admin with `read_value` on it",
     request=FetchSecretBody,
     response=out.SecretValue,
-    errors=(403, 404, 409, 422, 429, 503),
+    errors=(403, 404, 409, 422, 429, 502, 503, 504),
 )
 async def fetch_secret(request: web.Request) -> web.Response:
     ctx = await context(request)
@@ -189,6 +191,7 @@ async def fetch_secret(request: web.Request) -> web.Response:
         ctx,
         request.match_info["secret_id"],
         version=body.version,
+        backend_version=body.backend_version,
         field=body.field,
         workload=body.workload,
         source=request.remote,

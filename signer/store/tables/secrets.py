@@ -19,6 +19,7 @@ from signer.errors import Conflict, NotFound
 from signer.store import schema as t
 from signer.store.checks import aware, nonempty, one_of
 from signer.store.records import (
+    SECRET_BACKENDS,
     SECRET_CATEGORIES,
     SECRET_ORIGINS,
     SECRET_OWNER_TYPES,
@@ -51,6 +52,8 @@ def _secret(row: Any) -> SecretRecord:
         updated_by=m["updated_by"],
         last_fetched_at=m["last_fetched_at"],
         last_fetched_by=m["last_fetched_by"],
+        backend=m["backend"],
+        reference=m["reference"],
     )
 
 
@@ -73,6 +76,9 @@ def _check_secret(secret: SecretRecord) -> None:
     one_of(secret.category, SECRET_CATEGORIES, "secret category")
     one_of(secret.owner_type, SECRET_OWNER_TYPES, "secret owner_type")
     one_of(secret.origin, SECRET_ORIGINS, "secret origin")
+    one_of(secret.backend, SECRET_BACKENDS, "secret backend")
+    if (secret.backend == "sealed") != (secret.reference is None):
+        raise ValueError("a reference belongs to, and only to, a secret held by an external backend")
     aware(secret.created_at, "created_at")
     aware(secret.updated_at, "updated_at")
 
@@ -146,12 +152,19 @@ class SecretWrites(SecretReads):
     def __init__(self, tx: WriteStatements) -> None:
         super().__init__(tx)
 
-    async def insert(self, secret: SecretRecord, first: SecretVersionRecord) -> None:
-        """A new secret with its first version; ``Conflict(secret_exists)`` if the folder holds the name."""
+    async def insert(self, secret: SecretRecord, first: SecretVersionRecord | None) -> None:
+        """A new secret with its first version (None, and current_version 0, for a secret held by
+        reference in an external backend); ``Conflict(secret_exists)`` if the folder holds the name."""
         _check_secret(secret)
-        _check_version(first)
-        if first.secret_id != secret.id or first.version != secret.current_version:
-            raise ValueError("the first version must belong to the secret and be its current version")
+        if first is None:
+            if secret.backend == "sealed" or secret.current_version != 0:
+                raise ValueError("only a secret held by reference has no version, and current_version 0")
+        else:
+            _check_version(first)
+            if secret.backend != "sealed":
+                raise ValueError("a secret held by reference has no sealed version")
+            if first.secret_id != secret.id or first.version != secret.current_version:
+                raise ValueError("the first version must belong to the secret and be its current version")
         await self._tx._insert_new(
             t.secrets,
             {
@@ -173,10 +186,13 @@ class SecretWrites(SecretReads):
                 "updated_by": secret.updated_by,
                 "last_fetched_at": secret.last_fetched_at,
                 "last_fetched_by": secret.last_fetched_by,
+                "backend": secret.backend,
+                "reference": secret.reference,
             },
             Conflict("a secret with that name exists in that folder", code="secret_exists"),
         )
-        await self._insert_version(first)
+        if first is not None:
+            await self._insert_version(first)
 
     async def _insert_version(self, version: SecretVersionRecord) -> None:
         await self._tx._insert_new(
