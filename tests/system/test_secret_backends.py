@@ -538,3 +538,49 @@ def test_no_value_or_credential_leaks(server: Server, world: World) -> None:
     for where, text in texts.items():
         for secret in (world.b.aws_secret_key, world.b.bao_token, value):
             assert secret not in text, where
+
+
+def test_hanging_backend_times_out_and_unconfigured_backend_is_refused(
+    tmp_path: Path, backends: Backends
+) -> None:
+    """A backend that accepts connections and never answers: 504 ``backend_timeout`` within the
+    configured timeout; a server configured for OpenBao only refuses AWS references."""
+    import socket
+
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(16)  # never accepted: connects complete in the kernel, nothing is ever read
+        port = blackhole.getsockname()[1]
+        settings = {
+            "openbao_kv2": {
+                "address": f"http://127.0.0.1:{port}",
+                "token_file": str(backends.files / "bao-token"),
+                "timeout_seconds": 1,
+            }
+        }
+        installation = init_installation(tmp_path / "data")
+        running = start_server(installation, env={"SIGNER_SECRET_BACKENDS": json.dumps(settings)})
+        try:
+            world = World(running, backends, secrets.token_hex(4))
+            status, body = world.call(
+                "POST",
+                "/v1/secrets",
+                {
+                    "folder": world.folder,
+                    "name": "aws",
+                    "owner_group": "g",
+                    "backend": "aws_secrets_manager",
+                    "reference": "some-name",
+                },
+            )
+            assert (status, body["code"]) == (400, "backend_not_configured"), body
+            secret_id = world.create("hang", "openbao_kv2", "secret/data/hang")["id"]
+            world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
+            started = time.monotonic()
+            status, body = world.fetch(secret_id)
+            elapsed = time.monotonic() - started
+            assert (status, body["code"]) == (504, "backend_timeout"), body
+            assert elapsed < 4, elapsed
+            assert backends.bao_token not in json.dumps(body) + running.log_text()
+        finally:
+            running.stop()
