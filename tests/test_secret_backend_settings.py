@@ -16,7 +16,7 @@ from signer.config import (
     load_settings,
     load_settings_with_sources,
 )
-from signer.errors import InvalidRequest
+from signer.errors import Conflict, InvalidRequest
 from signer.services.secret_backends import SecretBackends, build_backends
 from signer.services.secret_backends import base as backend_base
 from signer.services.secret_backends.aws import AwsSecretsManagerBackend
@@ -161,6 +161,6 @@ async def test_a_record_naming_an_unconfigured_backend_is_unavailable() -> None:
     with pytest.raises(Exception) as raised:
         registry.for_secret(record)
     assert getattr(raised.value, "code", None) == "backend_not_configured"
-    with pytest.raises(InvalidRequest) as refused:
+    with pytest.raises(Conflict) as refused:
         registry.for_new("aws_secrets_manager")
     assert refused.value.code == "backend_not_configured"

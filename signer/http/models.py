@@ -358,8 +358,42 @@ class PolicyDocumentBody(Strict):
 # -- secrets --------------------------------------------------------------------------------------
 
 FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
-# A secret held by reference: an AWS ARN or name, or a KV v2 path (each backend checks its own form).
+# A secret held by reference: an AWS ARN or name, or a KV v2 path MOUNT/data/PATH (the same rules as
+# signer/services/secret_backends/aws.py and openbao.py, which check them again).
 _REFERENCE_PATTERN = r"^[A-Za-z0-9/_+=.@:-]+$"
+_AWS_REFERENCE = (
+    r"^(arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[A-Za-z0-9/_+=.@-]{1,512}"
+    r"|[A-Za-z0-9/_+=.@-]{1,512})$"
+)
+_KV_SEGMENT = r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}"
+_KV_REFERENCE = rf"^{_KV_SEGMENT}(/{_KV_SEGMENT})*/data/{_KV_SEGMENT}(/{_KV_SEGMENT})*$"
+# A reference needs an external backend (and its form); a value given here needs the sealed one.
+_BY_REFERENCE: list[JsonValue] = [
+    {
+        "anyOf": [
+            {"not": {"required": ["reference"]}},
+            {"properties": {"reference": {"type": "null"}}},
+            {
+                "required": ["backend"],
+                "properties": {
+                    "backend": {"const": "aws_secrets_manager"},
+                    "reference": {"pattern": _AWS_REFERENCE},
+                },
+            },
+            {
+                "required": ["backend"],
+                "properties": {"backend": {"const": "openbao_kv2"}, "reference": {"pattern": _KV_REFERENCE}},
+            },
+        ]
+    },
+    {
+        "anyOf": [
+            {"not": {"required": ["backend"]}},
+            {"properties": {"backend": {"const": "sealed"}}},
+            {"properties": {"fields": {"type": "null"}, "generate": {"type": "null"}}},
+        ]
+    },
+]
 # AWS Secrets Manager's VersionId or VersionStage (the same rule as secret_kind.BACKEND_VERSION).
 BACKEND_VERSION_PATTERN = r"^[A-Za-z0-9_.-]{1,256}$"
 # Text without ASCII or C1 control characters, except newline and tab (descriptions).
@@ -427,6 +461,7 @@ class CreateSecretBody(Strict):
             "allOf": [
                 exactly_one_of("owner_principal", "owner_group"),
                 exactly_one_of("fields", "generate", "reference"),
+                *_BY_REFERENCE,
             ]
         },
     )

@@ -573,7 +573,7 @@ def test_hanging_backend_times_out_and_unconfigured_backend_is_refused(
                     "reference": "some-name",
                 },
             )
-            assert (status, body["code"]) == (400, "backend_not_configured"), body
+            assert (status, body["code"]) == (409, "backend_not_configured"), body
             secret_id = world.create("hang", "openbao_kv2", "secret/data/hang")["id"]
             world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
             started = time.monotonic()

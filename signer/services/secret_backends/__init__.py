@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from signer.config import SecretBackendsSettings
-from signer.errors import InvalidRequest
+from signer.errors import Conflict
 from signer.services.secret_backends.base import Fetched, SecretBackend, Selector, not_configured
 from signer.services.secret_backends.sealed import SealedBackend
 from signer.store import SecretRecord
@@ -40,10 +40,11 @@ class SecretBackends:
         return backend
 
     def for_new(self, name: str) -> SecretBackend:
-        """The backend a new secret held by reference in ``name`` would use (400 when not configured)."""
+        """The backend a new secret held by reference in ``name`` would use (409 when this server has
+        no connection for it: the request is well formed, the server's configuration refuses it)."""
         backend = self._external.get(name)
         if backend is None:
-            raise InvalidRequest(
+            raise Conflict(
                 "this server has no connection to that secret backend",
                 code="backend_not_configured",
                 field="backend",

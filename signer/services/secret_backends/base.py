@@ -17,7 +17,8 @@ Stable failures: 502 ``backend_unavailable`` (refused connection, a 5xx, an answ
 allowed ``read_value`` can get this far, so it says nothing to anyone else), 422 ``secret_not_text``
 (binary values), 502 ``backend_value_invalid`` (field names the signer cannot carry), 400
 ``backend_version_unsupported`` (a version selector the backend does not have), 503
-``backend_not_configured`` (the record names a backend this server has no connection for).
+``backend_not_configured`` (the record names a backend this server has no connection for; 409 when
+creating such a record).
 """
 
 from __future__ import annotations

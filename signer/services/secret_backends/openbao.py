@@ -36,7 +36,8 @@ from signer.services.secret_backends.base import (
 )
 from signer.store import SecretRecord
 
-_SEGMENT = re.compile(r"[A-Za-z0-9_.@+-]{1,128}\Z")
+# A segment starts with a letter, digit or '_' (so '.' and '..' are not segments).
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,127}\Z")
 
 
 def split_reference(reference: str) -> tuple[str, str]:
@@ -57,13 +58,13 @@ class OpenBaoKv2Backend:
         mount, path = split_reference(reference)
         segments = [*mount.split("/"), *path.split("/")]
         if (
-            len(reference) > 1024
+            len(reference) > 2048
             or not mount
             or not path
-            or not all(_SEGMENT.match(part) and part not in (".", "..") for part in segments)
+            or not all(_SEGMENT.match(part) for part in segments)
         ):
             raise invalid_reference(
-                "a KV v2 reference is MOUNT/data/PATH, segments of A-Za-z0-9_.@+- (no '.' or '..')"
+                "a KV v2 reference is MOUNT/data/PATH, segments of A-Za-z0-9_.@+- starting with A-Za-z0-9_"
             )
         return reference
 
