@@ -540,47 +540,55 @@ def test_no_value_or_credential_leaks(server: Server, world: World) -> None:
             assert secret not in text, where
 
 
-def test_hanging_backend_times_out_and_unconfigured_backend_is_refused(
-    tmp_path: Path, backends: Backends
-) -> None:
-    """A backend that accepts connections and never answers: 504 ``backend_timeout`` within the
-    configured timeout; a server configured for OpenBao only refuses AWS references."""
+def test_hanging_and_refusing_backends(tmp_path: Path, backends: Backends) -> None:
+    """AWS behind an endpoint that accepts connections and never answers: 504 ``backend_timeout``
+    within the configured timeout. OpenBao with a token whose policy does not cover the path: 502
+    ``backend_denied``. Neither answer, nor the log, holds the token."""
     import socket
 
+    policy = 'path "secret/data/allowed/*" { capabilities = ["read"] }'
+    backends.bao("PUT", "sys/policies/acl/signer-narrow", {"policy": policy})
+    narrow = backends.bao("POST", "auth/token/create", {"policies": ["signer-narrow"], "ttl": "1h"})
+    narrow_token = narrow["auth"]["client_token"]
+    (tmp_path / "narrow-token").write_text(narrow_token + "\n")
+    backends.kv_put("allowed/x", {"v": "fine"})
+    backends.kv_put("forbidden/x", {"v": canary()})
     with socket.socket() as blackhole:
         blackhole.bind(("127.0.0.1", 0))
         blackhole.listen(16)  # never accepted: connects complete in the kernel, nothing is ever read
-        port = blackhole.getsockname()[1]
         settings = {
-            "openbao_kv2": {
-                "address": f"http://127.0.0.1:{port}",
-                "token_file": str(backends.files / "bao-token"),
+            "aws_secrets_manager": {
+                "region": REGION,
+                "endpoint_url": f"http://127.0.0.1:{blackhole.getsockname()[1]}",
+                "access_key_id_file": str(backends.files / "aws-key-id"),
+                "secret_access_key_file": str(backends.files / "aws-secret"),
                 "timeout_seconds": 1,
-            }
+            },
+            "openbao_kv2": {
+                "address": f"http://127.0.0.1:{backends.bao_proxy.port}",
+                "token_file": str(tmp_path / "narrow-token"),
+                "timeout_seconds": 1,
+            },
         }
         installation = init_installation(tmp_path / "data")
         running = start_server(installation, env={"SIGNER_SECRET_BACKENDS": json.dumps(settings)})
         try:
             world = World(running, backends, secrets.token_hex(4))
-            status, body = world.call(
-                "POST",
-                "/v1/secrets",
-                {
-                    "folder": world.folder,
-                    "name": "aws",
-                    "owner_group": "g",
-                    "backend": "aws_secrets_manager",
-                    "reference": "some-name",
-                },
-            )
-            assert (status, body["code"]) == (409, "backend_not_configured"), body
-            secret_id = world.create("hang", "openbao_kv2", "secret/data/hang")["id"]
-            world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
+            hang = world.create("hang", "aws_secrets_manager", "some/name")["id"]
+            allowed = world.create("allowed", "openbao_kv2", "secret/data/allowed/x")["id"]
+            forbidden = world.create("forbidden", "openbao_kv2", "secret/data/forbidden/x")["id"]
+            world.grant(world.service_id, scope=world.folder, operations=["read_value"])
             started = time.monotonic()
-            status, body = world.fetch(secret_id)
+            status, body = world.fetch(hang)
             elapsed = time.monotonic() - started
             assert (status, body["code"]) == (504, "backend_timeout"), body
             assert elapsed < 4, elapsed
-            assert backends.bao_token not in json.dumps(body) + running.log_text()
+            status, body = world.fetch(allowed)
+            assert status == 200 and body["values"] == {"v": "fine"}, body
+            status, body = world.fetch(forbidden)
+            assert (status, body["code"]) == (502, "backend_denied"), body
+            seen = json.dumps(world.bodies) + running.log_text() + json.dumps(world.events())
+            for credential in (narrow_token, backends.bao_token, backends.aws_secret_key):
+                assert credential not in seen
         finally:
             running.stop()
