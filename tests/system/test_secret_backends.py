@@ -592,3 +592,78 @@ def test_hanging_and_refusing_backends(tmp_path: Path, backends: Backends) -> No
                 assert credential not in seen
         finally:
             running.stop()
+
+
+def test_tls_with_the_operators_ca(tmp_path: Path, backends: Backends) -> None:
+    """OpenBao over TLS (``bao server -dev -dev-tls``): verified against ``ca_file``, the read works; the
+    AWS connection pointed at the same TLS server without the CA refuses its certificate (502)."""
+    import ssl
+
+    port, certs = free_port(), tmp_path / "bao-tls"
+    certs.mkdir()
+    token = "devroot-tls-" + secrets.token_hex(8)
+    args = [
+        str(BIN / "bao"),
+        "server",
+        "-dev",
+        "-dev-tls",
+        f"-dev-tls-cert-dir={certs}",
+        f"-dev-listen-address=127.0.0.1:{port}",
+        f"-dev-root-token-id={token}",
+        "-dev-no-store-token",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "BAO_", "VAULT_"))}
+    env["HOME"] = str(tmp_path)
+    with _process(args, tmp_path / "bao-tls.log", env) as bao:
+        ca = certs / "vault-ca.pem"
+        deadline = time.monotonic() + 60
+        while True:  # a readiness poll with a hard deadline: the CA file, then a verified health answer
+            assert bao.poll() is None and time.monotonic() < deadline, "bao -dev-tls did not start"
+            try:
+                context = ssl.create_default_context(cafile=str(ca))
+                with urllib.request.urlopen(
+                    f"https://127.0.0.1:{port}/v1/sys/health", timeout=2, context=context
+                ) as answer:
+                    if answer.status == 200:
+                        break
+            except (OSError, ssl.SSLError):
+                pass
+            time.sleep(0.1)
+        value = canary()
+        put = urllib.request.Request(
+            f"https://127.0.0.1:{port}/v1/secret/data/tls/x",
+            data=json.dumps({"data": {"v": value}}).encode(),
+            method="POST",
+            headers={"X-Vault-Token": token, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(put, timeout=10, context=context):
+            pass
+        (tmp_path / "token").write_text(token)
+        settings = {
+            "openbao_kv2": {
+                "address": f"https://127.0.0.1:{port}",
+                "token_file": str(tmp_path / "token"),
+                "ca_file": str(ca),
+            },
+            "aws_secrets_manager": {
+                "region": REGION,
+                "endpoint_url": f"https://127.0.0.1:{port}",
+                "access_key_id_file": str(backends.files / "aws-key-id"),
+                "secret_access_key_file": str(backends.files / "aws-secret"),
+                "timeout_seconds": 2,
+            },
+        }
+        installation = init_installation(tmp_path / "data")
+        running = start_server(installation, env={"SIGNER_SECRET_BACKENDS": json.dumps(settings)})
+        try:
+            world = World(running, backends, secrets.token_hex(4))
+            tls_id = world.create("tls", "openbao_kv2", "secret/data/tls/x")["id"]
+            untrusted_id = world.create("untrusted", "aws_secrets_manager", "some-name")["id"]
+            world.grant(world.service_id, scope=world.folder, operations=["read_value"])
+            status, body = world.fetch(tls_id)
+            assert status == 200 and body["values"] == {"v": value}, body
+            status, body = world.fetch(untrusted_id)
+            assert (status, body["code"]) == (502, "backend_unavailable"), body
+            assert token not in json.dumps(world.bodies) + running.log_text()
+        finally:
+            running.stop()
