@@ -10,20 +10,23 @@ of another secret (the envelope's associated data binds id, version and field).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from signer.errors import InvalidRequest, NotFound, Unprocessable
 from signer.services.secret_backends.base import Fetched, Selector, unsupported_version
-from signer.store import SecretRecord, Store
+from signer.store import SecretRecord, SecretVersionRecord, Store
 
-if TYPE_CHECKING:
-    from signer.services.secret_kind import Sealer
+
+class Opens(Protocol):
+    """What opens a sealed version's fields (``secret_kind.Sealer``, with the token's KEK)."""
+
+    async def open(self, version: SecretVersionRecord, names: list[str]) -> dict[str, bytes]: ...
 
 
 class SealedBackend:
     name = "sealed"
 
-    def __init__(self, store: Store, sealer: Sealer) -> None:
+    def __init__(self, store: Store, sealer: Opens) -> None:
         self._store = store
         self._sealer = sealer
 
