@@ -55,6 +55,7 @@ from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
 from signer.services.secret_kind import Sealer
+from signer.services.secret_resolve import SecretResolver
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.startup import self_test
@@ -233,6 +234,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             signing.idempotency.claim_seconds = max(
                 30.0, 4 * (settings.request_deadline_seconds + settings.hsm_deadline_seconds)
             )
+            secrets = SecretsService(
+                store,
+                pipeline,
+                Sealer(hsm),
+                max_value_bytes=settings.secret_max_value_bytes,
+                clock=utcnow,
+            )
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth, clock=utcnow),
@@ -250,13 +258,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     max_age=timedelta(seconds=settings.console_session_max_seconds),
                     clock=utcnow,
                 ),
-                secrets=SecretsService(
-                    store,
-                    pipeline,
-                    Sealer(hsm),
-                    max_value_bytes=settings.secret_max_value_bytes,
-                    clock=utcnow,
-                ),
+                secrets=secrets,
+                secret_refs=SecretResolver(store, secrets, clock=utcnow),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
