@@ -70,7 +70,7 @@ def test_examples(text: str, expected: SecretReference) -> None:
         "x y",
         "x\x7f",
         "\u0430cme",  # Cyrillic a
-        "ｓtripe",  # full-width s
+        "\uff53tripe",  # full-width s
         "stripe\u200b",  # zero-width space
         "Stripe",
         "-stripe",
