@@ -107,12 +107,6 @@ def collect(
     return variables.values
 
 
-_REF_HELP = (
-    "REF: secret://FOLDER/NAME[@VERSION][#FIELD], sec_ID[@VERSION][#FIELD], or NAME[@VERSION][#FIELD] "
-    "looked up from --workspace (or --scope) upward."
-)
-
-
 @secrets.command("env")
 @click.argument("refs", nargs=-1)
 @click.option("--scope", default=None, help="Also every secret under this folder you may list and read.")
@@ -132,16 +126,14 @@ def secrets_env(
 ) -> Any:
     """Print secrets as environment variables: REF or VAR=REF, and/or --scope.
 
-    ``shell`` (``export NAME='...'``) and ``dotenv`` are safe to ``source`` and read back exactly,
-    multi-line values included; ``json`` is one object."""
+    REF: secret://FOLDER/NAME[@VERSION][#FIELD], sec_ID[@VERSION][#FIELD], or NAME[@VERSION][#FIELD]
+    looked up from --workspace (or --scope) upward. ``shell`` (``export NAME='...'``) and ``dotenv`` are
+    safe to ``source`` and read back exactly, multi-line values included; ``json`` is one object."""
     variables = collect(client, refs, scope=scope, workspace=workspace, workload=workload, hint="REF")
     try:
         return Raw(render(variables, form))
     except EnvError as exc:
         raise click.UsageError(str(exc)) from None
-
-
-secrets_env.__doc__ = (secrets_env.__doc__ or "") + "\n\n" + _REF_HELP
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})
@@ -162,7 +154,8 @@ def exec_command(
     """Run COMMAND with secrets in its environment: signer exec --scope acme/app [--secret VAR=REF] -- CMD.
 
     Nothing is written to disk; SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to the command, and its
-    exit status is ours (128+N when signal N ended it)."""
+    exit status is ours (128+N when signal N ended it). REF: secret://FOLDER/NAME[@VERSION][#FIELD],
+    sec_ID[@VERSION][#FIELD], or NAME[@VERSION][#FIELD] looked up from --workspace (or --scope) upward."""
     variables = collect(client, specs, scope=scope, workspace=workspace, workload=workload, hint="--secret")
     try:
         process = subprocess.Popen(list(command), env={**os.environ, **variables})  # noqa: S603 - the caller's command
@@ -175,9 +168,6 @@ def exec_command(
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     sys.exit(128 - status if status < 0 else status)
-
-
-exec_command.__doc__ = (exec_command.__doc__ or "") + "\n\n" + _REF_HELP
 
 
 @secrets.command("import")

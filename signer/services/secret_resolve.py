@@ -30,7 +30,6 @@ from typing import Any
 
 from policy import Effect
 from signer.errors import InvalidRequest, SignerError, Unprocessable
-from signer.identity import Role
 from signer.secret_refs import ReferenceRefused, SecretReference, check_folder, parse_reference
 from signer.services.authorization import (
     Subject,
@@ -44,7 +43,7 @@ from signer.services.context import Clock, RequestContext, utcnow
 from signer.services.naming import NameKind, check_name
 from signer.services.pipeline import judge
 from signer.services.resources import ResourceRef
-from signer.services.secret_kind import not_found, secret_ref
+from signer.services.secret_kind import FETCH, not_found, secret_ref
 from signer.services.secrets import SecretsService
 from signer.store import Reader, SecretRecord, Store
 
@@ -53,7 +52,6 @@ MAX_SCOPE_SECRETS = 200
 # Fetches in flight at once for one call (the group commit batches their audit events).
 _CONCURRENCY = 8
 _LIST_PAGE = 1000
-_READERS = frozenset({Role.SERVICE, Role.ADMIN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +179,7 @@ class SecretResolver:
         doubtful = [
             want
             for want in first
-            if ctx.caller.role not in _READERS
+            if ctx.caller.role not in FETCH.actors
             or judge(
                 policy_request(
                     subject, ResourceRef("secret", want.secret_id, want.folder, "active"), "read_value", {}

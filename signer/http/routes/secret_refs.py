@@ -27,7 +27,7 @@ from signer.http.state import SETTINGS
 )
 async def resolve_secrets(request: web.Request) -> web.Response:
     ctx = await context(request)
-    body = await parse_body(request, ResolveSecretsBody, request.app[SETTINGS].max_body_bytes)
+    body = await parse_body(request, ResolveSecretsBody, request.app[SETTINGS].secret_body_bytes)
     resolved = await services(request).secret_refs.resolve(
         ctx,
         list(body.references),
