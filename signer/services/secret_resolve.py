@@ -13,7 +13,8 @@ exactly as the fetch answers a missing id; a secret the caller can see but may n
 its fetch would be (403, 409, 429), with the ``index``. Every secret is judged before any value is
 opened, and one that would be refused is fetched first (so the refusal is the pipeline's own, audited);
 only a refusal that appears between that check and the commit (a rate limit spent by the batch itself,
-a grant revoked meanwhile) leaves fetches already audited whose values were then discarded. The short
+a grant revoked meanwhile) leaves fetches already audited as allowed whose values were then discarded:
+one ``secret.resolve`` event (denied, with the error) names them. The short
 form reads every level of the workspace whatever it finds, so its time does not depend on where (or
 whether) an unreadable secret of that name lies.
 
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policy import Effect
+from signer.audit import ErrorRef, Outcome
 from signer.errors import InvalidRequest, SignerError, Unprocessable
 from signer.secret_refs import ReferenceRefused, SecretReference, check_folder, parse_reference
 from signer.services.authorization import (
@@ -45,7 +47,7 @@ from signer.services.pipeline import judge
 from signer.services.resources import ResourceRef
 from signer.services.secret_kind import FETCH, not_found, secret_ref
 from signer.services.secrets import SecretsService
-from signer.store import Reader, SecretRecord, Store
+from signer.store import Reader, SecretRecord, Store, Writer
 
 MAX_REFERENCES = 100
 MAX_SCOPE_SECRETS = 200
@@ -205,23 +207,50 @@ class SecretResolver:
             except SignerError as exc:
                 raise _indexed(exc, first[want]) from None
 
-        for want in sorted(doubtful, key=lambda w: _order(first[w])):
-            await fetch(want)
-        rest = [want for want in first if want not in fetched]
-        gate = asyncio.Semaphore(_CONCURRENCY)
-
-        async def bounded(want: _Wanted) -> None:
-            async with gate:
+        try:
+            for want in sorted(doubtful, key=lambda w: _order(first[w])):
                 await fetch(want)
+            rest = [want for want in first if want not in fetched]
+            gate = asyncio.Semaphore(_CONCURRENCY)
 
-        outcomes = await asyncio.gather(*(bounded(w) for w in rest), return_exceptions=True)
-        failures = [(_order(first[w]), exc) for w, exc in zip(rest, outcomes, strict=True) if exc is not None]
-        if failures:
+            async def bounded(want: _Wanted) -> None:
+                async with gate:
+                    await fetch(want)
+
+            outcomes = await asyncio.gather(*(bounded(w) for w in rest), return_exceptions=True)
+            failures = [
+                (_order(first[w]), exc) for w, exc in zip(rest, outcomes, strict=True) if exc is not None
+            ]
+            if failures:
+                _, exc = min(failures, key=lambda pair: pair[0])
+                if isinstance(exc, BaseException):
+                    raise exc
+        except SignerError as exc:
+            if fetched:
+                await self._record_discarded(ctx, sorted({w.secret_id for w in fetched}), exc)
             fetched.clear()
-            _, exc = min(failures, key=lambda pair: pair[0])
-            if isinstance(exc, BaseException):
-                raise exc
+            raise
         return fetched
+
+    async def _record_discarded(self, ctx: RequestContext, secret_ids: list[str], exc: SignerError) -> None:
+        """One ``secret.resolve`` event: the batch was refused after these secrets' values were opened
+        (each fetch audited as allowed); none of them left."""
+        event = ctx.audit_event(
+            "secret.resolve",
+            self._clock(),
+            outcome=Outcome.DENIED,
+            error=ErrorRef(exc.code, exc.status),
+            discarded=secret_ids,
+        )
+
+        async def unit(writer: Writer) -> None:
+            writer.append_audit(event)
+
+        try:
+            await self._store.submit(unit)
+        except SignerError:
+            # The refusal is what the caller needs; the store logged its own failure.
+            pass
 
 
 def _order(index: int | None) -> int:

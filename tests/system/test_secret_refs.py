@@ -228,9 +228,23 @@ def test_a_rate_limit_spent_by_the_batch_refuses_it_whole(refs: Refs) -> None:
         },
         scope=refs.org,
     )
-    status, body = refs.resolve(references=[refs.ids["org"], refs.ids["payments"], refs.ids["prod"]])
+    request_id = "refs-rate-" + secrets.token_hex(4)
+    status, body = refs.resolve(
+        references=[refs.ids["org"], refs.ids["payments"], refs.ids["prod"]], request_id=request_id
+    )
     assert status == 429 and body["code"] == "rate_limited" and "index" in body, body
     assert all(v not in json.dumps(body) for v in refs.values.values())
+    # As documented: the two fetches the limit allowed are audited (their values were then discarded),
+    # the third is denied, and one secret.resolve event names the discarded ones.
+    events = [e for e in refs.audit() if e.get("request_id") == request_id]
+    outcomes = sorted(e["outcome"] for e in events if e["kind"] == "secret.fetch")
+    assert outcomes == ["allowed", "allowed", "denied"], outcomes
+    (resolved,) = [e for e in events if e["kind"] == "secret.resolve"]
+    allowed = sorted(
+        e["resource"]["id"] for e in events if e["kind"] == "secret.fetch" and e["outcome"] == "allowed"
+    )
+    assert resolved["outcome"] == "denied" and resolved["error"]["code"] == "rate_limited"
+    assert resolved["discarded"] == allowed
 
 
 @pytest.mark.parametrize(
@@ -297,16 +311,21 @@ def test_exec_scope_signals_status_and_collisions(refs: Refs) -> None:
     )
     assert ran.returncode == 5, ran.stderr
     assert f"skipped {prod}/catalog/listed-only: you may list it but not read it" in ran.stderr
-    # Signals: the command gets SIGTERM from us; it exits 3 when it handles it, 128+15 when it does not.
+    # Signals: each is passed on; a command that handles it exits as it likes (here 100+N), one that
+    # does not dies of it and we exit 128+N.
     handler = (
         "import os, signal, sys; "
-        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(3 if os.environ.get('STRIPE_LIVE_KEY') else 4)); "
+        "[signal.signal(s, lambda n, _: sys.exit(100 + n if os.environ.get('STRIPE_LIVE_KEY') else 1)) "
+        "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]; "
         "print('ready', flush=True); signal.pause()"
     )
-    for program, expected in (
-        (handler, 3),
-        ("import signal; print('ready', flush=True); signal.pause()", 143),
-    ):
+    plain = (
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "print('ready', flush=True); signal.pause()"
+    )
+    cases = [(handler, sig, 100 + sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+    cases += [(plain, sig, 128 + sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
+    for program, sig, expected in cases:
         process = subprocess.Popen(
             [*SIGNER, "exec", "--scope", prod, "--", sys.executable, "-c", program],
             env=refs.cli_env(),
@@ -318,14 +337,18 @@ def test_exec_scope_signals_status_and_collisions(refs: Refs) -> None:
         try:
             assert process.stdout is not None
             assert process.stdout.readline() == "ready\n"
-            process.send_signal(signal.SIGTERM)
-            assert process.wait(timeout=30) == expected
+            process.send_signal(sig)
+            assert process.wait(timeout=30) == expected, (
+                sig,
+                process.stderr.read() if process.stderr else "",
+            )
         finally:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-            process.stdout.close() if process.stdout else None
-            process.stderr.close() if process.stderr else None
+            for stream in (process.stdout, process.stderr):
+                if stream is not None:
+                    stream.close()
     # The command's own status comes back; a command that cannot start is a usage error.
     assert (
         refs.cli("exec", "--scope", prod, "--", sys.executable, "-c", "raise SystemExit(42)").returncode == 42
