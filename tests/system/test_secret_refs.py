@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from signer.http.secret_ref_models import ResolvedSecrets
 from tests.dbfixtures import private_pg_database
 from tests.service_harness import SIGNER, TREE, Server, attach_policy, init_installation, start_server
 from tests.system.test_secrets import World, canary
@@ -141,6 +142,7 @@ def test_three_spellings_versions_fields_and_the_narrowest_folder(refs: Refs) ->
     assert got[3]["values"] == {"KEY": refs.values["prod"], "ACCOUNT": "acct-prod"} and got[3]["version"] == 1
     assert got[4]["values"] == {"KEY": rotated}
     assert body["scope"] == [] and body["skipped"] == []
+    ResolvedSecrets.model_validate(body)  # the documented response model, extra fields refused
     # From a workspace with no secret of that name, the nearest parent's wins.
     status, body = refs.resolve(references=["stripe-live#KEY"], workspace=f"{refs.org}/payments/dev/eu")
     assert status == 200 and body["references"][0]["values"] == {"KEY": refs.values["payments"]}
@@ -311,6 +313,15 @@ def test_exec_scope_signals_status_and_collisions(refs: Refs) -> None:
     )
     assert ran.returncode == 5, ran.stderr
     assert f"skipped {prod}/catalog/listed-only: you may list it but not read it" in ran.stderr
+    printed = refs.cli(
+        "secrets", "env", "--scope", prod, "P=stripe-live#ACCOUNT", "--workspace", folder, "--format", "json"
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout) == {
+        "STRIPE_LIVE_KEY": refs.values["prod"],
+        "STRIPE_LIVE_ACCOUNT": "acct-prod",
+        "P": "acct-payments",  # looked up from --workspace, not --scope
+    }
     # Signals: each is passed on; a command that handles it exits as it likes (here 100+N), one that
     # does not dies of it and we exit 128+N.
     handler = (
