@@ -57,6 +57,7 @@ from signer.services.policies import PolicyService
 from signer.services.secret_backends import build_backends
 from signer.services.secret_backends.sealed import SealedBackend
 from signer.services.secret_kind import Sealer
+from signer.services.secret_resolve import SecretResolver
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.startup import self_test
@@ -263,6 +264,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     clock=utcnow,
                 ),
                 secrets=secrets,
+                secret_refs=SecretResolver(store, secrets, clock=utcnow),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")

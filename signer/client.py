@@ -396,6 +396,17 @@ class SignerClient:
     def delete_secret(self, secret_id: str) -> Any:
         return self.request("DELETE", f"/v1/secrets/{_q(secret_id)}")
 
+    def resolve_secrets(
+        self,
+        references: list[str],
+        *,
+        workspace: str | None = None,
+        scope: str | None = None,
+        workload: str | None = None,
+    ) -> Any:
+        body = {"references": references, "workspace": workspace, "scope": scope, "workload": workload}
+        return self.request("POST", "/v1/secrets/resolve", {k: v for k, v in body.items() if v is not None})
+
     def fetch_secret(
         self,
         secret_id: str,

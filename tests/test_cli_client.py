@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import importlib
+import io
 import json
 import os
 import pkgutil
@@ -716,11 +717,14 @@ def test_secrets_commands(cli: Cli, server: Server, tmp_path: Path, unique_name:
 
 
 def test_secrets_env_and_exec(cli: Cli, server: Server, tmp_path: Path, unique_name: str) -> None:
-    """``signer secrets env`` prints values safe to ``source`` (multi-line, quotes, $ and backslashes
-    kept); ``signer exec`` starts a command with them in its environment and returns its exit status."""
+    """``signer secrets env`` prints values that read back exactly (``shell`` sourced by bash, ``dotenv``
+    by python-dotenv and by bash); ``signer exec`` starts a command with them and returns its exit status;
+    ``signer secrets import`` creates secrets from a .env file without printing a value."""
+    import dotenv
+
     admin_id = cli.ok("whoami")["principal_id"]
     org = f"env-{unique_name}"
-    ops = ("create", "read_value")
+    ops = ("create", "read_value", "list")
     cli.ok(
         "grants",
         "create",
@@ -731,7 +735,9 @@ def test_secrets_env_and_exec(cli: Cli, server: Server, tmp_path: Path, unique_n
         *[a for op in ops for a in ("--operation", op)],
     )
     tricky = 'line one\nit\'s "quoted" $HOME \\ end ' + secrets.token_hex(8)
+    plain = 'two\nlines "quoted" $(touch /tmp/x) `id` ${HOME} ' + secrets.token_hex(8)
     (tmp_path / "tricky").write_text(tricky + "\n")
+    (tmp_path / "plain").write_text(plain + "\n")
     (tmp_path / "user").write_text("app\n")
     created = cli.ok(
         "secrets",
@@ -746,29 +752,40 @@ def test_secrets_env_and_exec(cli: Cli, server: Server, tmp_path: Path, unique_n
         f"PASSWORD={tmp_path / 'tricky'}",
         "--value-from",
         f"USERNAME={tmp_path / 'user'}",
+        "--value-from",
+        f"PLAIN={tmp_path / 'plain'}",
     )
     ref = created["id"]
+    everything = {
+        "MYSQL_PRIMARY_PASSWORD": tricky,
+        "MYSQL_PRIMARY_USERNAME": "app",
+        "MYSQL_PRIMARY_PLAIN": plain,
+    }
     as_json = json.loads(cli.run("secrets", "env", ref, "--format", "json").stdout)
-    assert as_json == {"MYSQL_PRIMARY_PASSWORD": tricky, "MYSQL_PRIMARY_USERNAME": "app"}
-    for form in ("shell", "dotenv"):
-        printed = cli.run("secrets", "env", f"DB_PASS={ref}#PASSWORD", ref, "--format", form)
-        assert printed.exit_code == 0, printed.stdout
-        # Sourced by a real shell (dotenv's escapes are the double-quoted shell ones): every value intact.
-        show = "import json, os, sys; print(json.dumps({k: os.environ[k] for k in sys.argv[1:]}))"
-        names = "DB_PASS MYSQL_PRIMARY_PASSWORD MYSQL_PRIMARY_USERNAME"
-        script = f"set -a; eval \"$(cat)\"; exec {sys.executable} -c '{show}' {names}"
-        sourced = subprocess.run(
-            ["bash", "-c", script], input=printed.stdout, capture_output=True, text=True, check=True
-        )
-        assert json.loads(sourced.stdout) == {
-            "DB_PASS": tricky,
-            "MYSQL_PRIMARY_PASSWORD": tricky,
-            "MYSQL_PRIMARY_USERNAME": "app",
-        }, form
+    assert as_json == everything
+    show = "import json, os, sys; print(json.dumps({k: os.environ[k] for k in sys.argv[1:]}))"
+
+    def sourced(text: str, names: list[str]) -> dict[str, str]:
+        script = f"set -a; eval \"$(cat)\"; exec {sys.executable} -c '{show}' {' '.join(names)}"
+        ran = subprocess.run(["bash", "-c", script], input=text, capture_output=True, text=True, check=True)
+        return json.loads(ran.stdout)
+
+    printed = cli.run("secrets", "env", f"DB_PASS={ref}#PASSWORD", ref, "--format", "shell")
+    assert printed.exit_code == 0, printed.stderr
+    assert sourced(printed.stdout, ["DB_PASS", *everything]) == {"DB_PASS": tricky, **everything}
+    # dotenv: read back exactly by python-dotenv (no interpolation) and by bash, and runs nothing.
+    wanted = {"DB_PASS": plain, "USER": "app"}
+    printed = cli.run("secrets", "env", f"DB_PASS={ref}#PLAIN", f"USER={ref}#USERNAME", "--format", "dotenv")
+    assert printed.exit_code == 0, printed.stderr
+    assert dict(dotenv.dotenv_values(stream=io.StringIO(printed.stdout), interpolate=False)) == wanted
+    assert sourced(printed.stdout, list(wanted)) == wanted
+    # A quote and a $ in one value: no dotenv spelling reads the same everywhere; refused, nothing printed.
+    refused = cli.run("secrets", "env", f"DB_PASS={ref}#PASSWORD", "--format", "dotenv")
+    assert refused.exit_code == 2 and "DB_PASS" in refused.stderr and tricky not in refused.stdout
     collision = cli.run("secrets", "env", f"X={ref}#PASSWORD", f"X={ref}#USERNAME")
     assert (
         collision.exit_code != 0
-        and "two references set X" in collision.stderr
+        and "reference 1 and reference 2 both set X" in collision.stderr
         and tricky not in collision.stdout
     )
     bad_name = cli.run("secrets", "env", f"1X={ref}#PASSWORD")
@@ -781,6 +798,43 @@ def test_secrets_env_and_exec(cli: Cli, server: Server, tmp_path: Path, unique_n
     ran = cli.run("exec", "--secret", f"DB_PASS={ref}#PASSWORD", "--", sys.executable, "-c", check)
     assert ran.exit_code == 7, ran.stderr
     assert tricky not in ran.stdout + ran.stderr
+    # A scope and a name alone, looked up from it.
+    check = "import os, sys; sys.exit(9 if os.environ['MYSQL_PRIMARY_USERNAME'] == os.environ['U'] else 1)"
+    ran = cli.run(
+        "exec", "--scope", org, "--secret", "U=mysql-primary#USERNAME", "--", sys.executable, "-c", check
+    )
+    assert ran.exit_code == 9, ran.stderr
+
+    # Import: one secret per key of a .env file; no value printed, not even for a refused line.
+    imported = secrets.token_hex(8)
+    env_file = tmp_path / "app.env"
+    env_file.write_text(f"# app\nAPI_KEY='{imported}'\nexport DB_URL=\"postgres://u:{imported}@db/x\"\n")
+    report = cli.ok("secrets", "import", str(env_file), "--folder", f"{org}/app", "--owner-group", "dbas")
+    assert [(r["name"], r["outcome"]) for r in report["items"]] == [
+        ("api-key", "created"),
+        ("db-url", "created"),
+    ]
+    again = cli.run(
+        "secrets", "import", str(env_file), "--folder", f"{org}/app", "--owner-group", "dbas", "--json"
+    )
+    assert again.exit_code == cli_api.EXIT_CONFLICT
+    assert [r["outcome"] for r in json.loads(again.stdout)["items"]] == ["failed", "not_tried"]
+    skipped = cli.ok(
+        "secrets",
+        "import",
+        str(env_file),
+        "--folder",
+        f"{org}/app",
+        "--owner-group",
+        "dbas",
+        "--skip-existing",
+    )
+    assert [r["outcome"] for r in skipped["items"]] == ["exists", "exists"]
+    fetched = cli.ok("secrets", "env", "secret://" + org + "/app/api-key#value", "--format", "json")
+    assert fetched == {"API_KEY_VALUE": imported}
+    (tmp_path / "bad.env").write_text(f"GOOD=x\nthis is {imported} not an assignment\n")
+    bad = cli.run("secrets", "import", str(tmp_path / "bad.env"), "--folder", org, "--owner-group", "dbas")
+    assert bad.exit_code == 2 and "line 2" in bad.stderr and imported not in bad.stdout + bad.stderr
 
 
 def test_approvals_commands_with_a_signed_approval(

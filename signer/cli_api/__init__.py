@@ -33,7 +33,8 @@ Adding a command for a new endpoint
 
 One module per resource group: ``meta`` (whoami, status, metrics, openapi), ``identity`` (auth,
 principals, tokens), ``keys``, ``grants``, ``sign``, ``groups``, ``webhooks``, ``policies``,
-``approvals``, ``audit``, ``secrets`` (with ``exec``); what they share (exit codes, rendering,
+``approvals``, ``audit``, ``secrets``,
+``secret_exec`` (``exec``, ``secrets env``, ``secrets import``); what they share (exit codes, rendering,
 ``api_call``) is in ``common``. Must never import server internals (an import contract keeps this
 package on ``signer.client``).
 """
@@ -53,6 +54,7 @@ from signer.cli_api import (
     keys,
     meta,
     policies,
+    secret_exec,
     secrets,
     sign,
     webhooks,
@@ -87,6 +89,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     approvals,
     audit,
     secrets,
+    secret_exec,
 )
 
 # The top-level commands, in help order; ``signer.cli`` adds them to ``main``.

@@ -1,4 +1,5 @@
-"""Secret commands: ``secrets create|list|show|update|set-value|delete|fetch``.
+"""Secret commands: ``secrets create|list|show|update|set-value|delete|fetch`` (``env`` and ``import``:
+``secret_exec``).
 
 Thin: parse options, call one ``SignerClient`` method, return the answer for ``api_call`` to render. A
 value never comes from argv (visible in ``ps``): ``--value-from NAME=PATH`` reads it from a file, or from
@@ -8,17 +9,12 @@ values.
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import signal
-import subprocess
 import sys
 from typing import Any
 
 import click
 
-from signer.cli_api.common import Raw, api_call
+from signer.cli_api.common import api_call
 from signer.client import SignerClient
 
 SECRET_COLUMNS = ("id", "name", "folder", "category", "owner", "backend", "current_version", "updated_at")
@@ -268,119 +264,5 @@ def secrets_fetch(
     )
 
 
-# -- values into an environment: env and exec --------------------------------------------------------
-
-# A reference by id: sec_<hex>[#FIELD][@VERSION] (secret:// paths by folder and name are not built yet).
-_REF = re.compile(
-    r"(?P<id>sec_[0-9a-f]{1,64})(?:#(?P<field>[A-Za-z_][A-Za-z0-9_.-]{0,63}))?(?:@(?P<version>[1-9][0-9]{0,9}))?\Z"
-)
-_VAR = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def _variable(secret_name: str, field: str) -> str:
-    """``stripe-live`` + ``STRIPE_SECRET`` -> ``STRIPE_LIVE_STRIPE_SECRET``."""
-    return re.sub(r"[^A-Z0-9_]", "_", f"{secret_name}_{field}".upper())
-
-
-def resolve(client: SignerClient, specs: tuple[str, ...], workload: str | None) -> dict[str, str]:
-    """The variables ``specs`` name (``REF`` or ``VAR=REF``), fetched from the server.
-
-    ``VAR=REF`` sets VAR to one field (REF names it with ``#FIELD``); a bare REF sets every field of the
-    secret as ``NAME_FIELD``. A name that is not a valid variable, or two references that set the same
-    variable, are refused before anything is printed or started.
-    """
-    variables: dict[str, str] = {}
-    for spec in specs:
-        var, _, ref = spec.rpartition("=")
-        found = _REF.match(ref)
-        if found is None:
-            raise click.BadParameter(
-                f"{ref!r} is not a reference: sec_ID[#FIELD][@VERSION]", param_hint="REF"
-            )
-        field, version = found["field"], found["version"]
-        if var and field is None:
-            raise click.BadParameter(
-                f"{var}=... names one field: add #FIELD to the reference", param_hint="REF"
-            )
-        answer = client.fetch_secret(
-            found["id"], version=None if version is None else int(version), field=field, workload=workload
-        )
-        values: dict[str, str] = answer["values"]
-        named = {var: values[field]} if var else {_variable(answer["name"], f): v for f, v in values.items()}
-        for name, value in named.items():
-            if not _VAR.match(name):
-                raise click.BadParameter(
-                    f"{name!r} is not a valid environment variable name", param_hint="REF"
-                )
-            if name in variables:
-                raise click.BadParameter(f"two references set {name}", param_hint="REF")
-            if "\x00" in value:
-                raise click.BadParameter(f"{name}: a value holding NUL cannot be an environment variable")
-            variables[name] = value
-    return variables
-
-
-def _shell_quote(value: str) -> str:
-    # Single quotes keep everything literal (newlines included); a quote closes, escapes and reopens.
-    return "'" + value.replace("'", "'\\''") + "'"
-
-
-def _dotenv_quote(value: str) -> str:
-    # Double quotes as a POSIX shell reads them (so the file can be sourced): \\ " $ ` escaped, newlines
-    # kept as they are.
-    for special in ("\\", '"', "$", "`"):
-        value = value.replace(special, "\\" + special)
-    return '"' + value + '"'
-
-
-def render_env(variables: dict[str, str], form: str) -> str:
-    if form == "json":
-        return json.dumps(variables, indent=2, sort_keys=True)
-    if form == "shell":
-        return "\n".join(f"export {k}={_shell_quote(v)}" for k, v in sorted(variables.items()))
-    return "\n".join(f"{k}={_dotenv_quote(v)}" for k, v in sorted(variables.items()))
-
-
-@secrets.command("env")
-@click.argument("refs", nargs=-1, required=True)
-@click.option(
-    "--format", "form", type=click.Choice(["dotenv", "json", "shell"]), default="dotenv", show_default=True
-)
-@click.option("--workload", default=None, help="Which workload reads them (written to the audit log).")
-@api_call()
-def secrets_env(client: SignerClient, refs: tuple[str, ...], form: str, workload: str | None) -> Any:
-    """Print secrets as environment variables: REF or VAR=REF (REF: sec_ID[#FIELD][@VERSION]).
-
-    ``shell`` (``export NAME='...'``) and ``dotenv`` (``NAME="..."``, with backslash, quote, $ and
-    backtick escaped) are both safe to ``source``, multi-line values included; ``json`` is one object."""
-    return Raw(render_env(resolve(client, refs, workload), form))
-
-
-@click.command("exec", context_settings={"ignore_unknown_options": True})
-@click.option("--secret", "specs", multiple=True, required=True, help="VAR=REF or REF (repeatable).")
-@click.option("--workload", default=None, help="Which workload reads them (written to the audit log).")
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-@api_call()
-def exec_command(
-    client: SignerClient, specs: tuple[str, ...], workload: str | None, command: tuple[str, ...]
-) -> Any:
-    """Run COMMAND with secrets in its environment: signer exec --secret VAR=REF -- COMMAND ARGS.
-
-    Nothing is written to disk; signals are passed on to the command, and its exit status is ours."""
-    variables = resolve(client, specs, workload)
-    try:
-        process = subprocess.Popen(list(command), env={**os.environ, **variables})  # noqa: S603 - the caller's command
-    except OSError as exc:
-        raise click.UsageError(f"cannot start {command[0]!r}: {exc.strerror}") from None
-    forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-    previous = {sig: signal.signal(sig, lambda number, _: process.send_signal(number)) for sig in forwarded}
-    try:
-        status = process.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    sys.exit(128 - status if status < 0 else status)
-
-
-# ``signer exec`` is a top-level command beside the secrets group.
-COMMANDS: tuple[click.Command, ...] = (secrets, exec_command)
+# ``env``, ``import`` and the top-level ``exec`` are in ``signer.cli_api.secret_exec``.
+COMMANDS: tuple[click.Command, ...] = (secrets,)

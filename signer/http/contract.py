@@ -115,6 +115,11 @@ SEMANTIC_REFUSALS: tuple[SemanticRefusal, ...] = (
         field=r"rules\[\d+\]\.windows\[\d+\]\.end",
     ),
     SemanticRefusal(
+        ("resolve_secrets",),
+        frozenset({"workspace_required"}),
+        "a reference by name alone needs `workspace` (the folder it is looked up from)",
+    ),
+    SemanticRefusal(
         ("set_group_webhook",),
         frozenset({"webhook_destination_not_allowed"}),
         "the host must resolve to an allowed destination (never loopback, private or link-local; within "

@@ -18,6 +18,7 @@ from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
+from signer.services.secret_resolve import SecretResolver
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.webhooks import WebhookService
@@ -36,6 +37,7 @@ class Services:
     webhooks: WebhookService
     console_sessions: ConsoleSessions
     secrets: SecretsService
+    secret_refs: SecretResolver
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from signer.http.routes import (
     keys,
     meta,
     policies,
+    secret_refs,
     secrets,
     signing,
     webhooks,
@@ -40,6 +41,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     groups,
     policies,
     secrets,
+    secret_refs,
 )
 
 # Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.
