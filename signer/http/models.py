@@ -465,7 +465,16 @@ class SetSecretValueBody(Strict):
 
 
 class FetchSecretBody(Strict):
-    """The current version (or ``version``), one ``field`` or all; ``workload`` labels who reads it."""
+    """The current version (or ``version``), one ``field`` or all; ``workload`` labels who reads it.
+    With ``approval_id`` (and neither ``version`` nor ``field``): release the approved read once, the
+    version and fields its approvers approved."""
+
+    approval_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the caller's approved request for this read (from the 202 answer)",
+    )
 
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     field: str | None = Field(default=None, min_length=1, max_length=64, pattern=FIELD_NAME_PATTERN)

@@ -26,9 +26,9 @@ from typing import Any
 
 from policy import ApprovalRequirement, Decision, Effect, VoteStanding, check_approvals, why_not_counted
 from signer.audit import AuditEvent, EventTarget, Outcome, canonical_json
-from signer.errors import Conflict, Forbidden, InvalidRequest
+from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError
 from signer.services.context import Clock, RequestContext, iso
-from signer.services.payloads import Prepared, payload_kind
+from signer.services.payloads import PayloadKind, Prepared, payload_kind
 from signer.services.resources import ResourceKind, resource_kind
 from signer.services.webhooks import WebhookService
 from signer.store import ApprovalRequestRecord, ApprovalVoteRecord, Reader, Writer
@@ -174,6 +174,48 @@ def pending_body(record: ApprovalRequestRecord) -> dict[str, Any]:
     }
 
 
+def already_released() -> SignerError:
+    return Conflict("the approved request has already been released", code="result_already_fetched")
+
+
+# What a requester gets for a request it may not release now, by the request's state.
+_NOT_RELEASABLE = {
+    "pending": ("the approval request is still waiting for approvers", "approval_pending"),
+    "rejected": ("the approval request was rejected", "approval_rejected"),
+    "expired": ("the approval request has expired", "approval_expired"),
+    "cancelled": ("the approval request was cancelled", "approval_cancelled"),
+    "failed": ("the approved request failed", "approval_failed"),
+    "signed": ("the approved request has already been released", "result_already_fetched"),
+}
+
+
+def releasable(
+    record: ApprovalRequestRecord | None, requester_id: str, operation: str, resource_id: str, now: datetime
+) -> ApprovalRequestRecord:
+    """The request if its requester may run it now (``PayloadKind.released_by_requester``): its own,
+    for this operation on this resource, approved and unexpired. Anyone else, and another resource or
+    operation, gets the answer for a request that does not exist; the requester a stable code per state
+    (``approval_pending``, ``approval_rejected``, ``approval_expired``, ``approval_cancelled``,
+    ``result_already_fetched`` once released)."""
+    if (
+        record is None
+        or record.requester_id != requester_id
+        or record.kind != operation
+        or record.resource_id != resource_id
+    ):
+        raise NotFound("no such approval request", code="approval_not_found")
+    if record.state == "released":
+        raise already_released()
+    if record.state == "approved" and now >= record.expires_at:
+        raise Conflict("the approval request has expired", code="approval_expired")
+    if record.state != "approved":
+        message, code = _NOT_RELEASABLE.get(
+            record.state, ("the approval request is closed", "approval_closed")
+        )
+        raise Conflict(message, code=code, state=record.state)
+    return record
+
+
 class PendingRequests:
     """Opens pending requests and stores their results, each inside the caller's transaction."""
 
@@ -210,6 +252,9 @@ class PendingRequests:
             raise ValueError("reject_quorum must be at least 1")
         kind = kind_of(operation)
         ref = kind.ref(resource)
+        if prepared.pin is not None:
+            # What the request names of the resource is fixed now (a read: its version and fields).
+            prepared = await prepared.pin(writer, resource)
         digest = payload_digest(operation, resource, prepared, decision.policy_digests)
         expires_at = min(r.expires_at for r in decision.approvals)
         record = ApprovalRequestRecord(
@@ -259,12 +304,20 @@ class PendingRequests:
 
     # -- the end of an approved request (inside the pipeline's commit unit) ---------------------
 
-    async def finalize(self, writer: Writer, approval_id: str, response: dict[str, Any]) -> None:
+    async def finalize(
+        self, writer: Writer, approval_id: str, payload: PayloadKind, response: dict[str, Any]
+    ) -> None:
         """Inside the pipeline's commit unit: the request must still be approved, unexpired and backed
-        by a quorum of currently eligible approvers; then the result is stored with the signing event.
-        Expiry is judged by this module's clock, the same one every vote was judged by."""
+        by a quorum of currently eligible approvers; then it is closed with the operation's event.
+        Expiry is judged by this module's clock, the same one every vote was judged by.
+
+        How it closes is the payload kind's: a signature is stored as the result (``signed``), handed
+        to the requester once; a response released to its requester (a secret read) is never stored:
+        the request becomes ``released`` and can never run again."""
         now = self._clock()
         record = await writer.approvals.lock(approval_id)
+        if record is not None and record.state == "released":
+            raise already_released()
         if record is None or record.state != "approved":
             raise Conflict("the approval request is no longer approved", code="approval_closed")
         if now >= record.expires_at:
@@ -279,12 +332,17 @@ class PendingRequests:
                 code="approval_quorum_lost",
                 reasons=outcome.reasons_as_dicts(),
             )
-        if not await writer.approvals.transition(approval_id, ["approved"], "signed", now, result=response):
+        state, stored = ("released", None) if payload.released_by_requester else ("signed", response)
+        if not await writer.approvals.transition(approval_id, ["approved"], state, now, result=stored):
             raise Conflict("the approval request is no longer approved", code="approval_closed")
-        await self.announce(writer, record, "approval.signed", now)
+        if payload.released_by_requester:
+            # Handed out now, to the requester running it: nothing is left to fetch.
+            await writer.approvals.mark_result_fetched(approval_id, now, state=state)
+        event = f"approval.{state}"
+        await self.announce(writer, record, event, now)
         writer.append_audit(
             AuditEvent.of(
-                "approval.signed",
+                event,
                 at=now,
                 outcome=Outcome.ALLOWED,
                 actor=None,
@@ -293,7 +351,7 @@ class PendingRequests:
                 approval_id=approval_id,
                 payload_digest=record.payload_digest,
                 approvers={g: sorted(p) for g, p in sorted(eligible.approvers.items())},
-                result={k: response[k] for k in ("signer", "transaction_hash") if k in response},
+                result=payload.result_summary(response),
             )
         )
 
