@@ -476,6 +476,19 @@ class FetchSecretBody(Strict):
         description="the caller's approved request for this read (from the 202 answer)",
     )
 
+    # With approval_id, the approval fixes the version and fields (refused: approval_fixes_the_read).
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"approval_id": {"type": "null"}}},
+                {"properties": {"version": {"type": "null"}, "field": {"type": "null"}}},
+            ]
+        },
+    )
+
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     field: str | None = Field(default=None, min_length=1, max_length=64, pattern=FIELD_NAME_PATTERN)
     workload: str | None = Field(
