@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from tests.approvals.test_api_approvals import Desk, tx
 from tests.dbfixtures import private_pg_database
 from tests.service_harness import Server, attach_policy, init_installation, start_server
 from tests.system.test_secrets import World, canary
@@ -81,7 +83,7 @@ def approvers(world: World, group: str, count: int = 1) -> list[str]:
     return tokens
 
 
-def require_approval(world: World, group: str, quorum: int = 1) -> str:
+def require_approval(world: World, group: str, quorum: int = 1, expires_in: int = 600) -> str:
     """Every request under the organisation (secret writes too: rules apply to every operation) needs
     ``quorum`` of ``group``, by a window that never holds today; returns the attachment's id."""
     attached = attach_policy(
@@ -93,7 +95,7 @@ def require_approval(world: World, group: str, quorum: int = 1) -> str:
                     "id": "reads-need-approval",
                     "kind": "time_window",
                     "effect": "require_approval",
-                    "approval": {"quorum": quorum, "group": group, "expires_in_seconds": 600},
+                    "approval": {"quorum": quorum, "group": group, "expires_in_seconds": expires_in},
                     "windows": [{"days": not_today(), "start": "00:00", "end": "23:59"}],
                 }
             ],
@@ -350,10 +352,57 @@ def test_rejected_cancelled_and_deleted_reads_answer_stable_codes(
     assert (status, body["code"]) == (404, "secret_not_found"), body
 
 
-def test_a_signing_approval_is_not_released_through_a_secret(world: World) -> None:
-    """The release route takes read approvals only: a key's approval id is unknown there."""
-    secret_id = world.create("not-a-key")["id"]
+def test_racing_releases_hand_out_the_value_once(world: World) -> None:
+    value = canary()
+    secret_id = world.create("raced", fields={"TOKEN": value})["id"]
     world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
+    group = f"vault-{world.org}"
+    (approver,) = approvers(world, group)
+    require_approval(world, group, quorum=1)
+    _, pending = world.fetch(secret_id)
+    approval_id = pending["approval"]["id"]
+    status, _ = world.call(
+        "POST", f"/v1/approvals/{approval_id}/approve", {"digest": pending["payload_digest"]}, approver
+    )
+    assert status == 200
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: world.fetch(secret_id, approval_id=approval_id), range(8)))
+    released = [body for status, body in answers if status == 200]
+    assert len(released) == 1 and released[0]["values"] == {"TOKEN": value}, answers
+    assert {(status, body["code"]) for status, body in answers if status != 200} == {
+        (409, "result_already_fetched")
+    }
+
+
+def test_an_expired_read_request_answers_approval_expired(world: World) -> None:
+    secret_id = world.create("expiring")["id"]
+    world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
+    group = f"vault-{world.org}"
+    approvers(world, group)
+    require_approval(world, group, expires_in=1)
+    _, pending = world.fetch(secret_id)
+    approval_id = pending["approval"]["id"]
+    # The server's own long-poll waits for the expiry (the clock is the server's).
+    status, _, result = world.server.call(
+        "GET", f"/v1/approvals/{approval_id}/result?wait=10", token=world.service, timeout=30
+    )
+    assert (status, result["state"]) == (200, "expired"), result
+    status, body = world.fetch(secret_id, approval_id=approval_id)
+    assert (status, body["code"]) == (409, "approval_expired"), body
+
+
+def test_a_signing_approval_is_not_released_through_a_secret(world: World) -> None:
+    """The release takes the caller's own read approvals of that secret only: a pending signature's
+    approval id, even its own requester's, is unknown there."""
+    desk = Desk(world.server, f"desk-{world.org}")
+    status, pending = desk.sign(tx())
+    assert status == 202, pending
+    secret_id = world.create("not-a-key")["id"]
+    status, me = world.call("GET", "/v1/whoami", token=desk.requester)
+    assert status == 200, me
+    world.grant(me["principal_id"], secret_id=secret_id, operations=["read_value"])
+    status, body = world.fetch(secret_id, token=desk.requester, approval_id=pending["approval"]["id"])
+    assert (status, body["code"]) == (404, "approval_not_found"), body
     status, body = world.fetch(secret_id, approval_id="apr_0000000000000000000000000000")
     assert (status, body["code"]) == (404, "approval_not_found")
 
