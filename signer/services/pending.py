@@ -25,7 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from policy import ApprovalRequirement, Decision, Effect, VoteStanding, check_approvals, why_not_counted
-from signer.audit import AuditEvent, EventTarget, Outcome, canonical_json
+from signer.audit import AuditEvent, ErrorRef, EventTarget, Outcome, canonical_json
 from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError
 from signer.services.context import Clock, RequestContext, iso
 from signer.services.payloads import PayloadKind, Prepared, payload_kind
@@ -354,6 +354,27 @@ class PendingRequests:
                 result=payload.result_summary(response),
             )
         )
+
+    async def reopen(
+        self, writer: Writer, approval_id: str, error: SignerError, now: datetime, request_id: str | None
+    ) -> bool:
+        """An approved request whose quorum no longer holds (an approver disabled, removed or its token
+        revoked since voting) goes back to ``pending`` to collect again; True if it moved."""
+        if not await writer.approvals.transition(approval_id, ["approved"], "pending", now):
+            return False
+        writer.append_audit(
+            AuditEvent.of(
+                "approval.reopened",
+                at=now,
+                outcome=Outcome.FAILED,
+                actor=None,
+                request_id=request_id,
+                resource=EventTarget("approval", approval_id),
+                error=ErrorRef(error.code, error.status),
+                approval_id=approval_id,
+            )
+        )
+        return True
 
     async def announce(self, writer: Writer, record: ApprovalRequestRecord, kind: str, now: datetime) -> None:
         """Queue the approver groups' webhooks for this event, in the transaction that records it."""

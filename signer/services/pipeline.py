@@ -343,9 +343,27 @@ class DecisionPipeline:
             event = {**self._event(unreleased, CallerRequest(), now), "approval": {"id": approval_id}}
             await self._record_refusal(event, exc)
             raise
-        return await self._execute(
-            Order(ctx, payload, resource_id, prepare), ApprovedRequest(record, self.pending), None
-        )
+        try:
+            return await self._execute(
+                Order(ctx, payload, resource_id, prepare), ApprovedRequest(record, self.pending), None
+            )
+        except SignerError as exc:
+            if exc.code == "approval_quorum_lost":
+                # Refused and audited by _execute; the request goes back to collecting approvals.
+                await self._reopen(approval_id, exc, ctx.request_id)
+            raise
+
+    async def _reopen(self, approval_id: str, exc: SignerError, request_id: str) -> None:
+        now = self.clock()
+
+        async def unit(writer: Writer) -> None:
+            await self.pending.reopen(writer, approval_id, exc, now, request_id)
+
+        try:
+            await self.store.submit(unit)
+        except SignerError:
+            # The refusal is what the requester needs; the next release finds the quorum lost again.
+            pass
 
     async def dry_run(
         self,

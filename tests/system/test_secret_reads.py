@@ -374,6 +374,30 @@ def test_racing_releases_hand_out_the_value_once(world: World) -> None:
     }
 
 
+def test_a_lost_quorum_sends_the_read_back_to_its_approvers(world: World) -> None:
+    value = canary()
+    secret_id = world.create("quorum", fields={"TOKEN": value})["id"]
+    world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
+    group = f"vault-{world.org}"
+    first, second = approvers(world, group, count=2)
+    require_approval(world, group, quorum=1)
+    _, pending = world.fetch(secret_id)
+    approval_id, digest = pending["approval"]["id"], pending["payload_digest"]
+    status, voted = world.call("POST", f"/v1/approvals/{approval_id}/approve", {"digest": digest}, first)
+    assert status == 200 and voted["state"] == "approved"
+    status, me = world.call("GET", "/v1/whoami", token=first)
+    assert world.call("POST", f"/v1/principals/{me['principal_id']}/state", {"disabled": True})[0] == 200
+    status, body = world.fetch(secret_id, approval_id=approval_id)
+    assert (status, body["code"]) == (409, "approval_quorum_lost") and "values" not in body, body
+    status, shown = world.call("GET", f"/v1/approvals/{approval_id}", token=second)
+    assert shown["state"] == "pending", shown
+    status, voted = world.call("POST", f"/v1/approvals/{approval_id}/approve", {"digest": digest}, second)
+    assert status == 200 and voted["state"] == "approved", voted
+    status, released = world.fetch(secret_id, approval_id=approval_id)
+    assert status == 200 and released["values"] == {"TOKEN": value}, released
+    assert events(world, "approval.reopened", approval_id=approval_id)
+
+
 def test_an_expired_read_request_answers_approval_expired(world: World) -> None:
     secret_id = world.create("expiring")["id"]
     world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
