@@ -8,6 +8,9 @@ transaction)::
        |                                                             quorum no longer holds)
        +--rejections--> rejected      +--expiry--> expired      +--requester or admin--> cancelled
 
+    a read (``released_by_requester``): approved --its requester releases it, once--> released
+    (nothing runs on approval and nothing is stored: ``DecisionPipeline.release`` reads the value then)
+
 - The request is opened inside the pipeline's commit unit (``pending.PendingRequests.open``) with
   the server-computed digest of the canonical payload: the exact bytes to sign, the resource, the chain
   id, the body that reproduces them, and the digests of the policies that asked for approval. The
@@ -35,6 +38,11 @@ transaction)::
   commit unit has ``pending`` re-check the quorum and store the result: one signature is released, or
   none. This service calls the pipeline; nothing below calls back up here.
 - The requester fetches the result once (``result``); ``wait`` long-polls up to ``MAX_WAIT_SECONDS``.
+  For a read it says only when the request is approved (no value is ever a stored result); the
+  requester then releases it from the secret's fetch route with the approval's id.
+- A request is shown by its resource reference (``resource: {type, id}`` and the kind's id field) and
+  its operation; what approvers read is the payload's view plus the resource kind's (for a secret: its
+  metadata, never a value).
 """
 
 from __future__ import annotations

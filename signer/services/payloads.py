@@ -1,12 +1,17 @@
-"""Payload kinds: what a caller asks a key to sign, from the request's fields to a checked response.
+"""Payload kinds: what a caller asks of a resource, from the request's fields to a checked response.
 
-One ``PayloadKind`` per signing operation (transaction, message, typed data, digest), in a registry keyed
-by the operation's name. Each kind parses the request's fields (``parse``) or the canonical body an
-approval stored (``parse_stored``) into a preparer; preparing against a key gives a ``Prepared``: the
-exact bytes the token signs, the audit summary, the fields policy judges (``policy_fields``), the
-canonical body approvers approve and execution prepares again, the view approvers read, and ``sign``:
-the HSM call and the independent check of its signature (recovery to the key's address for secp256k1,
-``cryptography`` for P-256 and Ed25519). This module never decides and never writes: the pipeline does.
+One ``PayloadKind`` per operation, in a registry keyed by the operation's name: here the signing ones
+(transaction, message, typed data, digest); a resource kind's own module registers its others (the
+secrets' ``read_value`` in ``secret_kind``). A kind also says how an approved request of it ends
+(``released_by_requester``) and which metric family counts its outcomes (``count``).
+
+Each kind parses the request's fields (``parse``) or the canonical body an approval stored
+(``parse_stored``) into a preparer; preparing against a resource gives a ``Prepared``: the exact bytes the
+token signs, the audit summary, the fields policy judges (``policy_fields``), the canonical body
+approvers approve and execution prepares again, the view approvers read, and what happens once allowed:
+for a signature the HSM call and the independent check of its signature (recovery to the key's address
+for secp256k1, ``cryptography`` for P-256 and Ed25519), for others ``acts``. This module never decides
+and never writes: the pipeline does.
 """
 
 from __future__ import annotations

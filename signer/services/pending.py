@@ -1,17 +1,24 @@
-"""Pending requests: opening one for a decision that needs approval, and closing it with its result.
+"""Pending requests: opening one for a decision that needs approval, and closing it once approved.
 
 This module sits below both the decision pipeline and the approvals service, and is the only place
-either touches a pending request's creation or its signed end: the pipeline opens a request here inside
-its commit unit when policy asks for approval (``open``), and, executing an approved one, asks here
-whether the approvals collected cover what policy asks now (``covers``), recomputes the approved digest
-(``payload_digest``) and stores the result in the same transaction as the signing event (``finalize``).
+either touches a pending request's creation or its end. A request names a resource (its kind's
+``ResourceRef``: the request's ``resource_id`` and the kind's id field, ``key_id`` or ``secret_id``) and
+an operation (its ``PayloadKind``). The pipeline opens a request here inside its commit unit when policy
+asks for approval (``open``, which lets the payload pin what it names of the resource first: a read's
+version and field names), and, running an approved one, asks here whether the approvals collected cover
+what policy asks now (``covers``), recomputes the approved digest (``payload_digest``) and closes it in
+the same transaction as the operation's audit event (``finalize``): a signature is stored as the result
+(``signed``) for the requester to collect once; a response released to its requester (a secret read,
+``released_by_requester``) is never stored (``released``). ``releasable`` says whether a requester may
+release its approved request now, with a stable code for every other state.
 The approvals service reads requests and counts votes with the same rules (``eligibility``,
 ``requirements_of``) and announces its own transitions through ``announce``. Nothing here calls the
 pipeline or the approvals service: it is called, and returns.
 
 The digest binds the canonical payload: the operation, what the resource kind binds of the resource
-(for a key: id, curve, signer), the chain id, the exact bytes to sign, the body that prepares them
-again, and the digests of the policies that asked for approval. Requirements (group, quorum, expiry)
+(for a key: id, curve, signer; for a secret: its id), the chain id, the exact bytes to sign (none for a
+read), the body that prepares them again (for a read: the version and field names), and the digests of
+the policies that asked for approval. Requirements (group, quorum, expiry)
 are snapshotted at ``open``: a later policy change cannot lower them for this request. Expiry at
 ``finalize`` is judged by the clock this module is given, the one the approvals service votes by.
 """

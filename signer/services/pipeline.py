@@ -18,7 +18,9 @@ execution all call it. What differs between a caller's request and an approved o
 ``Path``: where its facts come from, what a decision asking for approval means (open a pending request,
 or accept it when the approvals collected cover it), what must hold of its payload, and what settles in
 the commit. Pending requests are opened and closed through ``pending``, below this module; nothing here
-calls the approvals service, which calls ``execute_approved`` here once a request is approved.
+calls the approvals service, which calls ``execute_approved`` here once a request is approved. An
+operation whose response must go to its requester alone (a secret read) is not run on approval: its
+requester runs it once through ``release``, on the same approved path.
 """
 
 from __future__ import annotations
@@ -230,7 +232,8 @@ class ApprovedRequest:
     Facts are read fresh (never from the cache, never from the requester's long-expired token: the
     requester principal must still be enabled); the body must reproduce the approved digest; a decision
     that still asks for approval is accepted only when the approvals collected cover every requirement
-    it names; the request's final state and result commit with the signing event (``settle``)."""
+    it names; the request's final state (and a signature as its result) commits with the operation's
+    audit event (``settle``)."""
 
     record: ApprovalRequestRecord
     pending: PendingRequests

@@ -12,8 +12,11 @@ the server's real clock (today's weekday), as the other policy tests through the
 
 from __future__ import annotations
 
+import http.client as httpclient
 import json
+import re
 import secrets
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
@@ -25,7 +28,7 @@ import pytest
 
 from tests.approvals.test_api_approvals import Desk, tx
 from tests.dbfixtures import private_pg_database
-from tests.service_harness import Server, attach_policy, init_installation, start_server
+from tests.service_harness import Server, attach_policy, http, init_installation, start_server
 from tests.system.test_secrets import World, canary
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -429,6 +432,50 @@ def test_a_signing_approval_is_not_released_through_a_secret(world: World) -> No
     assert (status, body["code"]) == (404, "approval_not_found"), body
     status, body = world.fetch(secret_id, approval_id="apr_0000000000000000000000000000")
     assert (status, body["code"]) == (404, "approval_not_found")
+
+
+def console_session(server: Server, approver: str) -> str:
+    """Sign in to the console with an approver token (login nonce and cookie first); the session cookie."""
+    status, headers, page = http("GET", server.url + "/console/login")
+    assert status == 200
+    match = re.search(r"name='csrf' value='([^']+)'", page)
+    assert match is not None
+    connection = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    connection.request(
+        "POST",
+        "/console/login",
+        urllib.parse.urlencode({"csrf": match.group(1), "token": approver}),
+        {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "Cookie": headers["Set-Cookie"].split(";")[0],
+        },
+    )
+    response = connection.getresponse()
+    assert response.status == 303
+    cookies = [v for k, v in response.getheaders() if k == "Set-Cookie" and v.startswith("signer_console=")]
+    connection.close()
+    return cookies[0].split(";")[0]
+
+
+def test_the_console_shows_a_read_request_by_its_metadata_never_its_value(world: World) -> None:
+    value = canary()
+    secret_id = world.create("console-read", fields={"DB_PASS": value})["id"]
+    world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
+    group = f"vault-{world.org}"
+    (approver,) = approvers(world, group)
+    require_approval(world, group)
+    _, pending = world.fetch(secret_id)
+    approval_id = pending["approval"]["id"]
+    session = console_session(world.server, approver)
+    status, _, index = http("GET", world.server.url + "/console", headers={"Cookie": session})
+    assert status == 200 and f"read {world.folder}/console-read v1" in index
+    status, _, detail = http(
+        "GET", world.server.url + f"/console/approvals/{approval_id}", headers={"Cookie": session}
+    )
+    assert status == 200
+    for shown in ("console-read", world.folder, "DB_PASS", "group:payments", "billing-api", secret_id):
+        assert shown in detail, shown
+    assert value not in index and value not in detail
 
 
 def test_fetches_have_their_own_metric_family(world: World) -> None:
