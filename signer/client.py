@@ -399,8 +399,9 @@ class SignerClient:
         version: int | None = None,
         field: str | None = None,
         workload: str | None = None,
+        approval_id: str | None = None,
     ) -> Any:
-        body = {"version": version, "field": field, "workload": workload}
+        body = {"version": version, "field": field, "workload": workload, "approval_id": approval_id}
         return self.request(
             "POST", f"/v1/secrets/{_q(secret_id)}/fetch", {k: v for k, v in body.items() if v is not None}
         )

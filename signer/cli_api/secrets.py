@@ -234,12 +234,26 @@ def secrets_delete(client: SignerClient, secret_id: str) -> Any:
 @click.option("--version", type=click.IntRange(min=1), default=None, help="A named version [current].")
 @click.option("--field", default=None, help="Only this field [all].")
 @click.option("--workload", default=None, help="Which workload reads it (written to the audit log).")
+@click.option(
+    "--approval",
+    "approval_id",
+    default=None,
+    help="Release this approved read (once; the version and fields its approvers approved).",
+)
 @api_call()
 def secrets_fetch(
-    client: SignerClient, secret_id: str, version: int | None, field: str | None, workload: str | None
+    client: SignerClient,
+    secret_id: str,
+    version: int | None,
+    field: str | None,
+    workload: str | None,
+    approval_id: str | None,
 ) -> Any:
-    """Fetch a secret's values (audited: who, workload, version, fields; never the value)."""
-    return client.fetch_secret(secret_id, version=version, field=field, workload=workload)
+    """Fetch a secret's values (audited: who, workload, version, fields; never the value). A read that
+    policy sends to approvers prints the pending request; once approved, release it with --approval."""
+    return client.fetch_secret(
+        secret_id, version=version, field=field, workload=workload, approval_id=approval_id
+    )
 
 
 # -- values into an environment: env and exec --------------------------------------------------------
@@ -279,6 +293,11 @@ def resolve(client: SignerClient, specs: tuple[str, ...], workload: str | None) 
         answer = client.fetch_secret(
             found["id"], version=None if version is None else int(version), field=field, workload=workload
         )
+        if answer.get("state") == "pending_approval":
+            # Nothing was read: approvers must allow it first, then `secrets fetch --approval` releases it.
+            raise click.ClickException(
+                f"reading {found['id']} needs approval: request {answer['approval']['id']} is waiting"
+            )
         values: dict[str, str] = answer["values"]
         named = {var: values[field]} if var else {_variable(answer["name"], f): v for f, v in values.items()}
         for name, value in named.items():
