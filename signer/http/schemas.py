@@ -273,7 +273,8 @@ class ApprovalRef(View):
 
 
 class PendingApproval(View):
-    """HTTP 202 from a sign endpoint: nothing was signed, the request waits for its approvers."""
+    """HTTP 202 from a sign or fetch endpoint: nothing was signed or read; the request waits for its
+    approvers."""
 
     state: Literal["pending_approval"]
     approval: ApprovalRef

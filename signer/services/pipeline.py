@@ -318,6 +318,9 @@ class DecisionPipeline:
         """Run an approved request's stored canonical body on behalf of its requester."""
         ctx = RequestContext(request_id=request_id, caller=requester, epoch=-1)
         payload = payload_kind(record.kind)
+        if payload.released_by_requester:
+            # Its response must go to its requester alone: run through ``release``, never on approval.
+            raise ValueError("this request is released by its requester")
         order = Order(ctx, payload, record.resource_id, payload.parse_stored(record.payload["body"]))
         return await self._execute(order, ApprovedRequest(record, self.pending), None)
 
