@@ -308,8 +308,15 @@ def test_an_approved_read_is_released_once_to_its_requester_for_the_approved_ver
     assert allowed["actor"]["principal_id"] == world.service_id
     (pended,) = [e for e in trail if e.get("kind") == "secret.fetch" and e.get("approval_id") == approval_id]
     assert pended["outcome"] == "pending_approval"
-    for value in (first, second):
-        assert value not in json.dumps(trail)
+    # No value in the audit log, the server's log or (SQLite) the database files: the pending request
+    # and its release kept none.
+    haystacks = {"audit": json.dumps(trail), "log": world.server.log_text()}
+    for path in world.server.installation.data_dir.rglob("*"):
+        if path.is_file() and not path.name.endswith(".log"):
+            haystacks[str(path)] = path.read_bytes().decode("latin-1")
+    for where, text in haystacks.items():
+        for value in (first, second):
+            assert value not in text, f"a value leaked into {where}"
 
 
 def test_rejected_cancelled_and_deleted_reads_answer_stable_codes(
