@@ -415,8 +415,15 @@ class SignerClient:
         field: str | None = None,
         workload: str | None = None,
         backend_version: str | None = None,
+        approval_id: str | None = None,
     ) -> Any:
-        body = {"version": version, "backend_version": backend_version, "field": field, "workload": workload}
+        body = {
+            "version": version,
+            "backend_version": backend_version,
+            "field": field,
+            "workload": workload,
+            "approval_id": approval_id,
+        }
         return self.request(
             "POST", f"/v1/secrets/{_q(secret_id)}/fetch", {k: v for k, v in body.items() if v is not None}
         )

@@ -6,6 +6,7 @@ a key that exists, so label values are bounded by the keys an admin created):
 
     signer_http_requests_total{route,method,status}        signer_http_request_duration_seconds{route,method}
     signer_signatures_total{key_id,curve,operation,outcome}   outcome: allowed | denied | failed
+    signer_secret_fetches_total{outcome}                   allowed | pending_approval | denied | failed
     signer_policy_decisions_total{effect,rule}             grant decisions today; the policy engine later
     signer_approvals_pending   signer_webhook_outbox_backlog   database-wide, read every 5 s
     signer_hsm_queue_depth   signer_hsm_call_duration_seconds{outcome}   signer_hsm_up
@@ -92,6 +93,10 @@ SIGNATURES = Counter(
     "Sign requests after authentication, by outcome",
     ("key_id", "curve", "operation", "outcome"),
 )
+# Secret ids are not labels: a fetch's outcome alone (which secret was read is the audit log's business).
+SECRET_FETCHES = Counter(
+    "signer_secret_fetches", "Secret fetches after authentication, by outcome", ("outcome",)
+)
 POLICY_DECISIONS = Counter(
     "signer_policy_decisions", "Policy and grant decisions, by effect and deciding rule", ("effect", "rule")
 )
@@ -155,6 +160,18 @@ def signature(key_id: str | None, curve: str | None, operation: str, outcome: st
     if child is None:
         child = SIGNATURES.labels(key_id or "unknown", curve or "unknown", operation, outcome)
         _signature_children[labels] = child
+    child.inc()
+
+
+_fetch_children: dict[str, Any] = {}
+
+
+def secret_fetch(outcome: str) -> None:
+    """A secret fetch's outcome (allowed / pending_approval / denied / failed), never which secret."""
+    child = _fetch_children.get(outcome)
+    if child is None:
+        child = SECRET_FETCHES.labels(outcome)
+        _fetch_children[outcome] = child
     child.inc()
 
 

@@ -21,6 +21,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -901,6 +902,81 @@ def test_approvals_commands_with_a_signed_approval(
     assert len(bytes.fromhex(rotated["secret"])) == 32 and rotated["secret"] != hook["secret"]
     assert ok(cli.env(), "groups", "delete-webhook", desk.group)["deleted"] is True
     cli.check_no_secret()
+
+
+def test_an_approved_read_through_the_cli(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``secrets fetch`` prints the pending request when policy sends the read to approvers (``env``
+    refuses, naming it); once approved, ``secrets fetch --approval`` releases the value once."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"ar-{unique_name}"
+    cli.ok("grants", "create", "--principal", admin_id, "--scope", org, "--operation", "create")
+    value = "approved-" + secrets.token_hex(8)
+    cli.secrets.append(value)
+    (tmp_path / "value").write_text(value + "\n")
+    created = cli.ok(
+        "secrets", "create", "--folder", org, "--name", "gated", "--owner-group", "dbas",
+        "--value-from", f"TOKEN={tmp_path / 'value'}",
+    )  # fmt: skip
+    service, creds = _service(cli, f"{unique_name}-gated", tmp_path)
+    cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        service["id"],
+        "--secret",
+        created["id"],
+        "--operation",
+        "read_value",
+    )
+    approver_creds = tmp_path / "approver.json"
+    approver = cli.ok(
+        "principals",
+        "create",
+        f"{unique_name}-ap",
+        "--role",
+        "approver",
+        "--credentials-out",
+        str(approver_creds),
+    )["principal"]
+    cli.secrets.append(json.loads(approver_creds.read_text())["access_token"])
+    group = f"gate-{unique_name}"[:60]
+    cli.ok("groups", "add-member", group, approver["id"])
+    today = datetime.now(UTC).strftime("%a").lower()
+    rule = {
+        "id": "gated-reads",
+        "kind": "time_window",
+        "effect": "require_approval",
+        "approval": {"quorum": 1, "group": group, "expires_in_seconds": 600},
+        "windows": [{"days": [d for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun") if d != today],
+                     "start": "00:00", "end": "23:59"}],
+    }  # fmt: skip
+    document = tmp_path / "gate.json"
+    policy_id = f"gate-{unique_name}"[:60]
+    document.write_text(json.dumps({"id": policy_id, "version": 1, "rules": [rule]}))
+    cli.ok("policies", "create", str(document))
+    cli.ok("policies", "attach", policy_id, "--version", "1", "--scope", org)
+    as_service = cli.env(SIGNER_TOKEN_FILE=str(creds))
+    pending = cli.run("secrets", "fetch", created["id"], "--json", env=as_service)
+    assert pending.exit_code == 0, pending.stdout
+    waiting = json.loads(pending.stdout)
+    assert waiting["state"] == "pending_approval" and value not in pending.stdout
+    refused = cli.run("secrets", "env", created["id"], env=as_service)
+    assert refused.exit_code != 0 and "needs approval: request apr_" in refused.stderr
+    as_approver = cli.env(SIGNER_TOKEN_FILE=str(approver_creds))
+    voted = cli.run(
+        "approvals", "approve", waiting["approval"]["id"], "--digest", waiting["payload_digest"], "--json",
+        env=as_approver,
+    )  # fmt: skip
+    assert voted.exit_code == 0 and json.loads(voted.stdout)["state"] == "approved", voted.stdout
+    args = ("secrets", "fetch", created["id"], "--approval", waiting["approval"]["id"], "--json")
+    released = cli.run(*args, env=as_service)
+    assert released.exit_code == 0 and json.loads(released.stdout)["values"] == {"TOKEN": value}
+    again = cli.run(*args, env=as_service)
+    assert (
+        again.exit_code == cli_api.EXIT_CONFLICT
+        and json.loads(again.stdout)["code"] == "result_already_fetched"
+    )
+    cli.outputs.remove(released.stdout + released.stderr)
 
 
 def test_every_server_command_was_run(request: pytest.FixtureRequest) -> None:

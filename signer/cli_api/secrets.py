@@ -249,6 +249,12 @@ def secrets_delete(client: SignerClient, secret_id: str) -> Any:
 )
 @click.option("--field", default=None, help="Only this field [all].")
 @click.option("--workload", default=None, help="Which workload reads it (written to the audit log).")
+@click.option(
+    "--approval",
+    "approval_id",
+    default=None,
+    help="Release this approved read (once; the version and fields its approvers approved).",
+)
 @api_call()
 def secrets_fetch(
     client: SignerClient,
@@ -257,10 +263,17 @@ def secrets_fetch(
     backend_version: str | None,
     field: str | None,
     workload: str | None,
+    approval_id: str | None,
 ) -> Any:
-    """Fetch a secret's values (audited: who, workload, version, fields; never the value)."""
+    """Fetch a secret's values (audited: who, workload, version, fields; never the value). A read that
+    policy sends to approvers prints the pending request; once approved, release it with --approval."""
     return client.fetch_secret(
-        secret_id, version=version, field=field, workload=workload, backend_version=backend_version
+        secret_id,
+        version=version,
+        field=field,
+        workload=workload,
+        backend_version=backend_version,
+        approval_id=approval_id,
     )
 
 

@@ -154,9 +154,13 @@ async def logout(request: web.Request) -> web.Response:
 def _row(item: dict[str, Any]) -> str:
     view = item.get("view", {})
     what = view.get("value_eth")
-    summary = (
-        f"{what} ETH to {view.get('to')}" if what is not None else view.get("primary_type") or item["kind"]
-    )
+    if view.get("scheme") == "secret_read":
+        # A read: which secret, version and fields (never a value: the request holds none).
+        summary = f"read {view.get('folder')}/{view.get('name')} v{view.get('version')}"
+    elif what is not None:
+        summary = f"{what} ETH to {view.get('to')}"
+    else:
+        summary = view.get("primary_type") or item["kind"]
     progress = ", ".join(f"{g}: {n}" for g, n in item.get("progress", {}).items())
     return (
         f"<tr><td><a class='approval' href='/console/approvals/{_e(item['id'])}'>{_e(item['id'])}</a></td>"

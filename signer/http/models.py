@@ -511,7 +511,29 @@ class SetSecretValueBody(Strict):
 
 
 class FetchSecretBody(Strict):
-    """The current version (or ``version``), one ``field`` or all; ``workload`` labels who reads it."""
+    """The current version (or ``version``), one ``field`` or all; ``workload`` labels who reads it.
+    With ``approval_id`` (and neither ``version`` nor ``field``): release the approved read once, the
+    version and fields its approvers approved."""
+
+    approval_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="the caller's approved request for this read (from the 202 answer)",
+    )
+
+    # With approval_id, the approval fixes the version and fields (refused: approval_fixes_the_read).
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"approval_id": {"type": "null"}}},
+                {"properties": {"version": {"type": "null"}, "field": {"type": "null"}}},
+            ]
+        },
+    )
 
     version: int | None = Field(default=None, ge=1, le=2**31 - 1)
     # A secret held in AWS Secrets Manager: a VersionId (a UUID) or a VersionStage label.

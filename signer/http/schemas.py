@@ -273,7 +273,8 @@ class ApprovalRef(View):
 
 
 class PendingApproval(View):
-    """HTTP 202 from a sign endpoint: nothing was signed, the request waits for its approvers."""
+    """HTTP 202 from a sign or fetch endpoint: nothing was signed or read; the request waits for its
+    approvers."""
 
     state: Literal["pending_approval"]
     approval: ApprovalRef
@@ -306,11 +307,21 @@ class ApprovalVote(View):
     signature: str | None
 
 
+class ApprovalResource(View):
+    """What an approval request is about: a resource kind's type and the resource's id."""
+
+    type: str = Field(description="the resource kind: key or secret")
+    id: str
+
+
 class Approval(View):
     id: str
-    kind: str
-    state: Literal["pending", "approved", "signed", "failed", "rejected", "expired", "cancelled"]
-    key_id: str
+    kind: str = Field(description="the operation (same as operation; kept for existing clients)")
+    operation: str = Field(description="the payload kind: sign_transaction, ..., read_value")
+    resource: ApprovalResource
+    state: Literal["pending", "approved", "signed", "released", "failed", "rejected", "expired", "cancelled"]
+    key_id: str | None = Field(default=None, description="for a key's operation: the key")
+    secret_id: str | None = Field(default=None, description="for a secret's operation: the secret")
     requester_id: str
     payload_digest: str
     created_at: str
@@ -320,7 +331,13 @@ class Approval(View):
     reject_quorum: int
     progress: dict[str, int]
     result_available: bool
-    view: dict[str, Any] = Field(description="the decoded request: what approvers read")
+    released_by_requester: bool = Field(
+        description="true for a read: nothing runs on approval, the requester releases it once itself"
+    )
+    view: dict[str, Any] = Field(
+        description="the decoded request: what approvers read (for a read: the secret's metadata, "
+        "version and field names, never a value)"
+    )
     votes: list[ApprovalVote] | None = None
     error: dict[str, Any] | None = None
 

@@ -8,6 +8,9 @@ transaction)::
        |                                                             quorum no longer holds)
        +--rejections--> rejected      +--expiry--> expired      +--requester or admin--> cancelled
 
+    a read (``released_by_requester``): approved --its requester releases it, once--> released
+    (nothing runs on approval and nothing is stored: ``DecisionPipeline.release`` reads the value then)
+
 - The request is opened inside the pipeline's commit unit (``pending.PendingRequests.open``) with
   the server-computed digest of the canonical payload: the exact bytes to sign, the resource, the chain
   id, the body that reproduces them, and the digests of the policies that asked for approval. The
@@ -35,6 +38,11 @@ transaction)::
   commit unit has ``pending`` re-check the quorum and store the result: one signature is released, or
   none. This service calls the pipeline; nothing below calls back up here.
 - The requester fetches the result once (``result``); ``wait`` long-polls up to ``MAX_WAIT_SECONDS``.
+  For a read it says only when the request is approved (no value is ever a stored result); the
+  requester then releases it from the secret's fetch route with the approval's id.
+- A request is shown by its resource reference (``resource: {type, id}`` and the kind's id field) and
+  its operation; what approvers read is the payload's view plus the resource kind's (for a secret: its
+  metadata, never a value).
 """
 
 from __future__ import annotations
@@ -56,6 +64,7 @@ from signer.eth import (
 )
 from signer.identity import Role
 from signer.services.context import Caller, Clock, RequestContext, iso, require_role
+from signer.services.payloads import payload_kind
 from signer.services.pending import (
     PendingRequests,
     canonical_digest,
@@ -83,7 +92,7 @@ MAX_WAIT_SECONDS = 60
 POLL_INTERVAL_SECONDS = 1.0
 
 OPEN_STATES = ("pending", "approved")
-FINAL_STATES = ("signed", "failed", "rejected", "expired", "cancelled")
+FINAL_STATES = ("signed", "released", "failed", "rejected", "expired", "cancelled")
 
 
 _REFUSED_VOTE_STATUS = {
@@ -180,11 +189,15 @@ class ApprovalsService:
         brief: bool = False,
     ) -> dict[str, Any]:
         eligible = await eligibility(reader, record, votes)
+        kind = kind_of(record.kind)
+        by_requester = payload_kind(record.kind).released_by_requester
         out: dict[str, Any] = {
             "id": record.id,
             "kind": record.kind,
+            "operation": record.kind,
+            "resource": {"type": kind.type, "id": record.resource_id},
             "state": record.state,
-            **kind_of(record.kind).names(record.resource_id),
+            **kind.names(record.resource_id),
             "requester_id": record.requester_id,
             "payload_digest": record.payload_digest,
             "created_at": iso(record.created_at),
@@ -193,7 +206,10 @@ class ApprovalsService:
             "requirements": record.requirements["approvals"],
             "reject_quorum": record.requirements.get("reject_quorum", 1),
             "progress": {group: len(members) for group, members in sorted(eligible.approvers.items())},
-            "result_available": record.state == "signed" and record.result_fetched_at is None,
+            # A signature waits as the stored result; a read is released by its requester once approved.
+            "result_available": record.state == ("approved" if by_requester else "signed")
+            and record.result_fetched_at is None,
+            "released_by_requester": by_requester,
         }
         out["view"] = record.view
         if not brief:
@@ -502,6 +518,9 @@ class ApprovalsService:
                 requester = None if record is None else await reader.principals.get(record.requester_id)
             if record is None or record.state != "approved" or requester is None:
                 return
+            if payload_kind(record.kind).released_by_requester:
+                # Nothing runs on approval: its requester releases it, once (``pipeline.release``).
+                return
             requester_caller = Caller(
                 principal_id=requester.id,
                 name=requester.name,
@@ -562,19 +581,22 @@ class ApprovalsService:
         record = await self._visible(ctx, approval_id)
         if ctx.caller.principal_id != record.requester_id:
             raise Forbidden("only the requester fetches the result", code="not_the_requester")
+        # A read is never stored as a result: this says when it is approved, and the requester then
+        # releases it from its own route (``released_by_requester``).
+        by_requester = payload_kind(record.kind).released_by_requester
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             if record.state in OPEN_STATES and self._clock() >= record.expires_at:
                 await self.expire_due(ctx.request_id, approval_id)
-            elif record.state == "approved" and approval_id not in self._executing:
+            elif record.state == "approved" and not by_requester and approval_id not in self._executing:
                 # Approved but not signed: resume (a crash between the vote and the signature).
                 await self._execute(approval_id, ctx.request_id)
             async with self._store.read() as reader:
                 fresh = await reader.approvals.get(approval_id)
             assert fresh is not None
             record = fresh
-            if record.state not in OPEN_STATES:
+            if record.state not in OPEN_STATES or (by_requester and record.state == "approved"):
                 break
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -586,6 +608,8 @@ class ApprovalsService:
                 pass
         if record.state != "signed":
             body: dict[str, Any] = {"id": record.id, "state": record.state}
+            if by_requester and record.state == "approved":
+                body["expires_at"] = iso(record.expires_at)
             if record.state == "failed" and record.result is not None:
                 body["error"] = record.result.get("error")
             return 200, body

@@ -1,12 +1,17 @@
-"""Payload kinds: what a caller asks a key to sign, from the request's fields to a checked response.
+"""Payload kinds: what a caller asks of a resource, from the request's fields to a checked response.
 
-One ``PayloadKind`` per signing operation (transaction, message, typed data, digest), in a registry keyed
-by the operation's name. Each kind parses the request's fields (``parse``) or the canonical body an
-approval stored (``parse_stored``) into a preparer; preparing against a key gives a ``Prepared``: the
-exact bytes the token signs, the audit summary, the fields policy judges (``policy_fields``), the
-canonical body approvers approve and execution prepares again, the view approvers read, and ``sign``:
-the HSM call and the independent check of its signature (recovery to the key's address for secp256k1,
-``cryptography`` for P-256 and Ed25519). This module never decides and never writes: the pipeline does.
+One ``PayloadKind`` per operation, in a registry keyed by the operation's name: here the signing ones
+(transaction, message, typed data, digest); a resource kind's own module registers its others (the
+secrets' ``read_value`` in ``secret_kind``). A kind also says how an approved request of it ends
+(``released_by_requester``) and which metric family counts its outcomes (``count``).
+
+Each kind parses the request's fields (``parse``) or the canonical body an approval stored
+(``parse_stored``) into a preparer; preparing against a resource gives a ``Prepared``: the exact bytes the
+token signs, the audit summary, the fields policy judges (``policy_fields``), the canonical body
+approvers approve and execution prepares again, the view approvers read, and what happens once allowed:
+for a signature the HSM call and the independent check of its signature (recovery to the key's address
+for secp256k1, ``cryptography`` for P-256 and Ed25519), for others ``acts``. This module never decides
+and never writes: the pipeline does.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policy import TokenMovement, TransactionView, TypedDataDomain
+from signer import metrics
 from signer.crypto.signatures import check_ed25519, check_p256
 from signer.errors import Forbidden, InvalidRequest, SignerError, Unprocessable
 from signer.eth import (
@@ -32,7 +38,7 @@ from signer.eth import (
 )
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
-from signer.store import KeyRecord
+from signer.store import KeyRecord, Writer
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,10 @@ class Prepared:
     # What the operation does once allowed when it is not a signature (a secret read): given the token
     # and the resource, the response. The pipeline keeps the response until its audit event commits.
     acts: Callable[[KeyVault, Any], Awaitable[dict[str, Any]]] | None = None
+    # For a request about to wait for approvers, what it must fix of the resource as committed now (a
+    # read's version and field names): given the commit unit's writer and the resource, the payload to
+    # store and digest instead of this one. None: this one is stored as it is.
+    pin: Callable[[Writer, Any], Awaitable[Prepared]] | None = None
 
     def describe(self) -> Mapping[str, Any]:
         """The decoded view approvers read."""
@@ -109,9 +119,15 @@ class PayloadKind:
     actors_refusal: str = "only service principals sign"
     # The fields of a response the audit event keeps (never a signature: only who signed and what).
     audited_result: tuple[str, ...] = ("signer", "transaction_hash")
-    # Whether a decision asking for approval may open a pending request. Not for reads: the pending
-    # request would store the response (the value) as its result; the pipeline refuses them instead.
-    approvable: bool = True
+    # How an approved request ends. False (signing): it runs as soon as the quorum is reached and its
+    # response is stored as the request's result, handed to the requester once. True (a secret read):
+    # nothing runs on approval and no response is ever stored; the requester runs it once, itself, and
+    # the response goes straight to it (``ApprovalsService.release``).
+    released_by_requester: bool = False
+    # The metric family an outcome is counted in: (resource or None, operation, outcome).
+    count: Callable[[Any | None, str, str], None] = field(
+        default=lambda r, op, out: count_signature(r, op, out)
+    )
 
     def result_summary(self, response: Mapping[str, Any]) -> dict[str, Any]:
         return {k: response[k] for k in self.audited_result if k in response}
@@ -124,6 +140,13 @@ class PayloadKind:
         refused = self.fits(resource)
         if refused is not None:
             raise refused
+
+
+def count_signature(resource: Any | None, operation: str, outcome: str) -> None:
+    """``signer_signatures_total``: a key id only for a key that exists (made-up ids are no labels)."""
+    metrics.signature(
+        None if resource is None else resource.id, getattr(resource, "curve", None), operation, outcome
+    )
 
 
 def signs_with(operation: str, *curves: Curve) -> Callable[[KeyRecord], SignerError | None]:

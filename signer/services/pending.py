@@ -1,17 +1,24 @@
-"""Pending requests: opening one for a decision that needs approval, and closing it with its result.
+"""Pending requests: opening one for a decision that needs approval, and closing it once approved.
 
 This module sits below both the decision pipeline and the approvals service, and is the only place
-either touches a pending request's creation or its signed end: the pipeline opens a request here inside
-its commit unit when policy asks for approval (``open``), and, executing an approved one, asks here
-whether the approvals collected cover what policy asks now (``covers``), recomputes the approved digest
-(``payload_digest``) and stores the result in the same transaction as the signing event (``finalize``).
+either touches a pending request's creation or its end. A request names a resource (its kind's
+``ResourceRef``: the request's ``resource_id`` and the kind's id field, ``key_id`` or ``secret_id``) and
+an operation (its ``PayloadKind``). The pipeline opens a request here inside its commit unit when policy
+asks for approval (``open``, which lets the payload pin what it names of the resource first: a read's
+version and field names), and, running an approved one, asks here whether the approvals collected cover
+what policy asks now (``covers``), recomputes the approved digest (``payload_digest``) and closes it in
+the same transaction as the operation's audit event (``finalize``): a signature is stored as the result
+(``signed``) for the requester to collect once; a response released to its requester (a secret read,
+``released_by_requester``) is never stored (``released``). ``releasable`` says whether a requester may
+release its approved request now, with a stable code for every other state.
 The approvals service reads requests and counts votes with the same rules (``eligibility``,
 ``requirements_of``) and announces its own transitions through ``announce``. Nothing here calls the
 pipeline or the approvals service: it is called, and returns.
 
 The digest binds the canonical payload: the operation, what the resource kind binds of the resource
-(for a key: id, curve, signer), the chain id, the exact bytes to sign, the body that prepares them
-again, and the digests of the policies that asked for approval. Requirements (group, quorum, expiry)
+(for a key: id, curve, signer; for a secret: its id), the chain id, the exact bytes to sign (none for a
+read), the body that prepares them again (for a read: the version and field names), and the digests of
+the policies that asked for approval. Requirements (group, quorum, expiry)
 are snapshotted at ``open``: a later policy change cannot lower them for this request. Expiry at
 ``finalize`` is judged by the clock this module is given, the one the approvals service votes by.
 """
@@ -25,10 +32,10 @@ from datetime import datetime
 from typing import Any
 
 from policy import ApprovalRequirement, Decision, Effect, VoteStanding, check_approvals, why_not_counted
-from signer.audit import AuditEvent, EventTarget, Outcome, canonical_json
-from signer.errors import Conflict, Forbidden, InvalidRequest
+from signer.audit import AuditEvent, ErrorRef, EventTarget, Outcome, canonical_json
+from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError
 from signer.services.context import Clock, RequestContext, iso
-from signer.services.payloads import Prepared, payload_kind
+from signer.services.payloads import PayloadKind, Prepared, payload_kind
 from signer.services.resources import ResourceKind, resource_kind
 from signer.services.webhooks import WebhookService
 from signer.store import ApprovalRequestRecord, ApprovalVoteRecord, Reader, Writer
@@ -174,6 +181,48 @@ def pending_body(record: ApprovalRequestRecord) -> dict[str, Any]:
     }
 
 
+def already_released() -> SignerError:
+    return Conflict("the approved request has already been released", code="result_already_fetched")
+
+
+# What a requester gets for a request it may not release now, by the request's state.
+_NOT_RELEASABLE = {
+    "pending": ("the approval request is still waiting for approvers", "approval_pending"),
+    "rejected": ("the approval request was rejected", "approval_rejected"),
+    "expired": ("the approval request has expired", "approval_expired"),
+    "cancelled": ("the approval request was cancelled", "approval_cancelled"),
+    "failed": ("the approved request failed", "approval_failed"),
+    "signed": ("the approved request has already been released", "result_already_fetched"),
+}
+
+
+def releasable(
+    record: ApprovalRequestRecord | None, requester_id: str, operation: str, resource_id: str, now: datetime
+) -> ApprovalRequestRecord:
+    """The request if its requester may run it now (``PayloadKind.released_by_requester``): its own,
+    for this operation on this resource, approved and unexpired. Anyone else, and another resource or
+    operation, gets the answer for a request that does not exist; the requester a stable code per state
+    (``approval_pending``, ``approval_rejected``, ``approval_expired``, ``approval_cancelled``,
+    ``result_already_fetched`` once released)."""
+    if (
+        record is None
+        or record.requester_id != requester_id
+        or record.kind != operation
+        or record.resource_id != resource_id
+    ):
+        raise NotFound("no such approval request", code="approval_not_found")
+    if record.state == "released":
+        raise already_released()
+    if record.state == "approved" and now >= record.expires_at:
+        raise Conflict("the approval request has expired", code="approval_expired")
+    if record.state != "approved":
+        message, code = _NOT_RELEASABLE.get(
+            record.state, ("the approval request is closed", "approval_closed")
+        )
+        raise Conflict(message, code=code, state=record.state)
+    return record
+
+
 class PendingRequests:
     """Opens pending requests and stores their results, each inside the caller's transaction."""
 
@@ -210,6 +259,9 @@ class PendingRequests:
             raise ValueError("reject_quorum must be at least 1")
         kind = kind_of(operation)
         ref = kind.ref(resource)
+        if prepared.pin is not None:
+            # What the request names of the resource is fixed now (a read: its version and fields).
+            prepared = await prepared.pin(writer, resource)
         digest = payload_digest(operation, resource, prepared, decision.policy_digests)
         expires_at = min(r.expires_at for r in decision.approvals)
         record = ApprovalRequestRecord(
@@ -259,12 +311,20 @@ class PendingRequests:
 
     # -- the end of an approved request (inside the pipeline's commit unit) ---------------------
 
-    async def finalize(self, writer: Writer, approval_id: str, response: dict[str, Any]) -> None:
+    async def finalize(
+        self, writer: Writer, approval_id: str, payload: PayloadKind, response: dict[str, Any]
+    ) -> None:
         """Inside the pipeline's commit unit: the request must still be approved, unexpired and backed
-        by a quorum of currently eligible approvers; then the result is stored with the signing event.
-        Expiry is judged by this module's clock, the same one every vote was judged by."""
+        by a quorum of currently eligible approvers; then it is closed with the operation's event.
+        Expiry is judged by this module's clock, the same one every vote was judged by.
+
+        How it closes is the payload kind's: a signature is stored as the result (``signed``), handed
+        to the requester once; a response released to its requester (a secret read) is never stored:
+        the request becomes ``released`` and can never run again."""
         now = self._clock()
         record = await writer.approvals.lock(approval_id)
+        if record is not None and record.state == "released":
+            raise already_released()
         if record is None or record.state != "approved":
             raise Conflict("the approval request is no longer approved", code="approval_closed")
         if now >= record.expires_at:
@@ -279,12 +339,17 @@ class PendingRequests:
                 code="approval_quorum_lost",
                 reasons=outcome.reasons_as_dicts(),
             )
-        if not await writer.approvals.transition(approval_id, ["approved"], "signed", now, result=response):
+        state, stored = ("released", None) if payload.released_by_requester else ("signed", response)
+        if not await writer.approvals.transition(approval_id, ["approved"], state, now, result=stored):
             raise Conflict("the approval request is no longer approved", code="approval_closed")
-        await self.announce(writer, record, "approval.signed", now)
+        if payload.released_by_requester:
+            # Handed out now, to the requester running it: nothing is left to fetch.
+            await writer.approvals.mark_result_fetched(approval_id, now, state=state)
+        event = f"approval.{state}"
+        await self.announce(writer, record, event, now)
         writer.append_audit(
             AuditEvent.of(
-                "approval.signed",
+                event,
                 at=now,
                 outcome=Outcome.ALLOWED,
                 actor=None,
@@ -293,9 +358,30 @@ class PendingRequests:
                 approval_id=approval_id,
                 payload_digest=record.payload_digest,
                 approvers={g: sorted(p) for g, p in sorted(eligible.approvers.items())},
-                result={k: response[k] for k in ("signer", "transaction_hash") if k in response},
+                result=payload.result_summary(response),
             )
         )
+
+    async def reopen(
+        self, writer: Writer, approval_id: str, error: SignerError, now: datetime, request_id: str | None
+    ) -> bool:
+        """An approved request whose quorum no longer holds (an approver disabled, removed or its token
+        revoked since voting) goes back to ``pending`` to collect again; True if it moved."""
+        if not await writer.approvals.transition(approval_id, ["approved"], "pending", now):
+            return False
+        writer.append_audit(
+            AuditEvent.of(
+                "approval.reopened",
+                at=now,
+                outcome=Outcome.FAILED,
+                actor=None,
+                request_id=request_id,
+                resource=EventTarget("approval", approval_id),
+                error=ErrorRef(error.code, error.status),
+                approval_id=approval_id,
+            )
+        )
+        return True
 
     async def announce(self, writer: Writer, record: ApprovalRequestRecord, kind: str, now: datetime) -> None:
         """Queue the approver groups' webhooks for this event, in the transaction that records it."""

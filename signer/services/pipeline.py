@@ -18,7 +18,9 @@ execution all call it. What differs between a caller's request and an approved o
 ``Path``: where its facts come from, what a decision asking for approval means (open a pending request,
 or accept it when the approvals collected cover it), what must hold of its payload, and what settles in
 the commit. Pending requests are opened and closed through ``pending``, below this module; nothing here
-calls the approvals service, which calls ``execute_approved`` here once a request is approved.
+calls the approvals service, which calls ``execute_approved`` here once a request is approved. An
+operation whose response must go to its requester alone (a secret read) is not run on approval: its
+requester runs it once through ``release``, on the same approved path.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import enum
 import functools
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -73,7 +75,7 @@ from signer.services.context import Caller, Clock, RequestContext
 from signer.services.facts import FactsCache
 from signer.services.idempotency import Idempotency, IdempotencyGate, in_progress, replayed
 from signer.services.payloads import PayloadKind, Prepared, Preparer, payload_kind
-from signer.services.pending import PendingRequests, covers, payload_digest, pending_body
+from signer.services.pending import PendingRequests, covers, payload_digest, pending_body, releasable
 from signer.services.resources import ResourceKind, ResourceRef, resource_kind
 from signer.store import (
     ApprovalRequestRecord,
@@ -230,7 +232,8 @@ class ApprovedRequest:
     Facts are read fresh (never from the cache, never from the requester's long-expired token: the
     requester principal must still be enabled); the body must reproduce the approved digest; a decision
     that still asks for approval is accepted only when the approvals collected cover every requirement
-    it names; the request's final state and result commit with the signing event (``settle``)."""
+    it names; the request's final state (and a signature as its result) commits with the operation's
+    audit event (``settle``)."""
 
     record: ApprovalRequestRecord
     pending: PendingRequests
@@ -268,7 +271,7 @@ class ApprovedRequest:
             raise Conflict("the payload does not match the approved digest", code="approval_mismatch")
 
     async def settle(self, writer: Writer, response: dict[str, Any]) -> None:
-        await self.pending.finalize(writer, self.record.id, response)
+        await self.pending.finalize(writer, self.record.id, payload_kind(self.record.kind), response)
 
 
 # -- the pipeline ----------------------------------------------------------------------------------
@@ -303,7 +306,7 @@ class DecisionPipeline:
 
         async def refused(exc: SignerError) -> None:
             # Refused before anything was judged (the key is reused, or still in progress elsewhere).
-            _count(None, order.operation, _outcome(exc))
+            _count(None, order.payload, _outcome(exc))
             await self._record_refusal(self._event(order, path, self.clock()), exc)
 
         # At most one request per key reaches the HSM; its duplicates wait for its stored response.
@@ -315,8 +318,58 @@ class DecisionPipeline:
         """Run an approved request's stored canonical body on behalf of its requester."""
         ctx = RequestContext(request_id=request_id, caller=requester, epoch=-1)
         payload = payload_kind(record.kind)
+        if payload.released_by_requester:
+            # Its response must go to its requester alone: run through ``release``, never on approval.
+            raise ValueError("this request is released by its requester")
         order = Order(ctx, payload, record.resource_id, payload.parse_stored(record.payload["body"]))
         return await self._execute(order, ApprovedRequest(record, self.pending), None)
+
+    async def release(
+        self,
+        ctx: RequestContext,
+        payload: PayloadKind,
+        resource_id: str,
+        approval_id: str,
+        prepare_stored: Callable[[Mapping[str, Any]], Preparer],
+    ) -> dict[str, Any]:
+        """An approved request its requester runs itself, once (``PayloadKind.released_by_requester``:
+        a secret read). The request must be the caller's own, for this operation on this resource, and
+        approved (``pending.releasable``); then its stored body (``prepare_stored``) runs as an approved
+        request does: facts read fresh, the approved digest reproduced, grants and policy judged again,
+        the approvals re-counted and the request closed in the commit that audits the response."""
+        now = self.clock()
+        async with self.store.read() as reader:
+            record = await reader.approvals.get(approval_id)
+        try:
+            record = releasable(record, ctx.caller.principal_id, payload.operation, resource_id, now)
+            prepare = prepare_stored(record.payload["body"])
+        except SignerError as exc:
+            _count(None, payload, _outcome(exc))
+            unreleased = Order(ctx, payload, resource_id, _no_preparer)
+            event = {**self._event(unreleased, CallerRequest(), now), "approval": {"id": approval_id}}
+            await self._record_refusal(event, exc)
+            raise
+        try:
+            return await self._execute(
+                Order(ctx, payload, resource_id, prepare), ApprovedRequest(record, self.pending), None
+            )
+        except SignerError as exc:
+            if exc.code == "approval_quorum_lost":
+                # Refused and audited by _execute; the request goes back to collecting approvals.
+                await self._reopen(approval_id, exc, ctx.request_id)
+            raise
+
+    async def _reopen(self, approval_id: str, exc: SignerError, request_id: str) -> None:
+        now = self.clock()
+
+        async def unit(writer: Writer) -> None:
+            await self.pending.reopen(writer, approval_id, exc, now, request_id)
+
+        try:
+            await self.store.submit(unit)
+        except SignerError:
+            # The refusal is what the requester needs; the next release finds the quorum lost again.
+            pass
 
     async def dry_run(
         self,
@@ -393,7 +446,7 @@ class DecisionPipeline:
             # stays in memory), so the store may run it again if PostgreSQL aborts the batch.
             result = await self.store.submit(functools.partial(self.commit, flight), rerunnable=True)
         except SignerError as exc:
-            _count(judged, order.operation, _outcome(exc))
+            _count(judged, order.payload, _outcome(exc))
             if committing and isinstance(exc, (DatabaseUnavailable, AuditUnavailable)):
                 # The signature is dropped here and never leaves. Recording the failure would wait
                 # for the same database that just failed, past the caller's deadline: the store
@@ -404,7 +457,7 @@ class DecisionPipeline:
             discarded = {"signature_discarded": True} if committing and response is not None else {}
             await self._record_refusal({**event, **discarded}, exc)
             raise
-        _count(judged, order.operation, "pending_approval" if _is_pending(result) else "allowed")
+        _count(judged, order.payload, "pending_approval" if _is_pending(result) else "allowed")
         return result
 
     async def precheck(self, order: Order, path: Path, now: datetime) -> Judged:
@@ -422,8 +475,6 @@ class DecisionPipeline:
                 verdict = path.verdict(decision)
                 if verdict is Verdict.REFUSE:
                     raise refusal(decision, facts.subject, ref)
-                if verdict is Verdict.PEND and not order.payload.approvable:
-                    raise _not_approvable()
                 self._check_state(order, ref)
                 return Judged(facts, resource, ref, prepared, request, decision)
             except SignerError:
@@ -453,8 +504,6 @@ class DecisionPipeline:
                 return replay
         decision = await self._judge_exactly(writer, flight, current, now)
         verdict = path.verdict(decision)
-        if verdict is Verdict.PEND and not order.payload.approvable:
-            raise _not_approvable()
         if verdict is Verdict.PEND:
             # No signature leaves: the request waits for its approvers (stored in this transaction).
             record = await self.pending.open(
@@ -699,13 +748,8 @@ def _audit_event(
     )
 
 
-def _not_approvable() -> SignerError:
-    # A read that policy sends to approvers: the pending request would keep the value as its result
-    # and release it again; until a read can be released once, to its requester, it is refused.
-    return Conflict(
-        "policy requires approval for this read; approved reads are not supported yet",
-        code="approval_not_supported_for_reads",
-    )
+def _no_preparer(resource: Any) -> Prepared:
+    raise AssertionError("a refused release prepares nothing")
 
 
 def _outcome(exc: SignerError) -> str:
@@ -716,9 +760,6 @@ def _is_pending(result: dict[str, Any]) -> bool:
     return result.get("state") == "pending_approval"
 
 
-def _count(judged: Judged | None, operation: str, outcome: str) -> None:
-    # Only a resource that exists names its id: a caller's made-up ids must not become label values.
-    resource = None if judged is None else judged.resource
-    metrics.signature(
-        None if resource is None else resource.id, getattr(resource, "curve", None), operation, outcome
-    )
+def _count(judged: Judged | None, payload: PayloadKind, outcome: str) -> None:
+    # Only a resource that exists is named: a caller's made-up ids must not become label values.
+    payload.count(None if judged is None else judged.resource, payload.operation, outcome)

@@ -7,9 +7,13 @@ signing, and every outcome is audited by the pipeline with field names and versi
 ``Sealer`` that seals a version's fields under a fresh data key wrapped by the organisation's KEK in the
 token, and opens them again; and the rules a value, a field name and a generated value follow.
 
-It must never: put a value or a data key in a log line, an exception message, an audit event or a
-response other than the fetch's own; keep a value or an unwrapped key beyond the call; let a read open a
-pending approval (the pending request would store the value as its result: ``approvable=False``).
+A read that policy sends to approvers opens a pending request naming only the secret, the version that
+was current then and its field names (``Prepared.pin``); approvers see the secret's metadata, never a
+value. Once approved, nothing runs: the requester releases it once, itself (``released_by_requester``),
+and the value is read at that moment from that version, never stored with the request.
+
+It must never: put a value or a data key in a log line, an exception message, an audit event, a pending
+request or a response other than the fetch's own; keep a value or an unwrapped key beyond the call.
 """
 
 from __future__ import annotations
@@ -19,12 +23,13 @@ import re
 import secrets as random
 import string
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
+from signer import metrics
 from signer.crypto.envelope import FieldBinding, new_data_key, open_field, seal_field
-from signer.errors import InvalidRequest, NotFound, SignerError, Unprocessable
+from signer.errors import Conflict, InvalidRequest, NotFound, SignerError
 from signer.hsm import KeyVault, KeyWrapper
 from signer.identity import Role
 from signer.services.payloads import PayloadKind, Prepared, Preparer
@@ -74,9 +79,17 @@ SECRETS = register(
         ref=secret_ref,
         not_found=not_found,
         unusable=lambda ref: None,
-        # What approvers would read: metadata, never a value (reads are not approvable yet).
-        approval_view=lambda secret: {"secret_id": secret.id, "name": secret.name, "folder": secret.folder},
-        digest_fields=lambda secret: {"secret_id": secret.id, "version": secret.current_version},
+        # What approvers read: metadata, never a value.
+        approval_view=lambda secret: {
+            "secret_id": secret.id,
+            "name": secret.name,
+            "folder": secret.folder,
+            "owner": f"{secret.owner_type}:{secret.owner}",
+            "category": secret.category,
+        },
+        # The version and field names are in the request's body (pinned when it was opened), so a
+        # rotation since does not change what was approved.
+        digest_fields=lambda secret: {"secret_id": secret.id},
     )
 )
 
@@ -231,12 +244,15 @@ class Opener:
 
 
 def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
+    """A fetch from the request's fields (``version``, ``field``, ``workload``, ``source``), or from an
+    approved request's stored body (``version`` and ``fields``: exactly what was approved)."""
     opener = fields.get("opener")
     if not isinstance(opener, Opener):
         raise TypeError("a secret fetch is prepared by the secrets service")
     version = fields.get("version")
     backend_version = fields.get("backend_version")
     field = fields.get("field")
+    approved = fields.get("fields")
     workload = fields.get("workload")
     source = fields.get("source")
     if version is not None and (type(version) is not int or version < 1):
@@ -249,11 +265,18 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
         )
     if field is not None:
         check_field_name(field)
+    if approved is not None:
+        if not isinstance(approved, list) or not approved or version is None:
+            raise InvalidRequest("a stored read names its version and fields", code="invalid_request")
+        for name in approved:
+            check_field_name(name)
 
     def prepare(secret: SecretRecord) -> Prepared:
         async def acts(_: KeyVault, current: Any) -> dict[str, Any]:
             backend = opener.backends.for_secret(current)
-            read = await backend.read(current, Selector(version, backend_version), field)
+            # An approved read opens exactly the fields it was approved for; otherwise one or all.
+            wanted = approved if approved is not None else ([field] if field is not None else None)
+            read = await backend.read(current, Selector(version, backend_version), wanted)
             response: dict[str, Any] = {
                 "secret_id": current.id,
                 "name": current.name,
@@ -267,6 +290,24 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
                 response["backend_version"] = read.backend_version
             return response
 
+        async def pin(writer: Writer, current: Any) -> Prepared:
+            # Waiting for approvers: fix the version current now and its field names; nothing else.
+            if current.backend != "sealed":
+                # The signer cannot pin a version another system holds without reading it there.
+                raise Conflict(
+                    "reads of a secret held by reference cannot wait for approval",
+                    code="approval_not_supported_for_reference_reads",
+                )
+            fresh = await writer.secrets.get(current.id)
+            if fresh is None:
+                raise not_found()
+            number = fresh.current_version if version is None else version
+            names = _field_names(await writer.secrets.version(current.id, number), field, approved)
+            return _approved_read(number, names, workload, source, acts)
+
+        if approved is not None:
+            assert version is not None
+            return _approved_read(version, approved, workload, source, acts)
         summary = {
             "version": "current" if version is None else version,
             "fields": [field] if field is not None else "all",
@@ -278,15 +319,42 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             summary.update(
                 backend=secret.backend, reference=secret.reference, backend_version=backend_version
             )
-        return Prepared(data=b"", summary=summary, acts=acts)
+        return Prepared(data=b"", summary=summary, acts=acts, pin=pin)
 
     # Preparers are typed for keys (the first kind); the pipeline hands each kind its own records.
     return cast(Preparer, prepare)
 
 
-def _not_stored(_: Mapping[str, Any]) -> Preparer:
-    # Reads never open a pending request (approvable=False), so no stored body is ever run again.
-    raise Unprocessable("reads are not approvable", code="approval_not_supported_for_reads")
+def _field_names(
+    stored: SecretVersionRecord | None, field: str | None, approved: list[str] | None
+) -> list[str]:
+    """The fields a read opens: one, the approved ones, or all; refused if the version or one is gone."""
+    if stored is None:
+        raise NotFound("no such version of the secret", code="secret_version_not_found")
+    wanted = approved if approved is not None else ([field] if field is not None else None)
+    if wanted is None:
+        return sorted(stored.sealed_fields)
+    if any(name not in stored.sealed_fields for name in wanted):
+        raise NotFound("no such field in the secret", code="secret_field_not_found")
+    return sorted(wanted)
+
+
+def _approved_read(
+    version: int,
+    names: list[str],
+    workload: str | None,
+    source: str | None,
+    acts: Callable[[KeyVault, Any], Awaitable[dict[str, Any]]],
+) -> Prepared:
+    """A read bound to one version and its field names: what approvers approve (the body, digested)
+    and read (the view: version, fields, workload), and what the requester's release opens."""
+    return Prepared(
+        data=b"",
+        summary={"version": version, "fields": names, "workload": workload, "source": source},
+        acts=acts,
+        body={"version": version, "fields": names},
+        view={"scheme": "secret_read", "version": version, "fields": names, "workload": workload},
+    )
 
 
 FETCH = register_payload(
@@ -295,12 +363,13 @@ FETCH = register_payload(
         resource_type="secret",
         event_kind="secret.fetch",
         parse=_parse_fetch,
-        parse_stored=_not_stored,
+        parse_stored=_parse_fetch,
         fits=lambda secret: None,
         actors=frozenset({Role.SERVICE, Role.ADMIN}),
         actors_refusal="only service principals and admins read secret values",
         # Who read which version's which fields: never a value.
         audited_result=("version", "field_names", "backend_version"),
-        approvable=False,
+        released_by_requester=True,
+        count=lambda secret, operation, outcome: metrics.secret_fetch(outcome),
     )
 )

@@ -31,7 +31,7 @@ from typing import Any
 
 from policy import Effect
 from signer.audit import ErrorRef, Outcome
-from signer.errors import InvalidRequest, SignerError, Unprocessable
+from signer.errors import Conflict, InvalidRequest, SignerError, Unprocessable
 from signer.secret_refs import ReferenceRefused, SecretReference, check_folder, parse_reference
 from signer.services.authorization import (
     Subject,
@@ -196,7 +196,7 @@ class SecretResolver:
 
         async def fetch(want: _Wanted) -> None:
             try:
-                fetched[want] = await self._secrets.fetch(
+                answer = await self._secrets.fetch(
                     ctx,
                     want.secret_id,
                     version=want.version,
@@ -204,6 +204,16 @@ class SecretResolver:
                     workload=workload,
                     source=source,
                 )
+                if answer.get("state") == "pending_approval":
+                    # Policy sent this read to approvers (the request is open, nothing was read): the
+                    # batch stops here; once approved, its requester releases it by the approval's id.
+                    raise Conflict(
+                        "reading this secret needs approval: once approved, release it with "
+                        "POST /v1/secrets/{id}/fetch and the approval id",
+                        code="approval_required",
+                        approval_id=answer["approval"]["id"],
+                    )
+                fetched[want] = answer
             except SignerError as exc:
                 raise _indexed(exc, first[want]) from None
 

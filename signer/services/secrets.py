@@ -472,12 +472,16 @@ class SecretsService:
         workload: str | None = None,
         source: str | None = None,
         backend_version: str | None = None,
+        approval_id: str | None = None,
     ) -> dict[str, Any]:
         """The values of the current (or a named) version, one field or all: through the pipeline, so
         grants and rules judge it and its audit event (who, workload, source, version, field names,
-        never a value) commits before the values leave."""
+        never a value) commits before the values leave. A read policy sends to approvers answers the
+        pending request instead; with ``approval_id`` its requester releases the approved read once."""
         if workload is not None:
             workload = check_name(workload, field="workload", kind=NameKind.TAG)
+        if approval_id is not None:
+            return await self._release(ctx, secret_id, approval_id, version, field, workload, source)
         fields = {
             "opener": self._opener,
             "version": version,
@@ -488,6 +492,34 @@ class SecretsService:
         }
         # No Idempotency-Key: the pipeline would store the response, and the response is the value.
         response = await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
+        if response.get("state") != "pending_approval":
+            await self._note_fetch(ctx, secret_id)
+        return response
+
+    async def _release(
+        self,
+        ctx: RequestContext,
+        secret_id: str,
+        approval_id: str,
+        version: int | None,
+        field: str | None,
+        workload: str | None,
+        source: str | None,
+    ) -> dict[str, Any]:
+        """An approved read, released once to its requester: the version and fields approved."""
+        if version is not None or field is not None:
+            raise InvalidRequest(
+                "an approved read releases what was approved: give neither version nor field",
+                code="approval_fixes_the_read",
+                field="approval_id",
+            )
+
+        def stored(body: Mapping[str, Any]) -> Any:
+            return FETCH.parse_stored(
+                {**body, "opener": self._opener, "workload": workload, "source": source}
+            )
+
+        response = await self._pipeline.release(ctx, FETCH, secret_id, approval_id, stored)
         await self._note_fetch(ctx, secret_id)
         return response
 

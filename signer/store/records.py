@@ -56,7 +56,10 @@ SECRET_OWNER_TYPES = frozenset({"principal", "group"})
 SECRET_ORIGINS = frozenset({"provided", "generated"})
 SECRET_BACKENDS = frozenset({"sealed", "aws_secrets_manager", "openbao_kv2"})
 GRANT_RESOURCE_TYPES = frozenset({"key", "scope", "secret"})
-APPROVAL_STATES = frozenset({"pending", "approved", "signed", "failed", "rejected", "expired", "cancelled"})
+# "released": an approved request its requester ran itself (a secret read), whose response was never stored.
+APPROVAL_STATES = frozenset(
+    {"pending", "approved", "signed", "released", "failed", "rejected", "expired", "cancelled"}
+)
 VOTE_DECISIONS = frozenset({"approve", "reject"})
 APPROVER_KEY_SCHEMES = frozenset({"ed25519", "secp256k1"})
 ATTACHMENT_MODES = frozenset({"live", "shadow"})

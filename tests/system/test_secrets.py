@@ -2,8 +2,8 @@
 
 A service principal fetches what it was granted and nothing else; a caller without any grant about a
 secret gets the same 404 as for one that does not exist; a rotated value is what the next fetch returns;
-bad input is refused with stable codes and writes nothing; a read that policy sends to approvers is
-refused (approved reads are not built); and a canary scan finds no value in the database files, the
+bad input is refused with stable codes and writes nothing; a read that policy sends to approvers waits
+for them (202); and a canary scan finds no value in the database files, the
 server's log, the audit export or any error body (matrix A-14 for secrets).
 """
 
@@ -221,7 +221,7 @@ def test_bad_input_is_refused_and_writes_nothing(world: World, change: dict[str,
     assert status == 200 and listed["items"] == []
 
 
-def test_a_read_that_needs_approval_is_refused(world: World) -> None:
+def test_a_read_that_needs_approval_waits_for_approvers(world: World) -> None:
     secret_id = world.create("needs-approval")["id"]
     world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
     today = datetime.now(UTC).strftime("%a").lower()
@@ -243,7 +243,8 @@ def test_a_read_that_needs_approval_is_refused(world: World) -> None:
         scope=world.org,
     )
     status, body = world.fetch(secret_id)
-    assert (status, body["code"]) == (409, "approval_not_supported_for_reads"), body
+    # Approved reads, released once to the requester: tests/system/test_secret_reads.py.
+    assert (status, body["state"]) == (202, "pending_approval"), body
     assert "values" not in body
 
 

@@ -123,7 +123,9 @@ async def cancel_approval(request: web.Request) -> web.Response:
 @api.operation(
     "GET",
     "/v1/approvals/{approval_id}/result",
-    summary="The signature once approved (handed out once); ?wait=N long-polls up to 60 s; 202 while open",
+    summary="The signature once approved (handed out once); for a secret read only the state (the "
+    "requester releases it with POST /v1/secrets/{id}/fetch and approval_id); ?wait=N long-polls up to "
+    "60 s; 202 while open",
     tag="approvals",
     who="the requesting service",
     response=out.ApprovalResult,

@@ -23,7 +23,7 @@ from signer.http.state import SETTINGS
     who="a service principal or admin with `read_value` on each (and `list` for a scope's)",
     request=ResolveSecretsBody,
     response=ResolvedSecrets,
-    errors=(403, 404, 409, 422, 429, 503),
+    errors=(403, 404, 409, 422, 429, 502, 503, 504),
 )
 async def resolve_secrets(request: web.Request) -> web.Response:
     ctx = await context(request)

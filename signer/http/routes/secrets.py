@@ -182,7 +182,8 @@ async def delete_secret(request: web.Request) -> web.Response:
     who="a service principal or admin with `read_value` on it",
     request=FetchSecretBody,
     response=out.SecretValue,
-    errors=(403, 404, 409, 422, 429, 502, 503, 504),
+    other_responses={202: out.PendingApproval},
+    errors=(400, 403, 404, 409, 422, 429, 502, 503, 504),
 )
 async def fetch_secret(request: web.Request) -> web.Response:
     ctx = await context(request)
@@ -195,7 +196,9 @@ async def fetch_secret(request: web.Request) -> web.Response:
         field=body.field,
         workload=body.workload,
         source=request.remote,
+        approval_id=body.approval_id,
     )
-    response = json_response(value)
+    # 202: policy sends this read to approvers; nothing was read (release it later with approval_id).
+    response = json_response(value, 202 if value.get("state") == "pending_approval" else 200)
     response.headers["Cache-Control"] = "no-store"
     return response

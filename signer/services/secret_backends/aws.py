@@ -22,6 +22,7 @@ import asyncio
 import json
 import re
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import boto3
@@ -131,7 +132,7 @@ class AwsSecretsManagerBackend:
         except BotoCoreError:
             raise unavailable() from None
 
-    async def read(self, secret: SecretRecord, selector: Selector, field: str | None) -> Fetched:
+    async def read(self, secret: SecretRecord, selector: Selector, names: Sequence[str] | None) -> Fetched:
         if selector.version is not None:
             raise unsupported_version(
                 "AWS Secrets Manager versions are ids or stage labels: use backend_version"
@@ -149,7 +150,7 @@ class AwsSecretsManagerBackend:
             parsed = None
         fields = fields_from_object(parsed) if isinstance(parsed, dict) else {"value": text}
         version_id = answer.get("VersionId")
-        return Fetched(pick(fields, field), None, version_id if isinstance(version_id, str) else None)
+        return Fetched(pick(fields, names), None, version_id if isinstance(version_id, str) else None)
 
     async def close(self) -> None:
         client, self._client = self._client, None

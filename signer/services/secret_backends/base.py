@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -75,7 +75,9 @@ class SecretBackend(Protocol):
         """The reference as stored, or ``InvalidRequest(invalid_reference)`` (never echoing it)."""
         ...
 
-    async def read(self, secret: SecretRecord, selector: Selector, field: str | None) -> Fetched: ...
+    async def read(
+        self, secret: SecretRecord, selector: Selector, names: Sequence[str] | None
+    ) -> Fetched: ...
 
     async def close(self) -> None: ...
 
@@ -132,9 +134,10 @@ def fields_from_object(data: Mapping[str, Any]) -> dict[str, str]:
     return fields
 
 
-def pick(fields: dict[str, str], field: str | None) -> dict[str, str]:
-    if field is None:
+def pick(fields: dict[str, str], names: Sequence[str] | None) -> dict[str, str]:
+    """The fields asked for (all when ``names`` is None), refused if one is missing."""
+    if names is None:
         return dict(sorted(fields.items()))
-    if field not in fields:
+    if any(name not in fields for name in names):
         raise NotFound("no such field in the secret", code="secret_field_not_found")
-    return {field: fields[field]}
+    return {name: fields[name] for name in sorted(names)}

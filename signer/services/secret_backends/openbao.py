@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -98,7 +99,7 @@ class OpenBaoKv2Backend:
         except (aiohttp.ClientError, ValueError):
             raise unavailable() from None
 
-    async def read(self, secret: SecretRecord, selector: Selector, field: str | None) -> Fetched:
+    async def read(self, secret: SecretRecord, selector: Selector, names: Sequence[str] | None) -> Fetched:
         if selector.backend_version is not None:
             raise unsupported_version("KV v2 versions are numbers: use version")
         assert secret.reference is not None
@@ -118,7 +119,7 @@ class OpenBaoKv2Backend:
             raise unavailable()
         number = metadata.get("version") if isinstance(metadata, dict) else None
         version = number if type(number) is int else None
-        return Fetched(pick(fields_from_object(values), field), version)
+        return Fetched(pick(fields_from_object(values), names), version)
 
     async def close(self) -> None:
         session, self._session = self._session, None

@@ -10,6 +10,7 @@ of another secret (the envelope's associated data binds id, version and field).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from signer.errors import InvalidRequest, NotFound, Unprocessable
@@ -33,7 +34,7 @@ class SealedBackend:
     def check_reference(self, reference: str) -> str:
         raise InvalidRequest("a sealed secret has no reference", code="invalid_reference", field="reference")
 
-    async def read(self, secret: SecretRecord, selector: Selector, field: str | None) -> Fetched:
+    async def read(self, secret: SecretRecord, selector: Selector, names: Sequence[str] | None) -> Fetched:
         if selector.backend_version is not None:
             raise unsupported_version("a sealed secret's versions are numbers: use version")
         async with self._store.read() as reader:
@@ -44,10 +45,12 @@ class SealedBackend:
             stored = await reader.secrets.version(secret.id, number)
         if stored is None:
             raise NotFound("no such version of the secret", code="secret_version_not_found")
-        if field is not None and field not in stored.sealed_fields:
+        if names is not None and any(name not in stored.sealed_fields for name in names):
             raise NotFound("no such field in the secret", code="secret_field_not_found")
-        names = sorted(stored.sealed_fields) if field is None else [field]
-        opened = await self._sealer.open(stored, names)
+        # Only the fields asked for are opened.
+        opened = await self._sealer.open(
+            stored, sorted(stored.sealed_fields) if names is None else sorted(names)
+        )
         try:
             values = {name: raw.decode("utf-8") for name, raw in opened.items()}
         except UnicodeDecodeError:

@@ -254,13 +254,15 @@ class ApprovalWrites(ApprovalReads):
         )
         return bool(moved.rowcount)
 
-    async def mark_result_fetched(self, request_id: str, now: datetime) -> bool:
-        """Mark a signed request's result as handed out; True only for the first caller."""
+    async def mark_result_fetched(self, request_id: str, now: datetime, *, state: str = "signed") -> bool:
+        """Mark a request's result as handed out (a ``signed`` one's stored result, or a ``released``
+        one's response given straight to its requester); True only for the first caller."""
         aware(now, "now")
+        one_of(state, APPROVAL_STATES, "approval state")
         c = t.approval_requests.c
         moved = await self._tx._write(
             update(t.approval_requests)
-            .where(c.id == request_id, c.state == "signed", c.result_fetched_at.is_(None))
+            .where(c.id == request_id, c.state == state, c.result_fetched_at.is_(None))
             .values(result_fetched_at=now)
         )
         return bool(moved.rowcount)
