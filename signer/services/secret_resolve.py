@@ -207,11 +207,13 @@ class SecretResolver:
                 if answer.get("state") == "pending_approval":
                     # Policy sent this read to approvers (the request is open, nothing was read): the
                     # batch stops here; once approved, its requester releases it by the approval's id.
+                    approval = answer["approval"]["id"]
                     raise Conflict(
-                        "reading this secret needs approval: once approved, release it with "
-                        "POST /v1/secrets/{id}/fetch and the approval id",
+                        f"reading this secret needs approval: request {approval} is waiting; once "
+                        "approved, its requester releases the read with POST /v1/secrets/{id}/fetch "
+                        "and approval_id",
                         code="approval_required",
-                        approval_id=answer["approval"]["id"],
+                        approval_id=approval,
                     )
                 fetched[want] = answer
             except SignerError as exc:
