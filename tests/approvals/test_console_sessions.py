@@ -30,6 +30,7 @@ from signer.services.audit_log import AuditLogService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.health import HealthService
 from signer.services.secret_kind import Sealer
+from signer.services.secret_resolve import SecretResolver
 from signer.services.secrets import SecretsService
 from signer.services.webhooks import WebhookService
 from tests.approvals.support import Person, World
@@ -102,6 +103,7 @@ async def _serve(world: World, tmp_path: Path, *, secure: bool = False) -> Async
     transport = AiohttpTransport()
     app = web.Application(middlewares=[request_context])
     app[SETTINGS] = Settings(data_dir=tmp_path, console_cookie_secure=secure)
+    secrets = SecretsService(world.store, world.pipeline, Sealer(world.hsm), max_value_bytes=1024)
     app[SERVICES] = Services(
         auth=world.auth,
         admin=world.admin,
@@ -113,7 +115,8 @@ async def _serve(world: World, tmp_path: Path, *, secure: bool = False) -> Async
         policies=world.policies,
         webhooks=WebhookService(world.store, world.auth, transport),
         console_sessions=sessions,
-        secrets=SecretsService(world.store, world.pipeline, Sealer(world.hsm), max_value_bytes=1024),
+        secrets=secrets,
+        secret_refs=SecretResolver(world.store, secrets),
     )
     app.add_routes(console_routes)
     runner = web.AppRunner(app)
