@@ -23,6 +23,7 @@ from typing import Any
 from policy import Effect
 from signer.audit import EventTarget
 from signer.errors import Forbidden, InvalidRequest, NotFound, SignerError
+from signer.identity import Role
 from signer.services.authorization import (
     holds_any_grant,
     load_policies,
@@ -36,6 +37,7 @@ from signer.services.naming import NameKind, check_name
 from signer.services.pipeline import DecisionPipeline, Order, judge
 from signer.services.policies import check_group
 from signer.services.resources import ResourceRef
+from signer.services.secret_access import access_view, ancestors, listing_targets
 from signer.services.secret_kind import (
     FETCH,
     Opener,
@@ -209,8 +211,8 @@ class SecretsService:
         version = SecretVersionRecord(secret_id, 1, kek_id, wrapped, sealed, now, ctx.caller.principal_id)
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            if owner_type == "principal" and await writer.principals.get(owner_id) is None:
-                raise NotFound("no such principal", code="principal_not_found")
+            if owner_type == "principal":
+                await _check_principal_owner(writer, ctx, owner_id)
             await writer.secrets.insert(record, version)
             view = secret_view(record, [version])
             writer.append_audit(
@@ -238,20 +240,28 @@ class SecretsService:
     async def list(
         self, ctx: RequestContext, folder: str | None = None, *, limit: int = 100, after: str | None = None
     ) -> dict[str, Any]:
-        """The secrets under ``folder`` (all when None) the caller may ``list``; metadata only."""
-        under = "*" if folder is None else check_name(folder, field="folder", kind=NameKind.SCOPE)
+        """The secrets under ``folder`` (all when None) the caller may ``list``; metadata only. Reads
+        only what the caller's ``list`` grants name (``secret_access.listing_targets``)."""
+        under = None if folder is None else check_name(folder, field="folder", kind=NameKind.SCOPE)
         items: list[dict[str, Any]] = []
         cursor = after
         async with self._store.read() as reader:
             now = self._clock()
             policies = await load_policies(reader)
             subject = await load_subject(reader, ctx.caller.principal_id, now, policies)
+            folders, ids = listing_targets(subject.grants, under)
+            if not folders and not ids:
+                return {"items": [], "next": None}
             known = optimistic_facts(self._store.ledger_cache.at_least)
             while True:
-                page = await reader.secrets.under(under, limit=_SCAN_PAGE, after=cursor)
+                page = await reader.secrets.in_folders(folders, ids, limit=_SCAN_PAGE, after=cursor)
                 for secret in page:
                     cursor = secret.id
                     ref = secret_ref(secret)
+                    if under is not None and not (
+                        secret.folder == under or secret.folder.startswith(under + "/")
+                    ):
+                        continue
                     if not holds_any_grant(subject.grants, ref):
                         continue
                     decision = judge(policy_request(subject, ref, "list", {}), subject.policy_set, known, now)
@@ -263,9 +273,14 @@ class SecretsService:
                     return {"items": items, "next": None}
 
     async def show(self, ctx: RequestContext, secret_id: str) -> dict[str, Any]:
+        """Metadata, versions, and who can use it through which grants (``secret_access.access_view``)."""
         async with self._store.read() as reader:
             secret = await self._load_allowed(reader, ctx, secret_id, "read_metadata")
-            return secret_view(secret, await reader.secrets.versions(secret.id))
+            view = secret_view(secret, await reader.secrets.versions(secret.id))
+            now = self._clock()
+            about = await reader.grants.about("secret", secret.id, ancestors(secret.folder), now)
+            view["access"] = access_view(secret_ref(secret), about, now)
+            return view
 
     async def update(self, ctx: RequestContext, secret_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Change description, tags, category, owner or consumers (never the name, folder or value)."""
@@ -291,11 +306,8 @@ class SecretsService:
 
         async def unit(writer: Writer) -> dict[str, Any]:
             secret = await self._load_allowed(writer, ctx, secret_id, "update")
-            if (
-                columns.get("owner_type") == "principal"
-                and await writer.principals.get(columns["owner"]) is None
-            ):
-                raise NotFound("no such principal", code="principal_not_found")
+            if columns.get("owner_type") == "principal":
+                await _check_principal_owner(writer, ctx, columns["owner"])
             await writer.secrets.update_metadata(secret.id, columns, now, ctx.caller.principal_id)
             updated = await writer.secrets.get(secret.id)
             assert updated is not None
@@ -406,6 +418,20 @@ class SecretsService:
         except SignerError as exc:
             # The fetch itself is audited; only "last fetched" is late.
             log.warning("could not record the last fetch of a secret (%s)", exc.code)
+
+
+async def _check_principal_owner(writer: Writer, ctx: RequestContext, owner_id: str) -> None:
+    """A principal may name itself as owner; only an admin (who can list principals anyway) may name
+    another one. Anyone else is refused alike whether that principal exists or not, so ``create`` and
+    ``update`` are no oracle for principal ids."""
+    if owner_id != ctx.caller.principal_id and ctx.caller.role is not Role.ADMIN:
+        raise Forbidden(
+            "only an admin may make another principal the owner; name a group or yourself",
+            code="owner_not_allowed",
+            field="owner",
+        )
+    if await writer.principals.get(owner_id) is None:
+        raise NotFound("no such principal", code="principal_not_found")
 
 
 def _no_dotdot(value: str, field: str) -> str:

@@ -13,7 +13,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
@@ -121,6 +121,39 @@ class SecretReads:
             query = query.where(t.secrets.c.id > after)
         rows = await self._tx._all(query.order_by(t.secrets.c.id).limit(limit))
         return [_secret(r) for r in rows]
+
+    async def in_folders(
+        self, folders: list[str], ids: list[str], *, limit: int, after: str | None = None
+    ) -> list[SecretRecord]:
+        """Secrets in or below any of ``folders`` and secrets named in ``ids``, ordered by id, at most
+        ``limit`` after the id ``after``. One index range per folder (``ix_secrets_folder_id``) and one
+        primary-key lookup per id: the cost follows how many secrets those folders hold, never the
+        table's size, and no folder or id at all reads nothing."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        c = t.secrets.c
+        found: dict[str, SecretRecord] = {}
+        for folder in folders:
+            nonempty(folder, "folder")
+            if self._tx.backend == "postgresql":
+                # text_pattern_ops index: a LIKE prefix is a range in byte order, whatever the collation.
+                below = c.folder.startswith(folder + "/", autoescape=True)
+            else:
+                # SQLite compares text bytewise; LIKE would be case-insensitive and skip the index.
+                # '0' follows '/': [folder/, folder0) is every folder below.
+                below = and_(c.folder >= folder + "/", c.folder < folder + "0")
+            query = select(t.secrets).where(or_(c.folder == folder, below))
+            if after is not None:
+                query = query.where(c.id > after)
+            for row in await self._tx._all(query.order_by(c.id).limit(limit)):
+                found[row._mapping["id"]] = _secret(row)
+        if ids:
+            query = select(t.secrets).where(c.id.in_(sorted(set(ids))))
+            if after is not None:
+                query = query.where(c.id > after)
+            for row in await self._tx._all(query):
+                found[row._mapping["id"]] = _secret(row)
+        return [found[i] for i in sorted(found)[:limit]]
 
     async def version(self, secret_id: str, version: int) -> SecretVersionRecord | None:
         c = t.secret_versions.c
