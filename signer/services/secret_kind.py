@@ -19,8 +19,9 @@ import re
 import secrets as random
 import string
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from signer.crypto.envelope import FieldBinding, new_data_key, open_field, seal_field
@@ -225,6 +226,7 @@ class Opener:
 
     store: Store
     sealer: Sealer
+    clock: Callable[[], datetime]
 
 
 def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
@@ -235,6 +237,9 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
     field = fields.get("field")
     workload = fields.get("workload")
     source = fields.get("source")
+    by = fields.get("by")
+    if not isinstance(by, str):
+        raise TypeError("a secret fetch names who fetches")
     if version is not None and (type(version) is not int or version < 1):
         raise InvalidRequest("version must be a positive integer", code="invalid_version", field="version")
     if field is not None:
@@ -245,13 +250,12 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             async with opener.store.read() as reader:
                 # The current version as committed now, not as a cached record knew it (another
                 # process may have rotated it): a rotated value is what the next fetch returns.
-                fresh = await reader.secrets.get(current.id)
-                if fresh is None:
-                    raise not_found()
-                number = fresh.current_version if version is None else version
-                stored = await reader.secrets.version(current.id, number)
+                exists, stored = await reader.secrets.version_to_open(current.id, version)
+            if not exists:
+                raise not_found()
             if stored is None:
                 raise NotFound("no such version of the secret", code="secret_version_not_found")
+            number = stored.version
             if field is not None and field not in stored.sealed_fields:
                 raise NotFound("no such field in the secret", code="secret_field_not_found")
             names = sorted(stored.sealed_fields) if field is None else [field]
@@ -275,7 +279,12 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             "workload": workload,
             "source": source,
         }
-        return Prepared(data=b"", summary=summary, acts=acts)
+
+        async def settles(writer: Writer) -> None:
+            # "Last fetched" commits with the fetch's audit event: one transaction per fetch.
+            await writer.secrets.record_fetch(secret.id, opener.clock(), by)
+
+        return Prepared(data=b"", summary=summary, acts=acts, settles=settles)
 
     # Preparers are typed for keys (the first kind); the pipeline hands each kind its own records.
     return cast(Preparer, prepare)

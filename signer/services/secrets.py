@@ -17,12 +17,11 @@ import logging
 import re
 import secrets as random
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from policy import Effect
 from signer.audit import EventTarget
-from signer.errors import Forbidden, InvalidRequest, NotFound, SignerError
+from signer.errors import Forbidden, InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.authorization import (
     holds_any_grant,
@@ -122,7 +121,7 @@ class SecretsService:
         self._store = store
         self._pipeline = pipeline
         self._sealer = sealer
-        self._opener = Opener(store, sealer)
+        self._opener = Opener(store, sealer, clock)
         self._max_value_bytes = max_value_bytes
         self._clock = clock
 
@@ -401,23 +400,11 @@ class SecretsService:
             "field": field,
             "workload": workload,
             "source": source,
+            "by": ctx.caller.principal_id,
         }
         # No Idempotency-Key: the pipeline would store the response, and the response is the value.
-        response = await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
-        await self._note_fetch(ctx, secret_id)
-        return response
-
-    async def _note_fetch(self, ctx: RequestContext, secret_id: str) -> None:
-        now: datetime = self._clock()
-
-        async def unit(writer: Writer) -> None:
-            await writer.secrets.record_fetch(secret_id, now, ctx.caller.principal_id)
-
-        try:
-            await self._store.submit(unit)
-        except SignerError as exc:
-            # The fetch itself is audited; only "last fetched" is late.
-            log.warning("could not record the last fetch of a secret (%s)", exc.code)
+        # "Last fetched" is written with the audit event (``Prepared.settles``), in one transaction.
+        return await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
 
 
 async def _check_principal_owner(writer: Writer, ctx: RequestContext, owner_id: str) -> None:

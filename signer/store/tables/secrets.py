@@ -162,6 +162,25 @@ class SecretReads:
         )
         return None if row is None else _version(row)
 
+    async def version_to_open(
+        self, secret_id: str, version: int | None
+    ) -> tuple[bool, SecretVersionRecord | None]:
+        """In one statement: whether the secret exists, and its version ``version`` (None: the current
+        one as committed now), or None when it has no such version."""
+        s, v = t.secrets.c, t.secret_versions.c
+        number = s.current_version if version is None else version
+        query = (
+            select(t.secret_versions, s.id.label("exists_id"))
+            .select_from(
+                t.secrets.outerjoin(t.secret_versions, and_(v.secret_id == s.id, v.version == number))
+            )
+            .where(s.id == secret_id)
+        )
+        row = await self._tx._first(query)
+        if row is None:
+            return False, None
+        return True, None if row._mapping["secret_id"] is None else _version(row)
+
     async def versions(self, secret_id: str) -> list[SecretVersionRecord]:
         c = t.secret_versions.c
         rows = await self._tx._all(
