@@ -25,12 +25,13 @@ from datetime import datetime
 from typing import Any, cast
 
 from signer.crypto.envelope import FieldBinding, new_data_key, open_field, seal_field
-from signer.errors import InvalidRequest, NotFound, SignerError, Unprocessable
+from signer.errors import Conflict, InvalidRequest, NotFound, SignerError, Unprocessable
 from signer.hsm import KeyVault, KeyWrapper
 from signer.identity import Role
 from signer.services.payloads import PayloadKind, Prepared, Preparer
 from signer.services.payloads import register as register_payload
 from signer.services.resources import ResourceKind, ResourceRef, register
+from signer.services.sealed_versions import SealedVersions
 from signer.store import Reader, SecretRecord, SecretVersionRecord, Store, Writer
 
 __all__ = [
@@ -227,6 +228,7 @@ class Opener:
     store: Store
     sealer: Sealer
     clock: Callable[[], datetime]
+    versions: SealedVersions
 
 
 def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
@@ -246,20 +248,33 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
         check_field_name(field)
 
     def prepare(secret: SecretRecord) -> Prepared:
+        opened_version: list[int] = []
+
         async def acts(_: KeyVault, current: Any) -> dict[str, Any]:
-            async with opener.store.read() as reader:
-                # The current version as committed now, not as a cached record knew it (another
-                # process may have rotated it): a rotated value is what the next fetch returns.
-                exists, stored = await reader.secrets.version_to_open(current.id, version)
-            if not exists:
-                raise not_found()
+            # The version as the (possibly cached) record names it; the commit checks under the write
+            # lock that it is still current before the value leaves (``settles``).
+            number = current.current_version if version is None else version
+            stored = opener.versions.get(current.id, number)
+            cache = False
             if stored is None:
-                raise NotFound("no such version of the secret", code="secret_version_not_found")
-            number = stored.version
+                async with opener.store.read() as reader:
+                    # On a miss, the current version as committed now (another process may have
+                    # rotated it since the record was cached).
+                    exists, stored = await reader.secrets.version_to_open(current.id, version)
+                if not exists:
+                    raise not_found()
+                if stored is None:
+                    raise NotFound("no such version of the secret", code="secret_version_not_found")
+                number = stored.version
+                cache = True
+            opened_version.append(number)
             if field is not None and field not in stored.sealed_fields:
                 raise NotFound("no such field in the secret", code="secret_field_not_found")
             names = sorted(stored.sealed_fields) if field is None else [field]
             opened = await opener.sealer.open(stored, names)
+            if cache and len(names) == len(stored.sealed_fields):
+                # Only a row whose every field opened (so is authentic) is kept.
+                opener.versions.put(stored)
             try:
                 values = {name: raw.decode("utf-8") for name, raw in opened.items()}
             except UnicodeDecodeError:
@@ -281,8 +296,12 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
         }
 
         async def settles(writer: Writer) -> None:
-            # "Last fetched" commits with the fetch's audit event: one transaction per fetch.
-            await writer.secrets.record_fetch(secret.id, opener.clock(), by)
+            # "Last fetched" commits with the fetch's audit event, in one statement that also checks,
+            # under the write lock, that the secret exists and (for "current") that the version opened
+            # is still its current one: otherwise the value never leaves.
+            current = opened_version[-1] if version is None else None
+            if not await writer.secrets.record_fetch(secret.id, opener.clock(), by, current_version=current):
+                raise Conflict("the secret changed while it was fetched; fetch again", code="secret_changed")
 
         return Prepared(data=b"", summary=summary, acts=acts, settles=settles)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from policy import Effect
 from signer.audit import EventTarget
-from signer.errors import Forbidden, InvalidRequest, NotFound
+from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.authorization import (
     holds_any_grant,
@@ -36,6 +36,7 @@ from signer.services.naming import NameKind, check_name
 from signer.services.pipeline import DecisionPipeline, Order, judge
 from signer.services.policies import check_group
 from signer.services.resources import ResourceRef
+from signer.services.sealed_versions import SealedVersions
 from signer.services.secret_access import access_view, ancestors, listing_targets
 from signer.services.secret_kind import (
     FETCH,
@@ -121,7 +122,7 @@ class SecretsService:
         self._store = store
         self._pipeline = pipeline
         self._sealer = sealer
-        self._opener = Opener(store, sealer, clock)
+        self._opener = Opener(store, sealer, clock, SealedVersions())
         self._max_value_bytes = max_value_bytes
         self._clock = clock
 
@@ -366,6 +367,7 @@ class SecretsService:
         async def unit(writer: Writer) -> dict[str, Any]:
             secret = await self._load_allowed(writer, ctx, secret_id, "delete")
             await writer.secrets.delete(secret.id)
+            self._opener.versions.forget(secret.id)
             writer.append_audit(
                 ctx.audit_event(
                     "secret.delete",
@@ -404,7 +406,14 @@ class SecretsService:
         }
         # No Idempotency-Key: the pipeline would store the response, and the response is the value.
         # "Last fetched" is written with the audit event (``Prepared.settles``), in one transaction.
-        return await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
+        try:
+            return await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
+        except Conflict as exc:
+            if exc.code != "secret_changed":
+                raise
+            # Rotated between the check and the commit (this process knew an older current
+            # version): once more, now that the commit has moved the facts on.
+            return await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
 
 
 async def _check_principal_owner(writer: Writer, ctx: RequestContext, owner_id: str) -> None:

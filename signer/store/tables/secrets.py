@@ -290,13 +290,18 @@ class SecretWrites(SecretReads):
             raise NotFound("no such secret", code="secret_not_found")
         self._tx.bump_epoch()
 
-    async def record_fetch(self, secret_id: str, now: datetime, by: str) -> None:
+    async def record_fetch(
+        self, secret_id: str, now: datetime, by: str, *, current_version: int | None = None
+    ) -> bool:
+        """Note the last fetch; False (nothing written) when the secret is gone or, with
+        ``current_version``, when that is no longer its current version."""
         aware(now, "now")
-        await self._tx._write(
-            update(t.secrets)
-            .where(t.secrets.c.id == secret_id)
-            .values(last_fetched_at=now, last_fetched_by=by)
-        )
+        c = t.secrets.c
+        query = update(t.secrets).where(c.id == secret_id)
+        if current_version is not None:
+            query = query.where(c.current_version == current_version)
+        result = await self._tx._write(query.values(last_fetched_at=now, last_fetched_by=by))
+        return bool(result.rowcount)
 
     async def delete(self, secret_id: str) -> bool:
         """Remove the secret and every version (the sealed values go with them); False if unknown."""
