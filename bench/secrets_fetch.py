@@ -18,6 +18,9 @@ afterwards:
   every fetch is judged, its audit event (``secret.fetch``) committed durably (WAL, ``synchronous=FULL``)
   before the value leaves, and its "last fetched" recorded.
 
+Before the load, the listing probe: the service principal (no ``list`` grant) lists a folder holding
+secrets and everything, ``--list-probes`` times in sequence, in each installation, twice interleaved;
+every answer must be the empty page, and the p50/p90 latency of 100 and 100,000 secrets should match.
 Before the load one fetch of each is checked (the value is the one written). wrk (``--connections``,
 default 32, over 2 threads) drives each target for ``--seconds``; rounds interleave the three targets
 (order rotated each round) so that other people's load drifts over all of them. Each window reports
@@ -49,7 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import server_worker_pids
+from common import percentile, server_worker_pids
 from vs_openbao import OpenBao, bao_binary, call, run_wrk
 
 VALUE = "sk_live_" + "b" * 32  # 40 bytes: an API key's size
@@ -220,6 +223,20 @@ class SignerTarget:
         status, _, body = self.server.call("POST", f"/v1/secrets/{self.secret_id}/fetch", {}, self.token)
         assert status == 200 and body["values"] == {"STRIPE_SECRET": VALUE}, (status, body)
 
+    def list_probe(self, count: int) -> dict[str, Any]:
+        """``count`` sequential listings by the service principal, which holds no ``list`` grant: of a
+        folder with secrets (``acme/fill-1``: 1 or 1,000 of them) and of everything. The answers must
+        be empty pages; the figure is the latency (ms), so it can be compared across installations."""
+        times: list[float] = []
+        for i in range(count):
+            path = "/v1/secrets?folder=acme/fill-1" if i % 2 else "/v1/secrets"
+            start = time.perf_counter()
+            status, _, body = self.server.call("GET", path, token=self.token)
+            times.append((time.perf_counter() - start) * 1000)
+            assert status == 200 and body == {"items": [], "next": None}, (status, body)
+        times.sort()
+        return {"p50_ms": round(percentile(times, 0.5), 2), "p90_ms": round(percentile(times, 0.9), 2)}
+
     def audited_fetches(self) -> int:
         """Allowed ``secret.fetch`` events in the audit log (after the server stopped); the chain is
         checked by the export's reader."""
@@ -242,6 +259,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=10, help="wrk window per (target, round)")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections (2 threads)")
     parser.add_argument("--workers", type=int, default=2, help="signer serve --workers")
+    parser.add_argument("--list-probes", type=int, default=200, help="listings per probe (ungranted caller)")
     parser.add_argument("--raw-seconds", type=float, default=3.0, help="raw unwrap loop length")
     parser.add_argument(
         "--only", choices=("openbao", "signer-100", "signer-100000"), help="measure one target only"
@@ -271,6 +289,7 @@ def main() -> int:
     )
     results: dict[str, list[dict[str, Any]]] = {}
     signers: dict[int, SignerTarget] = {}
+    listing: dict[int, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="secrets-fetch-") as tmp_name:
         tmp = Path(tmp_name)
         bao = OpenBao(binary, tmp / "bao")
@@ -295,6 +314,15 @@ def main() -> int:
                     signers[total] = SignerTarget(tmp / f"signer-{total}", total, args.workers)
                     signers[total].fetch_once()
             print("# one read of each target checked", flush=True)
+            for _ in range(2):  # interleaved: the same background for both sizes
+                for total, target in signers.items():
+                    probe = target.list_probe(args.list_probes)
+                    listing.setdefault(total, []).append(probe)
+                    print(
+                        f"listing by an ungranted caller, {total:,} secrets: p50 {probe['p50_ms']:.2f} ms"
+                        f"  p90 {probe['p90_ms']:.2f} ms",
+                        flush=True,
+                    )
             targets: list[tuple[str, str, str, dict[str, Any] | None, tuple[str, str], list[int]]] = []
             if args.only in (None, "openbao"):
                 targets.append(
@@ -352,7 +380,13 @@ def main() -> int:
         bao_requests = sum(r["requests"] for r in results["openbao"])
         print(f"openbao audit log: {bao_audited:,} lines for {bao_requests:,} answered reads")
     print(f"{'target':14} {'median/s':>9} {'p50 ms':>7} {'p99 ms':>7} {'CPU us/req':>10}")
-    summary: dict[str, Any] = {"bench": "secrets_fetch", "version": version, "unwrap": unwrap, "targets": {}}
+    summary: dict[str, Any] = {
+        "bench": "secrets_fetch",
+        "version": version,
+        "unwrap": unwrap,
+        "listing_ungranted": {str(k): v for k, v in listing.items()},
+        "targets": {},
+    }
     for name, rows in results.items():
         rate = statistics.median(r["per_s"] for r in rows)
         summary["targets"][name] = {
