@@ -55,9 +55,11 @@ class Prepared:
     # What the operation does once allowed when it is not a signature (a secret read): given the token
     # and the resource, the response. The pipeline keeps the response until its audit event commits.
     acts: Callable[[KeyVault, Any], Awaitable[dict[str, Any]]] | None = None
-    # What else the operation writes once allowed, in the transaction that commits its audit event
-    # (a secret read's "last fetched"): given the writer. Only reads and writes through it (rerunnable).
-    settles: Callable[[Any], Awaitable[None]] | None = None
+    # What else the operation checks and writes once allowed, in the transaction that commits its audit
+    # event (a secret read: the version it opened is still current; "last fetched"): given the writer
+    # and the resource as committed facts show it under the write lock. Only reads and writes through
+    # the writer (the unit may run again); raising refuses the request, and the response never leaves.
+    settles: Callable[[Any, Any], Awaitable[None]] | None = None
 
     def describe(self) -> Mapping[str, Any]:
         """The decoded view approvers read."""

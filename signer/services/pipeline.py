@@ -494,7 +494,7 @@ class DecisionPipeline:
         writer.append_audit(_audit_event(flight.event, Outcome.ALLOWED, decision=decision_summary(decision)))
         await path.settle(writer, flight.response)
         if judged.prepared.settles is not None:
-            await judged.prepared.settles(writer)
+            await judged.prepared.settles(writer, current.resource)
         return flight.response
 
     async def _judge_exactly(

@@ -28,6 +28,7 @@ from signer.crypto.envelope import FieldBinding, new_data_key, open_field, seal_
 from signer.errors import Conflict, InvalidRequest, NotFound, SignerError, Unprocessable
 from signer.hsm import KeyVault, KeyWrapper
 from signer.identity import Role
+from signer.services.fetch_notes import FetchNotes
 from signer.services.payloads import PayloadKind, Prepared, Preparer
 from signer.services.payloads import register as register_payload
 from signer.services.resources import ResourceKind, ResourceRef, register
@@ -229,6 +230,7 @@ class Opener:
     sealer: Sealer
     clock: Callable[[], datetime]
     versions: SealedVersions
+    notes: FetchNotes
 
 
 def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
@@ -295,18 +297,31 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             "source": source,
         }
 
-        async def settles(writer: Writer) -> None:
-            # "Last fetched" commits with the fetch's audit event, in one statement that also checks,
-            # under the write lock, that the secret exists and (for "current") that the version opened
-            # is still its current one: otherwise the value never leaves.
-            current = opened_version[-1] if version is None else None
-            if not await writer.secrets.record_fetch(secret.id, opener.clock(), by, current_version=current):
-                raise Conflict("the secret changed while it was fetched; fetch again", code="secret_changed")
+        async def settles(writer: Writer, committed: SecretRecord | None) -> None:
+            # Under the write lock, with the record as the committed facts show it (read again when the
+            # facts epoch moved, which every rotation and deletion moves): the secret still exists and,
+            # for "current", the version opened is still its current one. Otherwise the value never
+            # leaves. "Last fetched" commits with the audit event, at most once a second per secret
+            # and principal in this process (``FetchNotes``).
+            number = opened_version[-1]
+            if committed is None or (version is None and committed.current_version != number):
+                raise _changed()
+            if opener.notes.due(secret.id, by):
+                current = number if version is None else None
+                if not await writer.secrets.record_fetch(
+                    secret.id, opener.clock(), by, current_version=current
+                ):
+                    raise _changed()
+                opener.notes.noted(secret.id, by)
 
         return Prepared(data=b"", summary=summary, acts=acts, settles=settles)
 
     # Preparers are typed for keys (the first kind); the pipeline hands each kind its own records.
     return cast(Preparer, prepare)
+
+
+def _changed() -> SignerError:
+    return Conflict("the secret changed while it was fetched; fetch again", code="secret_changed")
 
 
 def _not_stored(_: Mapping[str, Any]) -> Preparer:

@@ -32,6 +32,7 @@ from signer.services.authorization import (
     refusal,
 )
 from signer.services.context import Clock, RequestContext, iso, utcnow
+from signer.services.fetch_notes import FetchNotes
 from signer.services.naming import NameKind, check_name
 from signer.services.pipeline import DecisionPipeline, Order, judge
 from signer.services.policies import check_group
@@ -122,7 +123,7 @@ class SecretsService:
         self._store = store
         self._pipeline = pipeline
         self._sealer = sealer
-        self._opener = Opener(store, sealer, clock, SealedVersions())
+        self._opener = Opener(store, sealer, clock, SealedVersions(), FetchNotes())
         self._max_value_bytes = max_value_bytes
         self._clock = clock
 
