@@ -28,6 +28,7 @@ from signer.crypto.envelope import FieldBinding, new_data_key, open_field, seal_
 from signer.errors import Conflict, InvalidRequest, NotFound, SignerError, Unprocessable
 from signer.hsm import KeyVault, KeyWrapper
 from signer.identity import Role
+from signer.services.data_keys import DataKeys
 from signer.services.fetch_notes import FetchNotes
 from signer.services.payloads import PayloadKind, Prepared, Preparer
 from signer.services.payloads import register as register_payload
@@ -208,7 +209,14 @@ class Sealer:
         return kek_id, wrapped, sealed
 
     async def open(self, version: SecretVersionRecord, names: list[str]) -> dict[str, bytes]:
-        data_key = await self.token.unwrap_data_key(version.kek_id, version.wrapped_key)
+        return self.open_with(await self.data_key(version), version, names)
+
+    async def data_key(self, version: SecretVersionRecord) -> bytes:
+        """The version's data key, unwrapped by the token."""
+        return await self.token.unwrap_data_key(version.kek_id, version.wrapped_key)
+
+    @staticmethod
+    def open_with(data_key: bytes, version: SecretVersionRecord, names: list[str]) -> dict[str, bytes]:
         return {
             name: open_field(
                 data_key,
@@ -231,6 +239,21 @@ class Opener:
     clock: Callable[[], datetime]
     versions: SealedVersions
     notes: FetchNotes
+    data_keys: DataKeys
+    # The facts epoch this process knows (``FactsCache.epoch``): cached data keys live no longer.
+    epoch: Callable[[], int]
+
+    async def open(self, stored: SecretVersionRecord, names: list[str]) -> dict[str, bytes]:
+        epoch = self.epoch()
+        v = stored
+        data_key = self.data_keys.get(v.secret_id, v.version, v.kek_id, v.wrapped_key, epoch)
+        if data_key is None:
+            data_key = await self.sealer.data_key(v)
+            opened = self.sealer.open_with(data_key, v, names)
+            # Kept only once it has opened the version's fields (so it is the right key).
+            self.data_keys.put(v.secret_id, v.version, v.kek_id, v.wrapped_key, data_key, epoch)
+            return opened
+        return self.sealer.open_with(data_key, v, names)
 
 
 def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
@@ -273,7 +296,7 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             if field is not None and field not in stored.sealed_fields:
                 raise NotFound("no such field in the secret", code="secret_field_not_found")
             names = sorted(stored.sealed_fields) if field is None else [field]
-            opened = await opener.sealer.open(stored, names)
+            opened = await opener.open(stored, names)
             if cache and len(names) == len(stored.sealed_fields):
                 # Only a row whose every field opened (so is authentic) is kept.
                 opener.versions.put(stored)

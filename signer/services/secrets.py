@@ -32,6 +32,7 @@ from signer.services.authorization import (
     refusal,
 )
 from signer.services.context import Clock, RequestContext, iso, utcnow
+from signer.services.data_keys import DataKeys
 from signer.services.fetch_notes import FetchNotes
 from signer.services.naming import NameKind, check_name
 from signer.services.pipeline import DecisionPipeline, Order, judge
@@ -123,7 +124,15 @@ class SecretsService:
         self._store = store
         self._pipeline = pipeline
         self._sealer = sealer
-        self._opener = Opener(store, sealer, clock, SealedVersions(), FetchNotes())
+        self._opener = Opener(
+            store,
+            sealer,
+            clock,
+            SealedVersions(),
+            FetchNotes(),
+            DataKeys(),
+            lambda: pipeline.facts_cache.epoch,
+        )
         self._max_value_bytes = max_value_bytes
         self._clock = clock
 
@@ -344,6 +353,8 @@ class SecretsService:
             await self._load_allowed(writer, ctx, secret_id, "update")
             # Refused with secret_version_exists if another writer added this version first.
             await writer.secrets.add_version(version)
+            # A rotation: this process forgets the secret's unwrapped data keys at once.
+            self._opener.data_keys.forget(secret.id)
             updated = await writer.secrets.get(secret.id)
             assert updated is not None
             view = secret_view(updated, await writer.secrets.versions(secret.id))
@@ -369,6 +380,7 @@ class SecretsService:
             secret = await self._load_allowed(writer, ctx, secret_id, "delete")
             await writer.secrets.delete(secret.id)
             self._opener.versions.forget(secret.id)
+            self._opener.data_keys.forget(secret.id)
             writer.append_audit(
                 ctx.audit_event(
                     "secret.delete",

@@ -42,3 +42,31 @@ def test_fetch_notes_write_once_per_interval_per_secret_and_principal() -> None:
     notes.noted("t", "p")
     notes.noted("u", "p")  # bounded: the oldest ("s") is forgotten, so it is due again
     assert notes.due("s", "q")
+
+
+def test_data_keys_are_bounded_in_time_and_size_and_wiped_on_change() -> None:
+    from signer.services.data_keys import DataKeys
+
+    now = [0.0]
+    keys = DataKeys(entries=2, ttl=60.0, clock=lambda: now[0])
+    key = bytes(range(32))
+    keys.put("s", 1, "k", b"wrapped-1", key, epoch=7)
+    assert keys.get("s", 1, "k", b"wrapped-1", epoch=7) == key
+    assert keys.get("s", 1, "k", b"other-bytes", epoch=7) is None  # only for the bytes it came from
+    keys.put("s", 1, "k", b"wrapped-1", key, epoch=7)
+    held = keys._keys[("s", 1, "k")].key
+    now[0] = 60.0  # the time bound
+    assert keys.get("s", 1, "k", b"wrapped-1", epoch=7) is None and held == bytearray(32)
+    keys.put("s", 1, "k", b"w1", key, epoch=7)
+    keys.put("t", 1, "k", b"w2", key, epoch=7)
+    first = keys._keys[("s", 1, "k")].key
+    keys.put("u", 1, "k", b"w3", key, epoch=7)  # the size bound: "s" goes, zeroed
+    assert len(keys) == 2 and first == bytearray(32)
+    keys.forget("t")  # rotated or deleted here
+    assert keys.get("t", 1, "k", b"w2", epoch=7) is None
+    # The facts epoch moved (a grant, a rotation elsewhere...): every key goes, not only the one asked.
+    keys.put("v", 1, "k", b"w4", key, epoch=7)
+    assert keys.get("u", 1, "k", b"w3", epoch=8) is None and len(keys) == 0
+    off = DataKeys(entries=0)
+    off.put("s", 1, "k", b"w", key, epoch=1)
+    assert len(off) == 0
