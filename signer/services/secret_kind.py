@@ -8,7 +8,8 @@ signing, and every outcome is audited by the pipeline with field names and versi
 token, and opens them again; and the rules a value, a field name and a generated value follow.
 
 It must never: put a value or a data key in a log line, an exception message, an audit event or a
-response other than the fetch's own; keep a value or an unwrapped key beyond the call; let a read open a
+response other than the fetch's own; keep a value beyond the call, or an unwrapped key anywhere but the
+bounded, self-wiping ``DataKeys`` cache; let a read open a
 pending approval (the pending request would store the value as its result: ``approvable=False``).
 """
 
