@@ -1,12 +1,13 @@
-"""Matrix F-13: ``kill -9`` while new versions of a secret are being sealed and written.
+"""Matrix F-13: ``kill -9`` while new versions and new secrets are being sealed and written.
 
 A real server (SoftHSM token, SQLite file or PostgreSQL) takes a stream of set-value requests from
-several clients at once, each wrapping a fresh data key in the token before writing its row; the server
-and its workers are killed with SIGKILL while requests are in flight, at whatever step each one is.
-After a restart on the same data directory every version the secret lists opens (fetched by number,
-with the value one of the clients sent), every version a client was told about holds exactly the value
-that client sent, the versions run 1..current without a gap, and the current version opens: no row
-with a data key that cannot be unwrapped, and nothing half-written.
+several clients at once, each wrapping a fresh data key in the token before writing its row, while a
+fifth client creates new secrets; the server and its workers are killed with SIGKILL while requests
+are in flight, at whatever step each one is. After a restart on the same data directory every version
+the secret lists opens (fetched by number, with the value one of the clients sent), every version a
+client was told about holds exactly the value that client sent, the versions run 1..current without a
+gap, and the current version opens: no row with a data key that cannot be unwrapped, and nothing
+half-written. Every new secret that is listed opens, and every acknowledged one is listed with its value.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def test_kill_9_during_set_value_leaves_every_version_readable(
             {
                 "principal_id": admin_id,
                 "scope": "f13",
-                "operations": ["create", "update", "read_value", "read_metadata"],
+                "operations": ["create", "update", "read_value", "read_metadata", "list"],
             },
             admin,
         )
@@ -103,7 +104,32 @@ def test_kill_9_during_set_value_leaves_every_version_readable(
                     # Two clients raced for one version number: the loser is refused, nothing written.
                     assert (status, body.get("code")) in ((409, "secret_version_exists"),), body
 
+        created: dict[str, str] = {}
+
+        def creator() -> None:
+            while not stop.is_set():
+                value = "c-" + secrets.token_hex(8)
+                try:
+                    status, _, body = http(
+                        "POST",
+                        f"{server.url}/v1/secrets",
+                        {
+                            "folder": "f13/new",
+                            "name": "n-" + secrets.token_hex(6),
+                            "owner_group": "dbas",
+                            "fields": {"password": value},
+                        },
+                        admin,
+                        timeout=10,
+                    )
+                except OSError:
+                    return
+                assert status == 201, body
+                with lock:
+                    created[body["id"]] = value
+
         threads = [threading.Thread(target=client) for _ in range(CLIENTS)]
+        threads.append(threading.Thread(target=creator))
         for thread in threads:
             thread.start()
         try:
@@ -143,5 +169,15 @@ def test_kill_9_during_set_value_leaves_every_version_readable(
         assert len(set(seen.values())) == len(seen)
         status, _, body = restarted.call("POST", f"/v1/secrets/{secret_id}/fetch", {}, admin)
         assert status == 200 and body["version"] == current and body["values"]["password"] == seen[current]
+        # Secrets being created when the server died: each one listed opens, and each acknowledged one
+        # is listed with the value sent.
+        status, _, listed = restarted.call("GET", "/v1/secrets?folder=f13/new&limit=1000", token=admin)
+        assert status == 200 and listed["next"] is None, listed
+        ids = {item["id"] for item in listed["items"]}
+        assert set(created) <= ids
+        for listed_id in ids:
+            status, _, body = restarted.call("POST", f"/v1/secrets/{listed_id}/fetch", {}, admin)
+            assert status == 200 and body["version"] == 1, body
+            assert created.get(listed_id, body["values"]["password"]) == body["values"]["password"]
     finally:
         restarted.stop()
