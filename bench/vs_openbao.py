@@ -244,7 +244,7 @@ def verify_signer(curve: str, key: dict[str, Any], body: dict[str, Any]) -> None
 # -- load ---------------------------------------------------------------------------------------------
 
 _WRK_SCRIPT = """
-wrk.method = "POST"
+wrk.method = {method}
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers[{header}] = {value}
@@ -263,17 +263,22 @@ def lua_string(text: str) -> str:
 
 def run_wrk(
     url: str,
-    body: dict[str, Any],
+    body: dict[str, Any] | None,
     header: tuple[str, str],
     seconds: int,
     connections: int,
     pids: list[int],
     tmp: Path,
+    method: str = "POST",
 ) -> dict[str, Any]:
+    """``body`` None sends none (a GET)."""
     script = tmp / f"load-{time.monotonic_ns()}.lua"
     script.write_text(
         _WRK_SCRIPT.format(
-            body=lua_string(json.dumps(body)), header=lua_string(header[0]), value=lua_string(header[1])
+            method=lua_string(method),
+            body="nil" if body is None else lua_string(json.dumps(body)),
+            header=lua_string(header[0]),
+            value=lua_string(header[1]),
         ),
         encoding="utf-8",
     )

@@ -55,8 +55,7 @@ from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
 from signer.services.secret_backends import build_backends
-from signer.services.secret_backends.sealed import SealedBackend
-from signer.services.secret_kind import Sealer
+from signer.services.secret_kind import Sealer, sealed_backend
 from signer.services.secret_resolve import SecretResolver
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
@@ -244,7 +243,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 sealer,
                 max_value_bytes=settings.secret_max_value_bytes,
                 clock=utcnow,
-                backends=build_backends(settings.secret_backends, SealedBackend(store, sealer)),
+                backends=build_backends(
+                    settings.secret_backends,
+                    sealed_backend(store, sealer, lambda: pipeline.facts_cache.epoch),
+                ),
             )
             app[SERVICES] = Services(
                 auth=auth,

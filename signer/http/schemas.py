@@ -387,6 +387,20 @@ class SecretVersion(View):
     created_by: str | None
 
 
+class SecretAccessGrant(View):
+    id: str
+    on: str = Field(description="`secret`, or `folder:<path>` for a grant on a folder at or above it")
+    operations: list[str]
+    no_access: bool
+    expires_at: datetime | None
+
+
+class SecretAccess(View):
+    subject: str = Field(description="principal:<id> or group:<name>")
+    operations: list[str] = Field(description="what it may do (no-access and precedence applied)")
+    grants: list[SecretAccessGrant] = Field(description="its live grants about the secret")
+
+
 class Secret(View):
     """A secret's metadata: never a value."""
 
@@ -416,6 +430,11 @@ class Secret(View):
         default=None, description="held by reference: the AWS ARN or name, or the KV v2 path (never a value)"
     )
     versions: list[SecretVersion] | None = Field(default=None, description="only when showing one secret")
+    access: list[SecretAccess] | None = Field(
+        default=None,
+        description="only when showing one secret: who can use it (principals and groups), which "
+        "operations, through which grants",
+    )
 
 
 class SecretList(View):

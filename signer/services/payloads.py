@@ -65,6 +65,11 @@ class Prepared:
     # read's version and field names): given the commit unit's writer and the resource, the payload to
     # store and digest instead of this one. None: this one is stored as it is.
     pin: Callable[[Writer, Any], Awaitable[Prepared]] | None = None
+    # What else the operation checks and writes once allowed, in the transaction that commits its audit
+    # event (a secret read: the version it opened is still current; "last fetched"): given the writer
+    # and the resource as committed facts show it under the write lock. Only reads and writes through
+    # the writer (the unit may run again); raising refuses the request, and the response never leaves.
+    settles: Callable[[Any, Any], Awaitable[None]] | None = None
 
     def describe(self) -> Mapping[str, Any]:
         """The decoded view approvers read."""

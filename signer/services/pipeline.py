@@ -542,6 +542,8 @@ class DecisionPipeline:
         await self._store_response(writer, flight, flight.response, now)
         writer.append_audit(_audit_event(flight.event, Outcome.ALLOWED, decision=decision_summary(decision)))
         await path.settle(writer, flight.response)
+        if judged.prepared.settles is not None:
+            await judged.prepared.settles(writer, current.resource)
         return flight.response
 
     async def _judge_exactly(

@@ -13,7 +13,8 @@ value. Once approved, nothing runs: the requester releases it once, itself (``re
 and the value is read at that moment from that version, never stored with the request.
 
 It must never: put a value or a data key in a log line, an exception message, an audit event, a pending
-request or a response other than the fetch's own; keep a value or an unwrapped key beyond the call.
+request or a response other than the fetch's own; keep a value beyond the call, or an unwrapped key
+anywhere but the bounded, self-wiping ``DataKeys`` cache.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import string
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, cast
 
 from signer import metrics
@@ -32,11 +34,15 @@ from signer.crypto.envelope import FieldBinding, new_data_key, open_field, seal_
 from signer.errors import Conflict, InvalidRequest, NotFound, SignerError
 from signer.hsm import KeyVault, KeyWrapper
 from signer.identity import Role
+from signer.services.data_keys import DataKeys
+from signer.services.fetch_notes import FetchNotes
 from signer.services.payloads import PayloadKind, Prepared, Preparer
 from signer.services.payloads import register as register_payload
 from signer.services.resources import ResourceKind, ResourceRef, register
+from signer.services.sealed_versions import SealedVersions
 from signer.services.secret_backends import SecretBackends, Selector
-from signer.store import Reader, SecretRecord, SecretVersionRecord, Writer
+from signer.services.secret_backends.sealed import SealedBackend
+from signer.store import Reader, SecretRecord, SecretVersionRecord, Store, Writer
 
 __all__ = [
     "FETCH",
@@ -221,7 +227,14 @@ class Sealer:
         return kek_id, wrapped, sealed
 
     async def open(self, version: SecretVersionRecord, names: list[str]) -> dict[str, bytes]:
-        data_key = await self.token.unwrap_data_key(version.kek_id, version.wrapped_key)
+        return self.open_with(await self.data_key(version), version, names)
+
+    async def data_key(self, version: SecretVersionRecord) -> bytes:
+        """The version's data key, unwrapped by the token."""
+        return await self.token.unwrap_data_key(version.kek_id, version.wrapped_key)
+
+    @staticmethod
+    def open_with(data_key: bytes, version: SecretVersionRecord, names: list[str]) -> dict[str, bytes]:
         return {
             name: open_field(
                 data_key,
@@ -241,6 +254,39 @@ class Opener:
     with the sealer; the others fetch by reference)."""
 
     backends: SecretBackends
+    clock: Callable[[], datetime]
+    notes: FetchNotes
+
+
+@dataclass(frozen=True, slots=True)
+class CachedOpener:
+    """Opens a sealed version's fields, keeping the unwrapped data key in the bounded ``DataKeys`` cache
+    (wiped when the facts epoch moves: grants, tokens, policies, rotations and deletions move it)."""
+
+    sealer: Sealer
+    data_keys: DataKeys
+    # The facts epoch this process knows (``FactsCache.epoch``): cached data keys live no longer.
+    epoch: Callable[[], int]
+
+    async def open(self, stored: SecretVersionRecord, names: list[str]) -> dict[str, bytes]:
+        epoch = self.epoch()
+        v = stored
+        data_key = self.data_keys.get(v.secret_id, v.version, v.kek_id, v.wrapped_key, epoch)
+        if data_key is None:
+            data_key = await self.sealer.data_key(v)
+            opened = self.sealer.open_with(data_key, v, names)
+            # Kept only once it has opened the version's fields (so it is the right key).
+            self.data_keys.put(v.secret_id, v.version, v.kek_id, v.wrapped_key, data_key, epoch)
+            return opened
+        return self.sealer.open_with(data_key, v, names)
+
+    def forget(self, secret_id: str) -> None:
+        self.data_keys.forget(secret_id)
+
+
+def sealed_backend(store: Store, sealer: Sealer, epoch: Callable[[], int]) -> SealedBackend:
+    """The default backend, opening through the data-key cache and keeping authentic version rows."""
+    return SealedBackend(store, CachedOpener(sealer, DataKeys(), epoch), SealedVersions())
 
 
 def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
@@ -255,6 +301,9 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
     approved = fields.get("fields")
     workload = fields.get("workload")
     source = fields.get("source")
+    by = fields.get("by")
+    if not isinstance(by, str):
+        raise TypeError("a secret fetch names who fetches")
     if version is not None and (type(version) is not int or version < 1):
         raise InvalidRequest("version must be a positive integer", code="invalid_version", field="version")
     if backend_version is not None and (
@@ -272,11 +321,15 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             check_field_name(name)
 
     def prepare(secret: SecretRecord) -> Prepared:
+        opened_version: list[int] = []
+
         async def acts(_: KeyVault, current: Any) -> dict[str, Any]:
             backend = opener.backends.for_secret(current)
             # An approved read opens exactly the fields it was approved for; otherwise one or all.
             wanted = approved if approved is not None else ([field] if field is not None else None)
             read = await backend.read(current, Selector(version, backend_version), wanted)
+            if read.version is not None:
+                opened_version.append(read.version)
             response: dict[str, Any] = {
                 "secret_id": current.id,
                 "name": current.name,
@@ -289,6 +342,24 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
                 response["backend"] = current.backend
                 response["backend_version"] = read.backend_version
             return response
+
+        async def settles(writer: Writer, committed: SecretRecord | None) -> None:
+            # Under the write lock, with the record as the committed facts show it (read again when the
+            # facts epoch moved, which every rotation and deletion moves): the secret still exists and,
+            # for "current" of a sealed secret, the version opened is still its current one. Otherwise
+            # the value never leaves. "Last fetched" commits with the audit event, at most once a
+            # second per secret and principal in this process (``FetchNotes``).
+            sealed_current = version is None and secret.backend == "sealed"
+            number = opened_version[-1] if opened_version else None
+            if committed is None or (sealed_current and committed.current_version != number):
+                raise _changed()
+            if opener.notes.due(secret.id, by):
+                current = number if sealed_current else None
+                if not await writer.secrets.record_fetch(
+                    secret.id, opener.clock(), by, current_version=current
+                ):
+                    raise _changed()
+                opener.notes.noted(secret.id, by)
 
         async def pin(writer: Writer, current: Any) -> Prepared:
             # Waiting for approvers: fix the version current now and its field names; nothing else.
@@ -303,11 +374,11 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
                 raise not_found()
             number = fresh.current_version if version is None else version
             names = _field_names(await writer.secrets.version(current.id, number), field, approved)
-            return _approved_read(number, names, workload, source, acts)
+            return _approved_read(number, names, workload, source, acts, settles)
 
         if approved is not None:
             assert version is not None
-            return _approved_read(version, approved, workload, source, acts)
+            return _approved_read(version, approved, workload, source, acts, settles)
         summary = {
             "version": "current" if version is None else version,
             "fields": [field] if field is not None else "all",
@@ -319,10 +390,15 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             summary.update(
                 backend=secret.backend, reference=secret.reference, backend_version=backend_version
             )
-        return Prepared(data=b"", summary=summary, acts=acts, pin=pin)
+
+        return Prepared(data=b"", summary=summary, acts=acts, pin=pin, settles=settles)
 
     # Preparers are typed for keys (the first kind); the pipeline hands each kind its own records.
     return cast(Preparer, prepare)
+
+
+def _changed() -> SignerError:
+    return Conflict("the secret changed while it was fetched; fetch again", code="secret_changed")
 
 
 def _field_names(
@@ -345,6 +421,7 @@ def _approved_read(
     workload: str | None,
     source: str | None,
     acts: Callable[[KeyVault, Any], Awaitable[dict[str, Any]]],
+    settles: Callable[[Writer, SecretRecord | None], Awaitable[None]],
 ) -> Prepared:
     """A read bound to one version and its field names: what approvers approve (the body, digested)
     and read (the view: version, fields, workload), and what the requester's release opens."""
@@ -352,6 +429,7 @@ def _approved_read(
         data=b"",
         summary={"version": version, "fields": names, "workload": workload, "source": source},
         acts=acts,
+        settles=settles,
         body={"version": version, "fields": names},
         view={"scheme": "secret_read", "version": version, "fields": names, "workload": workload},
     )

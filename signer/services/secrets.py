@@ -17,12 +17,12 @@ import logging
 import re
 import secrets as random
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
 from policy import Effect
 from signer.audit import EventTarget
-from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError
+from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from signer.identity import Role
 from signer.services.authorization import (
     holds_any_grant,
     load_policies,
@@ -32,12 +32,13 @@ from signer.services.authorization import (
     refusal,
 )
 from signer.services.context import Clock, RequestContext, iso, utcnow
+from signer.services.fetch_notes import FetchNotes
 from signer.services.naming import NameKind, check_name
 from signer.services.pipeline import DecisionPipeline, Order, judge
 from signer.services.policies import check_group
 from signer.services.resources import ResourceRef
+from signer.services.secret_access import access_view, ancestors, listing_targets
 from signer.services.secret_backends import EXTERNAL, SecretBackends
-from signer.services.secret_backends.sealed import SealedBackend
 from signer.services.secret_kind import (
     FETCH,
     Opener,
@@ -46,6 +47,7 @@ from signer.services.secret_kind import (
     check_values,
     generate_value,
     not_found,
+    sealed_backend,
     secret_ref,
 )
 from signer.store import Reader, SecretRecord, SecretVersionRecord, Store, Writer
@@ -126,8 +128,10 @@ class SecretsService:
         self._store = store
         self._pipeline = pipeline
         self._sealer = sealer
-        self._backends = backends or SecretBackends(SealedBackend(store, sealer))
-        self._opener = Opener(self._backends)
+        self._backends = backends or SecretBackends(
+            sealed_backend(store, sealer, lambda: pipeline.facts_cache.epoch)
+        )
+        self._opener = Opener(self._backends, clock, FetchNotes())
         self._max_value_bytes = max_value_bytes
         self._clock = clock
 
@@ -240,8 +244,8 @@ class SecretsService:
         version = SecretVersionRecord(secret_id, 1, kek_id, wrapped, sealed, now, ctx.caller.principal_id)
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            if owner_type == "principal" and await writer.principals.get(owner_id) is None:
-                raise NotFound("no such principal", code="principal_not_found")
+            if owner_type == "principal":
+                await _check_principal_owner(writer, ctx, owner_id)
             await writer.secrets.insert(record, version)
             view = secret_view(record, [version])
             writer.append_audit(
@@ -327,20 +331,28 @@ class SecretsService:
     async def list(
         self, ctx: RequestContext, folder: str | None = None, *, limit: int = 100, after: str | None = None
     ) -> dict[str, Any]:
-        """The secrets under ``folder`` (all when None) the caller may ``list``; metadata only."""
-        under = "*" if folder is None else check_name(folder, field="folder", kind=NameKind.SCOPE)
+        """The secrets under ``folder`` (all when None) the caller may ``list``; metadata only. Reads
+        only what the caller's ``list`` grants name (``secret_access.listing_targets``)."""
+        under = None if folder is None else check_name(folder, field="folder", kind=NameKind.SCOPE)
         items: list[dict[str, Any]] = []
         cursor = after
         async with self._store.read() as reader:
             now = self._clock()
             policies = await load_policies(reader)
             subject = await load_subject(reader, ctx.caller.principal_id, now, policies)
+            folders, ids = listing_targets(subject.grants, under)
+            if not folders and not ids:
+                return {"items": [], "next": None}
             known = optimistic_facts(self._store.ledger_cache.at_least)
             while True:
-                page = await reader.secrets.under(under, limit=_SCAN_PAGE, after=cursor)
+                page = await reader.secrets.in_folders(folders, ids, limit=_SCAN_PAGE, after=cursor)
                 for secret in page:
                     cursor = secret.id
                     ref = secret_ref(secret)
+                    if under is not None and not (
+                        secret.folder == under or secret.folder.startswith(under + "/")
+                    ):
+                        continue
                     if not holds_any_grant(subject.grants, ref):
                         continue
                     decision = judge(policy_request(subject, ref, "list", {}), subject.policy_set, known, now)
@@ -352,9 +364,14 @@ class SecretsService:
                     return {"items": items, "next": None}
 
     async def show(self, ctx: RequestContext, secret_id: str) -> dict[str, Any]:
+        """Metadata, versions, and who can use it through which grants (``secret_access.access_view``)."""
         async with self._store.read() as reader:
             secret = await self._load_allowed(reader, ctx, secret_id, "read_metadata")
-            return secret_view(secret, await reader.secrets.versions(secret.id))
+            view = secret_view(secret, await reader.secrets.versions(secret.id))
+            now = self._clock()
+            about = await reader.grants.about("secret", secret.id, ancestors(secret.folder), now)
+            view["access"] = access_view(secret_ref(secret), about, now)
+            return view
 
     async def update(self, ctx: RequestContext, secret_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         """Change description, tags, category, owner or consumers (never the name, folder or value)."""
@@ -380,11 +397,8 @@ class SecretsService:
 
         async def unit(writer: Writer) -> dict[str, Any]:
             secret = await self._load_allowed(writer, ctx, secret_id, "update")
-            if (
-                columns.get("owner_type") == "principal"
-                and await writer.principals.get(columns["owner"]) is None
-            ):
-                raise NotFound("no such principal", code="principal_not_found")
+            if columns.get("owner_type") == "principal":
+                await _check_principal_owner(writer, ctx, columns["owner"])
             await writer.secrets.update_metadata(secret.id, columns, now, ctx.caller.principal_id)
             updated = await writer.secrets.get(secret.id)
             assert updated is not None
@@ -424,6 +438,8 @@ class SecretsService:
             await self._load_allowed(writer, ctx, secret_id, "update")
             # Refused with secret_version_exists if another writer added this version first.
             await writer.secrets.add_version(version)
+            # A rotation: this process forgets the secret's unwrapped data keys at once.
+            self._backends.sealed.forget(secret.id)
             updated = await writer.secrets.get(secret.id)
             assert updated is not None
             view = secret_view(updated, await writer.secrets.versions(secret.id))
@@ -449,6 +465,7 @@ class SecretsService:
         async def unit(writer: Writer) -> dict[str, Any]:
             secret = await self._load_allowed(writer, ctx, secret_id, "delete")
             await writer.secrets.delete(secret.id)
+            self._backends.sealed.forget(secret.id)
             writer.append_audit(
                 ctx.audit_event(
                     "secret.delete",
@@ -489,12 +506,18 @@ class SecretsService:
             "field": field,
             "workload": workload,
             "source": source,
+            "by": ctx.caller.principal_id,
         }
         # No Idempotency-Key: the pipeline would store the response, and the response is the value.
-        response = await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
-        if response.get("state") != "pending_approval":
-            await self._note_fetch(ctx, secret_id)
-        return response
+        # "Last fetched" is written with the audit event (``Prepared.settles``), in one transaction.
+        try:
+            return await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
+        except Conflict as exc:
+            if exc.code != "secret_changed":
+                raise
+            # Rotated between the check and the commit (this process knew an older current
+            # version): once more, now that the commit has moved the facts on.
+            return await self._pipeline.run(Order(ctx, FETCH, secret_id, FETCH.parse(fields)))
 
     async def _release(
         self,
@@ -513,31 +536,32 @@ class SecretsService:
                 code="approval_fixes_the_read",
                 field="approval_id",
             )
+        by = ctx.caller.principal_id
 
         def stored(body: Mapping[str, Any]) -> Any:
             return FETCH.parse_stored(
-                {**body, "opener": self._opener, "workload": workload, "source": source}
+                {**body, "opener": self._opener, "workload": workload, "source": source, "by": by}
             )
 
-        response = await self._pipeline.release(ctx, FETCH, secret_id, approval_id, stored)
-        await self._note_fetch(ctx, secret_id)
-        return response
+        return await self._pipeline.release(ctx, FETCH, secret_id, approval_id, stored)
 
     async def close(self) -> None:
         """Close the external backends' connections."""
         await self._backends.close()
 
-    async def _note_fetch(self, ctx: RequestContext, secret_id: str) -> None:
-        now: datetime = self._clock()
 
-        async def unit(writer: Writer) -> None:
-            await writer.secrets.record_fetch(secret_id, now, ctx.caller.principal_id)
-
-        try:
-            await self._store.submit(unit)
-        except SignerError as exc:
-            # The fetch itself is audited; only "last fetched" is late.
-            log.warning("could not record the last fetch of a secret (%s)", exc.code)
+async def _check_principal_owner(writer: Writer, ctx: RequestContext, owner_id: str) -> None:
+    """A principal may name itself as owner; only an admin (who can list principals anyway) may name
+    another one. Anyone else is refused alike whether that principal exists or not, so ``create`` and
+    ``update`` are no oracle for principal ids."""
+    if owner_id != ctx.caller.principal_id and ctx.caller.role is not Role.ADMIN:
+        raise Forbidden(
+            "only an admin may make another principal the owner; name a group or yourself",
+            code="owner_not_allowed",
+            field="owner",
+        )
+    if await writer.principals.get(owner_id) is None:
+        raise NotFound("no such principal", code="principal_not_found")
 
 
 def _no_dotdot(value: str, field: str) -> str:

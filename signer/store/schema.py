@@ -178,6 +178,8 @@ grants = Table(
     Column("no_access", Boolean, nullable=False, server_default=false()),
     Index("ix_grants_lookup", "principal_id", "resource_type", "resource_id"),
     Index("ix_grants_group_name", "group_name"),
+    # The grants about one resource or folder (migration 0008_secret_listing).
+    Index("ix_grants_resource", "resource_type", "resource_id"),
     CheckConstraint("(principal_id IS NULL) <> (group_name IS NULL)", name="one_subject"),
 )
 
@@ -413,6 +415,8 @@ secrets = Table(
     Column("backend", Text, nullable=False, server_default="sealed"),
     Column("reference", Text, nullable=True),
     Index("ix_secrets_folder_name", "folder", "name", unique=True),
+    # Listing by granted folder prefixes (migration 0008_secret_listing).
+    Index("ix_secrets_folder_id", "folder", "id", postgresql_ops={"folder": "text_pattern_ops"}),
 )
 
 # One row per version: the data key wrapped in the token by the KEK kek_id, and the sealed fields

@@ -21,7 +21,16 @@ from signer.http.models import (
     UpdateSecretBody,
 )
 from signer.http.patterns import name_schema
-from signer.http.routes.common import ID_SCHEMA, api, context, id_query, int_query, json_response, services
+from signer.http.routes.common import (
+    ID_SCHEMA,
+    api,
+    context,
+    id_query,
+    int_query,
+    json_response,
+    services,
+    signing_context,
+)
 from signer.http.state import SETTINGS
 
 
@@ -186,7 +195,9 @@ async def delete_secret(request: web.Request) -> web.Response:
     errors=(400, 403, 404, 409, 422, 429, 502, 503, 504),
 )
 async def fetch_secret(request: web.Request) -> web.Response:
-    ctx = await context(request)
+    # Like signing, a fetch may authenticate from the facts cache: the pipeline's commit re-checks the
+    # token under the write lock when the facts epoch moved, before the value leaves.
+    ctx = await signing_context(request)
     body = await parse_body(request, FetchSecretBody, _limit(request))
     value = await services(request).secrets.fetch(
         ctx,

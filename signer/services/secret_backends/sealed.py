@@ -14,43 +14,64 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from signer.errors import InvalidRequest, NotFound, Unprocessable
+from signer.services.sealed_versions import SealedVersions
 from signer.services.secret_backends.base import Fetched, Selector, unsupported_version
 from signer.store import SecretRecord, SecretVersionRecord, Store
 
 
 class Opens(Protocol):
-    """What opens a sealed version's fields (``secret_kind.Sealer``, with the token's KEK)."""
+    """What opens a sealed version's fields (``secret_kind.CachedOpener``: the token's KEK unwraps the
+    data key, kept in a bounded cache that wipes itself)."""
 
     async def open(self, version: SecretVersionRecord, names: list[str]) -> dict[str, bytes]: ...
+
+    def forget(self, secret_id: str) -> None: ...
 
 
 class SealedBackend:
     name = "sealed"
 
-    def __init__(self, store: Store, sealer: Opens) -> None:
+    def __init__(self, store: Store, opens: Opens, versions: SealedVersions | None = None) -> None:
         self._store = store
-        self._sealer = sealer
+        self._opens = opens
+        # Version rows are immutable once written: a fetch need not read its row again (``SealedVersions``).
+        self._versions = versions or SealedVersions()
 
     def check_reference(self, reference: str) -> str:
         raise InvalidRequest("a sealed secret has no reference", code="invalid_reference", field="reference")
 
+    def forget(self, secret_id: str) -> None:
+        """Drop what this process holds of a secret (rotated or deleted): its rows and data keys."""
+        self._versions.forget(secret_id)
+        self._opens.forget(secret_id)
+
     async def read(self, secret: SecretRecord, selector: Selector, names: Sequence[str] | None) -> Fetched:
         if selector.backend_version is not None:
             raise unsupported_version("a sealed secret's versions are numbers: use version")
-        async with self._store.read() as reader:
-            fresh = await reader.secrets.get(secret.id)
-            if fresh is None:
-                raise NotFound("no such secret", code="secret_not_found")
-            number = fresh.current_version if selector.version is None else selector.version
-            stored = await reader.secrets.version(secret.id, number)
+        # The version as the (possibly cached) record names it; the fetch's commit checks under the
+        # write lock that it is still current before the value leaves.
+        number = secret.current_version if selector.version is None else selector.version
+        stored = self._versions.get(secret.id, number)
+        cache = False
         if stored is None:
-            raise NotFound("no such version of the secret", code="secret_version_not_found")
+            async with self._store.read() as reader:
+                # On a miss, the current version as committed now (another process may have rotated
+                # it since the record was cached).
+                exists, stored = await reader.secrets.version_to_open(secret.id, selector.version)
+            if not exists:
+                raise NotFound("no such secret", code="secret_not_found")
+            if stored is None:
+                raise NotFound("no such version of the secret", code="secret_version_not_found")
+            number = stored.version
+            cache = True
         if names is not None and any(name not in stored.sealed_fields for name in names):
             raise NotFound("no such field in the secret", code="secret_field_not_found")
         # Only the fields asked for are opened.
-        opened = await self._sealer.open(
-            stored, sorted(stored.sealed_fields) if names is None else sorted(names)
-        )
+        wanted = sorted(stored.sealed_fields) if names is None else sorted(names)
+        opened = await self._opens.open(stored, wanted)
+        if cache and len(wanted) == len(stored.sealed_fields):
+            # Only a row whose every field opened (so is authentic) is kept.
+            self._versions.put(stored)
         try:
             values = {name: raw.decode("utf-8") for name, raw in opened.items()}
         except UnicodeDecodeError:

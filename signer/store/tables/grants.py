@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
@@ -89,6 +89,23 @@ class GrantReads:
         rows = await self._tx._all(
             select(t.grants)
             .where(subject, g.revoked_at.is_(None), or_(g.expires_at.is_(None), g.expires_at > now))
+            .order_by(g.created_at, g.id)
+        )
+        return [grant_from_row(r) for r in rows]
+
+    async def about(
+        self, resource_type: str, resource_id: str, scopes: list[str], now: datetime
+    ) -> list[GrantRecord]:
+        """Live grants (not revoked, not expired at ``now``) that name the resource itself or one of
+        ``scopes`` (the folders at and above it): whoever holds them, by ``ix_grants_resource``."""
+        tz_aware(now, "now")
+        g = t.grants.c
+        named = and_(g.resource_type == resource_type, g.resource_id == resource_id)
+        if scopes:
+            named = or_(named, and_(g.resource_type == "scope", g.resource_id.in_(sorted(set(scopes)))))
+        rows = await self._tx._all(
+            select(t.grants)
+            .where(named, g.revoked_at.is_(None), or_(g.expires_at.is_(None), g.expires_at > now))
             .order_by(g.created_at, g.id)
         )
         return [grant_from_row(r) for r in rows]

@@ -13,7 +13,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
@@ -128,12 +128,64 @@ class SecretReads:
         rows = await self._tx._all(query.order_by(t.secrets.c.id).limit(limit))
         return [_secret(r) for r in rows]
 
+    async def in_folders(
+        self, folders: list[str], ids: list[str], *, limit: int, after: str | None = None
+    ) -> list[SecretRecord]:
+        """Secrets in or below any of ``folders`` and secrets named in ``ids``, ordered by id, at most
+        ``limit`` after the id ``after``. One index range per folder (``ix_secrets_folder_id``) and one
+        primary-key lookup per id: the cost follows how many secrets those folders hold, never the
+        table's size, and no folder or id at all reads nothing."""
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        c = t.secrets.c
+        found: dict[str, SecretRecord] = {}
+        for folder in folders:
+            nonempty(folder, "folder")
+            if self._tx.backend == "postgresql":
+                # text_pattern_ops index: a LIKE prefix is a range in byte order, whatever the collation.
+                below = c.folder.startswith(folder + "/", autoescape=True)
+            else:
+                # SQLite compares text bytewise; LIKE would be case-insensitive and skip the index.
+                # '0' follows '/': [folder/, folder0) is every folder below.
+                below = and_(c.folder >= folder + "/", c.folder < folder + "0")
+            query = select(t.secrets).where(or_(c.folder == folder, below))
+            if after is not None:
+                query = query.where(c.id > after)
+            for row in await self._tx._all(query.order_by(c.id).limit(limit)):
+                found[row._mapping["id"]] = _secret(row)
+        if ids:
+            query = select(t.secrets).where(c.id.in_(sorted(set(ids))))
+            if after is not None:
+                query = query.where(c.id > after)
+            for row in await self._tx._all(query):
+                found[row._mapping["id"]] = _secret(row)
+        return [found[i] for i in sorted(found)[:limit]]
+
     async def version(self, secret_id: str, version: int) -> SecretVersionRecord | None:
         c = t.secret_versions.c
         row = await self._tx._first(
             select(t.secret_versions).where(c.secret_id == secret_id, c.version == version)
         )
         return None if row is None else _version(row)
+
+    async def version_to_open(
+        self, secret_id: str, version: int | None
+    ) -> tuple[bool, SecretVersionRecord | None]:
+        """In one statement: whether the secret exists, and its version ``version`` (None: the current
+        one as committed now), or None when it has no such version."""
+        s, v = t.secrets.c, t.secret_versions.c
+        number = s.current_version if version is None else version
+        query = (
+            select(t.secret_versions, s.id.label("exists_id"))
+            .select_from(
+                t.secrets.outerjoin(t.secret_versions, and_(v.secret_id == s.id, v.version == number))
+            )
+            .where(s.id == secret_id)
+        )
+        row = await self._tx._first(query)
+        if row is None:
+            return False, None
+        return True, None if row._mapping["secret_id"] is None else _version(row)
 
     async def versions(self, secret_id: str) -> list[SecretVersionRecord]:
         c = t.secret_versions.c
@@ -254,13 +306,18 @@ class SecretWrites(SecretReads):
             raise NotFound("no such secret", code="secret_not_found")
         self._tx.bump_epoch()
 
-    async def record_fetch(self, secret_id: str, now: datetime, by: str) -> None:
+    async def record_fetch(
+        self, secret_id: str, now: datetime, by: str, *, current_version: int | None = None
+    ) -> bool:
+        """Note the last fetch; False (nothing written) when the secret is gone or, with
+        ``current_version``, when that is no longer its current version."""
         aware(now, "now")
-        await self._tx._write(
-            update(t.secrets)
-            .where(t.secrets.c.id == secret_id)
-            .values(last_fetched_at=now, last_fetched_by=by)
-        )
+        c = t.secrets.c
+        query = update(t.secrets).where(c.id == secret_id)
+        if current_version is not None:
+            query = query.where(c.current_version == current_version)
+        result = await self._tx._write(query.values(last_fetched_at=now, last_fetched_by=by))
+        return bool(result.rowcount)
 
     async def delete(self, secret_id: str) -> bool:
         """Remove the secret and every version (the sealed values go with them); False if unknown."""
