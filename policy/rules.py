@@ -82,6 +82,18 @@ def amount_of(request: PolicyRequest, asset: str) -> int:
     return request.totals.get(asset, 0)
 
 
+def uncounted_hit(request: PolicyRequest, asset: str) -> Hit | None:
+    """A limit on token ``asset`` cannot count a call to that contract it does not understand (see
+    ``PolicyRequest.uncounted_contract``): such a request fires the limit instead of counting as 0."""
+    if asset == NATIVE or request.uncounted_contract != asset:
+        return None
+    return Hit(
+        "token_call_not_counted",
+        f"the request acts on token {asset} in a way the signer does not decode, so its amount cannot be "
+        "counted against this limit",
+    )
+
+
 def asset_name(asset: str) -> str:
     return "wei" if asset == NATIVE else f"of token {asset}"
 
@@ -216,13 +228,17 @@ class RecipientDenylist(Rule):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ValueCap(Rule):
-    """One transaction may move at most ``max_value`` of ``asset`` (wei, or a token's decoded amount)."""
+    """One transaction may move at most ``max_value`` of ``asset`` (wei, or a token's decoded amount); a
+    call to the token that decodes to no amount fires it (``uncounted_hit``)."""
 
     kind: ClassVar[str] = "value_cap"
     max_value: int
     asset: str = NATIVE
 
     def check(self, ctx: RuleContext) -> Hit | None:
+        uncounted = uncounted_hit(ctx.request, self.asset)
+        if uncounted is not None:
+            return uncounted
         amount = amount_of(ctx.request, self.asset)
         if amount > self.max_value:
             return Hit(
