@@ -522,8 +522,8 @@ def parse_transaction(obj: Mapping[str, Any]) -> UnsignedTransaction:
     if not isinstance(obj, Mapping):
         raise invalid("invalid_field", "transaction", "transaction must be an object")
     if any(key not in _KNOWN for key in obj):
-        allowed = ", ".join(sorted(_KNOWN))
-        raise invalid("unknown_field", "transaction", f"unknown transaction field (allowed: {allowed})")
+        known = ", ".join(sorted(_KNOWN))
+        raise invalid("unknown_field", "transaction", f"unknown transaction field (allowed: {known})")
     if "type" not in obj:
         raise invalid("missing_field", "type", "type is required")
     tx_type = _parse_type(obj["type"])
