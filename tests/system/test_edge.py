@@ -482,6 +482,45 @@ def test_a_host_not_allowed_is_refused_in_absolute_form_and_when_absent(edge: Se
     assert (status, problem["code"]) == (400, "host_not_allowed")
 
 
+def test_a_header_that_may_appear_once_is_refused_twice_on_every_route(edge: Server) -> None:
+    """Two Authorization headers (a proxy may have checked the other), two Idempotency-Keys, two request
+    ids or two Cookie headers: 400 ``duplicate_header`` whichever comes first, on every route."""
+    admin = edge.installation.admin_token.encode()
+    doubled = {
+        "Authorization": (b"Bearer " + admin, b"Bearer not-a-token"),
+        "Idempotency-Key": (b"key-1", b"key-2"),
+        "X-Request-Id": (b"first", b"second"),
+        "Cookie": (b"a=1", b"b=2"),
+    }
+    for method, path in [*every_operation(edge), *CONSOLE, ("GET", "/metrics"), ("GET", "/healthz")]:
+        for name, (one, other) in doubled.items():
+            for first, second in ((one, other), (other, one)):
+                head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n" % (
+                    method.encode(),
+                    path.encode(),
+                )
+                if name != "Authorization":
+                    head += b"Authorization: Bearer " + admin + b"\r\n"
+                head += b"%s: %s\r\n%s: %s\r\n\r\n" % (name.encode(), first, name.encode(), second)
+                status, _, problem = status_and_problem(exchange(edge, head))
+                assert (status, problem["code"]) == (400, "duplicate_header"), (method, path, name, problem)
+
+
+def test_a_query_parameter_given_twice_is_refused(edge: Server) -> None:
+    admin = edge.installation.admin_token
+    document = openapi(edge)
+    seen = 0
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            names = [p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"]
+            if method != "get" or not names:
+                continue
+            status, _, body = edge.call("GET", f"{concrete(path)}?{names[0]}=1&{names[0]}=2", token=admin)
+            assert (status, body["code"]) == (400, "duplicate_query_parameter"), (path, body)
+            seen += 1
+    assert seen >= 5
+
+
 # -- 6. every timestamp validated at the edge ---------------------------------------------------------
 
 
