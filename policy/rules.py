@@ -176,8 +176,9 @@ class ChainAllowlist(Rule):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecipientAllowlist(Rule):
     """Who receives value must be listed: the counterparty of a decoded token call (recipient, spender
-    or operator), else the transaction's ``to``; for EIP-712 data, the spender of every decoded permit.
-    A contract creation has no recipient and fires."""
+    or operator), else the transaction's ``to``, and ``to`` as well whenever native value goes to it;
+    for EIP-712 data, the spender of every decoded permit. A contract creation has no recipient and
+    fires."""
 
     kind: ClassVar[str] = "recipient_allowlist"
     addresses: frozenset[str]
@@ -194,6 +195,11 @@ class RecipientAllowlist(Rule):
             return Hit("recipient_not_allowed", "a contract creation has no allowed recipient")
         if recipient not in self.addresses:
             return Hit("recipient_not_allowed", f"recipient {recipient} is not on the allowlist")
+        if tx.value > 0 and tx.to is not None and tx.to not in self.addresses:
+            # A token call that also sends native value pays it to the contract it calls.
+            return Hit(
+                "recipient_not_allowed", f"recipient {tx.to} of the native value is not on the allowlist"
+            )
         return None
 
     def params(self) -> dict[str, Any]:

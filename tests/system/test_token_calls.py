@@ -406,3 +406,17 @@ def test_a_grant_budgeting_a_token_does_not_cover_an_undecoded_call_to_it(
         status, _, body = token_server.call("POST", path, {"transaction": token_tx(1, data)}, token)
         assert status == 403, (name, body)
         assert "token_call_not_counted" in [r["code"] for r in body["reasons"]], (name, body)
+
+
+def test_the_allowlist_sees_native_value_sent_beside_a_token_call(desk: Desk) -> None:
+    """transfer(listed payee) to a contract that is not listed, with native value: the value goes to the
+    contract, so the allowlist refuses it; the same call without value is judged by its payee."""
+    desk.policy({"id": "payees", "kind": "recipient_allowlist", "effect": "deny", "addresses": [BOB]})
+    assert desk.sign(0, transfer_data(BOB, 5))[0] == 200
+    paying = {**token_tx(1, transfer_data(BOB, 5)), "value": 10**18}
+    status, _, body = desk.server.call(
+        "POST", f"/v1/keys/{desk.key['id']}/sign/transaction", {"transaction": paying}, desk.token
+    )
+    assert status == 403 and [r["code"] for r in body["reasons"]] == ["recipient_not_allowed"], body
+    status, body = desk.sign(1, transfer_data(CAROL, 5))
+    assert status == 403 and [r["code"] for r in body["reasons"]] == ["recipient_not_allowed"], body
