@@ -321,6 +321,23 @@ UNDECODED_CALLS = {
 }
 
 
+def delegation() -> dict[str, Any]:
+    """A governance-token delegation (COMP-style): EIP-712 data verified by the token, not a permit."""
+    return {
+        "types": {
+            "EIP712Domain": permit(0)["types"]["EIP712Domain"],
+            "Delegation": [
+                {"name": "delegatee", "type": "address"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "expiry", "type": "uint256"},
+            ],
+        },
+        "primaryType": "Delegation",
+        "domain": {"name": "Token", "version": "1", "chainId": 1, "verifyingContract": TOKEN},
+        "message": {"delegatee": BOB, "nonce": 0, "expiry": 2**40},
+    }
+
+
 def transfer_with_authorization(value: int) -> dict[str, Any]:
     """EIP-3009 (USDC): a signed transfer anyone may submit; no permit, yet it moves the signer's tokens."""
     return {
@@ -364,10 +381,15 @@ def test_a_call_to_a_limited_token_that_does_not_decode_is_refused(desk: Desk, l
         assert [r["code"] for r in body["reasons"]] == ["token_call_not_counted"], (name, body)
         status, body = desk.dry_run(data)
         assert status == 200 and body["effect"] == "deny", (name, body)
-    status, body = desk.sign_typed(transfer_with_authorization(10**6))
+    status, body = desk.sign_typed(delegation())
     assert status == 403 and [r["code"] for r in body["reasons"]] == ["token_call_not_counted"], body
+    # An EIP-3009 transfer authorisation is decoded: its value is counted like any transfer.
+    status, body = desk.sign_typed(transfer_with_authorization(10**6))
+    assert status == 403 and [r["code"] for r in body["reasons"]] == [f"{limit['kind']}_exceeded"], body
+    status, body = desk.sign_typed(transfer_with_authorization(100))
+    assert status == 200, body
     # What the signer can count is still judged by amount; calls to other contracts are not the token's.
-    assert desk.sign(0, transfer_data(BOB, 100))[0] == 200
+    assert desk.sign(0, transfer_data(BOB, 100 if limit["kind"] == "value_cap" else 0))[0] == 200
     other = {**token_tx(1, UNDECODED_CALLS["transferAndCall"]), "to": CAROL}
     status, _, body = desk.server.call(
         "POST", f"/v1/keys/{desk.key['id']}/sign/transaction", {"transaction": other}, desk.token
@@ -419,4 +441,10 @@ def test_the_allowlist_sees_native_value_sent_beside_a_token_call(desk: Desk) ->
     )
     assert status == 403 and [r["code"] for r in body["reasons"]] == ["recipient_not_allowed"], body
     status, body = desk.sign(1, transfer_data(CAROL, 5))
+    assert status == 403 and [r["code"] for r in body["reasons"]] == ["recipient_not_allowed"], body
+
+
+def test_an_eip3009_transfer_is_checked_against_recipient_lists(desk: Desk) -> None:
+    desk.policy({"id": "payees", "kind": "recipient_allowlist", "effect": "deny", "addresses": [CAROL]})
+    status, body = desk.sign_typed(transfer_with_authorization(5))  # pays BOB
     assert status == 403 and [r["code"] for r in body["reasons"]] == ["recipient_not_allowed"], body
