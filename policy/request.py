@@ -271,7 +271,7 @@ class PolicyRequest:
 
         A transaction that calls ``to`` with calldata that is not a decoded token call (an ERC-677
         ``transferAndCall``, an ERC-777 ``send``, a ``multicall``, anything the signer does not read),
-        and EIP-712 data verified by its domain's ``verifyingContract`` that decodes to no permit (an
+        and EIP-712 data verified by its domain's ``verifyingContract`` that decodes to no permit (a
         governance ``Delegation``, say), may move or commit that contract's tokens while counting
         nothing. A limit, cap or budget on that contract as a token cannot judge such a request, so it
         refuses it (``rules.uncounted_hit``)."""
