@@ -167,6 +167,7 @@ def grant_request(request: PolicyRequest) -> GrantRequest:
         scope=request.scope,
         groups=request.groups,
         amounts=request.amounts,
+        uncounted_contract=request.uncounted_contract,
     )
 
 

@@ -36,7 +36,8 @@ allow grant whose use count or budget is spent cannot be used, and another cover
 Among the usable allow grants not overridden, one without limits is used in preference; otherwise the
 first one (in the order given) whose budget still has room, and the decision carries the reservations
 that charge it. A grant with value budgets covers only the assets it budgets: a token transfer through
-a grant that budgets only wei is refused, so budgets cannot be dodged by moving another asset. Usage
+a grant that budgets only wei is refused, so budgets cannot be dodged by moving another asset; nor can
+a call to a budgeted token that the signer does not decode use the grant (nothing could be charged). Usage
 comes from ``Facts`` (the grant's lifetime sums); without them a limited grant cannot be used.
 
 ``grants_reach`` is the existence side of the same rule: whether any operation is allowed on the
@@ -151,6 +152,7 @@ class GrantRequest:
     scope: str | None = None
     groups: frozenset[str] = frozenset()
     amounts: tuple[Amount, ...] = ()
+    uncounted_contract: str | None = None  # see PolicyRequest.uncounted_contract
     scope_path: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -273,6 +275,12 @@ def _charge(
                 return (), Reason(rule_id, "grant_uses_exhausted", message), tuple(bounds)
             bounds.append(UsageBound(query, high=grant.max_uses - 1))
             reservations.append(Reservation(grant_uses_key(grant.grant_id), 1, now, None))
+        if request.uncounted_contract is not None and request.uncounted_contract in grant.value_budgets:
+            message = (
+                f"grant {grant.grant_id} budgets token {request.uncounted_contract}, and the request acts on "
+                "it in a way the signer does not decode"
+            )
+            return (), Reason(rule_id, "token_call_not_counted", message), tuple(bounds)
         for amount in request.amounts if grant.value_budgets else ():
             budget = grant.value_budgets.get(amount.asset)
             if budget is None:

@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Final
 
 from policy.canonical import NATIVE
 from policy.facts import Reservation, UsageBound, UsageQuery, rate_key, spend_key
-from policy.rules import Hit, Rule, RuleContext, amount_of, asset_name, describe_window
+from policy.rules import Hit, Rule, RuleContext, amount_of, asset_name, describe_window, uncounted_hit
 
 LIMIT_SUBJECTS: Final = ("key", "principal", "scope")
 
@@ -88,7 +88,8 @@ class LimitRule(Rule):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SpendLimit(LimitRule):
     """At most ``max_value`` of ``asset`` per rolling ``window`` per key, principal or scope, counting
-    this request. Token amounts are the counted amounts of decoded token calls and permits."""
+    this request. Token amounts are the counted amounts of decoded token calls and permits; a call to
+    the token that decodes to no amount fires the limit (``uncounted_hit``)."""
 
     kind: ClassVar[str] = "spend_limit"
     max_value: int
@@ -96,6 +97,13 @@ class SpendLimit(LimitRule):
 
     def amount(self, ctx: RuleContext) -> int:
         return amount_of(ctx.request, self.asset)
+
+    def judge(self, ctx: RuleContext) -> tuple[Hit | None, Reservation | None, UsageBound | None]:
+        # A call to the token that the signer cannot count is refused, not counted as nothing.
+        uncounted = uncounted_hit(ctx.request, self.asset)
+        if uncounted is not None:
+            return uncounted, None, None
+        return LimitRule.judge(self, ctx)
 
     def room(self, amount: int) -> int:
         return self.max_value - amount

@@ -96,7 +96,7 @@ def parse_policy_json(text: str | bytes) -> PolicyDocument:
         seen: dict[str, Any] = {}
         for key, value in pairs:
             if key in seen:
-                raise fail(field_path("", key), "duplicate_field", "appears twice")
+                raise fail("", "duplicate_field", "a field appears twice in one object")
             seen[key] = value
         return seen
 

@@ -2,9 +2,9 @@
 
 Each reader takes a value and the path it was found at and returns a typed, canonical value or raises
 ``PolicyDocumentError`` naming that path (``rules[2].max_value: must be a decimal string``). Objects
-refuse unknown fields and name the first one; integers refuse booleans and floats; amounts are decimal
-strings so that no reader on the way (YAML, JavaScript) rounds them. Caller-chosen keys are shortened
-before they appear in a path, so an error never carries an unbounded string.
+refuse unknown fields, reported by the path of the object that holds one and the fields allowed there,
+never by the caller's field name (an error never repeats what it was sent); integers refuse booleans
+and floats; amounts are decimal strings so that no reader on the way (YAML, JavaScript) rounds them.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ def read_object(
     for key in value:
         if not isinstance(key, str):
             raise fail(path, "invalid_type", "field names must be strings")
-    for key in sorted(value):
-        if key not in allowed:
-            raise fail(field_path(path, key), "unknown_field", "unknown field")
+    if any(key not in allowed for key in value):
+        where = f"in {path}" if path else "in the document"
+        raise fail(path, "unknown_field", f"unknown field {where} (allowed: {', '.join(sorted(allowed))})")
     for key in required:
         if key not in value:
             raise fail(field_path(path, key), "missing_field", "is required")

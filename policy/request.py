@@ -266,6 +266,24 @@ class PolicyRequest:
             _set(self, "totals", totals)
 
     @property
+    def uncounted_contract(self) -> str | None:
+        """The contract this request acts on without an amount the signer could count, or None.
+
+        A transaction that calls ``to`` with calldata that is not a decoded token call (an ERC-677
+        ``transferAndCall``, an ERC-777 ``send``, a ``multicall``, anything the signer does not read),
+        and EIP-712 data verified by its domain's ``verifyingContract`` that decodes to no permit (a
+        governance ``Delegation``, say), may move or commit that contract's tokens while counting
+        nothing. A limit, cap or budget on that contract as a token cannot judge such a request, so it
+        refuses it (``rules.uncounted_hit``)."""
+        tx = self.transaction
+        if tx is not None:
+            return tx.to if tx.to is not None and tx.data_length > 0 and tx.token is None else None
+        domain = self.typed_data_domain
+        if domain is not None and not self.permits:
+            return domain.verifying_contract
+        return None
+
+    @property
     def permit_addresses(self) -> tuple[str, ...]:
         """Every address the decoded permits name: tokens, spenders and owners."""
         named = [a for p in self.permits for a in (p.token, p.recipient, p.owner) if a is not None]

@@ -82,6 +82,18 @@ def amount_of(request: PolicyRequest, asset: str) -> int:
     return request.totals.get(asset, 0)
 
 
+def uncounted_hit(request: PolicyRequest, asset: str) -> Hit | None:
+    """A limit on token ``asset`` cannot count a call to that contract it does not understand (see
+    ``PolicyRequest.uncounted_contract``): such a request fires the limit instead of counting as 0."""
+    if asset == NATIVE or request.uncounted_contract != asset:
+        return None
+    return Hit(
+        "token_call_not_counted",
+        f"the request acts on token {asset} in a way the signer does not decode, so its amount cannot be "
+        "counted against this limit",
+    )
+
+
 def asset_name(asset: str) -> str:
     return "wei" if asset == NATIVE else f"of token {asset}"
 
@@ -164,8 +176,9 @@ class ChainAllowlist(Rule):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecipientAllowlist(Rule):
     """Who receives value must be listed: the counterparty of a decoded token call (recipient, spender
-    or operator), else the transaction's ``to``; for EIP-712 data, the spender of every decoded permit.
-    A contract creation has no recipient and fires."""
+    or operator), else the transaction's ``to``, and ``to`` as well whenever native value goes to it;
+    for EIP-712 data, the spender of every decoded permit. A contract creation has no recipient and
+    fires."""
 
     kind: ClassVar[str] = "recipient_allowlist"
     addresses: frozenset[str]
@@ -182,6 +195,11 @@ class RecipientAllowlist(Rule):
             return Hit("recipient_not_allowed", "a contract creation has no allowed recipient")
         if recipient not in self.addresses:
             return Hit("recipient_not_allowed", f"recipient {recipient} is not on the allowlist")
+        if tx.value > 0 and tx.to is not None and tx.to not in self.addresses:
+            # A token call that also sends native value pays it to the contract it calls.
+            return Hit(
+                "recipient_not_allowed", f"recipient {tx.to} of the native value is not on the allowlist"
+            )
         return None
 
     def params(self) -> dict[str, Any]:
@@ -216,13 +234,17 @@ class RecipientDenylist(Rule):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ValueCap(Rule):
-    """One transaction may move at most ``max_value`` of ``asset`` (wei, or a token's decoded amount)."""
+    """One transaction may move at most ``max_value`` of ``asset`` (wei, or a token's decoded amount); a
+    call to the token that decodes to no amount fires it (``uncounted_hit``)."""
 
     kind: ClassVar[str] = "value_cap"
     max_value: int
     asset: str = NATIVE
 
     def check(self, ctx: RuleContext) -> Hit | None:
+        uncounted = uncounted_hit(ctx.request, self.asset)
+        if uncounted is not None:
+            return uncounted
         amount = amount_of(ctx.request, self.asset)
         if amount > self.max_value:
             return Hit(

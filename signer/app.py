@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from typing import Final
 
 from aiohttp import web
 
@@ -67,6 +68,8 @@ log = logging.getLogger("signer.app")
 access_log = logging.getLogger("signer.access")
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Headers a request carries at most once: which of two a proxy in front used cannot be known.
+SINGLE_HEADERS: Final = ("Authorization", "Idempotency-Key", "X-Request-Id", "Cookie")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -135,6 +138,11 @@ async def _limited(request: web.Request, handler: Handler, request_id: str) -> w
             "host_not_allowed",
             "the Host header is not one this service answers to",
             request_id,
+        )
+    if any(len(request.headers.getall(name, ())) > 1 for name in SINGLE_HEADERS):
+        # Two credentials or two idempotency keys: a proxy in front may act on the other one.
+        return problem(
+            400, "duplicate_header", "a header that may appear only once appears more than once", request_id
         )
     # Refuse an announced oversize body before reading a byte of it.
     limit = settings.max_body_bytes

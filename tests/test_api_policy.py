@@ -513,7 +513,9 @@ def test_policy_documents_are_versioned_strict_and_yaml_capable(server: Server, 
         },
         admin,
     )
-    assert status == 400 and body["code"] == "invalid_policy" and "typo" in body["detail"]
+    # Reported by where it is and what is allowed there, never by the name it was sent under.
+    assert status == 400 and body["code"] == "invalid_policy" and body["field"] == "rules[0]", body
+    assert "typo" not in body["detail"] and "chain_ids" in body["detail"], body
     yaml_doc = (
         f"id: {pid}\nversion: 2\nrules:\n"
         "  - id: r\n    kind: chain_allowlist\n    effect: deny\n    chain_ids: [1]\n"

@@ -243,9 +243,9 @@ class _Encoder:
             raise _bad(where, f"expected an object of type {name}")
         members = self.types[name]
         declared = {member_name for member_name, _ in members}
-        for key in value:
-            if key not in declared:
-                raise _bad(f"{where}.{str(key)[:64]}", f"field is not a member of {name}")
+        if any(key not in declared for key in value):
+            # Named by where it is and its declared type, never by the caller's undeclared key.
+            raise _bad(where, f"a field that is not a member of {name}")
         encoded = [self.type_hash(name)]
         canonical: dict[str, Any] = {}
         for member_name, member in members:
@@ -328,9 +328,9 @@ def _parse_signed(value: Any, where: str) -> int:
 def _domain_fields(
     raw_types: Mapping[str, Any], domain: Mapping[str, Any]
 ) -> tuple[tuple[str, _FieldType], ...]:
-    for key in domain:
-        if key not in _DOMAIN_TYPES:
-            raise _bad(f"domain.{str(key)[:64]}", "not an EIP-712 domain field")
+    if any(key not in _DOMAIN_TYPES for key in domain):
+        allowed = ", ".join(name for name, _ in DOMAIN_FIELDS)
+        raise _bad("domain", f"a field that is not an EIP-712 domain field (allowed: {allowed})")
     expected = [{"name": name, "type": kind} for name, kind in DOMAIN_FIELDS if name in domain]
     if DOMAIN_TYPE in raw_types:
         declared = raw_types[DOMAIN_TYPE]
@@ -356,9 +356,8 @@ def typed_data_digest(obj: Mapping[str, Any]) -> TypedDataDigest:
     """
     if not isinstance(obj, Mapping):
         raise _bad("typedData", "typed data must be an object")
-    for key in obj:
-        if key not in _TOP_LEVEL:
-            raise _bad(str(key)[:64], "unknown top-level field")
+    if any(key not in _TOP_LEVEL for key in obj):
+        raise _bad("typedData", f"unknown top-level field (allowed: {', '.join(sorted(_TOP_LEVEL))})")
     for key in sorted(_TOP_LEVEL):
         if key not in obj:
             raise _bad(key, "missing top-level field")

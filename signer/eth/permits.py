@@ -15,6 +15,9 @@ What is counted (``Permit.amount``, in the token's unit):
   ``verifyingContract`` (required).
 - DAI ``Permit(holder,spender,nonce,expiry,allowed)``: unbounded (2**256-1) when ``allowed``, else 0.
 - EIP-4494 (ERC-721) ``Permit(spender,tokenId,nonce,deadline)``: 1, one token.
+- EIP-3009 ``TransferWithAuthorization`` / ``ReceiveWithAuthorization(from,to,value,validAfter,
+  validBefore,nonce)``: a signed transfer, not an allowance, but it moves ``value`` of the domain's
+  ``verifyingContract`` (required) to ``to``, so it is counted the same way with ``to`` as its spender.
 - Permit2 ``PermitSingle``/``PermitBatch`` (allowances) and ``PermitTransferFrom``/
   ``PermitBatchTransferFrom`` (and their ``Witness`` variants, whose witness may be any struct): each
   token's amount; Permit2's "unlimited" allowance (2**160-1) is counted as unbounded (2**256-1).
@@ -55,6 +58,16 @@ _EIP4494: Final[Shape] = (
     ("nonce", "uint256"),
     ("deadline", "uint256"),
 )
+# EIP-3009 (USDC and others): a signed transfer that anyone may submit; ``Receive...`` only the payee.
+_EIP3009: Final[Shape] = (
+    ("from", "address"),
+    ("to", "address"),
+    ("value", "uint256"),
+    ("validAfter", "uint256"),
+    ("validBefore", "uint256"),
+    ("nonce", "bytes32"),
+)
+_EIP3009_TYPES: Final = frozenset({"TransferWithAuthorization", "ReceiveWithAuthorization"})
 _PERMIT_DETAILS: Final[Shape] = (
     ("token", "address"),
     ("amount", "uint160"),
@@ -75,6 +88,8 @@ def _transfer_from(batch: bool) -> Shape:
 # primaryType -> the shapes it may have. A name here with any other shape is refused.
 PERMIT_SHAPES: Final[dict[str, tuple[Shape, ...]]] = {
     "Permit": (_EIP2612, _DAI, _EIP4494),
+    "TransferWithAuthorization": (_EIP3009,),
+    "ReceiveWithAuthorization": (_EIP3009,),
     "PermitSingle": ((("details", "PermitDetails"), ("spender", "address"), ("sigDeadline", "uint256")),),
     "PermitBatch": ((("details", "PermitDetails[]"), ("spender", "address"), ("sigDeadline", "uint256")),),
     "PermitTransferFrom": (_transfer_from(False),),
@@ -160,6 +175,23 @@ def decode_permits(typed: TypedDataDigest) -> tuple[Permit, ...]:
     message = typed.message
     if primary == "Permit":
         return (_eip2612_family(typed, declared, message),)
+    if primary in _EIP3009_TYPES:
+        token = typed.domain.get("verifyingContract")
+        if token is None:
+            raise _refuse(primary, "the domain names no verifyingContract (the token)")
+        # A transfer, counted like one: the payee is the counterparty, the value the amount.
+        return (
+            Permit(
+                "permit",
+                "eip3009",
+                primary,
+                token,
+                message["to"],
+                message["value"],
+                owner=message["from"],
+                deadline=message["validBefore"],
+            ),
+        )
     spender = message["spender"]
     if primary in ("PermitSingle", "PermitBatch"):
         details = message["details"]

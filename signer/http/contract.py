@@ -253,11 +253,17 @@ def _audit_refusals(
 
 
 def _refuse_unknown_query(handler: H, query: tuple[Query, ...]) -> Callable[[web.Request], Any]:
-    """Unknown query parameters are refused like unknown body fields (a typo must not be ignored)."""
+    """Unknown query parameters are refused like unknown body fields (a typo must not be ignored), and
+    so is a parameter given twice (like a duplicate key in a body)."""
     allowed = frozenset(q.name for q in query)
 
     async def checked(request: web.Request) -> web.StreamResponse:
         if request.query_string:
+            if len(request.query) != len(set(request.query)):
+                # Which of two values counts is a guess a proxy or a client may make differently.
+                raise InvalidRequest(
+                    "a query parameter appears more than once", code="duplicate_query_parameter"
+                )
             unknown = sorted(set(request.query) - allowed)
             if unknown:
                 # The unknown name is the client's own text: say which names are allowed instead.

@@ -104,8 +104,9 @@ HEX_PATTERN = "^(?:0[xX])?(?:[0-9a-fA-F]{2})*$"
 DIGEST_PATTERN = "^(?:0[xX])?[0-9a-fA-F]{64}$"
 BASE64_PATTERN = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 _HOST_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-# An absolute http(s) URL whose host is a DNS name or an IPv4 address, with no user information.
+# An absolute http(s) URL whose host is a DNS name or an IPv4 address, with no user information and
+# a port (when given) from 1 to 65535.
 WEBHOOK_URL_PATTERN = (
     f"^[Hh][Tt][Tt][Pp][Ss]?://(?=[^/?#:]{{1,253}}(?:[:/?#]|$)){_HOST_LABEL}(?:\\.{_HOST_LABEL})*"
-    f"(?::0*{at_most(65535)}?)?(?:[/?#][\\x21-\\x7e]*)?$"
+    f"(?::(?!0+(?:[/?#]|$))0*{at_most(65535)}?)?(?:[/?#][\\x21-\\x7e]*)?$"
 )

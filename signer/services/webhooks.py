@@ -79,11 +79,14 @@ def check_url(url: str) -> urllib.parse.SplitResult:
             field="url",
         )
     try:
-        parts.port  # noqa: B018 - parsing the port is the check
+        port = parts.port
     except ValueError:
         raise InvalidRequest(_BAD_URL, code="invalid_field", field="url") from None
     host = parts.hostname or ""
-    if parts.scheme not in ("http", "https") or not (parse_address(host) is not None or _HOST.match(host)):
+    # A host is a DNS name or a plain IP literal: never a percent sign (an IPv6 zone, or "%40" that
+    # one parser reads as part of an address and another as '@'), never port 0.
+    literal = "%" not in host and parse_address(host) is not None
+    if parts.scheme not in ("http", "https") or port == 0 or not (literal or _HOST.match(host)):
         raise InvalidRequest(_BAD_URL, code="invalid_field", field="url")
     return parts
 

@@ -318,7 +318,7 @@ def _delete(path: list[Any]) -> Any:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        pytest.param(_set(["extra"], 1), "extra", id="unknown-top-level"),
+        pytest.param(_set(["extra"], 1), "typedData", id="unknown-top-level"),
         pytest.param(_delete(["types"]), "types", id="missing-types"),
         pytest.param(_delete(["primaryType"]), "primaryType", id="missing-primaryType"),
         pytest.param(_delete(["domain"]), "domain", id="missing-domain"),
@@ -370,7 +370,7 @@ def _delete(path: list[Any]) -> Any:
         pytest.param(
             _set(["domain", "salt"], "0x" + "00" * 32), "types.EIP712Domain", id="domain-value-extra"
         ),
-        pytest.param(_set(["domain", "owner"], "x"), "domain.owner", id="domain-unknown-key"),
+        pytest.param(_set(["domain", "owner"], "x"), "domain", id="domain-unknown-key"),
         pytest.param(_set(["domain", "chainId"], -1), "domain.chainId", id="domain-negative-chainId"),
         pytest.param(_set(["domain", "chainId"], 1.0), "domain.chainId", id="domain-float-chainId"),
         pytest.param(
@@ -380,8 +380,8 @@ def _delete(path: list[Any]) -> Any:
         ),
         pytest.param(_set(["domain"], []), "domain", id="domain-not-object"),
         # Message fields must be exactly the declared ones.
-        pytest.param(_set(["message", "cc"], "Alice"), "message.cc", id="extra-message-field"),
-        pytest.param(_set(["message", "from", "age"], 3), "message.from.age", id="extra-nested-field"),
+        pytest.param(_set(["message", "cc"], "Alice"), "message", id="extra-message-field"),
+        pytest.param(_set(["message", "from", "age"], 3), "message.from", id="extra-nested-field"),
         pytest.param(_delete(["message", "contents"]), "message.contents", id="missing-message-field"),
         pytest.param(_delete(["message", "to"]), "message.to", id="missing-struct"),
         pytest.param(_set(["message", "to"], None), "message.to", id="null-struct"),
@@ -402,6 +402,16 @@ def _delete(path: list[Any]) -> Any:
 )
 def test_strict_refusals(change: Any, field: str) -> None:
     _refused(_mutated(change), field)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [["zz-canary"], ["domain", "zz-canary"], ["message", "zz-canary"], ["message", "from", "zz-canary"]],
+)
+def test_an_undeclared_key_is_never_named_in_the_refusal(path: list[str]) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        typed_data_digest(_mutated(_set(path, 1)))
+    assert "zz-canary" not in str(caught.value) and "zz-canary" not in repr(caught.value.extra)
 
 
 def test_non_object_request() -> None:

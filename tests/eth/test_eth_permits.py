@@ -219,6 +219,43 @@ def test_permit2_allowances_and_transfers() -> None:
     assert [d[3] for d in _decoded(permit_transfer_from(batch=True, witness=True))] == [1000, 3]
 
 
+def eip3009(primary: str = "TransferWithAuthorization", value: int = 5 * 10**6) -> dict[str, Any]:
+    return {
+        "types": {
+            "EIP712Domain": DOMAIN_TYPES,
+            primary: [
+                _member("from", "address"),
+                _member("to", "address"),
+                _member("value", "uint256"),
+                _member("validAfter", "uint256"),
+                _member("validBefore", "uint256"),
+                _member("nonce", "bytes32"),
+            ],
+        },
+        "primaryType": primary,
+        "domain": {"name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": TOKEN},
+        "message": {
+            "from": OWNER,
+            "to": SPENDER,
+            "value": str(value),
+            "validAfter": 0,
+            "validBefore": 2**40,
+            "nonce": "0x" + "11" * 32,
+        },
+    }
+
+
+def test_eip3009_transfers_count_their_value_to_their_payee() -> None:
+    for primary in ("TransferWithAuthorization", "ReceiveWithAuthorization"):
+        assert _decoded(eip3009(primary)) == [("permit", TOKEN, SPENDER, 5 * 10**6, _checksum(OWNER))]
+        view = decode_permits(typed_data_digest(eip3009(primary)))[0].as_json()
+        assert view["standard"] == "eip3009" and view["deadline"] == str(2**40)
+    typed = eip3009()
+    del typed["domain"]["verifyingContract"]
+    typed["types"]["EIP712Domain"] = DOMAIN_TYPES[:3]
+    _refused(typed)
+
+
 def test_other_typed_data_is_not_a_permit() -> None:
     typed = eip2612()
     typed["types"]["Mail"] = typed["types"].pop("Permit")
@@ -258,8 +295,18 @@ KNOWN = [
     permit_transfer_from,
     lambda: permit_transfer_from(batch=True),
     lambda: permit_transfer_from(witness=True),
+    eip3009,
+    lambda: eip3009("ReceiveWithAuthorization"),
 ]
-VALUES = {"uint256": 1, "uint128": 1, "uint160": 1, "uint48": 1, "address": OWNER, "bool": True}
+VALUES = {
+    "uint256": 1,
+    "uint128": 1,
+    "uint160": 1,
+    "uint48": 1,
+    "address": OWNER,
+    "bool": True,
+    "bytes32": "0x" + "22" * 32,
+}
 
 
 def _struct_and_message(typed: dict[str, Any], struct: str) -> dict[str, Any] | list[Any] | None:

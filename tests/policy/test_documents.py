@@ -137,7 +137,7 @@ DROP = object()
     [
         ([], "", "invalid_type"),
         ({"version": 1, "rules": []}, "id", "missing_field"),
-        (doc(owner="me"), "owner", "unknown_field"),
+        (doc(owner="me"), "", "unknown_field"),
         (doc(id="Payments"), "id", "invalid_name"),
         (doc(version=0), "version", "invalid_value"),
         (doc(version="1"), "version", "invalid_type"),
@@ -147,7 +147,7 @@ DROP = object()
         (doc("chain_allowlist"), "rules[0]", "invalid_type"),
         (doc({"id": "x", "effect": "deny"}), "rules[0].kind", "missing_field"),
         (doc(_rule(0, kind="chain_list")), "rules[0].kind", "invalid_value"),
-        (doc(_rule(0, chainIds=[1])), "rules[0].chainIds", "unknown_field"),
+        (doc(_rule(0, chainIds=[1])), "rules[0]", "unknown_field"),
         (doc(_rule(0, chain_ids=DROP)), "rules[0].chain_ids", "missing_field"),
         (doc(_rule(0, chain_ids=[])), "rules[0].chain_ids", "invalid_value"),
         (doc(_rule(0, chain_ids=[1, "10"])), "rules[0].chain_ids[1]", "invalid_type"),
@@ -157,7 +157,7 @@ DROP = object()
         (doc(_rule(0, effect="require_approval")), "rules[0].approval", "missing_field"),
         (doc(_rule(0, approval=APPROVAL)), "rules[0].approval", "invalid_value"),
         (doc(_rule(3, approval={**APPROVAL, "quorum": 0})), "rules[0].approval.quorum", "invalid_value"),
-        (doc(_rule(3, approval={**APPROVAL, "m": 2})), "rules[0].approval.m", "unknown_field"),
+        (doc(_rule(3, approval={**APPROVAL, "m": 2})), "rules[0].approval", "unknown_field"),
         (
             doc(_rule(3, approval={**APPROVAL, "expires_in_seconds": 0})),
             "rules[0].approval.expires_in_seconds",
@@ -178,7 +178,7 @@ DROP = object()
         (doc(_rule(7, selectors=["a9059cbb"])), "rules[0].selectors[0]", "invalid_value"),
         (doc(_rule(7, allow_empty_calldata="yes")), "rules[0].allow_empty_calldata", "invalid_type"),
         (doc(_rule(8, domains=[{}])), "rules[0].domains[0]", "invalid_value"),
-        (doc(_rule(8, domains=[{"chainId": 1}])), "rules[0].domains[0].chainId", "unknown_field"),
+        (doc(_rule(8, domains=[{"chainId": 1}])), "rules[0].domains[0]", "unknown_field"),
         (
             doc(_rule(10, windows=[{"days": ["monday"], "start": "09:00", "end": "17:00"}])),
             "rules[0].windows[0].days[0]",
@@ -200,11 +200,11 @@ DROP = object()
             "invalid_value",
         ),
         (doc(_rule(11, effect="deny")), "rules[0].effect", "invalid_value"),
-        (doc(_rule(12, max_value="1")), "rules[0].max_value", "unknown_field"),
+        (doc(_rule(12, max_value="1")), "rules[0]", "unknown_field"),
         (doc(VALID_RULES[0], _rule(1, id="chains")), "rules[1].id", "duplicate_rule_id"),
         (doc(_rule(0, id="grant:g1")), "rules[0].id", "invalid_name"),
         (doc(_rule(0, description=7)), "rules[0].description", "invalid_type"),
-        (doc(_rule(0, **{"x" * 500: 1})), "rules[0]." + json.dumps("x" * 64), "unknown_field"),
+        (doc(_rule(0, **{"x" * 500: 1})), "rules[0]", "unknown_field"),
     ],
 )
 def test_errors_name_the_path(data, path, code):
@@ -224,7 +224,7 @@ def test_the_message_reads_like_the_example():
 @pytest.mark.parametrize(
     ("text", "path", "code"),
     [
-        ('{"id": "p", "id": "q", "version": 1, "rules": []}', "id", "duplicate_field"),
+        ('{"id": "p", "id": "q", "version": 1, "rules": []}', "", "duplicate_field"),
         ('{"id": "p", "version": 1.0, "rules": []}', "", "invalid_type"),
         ('{"id": "p", "version": NaN, "rules": []}', "", "invalid_type"),
         ('{"id": "p", "version": 1, "rules": [', "", "malformed_json"),
@@ -298,4 +298,10 @@ def test_an_unknown_field_never_parses(indexes, data, key, value):
     with pytest.raises(PolicyDocumentError) as caught:
         parse_policy_document(document)
     assert caught.value.code == "unknown_field"
-    assert caught.value.path == field_path(path, key)
+    # Reported by the object that holds it, never by its name: the same error whatever the name was.
+    assert caught.value.path == path
+    del target[key]
+    target["zz-some-other-field"] = value
+    with pytest.raises(PolicyDocumentError) as other:
+        parse_policy_document(document)
+    assert str(caught.value) == str(other.value)

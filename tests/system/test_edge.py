@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.service_harness import Server, init_installation, make_key, make_service, start_server
-from tests.system.support import HANG_GUARD, assert_no_secret, installation_secrets
+from tests.system.support import HANG_GUARD, assert_no_secret, export_audit, installation_secrets
 
 HEADER_TIMEOUT = 1.0
 KEEPALIVE_TIMEOUT = 2.0
@@ -230,6 +230,111 @@ def test_no_error_echoes_what_it_was_sent(edge: Server) -> None:
     assert "Traceback" not in log or "message withheld" in log
 
 
+def payload_documents(t: str) -> list[tuple[str, str, str, Any]]:
+    """Documents inside a request body that the services read themselves (a policy, a transaction, EIP-712
+    data), each with a field named ``t`` where no field of that name is allowed: (case, route kind,
+    content type, body)."""
+    rule = {"id": "r", "kind": "chain_allowlist", "effect": "deny", "chain_ids": [1]}
+    cap = {"id": "c", "kind": "value_cap", "effect": "require_approval", "max_value": "1"}
+    approval = {"quorum": 1, "group": "g", "expires_in_seconds": 60}
+    domains = {"id": "d", "kind": "typed_data_domain_allowlist", "effect": "deny"}
+    policy = {"id": "p-echo", "version": 1}
+    to = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    tx = {"type": 4, "chainId": 1, "nonce": 0, "gas": 90000, "to": to, "value": 0}
+    tx |= {"maxFeePerGas": 2, "maxPriorityFeePerGas": 1, "accessList": []}
+    auth = {"chainId": 1, "address": to, "nonce": 0, "yParity": 0, "r": 1, "s": 1}
+    domain_type = [{"name": "name", "type": "string"}]
+    mail = [{"name": "from", "type": "Person"}]
+    person = [{"name": "name", "type": "string"}]
+    typed = {
+        "types": {"EIP712Domain": domain_type, "Mail": mail, "Person": person},
+        "primaryType": "Mail",
+        "domain": {"name": "x"},
+        "message": {"from": {"name": "a"}},
+    }
+    return [
+        ("policy top", "policy", "json", {**policy, "rules": [], t: 1}),
+        ("policy rule", "policy", "json", {**policy, "rules": [{**rule, t: 1}]}),
+        ("policy approval", "policy", "json", {**policy, "rules": [{**cap, "approval": {**approval, t: 1}}]}),
+        (
+            "policy domain",
+            "policy",
+            "json",
+            {**policy, "rules": [{**domains, "domains": [{"name": "x", t: 1}]}]},
+        ),
+        ("policy duplicate key", "policy", "raw", f'{{"{t}": 1, "{t}": 2}}'),
+        ("policy yaml", "policy", "yaml", f"id: p-echo\nversion: 1\nrules: []\n{t}: 1\n"),
+        ("transaction", "transaction", "json", {"transaction": {**tx, "authorizationList": [auth], t: 1}}),
+        (
+            "access list",
+            "transaction",
+            "json",
+            {
+                "transaction": {
+                    **tx,
+                    "authorizationList": [auth],
+                    "accessList": [{"address": to, "storageKeys": [], t: 1}],
+                }
+            },
+        ),
+        (
+            "authorization",
+            "transaction",
+            "json",
+            {"transaction": {**tx, "authorizationList": [{**auth, t: 1}]}},
+        ),
+        ("typed data top", "typed-data", "json", {"typed_data": {**typed, t: 1}}),
+        ("typed data domain", "typed-data", "json", {"typed_data": {**typed, "domain": {"name": "x", t: 1}}}),
+        (
+            "typed data message",
+            "typed-data",
+            "json",
+            {"typed_data": {**typed, "message": {"from": {"name": "a"}, t: 1}}},
+        ),
+        (
+            "typed data nested",
+            "typed-data",
+            "json",
+            {"typed_data": {**typed, "message": {"from": {"name": "a", t: 1}}}},
+        ),
+    ]
+
+
+def test_no_refusal_of_a_payload_document_names_a_field_it_was_sent(edge: Server, unique_name: str) -> None:
+    """An unknown field anywhere in a policy document, a transaction or EIP-712 data is reported by where
+    it is (and what is allowed there), never by its name: not in the response, the log or the audit."""
+    token = canary()
+    admin = edge.installation.admin_token
+    service = make_service(edge, unique_name)
+    key = make_key(edge, "secp256k1", unique_name[:60])
+    status, _, body = edge.call(
+        "POST",
+        "/v1/grants",
+        {
+            "principal_id": service["principal"]["id"],
+            "key_id": key["id"],
+            "operations": ["sign_transaction", "sign_typed_data"],
+        },
+        admin,
+    )
+    assert status == 201, body
+    relayer = service["credentials"]["access_token"]
+    for name, kind, content, document in payload_documents(token):
+        if kind == "policy":
+            raw = json.dumps(document) if content == "json" else document
+            headers = {"Content-Type": "application/yaml"} if content == "yaml" else {}
+            status, _, problem = edge.call(
+                "POST", "/v1/policies", token=admin, raw=raw.encode(), headers=headers
+            )
+        else:
+            path = f"/v1/keys/{key['id']}/sign/{kind}"
+            status, _, problem = edge.call("POST", path, document, relayer)
+        assert status == 400, (name, status, problem)
+        assert token not in json.dumps(problem), f"{name}: the refusal names the field it was sent"
+    assert token not in edge.log_text()
+    assert token not in "\n".join(export_audit(edge))
+
+
 def test_parse_errors_have_stable_codes(edge: Server) -> None:
     token = canary()
     codes = {}
@@ -375,6 +480,45 @@ def test_a_host_not_allowed_is_refused_in_absolute_form_and_when_absent(edge: Se
     absent = exchange(edge, b"GET /metrics HTTP/1.0\r\n\r\n")
     status, _, problem = status_and_problem(absent)
     assert (status, problem["code"]) == (400, "host_not_allowed")
+
+
+def test_a_header_that_may_appear_once_is_refused_twice_on_every_route(edge: Server) -> None:
+    """Two Authorization headers (a proxy may have checked the other), two Idempotency-Keys, two request
+    ids or two Cookie headers: 400 ``duplicate_header`` whichever comes first, on every route."""
+    admin = edge.installation.admin_token.encode()
+    doubled = {
+        "Authorization": (b"Bearer " + admin, b"Bearer not-a-token"),
+        "Idempotency-Key": (b"key-1", b"key-2"),
+        "X-Request-Id": (b"first", b"second"),
+        "Cookie": (b"a=1", b"b=2"),
+    }
+    for method, path in [*every_operation(edge), *CONSOLE, ("GET", "/metrics"), ("GET", "/healthz")]:
+        for name, (one, other) in doubled.items():
+            for first, second in ((one, other), (other, one)):
+                head = b"%s %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n" % (
+                    method.encode(),
+                    path.encode(),
+                )
+                if name != "Authorization":
+                    head += b"Authorization: Bearer " + admin + b"\r\n"
+                head += b"%s: %s\r\n%s: %s\r\n\r\n" % (name.encode(), first, name.encode(), second)
+                status, _, problem = status_and_problem(exchange(edge, head))
+                assert (status, problem["code"]) == (400, "duplicate_header"), (method, path, name, problem)
+
+
+def test_a_query_parameter_given_twice_is_refused(edge: Server) -> None:
+    admin = edge.installation.admin_token
+    document = openapi(edge)
+    seen = 0
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            names = [p["name"] for p in operation.get("parameters", []) if p.get("in") == "query"]
+            if method != "get" or not names:
+                continue
+            status, _, body = edge.call("GET", f"{concrete(path)}?{names[0]}=1&{names[0]}=2", token=admin)
+            assert (status, body["code"]) == (400, "duplicate_query_parameter"), (path, body)
+            seen += 1
+    assert seen >= 5
 
 
 # -- 6. every timestamp validated at the edge ---------------------------------------------------------

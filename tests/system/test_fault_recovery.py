@@ -3,7 +3,8 @@
 Every fault is real and made from outside a running ``signer serve`` (real SoftHSM token, SQLite file or
 PostgreSQL database):
 
-- SQLite file made read-only, two ways that bind a process running as root: ``chattr +i`` on the
+- SQLite file made read-only (sign requests; and secret reads: no value without its audit record),
+  two ways that bind a process running as root: ``chattr +i`` on the
   database and its WAL (an immutable file cannot be opened for writing, and writes through descriptors
   opened before fail, whoever asks), and ``chmod 0444`` with the server run under ``setpriv`` without
   CAP_DAC_OVERRIDE (what a service user sees; as plain root the mode would mean nothing to the kernel).
@@ -283,6 +284,124 @@ def test_postgres_terminated_backends_heal_without_restart(
         killed.result()
     assert all(status == 200 or code in DOWN_CODES for status, code in outcomes), outcomes
     assert_heals(signer, server.process.pid)
+
+
+# -- secret reads (F-06: no secret leaves without its audit record) ------------------------------------
+
+
+class SecretReader:
+    """A service principal granted ``read_value`` on one secret, whose value is a canary."""
+
+    def __init__(self, server: Server, name: str) -> None:
+        self.server = server
+        admin = server.installation.admin_token
+        admin_id = server.installation.admin["principal"]["id"]
+        org = f"org-{name}"
+        status, _, body = server.call(
+            "POST", "/v1/grants", {"principal_id": admin_id, "operations": ["create"], "scope": org}, admin
+        )
+        assert status == 201, body
+        self.value = "canary-" + os.urandom(12).hex()
+        status, _, created = server.call(
+            "POST",
+            "/v1/secrets",
+            {
+                "folder": f"{org}/prod",
+                "name": "db",
+                "owner_group": "payments",
+                "category": "api_key",
+                "fields": {"PASSWORD": self.value},
+            },
+            admin,
+        )
+        assert status == 201, created
+        self.secret_id = created["id"]
+        service = make_service(server, name)
+        self.token = service["credentials"]["access_token"]
+        status, _, body = server.call(
+            "POST",
+            "/v1/grants",
+            {
+                "principal_id": service["principal"]["id"],
+                "operations": ["read_value"],
+                "secret_id": self.secret_id,
+            },
+            admin,
+        )
+        assert status == 201, body
+
+    def fetch(self) -> tuple[int, str | None]:
+        status, _, body = self.server.call(
+            "POST", f"/v1/secrets/{self.secret_id}/fetch", {"workload": "billing"}, self.token
+        )
+        if status == 200:
+            assert self.value in json.dumps(body)
+            return status, None
+        assert self.value not in json.dumps(body), "a secret value without its audit record"
+        return status, (body or {}).get("code")
+
+
+def assert_secret_reads_fail_closed_then_heal(reader: SecretReader, fault: Any, heal: Any) -> None:
+    assert reader.fetch() == (200, None)  # warm: grants, the secret's row and its KEK handle cached
+    fault()
+    try:
+        outcomes = [reader.fetch() for _ in range(5)]
+    finally:
+        heal()
+    assert all(status == 503 and code in DOWN_CODES for status, code in outcomes), outcomes
+
+    def reads() -> bool:
+        status, code = reader.fetch()
+        assert status == 200 or (status == 503 and code in DOWN_CODES), (status, code)
+        return status == 200
+
+    wait_until(reads, 30, "secret reads to work again", interval=0.1)
+    assert [reader.fetch() for _ in range(10)] == [(200, None)] * 10
+    # The audit log records the reads (never the value).
+    fetched = [e for e in map(json.loads, export_audit(reader.server)) if reader.secret_id in json.dumps(e)]
+    assert fetched and reader.value not in json.dumps(fetched)
+
+
+def test_secret_reads_fail_closed_on_a_read_only_sqlite_file_then_heal(tmp_path: Path, launch) -> None:
+    if shutil.which("chattr") is None:
+        pytest.skip("chattr is not installed")
+    installation = init_installation(tmp_path / "data")
+    server = launch(installation)
+    reader = SecretReader(server, "ro-secret")
+    db = installation.data_dir / "signer.db"
+    files = [db, db.with_name(db.name + "-wal")]
+    if not chattr("+i", *files):
+        pytest.skip("this filesystem (or user) cannot set the immutable attribute")
+    chattr("-i", *files)
+    assert_secret_reads_fail_closed_then_heal(
+        reader, lambda: chattr("+i", *files), lambda: chattr("-i", *files)
+    )
+    assert server.process.poll() is None
+
+
+def test_secret_reads_fail_closed_while_postgres_refuses_then_heal(
+    tmp_path: Path, pg_url: str, pg_admin_url: str, launch
+) -> None:
+    installation = init_installation(tmp_path / "data", pg_url)
+    server = launch(installation)
+    reader = SecretReader(server, "pg-secret")
+    name = make_url(pg_url).database
+
+    def take() -> None:
+        run_sync(
+            lambda: pg_execute(
+                pg_admin_url,
+                f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()",
+            )
+        )
+
+    def give() -> None:
+        run_sync(lambda: pg_execute(pg_admin_url, f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+
+    assert_secret_reads_fail_closed_then_heal(reader, take, give)
+    assert server.process.poll() is None
 
 
 # -- workers -----------------------------------------------------------------------------------------

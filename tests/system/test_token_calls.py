@@ -290,3 +290,161 @@ def test_a_permit_spender_on_the_denylist_is_refused(desk: Desk) -> None:
     desk.policy({"id": "sanctioned", "kind": "recipient_denylist", "effect": "deny", "addresses": [BOB]})
     status, body = desk.sign_typed(permit(1))
     assert status == 403 and body["reasons"][0]["code"] == "recipient_denied", body
+
+
+# Calls to a limited token that the signer does not decode: each one a real way to move tokens.
+UNDECODED_CALLS = {
+    # ERC-677 transferAndCall(address,uint256,bytes) (LINK): moves tokens, no transfer selector.
+    "transferAndCall": "0x4000aea0"
+    + BOB[2:].lower().rjust(64, "0")
+    + format(10**6, "064x")
+    + format(96, "064x")
+    + format(0, "064x"),
+    # ERC-777 send(address,uint256,bytes).
+    "erc777_send": "0x9bd9bbc6"
+    + BOB[2:].lower().rjust(64, "0")
+    + format(10**6, "064x")
+    + format(96, "064x")
+    + format(0, "064x"),
+    # multicall(bytes[]) wrapping a transfer: the token's own batch entry point.
+    "multicall": "0xac9650d8"
+    + format(32, "064x")
+    + format(1, "064x")
+    + format(32, "064x")
+    + format(68, "064x")
+    + transfer_data(BOB, 10**6)[2:]
+    + "00" * 28,
+    # Old OpenZeppelin increaseApproval(address,uint256).
+    "increaseApproval": "0xd73dd623" + BOB[2:].lower().rjust(64, "0") + format(10**6, "064x"),
+    # A fallback call: calldata shorter than a selector.
+    "fallback": "0x01",
+}
+
+
+def delegation() -> dict[str, Any]:
+    """A governance-token delegation (COMP-style): EIP-712 data verified by the token, not a permit."""
+    return {
+        "types": {
+            "EIP712Domain": permit(0)["types"]["EIP712Domain"],
+            "Delegation": [
+                {"name": "delegatee", "type": "address"},
+                {"name": "nonce", "type": "uint256"},
+                {"name": "expiry", "type": "uint256"},
+            ],
+        },
+        "primaryType": "Delegation",
+        "domain": {"name": "Token", "version": "1", "chainId": 1, "verifyingContract": TOKEN},
+        "message": {"delegatee": BOB, "nonce": 0, "expiry": 2**40},
+    }
+
+
+def transfer_with_authorization(value: int) -> dict[str, Any]:
+    """EIP-3009 (USDC): a signed transfer anyone may submit; no permit, yet it moves the signer's tokens."""
+    return {
+        "types": {
+            "EIP712Domain": permit(0)["types"]["EIP712Domain"],
+            "TransferWithAuthorization": [
+                {"name": "from", "type": "address"},
+                {"name": "to", "type": "address"},
+                {"name": "value", "type": "uint256"},
+                {"name": "validAfter", "type": "uint256"},
+                {"name": "validBefore", "type": "uint256"},
+                {"name": "nonce", "type": "bytes32"},
+            ],
+        },
+        "primaryType": "TransferWithAuthorization",
+        "domain": {"name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": TOKEN},
+        "message": {
+            "from": CAROL,
+            "to": BOB,
+            "value": value,
+            "validAfter": 0,
+            "validBefore": 2**40,
+            "nonce": "0x" + "11" * 32,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "limit",
+    [
+        {"kind": "spend_limit", "effect": "deny", "window_seconds": 3600, "per": "key"},
+        {"kind": "value_cap", "effect": "deny"},
+    ],
+    ids=["spend_limit", "value_cap"],
+)
+def test_a_call_to_a_limited_token_that_does_not_decode_is_refused(desk: Desk, limit: dict[str, Any]) -> None:
+    desk.policy({"id": "token-limit", "max_value": "100", "asset": TOKEN, **limit})
+    for name, data in UNDECODED_CALLS.items():
+        status, body = desk.sign(0, data)
+        assert status == 403, (name, body)
+        assert [r["code"] for r in body["reasons"]] == ["token_call_not_counted"], (name, body)
+        status, body = desk.dry_run(data)
+        assert status == 200 and body["effect"] == "deny", (name, body)
+    status, body = desk.sign_typed(delegation())
+    assert status == 403 and [r["code"] for r in body["reasons"]] == ["token_call_not_counted"], body
+    # An EIP-3009 transfer authorisation is decoded: its value is counted like any transfer.
+    status, body = desk.sign_typed(transfer_with_authorization(10**6))
+    assert status == 403 and [r["code"] for r in body["reasons"]] == [f"{limit['kind']}_exceeded"], body
+    status, body = desk.sign_typed(transfer_with_authorization(100))
+    assert status == 200, body
+    # What the signer can count is still judged by amount; calls to other contracts are not the token's.
+    assert desk.sign(0, transfer_data(BOB, 100 if limit["kind"] == "value_cap" else 0))[0] == 200
+    other = {**token_tx(1, UNDECODED_CALLS["transferAndCall"]), "to": CAROL}
+    status, _, body = desk.server.call(
+        "POST", f"/v1/keys/{desk.key['id']}/sign/transaction", {"transaction": other}, desk.token
+    )
+    assert status == 200, body
+
+
+def test_a_grant_budgeting_a_token_does_not_cover_an_undecoded_call_to_it(
+    token_server: Server, unique_name: str
+) -> None:
+    admin = token_server.installation.admin_token
+    service = make_service(token_server, unique_name)
+    status, _, key = token_server.call(
+        "POST", "/v1/keys", {"curve": "secp256k1", "label": unique_name[:60]}, admin
+    )
+    assert status == 201, key
+    status, _, body = token_server.call(
+        "POST",
+        "/v1/grants",
+        {
+            "principal_id": service["principal"]["id"],
+            "key_id": key["id"],
+            "operations": ["sign_transaction"],
+            "value_budgets": {"native": "0", TOKEN: "1000"},
+        },
+        admin,
+    )
+    assert status == 201, body
+    token = service["credentials"]["access_token"]
+    path = f"/v1/keys/{key['id']}/sign/transaction"
+    status, _, body = token_server.call(
+        "POST", path, {"transaction": token_tx(0, transfer_data(BOB, 10))}, token
+    )
+    assert status == 200, body
+    for name, data in UNDECODED_CALLS.items():
+        status, _, body = token_server.call("POST", path, {"transaction": token_tx(1, data)}, token)
+        assert status == 403, (name, body)
+        assert "token_call_not_counted" in [r["code"] for r in body["reasons"]], (name, body)
+
+
+def test_the_allowlist_sees_native_value_sent_beside_a_token_call(desk: Desk) -> None:
+    """transfer(listed payee) to a contract that is not listed, with native value: the value goes to the
+    contract, so the allowlist refuses it; the same call without value is judged by its payee."""
+    desk.policy({"id": "payees", "kind": "recipient_allowlist", "effect": "deny", "addresses": [BOB]})
+    assert desk.sign(0, transfer_data(BOB, 5))[0] == 200
+    paying = {**token_tx(1, transfer_data(BOB, 5)), "value": 10**18}
+    status, _, body = desk.server.call(
+        "POST", f"/v1/keys/{desk.key['id']}/sign/transaction", {"transaction": paying}, desk.token
+    )
+    assert status == 403 and [r["code"] for r in body["reasons"]] == ["recipient_not_allowed"], body
+    status, body = desk.sign(1, transfer_data(CAROL, 5))
+    assert status == 403 and [r["code"] for r in body["reasons"]] == ["recipient_not_allowed"], body
+
+
+def test_an_eip3009_transfer_is_checked_against_recipient_lists(desk: Desk) -> None:
+    desk.policy({"id": "payees", "kind": "recipient_allowlist", "effect": "deny", "addresses": [CAROL]})
+    status, body = desk.sign_typed(transfer_with_authorization(5))  # pays BOB
+    assert status == 403 and [r["code"] for r in body["reasons"]] == ["recipient_not_allowed"], body
