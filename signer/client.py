@@ -101,7 +101,12 @@ def read_token_file(path: Path, field: str = "access_token") -> Secret:
         raise ClientConfigError(f"token file cannot be read: {path} ({exc.strerror})") from None
     if text.startswith("{"):
         try:
-            value = json.loads(text).get(field)
+            document = json.loads(text)
+            # `signer init` and `principals create` print {"principal": ..., "credentials": {...}}.
+            nested = document.get("credentials")
+            value = document.get(field) if field in document or not isinstance(nested, dict) else None
+            if value is None and isinstance(nested, dict):
+                value = nested.get(field)
         except (ValueError, AttributeError):
             value = None
         if not isinstance(value, str) or not value:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import api_call, read_input, read_json_object
+from signer.cli_api.common import api_call, pending_or_done, read_input, read_json_object
 from signer.client import SignerClient
 
 
@@ -37,10 +37,12 @@ def sign_transaction(
 ) -> Any:
     """Sign a transaction given as JSON (JSON-RPC field names) in FILE or on stdin."""
     if raw:
-        return client.sign_transaction(
-            key_id, raw=read_input(source).strip(), idempotency_key=idempotency_key
+        return pending_or_done(
+            client.sign_transaction(key_id, raw=read_input(source).strip(), idempotency_key=idempotency_key)
         )
-    return client.sign_transaction(key_id, read_json_object(source), idempotency_key=idempotency_key)
+    return pending_or_done(
+        client.sign_transaction(key_id, read_json_object(source), idempotency_key=idempotency_key)
+    )
 
 
 @sign.command("message")
@@ -71,10 +73,12 @@ def sign_message(
         if message is not None:
             raise click.UsageError("give MESSAGE or --file, not both")
         encoded = base64.b64encode(message_file.read()).decode("ascii")
-        return client.sign_message(key_id, encoded, "base64", idempotency_key=idempotency_key)
+        return pending_or_done(
+            client.sign_message(key_id, encoded, "base64", idempotency_key=idempotency_key)
+        )
     if message is None:
         message = sys.stdin.read()
-    return client.sign_message(key_id, message, encoding, idempotency_key=idempotency_key)
+    return pending_or_done(client.sign_message(key_id, message, encoding, idempotency_key=idempotency_key))
 
 
 @sign.command("typed-data")
@@ -84,7 +88,9 @@ def sign_message(
 @api_call()
 def sign_typed_data(client: SignerClient, key_id: str, source: str, idempotency_key: str | None) -> Any:
     """Sign EIP-712 typed data (types, primaryType, domain, message) from FILE or stdin."""
-    return client.sign_typed_data(key_id, read_json_object(source), idempotency_key=idempotency_key)
+    return pending_or_done(
+        client.sign_typed_data(key_id, read_json_object(source), idempotency_key=idempotency_key)
+    )
 
 
 @sign.command("digest")
@@ -94,7 +100,7 @@ def sign_typed_data(client: SignerClient, key_id: str, source: str, idempotency_
 @api_call()
 def sign_digest(client: SignerClient, key_id: str, digest: str, idempotency_key: str | None) -> Any:
     """Blind-sign a 32-byte digest (0x hex); needs the sign_raw grant and a policy allowing raw digests."""
-    return client.sign_digest(key_id, digest, idempotency_key=idempotency_key)
+    return pending_or_done(client.sign_digest(key_id, digest, idempotency_key=idempotency_key))
 
 
 # Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
