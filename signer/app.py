@@ -50,6 +50,7 @@ from signer.services.console_sessions import ConsoleSessions
 from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
 from signer.services.health import HealthService
+from signer.services.jsonrpc import JsonRpcService
 from signer.services.keys import KeyService
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
@@ -233,12 +234,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             signing.idempotency.claim_seconds = max(
                 30.0, 4 * (settings.request_deadline_seconds + settings.hsm_deadline_seconds)
             )
+            health = HealthService(store, hsm)
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth, clock=utcnow),
                 keys=keys,
                 signing=signing,
-                health=HealthService(store, hsm),
+                health=health,
                 audit=AuditLogService(store, clock=utcnow),
                 approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
                 policies=PolicyService(store, clock=utcnow),
@@ -257,6 +259,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     max_value_bytes=settings.secret_max_value_bytes,
                     clock=utcnow,
                 ),
+                jsonrpc=JsonRpcService(keys, signing, health),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")

@@ -18,6 +18,7 @@ from signer.http.routes import (
     groups,
     health,
     identity,
+    jsonrpc,
     keys,
     meta,
     policies,
@@ -40,6 +41,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     groups,
     policies,
     secrets,
+    jsonrpc,
 )
 
 # Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.

@@ -1,0 +1,221 @@
+"""Ethereum JSON-RPC as Web3Signer serves it: the methods a relayer's client library calls to sign.
+
+``eth_accounts`` lists the addresses of the secp256k1 keys the caller holds a grant on;
+``eth_signTransaction`` (the raw signed transaction, hex), ``eth_sign``, ``personal_sign`` and
+``eth_signTypedData`` / ``_v4`` pick the key by address among those and go through the signing service,
+so grants, policy, approvals, limits and the audit log are exactly the REST API's. ``health_status``
+answers the readiness probe. Batches run in order (a relayer's nonces stay in order). Errors follow
+JSON-RPC 2.0: -32700 parse error, -32600 invalid request, -32601 method not found, -32602 invalid params
+(with the signer's ``code`` and ``field`` in ``data``); a refusal by grants or policy is -32003 with the
+reasons and decision in ``data``; a request that waits for approvers is -32010 whose ``data`` names the
+approval and where to wait for its result. Never repeats a parameter's value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from signer.errors import SignerError
+from signer.eth.primitives import parse_address
+from signer.eth.rpc import rpc_transaction, sign_data, typed_data_document
+from signer.services.context import RequestContext
+from signer.services.health import HealthService
+from signer.services.keys import KeyService
+from signer.services.signing import SigningService
+
+PARSE_ERROR = -32700
+INVALID_REQUEST = -32600
+METHOD_NOT_FOUND = -32601
+INVALID_PARAMS = -32602
+INTERNAL_ERROR = -32603
+SERVER_ERROR = -32000  # the signer's own refusals without a more specific code
+RESOURCE_UNAVAILABLE = -32002  # HSM or database unavailable, a deadline passed
+DENIED = -32003  # grants or policy refused (EIP-1474's "transaction rejected")
+LIMIT_EXCEEDED = -32005  # rate limited
+APPROVAL_PENDING = -32010  # nothing signed: approvers decide first
+
+MAX_BATCH = 100
+
+
+class RpcError(Exception):
+    def __init__(self, code: int, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+def parse_error() -> dict[str, Any]:
+    return _error(None, RpcError(PARSE_ERROR, "parse error: the body is not JSON"))
+
+
+def _error(call_id: Any, exc: RpcError) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": exc.code, "message": exc.message}
+    if exc.data is not None:
+        error["data"] = exc.data
+    return {"jsonrpc": "2.0", "id": call_id, "error": error}
+
+
+def _from_signer_error(exc: SignerError) -> RpcError:
+    data: dict[str, Any] = {"code": exc.code}
+    for name in ("field", "reasons", "decision", "retry_after"):
+        if name in exc.extra:
+            data[name] = exc.extra[name]
+    if exc.status == 400 or exc.status == 422:
+        return RpcError(INVALID_PARAMS, f"invalid params: {exc.message}", data)
+    if exc.status in (401, 403):
+        return RpcError(DENIED, f"denied: {exc.message}", data)
+    if exc.status == 404:
+        return RpcError(SERVER_ERROR, "no key you hold a grant on has that address", data)
+    if exc.status == 429:
+        return RpcError(LIMIT_EXCEEDED, f"limit exceeded: {exc.message}", data)
+    if exc.status in (503, 504):
+        return RpcError(RESOURCE_UNAVAILABLE, f"unavailable: {exc.message}", data)
+    return RpcError(SERVER_ERROR, exc.message, data)
+
+
+def _params(params: Any, count: int, method: str) -> list[Any]:
+    if not isinstance(params, list) or len(params) < count:
+        raise RpcError(INVALID_PARAMS, f"invalid params: {method} takes {count} positional parameter(s)")
+    return params
+
+
+class JsonRpcService:
+    def __init__(self, keys: KeyService, signing: SigningService, health: HealthService) -> None:
+        self._keys = keys
+        self._signing = signing
+        self._health = health
+
+    async def handle(self, ctx: RequestContext, document: Any) -> Any:
+        """The answer to a request or a batch; None when there is nothing to answer (notifications)."""
+        if isinstance(document, list):
+            if not document:
+                return _error(None, RpcError(INVALID_REQUEST, "invalid request: an empty batch"))
+            if len(document) > MAX_BATCH:
+                return _error(None, RpcError(INVALID_REQUEST, f"invalid request: at most {MAX_BATCH} calls"))
+            answers = [await self._one(ctx, call) for call in document]
+            found = [answer for answer in answers if answer is not None]
+            return found or None
+        return await self._one(ctx, document)
+
+    async def _one(self, ctx: RequestContext, call: Any) -> dict[str, Any] | None:
+        if not isinstance(call, Mapping):
+            return _error(None, RpcError(INVALID_REQUEST, "invalid request: a call is an object"))
+        call_id = call.get("id")
+        if not isinstance(call_id, str | int) or isinstance(call_id, bool):
+            call_id = None
+        if (
+            call.get("jsonrpc") != "2.0"
+            or not isinstance(call.get("method"), str)
+            or ("id" in call and call["id"] is not None and call_id is None)
+            or not isinstance(call.get("params", []), list | dict)
+        ):
+            return _error(call_id, RpcError(INVALID_REQUEST, "invalid request: not a JSON-RPC 2.0 call"))
+        notification = "id" not in call  # a valid call without an id: run, never answered
+        try:
+            result = await self._dispatch(ctx, call["method"], call.get("params", []))
+        except RpcError as exc:
+            answer = _error(call_id, exc)
+        except SignerError as exc:
+            answer = _error(call_id, _from_signer_error(exc))
+        else:
+            answer = {"jsonrpc": "2.0", "id": call_id, "result": result}
+        return None if notification else answer
+
+    async def _dispatch(self, ctx: RequestContext, method: str, params: Any) -> Any:
+        handler = _METHODS.get(method)
+        if handler is None:
+            raise RpcError(METHOD_NOT_FOUND, "method not found")
+        return await handler(self, ctx, params)
+
+    # -- methods -------------------------------------------------------------------------------------
+
+    async def accounts(self, ctx: RequestContext, params: Any) -> list[str]:
+        return [address for address, (_, active) in (await self._addresses(ctx)).items() if active]
+
+    async def sign_transaction(self, ctx: RequestContext, params: Any) -> str:
+        (value,) = _params(params, 1, "eth_signTransaction")[:1]
+        sender, transaction = rpc_transaction(value)
+        key_id = await self._key_for(ctx, sender)
+        result = await self._signing.sign_transaction(ctx, key_id, transaction, None)
+        return str(_signed(result)["raw_transaction"])
+
+    async def eth_sign(self, ctx: RequestContext, params: Any) -> str:
+        address, data = _params(params, 2, "eth_sign")[:2]
+        key_id = await self._key_for(ctx, parse_address(address, "address"))
+        message = sign_data(data, "data", text_allowed=False)
+        return str(_signed(await self._signing.sign_message(ctx, key_id, message))["signature"])
+
+    async def personal_sign(self, ctx: RequestContext, params: Any) -> str:
+        data, address = _params(params, 2, "personal_sign")[:2]
+        key_id = await self._key_for(ctx, parse_address(address, "address"))
+        message = sign_data(data, "data", text_allowed=True)
+        return str(_signed(await self._signing.sign_message(ctx, key_id, message))["signature"])
+
+    async def sign_typed_data(self, ctx: RequestContext, params: Any) -> str:
+        address, document = _params(params, 2, "eth_signTypedData")[:2]
+        key_id = await self._key_for(ctx, parse_address(address, "address"))
+        typed = typed_data_document(document)
+        return str(_signed(await self._signing.sign_typed_data(ctx, key_id, typed))["signature"])
+
+    async def health_status(self, ctx: RequestContext, params: Any) -> str:
+        checks = await self._health.check()
+        if any(state != "up" for state in checks.values()):
+            raise RpcError(RESOURCE_UNAVAILABLE, "unavailable", {"checks": checks})
+        return "ok"
+
+    # -- keys ----------------------------------------------------------------------------------------
+
+    async def _addresses(self, ctx: RequestContext) -> dict[str, tuple[str, bool]]:
+        """address -> (key id, active) of the secp256k1 keys the caller holds a grant on (a disabled key
+        is found, so that signing with it answers why it cannot)."""
+        found: dict[str, tuple[str, bool]] = {}
+        after: str | None = None
+        while True:
+            page = await self._keys.list_keys(ctx, limit=500, after=after)
+            for key in page["items"]:
+                if key["curve"] == "secp256k1" and key["address"]:
+                    found.setdefault(key["address"], (key["id"], key["state"] == "active"))
+            after = page["next"]
+            if after is None:
+                return found
+
+    async def _key_for(self, ctx: RequestContext, address: str) -> str:
+        found = (await self._addresses(ctx)).get(address)
+        if found is None:
+            raise RpcError(
+                SERVER_ERROR, "no key you hold a grant on has that address", {"code": "key_not_found"}
+            )
+        return found[0]
+
+
+def _signed(result: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The signature, or the approval-pending error that names the approval and where to wait."""
+    if result.get("state") == "pending_approval":
+        approval = result.get("approval") or {}
+        raise RpcError(
+            APPROVAL_PENDING,
+            "approval required: nothing was signed; the request waits for approvers",
+            {
+                "code": "approval_pending",
+                "approval": approval,
+                "payload_digest": result.get("payload_digest"),
+                "expires_at": result.get("expires_at"),
+                "wait": f"GET {approval.get('result_url', '')}?wait=60" if approval else None,
+            },
+        )
+    return result
+
+
+_METHODS = {
+    "eth_accounts": JsonRpcService.accounts,
+    "eth_signTransaction": JsonRpcService.sign_transaction,
+    "eth_sign": JsonRpcService.eth_sign,
+    "personal_sign": JsonRpcService.personal_sign,
+    "eth_signTypedData": JsonRpcService.sign_typed_data,
+    "eth_signTypedData_v4": JsonRpcService.sign_typed_data,
+    "health_status": JsonRpcService.health_status,
+}
+
+__all__ = ["JsonRpcService", "parse_error"]
