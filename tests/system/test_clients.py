@@ -1,0 +1,204 @@
+"""Real clients on a real node: web3.py and ethers v6 pointed at the signer's JSON-RPC endpoint, anvil (from
+npm, offline) as the chain. The signer's addresses are funded from anvil's dev accounts; transactions of
+types 0, 1, 2 and 4 signed through the signer are mined by anvil and move balances; ethers verifies the
+typed data and messages the signer signed; a policy denial and an approval wait reach each client as
+errors that say so. Installed by ``scripts/setup --test`` (tests/js/package.json, web3 in the test extra).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.service_harness import (
+    TREE,
+    Server,
+    attach_policy,
+    free_port,
+    grant,
+    make_key,
+    make_service,
+    unlock_policy,
+)
+from tests.system.support import HANG_GUARD, wait_until
+
+web3 = pytest.importorskip("web3", reason="web3 is in the test extra (scripts/setup --test)")
+from eth_account import Account  # noqa: E402
+from web3 import HTTPProvider, Web3  # noqa: E402
+from web3.exceptions import Web3RPCError  # noqa: E402
+
+JS = TREE / "tests" / "js"
+ANVIL = JS / "node_modules" / ".bin" / "anvil"
+needs_js = pytest.mark.skipif(not ANVIL.exists(), reason="scripts/setup --test installs tests/js (npm ci)")
+DELEGATE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+
+
+@pytest.fixture
+def anvil(tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log = open(tmp_path / "anvil.log", "w", encoding="utf-8")
+    process = subprocess.Popen(
+        [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    node = Web3(HTTPProvider(url, request_kwargs={"timeout": 5}))
+
+    def up() -> bool:
+        if process.poll() is not None:
+            raise RuntimeError((tmp_path / "anvil.log").read_text())
+        try:
+            return node.eth.chain_id == 31337
+        except OSError:  # not listening yet (requests.ConnectionError is an OSError)
+            return False
+
+    try:
+        wait_until(up, HANG_GUARD, "anvil to answer")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def relayer(server: Server, name: str, operations: list[str]) -> tuple[str, dict[str, Any]]:
+    service = make_service(server, name)
+    key = make_key(server, label=name)
+    grant(server, service["principal"]["id"], key["id"], operations)
+    return service["credentials"]["access_token"], key
+
+
+def fund(node: Web3, address: str, wei: int) -> None:
+    tx = node.eth.send_transaction({"from": node.eth.accounts[0], "to": address, "value": wei})
+    assert node.eth.wait_for_transaction_receipt(tx, timeout=HANG_GUARD)["status"] == 1
+
+
+def through_signer(server: Server, token: str) -> Web3:
+    # request_kwargs headers replace web3.py's own, Content-Type included.
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    return Web3(HTTPProvider(f"{server.url}/v1/rpc", request_kwargs={"headers": headers, "timeout": 30}))
+
+
+@needs_js
+def test_web3py_sends_every_type_through_the_signer(server: Server, unique_name: str, anvil: str) -> None:
+    token, key = relayer(server, unique_name, ["sign_transaction", "sign_message", "sign_typed_data"])
+    attach_policy(server, unlock_policy(f"unlock-{unique_name}"[:60], [DELEGATE]), key_id=key["id"])
+    node = Web3(HTTPProvider(anvil))
+    signer = through_signer(server, token)
+    address = signer.eth.accounts[0]
+    assert address == key["address"]
+    fund(node, address, 10**19)
+
+    recipient = Account.create().address
+    chain_id = node.eth.chain_id
+    base_fee = node.eth.get_block("latest")["baseFeePerGas"]
+    authority = Account.create()
+    sent = 0
+    for tx_type in (0, 1, 2, 4):
+        tx: dict[str, Any] = {
+            "from": address,
+            "to": recipient,
+            "value": 1000 + tx_type,
+            "gas": 100_000,
+            "nonce": node.eth.get_transaction_count(address),
+            "chainId": chain_id,
+        }
+        if tx_type in (0, 1):
+            tx["gasPrice"] = hex(2 * base_fee)
+        if tx_type == 1:
+            tx["accessList"] = [{"address": recipient, "storageKeys": []}]
+        if tx_type in (2, 4):
+            tx.update(maxFeePerGas=hex(2 * base_fee + 10**9), maxPriorityFeePerGas=hex(10**9))
+        if tx_type == 4:
+            auth = authority.sign_authorization({"chainId": chain_id, "address": DELEGATE, "nonce": 0})
+            tx["authorizationList"] = [
+                {"chainId": hex(chain_id), "address": DELEGATE, "nonce": "0x0",
+                 "yParity": hex(auth.y_parity), "r": hex(auth.r), "s": hex(auth.s)}
+            ]  # fmt: skip
+        # web3.py's w3.eth.sign_transaction expects geth's {raw, tx}; Web3Signer's answer is the raw hex.
+        raw = signer.manager.request_blocking("eth_signTransaction", [tx])
+        receipt = node.eth.wait_for_transaction_receipt(
+            node.eth.send_raw_transaction(raw), timeout=HANG_GUARD
+        )
+        assert receipt["status"] == 1 and receipt["type"] == tx_type and receipt["from"] == address
+        sent += 1000 + tx_type
+    assert node.eth.get_balance(recipient) == sent
+    assert node.eth.get_code(authority.address).hex().startswith("ef0100")  # the 7702 delegation landed
+
+    message_signature = signer.eth.sign(address, text="hello")
+    assert Account.recover_message(_defunct(b"hello"), signature=message_signature) == address
+
+
+def _defunct(data: bytes) -> Any:
+    from eth_account.messages import encode_defunct
+
+    return encode_defunct(data)
+
+
+@needs_js
+def test_web3py_sees_denials_and_approval_waits(server: Server, unique_name: str, anvil: str) -> None:
+    token, key = relayer(server, unique_name, ["sign_transaction"])
+    attach_policy(
+        server,
+        {
+            "id": f"clients-{unique_name}"[:60],
+            "rules": [
+                {"id": "local-chain-only", "kind": "chain_allowlist", "effect": "deny", "chain_ids": [31337]},
+                {"id": "big", "kind": "value_cap", "effect": "require_approval", "max_value": "1000",
+                 "approval": {"quorum": 1, "group": "treasury", "expires_in_seconds": 600}},
+            ],
+        },
+        key_id=key["id"],
+    )  # fmt: skip
+    signer = through_signer(server, token)
+    tx = {"from": key["address"], "to": DELEGATE, "value": 1, "gas": 21000, "gasPrice": 1, "nonce": 0}
+    with pytest.raises(Web3RPCError) as denied:
+        signer.manager.request_blocking("eth_signTransaction", [{**tx, "chainId": 1}])
+    assert "denied" in str(denied.value) and "local-chain-only" in str(denied.value)
+    with pytest.raises(Web3RPCError) as waiting:
+        signer.manager.request_blocking("eth_signTransaction", [{**tx, "chainId": 31337, "value": 10**6}])
+    assert "approval required" in str(waiting.value) and "/v1/approvals/" in str(waiting.value)
+
+
+@needs_js
+def test_ethers_json_rpc_signer(server: Server, unique_name: str, anvil: str) -> None:
+    token, key = relayer(server, unique_name, ["sign_transaction", "sign_message", "sign_typed_data"])
+    attach_policy(
+        server,
+        {"id": f"ethers-{unique_name}"[:60],
+         "rules": [{"id": "local-only", "kind": "chain_allowlist", "effect": "deny", "chain_ids": [31337]}]},
+        key_id=key["id"],
+    )  # fmt: skip
+    fund(Web3(HTTPProvider(anvil)), key["address"], 10**19)
+    env = {
+        **os.environ,
+        "SIGNER_RPC_URL": f"{server.url}/v1/rpc",
+        "SIGNER_TOKEN": token,
+        "ANVIL_URL": anvil,
+        "SIGNER_ADDRESS": key["address"],
+        "DENIED_CHAIN_ID": "1",
+    }
+    done = subprocess.run(
+        ["node", str(JS / "ethers_client.mjs")],
+        cwd=JS,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=HANG_GUARD * 3,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    address = key["address"]
+    assert out["accounts"] == [address]
+    assert out["recoveredFrom"] == address and out["receiptStatus"] == 1
+    assert out["recipientBalance"] == "12345"
+    assert out["typedDataSigner"] == address and out["messageSigner"] == address
+    assert out["denied"]["code"] == -32003 and out["denied"]["data"]["code"] == "policy_denied", out["denied"]
