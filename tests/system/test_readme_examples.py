@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_account.messages import encode_defunct
 
 from tests.service_harness import SIGNER, TREE, Installation, attach_policy, base_env, grant, make_key
 from tests.system.support import HANG_GUARD
@@ -88,9 +89,21 @@ def test_first_hour_as_written(tmp_path: Path, launch) -> None:
     ready = [json.loads(line) for line in server.log_text().splitlines() if '"signer ready"' in line]
     assert ready and ready[0]["address"] == f"127.0.0.1:{server.port}", ready
 
-    out = run_block(readme_block("quickstart"), server.port, admin_file, tmp_path)
+    # The JSON-RPC examples run in the same shell, after the quick start set $RELAYER.
+    out = run_block(
+        readme_block("quickstart") + 'echo "=== jsonrpc"\n' + readme_block("jsonrpc"),
+        server.port,
+        admin_file,
+        tmp_path,
+    )
+    out, rpc_out = out.split("=== jsonrpc\n")
     answers = json_values(out)
     granted, signed = answers[-2], answers[-1]
+    rpc_tx, rpc_message = json_values(rpc_out)
+    assert rpc_tx["id"] == 2 and Account.recover_transaction(rpc_tx["result"]) == signed["signer"], rpc_tx
+    assert (
+        Account.recover_message(encode_defunct(b"hello"), signature=rpc_message["result"]) == signed["signer"]
+    )
     assert sorted(granted["operations"]) == ["sign_message", "sign_transaction"], granted
     raw = bytes.fromhex(signed["raw_transaction"][2:])
     assert Account.recover_transaction(raw) == signed["signer"]
