@@ -46,8 +46,17 @@ class RpcError(Exception):
         self.data = data
 
 
-def parse_error() -> dict[str, Any]:
-    return _error(None, RpcError(PARSE_ERROR, "parse error: the body is not JSON"))
+# What a body that is not JSON-RPC at all answers, beside the HTTP route's 400 problem document.
+PARSE_ERROR_ANSWER: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": None,
+    "error": {"code": PARSE_ERROR, "message": "parse error: the body is not JSON"},
+}
+INVALID_BODY_ANSWER: dict[str, Any] = {
+    "jsonrpc": "2.0",
+    "id": None,
+    "error": {"code": INVALID_REQUEST, "message": "invalid request: not an object or an array"},
+}
 
 
 def _error(call_id: Any, exc: RpcError) -> dict[str, Any]:
@@ -218,4 +227,4 @@ _METHODS = {
     "health_status": JsonRpcService.health_status,
 }
 
-__all__ = ["JsonRpcService", "parse_error"]
+__all__ = ["INVALID_BODY_ANSWER", "PARSE_ERROR_ANSWER", "JsonRpcService"]

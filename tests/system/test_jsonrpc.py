@@ -121,7 +121,10 @@ def test_batches_and_errors(server: Server, unique_name: str) -> None:
     assert "not-hex" not in json.dumps(answers)
 
     status, answer = rpc(server, None, token, raw=b'{"jsonrpc": "2.0", "id": 1,')
-    assert status == 200 and answer["error"]["code"] == -32700 and answer["id"] is None
+    assert status == 400 and answer["error"]["code"] == -32700 and answer["id"] is None
+    assert answer["code"] == "malformed_json"  # also a problem document, like every 400
+    status, answer = rpc(server, "eth_accounts", token)
+    assert status == 400 and answer["error"]["code"] == -32600 and answer["code"] == "invalid_jsonrpc_body"
     status, answer = rpc(server, [], token)
     assert status == 200 and answer["error"]["code"] == -32600
     status, answer = rpc(server, {"jsonrpc": "2.0", "method": "eth_accounts"}, token)
