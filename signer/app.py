@@ -29,6 +29,7 @@ from signer.errors import DeadlineExceeded, SignerError
 from signer.hsm import Hsm
 from signer.http.console import console_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
+from signer.http.eth_upstream import EthUpstream
 from signer.http.routes import LONG_POLL_ROUTES, routes
 from signer.http.server import serve
 from signer.http.state import (
@@ -235,6 +236,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 30.0, 4 * (settings.request_deadline_seconds + settings.hsm_deadline_seconds)
             )
             health = HealthService(store, hsm)
+            upstream = (
+                EthUpstream(settings.eth_upstream_url, timeout=settings.request_deadline_seconds / 2)
+                if settings.eth_upstream_url
+                else None
+            )
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth, clock=utcnow),
@@ -259,7 +265,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     max_value_bytes=settings.secret_max_value_bytes,
                     clock=utcnow,
                 ),
-                jsonrpc=JsonRpcService(keys, signing, health),
+                jsonrpc=JsonRpcService(keys, signing, health, upstream),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
@@ -274,6 +280,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 with contextlib.suppress(asyncio.CancelledError):
                     await dispatcher
                 await transport.close()
+                if upstream is not None:
+                    await upstream.close()
         finally:
             await gauges.close()
             await hsm.close()

@@ -169,6 +169,19 @@ class Settings(BaseModel):
         description="After a webhook secret rotation, how long the previous secret's signature is still sent",
     )
 
+    eth_upstream_url: str = Field(
+        default="",
+        description="Ethereum node for /v1/rpc: eth_sendTransaction fills, signs and submits through it, "
+        "and other methods are proxied to it; empty: none",
+    )
+
+    @field_validator("eth_upstream_url")
+    @classmethod
+    def _upstream(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/@]+(/\S*)?$", value):
+            raise ValueError("must be an http:// or https:// URL without user information")
+        return value
+
     @field_validator("webhook_allowed_destinations")
     @classmethod
     def _destinations(cls, value: tuple[str, ...]) -> tuple[str, ...]:

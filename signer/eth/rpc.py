@@ -38,8 +38,10 @@ def infer_type(tx: Mapping[str, Any]) -> int:
     return TX_LEGACY
 
 
-def rpc_transaction(value: Any) -> tuple[str, dict[str, Any]]:
-    """``(sender, transaction)`` from an ``eth_signTransaction`` / ``eth_sendTransaction`` object."""
+def rpc_transaction(value: Any, *, default_type: int | None = None) -> tuple[str, dict[str, Any]]:
+    """``(sender, transaction)`` from an ``eth_signTransaction`` / ``eth_sendTransaction`` object. With
+    ``default_type`` (a send, whose fees the node fills), a transaction naming no fee field gets that
+    type instead of legacy."""
     if not isinstance(value, Mapping):
         raise invalid("invalid_field", "transaction", "the transaction must be an object")
     tx = {k: v for k, v in value.items() if not (v is None and k in _IGNORED_WHEN_NULL)}
@@ -56,12 +58,22 @@ def rpc_transaction(value: Any) -> tuple[str, dict[str, Any]]:
             raise invalid("invalid_field", "gasLimit", "gas and gasLimit differ")
         tx["gas"] = tx.pop("gasLimit")
     if "type" not in tx:
-        tx["type"] = infer_type(tx)
+        fees = ("gasPrice", "maxFeePerGas", "maxPriorityFeePerGas")
+        no_fees = default_type is not None and not any(name in tx for name in fees)
+        tx["type"] = default_type if no_fees else infer_type(tx)
+    else:
+        tx["type"] = parse_quantity(tx["type"], "type")
     if "accessList" in tx:
         tx["accessList"] = _access_list(tx["accessList"])
     if "authorizationList" in tx:
         tx["authorizationList"] = _authorizations(tx["authorizationList"])
     return sender, tx
+
+
+def wants_fees(tx: Mapping[str, Any]) -> list[str]:
+    """The fee fields a transaction of its type lacks (for a node to fill in)."""
+    names = ("gasPrice",) if tx.get("type") in (0, 1) else ("maxPriorityFeePerGas", "maxFeePerGas")
+    return [name for name in names if name not in tx]
 
 
 def _access_list(value: Any) -> Any:

@@ -13,12 +13,13 @@ approval and where to wait for its result. Never repeats a parameter's value.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from signer.errors import SignerError
-from signer.eth.primitives import parse_address
-from signer.eth.rpc import rpc_transaction, sign_data, typed_data_document
+from signer.eth.primitives import parse_address, parse_quantity
+from signer.eth.rpc import rpc_transaction, sign_data, typed_data_document, wants_fees
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
@@ -90,11 +91,32 @@ def _params(params: Any, count: int, method: str) -> list[Any]:
     return params
 
 
+class Upstream(Protocol):
+    """An Ethereum node (``signer.http.eth_upstream``): a call's result, or ``RpcError`` as it answered."""
+
+    async def call(self, method: str, params: list[Any]) -> Any: ...
+
+
+# Never forwarded: node administration, node-held accounts and test-node controls.
+_NOT_PROXIED = ("personal_", "admin_", "miner_", "debug_", "anvil_", "hardhat_", "evm_", "txpool_")
+
+
 class JsonRpcService:
-    def __init__(self, keys: KeyService, signing: SigningService, health: HealthService) -> None:
+    def __init__(
+        self,
+        keys: KeyService,
+        signing: SigningService,
+        health: HealthService,
+        upstream: Upstream | None = None,
+    ) -> None:
         self._keys = keys
         self._signing = signing
         self._health = health
+        self._upstream = upstream
+        # Per sender: one send at a time picks, signs and submits its nonce, so nonces are unique and
+        # gapless (a refused or failed send consumes none).
+        self._nonce_locks: dict[str, asyncio.Lock] = {}
+        self._next_nonce: dict[str, int] = {}
 
     async def handle(self, ctx: RequestContext, document: Any) -> Any:
         """The answer to a request or a batch; None when there is nothing to answer (notifications)."""
@@ -134,9 +156,11 @@ class JsonRpcService:
 
     async def _dispatch(self, ctx: RequestContext, method: str, params: Any) -> Any:
         handler = _METHODS.get(method)
-        if handler is None:
-            raise RpcError(METHOD_NOT_FOUND, "method not found")
-        return await handler(self, ctx, params)
+        if handler is not None:
+            return await handler(self, ctx, params)
+        if self._upstream is not None and method.isascii() and not method.startswith(_NOT_PROXIED):
+            return await self._upstream.call(method, params if isinstance(params, list) else [params])
+        raise RpcError(METHOD_NOT_FOUND, "method not found")
 
     # -- methods -------------------------------------------------------------------------------------
 
@@ -167,6 +191,49 @@ class JsonRpcService:
         key_id = await self._key_for(ctx, parse_address(address, "address"))
         typed = typed_data_document(document)
         return str(_signed(await self._signing.sign_typed_data(ctx, key_id, typed))["signature"])
+
+    async def send_transaction(self, ctx: RequestContext, params: Any) -> Any:
+        """With an upstream node: fill chain id, fees, gas and nonce, sign under policy, submit."""
+        node = self._upstream
+        if node is None:
+            raise RpcError(METHOD_NOT_FOUND, "method not found: eth_sendTransaction needs eth_upstream_url")
+        (value,) = _params(params, 1, "eth_sendTransaction")[:1]
+        sender, tx = rpc_transaction(value, default_type=2)
+        key_id = await self._key_for(ctx, sender)
+        chain_id = parse_quantity(await node.call("eth_chainId", []), "chainId")
+        if "chainId" in tx and parse_quantity(tx["chainId"], "chainId") != chain_id:
+            raise RpcError(
+                INVALID_PARAMS,
+                "invalid params: chainId is not the upstream node's",
+                {"code": "chain_id_mismatch", "field": "chainId"},
+            )
+        tx["chainId"] = chain_id
+        for name in wants_fees(tx):
+            if name == "gasPrice":
+                tx[name] = await node.call("eth_gasPrice", [])
+            elif name == "maxPriorityFeePerGas":
+                tx[name] = await node.call("eth_maxPriorityFeePerGas", [])
+        if "maxFeePerGas" in wants_fees(tx):
+            block = await node.call("eth_getBlockByNumber", ["latest", False])
+            base = parse_quantity((block or {}).get("baseFeePerGas", 0), "baseFeePerGas")
+            tx["maxFeePerGas"] = 2 * base + parse_quantity(tx["maxPriorityFeePerGas"], "maxPriorityFeePerGas")
+        lock = self._nonce_locks.setdefault(sender, asyncio.Lock())
+        async with lock:
+            if "nonce" not in tx:
+                pending = parse_quantity(
+                    await node.call("eth_getTransactionCount", [sender, "pending"]), "nonce"
+                )
+                tx["nonce"] = max(pending, self._next_nonce.get(sender, 0))
+            if "gas" not in tx:
+                estimate = {k: v for k, v in tx.items() if k in ("to", "value", "data", "accessList")}
+                tx["gas"] = await node.call(
+                    "eth_estimateGas", [{"from": sender, **_hex_quantities(estimate)}]
+                )
+            result = await self._signing.sign_transaction(ctx, key_id, tx, None)
+            raw = str(_signed(result)["raw_transaction"])
+            tx_hash = await node.call("eth_sendRawTransaction", [raw])
+            self._next_nonce[sender] = parse_quantity(tx["nonce"], "nonce") + 1
+        return tx_hash
 
     async def health_status(self, ctx: RequestContext, params: Any) -> str:
         checks = await self._health.check()
@@ -199,6 +266,10 @@ class JsonRpcService:
         return found[0]
 
 
+def _hex_quantities(fields: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: hex(parse_quantity(v, k)) if k == "value" else v for k, v in fields.items()}
+
+
 def _signed(result: Mapping[str, Any]) -> Mapping[str, Any]:
     """The signature, or the approval-pending error that names the approval and where to wait."""
     if result.get("state") == "pending_approval":
@@ -220,6 +291,7 @@ def _signed(result: Mapping[str, Any]) -> Mapping[str, Any]:
 _METHODS = {
     "eth_accounts": JsonRpcService.accounts,
     "eth_signTransaction": JsonRpcService.sign_transaction,
+    "eth_sendTransaction": JsonRpcService.send_transaction,
     "eth_sign": JsonRpcService.eth_sign,
     "personal_sign": JsonRpcService.personal_sign,
     "eth_signTypedData": JsonRpcService.sign_typed_data,
@@ -227,4 +299,4 @@ _METHODS = {
     "health_status": JsonRpcService.health_status,
 }
 
-__all__ = ["INVALID_BODY_ANSWER", "PARSE_ERROR_ANSWER", "JsonRpcService"]
+__all__ = ["INVALID_BODY_ANSWER", "PARSE_ERROR_ANSWER", "JsonRpcService", "RpcError", "Upstream"]

@@ -7,9 +7,11 @@ errors that say so. Installed by ``scripts/setup --test`` (tests/js/package.json
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -78,6 +80,16 @@ def relayer(server: Server, name: str, operations: list[str]) -> tuple[str, dict
 def fund(node: Web3, address: str, wei: int) -> None:
     tx = node.eth.send_transaction({"from": node.eth.accounts[0], "to": address, "value": wei})
     assert node.eth.wait_for_transaction_receipt(tx, timeout=HANG_GUARD)["status"] == 1
+
+
+def post(server: Server, token: str, method: str, params: list[Any]) -> dict[str, Any]:
+    call = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    request = urllib.request.Request(f"{server.url}/v1/rpc", data=json.dumps(call).encode(), method="POST")
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(request, timeout=HANG_GUARD) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
 
 
 def through_signer(server: Server, token: str) -> Web3:
@@ -202,3 +214,51 @@ def test_ethers_json_rpc_signer(server: Server, unique_name: str, anvil: str) ->
     assert out["recipientBalance"] == "12345"
     assert out["typedDataSigner"] == address and out["messageSigner"] == address
     assert out["denied"]["code"] == -32003 and out["denied"]["data"]["code"] == "policy_denied", out["denied"]
+
+
+@needs_js
+def test_upstream_send_fills_signs_submits_and_keeps_nonces_gapless(
+    own_installation: Any, launch: Any, anvil: str, unique_name: str
+) -> None:
+    """matrix L-06: with eth_upstream_url, eth_sendTransaction fills nonce, gas and fees from the node,
+    checks the chain id, signs under policy and submits; other methods are proxied; 100 concurrent sends
+    from one address get nonces 0..99 once each, all mined."""
+    server = launch(own_installation, env={"SIGNER_ETH_UPSTREAM_URL": anvil})
+    token, key = relayer(server, unique_name, ["sign_transaction"])
+    address = key["address"]
+    node = Web3(HTTPProvider(anvil))
+    fund(node, address, 10**20)
+    signer = through_signer(server, token)
+    assert signer.eth.chain_id == 31337 and signer.eth.block_number >= 1  # proxied to anvil
+
+    recipient = Account.create().address
+    first = signer.eth.send_transaction({"from": address, "to": recipient, "value": 7})
+    receipt = signer.eth.wait_for_transaction_receipt(first, timeout=HANG_GUARD)
+    assert receipt["status"] == 1 and receipt["type"] == 2 and node.eth.get_balance(recipient) == 7
+    # web3.py checks the chain id itself; the signer checks it for any client.
+    mismatch = post(server, token, "eth_sendTransaction", [{"from": address, "to": recipient, "chainId": 1}])
+    assert mismatch["error"]["data"] == {"code": "chain_id_mismatch", "field": "chainId"}, mismatch
+    with pytest.raises(Web3RPCError):
+        signer.manager.request_blocking("anvil_setBalance", [address, "0x1"])  # test-node controls stay out
+
+    def send(i: int) -> str:
+        call = {"jsonrpc": "2.0", "id": i, "method": "eth_sendTransaction",
+                "params": [{"from": address, "to": recipient, "value": hex(100 + i)}]}  # fmt: skip
+        request = urllib.request.Request(
+            f"{server.url}/v1/rpc", data=json.dumps(call).encode(), method="POST"
+        )
+        request.add_header("Content-Type", "application/json")
+        request.add_header("Authorization", f"Bearer {token}")
+        with urllib.request.urlopen(request, timeout=HANG_GUARD) as response:
+            answer = json.loads(response.read())
+        assert "result" in answer, answer
+        return str(answer["result"])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=100) as pool:
+        hashes = list(pool.map(send, range(100)))
+    assert len(set(hashes)) == 100
+    nonces = sorted(node.eth.get_transaction(h)["nonce"] for h in hashes)
+    assert nonces == list(range(1, 101))  # the first send above took nonce 0
+    assert all(node.eth.wait_for_transaction_receipt(h, timeout=HANG_GUARD)["status"] == 1 for h in hashes)
+    assert node.eth.get_transaction_count(address) == 101
+    assert node.eth.get_balance(recipient) == 7 + sum(100 + i for i in range(100))
