@@ -236,6 +236,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 30.0, 4 * (settings.request_deadline_seconds + settings.hsm_deadline_seconds)
             )
             health = HealthService(store, hsm)
+            audit_log = AuditLogService(store, clock=utcnow)
             upstream = (
                 EthUpstream(settings.eth_upstream_url, timeout=settings.request_deadline_seconds / 2)
                 if settings.eth_upstream_url
@@ -247,7 +248,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 keys=keys,
                 signing=signing,
                 health=health,
-                audit=AuditLogService(store, clock=utcnow),
+                audit=audit_log,
                 approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
                 policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,
@@ -265,7 +266,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     max_value_bytes=settings.secret_max_value_bytes,
                     clock=utcnow,
                 ),
-                jsonrpc=JsonRpcService(keys, signing, health, upstream),
+                jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")

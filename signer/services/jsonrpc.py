@@ -17,9 +17,11 @@ import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from signer.audit import ErrorRef, EventTarget
 from signer.errors import SignerError
 from signer.eth.primitives import parse_address, parse_quantity
 from signer.eth.rpc import rpc_transaction, sign_data, typed_data_document, wants_fees
+from signer.services.audit_log import AuditLogService
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
@@ -45,6 +47,10 @@ class RpcError(Exception):
         self.code = code
         self.message = message
         self.data = data
+
+
+class KeyNotGranted(RpcError):
+    """The address names no key the caller holds a grant on (or none at all: the two look alike)."""
 
 
 # What a body that is not JSON-RPC at all answers, beside the HTTP route's 400 problem document.
@@ -108,7 +114,9 @@ class JsonRpcService:
         signing: SigningService,
         health: HealthService,
         upstream: Upstream | None = None,
+        audit: AuditLogService | None = None,
     ) -> None:
+        self._audit = audit
         self._keys = keys
         self._signing = signing
         self._health = health
@@ -146,6 +154,16 @@ class JsonRpcService:
         notification = "id" not in call  # a valid call without an id: run, never answered
         try:
             result = await self._dispatch(ctx, call["method"], call.get("params", []))
+        except KeyNotGranted as exc:
+            # As a REST sign request naming a key the caller holds no grant on: a refusal on record.
+            if self._audit is not None:
+                await self._audit.record_refusal(
+                    ctx,
+                    action=call["method"],
+                    resource=EventTarget("key"),
+                    error=ErrorRef("key_not_found", 404),
+                )
+            answer = _error(call_id, exc)
         except RpcError as exc:
             answer = _error(call_id, exc)
         except SignerError as exc:
@@ -260,7 +278,7 @@ class JsonRpcService:
     async def _key_for(self, ctx: RequestContext, address: str) -> str:
         found = (await self._addresses(ctx)).get(address)
         if found is None:
-            raise RpcError(
+            raise KeyNotGranted(
                 SERVER_ERROR, "no key you hold a grant on has that address", {"code": "key_not_found"}
             )
         return found[0]

@@ -44,6 +44,16 @@ def call(server: Server, token: str, method: str, *params: Any) -> dict[str, Any
     return answer
 
 
+def audit_tail(server: Server) -> str:
+    """The audit log's last 1,000 events, JSON lines (the shared server holds other tests' events too)."""
+    admin = server.installation.admin_token
+    _, headers, _ = server.call("GET", "/v1/audit/events?limit=1", token=admin)
+    tail = max(0, int(headers["X-Audit-Head"]) - 1000)
+    status, _, events = server.call("GET", f"/v1/audit/events?after={tail}&limit=1000", token=admin)
+    assert status == 200 and isinstance(events, str)
+    return events
+
+
 def relayer(server: Server, name: str, operations: list[str]) -> tuple[str, dict[str, Any]]:
     service = make_service(server, name)
     key = make_key(server, label=name)
@@ -113,7 +123,17 @@ def test_batches_and_errors(server: Server, unique_name: str) -> None:
     assert by_id[1]["result"] == [key["address"]]
     assert by_id["b"]["error"]["code"] == -32601
     assert by_id[3]["error"]["code"] == -32602 and by_id[3]["error"]["data"]["field"] == "data"
-    assert by_id[4]["error"]["code"] == -32000  # not a key this caller holds
+    assert by_id[4]["error"]["code"] == -32000  # not a key this caller holds: on record, like REST's 404
+    refused = [
+        json.loads(json.loads(line)["event"]) for line in audit_tail(server).splitlines() if line.strip()
+    ]
+    assert any(
+        e["kind"] == "request.refused"
+        and e.get("action") == "eth_sign"
+        and e["error"]["code"] == "key_not_found"
+        and e["actor"]["name"] == unique_name
+        for e in refused
+    )
     # no sign_transaction grant: refused as a denial, by its reason
     assert by_id[5]["error"]["code"] in (-32602, -32003), by_id[5]
     assert by_id[6]["error"]["code"] == -32600
