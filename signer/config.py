@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -421,10 +422,19 @@ def describe_settings(loaded: LoadedSettings) -> list[dict[str, Any]]:
             origin = origin or "derived from data_dir"
         if name == "database_url":
             value = mask_url(str(value))
+        if name == "eth_upstream_url" and value:
+            value = mask_upstream_url(str(value))
         rows.append(
             {"name": name, "value": _plain(value), "source": source, "origin": origin, "secret": secret}
         )
     return rows
+
+
+def mask_upstream_url(url: str) -> str:
+    """A node URL shown without its path and query, where providers put API keys (``/v3/<key>``)."""
+    parts = urllib.parse.urlsplit(url)
+    hidden = "/***" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{hidden}"
 
 
 def _plain(value: Any) -> Any:

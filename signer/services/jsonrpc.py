@@ -250,7 +250,8 @@ class JsonRpcService:
             result = await self._signing.sign_transaction(ctx, key_id, tx, None)
             raw = str(_signed(result)["raw_transaction"])
             tx_hash = await node.call("eth_sendRawTransaction", [raw])
-            self._next_nonce[sender] = parse_quantity(tx["nonce"], "nonce") + 1
+            used = parse_quantity(tx["nonce"], "nonce")
+            self._next_nonce[sender] = max(self._next_nonce.get(sender, 0), used + 1)
         return tx_hash
 
     async def health_status(self, ctx: RequestContext, params: Any) -> str:
