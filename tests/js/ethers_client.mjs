@@ -1,6 +1,6 @@
 // ethers v6's JsonRpcSigner pointed at the signer's JSON-RPC endpoint (bearer token in a header), with
 // anvil as the chain: signs a transaction that anvil mines, a message and typed data that ethers verifies,
-// and reports how a policy denial reaches it. Prints one JSON object; the Python test judges it.
+// and reports how a policy denial and an approval wait reach it. Prints one JSON object; the Python test judges it.
 import { ethers } from "ethers";
 
 const { SIGNER_RPC_URL, SIGNER_TOKEN, ANVIL_URL, SIGNER_ADDRESS, DENIED_CHAIN_ID } = process.env;
@@ -40,5 +40,13 @@ try {
 } catch (error) {
   const rpcError = error.error ?? error.info?.error ?? {};
   out.denied = { code: rpcError.code, message: rpcError.message, data: rpcError.data };
+}
+try {
+  await signer.signTransaction({ type: 2, chainId, to: recipient, value: 10n ** 18n, gasLimit: 21000n,
+    nonce: 0, maxFeePerGas: 1n, maxPriorityFeePerGas: 1n });
+  out.waiting = null;
+} catch (error) {
+  const rpcError = error.error ?? error.info?.error ?? {};
+  out.waiting = { code: rpcError.code, message: rpcError.message, data: rpcError.data };
 }
 console.log(JSON.stringify(out));

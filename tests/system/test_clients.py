@@ -185,7 +185,9 @@ def test_ethers_json_rpc_signer(server: Server, unique_name: str, anvil: str) ->
     attach_policy(
         server,
         {"id": f"ethers-{unique_name}"[:60],
-         "rules": [{"id": "local-only", "kind": "chain_allowlist", "effect": "deny", "chain_ids": [31337]}]},
+         "rules": [{"id": "local-only", "kind": "chain_allowlist", "effect": "deny", "chain_ids": [31337]},
+                   {"id": "big", "kind": "value_cap", "effect": "require_approval", "max_value": "100000",
+                    "approval": {"quorum": 1, "group": "treasury", "expires_in_seconds": 600}}]},
         key_id=key["id"],
     )  # fmt: skip
     fund(Web3(HTTPProvider(anvil)), key["address"], 10**19)
@@ -214,6 +216,9 @@ def test_ethers_json_rpc_signer(server: Server, unique_name: str, anvil: str) ->
     assert out["recipientBalance"] == "12345"
     assert out["typedDataSigner"] == address and out["messageSigner"] == address
     assert out["denied"]["code"] == -32003 and out["denied"]["data"]["code"] == "policy_denied", out["denied"]
+    waiting = out["waiting"]
+    assert waiting["code"] == -32010 and waiting["message"].startswith("approval required"), waiting
+    assert waiting["data"]["approval"]["id"] and waiting["data"]["wait"].startswith("GET /v1/approvals/")
 
 
 @needs_js
