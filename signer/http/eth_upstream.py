@@ -24,7 +24,7 @@ class EthUpstream:
         self._ids = itertools.count(1)
         self._session: aiohttp.ClientSession | None = None
 
-    async def call(self, method: str, params: list[Any]) -> Any:
+    async def call(self, method: str, params: list[Any] | dict[str, Any]) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession(trust_env=False)
         body = {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params}

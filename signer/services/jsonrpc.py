@@ -100,7 +100,7 @@ def _params(params: Any, count: int, method: str) -> list[Any]:
 class Upstream(Protocol):
     """An Ethereum node (``signer.http.eth_upstream``): a call's result, or ``RpcError`` as it answered."""
 
-    async def call(self, method: str, params: list[Any]) -> Any: ...
+    async def call(self, method: str, params: list[Any] | dict[str, Any]) -> Any: ...
 
 
 # Never forwarded: node administration, node-held accounts and test-node controls.
@@ -177,7 +177,7 @@ class JsonRpcService:
         if handler is not None:
             return await handler(self, ctx, params)
         if self._upstream is not None and method.isascii() and not method.startswith(_NOT_PROXIED):
-            return await self._upstream.call(method, params if isinstance(params, list) else [params])
+            return await self._upstream.call(method, params)
         raise RpcError(METHOD_NOT_FOUND, "method not found")
 
     # -- methods -------------------------------------------------------------------------------------
