@@ -125,6 +125,7 @@ class JsonRpcService:
         # gapless (a refused or failed send consumes none).
         self._nonce_locks: dict[str, asyncio.Lock] = {}
         self._next_nonce: dict[str, int] = {}
+        self._key_ids: dict[str, str] = {}  # address -> key id, as keys are found (never changes)
 
     async def handle(self, ctx: RequestContext, document: Any) -> Any:
         """The answer to a request or a batch; None when there is nothing to answer (notifications)."""
@@ -277,12 +278,20 @@ class JsonRpcService:
                 return found
 
     async def _key_for(self, ctx: RequestContext, address: str) -> str:
-        found = (await self._addresses(ctx)).get(address)
-        if found is None:
+        """The id of the key with this address. A key's address never changes, so an address seen once
+        is answered from memory; whether the caller holds a grant on it is the pipeline's to decide (a
+        caller without one gets the same not-found answer as REST, audited there)."""
+        key_id = self._key_ids.get(address)
+        if key_id is not None:
+            return key_id
+        found = await self._addresses(ctx)
+        for known, (known_id, _) in found.items():
+            self._key_ids[known] = known_id
+        if address not in found:
             raise KeyNotGranted(
                 SERVER_ERROR, "no key you hold a grant on has that address", {"code": "key_not_found"}
             )
-        return found[0]
+        return found[address][0]
 
 
 def _hex_quantities(fields: Mapping[str, Any]) -> dict[str, Any]:

@@ -183,3 +183,18 @@ def test_policy_denial_and_approval_reach_the_caller(server: Server, unique_name
     status, _, view = server.call("GET", approval["result_url"], token=token)
     assert status == 202 and view["state"] == "pending", view
     assert "result" in call(server, token, "eth_signTransaction", {**tx, "value": 10})
+
+
+def test_another_callers_key_looks_missing(server: Server, unique_name: str) -> None:
+    """An address the endpoint has already resolved (for its owner) answers a caller without a grant on
+    it exactly as an address of no key at all."""
+    owner_token, key = relayer(server, unique_name, ["sign_message"])
+    assert "result" in call(server, owner_token, "eth_sign", key["address"], "0x00")
+    stranger_token, _ = relayer(server, unique_name + "-x", ["sign_message"])
+    theirs = call(server, stranger_token, "eth_sign", key["address"], "0x00")["error"]
+    nobody = call(server, stranger_token, "eth_sign", TO, "0x00")["error"]
+    assert theirs == nobody == {
+        "code": -32000,
+        "message": "no key you hold a grant on has that address",
+        "data": {"code": "key_not_found"},
+    }
