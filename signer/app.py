@@ -51,7 +51,7 @@ from signer.services.console_sessions import ConsoleSessions
 from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
 from signer.services.health import HealthService
-from signer.services.jsonrpc import JsonRpcService
+from signer.services.jsonrpc import JsonRpcService, NonceGates
 from signer.services.keys import KeyService
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
@@ -237,6 +237,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             )
             health = HealthService(store, hsm)
             audit_log = AuditLogService(store, clock=utcnow)
+            # The workers of this machine take turns per sender address (eth_sendTransaction).
+            nonce_gates = NonceGates(
+                settings.data_dir / "nonce-locks", timeout=settings.request_deadline_seconds
+            )
             upstream = (
                 EthUpstream(settings.eth_upstream_url, timeout=settings.request_deadline_seconds / 2)
                 if settings.eth_upstream_url
@@ -266,7 +270,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     max_value_bytes=settings.secret_max_value_bytes,
                     clock=utcnow,
                 ),
-                jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log),
+                jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
@@ -283,6 +287,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 await transport.close()
                 if upstream is not None:
                     await upstream.close()
+                nonce_gates.close()
         finally:
             await gauges.close()
             await hsm.close()

@@ -14,7 +14,9 @@ approval and where to wait for its result. Never repeats a parameter's value.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
 from typing import Any, Protocol
 
 from signer.audit import ErrorRef, EventTarget
@@ -26,6 +28,7 @@ from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
 from signer.services.signing import SigningService
+from signer.store.gate import WriteGate
 
 PARSE_ERROR = -32700
 INVALID_REQUEST = -32600
@@ -39,6 +42,7 @@ LIMIT_EXCEEDED = -32005  # rate limited
 APPROVAL_PENDING = -32010  # nothing signed: approvers decide first
 
 MAX_BATCH = 100
+NONCE_ATTEMPTS = 8  # a send whose nonce another process took tries the next ones, this many in all
 
 
 class RpcError(Exception):
@@ -107,6 +111,31 @@ class Upstream(Protocol):
 _NOT_PROXIED = ("personal_", "admin_", "miner_", "debug_", "anvil_", "hardhat_", "evm_", "txpool_")
 
 
+class NonceGates:
+    """One lock per sender address shared by this machine's worker processes (an ``flock`` file in
+    ``directory``, through the store's fair gate), so workers pick, sign and submit nonces one at a
+    time. Replicas on other machines are left to the node's answer (a taken nonce is retried)."""
+
+    def __init__(self, directory: Path, timeout: float) -> None:
+        self._directory = directory
+        self._timeout = timeout
+        self._gates: dict[str, WriteGate] = {}
+
+    @contextlib.asynccontextmanager
+    async def held(self, address: str) -> AsyncIterator[None]:
+        gate = self._gates.get(address)
+        if gate is None:
+            self._directory.mkdir(mode=0o700, exist_ok=True)
+            gate = self._gates[address] = WriteGate(self._directory / address.lower(), self._timeout)
+        async with gate.held():
+            yield
+
+    def close(self) -> None:
+        for gate in self._gates.values():
+            gate.close()
+        self._gates.clear()
+
+
 class JsonRpcService:
     def __init__(
         self,
@@ -115,8 +144,10 @@ class JsonRpcService:
         health: HealthService,
         upstream: Upstream | None = None,
         audit: AuditLogService | None = None,
+        nonce_gates: NonceGates | None = None,
     ) -> None:
         self._audit = audit
+        self._nonce_gates = nonce_gates
         self._keys = keys
         self._signing = signing
         self._health = health
@@ -237,8 +268,9 @@ class JsonRpcService:
             base = parse_quantity((block or {}).get("baseFeePerGas", 0), "baseFeePerGas")
             tx["maxFeePerGas"] = 2 * base + parse_quantity(tx["maxPriorityFeePerGas"], "maxPriorityFeePerGas")
         lock = self._nonce_locks.setdefault(sender, asyncio.Lock())
-        async with lock:
-            if "nonce" not in tx:
+        chosen = "nonce" in tx
+        async with lock, self._machine_lock(sender):
+            if not chosen:
                 pending = parse_quantity(
                     await node.call("eth_getTransactionCount", [sender, "pending"]), "nonce"
                 )
@@ -248,12 +280,30 @@ class JsonRpcService:
                 tx["gas"] = await node.call(
                     "eth_estimateGas", [{"from": sender, **_hex_quantities(estimate)}]
                 )
-            result = await self._signing.sign_transaction(ctx, key_id, tx, None)
-            raw = str(_signed(result)["raw_transaction"])
-            tx_hash = await node.call("eth_sendRawTransaction", [raw])
+            for attempt in range(NONCE_ATTEMPTS):
+                result = await self._signing.sign_transaction(ctx, key_id, tx, None)
+                raw = str(_signed(result)["raw_transaction"])
+                try:
+                    tx_hash = await node.call("eth_sendRawTransaction", [raw])
+                    break
+                except RpcError as exc:
+                    # Another process (a worker, a replica, another client) took this nonce: the node's
+                    # pending count now (or the next one), signed again. A nonce the caller chose is
+                    # never changed.
+                    if chosen or attempt + 1 == NONCE_ATTEMPTS or not _nonce_taken(exc):
+                        raise
+                    pending = parse_quantity(
+                        await node.call("eth_getTransactionCount", [sender, "pending"]), "nonce"
+                    )
+                    tx["nonce"] = max(pending, parse_quantity(tx["nonce"], "nonce") + 1)
             used = parse_quantity(tx["nonce"], "nonce")
             self._next_nonce[sender] = max(self._next_nonce.get(sender, 0), used + 1)
         return tx_hash
+
+    def _machine_lock(self, sender: str) -> contextlib.AbstractAsyncContextManager[None]:
+        if self._nonce_gates is None:
+            return contextlib.nullcontext()
+        return self._nonce_gates.held(sender)
 
     async def health_status(self, ctx: RequestContext, params: Any) -> str:
         checks = await self._health.check()
@@ -294,6 +344,20 @@ class JsonRpcService:
         return found[address][0]
 
 
+def _nonce_taken(exc: RpcError) -> bool:
+    """The node's way of saying a transaction with this sender and nonce is already known or mined."""
+    text = exc.message.lower()
+    return any(
+        phrase in text
+        for phrase in (
+            "nonce too low",
+            "already known",
+            "replacement transaction underpriced",
+            "nonce has already",
+        )
+    )
+
+
 def _hex_quantities(fields: Mapping[str, Any]) -> dict[str, Any]:
     return {k: hex(parse_quantity(v, k)) if k == "value" else v for k, v in fields.items()}
 
@@ -327,4 +391,11 @@ _METHODS = {
     "health_status": JsonRpcService.health_status,
 }
 
-__all__ = ["INVALID_BODY_ANSWER", "PARSE_ERROR_ANSWER", "JsonRpcService", "RpcError", "Upstream"]
+__all__ = [
+    "INVALID_BODY_ANSWER",
+    "PARSE_ERROR_ANSWER",
+    "JsonRpcService",
+    "NonceGates",
+    "RpcError",
+    "Upstream",
+]

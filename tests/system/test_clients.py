@@ -222,16 +222,20 @@ def test_ethers_json_rpc_signer(server: Server, unique_name: str, anvil: str) ->
 
 
 @needs_js
+@pytest.mark.parametrize("workers", [1, 2])
 def test_upstream_send_fills_signs_submits_and_keeps_nonces_gapless(
-    own_installation: Any, launch: Any, anvil: str, unique_name: str
+    own_installation: Any, launch: Any, anvil: str, unique_name: str, workers: int
 ) -> None:
     """matrix L-06: with eth_upstream_url, eth_sendTransaction fills nonce, gas and fees from the node,
     checks the chain id, signs under policy and submits; other methods are proxied; 100 concurrent sends
     from one address get nonces 0..99 once each, all mined."""
     # 100 sends from one address are serialised: the last one waits for 99 others, beyond the default
     # 5 s request deadline on a loaded machine.
+    # With two workers, each keeps its own count: a nonce the other took is retried with the next one.
     server = launch(
-        own_installation, env={"SIGNER_ETH_UPSTREAM_URL": anvil, "SIGNER_REQUEST_DEADLINE_SECONDS": "60"}
+        own_installation,
+        workers=workers,
+        env={"SIGNER_ETH_UPSTREAM_URL": anvil, "SIGNER_REQUEST_DEADLINE_SECONDS": "60"},
     )
     token, key = relayer(server, unique_name, ["sign_transaction"])
     address = key["address"]
