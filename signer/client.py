@@ -456,6 +456,12 @@ class SignerClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
         return self.request("POST", f"/v1/keys/{_q(key_id)}/sign/{kind}", dict(body), headers=headers)
 
+    def json_rpc(self, method: str, params: list[Any] | dict[str, Any]) -> Any:
+        """One Ethereum JSON-RPC call on ``/v1/rpc``; the JSON-RPC answer (``result`` or ``error``)."""
+        return self.request(
+            "POST", "/v1/rpc", {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        )
+
     def sign_transaction(
         self,
         key_id: str,
