@@ -30,6 +30,7 @@ from signer.errors import DeadlineExceeded, SignerError
 from signer.hsm import Hsm
 from signer.http.console import console_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
+from signer.http.eth_upstream import EthUpstream
 from signer.http.routes import LONG_POLL_ROUTES, routes
 from signer.http.server import serve
 from signer.http.state import (
@@ -51,6 +52,7 @@ from signer.services.console_sessions import ConsoleSessions
 from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
 from signer.services.health import HealthService
+from signer.services.jsonrpc import JsonRpcService, NonceGates
 from signer.services.keys import KeyService
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
@@ -256,13 +258,24 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     sealed_backend(store, sealer, lambda: pipeline.facts_cache.epoch),
                 ),
             )
+            health = HealthService(store, hsm)
+            audit_log = AuditLogService(store, clock=utcnow)
+            # The workers of this machine take turns per sender address (eth_sendTransaction).
+            nonce_gates = NonceGates(
+                settings.data_dir / "nonce-locks", timeout=settings.request_deadline_seconds
+            )
+            upstream = (
+                EthUpstream(settings.eth_upstream_url, timeout=settings.request_deadline_seconds / 2)
+                if settings.eth_upstream_url
+                else None
+            )
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth, clock=utcnow),
                 keys=keys,
                 signing=signing,
-                health=HealthService(store, hsm),
-                audit=AuditLogService(store, clock=utcnow),
+                health=health,
+                audit=audit_log,
                 approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
                 policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,
@@ -275,6 +288,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 ),
                 secrets=secrets,
                 secret_refs=SecretResolver(store, secrets, clock=utcnow),
+                jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
@@ -282,7 +296,6 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # (measured: shorter GC pauses and ~40 us less CPU per request under load).
             gc.collect()
             gc.freeze()
-            log.info("signer ready", extra={"pid": os.getpid()})
             try:
                 yield
             finally:
@@ -291,6 +304,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     await dispatcher
                 await transport.close()
                 await secrets.close()
+                if upstream is not None:
+                    await upstream.close()
+                nonce_gates.close()
         finally:
             await gauges.close()
             await hsm.close()
@@ -341,17 +357,16 @@ def run(
     """Serve until a signal. Alone, the process binds the port itself; a worker of ``signer serve
     --workers N`` serves on ``sockets``, bound once by its supervisor (never SO_REUSEPORT: a second,
     unrelated instance must fail to bind, not share the port). ``on_ready`` runs once the service is
-    ready (after "signer ready" is logged)."""
+    ready: its resources are open and its sockets accept connections (after "signer ready" is logged,
+    with the addresses)."""
     gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(settings)
-    if on_ready is not None:
-        ready = on_ready
 
-        async def _ready(_app: web.Application) -> None:
-            ready()
+    def listening(addresses: list[str]) -> None:
+        log.info("signer ready", extra={"pid": os.getpid(), "address": ", ".join(addresses)})
+        if on_ready is not None:
+            on_ready()
 
-        # After _resources' start-up (cleanup contexts start first), i.e. once the service is ready.
-        app.on_startup.append(_ready)
     serve(
         app,
         new_event_loop(),
@@ -360,4 +375,5 @@ def run(
         sockets=sockets,
         header_timeout=settings.header_timeout_seconds,
         keepalive_timeout=settings.keepalive_timeout_seconds,
+        on_listening=listening,
     )

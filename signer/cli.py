@@ -30,6 +30,7 @@ import click
 
 from signer import cli_api
 from signer.cli_api import EXIT_CODES_HELP, EXIT_CONFIG, EXIT_FAILED
+from signer.cli_api.common import write_private_json
 from signer.config import (
     Secret,
     Settings,
@@ -111,7 +112,24 @@ _config_option = click.option("--config", envvar="SIGNER_CONFIG", help="TOML set
 @_data_dir_option
 @_config_option
 @click.option("--admin-name", default="admin", show_default=True, help="Name of the first admin.")
-def init(data_dir: str | None, config: str | None, admin_name: str) -> None:
+@click.option(
+    "--credentials-out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the admin's credentials to this 0600 file (usable as --token-file) instead of printing them.",
+)
+@click.option(
+    "--new-admin-credentials",
+    is_flag=True,
+    help="Recovery: issue new credentials for the existing admin --admin-name (the first printout was lost).",
+)
+def init(
+    data_dir: str | None,
+    config: str | None,
+    admin_name: str,
+    credentials_out: Path | None,
+    new_admin_credentials: bool,
+) -> None:
     """Prepare the data directory, token and database; print the first admin's credentials once."""
     settings = _settings(data_dir, config)
     step = _Steps(5)
@@ -155,11 +173,26 @@ def init(data_dir: str | None, config: str | None, admin_name: str) -> None:
     except ConfigurationError as exc:
         _fail(str(exc))
     step("first admin")
-    credentials = asyncio.run(_bootstrap_admin(settings, admin_name))
+    credentials = asyncio.run(_bootstrap_admin(settings, admin_name, recover=new_admin_credentials))
     if credentials is None:
-        click.echo("an admin already exists; no new credentials printed", err=True)
+        if new_admin_credentials:
+            _fail(f"no enabled admin named {admin_name!r}; nothing issued")
+        click.echo(
+            "an admin already exists; no new credentials printed "
+            "(lost them? `signer init --new-admin-credentials --credentials-out FILE`)",
+            err=True,
+        )
         return
-    click.echo("first admin created; these credentials are shown once, keep them safe:", err=True)
+    what = "new admin credentials issued" if new_admin_credentials else "first admin created"
+    if credentials_out is not None:
+        try:
+            write_private_json(credentials_out, credentials["credentials"])
+        except OSError as exc:
+            click.echo(f"cannot write {credentials_out} ({exc.strerror}); printing them instead", err=True)
+        else:
+            click.echo(f"{what}; credentials written to {credentials_out} (0600)", err=True)
+            return
+    click.echo(f"{what}; these credentials are shown once, keep them safe:", err=True)
     click.echo(json.dumps(credentials, indent=2))
 
 
@@ -187,7 +220,7 @@ def _provision_token(settings: Settings, so_pin: Secret, user_pin: Secret) -> bo
     return done.returncode == 0
 
 
-async def _bootstrap_admin(settings: Settings, admin_name: str) -> dict[str, Any] | None:
+async def _bootstrap_admin(settings: Settings, admin_name: str, *, recover: bool) -> dict[str, Any] | None:
     from signer.identity import Role
     from signer.services.admin import AdminService
     from signer.services.auth import AuthService
@@ -204,6 +237,8 @@ async def _bootstrap_admin(settings: Settings, admin_name: str) -> dict[str, Any
             refresh_ttl=settings.refresh_token_ttl_seconds,
         )
         admin = AdminService(store, auth)
+        if recover:
+            return await admin.recover_admin(admin_name)
         if await admin.has_admin():
             return None
         return await admin.create_principal(None, admin_name, Role.ADMIN)

@@ -101,7 +101,12 @@ def read_token_file(path: Path, field: str = "access_token") -> Secret:
         raise ClientConfigError(f"token file cannot be read: {path} ({exc.strerror})") from None
     if text.startswith("{"):
         try:
-            value = json.loads(text).get(field)
+            document = json.loads(text)
+            # `signer init` and `principals create` print {"principal": ..., "credentials": {...}}.
+            nested = document.get("credentials")
+            value = document.get(field) if field in document or not isinstance(nested, dict) else None
+            if value is None and isinstance(nested, dict):
+                value = nested.get(field)
         except (ValueError, AttributeError):
             value = None
         if not isinstance(value, str) or not value:
@@ -473,6 +478,12 @@ class SignerClient:
     def _sign(self, key_id: str, kind: str, body: Mapping[str, Any], idempotency_key: str | None) -> Any:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key is not None else None
         return self.request("POST", f"/v1/keys/{_q(key_id)}/sign/{kind}", dict(body), headers=headers)
+
+    def json_rpc(self, method: str, params: list[Any] | dict[str, Any]) -> Any:
+        """One Ethereum JSON-RPC call on ``/v1/rpc``; the JSON-RPC answer (``result`` or ``error``)."""
+        return self.request(
+            "POST", "/v1/rpc", {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+        )
 
     def sign_transaction(
         self,

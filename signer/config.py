@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,6 +254,19 @@ class Settings(BaseModel):
         description="After a webhook secret rotation, how long the previous secret's signature is still sent",
     )
 
+    eth_upstream_url: str = Field(
+        default="",
+        description="Ethereum node for /v1/rpc: eth_sendTransaction fills, signs and submits through it, "
+        "and other methods are proxied to it; empty: none",
+    )
+
+    @field_validator("eth_upstream_url")
+    @classmethod
+    def _upstream(cls, value: str) -> str:
+        if value and not re.match(r"^https?://[^\s/@]+(/\S*)?$", value):
+            raise ValueError("must be an http:// or https:// URL without user information")
+        return value
+
     @field_validator("webhook_allowed_destinations")
     @classmethod
     def _destinations(cls, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -492,10 +506,19 @@ def describe_settings(loaded: LoadedSettings) -> list[dict[str, Any]]:
             origin = origin or "derived from data_dir"
         if name == "database_url":
             value = mask_url(str(value))
+        if name == "eth_upstream_url" and value:
+            value = mask_upstream_url(str(value))
         rows.append(
             {"name": name, "value": _plain(value), "source": source, "origin": origin, "secret": secret}
         )
     return rows
+
+
+def mask_upstream_url(url: str) -> str:
+    """A node URL shown without its path and query, where providers put API keys (``/v3/<key>``)."""
+    parts = urllib.parse.urlsplit(url)
+    hidden = "/***" if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{parts.netloc}{hidden}"
 
 
 def _plain(value: Any) -> Any:

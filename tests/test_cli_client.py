@@ -177,6 +177,14 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     signed = relayer.ok("sign", "transaction", key["id"], str(raw_file), "--raw")
     assert Account.recover_transaction(signed["raw_transaction"]) == key["address"]
 
+    # the JSON-RPC endpoint: a signature, and an error answer's exit code
+    assert relayer.ok("sign", "rpc", "eth_accounts")["result"] == [key["address"]]
+    rpc_tx = {**tx_fields(2, nonce=3), "from": key["address"]}
+    answer = relayer.ok("sign", "rpc", "eth_signTransaction", "-", input=json.dumps([rpc_tx]))
+    assert Account.recover_transaction(answer["result"]) == key["address"]
+    unknown = relayer.run("sign", "rpc", "eth_nope")
+    assert unknown.exit_code == cli_api.EXIT_INVALID and "-32601" in unknown.stderr
+
     # messages: text, hex, base64, a file, stdin
     def recovered(body: dict[str, Any], plain: bytes) -> str:
         return Account.recover_message(encode_defunct(primitive=plain), signature=body["signature"])

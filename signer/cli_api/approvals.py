@@ -11,7 +11,14 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import api_call, render_record
+from signer.cli_api.common import (
+    EXIT_DENIED,
+    EXIT_FAILED,
+    EXIT_PENDING,
+    Outcome,
+    api_call,
+    render_record,
+)
 from signer.client import SignerClient
 from signer.crypto.approver_signatures import load_ed25519_private_key, sign_approval
 
@@ -112,8 +119,17 @@ def approvals_cancel(client: SignerClient, approval_id: str) -> Any:
 @click.option("--wait", type=click.IntRange(0, 60), default=0, help="Long-poll up to this many seconds.")
 @api_call()
 def approvals_result(client: SignerClient, approval_id: str, wait: int) -> Any:
-    """Fetch the signature of an approved request (once), or its state."""
-    return client.approval_result(approval_id, wait=wait)
+    """Fetch the signature of an approved request (once), or its state (exit 10 while it is still open,
+    4 when rejected, 1 when expired, cancelled or failed)."""
+    answer = client.approval_result(approval_id, wait=wait)
+    state = answer.get("state") if isinstance(answer, dict) else None
+    if state in ("pending", "approved"):
+        return Outcome(answer, EXIT_PENDING)
+    if state == "rejected":
+        return Outcome(answer, EXIT_DENIED)
+    if state in ("expired", "cancelled", "failed"):
+        return Outcome(answer, EXIT_FAILED)
+    return answer
 
 
 @approvals.command("register-key")

@@ -33,6 +33,7 @@ EXIT_INVALID = 6  # 400, 405, 413, 415, 422: the request itself is wrong
 EXIT_CONFLICT = 7  # 409, e.g. key_disabled
 EXIT_RATE_LIMITED = 8  # 429
 EXIT_UNAVAILABLE = 9  # 503, 504: HSM, database or audit unavailable, deadline exceeded
+EXIT_PENDING = 10  # 202: nothing signed yet, the request waits for approvers (the answer names the approval)
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -46,6 +47,7 @@ Exit codes:
   7  conflict (409)
   8  rate limited (429)
   9  unavailable (503, 504)
+  10 pending approval (202: nothing signed yet; the answer names the approval)
 """
 
 
@@ -106,6 +108,21 @@ def render_record(record: Mapping[str, Any], prefix: str = "") -> str:
     walk(record, prefix)
     width = max((len(name) for name, _ in flat), default=0)
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in flat)
+
+
+def pending_or_done(answer: Any) -> Any:
+    """A sign answer: one that waits for approval exits ``EXIT_PENDING`` (a script must not take it for a
+    signature), after printing it and where to wait."""
+    if isinstance(answer, Mapping) and answer.get("state") == "pending_approval":
+        approval = answer.get("approval")
+        approval_id = approval.get("id", "?") if isinstance(approval, Mapping) else "?"
+        click.echo(
+            f"signer: pending approval: nothing signed yet; wait with "
+            f"`signer approvals result {approval_id} --wait 60`",
+            err=True,
+        )
+        return Outcome(answer, EXIT_PENDING)
+    return answer
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import secrets
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -149,7 +150,13 @@ class _Runner(web.AppRunner):
 
 
 async def _serve(
-    app: web.Application, *, host: str, port: int, sockets: list[socket.socket] | None, **kwargs: Any
+    app: web.Application,
+    *,
+    host: str,
+    port: int,
+    sockets: list[socket.socket] | None,
+    on_listening: Callable[[list[str]], None] | None,
+    **kwargs: Any,
 ) -> None:
     runner = _Runner(app, handle_signals=True, **kwargs)
     await runner.setup()
@@ -161,6 +168,8 @@ async def _serve(
         )
         for site in sites:
             await site.start()
+        if on_listening is not None:
+            on_listening(_addresses(runner))
         await asyncio.Event().wait()  # until a signal (GracefulExit) or cancellation
     finally:
         await runner.cleanup()
@@ -175,10 +184,12 @@ def serve(
     sockets: list[socket.socket] | None,
     header_timeout: float,
     keepalive_timeout: float,
+    on_listening: Callable[[list[str]], None] | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, like ``web.run_app`` (same shutdown order), on ``loop``:
     on ``sockets`` when given (bound by a supervisor), else on ``host:port`` bound here, never with
-    SO_REUSEPORT (a second instance on the port must fail, not share it)."""
+    SO_REUSEPORT (a second instance on the port must fail, not share it). ``on_listening`` is called with
+    the addresses (``host:port``) once every socket accepts connections."""
     asyncio.set_event_loop(loop)
     main = loop.create_task(
         _serve(
@@ -189,6 +200,7 @@ def serve(
             header_timeout=header_timeout,
             keepalive_timeout=keepalive_timeout,
             access_log=None,
+            on_listening=on_listening,
         )
     )
     try:
@@ -210,3 +222,13 @@ def serve(
         finally:
             asyncio.set_event_loop(None)
             loop.close()
+
+
+def _addresses(runner: web.AppRunner) -> list[str]:
+    """``host:port`` of every listening socket (IPv6 hosts in brackets)."""
+    found = []
+    for name in runner.addresses:
+        if isinstance(name, tuple):
+            host = str(name[0])
+            found.append(f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}")
+    return found

@@ -16,6 +16,7 @@ from signer.services.auth import AuthService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
+from signer.services.jsonrpc import JsonRpcService
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
 from signer.services.secret_resolve import SecretResolver
@@ -38,6 +39,7 @@ class Services:
     console_sessions: ConsoleSessions
     secrets: SecretsService
     secret_refs: SecretResolver
+    jsonrpc: JsonRpcService | None = None  # Ethereum JSON-RPC (routes/jsonrpc.py)
 
 
 @dataclass(frozen=True, slots=True)

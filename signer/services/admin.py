@@ -122,6 +122,34 @@ class AdminService:
 
         return await self._store.submit(unit)
 
+    async def recover_admin(self, name: str) -> dict[str, Any] | None:
+        """New credentials for the enabled admin ``name``, for ``signer init --new-admin-credentials`` on
+        this machine (whoever can read the data directory already holds the token key and the PIN). Older
+        tokens keep working until revoked. None when there is no such enabled admin."""
+        name = check_principal_name(name)
+        now = self._clock()
+
+        async def unit(writer: Writer) -> dict[str, Any] | None:
+            principal = await writer.principals.by_name(name)
+            if principal is None or principal.role != Role.ADMIN.value or principal.disabled_at is not None:
+                return None
+            credentials = await self._auth.issue_credentials(writer, principal, now)
+            writer.append_audit(
+                AuditEvent.of(
+                    "token.issue",
+                    at=now,
+                    outcome=Outcome.ALLOWED,
+                    actor={"name": "local-recovery"},
+                    request_id=None,
+                    resource=EventTarget("principal", principal.id),
+                    principal_id=principal.id,
+                    new_token_ids=[credentials["access_token_id"], credentials["refresh_token_id"]],
+                )
+            )
+            return {"principal": principal_view(principal), "credentials": credentials}
+
+        return await self._store.submit(unit)
+
     async def has_admin(self) -> bool:
         async with self._store.read() as reader:
             principals = await reader.principals.all()

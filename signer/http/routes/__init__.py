@@ -18,6 +18,7 @@ from signer.http.routes import (
     groups,
     health,
     identity,
+    jsonrpc,
     keys,
     meta,
     policies,
@@ -42,6 +43,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     policies,
     secrets,
     secret_refs,
+    jsonrpc,
 )
 
 # Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.
