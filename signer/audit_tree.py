@@ -159,7 +159,7 @@ def verify_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes],
 def verify_consistency(
     first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
 ) -> bool:
-    """RFC 9162 §2.1.4.2: is the tree (``first``, ``first_root``) a prefix of (``second``, ``second_root``)?"""
+    """RFC 9162 §2.1.4.2: is tree (``first``, ``first_root``) a prefix of (``second``, ``second_root``)?"""
     if type(first) is not int or type(second) is not int or not 0 <= first <= second:
         return False
     if first == second:

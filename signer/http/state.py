@@ -13,6 +13,7 @@ from signer.services.admin import AdminService
 from signer.services.approvals import ApprovalsService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
+from signer.services.checkpoints import CheckpointService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
@@ -36,6 +37,7 @@ class Services:
     webhooks: WebhookService
     console_sessions: ConsoleSessions
     secrets: SecretsService
+    checkpoints: CheckpointService | None = None
 
 
 @dataclass(frozen=True, slots=True)

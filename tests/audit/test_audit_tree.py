@@ -48,8 +48,8 @@ def naive_path(m: int, leaves: list[bytes]) -> list[bytes]:
         return []
     k = _k(n)
     if m < k:
-        return naive_path(m, leaves[:k]) + [naive_mth(leaves[k:])]
-    return naive_path(m - k, leaves[k:]) + [naive_mth(leaves[:k])]
+        return [*naive_path(m, leaves[:k]), naive_mth(leaves[k:])]
+    return [*naive_path(m - k, leaves[k:]), naive_mth(leaves[:k])]
 
 
 def naive_subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
@@ -58,8 +58,8 @@ def naive_subproof(m: int, leaves: list[bytes], whole: bool) -> list[bytes]:
         return [] if whole else [naive_mth(leaves)]
     k = _k(n)
     if m <= k:
-        return naive_subproof(m, leaves[:k], whole) + [naive_mth(leaves[k:])]
-    return naive_subproof(m - k, leaves[k:], False) + [naive_mth(leaves[:k])]
+        return [*naive_subproof(m, leaves[:k], whole), naive_mth(leaves[k:])]
+    return [*naive_subproof(m - k, leaves[k:], False), naive_mth(leaves[:k])]
 
 
 def build(leaves: list[bytes]) -> tuple[TreeBuilder, dict[tuple[int, int], bytes]]:

@@ -14,6 +14,7 @@ from types import ModuleType
 from signer.http.routes import (
     approvals,
     audit,
+    audit_checkpoints,
     grants,
     groups,
     health,
@@ -35,6 +36,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     grants,
     signing,
     audit,
+    audit_checkpoints,
     approvals,
     webhooks,
     groups,
