@@ -55,22 +55,35 @@ def audit_export(
     if not to_stdout and output.exists() and not force:
         raise click.BadParameter(f"{output} exists (use --force to replace it)", param_hint="OUTPUT")
     partial = output.with_name(output.name + ".partial")
+    # The signed checkpoints over this range travel in the export, each right after the event at its
+    # size, and (from a later start) the tree's right edge there: `signer audit verify` needs both.
+    checkpoints, edge = client.audit_checkpoints(after)
+    notes = {int(c["size"]): str(c["note"]) for c in checkpoints}
     events = client.audit_export(after, page_size)
     count, last = 0, after
     handle: TextIO = sys.stdout if to_stdout else open(partial, "w", encoding="utf-8")
+
+    def write(line: str, seq: int) -> None:
+        handle.write(line)
+        note = notes.get(seq)
+        if note is not None:
+            handle.write(json.dumps({"checkpoint": note}, sort_keys=True) + "\n")
+
     try:
+        if after and edge is not None:
+            handle.write(json.dumps({"tree_start": {"size": after, "edge": edge}}, sort_keys=True) + "\n")
         first = next(events, None)
         if first is not None and progress_wanted():
             with click.progressbar(
                 length=max(first[2] - after, 1), label="exporting audit events", file=sys.stderr
             ) as bar:
                 for line, seq, _ in itertools.chain([first], events):
-                    handle.write(line)
+                    write(line, seq)
                     bar.update(seq - last)
                     count, last = count + 1, seq
         elif first is not None:
             for line, seq, _ in itertools.chain([first], events):
-                handle.write(line)
+                write(line, seq)
                 count, last = count + 1, seq
     finally:
         if not to_stdout:
@@ -79,23 +92,54 @@ def audit_export(
         click.echo(f"exported {count} events", err=True)
         return None
     os.replace(partial, output)
-    summary: dict[str, Any] = {"exported": count, "last_seq": last, "file": str(output)}
+    summary: dict[str, Any] = {
+        "exported": count,
+        "last_seq": last,
+        "checkpoints": sum(1 for size in notes if size <= last),
+        "file": str(output),
+    }
     if not verify_after:
-        click.echo(f"verify offline with: signer audit verify {output}", err=True)
+        click.echo(f"verify offline with: signer audit verify {output} --public-key KEY", err=True)
         return summary
-    from signer.audit import verify_chain
+    from signer.audit_note import VerifierKey
+    from signer.audit_verify import ExportVerifier
+    from signer.crypto.signatures import check_ed25519
 
+    key = VerifierKey.parse(client.audit_public_key()["verifier_key"])
+    verifier = ExportVerifier(key=key, check=check_ed25519)
     with open(output, encoding="utf-8") as written:
-        records = [json.loads(line) for line in written if line.strip()]
-    start = {"first_seq": after + 1, "prev_hash": records[0]["prev_hash"]} if after and records else {}
-    result = verify_chain(records, **start)
-    summary["verified"] = result.ok
-    if not result.ok:
-        summary.update(first_bad_seq=result.first_bad_seq, reason=result.reason)
+        for line in written:
+            if not verifier.feed(line):
+                break
+    report = verifier.finish()
+    summary["verified"] = report["ok"]
+    summary["ranges"] = report["ranges"]
+    if not report["ok"]:
+        summary.update(first_bad_seq=report["first_bad_seq"], reason=report["reason"], what=report["what"])
         return Outcome(summary, EXIT_FAILED)
     return summary
 
 
+@click.command("public-key")
+@api_call()
+def audit_public_key(client: SignerClient) -> Any:
+    """The audit key that signs checkpoints: origin, Ed25519 key and its signed-note verifier key."""
+    return client.audit_public_key()
+
+
+@click.command("checkpoint")
+@click.option("--size", type=click.IntRange(min=1), default=None, help="An earlier checkpoint's size.")
+@click.option("--note", "note_only", is_flag=True, help="Print the signed note alone (to keep as an anchor).")
+@api_call()
+def audit_checkpoint(client: SignerClient, size: int | None, note_only: bool) -> Any:
+    """The newest signed checkpoint of the audit log (auditor, admin)."""
+    answer = client.audit_checkpoint(size)
+    if note_only:
+        click.echo(answer["note"], nl=False)
+        return None
+    return answer
+
+
 # Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
 COMMANDS: tuple[click.Command, ...] = ()
-AUDIT_COMMANDS: tuple[click.Command, ...] = (audit_events, audit_export)
+AUDIT_COMMANDS: tuple[click.Command, ...] = (audit_events, audit_export, audit_public_key, audit_checkpoint)

@@ -44,3 +44,12 @@ class AuditInclusionProof(View):
     root: str = Field(pattern=_B64_32)
     checkpoint: str | None = Field(description="the signed note at this size, if one was signed")
     proof: list[str] = Field(description="RFC 6962 audit path, base64 hashes")
+
+
+class AuditCheckpointPage(View):
+    items: list[AuditCheckpoint] = Field(description="checkpoints with size > after, smallest first")
+    after: int = Field(ge=0)
+    edge: list[str] | None = Field(
+        description="the tree's right edge at size `after` (base64, largest subtree first), for a verifier "
+        "starting there; null when no checkpoint covers `after` yet"
+    )

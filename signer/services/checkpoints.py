@@ -208,6 +208,20 @@ class CheckpointService:
             raise NotFound("no checkpoint of that size", code="checkpoint_not_found")
         return _view(record)
 
+    async def list_checkpoints(self, ctx: RequestContext, after: int, limit: int) -> dict[str, Any]:
+        """Checkpoints with ``size > after`` (for an export of the events after ``after``), and the
+        tree's right edge at ``after`` so an offline verifier can rebuild the roots from that point."""
+        require_role(ctx, Role.AUDITOR, Role.ADMIN)
+        async with self._store.read() as reader:
+            records = await reader.checkpoints.page(after, max(1, min(limit, 1000)))
+            latest = await reader.checkpoints.latest()
+        edge: list[str] | None = None
+        if after == 0:
+            edge = []
+        elif latest is not None and after <= latest.size:
+            edge = [_b64(h) for h in await self._hashes(_edge_ranges(after))]
+        return {"items": [_view(r) for r in records], "after": after, "edge": edge}
+
     async def _covering(self, size: int) -> CheckpointRecord:
         async with self._store.read() as reader:
             latest = await reader.checkpoints.latest()
@@ -286,6 +300,16 @@ class CheckpointService:
             "checkpoint": None if at_size is None else at_size.note,
             "proof": [_b64(h) for h in proof],
         }
+
+
+def _edge_ranges(size: int) -> list[tuple[int, int]]:
+    """The perfect subtrees of the tree's right edge at ``size``, largest first."""
+    ranges, start = [], 0
+    for bit in reversed(range(size.bit_length())):
+        if size >> bit & 1:
+            ranges.append((start, start + (1 << bit)))
+            start += 1 << bit
+    return ranges
 
 
 def _view(record: CheckpointRecord) -> dict[str, Any]:

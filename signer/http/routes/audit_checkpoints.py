@@ -101,3 +101,23 @@ async def audit_inclusion_proof(request: web.Request) -> web.Response:
     seq = _required(request, "seq")
     size = _optional(request, "size")
     return json_response(await _checkpoints(request).inclusion(ctx, seq, size))
+
+
+@api.operation(
+    "GET",
+    "/v1/audit/checkpoints",
+    summary="Signed checkpoints with size > after, and the tree's right edge at `after` (for exports)",
+    tag="audit",
+    who="auditor, admin",
+    response=out.AuditCheckpointPage,
+    errors=(503,),
+    query=(
+        Query("after", {"type": "integer", "minimum": 0, "maximum": 2**62}, "tree size to start after"),
+        Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (default 1000)"),
+    ),
+)
+async def audit_checkpoints(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    after = int_query(request, "after", 0, 0, 2**62)
+    limit = int_query(request, "limit", 1000, 1, 1000)
+    return json_response(await _checkpoints(request).list_checkpoints(ctx, after, limit))

@@ -60,6 +60,16 @@ class CheckpointReads:
         row = await self._tx._first(select(t.audit_checkpoints).where(t.audit_checkpoints.c.size == size))
         return None if row is None else _record(row)
 
+    async def page(self, after_size: int, limit: int) -> list[CheckpointRecord]:
+        """Checkpoints with ``size > after_size``, smallest first."""
+        rows = await self._tx._all(
+            select(t.audit_checkpoints)
+            .where(t.audit_checkpoints.c.size > after_size)
+            .order_by(t.audit_checkpoints.c.size)
+            .limit(limit)
+        )
+        return [_record(r) for r in rows]
+
     async def nodes(self, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
         """The stored hashes of the perfect subtrees named ``(level, idx)`` (missing ones left out)."""
         wanted = sorted(set(keys))
