@@ -602,6 +602,8 @@ class SignerClient:
         cursor, first = after, True
         while True:
             page = self.request("GET", "/v1/audit/checkpoints", query={"after": cursor, "limit": 1000})
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise ClientConnectionError("the checkpoint answer is not a page of checkpoints")
             if first:
                 edge, first = page["edge"], False
             items.extend(page["items"])
