@@ -29,6 +29,7 @@ from signer.errors import DeadlineExceeded, SignerError
 from signer.hsm import Hsm
 from signer.http.console import console_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
+from signer.http.rollback_guard import rollback_guard
 from signer.http.routes import LONG_POLL_ROUTES, routes
 from signer.http.server import serve
 from signer.http.state import (
@@ -55,6 +56,7 @@ from signer.services.keys import KeyService
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
+from signer.services.rollback import ANCHOR_NAME, AnchorFile, RollbackGuard
 from signer.services.secret_kind import Sealer
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
@@ -214,6 +216,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             keys = KeyService(store, hsm, facts, clock=utcnow)
             await keys.check_token_inventory()
             await self_test(hsm)
+            anchor = AnchorFile(settings.audit_anchor_file or settings.data_dir / ANCHOR_NAME)
             checkpoints = CheckpointService(
                 store,
                 hsm,
@@ -223,8 +226,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     interval_seconds=settings.audit_checkpoint_interval_seconds,
                 ),
                 clock=utcnow,
+                on_checkpoint=anchor.advance,
             )
-            await checkpoints.start()
+            rollback = RollbackGuard(store, anchor, await checkpoints.start(), clock=utcnow)
+            await rollback.check()
             if settings.audit_checkpoints:
                 store.batch_observer = _both(gauges.audit_commit, checkpoints.committed)
             destinations = DestinationPolicy.parse(settings.webhook_allowed_destinations)
@@ -255,6 +260,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 health=HealthService(store, hsm),
                 audit=AuditLogService(store, clock=utcnow),
                 checkpoints=checkpoints,
+                rollback=rollback,
                 approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
                 policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,
@@ -313,7 +319,7 @@ def _both(
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_context],
+        middlewares=[request_context, rollback_guard],
         client_max_size=max(settings.max_body_bytes, settings.secret_body_bytes),
     )
     app[SETTINGS] = settings

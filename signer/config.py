@@ -135,6 +135,10 @@ class Settings(BaseModel):
     audit_checkpoint_every_events: int = Field(
         default=1000, ge=0, description="checkpoint once this many events were committed (0: by time only)"
     )
+    audit_anchor_file: Path | None = Field(
+        default=None,
+        description="the last signed checkpoint, kept outside the database (default data_dir/audit-anchor.json)",
+    )
     audit_checkpoint_interval_seconds: float = Field(
         default=10.0, gt=0, le=86400, description="checkpoint at least this often while the log grows"
     )

@@ -53,3 +53,16 @@ class AuditCheckpointPage(View):
         description="the tree's right edge at size `after` (base64, largest subtree first), for a verifier "
         "starting there; null when no checkpoint covers `after` yet"
     )
+
+
+class AuditRollbackStatus(View):
+    detected: bool = Field(description="a rollback found at start and not yet acknowledged")
+    code: Literal["truncated", "rewritten", "checkpoints_rolled_back"] | None
+    detail: str | None
+    anchor_size: int | None
+    database_head: int | None
+
+
+class AuditRollbackAcknowledged(View):
+    acknowledged: Literal[True]
+    was: str | None = Field(description="the finding acknowledged, if there was one")

@@ -19,6 +19,7 @@ from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
+from signer.services.rollback import RollbackGuard
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.webhooks import WebhookService
@@ -38,6 +39,7 @@ class Services:
     console_sessions: ConsoleSessions
     secrets: SecretsService
     checkpoints: CheckpointService | None = None
+    rollback: RollbackGuard | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from signer.http import checkpoint_schemas as out
 from signer.http.contract import Query
 from signer.http.routes.common import api, context, int_query, json_response, services
 from signer.services.checkpoints import CheckpointService
+from signer.services.rollback import RollbackGuard
 
 _SIZE = {"type": "integer", "minimum": 1, "maximum": 2**62}
 
@@ -121,3 +122,38 @@ async def audit_checkpoints(request: web.Request) -> web.Response:
     after = int_query(request, "after", 0, 0, 2**62)
     limit = int_query(request, "limit", 1000, 1, 1000)
     return json_response(await _checkpoints(request).list_checkpoints(ctx, after, limit))
+
+
+def _rollback(request: web.Request) -> RollbackGuard:
+    found = services(request).rollback
+    if found is None:
+        raise Unavailable("the rollback check is not running", code="checkpoints_unavailable")
+    return found
+
+
+@api.operation(
+    "GET",
+    "/v1/audit/rollback",
+    summary="Whether a rollback of the database was found at start (refusing high-risk operations)",
+    tag="audit",
+    who="admin, auditor",
+    response=out.AuditRollbackStatus,
+    errors=(503,),
+)
+async def audit_rollback_status(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    return json_response(_rollback(request).status(ctx))
+
+
+@api.operation(
+    "POST",
+    "/v1/audit/rollback/acknowledge",
+    summary="Accept the database as it is after a rollback (audited): high-risk operations run again",
+    tag="audit",
+    who="admin",
+    response=out.AuditRollbackAcknowledged,
+    errors=(503,),
+)
+async def audit_rollback_acknowledge(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    return json_response(await _rollback(request).acknowledge(ctx))
