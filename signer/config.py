@@ -137,7 +137,7 @@ class Settings(BaseModel):
     )
     audit_anchor_file: Path | None = Field(
         default=None,
-        description="the last signed checkpoint, kept outside the database (default data_dir/audit-anchor.json)",
+        description="the last signed checkpoint, kept outside the database (default: in data_dir)",
     )
     audit_checkpoint_interval_seconds: float = Field(
         default=10.0, gt=0, le=86400, description="checkpoint at least this often while the log grows"
