@@ -181,7 +181,7 @@ class CheckpointService:
             current = await writer.checkpoints.latest()
             if (current.size if current else 0) != base:
                 return False  # another worker checkpointed first
-            await writer.checkpoints.add(record, nodes)
+            await writer.checkpoints.add(record, base, nodes)
             return True
 
         if await self._store.submit(unit) and self._on_checkpoint is not None:

@@ -94,7 +94,13 @@ class CheckpointWrites(CheckpointReads):
     def __init__(self, tx: WriteStatements) -> None:
         super().__init__(tx)
 
-    async def add(self, record: CheckpointRecord, nodes: Iterable[tuple[int, int, bytes]]) -> None:
+    async def add(self, record: CheckpointRecord, base: int, nodes: Iterable[tuple[int, int, bytes]]) -> None:
+        """Add the checkpoint built on the one at ``base`` with the nodes it completed. Nodes reaching
+        past ``base`` that are already stored (left by a database restored or rewritten under a newer
+        tree) were never signed over here: they are replaced."""
+        n = t.audit_tree_nodes.c
+        for level in range(record.size.bit_length() + 1):
+            await self._tx._write(t.audit_tree_nodes.delete().where(n.level == level, n.idx >= base >> level))
         rows = [{"level": level, "idx": idx, "hash": digest.hex()} for level, idx, digest in nodes]
         if rows:
             await self._tx._write(t.audit_tree_nodes.insert(), rows)
