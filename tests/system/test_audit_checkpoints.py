@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -164,3 +165,32 @@ def test_checkpoint_routes_refuse_the_wrong_role_and_sizes_not_yet_signed(
     assert (status, body["code"], body["field"]) == (400, "invalid_field", "seq")
     status, _, body = server.call("GET", f"/v1/audit/checkpoint?size={beyond}", token=admin)
     assert (status, body["code"]) == (404, "checkpoint_not_found")
+
+
+def test_two_workers_sign_with_one_key_and_never_fork_the_tree(
+    own_installation: Installation, launch: Callable[..., Server]
+) -> None:
+    server = launch(own_installation, env=FAST, workers=2)
+    admin = own_installation.admin_token
+    keys = set()
+    for _ in range(6):  # the supervisor's socket hands connections to either worker
+        status, _, key = server.call("GET", "/v1/audit/public-key", token=admin)
+        assert status == 200
+        keys.add(key["verifier_key"])
+    assert len(keys) == 1, keys
+    (verifier_key,) = keys
+    notes = []
+    for round_ in range(3):
+        _events(server, 5, f"w{round_}")
+        cp = _checkpoint_at_least(server, 5 * (round_ + 1), admin)
+        notes.append(hand_verify(cp["note"], verifier_key))
+    # Every later checkpoint extends every earlier one.
+    for (_, m, root_m), (_, n, root_n) in itertools.pairwise(notes):
+        if m == n:
+            assert root_m == root_n
+            continue
+        status, _, proof = server.call(
+            "GET", f"/v1/audit/proofs/consistency?first={m}&second={n}", token=admin
+        )
+        assert status == 200, proof
+        assert verify_consistency(m, n, root_m, root_n, [base64.b64decode(p) for p in proof["proof"]])
