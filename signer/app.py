@@ -45,6 +45,7 @@ from signer.http.webhook_transport import AiohttpTransport
 from signer.logs import access
 from signer.services.admin import AdminService
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
+from signer.services.audit_export import AuditExportService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
 from signer.services.checkpoints import CheckpointPolicy, CheckpointService
@@ -261,6 +262,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 audit=AuditLogService(store, clock=utcnow),
                 checkpoints=checkpoints,
                 rollback=rollback,
+                audit_export=AuditExportService(store, clock=utcnow),
                 approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
                 policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,

@@ -11,6 +11,7 @@ from signer.config import Secret, Settings
 from signer.metrics import Metrics
 from signer.services.admin import AdminService
 from signer.services.approvals import ApprovalsService
+from signer.services.audit_export import AuditExportService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
 from signer.services.checkpoints import CheckpointService
@@ -40,6 +41,7 @@ class Services:
     secrets: SecretsService
     checkpoints: CheckpointService | None = None
     rollback: RollbackGuard | None = None
+    audit_export: AuditExportService | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,8 @@ because events are chained under the write lock and written with the head at COM
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -46,4 +48,27 @@ class AuditReads:
             .order_by(t.audit_events.c.seq)
             .limit(limit)
         )
+        return [_audit(r) for r in rows]
+
+    async def filtered(
+        self,
+        *,
+        after_seq: int,
+        until_seq: int,
+        limit: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Sequence[str] = (),
+    ) -> list[AuditRecord]:
+        """Records with ``after_seq < seq <= until_seq``, optionally within [since, until) and of the
+        given kinds, in order; at most ``limit`` (the caller pages on the last seq)."""
+        c = t.audit_events.c
+        query = select(t.audit_events).where(c.seq > after_seq, c.seq <= until_seq)
+        if since is not None:
+            query = query.where(c.at >= since)
+        if until is not None:
+            query = query.where(c.at < until)
+        if kinds:
+            query = query.where(c.kind.in_(list(kinds)))
+        rows = await self._tx._all(query.order_by(c.seq).limit(limit))
         return [_audit(r) for r in rows]
