@@ -85,7 +85,14 @@ async def _stream(request: web.Request, fmt: str, content_type: str) -> web.Stre
     if service is None:
         raise Unavailable("the audit export is not running", code="audit_unavailable")
     head = await service.start(ctx, wanted, fmt)
-    response = web.StreamResponse(headers={"Content-Type": content_type, "X-Audit-Head": str(head)})
+    # Sent before the middleware sees the response: the request id goes with the head.
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "X-Audit-Head": str(head),
+            "X-Request-Id": request["request_id"],
+        }
+    )
     await response.prepare(request)
     async for chunk in service.lines(wanted, fmt, head):
         await response.write(chunk.encode("utf-8"))
