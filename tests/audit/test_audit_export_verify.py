@@ -171,3 +171,52 @@ def test_a_range_export_starts_from_the_tree_edge(chain: Any) -> None:
     # A wrong edge gives a wrong root at the first checkpoint.
     bad = json.dumps({"tree_start": {"size": 5, "edge": [base64.b64encode(bytes(32)).decode()] * 2}})
     assert verify([bad + "\n", *export(records[5:], notes)])["what"] == "rewritten"
+
+
+def _chain_of(events: list[dict[str, Any]]) -> list[str]:
+    lines, prev = [], GENESIS_HASH
+    for seq, body in enumerate(events, start=1):
+        event = canonical_json(body).decode()
+        digest = chain_hash(prev, event.encode())
+        record = {"seq": seq, "at": body["at"], "request_id": None, "kind": body["kind"], "event": event}
+        lines.append(canonical_json({**record, "prev_hash": prev, "hash": digest}).decode() + "\n")
+        prev = digest
+    return lines
+
+
+def test_signed_approvals_inside_the_log_are_checked_offline() -> None:
+    from signer.cli import _approval_check
+    from signer.crypto.approver_signatures import approval_message
+
+    approver = Ed25519PrivateKey.generate()
+    public = approver.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    digest = "ab" * 32
+    signature = approver.sign(approval_message("apr_1", "approve", digest)).hex()
+    actor = {"principal_id": "prn_a", "name": "alice", "role": "approver", "token_id": "tok_1"}
+    at = "2026-12-07T00:00:00.000000Z"
+    base = {"at": at, "request_id": None, "actor": actor, "outcome": "allowed"}
+    registered = {**base, "kind": "approval.key_registered", "scheme": "ed25519", "public_key": public}
+    vote = {
+        **base,
+        "kind": "approval.vote",
+        "approval_id": "apr_1",
+        "decision": "approve",
+        "digest_named": digest,
+        "signature_scheme": "ed25519",
+        "signature": signature,
+    }
+
+    def run(lines: list[str]) -> dict[str, Any]:
+        verifier = ExportVerifier(key=None, check=check_ed25519, approval_check=_approval_check)
+        for line in lines:
+            verifier.feed(line)
+        return verifier.finish()
+
+    report = run(_chain_of([registered, vote]))
+    assert report["ok"] and report["approvals_verified"] == 1, report
+    # A vote re-signed for another decision, or a vote whose approver's key is not in the export.
+    forged = {**vote, "decision": "reject"}
+    report = run(_chain_of([registered, forged]))
+    assert (report["ok"], report["what"], report["first_bad_seq"]) == (False, "approval_signature_invalid", 2)
+    report = run(_chain_of([vote]))
+    assert report["ok"] and report["approvals_unverifiable"] == 1
