@@ -9,7 +9,10 @@ does them in the CLI). An export is JSONL of three kinds of line:
 * ``{"tree_start": {"size": A, "edge": [base64...]}}`` first, when the export starts after seq A: the
   Merkle tree's right edge there, so roots can be rebuilt (it is authenticated by the next checkpoint:
   a wrong edge gives a wrong root);
-* ``{"checkpoint": NOTE}`` right after the record whose seq is the note's tree size.
+* ``{"checkpoint": NOTE}`` right after the record whose seq is the note's tree size;
+* ``{"consistency": {"first": M, "second": N, "proof": [base64...]}}``, for a range export checked
+  against an older checkpoint the auditor holds (size M): the RFC 6962 proof that the tree at M is a
+  prefix of the one at N, a checkpoint inside the export.
 
 Findings name the first bad position and what it looks like: ``edited`` (an event whose bytes no longer
 hash to its record), ``removed`` (a gap in the sequence), ``inserted`` (a record whose ``prev_hash`` is
@@ -29,7 +32,7 @@ from typing import Any
 
 from signer.audit import GENESIS_HASH, ChainVerifier
 from signer.audit_note import Checkpoint, NoteError, VerifierKey, open_checkpoint
-from signer.audit_tree import TreeBuilder, leaf_hash
+from signer.audit_tree import TreeBuilder, leaf_hash, verify_consistency
 
 __all__ = ["ExportVerifier", "Finding", "RangeSummary"]
 
@@ -98,6 +101,7 @@ class ExportVerifier:
         self.checkpoints = 0
         self._held_checked = False
         self._approvals = _Approvals()
+        self._consistency: tuple[int, int, list[bytes]] | None = None
 
     # -- feeding -----------------------------------------------------------------------------------
 
@@ -124,6 +128,8 @@ class ExportVerifier:
             return False
         if "checkpoint" in item:
             self._on_checkpoint(item)
+        elif "consistency" in item:
+            self._on_consistency(item)
         elif "tree_start" in item:
             self._on_tree_start(item)
         else:
@@ -152,6 +158,20 @@ class ExportVerifier:
             self._fail("malformed", None, "tree_start_malformed", "tree_start's edge does not fit its size")
             return
         self._range_start = size
+
+    def _on_consistency(self, item: dict[str, Any]) -> None:
+        body = item.get("consistency")
+        try:
+            assert isinstance(body, dict)
+            first, second, proof = body["first"], body["second"], body["proof"]
+            hashes = [base64.b64decode(h, validate=True) for h in proof]
+            assert type(first) is int and type(second) is int and all(len(h) == 32 for h in hashes)
+        except (AssertionError, KeyError, TypeError, binascii.Error, ValueError):
+            self._fail(
+                "malformed", None, "consistency_malformed", f"line {self._line}: not a consistency proof"
+            )
+            return
+        self._consistency = (first, second, hashes)
 
     def _on_record(self, record: dict[str, Any]) -> None:
         if self._chain is None:
@@ -233,6 +253,19 @@ class ExportVerifier:
         if checkpoint.size >= first:
             self.ranges.append(RangeSummary(first, checkpoint.size, "valid", checkpoint.size))
         self._range_start = checkpoint.size
+        held, proof = self._held, self._consistency
+        if held is not None and not self._held_checked and proof is not None and proof[1] == checkpoint.size:
+            self._held_checked = True
+            if proof[0] != held.size or not verify_consistency(
+                held.size, checkpoint.size, held.root, checkpoint.root, proof[2]
+            ):
+                self._fail(
+                    "rewritten",
+                    None,
+                    "held_checkpoint_inconsistent",
+                    f"the checkpoint you hold ({held.size}) is not a prefix of the one at {checkpoint.size}: "
+                    "the history was rewritten",
+                )
 
     def _on_approval_event(self, text: str) -> None:
         try:
@@ -288,7 +321,8 @@ class ExportVerifier:
                     "unchecked",
                     None,
                     "held_checkpoint_not_covered",
-                    "the export starts after the checkpoint you hold; export from seq 1 to check it",
+                    "the export starts after the checkpoint you hold and carries no consistency proof "
+                    "from it (export with --checkpoint, or from seq 1)",
                 )
         if self.finding is not None:
             if not self.ranges or self.ranges[-1].status == "valid":

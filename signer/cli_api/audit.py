@@ -43,9 +43,21 @@ def audit_events(client: SignerClient, after: int, limit: int) -> Any:
 @click.option("--page-size", type=click.IntRange(1, 10_000), default=1000, show_default=True)
 @click.option("--verify", "verify_after", is_flag=True, help="Verify the written file's chain.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option(
+    "--checkpoint",
+    "held_checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint note you hold: a range export (--after) then carries the proof that it extends it.",
+)
 @api_call()
 def audit_export(
-    client: SignerClient, output: Path, after: int, page_size: int, verify_after: bool, force: bool
+    client: SignerClient,
+    output: Path,
+    after: int,
+    page_size: int,
+    verify_after: bool,
+    force: bool,
+    held_checkpoint: Path | None,
 ) -> Any:
     """Stream every audit event to OUTPUT as JSONL ('-' for stdout); progress on stderr when it is a tty.
 
@@ -65,6 +77,12 @@ def audit_export(
         click.echo("the server publishes no checkpoints: the export carries none", err=True)
         checkpoints, edge = [], None
     notes = {int(c["size"]): str(c["note"]) for c in checkpoints}
+    consistency = None
+    if held_checkpoint is not None and checkpoints:
+        held_size = int(held_checkpoint.read_text(encoding="utf-8").split("\n")[1])
+        if held_size <= after:
+            second = int(checkpoints[0]["size"])
+            consistency = client.audit_proof("consistency", {"first": held_size, "second": second})
     events = client.audit_export(after, page_size)
     count, last = 0, after
     handle: TextIO = sys.stdout if to_stdout else open(partial, "w", encoding="utf-8")
@@ -78,6 +96,9 @@ def audit_export(
     try:
         if after and edge is not None:
             handle.write(json.dumps({"tree_start": {"size": after, "edge": edge}}, sort_keys=True) + "\n")
+        if consistency is not None:
+            proof = {k: consistency[k] for k in ("first", "second", "proof")}
+            handle.write(json.dumps({"consistency": proof}, sort_keys=True) + "\n")
         first = next(events, None)
         if first is not None and progress_wanted():
             with click.progressbar(

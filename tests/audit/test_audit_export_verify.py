@@ -220,3 +220,33 @@ def test_signed_approvals_inside_the_log_are_checked_offline() -> None:
     assert (report["ok"], report["what"], report["first_bad_seq"]) == (False, "approval_signature_invalid", 2)
     report = run(_chain_of([vote]))
     assert report["ok"] and report["approvals_unverifiable"] == 1
+
+
+def test_a_range_export_proves_it_extends_the_checkpoint_the_auditor_holds(chain: Any) -> None:
+    import base64
+
+    from signer.audit_tree import consistency_proof
+
+    records, notes = chain
+    tree, nodes = TreeBuilder(), {}
+    for record in records:
+        for level, index, digest in tree.append(leaf_hash(record["event"].encode())):
+            nodes[(level, index)] = digest
+    held = open_checkpoint(note_for(records, 3), KEY, check_ed25519)
+    edge_tree = TreeBuilder()
+    for record in records[:5]:
+        edge_tree.append(leaf_hash(record["event"].encode()))
+    start = {"tree_start": {"size": 5, "edge": [base64.b64encode(h).decode() for h in edge_tree.edge]}}
+    proof = [base64.b64encode(h).decode() for h in consistency_proof(3, 8, lambda lv, i: nodes[(lv, i)])]
+    line = {"consistency": {"first": 3, "second": 8, "proof": proof}}
+    lines = [json.dumps(start) + "\n", json.dumps(line) + "\n", *export(records[5:], notes)]
+    report = verify(lines, held=held)
+    assert report["ok"] and report["held_checkpoint"] == 3, report
+    # Without the proof the held checkpoint cannot be checked: that is a failure, not a pass.
+    report = verify([lines[0], *lines[2:]], held=held)
+    assert (report["ok"], report["reason"]) == (False, "held_checkpoint_not_covered")
+    # A held checkpoint over another history (signed by the same key) is not a prefix.
+    other = [{**r, "event": r["event"].replace('"n":1,', '"n":111,')} for r in records]
+    forged_held = open_checkpoint(note_for(rehash(other), 3), KEY, check_ed25519)
+    report = verify(lines, held=forged_held)
+    assert (report["what"], report["reason"]) == ("rewritten", "held_checkpoint_inconsistent")

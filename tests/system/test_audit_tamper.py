@@ -164,6 +164,16 @@ def test_every_kind_of_tampering_with_an_export_is_named_by_the_cli(
     assert code == 0 and report["ok"] and report["checkpoints_verified"] >= 2, report
     assert "valid (checkpoint" in stderr
 
+    # A range export that starts after the held checkpoint carries the proof that it extends it.
+    ranged = tmp_path / "range.jsonl"
+    after = str(held_size + 2)
+    done = cli(
+        installation, server, "audit", "export", str(ranged), "--after", after, "--checkpoint", str(held)
+    )
+    assert done.returncode == 0, done.stderr
+    code, report, _ = offline_verify(installation, ranged, key, held)
+    assert code == 0 and report["ok"] and report["held_checkpoint"] == held_size, report
+
     lines = export.read_text().splitlines(keepends=True)
     events = [i for i, line in enumerate(lines) if '"seq"' in line]
 
