@@ -268,6 +268,8 @@ class ExportVerifier:
                 )
 
     def _on_approval_event(self, text: str) -> None:
+        if '"kind":"approval.' not in text:  # canonical JSON: the only spelling of an approval event's kind
+            return
         try:
             event = json.loads(text)
         except ValueError:
