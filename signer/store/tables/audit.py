@@ -72,3 +72,12 @@ class AuditReads:
             query = query.where(c.kind.in_(list(kinds)))
         rows = await self._tx._all(query.order_by(c.seq).limit(limit))
         return [_audit(r) for r in rows]
+
+    async def chain_slice(self, after_seq: int, limit: int) -> list[tuple[int, str, str, str]]:
+        """(seq, event, prev_hash, hash) with ``seq > after_seq``, in order: the chain alone, without
+        the row's other columns (the checkpoint builder reads the whole log through this)."""
+        c = t.audit_events.c
+        rows = await self._tx._all(
+            select(c.seq, c.event, c.prev_hash, c.hash).where(c.seq > after_seq).order_by(c.seq).limit(limit)
+        )
+        return [(int(r[0]), r[1], r[2], r[3]) for r in rows]

@@ -1,9 +1,10 @@
 """Audit checkpoints and the Merkle tree's stored nodes.
 
 Owns ``audit_checkpoints`` (one row per signed tree size: the note as signed, the root, the chain's
-hash at that size and the tree's right edge, to resume building from) and ``audit_tree_nodes`` (every
-perfect subtree, ``(level, idx) -> hash``, see ``signer.audit_tree``). Rows are only ever added: a
-checkpoint is written in one transaction with the nodes it completed.
+hash at that size and the tree's right edge, to resume building from) and ``audit_tree_nodes`` (the
+perfect subtrees the checkpoint service keeps, 16 events and larger, ``(level, idx) -> hash``, see
+``signer.audit_tree``). A checkpoint is written in one transaction with the nodes it completed;
+nodes past the checkpoint it builds on (left by a restored database) are replaced then.
 """
 
 from __future__ import annotations
