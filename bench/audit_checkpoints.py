@@ -11,6 +11,9 @@
 2. Verification speed: the "on" installation's whole log is exported with ``signer audit export`` and
    verified offline (``signer.audit_verify.ExportVerifier``: chain, tree, every checkpoint signature),
    events per second.
+3. Checkpoint cost per event, in-process and quiet of HTTP noise: on a copy of the "on" database with
+   its checkpoints removed, one ``CheckpointService.checkpoint()`` (real token) rebuilds them over the
+   whole log; CPU microseconds per event, next to the server's CPU per signed transaction.
 
 Prints the load average before and after each window (the machine is shared). Writes nothing in the
 repository.
@@ -156,6 +159,55 @@ def verify_speed(installation: Installation, env: dict[str, str], out: Path) -> 
     }
 
 
+def checkpoint_cost(installation: Installation, root: Path) -> dict[str, Any]:
+    import shutil
+
+    from signer.app import use_softhsm_conf
+    from signer.config import Settings
+    from signer.hsm import Hsm
+    from signer.services.checkpoints import CheckpointPolicy, CheckpointService
+    from signer.store import open_store
+
+    copy = root / "cost"
+    copy.mkdir()
+    for path in installation.data_dir.glob("signer.db*"):
+        shutil.copy2(path, copy / path.name)
+    settings = Settings(data_dir=installation.data_dir)
+    os.environ["SOFTHSM2_CONF"] = installation.env["SOFTHSM2_CONF"]
+    use_softhsm_conf(settings)
+
+    async def run() -> dict[str, Any]:
+        store = await open_store(f"sqlite+aiosqlite:///{copy / 'signer.db'}")
+        hsm = Hsm(settings.hsm_module, settings.hsm_token_label, settings.pin())
+        await hsm.start()
+        try:
+
+            async def clear(writer: Any) -> None:
+                from sqlalchemy import text
+
+                await writer._write(text("DELETE FROM audit_checkpoints"))
+                await writer._write(text("DELETE FROM audit_tree_nodes"))
+
+            await store.submit(clear)
+            service = CheckpointService(store, hsm, CheckpointPolicy("bench/audit", 0, 60.0))
+            await service.start()
+            cpu, wall = time.process_time(), time.perf_counter()
+            record = await service.checkpoint()
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            assert record is not None
+            return {
+                "events": record.size,
+                "cpu_us_per_event": round(cpu / record.size * 1e6, 1),
+                "wall_s": round(wall, 3),
+                "load": loadavg(),
+            }
+        finally:
+            await hsm.close()
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -198,6 +250,7 @@ def main() -> None:
             flush=True,
         )
         print(json.dumps({"verify": verify_speed(on_inst, on_env, root / "export.jsonl")}), flush=True)
+        print(json.dumps({"checkpoint_cost": checkpoint_cost(on_inst, root)}), flush=True)
 
 
 if __name__ == "__main__":
