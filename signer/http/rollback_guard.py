@@ -20,7 +20,6 @@ HIGH_RISK: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/v1/keys/{key_id}/sign/digest"),
         ("POST", "/v1/approvals/{approval_id}/approve"),
         ("POST", "/v1/secrets/{secret_id}/fetch"),
-        ("GET", "/v1/secrets/{secret_id}/fetch"),
         ("POST", "/v1/grants"),
         ("DELETE", "/v1/grants/{grant_id}"),
         ("PUT", "/v1/groups/{group}/members/{principal_id}"),
