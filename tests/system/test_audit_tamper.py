@@ -303,3 +303,36 @@ def test_a_database_rewritten_or_restored_to_an_earlier_state_is_caught_at_start
     assert (status, body["detected"], body["code"]) == (200, True, "rewritten"), body
     status, _, body = server.call("POST", f"/v1/keys/{key['id']}/sign/message", message, token=token)
     assert (status, body["code"]) == (503, "rollback_detected"), body
+
+
+def test_an_acknowledgement_through_one_worker_releases_every_worker(
+    own_installation: Installation, launch: Callable[..., Server]
+) -> None:
+    installation, admin = own_installation, own_installation.admin_token
+    server = launch(installation, env=FAST)
+    relayer = make_service(server, "relayer")
+    key = make_key(server, "ed25519", "k1")
+    grant(server, relayer["principal"]["id"], key["id"], ["sign_message"])
+    grow(server, 8, "a")
+    cp = checkpoint_at_least(server, 12)
+    anchored(installation, cp["size"])
+    server.stop()
+    # The tail is cut (as a restore would): every worker finds it at start.
+    (rows,) = sql(installation, ("SELECT hash FROM audit_events WHERE seq = :s", {"s": 5}))
+    sql(
+        installation,
+        ("DELETE FROM audit_events WHERE seq > 5", {}),
+        ("DELETE FROM audit_checkpoints", {}),
+        ("UPDATE audit_head SET seq = 5, hash = :h WHERE id = 1", {"h": rows[0][0]}),
+    )
+    server = launch(installation, env=FAST, workers=2)
+    token = relayer["credentials"]["access_token"]
+    message = {"message": "hello", "encoding": "utf8"}
+    for _ in range(4):
+        status, _, body = server.call("POST", f"/v1/keys/{key['id']}/sign/message", message, token=token)
+        assert (status, body["code"]) == (503, "rollback_detected"), body
+    status, _, body = server.call("POST", "/v1/audit/rollback/acknowledge", token=admin)
+    assert status == 200 and body["was"] == "truncated", body
+    for _ in range(8):  # new connections, handed to either worker
+        status, _, body = server.call("POST", f"/v1/keys/{key['id']}/sign/message", message, token=token)
+        assert status == 200, body
