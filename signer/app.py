@@ -31,6 +31,7 @@ from signer.hsm import Hsm
 from signer.http.console import console_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.eth_upstream import EthUpstream
+from signer.http.rollback_guard import rollback_guard
 from signer.http.routes import LONG_POLL_ROUTES, routes
 from signer.http.server import serve
 from signer.http.state import (
@@ -46,8 +47,10 @@ from signer.http.webhook_transport import AiohttpTransport
 from signer.logs import access
 from signer.services.admin import AdminService
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
+from signer.services.audit_export import AuditExportService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
+from signer.services.checkpoints import CheckpointPolicy, CheckpointService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
@@ -57,6 +60,7 @@ from signer.services.keys import KeyService
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
+from signer.services.rollback import ANCHOR_NAME, AnchorFile, RollbackGuard
 from signer.services.secret_backends import build_backends
 from signer.services.secret_kind import Sealer, sealed_backend
 from signer.services.secret_resolve import SecretResolver
@@ -225,6 +229,22 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             keys = KeyService(store, hsm, facts, clock=utcnow)
             await keys.check_token_inventory()
             await self_test(hsm)
+            anchor = AnchorFile(settings.audit_anchor_file or settings.data_dir / ANCHOR_NAME)
+            checkpoints = CheckpointService(
+                store,
+                hsm,
+                CheckpointPolicy(
+                    origin=settings.audit_checkpoint_origin,
+                    every_events=settings.audit_checkpoint_every_events,
+                    interval_seconds=settings.audit_checkpoint_interval_seconds,
+                ),
+                clock=utcnow,
+                on_checkpoint=anchor.advance,
+            )
+            rollback = RollbackGuard(store, anchor, await checkpoints.start(), clock=utcnow)
+            await rollback.check()
+            if settings.audit_checkpoints:
+                store.batch_observer = _both(gauges.audit_commit, checkpoints.committed)
             destinations = DestinationPolicy.parse(settings.webhook_allowed_destinations)
             transport = AiohttpTransport(destinations)
             webhooks = WebhookService(
@@ -276,6 +296,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 signing=signing,
                 health=health,
                 audit=audit_log,
+                checkpoints=checkpoints,
+                rollback=rollback,
+                audit_export=AuditExportService(store, clock=utcnow),
                 approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
                 policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,
@@ -292,6 +315,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
+            checkpointer = (
+                asyncio.get_running_loop().create_task(checkpoints.run(), name="signer-checkpoints")
+                if settings.audit_checkpoints
+                else None
+            )
             # Start-up objects live for the whole process: keep the collector from rescanning them
             # (measured: shorter GC pauses and ~40 us less CPU per request under load).
             gc.collect()
@@ -299,9 +327,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             try:
                 yield
             finally:
-                dispatcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await dispatcher
+                for task in (dispatcher, checkpointer):
+                    if task is not None:
+                        task.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
                 await transport.close()
                 await secrets.close()
                 if upstream is not None:
@@ -314,9 +344,19 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         await store.close()
 
 
+def _both(
+    first: Callable[[float, int], None], second: Callable[[float, int], None]
+) -> Callable[[float, int], None]:
+    def observe(seconds: float, units: int) -> None:
+        first(seconds, units)
+        second(seconds, units)
+
+    return observe
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_context],
+        middlewares=[request_context, rollback_guard],
         client_max_size=max(settings.max_body_bytes, settings.secret_body_bytes),
     )
     app[SETTINGS] = settings

@@ -555,33 +555,59 @@ for _command in cli_api.AUDIT_COMMANDS:
 
 @audit.command("verify")
 @click.argument("export_file", type=click.File("r", encoding="utf-8"))
-def audit_verify(export_file: Any) -> None:
-    """Verify an exported JSONL audit log offline; names the first broken event."""
-    from signer.audit import verify_chain
+@click.option(
+    "--public-key",
+    "public_key",
+    help="The audit verifier key (<name>+<id>+<key>, from `signer audit public-key`), or a file holding it.",
+)
+@click.option(
+    "--checkpoint",
+    "held_checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint note you hold from earlier: the export must extend it (needs --public-key).",
+)
+def audit_verify(export_file: Any, public_key: str | None, held_checkpoint: Path | None) -> None:
+    """Verify an exported JSONL audit log offline: the chain, every signed checkpoint in it, consistency
+    with a checkpoint you hold, and signed approvals. Names the first broken event; one summary line per
+    range on stderr; exit 1 on any failure."""
+    from signer.audit_note import NoteError, VerifierKey, open_checkpoint
+    from signer.audit_verify import ExportVerifier
+    from signer.crypto.signatures import check_ed25519
 
-    records = []
-    for number, line in enumerate(export_file, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            _fail(f"line {number} is not JSON", code=1)
-    result = verify_chain(records)
-    if result.ok:
-        click.echo(json.dumps({"ok": True, "checked": result.checked}))
-        return
-    click.echo(
-        json.dumps(
-            {
-                "ok": False,
-                "checked": result.checked,
-                "first_bad_seq": result.first_bad_seq,
-                "reason": result.reason,
-            }
-        )
-    )
-    sys.exit(1)
+    key = held = None
+    try:
+        if public_key is not None:
+            text = Path(public_key).read_text(encoding="utf-8") if Path(public_key).is_file() else public_key
+            key = VerifierKey.parse(text)
+        if held_checkpoint is not None:
+            if key is None:
+                _fail("--checkpoint needs --public-key", code=2)
+            assert key is not None
+            held = open_checkpoint(held_checkpoint.read_text(encoding="utf-8"), key, check_ed25519)
+    except NoteError as exc:
+        _fail(f"{exc.code}: {exc}", code=2)
+    verifier = ExportVerifier(key=key, check=check_ed25519, held=held, approval_check=_approval_check)
+    for line in export_file:
+        if not verifier.feed(line):
+            break
+    report = verifier.finish()
+    for summary in report["ranges"]:
+        click.echo(summary, err=True)
+    click.echo(json.dumps(report))
+    if not report["ok"]:
+        sys.exit(1)
+
+
+def _approval_check(
+    scheme: str, public_key: str, approval_id: str, decision: str, digest: str, sig: str
+) -> None:
+    from datetime import UTC, datetime
+
+    from signer.services.approvals import verify_approval_signature
+    from signer.store.records import ApproverKeyRecord
+
+    record = ApproverKeyRecord("offline", scheme, public_key, datetime.now(UTC))
+    verify_approval_signature(record, approval_id, decision, digest, sig)
 
 
 if __name__ == "__main__":

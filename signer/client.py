@@ -623,6 +623,31 @@ class SignerClient:
         lines = [line + "\n" for line in payload.decode("utf-8").splitlines() if line.strip()]
         return lines, int(head)
 
+    def audit_public_key(self) -> Any:
+        return self.request("GET", "/v1/audit/public-key")
+
+    def audit_checkpoint(self, size: int | None = None) -> Any:
+        return self.request("GET", "/v1/audit/checkpoint", query=None if size is None else {"size": size})
+
+    def audit_checkpoints(self, after: int = 0) -> tuple[list[dict[str, Any]], list[str] | None]:
+        """Every checkpoint with size > ``after`` and the tree's right edge at ``after``."""
+        items: list[dict[str, Any]] = []
+        edge: list[str] | None = None
+        cursor, first = after, True
+        while True:
+            page = self.request("GET", "/v1/audit/checkpoints", query={"after": cursor, "limit": 1000})
+            if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+                raise ClientConnectionError("the checkpoint answer is not a page of checkpoints")
+            if first:
+                edge, first = page["edge"], False
+            items.extend(page["items"])
+            if len(page["items"]) < 1000:
+                return items, edge
+            cursor = page["items"][-1]["size"]
+
+    def audit_proof(self, kind: str, query: Mapping[str, int]) -> Any:
+        return self.request("GET", f"/v1/audit/proofs/{kind}", query=query)
+
     def audit_export(self, after: int = 0, page_size: int = 1000) -> Iterator[tuple[str, int, int]]:
         """Every event after ``after`` up to the head seen by the first page, as ``(line, seq, head)``.
 

@@ -209,6 +209,24 @@ class Settings(BaseModel):
     db_pool_timeout_seconds: float = Field(default=2.0, gt=0)
     db_lock_timeout_seconds: float = Field(default=2.0, gt=0, description="Wait for the write lock")
     audit_batch_max: int = Field(default=256, ge=1)
+    audit_checkpoints: bool = Field(
+        default=True, description="sign checkpoints of the audit log with an audit key held in the token"
+    )
+    audit_checkpoint_origin: str = Field(
+        default="signer.local/audit",
+        pattern=r"^[!-*,-~]{1,255}$",
+        description="the checkpoints' origin line and the audit key's name (printable, no space or '+')",
+    )
+    audit_checkpoint_every_events: int = Field(
+        default=1000, ge=0, description="checkpoint once this many events were committed (0: by time only)"
+    )
+    audit_anchor_file: Path | None = Field(
+        default=None,
+        description="the last signed checkpoint, kept outside the database (default: in data_dir)",
+    )
+    audit_checkpoint_interval_seconds: float = Field(
+        default=10.0, gt=0, le=86400, description="checkpoint at least this often while the log grows"
+    )
     metrics_public_on_loopback: bool = Field(
         default=True, description="/metrics needs no token from a loopback caller when we listen on loopback"
     )

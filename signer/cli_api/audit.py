@@ -16,7 +16,7 @@ from typing import Any, TextIO
 import click
 
 from signer.cli_api.common import EXIT_FAILED, Outcome, api_call, progress_wanted
-from signer.client import SignerClient
+from signer.client import ApiError, ClientConnectionError, SignerClient
 
 AUDIT_COLUMNS = ("seq", "at", "kind", "request_id")
 
@@ -43,9 +43,21 @@ def audit_events(client: SignerClient, after: int, limit: int) -> Any:
 @click.option("--page-size", type=click.IntRange(1, 10_000), default=1000, show_default=True)
 @click.option("--verify", "verify_after", is_flag=True, help="Verify the written file's chain.")
 @click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option(
+    "--checkpoint",
+    "held_checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A checkpoint note you hold: a range export (--after) then carries the proof that it extends it.",
+)
 @api_call()
 def audit_export(
-    client: SignerClient, output: Path, after: int, page_size: int, verify_after: bool, force: bool
+    client: SignerClient,
+    output: Path,
+    after: int,
+    page_size: int,
+    verify_after: bool,
+    force: bool,
+    held_checkpoint: Path | None,
 ) -> Any:
     """Stream every audit event to OUTPUT as JSONL ('-' for stdout); progress on stderr when it is a tty.
 
@@ -55,22 +67,50 @@ def audit_export(
     if not to_stdout and output.exists() and not force:
         raise click.BadParameter(f"{output} exists (use --force to replace it)", param_hint="OUTPUT")
     partial = output.with_name(output.name + ".partial")
+    # The signed checkpoints over this range travel in the export, each right after the event at its
+    # size, and (from a later start) the tree's right edge there: `signer audit verify` needs both.
+    try:
+        checkpoints, edge = client.audit_checkpoints(after)
+    except (ApiError, ClientConnectionError) as exc:
+        if isinstance(exc, ApiError) and exc.status != 404:
+            raise
+        click.echo("the server publishes no checkpoints: the export carries none", err=True)
+        checkpoints, edge = [], None
+    notes = {int(c["size"]): str(c["note"]) for c in checkpoints}
+    consistency = None
+    if held_checkpoint is not None and checkpoints:
+        held_size = int(held_checkpoint.read_text(encoding="utf-8").split("\n")[1])
+        if held_size <= after:
+            second = int(checkpoints[0]["size"])
+            consistency = client.audit_proof("consistency", {"first": held_size, "second": second})
     events = client.audit_export(after, page_size)
     count, last = 0, after
     handle: TextIO = sys.stdout if to_stdout else open(partial, "w", encoding="utf-8")
+
+    def write(line: str, seq: int) -> None:
+        handle.write(line)
+        note = notes.get(seq)
+        if note is not None:
+            handle.write(json.dumps({"checkpoint": note}, sort_keys=True) + "\n")
+
     try:
+        if after and edge is not None:
+            handle.write(json.dumps({"tree_start": {"size": after, "edge": edge}}, sort_keys=True) + "\n")
+        if consistency is not None:
+            proof = {k: consistency[k] for k in ("first", "second", "proof")}
+            handle.write(json.dumps({"consistency": proof}, sort_keys=True) + "\n")
         first = next(events, None)
         if first is not None and progress_wanted():
             with click.progressbar(
                 length=max(first[2] - after, 1), label="exporting audit events", file=sys.stderr
             ) as bar:
                 for line, seq, _ in itertools.chain([first], events):
-                    handle.write(line)
+                    write(line, seq)
                     bar.update(seq - last)
                     count, last = count + 1, seq
         elif first is not None:
             for line, seq, _ in itertools.chain([first], events):
-                handle.write(line)
+                write(line, seq)
                 count, last = count + 1, seq
     finally:
         if not to_stdout:
@@ -79,23 +119,54 @@ def audit_export(
         click.echo(f"exported {count} events", err=True)
         return None
     os.replace(partial, output)
-    summary: dict[str, Any] = {"exported": count, "last_seq": last, "file": str(output)}
+    summary: dict[str, Any] = {
+        "exported": count,
+        "last_seq": last,
+        "checkpoints": sum(1 for size in notes if size <= last),
+        "file": str(output),
+    }
     if not verify_after:
-        click.echo(f"verify offline with: signer audit verify {output}", err=True)
+        click.echo(f"verify offline with: signer audit verify {output} --public-key KEY", err=True)
         return summary
-    from signer.audit import verify_chain
+    from signer.audit_note import VerifierKey
+    from signer.audit_verify import ExportVerifier
+    from signer.crypto.signatures import check_ed25519
 
+    key = VerifierKey.parse(client.audit_public_key()["verifier_key"]) if checkpoints else None
+    verifier = ExportVerifier(key=key, check=check_ed25519)
     with open(output, encoding="utf-8") as written:
-        records = [json.loads(line) for line in written if line.strip()]
-    start = {"first_seq": after + 1, "prev_hash": records[0]["prev_hash"]} if after and records else {}
-    result = verify_chain(records, **start)
-    summary["verified"] = result.ok
-    if not result.ok:
-        summary.update(first_bad_seq=result.first_bad_seq, reason=result.reason)
+        for line in written:
+            if not verifier.feed(line):
+                break
+    report = verifier.finish()
+    summary["verified"] = report["ok"]
+    summary["ranges"] = report["ranges"]
+    if not report["ok"]:
+        summary.update(first_bad_seq=report["first_bad_seq"], reason=report["reason"], what=report["what"])
         return Outcome(summary, EXIT_FAILED)
     return summary
 
 
+@click.command("public-key")
+@api_call()
+def audit_public_key(client: SignerClient) -> Any:
+    """The audit key that signs checkpoints: origin, Ed25519 key and its signed-note verifier key."""
+    return client.audit_public_key()
+
+
+@click.command("checkpoint")
+@click.option("--size", type=click.IntRange(min=1), default=None, help="An earlier checkpoint's size.")
+@click.option("--note", "note_only", is_flag=True, help="Print the signed note alone (to keep as an anchor).")
+@api_call()
+def audit_checkpoint(client: SignerClient, size: int | None, note_only: bool) -> Any:
+    """The newest signed checkpoint of the audit log (auditor, admin)."""
+    answer = client.audit_checkpoint(size)
+    if note_only:
+        click.echo(answer["note"], nl=False)
+        return None
+    return answer
+
+
 # Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
 COMMANDS: tuple[click.Command, ...] = ()
-AUDIT_COMMANDS: tuple[click.Command, ...] = (audit_events, audit_export)
+AUDIT_COMMANDS: tuple[click.Command, ...] = (audit_events, audit_export, audit_public_key, audit_checkpoint)

@@ -48,6 +48,8 @@ _SELF_TEST_LABEL = "signer-self-test"
 _ID_BYTES = 16
 # Key-encryption keys for secrets: one AES-256 key per scope, labelled with this prefix and the scope.
 KEK_LABEL_PREFIX = "signer-kek:"
+# The audit checkpoint key (Ed25519, in the token, sign only): found by this label, made on first use.
+AUDIT_KEY_LABEL = "signer-audit-checkpoint"
 _KEK_BYTES = 32
 
 _CONFINEMENT_ATTRS = [
@@ -587,6 +589,41 @@ class TokenSession:
         # Private half first: if anything fails after it, what remains is a harmless public key.
         for obj in sorted(objects, key=lambda o: o.object_class != ObjectClass.PRIVATE_KEY):
             obj.destroy()
+
+    # -- the audit checkpoint key -------------------------------------------------------------------
+
+    def audit_key(self) -> GeneratedKey:
+        with self._files:
+            return self._audit_key_unlocked()
+
+    def _audit_key_unlocked(self) -> GeneratedKey:
+        """The audit key (Ed25519 under ``AUDIT_KEY_LABEL``), generated in the token the first time.
+
+        Like a KEK, two processes generating at once leave two keys: every process then uses the one
+        with the smallest id, so all sign with one key.
+        """
+        template = {Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.LABEL: AUDIT_KEY_LABEL}
+        found = self._search(template)
+        if not found:
+            self._catch_up()
+            self._generate(Curve.ED25519, AUDIT_KEY_LABEL, token=True)
+            found = self._search(template)
+        ids = sorted(bytes(k.get_attributes([Attribute.ID]).get(Attribute.ID) or b"") for k in found)
+        ids = [i for i in ids if i]
+        if not ids:
+            raise IntegrityError("the audit key on the token has no id", code="audit_key_invalid")
+        private, curve = self._private_key(ids[0].hex())
+        if curve is not Curve.ED25519:
+            raise IntegrityError("the audit key on the token is not Ed25519", code="audit_key_invalid")
+        public = self._search({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: ids[0]})
+        if len(public) != 1:
+            raise IntegrityError("the audit key's public half is not on the token", code="audit_key_invalid")
+        return GeneratedKey(
+            hsm_id=ids[0].hex(),
+            curve=Curve.ED25519,
+            public_key=decode_ec_point(Curve.ED25519, public[0][Attribute.EC_POINT]),
+            attributes=_attributes_of(private),
+        )
 
     # -- key-encryption keys (secrets) -------------------------------------------------------------
 

@@ -427,6 +427,11 @@ class Hsm:
         hsm_id_bytes(hsm_id)
         await self._op(lambda ts: ts.destroy_key(hsm_id))
 
+    async def audit_key(self) -> GeneratedKey:
+        """The audit checkpoint key (Ed25519, sensitive, not extractable, sign only), generated in the
+        token on first use and found by its label afterwards; its public half and attributes."""
+        return await self._op(lambda ts: ts.audit_key(), fresh=True)
+
     async def kek_for_scope(self, scope: str) -> str:
         """The hex id of the scope's key-encryption key (AES-256 in the token, wrap/unwrap only),
         generated on first use and found by label afterwards."""

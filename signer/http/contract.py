@@ -125,6 +125,18 @@ SEMANTIC_REFUSALS: tuple[SemanticRefusal, ...] = (
         "the host must resolve to an allowed destination (never loopback, private or link-local; within "
         "webhook_allowed_destinations when that is set)",
     ),
+    SemanticRefusal(
+        ("audit_consistency_proof",),
+        frozenset({"invalid_field"}),
+        "`first` is at most `second` (two fields at once)",
+        field=r"first",
+    ),
+    SemanticRefusal(
+        ("audit_inclusion_proof",),
+        frozenset({"invalid_field"}),
+        "`seq` is at most `size` (two fields at once)",
+        field=r"seq",
+    ),
 )
 
 # JSON Schema counts 1.0 as an integer; the request parsers do not (a policy says why: amounts are

@@ -11,14 +11,17 @@ from signer.config import Secret, Settings
 from signer.metrics import Metrics
 from signer.services.admin import AdminService
 from signer.services.approvals import ApprovalsService
+from signer.services.audit_export import AuditExportService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
+from signer.services.checkpoints import CheckpointService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
+from signer.services.rollback import RollbackGuard
 from signer.services.secret_resolve import SecretResolver
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
@@ -40,6 +43,9 @@ class Services:
     secrets: SecretsService
     secret_refs: SecretResolver
     jsonrpc: JsonRpcService | None = None  # Ethereum JSON-RPC (routes/jsonrpc.py)
+    checkpoints: CheckpointService | None = None
+    rollback: RollbackGuard | None = None
+    audit_export: AuditExportService | None = None
 
 
 @dataclass(frozen=True, slots=True)

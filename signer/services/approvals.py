@@ -367,7 +367,11 @@ class ApprovalsService:
                     signature=stored_signature,
                 )
             )
-            writer.append_audit(vote.event(Outcome.ALLOWED))
+            # A signed vote carries its signature in the log, so an auditor can check the quorum offline.
+            signed: dict[str, Any] = (
+                {"signature_scheme": scheme, "signature": stored_signature} if stored_signature else {}
+            )
+            writer.append_audit(vote.event(Outcome.ALLOWED, **signed))
             votes = await writer.approvals.votes(record.id)
             eligible = await eligibility(writer, record, votes)
             if decision == "reject":

@@ -21,6 +21,7 @@ from signer.store.driver import Driver
 from signer.store.ledger import Ledger, LedgerCache
 from signer.store.tables.approvals import ApprovalReads, ApprovalWrites
 from signer.store.tables.audit import AuditReads
+from signer.store.tables.checkpoints import CheckpointReads, CheckpointWrites
 from signer.store.tables.console_sessions import ConsoleSessionReads, ConsoleSessionWrites
 from signer.store.tables.grants import GrantReads, GrantWrites
 from signer.store.tables.groups import GroupReads, GroupWrites
@@ -83,6 +84,10 @@ class Reader(ReadTx):
     @cached_property
     def audit(self) -> AuditReads:
         return AuditReads(self)
+
+    @cached_property
+    def checkpoints(self) -> CheckpointReads:
+        return CheckpointReads(self)
 
     @cached_property
     def policies(self) -> PolicyReads:
@@ -157,6 +162,10 @@ class Writer(WriteTx):
     @cached_property
     def audit(self) -> AuditReads:
         return AuditReads(self)
+
+    @cached_property
+    def checkpoints(self) -> CheckpointWrites:
+        return CheckpointWrites(self)
 
     @cached_property
     def console_sessions(self) -> ConsoleSessionWrites:

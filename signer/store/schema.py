@@ -38,8 +38,10 @@ __all__ = [
     "approval_votes",
     "approval_webhooks",
     "approver_keys",
+    "audit_checkpoints",
     "audit_events",
     "audit_head",
+    "audit_tree_nodes",
     "console_sessions",
     "grants",
     "group_members",
@@ -276,6 +278,31 @@ audit_head = Table(
     Column("hash", Text, nullable=False),
     Column("epoch", BigInteger, nullable=False),
     CheckConstraint("id = 1", name="single_row"),
+)
+
+# -- audit checkpoints (migration 0009) ----------------------------------------------------
+# A signed checkpoint per tree size (the note as signed, the root, and the tree's right edge to resume
+# from), and every perfect subtree of the Merkle tree over the events (``signer.audit_tree``), so any
+# root or proof up to the newest checkpoint costs O(log^2 n) reads.
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", Text, nullable=False),
+    Column("head_hash", Text, nullable=False),
+    Column("edge", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+audit_tree_nodes = Table(
+    "audit_tree_nodes",
+    metadata,
+    Column("level", Integer, nullable=False),
+    Column("idx", BigInteger, nullable=False),
+    Column("hash", Text, nullable=False),
+    PrimaryKeyConstraint("level", "idx"),
 )
 
 meta = Table(

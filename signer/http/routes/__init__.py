@@ -14,6 +14,8 @@ from types import ModuleType
 from signer.http.routes import (
     approvals,
     audit,
+    audit_checkpoints,
+    audit_export,
     grants,
     groups,
     health,
@@ -37,6 +39,8 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     grants,
     signing,
     audit,
+    audit_checkpoints,
+    audit_export,
     approvals,
     webhooks,
     groups,

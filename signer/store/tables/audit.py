@@ -6,6 +6,8 @@ because events are chained under the write lock and written with the head at COM
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -47,3 +49,35 @@ class AuditReads:
             .limit(limit)
         )
         return [_audit(r) for r in rows]
+
+    async def filtered(
+        self,
+        *,
+        after_seq: int,
+        until_seq: int,
+        limit: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        kinds: Sequence[str] = (),
+    ) -> list[AuditRecord]:
+        """Records with ``after_seq < seq <= until_seq``, optionally within [since, until) and of the
+        given kinds, in order; at most ``limit`` (the caller pages on the last seq)."""
+        c = t.audit_events.c
+        query = select(t.audit_events).where(c.seq > after_seq, c.seq <= until_seq)
+        if since is not None:
+            query = query.where(c.at >= since)
+        if until is not None:
+            query = query.where(c.at < until)
+        if kinds:
+            query = query.where(c.kind.in_(list(kinds)))
+        rows = await self._tx._all(query.order_by(c.seq).limit(limit))
+        return [_audit(r) for r in rows]
+
+    async def chain_slice(self, after_seq: int, limit: int) -> list[tuple[int, str, str, str]]:
+        """(seq, event, prev_hash, hash) with ``seq > after_seq``, in order: the chain alone, without
+        the row's other columns (the checkpoint builder reads the whole log through this)."""
+        c = t.audit_events.c
+        rows = await self._tx._all(
+            select(c.seq, c.event, c.prev_hash, c.hash).where(c.seq > after_seq).order_by(c.seq).limit(limit)
+        )
+        return [(int(r[0]), r[1], r[2], r[3]) for r in rows]

@@ -1,0 +1,40 @@
+"""The rollback guard's middleware: while an audit rollback found at start is unacknowledged
+(``signer.services.rollback``), the high-risk routes answer 503 ``rollback_detected`` before their
+handler runs; everything else (reads, the acknowledgement itself, health) goes on."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from signer.http.state import SERVICES
+
+# (method, route) pairs refused while a rollback is unacknowledged: signing (directly or by the approval
+# that completes a quorum), secret reads, and changes of who may do what.
+HIGH_RISK: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("POST", "/v1/keys/{key_id}/sign/transaction"),
+        ("POST", "/v1/keys/{key_id}/sign/message"),
+        ("POST", "/v1/keys/{key_id}/sign/typed-data"),
+        ("POST", "/v1/keys/{key_id}/sign/digest"),
+        ("POST", "/v1/approvals/{approval_id}/approve"),
+        ("POST", "/v1/secrets/{secret_id}/fetch"),
+        ("POST", "/v1/grants"),
+        ("DELETE", "/v1/grants/{grant_id}"),
+        ("PUT", "/v1/groups/{group}/members/{principal_id}"),
+        ("DELETE", "/v1/groups/{group}/members/{principal_id}"),
+    }
+)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def rollback_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    resource = request.match_info.route.resource
+    if resource is not None and (request.method, resource.canonical) in HIGH_RISK:
+        guard = request.app[SERVICES].rollback if SERVICES in request.app else None
+        if guard is not None:
+            guard.refuse_if_latched()
+    return await handler(request)

@@ -1,0 +1,334 @@
+"""Signed checkpoints of the audit log: the Merkle tree over its events, signed by an audit key in the token.
+
+Off the request path: a background task wakes every ``interval`` seconds, or sooner once ``every``
+events were committed (the store reports each group commit), reads the events the last checkpoint does
+not cover, checks their chain, extends the tree (``signer.audit_tree``), has the token sign the C2SP
+``tlog-checkpoint`` note (``signer.audit_note``) and writes the note with the tree nodes it completed in
+one transaction. Nothing on the sign path waits for any of it. Several workers may race: the one whose
+transaction finds the checkpoint it built on still the newest writes, the others drop their work.
+
+The same service answers the auditor's reads: the audit public key (as a signed-note verifier key), a
+checkpoint by size, and RFC 6962 inclusion and consistency proofs up to the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from signer.audit import GENESIS_HASH, chain_hash
+from signer.audit_note import VerifierKey, checkpoint_body, signed_note
+from signer.audit_tree import (
+    TreeBuilder,
+    consistency_nodes,
+    inclusion_nodes,
+    leaf_hash,
+    range_hash,
+    tree_root,
+)
+from signer.crypto.signatures import check_ed25519
+from signer.errors import IntegrityError, InvalidRequest, NotFound
+from signer.hsm import Curve
+from signer.hsm.types import GeneratedKey
+from signer.identity import Role
+from signer.services.context import Clock, RequestContext, require_role, utcnow
+from signer.store import Store
+from signer.store.tables.checkpoints import CheckpointRecord
+
+log = logging.getLogger("signer.checkpoints")
+
+# Most events one checkpoint takes in (a first run over a long log makes several).
+MAX_EVENTS_PER_CHECKPOINT = 100_000
+_PAGE = 5_000
+# Perfect subtrees of 16 events and more are stored; smaller ones are hashed from the events when a
+# proof needs them (at most 15 events read per node), which keeps the rows written per event at 1/8.
+STORED_FROM_LEVEL = 4
+
+
+class AuditSigner(Protocol):
+    """What the service needs of the HSM: the audit key and Ed25519 signatures with it."""
+
+    async def audit_key(self) -> GeneratedKey: ...
+
+    async def sign(self, hsm_id: str, curve: Curve, data: bytes) -> bytes: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointPolicy:
+    origin: str
+    every_events: int
+    interval_seconds: float
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+class CheckpointService:
+    def __init__(
+        self,
+        store: Store,
+        hsm: AuditSigner,
+        policy: CheckpointPolicy,
+        *,
+        clock: Clock = utcnow,
+        on_checkpoint: Callable[[CheckpointRecord], None] | None = None,
+    ) -> None:
+        self._store = store
+        self._hsm = hsm
+        self._policy = policy
+        self._clock = clock
+        self._on_checkpoint = on_checkpoint
+        self._key: VerifierKey | None = None
+        self._hsm_id = ""
+        self._committed = 0
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.chain_broken_at: int | None = None
+
+    # -- set-up and the background task ----------------------------------------------------------------
+
+    async def start(self) -> VerifierKey:
+        """Find (or make) the audit key in the token; refuses a key the token does not vouch for."""
+        key = await self._hsm.audit_key()
+        if not key.attributes.confined:
+            raise IntegrityError("the audit key could leave the token", code="audit_key_invalid")
+        self._hsm_id = key.hsm_id
+        self._key = VerifierKey(self._policy.origin, key.public_key)
+        return self._key
+
+    @property
+    def key(self) -> VerifierKey:
+        if self._key is None:
+            raise RuntimeError("CheckpointService.start() was not awaited")
+        return self._key
+
+    def committed(self, _seconds: float, units: int) -> None:
+        """The store's group-commit observer: count units (about one event each) towards ``every``."""
+        self._committed += units
+        if self._policy.every_events and self._committed >= self._policy.every_events:
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Checkpoint every ``interval`` seconds or ``every`` events, until cancelled."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._policy.interval_seconds):
+                    await self._wake.wait()
+            self._wake.clear()
+            self._committed = 0
+            try:
+                await self.checkpoint()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged; the next round tries again
+                log.error("audit checkpoint failed", extra={"error": type(exc).__name__})
+
+    # -- making a checkpoint ----------------------------------------------------------------------------
+
+    async def checkpoint(self) -> CheckpointRecord | None:
+        """Sign the log's current state if it grew since the newest checkpoint; the newest one after."""
+        async with self._lock:
+            while True:
+                made = await self._extend()
+                if made is None or made[1]:
+                    return made[0] if made else None
+
+    async def _extend(self) -> tuple[CheckpointRecord, bool] | None:
+        # (record, caught up) or None when there is nothing new to sign.
+        async with self._store.read() as reader:
+            last = await reader.checkpoints.latest()
+            head_seq, _ = await reader.audit_head()
+        base = last.size if last else 0
+        if head_seq <= base:
+            return None
+        target = min(head_seq, base + MAX_EVENTS_PER_CHECKPOINT)
+        builder = TreeBuilder(base, last.edge if last else ())
+        prev = last.head_hash if last else GENESIS_HASH
+        nodes: list[tuple[int, int, bytes]] = []
+        after = base
+        while after < target:
+            async with self._store.read() as reader:
+                records = await reader.audit.chain_slice(after, min(_PAGE, target - after))
+            if not records:
+                break
+            for seq, text, prev_hash, digest in records:
+                raw = text.encode("utf-8")
+                if seq != after + 1 or prev_hash != prev or chain_hash(prev, raw) != digest:
+                    self.chain_broken_at = after + 1
+                    log.error("audit chain broken: no checkpoint signed", extra={"seq": after + 1})
+                    raise IntegrityError("the audit chain is broken", code="audit_chain_broken")
+                nodes.extend(n for n in builder.append(leaf_hash(raw)) if n[0] >= STORED_FROM_LEVEL)
+                after, prev = seq, digest
+        if after == base:
+            return None
+        root = builder.root()
+        body = checkpoint_body(self.key.name, after, root)
+        signature = await self._hsm.sign(self._hsm_id, Curve.ED25519, body.encode())
+        check_ed25519(self.key.public_key, body.encode(), signature)
+        record = CheckpointRecord(
+            size=after,
+            root=root,
+            head_hash=prev,
+            edge=tuple(builder.edge),
+            note=signed_note(body, self.key.name, self.key.id, signature),
+            created_at=self._clock(),
+        )
+
+        async def unit(writer: Any) -> bool:
+            current = await writer.checkpoints.latest()
+            if (current.size if current else 0) != base:
+                return False  # another worker checkpointed first
+            await writer.checkpoints.add(record, base, nodes)
+            return True
+
+        if await self._store.submit(unit) and self._on_checkpoint is not None:
+            self._on_checkpoint(record)
+        return record, after >= head_seq
+
+    # -- the auditor's reads ----------------------------------------------------------------------------
+
+    def public_key(self) -> dict[str, Any]:
+        key = self.key
+        return {
+            "origin": key.name,
+            "algorithm": "ed25519",
+            "public_key": _b64(key.public_key),
+            "key_id": key.id.hex(),
+            "verifier_key": key.text(),
+        }
+
+    async def get_checkpoint(self, ctx: RequestContext, size: int | None = None) -> dict[str, Any]:
+        require_role(ctx, Role.AUDITOR, Role.ADMIN)
+        async with self._store.read() as reader:
+            record = await (reader.checkpoints.latest() if size is None else reader.checkpoints.at_size(size))
+        if record is None:
+            raise NotFound("no checkpoint of that size", code="checkpoint_not_found")
+        return _view(record)
+
+    async def list_checkpoints(self, ctx: RequestContext, after: int, limit: int) -> dict[str, Any]:
+        """Checkpoints with ``size > after`` (for an export of the events after ``after``), and the
+        tree's right edge at ``after`` so an offline verifier can rebuild the roots from that point."""
+        require_role(ctx, Role.AUDITOR, Role.ADMIN)
+        async with self._store.read() as reader:
+            records = await reader.checkpoints.page(after, max(1, min(limit, 1000)))
+            latest = await reader.checkpoints.latest()
+        edge: list[str] | None = None
+        if after == 0:
+            edge = []
+        elif latest is not None and after <= latest.size:
+            edge = [_b64(h) for h in await self._hashes(_edge_ranges(after))]
+        return {"items": [_view(r) for r in records], "after": after, "edge": edge}
+
+    async def _covering(self, size: int) -> CheckpointRecord:
+        async with self._store.read() as reader:
+            latest = await reader.checkpoints.latest()
+        if latest is None or size > latest.size:
+            raise NotFound("no checkpoint covers that tree size yet", code="checkpoint_not_found")
+        return latest
+
+    async def _nodes(self, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        """The perfect subtrees named: stored ones read, small ones hashed from their events."""
+        async with self._store.read() as reader:
+            found = await reader.checkpoints.nodes(k for k in wanted if k[0] >= STORED_FROM_LEVEL)
+            for level, index in sorted(k for k in wanted if k[0] < STORED_FROM_LEVEL):
+                first, count = index << level, 1 << level
+                events = await reader.audit.chain_slice(first, count)
+                if len(events) == count:
+                    small = TreeBuilder()
+                    for _, text, _, _ in events:
+                        small.append(leaf_hash(text.encode("utf-8")))
+                    found[(level, index)] = small.root()
+        if len(found) != len(wanted):
+            raise IntegrityError("the audit tree is missing nodes", code="audit_tree_incomplete")
+        return found
+
+    async def _hashes(self, ranges: list[tuple[int, int]]) -> list[bytes]:
+        wanted: set[tuple[int, int]] = set()
+
+        def record(level: int, index: int) -> bytes:
+            wanted.add((level, index))
+            return bytes(32)
+
+        for a, b in ranges:
+            range_hash(a, b, record)
+        found = await self._nodes(wanted)
+        return [range_hash(a, b, lambda lv, i: found[(lv, i)]) for a, b in ranges]
+
+    async def _root(self, size: int) -> bytes:
+        wanted: set[tuple[int, int]] = set()
+
+        def record(level: int, index: int) -> bytes:
+            wanted.add((level, index))
+            return bytes(32)
+
+        tree_root(size, record)
+        found = await self._nodes(wanted)
+        return tree_root(size, lambda lv, i: found[(lv, i)])
+
+    async def consistency(self, ctx: RequestContext, first: int, second: int | None) -> dict[str, Any]:
+        """RFC 6962 consistency proof from tree size ``first`` to ``second`` (default: the newest
+        checkpoint), with the second tree's root and its checkpoint note when one was signed there."""
+        require_role(ctx, Role.AUDITOR, Role.ADMIN)
+        latest = await self._covering(second if second is not None else first)
+        second = latest.size if second is None else second
+        if not 1 <= first <= second:
+            raise InvalidRequest("first must be between 1 and second", code="invalid_field", field="first")
+        proof = await self._hashes(consistency_nodes(first, second))
+        async with self._store.read() as reader:
+            at_first = await reader.checkpoints.at_size(first)
+            at_second = await reader.checkpoints.at_size(second)
+        return {
+            "first": first,
+            "second": second,
+            "first_root": _b64(await self._root(first)),
+            "second_root": _b64(await self._root(second)),
+            "first_checkpoint": None if at_first is None else at_first.note,
+            "second_checkpoint": None if at_second is None else at_second.note,
+            "proof": [_b64(h) for h in proof],
+        }
+
+    async def inclusion(self, ctx: RequestContext, seq: int, size: int | None) -> dict[str, Any]:
+        """RFC 6962 inclusion proof of event ``seq`` (leaf ``seq - 1``) in the tree of ``size`` events
+        (default: the newest checkpoint)."""
+        require_role(ctx, Role.AUDITOR, Role.ADMIN)
+        latest = await self._covering(size if size is not None else seq)
+        size = latest.size if size is None else size
+        if not 1 <= seq <= size:
+            raise InvalidRequest("seq must be between 1 and size", code="invalid_field", field="seq")
+        proof = await self._hashes(inclusion_nodes(seq - 1, size))
+        leaf = await self._hashes([(seq - 1, seq)])
+        async with self._store.read() as reader:
+            at_size = await reader.checkpoints.at_size(size)
+        return {
+            "seq": seq,
+            "size": size,
+            "leaf_hash": _b64(leaf[0]),
+            "root": _b64(await self._root(size)),
+            "checkpoint": None if at_size is None else at_size.note,
+            "proof": [_b64(h) for h in proof],
+        }
+
+
+def _edge_ranges(size: int) -> list[tuple[int, int]]:
+    """The perfect subtrees of the tree's right edge at ``size``, largest first."""
+    ranges, start = [], 0
+    for bit in reversed(range(size.bit_length())):
+        if size >> bit & 1:
+            ranges.append((start, start + (1 << bit)))
+            start += 1 << bit
+    return ranges
+
+
+def _view(record: CheckpointRecord) -> dict[str, Any]:
+    return {
+        "size": record.size,
+        "root": _b64(record.root),
+        "note": record.note,
+        "created_at": record.created_at.isoformat().replace("+00:00", "Z"),
+    }
