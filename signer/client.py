@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import ssl
 import tomllib
 import urllib.error
@@ -28,7 +29,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from signer.config import Secret
 
@@ -213,14 +214,19 @@ class SignerClient:
         headers: Mapping[str, str] | None = None,
         raw: bytes | None = None,
         content_type: str = "application/json",
+        sink: BinaryIO | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
+        """One request; with ``sink``, a successful answer's body is streamed into it (and b"" returned)
+        instead of read into memory."""
         url = self.server + path
         params = {k: v for k, v in (query or {}).items() if v is not None}
         if params:
             url += "?" + urllib.parse.urlencode(params)
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode("utf-8"))
         request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - scheme checked in __init__
-        request.add_header("Accept", "application/json, application/problem+json, application/x-ndjson")
+        request.add_header(
+            "Accept", "application/json, application/problem+json, application/x-ndjson, text/csv"
+        )
         if data is not None:
             request.add_header("Content-Type", content_type)
         for name, value in (headers or {}).items():
@@ -229,6 +235,9 @@ class SignerClient:
             request.add_header("Authorization", f"Bearer {self._token.reveal()}")
         try:
             with self._opener.open(request, timeout=self._timeout) as response:
+                if sink is not None:
+                    shutil.copyfileobj(response, sink, 64 * 1024)
+                    return response.status, dict(response.headers), b""
                 return response.status, dict(response.headers), response.read()
         except urllib.error.HTTPError as exc:
             with exc:
@@ -647,6 +656,24 @@ class SignerClient:
 
     def audit_proof(self, kind: str, query: Mapping[str, int]) -> Any:
         return self.request("GET", f"/v1/audit/proofs/{kind}", query=query)
+
+    def audit_rollback(self) -> Any:
+        return self.request("GET", "/v1/audit/rollback")
+
+    def acknowledge_rollback(self) -> Any:
+        return self.request("POST", "/v1/audit/rollback/acknowledge", {})
+
+    def audit_filtered(self, fmt: str, filters: Mapping[str, str | None], sink: BinaryIO) -> int:
+        """Stream a filtered export (``jsonl`` or ``csv``) into ``sink`` without holding it in memory;
+        the answer is the head seq the export stopped at (``X-Audit-Head``)."""
+        path = "/v1/audit/export" if fmt == "jsonl" else "/v1/audit/export/csv"
+        status, headers, payload = self._open("GET", path, query=filters, sink=sink)
+        if status >= 400:
+            self._parse(status, payload)
+        head = next((v for k, v in headers.items() if k.lower() == "x-audit-head"), "")
+        if not head.isdigit():
+            raise ClientConnectionError("the export answer carries no X-Audit-Head")
+        return int(head)
 
     def audit_export(self, after: int = 0, page_size: int = 1000) -> Iterator[tuple[str, int, int]]:
         """Every event after ``after`` up to the head seen by the first page, as ``(line, seq, head)``.

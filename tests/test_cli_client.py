@@ -90,7 +90,10 @@ class Cli:
 
     def run(self, *args: str, input: str | bytes | None = None, env: dict[str, Any] | None = None):
         result = CliRunner().invoke(main, list(args), input=input, env=env or self.env())
-        INVOKED.add(tuple(a for a in args[:2] if not a.startswith("-")))
+        words = [a for a in args[:3] if not a.startswith("-")]
+        # A command's path: one to three words (``audit proof inclusion``); an argument after a shorter
+        # path only adds a path no command has.
+        INVOKED.update(tuple(words[:n]) for n in range(1, len(words) + 1))
         self.outputs.append(result.stdout + result.stderr)
         return result
 
@@ -545,7 +548,37 @@ def test_audit_events_export_and_verify(cli: Cli, tmp_path: Path) -> None:
     # from the middle, to stdout
     middle = cli.run("audit", "export", "-", "--after", "2", "--page-size", "3")
     assert middle.exit_code == 0
-    assert [json.loads(line)["seq"] for line in middle.stdout.splitlines()][:2] == [3, 4]
+    # From the middle the export starts with the tree's edge there; checkpoints follow their events.
+    records = [json.loads(line) for line in middle.stdout.splitlines()]
+    assert [r["seq"] for r in records if "seq" in r][:2] == [3, 4]
+    assert all(set(r) in ({"tree_start"}, {"checkpoint"}) for r in records if "seq" not in r)
+
+    # checkpoints, proofs and the published key
+    key = cli.ok("audit", "public-key")
+    assert key["verifier_key"]
+    newest = cli.ok("audit", "checkpoint")
+    size = int(newest["size"])
+    listed = cli.ok("audit", "checkpoints")
+    assert size in {int(c["size"]) for c in listed["items"]}
+    inclusion = cli.ok("audit", "proof", "inclusion", "--seq", "1", "--size", str(size))
+    assert isinstance(inclusion["proof"], list)
+    consistency = cli.ok("audit", "proof", "consistency", "--first", "1", "--second", str(size))
+    assert isinstance(consistency["proof"], list)
+    assert cli.ok("audit", "rollback", "status")["detected"] is False
+    # nothing to acknowledge on a healthy server: the answer says so (an admin may still call it)
+    acknowledged = cli.run("audit", "rollback", "acknowledge", "--json")
+    assert acknowledged.exit_code == 0, acknowledged.stderr
+    assert cli.ok("audit", "rollback", "status")["detected"] is False
+
+    # a filtered search, JSONL and CSV, to a file and to stdout
+    found = tmp_path / "fetches.jsonl"
+    searched = cli.ok("audit", "search", str(found), "--action", "audit.export")
+    assert searched["head"] >= 1
+    kinds = {json.loads(line)["kind"] for line in found.read_text().splitlines() if line.strip()}
+    assert kinds <= {"audit.export"} and kinds
+    as_csv = cli.run("audit", "search", "-", "--format", "csv", "--outcome", "allowed")
+    assert as_csv.exit_code == 0 and as_csv.stdout.splitlines()[0].startswith("seq,")
+    assert cli.run("audit", "search", str(found)).exit_code == 2  # exists: --force needed
 
     # auditors only: a service is denied
     denied = cli.run(
@@ -564,7 +597,9 @@ def test_audit_export_shows_progress_on_a_terminal(
     assert "exporting audit events" in result.stderr
     assert "signer audit verify" in result.stderr
     exported = dict(line.split(None, 1) for line in result.stdout.splitlines())
-    assert int(exported["exported"]) == len(out.read_text().splitlines()) > 0
+    # The file holds the events and, after the event at each one's size, the signed checkpoints.
+    events = [line for line in out.read_text().splitlines() if '"seq"' in line]
+    assert int(exported["exported"]) == len(events) > 0
 
 
 @pytest.mark.parametrize(

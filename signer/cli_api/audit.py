@@ -167,6 +167,123 @@ def audit_checkpoint(client: SignerClient, size: int | None, note_only: bool) ->
     return answer
 
 
+@click.command("checkpoints")
+@click.option("--after", type=click.IntRange(min=0), default=0, show_default=True, help="Sizes above this.")
+@api_call(columns=("size", "root", "created_at"))
+def audit_checkpoints(client: SignerClient, after: int) -> Any:
+    """Every signed checkpoint with a size above --after, and the tree's right edge at --after."""
+    items, edge = client.audit_checkpoints(after)
+    return {"items": items, "edge": edge}
+
+
+@click.group("proof")
+def audit_proof() -> None:
+    """Merkle proofs over the audit log (RFC 6962): check them with `signer audit verify` or by hand."""
+
+
+@audit_proof.command("inclusion")
+@click.option("--seq", type=click.IntRange(min=1), required=True, help="The event's seq.")
+@click.option("--size", type=click.IntRange(min=1), required=True, help="A checkpoint's size.")
+@api_call()
+def audit_proof_inclusion(client: SignerClient, seq: int, size: int) -> Any:
+    """The proof that event SEQ is in the tree of a checkpoint of SIZE events."""
+    return client.audit_proof("inclusion", {"seq": seq, "size": size})
+
+
+@audit_proof.command("consistency")
+@click.option("--first", type=click.IntRange(min=1), required=True, help="The older checkpoint's size.")
+@click.option("--second", type=click.IntRange(min=1), required=True, help="The newer checkpoint's size.")
+@api_call()
+def audit_proof_consistency(client: SignerClient, first: int, second: int) -> Any:
+    """The proof that the log of SECOND events extends the log of FIRST events (it only grew)."""
+    return client.audit_proof("consistency", {"first": first, "second": second})
+
+
+@click.group("rollback")
+def audit_rollback() -> None:
+    """Whether the database was found older than the last signed checkpoint, and the acknowledgement."""
+
+
+@audit_rollback.command("status")
+@api_call()
+def audit_rollback_status(client: SignerClient) -> Any:
+    """Whether high-risk operations are refused because a rollback was detected at start."""
+    return client.audit_rollback()
+
+
+@audit_rollback.command("acknowledge")
+@api_call()
+def audit_rollback_acknowledge(client: SignerClient) -> Any:
+    """An admin accepts the database as it is (audited): high-risk operations resume on every worker."""
+    return client.acknowledge_rollback()
+
+
+_OUTCOMES = ("allowed", "denied", "refused", "failed", "pending_approval", "duplicate")
+
+
+@click.command("search")
+@click.argument("output", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--format", "form", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--since", default=None, help="Events at or after this RFC 3339 time.")
+@click.option("--until", default=None, help="Events before this RFC 3339 time.")
+@click.option("--actor", default=None, help="The acting principal's id.")
+@click.option("--resource-type", default=None, help="key, grant, secret, ...")
+@click.option("--resource-id", default=None, help="The target resource's id.")
+@click.option("--action", default=None, help="The event kind, e.g. sign.transaction or secret.fetch.")
+@click.option("--outcome", type=click.Choice(_OUTCOMES), default=None)
+@click.option("--force", is_flag=True, help="Replace OUTPUT if it exists.")
+@api_call()
+def audit_search(
+    client: SignerClient,
+    output: Path,
+    form: str,
+    since: str | None,
+    until: str | None,
+    actor: str | None,
+    resource_type: str | None,
+    resource_id: str | None,
+    action: str | None,
+    outcome: str | None,
+    force: bool,
+) -> Any:
+    """Stream the events matching the filters to OUTPUT ('-' for stdout) as JSONL or CSV (audited).
+
+    Filtered records are for reading and searching; `export` writes the whole chain for `verify`."""
+    filters = {
+        "since": since,
+        "until": until,
+        "actor": actor,
+        "resource_type": resource_type,
+        "resource_id": resource_id,
+        "action": action,
+        "outcome": outcome,
+    }
+    if str(output) == "-":
+        client.audit_filtered(form, filters, sys.stdout.buffer)
+        sys.stdout.flush()
+        return None
+    if output.exists() and not force:
+        raise click.BadParameter(f"{output} exists (use --force to replace it)", param_hint="OUTPUT")
+    partial = output.with_name(output.name + ".partial")
+    try:
+        with open(partial, "wb") as sink:
+            head = client.audit_filtered(form, filters, sink)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, output)
+    return {"file": str(output), "format": form, "head": head}
+
+
 # Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
 COMMANDS: tuple[click.Command, ...] = ()
-AUDIT_COMMANDS: tuple[click.Command, ...] = (audit_events, audit_export, audit_public_key, audit_checkpoint)
+AUDIT_COMMANDS: tuple[click.Command, ...] = (
+    audit_events,
+    audit_export,
+    audit_search,
+    audit_public_key,
+    audit_checkpoint,
+    audit_checkpoints,
+    audit_proof,
+    audit_rollback,
+)
