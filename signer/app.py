@@ -46,6 +46,7 @@ from signer.http.state import (
 from signer.http.webhook_transport import AiohttpTransport
 from signer.logs import access
 from signer.services.admin import AdminService
+from signer.services.approval_desk import ApprovalDesk
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_export import AuditExportService
 from signer.services.audit_log import AuditLogService
@@ -289,6 +290,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 if settings.eth_upstream_url
                 else None
             )
+            approvals = ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks)
             app[SERVICES] = Services(
                 auth=auth,
                 admin=AdminService(store, auth, clock=utcnow),
@@ -299,7 +301,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 checkpoints=checkpoints,
                 rollback=rollback,
                 audit_export=AuditExportService(store, clock=utcnow),
-                approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
+                approvals=approvals,
                 policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,
                 console_sessions=ConsoleSessions(
@@ -312,6 +314,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 secrets=secrets,
                 secret_refs=SecretResolver(store, secrets, clock=utcnow),
                 jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
+                approval_desk=ApprovalDesk(store, approvals, clock=utcnow),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")

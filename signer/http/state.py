@@ -10,6 +10,7 @@ from aiohttp import web
 from signer.config import Secret, Settings
 from signer.metrics import Metrics
 from signer.services.admin import AdminService
+from signer.services.approval_desk import ApprovalDesk
 from signer.services.approvals import ApprovalsService
 from signer.services.audit_export import AuditExportService
 from signer.services.audit_log import AuditLogService
@@ -46,6 +47,7 @@ class Services:
     checkpoints: CheckpointService | None = None
     rollback: RollbackGuard | None = None
     audit_export: AuditExportService | None = None
+    approval_desk: ApprovalDesk | None = None  # the console's view around a request (console.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,7 +106,7 @@ def test_console_headers_cookies_and_csrf(typed_desk: Desk, server: Server) -> N
     assert headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert "default-src 'none'" in headers["Content-Security-Policy"]
-    nonce = re.search(r"name='csrf' value='([^']+)'", page).group(1)
+    nonce = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
     login_cookie = headers["Set-Cookie"].split(";")[0]
 
     def form(path: str, fields: dict[str, str], cookie: str) -> tuple[int, dict[str, str], str]:
@@ -145,7 +145,7 @@ def test_console_headers_cookies_and_csrf(typed_desk: Desk, server: Server) -> N
     assert shown["votes"] == []
     # With the session's CSRF token the same form counts.
     _, _, detail = http("GET", server.url + f"/console/approvals/{approval_id}", headers={"Cookie": session})
-    csrf = re.search(r"name='csrf' value='([0-9a-f]{64})'", detail).group(1)
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', detail).group(1)
     status, headers, _ = form(
         f"/console/approvals/{approval_id}/approve", {"csrf": csrf, "digest": digest}, session
     )
