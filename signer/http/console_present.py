@@ -146,6 +146,17 @@ def fee(item: dict[str, Any]) -> str | None:
     return f"{view.get('max_gas_cost_eth')} ETH ({grouped(view.get('maxGasCost', '0'))} wei) at most"
 
 
+def function(item: dict[str, Any]) -> str | None:
+    """The called function: decoded when it is a known token call, else its selector."""
+    view = item.get("view", {})
+    call = view.get("token_call")
+    if call:
+        return str(call.get("signature") or call.get("method"))
+    if view.get("selector"):
+        return f"selector {view['selector']} (not decoded)"
+    return None
+
+
 def reasons(item: dict[str, Any]) -> list[str]:
     """Why the request needs approval: each rule's own words and where it comes from."""
     out = []
@@ -182,12 +193,19 @@ def present(page: dict[str, Any]) -> dict[str, Any]:
         "summary": summary(item),
         "dangers": dangers(item),
         "fee": fee(item),
+        "function": function(item),
         "reasons": reasons(item),
         "requirements": requirements(item),
         "time_left": time_left(page.get("seconds_left")),
         "requested_by": (view.get("requested_by") or {}).get("name") or item.get("requester_id"),
         "requested_at": view.get("requested_at") or item.get("created_at"),
-        "typed": table({"domain": view.get("domain"), "message": view.get("message")})
+        "typed": table(
+            {
+                "primary type": view.get("primary_type"),
+                "domain": view.get("domain"),
+                "message": view.get("message"),
+            }
+        )
         if view.get("scheme") == "eip712"
         else None,
         "raw": table(view),
