@@ -16,6 +16,7 @@ from eth_account.messages import encode_typed_data
 
 from tests.approvals import webdriver
 from tests.approvals.test_api_approvals import Desk
+from tests.approvals.test_console_browser import ARTIFACTS
 from tests.service_harness import Server, http
 
 HOSTILE = "<script>alert('x')</script><img src=x onerror=alert(1)>"
@@ -87,6 +88,7 @@ def test_console_in_chromium(typed_desk: Desk, server: Server, browser: webdrive
         server.url + "/console/static/console.js"
     ]
     assert browser.text("#digest") == digest
+    print("screenshot:", browser.screenshot(ARTIFACTS / "typed-data.png"))
     assert typed_desk.approvers[0] not in browser.source()
 
     browser.click("#approve")

@@ -213,6 +213,7 @@ def test_a_vote_signed_by_an_injected_wallet(
     signature = Account.sign_message(encode_defunct(text=expected), account.key).signature.hex()
 
     browser.get(f"{server.url}/console/login")
+    _checked(browser, "login")
     _sign_in(browser, desk.approvers[1])
     browser.wait_url("/console")
     browser.click(f"a[href='/console/approvals/{approval_id}']")
