@@ -29,6 +29,7 @@ from signer.config import Settings, host_name
 from signer.errors import DeadlineExceeded, SignerError
 from signer.hsm import Hsm
 from signer.http.console import console_routes
+from signer.http.console_operator import operator_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.eth_upstream import EthUpstream
 from signer.http.rollback_guard import rollback_guard
@@ -58,6 +59,7 @@ from signer.services.facts import FactsCache
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService, NonceGates
 from signer.services.keys import KeyService
+from signer.services.operator_views import OperatorViews
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
@@ -291,9 +293,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 else None
             )
             approvals = ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks)
+            admin = AdminService(store, auth, clock=utcnow)
+            policies = PolicyService(store, clock=utcnow)
             app[SERVICES] = Services(
                 auth=auth,
-                admin=AdminService(store, auth, clock=utcnow),
+                admin=admin,
                 keys=keys,
                 signing=signing,
                 health=health,
@@ -302,7 +306,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 rollback=rollback,
                 audit_export=AuditExportService(store, clock=utcnow),
                 approvals=approvals,
-                policies=PolicyService(store, clock=utcnow),
+                policies=policies,
                 webhooks=webhooks,
                 console_sessions=ConsoleSessions(
                     store,
@@ -315,6 +319,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 secret_refs=SecretResolver(store, secrets, clock=utcnow),
                 jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
                 approval_desk=ApprovalDesk(store, approvals, clock=utcnow),
+                operator_views=OperatorViews(keys, admin, policies, audit_log, checkpoints),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
@@ -367,6 +372,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_resources)
     app.add_routes(routes)
     app.add_routes(console_routes)
+    app.add_routes(operator_routes)
     return app
 
 

@@ -35,6 +35,7 @@ from signer.errors import SignerError
 from signer.http import console_present as present
 from signer.http import console_render as render
 from signer.http.state import SERVICES, SETTINGS
+from signer.identity import Role
 from signer.services.approval_desk import ApprovalDesk
 from signer.services.console_sessions import ConsoleSession
 from signer.services.context import RequestContext
@@ -52,11 +53,11 @@ _CAPTIONS = {
     "all": ("All requests", "No requests."),
 }
 # Where sign-in may send the browser back to: a console page of this origin, nothing else.
-_NEXT = re.compile(r"/console(/approvals/apr_[0-9a-f]{1,64})?")
+_NEXT = re.compile(r"/console(/approvals/apr_[0-9a-f]{1,64}|/(keys|secrets|grants|groups|policies|audit))?")
 _FORGED = "Refused: the form did not come from this console."
 
 
-async def _session(request: web.Request) -> RequestContext | None:
+async def session(request: web.Request) -> RequestContext | None:
     session = await request.app[SERVICES].console_sessions.resume(
         request.cookies.get(COOKIE), request["request_id"]
     )
@@ -72,8 +73,14 @@ def _desk(request: web.Request) -> ApprovalDesk:
     return desk
 
 
-def _who(request: web.Request, ctx: RequestContext) -> dict[str, Any]:
-    return {"signed_in": ctx.caller.name, "csrf": request[SESSION].csrf}
+def who(request: web.Request, ctx: RequestContext) -> dict[str, Any]:
+    """What every signed-in page shows in its bar: the name, the sign-out form's CSRF token, and the
+    operator pages' links for admins and auditors."""
+    return {
+        "signed_in": ctx.caller.name,
+        "csrf": request[SESSION].csrf,
+        "operator": ctx.caller.role in (Role.ADMIN, Role.AUDITOR),
+    }
 
 
 def _secure(request: web.Request) -> bool:
@@ -84,7 +91,7 @@ def _csrf_ok(request: web.Request, form: Any) -> bool:
     return hmac.compare_digest(str(form.get("csrf", "")), request[SESSION].csrf)
 
 
-def _to_login(request: web.Request) -> web.Response:
+def to_login(request: web.Request) -> web.Response:
     """No session: sign in first, then come back here (a notification's link opens the request)."""
     path = request.path
     back = path if path != "/console" and _NEXT.fullmatch(path) else None
@@ -131,7 +138,7 @@ async def login(request: web.Request) -> web.Response:
 
 @console_routes.post("/console/logout")
 async def logout(request: web.Request) -> web.Response:
-    ctx = await _session(request)
+    ctx = await session(request)
     if ctx is not None:
         if not _csrf_ok(request, await request.post()):
             return render.message("Sign out", _FORGED, 403)
@@ -162,12 +169,13 @@ def _listed(item: dict[str, Any]) -> dict[str, Any]:
 
 @console_routes.get("/console")
 async def index(request: web.Request) -> web.Response:
-    ctx = await _session(request)
+    ctx = await session(request)
     if ctx is None:
-        return _to_login(request)
-    show = request.query.get("show", "mine")
+        return to_login(request)
+    default = "mine" if ctx.caller.role is Role.APPROVER else "pending"
+    show = request.query.get("show", default)
     if show not in _CAPTIONS:
-        show = "mine"
+        show = default
     items = await _desk(request).listing(ctx, show)
     caption, empty = _CAPTIONS[show]
     return render.page(
@@ -178,31 +186,31 @@ async def index(request: web.Request) -> web.Response:
         caption=caption,
         empty=empty,
         items=[_listed(i) for i in items],
-        **_who(request, ctx),
+        **who(request, ctx),
     )
 
 
 @console_routes.get("/console/approvals/{approval_id}")
 async def detail(request: web.Request) -> web.Response:
-    ctx = await _session(request)
+    ctx = await session(request)
     if ctx is None:
-        return _to_login(request)
+        return to_login(request)
     try:
         page = await _desk(request).page(ctx, request.match_info["approval_id"])
     except SignerError as exc:
-        return render.message("Not available", exc.message, exc.status, **_who(request, ctx))
+        return render.message("Not available", exc.message, exc.status, **who(request, ctx))
     voted = request.query.get("voted")
     return render.page(
         "request.html",
         title=f"Request {page['item']['id']}",
         voted=voted if voted in ("approve", "reject") else None,
         **present.present(page),
-        **_who(request, ctx),
+        **who(request, ctx),
     )
 
 
 async def _vote(request: web.Request, decision: str) -> web.Response:
-    ctx = await _session(request)
+    ctx = await session(request)
     if ctx is None:
         return render.redirect("/console/login")
     form = await request.post()
@@ -223,7 +231,7 @@ async def _vote(request: web.Request, decision: str) -> web.Response:
             f"{exc.code}: {exc.message}",
             exc.status,
             back=f"/console/approvals/{approval_id}",
-            **_who(request, ctx),
+            **who(request, ctx),
         )
     # The marker tells the approver (and a browser test) that this page follows their vote.
     return render.redirect(f"/console/approvals/{approval_id}?voted={decision}")

@@ -60,6 +60,7 @@ def page(template: str, status: int = 200, **context: Any) -> web.Response:
     """Render a template into a response with the console's headers."""
     context.setdefault("signed_in", None)
     context.setdefault("csrf", "")
+    context.setdefault("operator", False)
     html = _ENV.get_template(template).render(integrity=INTEGRITY, **context)
     return web.Response(status=status, text=html, content_type="text/html", charset="utf-8", headers=HEADERS)
 

@@ -21,6 +21,7 @@ from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService
 from signer.services.keys import KeyService
+from signer.services.operator_views import OperatorViews
 from signer.services.policies import PolicyService
 from signer.services.rollback import RollbackGuard
 from signer.services.secret_resolve import SecretResolver
@@ -48,6 +49,7 @@ class Services:
     rollback: RollbackGuard | None = None
     audit_export: AuditExportService | None = None
     approval_desk: ApprovalDesk | None = None  # the console's view around a request (console.py)
+    operator_views: OperatorViews | None = None  # the console's operator pages (console_operator.py)
 
 
 @dataclass(frozen=True, slots=True)
