@@ -54,7 +54,7 @@ _CAPTIONS = {
 }
 # Where sign-in may send the browser back to: a console page of this origin, nothing else.
 _NEXT = re.compile(r"/console(/approvals/apr_[0-9a-f]{1,64}|/(keys|secrets|grants|groups|policies|audit))?")
-_FORGED = "Refused: the form did not come from this console."
+FORGED = "Refused: the form did not come from this console."
 
 
 async def session(request: web.Request) -> RequestContext | None:
@@ -87,7 +87,7 @@ def _secure(request: web.Request) -> bool:
     return request.secure or request.app[SETTINGS].console_cookie_secure
 
 
-def _csrf_ok(request: web.Request, form: Any) -> bool:
+def csrf_ok(request: web.Request, form: Any) -> bool:
     return hmac.compare_digest(str(form.get("csrf", "")), request[SESSION].csrf)
 
 
@@ -140,8 +140,8 @@ async def login(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.Response:
     ctx = await session(request)
     if ctx is not None:
-        if not _csrf_ok(request, await request.post()):
-            return render.message("Sign out", _FORGED, 403)
+        if not csrf_ok(request, await request.post()):
+            return render.message("Sign out", FORGED, 403)
         await request.app[SERVICES].console_sessions.sign_out(request[SESSION])
     response = render.redirect("/console/login")
     response.del_cookie(COOKIE, path="/console")
@@ -214,8 +214,8 @@ async def _vote(request: web.Request, decision: str) -> web.Response:
     if ctx is None:
         return render.redirect("/console/login")
     form = await request.post()
-    if not _csrf_ok(request, form):
-        return render.message("Refused", _FORGED, 403)
+    if not csrf_ok(request, form):
+        return render.message("Refused", FORGED, 403)
     approval_id = request.match_info["approval_id"]
     approvals = request.app[SERVICES].approvals
     digest = str(form.get("digest", ""))

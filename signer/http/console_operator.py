@@ -11,21 +11,24 @@ Each handler: resume the session (``console.session``), call one service, lay th
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from signer.errors import SignerError
+from signer.errors import NotFound, SignerError
 from signer.http import console_present as present
 from signer.http import console_render as render
-from signer.http.console import session, to_login, who
+from signer.http.console import FORGED, csrf_ok, session, to_login, who
 from signer.http.state import SERVICES
+from signer.identity import Role
 from signer.services.context import RequestContext
 from signer.services.operator_views import OperatorViews
 
 operator_routes = web.RouteTableDef()
+_GRANT_ID = re.compile(r"grt_[0-9a-f]{1,64}")
 
 Cell = dict[str, str | None]
 
@@ -170,6 +173,7 @@ async def secret(request: web.Request) -> web.Response:
 async def grants(request: web.Request) -> web.Response:
     async def build(ctx: RequestContext) -> tuple[str, dict[str, Any]]:
         listed = await request.app[SERVICES].admin.list_grants(ctx, None)
+        may_revoke = ctx.caller.role is Role.ADMIN
         rows = [
             [
                 _cell(g["id"]),
@@ -178,13 +182,59 @@ async def grants(request: web.Request) -> web.Response:
                 _cell(", ".join(g["operations"])),
                 _cell(g["expires_at"] or "never"),
                 _cell("revoked" if g["revoked"] else "active"),
+                _cell("Revoke…", f"/console/grants/{g['id']}/revoke")
+                if may_revoke and not g["revoked"]
+                else _cell(""),
             ]
             for g in listed
         ]
-        columns = ("Grant", "To", "On", "Operations", "Expires", "State")
-        return _records("Grants", _section("grants", "Grants", columns, rows, "No grants."))
+        columns = ("Grant", "To", "On", "Operations", "Expires", "State", "Action")
+        revoked = request.query.get("revoked", "")
+        intro = f"Grant {revoked} is revoked." if _GRANT_ID.fullmatch(revoked) else None
+        return _records("Grants", _section("grants", "Grants", columns, rows, "No grants."), intro=intro)
 
     return await _page(request, build)
+
+
+@operator_routes.get("/console/grants/{grant_id}/revoke")
+async def revoke_grant_form(request: web.Request) -> web.Response:
+    """The confirmation: what the grant allows, and what revoking it does, before anything changes."""
+
+    async def build(ctx: RequestContext) -> tuple[str, dict[str, Any]]:
+        grant_id = request.match_info["grant_id"]
+        listed = await request.app[SERVICES].admin.list_grants(ctx, None)
+        grant = next((g for g in listed if g["id"] == grant_id), None)
+        if grant is None:
+            raise NotFound("no such grant", code="grant_not_found")
+        return "confirm.html", {
+            "title": f"Revoke grant {grant_id}",
+            "consequence": "revoking this grant stops every operation it allows at once; it cannot be undone "
+            "(a new grant is needed). The revocation is audited.",
+            "subject_title": "The grant",
+            "subject": present.table(grant),
+            "action": f"/console/grants/{grant_id}/revoke",
+            "button": "Revoke grant",
+            "cancel": "/console/grants",
+        }
+
+    return await _page(request, build)
+
+
+@operator_routes.post("/console/grants/{grant_id}/revoke")
+async def revoke_grant(request: web.Request) -> web.Response:
+    ctx = await session(request)
+    if ctx is None:
+        return render.redirect("/console/login")
+    if not csrf_ok(request, await request.post()):
+        return render.message("Refused", FORGED, 403)
+    grant_id = request.match_info["grant_id"]
+    try:
+        await request.app[SERVICES].admin.revoke_grant(ctx, grant_id)
+    except SignerError as exc:
+        return render.message("Not revoked", f"{exc.code}: {exc.message}", exc.status, **who(request, ctx))
+    return render.redirect(
+        f"/console/grants?revoked={grant_id}" if _GRANT_ID.fullmatch(grant_id) else "/console/grants"
+    )
 
 
 @operator_routes.get("/console/groups")
@@ -260,6 +310,12 @@ async def shadow(request: web.Request) -> web.Response:
 # -- audit ----------------------------------------------------------------------------------------
 
 
+def _target(resource: Any) -> str:
+    if isinstance(resource, dict):
+        return f"{resource.get('type', '')} {resource.get('id', '')}".strip()
+    return "" if resource is None else str(resource)
+
+
 def _before(request: web.Request) -> int | None:
     text = request.query.get("before", "")
     return int(text) if text.isdigit() and len(text) < 19 else None
@@ -281,7 +337,7 @@ async def audit(request: web.Request) -> web.Response:
                     _cell(line.get("kind")),
                     _cell(f"{actor.get('name', '')} ({actor.get('role', '')})" if actor else "the service"),
                     _cell(event.get("outcome")),
-                    _cell(event.get("resource")),
+                    _cell(_target(event.get("resource"))),
                 ]
             )
         columns = ("Seq", "At", "Kind", "Actor", "Outcome", "Target")

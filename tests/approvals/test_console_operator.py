@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets as random
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,13 @@ from tests.approvals import webdriver
 from tests.approvals.test_api_approvals import Desk
 from tests.approvals.test_console_browser import _checked, _sign_in
 from tests.service_harness import Server, attach_policy
+
+
+def _grant(server: Server, grant_id: str) -> dict[str, Any]:
+    status, _, listed = server.call("GET", "/v1/grants", token=server.installation.admin_token)
+    assert status == 200, listed
+    items = listed["items"] if isinstance(listed, dict) else listed
+    return next(g for g in items if g["id"] == grant_id)
 
 
 @pytest.fixture
@@ -92,6 +100,23 @@ def test_operator_pages(server: Server, unique_name: str, browser: webdriver.Bro
     browser.get(f"{server.url}/console/grants")
     assert desk.key["id"] in browser.text("#grants")
     _checked(browser, "grants")
+
+    # Revoking a grant: a confirmation page first; a forged confirmation changes nothing; the real one
+    # revokes it and is audited.
+    browser.click(f"a[href='/console/grants/{grant['id']}/revoke']")
+    browser.wait_url(f"/console/grants/{grant['id']}/revoke")
+    assert "cannot be undone" in browser.text("#consequence") and folder in browser.text("#subject")
+    _checked(browser, "confirm-revoke")
+    browser.script("document.querySelector('form.actions input[name=csrf]').value = 'forged'")
+    browser.click("#confirm")
+    browser.wait_for("#error")
+    assert "did not come from this console" in browser.text("#error")
+    assert _grant(server, grant["id"])["revoked"] is False
+    browser.get(f"{server.url}/console/grants/{grant['id']}/revoke")
+    browser.click("#confirm")
+    browser.wait_url(f"/console/grants?revoked={grant['id']}")
+    assert browser.text("#intro") == f"Grant {grant['id']} is revoked."
+    assert _grant(server, grant["id"])["revoked"] is True
     browser.get(f"{server.url}/console/groups")
     assert desk.group in browser.text("#groups")
     _checked(browser, "groups")
@@ -107,11 +132,15 @@ def test_operator_pages(server: Server, unique_name: str, browser: webdriver.Bro
 
     browser.get(f"{server.url}/console/audit")
     assert "Verification:" in browser.text("#intro")
-    assert "secret.create" in browser.text("#events") or "secret" in browser.text("#events")
+    assert "console.sign_in" in browser.text("#events")
     _checked(browser, "audit")
-    browser.type("#q", "policy.attach")
+    browser.type("#q", "secret.create")
     browser.click("form.search button")
-    browser.wait_url("/console/audit?q=policy.attach")
+    browser.wait_url("/console/audit?q=secret.create")
+    assert created["id"] in browser.text("#events")
+    browser.get(f"{server.url}/console/audit?q=grant.revoke")
+    assert grant["id"] in browser.text("#events") and "admin (admin)" in browser.text("#events")
+    browser.get(f"{server.url}/console/audit?q=policy.attach")
     kinds = browser.script(
         "return Array.from(document.querySelectorAll('#events tbody tr td:nth-child(3)'))"
         ".map(td => td.textContent)"

@@ -85,6 +85,14 @@ class Browser:
                 raise WebDriverError(f"still at {self.url}, expected ...{suffix}")
             time.sleep(0.05)  # polling the browser with a hard deadline
 
+    def wait_for(self, css: str, timeout: float = 15.0) -> None:
+        """A form posted back to the same URL: wait for an element of the next page instead."""
+        deadline = time.monotonic() + timeout
+        while not self.find_all(css):
+            if time.monotonic() > deadline:
+                raise WebDriverError(f"no {css} at {self.url}")
+            time.sleep(0.05)  # polling the browser with a hard deadline
+
     def find(self, css: str) -> str:
         return str(self._s("POST", "/element", {"using": "css selector", "value": css})[ELEMENT])
 
