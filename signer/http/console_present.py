@@ -110,7 +110,9 @@ def summary(item: dict[str, Any]) -> str:
                 f"{short_address(p.get('token'))} with {key}"
             )
         chain = chain_words(domain.get("chainId"))
-        return f"Sign typed data {view.get('primary_type')} for {name} on {chain} with {key}"
+        # The domain's name is the requester's word, not a verified identity: say so.
+        primary = view.get("primary_type")
+        return f'Sign typed data {primary} for an application calling itself "{name}" on {chain} with {key}'
     if scheme == "secret_read":
         fields = ", ".join(view.get("fields") or []) or "all fields"
         return (

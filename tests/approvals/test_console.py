@@ -78,9 +78,9 @@ def test_console_in_chromium(typed_desk: Desk, server: Server, browser: webdrive
     # The hostile strings are on the page as text in the EIP-712 table; nothing became markup or ran.
     typed = browser.text("#typed")
     assert typed.count(HOSTILE) == 2 and "chainId 1" in typed
-    assert (
-        browser.text("#summary")
-        == f"Sign typed data Order for Evil {HOSTILE} on Ethereum mainnet (chain 1) with k"
+    assert browser.text("#summary") == (
+        f'Sign typed data Order for an application calling itself "Evil {HOSTILE}" on Ethereum mainnet '
+        "(chain 1) with k"
     )
     # The only script is the console's own; no element came from the hostile strings.
     assert browser.script("return document.querySelectorAll('img').length") == 0
