@@ -29,6 +29,7 @@ from signer.config import Settings, host_name
 from signer.errors import DeadlineExceeded, SignerError
 from signer.hsm import Hsm
 from signer.http.console import console_routes
+from signer.http.console_operator import operator_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.eth_upstream import EthUpstream
 from signer.http.rollback_guard import rollback_guard
@@ -46,6 +47,7 @@ from signer.http.state import (
 from signer.http.webhook_transport import AiohttpTransport
 from signer.logs import access
 from signer.services.admin import AdminService
+from signer.services.approval_desk import ApprovalDesk
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_export import AuditExportService
 from signer.services.audit_log import AuditLogService
@@ -57,6 +59,7 @@ from signer.services.facts import FactsCache
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService, NonceGates
 from signer.services.keys import KeyService
+from signer.services.operator_views import OperatorViews
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
@@ -289,9 +292,12 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 if settings.eth_upstream_url
                 else None
             )
+            approvals = ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks)
+            admin = AdminService(store, auth, clock=utcnow)
+            policies = PolicyService(store, clock=utcnow)
             app[SERVICES] = Services(
                 auth=auth,
-                admin=AdminService(store, auth, clock=utcnow),
+                admin=admin,
                 keys=keys,
                 signing=signing,
                 health=health,
@@ -299,8 +305,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 checkpoints=checkpoints,
                 rollback=rollback,
                 audit_export=AuditExportService(store, clock=utcnow),
-                approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
-                policies=PolicyService(store, clock=utcnow),
+                approvals=approvals,
+                policies=policies,
                 webhooks=webhooks,
                 console_sessions=ConsoleSessions(
                     store,
@@ -312,6 +318,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 secrets=secrets,
                 secret_refs=SecretResolver(store, secrets, clock=utcnow),
                 jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
+                approval_desk=ApprovalDesk(store, approvals, clock=utcnow),
+                operator_views=OperatorViews(keys, admin, policies, audit_log, checkpoints),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
@@ -364,6 +372,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_resources)
     app.add_routes(routes)
     app.add_routes(console_routes)
+    app.add_routes(operator_routes)
     return app
 
 

@@ -1,35 +1,42 @@
-"""The approvers' web console: server-rendered pages, no JavaScript, at ``/console``.
+"""The approvers' web console at ``/console``: server-rendered pages (``console_render``: Jinja2,
+autoescaped), a stylesheet and one small script served from the app.
 
 - Sign-in: an approver pastes an access token; it is checked like any bearer token and opens a
   server-side session (``signer.services.console_sessions``): the cookie carries the session's random
   secret, never the token (``HttpOnly``, ``SameSite=Strict``, ``Path=/console``, ``Secure`` when served
   over TLS or when ``console_cookie_secure`` says a TLS-terminating proxy is in front). Every page
   re-checks the session (idle and absolute expiry) and the token it was opened with, so revoking the
-  token or disabling the principal ends the session at once; signing out deletes the session.
+  token or disabling the principal ends the session at once; signing out deletes the session. A link
+  to a request (a notification) that finds no session goes through sign-in and back to the request.
 - CSRF: every state-changing form carries the session's CSRF token (an HMAC of the session id under the
   service's token key), compared in constant time; the sign-in form uses a double-submit cookie.
   SameSite=Strict already keeps other sites' forms from carrying the cookie: the token is the second
   lock.
-- Clickjacking and injection: every response says ``X-Frame-Options: DENY`` and a CSP with
-  ``frame-ancestors 'none'`` and ``default-src 'none'`` (no script runs even if markup slipped through);
-  every value is HTML-escaped where it is written (``_e``).
-- What is shown is the request's decoded view (never a secret value: the approval model stores none).
+- Clickjacking and injection: ``X-Frame-Options: DENY``, a CSP with ``frame-ancestors 'none'``,
+  ``default-src 'none'`` and the one script allowed by its hash (``console_render``).
+- The request page (``signer.services.approval_desk`` around ``ApprovalsService.show``) says in one
+  sentence what will happen (``console_present``), then the decision; a vote may carry a signature
+  made in the browser (Ed25519 by WebCrypto, or secp256k1 by an injected wallet), verified by the
+  approvals service exactly as for the API. Never a secret value: the approval model stores none.
 
-Handlers stay thin: they parse the form, call the approvals service, render.
+Handlers stay thin: they parse the form, call one service, render.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
+import re
 import secrets
-from html import escape
 from typing import Any
 
 from aiohttp import web
 
 from signer.errors import SignerError
+from signer.http import console_present as present
+from signer.http import console_render as render
 from signer.http.state import SERVICES, SETTINGS
+from signer.identity import Role
+from signer.services.approval_desk import ApprovalDesk
 from signer.services.console_sessions import ConsoleSession
 from signer.services.context import RequestContext
 
@@ -38,43 +45,19 @@ console_routes = web.RouteTableDef()
 COOKIE = "signer_console"
 SESSION = web.RequestKey("console_session", ConsoleSession)
 LOGIN_COOKIE = "signer_console_login"
-_HEADERS = {
-    "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
-    "frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
+FILTERS = (("mine", "To vote"), ("pending", "Pending"), ("decided", "Decided"), ("all", "All"))
+_CAPTIONS = {
+    "mine": ("Requests waiting for your vote", "Nothing is waiting for your vote."),
+    "pending": ("Pending requests", "No request is pending."),
+    "decided": ("Decided requests", "No request has been decided yet."),
+    "all": ("All requests", "No requests."),
 }
+# Where sign-in may send the browser back to: a console page of this origin, nothing else.
+_NEXT = re.compile(r"/console(/approvals/apr_[0-9a-f]{1,64}|/(keys|secrets|grants|groups|policies|audit))?")
+FORGED = "Refused: the form did not come from this console."
 
 
-def _e(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
-def _page(
-    title: str, body: str, status: int = 200, *, signed_in: str | None = None, csrf: str = ""
-) -> web.Response:
-    who = (
-        f'<form method="post" action="/console/logout"><span id="who">{_e(signed_in)}</span> '
-        f'<input type="hidden" name="csrf" value="{_e(csrf)}"><button id="logout">Sign out</button></form>'
-        if signed_in
-        else ""
-    )
-    html = (
-        "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>{_e(title)} - signer approvals</title></head><body>"
-        f"<header><a href='/console'>Approvals</a> {who}</header><main><h1>{_e(title)}</h1>{body}</main>"
-        "</body></html>"
-    )
-    return web.Response(status=status, text=html, content_type="text/html", charset="utf-8", headers=_HEADERS)
-
-
-def _redirect(location: str) -> web.Response:
-    return web.Response(status=303, headers={**_HEADERS, "Location": location})
-
-
-async def _session(request: web.Request) -> RequestContext | None:
+async def session(request: web.Request) -> RequestContext | None:
     session = await request.app[SERVICES].console_sessions.resume(
         request.cookies.get(COOKIE), request["request_id"]
     )
@@ -84,16 +67,35 @@ async def _session(request: web.Request) -> RequestContext | None:
     return session.ctx
 
 
-def _csrf(request: web.Request, ctx: RequestContext) -> str:
-    return request[SESSION].csrf
+def _desk(request: web.Request) -> ApprovalDesk:
+    desk = request.app[SERVICES].approval_desk
+    assert desk is not None, "the console needs the approval desk service"
+    return desk
+
+
+def who(request: web.Request, ctx: RequestContext) -> dict[str, Any]:
+    """What every signed-in page shows in its bar: the name, the sign-out form's CSRF token, and the
+    operator pages' links for admins and auditors."""
+    return {
+        "signed_in": ctx.caller.name,
+        "csrf": request[SESSION].csrf,
+        "operator": ctx.caller.role in (Role.ADMIN, Role.AUDITOR),
+    }
 
 
 def _secure(request: web.Request) -> bool:
     return request.secure or request.app[SETTINGS].console_cookie_secure
 
 
-def _csrf_ok(request: web.Request, ctx: RequestContext, form: Any) -> bool:
-    return hmac.compare_digest(str(form.get("csrf", "")), _csrf(request, ctx))
+def csrf_ok(request: web.Request, form: Any) -> bool:
+    return hmac.compare_digest(str(form.get("csrf", "")), request[SESSION].csrf)
+
+
+def to_login(request: web.Request) -> web.Response:
+    """No session: sign in first, then come back here (a notification's link opens the request)."""
+    path = request.path
+    back = path if path != "/console" and _NEXT.fullmatch(path) else None
+    return render.redirect("/console/login" + (f"?next={back}" if back else ""))
 
 
 # -- sign-in --------------------------------------------------------------------------------------
@@ -102,13 +104,10 @@ def _csrf_ok(request: web.Request, ctx: RequestContext, form: Any) -> bool:
 @console_routes.get("/console/login")
 async def login_form(request: web.Request) -> web.Response:
     nonce = secrets.token_urlsafe(24)
-    body = (
-        "<form method='post' action='/console/login'>"
-        f"<input type='hidden' name='csrf' value='{_e(nonce)}'>"
-        "<label>Approver token <input type='password' name='token' id='token' autocomplete='off'></label> "
-        "<button id='signin'>Sign in</button></form>"
+    wanted = request.query.get("next", "")
+    response = render.page(
+        "login.html", title="Sign in", nonce=nonce, next=wanted if _NEXT.fullmatch(wanted) else "/console"
     )
-    response = _page("Sign in", body)
     response.set_cookie(
         LOGIN_COOKIE, nonce, httponly=True, samesite="Strict", path="/console", secure=_secure(request)
     )
@@ -120,15 +119,16 @@ async def login(request: web.Request) -> web.Response:
     form = await request.post()
     expected = request.cookies.get(LOGIN_COOKIE, "")
     if not expected or not hmac.compare_digest(str(form.get("csrf", "")), expected):
-        return _page("Sign in", "<p>The sign-in form expired: load it again.</p>", 403)
+        return render.message(
+            "Sign in", "The sign-in form expired: load it again.", 403, back="/console/login"
+        )
     token = str(form.get("token", "")).strip()
     try:
         cookie, _ = await request.app[SERVICES].console_sessions.sign_in(token, request["request_id"])
     except SignerError:
-        return _page(
-            "Sign in", "<p>That is not a valid approver token.</p><a href='/console/login'>Retry</a>", 401
-        )
-    response = _redirect("/console")
+        return render.message("Sign in", "That is not a valid approver token.", 401, back="/console/login")
+    wanted = str(form.get("next", ""))
+    response = render.redirect(wanted if _NEXT.fullmatch(wanted) else "/console")
     response.set_cookie(
         COOKIE, cookie, httponly=True, samesite="Strict", path="/console", secure=_secure(request)
     )
@@ -138,125 +138,103 @@ async def login(request: web.Request) -> web.Response:
 
 @console_routes.post("/console/logout")
 async def logout(request: web.Request) -> web.Response:
-    ctx = await _session(request)
+    ctx = await session(request)
     if ctx is not None:
-        if not _csrf_ok(request, ctx, await request.post()):
-            return _page("Sign out", "<p>Refused: the form did not come from this console.</p>", 403)
+        if not csrf_ok(request, await request.post()):
+            return render.message("Sign out", FORGED, 403)
         await request.app[SERVICES].console_sessions.sign_out(request[SESSION])
-    response = _redirect("/console/login")
+    response = render.redirect("/console/login")
     response.del_cookie(COOKIE, path="/console")
     return response
+
+
+@console_routes.get("/console/static/{name}")
+async def static(request: web.Request) -> web.Response:
+    return render.static(request.match_info["name"])
 
 
 # -- pages ----------------------------------------------------------------------------------------
 
 
-def _row(item: dict[str, Any]) -> str:
-    view = item.get("view", {})
-    what = view.get("value_eth")
-    if view.get("scheme") == "secret_read":
-        # A read: which secret, version and fields (never a value: the request holds none).
-        summary = f"read {view.get('folder')}/{view.get('name')} v{view.get('version')}"
-    elif what is not None:
-        summary = f"{what} ETH to {view.get('to')}"
-    else:
-        summary = view.get("primary_type") or item["kind"]
-    progress = ", ".join(f"{g}: {n}" for g, n in item.get("progress", {}).items())
-    return (
-        f"<tr><td><a class='approval' href='/console/approvals/{_e(item['id'])}'>{_e(item['id'])}</a></td>"
-        f"<td>{_e(item['kind'])}</td><td>{_e(summary)}</td><td class='state'>{_e(item['state'])}</td>"
-        f"<td>{_e(progress)}</td><td>{_e(item['expires_at'])}</td></tr>"
-    )
+def _listed(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": item["id"],
+        "state": item["state"],
+        "summary": present.summary(item),
+        "dangers": present.dangers(item),
+        "requirements": present.requirements(item),
+        "time_left": present.time_left(item.get("seconds_left")),
+    }
 
 
 @console_routes.get("/console")
 async def index(request: web.Request) -> web.Response:
-    ctx = await _session(request)
+    ctx = await session(request)
     if ctx is None:
-        return _redirect("/console/login")
-    approvals = request.app[SERVICES].approvals
-    items = await approvals.list_requests(ctx, limit=200)
-    pending = [i for i in items if i["state"] == "pending"]
-    history = [i for i in items if i["state"] != "pending"]
-    head = "<tr><th>id</th><th>kind</th><th>what</th><th>state</th><th>approvals</th><th>expires</th></tr>"
-    body = (
-        f"<h2>Pending</h2><table id='pending'>{head}{''.join(_row(i) for i in pending)}</table>"
-        f"<h2>History</h2><table id='history'>{head}{''.join(_row(i) for i in history)}</table>"
+        return to_login(request)
+    default = "mine" if ctx.caller.role is Role.APPROVER else "pending"
+    show = request.query.get("show", default)
+    if show not in _CAPTIONS:
+        show = default
+    items = await _desk(request).listing(ctx, show)
+    caption, empty = _CAPTIONS[show]
+    return render.page(
+        "index.html",
+        title="Approvals",
+        show=show,
+        filters=FILTERS,
+        caption=caption,
+        empty=empty,
+        items=[_listed(i) for i in items],
+        **who(request, ctx),
     )
-    return _page("Approvals", body, signed_in=ctx.caller.name, csrf=_csrf(request, ctx))
-
-
-def _fields(view: dict[str, Any]) -> str:
-    """Every decoded field as a definition list, nested values as escaped JSON."""
-    rows = []
-    for name in sorted(view):
-        value = view[name]
-        shown = value if isinstance(value, str | int | bool) or value is None else json.dumps(value, indent=1)
-        rows.append(f"<dt>{_e(name)}</dt><dd id='f-{_e(name)}'><pre>{_e(shown)}</pre></dd>")
-    return "<dl>" + "".join(rows) + "</dl>"
 
 
 @console_routes.get("/console/approvals/{approval_id}")
 async def detail(request: web.Request) -> web.Response:
-    ctx = await _session(request)
+    ctx = await session(request)
     if ctx is None:
-        return _redirect("/console/login")
-    csrf = _csrf(request, ctx)
+        return to_login(request)
     try:
-        item = await request.app[SERVICES].approvals.show(ctx, request.match_info["approval_id"])
+        page = await _desk(request).page(ctx, request.match_info["approval_id"])
     except SignerError as exc:
-        return _page(
-            "Not available", f"<p>{_e(exc.message)}</p>", exc.status, signed_in=ctx.caller.name, csrf=csrf
-        )
-    votes = "".join(
-        f"<li class='vote'>{_e(v['approver_name'])}: {_e(v['decision'])} at {_e(v['at'])}"
-        + (
-            ""
-            if v["counted"]
-            else f" <span class='not-counted' data-code='{_e(v['not_counted']['code'])}'>"
-            f"(not counted: {_e(v['not_counted']['reason'])})</span>"
-        )
-        + "</li>"
-        for v in item.get("votes", [])
+        return render.message("Not available", exc.message, exc.status, **who(request, ctx))
+    voted = request.query.get("voted")
+    return render.page(
+        "request.html",
+        title=f"Request {page['item']['id']}",
+        voted=voted if voted in ("approve", "reject") else None,
+        **present.present(page),
+        **who(request, ctx),
     )
-    requirements = ", ".join(f"{r['quorum']} of {r['group']}" for r in item["requirements"])
-    actions = ""
-    if item["state"] == "pending":
-        actions = "".join(
-            f"<form method='post' action='/console/approvals/{_e(item['id'])}/{decision}'>"
-            f"<input type='hidden' name='csrf' value='{_e(csrf)}'>"
-            f"<input type='hidden' name='digest' value='{_e(item['payload_digest'])}'>"
-            f"<button id='{decision}'>{decision.capitalize()}</button></form>"
-            for decision in ("approve", "reject")
-        )
-    body = (
-        f"<p>State: <strong id='state'>{_e(item['state'])}</strong>; needs {_e(requirements)}; "
-        f"expires {_e(item['expires_at'])}</p>"
-        f"<p>Payload digest: <code id='digest'>{_e(item['payload_digest'])}</code></p>"
-        f"<h2>Request</h2>{_fields(item['view'])}<h2>Votes</h2><ul id='votes'>{votes}</ul>{actions}"
-    )
-    return _page(f"Request {item['id']}", body, signed_in=ctx.caller.name, csrf=csrf)
 
 
 async def _vote(request: web.Request, decision: str) -> web.Response:
-    ctx = await _session(request)
+    ctx = await session(request)
     if ctx is None:
-        return _redirect("/console/login")
+        return render.redirect("/console/login")
     form = await request.post()
-    if not _csrf_ok(request, ctx, form):
-        return _page("Refused", "<p>Refused: the form did not come from this console.</p>", 403)
+    if not csrf_ok(request, form):
+        return render.message("Refused", FORGED, 403)
     approval_id = request.match_info["approval_id"]
     approvals = request.app[SERVICES].approvals
+    digest = str(form.get("digest", ""))
+    signature = str(form.get("signature", "")) or None
     try:
         if decision == "approve":
-            await approvals.approve(ctx, approval_id, str(form.get("digest", "")))
+            await approvals.approve(ctx, approval_id, digest, signature=signature)
         else:
-            await approvals.reject(ctx, approval_id, str(form.get("digest", "")))
+            await approvals.reject(ctx, approval_id, digest, signature=signature)
     except SignerError as exc:
-        message = f"<p id='error'>{_e(exc.code)}: {_e(exc.message)}</p>"
-        return _page("Not recorded", message, exc.status, signed_in=ctx.caller.name, csrf=_csrf(request, ctx))
+        return render.message(
+            "Not recorded",
+            f"{exc.code}: {exc.message}",
+            exc.status,
+            back=f"/console/approvals/{approval_id}",
+            **who(request, ctx),
+        )
     # The marker tells the approver (and a browser test) that this page follows their vote.
-    return _redirect(f"/console/approvals/{approval_id}?voted={decision}")
+    return render.redirect(f"/console/approvals/{approval_id}?voted={decision}")
 
 
 @console_routes.post("/console/approvals/{approval_id}/approve")

@@ -10,6 +10,7 @@ from aiohttp import web
 from signer.config import Secret, Settings
 from signer.metrics import Metrics
 from signer.services.admin import AdminService
+from signer.services.approval_desk import ApprovalDesk
 from signer.services.approvals import ApprovalsService
 from signer.services.audit_export import AuditExportService
 from signer.services.audit_log import AuditLogService
@@ -20,6 +21,7 @@ from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService
 from signer.services.keys import KeyService
+from signer.services.operator_views import OperatorViews
 from signer.services.policies import PolicyService
 from signer.services.rollback import RollbackGuard
 from signer.services.secret_resolve import SecretResolver
@@ -46,6 +48,8 @@ class Services:
     checkpoints: CheckpointService | None = None
     rollback: RollbackGuard | None = None
     audit_export: AuditExportService | None = None
+    approval_desk: ApprovalDesk | None = None  # the console's view around a request (console.py)
+    operator_views: OperatorViews | None = None  # the console's operator pages (console_operator.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,13 @@
 """Console sessions: what the approvers' web console keeps between pages, on the server side.
 
-- Signing in with an approver access token opens a session: 32 random bytes go to the browser (the
-  cookie); the database keeps only their keyed digest (HMAC under the token key, through
-  ``AuthService.derived_secret``), so neither a database dump nor the audit log yields a usable cookie.
-  The cookie is not the token, and the token is not kept: the session holds the token's id.
+- Signing in with an approver's, admin's or auditor's access token opens a session: 32 random bytes
+  go to the browser (the cookie); the database keeps only their keyed digest (HMAC under the token
+  key, through ``AuthService.derived_secret``), so neither a database dump nor the audit log yields a
+  usable cookie. The cookie is not the token, and the token is not kept: the session holds the token's id.
 - A session ends at its absolute expiry (``console_session_max_seconds`` after sign-in), after
   ``console_session_idle_seconds`` without a page, on sign-out (its row is deleted, so replaying the
   old cookie finds nothing), and at once when the token it was opened with is revoked or expires or
-  its principal is disabled or is no longer an approver: every page re-reads the token's row.
+  its principal is disabled or its role no longer opens one: every page re-reads the token's row.
 - Each session has its own CSRF token (an HMAC of its id), so a new sign-in never reuses one.
 - Sign-in and sign-out are audited (``console.sign_in``, ``console.sign_out``) with the session's public
   id; an expired or ended session is deleted when next presented, and sign-in purges expired ones.
@@ -29,6 +29,9 @@ from signer.services.context import RequestContext, iso, utcnow
 from signer.store import ConsoleSessionRecord, Store, Writer
 
 _COOKIE_RE = re.compile(r"^[A-Za-z0-9_-]{43}$")
+
+# Who may open a console session: people (approvers vote; admins and auditors read the operator pages).
+CONSOLE_ROLES = frozenset({Role.APPROVER, Role.ADMIN, Role.AUDITOR})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +66,11 @@ class ConsoleSessions:
         return self._auth.derived_secret(f"console-csrf\0{record.id}").hex()
 
     async def sign_in(self, token: str, request_id: str) -> tuple[str, ConsoleSession]:
-        """Open a session for an approver's access token; returns the cookie value (shown once)."""
+        """Open a session for an approver's, admin's or auditor's access token (never a service's);
+        returns the cookie value (shown once)."""
         ctx = await self._auth.authenticate(f"Bearer {token}", request_id)
-        if ctx.caller.role is not Role.APPROVER:
-            raise Unauthenticated("not an approver token", code="approver_required")
+        if ctx.caller.role not in CONSOLE_ROLES:
+            raise Unauthenticated("not a console token", code="console_role_required")
         now = self._clock()
         secret = secrets.token_urlsafe(32)
         record = ConsoleSessionRecord(
@@ -115,7 +119,7 @@ class ConsoleSessions:
         except SignerError:
             await self._end(record.id)
             return None
-        if ctx.caller.principal_id != record.principal_id or ctx.caller.role is not Role.APPROVER:
+        if ctx.caller.principal_id != record.principal_id or ctx.caller.role not in CONSOLE_ROLES:
             await self._end(record.id)
             return None
 

@@ -398,6 +398,9 @@ class PendingRequests:
             "expires_at": iso(record.expires_at),
             "view": record.view,
             "at": iso(now),
+            # The link a notification shows: the service's base URL + this opens the request in the
+            # console (through sign-in when there is no session).
+            "console_path": f"/console/approvals/{record.id}",
         }
         await self._webhooks.enqueue(writer, request_groups(record), event, now)
 

@@ -16,6 +16,7 @@ from eth_account.messages import encode_typed_data
 
 from tests.approvals import webdriver
 from tests.approvals.test_api_approvals import Desk
+from tests.approvals.test_console_browser import ARTIFACTS
 from tests.service_harness import Server, http
 
 HOSTILE = "<script>alert('x')</script><img src=x onerror=alert(1)>"
@@ -68,17 +69,26 @@ def test_console_in_chromium(typed_desk: Desk, server: Server, browser: webdrive
     browser.type("#token", typed_desk.approvers[0])
     browser.click("#signin")
     browser.wait_url("/console")
-    assert approval_id in browser.text("#pending")
+    assert approval_id in browser.text("#requests")
     cookie = next(c for c in browser.cookies() if c["name"] == "signer_console")
     assert cookie["httpOnly"] is True and cookie["sameSite"] == "Strict"
 
     browser.click(f"a[href='/console/approvals/{approval_id}']")
     browser.wait_url(f"/console/approvals/{approval_id}")
-    # The hostile strings are on the page as text; nothing of them became markup or ran.
-    assert HOSTILE in browser.text("#f-message") and HOSTILE in browser.text("#f-domain")
-    assert browser.script("return document.querySelectorAll('script, img').length") == 0
+    # The hostile strings are on the page as text in the EIP-712 table; nothing became markup or ran.
+    typed = browser.text("#typed")
+    assert typed.count(HOSTILE) == 2 and "chainId 1" in typed
+    assert browser.text("#summary") == (
+        f'Sign typed data Order for an application calling itself "Evil {HOSTILE}" on Ethereum mainnet '
+        "(chain 1) with k"
+    )
+    # The only script is the console's own; no element came from the hostile strings.
+    assert browser.script("return document.querySelectorAll('img').length") == 0
+    assert browser.script("return Array.from(document.scripts).map(s => s.src)") == [
+        server.url + "/console/static/console.js"
+    ]
     assert browser.text("#digest") == digest
-    assert browser.text("#f-primary_type") == "Order" and "/v1" not in browser.text("#f-from")
+    print("screenshot:", browser.screenshot(ARTIFACTS / "typed-data.png"))
     assert typed_desk.approvers[0] not in browser.source()
 
     browser.click("#approve")
@@ -89,8 +99,8 @@ def test_console_in_chromium(typed_desk: Desk, server: Server, browser: webdrive
 
     status, body = typed_desk.vote(1, approval_id, digest)
     assert status == 200 and body["state"] == "signed", body
-    browser.get(server.url + "/console")
-    assert approval_id in browser.text("#history") and "signed" in browser.text("#history")
+    browser.get(server.url + "/console?show=decided")
+    assert approval_id in browser.text("#requests") and "signed" in browser.text("#requests")
 
     status, _, result = server.call("GET", f"/v1/approvals/{approval_id}/result", token=typed_desk.requester)
     assert status == 200, result
@@ -106,7 +116,7 @@ def test_console_headers_cookies_and_csrf(typed_desk: Desk, server: Server) -> N
     assert headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
     assert "default-src 'none'" in headers["Content-Security-Policy"]
-    nonce = re.search(r"name='csrf' value='([^']+)'", page).group(1)
+    nonce = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
     login_cookie = headers["Set-Cookie"].split(";")[0]
 
     def form(path: str, fields: dict[str, str], cookie: str) -> tuple[int, dict[str, str], str]:
@@ -145,7 +155,7 @@ def test_console_headers_cookies_and_csrf(typed_desk: Desk, server: Server) -> N
     assert shown["votes"] == []
     # With the session's CSRF token the same form counts.
     _, _, detail = http("GET", server.url + f"/console/approvals/{approval_id}", headers={"Cookie": session})
-    csrf = re.search(r"name='csrf' value='([0-9a-f]{64})'", detail).group(1)
+    csrf = re.search(r'name="csrf" value="([0-9a-f]{64})"', detail).group(1)
     status, headers, _ = form(
         f"/console/approvals/{approval_id}/approve", {"csrf": csrf, "digest": digest}, session
     )

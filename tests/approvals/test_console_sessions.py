@@ -26,6 +26,7 @@ from signer.config import Settings
 from signer.http.console import COOKIE, console_routes
 from signer.http.state import SERVICES, SETTINGS, Services
 from signer.http.webhook_transport import AiohttpTransport
+from signer.services.approval_desk import ApprovalDesk
 from signer.services.audit_log import AuditLogService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.health import HealthService
@@ -72,7 +73,7 @@ class Console:
     async def sign_in(self, token: str) -> tuple[str, str]:
         """Returns (the session cookie's value, its whole Set-Cookie header)."""
         form_page = await self.call("GET", "/console/login")
-        nonce = re.search(r"name='csrf' value='([^']+)'", form_page.text).group(1)
+        nonce = re.search(r'name="csrf" value="([^"]+)"', form_page.text).group(1)
         login_cookie = form_page.set_cookies[0].split(";")[0]
         done = await self.call("POST", "/console/login", login_cookie, {"csrf": nonce, "token": token})
         assert done.status == 303 and done.location == "/console", done
@@ -117,6 +118,7 @@ async def _serve(world: World, tmp_path: Path, *, secure: bool = False) -> Async
         console_sessions=sessions,
         secrets=secrets,
         secret_refs=SecretResolver(world.store, secrets),
+        approval_desk=ApprovalDesk(world.store, world.approvals, clock=world.clock),
     )
     app.add_routes(console_routes)
     runner = web.AppRunner(app)
@@ -178,7 +180,7 @@ async def test_the_cookie_is_a_session_not_the_token(world: World, console: Cons
     # A service token opens no session (and no row, no audit event).
     service = await world.person("service")
     form_page = await console.call("GET", "/console/login")
-    nonce = re.search(r"name='csrf' value='([^']+)'", form_page.text).group(1)
+    nonce = re.search(r'name="csrf" value="([^"]+)"', form_page.text).group(1)
     refused = await console.call(
         "POST",
         "/console/login",
@@ -309,7 +311,7 @@ def _get(server: Server, path: str, cookie: str) -> tuple[int, str, str]:
 
 def _server_sign_in(server: Server, token: str) -> tuple[str, str]:
     _, _, page = _get(server, "/console/login", "")
-    nonce = re.search(r"name='csrf' value='([^']+)'", page).group(1)
+    nonce = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
     login_cookie = re.search(r"(signer_console_login=[^;]+)", page).group(1)
     status, headers, cookies = _post_form(
         server, "/console/login", {"csrf": nonce, "token": token}, login_cookie

@@ -401,7 +401,7 @@ class Console:
         self.server = server
         status, headers, page = http("GET", server.url + "/console/login")
         assert status == 200
-        nonce = re.search(r"name='csrf' value='([^']+)'", page).group(1)
+        nonce = re.search(r'name="csrf" value="([^"]+)"', page).group(1)
         login_cookie = headers["Set-Cookie"].split(";")[0]
         connection = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=30)
         try:
@@ -428,7 +428,7 @@ class Console:
         return page
 
     def vote(self, approval_id: str, decision: str, digest: str) -> tuple[int, str]:
-        csrf = re.search(r"name='csrf' value='([^']+)'", self.page(approval_id)).group(1)
+        csrf = re.search(r'name="csrf" value="([^"]+)"', self.page(approval_id)).group(1)
         status, _, page = http(
             "POST",
             self.server.url + f"/console/approvals/{approval_id}/{decision}",
@@ -458,5 +458,5 @@ def test_the_console_counts_or_refuses_like_the_api(live: Server) -> None:
     # The console page says which recorded votes do not count and why, like the API view.
     assert bench.call("DELETE", f"/v1/groups/{bench.group}/members/{first.id}")[0] == 200
     page = Console(live, second.token).page(approval_id)
-    assert "data-code='not_in_group'" in page and html.escape(NOT_COUNTED["not_in_group"]) in page
+    assert 'data-code="not_in_group"' in page and NOT_COUNTED["not_in_group"] in html.unescape(page)
     assert bench.show(approval_id)["votes"][0]["not_counted"]["code"] == "not_in_group"

@@ -166,6 +166,8 @@ async def test_signed_events_with_retries_and_backoff(hooked, receiver) -> None:
     events = [_check(secret, h, b) for _, h, b in hook.calls]
     assert {e["id"] for e in events} == {events[0]["id"]}  # the same event, retried
     assert events[0]["type"] == "approval.requested" and events[0]["approval_id"] == record.id
+    # The notification carries the console link that opens the request (through sign-in).
+    assert events[0]["console_path"] == f"/console/approvals/{record.id}"
     assert events[0]["payload_digest"] == record.payload_digest
 
     hook.got.clear()

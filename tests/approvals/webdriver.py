@@ -1,10 +1,12 @@
 """A minimal W3C WebDriver client (chromedriver + Debian's chromium, headless) for the console tests.
 
 Only what the tests use: open a page, find elements by CSS, type, click, read text and source, run a
-script. Plain urllib JSON: no browser-automation package needed."""
+script (sync or async), size the window, take a screenshot. Plain urllib JSON: no browser-automation
+package needed."""
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import socket
@@ -12,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
@@ -82,6 +85,14 @@ class Browser:
                 raise WebDriverError(f"still at {self.url}, expected ...{suffix}")
             time.sleep(0.05)  # polling the browser with a hard deadline
 
+    def wait_for(self, css: str, timeout: float = 15.0) -> None:
+        """A form posted back to the same URL: wait for an element of the next page instead."""
+        deadline = time.monotonic() + timeout
+        while not self.find_all(css):
+            if time.monotonic() > deadline:
+                raise WebDriverError(f"no {css} at {self.url}")
+            time.sleep(0.05)  # polling the browser with a hard deadline
+
     def find(self, css: str) -> str:
         return str(self._s("POST", "/element", {"using": "css selector", "value": css})[ELEMENT])
 
@@ -102,6 +113,19 @@ class Browser:
 
     def script(self, code: str) -> Any:
         return self._s("POST", "/execute/sync", {"script": code, "args": []})
+
+    def script_async(self, code: str) -> Any:
+        """Run ``code`` with its callback as the last argument (``arguments[arguments.length - 1]``)."""
+        return self._s("POST", "/execute/async", {"script": code, "args": []})
+
+    def window_size(self, width: int, height: int) -> None:
+        self._s("POST", "/window/rect", {"width": width, "height": height})
+
+    def screenshot(self, path: Path) -> Path:
+        """The viewport as a PNG at ``path`` (its folder made as needed)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(self._s("GET", "/screenshot")))
+        return path
 
     def cookies(self) -> list[dict[str, Any]]:
         return list(self._s("GET", "/cookie"))

@@ -424,6 +424,11 @@ CONSOLE = [
     ("POST", "/console/logout"),
     ("GET", "/console/approvals/nosuch"),
     ("POST", "/console/approvals/nosuch/approve"),
+    ("GET", "/console/static/console.js"),
+    ("GET", "/console/static/nosuch"),
+    ("GET", "/console/keys"),
+    ("GET", "/console/audit"),
+    ("POST", "/console/grants/nosuch/revoke"),
     ("GET", "/no/such/route"),
 ]
 

@@ -445,7 +445,7 @@ def console_session(server: Server, approver: str) -> str:
     """Sign in to the console with an approver token (login nonce and cookie first); the session cookie."""
     status, headers, page = http("GET", server.url + "/console/login")
     assert status == 200
-    match = re.search(r"name='csrf' value='([^']+)'", page)
+    match = re.search(r'name="csrf" value="([^"]+)"', page)
     assert match is not None
     connection = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=30)
     connection.request(
@@ -475,7 +475,7 @@ def test_the_console_shows_a_read_request_by_its_metadata_never_its_value(world:
     approval_id = pending["approval"]["id"]
     session = console_session(world.server, approver)
     status, _, index = http("GET", world.server.url + "/console", headers={"Cookie": session})
-    assert status == 200 and f"read {world.folder}/console-read v1" in index
+    assert status == 200 and f"Release version 1 of secret {world.folder}/console-read (DB_PASS)" in index
     status, _, detail = http(
         "GET", world.server.url + f"/console/approvals/{approval_id}", headers={"Cookie": session}
     )
