@@ -137,7 +137,7 @@ def _check(secret: str, headers: dict[str, str], body: bytes) -> dict[str, Any]:
     return json.loads(body)
 
 
-async def _until(condition, timeout: float = 15.0) -> None:
+async def _until(condition, timeout: float = 60.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not condition():
         assert asyncio.get_running_loop().time() < deadline, "timed out"
