@@ -278,18 +278,37 @@ class ApproverKeyBody(Strict):
     public_key: str = Field(min_length=64, max_length=132)
 
 
+class ResourceReference(Strict):
+    """One resource by reference: its kind and its id."""
+
+    type: Literal["key", "secret"]
+    id: str = Field(min_length=1, max_length=64)
+
+
 class AttachPolicyBody(Strict):
     version: int = Field(ge=1, le=2**63 - 1)
     scope: str | None = Field(
         default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
     )
-    key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    resource: ResourceReference | None = None
+    key_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description='the older form of {"resource": {"type": "key", "id": ...}}',
+    )
     mode: Literal["live", "shadow"] = "live"
 
     # The policies service refuses anything but exactly one target (invalid_attachment).
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, json_schema_extra=exactly_one_of("scope", "key_id")
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra=exactly_one_of("scope", "resource", "key_id"),
     )
+
+    def reference(self) -> tuple[str, str] | None:
+        return None if self.resource is None else (self.resource.type, self.resource.id)
 
 
 class CandidatePolicy(Strict):
@@ -298,12 +317,19 @@ class CandidatePolicy(Strict):
     scope: str | None = Field(
         default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
     )
+    resource: ResourceReference | None = None
     key_id: str | None = Field(default=None, min_length=1, max_length=64)
 
     # The dry run refuses anything but exactly one target (invalid_attachment).
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, json_schema_extra=exactly_one_of("scope", "key_id")
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra=exactly_one_of("scope", "resource", "key_id"),
     )
+
+    def reference(self) -> tuple[str, str] | None:
+        return None if self.resource is None else (self.resource.type, self.resource.id)
 
 
 class DryRunBody(Strict):

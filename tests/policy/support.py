@@ -169,11 +169,20 @@ def grant_from(data: Mapping[str, Any]) -> Grant:
     )
 
 
-def policy_set_from(case: Mapping[str, Any]) -> PolicySet:
-    attached = tuple(
-        AttachedPolicy(parse_policy_document(p["document"]), scope=p.get("scope"), key_id=p.get("key"))
-        for p in case.get("policies", [])
+def attached_from(data: Mapping[str, Any]) -> AttachedPolicy:
+    """A corpus attachment: ``scope``, ``key`` (a key id, the older form) or ``resource`` ({type, id})."""
+    resource = data.get("resource") or {}
+    return AttachedPolicy(
+        parse_policy_document(data["document"]),
+        scope=data.get("scope"),
+        key_id=data.get("key"),
+        resource_type=resource.get("type"),
+        resource_id=resource.get("id"),
     )
+
+
+def policy_set_from(case: Mapping[str, Any]) -> PolicySet:
+    attached = tuple(attached_from(p) for p in case.get("policies", []))
     return PolicySet(tuple(grant_from(g) for g in case.get("grants", [])), attached)
 
 
