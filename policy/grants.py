@@ -63,7 +63,7 @@ from policy.facts import (
     grant_spend_key,
     grant_uses_key,
 )
-from policy.request import KNOWN_OPERATIONS, OPERATIONS, Amount
+from policy.request import EVERY_ASSET, KNOWN_OPERATIONS, OPERATIONS, Amount
 from policy.scopes import is_scope, path_contains, scope_segments
 from policy.windows import utc
 
@@ -275,6 +275,12 @@ def _charge(
                 return (), Reason(rule_id, "grant_uses_exhausted", message), tuple(bounds)
             bounds.append(UsageBound(query, high=grant.max_uses - 1))
             reservations.append(Reservation(grant_uses_key(grant.grant_id), 1, now, None))
+        if request.uncounted_contract == EVERY_ASSET and grant.value_budgets:
+            message = (
+                f"grant {grant.grant_id} budgets value, and the transaction calls the signing account "
+                "itself (its EIP-7702 delegate's code) in a way the signer does not decode"
+            )
+            return (), Reason(rule_id, "token_call_not_counted", message), tuple(bounds)
         if request.uncounted_contract is not None and request.uncounted_contract in grant.value_budgets:
             message = (
                 f"grant {grant.grant_id} budgets token {request.uncounted_contract}, and the request acts on "

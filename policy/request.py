@@ -44,6 +44,10 @@ CALL_METHODS: Final = frozenset(
     }
 )
 PERMIT_METHODS: Final = frozenset({"permit", "permit2"})
+# ``PolicyRequest.uncounted_contract`` when what is uncounted is not one contract but every asset the
+# account holds: an EIP-7702 account calling itself runs its delegate's code (a batch ``execute``), whose
+# inner calls may move any token or native value.
+EVERY_ASSET: Final = "*"
 TOKEN_METHODS: Final = CALL_METHODS | PERMIT_METHODS
 
 
@@ -105,7 +109,8 @@ class Delegation:
 class TransactionView:
     """The decoded transaction as policy needs it. ``fee_cap`` is the most paid per gas unit (gas price
     or max fee per gas); ``selector`` the first 4 bytes of calldata (None when shorter);
-    ``data_length`` the calldata size in bytes; ``to`` None for a contract creation."""
+    ``data_length`` the calldata size in bytes; ``to`` None for a contract creation; ``sender`` the
+    signing account's address when known (a call to it is a call to its own EIP-7702 delegated code)."""
 
     chain_id: int
     to: str | None
@@ -116,6 +121,7 @@ class TransactionView:
     selector: str | None = None
     token: TokenMovement | None = None
     delegations: tuple[Delegation, ...] = ()
+    sender: str | None = None
     amounts: tuple[Amount, ...] = field(init=False, repr=False, compare=False)
     totals: Mapping[str, int] = field(init=False, repr=False, compare=False)  # asset -> sum of amounts
 
@@ -126,6 +132,8 @@ class TransactionView:
             check_amount(getattr(self, name), name)
         if self.to is not None:
             _set(self, "to", canonical_address(self.to))
+        if self.sender is not None:
+            _set(self, "sender", canonical_address(self.sender))
         if self.selector is not None:
             _set(self, "selector", canonical_selector(self.selector))
             if self.data_length < 4:
@@ -141,6 +149,14 @@ class TransactionView:
         for a in self.amounts:
             totals[a.asset] = totals.get(a.asset, 0) + a.value
         _set(self, "totals", totals)
+
+    @property
+    def self_call(self) -> bool:
+        """A call from the account to itself with calldata: with an EIP-7702 delegation in force (set
+        earlier or in this very transaction) it runs the delegate's code, a batch ``execute`` whose inner
+        calls move whatever the account holds. Without one it does nothing, but the signer cannot know
+        which: it is judged as the delegated call it may be."""
+        return self.sender is not None and self.to == self.sender and self.data_length > 0
 
     @property
     def max_gas_cost(self) -> int:
@@ -161,8 +177,9 @@ class TransactionView:
         return tuple(dict.fromkeys(a for a in named if a is not None))
 
     @classmethod
-    def from_decoded(cls, fields: DecodedTransaction) -> TransactionView:
-        """Build from ``signer.eth.TransactionFields`` (or anything with the same attributes)."""
+    def from_decoded(cls, fields: DecodedTransaction, *, sender: str | None = None) -> TransactionView:
+        """Build from ``signer.eth.TransactionFields`` (or anything with the same attributes) signed by
+        ``sender`` (the key's address, when it has one)."""
         token = None
         if fields.token_call is not None and fields.to is not None:
             call = fields.token_call
@@ -177,6 +194,7 @@ class TransactionView:
             selector=fields.selector,
             token=token,
             delegations=tuple(Delegation(a.chain_id, a.address) for a in fields.authorizations),
+            sender=sender,
         )
 
 
@@ -274,9 +292,13 @@ class PolicyRequest:
         and EIP-712 data verified by its domain's ``verifyingContract`` that decodes to no permit (a
         governance ``Delegation``, say), may move or commit that contract's tokens while counting
         nothing. A limit, cap or budget on that contract as a token cannot judge such a request, so it
-        refuses it (``rules.uncounted_hit``)."""
+        refuses it (``rules.uncounted_hit``). A call from the account to itself (``self_call``: its
+        EIP-7702 delegate's code, a batch ``execute``) may move every asset it holds: ``EVERY_ASSET``,
+        which every limit, cap and budget refuses, native value included."""
         tx = self.transaction
         if tx is not None:
+            if tx.self_call:
+                return EVERY_ASSET
             return tx.to if tx.to is not None and tx.data_length > 0 and tx.token is None else None
         domain = self.typed_data_domain
         if domain is not None and not self.permits:

@@ -27,7 +27,7 @@ from policy.canonical import NATIVE
 from policy.decision import Effect
 from policy.errors import PolicyInputError
 from policy.facts import Facts
-from policy.request import PolicyRequest, TransactionView
+from policy.request import EVERY_ASSET, PolicyRequest, TransactionView
 from policy.windows import WEEKDAYS, TimeOfDayWindow, format_time_of_day
 
 GUARD_EFFECTS: Final = frozenset({Effect.DENY, Effect.REQUIRE_APPROVAL})
@@ -84,8 +84,16 @@ def amount_of(request: PolicyRequest, asset: str) -> int:
 
 def uncounted_hit(request: PolicyRequest, asset: str) -> Hit | None:
     """A limit on token ``asset`` cannot count a call to that contract it does not understand (see
-    ``PolicyRequest.uncounted_contract``): such a request fires the limit instead of counting as 0."""
-    if asset == NATIVE or request.uncounted_contract != asset:
+    ``PolicyRequest.uncounted_contract``): such a request fires the limit instead of counting as 0. A
+    call of the account to itself (its EIP-7702 delegate's batch) fires every limit, native included."""
+    uncounted = request.uncounted_contract
+    if uncounted == EVERY_ASSET:
+        return Hit(
+            "token_call_not_counted",
+            f"the transaction calls the signing account itself (its EIP-7702 delegate's code), which may "
+            f"move {asset_name(asset)} in a way the signer does not decode, so it cannot be counted",
+        )
+    if asset == NATIVE or uncounted != asset:
         return None
     return Hit(
         "token_call_not_counted",

@@ -133,6 +133,7 @@ def _transaction(data: Mapping[str, Any]) -> TransactionView:
             token["method"], data["to"], token["recipient"], int(token["amount"]), token.get("owner")
         ),
         delegations=tuple(Delegation(d["chain_id"], d["delegate"]) for d in data.get("delegations", [])),
+        sender=data.get("sender"),
     )
 
 
