@@ -186,7 +186,10 @@ class RecipientAllowlist(Rule):
     """Who receives value must be listed: the counterparty of a decoded token call (recipient, spender
     or operator), else the transaction's ``to``, and ``to`` as well whenever native value goes to it;
     for EIP-712 data, the spender of every decoded permit. A contract creation has no recipient and
-    fires."""
+    fires. EIP-712 data that decodes to no permit (an order, a governance delegation, a meta-transaction)
+    may commit value to anyone, and who cannot be read from it: it fires (fail closed,
+    ``recipient_not_determined``) unless its domain's ``verifyingContract`` is itself on the list, which
+    is how a trusted protocol's typed data is let through."""
 
     kind: ClassVar[str] = "recipient_allowlist"
     addresses: frozenset[str]
@@ -197,6 +200,15 @@ class RecipientAllowlist(Rule):
             for permit in ctx.request.permits:
                 if permit.recipient not in self.addresses:
                     return Hit("recipient_not_allowed", f"spender {permit.recipient} is not on the allowlist")
+            domain = ctx.request.typed_data_domain
+            if domain is not None and not ctx.request.permits:
+                if domain.verifying_contract is not None and domain.verifying_contract in self.addresses:
+                    return None
+                return Hit(
+                    "recipient_not_determined",
+                    "EIP-712 data that decodes to no permit names no recipient the signer can check, and "
+                    "its domain's verifying contract is not on the allowlist",
+                )
             return None
         recipient = tx.beneficiary
         if recipient is None:
