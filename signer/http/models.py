@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainValidator, StrictBool, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from policy import OPERATIONS, SECRET_GRANT_OPERATIONS
+from policy import OPERATIONS, RESOURCE_TYPES, SECRET_GRANT_OPERATIONS
 from policy.names import NameKind
 from signer.hsm import Curve
 from signer.http.patterns import (
@@ -278,10 +278,14 @@ class ApproverKeyBody(Strict):
     public_key: str = Field(min_length=64, max_length=132)
 
 
-class ResourceReference(Strict):
-    """One resource by reference: its kind and its id."""
+_RESOURCE_KINDS: list[JsonValue] = [kind for kind in sorted(RESOURCE_TYPES)]
 
-    type: Literal["key", "secret"]
+
+class ResourceReference(Strict):
+    """One resource by reference: its kind (one policy knows: ``policy.RESOURCE_TYPES``) and its id.
+    The policies service refuses a kind that is not registered (``invalid_attachment``)."""
+
+    type: str = Field(json_schema_extra={"enum": _RESOURCE_KINDS})
     id: str = Field(min_length=1, max_length=64)
 
 

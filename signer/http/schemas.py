@@ -214,7 +214,7 @@ class PolicyVersions(View):
 
 
 class AttachedResource(View):
-    type: Literal["key", "secret"]
+    type: str
     id: str
 
 
