@@ -368,9 +368,8 @@ class TypedDataDomainAllowlist(Rule):
         domain = ctx.request.typed_data_domain
         if domain is None or any(p.matches(ctx.request) for p in self.domains):
             return None
-        shown = (
-            f"name={domain.name!r} chain_id={domain.chain_id} verifying_contract={domain.verifying_contract}"
-        )
+        # The domain's name and version are the caller's free text: a reason never repeats them.
+        shown = f"chain_id={domain.chain_id} verifying_contract={domain.verifying_contract}"
         return Hit("typed_data_domain_not_allowed", f"the EIP-712 domain ({shown}) is not on the allowlist")
 
     def params(self) -> dict[str, Any]:
