@@ -106,11 +106,43 @@ class Delegation:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchCallView:
+    """One call of a decoded batch (ERC-7821 ``execute``): ``to``, the native ``value`` it sends, its
+    calldata size and, when that is a token call the signer decodes, the movement (``token`` is ``to``)."""
+
+    to: str
+    value: int
+    data_length: int = 0
+    token: TokenMovement | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "to", canonical_address(self.to))
+        check_amount(self.value, "value")
+        _check_count(self.data_length, "data length")
+        if self.token is not None and self.token.token != self.to:
+            raise PolicyInputError("invalid_request", "a batch call's token must be the call's to")
+
+    @property
+    def counted(self) -> bool:
+        """Whether the signer knows everything it moves: plain value, or a decoded token call."""
+        return self.data_length == 0 or self.token is not None
+
+    @property
+    def counterparties(self) -> tuple[str, ...]:
+        """Who receives what it moves: the token call's counterparty, and ``to`` for native value (or
+        ``to`` alone when it is not a token call)."""
+        if self.token is None:
+            return (self.to,)
+        return (self.token.recipient, self.to) if self.value > 0 else (self.token.recipient,)
+
+
+@dataclass(frozen=True, slots=True)
 class TransactionView:
     """The decoded transaction as policy needs it. ``fee_cap`` is the most paid per gas unit (gas price
     or max fee per gas); ``selector`` the first 4 bytes of calldata (None when shorter);
     ``data_length`` the calldata size in bytes; ``to`` None for a contract creation; ``sender`` the
-    signing account's address when known (a call to it is a call to its own EIP-7702 delegated code)."""
+    signing account's address when known (a call to it is a call to its own EIP-7702 delegated code);
+    ``batch`` the calls of an ERC-7821 plain batch the calldata decodes to (counted for a self-call)."""
 
     chain_id: int
     to: str | None
@@ -122,6 +154,7 @@ class TransactionView:
     token: TokenMovement | None = None
     delegations: tuple[Delegation, ...] = ()
     sender: str | None = None
+    batch: tuple[BatchCallView, ...] | None = None
     amounts: tuple[Amount, ...] = field(init=False, repr=False, compare=False)
     totals: Mapping[str, int] = field(init=False, repr=False, compare=False)  # asset -> sum of amounts
 
@@ -141,9 +174,15 @@ class TransactionView:
         if self.token is not None and self.token.token != self.to:
             raise PolicyInputError("invalid_request", "a token call's token must be the transaction's to")
         _set(self, "delegations", tuple(self.delegations))
+        if self.batch is not None:
+            _set(self, "batch", tuple(self.batch))
         moved = [Amount(NATIVE, self.value)]
         if self.token is not None:
             moved.append(Amount(self.token.token, self.token.amount))
+        for call in self.self_batch or ():
+            moved.append(Amount(NATIVE, call.value))
+            if call.token is not None:
+                moved.append(Amount(call.token.token, call.token.amount))
         _set(self, "amounts", tuple(a for a in moved if a.value > 0))
         totals: dict[str, int] = {}
         for a in self.amounts:
@@ -157,6 +196,14 @@ class TransactionView:
         calls move whatever the account holds. Without one it does nothing, but the signer cannot know
         which: it is judged as the delegated call it may be."""
         return self.sender is not None and self.to == self.sender and self.data_length > 0
+
+    @property
+    def self_batch(self) -> tuple[BatchCallView, ...] | None:
+        """The calls a self-call runs when it is a decoded batch of calls the signer can all count
+        (plain value or decoded token calls), else None (then nothing of it is counted: ``self_call``)."""
+        if not self.self_call or self.batch is None or not all(c.counted for c in self.batch):
+            return None
+        return self.batch
 
     @property
     def max_gas_cost(self) -> int:
@@ -174,6 +221,10 @@ class TransactionView:
         named = [self.to]
         if self.token is not None:
             named += [self.token.recipient, self.token.owner]
+        for call in self.batch or ():
+            named.append(call.to)
+            if call.token is not None:
+                named += [call.token.recipient, call.token.owner]
         return tuple(dict.fromkeys(a for a in named if a is not None))
 
     @classmethod
@@ -195,6 +246,25 @@ class TransactionView:
             token=token,
             delegations=tuple(Delegation(a.chain_id, a.address) for a in fields.authorizations),
             sender=sender,
+            batch=None
+            if fields.batch is None
+            else tuple(
+                BatchCallView(
+                    c.to,
+                    c.value,
+                    len(c.data),
+                    None
+                    if c.token_call is None
+                    else TokenMovement(
+                        c.token_call.method,
+                        c.to,
+                        c.token_call.recipient,
+                        c.token_call.amount,
+                        c.token_call.owner,
+                    ),
+                )
+                for c in fields.batch
+            ),
         )
 
 
@@ -298,7 +368,7 @@ class PolicyRequest:
         tx = self.transaction
         if tx is not None:
             if tx.self_call:
-                return EVERY_ASSET
+                return None if tx.self_batch is not None else EVERY_ASSET
             return tx.to if tx.to is not None and tx.data_length > 0 and tx.token is None else None
         domain = self.typed_data_domain
         if domain is not None and not self.permits:
@@ -333,6 +403,17 @@ class DecodedAuthorization(Protocol):
     def address(self) -> str: ...
 
 
+class DecodedBatchCall(Protocol):
+    @property
+    def to(self) -> str: ...
+    @property
+    def value(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def token_call(self) -> DecodedTokenCall | None: ...
+
+
 class DecodedTransaction(Protocol):
     @property
     def chain_id(self) -> int: ...
@@ -352,3 +433,5 @@ class DecodedTransaction(Protocol):
     def token_call(self) -> DecodedTokenCall | None: ...
     @property
     def authorizations(self) -> Sequence[DecodedAuthorization]: ...
+    @property
+    def batch(self) -> Sequence[DecodedBatchCall] | None: ...

@@ -210,6 +210,14 @@ class RecipientAllowlist(Rule):
                     "its domain's verifying contract is not on the allowlist",
                 )
             return None
+        batch = tx.self_batch
+        if batch is not None:
+            # A self-call running a decoded batch: every inner call's counterparties are the recipients.
+            for call in batch:
+                for address in call.counterparties:
+                    if address not in self.addresses:
+                        return Hit("recipient_not_allowed", f"recipient {address} is not on the allowlist")
+            return None
         recipient = tx.beneficiary
         if recipient is None:
             return Hit("recipient_not_allowed", "a contract creation has no allowed recipient")

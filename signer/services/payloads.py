@@ -416,6 +416,8 @@ def _tx_view(tx: UnsignedTransaction) -> dict[str, Any]:
     view["max_gas_cost_eth"] = _eth(tx.fields.max_gas_cost)
     if tx.fields.authorizations:
         view["delegates"] = list(tx.fields.delegates)
+    if tx.fields.batch is not None:
+        view["batch"] = [call.as_json() for call in tx.fields.batch]
     return view
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from policy import (
     AttachedPolicy,
+    BatchCallView,
     Delegation,
     Facts,
     Grant,
@@ -134,6 +135,22 @@ def _transaction(data: Mapping[str, Any]) -> TransactionView:
         ),
         delegations=tuple(Delegation(d["chain_id"], d["delegate"]) for d in data.get("delegations", [])),
         sender=data.get("sender"),
+        batch=None if "batch" not in data else tuple(_batch_call(c) for c in data["batch"]),
+    )
+
+
+def _batch_call(data: Mapping[str, Any]) -> BatchCallView:
+    """A batch call in the corpus: ``to``, ``value``, ``data_length`` and an optional ``token`` call."""
+    token = data.get("token")
+    return BatchCallView(
+        data["to"],
+        int(data.get("value", "0")),
+        data.get("data_length", 68 if token else 0),
+        None
+        if token is None
+        else TokenMovement(
+            token["method"], data["to"], token["recipient"], int(token["amount"]), token.get("owner")
+        ),
     )
 
 

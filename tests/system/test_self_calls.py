@@ -25,6 +25,7 @@ from tests.service_harness import Server, attach_policy, grant, init_installatio
 
 TOKEN = "0xdbF03B407c01E7cD3CBea99509d93f8DDDC8C6FB"
 BOB = "0xfB6916095ca1df60bB79Ce92cE3Ea74c37c5d359"
+CAROL = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 DELEGATE = "0x63c0c19a282a1B52b07dD5a65b58948A07DAE32B"
 BATCH_MODE = bytes.fromhex("01" + "00" * 31)  # ERC-7821: a batch of calls, revert on failure
 
@@ -141,7 +142,8 @@ DELEGATES = {"id": "delegates", "kind": "delegate_allowlist", "effect": "allow",
 def test_a_self_call_is_refused_by_a_limit_on_a_token_it_never_names(server: Server, unique: str) -> None:
     account = Account7702(server, f"self-{unique}")
     account.policy(SPEND, DELEGATES)
-    batch = execute_batch((TOKEN, 0, transfer(BOB, 10**24)))
+    # a batch with one call the signer does not decode: nothing of it can be counted
+    batch = execute_batch((TOKEN, 0, transfer(BOB, 5)), (BOB, 0, bytes.fromhex("deadbeef")))
     for status, body in (
         account.sign({"transaction": account.tx(0, batch)}),
         account.sign_raw(0, batch),
@@ -170,13 +172,26 @@ def test_a_native_value_cap_asks_approvers_for_a_self_call(server: Server, uniqu
             "approval": {"quorum": 1, "group": f"treasury-{unique}", "expires_in_seconds": 600},
         }
     )
-    status, body = account.sign({"transaction": account.tx(0, execute_batch((BOB, 10**21, b"")))})
+    status, body = account.sign({"transaction": account.tx(0, execute_batch((BOB, 0, b"\x01")))})
     assert status == 202 and body["state"] == "pending_approval", body
+    status, _, judged = account.server.call(
+        "POST",
+        "/v1/policy/dry-run",
+        {
+            "key_id": account.key["id"],
+            "operation": "sign_transaction",
+            "transaction": account.tx(0, execute_batch((BOB, 0, b"\x01"))),
+        },
+        account.token,
+    )
+    assert status == 200 and [r["code"] for r in judged["reasons"]] == ["token_call_not_counted"], judged
+    # decoded, the batch's native payments are counted: under the cap it is signed
+    assert account.sign({"transaction": account.tx(0, execute_batch((BOB, 10**17, b"")))})[0] == 200
 
 
 def test_a_budgeted_grant_is_not_used_for_a_self_call(server: Server, unique: str) -> None:
     account = Account7702(server, f"budget-{unique}", {"value_budgets": {"native": "1000000000000000000"}})
-    status, body = account.sign({"transaction": account.tx(0, execute_batch((BOB, 10**21, b"")))})
+    status, body = account.sign({"transaction": account.tx(0, execute_batch((BOB, 1, b"\x01")))})
     assert (status, body["code"]) == (403, "policy_denied"), body
     assert [code for rule_id, code in reasons(body) if rule_id.startswith("grant:")] == [
         "token_call_not_counted"
@@ -192,3 +207,37 @@ def test_no_policy_no_limit_nothing_refused(server: Server, unique: str) -> None
 @pytest.fixture
 def unique() -> str:
     return secrets.token_hex(4)
+
+
+def test_a_decoded_batch_is_counted_call_by_call(server: Server, unique: str) -> None:
+    account = Account7702(server, f"batch-{unique}")
+    account.policy(
+        SPEND, {"id": "payees", "kind": "recipient_allowlist", "effect": "deny", "addresses": [BOB]}
+    )
+    status, body = account.sign(
+        {
+            "transaction": account.tx(
+                0, execute_batch((TOKEN, 0, transfer(BOB, 400)), (TOKEN, 0, transfer(BOB, 500)))
+            )
+        }
+    )
+    assert status == 200, body
+    # 900 of 1000 spent: 200 more in one batch is over the limit, also through raw
+    over = execute_batch((TOKEN, 0, transfer(BOB, 100)), (TOKEN, 0, transfer(BOB, 100)))
+    for status, body in (account.sign({"transaction": account.tx(1, over)}), account.sign_raw(1, over)):
+        assert (status, body["code"]) == (403, "policy_denied"), body
+        assert reasons(body) == [("token-daily", "spend_limit_exceeded")]
+    # every inner counterparty is checked against the allowlist
+    status, body = account.sign({"transaction": account.tx(1, execute_batch((TOKEN, 0, transfer(CAROL, 1))))})
+    assert (status, body["code"]) == (403, "policy_denied") and reasons(body) == [
+        ("payees", "recipient_not_allowed")
+    ]
+
+
+def test_a_batch_that_is_not_canonical_is_refused_before_any_policy(server: Server, unique: str) -> None:
+    account = Account7702(server, f"strict-{unique}")  # no policy at all
+    batch = execute_batch((TOKEN, 0, transfer(BOB, 5)))
+    for data in (batch + "00", batch[:-2], execute_batch((TOKEN, 0, transfer(BOB, 5) + b"\x00"))):
+        status, body = account.sign({"transaction": account.tx(0, data)})
+        assert (status, body["code"], body.get("field")) == (400, "calldata_not_canonical", "data"), body
+    assert account.sign({"transaction": account.tx(0, batch)})[0] == 200
