@@ -3,9 +3,10 @@
 A ``PolicyDocument`` (built by ``policy.parsing``) is canonical: addresses lower-case, lists sorted and
 de-duplicated, defaults filled in. ``as_dict`` writes it back, parsing that again gives an equal
 document, and ``digest`` is the sha256 of its canonical JSON, so equal meaning gives an equal digest and
-every decision can name exactly what it was made under. Documents attach to a scope (covering every key
-below it) or to one key (narrower than any scope). A ``PolicySet`` is the grants plus the attached
-documents the engine judges a request against.
+every decision can name exactly what it was made under. Documents attach to a scope (covering every
+resource below it) or to one resource by reference (``resource_type``, ``resource_id``: a key or a
+secret; narrower than any scope; ``key_id=`` is the older spelling of a key reference). A
+``PolicySet`` is the grants plus the attached documents the engine judges a request against.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from policy.decision import PolicyRef
 from policy.errors import PolicyInputError
 from policy.grants import Grant
 from policy.names import MAX_SCOPE_DEPTH
-from policy.request import PolicyRequest
+from policy.request import RESOURCE_TYPES, PolicyRequest
 from policy.rules import Rule
 from policy.scopes import is_scope, path_contains, scope_segments
 
@@ -57,18 +58,39 @@ class PolicyDocument:
 
 @dataclass(frozen=True, slots=True)
 class AttachedPolicy:
-    """A document attached to a scope (and so to everything below it) or to one key."""
+    """A document attached to a scope (and so to everything below it) or to one resource by reference.
+
+    ``resource_type`` and ``resource_id`` name the resource (``key`` or ``secret``); ``key_id`` is kept
+    as the older spelling of a key reference and always equals ``resource_id`` for a key."""
 
     document: PolicyDocument
     scope: str | None = None
     key_id: str | None = None
-    # Narrowness: a scope's segment count; a key is narrower than every scope.
+    resource_type: str | None = None
+    resource_id: str | None = None
+    # Narrowness: a scope's segment count; a resource is narrower than every scope.
     depth: int = field(init=False, repr=False, compare=False)
     _path: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if (self.scope is None) == (self.key_id is None):
-            raise PolicyInputError("invalid_attachment", "attach a document to exactly one scope or key")
+        if self.key_id is not None:
+            if self.resource_id is not None and (self.resource_type, self.resource_id) != (
+                "key",
+                self.key_id,
+            ):
+                raise PolicyInputError("invalid_attachment", "key_id and the resource reference disagree")
+            object.__setattr__(self, "resource_type", "key")
+            object.__setattr__(self, "resource_id", self.key_id)
+        if (self.resource_type is None) != (self.resource_id is None):
+            raise PolicyInputError("invalid_attachment", "a resource reference names a type and an id")
+        if self.resource_type is not None and self.resource_type not in RESOURCE_TYPES:
+            raise PolicyInputError("invalid_attachment", "a document is attached to an unknown resource type")
+        if self.resource_id is not None and not (isinstance(self.resource_id, str) and self.resource_id):
+            raise PolicyInputError("invalid_attachment", "a resource reference names a non-empty id")
+        if self.resource_type == "key":
+            object.__setattr__(self, "key_id", self.resource_id)
+        if (self.scope is None) == (self.resource_id is None):
+            raise PolicyInputError("invalid_attachment", "attach a document to exactly one scope or resource")
         if self.scope is not None and not is_scope(self.scope):
             raise PolicyInputError("invalid_scope", "a document is attached to an invalid scope")
         path = scope_segments(self.scope) if self.scope is not None else ()
@@ -77,12 +99,12 @@ class AttachedPolicy:
 
     @property
     def attached_to(self) -> str:
-        return f"scope:{self.scope}" if self.scope is not None else f"key:{self.key_id}"
+        return f"scope:{self.scope}" if self.scope is not None else f"{self.resource_type}:{self.resource_id}"
 
     def applies_to(self, request: PolicyRequest) -> bool:
         if self.scope is not None:
             return path_contains(self._path, request.scope_path)
-        return request.resource_type == "key" and self.key_id == request.resource_id
+        return request.resource_type == self.resource_type and self.resource_id == request.resource_id
 
     def ref(self) -> PolicyRef:
         doc = self.document

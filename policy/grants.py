@@ -63,7 +63,7 @@ from policy.facts import (
     grant_spend_key,
     grant_uses_key,
 )
-from policy.request import KNOWN_OPERATIONS, OPERATIONS, Amount
+from policy.request import EVERY_ASSET, KNOWN_OPERATIONS, OPERATIONS, RESOURCE_TYPES, Amount
 from policy.scopes import is_scope, path_contains, scope_segments
 from policy.windows import utc
 
@@ -77,7 +77,8 @@ __all__ = [
 ]
 
 SUBJECT_TYPES = frozenset({"principal", "group"})
-GRANT_RESOURCE_TYPES = frozenset({"key", "secret", "scope"})
+# A grant names one resource of a kind policy knows (``request.RESOURCE_TYPES``) or a scope.
+GRANT_RESOURCE_TYPES = RESOURCE_TYPES | {"scope"}
 # A grant naming the resource itself is more specific than a scope grant at any depth.
 _ON_RESOURCE = 1 << 16
 
@@ -108,7 +109,7 @@ class Grant:
         if self.subject_type not in SUBJECT_TYPES:
             raise PolicyInputError("invalid_grant", "subject_type must be 'principal' or 'group'")
         if self.resource_type not in GRANT_RESOURCE_TYPES:
-            raise PolicyInputError("invalid_grant", "resource_type must be 'key', 'secret' or 'scope'")
+            raise PolicyInputError("invalid_grant", "resource_type must be a resource kind or 'scope'")
         if self.max_uses is not None and (
             isinstance(self.max_uses, bool) or not isinstance(self.max_uses, int) or self.max_uses < 0
         ):
@@ -275,6 +276,12 @@ def _charge(
                 return (), Reason(rule_id, "grant_uses_exhausted", message), tuple(bounds)
             bounds.append(UsageBound(query, high=grant.max_uses - 1))
             reservations.append(Reservation(grant_uses_key(grant.grant_id), 1, now, None))
+        if request.uncounted_contract == EVERY_ASSET and grant.value_budgets:
+            message = (
+                f"grant {grant.grant_id} budgets value, and the transaction calls the signing account "
+                "itself (its EIP-7702 delegate's code) in a way the signer does not decode"
+            )
+            return (), Reason(rule_id, "token_call_not_counted", message), tuple(bounds)
         if request.uncounted_contract is not None and request.uncounted_contract in grant.value_budgets:
             message = (
                 f"grant {grant.grant_id} budgets token {request.uncounted_contract}, and the request acts on "

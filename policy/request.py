@@ -44,6 +44,10 @@ CALL_METHODS: Final = frozenset(
     }
 )
 PERMIT_METHODS: Final = frozenset({"permit", "permit2"})
+# ``PolicyRequest.uncounted_contract`` when what is uncounted is not one contract but every asset the
+# account holds: an EIP-7702 account calling itself runs its delegate's code (a batch ``execute``), whose
+# inner calls may move any token or native value.
+EVERY_ASSET: Final = "*"
 TOKEN_METHODS: Final = CALL_METHODS | PERMIT_METHODS
 
 
@@ -102,10 +106,43 @@ class Delegation:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchCallView:
+    """One call of a decoded batch (ERC-7821 ``execute``): ``to``, the native ``value`` it sends, its
+    calldata size and, when that is a token call the signer decodes, the movement (``token`` is ``to``)."""
+
+    to: str
+    value: int
+    data_length: int = 0
+    token: TokenMovement | None = None
+
+    def __post_init__(self) -> None:
+        _set(self, "to", canonical_address(self.to))
+        check_amount(self.value, "value")
+        _check_count(self.data_length, "data length")
+        if self.token is not None and self.token.token != self.to:
+            raise PolicyInputError("invalid_request", "a batch call's token must be the call's to")
+
+    @property
+    def counted(self) -> bool:
+        """Whether the signer knows everything it moves: plain value, or a decoded token call."""
+        return self.data_length == 0 or self.token is not None
+
+    @property
+    def counterparties(self) -> tuple[str, ...]:
+        """Who receives what it moves: the token call's counterparty, and ``to`` for native value (or
+        ``to`` alone when it is not a token call)."""
+        if self.token is None:
+            return (self.to,)
+        return (self.token.recipient, self.to) if self.value > 0 else (self.token.recipient,)
+
+
+@dataclass(frozen=True, slots=True)
 class TransactionView:
     """The decoded transaction as policy needs it. ``fee_cap`` is the most paid per gas unit (gas price
     or max fee per gas); ``selector`` the first 4 bytes of calldata (None when shorter);
-    ``data_length`` the calldata size in bytes; ``to`` None for a contract creation."""
+    ``data_length`` the calldata size in bytes; ``to`` None for a contract creation; ``sender`` the
+    signing account's address when known (a call to it is a call to its own EIP-7702 delegated code);
+    ``batch`` the calls of an ERC-7821 plain batch the calldata decodes to (counted for a self-call)."""
 
     chain_id: int
     to: str | None
@@ -116,6 +153,8 @@ class TransactionView:
     selector: str | None = None
     token: TokenMovement | None = None
     delegations: tuple[Delegation, ...] = ()
+    sender: str | None = None
+    batch: tuple[BatchCallView, ...] | None = None
     amounts: tuple[Amount, ...] = field(init=False, repr=False, compare=False)
     totals: Mapping[str, int] = field(init=False, repr=False, compare=False)  # asset -> sum of amounts
 
@@ -126,6 +165,8 @@ class TransactionView:
             check_amount(getattr(self, name), name)
         if self.to is not None:
             _set(self, "to", canonical_address(self.to))
+        if self.sender is not None:
+            _set(self, "sender", canonical_address(self.sender))
         if self.selector is not None:
             _set(self, "selector", canonical_selector(self.selector))
             if self.data_length < 4:
@@ -133,14 +174,36 @@ class TransactionView:
         if self.token is not None and self.token.token != self.to:
             raise PolicyInputError("invalid_request", "a token call's token must be the transaction's to")
         _set(self, "delegations", tuple(self.delegations))
+        if self.batch is not None:
+            _set(self, "batch", tuple(self.batch))
         moved = [Amount(NATIVE, self.value)]
         if self.token is not None:
             moved.append(Amount(self.token.token, self.token.amount))
+        for call in self.self_batch or ():
+            moved.append(Amount(NATIVE, call.value))
+            if call.token is not None:
+                moved.append(Amount(call.token.token, call.token.amount))
         _set(self, "amounts", tuple(a for a in moved if a.value > 0))
         totals: dict[str, int] = {}
         for a in self.amounts:
             totals[a.asset] = totals.get(a.asset, 0) + a.value
         _set(self, "totals", totals)
+
+    @property
+    def self_call(self) -> bool:
+        """A call from the account to itself with calldata: with an EIP-7702 delegation in force (set
+        earlier or in this very transaction) it runs the delegate's code, a batch ``execute`` whose inner
+        calls move whatever the account holds. Without one it does nothing, but the signer cannot know
+        which: it is judged as the delegated call it may be."""
+        return self.sender is not None and self.to == self.sender and self.data_length > 0
+
+    @property
+    def self_batch(self) -> tuple[BatchCallView, ...] | None:
+        """The calls a self-call runs when it is a decoded batch of calls the signer can all count
+        (plain value or decoded token calls), else None (then nothing of it is counted: ``self_call``)."""
+        if not self.self_call or self.batch is None or not all(c.counted for c in self.batch):
+            return None
+        return self.batch
 
     @property
     def max_gas_cost(self) -> int:
@@ -158,11 +221,16 @@ class TransactionView:
         named = [self.to]
         if self.token is not None:
             named += [self.token.recipient, self.token.owner]
+        for call in self.batch or ():
+            named.append(call.to)
+            if call.token is not None:
+                named += [call.token.recipient, call.token.owner]
         return tuple(dict.fromkeys(a for a in named if a is not None))
 
     @classmethod
-    def from_decoded(cls, fields: DecodedTransaction) -> TransactionView:
-        """Build from ``signer.eth.TransactionFields`` (or anything with the same attributes)."""
+    def from_decoded(cls, fields: DecodedTransaction, *, sender: str | None = None) -> TransactionView:
+        """Build from ``signer.eth.TransactionFields`` (or anything with the same attributes) signed by
+        ``sender`` (the key's address, when it has one)."""
         token = None
         if fields.token_call is not None and fields.to is not None:
             call = fields.token_call
@@ -177,6 +245,26 @@ class TransactionView:
             selector=fields.selector,
             token=token,
             delegations=tuple(Delegation(a.chain_id, a.address) for a in fields.authorizations),
+            sender=sender,
+            batch=None
+            if fields.batch is None
+            else tuple(
+                BatchCallView(
+                    c.to,
+                    c.value,
+                    len(c.data),
+                    None
+                    if c.token_call is None
+                    else TokenMovement(
+                        c.token_call.method,
+                        c.to,
+                        c.token_call.recipient,
+                        c.token_call.amount,
+                        c.token_call.owner,
+                    ),
+                )
+                for c in fields.batch
+            ),
         )
 
 
@@ -274,9 +362,13 @@ class PolicyRequest:
         and EIP-712 data verified by its domain's ``verifyingContract`` that decodes to no permit (a
         governance ``Delegation``, say), may move or commit that contract's tokens while counting
         nothing. A limit, cap or budget on that contract as a token cannot judge such a request, so it
-        refuses it (``rules.uncounted_hit``)."""
+        refuses it (``rules.uncounted_hit``). A call from the account to itself (``self_call``: its
+        EIP-7702 delegate's code, a batch ``execute``) may move every asset it holds: ``EVERY_ASSET``,
+        which every limit, cap and budget refuses, native value included."""
         tx = self.transaction
         if tx is not None:
+            if tx.self_call:
+                return None if tx.self_batch is not None else EVERY_ASSET
             return tx.to if tx.to is not None and tx.data_length > 0 and tx.token is None else None
         domain = self.typed_data_domain
         if domain is not None and not self.permits:
@@ -311,6 +403,17 @@ class DecodedAuthorization(Protocol):
     def address(self) -> str: ...
 
 
+class DecodedBatchCall(Protocol):
+    @property
+    def to(self) -> str: ...
+    @property
+    def value(self) -> int: ...
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def token_call(self) -> DecodedTokenCall | None: ...
+
+
 class DecodedTransaction(Protocol):
     @property
     def chain_id(self) -> int: ...
@@ -330,3 +433,5 @@ class DecodedTransaction(Protocol):
     def token_call(self) -> DecodedTokenCall | None: ...
     @property
     def authorizations(self) -> Sequence[DecodedAuthorization]: ...
+    @property
+    def batch(self) -> Sequence[DecodedBatchCall] | None: ...

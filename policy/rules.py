@@ -27,7 +27,7 @@ from policy.canonical import NATIVE
 from policy.decision import Effect
 from policy.errors import PolicyInputError
 from policy.facts import Facts
-from policy.request import PolicyRequest, TransactionView
+from policy.request import EVERY_ASSET, PolicyRequest, TransactionView
 from policy.windows import WEEKDAYS, TimeOfDayWindow, format_time_of_day
 
 GUARD_EFFECTS: Final = frozenset({Effect.DENY, Effect.REQUIRE_APPROVAL})
@@ -84,8 +84,16 @@ def amount_of(request: PolicyRequest, asset: str) -> int:
 
 def uncounted_hit(request: PolicyRequest, asset: str) -> Hit | None:
     """A limit on token ``asset`` cannot count a call to that contract it does not understand (see
-    ``PolicyRequest.uncounted_contract``): such a request fires the limit instead of counting as 0."""
-    if asset == NATIVE or request.uncounted_contract != asset:
+    ``PolicyRequest.uncounted_contract``): such a request fires the limit instead of counting as 0. A
+    call of the account to itself (its EIP-7702 delegate's batch) fires every limit, native included."""
+    uncounted = request.uncounted_contract
+    if uncounted == EVERY_ASSET:
+        return Hit(
+            "token_call_not_counted",
+            f"the transaction calls the signing account itself (its EIP-7702 delegate's code), which may "
+            f"move {asset_name(asset)} in a way the signer does not decode, so it cannot be counted",
+        )
+    if asset == NATIVE or uncounted != asset:
         return None
     return Hit(
         "token_call_not_counted",
@@ -178,7 +186,10 @@ class RecipientAllowlist(Rule):
     """Who receives value must be listed: the counterparty of a decoded token call (recipient, spender
     or operator), else the transaction's ``to``, and ``to`` as well whenever native value goes to it;
     for EIP-712 data, the spender of every decoded permit. A contract creation has no recipient and
-    fires."""
+    fires. EIP-712 data that decodes to no permit (an order, a governance delegation, a meta-transaction)
+    may commit value to anyone, and who cannot be read from it: it fires (fail closed,
+    ``recipient_not_determined``) unless its domain's ``verifyingContract`` is itself on the list, which
+    is how a trusted protocol's typed data is let through."""
 
     kind: ClassVar[str] = "recipient_allowlist"
     addresses: frozenset[str]
@@ -189,6 +200,23 @@ class RecipientAllowlist(Rule):
             for permit in ctx.request.permits:
                 if permit.recipient not in self.addresses:
                     return Hit("recipient_not_allowed", f"spender {permit.recipient} is not on the allowlist")
+            domain = ctx.request.typed_data_domain
+            if domain is not None and not ctx.request.permits:
+                if domain.verifying_contract is not None and domain.verifying_contract in self.addresses:
+                    return None
+                return Hit(
+                    "recipient_not_determined",
+                    "EIP-712 data that decodes to no permit names no recipient the signer can check, and "
+                    "its domain's verifying contract is not on the allowlist",
+                )
+            return None
+        batch = tx.self_batch
+        if batch is not None:
+            # A self-call running a decoded batch: every inner call's counterparties are the recipients.
+            for call in batch:
+                for address in call.counterparties:
+                    if address not in self.addresses:
+                        return Hit("recipient_not_allowed", f"recipient {address} is not on the allowlist")
             return None
         recipient = tx.beneficiary
         if recipient is None:
@@ -348,9 +376,8 @@ class TypedDataDomainAllowlist(Rule):
         domain = ctx.request.typed_data_domain
         if domain is None or any(p.matches(ctx.request) for p in self.domains):
             return None
-        shown = (
-            f"name={domain.name!r} chain_id={domain.chain_id} verifying_contract={domain.verifying_contract}"
-        )
+        # The domain's name and version are the caller's free text: a reason never repeats them.
+        shown = f"chain_id={domain.chain_id} verifying_contract={domain.verifying_contract}"
         return Hit("typed_data_domain_not_allowed", f"the EIP-712 domain ({shown}) is not on the allowlist")
 
     def params(self) -> dict[str, Any]:

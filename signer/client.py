@@ -590,9 +590,11 @@ class SignerClient:
         *,
         key_id: str | None = None,
         scope: str | None = None,
+        resource: tuple[str, str] | None = None,
         mode: str = "live",
     ) -> Any:
-        fields = {"version": version, "key_id": key_id, "scope": scope, "mode": mode}
+        reference = None if resource is None else {"type": resource[0], "id": resource[1]}
+        fields = {"version": version, "key_id": key_id, "scope": scope, "resource": reference, "mode": mode}
         return self.request(
             "POST",
             f"/v1/policies/{_q(policy_id)}/attachments",

@@ -207,11 +207,16 @@ def attach_policy(
     *,
     key_id: str | None = None,
     scope: str | None = None,
+    resource: dict[str, str] | None = None,
     mode: str = "live",
 ) -> dict[str, Any]:
-    """Store ``document`` as a new version and put it in force at ``key_id`` or ``scope``."""
+    """Store ``document`` as a new version and put it in force at ``key_id``, ``resource`` (a
+    reference: ``{"type", "id"}``) or ``scope``."""
     stored = put_policy(server, document)
-    where = {"key_id": key_id} if key_id is not None else {"scope": scope}
+    if resource is not None:
+        where: dict[str, Any] = {"resource": resource}
+    else:
+        where = {"key_id": key_id} if key_id is not None else {"scope": scope}
     status, _, body = server.call(
         "POST",
         f"/v1/policies/{document['id']}/attachments",

@@ -226,7 +226,15 @@ def _has_float(value: Any) -> bool:
 
 def _declared_refusal(case: Any, response: Any) -> bool:
     """A refusal the document declares for a schema-valid request (``contract.SEMANTIC_REFUSALS``), or a
-    whole number written as 1.0 (``contract.INTEGER_NOTE``; JSON Schema counts it as an integer)."""
+    whole number written as 1.0 (``contract.INTEGER_NOTE``; JSON Schema counts it as an integer), or
+    422 ``unsupported_operation`` from an operation that declares it: a key the stateful run created
+    (any curve) named in a body for an operation its curve cannot do, which no request schema can
+    foresee (the stateless run picks usable keys, ``_real_key``)."""
+    if response.status_code == 422 and "422" in case.operation.definition.raw.get("responses", {}):
+        try:
+            return bool(response.json().get("code") == "unsupported_operation")
+        except ValueError:
+            return False
     if response.status_code != 400:
         return False
     try:

@@ -306,6 +306,16 @@ def test_groups_policies_dry_run_and_idempotency(cli: Cli, tmp_path: Path, uniqu
     )
     attached = cli.ok("policies", "attach", policy_id, "--version", "1", "--key", key["id"])
     assert attached["mode"] == "live"
+    # --resource TYPE:ID names the same place: it replaces the attachment made with --key
+    again = cli.ok("policies", "attach", policy_id, "--version", "1", "--resource", f"key:{key['id']}")
+    assert again["resource"] == {"type": "key", "id": key["id"]} and again["key_id"] == key["id"]
+    assert again["id"] != attached["id"]
+    assert cli.run("policies", "attach", policy_id, "--version", "1", "--resource", "no-colon").exit_code == 2
+    assert (
+        "invalid_attachment"
+        in cli.run("policies", "attach", policy_id, "--version", "1", "--resource", "vault:x").stderr
+    )
+    attached = again
     assert any(a["id"] == attached["id"] for a in cli.ok("policies", "attachments")["items"])
 
     digest = hashlib.sha256(b"blind from the cli").hexdigest()

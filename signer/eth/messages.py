@@ -142,12 +142,14 @@ def _parse_field_type(text: Any, where: str) -> _FieldType:
     return _FieldType(text, match.group(1), dimensions)
 
 
-def _parse_types(raw: Any) -> Types:
+def _parse_types(raw: Any, positions: Mapping[str, int]) -> Types:
+    """The declared structs. Errors name a struct by its position in the caller's ``types`` object
+    (``positions``) and a member by its index, never by a name the caller chose."""
     if not isinstance(raw, Mapping) or not raw:
         raise _bad("types", "types must be a non-empty object")
     types: Types = {}
     for name, definition in raw.items():
-        where = f"types.{str(name)[:64]}"
+        where = f"types[{positions[name]}]"
         if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name) or _ATOMIC_LIKE.fullmatch(name):
             raise _bad(where, "a struct name must be an identifier that is not a Solidity type")
         if not isinstance(definition, list):
@@ -169,14 +171,16 @@ def _parse_types(raw: Any) -> Types:
     for name, members in types.items():
         for index, (_, field_type) in enumerate(members):
             if field_type.base == DOMAIN_TYPE:
-                raise _bad(f"types.{name}[{index}].type", "EIP712Domain cannot be used as a member type")
+                raise _bad(
+                    f"types[{positions[name]}][{index}].type", "EIP712Domain cannot be used as a member type"
+                )
             if field_type.base not in _ATOMIC and field_type.base not in types:
-                raise _bad(f"types.{name}[{index}].type", "undefined type")
-    _refuse_unterminated_cycles(types)
+                raise _bad(f"types[{positions[name]}][{index}].type", "undefined type")
+    _refuse_unterminated_cycles(types, positions)
     return types
 
 
-def _refuse_unterminated_cycles(types: Types) -> None:
+def _refuse_unterminated_cycles(types: Types, positions: Mapping[str, int]) -> None:
     """Refuse a struct that must contain itself: a cycle of members that are the struct directly or
     through fixed-size arrays only. A dynamic array on the cycle can be empty, so it terminates."""
     edges = {
@@ -202,7 +206,7 @@ def _refuse_unterminated_cycles(types: Types) -> None:
                 on_path.discard(node)
                 done.add(node)
             elif child in on_path:
-                raise _bad(f"types.{child}", "recursive type that no finite value can satisfy")
+                raise _bad(f"types[{positions[child]}]", "recursive type that no finite value can satisfy")
             elif child not in done:
                 on_path.add(child)
                 stack.append((child, iter(sorted(edges[child]))))
@@ -225,9 +229,18 @@ def _encode_type(primary: str, types: Types) -> str:
 class _Encoder:
     """encodeData / hashStruct over validated types, canonicalising values as it goes."""
 
-    def __init__(self, types: Types) -> None:
+    def __init__(self, types: Types, positions: Mapping[str, int]) -> None:
         self.types = types
+        self.positions = positions
         self._type_hashes: dict[str, bytes] = {}
+
+    def _struct(self, name: str) -> str:
+        """A struct as errors name it: its position in the caller's ``types`` (the domain by name)."""
+        return DOMAIN_TYPE if name == DOMAIN_TYPE else f"types[{self.positions[name]}]"
+
+    def _member(self, name: str, where: str, index: int, member_name: str) -> str:
+        # The domain's members are the EIP's names; a caller's struct's members go by index.
+        return f"{where}.{member_name}" if name == DOMAIN_TYPE else f"{where}[{index}]"
 
     def type_hash(self, name: str) -> bytes:
         cached = self._type_hashes.get(name)
@@ -240,19 +253,20 @@ class _Encoder:
         if depth > MAX_DEPTH:
             raise _bad(where, "typed data nested too deeply")
         if not isinstance(value, Mapping):
-            raise _bad(where, f"expected an object of type {name}")
+            raise _bad(where, f"expected an object of the struct {self._struct(name)}")
         members = self.types[name]
         declared = {member_name for member_name, _ in members}
         if any(key not in declared for key in value):
-            # Named by where it is and its declared type, never by the caller's undeclared key.
-            raise _bad(where, f"a field that is not a member of {name}")
+            # Named by where it is and its struct's position, never by the caller's undeclared key.
+            raise _bad(where, f"a field that is not a member of the struct {self._struct(name)}")
         encoded = [self.type_hash(name)]
         canonical: dict[str, Any] = {}
-        for member_name, member in members:
+        for index, (member_name, member) in enumerate(members):
+            member_where = self._member(name, where, index, member_name)
             if member_name not in value:
-                raise _bad(f"{where}.{member_name}", "missing field")
+                raise _bad(member_where, "missing field")
             word, canonical[member_name] = self.encode_value(
-                member, value[member_name], f"{where}.{member_name}", depth + 1
+                member, value[member_name], member_where, depth + 1
             )
             encoded.append(word)
         return keccak256(b"".join(encoded)), canonical
@@ -263,7 +277,7 @@ class _Encoder:
             if depth > MAX_DEPTH:
                 raise _bad(where, "typed data nested too deeply")
             if not isinstance(value, list):
-                raise _bad(where, f"expected an array of type {field_type.text}")
+                raise _bad(where, "expected an array")
             size = field_type.dimensions[-1]
             if size is not None and len(value) != size:
                 raise _bad(where, f"expected exactly {size} elements")
@@ -367,10 +381,14 @@ def typed_data_digest(obj: Mapping[str, Any]) -> TypedDataDigest:
     if not isinstance(raw_types, Mapping):
         raise _bad("types", "types must be an object")
     domain_fields = _domain_fields(raw_types, raw_domain)
-    types = _parse_types({name: fields for name, fields in raw_types.items() if name != DOMAIN_TYPE})
+    # Errors name a struct by its position in the caller's types object, never by its name.
+    positions = {name: index for index, name in enumerate(raw_types)}
+    types = _parse_types(
+        {name: fields for name, fields in raw_types.items() if name != DOMAIN_TYPE}, positions
+    )
     if not isinstance(primary_type, str) or primary_type not in types:
         raise _bad("primaryType", "primaryType must name a struct defined in types")
-    encoder = _Encoder({**types, DOMAIN_TYPE: domain_fields})
+    encoder = _Encoder({**types, DOMAIN_TYPE: domain_fields}, positions)
     domain_separator, domain = encoder.hash_struct(DOMAIN_TYPE, raw_domain, "domain", 0)
     message_hash, message = encoder.hash_struct(primary_type, obj["message"], "message", 0)
     canonical_types: dict[str, list[dict[str, str]]] = {

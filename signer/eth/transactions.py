@@ -18,6 +18,7 @@ from typing import Any, Final
 
 from signer.errors import IntegrityError
 from signer.eth import _rlp
+from signer.eth.batch import BatchCall, decode_batch
 from signer.eth.calldata import TokenCall, decode_token_call, selector
 from signer.eth.primitives import (
     SECP256K1_HALF_N,
@@ -151,7 +152,9 @@ class TransactionFields:
     creation. ``gas_price`` is set for types 0 and 1, the two EIP-1559 caps for types 2 and 4.
     ``selector`` is the calldata's first 4 bytes as hex; ``token_call`` the decoded token call when the
     transaction calls a contract with a selector ``signer.eth.calldata`` knows (whose calldata must then
-    be canonical, or the transaction is refused with ``calldata_not_canonical``).
+    be canonical, or the transaction is refused with ``calldata_not_canonical``); ``batch`` the calls
+    of an ERC-7821 plain batch ``execute`` (``signer.eth.batch``, just as strict), which policy counts
+    when the account calls itself (its EIP-7702 delegate's code).
     """
 
     tx_type: int
@@ -168,6 +171,7 @@ class TransactionFields:
     authorizations: tuple[Authorization, ...] = ()
     selector: str | None = None
     token_call: TokenCall | None = None
+    batch: tuple[BatchCall, ...] | None = None
 
     @property
     def fee_cap(self) -> int:
@@ -443,7 +447,8 @@ def _with_calldata_view(**kwargs: Any) -> TransactionFields:
     data: bytes = kwargs["data"]
     # A contract creation's data is init code, not a call: only calls are decoded (and must decode).
     call = decode_token_call(data) if kwargs["to"] is not None else None
-    return TransactionFields(**kwargs, selector=selector(data), token_call=call)
+    batch = decode_batch(data) if kwargs["to"] is not None else None
+    return TransactionFields(**kwargs, selector=selector(data), token_call=call, batch=batch)
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, PlainValidator, StrictBool, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
-from policy import OPERATIONS, SECRET_GRANT_OPERATIONS
+from policy import OPERATIONS, RESOURCE_TYPES, SECRET_GRANT_OPERATIONS
 from policy.names import NameKind
 from signer.hsm import Curve
 from signer.http.patterns import (
@@ -278,18 +278,41 @@ class ApproverKeyBody(Strict):
     public_key: str = Field(min_length=64, max_length=132)
 
 
+_RESOURCE_KINDS: list[JsonValue] = [kind for kind in sorted(RESOURCE_TYPES)]
+
+
+class ResourceReference(Strict):
+    """One resource by reference: its kind (one policy knows: ``policy.RESOURCE_TYPES``) and its id.
+    The policies service refuses a kind that is not registered (``invalid_attachment``)."""
+
+    type: str = Field(json_schema_extra={"enum": _RESOURCE_KINDS})
+    id: str = Field(min_length=1, max_length=64)
+
+
 class AttachPolicyBody(Strict):
     version: int = Field(ge=1, le=2**63 - 1)
     scope: str | None = Field(
         default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
     )
-    key_id: str | None = Field(default=None, min_length=1, max_length=64)
+    resource: ResourceReference | None = None
+    key_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description='the older form of {"resource": {"type": "key", "id": ...}}',
+    )
     mode: Literal["live", "shadow"] = "live"
 
     # The policies service refuses anything but exactly one target (invalid_attachment).
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, json_schema_extra=exactly_one_of("scope", "key_id")
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra=exactly_one_of("scope", "resource", "key_id"),
     )
+
+    def reference(self) -> tuple[str, str] | None:
+        return None if self.resource is None else (self.resource.type, self.resource.id)
 
 
 class CandidatePolicy(Strict):
@@ -298,12 +321,19 @@ class CandidatePolicy(Strict):
     scope: str | None = Field(
         default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
     )
+    resource: ResourceReference | None = None
     key_id: str | None = Field(default=None, min_length=1, max_length=64)
 
     # The dry run refuses anything but exactly one target (invalid_attachment).
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, json_schema_extra=exactly_one_of("scope", "key_id")
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra=exactly_one_of("scope", "resource", "key_id"),
     )
+
+    def reference(self) -> tuple[str, str] | None:
+        return None if self.resource is None else (self.resource.type, self.resource.id)
 
 
 class DryRunBody(Strict):

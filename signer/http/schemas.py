@@ -213,11 +213,17 @@ class PolicyVersions(View):
     versions: list[PolicyVersion]
 
 
+class AttachedResource(View):
+    type: str
+    id: str
+
+
 class Attachment(View):
     id: str
     policy_id: str
     version: int
     scope: str | None
+    resource: AttachedResource | None
     key_id: str | None
     mode: Literal["live", "shadow"]
     created_by: str | None

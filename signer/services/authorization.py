@@ -97,7 +97,10 @@ async def load_policies(reader: Reader | Writer) -> Policies:
     shadow: list[tuple[str, AttachedPolicy]] = []
     for attachment, version in await reader.policies.attached_documents():
         attached = AttachedPolicy(
-            parse_stored(version.document), scope=attachment.scope, key_id=attachment.key_id
+            parse_stored(version.document),
+            scope=attachment.scope,
+            resource_type=attachment.resource_type,
+            resource_id=attachment.resource_id,
         )
         if attachment.mode == "live":
             live.append(attached)

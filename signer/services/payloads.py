@@ -49,6 +49,7 @@ class Prepared:
     summary: dict[str, Any]
     finish: Callable[[KeyRecord, bytes], dict[str, Any]] | None = None
     transaction: Any = None  # signer.eth.TransactionFields, for policy
+    sender: str | None = None  # the signing key's address: a transaction to it is a self-call (EIP-7702)
     typed_data_domain: Mapping[str, Any] | None = None
     permits: tuple[Permit, ...] = ()  # approvals decoded from typed data, counted like ``approve``
     # For approvals: the canonical body that prepares exactly these bytes again, the decoded view
@@ -82,7 +83,7 @@ class Prepared:
         return {
             "transaction": None
             if self.transaction is None
-            else TransactionView.from_decoded(self.transaction),
+            else TransactionView.from_decoded(self.transaction, sender=self.sender),
             "typed_data_domain": None
             if self.typed_data_domain is None
             else TypedDataDomain.from_domain(self.typed_data_domain),
@@ -215,6 +216,7 @@ def prepare_transaction(transaction: Mapping[str, Any] | None, raw: str | None) 
             _tx_summary(tx, fields),
             lambda key, rs: _finish_transaction(tx, key, rs),
             transaction=tx.fields,
+            sender=key.address,
             body={"transaction": fields},
             view=lambda: _tx_view(tx),
             chain_id=tx.chain_id,
@@ -414,6 +416,8 @@ def _tx_view(tx: UnsignedTransaction) -> dict[str, Any]:
     view["max_gas_cost_eth"] = _eth(tx.fields.max_gas_cost)
     if tx.fields.authorizations:
         view["delegates"] = list(tx.fields.delegates)
+    if tx.fields.batch is not None:
+        view["batch"] = [call.as_json() for call in tx.fields.batch]
     return view
 
 

@@ -378,7 +378,7 @@ class DecisionPipeline:
         payload: PayloadKind,
         resource_id: str,
         prepare: Preparer,
-        candidate: tuple[str, int, str | None, str | None] | None,
+        candidate: tuple[str, int, str | None, tuple[str, str] | None] | None,
     ) -> dict[str, Any]:
         """Judge a request for ``subject_id`` against the live policy (or with a candidate version in
         place) with the ledger as it is now; nothing is signed, reserved or counted. An admin may ask
@@ -399,11 +399,16 @@ class DecisionPipeline:
             policy_set = subject.policy_set
             candidate_ref = None
             if candidate is not None:
-                policy_id, version, scope, cand_key = candidate
+                policy_id, version, scope, cand_resource = candidate
                 record = await reader.policies.get_version(policy_id, version)
                 if record is None:
                     raise NotFound("no such policy version", code="policy_not_found")
-                attached = AttachedPolicy(parse_stored(record.document), scope=scope, key_id=cand_key)
+                attached = AttachedPolicy(
+                    parse_stored(record.document),
+                    scope=scope,
+                    resource_type=None if cand_resource is None else cand_resource[0],
+                    resource_id=None if cand_resource is None else cand_resource[1],
+                )
                 policy_set = policy_set.with_candidate(attached)
                 candidate_ref = attached.ref().as_dict()
             queries = usage_queries(request, policy_set, now=now)

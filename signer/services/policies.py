@@ -2,10 +2,11 @@
 
 Policy versions are immutable: a change is a new version, parsed strictly by ``policy`` before it is
 stored, named by the sha256 of its canonical form; the version a client submits must be the next one,
-so two admins editing at once cannot overwrite each other silently. Attaching a version at a scope or a
-key puts it in force (``live``) or beside the live one (``shadow``: judged on real traffic, recorded,
-never deciding). Every change bumps the facts epoch, so it takes effect on the next request in every
-process, and is written with its audit event in one transaction.
+so two admins editing at once cannot overwrite each other silently. Attaching a version at a scope or to
+one resource by reference (``{"type": "key" | "secret", "id"}``; a bare ``key_id`` is the older spelling
+of a key reference) puts it in force (``live``) or beside the live one (``shadow``: judged on real
+traffic, recorded, never deciding). Every change bumps the facts epoch, so it takes effect on the next
+request in every process, and is written with its audit event in one transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from signer.identity import Role
 from signer.services.authorization import parse_stored
 from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.services.naming import NameKind, check_name
+from signer.services.resources import known_kind
 from signer.store import AttachmentRecord, PolicyVersionRecord, Store, Writer
 
 
@@ -48,12 +50,39 @@ def attachment_view(record: AttachmentRecord) -> dict[str, Any]:
         "policy_id": record.policy_id,
         "version": record.version,
         "scope": record.scope,
+        "resource": (
+            None if record.resource_type is None else {"type": record.resource_type, "id": record.resource_id}
+        ),
         "key_id": record.key_id,
         "mode": record.mode,
         "created_by": record.created_by,
         "created_at": iso(record.created_at),
         "detached_at": iso(record.detached_at),
     }
+
+
+def attachment_place(
+    scope: str | None, key_id: str | None, resource: tuple[str, str] | None
+) -> tuple[str | None, tuple[str, str] | None]:
+    """Where an attachment goes: exactly one of a scope (canonical form) or a resource reference (a
+    ``key_id`` is the key reference ``("key", key_id)``); 400 ``invalid_attachment`` otherwise, and for a
+    reference to a kind that is not registered (named by position, never repeated)."""
+    if key_id is not None:
+        if resource is not None:
+            raise InvalidRequest(
+                "attach to exactly one of scope, resource or key_id", code="invalid_attachment"
+            )
+        resource = ("key", key_id)
+    if (scope is None) == (resource is None):
+        raise InvalidRequest("attach to exactly one of scope, resource or key_id", code="invalid_attachment")
+    if scope is not None:
+        return check_name(scope, field="scope", kind=NameKind.SCOPE), None
+    assert resource is not None
+    if known_kind(resource[0]) is None:
+        raise InvalidRequest(
+            "resource.type names no kind of resource", code="invalid_attachment", field="resource.type"
+        )
+    return None, resource
 
 
 def document_error(exc: PolicyDocumentError) -> InvalidRequest:
@@ -188,14 +217,12 @@ class PolicyService:
         version: int,
         *,
         scope: str | None,
-        key_id: str | None,
+        key_id: str | None = None,
+        resource: tuple[str, str] | None = None,
         mode: str,
     ) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN)
-        if (scope is None) == (key_id is None):
-            raise InvalidRequest("attach to exactly one of scope or key_id", code="invalid_attachment")
-        if scope is not None:
-            scope = check_name(scope, field="scope", kind=NameKind.SCOPE)
+        scope, resource = attachment_place(scope, key_id, resource)
         if mode not in ("live", "shadow"):
             raise InvalidRequest("mode must be live or shadow", code="invalid_field", field="mode")
         now = self._clock()
@@ -203,14 +230,18 @@ class PolicyService:
         async def unit(writer: Writer) -> dict[str, Any]:
             if await writer.policies.get_version(policy_id, version) is None:
                 raise NotFound("no such policy version", code="policy_not_found")
-            if key_id is not None and await writer.keys.get(key_id) is None:
-                raise NotFound("no such key", code="key_not_found")
+            if resource is not None:
+                kind = known_kind(resource[0])
+                assert kind is not None
+                if await kind.load(writer, resource[1]) is None:
+                    raise kind.not_found()
             record = AttachmentRecord(
                 "att_" + secrets.token_hex(8),
                 policy_id,
                 version,
                 scope,
-                key_id,
+                None if resource is None else resource[0],
+                None if resource is None else resource[1],
                 mode,
                 ctx.caller.principal_id,
                 now,

@@ -68,6 +68,11 @@ def resource_kind(type_: str) -> ResourceKind:
     return _KINDS[type_]
 
 
+def known_kind(type_: str) -> ResourceKind | None:
+    """The registered kind of that type, or None (for a type a caller named)."""
+    return _KINDS.get(type_)
+
+
 # -- keys ------------------------------------------------------------------------------------------
 
 

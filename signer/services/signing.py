@@ -80,7 +80,7 @@ class SigningService:
         payload: Mapping[str, Any],
         *,
         principal_id: str | None = None,
-        candidate: tuple[str, int, str | None, str | None] | None = None,
+        candidate: tuple[str, int, str | None, tuple[str, str] | None] | None = None,
     ) -> dict[str, Any]:
         """Evaluate a sign request against the live policy (or with a candidate version in place)
         using the ledger as it is now; nothing is signed, reserved or counted. A service principal

@@ -202,17 +202,25 @@ class PolicyVersionRecord:
 
 @dataclass(frozen=True, slots=True)
 class AttachmentRecord:
-    """A policy version in force (``live``) or evaluated beside it (``shadow``) at a scope or a key."""
+    """A policy version in force (``live``) or evaluated beside it (``shadow``) at a scope or on one
+    resource by reference (``resource_type``: ``key`` or ``secret``, ``resource_id``); exactly one of the
+    two places is set (migration 0016 turned the older ``key_id`` column into key references)."""
 
     id: str
     policy_id: str
     version: int
     scope: str | None
-    key_id: str | None
+    resource_type: str | None
+    resource_id: str | None
     mode: str
     created_by: str | None
     created_at: datetime
     detached_at: datetime | None = None
+
+    @property
+    def key_id(self) -> str | None:
+        """The key it is attached to (the older clients' field), or None."""
+        return self.resource_id if self.resource_type == "key" else None
 
 
 @dataclass(frozen=True, slots=True)

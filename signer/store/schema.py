@@ -213,13 +213,16 @@ policy_attachments = Table(
     Column("policy_id", Text, nullable=False),
     Column("version", Integer, nullable=False),
     Column("scope", Text, nullable=True),
-    Column("key_id", Text, nullable=True),
+    # A resource by reference (migration 0016: the older key_id column became ('key', key_id)).
+    Column("resource_type", Text, nullable=True),
+    Column("resource_id", Text, nullable=True),
     Column("mode", Text, nullable=False),
     Column("created_by", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("detached_at", UTCDateTime, nullable=True),
     ForeignKeyConstraint(["policy_id", "version"], ["policy_versions.policy_id", "policy_versions.version"]),
-    CheckConstraint("(scope IS NULL) <> (key_id IS NULL)", name="one_place"),
+    CheckConstraint("(scope IS NULL) <> (resource_id IS NULL)", name="one_place"),
+    CheckConstraint("(resource_type IS NULL) = (resource_id IS NULL)", name="whole_reference"),
 )
 
 ledger = Table(

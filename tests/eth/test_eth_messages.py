@@ -326,28 +326,28 @@ def _delete(path: list[Any]) -> Any:
         pytest.param(_set(["primaryType"], "Letter"), "primaryType", id="unknown-primaryType"),
         pytest.param(_set(["primaryType"], "EIP712Domain"), "primaryType", id="domain-as-primaryType"),
         pytest.param(_set(["primaryType"], 5), "primaryType", id="primaryType-not-string"),
-        pytest.param(_delete(["types", "Person"]), "types.Mail[0].type", id="missing-type"),
-        pytest.param(_set(["types", "Person", 1, "type"], "uint"), "types.Person[1].type", id="bare-uint"),
-        pytest.param(_set(["types", "Person", 1, "type"], "uint7"), "types.Person[1].type", id="uint7"),
-        pytest.param(_set(["types", "Person", 1, "type"], "bytes33"), "types.Person[1].type", id="bytes33"),
+        pytest.param(_delete(["types", "Person"]), "types[1][0].type", id="missing-type"),
+        pytest.param(_set(["types", "Person", 1, "type"], "uint"), "types[1][1].type", id="bare-uint"),
+        pytest.param(_set(["types", "Person", 1, "type"], "uint7"), "types[1][1].type", id="uint7"),
+        pytest.param(_set(["types", "Person", 1, "type"], "bytes33"), "types[1][1].type", id="bytes33"),
         pytest.param(
-            _set(["types", "Person", 1, "type"], "address[0]"), "types.Person[1].type", id="zero-array"
+            _set(["types", "Person", 1, "type"], "address[0]"), "types[1][1].type", id="zero-array"
         ),
         pytest.param(
-            _set(["types", "Person", 1, "type"], "address[01]"), "types.Person[1].type", id="padded-size"
+            _set(["types", "Person", 1, "type"], "address[01]"), "types[1][1].type", id="padded-size"
         ),
-        pytest.param(_set(["types", "Person", 1, "type"], "address []"), "types.Person[1].type", id="space"),
-        pytest.param(_set(["types", "Person", 1, "name"], "name"), "types.Person[1]", id="duplicate-member"),
+        pytest.param(_set(["types", "Person", 1, "type"], "address []"), "types[1][1].type", id="space"),
+        pytest.param(_set(["types", "Person", 1, "name"], "name"), "types[1][1]", id="duplicate-member"),
         pytest.param(
-            _set(["types", "Person", 1, "name"], "wal let"), "types.Person[1]", id="bad-member-name"
+            _set(["types", "Person", 1, "name"], "wal let"), "types[1][1]", id="bad-member-name"
         ),
-        pytest.param(_set(["types", "Person", 1, "extra"], "x"), "types.Person[1]", id="extra-member-key"),
-        pytest.param(_set(["types", "Person"], {"name": "string"}), "types.Person", id="type-not-list"),
-        pytest.param(_set(["types", "uint256"], []), "types.uint256", id="struct-named-like-atomic"),
-        pytest.param(_set(["types", "Bad Name"], []), "types.Bad Name", id="struct-name-not-identifier"),
+        pytest.param(_set(["types", "Person", 1, "extra"], "x"), "types[1][1]", id="extra-member-key"),
+        pytest.param(_set(["types", "Person"], {"name": "string"}), "types[1]", id="type-not-list"),
+        pytest.param(_set(["types", "uint256"], []), "types[3]", id="struct-named-like-atomic"),
+        pytest.param(_set(["types", "Bad Name"], []), "types[3]", id="struct-name-not-identifier"),
         pytest.param(
             _set(["types", "Person", 1, "type"], "EIP712Domain"),
-            "types.Person[1].type",
+            "types[1][1].type",
             id="domain-as-member",
         ),
         # EIP712Domain must agree with the domain object, in the EIP's order, with the EIP's types.
@@ -381,20 +381,20 @@ def _delete(path: list[Any]) -> Any:
         pytest.param(_set(["domain"], []), "domain", id="domain-not-object"),
         # Message fields must be exactly the declared ones.
         pytest.param(_set(["message", "cc"], "Alice"), "message", id="extra-message-field"),
-        pytest.param(_set(["message", "from", "age"], 3), "message.from", id="extra-nested-field"),
-        pytest.param(_delete(["message", "contents"]), "message.contents", id="missing-message-field"),
-        pytest.param(_delete(["message", "to"]), "message.to", id="missing-struct"),
-        pytest.param(_set(["message", "to"], None), "message.to", id="null-struct"),
-        pytest.param(_set(["message", "contents"], None), "message.contents", id="null-string"),
-        pytest.param(_set(["message", "contents"], 5), "message.contents", id="int-as-string"),
+        pytest.param(_set(["message", "from", "age"], 3), "message[0]", id="extra-nested-field"),
+        pytest.param(_delete(["message", "contents"]), "message[2]", id="missing-message-field"),
+        pytest.param(_delete(["message", "to"]), "message[1]", id="missing-struct"),
+        pytest.param(_set(["message", "to"], None), "message[1]", id="null-struct"),
+        pytest.param(_set(["message", "contents"], None), "message[2]", id="null-string"),
+        pytest.param(_set(["message", "contents"], 5), "message[2]", id="int-as-string"),
         pytest.param(
             _set(["message", "from", "wallet"], "0xcd2a3d9f938e13cd947ec05abc7fe734df8dd82"),
-            "message.from.wallet",
+            "message[0][1]",
             id="short-address",
         ),
         pytest.param(
             _set(["message", "from", "wallet"], "0xCD2a3d9F938E13CD947Ec05AbC7FE734Df8DD827"),
-            "message.from.wallet",
+            "message[0][1]",
             id="bad-checksum",
         ),
         pytest.param(_set(["message"], "Hello"), "message", id="message-not-object"),
@@ -578,7 +578,7 @@ def test_error_field_names_are_bounded() -> None:
 
 
 def test_names_and_dimensions_are_bounded() -> None:
-    _refused(_single("uint8" + "[]" * 9, []), "types.M[0].type")
+    _refused(_single("uint8" + "[]" * 9, []), "types[0][0].type")
     long_name = "N" * 65
     request = {"types": {long_name: []}, "primaryType": long_name, "domain": {}, "message": {}}
     _refused(request)

@@ -13,6 +13,7 @@ from typing import Any
 
 from policy import (
     AttachedPolicy,
+    BatchCallView,
     Delegation,
     Facts,
     Grant,
@@ -133,6 +134,23 @@ def _transaction(data: Mapping[str, Any]) -> TransactionView:
             token["method"], data["to"], token["recipient"], int(token["amount"]), token.get("owner")
         ),
         delegations=tuple(Delegation(d["chain_id"], d["delegate"]) for d in data.get("delegations", [])),
+        sender=data.get("sender"),
+        batch=None if "batch" not in data else tuple(_batch_call(c) for c in data["batch"]),
+    )
+
+
+def _batch_call(data: Mapping[str, Any]) -> BatchCallView:
+    """A batch call in the corpus: ``to``, ``value``, ``data_length`` and an optional ``token`` call."""
+    token = data.get("token")
+    return BatchCallView(
+        data["to"],
+        int(data.get("value", "0")),
+        data.get("data_length", 68 if token else 0),
+        None
+        if token is None
+        else TokenMovement(
+            token["method"], data["to"], token["recipient"], int(token["amount"]), token.get("owner")
+        ),
     )
 
 
@@ -169,11 +187,20 @@ def grant_from(data: Mapping[str, Any]) -> Grant:
     )
 
 
-def policy_set_from(case: Mapping[str, Any]) -> PolicySet:
-    attached = tuple(
-        AttachedPolicy(parse_policy_document(p["document"]), scope=p.get("scope"), key_id=p.get("key"))
-        for p in case.get("policies", [])
+def attached_from(data: Mapping[str, Any]) -> AttachedPolicy:
+    """A corpus attachment: ``scope``, ``key`` (a key id, the older form) or ``resource`` ({type, id})."""
+    resource = data.get("resource") or {}
+    return AttachedPolicy(
+        parse_policy_document(data["document"]),
+        scope=data.get("scope"),
+        key_id=data.get("key"),
+        resource_type=resource.get("type"),
+        resource_id=resource.get("id"),
     )
+
+
+def policy_set_from(case: Mapping[str, Any]) -> PolicySet:
+    attached = tuple(attached_from(p) for p in case.get("policies", []))
     return PolicySet(tuple(grant_from(g) for g in case.get("grants", [])), attached)
 
 

@@ -279,3 +279,11 @@ def test_messages_name_the_values():
     (reason,) = evaluate(req, policies, full_facts(req, policies), now=NOW).reasons
     assert reason.message == f"{2 * ETHER} wei exceeds the per-transaction cap of {ETHER}"
     assert reason.rule_id == "cap"
+
+
+def test_a_domain_refusal_does_not_repeat_the_domains_free_text() -> None:
+    marked = TypedDataDomain(name="Permit2 Zq9x", version="v-Zq9x", chain_id=1, verifying_contract=None)
+    req, policies = request("sign_typed_data", domain=marked), policy_set(DOMAINS)
+    decision = evaluate(req, policies, full_facts(req, policies), now=NOW)
+    assert decision.effect is Effect.DENY and decision.reasons[0].code == "typed_data_domain_not_allowed"
+    assert "Zq9x" not in decision.reasons[0].message

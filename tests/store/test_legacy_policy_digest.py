@@ -19,7 +19,7 @@ async def test_a_legacy_version_keeps_its_digest_when_loaded(store: Store) -> No
             PolicyVersionRecord("payments", 1, LEGACY_POLICY_TEXT, LEGACY_POLICY_DIGEST, None, NOW)
         )
         await writer.policies.attach(
-            AttachmentRecord("att_legacy", "payments", 1, "treasury", None, "live", None, NOW)
+            AttachmentRecord("att_legacy", "payments", 1, "treasury", None, None, "live", None, NOW)
         )
 
     await store.submit(unit)

@@ -18,7 +18,7 @@ from signer.http.body import loads_yaml_strict, parse_body, read_bytes
 from signer.http.contract import Query
 from signer.http.models import AttachPolicyBody, DryRunBody, PolicyDocumentBody
 from signer.http.routes.common import api, context, decode_message, json_response, max_body, services
-from signer.services.policies import document_error
+from signer.services.policies import attachment_place, document_error
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml")
 
@@ -81,7 +81,7 @@ async def get_policy(request: web.Request) -> web.Response:
 @api.operation(
     "POST",
     "/v1/policies/{policy_id}/attachments",
-    summary="Put a policy version in force (live) or beside it (shadow) at a scope or a key",
+    summary="Put a policy version in force (live) or beside it (shadow) at a scope or on one resource",
     tag="policies",
     who="admin",
     request=AttachPolicyBody,
@@ -98,6 +98,7 @@ async def attach_policy(request: web.Request) -> web.Response:
         body.version,
         scope=body.scope,
         key_id=body.key_id,
+        resource=body.reference(),
         mode=body.mode,
     )
     return json_response(result, 201)
@@ -175,11 +176,8 @@ async def dry_run(request: web.Request) -> web.Response:
     candidate = None
     if body.candidate is not None:
         c = body.candidate
-        if (c.scope is None) == (c.key_id is None):
-            raise InvalidRequest(
-                "a candidate attaches to exactly one of scope or key_id", code="invalid_attachment"
-            )
-        candidate = (c.policy_id, c.version, c.scope, c.key_id)
+        scope, resource = attachment_place(c.scope, c.key_id, c.reference())
+        candidate = (c.policy_id, c.version, scope, resource)
     result = await services(request).signing.dry_run(
         ctx, body.key_id, body.operation, payload, principal_id=body.principal_id, candidate=candidate
     )

@@ -40,7 +40,8 @@ def _attachment(row: Any) -> AttachmentRecord:
         policy_id=m["policy_id"],
         version=int(m["version"]),
         scope=m["scope"],
-        key_id=m["key_id"],
+        resource_type=m["resource_type"],
+        resource_id=m["resource_id"],
         mode=m["mode"],
         created_by=m["created_by"],
         created_at=m["created_at"],
@@ -226,7 +227,15 @@ class PolicyWrites(PolicyReads):
         if record.mode not in ATTACHMENT_MODES:
             raise ValueError("mode must be live or shadow")
         c = t.policy_attachments.c
-        place = c.scope == record.scope if record.scope is not None else c.key_id == record.key_id
+        if (record.scope is None) == (record.resource_id is None) or (record.resource_type is None) != (
+            record.resource_id is None
+        ):
+            raise ValueError("an attachment names exactly one scope or one resource (type and id)")
+        place = (
+            c.scope == record.scope
+            if record.scope is not None
+            else and_(c.resource_type == record.resource_type, c.resource_id == record.resource_id)
+        )
         previous = await self._tx._all(
             select(c.id).where(
                 c.policy_id == record.policy_id, c.mode == record.mode, place, c.detached_at.is_(None)
@@ -244,7 +253,8 @@ class PolicyWrites(PolicyReads):
                 "policy_id": record.policy_id,
                 "version": record.version,
                 "scope": record.scope,
-                "key_id": record.key_id,
+                "resource_type": record.resource_type,
+                "resource_id": record.resource_id,
                 "mode": record.mode,
                 "created_by": record.created_by,
                 "created_at": record.created_at,

@@ -19,7 +19,7 @@ def version(policy_id: str, n: int) -> PolicyVersionRecord:
 
 
 def attachment(policy_id: str, n: int, *, scope: str | None = "acme", mode: str = "live") -> AttachmentRecord:
-    return AttachmentRecord(uid("att"), policy_id, n, scope, None, mode, "prn_admin", T0 + timedelta(n))
+    return AttachmentRecord(uid("att"), policy_id, n, scope, None, None, mode, "prn_admin", T0 + timedelta(n))
 
 
 async def test_versions_are_immutable_and_read_back(store: Store) -> None:
