@@ -204,7 +204,7 @@ class PolicyVersionRecord:
 class AttachmentRecord:
     """A policy version in force (``live``) or evaluated beside it (``shadow``) at a scope or on one
     resource by reference (``resource_type``: ``key`` or ``secret``, ``resource_id``); exactly one of the
-    two places is set (migration 0016 turned the older ``key_id`` column into key references)."""
+    two places is set (migration 0010 turned the older ``key_id`` column into key references)."""
 
     id: str
     policy_id: str

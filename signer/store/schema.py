@@ -213,7 +213,7 @@ policy_attachments = Table(
     Column("policy_id", Text, nullable=False),
     Column("version", Integer, nullable=False),
     Column("scope", Text, nullable=True),
-    # A resource by reference (migration 0016: the older key_id column became ('key', key_id)).
+    # A resource by reference (migration 0010: the older key_id column became ('key', key_id)).
     Column("resource_type", Text, nullable=True),
     Column("resource_id", Text, nullable=True),
     Column("mode", Text, nullable=False),

@@ -1,6 +1,6 @@
 """Policy attachments name a resource by reference: ``resource_type`` and ``resource_id`` replace ``key_id``.
 
-Revision ID: 0016_policy_attachment_resources
+Revision ID: 0010_policy_attachment_resources
 Revises: 0009_audit_checkpoints
 Create Date: 2026-12-07
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0016_policy_attachment_resources"
+revision: str = "0010_policy_attachment_resources"
 down_revision: str | None = "0009_audit_checkpoints"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -55,7 +55,7 @@ def downgrade() -> None:
     if held:
         raise RuntimeError(
             f"{held} policy attachment(s) to other resources than keys: detach them before downgrading "
-            "below 0016"
+            "below 0010"
         )
     op.execute("DELETE FROM policy_attachments WHERE resource_type <> 'key'")
     with op.batch_alter_table("policy_attachments") as batch:

@@ -1,4 +1,4 @@
-"""Migration 0016_policy_attachment_resources, on SQLite and PostgreSQL: attachments to keys from before it
+"""Migration 0010_policy_attachment_resources, on SQLite and PostgreSQL: attachments to keys from before it
 become key references (same place, same judging), scope attachments stay; a row naming two places or half
 a reference is refused by the database; attaching to a secret round-trips; downgrading refuses while an
 attachment to a secret is in force and otherwise gives the key attachments their ``key_id`` back."""
@@ -45,7 +45,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield sqlite_url(tmp_path / "signer.db")
     else:
-        with private_pg_database("signer_m0016") as url:
+        with private_pg_database("signer_m0010") as url:
             yield url
 
 
@@ -125,7 +125,7 @@ def test_key_attachments_become_references_and_downgrade_guards_secret_ones(data
 
     with pytest.raises(RuntimeError, match="other resources than keys"):
         _alembic("downgrade", url, BEFORE)
-    migrate(url)  # anything stepped down before 0016 refused comes back
+    migrate(url)  # anything stepped down before 0010 refused comes back
     _execute(url, ("UPDATE policy_attachments SET detached_at = :at WHERE id = 'att_secret'", {"at": NOW}))
     _alembic("downgrade", url, BEFORE)
     (rows,) = _execute(url, ("SELECT id, scope, key_id FROM policy_attachments ORDER BY id", {}))
