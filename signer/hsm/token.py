@@ -48,6 +48,11 @@ _SELF_TEST_LABEL = "signer-self-test"
 _ID_BYTES = 16
 # Key-encryption keys for secrets: one AES-256 key per scope, labelled with this prefix and the scope.
 KEK_LABEL_PREFIX = "signer-kek:"
+# A KEK made by a rotation before it becomes the scope's (``signer.hsm.kek_rotation``), and one a
+# rotation replaced (kept so rows not yet rewrapped still open, until an operator destroys it).
+KEK_NEXT_PREFIX = "signer-kek-next:"
+KEK_RETIRED_PREFIX = "signer-kek-retired:"
+_KEK_LABELS = (KEK_LABEL_PREFIX, KEK_NEXT_PREFIX, KEK_RETIRED_PREFIX)
 # The audit checkpoint key (Ed25519, in the token, sign only): found by this label, made on first use.
 AUDIT_KEY_LABEL = "signer-audit-checkpoint"
 _KEK_BYTES = 32
@@ -668,9 +673,7 @@ class TokenSession:
         found = [
             k
             for k in found
-            if str(k.get_attributes([Attribute.LABEL]).get(Attribute.LABEL) or "").startswith(
-                KEK_LABEL_PREFIX
-            )
+            if str(k.get_attributes([Attribute.LABEL]).get(Attribute.LABEL) or "").startswith(_KEK_LABELS)
         ]
         if not found:
             self.ping()
@@ -721,3 +724,81 @@ class TokenSession:
             return bytes(unwrapped[Attribute.VALUE])
         finally:
             self._quietly(unwrapped.destroy)
+
+    # -- KEK rotation (``signer.services.kek_rotation``) --------------------------------------------
+
+    def new_kek(self, scope: str) -> str:
+        """A fresh KEK for ``scope``, labelled as the next one (not yet used to seal anything)."""
+        with self._files:
+            self._catch_up()
+            label = KEK_NEXT_PREFIX + scope
+            key_id = os.urandom(_ID_BYTES)
+            key = self._session.generate_key(
+                KeyType.AES,
+                _KEK_BYTES * 8,
+                id=key_id,
+                label=label,
+                store=True,
+                mechanism=Mechanism.AES_KEY_GEN,
+                template=_kek_template(label, key_id),
+            )
+            self._keks[key_id.hex()] = key
+            return key_id.hex()
+
+    def activate_kek(self, scope: str, new_id: str) -> list[str]:
+        """Make ``new_id`` the KEK ``kek_for_scope`` answers, and relabel every other one of the scope as
+        retired; the ids retired now. Idempotent (a resumed rotation runs it again).
+
+        The new key takes the scope's label before the old ones leave it, so a crash in between leaves
+        two candidates (both open what they wrapped), never none (which would make a new KEK).
+        """
+        with self._files:
+            new = self._kek(new_id)
+            active = KEK_LABEL_PREFIX + scope
+            new[Attribute.LABEL] = active
+            retired: list[str] = []
+            for key in self._search({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: active}):
+                key_id = bytes(key.get_attributes([Attribute.ID]).get(Attribute.ID) or b"").hex()
+                if key_id != new_id:
+                    key[Attribute.LABEL] = KEK_RETIRED_PREFIX + scope
+                    retired.append(key_id)
+            return sorted(retired)
+
+    def rewrap_data_key(self, old_id: str, new_id: str, wrapped: bytes) -> bytes:
+        """``wrapped`` (a data key under ``old_id``) wrapped under ``new_id``, inside the token.
+
+        The data key is unwrapped into a sensitive session object (its value cannot be read out), wrapped
+        at once under the new KEK and destroyed: it never enters this process in the clear.
+        """
+        old, new = self._kek(old_id), self._kek(new_id)
+        template = dict(_DATA_KEY_TEMPLATE)
+        template[Attribute.SENSITIVE] = True
+        try:
+            unwrapped = old.unwrap_key(
+                ObjectClass.SECRET_KEY,
+                KeyType.AES,
+                wrapped,
+                mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                store=False,
+                template=template,
+            )
+        except _UNWRAP_REFUSED:
+            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
+        except pk.GeneralError:
+            self.ping()
+            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
+        try:
+            return bytes(new.wrap_key(unwrapped, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+        finally:
+            self._quietly(unwrapped.destroy)
+
+    def destroy_retired_kek(self, kek_id: str) -> None:
+        """Destroy a retired KEK (never the one a scope seals with: refused unless labelled retired)."""
+        with self._files:
+            key = self._kek(kek_id)
+            label = str(key.get_attributes([Attribute.LABEL]).get(Attribute.LABEL) or "")
+            if not label.startswith(KEK_RETIRED_PREFIX):
+                raise IntegrityError("only a retired key-encryption key is destroyed", code="kek_not_retired")
+            self._catch_up()
+            key.destroy()
+            self._keks.pop(kek_id, None)

@@ -19,6 +19,7 @@ from signer.services.console_sessions import ConsoleSessions
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService
+from signer.services.kek_rotation import KekRotations
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
 from signer.services.rollback import RollbackGuard
@@ -46,6 +47,7 @@ class Services:
     checkpoints: CheckpointService | None = None
     rollback: RollbackGuard | None = None
     audit_export: AuditExportService | None = None
+    kek_rotations: KekRotations | None = None
 
 
 @dataclass(frozen=True, slots=True)
