@@ -341,7 +341,9 @@ class TokenSession:
         invisible to it for good. Other ``Hsm`` objects on the same module lose their sessions too and
         log in again.
         """
-        self._keys.clear()
+        # Handles do not survive C_Finalize: SoftHSM numbers objects afresh, so a kept handle could
+        # name another key (a KEK's stale handle made unwraps fail as altered data keys).
+        self.forget_handles()
         self._session = None
         self._token = None
         self._load_and_open()
@@ -364,7 +366,7 @@ class TokenSession:
         else:
             last_on_token = last_on_module = False
         session, self._session = self._session, None
-        self._keys.clear()
+        self.forget_handles()
         if session is not None and self._ckapi is not None:
             if last_on_token:
                 self._quietly(self._ckapi.logout, session.handle)
@@ -426,7 +428,7 @@ class TokenSession:
 
     def _drop_session(self) -> None:
         session, self._session = self._session, None
-        self._keys.clear()
+        self.forget_handles()
         if session is not None and self._ckapi is not None:
             self._quietly(self._ckapi.close_session, session.handle)
 
