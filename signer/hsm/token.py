@@ -705,27 +705,42 @@ class TokenSession:
 
     def unwrap_data_key(self, kek_id: str, wrapped: bytes) -> bytes:
         """The data key ``wrapped`` holds: unwrapped into a session object, read, and destroyed."""
-        kek = self._kek(kek_id)
-        try:
-            unwrapped = kek.unwrap_key(
-                ObjectClass.SECRET_KEY,
-                KeyType.AES,
-                wrapped,
-                mechanism=Mechanism.AES_KEY_WRAP_PAD,
-                store=False,
-                template=dict(_DATA_KEY_TEMPLATE),
-            )
-        except _UNWRAP_REFUSED:
-            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
-        except pk.GeneralError:
-            # SoftHSM 2.6 answers CKR_GENERAL_ERROR when the RFC 5649 integrity check fails. If the
-            # session and token still answer, that is what it was; otherwise the worker's recovery runs.
-            self.ping()
-            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
+        unwrapped = self._unwrap(kek_id, wrapped, dict(_DATA_KEY_TEMPLATE))
         try:
             return bytes(unwrapped[Attribute.VALUE])
         finally:
             self._quietly(unwrapped.destroy)
+
+    def _unwrap(self, kek_id: str, wrapped: bytes, template: dict[Attribute, Any]) -> Any:
+        """``wrapped`` unwrapped by the KEK into a session object (the caller destroys it).
+
+        A refusal through a KEK handle kept from earlier is tried once more through a handle found
+        afresh: after another user of the module re-initialised it, a kept handle can name another
+        key, and that must not read as an altered data key.
+        """
+        kept = kek_id in self._keks
+        for attempt in (0, 1):
+            kek = self._kek(kek_id)
+            try:
+                return kek.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.AES,
+                    wrapped,
+                    mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                    store=False,
+                    template=template,
+                )
+            except (*_UNWRAP_REFUSED, pk.GeneralError) as exc:
+                if kept and attempt == 0:
+                    self._keks.pop(kek_id, None)
+                    continue
+                if isinstance(exc, pk.GeneralError):
+                    # SoftHSM 2.6 answers CKR_GENERAL_ERROR when the RFC 5649 integrity check fails.
+                    # If the session and token still answer, that is what it was; otherwise the
+                    # worker's recovery runs.
+                    self.ping()
+                raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
+        raise AssertionError("unreachable")
 
     # -- KEK rotation (``signer.services.kek_rotation``) --------------------------------------------
 
@@ -772,27 +787,22 @@ class TokenSession:
         The data key is unwrapped into a sensitive session object (its value cannot be read out), wrapped
         at once under the new KEK and destroyed: it never enters this process in the clear.
         """
-        old, new = self._kek(old_id), self._kek(new_id)
         template = dict(_DATA_KEY_TEMPLATE)
         template[Attribute.SENSITIVE] = True
+        unwrapped = self._unwrap(old_id, wrapped, template)
         try:
-            unwrapped = old.unwrap_key(
-                ObjectClass.SECRET_KEY,
-                KeyType.AES,
-                wrapped,
-                mechanism=Mechanism.AES_KEY_WRAP_PAD,
-                store=False,
-                template=template,
-            )
-        except _UNWRAP_REFUSED:
-            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
-        except pk.GeneralError:
-            self.ping()
-            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
-        try:
-            return bytes(new.wrap_key(unwrapped, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+            rewrapped = bytes(self._kek(new_id).wrap_key(unwrapped, mechanism=Mechanism.AES_KEY_WRAP_PAD))
         finally:
             self._quietly(unwrapped.destroy)
+        # Written back only if it opens under the new KEK found afresh (RFC 5649's integrity check): a
+        # row must never hold a key wrapped under a KEK other than the one it names.
+        self._keks.pop(new_id, None)
+        try:
+            check = self._unwrap(new_id, rewrapped, template)
+        except IntegrityError:
+            raise IntegrityError("a rewrapped data key does not open", code="kek_invalid") from None
+        self._quietly(check.destroy)
+        return rewrapped
 
     def destroy_retired_kek(self, kek_id: str) -> None:
         """Destroy a retired KEK (never the one a scope seals with: refused unless labelled retired)."""

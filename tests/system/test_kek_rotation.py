@@ -98,7 +98,9 @@ def test_rotate_twice_every_version_opens_and_the_retired_kek_is_destroyed_on_co
         # A second version of some, and a secret of another scope (not rotated).
         for secret_id in list(written)[:4]:
             values = {"user": "again", "password": secrets.token_hex(8)}
-            status, _, body = server.call("POST", f"/v1/secrets/{secret_id}/versions", {"fields": values}, admin)
+            status, _, body = server.call(
+                "POST", f"/v1/secrets/{secret_id}/versions", {"fields": values}, admin
+            )
             assert status == 201, body
             written[secret_id].append(values)
         other = create(server, admin, "other/app", {"k": "v-other"})
