@@ -134,6 +134,7 @@ def _progress(server: Server, admin: str) -> dict[str, Any]:
     return dict(body)
 
 
+@pytest.mark.timeout(900)
 def test_kek_rotation_killed_half_way_resumes_and_every_read_is_a_whole_version(
     installation_url: tuple[Path, str | None],
 ) -> None:
@@ -224,7 +225,8 @@ def test_kek_rotation_killed_half_way_resumes_and_every_read_is_a_whole_version(
         assert again["state"] == "finished"
         print(
             f"\nkilled at {killed_at['rewrapped']}/{killed_at['total']}; "
-            f"{load.operations} reads and writes ({load.retried} reads answered 'fetch again'); rewrapped {progress['rewrapped']}/{progress['total']}"
+            f"{load.operations} reads and writes ({load.retried} reads answered 'fetch again'); "
+            f"rewrapped {progress['rewrapped']}/{progress['total']}"
         )
     finally:
         restarted.stop()
