@@ -9,7 +9,7 @@ from pydantic import Field
 
 from signer.http.schemas import View
 
-_KEK_ID = r"^[0-9a-f]{2,128}$"
+_KEK_ID = r"^([0-9a-f]{2}){1,64}$"
 
 
 class KekRotation(View):

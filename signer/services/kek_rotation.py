@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -47,6 +48,8 @@ log = logging.getLogger("signer.kek_rotation")
 Clock = Callable[[], datetime]
 _PAGE = 64
 _MILESTONES = (25, 50, 75)
+# The token's CKA_ID in lower-case hex, as the service writes it.
+_KEK_ID = re.compile(r"(?:[0-9a-f]{2}){1,64}\Z")
 
 
 def _view(record: KekRotationRecord, remaining: int | None = None) -> dict[str, Any]:
@@ -183,12 +186,8 @@ class KekRotations:
         """Destroy a KEK a finished rotation of the scope retired, once nothing is wrapped under it."""
         require_role(ctx, Role.ADMIN)
         name = self._scope(scope)
-        if not isinstance(kek_id, str) or not 2 <= len(kek_id) <= 128:
+        if not isinstance(kek_id, str) or not _KEK_ID.match(kek_id):
             raise InvalidRequest("kek_id is a hex id", code="invalid_kek_id", field="kek_id")
-        try:
-            bytes.fromhex(kek_id)
-        except ValueError:
-            raise InvalidRequest("kek_id is a hex id", code="invalid_kek_id", field="kek_id") from None
         now = self._clock()
         async with self._store.read() as reader:
             latest = await reader.kek_rotations.latest(name)

@@ -16,7 +16,7 @@ from signer.http.routes.common import api, context, json_response, services
 from signer.services.kek_rotation import KekRotations
 
 _SCOPE_PATH = {"type": "string", "minLength": 1, "maxLength": 64, **name_schema(NameKind.IDENTIFIER)}
-_KEK_PATH = {"type": "string", "pattern": "^[0-9a-f]{2,128}$"}
+_KEK_PATH = {"type": "string", "pattern": "^([0-9a-f]{2}){1,64}$"}
 
 
 def _rotations(request: web.Request) -> KekRotations:
