@@ -175,11 +175,9 @@ class KekRotations:
             latest = await reader.kek_rotations.latest(name)
             if latest is None:
                 raise NotFound("no KEK rotation of that scope", code="kek_rotation_not_found")
-            remaining = (
-                0
-                if latest.state == "finished"
-                else await reader.kek_rotations.count_pending(name, latest.new_kek_id)
-            )
+            # Counted even once finished: a version sealed under the old KEK by a seal that asked for
+            # it just before the switch would show here (a new rotation sweeps it).
+            remaining = await reader.kek_rotations.count_pending(name, latest.new_kek_id)
         return _view(latest, remaining)
 
     async def destroy_retired(self, ctx: RequestContext, scope: object, kek_id: object) -> dict[str, Any]:
