@@ -58,6 +58,7 @@ from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService, NonceGates
+from signer.services.kek_rotation import KekRotations
 from signer.services.keys import KeyService
 from signer.services.operator_views import OperatorViews
 from signer.services.pending import PendingRequests
@@ -281,6 +282,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     sealed_backend(store, sealer, lambda: pipeline.facts_cache.epoch),
                 ),
             )
+            # KEK rotations: an unfinished one (a killed server's) resumes now, beside the requests.
+            kek_rotations = KekRotations(
+                store,
+                hsm,
+                clock=utcnow,
+                destroy_grace=timedelta(seconds=settings.kek_destroy_grace_seconds),
+            )
             health = HealthService(store, hsm)
             audit_log = AuditLogService(store, clock=utcnow)
             # The workers of this machine take turns per sender address (eth_sendTransaction).
@@ -320,7 +328,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
                 approval_desk=ApprovalDesk(store, approvals, clock=utcnow),
                 operator_views=OperatorViews(keys, admin, policies, audit_log, checkpoints),
+                kek_rotations=kek_rotations,
             )
+            await kek_rotations.resume()
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
             checkpointer = (
@@ -340,6 +350,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
+                await kek_rotations.close()
                 await transport.close()
                 await secrets.close()
                 if upstream is not None:

@@ -410,6 +410,15 @@ class SignerClient:
     def delete_secret(self, secret_id: str) -> Any:
         return self.request("DELETE", f"/v1/secrets/{_q(secret_id)}")
 
+    def rotate_kek(self, scope: str) -> Any:
+        return self.request("POST", f"/v1/secrets/keks/{_q(scope)}/rotate")
+
+    def kek_rotation(self, scope: str) -> Any:
+        return self.request("GET", f"/v1/secrets/keks/{_q(scope)}/rotation")
+
+    def destroy_retired_kek(self, scope: str, kek_id: str) -> Any:
+        return self.request("DELETE", f"/v1/secrets/keks/{_q(scope)}/retired/{_q(kek_id)}")
+
     def resolve_secrets(
         self,
         references: list[str],

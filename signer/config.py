@@ -271,6 +271,13 @@ class Settings(BaseModel):
         le=30 * 24 * 3600,
         description="After a webhook secret rotation, how long the previous secret's signature is still sent",
     )
+    kek_destroy_grace_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=30 * 24 * 3600,
+        description="After a KEK rotation ends, how long before its retired KEK may be destroyed "
+        "(a seal that asked for the old KEK just before the switch lands within a request deadline)",
+    )
 
     eth_upstream_url: str = Field(
         default="",

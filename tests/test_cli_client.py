@@ -1034,6 +1034,48 @@ def test_an_approved_read_through_the_cli(cli: Cli, tmp_path: Path, unique_name:
     cli.outputs.remove(released.stdout + released.stderr)
 
 
+def test_secrets_rotate_kek(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``signer secrets rotate-kek SCOPE --wait`` rotates the scope's KEK and waits for the end; the
+    secret still opens; ``kek-rotation`` shows the progress; ``destroy-kek`` keeps a KEK in its grace."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"kr-{unique_name}"
+    ops = ("create", "read_value", "list")
+    cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        admin_id,
+        "--scope",
+        org,
+        *[a for op in ops for a in ("--operation", op)],
+    )
+    value = "canary-" + secrets.token_hex(12)
+    cli.secrets.append(value)
+    (tmp_path / "kek-value").write_text(value + "\n")
+    created = cli.ok(
+        "secrets",
+        "create",
+        "--folder",
+        f"{org}/app",
+        "--name",
+        "db",
+        "--owner-group",
+        "dbas",
+        "--value-from",
+        f"PASSWORD={tmp_path / 'kek-value'}",
+    )
+    rotated = cli.ok("secrets", "rotate-kek", org, "--wait")
+    assert rotated["state"] == "finished" and rotated["rewrapped"] == rotated["total"] == 1
+    shown = cli.ok("secrets", "kek-rotation", org)
+    assert shown["id"] == rotated["id"] and shown["remaining"] == 0
+    kept = cli.run("secrets", "destroy-kek", org, shown["old_kek_id"], "--json")
+    assert kept.exit_code == cli_api.EXIT_CONFLICT and json.loads(kept.stdout)["code"] == "kek_in_grace"
+    fetched = cli.run("secrets", "fetch", created["id"], "--json")
+    assert fetched.exit_code == 0, fetched.stdout
+    assert json.loads(fetched.stdout)["values"] == {"PASSWORD": value}
+    cli.outputs.remove(fetched.stdout + fetched.stderr)
+
+
 def test_every_server_command_was_run(request: pytest.FixtureRequest) -> None:
     """Last in this file: fails while a command made with ``api_call`` has no live-server test."""
     here = [item.name.split("[")[0] for item in request.session.items if item.path == request.path]

@@ -34,7 +34,8 @@ Adding a command for a new endpoint
 One module per resource group: ``meta`` (whoami, status, metrics, openapi), ``identity`` (auth,
 principals, tokens), ``keys``, ``grants``, ``sign``, ``groups``, ``webhooks``, ``policies``,
 ``approvals``, ``audit``, ``secrets``,
-``secret_exec`` (``exec``, ``secrets env``, ``secrets import``); what they share (exit codes, rendering,
+``secret_exec`` (``exec``, ``secrets env``, ``secrets import``), ``secret_keks`` (``secrets rotate-kek``,
+``kek-rotation``, ``destroy-kek``); what they share (exit codes, rendering,
 ``api_call``) is in ``common``. Must never import server internals (an import contract keeps this
 package on ``signer.client``).
 """
@@ -55,6 +56,7 @@ from signer.cli_api import (
     meta,
     policies,
     secret_exec,
+    secret_keks,
     secrets,
     sign,
     webhooks,
@@ -90,6 +92,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     audit,
     secrets,
     secret_exec,
+    secret_keks,
 )
 
 # The top-level commands, in help order; ``signer.cli`` adds them to ``main``.

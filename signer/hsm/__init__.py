@@ -13,12 +13,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from signer.hsm.types import Curve, GeneratedKey, KeyAttributes, KeyVault, KeyWrapper
+from signer.hsm.types import Curve, GeneratedKey, KekRotator, KeyAttributes, KeyVault, KeyWrapper
 
 if TYPE_CHECKING:
     from signer.hsm.worker import Hsm, HsmStats
 
-__all__ = ["Curve", "GeneratedKey", "Hsm", "HsmStats", "KeyAttributes", "KeyVault", "KeyWrapper"]
+__all__ = [
+    "Curve",
+    "GeneratedKey",
+    "Hsm",
+    "HsmStats",
+    "KekRotator",
+    "KeyAttributes",
+    "KeyVault",
+    "KeyWrapper",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -48,6 +48,11 @@ _SELF_TEST_LABEL = "signer-self-test"
 _ID_BYTES = 16
 # Key-encryption keys for secrets: one AES-256 key per scope, labelled with this prefix and the scope.
 KEK_LABEL_PREFIX = "signer-kek:"
+# A KEK made by a rotation before it becomes the scope's (``signer.hsm.kek_rotation``), and one a
+# rotation replaced (kept so rows not yet rewrapped still open, until an operator destroys it).
+KEK_NEXT_PREFIX = "signer-kek-next:"
+KEK_RETIRED_PREFIX = "signer-kek-retired:"
+_KEK_LABELS = (KEK_LABEL_PREFIX, KEK_NEXT_PREFIX, KEK_RETIRED_PREFIX)
 # The audit checkpoint key (Ed25519, in the token, sign only): found by this label, made on first use.
 AUDIT_KEY_LABEL = "signer-audit-checkpoint"
 _KEK_BYTES = 32
@@ -336,7 +341,9 @@ class TokenSession:
         invisible to it for good. Other ``Hsm`` objects on the same module lose their sessions too and
         log in again.
         """
-        self._keys.clear()
+        # Handles do not survive C_Finalize: SoftHSM numbers objects afresh, so a kept handle could
+        # name another key (a KEK's stale handle made unwraps fail as altered data keys).
+        self.forget_handles()
         self._session = None
         self._token = None
         self._load_and_open()
@@ -359,7 +366,7 @@ class TokenSession:
         else:
             last_on_token = last_on_module = False
         session, self._session = self._session, None
-        self._keys.clear()
+        self.forget_handles()
         if session is not None and self._ckapi is not None:
             if last_on_token:
                 self._quietly(self._ckapi.logout, session.handle)
@@ -421,7 +428,7 @@ class TokenSession:
 
     def _drop_session(self) -> None:
         session, self._session = self._session, None
-        self._keys.clear()
+        self.forget_handles()
         if session is not None and self._ckapi is not None:
             self._quietly(self._ckapi.close_session, session.handle)
 
@@ -668,9 +675,7 @@ class TokenSession:
         found = [
             k
             for k in found
-            if str(k.get_attributes([Attribute.LABEL]).get(Attribute.LABEL) or "").startswith(
-                KEK_LABEL_PREFIX
-            )
+            if str(k.get_attributes([Attribute.LABEL]).get(Attribute.LABEL) or "").startswith(_KEK_LABELS)
         ]
         if not found:
             self.ping()
@@ -700,24 +705,112 @@ class TokenSession:
 
     def unwrap_data_key(self, kek_id: str, wrapped: bytes) -> bytes:
         """The data key ``wrapped`` holds: unwrapped into a session object, read, and destroyed."""
-        kek = self._kek(kek_id)
-        try:
-            unwrapped = kek.unwrap_key(
-                ObjectClass.SECRET_KEY,
-                KeyType.AES,
-                wrapped,
-                mechanism=Mechanism.AES_KEY_WRAP_PAD,
-                store=False,
-                template=dict(_DATA_KEY_TEMPLATE),
-            )
-        except _UNWRAP_REFUSED:
-            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
-        except pk.GeneralError:
-            # SoftHSM 2.6 answers CKR_GENERAL_ERROR when the RFC 5649 integrity check fails. If the
-            # session and token still answer, that is what it was; otherwise the worker's recovery runs.
-            self.ping()
-            raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
+        unwrapped = self._unwrap(kek_id, wrapped, dict(_DATA_KEY_TEMPLATE))
         try:
             return bytes(unwrapped[Attribute.VALUE])
         finally:
             self._quietly(unwrapped.destroy)
+
+    def _unwrap(self, kek_id: str, wrapped: bytes, template: dict[Attribute, Any]) -> Any:
+        """``wrapped`` unwrapped by the KEK into a session object (the caller destroys it).
+
+        A refusal through a KEK handle kept from earlier is tried once more through a handle found
+        afresh: after another user of the module re-initialised it, a kept handle can name another
+        key, and that must not read as an altered data key.
+        """
+        kept = kek_id in self._keks
+        for attempt in (0, 1):
+            kek = self._kek(kek_id)
+            try:
+                return kek.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.AES,
+                    wrapped,
+                    mechanism=Mechanism.AES_KEY_WRAP_PAD,
+                    store=False,
+                    template=template,
+                )
+            except (*_UNWRAP_REFUSED, pk.GeneralError) as exc:
+                if kept and attempt == 0:
+                    self._keks.pop(kek_id, None)
+                    continue
+                if isinstance(exc, pk.GeneralError):
+                    # SoftHSM 2.6 answers CKR_GENERAL_ERROR when the RFC 5649 integrity check fails.
+                    # If the session and token still answer, that is what it was; otherwise the
+                    # worker's recovery runs.
+                    self.ping()
+                raise IntegrityError("a sealed data key does not open", code="secret_integrity") from None
+        raise AssertionError("unreachable")
+
+    # -- KEK rotation (``signer.services.kek_rotation``) --------------------------------------------
+
+    def new_kek(self, scope: str) -> str:
+        """A fresh KEK for ``scope``, labelled as the next one (not yet used to seal anything)."""
+        with self._files:
+            self._catch_up()
+            label = KEK_NEXT_PREFIX + scope
+            key_id = os.urandom(_ID_BYTES)
+            key = self._session.generate_key(
+                KeyType.AES,
+                _KEK_BYTES * 8,
+                id=key_id,
+                label=label,
+                store=True,
+                mechanism=Mechanism.AES_KEY_GEN,
+                template=_kek_template(label, key_id),
+            )
+            self._keks[key_id.hex()] = key
+            return key_id.hex()
+
+    def activate_kek(self, scope: str, new_id: str) -> list[str]:
+        """Make ``new_id`` the KEK ``kek_for_scope`` answers, and relabel every other one of the scope as
+        retired; the ids retired now. Idempotent (a resumed rotation runs it again).
+
+        The new key takes the scope's label before the old ones leave it, so a crash in between leaves
+        two candidates (both open what they wrapped), never none (which would make a new KEK).
+        """
+        with self._files:
+            new = self._kek(new_id)
+            active = KEK_LABEL_PREFIX + scope
+            new[Attribute.LABEL] = active
+            retired: list[str] = []
+            for key in self._search({Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: active}):
+                key_id = bytes(key.get_attributes([Attribute.ID]).get(Attribute.ID) or b"").hex()
+                if key_id != new_id:
+                    key[Attribute.LABEL] = KEK_RETIRED_PREFIX + scope
+                    retired.append(key_id)
+            return sorted(retired)
+
+    def rewrap_data_key(self, old_id: str, new_id: str, wrapped: bytes) -> bytes:
+        """``wrapped`` (a data key under ``old_id``) wrapped under ``new_id``, inside the token.
+
+        The data key is unwrapped into a sensitive session object (its value cannot be read out), wrapped
+        at once under the new KEK and destroyed: it never enters this process in the clear.
+        """
+        template = dict(_DATA_KEY_TEMPLATE)
+        template[Attribute.SENSITIVE] = True
+        unwrapped = self._unwrap(old_id, wrapped, template)
+        try:
+            rewrapped = bytes(self._kek(new_id).wrap_key(unwrapped, mechanism=Mechanism.AES_KEY_WRAP_PAD))
+        finally:
+            self._quietly(unwrapped.destroy)
+        # Written back only if it opens under the new KEK found afresh (RFC 5649's integrity check): a
+        # row must never hold a key wrapped under a KEK other than the one it names.
+        self._keks.pop(new_id, None)
+        try:
+            check = self._unwrap(new_id, rewrapped, template)
+        except IntegrityError:
+            raise IntegrityError("a rewrapped data key does not open", code="kek_invalid") from None
+        self._quietly(check.destroy)
+        return rewrapped
+
+    def destroy_retired_kek(self, kek_id: str) -> None:
+        """Destroy a retired KEK (never the one a scope seals with: refused unless labelled retired)."""
+        with self._files:
+            key = self._kek(kek_id)
+            label = str(key.get_attributes([Attribute.LABEL]).get(Attribute.LABEL) or "")
+            if not label.startswith(KEK_RETIRED_PREFIX):
+                raise IntegrityError("only a retired key-encryption key is destroyed", code="kek_not_retired")
+            self._catch_up()
+            key.destroy()
+            self._keks.pop(kek_id, None)

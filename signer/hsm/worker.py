@@ -50,7 +50,7 @@ from signer.hsm.token import KEK_LABEL_PREFIX, KeyNotOnToken, TokenSession, Work
 from signer.hsm.types import Curve, GeneratedKey, KeyAttributes
 
 if TYPE_CHECKING:
-    from signer.hsm.types import KeyVault, KeyWrapper
+    from signer.hsm.types import KekRotator, KeyVault, KeyWrapper
 
 __all__ = ["Hsm", "HsmStats"]
 
@@ -456,6 +456,29 @@ class Hsm:
             raise IntegrityError("a sealed data key does not open", code="secret_integrity")
         return await self._op(lambda ts: ts.unwrap_data_key(kek_id, wrapped))
 
+    async def new_kek(self, scope: str) -> str:
+        """A fresh KEK for ``scope`` (labelled next: it seals nothing until ``activate_kek``)."""
+        validate_label(KEK_LABEL_PREFIX + scope)
+        return await self._op(lambda ts: ts.new_kek(scope), fresh=True)
+
+    async def activate_kek(self, scope: str, new_id: str) -> list[str]:
+        """Make ``new_id`` the scope's KEK; the ids of the ones it retired."""
+        validate_label(KEK_LABEL_PREFIX + scope)
+        hsm_id_bytes(new_id)
+        return await self._op(lambda ts: ts.activate_kek(scope, new_id), fresh=True)
+
+    async def rewrap_data_key(self, old_id: str, new_id: str, wrapped: bytes) -> bytes:
+        """A data key wrapped under ``old_id`` rewrapped under ``new_id`` inside the token."""
+        hsm_id_bytes(old_id)
+        hsm_id_bytes(new_id)
+        if not isinstance(wrapped, bytes) or not 16 <= len(wrapped) <= 64:
+            raise IntegrityError("a sealed data key does not open", code="secret_integrity")
+        return await self._op(lambda ts: ts.rewrap_data_key(old_id, new_id, wrapped))
+
+    async def destroy_retired_kek(self, kek_id: str) -> None:
+        hsm_id_bytes(kek_id)
+        await self._op(lambda ts: ts.destroy_retired_kek(kek_id), fresh=True)
+
     async def ping(self) -> None:
         """Cheap liveness check; raises ``HsmUnavailable`` when the token is not usable (and heals)."""
         await self._op(lambda ts: ts.ping())
@@ -682,4 +705,7 @@ if TYPE_CHECKING:
         return hsm  # mypy checks Hsm against the protocol the services depend on
 
     def _hsm_is_a_key_wrapper(hsm: Hsm) -> KeyWrapper:
+        return hsm
+
+    def _hsm_is_a_kek_rotator(hsm: Hsm) -> KekRotator:
         return hsm

@@ -20,6 +20,7 @@ from signer.services.console_sessions import ConsoleSessions
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService
+from signer.services.kek_rotation import KekRotations
 from signer.services.keys import KeyService
 from signer.services.operator_views import OperatorViews
 from signer.services.policies import PolicyService
@@ -50,6 +51,7 @@ class Services:
     audit_export: AuditExportService | None = None
     approval_desk: ApprovalDesk | None = None  # the console's view around a request (console.py)
     operator_views: OperatorViews | None = None  # the console's operator pages (console_operator.py)
+    kek_rotations: KekRotations | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -238,7 +238,7 @@ class Sealer:
         return {
             name: open_field(
                 data_key,
-                FieldBinding(version.secret_id, version.version, name, version.kek_id),
+                FieldBinding(version.secret_id, version.version, name, version.aad_kek_id),
                 version.sealed_fields[name],
             )
             for name in names

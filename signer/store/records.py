@@ -159,6 +159,13 @@ class SecretVersionRecord:
     sealed_fields: dict[str, bytes]
     created_at: datetime
     created_by: str | None
+    # The KEK id the fields' associated data binds, when a KEK rotation has rewrapped the data key under
+    # another KEK since they were sealed (None: ``kek_id``).
+    bound_kek_id: str | None = None
+
+    @property
+    def aad_kek_id(self) -> str:
+        return self.bound_kek_id or self.kek_id
 
 
 @dataclass(frozen=True, slots=True)

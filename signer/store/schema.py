@@ -46,6 +46,7 @@ __all__ = [
     "grants",
     "group_members",
     "idempotency_keys",
+    "kek_rotations",
     "keys",
     "ledger",
     "meta",
@@ -461,5 +462,30 @@ secret_versions = Table(
     Column("sealed_fields", JSONText, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", Text, nullable=True),
+    # (migration 0011_kek_rotation) the KEK id the fields' associated data binds, when a KEK rotation
+    # rewrapped the data key under another KEK since (NULL: the same as kek_id).
+    Column("bound_kek_id", Text, nullable=True),
     PrimaryKeyConstraint("secret_id", "version"),
+)
+
+# (migration 0011_kek_rotation) One row per KEK rotation of a scope: the KEK it replaces and the new
+# one, its state (switching -> rewrapping -> finished), the versions it rewrapped out of how many, and
+# the old KEK's fate (kept until an operator destroys it). At most one unfinished rotation per scope.
+kek_rotations = Table(
+    "kek_rotations",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("scope", Text, nullable=False),
+    Column("old_kek_id", Text, nullable=False),
+    Column("new_kek_id", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("total", Integer, nullable=False),
+    Column("rewrapped", Integer, nullable=False),
+    Column("retired", JSONText, nullable=False),
+    Column("destroyed", JSONText, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("started_by", Text, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Index("ix_kek_rotations_scope", "scope", "started_at"),
 )

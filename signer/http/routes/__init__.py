@@ -24,6 +24,7 @@ from signer.http.routes import (
     keys,
     meta,
     policies,
+    secret_keks,
     secret_refs,
     secrets,
     signing,
@@ -47,6 +48,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     policies,
     secrets,
     secret_refs,
+    secret_keks,
     jsonrpc,
 )
 

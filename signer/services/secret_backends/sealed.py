@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from signer.errors import InvalidRequest, NotFound, Unprocessable
+from signer.errors import InvalidRequest, NotFound, SignerError, Unprocessable
 from signer.services.sealed_versions import SealedVersions
 from signer.services.secret_backends.base import Fetched, Selector, unsupported_version
 from signer.store import SecretRecord, SecretVersionRecord, Store
@@ -68,7 +68,15 @@ class SealedBackend:
             raise NotFound("no such field in the secret", code="secret_field_not_found")
         # Only the fields asked for are opened.
         wanted = sorted(stored.sealed_fields) if names is None else sorted(names)
-        opened = await self._opens.open(stored, wanted)
+        try:
+            opened = await self._opens.open(stored, wanted)
+        except SignerError:
+            if cache:
+                raise
+            # A row held here may predate a KEK rotation whose old KEK was destroyed since: read the
+            # row as committed now and open that (``signer.services.kek_rotation``).
+            self._versions.forget(secret.id)
+            return await self.read(secret, selector, names)
         if cache and len(wanted) == len(stored.sealed_fields):
             # Only a row whose every field opened (so is authentic) is kept.
             self._versions.put(stored)

@@ -67,6 +67,7 @@ def _version(row: Any) -> SecretVersionRecord:
         sealed_fields={name: base64.b64decode(text) for name, text in dict(m["sealed_fields"]).items()},
         created_at=m["created_at"],
         created_by=m["created_by"],
+        bound_kek_id=m.get("bound_kek_id"),
     )
 
 
