@@ -48,6 +48,7 @@ from signer.logs import access
 from signer.services.admin import AdminService
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_export import AuditExportService
+from signer.services.audit_hmac import AuditHmac
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
 from signer.services.checkpoints import CheckpointPolicy, CheckpointService
@@ -60,7 +61,7 @@ from signer.services.keys import KeyService
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
-from signer.services.rollback import ANCHOR_NAME, AnchorFile, RollbackGuard
+from signer.services.rollback import ANCHOR_NAME, AnchorFile, RollbackGuard, TokenAnchor
 from signer.services.secret_backends import build_backends
 from signer.services.secret_kind import Sealer, sealed_backend
 from signer.services.secret_resolve import SecretResolver
@@ -230,6 +231,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await keys.check_token_inventory()
             await self_test(hsm)
             anchor = AnchorFile(settings.audit_anchor_file or settings.data_dir / ANCHOR_NAME)
+            token_anchor = TokenAnchor(hsm)
+            audit_hmac = AuditHmac(store, hsm, clock=utcnow)
+            await audit_hmac.start()
             checkpoints = CheckpointService(
                 store,
                 hsm,
@@ -240,8 +244,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 ),
                 clock=utcnow,
                 on_checkpoint=anchor.advance,
+                after_checkpoint=token_anchor.advance,
             )
-            rollback = RollbackGuard(store, anchor, await checkpoints.start(), clock=utcnow)
+            rollback = RollbackGuard(
+                store, anchor, await checkpoints.start(), clock=utcnow, token_anchor=token_anchor
+            )
             await rollback.check()
             if settings.audit_checkpoints:
                 store.batch_observer = _both(gauges.audit_commit, checkpoints.committed)
@@ -258,7 +265,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # Pending requests sit below both the pipeline (which opens and closes them) and the
             # approvals service (which counts votes and runs approved ones through the pipeline).
             pending = PendingRequests(clock=utcnow, webhooks=webhooks)
-            pipeline = DecisionPipeline(store, hsm, facts, auth, pending, utcnow)
+            pipeline = DecisionPipeline(store, hsm, facts, auth, pending, utcnow, audit_hmac.field)
             signing = SigningService(pipeline)
             # A duplicate answers 409 (retry) before its own deadline; a claim outlives any request.
             signing.idempotency.wait_seconds = settings.request_deadline_seconds * 0.8
@@ -299,6 +306,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 checkpoints=checkpoints,
                 rollback=rollback,
                 audit_export=AuditExportService(store, clock=utcnow),
+                audit_hmac=audit_hmac,
                 approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
                 policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,

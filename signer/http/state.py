@@ -12,6 +12,7 @@ from signer.metrics import Metrics
 from signer.services.admin import AdminService
 from signer.services.approvals import ApprovalsService
 from signer.services.audit_export import AuditExportService
+from signer.services.audit_hmac import AuditHmac
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
 from signer.services.checkpoints import CheckpointService
@@ -46,6 +47,7 @@ class Services:
     checkpoints: CheckpointService | None = None
     rollback: RollbackGuard | None = None
     audit_export: AuditExportService | None = None
+    audit_hmac: AuditHmac | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,12 +78,14 @@ class CheckpointService:
         *,
         clock: Clock = utcnow,
         on_checkpoint: Callable[[CheckpointRecord], None] | None = None,
+        after_checkpoint: Callable[[CheckpointRecord], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._hsm = hsm
         self._policy = policy
         self._clock = clock
         self._on_checkpoint = on_checkpoint
+        self._after_checkpoint = after_checkpoint
         self._key: VerifierKey | None = None
         self._hsm_id = ""
         self._committed = 0
@@ -187,8 +189,11 @@ class CheckpointService:
             await writer.checkpoints.add(record, base, nodes)
             return True
 
-        if await self._store.submit(unit) and self._on_checkpoint is not None:
-            self._on_checkpoint(record)
+        if await self._store.submit(unit):
+            if self._on_checkpoint is not None:
+                self._on_checkpoint(record)
+            if self._after_checkpoint is not None:
+                await self._after_checkpoint(record)
         return record, after >= head_seq
 
     # -- the auditor's reads ----------------------------------------------------------------------------
