@@ -87,8 +87,10 @@ class ExportVerifier:
         check: SignatureCheck,
         held: Checkpoint | None = None,
         approval_check: ApprovalCheck | None = None,
+        require_anchored: bool = False,
     ) -> None:
         self._key = key
+        self._require_anchored = require_anchored
         self._check = check
         self._held = held
         self._approval_check = approval_check
@@ -333,6 +335,13 @@ class ExportVerifier:
                 )
         elif last > self._range_start:
             self.ranges.append(RangeSummary(self._range_start + 1, last, "unanchored"))
+            if self._require_anchored:
+                self._fail(
+                    "unanchored",
+                    self._range_start + 1,
+                    "unanchored",
+                    f"events {self._range_start + 1}..{last} are covered by no signed checkpoint",
+                )
         report: dict[str, Any] = {
             "ok": self.finding is None,
             "checked": self._chain.checked if self._chain is not None else 0,
