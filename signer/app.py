@@ -50,6 +50,7 @@ from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_export import AuditExportService
 from signer.services.audit_hmac import AuditHmac
 from signer.services.audit_log import AuditLogService
+from signer.services.audit_retention import AuditRetention
 from signer.services.auth import AuthService
 from signer.services.checkpoints import CheckpointPolicy, CheckpointService
 from signer.services.console_sessions import ConsoleSessions
@@ -307,6 +308,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 rollback=rollback,
                 audit_export=AuditExportService(store, clock=utcnow),
                 audit_hmac=audit_hmac,
+                audit_retention=AuditRetention(store, checkpoints, clock=utcnow),
                 approvals=ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks),
                 policies=PolicyService(store, clock=utcnow),
                 webhooks=webhooks,

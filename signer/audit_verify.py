@@ -14,6 +14,9 @@ does them in the CLI). An export is JSONL of three kinds of line:
   against an older checkpoint the auditor holds (size M): the RFC 6962 proof that the tree at M is a
   prefix of the one at N, a checkpoint inside the export.
 
+A `tree_start` at exactly the size of a held checkpoint (an archive that follows the previous one's
+boundary) must rebuild its root.
+
 Findings name the first bad position and what it looks like: ``edited`` (an event whose bytes no longer
 hash to its record), ``removed`` (a gap in the sequence), ``inserted`` (a record whose ``prev_hash`` is
 not its predecessor's hash), ``reordered`` (a sequence number going back), ``rewritten`` (the chain holds,
@@ -160,6 +163,18 @@ class ExportVerifier:
             self._fail("malformed", None, "tree_start_malformed", "tree_start's edge does not fit its size")
             return
         self._range_start = size
+        # Starting exactly at the checkpoint the auditor holds (the boundary of an earlier archive), the
+        # edge must rebuild that checkpoint's root.
+        held = self._held
+        if held is not None and held.size == size and size > 0:
+            self._held_checked = True
+            if self._tree.root() != held.root:
+                self._fail(
+                    "rewritten",
+                    None,
+                    "held_checkpoint_mismatch",
+                    f"the export's starting edge does not rebuild the checkpoint you hold ({size})",
+                )
 
     def _on_consistency(self, item: dict[str, Any]) -> None:
         body = item.get("consistency")

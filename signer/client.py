@@ -18,6 +18,7 @@ Adding an endpoint is one method: ``return self.request("POST", f"/v1/things/{_q
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import ssl
@@ -644,6 +645,47 @@ class SignerClient:
             if len(page["items"]) < 1000:
                 return items, edge
             cursor = page["items"][-1]["size"]
+
+    def audit_retained_after(self) -> int:
+        """The seq up to which the log was archived and pruned (0: nothing was)."""
+        page = self.request("GET", "/v1/audit/checkpoints", query={"after": 0, "limit": 1})
+        return int(page.get("retained_after", 0)) if isinstance(page, dict) else 0
+
+    def audit_archive(self, out: Any, before_seq: int | None, before: str | None) -> tuple[int, int, str]:
+        """Stream an archive into the binary file ``out``; (first seq, last seq, SHA-256 hex of the bytes)."""
+        query = {"before_seq": before_seq, "before": before}
+        url = (
+            self.server
+            + "/v1/audit/archive?"
+            + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
+        )
+        request = urllib.request.Request(url, method="GET")  # noqa: S310 - scheme checked in __init__
+        request.add_header("Accept", "application/x-ndjson, application/problem+json")
+        if self._token is not None:
+            request.add_header("Authorization", f"Bearer {self._token.reveal()}")
+        digest = hashlib.sha256()
+        try:
+            with self._opener.open(request, timeout=self._timeout) as response:
+                first = int(response.headers.get("X-Archive-First", "0"))
+                through = int(response.headers.get("X-Archive-Through", "0"))
+                while chunk := response.read(1 << 16):
+                    digest.update(chunk)
+                    out.write(chunk)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                self._parse(exc.code, exc.read())
+            raise
+        except urllib.error.URLError as exc:
+            reason = getattr(exc.reason, "strerror", None) or str(exc.reason)
+            raise ClientConnectionError(f"cannot reach {self.server}: {reason}") from None
+        except (TimeoutError, ConnectionError) as exc:
+            raise ClientConnectionError(f"cannot reach {self.server}: {exc.__class__.__name__}") from None
+        return first, through, digest.hexdigest()
+
+    def audit_prune(self, before_seq: int, archive_digest: str) -> Any:
+        return self.request(
+            "POST", "/v1/audit/prune", {"before_seq": before_seq, "archive_digest": archive_digest}
+        )
 
     def audit_proof(self, kind: str, query: Mapping[str, int]) -> Any:
         return self.request("GET", f"/v1/audit/proofs/{kind}", query=query)

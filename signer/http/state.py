@@ -14,6 +14,7 @@ from signer.services.approvals import ApprovalsService
 from signer.services.audit_export import AuditExportService
 from signer.services.audit_hmac import AuditHmac
 from signer.services.audit_log import AuditLogService
+from signer.services.audit_retention import AuditRetention
 from signer.services.auth import AuthService
 from signer.services.checkpoints import CheckpointService
 from signer.services.console_sessions import ConsoleSessions
@@ -48,6 +49,7 @@ class Services:
     rollback: RollbackGuard | None = None
     audit_export: AuditExportService | None = None
     audit_hmac: AuditHmac | None = None
+    audit_retention: AuditRetention | None = None
 
 
 @dataclass(frozen=True, slots=True)
