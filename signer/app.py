@@ -51,6 +51,7 @@ from signer.services.audit_export import AuditExportService
 from signer.services.audit_hmac import AuditHmac
 from signer.services.audit_log import AuditLogService
 from signer.services.audit_retention import AuditRetention
+from signer.services.audit_sinks import SinkDelivery, build_sink
 from signer.services.auth import AuthService
 from signer.services.checkpoints import CheckpointPolicy, CheckpointService
 from signer.services.console_sessions import ConsoleSessions
@@ -330,6 +331,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 if settings.audit_checkpoints
                 else None
             )
+            # External audit sinks read the committed log beside the requests (one process per sink).
+            sinks = [
+                SinkDelivery(store, build_sink(c, transport), alert_seconds=settings.audit_sink_alert_seconds)
+                for c in settings.audit_sinks
+            ]
+            sink_tasks = [
+                asyncio.get_running_loop().create_task(d.run(), name=f"signer-audit-sink-{d.sink.name}")
+                for d in sinks
+            ]
             # Start-up objects live for the whole process: keep the collector from rescanning them
             # (measured: shorter GC pauses and ~40 us less CPU per request under load).
             gc.collect()
@@ -337,11 +347,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             try:
                 yield
             finally:
-                for task in (dispatcher, checkpointer):
+                for task in (dispatcher, checkpointer, *sink_tasks):
                     if task is not None:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
+                for delivery in sinks:
+                    await delivery.close()
                 await transport.close()
                 await secrets.close()
                 if upstream is not None:
