@@ -19,7 +19,7 @@ The sinks:
 - ``webhook``: one POST per batch of ``application/x-ndjson`` through the webhook transport, so the
   webhook destination allowlist applies; any 2xx acknowledges.
 
-A failing sink is retried with a back-off (0.5 s doubling to 30 s), each failure counted in
+A failing sink is retried with a back-off (0.5 s doubling to 5 s, within the lease), each failure counted in
 ``signer_audit_sink_failures_total{sink}``; the lag is ``signer_audit_sink_lag_events{sink}``. Once it
 has failed for ``audit_sink_alert_seconds``, the alert is raised: an error log line, the gauge
 ``signer_audit_sink_alert{sink}`` at 1 and an ``audit.sink_failing`` event (with the error's class name,

@@ -122,7 +122,7 @@ def sinks(tmp_path: Path) -> Iterator[dict[str, Any]]:
     hook_got = Collector()
 
     class Hook(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             hook_got.add(body)
             self.send_response(204)
@@ -239,6 +239,7 @@ def test_every_event_reaches_every_sink_and_an_outage_loses_none(
     status, _, text = server.call(
         "GET", "/v1/audit/events?after=0&limit=10000", token=installation.admin_token
     )
+    assert status == 200
     kinds = [json.loads(json.loads(line)["event"])["kind"] for line in text.splitlines()]
     assert "audit.sink_failing" in kinds and "audit.sink_recovered" in kinds, [
         k for k in kinds if "sink" in k
