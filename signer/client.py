@@ -687,6 +687,9 @@ class SignerClient:
             "POST", "/v1/audit/prune", {"before_seq": before_seq, "archive_digest": archive_digest}
         )
 
+    def ledger_prune(self) -> Any:
+        return self.request("POST", "/v1/ledger/prune")
+
     def audit_proof(self, kind: str, query: Mapping[str, int]) -> Any:
         return self.request("GET", f"/v1/audit/proofs/{kind}", query=query)
 

@@ -211,6 +211,13 @@ def audit_prune(client: SignerClient, before_seq: int, archive_digest: str) -> A
     return client.audit_prune(before_seq, archive_digest)
 
 
+@click.command("prune-ledger")
+@api_call()
+def audit_prune_ledger(client: SignerClient) -> Any:
+    """Delete usage ledger rows older than every limit window (admin); grant budgets are kept."""
+    return client.ledger_prune()
+
+
 # Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
 COMMANDS: tuple[click.Command, ...] = ()
 AUDIT_COMMANDS: tuple[click.Command, ...] = (
@@ -220,4 +227,5 @@ AUDIT_COMMANDS: tuple[click.Command, ...] = (
     audit_checkpoint,
     audit_archive,
     audit_prune,
+    audit_prune_ledger,
 )

@@ -26,9 +26,10 @@ import hashlib
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
+from policy import MAX_WINDOW
 from signer.audit import export_jsonl
 from signer.errors import Conflict, IntegrityError, NotFound
 from signer.identity import Role
@@ -38,6 +39,9 @@ from signer.store import Store, Writer
 from signer.store.tables.audit_retention import ArchiveRecord
 
 _PAGE = 2000
+# No policy limit's window reaches further back (policy.parsing's MAX_WINDOW), plus a day of slack for
+# clocks: ledger rows older than this can never count again.
+LEDGER_KEEP = timedelta(seconds=MAX_WINDOW) + timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,3 +187,19 @@ class AuditRetention:
             "events_deleted": deleted,
             "archive_digest": archive_digest,
         }
+
+    async def prune_ledger(self, ctx: RequestContext) -> dict[str, Any]:
+        """Delete usage ledger rows older than every limit window (grant budgets are kept), audited."""
+        require_role(ctx, Role.ADMIN)
+        now = self._clock()
+        before = now - LEDGER_KEEP
+
+        async def unit(writer: Writer) -> int:
+            deleted = await writer.retention.prune_ledger(before)
+            writer.append_audit(
+                ctx.audit_event("ledger.pruned", now, before=iso(before), rows_deleted=deleted)
+            )
+            return deleted
+
+        deleted = await self._store.submit(unit)
+        return {"rows_deleted": deleted, "before": iso(before)}

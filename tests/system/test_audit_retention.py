@@ -163,3 +163,45 @@ def test_archive_prune_and_what_remains_still_verifies(
     status, _, events = server.call("GET", "/v1/audit/events?after=0&limit=10000", token=admin)
     kinds = [json.loads(json.loads(line)["event"])["kind"] for line in events.splitlines()]
     assert "audit.pruned" in kinds and "audit.archived" in kinds
+
+
+def test_ledger_rows_older_than_every_window_are_pruned_and_budgets_kept(
+    installation: Installation, launch: Callable[..., Server]
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+
+    from signer.store.schema import UTCDateTime
+    from tests.system.test_audit_tamper import sql
+
+    def at(days: int) -> object:
+        moment = datetime.now(UTC) - timedelta(days=days)
+        sqlite = "SIGNER_DATABASE_URL" not in installation.env
+        return UTCDateTime().process_bind_param(moment, sqlite_dialect()) if sqlite else moment
+
+    rows = [
+        ("policy:r1:spend:native", at(400)),  # older than any window: pruned
+        ("policy:r1:spend:native", at(300)),  # a 366-day window still sees it
+        ("grant:g1:uses", at(900)),  # a grant budget counts for the grant's life
+    ]
+    sql(
+        installation,
+        *[
+            (
+                "INSERT INTO ledger (limit_key, amount, window_start) VALUES (:k, '1', :w)",
+                {"k": key, "w": start},
+            )
+            for key, start in rows
+        ],
+    )
+    server = launch(installation)
+    done = cli(installation, server, "audit", "prune-ledger", "--json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout)["rows_deleted"] == 1
+    (left,) = sql(installation, ("SELECT limit_key FROM ledger ORDER BY limit_key", {}))
+    assert sorted(r[0] for r in left) == ["grant:g1:uses", "policy:r1:spend:native"]
+    status, _, text = server.call(
+        "GET", "/v1/audit/events?after=0&limit=10000", token=installation.admin_token
+    )
+    assert status == 200 and '"kind":"ledger.pruned"' in text

@@ -111,3 +111,22 @@ async def audit_prune(request: web.Request) -> web.Response:
     ctx = await context(request)
     body = await parse_body(request, PruneBody, max_body(request))
     return json_response(await _retention(request).prune(ctx, body.before_seq, body.archive_digest))
+
+
+class LedgerPruneAnswer(View):
+    rows_deleted: int = Field(ge=0)
+    before: str = Field(description="rows of policy limits whose window started before this were deleted")
+
+
+@api.operation(
+    "POST",
+    "/v1/ledger/prune",
+    summary="Delete usage ledger rows older than every limit window (grant budgets are kept; audited)",
+    tag="audit",
+    who="admin",
+    response=LedgerPruneAnswer,
+    errors=(503,),
+)
+async def ledger_prune(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    return json_response(await _retention(request).prune_ledger(ctx))

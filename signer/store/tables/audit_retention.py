@@ -6,6 +6,10 @@ always a signed checkpoint's size: its row stays, and the tree's right edge ther
 small ones the checkpoint service otherwise hashes from events) is stored, so the tree goes on growing,
 proofs about later events still find their left siblings, and an export of what remains starts with
 that edge for the offline verifier.
+
+It also prunes the usage ledger (``prune_ledger``): rows of policy limits whose window started before a
+time no limit window reaches back to. Rows of grant budgets (``grant:...`` keys) are sums over the
+grant's whole life and are never pruned.
 """
 
 from __future__ import annotations
@@ -93,6 +97,15 @@ class RetentionWrites(RetentionReads):
                 "created_by": record.created_by,
             },
         )
+
+    async def prune_ledger(self, before: datetime) -> int:
+        """Delete the ledger rows of policy limits (not grant budgets) whose window started before
+        ``before``; the number deleted."""
+        c = t.ledger.c
+        result = await self._tx._write(
+            t.ledger.delete().where(c.window_start < before, ~c.limit_key.startswith("grant:"))
+        )
+        return int(result.rowcount or 0)
 
     async def prune(self, through: int, edge: Iterable[tuple[int, int, bytes]]) -> int:
         """Delete the events with ``seq <= through``, the checkpoints before it and the tree nodes wholly
