@@ -687,6 +687,9 @@ class SignerClient:
             "POST", "/v1/audit/prune", {"before_seq": before_seq, "archive_digest": archive_digest}
         )
 
+    def audit_hmac(self, field: str, value: str) -> Any:
+        return self.request("POST", "/v1/audit/hmac", {"field": field, "value": value})
+
     def ledger_prune(self) -> Any:
         return self.request("POST", "/v1/ledger/prune")
 

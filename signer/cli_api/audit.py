@@ -211,6 +211,19 @@ def audit_prune(client: SignerClient, before_seq: int, archive_digest: str) -> A
     return client.audit_prune(before_seq, archive_digest)
 
 
+@click.command("hmac")
+@click.argument("field", type=click.Choice(["idempotency_key"]))
+@api_call()
+def audit_hmac(client: SignerClient, field: str) -> Any:
+    """The HMAC an audit event holds for a value read from stdin (auditor, admin): search the log by it.
+
+    The value is read from stdin (one line, its newline dropped), never taken on the command line."""
+    value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise click.BadParameter("give the value on stdin", param_hint="stdin")
+    return client.audit_hmac(field, value)
+
+
 @click.command("prune-ledger")
 @api_call()
 def audit_prune_ledger(client: SignerClient) -> Any:
@@ -228,4 +241,5 @@ AUDIT_COMMANDS: tuple[click.Command, ...] = (
     audit_archive,
     audit_prune,
     audit_prune_ledger,
+    audit_hmac,
 )
