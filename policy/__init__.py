@@ -47,7 +47,13 @@ from policy.facts import (
     spend_key,
 )
 from policy.grants import Grant, GrantRequest, evaluate_grants, grant_usage_queries, grants_reach
-from policy.parsing import RULE_KINDS, parse_policy_document, parse_policy_json, parse_stored_policy_json
+from policy.parsing import (
+    MAX_WINDOW,
+    RULE_KINDS,
+    parse_policy_document,
+    parse_policy_json,
+    parse_stored_policy_json,
+)
 from policy.request import (
     KNOWN_OPERATIONS,
     OPERATIONS,
@@ -67,6 +73,7 @@ from policy.windows import counts_toward, rolling_since
 
 __all__ = [
     "KNOWN_OPERATIONS",
+    "MAX_WINDOW",
     "NATIVE",
     "NOT_COUNTED",
     "OPERATIONS",

@@ -50,7 +50,10 @@ from signer.services.admin import AdminService
 from signer.services.approval_desk import ApprovalDesk
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_export import AuditExportService
+from signer.services.audit_hmac import AuditHmac
 from signer.services.audit_log import AuditLogService
+from signer.services.audit_retention import AuditRetention
+from signer.services.audit_sinks import SinkDelivery, build_sink
 from signer.services.auth import AuthService
 from signer.services.checkpoints import CheckpointPolicy, CheckpointService
 from signer.services.console_sessions import ConsoleSessions
@@ -64,7 +67,7 @@ from signer.services.operator_views import OperatorViews
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
-from signer.services.rollback import ANCHOR_NAME, AnchorFile, RollbackGuard
+from signer.services.rollback import ANCHOR_NAME, AnchorFile, RollbackGuard, TokenAnchor
 from signer.services.secret_backends import build_backends
 from signer.services.secret_kind import Sealer, sealed_backend
 from signer.services.secret_resolve import SecretResolver
@@ -234,6 +237,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await keys.check_token_inventory()
             await self_test(hsm)
             anchor = AnchorFile(settings.audit_anchor_file or settings.data_dir / ANCHOR_NAME)
+            token_anchor = TokenAnchor(hsm)
+            audit_hmac = AuditHmac(store, hsm, clock=utcnow)
+            await audit_hmac.start()
             checkpoints = CheckpointService(
                 store,
                 hsm,
@@ -244,8 +250,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 ),
                 clock=utcnow,
                 on_checkpoint=anchor.advance,
+                after_checkpoint=token_anchor.advance,
             )
-            rollback = RollbackGuard(store, anchor, await checkpoints.start(), clock=utcnow)
+            rollback = RollbackGuard(
+                store, anchor, await checkpoints.start(), clock=utcnow, token_anchor=token_anchor
+            )
             await rollback.check()
             if settings.audit_checkpoints:
                 store.batch_observer = _both(gauges.audit_commit, checkpoints.committed)
@@ -262,7 +271,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # Pending requests sit below both the pipeline (which opens and closes them) and the
             # approvals service (which counts votes and runs approved ones through the pipeline).
             pending = PendingRequests(clock=utcnow, webhooks=webhooks)
-            pipeline = DecisionPipeline(store, hsm, facts, auth, pending, utcnow)
+            pipeline = DecisionPipeline(store, hsm, facts, auth, pending, utcnow, audit_hmac.field)
             signing = SigningService(pipeline)
             # A duplicate answers 409 (retry) before its own deadline; a claim outlives any request.
             signing.idempotency.wait_seconds = settings.request_deadline_seconds * 0.8
@@ -315,6 +324,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 audit_export=AuditExportService(store, clock=utcnow),
                 approvals=approvals,
                 policies=policies,
+                audit_hmac=audit_hmac,
+                audit_retention=AuditRetention(store, checkpoints, clock=utcnow),
                 webhooks=webhooks,
                 console_sessions=ConsoleSessions(
                     store,
@@ -338,6 +349,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 if settings.audit_checkpoints
                 else None
             )
+            # External audit sinks read the committed log beside the requests (one process per sink).
+            sinks = [
+                SinkDelivery(store, build_sink(c, transport), alert_seconds=settings.audit_sink_alert_seconds)
+                for c in settings.audit_sinks
+            ]
+            sink_tasks = [
+                asyncio.get_running_loop().create_task(d.run(), name=f"signer-audit-sink-{d.sink.name}")
+                for d in sinks
+            ]
             # Start-up objects live for the whole process: keep the collector from rescanning them
             # (measured: shorter GC pauses and ~40 us less CPU per request under load).
             gc.collect()
@@ -345,12 +365,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             try:
                 yield
             finally:
-                for task in (dispatcher, checkpointer):
+                for task in (dispatcher, checkpointer, *sink_tasks):
                     if task is not None:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):
                             await task
                 await kek_rotations.close()
+                for delivery in sinks:
+                    await delivery.close()
                 await transport.close()
                 await secrets.close()
                 if upstream is not None:

@@ -115,6 +115,20 @@ def canonical_json(obj: Any) -> bytes:
 _canonical_text = _policy_canonical_json
 
 
+def parse_event(raw: bytes) -> Any:
+    """``policy.parse_canonical`` (the value, only if ``raw`` is exactly its canonical encoding), read
+    by orjson where that gives the same answer: anything orjson reads differently, or not at all, goes
+    to the standard library's parser, which decides. About twice as fast on an export's events."""
+    if orjson is not None:
+        try:
+            value = orjson.loads(raw)
+            if canonical_json(value) == raw:
+                return value
+        except (orjson.JSONDecodeError, ValueError, TypeError):
+            pass
+    return parse_canonical(raw)
+
+
 # -- the chain --------------------------------------------------------------------------------------
 
 
@@ -421,7 +435,7 @@ class ChainVerifier:
         if chain_hash(prev, raw) != digest:
             return self._fail("hash_mismatch")
         try:
-            body = parse_canonical(raw)
+            body = parse_event(raw)
         except ValueError:
             return self._fail("event_not_canonical")
         if not isinstance(body, dict) or not _fields_agree(record, body):

@@ -14,6 +14,9 @@ does them in the CLI). An export is JSONL of three kinds of line:
   against an older checkpoint the auditor holds (size M): the RFC 6962 proof that the tree at M is a
   prefix of the one at N, a checkpoint inside the export.
 
+A `tree_start` at exactly the size of a held checkpoint (an archive that follows the previous one's
+boundary) must rebuild its root.
+
 Findings name the first bad position and what it looks like: ``edited`` (an event whose bytes no longer
 hash to its record), ``removed`` (a gap in the sequence), ``inserted`` (a record whose ``prev_hash`` is
 not its predecessor's hash), ``reordered`` (a sequence number going back), ``rewritten`` (the chain holds,
@@ -87,8 +90,10 @@ class ExportVerifier:
         check: SignatureCheck,
         held: Checkpoint | None = None,
         approval_check: ApprovalCheck | None = None,
+        require_anchored: bool = False,
     ) -> None:
         self._key = key
+        self._require_anchored = require_anchored
         self._check = check
         self._held = held
         self._approval_check = approval_check
@@ -158,6 +163,18 @@ class ExportVerifier:
             self._fail("malformed", None, "tree_start_malformed", "tree_start's edge does not fit its size")
             return
         self._range_start = size
+        # Starting exactly at the checkpoint the auditor holds (the boundary of an earlier archive), the
+        # edge must rebuild that checkpoint's root.
+        held = self._held
+        if held is not None and held.size == size and size > 0:
+            self._held_checked = True
+            if self._tree.root() != held.root:
+                self._fail(
+                    "rewritten",
+                    None,
+                    "held_checkpoint_mismatch",
+                    f"the export's starting edge does not rebuild the checkpoint you hold ({size})",
+                )
 
     def _on_consistency(self, item: dict[str, Any]) -> None:
         body = item.get("consistency")
@@ -333,6 +350,13 @@ class ExportVerifier:
                 )
         elif last > self._range_start:
             self.ranges.append(RangeSummary(self._range_start + 1, last, "unanchored"))
+            if self._require_anchored:
+                self._fail(
+                    "unanchored",
+                    self._range_start + 1,
+                    "unanchored",
+                    f"events {self._range_start + 1}..{last} are covered by no signed checkpoint",
+                )
         report: dict[str, Any] = {
             "ok": self.finding is None,
             "checked": self._chain.checked if self._chain is not None else 0,

@@ -566,10 +566,17 @@ for _command in cli_api.AUDIT_COMMANDS:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A checkpoint note you hold from earlier: the export must extend it (needs --public-key).",
 )
-def audit_verify(export_file: Any, public_key: str | None, held_checkpoint: Path | None) -> None:
+@click.option(
+    "--require-anchored",
+    is_flag=True,
+    help="Fail when any event is covered by no signed checkpoint in the export (an unanchored tail).",
+)
+def audit_verify(
+    export_file: Any, public_key: str | None, held_checkpoint: Path | None, require_anchored: bool
+) -> None:
     """Verify an exported JSONL audit log offline: the chain, every signed checkpoint in it, consistency
     with a checkpoint you hold, and signed approvals. Names the first broken event; one summary line per
-    range on stderr; exit 1 on any failure."""
+    range on stderr; exit 1 on any failure (and with --require-anchored, on an unanchored tail)."""
     from signer.audit_note import NoteError, VerifierKey, open_checkpoint
     from signer.audit_verify import ExportVerifier
     from signer.crypto.signatures import check_ed25519
@@ -586,7 +593,15 @@ def audit_verify(export_file: Any, public_key: str | None, held_checkpoint: Path
             held = open_checkpoint(held_checkpoint.read_text(encoding="utf-8"), key, check_ed25519)
     except NoteError as exc:
         _fail(f"{exc.code}: {exc}", code=2)
-    verifier = ExportVerifier(key=key, check=check_ed25519, held=held, approval_check=_approval_check)
+    if require_anchored and key is None:
+        _fail("--require-anchored needs --public-key", code=2)
+    verifier = ExportVerifier(
+        key=key,
+        check=check_ed25519,
+        held=held,
+        approval_check=_approval_check,
+        require_anchored=require_anchored,
+    )
     for line in export_file:
         if not verifier.feed(line):
             break

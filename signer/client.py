@@ -18,6 +18,7 @@ Adding an endpoint is one method: ``return self.request("POST", f"/v1/things/{_q
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -664,6 +665,41 @@ class SignerClient:
             if len(page["items"]) < 1000:
                 return items, edge
             cursor = page["items"][-1]["size"]
+
+    def audit_retained_after(self) -> int:
+        """The seq up to which the log was archived and pruned (0: nothing was)."""
+        page = self.request("GET", "/v1/audit/checkpoints", query={"after": 0, "limit": 1})
+        return int(page.get("retained_after", 0)) if isinstance(page, dict) else 0
+
+    def audit_archive(self, out: Any, before_seq: int | None, before: str | None) -> tuple[int, int, str]:
+        """Stream an archive into the binary file ``out``; (first seq, last seq, SHA-256 hex of the bytes)."""
+        digest = hashlib.sha256()
+
+        class _Hashing:
+            # What is written is hashed on the way: the digest ``audit prune`` names.
+            def write(self, chunk: bytes) -> int:
+                digest.update(chunk)
+                return int(out.write(chunk))
+
+        query = {"before_seq": before_seq, "before": before}
+        status, headers, payload = self._open("GET", "/v1/audit/archive", query=query, sink=_Hashing())  # type: ignore[arg-type]
+        if status >= 400:
+            self._parse(status, payload)
+        found = {k.lower(): v for k, v in headers.items()}
+        first = int(found.get("x-archive-first", "0"))
+        through = int(found.get("x-archive-through", "0"))
+        return first, through, digest.hexdigest()
+
+    def audit_prune(self, before_seq: int, archive_digest: str) -> Any:
+        return self.request(
+            "POST", "/v1/audit/prune", {"before_seq": before_seq, "archive_digest": archive_digest}
+        )
+
+    def audit_hmac(self, field: str, value: str) -> Any:
+        return self.request("POST", "/v1/audit/hmac", {"field": field, "value": value})
+
+    def ledger_prune(self) -> Any:
+        return self.request("POST", "/v1/ledger/prune")
 
     def audit_proof(self, kind: str, query: Mapping[str, int]) -> Any:
         return self.request("GET", f"/v1/audit/proofs/{kind}", query=query)

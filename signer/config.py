@@ -16,9 +16,9 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from signer.errors import ConfigurationError
 
@@ -156,6 +156,27 @@ class SecretBackendsSettings(BaseModel):
     openbao_kv2: OpenBaoSettings | None = None
 
 
+class AuditSinkSettings(BaseModel):
+    """One external audit sink fed from the database: an append-only file, syslog (RFC 5424 over UDP,
+    or TCP with octet counting) or a webhook (through the webhook destination allowlist)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9_-]{1,32}$")
+    type: Literal["file", "syslog", "webhook"]
+    path: Path | None = None
+    address: str | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]{1,255}:[0-9]{1,5}$")
+    protocol: Literal["udp", "tcp"] = "udp"
+    url: str | None = Field(default=None, pattern=r"^https?://[^\s]{1,2040}$")
+
+    @model_validator(mode="after")
+    def _target(self) -> AuditSinkSettings:
+        wanted = {"file": "path", "syslog": "address", "webhook": "url"}[self.type]
+        if getattr(self, wanted) is None:
+            raise ValueError(f"a {self.type} sink needs {wanted}")
+        return self
+
+
 class Settings(BaseModel):
     """Everything the service needs to start. Paths are absolute once loaded."""
 
@@ -219,6 +240,12 @@ class Settings(BaseModel):
     )
     audit_checkpoint_every_events: int = Field(
         default=1000, ge=0, description="checkpoint once this many events were committed (0: by time only)"
+    )
+    audit_sinks: tuple[AuditSinkSettings, ...] = Field(
+        default=(), description="external audit sinks fed from the database (file, syslog, webhook)"
+    )
+    audit_sink_alert_seconds: float = Field(
+        default=60.0, gt=0, le=86400, description="a sink failing this long raises an alert"
     )
     audit_anchor_file: Path | None = Field(
         default=None,
@@ -380,7 +407,7 @@ def _from_env(key: str, raw: str) -> Any:
         return tuple(part for part in raw.split(",") if part.strip())
     if key == "webhook_allowed_destinations":
         return tuple(part.strip().lower() for part in raw.split(",") if part.strip())
-    if key in ("access_token_ttl_seconds", "secret_backends"):
+    if key in ("access_token_ttl_seconds", "secret_backends", "audit_sinks"):
         try:
             return json.loads(raw)
         except ValueError:

@@ -131,6 +131,20 @@ AUDIT_BATCH = Histogram(
 AUDIT_QUEUE = Gauge(
     "signer_audit_queue_depth", "Units waiting for the next group commit", multiprocess_mode="livesum"
 )
+# External audit sinks (signer.services.audit_sinks): only the process holding a sink's lease sets these.
+AUDIT_SINK_LAG = Gauge(
+    "signer_audit_sink_lag_events",
+    "Committed audit events a sink has not received yet",
+    ("sink",),
+    multiprocess_mode="livemax",
+)
+AUDIT_SINK_FAILURES = Counter("signer_audit_sink_failures", "Failed deliveries to an audit sink", ("sink",))
+AUDIT_SINK_ALERT = Gauge(
+    "signer_audit_sink_alert",
+    "1 while an audit sink has been failing for longer than audit_sink_alert_seconds",
+    ("sink",),
+    multiprocess_mode="livemax",
+)
 
 
 # -- recording (called on request paths: cheap) ---------------------------------------------------

@@ -597,6 +597,23 @@ def test_audit_events_export_and_verify(cli: Cli, tmp_path: Path) -> None:
     assert denied.exit_code == cli_api.EXIT_DENIED
 
 
+def test_audit_key_checkpoint_hmac_archive_and_prunes(cli: Cli, tmp_path: Path) -> None:
+    key = cli.ok("audit", "public-key")
+    assert key["algorithm"] == "ed25519" and key["verifier_key"].startswith(key["origin"] + "+")
+    checkpoint = cli.run("audit", "checkpoint", "--json")
+    assert checkpoint.exit_code in (0, 5), checkpoint.stderr  # 5: none signed yet
+    first = cli.ok("audit", "hmac", "idempotency_key", input="order-1\n")
+    assert cli.ok("audit", "hmac", "idempotency_key", input="order-1\n")["hmac"] == first["hmac"]
+    assert "order-1" not in json.dumps(first)
+    assert cli.run("audit", "hmac", "idempotency_key", input="\n").exit_code == 2
+    # Archiving needs a signed checkpoint; without one the answer is a clear 409.
+    archived = cli.run("audit", "archive", "--before", "3", "--out", str(tmp_path / "a.jsonl"), "--json")
+    assert archived.exit_code in (0, 7), archived.stdout + archived.stderr
+    refused = cli.run("audit", "prune", "--before", "3", "--archive-digest", "00" * 32, "--json")
+    assert refused.exit_code == 5 and "archive_not_found" in refused.stdout
+    assert cli.ok("audit", "prune-ledger")["rows_deleted"] >= 0
+
+
 def test_audit_export_shows_progress_on_a_terminal(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -607,9 +624,10 @@ def test_audit_export_shows_progress_on_a_terminal(
     assert "exporting audit events" in result.stderr
     assert "signer audit verify" in result.stderr
     exported = dict(line.split(None, 1) for line in result.stdout.splitlines())
-    # The file holds the events and, after the event at each one's size, the signed checkpoints.
-    events = [line for line in out.read_text().splitlines() if '"seq"' in line]
-    assert int(exported["exported"]) == len(events) > 0
+    records = [
+        line for line in out.read_text().splitlines() if '"seq":' in line and '"checkpoint"' not in line
+    ]
+    assert int(exported["exported"]) == len(records) > 0
 
 
 @pytest.mark.parametrize(

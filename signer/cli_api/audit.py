@@ -67,6 +67,13 @@ def audit_export(
     if not to_stdout and output.exists() and not force:
         raise click.BadParameter(f"{output} exists (use --force to replace it)", param_hint="OUTPUT")
     partial = output.with_name(output.name + ".partial")
+    retained_after = client.audit_retained_after()
+    if after < retained_after:
+        click.echo(
+            f"events 1..{retained_after} were archived and pruned: exporting from {retained_after + 1}",
+            err=True,
+        )
+        after = retained_after
     # The signed checkpoints over this range travel in the export, each right after the event at its
     # size, and (from a later start) the tree's right edge there: `signer audit verify` needs both.
     try:
@@ -275,6 +282,63 @@ def audit_search(
     return {"file": str(output), "format": form, "head": head}
 
 
+@click.command("archive")
+@click.option(
+    "--before", "before", required=True, help="A seq (archive events before it) or an RFC 3339 time."
+)
+@click.option("--out", "output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace OUT if it exists.")
+@api_call()
+def audit_archive(client: SignerClient, before: str, output: Path, force: bool) -> Any:
+    """Archive the oldest events through the last signed checkpoint before SEQ or DATE into OUT (admin).
+
+    OUT verifies on its own with `signer audit verify OUT --public-key KEY`; its SHA-256 is what
+    `signer audit prune --archive-digest` names. Written as OUT.partial until complete.
+    """
+    if output.exists() and not force:
+        raise click.BadParameter(f"{output} exists (use --force to replace it)", param_hint="--out")
+    before_seq = int(before) if before.isdigit() else None
+    partial = output.with_name(output.name + ".partial")
+    with open(partial, "wb") as handle:
+        first, through, digest = client.audit_archive(handle, before_seq, None if before_seq else before)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(partial, output)
+    click.echo(f"prune with: signer audit prune --before {through + 1} --archive-digest {digest}", err=True)
+    return {"file": str(output), "first_seq": first, "through_seq": through, "archive_digest": digest}
+
+
+@click.command("prune")
+@click.option(
+    "--before", "before_seq", required=True, type=click.IntRange(min=2), help="Prune events before this seq."
+)
+@click.option("--archive-digest", required=True, help="The SHA-256 `signer audit archive` printed.")
+@api_call()
+def audit_prune(client: SignerClient, before_seq: int, archive_digest: str) -> Any:
+    """Delete the events an archive holds (admin); refused unless that archive was made here."""
+    return client.audit_prune(before_seq, archive_digest)
+
+
+@click.command("hmac")
+@click.argument("field", type=click.Choice(["idempotency_key"]))
+@api_call()
+def audit_hmac(client: SignerClient, field: str) -> Any:
+    """The HMAC an audit event holds for a value read from stdin (auditor, admin): search the log by it.
+
+    The value is read from stdin (one line, its newline dropped), never taken on the command line."""
+    value = sys.stdin.readline().rstrip("\r\n")
+    if not value:
+        raise click.BadParameter("give the value on stdin", param_hint="stdin")
+    return client.audit_hmac(field, value)
+
+
+@click.command("prune-ledger")
+@api_call()
+def audit_prune_ledger(client: SignerClient) -> Any:
+    """Delete usage ledger rows older than every limit window (admin); grant budgets are kept."""
+    return client.ledger_prune()
+
+
 # Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
 COMMANDS: tuple[click.Command, ...] = ()
 AUDIT_COMMANDS: tuple[click.Command, ...] = (
@@ -286,4 +350,8 @@ AUDIT_COMMANDS: tuple[click.Command, ...] = (
     audit_checkpoints,
     audit_proof,
     audit_rollback,
+    audit_archive,
+    audit_prune,
+    audit_prune_ledger,
+    audit_hmac,
 )

@@ -55,6 +55,12 @@ KEK_RETIRED_PREFIX = "signer-kek-retired:"
 _KEK_LABELS = (KEK_LABEL_PREFIX, KEK_NEXT_PREFIX, KEK_RETIRED_PREFIX)
 # The audit checkpoint key (Ed25519, in the token, sign only): found by this label, made on first use.
 AUDIT_KEY_LABEL = "signer-audit-checkpoint"
+# The audit field key (a generic secret, sign only with CKM_SHA256_HMAC): HMACs of audit fields that
+# could identify a value or a token. Found by this label, made on first use.
+AUDIT_HMAC_LABEL = "signer-audit-hmac"
+# The audit anchor kept in the token (a CKO_DATA object): the newest checkpoint's size and hashes.
+AUDIT_ANCHOR_LABEL = "signer-audit-anchor"
+_HMAC_KEY_BYTES = 32
 _KEK_BYTES = 32
 
 _CONFINEMENT_ATTRS = [
@@ -178,6 +184,27 @@ def _kek_template(label: str, key_id: bytes) -> dict[Attribute, Any]:
     }
 
 
+def _hmac_key_template(key_id: bytes) -> dict[Attribute, Any]:
+    """A generic secret that lives in the token, never leaves it, and can only compute HMACs."""
+    return {
+        Attribute.TOKEN: True,
+        Attribute.PRIVATE: True,
+        Attribute.SENSITIVE: True,
+        Attribute.EXTRACTABLE: False,
+        Attribute.LABEL: AUDIT_HMAC_LABEL,
+        Attribute.ID: key_id,
+        Attribute.VALUE_LEN: _HMAC_KEY_BYTES,
+        Attribute.SIGN: True,
+        Attribute.VERIFY: False,
+        Attribute.ENCRYPT: False,
+        Attribute.DECRYPT: False,
+        Attribute.WRAP: False,
+        Attribute.UNWRAP: False,
+        Attribute.DERIVE: False,
+        Attribute.COPYABLE: False,
+    }
+
+
 # A data key exists in the token only for the length of one wrap or unwrap, as a session object.
 _DATA_KEY_TEMPLATE: dict[Attribute, Any] = {
     Attribute.TOKEN: False,
@@ -257,6 +284,7 @@ class TokenSession:
         self._session: Any = None
         self._keys: dict[str, tuple[Any, Curve | None]] = {}
         self._keks: dict[str, Any] = {}
+        self._hmac_key: Any = None
         self._registered = False
         self._files = TokenFileLock()
         # When this process last read the token's object list from scratch (connect or reconnect).
@@ -395,6 +423,7 @@ class TokenSession:
     def forget_handles(self) -> None:
         self._keys.clear()
         self._keks.clear()
+        self._hmac_key = None
 
     def probe_token(self) -> None:
         """C_GetTokenInfo on our slot: raises when the token is gone (SoftHSM: CKR_GENERAL_ERROR)."""
@@ -814,3 +843,79 @@ class TokenSession:
             self._catch_up()
             key.destroy()
             self._keks.pop(kek_id, None)
+
+    # -- the audit field key and the audit anchor ----------------------------------------------------
+
+    def audit_hmac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of ``data`` under the audit field key (generated in the token the first time).
+
+        Two processes generating at once leave two keys: every process uses the one with the smallest
+        id, so all compute the same HMACs.
+        """
+        key = self._hmac_key
+        if key is None:
+            with self._files:
+                template = {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.LABEL: AUDIT_HMAC_LABEL}
+                found = self._search(template)
+                if not found:
+                    self._catch_up()
+                    key_id = os.urandom(_ID_BYTES)
+                    self._session.generate_key(
+                        KeyType.GENERIC_SECRET,
+                        _HMAC_KEY_BYTES * 8,
+                        id=key_id,
+                        label=AUDIT_HMAC_LABEL,
+                        store=True,
+                        mechanism=Mechanism.GENERIC_SECRET_KEY_GEN,
+                        template=_hmac_key_template(key_id),
+                    )
+                    found = self._search(template)
+                ranked = sorted(
+                    (bytes(k.get_attributes([Attribute.ID]).get(Attribute.ID) or b""), i)
+                    for i, k in enumerate(found)
+                )
+                ranked = [r for r in ranked if r[0]]
+                if not ranked:
+                    raise IntegrityError(
+                        "the audit field key on the token has no id", code="audit_key_invalid"
+                    )
+                key = found[ranked[0][1]]
+                if not _attributes_of(key).confined:
+                    raise IntegrityError(
+                        "the audit field key could leave the token", code="audit_key_invalid"
+                    )
+                self._hmac_key = key
+        return bytes(key.sign(data, mechanism=Mechanism.SHA256_HMAC))
+
+    def read_anchor(self) -> bytes | None:
+        """The value of the audit anchor data object, or None when the token holds none."""
+        with self._files:
+            found = self._search({Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: AUDIT_ANCHOR_LABEL})
+            if not found:
+                return None
+            return max(bytes(obj[Attribute.VALUE]) for obj in found)
+
+    def write_anchor(self, value: bytes, *, force: bool) -> bool:
+        """Store ``value`` (8 bytes of big-endian size first) as the audit anchor, unless the token
+        already holds one of the same or a larger size (``force``: replace whatever is there, for an
+        acknowledged rollback). True when written."""
+        with self._files:
+            template = {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: AUDIT_ANCHOR_LABEL}
+            found = self._search(template)
+            if not force and any(bytes(o[Attribute.VALUE])[:8] >= value[:8] for o in found):
+                return False
+            self._catch_up()
+            self._session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.DATA,
+                    Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True,
+                    Attribute.MODIFIABLE: True,
+                    Attribute.LABEL: AUDIT_ANCHOR_LABEL,
+                    Attribute.APPLICATION: "signer",
+                    Attribute.VALUE: value,
+                }
+            )
+            for obj in found:
+                obj.destroy()
+            return True

@@ -432,6 +432,24 @@ class Hsm:
         token on first use and found by its label afterwards; its public half and attributes."""
         return await self._op(lambda ts: ts.audit_key(), fresh=True)
 
+    async def audit_hmac(self, data: bytes) -> bytes:
+        """HMAC-SHA256 of ``data`` under the audit field key (a generic secret in the token, sensitive,
+        not extractable, sign only), generated on first use and found by its label afterwards."""
+        if not isinstance(data, bytes) or len(data) > 1 << 16:
+            raise InvalidRequest("HMAC input is at most 64 KiB", code="invalid_request")
+        return await self._op(lambda ts: ts.audit_hmac(data))
+
+    async def read_anchor(self) -> bytes | None:
+        """The audit anchor data object's value (None: the token holds none)."""
+        return await self._op(lambda ts: ts.read_anchor(), fresh=True)
+
+    async def write_anchor(self, value: bytes, *, force: bool = False) -> bool:
+        """Store the audit anchor (8-byte big-endian size first) unless the token holds a larger or
+        equal one (``force``: replace it anyway). True when written."""
+        if not isinstance(value, bytes) or not 8 <= len(value) <= 4096:
+            raise InvalidRequest("an anchor is 8 to 4096 bytes", code="invalid_request")
+        return await self._op(lambda ts: ts.write_anchor(value, force=force), fresh=True)
+
     async def kek_for_scope(self, scope: str) -> str:
         """The hex id of the scope's key-encryption key (AES-256 in the token, wrap/unwrap only),
         generated on first use and found by label afterwards."""

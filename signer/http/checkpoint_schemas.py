@@ -51,7 +51,10 @@ class AuditCheckpointPage(View):
     after: int = Field(ge=0)
     edge: list[str] | None = Field(
         description="the tree's right edge at size `after` (base64, largest subtree first), for a verifier "
-        "starting there; null when no checkpoint covers `after` yet"
+        "starting there; null when no checkpoint covers `after` yet, or `after` is before `retained_after`"
+    )
+    retained_after: int = Field(
+        ge=0, description="events up to this seq were archived and pruned: an export starts after it"
     )
 
 

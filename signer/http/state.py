@@ -13,7 +13,9 @@ from signer.services.admin import AdminService
 from signer.services.approval_desk import ApprovalDesk
 from signer.services.approvals import ApprovalsService
 from signer.services.audit_export import AuditExportService
+from signer.services.audit_hmac import AuditHmac
 from signer.services.audit_log import AuditLogService
+from signer.services.audit_retention import AuditRetention
 from signer.services.auth import AuthService
 from signer.services.checkpoints import CheckpointService
 from signer.services.console_sessions import ConsoleSessions
@@ -52,6 +54,8 @@ class Services:
     approval_desk: ApprovalDesk | None = None  # the console's view around a request (console.py)
     operator_views: OperatorViews | None = None  # the console's operator pages (console_operator.py)
     kek_rotations: KekRotations | None = None
+    audit_hmac: AuditHmac | None = None
+    audit_retention: AuditRetention | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -78,12 +78,14 @@ class CheckpointService:
         *,
         clock: Clock = utcnow,
         on_checkpoint: Callable[[CheckpointRecord], None] | None = None,
+        after_checkpoint: Callable[[CheckpointRecord], Awaitable[None]] | None = None,
     ) -> None:
         self._store = store
         self._hsm = hsm
         self._policy = policy
         self._clock = clock
         self._on_checkpoint = on_checkpoint
+        self._after_checkpoint = after_checkpoint
         self._key: VerifierKey | None = None
         self._hsm_id = ""
         self._committed = 0
@@ -187,8 +189,11 @@ class CheckpointService:
             await writer.checkpoints.add(record, base, nodes)
             return True
 
-        if await self._store.submit(unit) and self._on_checkpoint is not None:
-            self._on_checkpoint(record)
+        if await self._store.submit(unit):
+            if self._on_checkpoint is not None:
+                self._on_checkpoint(record)
+            if self._after_checkpoint is not None:
+                await self._after_checkpoint(record)
         return record, after >= head_seq
 
     # -- the auditor's reads ----------------------------------------------------------------------------
@@ -218,12 +223,22 @@ class CheckpointService:
         async with self._store.read() as reader:
             records = await reader.checkpoints.page(after, max(1, min(limit, 1000)))
             latest = await reader.checkpoints.latest()
+            first = await reader.retention.first_retained_seq()
+        # Events up to ``retained_after`` were archived and pruned: an export starts there at the earliest.
+        retained_after = 0 if first is None else first - 1
         edge: list[str] | None = None
-        if after == 0:
+        if after < retained_after:
+            edge = None
+        elif after == 0:
             edge = []
         elif latest is not None and after <= latest.size:
             edge = [_b64(h) for h in await self._hashes(_edge_ranges(after))]
-        return {"items": [_view(r) for r in records], "after": after, "edge": edge}
+        return {
+            "items": [_view(r) for r in records],
+            "after": after,
+            "edge": edge,
+            "retained_after": retained_after,
+        }
 
     async def _covering(self, size: int) -> CheckpointRecord:
         async with self._store.read() as reader:
@@ -233,10 +248,11 @@ class CheckpointService:
         return latest
 
     async def _nodes(self, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
-        """The perfect subtrees named: stored ones read, small ones hashed from their events."""
+        """The perfect subtrees named: stored ones read (a prune stores the small ones of its boundary's
+        edge too), other small ones hashed from their events."""
         async with self._store.read() as reader:
-            found = await reader.checkpoints.nodes(k for k in wanted if k[0] >= STORED_FROM_LEVEL)
-            for level, index in sorted(k for k in wanted if k[0] < STORED_FROM_LEVEL):
+            found = await reader.checkpoints.nodes(wanted)
+            for level, index in sorted(k for k in wanted if k[0] < STORED_FROM_LEVEL and k not in found):
                 first, count = index << level, 1 << level
                 events = await reader.audit.chain_slice(first, count)
                 if len(events) == count:
@@ -313,6 +329,15 @@ class CheckpointService:
             "checkpoint": None if at_size is None else at_size.note,
             "proof": [_b64(h) for h in proof],
         }
+
+    async def edge_at(self, size: int) -> list[tuple[int, int, bytes]]:
+        """The tree's right edge at ``size`` as ``(level, index, hash)``, largest subtree first."""
+        ranges = _edge_ranges(size)
+        hashes = await self._hashes(ranges)
+        return [
+            ((b - a).bit_length() - 1, a >> ((b - a).bit_length() - 1), h)
+            for (a, b), h in zip(ranges, hashes, strict=True)
+        ]
 
 
 def _edge_ranges(size: int) -> list[tuple[int, int]]:

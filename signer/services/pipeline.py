@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import enum
 import functools
-import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -288,6 +287,9 @@ class DecisionPipeline:
     auth: AuthService
     pending: PendingRequests
     clock: Clock
+    # The audit field HMAC (signer.services.audit_hmac.AuditHmac.field): an Idempotency-Key is written
+    # only as its HMAC. Without one, a request naming a key is recorded without it.
+    field_hmac: Callable[[str, str], str] | None = None
     # Who may execute a request named by an Idempotency-Key, and how long its duplicates wait.
     idempotency: IdempotencyGate = field(init=False)
 
@@ -691,8 +693,7 @@ class DecisionPipeline:
 
     # -- audit -------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _event(order: Order, path: Path, now: datetime) -> dict[str, Any]:
+    def _event(self, order: Order, path: Path, now: datetime) -> dict[str, Any]:
         """The audit event's fields every outcome of a request carries."""
         ctx = order.ctx
         event: dict[str, Any] = {
@@ -704,8 +705,8 @@ class DecisionPipeline:
             **order.kind.names(order.resource_id),
         }
         event["resource"] = EventTarget(order.kind.type, order.resource_id)
-        if order.idempotency is not None:
-            event["idempotency_key_sha256"] = hashlib.sha256(order.idempotency.key.encode()).hexdigest()
+        if order.idempotency is not None and self.field_hmac is not None:
+            event["idempotency_key_hmac"] = self.field_hmac("idempotency_key", order.idempotency.key)
         event.update(path.event_fields())
         return event
 

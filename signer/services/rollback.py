@@ -10,6 +10,11 @@ high-risk operations (signing, approving into a signature, secret reads, grant a
 refused with 503 ``rollback_detected`` until an admin acknowledges (``POST
 /v1/audit/rollback/acknowledge``, audited), which re-anchors on the database as it is. Every worker
 honours an acknowledgement made through another: the anchor file says so.
+
+The anchor is also kept in the token (``TokenAnchor``: a CKO_DATA object labelled
+``signer-audit-anchor`` holding the checkpoint's size, root and chain hash, written after the file and
+only ever by a larger checkpoint), so deleting the anchor file together with restoring the database
+still shows: at start the larger of the two is the one the database must reach.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from signer.audit_note import NoteError, VerifierKey, open_checkpoint
 from signer.crypto.signatures import check_ed25519
@@ -109,6 +114,59 @@ class AnchorFile:
             self._replace(anchor)
 
 
+class AnchorStore(Protocol):
+    """What the token anchor needs of the HSM: one data object, read and (only larger) written."""
+
+    async def read_anchor(self) -> bytes | None: ...
+
+    async def write_anchor(self, value: bytes, *, force: bool = False) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TokenAnchorValue:
+    size: int
+    root: str
+    head_hash: str
+
+
+class TokenAnchor:
+    """The anchor kept in the token: 8 bytes of big-endian size, then ``{"root", "head_hash"}`` as JSON."""
+
+    def __init__(self, hsm: AnchorStore) -> None:
+        self._hsm = hsm
+
+    @staticmethod
+    def _encode(size: int, root: bytes, head_hash: str) -> bytes:
+        body = json.dumps({"root": root.hex(), "head_hash": head_hash}, sort_keys=True).encode()
+        return size.to_bytes(8, "big") + body
+
+    async def read(self) -> TokenAnchorValue | None:
+        raw = await self._hsm.read_anchor()
+        if raw is None:
+            return None
+        try:
+            body = json.loads(raw[8:])
+            return TokenAnchorValue(int.from_bytes(raw[:8], "big"), str(body["root"]), str(body["head_hash"]))
+        except (ValueError, KeyError, TypeError):
+            raise ConfigurationError("the audit anchor in the token is malformed") from None
+
+    async def advance(self, record: CheckpointRecord) -> None:
+        """Write ``record`` unless the token holds as large an anchor; a token fault is logged (the
+        next checkpoint writes again), never raised into the checkpoint task."""
+        try:
+            await self._hsm.write_anchor(self._encode(record.size, record.root, record.head_hash))
+        except Exception as exc:  # noqa: BLE001 - logged; the file anchor still holds this checkpoint
+            log.error("audit anchor not written to the token", extra={"error": type(exc).__name__})
+
+    async def replace(self, record: CheckpointRecord | None) -> None:
+        """An acknowledged rollback: the token's anchor becomes the database's newest checkpoint."""
+        if record is None:
+            value = self._encode(0, bytes(32), "0" * 64)
+        else:
+            value = self._encode(record.size, record.root, record.head_hash)
+        await self._hsm.write_anchor(value, force=True)
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     code: str  # truncated, rewritten, checkpoints_rolled_back
@@ -120,9 +178,18 @@ class Finding:
 class RollbackGuard:
     """The start-up comparison and the latch the high-risk routes consult."""
 
-    def __init__(self, store: Store, anchor: AnchorFile, key: VerifierKey, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        store: Store,
+        anchor: AnchorFile,
+        key: VerifierKey,
+        *,
+        clock: Clock = utcnow,
+        token_anchor: TokenAnchor | None = None,
+    ) -> None:
         self._store = store
         self._anchor = anchor
+        self._token_anchor = token_anchor
         self._key = key
         self._clock = clock
         self.finding: Finding | None = None
@@ -130,51 +197,65 @@ class RollbackGuard:
         self._acknowledged_before: dict[str, Any] | None = None
 
     async def check(self) -> Finding | None:
-        """Compare the database with the anchor; latch (and log) what is found."""
+        """Compare the database with the anchors (file and token); latch (and log) what is found."""
         anchor = self._anchor.read()
+        token = None if self._token_anchor is None else await self._token_anchor.read()
         self._stamp = self._anchor.stamp()
         self._acknowledged_before = None if anchor is None else anchor.acknowledged
         async with self._store.read() as reader:
             head_seq, _ = await reader.audit_head()
             latest = await reader.checkpoints.latest()
-            if anchor is None or anchor.size == 0:
+            size, head_hash = 0, ""
+            if anchor is not None and anchor.size:
+                try:
+                    signed = open_checkpoint(anchor.note, self._key, check_ed25519)
+                except NoteError:
+                    raise ConfigurationError(
+                        "the audit anchor's checkpoint is not signed by the audit key"
+                    ) from None
+                if signed.size != anchor.size:
+                    raise ConfigurationError("the audit anchor's size is not its checkpoint's")
+                size, head_hash = anchor.size, anchor.head_hash
+            if token is not None and token.size > size:
+                if anchor is None or anchor.size < token.size:
+                    log.warning(
+                        "the audit anchor file is missing or behind the token's: checked against the token",
+                        extra={
+                            "token_anchor_size": token.size,
+                            "file_anchor_size": 0 if anchor is None else anchor.size,
+                        },
+                    )
+                size, head_hash = token.size, token.head_hash
+            if size == 0:
                 if latest is not None:
                     log.warning("no audit anchor beside the database: anchoring on its newest checkpoint")
                     self._anchor.advance(latest)
+                    if self._token_anchor is not None:
+                        await self._token_anchor.advance(latest)
                 return None
-            try:
-                signed = open_checkpoint(anchor.note, self._key, check_ed25519)
-            except NoteError:
-                raise ConfigurationError(
-                    "the audit anchor's checkpoint is not signed by the audit key"
-                ) from None
-            if signed.size != anchor.size:
-                raise ConfigurationError("the audit anchor's size is not its checkpoint's")
-            records = await reader.audit.events(after_seq=anchor.size - 1, limit=1) if anchor.size else []
+            records = await reader.audit.events(after_seq=size - 1, limit=1)
         finding: Finding | None = None
-        if head_seq < anchor.size:
+        if head_seq < size:
             finding = Finding(
                 "truncated",
                 f"the database's audit log ends at seq {head_seq}, the last signed checkpoint covers "
-                f"{anchor.size}: the database was restored to an earlier state or its tail was cut",
-                anchor.size,
+                f"{size}: the database was restored to an earlier state or its tail was cut",
+                size,
                 head_seq,
             )
-        elif anchor.size and (
-            not records or records[0].seq != anchor.size or records[0].hash != anchor.head_hash
-        ):
+        elif not records or records[0].seq != size or records[0].hash != head_hash:
             finding = Finding(
                 "rewritten",
-                f"the database's event {anchor.size} is not the one the last checkpoint signed: "
+                f"the database's event {size} is not the one the last checkpoint signed: "
                 "its history was rewritten or replaced",
-                anchor.size,
+                size,
                 head_seq,
             )
-        elif latest is None or latest.size < anchor.size:
+        elif latest is None or latest.size < size:
             finding = Finding(
                 "checkpoints_rolled_back",
-                f"the database's newest checkpoint is older than the anchor ({anchor.size})",
-                anchor.size,
+                f"the database's newest checkpoint is older than the anchor ({size})",
+                size,
                 head_seq,
             )
         self.finding = finding
@@ -187,6 +268,11 @@ class RollbackGuard:
                     "db_head": finding.database_head,
                 },
             )
+        elif latest is not None:
+            # Bring a lagging anchor (the file or the token) up to the database's newest checkpoint.
+            self._anchor.advance(latest)
+            if self._token_anchor is not None:
+                await self._token_anchor.advance(latest)
         return finding
 
     def refuse_if_latched(self) -> None:
@@ -242,6 +328,8 @@ class RollbackGuard:
             self._anchor.acknowledge(Anchor(latest.size, latest.head_hash, latest.note, acknowledged))
         else:
             self._anchor.acknowledge(Anchor(0, "0" * 64, "", acknowledged))
+        if self._token_anchor is not None:
+            await self._token_anchor.replace(latest)
         self.finding = None
         self._stamp = self._anchor.stamp()
         return {"acknowledged": True, "was": None if finding is None else finding.code}

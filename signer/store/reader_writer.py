@@ -21,6 +21,8 @@ from signer.store.driver import Driver
 from signer.store.ledger import Ledger, LedgerCache
 from signer.store.tables.approvals import ApprovalReads, ApprovalWrites
 from signer.store.tables.audit import AuditReads
+from signer.store.tables.audit_retention import RetentionReads, RetentionWrites
+from signer.store.tables.audit_sinks import SinkReads, SinkWrites
 from signer.store.tables.checkpoints import CheckpointReads, CheckpointWrites
 from signer.store.tables.console_sessions import ConsoleSessionReads, ConsoleSessionWrites
 from signer.store.tables.grants import GrantReads, GrantWrites
@@ -89,6 +91,14 @@ class Reader(ReadTx):
     @cached_property
     def checkpoints(self) -> CheckpointReads:
         return CheckpointReads(self)
+
+    @cached_property
+    def retention(self) -> RetentionReads:
+        return RetentionReads(self)
+
+    @cached_property
+    def sinks(self) -> SinkReads:
+        return SinkReads(self)
 
     @cached_property
     def policies(self) -> PolicyReads:
@@ -171,6 +181,14 @@ class Writer(WriteTx):
     @cached_property
     def checkpoints(self) -> CheckpointWrites:
         return CheckpointWrites(self)
+
+    @cached_property
+    def retention(self) -> RetentionWrites:
+        return RetentionWrites(self)
+
+    @cached_property
+    def sinks(self) -> SinkWrites:
+        return SinkWrites(self)
 
     @cached_property
     def console_sessions(self) -> ConsoleSessionWrites:

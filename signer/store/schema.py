@@ -38,9 +38,11 @@ __all__ = [
     "approval_votes",
     "approval_webhooks",
     "approver_keys",
+    "audit_archives",
     "audit_checkpoints",
     "audit_events",
     "audit_head",
+    "audit_sinks",
     "audit_tree_nodes",
     "console_sessions",
     "grants",
@@ -307,6 +309,29 @@ audit_tree_nodes = Table(
     Column("idx", BigInteger, nullable=False),
     Column("hash", Text, nullable=False),
     PrimaryKeyConstraint("level", "idx"),
+)
+
+# -- audit retention and sinks (migration 0012) ------------------------------------------
+
+audit_archives = Table(
+    "audit_archives",
+    metadata,
+    Column("digest", Text, primary_key=True),  # SHA-256 (hex) of the archive file's bytes
+    Column("first_seq", BigInteger, nullable=False),
+    Column("through_seq", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", Text, nullable=True),
+)
+
+audit_sinks = Table(
+    "audit_sinks",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("delivered_seq", BigInteger, nullable=False),
+    Column("lease_owner", Text, nullable=True),
+    Column("lease_until", UTCDateTime, nullable=True),
+    Column("failing_since", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
 )
 
 meta = Table(

@@ -250,3 +250,36 @@ def test_a_range_export_proves_it_extends_the_checkpoint_the_auditor_holds(chain
     forged_held = open_checkpoint(note_for(rehash(other), 3), KEY, check_ed25519)
     report = verify(lines, held=forged_held)
     assert (report["what"], report["reason"]) == ("rewritten", "held_checkpoint_inconsistent")
+
+
+def test_an_unanchored_tail_fails_only_when_anchoring_is_required(chain: Any) -> None:
+    records, notes = chain
+    lines = export(records, notes)
+    verifier = ExportVerifier(key=KEY, check=check_ed25519, require_anchored=True)
+    for line in lines:
+        verifier.feed(line)
+    report = verifier.finish()
+    assert (report["ok"], report["what"], report["first_bad_seq"]) == (False, "unanchored", 17)
+    assert report["ranges"][-1] == "events 17..20: unanchored"
+    # Ending at a checkpoint, the same export passes the stricter check.
+    strict = ExportVerifier(key=KEY, check=check_ed25519, require_anchored=True)
+    for line in export(records[:16], notes):
+        strict.feed(line)
+    assert strict.finish()["ok"]
+
+
+def test_a_range_starting_at_the_held_checkpoint_must_rebuild_its_root(chain: Any) -> None:
+    import base64
+
+    records, notes = chain
+    tree = TreeBuilder()
+    for record in records[:8]:
+        tree.append(leaf_hash(record["event"].encode()))
+    start = json.dumps({"tree_start": {"size": 8, "edge": [base64.b64encode(h).decode() for h in tree.edge]}})
+    held = open_checkpoint(notes[8], KEY, check_ed25519)
+    rest = [start + "\n", *export(records[8:], notes)]
+    assert verify(rest, held=held)["ok"]
+    forged = TreeBuilder(8, [bytes(32)])
+    bad = json.dumps({"tree_start": {"size": 8, "edge": [base64.b64encode(h).decode() for h in forged.edge]}})
+    report = verify([bad + "\n", *export(records[8:], notes)], held=held)
+    assert (report["ok"], report["reason"]) == (False, "held_checkpoint_mismatch")

@@ -12,7 +12,6 @@ body) without touching the HSM, a stale one is taken over and the request execut
 
 from __future__ import annotations
 
-import hashlib
 import re
 import threading
 import urllib.request
@@ -60,11 +59,18 @@ def hsm_signatures(servers: list[Server]) -> float:
 
 def executions(server: Server, key: str) -> list[dict[str, Any]]:
     """Audit events of signatures made under ``key`` (released, or made and discarded)."""
-    digest = hashlib.sha256(key.encode()).hexdigest()
+    status, _, answer = http(
+        "POST",
+        server.url + "/v1/audit/hmac",
+        {"field": "idempotency_key", "value": key},
+        server.installation.admin_token,
+    )
+    assert status == 200, answer
+    digest = answer["hmac"]
     return [
         e
         for e in events(export_audit(server))
-        if e.get("idempotency_key_sha256") == digest
+        if e.get("idempotency_key_hmac") == digest
         and (e.get("outcome") == "allowed" or e.get("signature_discarded"))
     ]
 
