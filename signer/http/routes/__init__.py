@@ -25,6 +25,7 @@ from signer.http.routes import (
     meta,
     policies,
     secret_refs,
+    secret_versions,
     secrets,
     signing,
     webhooks,
@@ -46,6 +47,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     groups,
     policies,
     secrets,
+    secret_versions,
     secret_refs,
     jsonrpc,
 )
