@@ -31,6 +31,7 @@ from signer.services.console_sessions import ConsoleSessions
 from signer.services.health import HealthService
 from signer.services.secret_kind import Sealer
 from signer.services.secret_resolve import SecretResolver
+from signer.services.secret_versions import SecretVersionsService
 from signer.services.secrets import SecretsService
 from signer.services.webhooks import WebhookService
 from tests.approvals.support import Person, World
@@ -117,6 +118,7 @@ async def _serve(world: World, tmp_path: Path, *, secure: bool = False) -> Async
         console_sessions=sessions,
         secrets=secrets,
         secret_refs=SecretResolver(world.store, secrets),
+        secret_versions=SecretVersionsService(world.store, secrets),
     )
     app.add_routes(console_routes)
     runner = web.AppRunner(app)
