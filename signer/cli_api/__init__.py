@@ -55,6 +55,7 @@ from signer.cli_api import (
     meta,
     policies,
     secret_exec,
+    secret_versions,
     secrets,
     sign,
     webhooks,
@@ -90,6 +91,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     audit,
     secrets,
     secret_exec,
+    secret_versions,
 )
 
 # The top-level commands, in help order; ``signer.cli`` adds them to ``main``.
