@@ -27,6 +27,7 @@ import pytest
 from tests.dbfixtures import asyncpg_dsn, private_pg_database, run_sync
 from tests.service_harness import SIGNER, TREE, Server, init_installation, start_server
 from tests.system.support import wait_until
+from tests.system.test_secret_reads import approvers, detach, require_approval
 from tests.system.test_secrets import World, canary
 
 # Each worker sweeps this often: the overlap test waits on the server's own clock, never on a sleep.
@@ -168,6 +169,25 @@ def test_pins(world: World) -> None:
     assert (status, body["code"]) == (409, "secret_version_disabled")
     status, body, _ = _call(world, "PATCH", f"/v1/secrets/{sid}", {"pins": {"x": 1}})
     assert (status, body["code"]) == (409, "secret_version_not_pinnable")
+
+
+def test_an_approved_read_of_a_version_disabled_since_is_refused(world: World) -> None:
+    first, second = canary(), canary()
+    sid = world.create("approved-old", fields={"K": first})["id"]
+    _call(world, "POST", f"/v1/secrets/{sid}/versions", {"fields": {"K": second}})
+    world.grant(world.service_id, secret_id=sid, operations=["read_value"])
+    group = f"vault-{world.org}"
+    (approver,) = approvers(world, group)
+    attachment = require_approval(world, group)
+    status, pending = world.fetch(sid, version=1)
+    assert status == 202, pending
+    approval_id, digest = pending["approval"]["id"], pending["payload_digest"]
+    status, voted = world.call("POST", f"/v1/approvals/{approval_id}/approve", {"digest": digest}, approver)
+    assert status == 200 and voted["state"] == "approved", voted
+    detach(world, attachment)
+    assert _call(world, "POST", f"/v1/secrets/{sid}/versions/1/disable", {"reason": "revoked"})[0] == 200
+    status, body = world.fetch(sid, approval_id=approval_id)
+    assert (status, body["code"]) == (409, "secret_version_disabled") and first not in json.dumps(body)
 
 
 def test_concurrent_check_and_set_one_winner(world: World) -> None:
