@@ -287,7 +287,7 @@ class CachedOpener:
 
 def sealed_backend(store: Store, sealer: Sealer, epoch: Callable[[], int]) -> SealedBackend:
     """The default backend, opening through the data-key cache and keeping authentic version rows."""
-    return SealedBackend(store, CachedOpener(sealer, DataKeys(), epoch), SealedVersions())
+    return SealedBackend(store, CachedOpener(sealer, DataKeys(), epoch), SealedVersions(), epoch)
 
 
 def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:

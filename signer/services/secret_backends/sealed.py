@@ -13,7 +13,7 @@ lock, ``secret_kind``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from signer.errors import Conflict, InvalidRequest, NotFound, Unprocessable
@@ -47,11 +47,22 @@ class Opens(Protocol):
 class SealedBackend:
     name = "sealed"
 
-    def __init__(self, store: Store, opens: Opens, versions: SealedVersions | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        opens: Opens,
+        versions: SealedVersions | None = None,
+        epoch: Callable[[], int] | None = None,
+    ) -> None:
         self._store = store
         self._opens = opens
-        # Version rows are immutable once written: a fetch need not read its row again (``SealedVersions``).
+        # A version row's key and fields never change once written: a fetch need not read its row
+        # again (``SealedVersions``). Its state may: held rows go when the facts epoch moves (which a
+        # disable or destroy in any worker moves), so a destroyed version's wrapped key does not stay
+        # in this process's memory beyond the next fetch.
         self._versions = versions or SealedVersions()
+        self._epoch = epoch
+        self._rows_epoch = None if epoch is None else epoch()
 
     def check_reference(self, reference: str) -> str:
         raise InvalidRequest("a sealed secret has no reference", code="invalid_reference", field="reference")
@@ -68,6 +79,11 @@ class SealedBackend:
         # The version as the (possibly cached) record names it; the fetch's commit checks under the
         # write lock that it is still current before the value leaves.
         number = secret.current_version if selector.version is None else selector.version
+        if self._epoch is not None:
+            now = self._epoch()
+            if now != self._rows_epoch:
+                self._versions.clear()
+                self._rows_epoch = now
         stored = self._versions.get(secret.id, number)
         cache = False
         if stored is None:
