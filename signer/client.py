@@ -412,6 +412,19 @@ class SignerClient:
             headers=_if_match(if_match),
         )
 
+    def secret_folder_defaults(self, folder: str) -> Any:
+        return self.request("GET", "/v1/secret-folder-defaults", query={"folder": folder})
+
+    def set_secret_folder_defaults(
+        self, folder: str, rotation_interval_seconds: int | None, overlap_seconds: int | None
+    ) -> Any:
+        body = {
+            "folder": folder,
+            "rotation_interval_seconds": rotation_interval_seconds,
+            "overlap_seconds": overlap_seconds,
+        }
+        return self.request("PUT", "/v1/secret-folder-defaults", body)
+
     def list_secret_versions(self, secret_id: str) -> Any:
         return self.request("GET", f"/v1/secrets/{_q(secret_id)}/versions")
 

@@ -781,6 +781,20 @@ def test_secret_versions_commands(cli: Cli, tmp_path: Path, unique_name: str) ->
         "--generate", "hex", "--bytes", "16",
     )  # fmt: skip
     assert cli.ok("secrets", "rotate", generated["id"])["current_version"] == 2
+    # Folder defaults: a secret created below gets them (the narrowest folder setting each wins).
+    cli.ok(
+        "secrets", "folder-defaults", org, "--rotation-interval-seconds", "86400", "--overlap-seconds", "60"
+    )
+    cli.ok("secrets", "folder-defaults", f"{org}/app", "--overlap-seconds", "120")
+    effective = cli.ok("secrets", "folder-defaults", f"{org}/app/db")
+    assert (effective["rotation_interval_seconds"], effective["overlap_seconds"]) == (86400, 120)
+    (tmp_path / "d").write_text("x-" + secrets.token_hex(8))
+    inherited = cli.ok(
+        "secrets", "create", "--folder", f"{org}/app/db", "--name", "pw", "--owner-group", "ops",
+        "--value-from", f"P={tmp_path / 'd'}",
+    )  # fmt: skip
+    assert (inherited["rotation_interval_seconds"], inherited["overlap_seconds"]) == (86400, 120)
+    assert inherited["rotation_due_at"] is not None
     table = cli.run("secrets", "versions", sid)
     assert table.exit_code == 0 and "destroyed" in table.stdout
 

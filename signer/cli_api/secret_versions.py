@@ -97,4 +97,20 @@ _state_command(
     "Destroy a version for good: its wrapped data key and sealed fields are erased (audited).",
 )
 
+
+@secrets.command("folder-defaults")
+@click.argument("folder")
+@click.option("--rotation-interval-seconds", type=click.IntRange(0), default=None, help="0 clears it.")
+@click.option("--overlap-seconds", type=click.IntRange(0), default=None, help="0 clears it.")
+@api_call()
+def secrets_folder_defaults(
+    client: SignerClient, folder: str, rotation_interval_seconds: int | None, overlap_seconds: int | None
+) -> Any:
+    """Show (no option) or set a folder's defaults for secrets created in it or below from now on.
+    Setting replaces both: an option not given clears that default."""
+    if rotation_interval_seconds is None and overlap_seconds is None:
+        return client.secret_folder_defaults(folder)
+    return client.set_secret_folder_defaults(folder, rotation_interval_seconds, overlap_seconds)
+
+
 COMMANDS: tuple[click.Command, ...] = ()

@@ -550,6 +550,14 @@ class SetSecretValueBody(Strict):
     )
 
 
+class SecretFolderDefaultsBody(Strict):
+    """A folder's defaults for secrets created in it or below from now on (0 or null clears one)."""
+
+    folder: str = Field(min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE))
+    rotation_interval_seconds: int | None = Field(default=None, ge=0, le=10 * 365 * 86400)
+    overlap_seconds: int | None = Field(default=None, ge=0, le=10 * 365 * 86400)
+
+
 class SecretVersionStateBody(Strict):
     """Why a version is disabled, enabled or destroyed (kept with the version and in the audit)."""
 

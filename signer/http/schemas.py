@@ -394,6 +394,21 @@ class SecretVersion(View):
     readable_until: datetime | None = Field(description="the end of its overlap, if one runs")
 
 
+class SecretFolderDefault(View):
+    folder: str
+    rotation_interval_seconds: int | None
+    overlap_seconds: int | None
+
+
+class SecretFolderDefaults(View):
+    """What a secret created in ``folder`` gets: each value from the narrowest folder that sets it."""
+
+    folder: str
+    rotation_interval_seconds: int | None
+    overlap_seconds: int | None
+    set_at: list[SecretFolderDefault] = Field(description="the folders at or above it that set some")
+
+
 class SecretVersionList(View):
     secret_id: str
     current_version: int

@@ -32,12 +32,22 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from signer.audit import EventTarget
-from signer.errors import Conflict, InvalidRequest, NotFound, SignerError
+from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound, SignerError
 from signer.services.context import Clock, RequestContext, iso, utcnow
+from signer.services.naming import NameKind, check_name
+from signer.services.resources import ResourceRef
+from signer.services.secret_access import ancestors
 from signer.services.secret_etag import IfMatch
-from signer.services.secrets import SecretsService, secret_view, service_event, version_view
+from signer.services.secrets import (
+    SecretsService,
+    inherited_defaults,
+    period,
+    secret_view,
+    service_event,
+    version_view,
+)
 from signer.services.webhooks import WebhookService
-from signer.store import SecretRecord, Store, Writer
+from signer.store import Reader, SecretRecord, Store, Writer
 
 log = logging.getLogger("signer.secret_versions")
 
@@ -187,6 +197,67 @@ class SecretVersionsService:
             return await _view(writer, secret.id)
 
         return await self._store.submit(unit)
+
+    # -- folder defaults ------------------------------------------------------------------------
+
+    async def folder_defaults(self, ctx: RequestContext, folder: str) -> dict[str, Any]:
+        """What a secret created in ``folder`` would get, and each folder at or above it that sets some
+        (needs ``list`` on the folder)."""
+        folder = check_name(folder, field="folder", kind=NameKind.SCOPE)
+        async with self._store.read() as reader:
+            await self._folder_allowed(reader, ctx, folder, "list")
+            found = await reader.secrets.folder_defaults(ancestors(folder))
+        interval, overlap = inherited_defaults(folder, found)
+        return {
+            "folder": folder,
+            "rotation_interval_seconds": interval,
+            "overlap_seconds": overlap,
+            "set_at": [
+                {"folder": at, "rotation_interval_seconds": found[at][0], "overlap_seconds": found[at][1]}
+                for at in ancestors(folder)
+                if at in found
+            ],
+        }
+
+    async def set_folder_defaults(
+        self,
+        ctx: RequestContext,
+        folder: str,
+        *,
+        rotation_interval_seconds: int | None,
+        overlap_seconds: int | None,
+    ) -> dict[str, Any]:
+        """Set a folder's defaults for secrets created in it or below from now on (0 or null clears
+        one; existing secrets keep theirs). Needs ``update`` on the folder; audited."""
+        folder = check_name(folder, field="folder", kind=NameKind.SCOPE)
+        interval = period(rotation_interval_seconds, "rotation_interval_seconds")
+        overlap = period(overlap_seconds, "overlap_seconds")
+        now = self._clock()
+
+        async def unit(writer: Writer) -> None:
+            await self._folder_allowed(writer, ctx, folder, "update")
+            await writer.secrets.set_folder_defaults(folder, interval, overlap, now, ctx.caller.principal_id)
+            writer.append_audit(
+                ctx.audit_event(
+                    "secret.folder_defaults",
+                    now,
+                    folder=folder,
+                    rotation_interval_seconds=interval,
+                    overlap_seconds=overlap,
+                )
+            )
+
+        await self._store.submit(unit)
+        return await self.folder_defaults(ctx, folder)
+
+    async def _folder_allowed(
+        self, reader: Reader | Writer, ctx: RequestContext, folder: str, operation: str
+    ) -> None:
+        ref = ResourceRef("secret", "(folder)", folder, "active")
+        if not await self._secrets.allowed_on_folder(reader, ctx, operation, ref):
+            raise Forbidden(
+                f"{operation} on secrets in this folder is not granted", code="operation_not_granted"
+            )
 
     # -- the service's own sweep ------------------------------------------------------------------
 

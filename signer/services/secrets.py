@@ -207,6 +207,12 @@ class SecretsService:
         """The secret, if the caller may do ``operation`` on it (else its refusal or not-found)."""
         return await self._load_allowed(reader, ctx, secret_id, operation)
 
+    async def allowed_on_folder(
+        self, reader: Reader | Writer, ctx: RequestContext, operation: str, ref: ResourceRef
+    ) -> bool:
+        """Whether the caller may do ``operation`` on secrets in the folder ``ref`` names."""
+        return await self._allowed(reader, ctx, operation, ref, exists=False)
+
     def forget(self, secret_id: str) -> None:
         """This process drops the secret's cached version rows and unwrapped data keys."""
         self._backends.sealed.forget(secret_id)
@@ -270,6 +276,9 @@ class SecretsService:
                 raise Forbidden(
                     "creating secrets in this folder is not granted", code="operation_not_granted"
                 )
+            interval, overlap = inherited_defaults(
+                folder, await reader.secrets.folder_defaults(ancestors(folder))
+            )
         secret_id = "sec_" + random.token_hex(8)
         kek_id, wrapped, sealed = await self._sealer.seal(secret_id, 1, folder, values)
         now = self._clock()
@@ -290,6 +299,10 @@ class SecretsService:
             created_by=ctx.caller.principal_id,
             updated_at=now,
             updated_by=ctx.caller.principal_id,
+            # The folder's defaults (the narrowest folder at or above it that sets each).
+            rotation_interval_seconds=interval,
+            overlap_seconds=overlap,
+            rotation_due_at=_after(now, interval),
         )
         version = SecretVersionRecord(secret_id, 1, kek_id, wrapped, sealed, now, ctx.caller.principal_id)
 
@@ -452,9 +465,9 @@ class SecretsService:
             columns["owner_type"], columns["owner"] = _owner(changes["owner"])
         if "pins" in changes:
             columns["pins"] = _pins(changes["pins"])
-        for period in ("overlap_seconds", "rotation_interval_seconds"):
-            if period in changes:
-                columns[period] = _period(changes[period], period)
+        for name in ("overlap_seconds", "rotation_interval_seconds"):
+            if name in changes:
+                columns[name] = period(changes[name], name)
         now = self._clock()
         if "rotation_interval_seconds" in columns:
             interval = columns["rotation_interval_seconds"]
@@ -697,6 +710,22 @@ async def _check_principal_owner(writer: Writer, ctx: RequestContext, owner_id: 
         raise NotFound("no such principal", code="principal_not_found")
 
 
+def inherited_defaults(
+    folder: str, defaults: Mapping[str, tuple[int | None, int | None]]
+) -> tuple[int | None, int | None]:
+    """(rotation interval, overlap) for a secret created in ``folder``: each from the narrowest folder
+    at or above it that sets it."""
+    interval: int | None = None
+    overlap: int | None = None
+    for at in reversed(ancestors(folder)):
+        got = defaults.get(at)
+        if got is None:
+            continue
+        interval = got[0] if interval is None else interval
+        overlap = got[1] if overlap is None else overlap
+    return interval, overlap
+
+
 def service_event(kind: str, at: datetime, *, resource: EventTarget, **fields: Any) -> AuditEvent:
     """An event the service writes itself (a scheduled rotation, an overlap's end): no actor."""
     return AuditEvent.of(
@@ -708,7 +737,7 @@ def _after(now: datetime, seconds: int | None) -> datetime | None:
     return None if not seconds else now + timedelta(seconds=seconds)
 
 
-def _period(value: object, field: str) -> int | None:
+def period(value: object, field: str) -> int | None:
     """Seconds, 1 to ten years; 0 or null clears it."""
     if value is None or value == 0:
         return None

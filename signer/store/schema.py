@@ -53,6 +53,7 @@ __all__ = [
     "policy_attachments",
     "policy_versions",
     "principals",
+    "secret_folder_defaults",
     "secret_versions",
     "secrets",
     "shadow_decisions",
@@ -459,6 +460,16 @@ secrets = Table(
 
 # One row per version: the data key wrapped in the token by the KEK kek_id, and the sealed fields
 # (field name -> base64 of the envelope), never a plaintext value.
+# (migration 0010_secret_versions) a folder's defaults for the secrets created in it or below it.
+secret_folder_defaults = Table(
+    "secret_folder_defaults",
+    metadata,
+    Column("folder", Text, primary_key=True),
+    Column("rotation_interval_seconds", Integer, nullable=True),
+    Column("overlap_seconds", Integer, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", Text, nullable=True),
+)
 secret_versions = Table(
     "secret_versions",
     metadata,

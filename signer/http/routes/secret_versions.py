@@ -11,10 +11,13 @@ from typing import Any
 
 from aiohttp import web
 
+from policy.names import NameKind
 from signer.errors import InvalidRequest
 from signer.http import schemas as out
 from signer.http.body import parse_body
-from signer.http.models import SecretVersionStateBody
+from signer.http.contract import Query
+from signer.http.models import SecretFolderDefaultsBody, SecretVersionStateBody
+from signer.http.patterns import name_schema
 from signer.http.routes.common import api, context, json_response, services
 from signer.http.state import SETTINGS
 from signer.services.secret_etag import IfMatch
@@ -139,3 +142,51 @@ async def enable_secret_version(request: web.Request) -> web.Response:
 )
 async def destroy_secret_version(request: web.Request) -> web.Response:
     return await _change(request, "destroy")
+
+
+@api.operation(
+    "GET",
+    "/v1/secret-folder-defaults",
+    summary="The rotation interval and overlap a secret created in a folder gets",
+    tag="secrets",
+    who="a principal with `list` on the folder",
+    response=out.SecretFolderDefaults,
+    errors=(400, 403, 503),
+    query=(
+        Query(
+            "folder",
+            {"type": "string", "minLength": 1, "maxLength": 512, **name_schema(NameKind.SCOPE)},
+            "the folder",
+            required=True,
+        ),
+    ),
+)
+async def show_secret_folder_defaults(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    folder = request.query.get("folder")
+    if folder is None:
+        raise InvalidRequest("folder is required", code="invalid_field", field="folder")
+    return json_response(await services(request).secret_versions.folder_defaults(ctx, folder))
+
+
+@api.operation(
+    "PUT",
+    "/v1/secret-folder-defaults",
+    summary="Set a folder's rotation interval and overlap for secrets created in it or below from now on",
+    tag="secrets",
+    who="a principal with `update` on the folder",
+    request=SecretFolderDefaultsBody,
+    response=out.SecretFolderDefaults,
+    errors=(400, 403, 503),
+)
+async def set_secret_folder_defaults(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    body = await parse_body(request, SecretFolderDefaultsBody, request.app[SETTINGS].max_body_bytes)
+    return json_response(
+        await services(request).secret_versions.set_folder_defaults(
+            ctx,
+            body.folder,
+            rotation_interval_seconds=body.rotation_interval_seconds,
+            overlap_seconds=body.overlap_seconds,
+        )
+    )

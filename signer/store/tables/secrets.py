@@ -253,6 +253,16 @@ class SecretReads:
         )
         return [_secret(r) for r in rows]
 
+    async def folder_defaults(self, folders: list[str]) -> dict[str, tuple[int | None, int | None]]:
+        """folder -> (rotation interval, overlap) in seconds, for those of ``folders`` that have some."""
+        c = t.secret_folder_defaults.c
+        if not folders:
+            return {}
+        rows = await self._tx._all(
+            select(c.folder, c.rotation_interval_seconds, c.overlap_seconds).where(c.folder.in_(folders))
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     async def versions(self, secret_id: str) -> list[SecretVersionRecord]:
         c = t.secret_versions.c
         rows = await self._tx._all(
@@ -490,6 +500,33 @@ class SecretWrites(SecretReads):
         )
         self._tx.bump_epoch()
         return bool(moved.rowcount)
+
+    async def set_folder_defaults(
+        self,
+        folder: str,
+        rotation_interval_seconds: int | None,
+        overlap_seconds: int | None,
+        now: datetime,
+        by: str | None,
+    ) -> None:
+        """Set (or, both None, remove) a folder's defaults for the secrets created in it or below."""
+        nonempty(folder, "folder")
+        aware(now, "now")
+        c = t.secret_folder_defaults.c
+        await self._tx._write(delete(t.secret_folder_defaults).where(c.folder == folder))
+        if rotation_interval_seconds is None and overlap_seconds is None:
+            return
+        await self._tx._insert_new(
+            t.secret_folder_defaults,
+            {
+                "folder": folder,
+                "rotation_interval_seconds": rotation_interval_seconds,
+                "overlap_seconds": overlap_seconds,
+                "updated_at": now,
+                "updated_by": by,
+            },
+            Conflict("those folder defaults were just set", code="folder_defaults_exist"),
+        )
 
     async def note_overdue(self, secret_id: str, revision: int, now: datetime) -> bool:
         """Record that the owner was told the rotation is overdue; False if another worker did, or the

@@ -37,6 +37,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column("state_changed_by", sa.Text(), nullable=True))
         batch.add_column(sa.Column("disable_at", sa.DateTime(timezone=True), nullable=True))
         batch.create_index("ix_secret_versions_disable_at", ["disable_at"])
+    op.create_table(
+        "secret_folder_defaults",
+        sa.Column("folder", sa.Text(), nullable=False),
+        sa.Column("rotation_interval_seconds", sa.Integer(), nullable=True),
+        sa.Column("overlap_seconds", sa.Integer(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_by", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("folder", name="pk_secret_folder_defaults"),
+    )
 
 
 def downgrade() -> None:
@@ -48,6 +57,7 @@ def downgrade() -> None:
     )
     if held:
         raise RuntimeError(f"{held} secret version(s) not enabled: cannot downgrade below 0010")
+    op.drop_table("secret_folder_defaults")
     with op.batch_alter_table("secret_versions") as batch:
         batch.drop_index("ix_secret_versions_disable_at")
         for name in ("disable_at", "state_changed_by", "state_changed_at", "reason", "state"):
