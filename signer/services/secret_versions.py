@@ -278,10 +278,12 @@ class SecretVersionsService:
         done = {"disabled": 0, "rotated": 0, "overdue": 0}
         async with self._store.read() as reader:
             ended = await reader.secrets.overlaps_ended(now, limit=_SWEEP_BATCH)
-            due = await reader.secrets.rotations_due(now, limit=_SWEEP_BATCH)
         for secret_id, version in ended:
             if await self._end_overlap(secret_id, version, now):
                 done["disabled"] += 1
+        # Read after the overlaps ended: each moved its secret's revision, which the writes below check.
+        async with self._store.read() as reader:
+            due = await reader.secrets.rotations_due(now, limit=_SWEEP_BATCH)
         for secret in due:
             if secret.origin == "generated" and secret.generation is not None:
                 if await self._rotate(secret):

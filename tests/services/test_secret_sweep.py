@@ -8,15 +8,19 @@ import asyncio
 import json
 import secrets as random
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from signer.errors import Conflict
 from signer.hsm import Hsm
+from signer.http.webhook_transport import AiohttpTransport
+from signer.services.destinations import DestinationPolicy
 from signer.services.secret_kind import Sealer
 from signer.services.secret_versions import SecretVersionsService
 from signer.services.secrets import SecretsService
+from signer.services.webhooks import WebhookService
 from signer.store import Store
 from tests.approvals.support import World, make_world
 from tests.dbfixtures import (  # noqa: F401
@@ -136,3 +140,38 @@ async def test_generated_rotates_on_interval_and_provided_is_overdue_once(setup:
     done = await setup.sweep_both()
     assert done["overdue"] == 1 and done["rotated"] == 1
     assert len(await setup.events("secret.rotation_overdue", provided["id"])) == 2
+
+
+async def test_the_owner_groups_webhook_is_told(setup: Setup) -> None:
+    """An overlap's end and an overdue rotation are queued for the owner group's webhook, in the same
+    transaction as their audit event; never with a value."""
+    world = setup.world
+    transport = AiohttpTransport(DestinationPolicy.parse(["127.0.0.0/8"]))
+    try:
+        hooks = WebhookService(
+            world.store,
+            world.auth,
+            transport,
+            clock=world.clock,
+            destinations=DestinationPolicy.parse(["127.0.0.0/8"]),
+        )
+        group = f"owners-{random.token_hex(3)}"
+        await hooks.set_webhook(setup.ctx, group, "https://127.0.0.1:9/hook")
+        sweeper = SecretVersionsService(world.store, setup.secrets, clock=world.clock, webhooks=hooks)
+        value = "canary-" + random.token_hex(8)
+        made = await setup.secrets.create(
+            setup.ctx, folder=setup.folder, name="hooked", owner=f"group:{group}", fields={"k": value}
+        )
+        await setup.secrets.update(
+            setup.ctx, made["id"], {"overlap_seconds": 60, "rotation_interval_seconds": 3600}
+        )
+        await setup.secrets.set_value(setup.ctx, made["id"], fields={"k": value + "-2"})
+        world.clock.jump(seconds=3601)
+        assert await sweeper.sweep() == {"disabled": 1, "rotated": 0, "overdue": 1}
+        async with world.store.read() as reader:
+            due = await reader.outbox.due(world.clock() + timedelta(days=1))
+        sent = [r.event for r in due if r.group_name == group]
+        assert sorted(e["type"] for e in sent) == ["secret.rotation_overdue", "secret.version_disabled"]
+        assert all(e["secret_id"] == made["id"] for e in sent) and value not in json.dumps(sent)
+    finally:
+        await transport.close()
