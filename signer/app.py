@@ -71,6 +71,7 @@ from signer.services.rollback import ANCHOR_NAME, AnchorFile, RollbackGuard, Tok
 from signer.services.secret_backends import build_backends
 from signer.services.secret_kind import Sealer, sealed_backend
 from signer.services.secret_resolve import SecretResolver
+from signer.services.secret_versions import SecretVersionsService
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.startup import self_test
@@ -298,6 +299,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 clock=utcnow,
                 destroy_grace=timedelta(seconds=settings.kek_destroy_grace_seconds),
             )
+            # Overlaps that ended and rotations that fell due: swept by every worker (check-and-set).
+            secret_versions = SecretVersionsService(
+                store,
+                secrets,
+                clock=utcnow,
+                webhooks=webhooks,
+                sweep_seconds=settings.secret_sweep_interval_seconds,
+            )
             health = HealthService(store, hsm)
             audit_log = AuditLogService(store, clock=utcnow)
             # The workers of this machine take turns per sender address (eth_sendTransaction).
@@ -336,6 +345,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 ),
                 secrets=secrets,
                 secret_refs=SecretResolver(store, secrets, clock=utcnow),
+                secret_versions=secret_versions,
                 jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
                 approval_desk=ApprovalDesk(store, approvals, clock=utcnow),
                 operator_views=OperatorViews(keys, admin, policies, audit_log, checkpoints),
@@ -344,6 +354,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             await kek_rotations.resume()
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")
+            sweeper = asyncio.get_running_loop().create_task(
+                secret_versions.run(), name="signer-secret-sweep"
+            )
             checkpointer = (
                 asyncio.get_running_loop().create_task(checkpoints.run(), name="signer-checkpoints")
                 if settings.audit_checkpoints
@@ -365,7 +378,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             try:
                 yield
             finally:
-                for task in (dispatcher, checkpointer, *sink_tasks):
+                for task in (dispatcher, checkpointer, sweeper, *sink_tasks):
                     if task is not None:
                         task.cancel()
                         with contextlib.suppress(asyncio.CancelledError):

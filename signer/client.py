@@ -395,18 +395,65 @@ class SignerClient:
     def get_secret(self, secret_id: str) -> Any:
         return self.request("GET", f"/v1/secrets/{_q(secret_id)}")
 
-    def update_secret(self, secret_id: str, changes: Mapping[str, Any]) -> Any:
-        return self.request("PATCH", f"/v1/secrets/{_q(secret_id)}", dict(changes))
+    def update_secret(self, secret_id: str, changes: Mapping[str, Any], if_match: str | None = None) -> Any:
+        return self.request(
+            "PATCH", f"/v1/secrets/{_q(secret_id)}", dict(changes), headers=_if_match(if_match)
+        )
 
     def set_secret_value(
         self,
         secret_id: str,
-        *,
         fields: Mapping[str, str] | None = None,
         generate: Mapping[str, Any] | None = None,
+        *,
+        from_rule: bool = False,
+        stage: bool = False,
+        if_match: str | None = None,
     ) -> Any:
-        body = {"fields": dict(fields)} if fields is not None else {"generate": dict(generate or {})}
-        return self.request("POST", f"/v1/secrets/{_q(secret_id)}/versions", body)
+        body: dict[str, Any] = {"fields": fields, "generate": generate}
+        if from_rule:
+            body["from_rule"] = True
+        if stage:
+            body["stage"] = True
+        return self.request(
+            "POST",
+            f"/v1/secrets/{_q(secret_id)}/versions",
+            {k: v for k, v in body.items() if v is not None},
+            headers=_if_match(if_match),
+        )
+
+    def secret_folder_defaults(self, folder: str) -> Any:
+        return self.request("GET", "/v1/secret-folder-defaults", query={"folder": folder})
+
+    def set_secret_folder_defaults(
+        self, folder: str, rotation_interval_seconds: int | None, overlap_seconds: int | None
+    ) -> Any:
+        body = {
+            "folder": folder,
+            "rotation_interval_seconds": rotation_interval_seconds,
+            "overlap_seconds": overlap_seconds,
+        }
+        return self.request("PUT", "/v1/secret-folder-defaults", body)
+
+    def list_secret_versions(self, secret_id: str) -> Any:
+        return self.request("GET", f"/v1/secrets/{_q(secret_id)}/versions")
+
+    def secret_version_action(
+        self,
+        secret_id: str,
+        version: int,
+        action: str,
+        reason: str | None = None,
+        if_match: str | None = None,
+    ) -> Any:
+        """``promote``, ``disable``, ``enable`` or ``destroy`` one version."""
+        body = None if action == "promote" else ({"reason": reason} if reason is not None else {})
+        return self.request(
+            "POST",
+            f"/v1/secrets/{_q(secret_id)}/versions/{int(version)}/{_q(action)}",
+            body,
+            headers=_if_match(if_match),
+        )
 
     def delete_secret(self, secret_id: str) -> Any:
         return self.request("DELETE", f"/v1/secrets/{_q(secret_id)}")
@@ -743,3 +790,7 @@ class SignerClient:
                 after = seq
             if not lines or after >= head:
                 return
+
+
+def _if_match(value: str | None) -> dict[str, str] | None:
+    return None if value is None else {"If-Match": value}

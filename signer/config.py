@@ -292,6 +292,12 @@ class Settings(BaseModel):
         description="Host names and IP networks webhooks may be sent to; empty allows any public address. "
         "Loopback, private and link-local addresses are refused unless a listed network holds them",
     )
+    secret_sweep_interval_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="How often each worker ends secret version overlaps and rotates secrets that are due",
+    )
     webhook_secret_overlap_seconds: int = Field(
         default=24 * 3600,
         ge=0,

@@ -790,6 +790,78 @@ def test_secrets_commands(cli: Cli, server: Server, tmp_path: Path, unique_name:
     )
 
 
+def test_secret_versions_commands(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``secrets versions|rotate|promote|disable-version|enable-version|destroy-version``, ``update
+    --pin/--overlap-seconds`` and ``--if-match``: a stale ETag is refused (exit for 409), a staged
+    version becomes current when promoted, a destroyed one stays destroyed; no value is printed."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"cliv-{unique_name}"
+    cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        admin_id,
+        "--scope",
+        org,
+        *[
+            arg
+            for op in ("create", "update", "delete", "read_metadata", "read_value", "list")
+            for arg in ("--operation", op)
+        ],
+    )
+    value, staged = "canary-" + secrets.token_hex(12), "canary-" + secrets.token_hex(12)
+    (tmp_path / "v").write_text(value)
+    made = cli.ok(
+        "secrets", "create", "--folder", f"{org}/app", "--name", "api", "--owner-group", "ops",
+        "--value-from", f"KEY={tmp_path / 'v'}",
+    )  # fmt: skip
+    sid = made["id"]
+    etag = f'"r{made["revision"]}"'
+    updated = cli.ok("secrets", "update", sid, "--overlap-seconds", "3600", "--if-match", etag)
+    assert updated["overlap_seconds"] == 3600
+    stale = cli.run("secrets", "update", sid, "--description", "x", "--if-match", etag, "--json")
+    assert stale.exit_code == cli_api.EXIT_CONFLICT and json.loads(stale.stdout)["code"] == "if_match_failed"
+    rotated = cli.ok(
+        "secrets", "rotate", sid, "--value-from", "KEY=-", "--stage", "--if-match", "1", input=staged
+    )
+    assert rotated["current_version"] == 1
+    promoted = cli.ok("secrets", "promote", sid, "2", "--if-match", f'"r{rotated["revision"]}"')
+    assert promoted["current_version"] == 2
+    assert cli.ok("secrets", "update", sid, "--pin", "legacy=1")["pins"] == {"legacy": 1}
+    cli.ok("secrets", "update", sid, "--unpin-all")
+    cli.ok("secrets", "disable-version", sid, "1", "--reason", "suspected leak")
+    cli.ok("secrets", "enable-version", sid, "1")
+    cli.ok("secrets", "destroy-version", sid, "1", "--reason", "leaked")
+    versions = cli.ok("secrets", "versions", sid)
+    assert [(v["version"], v["state"]) for v in versions] == [(1, "destroyed"), (2, "current")]
+    gone = cli.run("secrets", "fetch", sid, "--version", "1", "--json")
+    assert json.loads(gone.stdout)["code"] == "secret_version_destroyed"
+    # Nothing before the one fetch that prints values printed either value.
+    assert all(value not in out and staged not in out for out in cli.outputs)
+    assert cli.ok("secrets", "fetch", sid)["values"] == {"KEY": staged}
+    generated = cli.ok(
+        "secrets", "create", "--folder", f"{org}/app", "--name", "tok", "--owner-group", "ops",
+        "--generate", "hex", "--bytes", "16",
+    )  # fmt: skip
+    assert cli.ok("secrets", "rotate", generated["id"])["current_version"] == 2
+    # Folder defaults: a secret created below gets them (the narrowest folder setting each wins).
+    cli.ok(
+        "secrets", "folder-defaults", org, "--rotation-interval-seconds", "86400", "--overlap-seconds", "60"
+    )
+    cli.ok("secrets", "folder-defaults", f"{org}/app", "--overlap-seconds", "120")
+    effective = cli.ok("secrets", "folder-defaults", f"{org}/app/db")
+    assert (effective["rotation_interval_seconds"], effective["overlap_seconds"]) == (86400, 120)
+    (tmp_path / "d").write_text("x-" + secrets.token_hex(8))
+    inherited = cli.ok(
+        "secrets", "create", "--folder", f"{org}/app/db", "--name", "pw", "--owner-group", "ops",
+        "--value-from", f"P={tmp_path / 'd'}",
+    )  # fmt: skip
+    assert (inherited["rotation_interval_seconds"], inherited["overlap_seconds"]) == (86400, 120)
+    assert inherited["rotation_due_at"] is not None
+    table = cli.run("secrets", "versions", sid)
+    assert table.exit_code == 0 and "destroyed" in table.stdout
+
+
 def test_secrets_env_and_exec(cli: Cli, server: Server, tmp_path: Path, unique_name: str) -> None:
     """``signer secrets env`` prints values that read back exactly (``shell`` sourced by bash, ``dotenv``
     by python-dotenv and by bash); ``signer exec`` starts a command with them and returns its exit status;

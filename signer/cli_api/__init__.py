@@ -57,6 +57,7 @@ from signer.cli_api import (
     policies,
     secret_exec,
     secret_keks,
+    secret_versions,
     secrets,
     sign,
     webhooks,
@@ -93,6 +94,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     secrets,
     secret_exec,
     secret_keks,
+    secret_versions,
 )
 
 # The top-level commands, in help order; ``signer.cli`` adds them to ``main``.

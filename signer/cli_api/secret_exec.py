@@ -6,7 +6,9 @@
 (all or nothing). ``VAR=REF`` sets VAR to one field; a bare REF, and each secret of the scope, sets every
 field as ``NAME_FIELD`` (``signer.cli_api.envfiles``). Invalid names and collisions are refused before
 anything is printed or started. ``exec`` writes nothing to disk, passes SIGINT, SIGTERM, SIGHUP and
-SIGQUIT on to the command and exits with its status (128+N when signal N ended it).
+SIGQUIT on to the command and exits with its status (128+N when signal N ended it). With ``--watch`` it
+polls again every ``--interval`` and restarts the command (or sends it ``--signal``) only when a value it
+gave actually changed.
 
 ``import`` reads a ``.env`` or JSON file and creates one secret per record in ``--folder``, in order,
 stopping at the first refusal; the report names each record's outcome (created, exists, failed, not
@@ -27,7 +29,7 @@ import click
 from signer.cli_api.common import EXIT_OK, Outcome, Raw, api_call, exit_code_for_status
 from signer.cli_api.envfiles import VARIABLE, EnvError, Variables, read_import, render, variable_name
 from signer.cli_api.secrets import CATEGORIES, secrets
-from signer.client import ApiError, SignerClient
+from signer.client import ApiError, ClientError, SignerClient
 from signer.secret_refs import ReferenceRefused, SecretReference, parse_reference
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
@@ -141,6 +143,29 @@ def secrets_env(
 @click.option("--scope", default=None, help="Every secret under this folder you may list and read.")
 @click.option("--workspace", default=None, help="The folder names alone are looked up from [--scope].")
 @click.option("--workload", default=None, help="Which workload reads them (written to the audit log).")
+@click.option("--watch", is_flag=True, help="Keep polling; act when a value actually changed.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 86400),
+    default=30.0,
+    show_default=True,
+    help="--watch: seconds between polls.",
+)
+@click.option(
+    "--signal",
+    "notify",
+    type=click.Choice(["HUP", "USR1", "USR2", "TERM", "INT"]),
+    default=None,
+    help="--watch: send this signal instead of restarting (the command re-reads its secrets itself).",
+)
+@click.option("--restart", is_flag=True, help="--watch: restart the command with the new values [default].")
+@click.option(
+    "--grace",
+    type=click.FloatRange(0, 3600),
+    default=10.0,
+    show_default=True,
+    help="--restart: seconds between SIGTERM and SIGKILL.",
+)
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @api_call()
 def exec_command(
@@ -149,25 +174,112 @@ def exec_command(
     scope: str | None,
     workspace: str | None,
     workload: str | None,
+    watch: bool,
+    interval: float,
+    notify: str | None,
+    restart: bool,
+    grace: float,
     command: tuple[str, ...],
 ) -> Any:
     """Run COMMAND with secrets in its environment: signer exec --scope acme/app [--secret VAR=REF] -- CMD.
 
     Nothing is written to disk; SIGINT, SIGTERM, SIGHUP and SIGQUIT are passed on to the command, and its
     exit status is ours (128+N when signal N ended it). REF: secret://FOLDER/NAME[@VERSION][#FIELD],
-    sec_ID[@VERSION][#FIELD], or NAME[@VERSION][#FIELD] looked up from --workspace (or --scope) upward."""
-    variables = collect(client, specs, scope=scope, workspace=workspace, workload=workload, hint="--secret")
+    sec_ID[@VERSION][#FIELD], or NAME[@VERSION][#FIELD] looked up from --workspace (or --scope) upward.
+
+    --watch resolves again every --interval seconds and, only when a value it gave actually changed
+    (not on every poll), restarts the command with the new values (--restart, the default) or sends it
+    --signal. A failed poll is reported on stderr (never a value) and the command keeps running."""
+    if notify is not None and restart:
+        raise click.UsageError("give --signal or --restart, not both")
+    if not watch and (notify is not None or restart):
+        raise click.UsageError("--signal and --restart go with --watch")
+
+    def resolve() -> dict[str, str]:
+        return collect(client, specs, scope=scope, workspace=workspace, workload=workload, hint="--secret")
+
+    variables = resolve()
+    runner = _Child(command)
+    runner.start(variables)
+    previous = {sig: signal.signal(sig, lambda number, _: runner.forward(number)) for sig in _SIGNALS}
     try:
-        process = subprocess.Popen(list(command), env={**os.environ, **variables})  # noqa: S603 - the caller's command
-    except OSError as exc:
-        raise click.UsageError(f"cannot start {command[0]!r}: {exc.strerror}") from None
-    previous = {sig: signal.signal(sig, lambda number, _: process.send_signal(number)) for sig in _SIGNALS}
-    try:
-        status = process.wait()
+        while True:
+            status = runner.wait(interval if watch else None)
+            if status is not None:
+                break
+            try:
+                fresh = resolve()
+            except (ApiError, ClientError, click.UsageError) as exc:
+                click.echo(f"signer: exec --watch: poll failed ({_poll_error(exc)}); still running", err=True)
+                continue
+            if fresh == variables:
+                continue
+            variables = fresh
+            if notify is not None:
+                click.echo(f"signer: exec --watch: a value changed; sending SIG{notify}", err=True)
+                runner.forward(getattr(signal, f"SIG{notify}"))
+            else:
+                click.echo("signer: exec --watch: a value changed; restarting the command", err=True)
+                status = runner.restart(variables, grace)
+                if status is not None:
+                    break
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     sys.exit(128 - status if status < 0 else status)
+
+
+def _poll_error(exc: Exception) -> str:
+    if isinstance(exc, ApiError):
+        return f"{exc.status} {exc.code}"
+    return type(exc).__name__
+
+
+class _Child:
+    """The command, started with given variables; restarted in place when they change. A signal the
+    user sends us is passed on; a restart we start is not taken for the command ending on its own."""
+
+    def __init__(self, command: tuple[str, ...]) -> None:
+        self._command = list(command)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._stopping = False
+
+    def start(self, variables: dict[str, str]) -> None:
+        try:
+            self._process = subprocess.Popen(self._command, env={**os.environ, **variables})  # noqa: S603 - the caller's command
+        except OSError as exc:
+            raise click.UsageError(f"cannot start {self._command[0]!r}: {exc.strerror}") from None
+
+    def forward(self, number: int) -> None:
+        if self._process is not None and self._process.poll() is None:
+            if number in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+                self._stopping = True
+            self._process.send_signal(number)
+
+    def wait(self, timeout: float | None) -> int | None:
+        """The exit status, or None if it is still running after ``timeout`` seconds."""
+        assert self._process is not None
+        try:
+            return self._process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def restart(self, variables: dict[str, str], grace: float) -> int | None:
+        """Stop the command (SIGTERM, then SIGKILL after ``grace``) and start it again; the status
+        instead when the user asked us to stop meanwhile (or the command had already ended)."""
+        assert self._process is not None
+        if self._process.poll() is not None:
+            return self._process.returncode
+        self._process.terminate()
+        try:
+            self._process.wait(grace)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+        if self._stopping:
+            return self._process.returncode
+        self.start(variables)
+        return None
 
 
 @secrets.command("import")

@@ -188,6 +188,18 @@ def secrets_show(client: SignerClient, secret_id: str) -> Any:
 @click.option("--consumer", "consumers", multiple=True, help="Replace the consumers (repeatable).")
 @click.option("--owner-group", default=None, help="New owning group.")
 @click.option("--owner-principal", default=None, help="New owning principal id.")
+@click.option(
+    "--pin",
+    "pins",
+    multiple=True,
+    help="WORKLOAD=VERSION: that consumer's fetches get VERSION (repeatable; replaces all pins).",
+)
+@click.option("--unpin-all", is_flag=True, help="Remove every pin.")
+@click.option(
+    "--overlap-seconds", type=click.IntRange(0), default=None, help="Previous version readable for."
+)
+@click.option("--rotation-interval-seconds", type=click.IntRange(0), default=None, help="Rotate every.")
+@click.option("--if-match", "if_match", default=None, help='Only if unchanged: the ETag "r<revision>".')
 @api_call()
 def secrets_update(
     client: SignerClient,
@@ -198,22 +210,39 @@ def secrets_update(
     consumers: tuple[str, ...],
     owner_group: str | None,
     owner_principal: str | None,
+    pins: tuple[str, ...],
+    unpin_all: bool,
+    overlap_seconds: int | None,
+    rotation_interval_seconds: int | None,
+    if_match: str | None,
 ) -> Any:
-    """Change a secret's metadata (not its name, folder or value)."""
-    changes = {
+    """Change a secret's metadata (not its name, folder or value), pins, overlap or rotation interval."""
+    changes: dict[str, Any] = {
         "description": description,
         "tags": list(tags) or None,
         "category": category,
         "consumers": list(consumers) or None,
         "owner_group": owner_group,
         "owner_principal": owner_principal,
+        "overlap_seconds": overlap_seconds,
+        "rotation_interval_seconds": rotation_interval_seconds,
     }
-    return client.update_secret(secret_id, {k: v for k, v in changes.items() if v is not None})
+    if pins or unpin_all:
+        changes["pins"] = {}
+        for pin in pins:
+            workload, sep, number = pin.partition("=")
+            if not sep or not workload or not number.isdigit():
+                raise click.BadParameter("expected WORKLOAD=VERSION", param_hint="--pin")
+            changes["pins"][workload] = int(number)
+    return client.update_secret(
+        secret_id, {k: v for k, v in changes.items() if v is not None}, if_match=if_match
+    )
 
 
 @secrets.command("set-value")
 @click.argument("secret_id")
 @_value_options
+@click.option("--if-match", "if_match", default=None, help='Only if unchanged: "r<revision>" or a version.')
 @api_call()
 def secrets_set_value(
     client: SignerClient,
@@ -224,13 +253,14 @@ def secrets_set_value(
     size: int | None,
     classes: tuple[str, ...],
     generate_field: str | None,
+    if_match: str | None,
 ) -> Any:
     """Set a new value: a new version, what the next fetch returns."""
     fields = _read_values(value_from)
     rule = _rule(generate, length, size, classes, generate_field)
     if (fields is None) == (rule is None):
         raise click.UsageError("give --value-from or --generate (not both)")
-    return client.set_secret_value(secret_id, fields=fields, generate=rule)
+    return client.set_secret_value(secret_id, fields=fields, generate=rule, if_match=if_match)
 
 
 @secrets.command("delete")

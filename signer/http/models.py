@@ -508,6 +508,28 @@ class UpdateSecretBody(Strict):
     owner_group: str | None = Field(
         default=None, min_length=1, max_length=63, json_schema_extra=name_schema(NameKind.IDENTIFIER)
     )
+    pins: dict[str, int] | None = Field(
+        default=None,
+        max_length=64,
+        description="consumer (workload label) -> the version its fetches get when they name none; "
+        "replaces every pin ({} unpins all)",
+        json_schema_extra={
+            "propertyNames": {"minLength": 1, "maxLength": 63, **name_schema(NameKind.TAG)},
+            "additionalProperties": {"type": "integer", "minimum": 1, "maximum": 999999999},
+        },
+    )
+    overlap_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=10 * 365 * 86400,
+        description="how long a previous version stays readable after a rotation (0 clears)",
+    )
+    rotation_interval_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=10 * 365 * 86400,
+        description="rotate (generated) or report overdue (provided) this long after a rotation (0 clears)",
+    )
 
     model_config = ConfigDict(
         extra="forbid",
@@ -517,7 +539,17 @@ class UpdateSecretBody(Strict):
             # At least one change that is not null.
             "anyOf": [
                 {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
-                for name in ("description", "tags", "category", "consumers", "owner_principal", "owner_group")
+                for name in (
+                    "description",
+                    "tags",
+                    "category",
+                    "consumers",
+                    "owner_principal",
+                    "owner_group",
+                    "pins",
+                    "overlap_seconds",
+                    "rotation_interval_seconds",
+                )
             ],
             "not": {
                 "required": ["owner_principal", "owner_group"],
@@ -528,16 +560,38 @@ class UpdateSecretBody(Strict):
 
 
 class SetSecretValueBody(Strict):
-    """A new version: exactly one of ``fields`` or ``generate``."""
+    """A new version: exactly one of ``fields``, ``generate`` or ``from_rule`` (a generated secret's
+    stored rule); ``stage``: pending, read by number only until promoted."""
 
     fields: dict[str, str] | None = Field(
         default=None, min_length=1, max_length=64, json_schema_extra=_SECRET_FIELDS
     )
     generate: GenerateRule | None = None
+    from_rule: Literal[True] | None = Field(
+        default=None, description="a new value from the secret's own generation rule"
+    )
+    stage: bool = Field(default=False, description="stage the version; promote it to make it current")
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, frozen=True, json_schema_extra=exactly_one_of("fields", "generate")
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        json_schema_extra=exactly_one_of("fields", "generate", "from_rule"),
     )
+
+
+class SecretFolderDefaultsBody(Strict):
+    """A folder's defaults for secrets created in it or below from now on (0 or null clears one)."""
+
+    folder: str = Field(min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE))
+    rotation_interval_seconds: int | None = Field(default=None, ge=0, le=10 * 365 * 86400)
+    overlap_seconds: int | None = Field(default=None, ge=0, le=10 * 365 * 86400)
+
+
+class SecretVersionStateBody(Strict):
+    """Why a version is disabled, enabled or destroyed (kept with the version and in the audit)."""
+
+    reason: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[ -~]+$")
 
 
 class FetchSecretBody(Strict):

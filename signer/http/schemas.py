@@ -388,9 +388,38 @@ class WebhookDeleted(View):
 
 class SecretVersion(View):
     version: int
-    fields: list[str] = Field(description="field names (never values)")
+    fields: list[str] = Field(description="field names (never values; none once destroyed)")
     created_at: datetime
     created_by: str | None
+    state: Literal["current", "previous", "enabled", "staged", "disabled", "destroyed"] = Field(
+        description="previous: readable until `readable_until` (its overlap), then disabled by the service"
+    )
+    reason: str | None = Field(description="why its state last changed")
+    state_changed_at: datetime | None
+    state_changed_by: str | None = Field(description="null: the service itself (an overlap's end)")
+    readable_until: datetime | None = Field(description="the end of its overlap, if one runs")
+
+
+class SecretFolderDefault(View):
+    folder: str
+    rotation_interval_seconds: int | None
+    overlap_seconds: int | None
+
+
+class SecretFolderDefaults(View):
+    """What a secret created in ``folder`` gets: each value from the narrowest folder that sets it."""
+
+    folder: str
+    rotation_interval_seconds: int | None
+    overlap_seconds: int | None
+    set_at: list[SecretFolderDefault] = Field(description="the folders at or above it that set some")
+
+
+class SecretVersionList(View):
+    secret_id: str
+    current_version: int
+    revision: int = Field(description='the ETag is "r<revision>"')
+    items: list[SecretVersion]
 
 
 class SecretAccessGrant(View):
@@ -435,6 +464,11 @@ class Secret(View):
     reference: str | None = Field(
         default=None, description="held by reference: the AWS ARN or name, or the KV v2 path (never a value)"
     )
+    revision: int = Field(description='moves with every change; the ETag is "r<revision>"')
+    pins: dict[str, int] = Field(description="consumer (workload label) -> pinned version")
+    overlap_seconds: int | None
+    rotation_interval_seconds: int | None
+    rotation_due_at: datetime | None
     versions: list[SecretVersion] | None = Field(default=None, description="only when showing one secret")
     access: list[SecretAccess] | None = Field(
         default=None,
@@ -468,3 +502,9 @@ class SecretValue(View):
         default=None, description="held by reference: the backend it was read from"
     )
     backend_version: str | None = Field(default=None, description="AWS Secrets Manager: the VersionId read")
+    pinned: bool | None = Field(
+        default=None, description="true: the version the caller's workload is pinned to"
+    )
+    readable_until: datetime | None = Field(
+        default=None, description="a previous version: when its overlap ends and it is disabled"
+    )

@@ -28,6 +28,7 @@ from signer.services.operator_views import OperatorViews
 from signer.services.policies import PolicyService
 from signer.services.rollback import RollbackGuard
 from signer.services.secret_resolve import SecretResolver
+from signer.services.secret_versions import SecretVersionsService
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.webhooks import WebhookService
@@ -47,6 +48,7 @@ class Services:
     console_sessions: ConsoleSessions
     secrets: SecretsService
     secret_refs: SecretResolver
+    secret_versions: SecretVersionsService
     jsonrpc: JsonRpcService | None = None  # Ethereum JSON-RPC (routes/jsonrpc.py)
     checkpoints: CheckpointService | None = None
     rollback: RollbackGuard | None = None

@@ -1,7 +1,10 @@
 """A bounded per-process cache of sealed secret versions, so a fetch need not read its version's row.
 
-A version row (the data key as the token wrapped it, the fields as AES-GCM sealed them) never changes
-once written: a new value is a new version, and deleting a secret removes its rows. So a fetch may take
+A version row's key and fields (the data key as the token wrapped it, the fields as AES-GCM sealed them)
+never change once written: a new value is a new version, and deleting a secret removes its rows. Its
+state may change (disabled, destroyed: ``secret_versions``), so a held row's state may be stale: the
+sealed backend keeps only enabled or staged rows, and the fetch's commit checks a named or pinned
+version's state under the write lock before the value leaves. So a fetch may take
 the row of (secret, version) from memory, and read the database only on a miss. What is kept is
 ciphertext and a wrapped key, never a value or an unwrapped key: opening still needs the token.
 
@@ -47,6 +50,10 @@ class SealedVersions:
         """Drop every version of a secret (this process deleted it)."""
         for key in [k for k in self._rows if k[0] == secret_id]:
             del self._rows[key]
+
+    def clear(self) -> None:
+        """Drop every row (the facts epoch moved: a version may have been disabled or destroyed)."""
+        self._rows.clear()
 
     def __len__(self) -> int:
         return len(self._rows)

@@ -34,6 +34,7 @@ from signer.crypto.envelope import FieldBinding, new_data_key, open_field, seal_
 from signer.errors import Conflict, InvalidRequest, NotFound, SignerError
 from signer.hsm import KeyVault, KeyWrapper
 from signer.identity import Role
+from signer.services.context import iso
 from signer.services.data_keys import DataKeys
 from signer.services.fetch_notes import FetchNotes
 from signer.services.payloads import PayloadKind, Prepared, Preparer
@@ -41,7 +42,7 @@ from signer.services.payloads import register as register_payload
 from signer.services.resources import ResourceKind, ResourceRef, register
 from signer.services.sealed_versions import SealedVersions
 from signer.services.secret_backends import SecretBackends, Selector
-from signer.services.secret_backends.sealed import SealedBackend
+from signer.services.secret_backends.sealed import SealedBackend, refuse_unreadable
 from signer.store import Reader, SecretRecord, SecretVersionRecord, Store, Writer
 
 __all__ = [
@@ -286,7 +287,7 @@ class CachedOpener:
 
 def sealed_backend(store: Store, sealer: Sealer, epoch: Callable[[], int]) -> SealedBackend:
     """The default backend, opening through the data-key cache and keeping authentic version rows."""
-    return SealedBackend(store, CachedOpener(sealer, DataKeys(), epoch), SealedVersions())
+    return SealedBackend(store, CachedOpener(sealer, DataKeys(), epoch), SealedVersions(), epoch)
 
 
 def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
@@ -322,12 +323,22 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
 
     def prepare(secret: SecretRecord) -> Prepared:
         opened_version: list[int] = []
+        # A consumer pinned to a version (``SecretRecord.pins``, by workload) reads it when it names
+        # none; an approved read names its version already.
+        pinned: list[int] = []
+        answer: list[dict[str, Any]] = []
 
         async def acts(_: KeyVault, current: Any) -> dict[str, Any]:
             backend = opener.backends.for_secret(current)
             # An approved read opens exactly the fields it was approved for; otherwise one or all.
             wanted = approved if approved is not None else ([field] if field is not None else None)
-            read = await backend.read(current, Selector(version, backend_version), wanted)
+            chosen = version
+            if chosen is None and workload is not None and current.backend == "sealed":
+                pin_to = current.pins.get(workload)
+                if pin_to is not None:
+                    chosen = pin_to
+                    pinned.append(pin_to)
+            read = await backend.read(current, Selector(chosen, backend_version), wanted)
             if read.version is not None:
                 opened_version.append(read.version)
             response: dict[str, Any] = {
@@ -338,21 +349,38 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
                 "field_names": sorted(read.values),
                 "values": read.values,
             }
+            if pinned:
+                response["pinned"] = True
             if current.backend != "sealed":
                 response["backend"] = current.backend
                 response["backend_version"] = read.backend_version
+            answer.append(response)
             return response
 
         async def settles(writer: Writer, committed: SecretRecord | None) -> None:
             # Under the write lock, with the record as the committed facts show it (read again when the
-            # facts epoch moved, which every rotation and deletion moves): the secret still exists and,
-            # for "current" of a sealed secret, the version opened is still its current one. Otherwise
-            # the value never leaves. "Last fetched" commits with the audit event, at most once a
-            # second per secret and principal in this process (``FetchNotes``).
-            sealed_current = version is None and secret.backend == "sealed"
+            # facts epoch moved, which every rotation, deletion and version state change moves): the
+            # secret still exists; for "current" of a sealed secret, the version opened is still its
+            # current one (a current version is always enabled); for a named or pinned version, it is
+            # still readable now (a row cached before a disable or destroy never leaves) and the pin
+            # still holds. Otherwise the value never leaves. "Last fetched" commits with the audit
+            # event, at most once a second per secret and principal in this process (``FetchNotes``).
+            sealed_current = version is None and not pinned and secret.backend == "sealed"
             number = opened_version[-1] if opened_version else None
             if committed is None or (sealed_current and committed.current_version != number):
                 raise _changed()
+            if pinned and committed.pins.get(workload or "") != pinned[-1]:
+                raise _changed()
+            if secret.backend == "sealed" and not sealed_current and number is not None:
+                row = await writer.secrets.version(secret.id, number)
+                state = None if row is None else row.state
+                if state not in ("enabled", "staged"):
+                    opener.backends.sealed.forget(secret.id)
+                refuse_unreadable(state, True)
+                assert row is not None
+                if answer and row.disable_at is not None:
+                    # Consumers of a previous version see when its overlap ends.
+                    answer[-1]["readable_until"] = iso(row.disable_at)
             if opener.notes.due(secret.id, by):
                 current = number if sealed_current else None
                 if not await writer.secrets.record_fetch(
@@ -372,8 +400,14 @@ def _parse_fetch(fields: Mapping[str, Any]) -> Preparer:
             fresh = await writer.secrets.get(current.id)
             if fresh is None:
                 raise not_found()
-            number = fresh.current_version if version is None else version
-            names = _field_names(await writer.secrets.version(current.id, number), field, approved)
+            number = version
+            if number is None and workload is not None:
+                number = fresh.pins.get(workload)
+            if number is None:
+                number = fresh.current_version
+            row = await writer.secrets.version(current.id, number)
+            refuse_unreadable(None if row is None else row.state, version is not None)
+            names = _field_names(row, field, approved)
             return _approved_read(number, names, workload, source, acts, settles)
 
         if approved is not None:

@@ -17,10 +17,11 @@ import logging
 import re
 import secrets as random
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 from policy import Effect
-from signer.audit import EventTarget
+from signer.audit import AuditEvent, EventTarget, Outcome
 from signer.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.authorization import (
@@ -39,6 +40,7 @@ from signer.services.policies import check_group
 from signer.services.resources import ResourceRef
 from signer.services.secret_access import access_view, ancestors, listing_targets
 from signer.services.secret_backends import EXTERNAL, SecretBackends
+from signer.services.secret_etag import IfMatch
 from signer.services.secret_kind import (
     FETCH,
     Opener,
@@ -56,7 +58,18 @@ log = logging.getLogger("signer.secrets")
 
 CATEGORIES = ("api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other")
 _SCAN_PAGE = 200
-_METADATA = ("description", "tags", "category", "owner", "consumers")
+_METADATA = (
+    "description",
+    "tags",
+    "category",
+    "owner",
+    "consumers",
+    "pins",
+    "overlap_seconds",
+    "rotation_interval_seconds",
+)
+MAX_PINS = 64
+MAX_PERIOD_SECONDS = 10 * 365 * 86400
 
 
 def _owner(owner: object) -> tuple[str, str]:
@@ -76,12 +89,29 @@ def _names(values: object, field: str, kind: NameKind) -> list[str]:
     return sorted({check_name(v, field=field, kind=kind) for v in values})
 
 
-def _version_view(version: SecretVersionRecord) -> dict[str, Any]:
+def version_state(secret: SecretRecord, version: SecretVersionRecord) -> str:
+    """As shown: ``current``, ``previous`` (readable until its overlap ends), ``enabled``, ``staged``,
+    ``disabled`` or ``destroyed``."""
+    if version.state == "enabled":
+        if version.version == secret.current_version:
+            return "current"
+        if version.disable_at is not None:
+            return "previous"
+    return version.state
+
+
+def version_view(secret: SecretRecord, version: SecretVersionRecord) -> dict[str, Any]:
+    """A version's metadata: who made it and when, its state, who changed that, when and why."""
     return {
         "version": version.version,
         "fields": sorted(version.sealed_fields),
         "created_at": iso(version.created_at),
         "created_by": version.created_by,
+        "state": version_state(secret, version),
+        "reason": version.reason,
+        "state_changed_at": iso(version.state_changed_at),
+        "state_changed_by": version.state_changed_by,
+        "readable_until": iso(version.disable_at),
     }
 
 
@@ -108,9 +138,15 @@ def secret_view(secret: SecretRecord, versions: list[SecretVersionRecord] | None
         # Where the value lives; a reference is metadata (an ARN or KV v2 path), never a value.
         "backend": secret.backend,
         "reference": secret.reference,
+        # Check-and-set and rotation (``secret_etag``, ``secret_versions``).
+        "revision": secret.revision,
+        "pins": dict(secret.pins),
+        "overlap_seconds": secret.overlap_seconds,
+        "rotation_interval_seconds": secret.rotation_interval_seconds,
+        "rotation_due_at": iso(secret.rotation_due_at),
     }
     if versions is not None:
-        view["versions"] = [_version_view(v) for v in versions]
+        view["versions"] = [version_view(secret, v) for v in versions]
     return view
 
 
@@ -164,6 +200,26 @@ class SecretsService:
             raise not_found()
         await self._allowed(reader, ctx, operation, secret_ref(secret), exists=True)
         return secret
+
+    async def load_allowed(
+        self, reader: Reader | Writer, ctx: RequestContext, secret_id: str, operation: str
+    ) -> SecretRecord:
+        """The secret, if the caller may do ``operation`` on it (else its refusal or not-found)."""
+        return await self._load_allowed(reader, ctx, secret_id, operation)
+
+    async def allowed_on_folder(
+        self, reader: Reader | Writer, ctx: RequestContext, operation: str, ref: ResourceRef
+    ) -> bool:
+        """Whether the caller may do ``operation`` on secrets in the folder ``ref`` names."""
+        return await self._allowed(reader, ctx, operation, ref, exists=False)
+
+    def forget(self, secret_id: str) -> None:
+        """This process drops the secret's cached version rows and unwrapped data keys."""
+        self._backends.sealed.forget(secret_id)
+
+    def generated(self, rule: Mapping[str, Any]) -> tuple[dict[str, bytes], dict[str, Any] | None]:
+        """A new value from a generated secret's stored rule, and the rule."""
+        return self._values(None, rule)
 
     # -- operations --------------------------------------------------------------------------------
 
@@ -220,6 +276,9 @@ class SecretsService:
                 raise Forbidden(
                     "creating secrets in this folder is not granted", code="operation_not_granted"
                 )
+            interval, overlap = inherited_defaults(
+                folder, await reader.secrets.folder_defaults(ancestors(folder))
+            )
         secret_id = "sec_" + random.token_hex(8)
         kek_id, wrapped, sealed = await self._sealer.seal(secret_id, 1, folder, values)
         now = self._clock()
@@ -240,6 +299,10 @@ class SecretsService:
             created_by=ctx.caller.principal_id,
             updated_at=now,
             updated_by=ctx.caller.principal_id,
+            # The folder's defaults (the narrowest folder at or above it that sets each).
+            rotation_interval_seconds=interval,
+            overlap_seconds=overlap,
+            rotation_due_at=_after(now, interval),
         )
         version = SecretVersionRecord(secret_id, 1, kek_id, wrapped, sealed, now, ctx.caller.principal_id)
 
@@ -373,8 +436,15 @@ class SecretsService:
             view["access"] = access_view(secret_ref(secret), about, now)
             return view
 
-    async def update(self, ctx: RequestContext, secret_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        """Change description, tags, category, owner or consumers (never the name, folder or value)."""
+    async def update(
+        self,
+        ctx: RequestContext,
+        secret_id: str,
+        changes: Mapping[str, Any],
+        if_match: IfMatch | None = None,
+    ) -> dict[str, Any]:
+        """Change description, tags, category, owner, consumers, pins (workload -> version), overlap
+        or rotation interval (never the name, folder or value); ``if_match``: check-and-set."""
         unknown = set(changes) - set(_METADATA)
         if unknown or not changes:
             raise InvalidRequest(
@@ -393,13 +463,36 @@ class SecretsService:
             columns["category"] = changes["category"]
         if "owner" in changes:
             columns["owner_type"], columns["owner"] = _owner(changes["owner"])
+        if "pins" in changes:
+            columns["pins"] = _pins(changes["pins"])
+        for name in ("overlap_seconds", "rotation_interval_seconds"):
+            if name in changes:
+                columns[name] = period(changes[name], name)
         now = self._clock()
+        if "rotation_interval_seconds" in columns:
+            interval = columns["rotation_interval_seconds"]
+            columns["rotation_due_at"] = None if interval is None else now + timedelta(seconds=interval)
 
         async def unit(writer: Writer) -> dict[str, Any]:
             secret = await self._load_allowed(writer, ctx, secret_id, "update")
+            revision = None if if_match is None else if_match.check(secret)
             if columns.get("owner_type") == "principal":
                 await _check_principal_owner(writer, ctx, columns["owner"])
-            await writer.secrets.update_metadata(secret.id, columns, now, ctx.caller.principal_id)
+            if columns.get("pins") and secret.backend != "sealed":
+                raise Conflict(
+                    "a secret held by reference has no versions here to pin",
+                    code="secret_held_by_reference",
+                )
+            for number in set(columns.get("pins", {}).values()):
+                if await writer.secrets.version_state(secret.id, number) != "enabled":
+                    raise Conflict(
+                        "a consumer can be pinned only to an enabled version",
+                        code="secret_version_not_pinnable",
+                        field="pins",
+                    )
+            await writer.secrets.update_metadata(
+                secret.id, columns, now, ctx.caller.principal_id, if_revision=revision
+            )
             updated = await writer.secrets.get(secret.id)
             assert updated is not None
             view = secret_view(updated, await writer.secrets.versions(secret.id))
@@ -418,41 +511,94 @@ class SecretsService:
         secret_id: str,
         fields: Mapping[str, Any] | None = None,
         generate: Mapping[str, Any] | None = None,
+        *,
+        from_rule: bool = False,
+        stage: bool = False,
+        if_match: IfMatch | None = None,
     ) -> dict[str, Any]:
-        """A new version (rotation): what the next fetch returns."""
-        values, rule = self._values(fields, generate)
+        """A new version (rotation): what the next fetch returns, or with ``stage`` a pending version
+        read only by number until it is promoted. ``from_rule``: a generated secret's new value from
+        its stored rule. The previous current version stays readable for the secret's overlap, then
+        the service disables it (``secret_versions``)."""
         async with self._store.read() as reader:
             secret = await self._load_allowed(reader, ctx, secret_id, "update")
         if secret.backend != "sealed":
             raise Conflict(
                 "this secret's value is held by its backend: set it there", code="secret_held_by_reference"
             )
-        number = secret.current_version + 1
+        if from_rule:
+            if fields is not None or generate is not None:
+                raise InvalidRequest(
+                    "give one of fields, generate or from_rule", code="invalid_secret_fields"
+                )
+            if secret.generation is None:
+                raise Conflict(
+                    "this secret's value was provided: give the new value",
+                    code="secret_not_generated",
+                )
+            generate = secret.generation
+        values, rule = self._values(fields, generate)
+        async with self._store.read() as reader:
+            latest = await reader.secrets.latest_version(secret.id)
+        return await self.add_version(
+            ctx, secret, values, rule, stage=stage, if_match=if_match, number=latest + 1
+        )
+
+    async def add_version(
+        self,
+        ctx: RequestContext | None,
+        secret: SecretRecord,
+        values: Mapping[str, bytes],
+        rule: Mapping[str, Any] | None,
+        *,
+        number: int,
+        stage: bool = False,
+        if_match: IfMatch | None = None,
+    ) -> dict[str, Any]:
+        """Seal ``values`` as version ``number`` and store it (current, or staged), audited as
+        ``secret.rotate``. ``ctx`` None: the service itself (a scheduled rotation), which writes only
+        if the record is still as ``secret`` shows it (check-and-set: one worker wins)."""
         kek_id, wrapped, sealed = await self._sealer.seal(secret.id, number, secret.folder, values)
         now = self._clock()
+        by = None if ctx is None else ctx.caller.principal_id
         version = SecretVersionRecord(
-            secret.id, number, kek_id, wrapped, sealed, now, ctx.caller.principal_id
+            secret.id, number, kek_id, wrapped, sealed, now, by, state="staged" if stage else "enabled"
         )
 
         async def unit(writer: Writer) -> dict[str, Any]:
-            await self._load_allowed(writer, ctx, secret_id, "update")
+            if ctx is None:
+                seen: SecretRecord | None = secret
+                revision: int | None = secret.revision
+            else:
+                seen = await self._load_allowed(writer, ctx, secret.id, "update")
+                revision = None if if_match is None else if_match.check(seen)
+            assert seen is not None
             # Refused with secret_version_exists if another writer added this version first.
-            await writer.secrets.add_version(version)
+            await writer.secrets.add_version(
+                version,
+                current_was=seen.current_version,
+                if_revision=revision,
+                previous_until=_after(now, seen.overlap_seconds),
+                rotation_due_at=_after(now, seen.rotation_interval_seconds),
+            )
             # A rotation: this process forgets the secret's unwrapped data keys at once.
             self._backends.sealed.forget(secret.id)
             updated = await writer.secrets.get(secret.id)
             assert updated is not None
             view = secret_view(updated, await writer.secrets.versions(secret.id))
-            writer.append_audit(
-                ctx.audit_event(
-                    "secret.rotate",
-                    now,
-                    resource=EventTarget("secret", secret.id),
-                    version=number,
-                    fields=sorted(values),
-                    generated=rule is not None,
-                )
+            target = EventTarget("secret", secret.id)
+            event: dict[str, Any] = dict(
+                version=number,
+                fields=sorted(values),
+                generated=rule is not None,
+                staged=stage,
             )
+            if ctx is None:
+                writer.append_audit(
+                    service_event("secret.rotate", now, resource=target, **event, scheduled=True)
+                )
+            else:
+                writer.append_audit(ctx.audit_event("secret.rotate", now, resource=target, **event))
             return view
 
         return await self._store.submit(unit)
@@ -562,6 +708,59 @@ async def _check_principal_owner(writer: Writer, ctx: RequestContext, owner_id: 
         )
     if await writer.principals.get(owner_id) is None:
         raise NotFound("no such principal", code="principal_not_found")
+
+
+def inherited_defaults(
+    folder: str, defaults: Mapping[str, tuple[int | None, int | None]]
+) -> tuple[int | None, int | None]:
+    """(rotation interval, overlap) for a secret created in ``folder``: each from the narrowest folder
+    at or above it that sets it."""
+    interval: int | None = None
+    overlap: int | None = None
+    for at in reversed(ancestors(folder)):
+        got = defaults.get(at)
+        if got is None:
+            continue
+        interval = got[0] if interval is None else interval
+        overlap = got[1] if overlap is None else overlap
+    return interval, overlap
+
+
+def service_event(kind: str, at: datetime, *, resource: EventTarget, **fields: Any) -> AuditEvent:
+    """An event the service writes itself (a scheduled rotation, an overlap's end): no actor."""
+    return AuditEvent.of(
+        kind, at=at, outcome=Outcome.ALLOWED, actor=None, request_id=None, resource=resource, **fields
+    )
+
+
+def _after(now: datetime, seconds: int | None) -> datetime | None:
+    return None if not seconds else now + timedelta(seconds=seconds)
+
+
+def period(value: object, field: str) -> int | None:
+    """Seconds, 1 to ten years; 0 or null clears it."""
+    if value is None or value == 0:
+        return None
+    if type(value) is not int or not 1 <= value <= MAX_PERIOD_SECONDS:
+        raise InvalidRequest(
+            f"{field} is 1 to {MAX_PERIOD_SECONDS} seconds, or 0 to clear", code="invalid_period", field=field
+        )
+    return value
+
+
+def _pins(value: object) -> dict[str, int]:
+    """Consumer (a workload label) -> version number; an empty object unpins everyone."""
+    if not isinstance(value, Mapping) or len(value) > MAX_PINS:
+        raise InvalidRequest(
+            f"pins is an object of at most {MAX_PINS} workload -> version", code="invalid_pins", field="pins"
+        )
+    pins: dict[str, int] = {}
+    for workload, number in value.items():
+        name = check_name(workload, field="pins", kind=NameKind.TAG)
+        if type(number) is not int or not 1 <= number <= 999_999_999:
+            raise InvalidRequest("a pinned version is a positive integer", code="invalid_pins", field="pins")
+        pins[name] = number
+    return pins
 
 
 def _no_dotdot(value: str, field: str) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "SECRET_CATEGORIES",
     "SECRET_ORIGINS",
     "SECRET_OWNER_TYPES",
+    "SECRET_VERSION_STATES",
     "TOKEN_KINDS",
     "VOTE_DECISIONS",
     "ApprovalRequestRecord",
@@ -55,6 +56,7 @@ SECRET_CATEGORIES = frozenset(
 SECRET_OWNER_TYPES = frozenset({"principal", "group"})
 SECRET_ORIGINS = frozenset({"provided", "generated"})
 SECRET_BACKENDS = frozenset({"sealed", "aws_secrets_manager", "openbao_kv2"})
+SECRET_VERSION_STATES = frozenset({"enabled", "staged", "disabled", "destroyed"})
 GRANT_RESOURCE_TYPES = frozenset({"key", "scope", "secret"})
 # "released": an approved request its requester ran itself (a secret read), whose response was never stored.
 APPROVAL_STATES = frozenset(
@@ -145,6 +147,14 @@ class SecretRecord:
     # ``reference`` (then no sealed versions, and current_version 0: the backend keeps versions).
     backend: str = "sealed"
     reference: str | None = None
+    # Versions and rotation (``signer.services.secret_versions``): the ETag's revision, consumer pins
+    # (workload -> version), overlap and rotation interval in seconds, when rotation is next due.
+    revision: int = 1
+    pins: dict[str, int] = field(default_factory=dict)
+    overlap_seconds: int | None = None
+    rotation_interval_seconds: int | None = None
+    rotation_due_at: datetime | None = None
+    overdue_notified_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +176,14 @@ class SecretVersionRecord:
     @property
     def aad_kek_id(self) -> str:
         return self.bound_kek_id or self.kek_id
+
+    # enabled | staged | disabled | destroyed (a destroyed version keeps no wrapped key or field),
+    # why and by whom it was last changed, and when its overlap ends (``disable_at``).
+    state: str = "enabled"
+    reason: str | None = None
+    state_changed_at: datetime | None = None
+    state_changed_by: str | None = None
+    disable_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

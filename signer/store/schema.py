@@ -56,6 +56,7 @@ __all__ = [
     "policy_attachments",
     "policy_versions",
     "principals",
+    "secret_folder_defaults",
     "secret_versions",
     "secrets",
     "shadow_decisions",
@@ -470,13 +471,34 @@ secrets = Table(
     # 'aws_secrets_manager' / 'openbao_kv2' under ``reference`` (an ARN or name; a KV v2 path).
     Column("backend", Text, nullable=False, server_default="sealed"),
     Column("reference", Text, nullable=True),
+    # (migration 0013_secret_versions) versions and rotation: ``revision`` moves with every change of
+    # the record or its versions (the ETag, checked by If-Match); ``pins`` maps a consumer (workload)
+    # to the version its fetches get; the overlap a previous version stays readable for; the rotation
+    # interval and when the next rotation is due; when the owner was last told it is overdue.
+    Column("revision", Integer, nullable=False, server_default="1"),
+    Column("pins", JSONText, nullable=False, server_default="{}"),
+    Column("overlap_seconds", Integer, nullable=True),
+    Column("rotation_interval_seconds", Integer, nullable=True),
+    Column("rotation_due_at", UTCDateTime, nullable=True),
+    Column("overdue_notified_at", UTCDateTime, nullable=True),
     Index("ix_secrets_folder_name", "folder", "name", unique=True),
+    Index("ix_secrets_rotation_due_at", "rotation_due_at"),
     # Listing by granted folder prefixes (migration 0008_secret_listing).
     Index("ix_secrets_folder_id", "folder", "id", postgresql_ops={"folder": "text_pattern_ops"}),
 )
 
 # One row per version: the data key wrapped in the token by the KEK kek_id, and the sealed fields
 # (field name -> base64 of the envelope), never a plaintext value.
+# (migration 0013_secret_versions) a folder's defaults for the secrets created in it or below it.
+secret_folder_defaults = Table(
+    "secret_folder_defaults",
+    metadata,
+    Column("folder", Text, primary_key=True),
+    Column("rotation_interval_seconds", Integer, nullable=True),
+    Column("overlap_seconds", Integer, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", Text, nullable=True),
+)
 secret_versions = Table(
     "secret_versions",
     metadata,
@@ -490,7 +512,15 @@ secret_versions = Table(
     # (migration 0011_kek_rotation) the KEK id the fields' associated data binds, when a KEK rotation
     # rewrapped the data key under another KEK since (NULL: the same as kek_id).
     Column("bound_kek_id", Text, nullable=True),
+    # (migration 0013_secret_versions) enabled | staged | disabled | destroyed, who moved it there, when
+    # and why; ``disable_at``: the end of a previous version's overlap (the service disables it then).
+    Column("state", Text, nullable=False, server_default="enabled"),
+    Column("reason", Text, nullable=True),
+    Column("state_changed_at", UTCDateTime, nullable=True),
+    Column("state_changed_by", Text, nullable=True),
+    Column("disable_at", UTCDateTime, nullable=True),
     PrimaryKeyConstraint("secret_id", "version"),
+    Index("ix_secret_versions_disable_at", "disable_at"),
 )
 
 # (migration 0011_kek_rotation) One row per KEK rotation of a scope: the KEK it replaces and the new

@@ -32,6 +32,7 @@ from signer.services.console_sessions import ConsoleSessions
 from signer.services.health import HealthService
 from signer.services.secret_kind import Sealer
 from signer.services.secret_resolve import SecretResolver
+from signer.services.secret_versions import SecretVersionsService
 from signer.services.secrets import SecretsService
 from signer.services.webhooks import WebhookService
 from tests.approvals.support import Person, World
@@ -119,6 +120,7 @@ async def _serve(world: World, tmp_path: Path, *, secure: bool = False) -> Async
         secrets=secrets,
         secret_refs=SecretResolver(world.store, secrets),
         approval_desk=ApprovalDesk(world.store, world.approvals, clock=world.clock),
+        secret_versions=SecretVersionsService(world.store, secrets),
     )
     app.add_routes(console_routes)
     runner = web.AppRunner(app)

@@ -31,6 +31,7 @@ from signer.http.routes.common import (
     services,
     signing_context,
 )
+from signer.http.routes.secret_versions import ETAG_HEADER, if_match, with_etag
 from signer.http.state import SETTINGS
 
 
@@ -121,21 +122,24 @@ async def list_secrets(request: web.Request) -> web.Response:
     who="a principal with `read_metadata` on it",
     response=out.Secret,
     errors=(403, 404, 503),
+    headers=ETAG_HEADER,
 )
 async def show_secret(request: web.Request) -> web.Response:
     ctx = await context(request)
-    return json_response(await services(request).secrets.show(ctx, request.match_info["secret_id"]))
+    return with_etag(await services(request).secrets.show(ctx, request.match_info["secret_id"]))
 
 
 @api.operation(
     "PATCH",
     "/v1/secrets/{secret_id}",
-    summary="Change a secret's description, tags, category, owner or consumers",
+    summary="Change a secret's description, tags, category, owner, consumers, pins, overlap or "
+    "rotation interval (If-Match: check-and-set)",
     tag="secrets",
     who="a principal with `update` on it",
     request=UpdateSecretBody,
     response=out.Secret,
-    errors=(403, 404, 503),
+    errors=(403, 404, 409, 503),
+    headers=ETAG_HEADER,
 )
 async def update_secret(request: web.Request) -> web.Response:
     ctx = await context(request)
@@ -144,29 +148,38 @@ async def update_secret(request: web.Request) -> web.Response:
     owner = _owner(body.owner_principal, body.owner_group)
     if owner is not None:
         changes["owner"] = owner
-    return json_response(
-        await services(request).secrets.update(ctx, request.match_info["secret_id"], changes)
+    return with_etag(
+        await services(request).secrets.update(
+            ctx, request.match_info["secret_id"], changes, if_match(request)
+        )
     )
 
 
 @api.operation(
     "POST",
     "/v1/secrets/{secret_id}/versions",
-    summary="Set a new value (a new version: what the next fetch returns)",
+    summary="Rotate: a new version (current, or staged with `stage`), from a value, a rule or the "
+    "secret's own rule (If-Match: check-and-set)",
     tag="secrets",
     who="a principal with `update` on it",
     request=SetSecretValueBody,
     response=out.Secret,
     status=201,
     errors=(403, 404, 409, 503),
+    headers=ETAG_HEADER,
 )
 async def set_secret_value(request: web.Request) -> web.Response:
     ctx = await context(request)
     body = await parse_body(request, SetSecretValueBody, _limit(request))
     secret = await services(request).secrets.set_value(
-        ctx, request.match_info["secret_id"], **_value_fields(body)
+        ctx,
+        request.match_info["secret_id"],
+        **_value_fields(body),
+        from_rule=bool(body.from_rule),
+        stage=body.stage,
+        if_match=if_match(request),
     )
-    return json_response(secret, 201)
+    return with_etag(secret, 201)
 
 
 @api.operation(

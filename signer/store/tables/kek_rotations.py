@@ -77,7 +77,8 @@ def _in_scope(scope: str) -> Any:
 
 def _pending(scope: str, new_kek_id: str) -> Any:
     v, s = t.secret_versions.c, t.secrets.c
-    return and_(v.kek_id != new_kek_id, s.backend == "sealed", _in_scope(scope))
+    # A destroyed version keeps no wrapped key: nothing to rewrap, and nothing a retired KEK still opens.
+    return and_(v.kek_id != new_kek_id, v.state != "destroyed", s.backend == "sealed", _in_scope(scope))
 
 
 class KekRotationReads:

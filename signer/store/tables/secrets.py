@@ -13,7 +13,7 @@ import base64
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
@@ -23,12 +23,26 @@ from signer.store.records import (
     SECRET_CATEGORIES,
     SECRET_ORIGINS,
     SECRET_OWNER_TYPES,
+    SECRET_VERSION_STATES,
     SecretRecord,
     SecretVersionRecord,
 )
 from signer.store.tx import Statements, WriteStatements
 
-_METADATA_FIELDS = frozenset({"description", "tags", "category", "owner_type", "owner", "consumers"})
+_METADATA_FIELDS = frozenset(
+    {
+        "description",
+        "tags",
+        "category",
+        "owner_type",
+        "owner",
+        "consumers",
+        "pins",
+        "overlap_seconds",
+        "rotation_interval_seconds",
+        "rotation_due_at",
+    }
+)
 
 
 def _secret(row: Any) -> SecretRecord:
@@ -54,6 +68,12 @@ def _secret(row: Any) -> SecretRecord:
         last_fetched_by=m["last_fetched_by"],
         backend=m["backend"],
         reference=m["reference"],
+        revision=m["revision"],
+        pins={str(k): int(v) for k, v in dict(m["pins"] or {}).items()},
+        overlap_seconds=m["overlap_seconds"],
+        rotation_interval_seconds=m["rotation_interval_seconds"],
+        rotation_due_at=m["rotation_due_at"],
+        overdue_notified_at=m["overdue_notified_at"],
     )
 
 
@@ -68,6 +88,17 @@ def _version(row: Any) -> SecretVersionRecord:
         created_at=m["created_at"],
         created_by=m["created_by"],
         bound_kek_id=m.get("bound_kek_id"),
+        state=m["state"],
+        reason=m["reason"],
+        state_changed_at=m["state_changed_at"],
+        state_changed_by=m["state_changed_by"],
+        disable_at=m["disable_at"],
+    )
+
+
+def _if_match_failed() -> Conflict:
+    return Conflict(
+        "the secret changed since the revision If-Match names; read it again", code="if_match_failed"
     )
 
 
@@ -91,6 +122,7 @@ def _check_version(version: SecretVersionRecord) -> None:
         raise ValueError("version must be a positive integer")
     if not version.wrapped_key or not version.sealed_fields:
         raise ValueError("a version needs a wrapped key and at least one sealed field")
+    one_of(version.state, SECRET_VERSION_STATES, "secret version state")
     aware(version.created_at, "created_at")
 
 
@@ -188,6 +220,50 @@ class SecretReads:
             return False, None
         return True, None if row._mapping["secret_id"] is None else _version(row)
 
+    async def latest_version(self, secret_id: str) -> int:
+        """The highest version number the secret has (staged ones included), 0 if none."""
+        c = t.secret_versions.c
+        row = await self._tx._first(select(func.max(c.version)).where(c.secret_id == secret_id))
+        return 0 if row is None or row[0] is None else int(row[0])
+
+    async def version_state(self, secret_id: str, version: int) -> str | None:
+        """The state of one version (None: no such version), without its sealed row."""
+        c = t.secret_versions.c
+        row = await self._tx._first(select(c.state).where(c.secret_id == secret_id, c.version == version))
+        return None if row is None else str(row[0])
+
+    async def overlaps_ended(self, now: datetime, *, limit: int = 100) -> list[tuple[str, int]]:
+        """(secret id, version) of enabled versions whose overlap ended at or before ``now``."""
+        c = t.secret_versions.c
+        rows = await self._tx._all(
+            select(c.secret_id, c.version)
+            .where(c.disable_at <= now, c.state == "enabled")
+            .order_by(c.disable_at)
+            .limit(limit)
+        )
+        return [(r[0], int(r[1])) for r in rows]
+
+    async def rotations_due(self, now: datetime, *, limit: int = 100) -> list[SecretRecord]:
+        """Sealed secrets whose rotation is due at or before ``now``."""
+        c = t.secrets.c
+        rows = await self._tx._all(
+            select(t.secrets)
+            .where(c.rotation_due_at <= now, c.backend == "sealed")
+            .order_by(c.rotation_due_at)
+            .limit(limit)
+        )
+        return [_secret(r) for r in rows]
+
+    async def folder_defaults(self, folders: list[str]) -> dict[str, tuple[int | None, int | None]]:
+        """folder -> (rotation interval, overlap) in seconds, for those of ``folders`` that have some."""
+        c = t.secret_folder_defaults.c
+        if not folders:
+            return {}
+        rows = await self._tx._all(
+            select(c.folder, c.rotation_interval_seconds, c.overlap_seconds).where(c.folder.in_(folders))
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
+
     async def versions(self, secret_id: str) -> list[SecretVersionRecord]:
         c = t.secret_versions.c
         rows = await self._tx._all(
@@ -241,6 +317,12 @@ class SecretWrites(SecretReads):
                 "last_fetched_by": secret.last_fetched_by,
                 "backend": secret.backend,
                 "reference": secret.reference,
+                "revision": secret.revision,
+                "pins": dict(secret.pins),
+                "overlap_seconds": secret.overlap_seconds,
+                "rotation_interval_seconds": secret.rotation_interval_seconds,
+                "rotation_due_at": secret.rotation_due_at,
+                "overdue_notified_at": secret.overdue_notified_at,
             },
             Conflict("a secret with that name exists in that folder", code="secret_exists"),
         )
@@ -261,34 +343,214 @@ class SecretWrites(SecretReads):
                 },
                 "created_at": version.created_at,
                 "created_by": version.created_by,
+                "state": version.state,
+                "reason": version.reason,
+                "state_changed_at": version.state_changed_at,
+                "state_changed_by": version.state_changed_by,
+                "disable_at": version.disable_at,
             },
             Conflict("that version of the secret exists", code="secret_version_exists"),
         )
 
-    async def add_version(self, version: SecretVersionRecord) -> None:
-        """Store ``version`` and make it current; it must be exactly one past the current version
-        (``Conflict(secret_version_exists)`` otherwise: a concurrent writer got there first)."""
+    async def add_version(
+        self,
+        version: SecretVersionRecord,
+        *,
+        current_was: int | None = None,
+        if_revision: int | None = None,
+        previous_until: datetime | None = None,
+        rotation_due_at: datetime | None = None,
+    ) -> None:
+        """Store ``version``. Enabled: it becomes current, and the current version must still be
+        ``current_was`` (default: one before it); staged: the current version stays. Either way
+        ``Conflict(secret_version_exists)`` when a concurrent writer got there first, and with
+        ``if_revision`` ``Conflict(if_match_failed)`` unless the record is still at that revision.
+        ``previous_until`` ends the previous current version's overlap then; ``rotation_due_at`` is
+        when the next rotation falls due."""
         _check_version(version)
+        if version.state not in ("enabled", "staged"):
+            raise ValueError("a new version is enabled or staged")
         c = t.secrets.c
-        result = await self._tx._write(
-            update(t.secrets)
-            .where(c.id == version.secret_id, c.current_version == version.version - 1)
-            .values(
-                current_version=version.version, updated_at=version.created_at, updated_by=version.created_by
-            )
-        )
+        query = update(t.secrets).where(c.id == version.secret_id)
+        if if_revision is not None:
+            query = query.where(c.revision == if_revision)
+        values: dict[str, Any] = {
+            "revision": c.revision + 1,
+            "updated_at": version.created_at,
+            "updated_by": version.created_by,
+        }
+        previous = version.version - 1 if current_was is None else current_was
+        if version.state == "enabled":
+            query = query.where(c.current_version == previous)
+            values.update(current_version=version.version, rotation_due_at=rotation_due_at)
+        result = await self._tx._write(query.values(**values))
         if not result.rowcount:
             if await self.get(version.secret_id) is None:
                 raise NotFound("no such secret", code="secret_not_found")
+            if if_revision is not None:
+                raise _if_match_failed()
             raise Conflict("that version of the secret exists", code="secret_version_exists")
         await self._insert_version(version)
+        if version.state == "enabled" and previous_until is not None and previous >= 1:
+            v = t.secret_versions.c
+            await self._tx._write(
+                update(t.secret_versions)
+                .where(v.secret_id == version.secret_id, v.version == previous, v.state == "enabled")
+                .values(disable_at=previous_until)
+            )
         # A cached record names the current version: the next fetch must see the new one.
         self._tx.bump_epoch()
 
-    async def update_metadata(
-        self, secret_id: str, changes: dict[str, Any], now: datetime, by: str | None
+    async def promote(
+        self,
+        secret_id: str,
+        version: int,
+        now: datetime,
+        by: str | None,
+        *,
+        if_revision: int | None = None,
+        previous_until: datetime | None = None,
+        rotation_due_at: datetime | None = None,
+    ) -> int:
+        """Make the staged ``version`` current; returns the version that was current. Refused with
+        ``Conflict(secret_version_not_staged)`` if it is not staged (a concurrent promotion won)."""
+        aware(now, "now")
+        secret = await self.get(secret_id)
+        if secret is None:
+            raise NotFound("no such secret", code="secret_not_found")
+        if if_revision is not None and secret.revision != if_revision:
+            raise _if_match_failed()
+        v = t.secret_versions.c
+        moved = await self._tx._write(
+            update(t.secret_versions)
+            .where(v.secret_id == secret_id, v.version == version, v.state == "staged")
+            .values(state="enabled", state_changed_at=now, state_changed_by=by, reason="promoted")
+        )
+        if not moved.rowcount:
+            if await self.version_state(secret_id, version) is None:
+                raise NotFound("no such version of the secret", code="secret_version_not_found")
+            raise Conflict("that version is not staged", code="secret_version_not_staged")
+        c = t.secrets.c
+        result = await self._tx._write(
+            update(t.secrets)
+            .where(c.id == secret_id, c.revision == secret.revision)
+            .values(
+                current_version=version,
+                revision=c.revision + 1,
+                updated_at=now,
+                updated_by=by,
+                rotation_due_at=rotation_due_at,
+            )
+        )
+        if not result.rowcount:
+            raise _if_match_failed()
+        if previous_until is not None and secret.current_version >= 1:
+            await self._tx._write(
+                update(t.secret_versions)
+                .where(
+                    v.secret_id == secret_id,
+                    v.version == secret.current_version,
+                    v.state == "enabled",
+                )
+                .values(disable_at=previous_until)
+            )
+        self._tx.bump_epoch()
+        return secret.current_version
+
+    async def set_version_state(
+        self,
+        secret_id: str,
+        version: int,
+        state: str,
+        *,
+        from_states: frozenset[str],
+        now: datetime,
+        by: str | None,
+        reason: str,
+        if_revision: int | None = None,
+    ) -> bool:
+        """Move one version to ``state`` if it is in one of ``from_states`` (False otherwise: already
+        there, or moved by someone else). ``destroyed`` wipes its wrapped key and sealed fields for good.
+        The record's revision moves (with ``if_revision``: only from that revision)."""
+        one_of(state, SECRET_VERSION_STATES, "secret version state")
+        aware(now, "now")
+        c = t.secrets.c
+        query = update(t.secrets).where(c.id == secret_id)
+        if if_revision is not None:
+            query = query.where(c.revision == if_revision)
+        result = await self._tx._write(query.values(revision=c.revision + 1, updated_at=now, updated_by=by))
+        if not result.rowcount:
+            if await self.get(secret_id) is None:
+                raise NotFound("no such secret", code="secret_not_found")
+            raise _if_match_failed()
+        v = t.secret_versions.c
+        values: dict[str, Any] = {
+            "state": state,
+            "state_changed_at": now,
+            "state_changed_by": by,
+            "reason": reason,
+        }
+        if state == "destroyed":
+            values.update(wrapped_key=b"", sealed_fields={}, disable_at=None)
+        elif state == "enabled":
+            values.update(disable_at=None)
+        moved = await self._tx._write(
+            update(t.secret_versions)
+            .where(v.secret_id == secret_id, v.version == version, v.state.in_(sorted(from_states)))
+            .values(**values)
+        )
+        self._tx.bump_epoch()
+        return bool(moved.rowcount)
+
+    async def set_folder_defaults(
+        self,
+        folder: str,
+        rotation_interval_seconds: int | None,
+        overlap_seconds: int | None,
+        now: datetime,
+        by: str | None,
     ) -> None:
-        """Change description, tags, category, owner or consumers; never the name, folder or value."""
+        """Set (or, both None, remove) a folder's defaults for the secrets created in it or below."""
+        nonempty(folder, "folder")
+        aware(now, "now")
+        c = t.secret_folder_defaults.c
+        await self._tx._write(delete(t.secret_folder_defaults).where(c.folder == folder))
+        if rotation_interval_seconds is None and overlap_seconds is None:
+            return
+        await self._tx._insert_new(
+            t.secret_folder_defaults,
+            {
+                "folder": folder,
+                "rotation_interval_seconds": rotation_interval_seconds,
+                "overlap_seconds": overlap_seconds,
+                "updated_at": now,
+                "updated_by": by,
+            },
+            Conflict("those folder defaults were just set", code="folder_defaults_exist"),
+        )
+
+    async def note_overdue(self, secret_id: str, revision: int, now: datetime) -> bool:
+        """Record that the owner was told the rotation is overdue; False if another worker did, or the
+        record changed (check-and-set on the revision)."""
+        c = t.secrets.c
+        result = await self._tx._write(
+            update(t.secrets)
+            .where(c.id == secret_id, c.revision == revision)
+            .values(overdue_notified_at=now, revision=c.revision + 1)
+        )
+        return bool(result.rowcount)
+
+    async def update_metadata(
+        self,
+        secret_id: str,
+        changes: dict[str, Any],
+        now: datetime,
+        by: str | None,
+        *,
+        if_revision: int | None = None,
+    ) -> None:
+        """Change description, tags, category, owner, consumers, pins, overlap or rotation interval;
+        never the name, folder or value. With ``if_revision``: only from that revision."""
         unknown = set(changes) - _METADATA_FIELDS
         if unknown:
             raise ValueError(f"not secret metadata: {', '.join(sorted(unknown))}")
@@ -298,12 +560,16 @@ class SecretWrites(SecretReads):
             one_of(changes["owner_type"], SECRET_OWNER_TYPES, "secret owner_type")
         aware(now, "now")
         values = {k: (list(v) if k in ("tags", "consumers") else v) for k, v in changes.items()}
+        c = t.secrets.c
+        query = update(t.secrets).where(c.id == secret_id)
+        if if_revision is not None:
+            query = query.where(c.revision == if_revision)
         result = await self._tx._write(
-            update(t.secrets)
-            .where(t.secrets.c.id == secret_id)
-            .values(**values, updated_at=now, updated_by=by)
+            query.values(**values, revision=c.revision + 1, updated_at=now, updated_by=by)
         )
         if not result.rowcount:
+            if if_revision is not None and await self.get(secret_id) is not None:
+                raise _if_match_failed()
             raise NotFound("no such secret", code="secret_not_found")
         self._tx.bump_epoch()
 

@@ -105,6 +105,7 @@ async def test_metadata_fetch_and_delete(store: Store) -> None:
             updated_by="prn_b",
             last_fetched_at=later,
             last_fetched_by="prn_c",
+            revision=2,  # the metadata change moved it; a fetch does not
         )
     async with store.write() as w:
         assert await w.secrets.delete(record.id) is True
@@ -127,3 +128,76 @@ async def test_listing_under_a_folder_prefix(store: Store) -> None:
         page = await r.secrets.under(org, limit=2)
         rest = await r.secrets.under(org, after=page[-1].id)
         assert {s.id for s in page + rest} == {s.id for s in inside + outside[:1]}
+
+
+async def test_version_states_promotion_and_check_and_set(store: Store) -> None:
+    """Staged versions, promotion, overlap, disable/enable/destroy and revisions (migration 0010)."""
+    record = secret()
+    later = T0 + timedelta(hours=1)
+    async with store.write() as w:
+        await w.secrets.insert(record, version(record.id))
+        # A staged version 2 leaves version 1 current; the revision moves.
+        await w.secrets.add_version(replace(version(record.id, 2), state="staged"), if_revision=1)
+    async with store.write() as w:
+        with pytest.raises(Conflict) as stale:
+            await w.secrets.add_version(version(record.id, 3), current_was=1, if_revision=1)
+    assert stale.value.code == "if_match_failed"
+    async with store.read() as r:
+        got = await r.secrets.get(record.id)
+        assert got is not None and (got.current_version, got.revision) == (1, 2)
+        assert await r.secrets.latest_version(record.id) == 2
+        assert await r.secrets.version_state(record.id, 2) == "staged"
+    async with store.write() as w:
+        previous = await w.secrets.promote(
+            record.id, 2, later, "prn_b", if_revision=2, previous_until=later + timedelta(minutes=5)
+        )
+        assert previous == 1
+        with pytest.raises(Conflict) as twice:
+            await w.secrets.promote(record.id, 2, later, "prn_b")
+    assert twice.value.code == "secret_version_not_staged"
+    async with store.read() as r:
+        got = await r.secrets.get(record.id)
+        assert got is not None and (got.current_version, got.revision) == (2, 3)
+        first = await r.secrets.version(record.id, 1)
+        assert first is not None and first.disable_at == later + timedelta(minutes=5)
+        assert await r.secrets.overlaps_ended(later) == []
+        assert await r.secrets.overlaps_ended(later + timedelta(minutes=5)) == [(record.id, 1)]
+    async with store.write() as w:
+        moved = await w.secrets.set_version_state(
+            record.id, 1, "disabled", from_states=frozenset({"enabled"}), now=later, by=None, reason="x"
+        )
+        again = await w.secrets.set_version_state(
+            record.id, 1, "disabled", from_states=frozenset({"enabled"}), now=later, by=None, reason="x"
+        )
+        assert (moved, again) == (True, False)
+    async with store.read() as r:
+        assert await r.secrets.overlaps_ended(later + timedelta(days=1)) == []
+    async with store.write() as w:
+        assert await w.secrets.set_version_state(
+            record.id,
+            1,
+            "destroyed",
+            from_states=frozenset({"disabled"}),
+            now=later,
+            by="prn_b",
+            reason="leaked",
+        )
+    async with store.read() as r:
+        gone = await r.secrets.version(record.id, 1)
+        assert gone is not None and gone.state == "destroyed"
+        assert gone.wrapped_key == b"" and gone.sealed_fields == {}
+        assert (gone.reason, gone.state_changed_by) == ("leaked", "prn_b")
+
+
+async def test_rotations_due_and_overdue_once(store: Store) -> None:
+    record = replace(secret(), rotation_interval_seconds=60, rotation_due_at=T0 + timedelta(minutes=1))
+    async with store.write() as w:
+        await w.secrets.insert(record, version(record.id))
+    async with store.read() as r:
+        assert record.id not in [s.id for s in await r.secrets.rotations_due(T0)]
+        due = [s for s in await r.secrets.rotations_due(T0 + timedelta(minutes=1)) if s.id == record.id]
+    assert len(due) == 1
+    async with store.write() as w:
+        assert await w.secrets.note_overdue(record.id, due[0].revision, T0 + timedelta(minutes=2))
+        # Another worker that read the same revision does nothing.
+        assert not await w.secrets.note_overdue(record.id, due[0].revision, T0 + timedelta(minutes=2))
