@@ -141,7 +141,9 @@ class KekRotationReads:
         """Versions (of any scope) whose data key is wrapped under ``kek_id``."""
         v = t.secret_versions.c
         row = await self._tx._first(
-            select(func.count()).select_from(t.secret_versions).where(v.kek_id == kek_id)
+            select(func.count())
+            .select_from(t.secret_versions)
+            .where(v.kek_id == kek_id, v.state != "destroyed")
         )
         return int(row[0]) if row is not None else 0
 
