@@ -293,7 +293,7 @@ class AuditEvent(Mapping[str, Any]):
             "at": format_at(at),
             "request_id": request_id,
             "actor": None if actor is None else dict(actor),
-            "outcome": Outcome(outcome).value,
+            "outcome": outcome.value if type(outcome) is Outcome else Outcome(outcome).value,
         }
         if resource is not None:
             body["resource"] = resource.as_dict()
@@ -301,6 +301,11 @@ class AuditEvent(Mapping[str, Any]):
             body["error"] = error.as_dict()
         body.update(fields)
         return cls(body)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A shallow copy of the fields, as ``dict(event)`` makes it, without the Mapping protocol's
+        per-key calls (``Writer.append_audit`` copies every event it chains)."""
+        return dict(self._body)
 
     def __getitem__(self, name: str) -> Any:
         return self._body[name]
