@@ -137,8 +137,14 @@ def main() -> int:
             "-m",
             "signer.cli",
         ]
-        # Under valgrind a request runs ~50x slower: the request deadline (5 s) would cut the queued ones.
-        slow = {"SIGNER_REQUEST_DEADLINE_SECONDS": "300"}
+        # Under valgrind a request runs ~50x slower: the deadlines (request 5 s, HSM call 2 s, write lock
+        # 2 s) would cut the queued ones.
+        slow = {
+            "SIGNER_REQUEST_DEADLINE_SECONDS": "300",
+            "SIGNER_HSM_DEADLINE_SECONDS": "60",
+            "SIGNER_DB_LOCK_TIMEOUT_SECONDS": "60",
+            "SIGNER_DB_POOL_TIMEOUT_SECONDS": "60",
+        }
         server = harness.start_server(installation, workers=1, ready_timeout=600, env=slow)
         try:
             pid = server.process.pid
