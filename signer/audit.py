@@ -143,7 +143,20 @@ def format_at(moment: datetime) -> str:
     """An aware datetime as the audit log writes it: UTC, microseconds, ``Z``."""
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("timestamps must be timezone-aware")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    u = moment.astimezone(UTC)
+    if u.year < 1000:
+        # strftime's %Y does not pad years before 1000 on every platform: keep its text for them.
+        return u.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The same text as that strftime, in half the time (once per audit event, on the request path).
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 - %-formatting is the fast one here
+        u.year,
+        u.month,
+        u.day,
+        u.hour,
+        u.minute,
+        u.second,
+        u.microsecond,
+    )
 
 
 def parse_at(text: str) -> datetime:
@@ -294,7 +307,7 @@ class AuditEvent(Mapping[str, Any]):
             "at": format_at(at),
             "request_id": request_id,
             "actor": None if actor is None else dict(actor),
-            "outcome": Outcome(outcome).value,
+            "outcome": outcome.value if type(outcome) is Outcome else Outcome(outcome).value,
         }
         if resource is not None:
             body["resource"] = resource.as_dict()
@@ -302,6 +315,11 @@ class AuditEvent(Mapping[str, Any]):
             body["error"] = error.as_dict()
         body.update(fields)
         return cls(body)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A shallow copy of the fields, as ``dict(event)`` makes it, without the Mapping protocol's
+        per-key calls (``Writer.append_audit`` copies every event it chains)."""
+        return dict(self._body)
 
     def __getitem__(self, name: str) -> Any:
         return self._body[name]

@@ -303,7 +303,7 @@ class WriteTx(Session):
         request_id = event.get("request_id")
         nonempty(request_id, "event request_id", optional=True)
         raw_at = event.get("at")
-        body = dict(event)
+        body = event.as_dict() if type(event) is AuditEvent else dict(event)
         if isinstance(raw_at, datetime):
             body["at"] = format_at(raw_at)
             at = parse_at(body["at"])

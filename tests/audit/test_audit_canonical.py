@@ -201,3 +201,15 @@ def test_an_event_shaped_like_a_signature_takes_the_fast_path_with_the_same_byte
         "n": _Level.LOW,
     }
     assert canonical_json(event) == audit._canonical_text(event)
+
+
+@given(
+    st.datetimes(
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8))]
+        )
+    )
+)
+def test_format_at_writes_what_strftime_writes(moment: datetime) -> None:
+    """The fast spelling is strftime's text for every aware moment (years before 1000 included)."""
+    assert format_at(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -177,3 +177,34 @@ def test_the_look_alike_table_is_closed_under_normalisation() -> None:
     from policy.names import _LATIN_LOOKALIKES
 
     assert {unicodedata.normalize("NFKC", ch) for ch in _LATIN_LOOKALIKES} <= _LATIN_LOOKALIKES
+
+
+@given(st.text(max_size=140), st.sampled_from(list(NameKind)), st.sampled_from([None, 8, 63]))
+@settings(max_examples=300)
+def test_the_remembered_answer_is_the_rule_s_answer(
+    text: str, kind: NameKind, max_length: int | None
+) -> None:
+    """Short names are judged once and remembered: asked twice, the answer (or the refusal, which is
+    never remembered) is the one the uncached rule gives."""
+    from policy.names import _canonical_name
+
+    def judged(call: object) -> object:
+        try:
+            return call()  # type: ignore[operator]
+        except NameRefused as exc:
+            return ("refused", exc.message)
+
+    expected = judged(lambda: _canonical_name(text, kind, max_length))
+    for _ in range(2):
+        assert judged(lambda: canonical_name(text, kind, max_length=max_length)) == expected
+
+
+def test_a_str_subclass_is_judged_but_not_remembered() -> None:
+    from policy.names import _canonical_cached
+
+    class Name(str):
+        pass
+
+    before = _canonical_cached.cache_info().currsize
+    assert canonical_name(Name("ops-subclass"), NameKind.IDENTIFIER) == "ops-subclass"
+    assert _canonical_cached.cache_info().currsize == before

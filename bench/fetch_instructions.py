@@ -1,0 +1,188 @@
+"""Instructions per secret fetch in the real server, counted by valgrind's callgrind: independent of load.
+
+A measurement, not a test. On a shared machine the CPU time of a request moves with everybody else's
+work (caches, frequency, hand-offs that wait for a core); the number of instructions it executes does
+not. In a temporary directory: ``signer init``, one secret and a service principal granted
+``read_value`` on it (as ``secrets_fetch.py`` makes them), then ``signer serve --workers 1`` under
+``valgrind --tool=callgrind --instr-atstart=no``. ``--warmup`` fetches run uninstrumented, then
+``callgrind_control -i on``, ``--connections`` keep-alive clients send ``--fetches`` in all (each answer
+must be the 200 with the value), ``callgrind_control -i off``, and the server stops; the figure is the
+dump's total instructions (every thread: event loop, SQLite, PKCS#11) over the fetches. Each fetch is
+judged and its ``secret.fetch`` event committed as in production (WAL, ``synchronous=FULL``); the run
+checks that the audit log holds one allowed event per fetch. Batching still depends on timing
+(valgrind runs one thread at a time), so compare trees with the same ``--connections``.
+
+    PYTHONPATH=$PWD .venv/bin/python bench/fetch_instructions.py [--fetches 600] [--connections 8]
+
+Run it from each tree (``python -m signer.cli`` runs the working directory's code) to compare commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import http.client
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import tests.service_harness as harness
+
+VALUE = "sk_live_" + "b" * 32
+
+
+def setup(directory: Path) -> tuple[harness.Installation, str, str]:
+    installation = harness.init_installation(directory)
+    server = harness.start_server(installation, workers=1, ready_timeout=120)
+    try:
+        admin = installation.admin_token
+        service = harness.make_service(server, "bench-fetch")
+        status, _, body = server.call(
+            "POST",
+            "/v1/grants",
+            {
+                "principal_id": installation.admin["principal"]["id"],
+                "scope": "acme",
+                "operations": ["create"],
+            },
+            admin,
+        )
+        assert status == 201, body
+        status, _, body = server.call(
+            "POST",
+            "/v1/secrets",
+            {
+                "folder": "acme/bench",
+                "name": "stripe",
+                "owner_group": "payments",
+                "category": "api_key",
+                "fields": {"STRIPE_SECRET": VALUE},
+            },
+            admin,
+        )
+        assert status == 201, body
+        secret_id = body["id"]
+        status, _, body = server.call(
+            "POST",
+            "/v1/grants",
+            {
+                "principal_id": service["principal"]["id"],
+                "secret_id": secret_id,
+                "operations": ["read_value"],
+            },
+            admin,
+        )
+        assert status == 201, body
+    finally:
+        server.stop()
+    return installation, secret_id, service["credentials"]["access_token"]
+
+
+def load(port: int, secret_id: str, token: str, total: int, connections: int) -> None:
+    body = json.dumps({"workload": "bench"})
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    failures: list[str] = []
+
+    def client(count: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        try:
+            for _ in range(count):
+                conn.request("POST", f"/v1/secrets/{secret_id}/fetch", body, headers)
+                response = conn.getresponse()
+                answer = json.loads(response.read())
+                if response.status != 200 or answer.get("values") != {"STRIPE_SECRET": VALUE}:
+                    failures.append(str(response.status))
+        finally:
+            conn.close()
+
+    share = [total // connections + (1 if i < total % connections else 0) for i in range(connections)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in share]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(f"{len(failures)} fetches failed: {sorted(set(failures))}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--fetches", type=int, default=600)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--connections", type=int, default=8)
+    args = parser.parse_args()
+    if not 1 <= args.connections <= 64 or not 1 <= args.fetches <= 100_000:
+        parser.error("--connections 1-64, --fetches 1-100000")
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        parser.error("valgrind (callgrind) is not installed")
+    with tempfile.TemporaryDirectory(prefix="fetch-instr-") as tmp_name:
+        tmp = Path(tmp_name)
+        installation, secret_id, token = setup(tmp / "signer")
+        out = tmp / "callgrind.out"
+        harness.SIGNER = [
+            "valgrind",
+            "--tool=callgrind",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={out}.%p",
+            sys.executable,
+            "-m",
+            "signer.cli",
+        ]
+        # Under valgrind a request runs ~50x slower: the deadlines (request 5 s, HSM call 2 s, write lock
+        # 2 s) would cut the queued ones.
+        slow = {
+            "SIGNER_REQUEST_DEADLINE_SECONDS": "300",
+            "SIGNER_HSM_DEADLINE_SECONDS": "60",
+            "SIGNER_DB_LOCK_TIMEOUT_SECONDS": "60",
+            "SIGNER_DB_POOL_TIMEOUT_SECONDS": "60",
+        }
+        server = harness.start_server(installation, workers=1, ready_timeout=600, env=slow)
+        try:
+            pid = server.process.pid
+            load(server.port, secret_id, token, args.warmup, args.connections)
+            subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
+            load(server.port, secret_id, token, args.fetches, args.connections)
+            subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True)
+        finally:
+            server.stop()
+        totals = 0
+        for name in glob.glob(f"{out}.*"):
+            for line in Path(name).read_text(errors="replace").splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    totals = max(totals, int(line.split()[1]))
+        db = sqlite3.connect(installation.data_dir / "signer.db")
+        try:
+            rows = db.execute("SELECT event FROM audit_events WHERE kind = 'secret.fetch'").fetchall()
+        finally:
+            db.close()
+        allowed = sum(1 for (event,) in rows if '"allowed"' in event)
+        expected = args.warmup + args.fetches
+        if allowed != expected:
+            print(f"audit: {allowed} allowed secret.fetch events for {expected} fetches", file=sys.stderr)
+            return 1
+    print(
+        json.dumps(
+            {
+                "bench": "fetch_instructions",
+                "fetches": args.fetches,
+                "connections": args.connections,
+                "instructions": totals,
+                "instructions_per_fetch": round(totals / args.fetches),
+                "audited": allowed,
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
