@@ -57,6 +57,7 @@ from signer.services.facts import FactsCache
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService, NonceGates
 from signer.services.keys import KeyService
+from signer.services.kms import KmsService
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
 from signer.services.policies import PolicyService
@@ -312,6 +313,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 secrets=secrets,
                 secret_refs=SecretResolver(store, secrets, clock=utcnow),
                 jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
+                kms=KmsService(
+                    store,
+                    auth,
+                    hsm,
+                    keys,
+                    signing,
+                    credential_ttl=settings.kms_credential_ttl_seconds,
+                    clock=utcnow,
+                ),
             )
             # Webhook delivery runs beside the requests and never inside one.
             dispatcher = asyncio.get_running_loop().create_task(webhooks.run(), name="signer-webhooks")

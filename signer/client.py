@@ -318,6 +318,10 @@ class SignerClient:
     def issue_tokens(self, principal_id: str) -> Any:
         return self.request("POST", f"/v1/principals/{_q(principal_id)}/tokens")
 
+    def issue_kms_credential(self, principal_id: str, ttl_seconds: int | None = None) -> Any:
+        body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        return self.request("POST", f"/v1/principals/{_q(principal_id)}/kms-credentials", body)
+
     def revoke_token(self, token_id: str) -> Any:
         return self.request("DELETE", f"/v1/tokens/{_q(token_id)}")
 

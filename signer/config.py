@@ -180,6 +180,9 @@ class Settings(BaseModel):
         default_factory=lambda: {"admin": 3600, "service": 900, "approver": 3600, "auditor": 3600}
     )
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    kms_credential_ttl_seconds: int = Field(
+        default=90 * 24 * 3600, ge=0, description="Default lifetime of a KMS (SigV4) credential; 0: none"
+    )
 
     allowed_hosts: tuple[str, ...] = Field(
         default=(), description="Host header names accepted (port ignored); empty accepts any"

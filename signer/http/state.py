@@ -20,6 +20,7 @@ from signer.services.context import RequestContext
 from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService
 from signer.services.keys import KeyService
+from signer.services.kms import KmsService
 from signer.services.policies import PolicyService
 from signer.services.rollback import RollbackGuard
 from signer.services.secret_resolve import SecretResolver
@@ -46,6 +47,7 @@ class Services:
     checkpoints: CheckpointService | None = None
     rollback: RollbackGuard | None = None
     audit_export: AuditExportService | None = None
+    kms: KmsService | None = None  # the AWS KMS Sign API (routes/kms.py)
 
 
 @dataclass(frozen=True, slots=True)

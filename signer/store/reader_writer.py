@@ -27,6 +27,7 @@ from signer.store.tables.grants import GrantReads, GrantWrites
 from signer.store.tables.groups import GroupReads, GroupWrites
 from signer.store.tables.idempotency import IdempotencyReads, IdempotencyWrites
 from signer.store.tables.keys import KeyReads, KeyWrites
+from signer.store.tables.kms_credentials import KmsCredentialReads, KmsCredentialWrites
 from signer.store.tables.meta import MetaReads, MetaWrites
 from signer.store.tables.policies import PolicyReads, PolicyWrites
 from signer.store.tables.principals import PrincipalReads, PrincipalWrites, TokenReads, TokenWrites
@@ -105,6 +106,10 @@ class Reader(ReadTx):
     def secrets(self) -> SecretReads:
         return SecretReads(self)
 
+    @cached_property
+    def kms_credentials(self) -> KmsCredentialReads:
+        return KmsCredentialReads(self)
+
 
 class Writer(WriteTx):
     """One write transaction holding the write lock (see ``WriteTx``), with every table family."""
@@ -174,6 +179,10 @@ class Writer(WriteTx):
     @cached_property
     def secrets(self) -> SecretWrites:
         return SecretWrites(self)
+
+    @cached_property
+    def kms_credentials(self) -> KmsCredentialWrites:
+        return KmsCredentialWrites(self)
 
 
 __all__ = ["Reader", "Writer"]

@@ -47,6 +47,7 @@ __all__ = [
     "group_members",
     "idempotency_keys",
     "keys",
+    "kms_credentials",
     "ledger",
     "meta",
     "metadata",
@@ -459,4 +460,17 @@ secret_versions = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", Text, nullable=True),
     PrimaryKeyConstraint("secret_id", "version"),
+)
+
+# -- KMS credentials (migration 0013_kms_credentials) ----------------------------------------------
+
+# The sealed secret of a SigV4 credential; the credential's principal, expiry and revocation live in
+# its ``tokens`` row (kind ``kms``, same id: the access key id).
+kms_credentials = Table(
+    "kms_credentials",
+    metadata,
+    Column("id", Text, ForeignKey("tokens.id"), primary_key=True),
+    Column("kek_id", Text, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("sealed_secret", LargeBinary, nullable=False),
 )

@@ -22,6 +22,7 @@ from signer.http.routes import (
     identity,
     jsonrpc,
     keys,
+    kms,
     meta,
     policies,
     secret_refs,
@@ -48,6 +49,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     secrets,
     secret_refs,
     jsonrpc,
+    kms,
 )
 
 # Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.
