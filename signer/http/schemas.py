@@ -349,9 +349,12 @@ class ApprovalList(View):
 class ApprovalResult(View):
     id: str
     state: str
-    result: dict[str, Any] | None = Field(default=None, description="the signature, handed out once")
+    result: dict[str, Any] | None = Field(
+        default=None, description="the signature; fetchable again by the requester until fetchable_until"
+    )
     error: dict[str, Any] | None = None
     expires_at: str | None = None
+    fetchable_until: str | None = None
 
 
 class ApproverKey(View):
