@@ -513,6 +513,20 @@ class SignerClient:
     def sign_digest(self, key_id: str, digest: str, *, idempotency_key: str | None = None) -> Any:
         return self._sign(key_id, "digest", {"digest": digest}, idempotency_key)
 
+    def sign_authorization(
+        self,
+        key_id: str,
+        chain_id: int | str,
+        delegate: str,
+        nonce: int | str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """An EIP-7702 authorisation; ``result["authorization"]`` goes into a type-4 transaction's
+        ``authorizationList`` as it is."""
+        body = {"chain_id": chain_id, "delegate": delegate, "nonce": nonce}
+        return self._sign(key_id, "authorization", body, idempotency_key)
+
     # -- approvals ---------------------------------------------------------------------------------
 
     def list_approvals(
