@@ -165,7 +165,7 @@ def _start_fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
                 server,
                 service["principal"]["id"],
                 key["id"],
-                ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"],
+                ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw", "sign_authorization"],
             )
         # Blind signing and 7702 delegations are denied unless a policy unlocks them.
         attach_policy(server, unlock_policy("fuzz-unlock", [FUZZ_DELEGATE]), scope="default")
@@ -264,6 +264,7 @@ _CURVES_FOR = {
     "sign_transaction": ("secp256k1",),
     "sign_typed_data": ("secp256k1",),
     "sign_digest": ("secp256k1", "p256"),
+    "sign_authorization": ("secp256k1",),
 }
 _KEY_CURVES = ("secp256k1", "p256", "ed25519")
 
