@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from signer.config import Secret
+from signer.secret_value import Secret
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 

@@ -21,35 +21,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from signer.errors import ConfigurationError
+from signer.secret_value import Secret as Secret  # re-exported: settings hold secrets
 
 _DESTINATION_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\.?$")
-
-
-class Secret:
-    """A value that never prints: ``repr``/``str`` show a mask; ``reveal()`` is the only way in."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Settings cross into spawned worker processes; the value travels, the repr never shows it.
-        return (Secret, (self._value,))
 
 
 DEFAULT_SOFTHSM_MODULES = (
