@@ -48,7 +48,7 @@ from signer.config import Secret
 from tests.service_harness import Server, free_port
 from tests.test_api_signing import RECIPIENT, TYPED, tx_fields
 
-ALL_OPS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
+ALL_OPS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw", "sign_authorization"]
 
 
 INVOKED: set[tuple[str, ...]] = set()
@@ -212,6 +212,12 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     body = relayer.ok("sign", "typed-data", key["id"], input=json.dumps(TYPED))
     signable = encode_typed_data(full_message=TYPED)
     assert Account.recover_message(signable, signature=body["signature"]) == key["address"]
+
+    # an EIP-7702 authorisation: denied by default (no delegate_allowlist here), exit code 4
+    denied = relayer.run(
+        "sign", "authorization", key["id"], "--chain-id", "1", "--delegate", "0x" + "de" * 20, "--nonce", "0"
+    )
+    assert denied.exit_code == cli_api.EXIT_DENIED and "delegate_not_allowed" in denied.stderr, denied.stderr
 
     # human output of a signature: name/value lines, nothing secret
     human = relayer.run("sign", "message", key["id"], "hello")
