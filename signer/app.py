@@ -43,6 +43,7 @@ from signer.http.state import (
     Services,
     is_loopback,
 )
+from signer.http.tls import TlsReloader, server_context
 from signer.http.webhook_transport import AiohttpTransport
 from signer.logs import access
 from signer.services.admin import AdminService
@@ -411,6 +412,8 @@ def run(
     with the addresses)."""
     gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(settings)
+    tls = server_context(settings)
+    reloader = TlsReloader(tls, settings) if tls is not None else None
 
     def listening(addresses: list[str]) -> None:
         log.info("signer ready", extra={"pid": os.getpid(), "address": ", ".join(addresses)})
@@ -426,4 +429,6 @@ def run(
         header_timeout=settings.header_timeout_seconds,
         keepalive_timeout=settings.keepalive_timeout_seconds,
         on_listening=listening,
+        ssl_context=tls,
+        background=reloader.run if reloader is not None else None,
     )

@@ -16,9 +16,9 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from signer.errors import ConfigurationError
 from signer.secret_value import Secret as Secret  # re-exported: settings hold secrets
@@ -210,6 +210,21 @@ class Settings(BaseModel):
     metrics_token_file: Path | None = Field(
         default=None, description="a bearer token for /metrics (besides admin and auditor access tokens)"
     )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="serve HTTPS with this PEM certificate chain (with tls_key_file); reloaded on change",
+    )
+    tls_key_file: Path | None = Field(default=None, description="the PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle that verifies client certificates (with tls_client_auth)"
+    )
+    tls_client_auth: Literal["none", "optional", "required"] = Field(
+        default="none",
+        description="ask clients for a certificate: required refuses the handshake without one",
+    )
+    tls_reload_interval_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="how often the TLS files are checked for a change"
+    )
 
     @field_validator("allowed_hosts", mode="before")
     @classmethod
@@ -275,6 +290,14 @@ class Settings(BaseModel):
                         "each entry must be a host name, an IP address or a CIDR network"
                     ) from None
         return tuple(entry.strip().lower() for entry in value)
+
+    @model_validator(mode="after")
+    def _tls(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file are given together")
+        if self.tls_client_auth != "none" and (self.tls_cert_file is None or self.tls_client_ca_file is None):
+            raise ValueError("tls_client_auth needs tls_cert_file, tls_key_file and tls_client_ca_file")
+        return self
 
     @field_validator("hsm_pin", mode="before")
     @classmethod
