@@ -186,6 +186,7 @@ class SignerClient:
         *,
         ca_file: Path | None = None,
         timeout: float = 30.0,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> None:
         if urllib.parse.urlsplit(server).scheme not in ("http", "https"):
             raise ClientConfigError("server must be an http:// or https:// URL")
@@ -193,6 +194,8 @@ class SignerClient:
         self._token = token
         self._timeout = timeout
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if client_cert is not None:  # (certificate, key) PEM files, for tls_client_auth on the server
+            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
         self._opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=context), _NoRedirect()
         )

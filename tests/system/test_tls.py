@@ -178,6 +178,13 @@ def test_client_certificates_required(
     token = own_installation.admin_token
     status, me = get(url, client_context(pki["ca_file"], pki["client"]), token)
     assert status == 200 and me["role"] == "admin", me
+    from signer.client import SignerClient
+    from signer.secret_value import Secret
+
+    client = SignerClient(
+        f"https://127.0.0.1:{server.port}", Secret(token), ca_file=pki["ca_file"], client_cert=pki["client"]
+    )
+    assert client.whoami()["role"] == "admin"
     for refused in (client_context(pki["ca_file"]), client_context(pki["ca_file"], pki["stranger"])):
         with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
             get(url, refused, token)
