@@ -16,7 +16,8 @@ How a decision arises (the whole contract, in order):
    cannot be evaluated (a usage sum it needs was not given, or any error) contributes deny, with a
    reason naming it.
 4. **Defaults deny what is dangerous unless unlocked**: ``sign_raw`` needs a firing ``raw_digest``
-   rule; every EIP-7702 delegate must be on a ``delegate_allowlist`` rule in force.
+   rule; every EIP-7702 delegate (in a type-4 transaction, or an authorisation signed on its own) must
+   be on a ``delegate_allowlist`` rule in force.
 5. **The strongest effect wins**: deny over require_approval over allow. With no deny and no approval,
    the grant's allow stands. So a request is allowed exactly when a grant allows it, no rule in force
    denies or asks for approval, and whatever it does that is denied by default has been unlocked.
@@ -230,9 +231,8 @@ def _defaults(request: PolicyRequest, in_force: _InForce, fired: set[str]) -> li
                 ),
             )
         )
-    tx = request.transaction
-    if tx is not None and tx.delegations:
-        for delegate in dict.fromkeys(d.delegate for d in tx.delegations):
+    if request.delegations:
+        for delegate in dict.fromkeys(d.delegate for d in request.delegations):
             if delegate not in in_force.allowed_delegates:
                 findings.append(
                     _Finding(

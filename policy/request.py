@@ -19,7 +19,9 @@ from policy.canonical import NATIVE, canonical_address, canonical_selector, chec
 from policy.errors import PolicyInputError
 from policy.scopes import scope_segments
 
-OPERATIONS: Final = frozenset({"sign_transaction", "sign_message", "sign_typed_data", "sign_raw"})
+OPERATIONS: Final = frozenset(
+    {"sign_transaction", "sign_message", "sign_typed_data", "sign_raw", "sign_authorization"}
+)
 # The secrets' grant operations (``signer.services.secrets``); ``read_secret`` is the engine's older name
 # for reading a value, kept for the policy corpus: the service grants and asks for ``read_value``.
 SECRET_GRANT_OPERATIONS: Final = frozenset(
@@ -302,11 +304,12 @@ class TypedDataDomain:
 @dataclass(frozen=True, slots=True)
 class PolicyRequest:
     """One request to judge. ``scope`` is where the resource lives; ``groups`` the principal's groups
-    (already resolved by the caller). ``transaction`` is present exactly for ``sign_transaction`` and
-    ``typed_data_domain`` exactly for ``sign_typed_data``; ``permits`` are the token approvals decoded
-    from that typed data (EIP-2612, Permit2), counted like ``approve``. An unknown operation is accepted
-    here and denied by the grant check, so the refusal has a reason. ``amounts`` and ``totals`` are what
-    the request moves or grants, from a transaction or from permits."""
+    (already resolved by the caller). ``transaction`` is present exactly for ``sign_transaction``,
+    ``typed_data_domain`` exactly for ``sign_typed_data`` and ``authorization`` (an EIP-7702
+    authorisation signed on its own) exactly for ``sign_authorization``; ``permits`` are the token
+    approvals decoded from that typed data (EIP-2612, Permit2), counted like ``approve``. An
+    unknown operation is accepted here and denied by the grant check, so the refusal has a reason.
+    ``amounts`` and ``totals`` are what the request moves or grants, from a transaction or from permits."""
 
     principal_id: str
     operation: str
@@ -317,6 +320,7 @@ class PolicyRequest:
     transaction: TransactionView | None = None
     typed_data_domain: TypedDataDomain | None = None
     permits: tuple[TokenMovement, ...] = ()
+    authorization: Delegation | None = None
     scope_path: tuple[str, ...] = field(init=False, repr=False, compare=False)
     amounts: tuple[Amount, ...] = field(init=False, repr=False, compare=False)
     totals: Mapping[str, int] = field(init=False, repr=False, compare=False)  # asset -> sum of amounts
@@ -336,6 +340,8 @@ class PolicyRequest:
             raise PolicyInputError("invalid_request", "a transaction comes with sign_transaction only")
         if (self.typed_data_domain is not None) != (self.operation == "sign_typed_data"):
             raise PolicyInputError("invalid_request", "a typed-data domain comes with sign_typed_data only")
+        if (self.authorization is not None) != (self.operation == "sign_authorization"):
+            raise PolicyInputError("invalid_request", "an authorisation comes with sign_authorization only")
         _set(self, "groups", frozenset(self.groups))
         _set(self, "permits", tuple(self.permits))
         if self.permits and self.typed_data_domain is None:
@@ -374,6 +380,14 @@ class PolicyRequest:
         if domain is not None and not self.permits:
             return domain.verifying_contract
         return None
+
+    @property
+    def delegations(self) -> tuple[Delegation, ...]:
+        """Every EIP-7702 delegation the request signs: a type-4 transaction's authorisations, or the
+        one authorisation signed on its own."""
+        if self.transaction is not None:
+            return self.transaction.delegations
+        return () if self.authorization is None else (self.authorization,)
 
     @property
     def permit_addresses(self) -> tuple[str, ...]:

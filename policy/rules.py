@@ -27,7 +27,7 @@ from policy.canonical import NATIVE
 from policy.decision import Effect
 from policy.errors import PolicyInputError
 from policy.facts import Facts
-from policy.request import EVERY_ASSET, PolicyRequest, TransactionView
+from policy.request import EVERY_ASSET, PolicyRequest
 from policy.windows import WEEKDAYS, TimeOfDayWindow, format_time_of_day
 
 GUARD_EFFECTS: Final = frozenset({Effect.DENY, Effect.REQUIRE_APPROVAL})
@@ -155,8 +155,9 @@ class Rule(ABC):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ChainAllowlist(Rule):
-    """The transaction's chain id, every EIP-7702 authorisation's chain id (0 = any chain, allowed only
-    if 0 is listed) and an EIP-712 domain's chain id (a domain without one fires) must be listed."""
+    """The transaction's chain id, every EIP-7702 authorisation's chain id (in a transaction or signed
+    on its own; 0 = any chain, allowed only if 0 is listed) and an EIP-712 domain's chain id (a domain
+    without one fires) must be listed."""
 
     kind: ClassVar[str] = "chain_allowlist"
     chain_ids: frozenset[int]
@@ -166,9 +167,9 @@ class ChainAllowlist(Rule):
         named: list[tuple[str, int | None]] = []
         if tx is not None:
             named.append(("transaction", tx.chain_id))
-            named += [("authorisation", d.chain_id) for d in tx.delegations]
         elif domain is not None:
             named.append(("typed-data domain", domain.chain_id))
+        named += [("authorisation", d.chain_id) for d in ctx.request.delegations]
         for what, chain_id in named:
             if chain_id is None:
                 return Hit("chain_not_allowed", f"the {what} names no chain id")
@@ -247,7 +248,8 @@ class RecipientDenylist(Rule):
         tx, domain = ctx.request.transaction, ctx.request.typed_data_domain
         named: list[str] = []
         if tx is not None:
-            named += [*tx.addresses, *(d.delegate for d in tx.delegations)]
+            named += tx.addresses
+        named += [d.delegate for d in ctx.request.delegations]
         if domain is not None and domain.verifying_contract is not None:
             named.append(domain.verifying_contract)
         named += ctx.request.permit_addresses
@@ -425,18 +427,18 @@ class RawDigest(Rule):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DelegateAllowlist(Rule):
-    """Unlocks EIP-7702 authorisations to the listed delegates; any other delegate stays denied."""
+    """Unlocks EIP-7702 authorisations to the listed delegates, in a type-4 transaction or signed on their
+    own (``sign_authorization``); any other delegate stays denied."""
 
     kind: ClassVar[str] = "delegate_allowlist"
     effects: ClassVar[frozenset[Effect]] = UNLOCK_EFFECTS
     delegates: frozenset[str]
 
-    def covered(self, tx: TransactionView) -> list[str]:
-        return [d.delegate for d in tx.delegations if d.delegate in self.delegates]
+    def covered(self, request: PolicyRequest) -> list[str]:
+        return [d.delegate for d in request.delegations if d.delegate in self.delegates]
 
     def check(self, ctx: RuleContext) -> Hit | None:
-        tx = ctx.request.transaction
-        covered = self.covered(tx) if tx is not None else []
+        covered = self.covered(ctx.request)
         if not covered:
             return None
         return Hit("delegate_allowed", f"delegation to {', '.join(dict.fromkeys(covered))} is allowed")

@@ -44,6 +44,7 @@ from signer.http.state import (
     Services,
     is_loopback,
 )
+from signer.http.tls import TlsReloader, server_context
 from signer.http.webhook_transport import AiohttpTransport
 from signer.logs import access
 from signer.services.admin import AdminService
@@ -63,6 +64,7 @@ from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService, NonceGates
 from signer.services.kek_rotation import KekRotations
 from signer.services.keys import KeyService
+from signer.services.kms import KmsService
 from signer.services.operator_views import OperatorViews
 from signer.services.pending import PendingRequests
 from signer.services.pipeline import DecisionPipeline
@@ -350,6 +352,15 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 approval_desk=ApprovalDesk(store, approvals, clock=utcnow),
                 operator_views=OperatorViews(keys, admin, policies, audit_log, checkpoints),
                 kek_rotations=kek_rotations,
+                kms=KmsService(
+                    store,
+                    auth,
+                    hsm,
+                    keys,
+                    signing,
+                    credential_ttl=settings.kms_credential_ttl_seconds,
+                    clock=utcnow,
+                ),
             )
             await kek_rotations.resume()
             # Webhook delivery runs beside the requests and never inside one.
@@ -456,6 +467,8 @@ def run(
     with the addresses)."""
     gc.set_threshold(*GC_THRESHOLDS)
     app = create_app(settings)
+    tls = server_context(settings)
+    reloader = TlsReloader(tls, settings) if tls is not None else None
 
     def listening(addresses: list[str]) -> None:
         log.info("signer ready", extra={"pid": os.getpid(), "address": ", ".join(addresses)})
@@ -471,4 +484,6 @@ def run(
         header_timeout=settings.header_timeout_seconds,
         keepalive_timeout=settings.keepalive_timeout_seconds,
         on_listening=listening,
+        ssl_context=tls,
+        background=reloader.run if reloader is not None else None,
     )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from signer.config import Secret
+from signer.secret_value import Secret
 
 DEFAULT_SERVER = "http://127.0.0.1:8080"
 
@@ -188,6 +188,7 @@ class SignerClient:
         *,
         ca_file: Path | None = None,
         timeout: float = 30.0,
+        client_cert: tuple[Path, Path] | None = None,
     ) -> None:
         if urllib.parse.urlsplit(server).scheme not in ("http", "https"):
             raise ClientConfigError("server must be an http:// or https:// URL")
@@ -195,6 +196,8 @@ class SignerClient:
         self._token = token
         self._timeout = timeout
         context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        if client_cert is not None:  # (certificate, key) PEM files, for tls_client_auth on the server
+            context.load_cert_chain(str(client_cert[0]), str(client_cert[1]))
         self._opener = urllib.request.build_opener(
             urllib.request.HTTPSHandler(context=context), _NoRedirect()
         )
@@ -327,6 +330,10 @@ class SignerClient:
 
     def issue_tokens(self, principal_id: str) -> Any:
         return self.request("POST", f"/v1/principals/{_q(principal_id)}/tokens")
+
+    def issue_kms_credential(self, principal_id: str, ttl_seconds: int | None = None) -> Any:
+        body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
+        return self.request("POST", f"/v1/principals/{_q(principal_id)}/kms-credentials", body)
 
     def revoke_token(self, token_id: str) -> Any:
         return self.request("DELETE", f"/v1/tokens/{_q(token_id)}")
@@ -574,6 +581,20 @@ class SignerClient:
 
     def sign_digest(self, key_id: str, digest: str, *, idempotency_key: str | None = None) -> Any:
         return self._sign(key_id, "digest", {"digest": digest}, idempotency_key)
+
+    def sign_authorization(
+        self,
+        key_id: str,
+        chain_id: int | str,
+        delegate: str,
+        nonce: int | str,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Any:
+        """An EIP-7702 authorisation; ``result["authorization"]`` goes into a type-4 transaction's
+        ``authorizationList`` as it is."""
+        body = {"chain_id": chain_id, "delegate": delegate, "nonce": nonce}
+        return self._sign(key_id, "authorization", body, idempotency_key)
 
     # -- approvals ---------------------------------------------------------------------------------
 

@@ -21,35 +21,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from signer.errors import ConfigurationError
+from signer.secret_value import Secret as Secret  # re-exported: settings hold secrets
 
 _DESTINATION_NAME = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?\.?$")
-
-
-class Secret:
-    """A value that never prints: ``repr``/``str`` show a mask; ``reveal()`` is the only way in."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('********')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Settings cross into spawned worker processes; the value travels, the repr never shows it.
-        return (Secret, (self._value,))
 
 
 DEFAULT_SOFTHSM_MODULES = (
@@ -201,6 +175,9 @@ class Settings(BaseModel):
         default_factory=lambda: {"admin": 3600, "service": 900, "approver": 3600, "auditor": 3600}
     )
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    kms_credential_ttl_seconds: int = Field(
+        default=90 * 24 * 3600, ge=0, description="Default lifetime of a KMS (SigV4) credential; 0: none"
+    )
 
     allowed_hosts: tuple[str, ...] = Field(
         default=(), description="Host header names accepted (port ignored); empty accepts any"
@@ -259,6 +236,21 @@ class Settings(BaseModel):
     )
     metrics_token_file: Path | None = Field(
         default=None, description="a bearer token for /metrics (besides admin and auditor access tokens)"
+    )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="serve HTTPS with this PEM certificate chain (with tls_key_file); reloaded on change",
+    )
+    tls_key_file: Path | None = Field(default=None, description="the PEM private key of tls_cert_file")
+    tls_client_ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle that verifies client certificates (with tls_client_auth)"
+    )
+    tls_client_auth: Literal["none", "optional", "required"] = Field(
+        default="none",
+        description="ask clients for a certificate: required refuses the handshake without one",
+    )
+    tls_reload_interval_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="how often the TLS files are checked for a change"
     )
 
     @field_validator("allowed_hosts", mode="before")
@@ -338,6 +330,14 @@ class Settings(BaseModel):
                         "each entry must be a host name, an IP address or a CIDR network"
                     ) from None
         return tuple(entry.strip().lower() for entry in value)
+
+    @model_validator(mode="after")
+    def _tls(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file are given together")
+        if self.tls_client_auth != "none" and (self.tls_cert_file is None or self.tls_client_ca_file is None):
+            raise ValueError("tls_client_auth needs tls_cert_file, tls_key_file and tls_client_ca_file")
+        return self
 
     @field_validator("hsm_pin", mode="before")
     @classmethod

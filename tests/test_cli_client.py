@@ -48,7 +48,7 @@ from signer.config import Secret
 from tests.service_harness import Server, free_port
 from tests.test_api_signing import RECIPIENT, TYPED, tx_fields
 
-ALL_OPS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
+ALL_OPS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw", "sign_authorization"]
 
 
 INVOKED: set[tuple[str, ...]] = set()
@@ -215,6 +215,12 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     body = relayer.ok("sign", "typed-data", key["id"], input=json.dumps(TYPED))
     signable = encode_typed_data(full_message=TYPED)
     assert Account.recover_message(signable, signature=body["signature"]) == key["address"]
+
+    # an EIP-7702 authorisation: denied by default (no delegate_allowlist here), exit code 4
+    denied = relayer.run(
+        "sign", "authorization", key["id"], "--chain-id", "1", "--delegate", "0x" + "de" * 20, "--nonce", "0"
+    )
+    assert denied.exit_code == cli_api.EXIT_DENIED and "delegate_not_allowed" in denied.stderr, denied.stderr
 
     # human output of a signature: name/value lines, nothing secret
     human = relayer.run("sign", "message", key["id"], "hello")
@@ -384,6 +390,17 @@ def test_principal_state_tokens_and_refresh(cli: Cli, tmp_path: Path, unique_nam
     assert set(issued) >= {"access_token_id", "refresh_token_id"} and "access_token" not in issued
     holder = Cli(cli.server, cli.home, fresh, cli.secrets)
     assert holder.ok("whoami")["principal_id"] == principal["id"]
+
+    # a KMS (SigV4) credential: the secret goes to the file only; revoked like a token, by its id
+    kms_file = tmp_path / "kms.json"
+    kms = cli.ok(
+        "tokens", "issue-kms", principal["id"], "--ttl-seconds", "3600", "--credentials-out", str(kms_file)
+    )
+    kms_stored = json.loads(kms_file.read_text())
+    cli.secrets.append(kms_stored["secret_access_key"])
+    assert "secret_access_key" not in kms and kms["access_key_id"] == kms_stored["access_key_id"]
+    assert kms["expires_at"] is not None
+    assert cli.ok("tokens", "revoke", kms["access_key_id"])["revoked"] is True
 
     # refresh in place: the file now holds the new pair, the old refresh token stops working
     old = json.loads(fresh.read_text())
@@ -1199,6 +1216,8 @@ def test_every_api_route_is_reachable_from_the_cli(request: pytest.FixtureReques
     # none of them is an operation for scripts.
     routes = {r for r in _server_routes() if not r[1].startswith("/console")}
     routes -= {("GET", "/healthz"), ("GET", "/docs")}
+    # /v1/kms speaks AWS KMS with SigV4 for AWS SDKs (tests/system/test_kms.py drives it with boto3).
+    routes -= {("POST", "/v1/kms")}
     assert len(routes) >= 30
     missing = set()
     for method, template in routes:

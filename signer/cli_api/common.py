@@ -324,7 +324,8 @@ def store_credentials(result: Any, credentials: Any, out: Path | None) -> Any:
         )
         return result
     click.echo(f"credentials written to {out}", err=True)
-    return {k: v for k, v in credentials.items() if k not in ("access_token", "refresh_token")}
+    secret_names = ("access_token", "refresh_token", "secret_access_key")
+    return {k: v for k, v in credentials.items() if k not in secret_names}
 
 
 def read_input(path: str) -> str:

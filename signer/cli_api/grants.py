@@ -19,6 +19,7 @@ GRANT_OPERATIONS = (
     "sign_message",
     "sign_typed_data",
     "sign_raw",
+    "sign_authorization",
     "list",
     "read_metadata",
     "read_value",

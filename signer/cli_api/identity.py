@@ -100,6 +100,25 @@ def tokens_issue(client: SignerClient, principal_id: str, credentials_out: Path 
     return store_credentials(result, result, credentials_out)
 
 
+@tokens.command("issue-kms")
+@click.argument("principal_id")
+@click.option(
+    "--ttl-seconds",
+    type=click.IntRange(0, 10 * 365 * 24 * 3600),
+    default=None,
+    help="Lifetime (0: none); the server's kms_credential_ttl_seconds when omitted.",
+)
+@credentials_out_option
+@api_call()
+def tokens_issue_kms(
+    client: SignerClient, principal_id: str, ttl_seconds: int | None, credentials_out: Path | None
+) -> Any:
+    """Issue an AWS KMS (SigV4) credential to a service principal (admin); revoke with
+    ``tokens revoke ACCESS_KEY_ID``."""
+    result = client.issue_kms_credential(principal_id, ttl_seconds)
+    return store_credentials(result, result, credentials_out)
+
+
 @tokens.command("revoke")
 @click.argument("token_id")
 @api_call()

@@ -130,7 +130,9 @@ def policies_shadow_report(client: SignerClient, attachment_id: str) -> Any:
 @click.option("--key", "key_id", required=True, help="Key the request names.")
 @click.option(
     "--operation",
-    type=click.Choice(["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]),
+    type=click.Choice(
+        ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw", "sign_authorization"]
+    ),
     required=True,
     help="Operation to judge.",
 )

@@ -1,4 +1,4 @@
-"""Signing commands: ``sign transaction|message|typed-data|digest``, with ``--idempotency-key``.
+"""Signing commands: ``sign transaction|message|typed-data|authorization|digest``, with ``--idempotency-key``.
 
 Thin: parse options, call one ``SignerClient`` method, return the answer for ``api_call`` to render.
 """
@@ -115,6 +115,23 @@ def sign_typed_data(client: SignerClient, key_id: str, source: str, idempotency_
 def sign_digest(client: SignerClient, key_id: str, digest: str, idempotency_key: str | None) -> Any:
     """Blind-sign a 32-byte digest (0x hex); needs the sign_raw grant and a policy allowing raw digests."""
     return pending_or_done(client.sign_digest(key_id, digest, idempotency_key=idempotency_key))
+
+
+@sign.command("authorization")
+@click.argument("key_id")
+@click.option("--chain-id", required=True, help="The chain the authorisation is valid on (0: any chain).")
+@click.option("--delegate", required=True, help="The contract whose code the key's account will run.")
+@click.option("--nonce", required=True, help="The key's account nonce when the authorisation is used.")
+@_idempotency_option
+@api_call()
+def sign_authorization(
+    client: SignerClient, key_id: str, chain_id: str, delegate: str, nonce: str, idempotency_key: str | None
+) -> Any:
+    """Sign an EIP-7702 authorisation; needs the sign_authorization grant and the delegate on a
+    delegate_allowlist rule. Numbers are decimal or 0x hex."""
+    return pending_or_done(
+        client.sign_authorization(key_id, chain_id, delegate, nonce, idempotency_key=idempotency_key)
+    )
 
 
 # JSON-RPC error codes (signer.services.jsonrpc) and the exit codes a script sees for them.

@@ -17,6 +17,7 @@ Typical use by the signing service::
     signed = tx.assemble(sig)                                    # signed.sender == key.address
 """
 
+from signer.eth.authorizations import UnsignedAuthorization, parse_authorization
 from signer.eth.calldata import CALLDATA_NOT_CANONICAL, TokenCall, decode_token_call
 from signer.eth.messages import TypedDataDigest, personal_message_digest, typed_data_digest
 from signer.eth.permits import PERMIT_NOT_CANONICAL, Permit, decode_permits
@@ -66,6 +67,7 @@ __all__ = [
     "TokenCall",
     "TransactionFields",
     "TypedDataDigest",
+    "UnsignedAuthorization",
     "UnsignedTransaction",
     "address_from_public_key",
     "authorization_digest",
@@ -75,6 +77,7 @@ __all__ = [
     "keccak256",
     "message_signature_bytes",
     "parse_address",
+    "parse_authorization",
     "parse_hex_bytes",
     "parse_quantity",
     "parse_transaction",

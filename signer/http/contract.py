@@ -98,6 +98,12 @@ SEMANTIC_REFUSALS: tuple[SemanticRefusal, ...] = (
         "parser accepts; the schema states only their container",
     ),
     SemanticRefusal(
+        ("sign_authorization", "dry_run"),
+        _PAYLOAD_CODES,
+        "an authorisation's chain id is a uint256 and its nonce a uint64 (numbers, 0x hex or decimal "
+        "strings), and its delegate an address with a valid EIP-55 checksum if mixed-case",
+    ),
+    SemanticRefusal(
         ("sign_typed_data", "dry_run"),
         _PAYLOAD_CODES,
         "`typed_data` must be EIP-712 typed data (v4) whose message matches its types",

@@ -87,6 +87,10 @@ DRY_RUN_PAYLOADS: dict[str, JsonValue] = {
             "required": ["typed_data"],
         },
         {
+            "properties": {"operation": {"const": "sign_authorization"}, "authorization": {"type": "object"}},
+            "required": ["authorization"],
+        },
+        {
             "properties": {
                 "operation": {"const": "sign_raw"},
                 "digest": {"type": "string", "pattern": DIGEST_PATTERN},
@@ -262,6 +266,18 @@ class SignDigestBody(Strict):
     digest: str = Field(min_length=64, max_length=66, json_schema_extra={"pattern": DIGEST_PATTERN})
 
 
+class SignAuthorizationBody(Strict):
+    """An EIP-7702 authorisation to sign on its own: on chain ``chain_id`` (0: any chain), while the key's
+    account nonce is ``nonce``, the account runs ``delegate``'s code. Integers may be JSON numbers, 0x
+    hex or decimal strings; the delegate must be on a ``delegate_allowlist`` rule in force."""
+
+    # Ranges, hex and the address's checksum are the eth parser's (invalid_hex, invalid_address,
+    # value_out_of_range): described as a semantic refusal of this operation.
+    chain_id: int | str = Field(json_schema_extra={"minimum": 0}, union_mode="left_to_right")
+    delegate: str = Field(min_length=42, max_length=42)
+    nonce: int | str = Field(json_schema_extra={"minimum": 0}, union_mode="left_to_right")
+
+
 class VoteBody(Strict):
     """An approval or rejection names the payload digest it is about; ``signature`` is the approver's
     signature over ``signer-approval:v1:<id>:<decision>:<digest>`` when it has registered a key, with
@@ -340,7 +356,9 @@ class DryRunBody(Strict):
     """A sign request to judge without signing: ``operation`` and the same fields its endpoint takes."""
 
     key_id: str = Field(min_length=1, max_length=64)
-    operation: Literal["sign_transaction", "sign_message", "sign_typed_data", "sign_raw"]
+    operation: Literal[
+        "sign_transaction", "sign_message", "sign_typed_data", "sign_raw", "sign_authorization"
+    ]
     principal_id: str | None = Field(default=None, min_length=1, max_length=64)
     transaction: dict[str, Any] | None = None
     raw: str | None = Field(default=None, max_length=65536)
@@ -348,6 +366,7 @@ class DryRunBody(Strict):
     encoding: Literal["utf8", "hex", "base64"] = "utf8"
     typed_data: dict[str, Any] | None = None
     digest: str | None = Field(default=None, max_length=130)
+    authorization: dict[str, Any] | None = None
     candidate: CandidatePolicy | None = None
 
     # The signing service needs the fields of the named operation (invalid_field, invalid_request).

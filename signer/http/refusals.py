@@ -34,6 +34,7 @@ SERVICE_AUDITED = frozenset(
         "sign_message",
         "sign_typed_data",
         "sign_digest",
+        "sign_authorization",
         "approve",
         "reject",
         "fetch_secret",

@@ -162,6 +162,26 @@ class EthSignature(View):
     v: int
 
 
+class SignedAuthorization(View):
+    """An EIP-7702 authorisation tuple as a type-4 transaction's ``authorizationList`` carries it."""
+
+    chainId: str  # the JSON-RPC spelling clients paste as it is
+    address: str
+    nonce: str
+    yParity: str
+    r: str
+    s: str
+
+
+class AuthorizationSignature(View):
+    """secp256k1: an EIP-7702 authorisation signed by the key (``signer`` is the authority)."""
+
+    key_id: str
+    signer: str
+    digest: str = Field(description="keccak256(0x05 || rlp([chain_id, address, nonce]))")
+    authorization: SignedAuthorization
+
+
 class P256Signature(View):
     key_id: str
     curve: Literal["p256"]
@@ -355,9 +375,12 @@ class ApprovalList(View):
 class ApprovalResult(View):
     id: str
     state: str
-    result: dict[str, Any] | None = Field(default=None, description="the signature, handed out once")
+    result: dict[str, Any] | None = Field(
+        default=None, description="the signature; fetchable again by the requester until fetchable_until"
+    )
     error: dict[str, Any] | None = None
     expires_at: str | None = None
+    fetchable_until: str | None = None
 
 
 class ApproverKey(View):

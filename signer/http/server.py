@@ -18,7 +18,8 @@ import contextlib
 import logging
 import secrets
 import socket
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -156,22 +157,29 @@ async def _serve(
     port: int,
     sockets: list[socket.socket] | None,
     on_listening: Callable[[list[str]], None] | None,
+    ssl_context: ssl.SSLContext | None = None,
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None,
     **kwargs: Any,
 ) -> None:
     runner = _Runner(app, handle_signals=True, **kwargs)
     await runner.setup()
+    task: asyncio.Task[None] | None = None
     try:
         sites: list[web.BaseSite] = (
-            [web.SockSite(runner, sock) for sock in sockets]
+            [web.SockSite(runner, sock, ssl_context=ssl_context) for sock in sockets]
             if sockets
-            else [web.TCPSite(runner, host, port, reuse_port=False)]
+            else [web.TCPSite(runner, host, port, reuse_port=False, ssl_context=ssl_context)]
         )
         for site in sites:
             await site.start()
+        if background is not None:
+            task = asyncio.get_running_loop().create_task(background())
         if on_listening is not None:
             on_listening(_addresses(runner))
         await asyncio.Event().wait()  # until a signal (GracefulExit) or cancellation
     finally:
+        if task is not None:
+            task.cancel()
         await runner.cleanup()
 
 
@@ -185,11 +193,14 @@ def serve(
     header_timeout: float,
     keepalive_timeout: float,
     on_listening: Callable[[list[str]], None] | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None,
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, like ``web.run_app`` (same shutdown order), on ``loop``:
     on ``sockets`` when given (bound by a supervisor), else on ``host:port`` bound here, never with
     SO_REUSEPORT (a second instance on the port must fail, not share it). ``on_listening`` is called with
-    the addresses (``host:port``) once every socket accepts connections."""
+    the addresses (``host:port``) once every socket accepts connections. With ``ssl_context`` every
+    socket serves TLS; ``background`` (the TLS reloader) runs while the sockets are open."""
     asyncio.set_event_loop(loop)
     main = loop.create_task(
         _serve(
@@ -201,6 +212,8 @@ def serve(
             keepalive_timeout=keepalive_timeout,
             access_log=None,
             on_listening=on_listening,
+            ssl_context=ssl_context,
+            background=background,
         )
     )
     try:

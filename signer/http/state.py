@@ -24,6 +24,7 @@ from signer.services.health import HealthService
 from signer.services.jsonrpc import JsonRpcService
 from signer.services.kek_rotation import KekRotations
 from signer.services.keys import KeyService
+from signer.services.kms import KmsService
 from signer.services.operator_views import OperatorViews
 from signer.services.policies import PolicyService
 from signer.services.rollback import RollbackGuard
@@ -58,6 +59,7 @@ class Services:
     kek_rotations: KekRotations | None = None
     audit_hmac: AuditHmac | None = None
     audit_retention: AuditRetention | None = None
+    kms: KmsService | None = None  # the AWS KMS Sign API (routes/kms.py)
 
 
 @dataclass(frozen=True, slots=True)

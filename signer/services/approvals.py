@@ -48,7 +48,7 @@ transaction)::
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from policy import NOT_COUNTED, Effect, VoteStanding, check_approvals, why_not_counted
@@ -87,6 +87,8 @@ from signer.store import (
 )
 
 MAX_WAIT_SECONDS = 60
+# A signed result fetched once may be fetched again for at least this long (and until the request expires).
+RESULT_REFETCH = timedelta(hours=1)
 # Waiting callers re-read the database this often, for outcomes reached by another process (whose
 # in-process events this process never sees). One indexed read per waiter per interval.
 POLL_INTERVAL_SECONDS = 1.0
@@ -576,7 +578,8 @@ class ApprovalsService:
     async def result(
         self, ctx: RequestContext, approval_id: str, *, wait: float = 0
     ) -> tuple[int, dict[str, Any]]:
-        """(status, body): 200 with the result once (then ``result_already_fetched``), 202 while still
+        """(status, body): 200 with the result (again until ``result_fetchable_until``, then
+        ``result_already_fetched``), 202 while still
         open after waiting up to ``wait`` seconds, 200 with the final state for the other outcomes."""
         if not 0 <= wait <= MAX_WAIT_SECONDS:
             raise InvalidRequest(
@@ -619,22 +622,38 @@ class ApprovalsService:
             return 200, body
         now = self._clock()
 
-        async def unit(writer: Writer) -> bool:
+        async def unit(writer: Writer) -> datetime | None:
+            # The first fetch marks the result as handed out; the requester may fetch it again (a
+            # relayer replica that lost the answer, a retry after a timeout) until it expires.
             first = await writer.approvals.mark_result_fetched(approval_id, now)
-            if first:
-                writer.append_audit(
-                    ctx.audit_event(
-                        "approval.result_fetched",
-                        now,
-                        resource=EventTarget("approval", approval_id),
-                        approval_id=approval_id,
-                    )
+            current = await writer.approvals.get(approval_id)
+            if current is None or current.result_fetched_at is None:
+                return None
+            until = result_fetchable_until(current)
+            if not first and now >= until:
+                return None
+            writer.append_audit(
+                ctx.audit_event(
+                    "approval.result_fetched",
+                    now,
+                    resource=EventTarget("approval", approval_id),
+                    approval_id=approval_id,
+                    again=not first,
                 )
-            return first
+            )
+            return until
 
-        if not await self._store.submit(unit):
-            raise Conflict("the result has already been fetched", code="result_already_fetched")
-        return 200, {"id": record.id, "state": "signed", "result": record.result}
+        until = await self._store.submit(unit)
+        if until is None:
+            raise Conflict(
+                "the result was fetched and can no longer be fetched again", code="result_already_fetched"
+            )
+        return 200, {
+            "id": record.id,
+            "state": "signed",
+            "result": record.result,
+            "fetchable_until": iso(until),
+        }
 
     def _notify(self, approval_id: str) -> None:
         event = self._changed.pop(approval_id, None)
@@ -642,6 +661,13 @@ class ApprovalsService:
             event.set()
         if self._webhooks is not None:
             self._webhooks.wake()
+
+
+def result_fetchable_until(record: ApprovalRequestRecord) -> datetime:
+    """Until when a fetched signed result may be fetched again: the request's own expiry, and at least
+    ``RESULT_REFETCH`` after the first fetch."""
+    assert record.result_fetched_at is not None
+    return max(record.expires_at, record.result_fetched_at + RESULT_REFETCH)
 
 
 def approval_message(approval_id: str, decision: str, digest: str) -> bytes:

@@ -1,9 +1,10 @@
 """Payload kinds: what a caller asks of a resource, from the request's fields to a checked response.
 
 One ``PayloadKind`` per operation, in a registry keyed by the operation's name: here the signing ones
-(transaction, message, typed data, digest); a resource kind's own module registers its others (the
-secrets' ``read_value`` in ``secret_kind``). A kind also says how an approved request of it ends
-(``released_by_requester``) and which metric family counts its outcomes (``count``).
+(transaction, message, typed data, EIP-7702 authorisation, digest); a resource kind's own module
+registers its others (the secrets' ``read_value`` in ``secret_kind``). A kind also says how an
+approved request of it ends (``released_by_requester``) and which metric family counts its outcomes
+(``count``).
 
 Each kind parses the request's fields (``parse``) or the canonical body an approval stored
 (``parse_stored``) into a preparer; preparing against a resource gives a ``Prepared``: the exact bytes the
@@ -21,16 +22,18 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from policy import TokenMovement, TransactionView, TypedDataDomain
+from policy import Delegation, TokenMovement, TransactionView, TypedDataDomain
 from signer import metrics
 from signer.crypto.signatures import check_ed25519, check_p256
 from signer.errors import Forbidden, InvalidRequest, SignerError, Unprocessable
 from signer.eth import (
     Permit,
+    UnsignedAuthorization,
     UnsignedTransaction,
     decode_permits,
     decode_unsigned_transaction,
     message_signature_bytes,
+    parse_authorization,
     parse_transaction,
     personal_message_digest,
     recoverable_signature,
@@ -52,6 +55,7 @@ class Prepared:
     sender: str | None = None  # the signing key's address: a transaction to it is a self-call (EIP-7702)
     typed_data_domain: Mapping[str, Any] | None = None
     permits: tuple[Permit, ...] = ()  # approvals decoded from typed data, counted like ``approve``
+    authorization: UnsignedAuthorization | None = None  # an EIP-7702 authorisation signed on its own
     # For approvals: the canonical body that prepares exactly these bytes again, the decoded view
     # approvers read (without the key: the resource kind adds that), and the chain id (None for
     # payloads that name none).
@@ -90,6 +94,9 @@ class Prepared:
             "permits": tuple(
                 TokenMovement(p.method, p.token, p.spender, p.amount, p.owner) for p in self.permits
             ),
+            "authorization": None
+            if self.authorization is None
+            else Delegation(self.authorization.chain_id, self.authorization.address),
         }
 
     async def act(self, hsm: KeyVault, key: KeyRecord) -> dict[str, Any]:
@@ -359,6 +366,54 @@ TYPED_DATA = register(
 )
 
 
+# -- EIP-7702 authorisations, signed on their own -------------------------------------------------
+
+
+def prepare_authorization(fields: Mapping[str, Any]) -> Preparer:
+    def prepare(key: KeyRecord) -> Prepared:
+        auth = parse_authorization(fields)
+        canonical = auth.as_json()
+        view = {
+            "scheme": "eip7702_authorization",
+            "chain_id": canonical["chainId"],
+            "any_chain": auth.chain_id == 0,
+            "delegate": auth.address,
+            "nonce": canonical["nonce"],
+            "authority": key.address,
+            "digest": _hex(auth.digest),
+        }
+        return Prepared(
+            auth.digest,
+            {k: v for k, v in view.items() if k != "authority"},
+            lambda k, rs: _finish_authorization(auth, k, rs),
+            authorization=auth,
+            body={"authorization": canonical},
+            view=view,
+            chain_id=auth.chain_id,
+        )
+
+    return prepare
+
+
+def _authorization_fields(fields: Mapping[str, Any]) -> Preparer:
+    authorization = fields.get("authorization")
+    if not isinstance(authorization, Mapping):
+        raise InvalidRequest("authorization is required", code="invalid_field", field="authorization")
+    return prepare_authorization(authorization)
+
+
+AUTHORIZATION = register(
+    PayloadKind(
+        "sign_authorization",
+        "key",
+        "sign.authorization",
+        fits=signs_with("sign_authorization", Curve.SECP256K1),
+        parse=_authorization_fields,
+        parse_stored=_authorization_fields,
+    )
+)
+
+
 # -- raw digests (blind signing) -------------------------------------------------------------------
 
 
@@ -503,6 +558,16 @@ def _finish_eth_message(digest: bytes, key: KeyRecord, raw_rs: bytes) -> dict[st
         "r": hex(sig.r),
         "s": hex(sig.s),
         "v": signature[64],
+    }
+
+
+def _finish_authorization(auth: UnsignedAuthorization, key: KeyRecord, raw_rs: bytes) -> dict[str, Any]:
+    sig = recoverable_signature(auth.digest, raw_rs, _public_key(key))
+    return {
+        "key_id": key.id,
+        "signer": key.address,
+        "digest": _hex(auth.digest),
+        "authorization": auth.signed(sig),
     }
 
 

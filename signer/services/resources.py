@@ -92,7 +92,9 @@ KEYS = register(
     ResourceKind(
         type="key",
         id_field="key_id",
-        operations=frozenset({"sign_transaction", "sign_message", "sign_typed_data", "sign_raw"}),
+        operations=frozenset(
+            {"sign_transaction", "sign_message", "sign_typed_data", "sign_raw", "sign_authorization"}
+        ),
         load=_load_key,
         ref=key_ref,
         not_found=lambda: NotFound("no such key", code="key_not_found"),

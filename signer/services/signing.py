@@ -60,6 +60,17 @@ class SigningService:
     ) -> dict[str, Any]:
         return await self._sign(ctx, "sign_raw", key_id, {"digest": digest_hex}, idempotency)
 
+    async def sign_authorization(
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        authorization: Mapping[str, Any],
+        idempotency: Idempotency | None = None,
+    ) -> dict[str, Any]:
+        """An EIP-7702 authorisation (``chainId``, ``address``, ``nonce``) signed on its own."""
+        fields = {"authorization": authorization}
+        return await self._sign(ctx, "sign_authorization", key_id, fields, idempotency)
+
     async def _sign(
         self,
         ctx: RequestContext,

@@ -30,6 +30,7 @@ from signer.store.tables.groups import GroupReads, GroupWrites
 from signer.store.tables.idempotency import IdempotencyReads, IdempotencyWrites
 from signer.store.tables.kek_rotations import KekRotationReads, KekRotationWrites
 from signer.store.tables.keys import KeyReads, KeyWrites
+from signer.store.tables.kms_credentials import KmsCredentialReads, KmsCredentialWrites
 from signer.store.tables.meta import MetaReads, MetaWrites
 from signer.store.tables.policies import PolicyReads, PolicyWrites
 from signer.store.tables.principals import PrincipalReads, PrincipalWrites, TokenReads, TokenWrites
@@ -120,6 +121,10 @@ class Reader(ReadTx):
     def kek_rotations(self) -> KekRotationReads:
         return KekRotationReads(self)
 
+    @cached_property
+    def kms_credentials(self) -> KmsCredentialReads:
+        return KmsCredentialReads(self)
+
 
 class Writer(WriteTx):
     """One write transaction holding the write lock (see ``WriteTx``), with every table family."""
@@ -201,6 +206,10 @@ class Writer(WriteTx):
     @cached_property
     def kek_rotations(self) -> KekRotationWrites:
         return KekRotationWrites(self)
+
+    @cached_property
+    def kms_credentials(self) -> KmsCredentialWrites:
+        return KmsCredentialWrites(self)
 
 
 __all__ = ["Reader", "Writer"]

@@ -35,6 +35,7 @@ __all__ = [
     "GrantRecord",
     "IdempotencyRecord",
     "KeyRecord",
+    "KmsCredentialRecord",
     "LedgerEntry",
     "OutboxRecord",
     "PolicyVersionRecord",
@@ -48,7 +49,7 @@ __all__ = [
 # Closed sets checked before a row is written, so a typo never becomes a stored fact. Extending one
 # is a code change here, deliberately (a new key state needs its transition rules reviewed).
 ROLES = frozenset({"admin", "service", "approver", "auditor"})
-TOKEN_KINDS = frozenset({"access", "refresh", "api"})
+TOKEN_KINDS = frozenset({"access", "refresh", "api", "kms"})
 KEY_STATES = frozenset({"active", "disabled"})
 SECRET_CATEGORIES = frozenset(
     {"api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other"}
@@ -368,3 +369,15 @@ class ConsoleSessionRecord:
 
     def __repr__(self) -> str:
         return f"ConsoleSessionRecord(id={self.id!r}, principal_id={self.principal_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class KmsCredentialRecord:
+    """The sealed secret of a KMS (SigV4) credential. Its id is the access key id and the id of the
+    ``tokens`` row (kind ``kms``) that carries its principal, expiry and revocation; ``sealed_secret``
+    is the secret access key under a data key wrapped by the token's KEK (never the secret itself)."""
+
+    id: str
+    kek_id: str
+    wrapped_key: bytes = field(repr=False)
+    sealed_secret: bytes = field(repr=False)

@@ -50,6 +50,7 @@ __all__ = [
     "idempotency_keys",
     "kek_rotations",
     "keys",
+    "kms_credentials",
     "ledger",
     "meta",
     "metadata",
@@ -543,4 +544,17 @@ kek_rotations = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
     Index("ix_kek_rotations_scope", "scope", "started_at"),
+)
+
+# -- KMS credentials (migration 0014_kms_credentials) ----------------------------------------------
+
+# The sealed secret of a SigV4 credential; the credential's principal, expiry and revocation live in
+# its ``tokens`` row (kind ``kms``, same id: the access key id).
+kms_credentials = Table(
+    "kms_credentials",
+    metadata,
+    Column("id", Text, ForeignKey("tokens.id"), primary_key=True),
+    Column("kek_id", Text, nullable=False),
+    Column("wrapped_key", LargeBinary, nullable=False),
+    Column("sealed_secret", LargeBinary, nullable=False),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from signer.errors import Conflict, Forbidden, NotFound
@@ -42,9 +44,15 @@ async def test_two_of_three_signs_exactly_the_stored_payload_once(world: World) 
     signed = signed_fields(result)
     assert "0x" + bytes(signed["to"]).hex() == RECIPIENT.lower()
     assert (signed["value"], signed["chainId"]) == (5 * 10**18, 1)
-    with pytest.raises(Conflict) as again:
+    # The requester may fetch it again (a replica that lost the answer) until it expires.
+    status, again = await world.approvals.result(requester.ctx, record.id)
+    assert status == 200 and again["result"] == result
+    fetchable_until = datetime.fromisoformat(again["fetchable_until"].replace("Z", "+00:00"))
+    assert fetchable_until >= record.expires_at
+    world.clock.jump(seconds=(fetchable_until - world.clock()).total_seconds() + 1)
+    with pytest.raises(Conflict) as late:
         await world.approvals.result(requester.ctx, record.id)
-    assert again.value.code == "result_already_fetched"
+    assert late.value.code == "result_already_fetched"
 
     async with world.store.read() as reader:
         kinds = [e.kind for e in await reader.audit.events(limit=1000)]

@@ -24,6 +24,7 @@ from signer.http.routes import (
     identity,
     jsonrpc,
     keys,
+    kms,
     meta,
     policies,
     secret_keks,
@@ -56,6 +57,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     secret_refs,
     secret_keks,
     jsonrpc,
+    kms,
 )
 
 # Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.

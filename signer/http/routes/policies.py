@@ -170,6 +170,7 @@ async def dry_run(request: web.Request) -> web.Response:
         "raw": body.raw,
         "typed_data": body.typed_data,
         "digest": body.digest,
+        "authorization": body.authorization,
     }
     if body.message is not None:
         payload["message"] = decode_message(body.message, body.encoding)

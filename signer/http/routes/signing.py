@@ -1,4 +1,5 @@
-"""Signing routes: transactions, messages, typed data and digests, with the ``Idempotency-Key`` header.
+"""Signing routes: transactions, messages, typed data, EIP-7702 authorisations and digests, with the
+``Idempotency-Key`` header.
 
 Thin: parse, call one method of the signing service, render (200 with the signature, 202 when approvers
 must decide first). Owns the digest an idempotency key names. Must never sign or judge anything itself.
@@ -17,7 +18,13 @@ from pydantic import BaseModel
 from signer.errors import InvalidRequest
 from signer.http import schemas as out
 from signer.http.body import parse_body
-from signer.http.models import SignDigestBody, SignMessageBody, SignTransactionBody, SignTypedDataBody
+from signer.http.models import (
+    SignAuthorizationBody,
+    SignDigestBody,
+    SignMessageBody,
+    SignTransactionBody,
+    SignTypedDataBody,
+)
 from signer.http.routes.common import api, decode_message, json_response, max_body, services, signing_context
 from signer.services.idempotency import Idempotency
 
@@ -109,6 +116,27 @@ async def sign_digest(request: web.Request) -> web.Response:
     body = await parse_body(request, SignDigestBody, max_body(request))
     result = await services(request).signing.sign_digest(
         ctx, request.match_info["key_id"], body.digest, _idempotency(request, body)
+    )
+    return _signed(result)
+
+
+@api.operation(
+    "POST",
+    "/v1/keys/{key_id}/sign/authorization",
+    summary="Sign an EIP-7702 authorisation (chain id, delegate, nonce), judged by the delegate allowlist",
+    tag="signing",
+    who="service with the sign_authorization grant",
+    request=SignAuthorizationBody,
+    response=out.AuthorizationSignature,
+    errors=_SIGN_ERRORS,
+    other_responses={202: out.PendingApproval},
+)
+async def sign_authorization(request: web.Request) -> web.Response:
+    ctx = await signing_context(request)
+    body = await parse_body(request, SignAuthorizationBody, max_body(request))
+    fields = {"chainId": body.chain_id, "address": body.delegate, "nonce": body.nonce}
+    result = await services(request).signing.sign_authorization(
+        ctx, request.match_info["key_id"], fields, _idempotency(request, body)
     )
     return _signed(result)
 
