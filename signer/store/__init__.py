@@ -29,6 +29,7 @@ from signer.store.commit import Store
 from signer.store.engine import ConnectionFaults, build_engine, parse_url
 from signer.store.migrate import head_revision, migrate
 from signer.store.reader_writer import Reader, Writer
+from signer.store.tables.usage import FetchCount, GrantUse, ReferenceUse, SecretFacts
 from signer.store.records import (
     ApprovalRequestRecord,
     ApprovalVoteRecord,
@@ -50,6 +51,10 @@ from signer.store.records import (
 )
 
 __all__ = [
+    "FetchCount",
+    "GrantUse",
+    "ReferenceUse",
+    "SecretFacts",
     "ApprovalRequestRecord",
     "ApprovalVoteRecord",
     "ApproverKeyRecord",
