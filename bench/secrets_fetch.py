@@ -136,7 +136,7 @@ def fill(data_dir: Path, secret_id: str, total: int) -> None:
                 INSERT INTO secrets SELECT printf('sec_f%011d', i), printf('fill-%d', i),
                     printf('acme/fill-%d', i % 100), description, tags, category, owner_type, owner,
                     consumers, origin, generation, current_version, created_at, created_by, updated_at,
-                    updated_by, NULL, NULL
+                    updated_by, NULL, NULL, backend, reference
                 FROM n, secrets WHERE secrets.id = ?
                 """,
                 (extra, secret_id),
