@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, update
+from sqlalchemy import Text, and_, func, literal, or_, select, type_coerce, update
 
 from signer.store import schema as t
 from signer.store.checks import aware
@@ -187,11 +187,38 @@ class UsageReads:
 
     # -- bulk reads for the checklist and the reports ------------------------------------------------
 
-    async def secret_facts(self) -> list[SecretFacts]:
-        """Every secret's checklist columns, with its current version's creation time."""
+    async def secret_facts(
+        self,
+        *,
+        version_before: datetime | None = None,
+        categories: Sequence[str] = (),
+        tags: Sequence[str] = (),
+        with_interval: bool = False,
+        everything: bool = False,
+    ) -> list[SecretFacts]:
+        """The checklist columns (with the current version's creation time) of the secrets matching
+        any of: current version created before ``version_before``, a category among ``categories``,
+        a tag among ``tags`` (or starting with one and ':'), a rotation interval set; or of every one."""
         s = t.secrets.c
         v = t.secret_versions.c
-        interval = s["rotation_interval_seconds"] if "rotation_interval_seconds" in s else literal(None)
+        has_interval = "rotation_interval_seconds" in s
+        interval = s["rotation_interval_seconds"] if has_interval else literal(None)
+        conditions: list[Any] = []
+        if version_before is not None:
+            aware(version_before, "version_before")
+            conditions.append(v.created_at < version_before)
+        if categories:
+            conditions.append(s.category.in_(sorted(categories)))
+        for tag in tags:
+            # Tags are stored as a JSON list of names (which cannot hold '"'): a textual match on the
+            # quoted name, or on the name and a ':' suffix.
+            text = type_coerce(s.tags, Text)
+            conditions.append(text.like(f'%"{tag}"%'))
+            conditions.append(text.like(f'%"{tag}:%'))
+        if with_interval and has_interval:
+            conditions.append(s["rotation_interval_seconds"].is_not(None))
+        if not conditions and not everything:
+            return []
         rows = await self._tx._all(
             select(
                 s.id,
@@ -206,11 +233,13 @@ class UsageReads:
                 v.created_at,
                 s.last_fetched_at,
                 interval,
-            ).select_from(
+            )
+            .select_from(
                 t.secrets.outerjoin(
                     t.secret_versions, and_(v.secret_id == s.id, v.version == s.current_version)
                 )
             )
+            .where(or_(*conditions) if conditions else literal(True))
         )
         return [
             SecretFacts(

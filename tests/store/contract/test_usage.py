@@ -56,7 +56,11 @@ async def test_references_and_bulk_reads(store: Store) -> None:
     async with store.read() as r:
         (seen,) = await r.usage.references_to(held.id)
         assert seen.uses == 2
-        facts = {f.id: f for f in await r.usage.secret_facts()}
+        facts = {f.id: f for f in await r.usage.secret_facts(everything=True)}
+        tagged = {f.id for f in await r.usage.secret_facts(tags=["production"])}
+        assert held.id in tagged
+        assert held.id not in {f.id for f in await r.usage.secret_facts(tags=["prod"])}
+        assert held.id in {f.id for f in await r.usage.secret_facts(categories=["database"])}
         assert facts[held.id].version_created_at == version(held.id).created_at
         assert facts[held.id].last_fetched_at is None
         assert (await r.usage.folder_counts())[held.folder] == 1
