@@ -51,6 +51,7 @@ from signer.cli_api import (
     grants,
     groups,
     identity,
+    impact,
     keys,
     meta,
     policies,
@@ -90,6 +91,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     audit,
     secrets,
     secret_exec,
+    impact,
 )
 
 # The top-level commands, in help order; ``signer.cli`` adds them to ``main``.

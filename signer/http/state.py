@@ -14,10 +14,12 @@ from signer.services.approvals import ApprovalsService
 from signer.services.audit_export import AuditExportService
 from signer.services.audit_log import AuditLogService
 from signer.services.auth import AuthService
+from signer.services.checklist import ChecklistService
 from signer.services.checkpoints import CheckpointService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
+from signer.services.impact import ImpactService
 from signer.services.jsonrpc import JsonRpcService
 from signer.services.keys import KeyService
 from signer.services.policies import PolicyService
@@ -25,6 +27,7 @@ from signer.services.rollback import RollbackGuard
 from signer.services.secret_resolve import SecretResolver
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
+from signer.services.usage import UsageService
 from signer.services.webhooks import WebhookService
 
 
@@ -46,6 +49,9 @@ class Services:
     checkpoints: CheckpointService | None = None
     rollback: RollbackGuard | None = None
     audit_export: AuditExportService | None = None
+    impact: ImpactService | None = None
+    usage: UsageService | None = None
+    checklist: ChecklistService | None = None
 
 
 @dataclass(frozen=True, slots=True)

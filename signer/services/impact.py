@@ -26,8 +26,9 @@ from typing import Any
 
 from policy import Effect, GrantRequest, evaluate_grants
 from signer.errors import InvalidRequest, NotFound
+from signer.identity import Role
 from signer.services.authorization import to_grant
-from signer.services.context import Clock, RequestContext, iso, utcnow
+from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.services.secret_access import access_view, ancestors
 from signer.services.secret_kind import secret_ref
 from signer.services.usage import UsageRecorder, check_days, day_of, deciding_grant
@@ -114,10 +115,15 @@ class ImpactService:
         self._recorder = recorder
         self._clock = clock
 
-    async def review(self, ctx: RequestContext, action: str, target_id: str, days: int = 30) -> dict[str, Any]:
+    async def review(
+        self, ctx: RequestContext, action: str, target_id: str, days: int = 30
+    ) -> dict[str, Any]:
         """The dry run: the full report, nothing changed."""
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
         if action not in ACTIONS:
-            raise InvalidRequest("action is one of: " + ", ".join(ACTIONS), code="invalid_action", field="action")
+            raise InvalidRequest(
+                "action is one of: " + ", ".join(ACTIONS), code="invalid_action", field="action"
+            )
         days = check_days(days)
         await self._recorder.flush()
         async with self._store.read() as reader:
@@ -125,7 +131,9 @@ class ImpactService:
         report["dry_run"] = True
         return report
 
-    async def compact(self, reader: Reader | Writer, action: str, target_id: str, days: int = 30) -> dict[str, Any]:
+    async def compact(
+        self, reader: Reader | Writer, action: str, target_id: str, days: int = 30
+    ) -> dict[str, Any]:
         """The report as the action's audit event records it: counts and at most ``AUDIT_IDS`` ids
         per list (bounded whatever the action touches)."""
         return compact(await self.report(reader, action, target_id, days, self._clock()))
@@ -224,7 +232,11 @@ class ImpactService:
             converted = tuple(to_grant(g) for g in held)
             before = _allowed(principal_id, groups, converted, resource, facts.now)
             after = _allowed(
-                principal_id, groups, tuple(g for g in converted if g.grant_id not in without), resource, facts.now
+                principal_id,
+                groups,
+                tuple(g for g in converted if g.grant_id not in without),
+                resource,
+                facts.now,
             )
             lost = sorted(set(before) - set(after))
             if lost:
@@ -282,18 +294,14 @@ class ImpactService:
                     resources.append(found)
                     seen.add(found.id)
         every = {g.id for g in held}
-        out = [
-            await self._resource_change(facts, r, [principal_id], since, without=every) for r in resources
-        ]
+        out = [await self._resource_change(facts, r, [principal_id], since, without=every) for r in resources]
         # Group grants only this principal ever used, and its own grants: nobody uses them afterwards.
         group_grants = [g.id for g in held if g.group_name is not None]
         others = await reader.usage.grant_uses(grant_ids=group_grants) if group_grants else []
         used_by_others = {u.grant_id for u in others if u.principal_id != principal_id}
         used_by_it = {u.grant_id for u in uses}
         unused_grants = sorted(
-            g.id
-            for g in held
-            if g.group_name is None or (g.id in used_by_it and g.id not in used_by_others)
+            g.id for g in held if g.group_name is None or (g.id in used_by_it and g.id not in used_by_others)
         )
         fetched = await reader.usage.fetches_by(principal_id, since, MAX_RESOURCES)
         return {
@@ -306,7 +314,12 @@ class ImpactService:
             },
             "workloads": sorted({f.workload for f in fetched if f.workload}),
             "fetched": [
-                {"secret_id": f.secret_id, "workload": f.workload or None, "fetches": f.fetches, "last_at": iso(f.last_at)}
+                {
+                    "secret_id": f.secret_id,
+                    "workload": f.workload or None,
+                    "fetches": f.fetches,
+                    "last_at": iso(f.last_at),
+                }
                 for f in fetched
             ],
             "resources": out,
@@ -397,15 +410,23 @@ async def _group_change(
     about = await facts.reader.grants.about(resource.type, resource.id, ancestors(resource.scope), facts.now)
     held = tuple(to_grant(g) for g in about if g.group_name == group)
     before = _allowed("", frozenset({group}), held, resource, facts.now)
-    after = _allowed("", frozenset({group}), tuple(g for g in held if g.grant_id not in without), resource, facts.now)
+    after = _allowed(
+        "", frozenset({group}), tuple(g for g in held if g.grant_id not in without), resource, facts.now
+    )
     lost = sorted(set(before) - set(after))
     if lost:
         entry["lose"].insert(
-            0, {"subject": f"group:{group}", "operations": lost, "through": sorted({before[op] for op in lost})}
+            0,
+            {"subject": f"group:{group}", "operations": lost, "through": sorted({before[op] for op in lost})},
         )
     if after:
         entry["keep"].insert(
-            0, {"subject": f"group:{group}", "operations": sorted(after), "through": sorted(set(after.values()))}
+            0,
+            {
+                "subject": f"group:{group}",
+                "operations": sorted(after),
+                "through": sorted(set(after.values())),
+            },
         )
 
 

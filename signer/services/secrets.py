@@ -33,6 +33,7 @@ from signer.services.authorization import (
 )
 from signer.services.context import Clock, RequestContext, iso, utcnow
 from signer.services.fetch_notes import FetchNotes
+from signer.services.impact_hook import ImpactHook, recorded_impact
 from signer.services.naming import NameKind, check_name
 from signer.services.pipeline import DecisionPipeline, Order, judge
 from signer.services.policies import check_group
@@ -134,6 +135,8 @@ class SecretsService:
         self._opener = Opener(self._backends, clock, FetchNotes())
         self._max_value_bytes = max_value_bytes
         self._clock = clock
+        # Records the impact review in the audit event of a deletion or a new value (signer.app).
+        self.impact: ImpactHook | None = None
 
     # -- authorisation of the operations that do not go through the pipeline --------------------
 
@@ -436,6 +439,7 @@ class SecretsService:
 
         async def unit(writer: Writer) -> dict[str, Any]:
             await self._load_allowed(writer, ctx, secret_id, "update")
+            impact = await recorded_impact(self.impact, writer, "rotate_secret", secret.id)
             # Refused with secret_version_exists if another writer added this version first.
             await writer.secrets.add_version(version)
             # A rotation: this process forgets the secret's unwrapped data keys at once.
@@ -451,6 +455,7 @@ class SecretsService:
                     version=number,
                     fields=sorted(values),
                     generated=rule is not None,
+                    **impact,
                 )
             )
             return view
@@ -464,6 +469,7 @@ class SecretsService:
 
         async def unit(writer: Writer) -> dict[str, Any]:
             secret = await self._load_allowed(writer, ctx, secret_id, "delete")
+            impact = await recorded_impact(self.impact, writer, "delete_secret", secret.id)
             await writer.secrets.delete(secret.id)
             self._backends.sealed.forget(secret.id)
             writer.append_audit(
@@ -473,6 +479,7 @@ class SecretsService:
                     resource=EventTarget("secret", secret.id),
                     name=secret.name,
                     folder=secret.folder,
+                    **impact,
                 )
             )
             return {"id": secret.id, "deleted": True}

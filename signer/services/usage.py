@@ -22,7 +22,8 @@ from typing import Any
 
 from policy import Decision
 from signer.errors import NotFound, SignerError
-from signer.services.context import Clock, RequestContext, iso, utcnow
+from signer.identity import Role
+from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.store import FetchCount, GrantUse, ReferenceUse, Store, Writer
 
 log = logging.getLogger("signer.usage")
@@ -205,6 +206,7 @@ class UsageService:
     async def secret(self, ctx: RequestContext, secret_id: str, days: int = 30) -> dict[str, Any]:
         """Last fetched (when, by whom, which workload); fetches per principal and workload in the
         last ``days`` days, and per day; and the grants used to read it, with when last."""
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
         days = check_days(days)
         await self._recorder.flush()
         now = self._clock()
@@ -261,6 +263,7 @@ class UsageService:
     async def report(self, ctx: RequestContext, days: int = 30, limit: int = 100) -> dict[str, Any]:
         """Secrets never fetched, secrets not fetched in ``days`` days, and live grants never used
         (each with its count and at most ``limit`` entries)."""
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
         days = check_days(days)
         if type(limit) is not int or not 1 <= limit <= REPORT_LIMIT:
             from signer.errors import InvalidRequest
@@ -313,6 +316,7 @@ class UsageService:
 
     async def grant(self, ctx: RequestContext, grant_id: str) -> dict[str, Any]:
         """When a grant was last used, by whom, on what."""
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
         await self._recorder.flush()
         async with self._store.read() as reader:
             grant = await reader.grants.get(grant_id)

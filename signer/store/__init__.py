@@ -29,7 +29,6 @@ from signer.store.commit import Store
 from signer.store.engine import ConnectionFaults, build_engine, parse_url
 from signer.store.migrate import head_revision, migrate
 from signer.store.reader_writer import Reader, Writer
-from signer.store.tables.usage import FetchCount, GrantUse, ReferenceUse, SecretFacts
 from signer.store.records import (
     ApprovalRequestRecord,
     ApprovalVoteRecord,
@@ -49,19 +48,18 @@ from signer.store.records import (
     TokenRecord,
     WebhookRecord,
 )
+from signer.store.tables.usage import FetchCount, GrantUse, ReferenceUse, SecretFacts
 
 __all__ = [
-    "FetchCount",
-    "GrantUse",
-    "ReferenceUse",
-    "SecretFacts",
     "ApprovalRequestRecord",
     "ApprovalVoteRecord",
     "ApproverKeyRecord",
     "AttachmentRecord",
     "AuditRecord",
     "ConsoleSessionRecord",
+    "FetchCount",
     "GrantRecord",
+    "GrantUse",
     "IdempotencyRecord",
     "KeyRecord",
     "LedgerEntry",
@@ -69,6 +67,8 @@ __all__ = [
     "PolicyVersionRecord",
     "PrincipalRecord",
     "Reader",
+    "ReferenceUse",
+    "SecretFacts",
     "SecretRecord",
     "SecretVersionRecord",
     "Store",

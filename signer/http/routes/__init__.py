@@ -20,6 +20,7 @@ from signer.http.routes import (
     groups,
     health,
     identity,
+    impact,
     jsonrpc,
     keys,
     meta,
@@ -48,6 +49,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     secrets,
     secret_refs,
     jsonrpc,
+    impact,
 )
 
 # Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.

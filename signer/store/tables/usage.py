@@ -112,9 +112,7 @@ class UsageReads:
             .where(u.secret_id == secret_id, u.day >= since_day)
             .group_by(u.principal_id, u.workload)
         )
-        return [
-            FetchCount(secret_id, int(r[4]), r[0], r[1], int(r[2]), _aware(r[3]), r[5]) for r in rows
-        ]
+        return [FetchCount(secret_id, int(r[4]), r[0], r[1], int(r[2]), _aware(r[3]), r[5]) for r in rows]
 
     async def daily(self, secret_id: str, since_day: int) -> list[FetchCount]:
         """Every (day, principal, workload) row of one secret from ``since_day`` on, oldest first."""
@@ -126,7 +124,13 @@ class UsageReads:
         )
         return [
             FetchCount(
-                r.secret_id, r.day, r.principal_id, r.workload, int(r.fetches), _aware(r.last_at), r.last_version
+                r.secret_id,
+                r.day,
+                r.principal_id,
+                r.workload,
+                int(r.fetches),
+                _aware(r.last_at),
+                r.last_version,
             )
             for r in rows
         ]
@@ -145,11 +149,15 @@ class UsageReads:
         return [FetchCount(r[0], int(r[4]), principal_id, r[1], int(r[2]), _aware(r[3])) for r in rows]
 
     async def grant_uses(
-        self, *, grant_ids: Sequence[str] = (), resource_id: str | None = None, principal_id: str | None = None
+        self,
+        *,
+        grant_ids: Sequence[str] = (),
+        resource_id: str | None = None,
+        principal_id: str | None = None,
     ) -> list[GrantUse]:
         """Use rows of the given grants, or on one resource, or by one principal."""
         g = t.grant_usage.c
-        conditions = []
+        conditions: list[Any] = []
         if grant_ids:
             conditions.append(g.grant_id.in_(sorted(set(grant_ids))))
         if resource_id is not None:
@@ -181,7 +189,9 @@ class UsageReads:
             select(t.secret_reference_usage).where(r.secret_id == secret_id).order_by(r.last_at.desc())
         )
         return [
-            ReferenceUse(x.secret_id, x.principal_id, x.reference, x.workspace, int(x.uses), _aware(x.last_at))
+            ReferenceUse(
+                x.secret_id, x.principal_id, x.reference, x.workspace, int(x.uses), _aware(x.last_at)
+            )
             for x in rows
         ]
 
@@ -270,7 +280,7 @@ class UsageReads:
         ones included): their count and the first ``limit`` (id, name, folder, created_at,
         last_fetched_at), oldest fetch first."""
         s = t.secrets.c
-        where = s.last_fetched_at.is_(None)
+        where: Any = s.last_fetched_at.is_(None)
         if before is not None:
             aware(before, "before")
             where = or_(where, s.last_fetched_at < before)

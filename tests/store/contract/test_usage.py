@@ -36,7 +36,9 @@ async def test_grant_uses_keep_the_version_range(store: Store) -> None:
     async with store.write() as w:
         await w.usage.add(grants=[GrantUse(gid, "prn_a", "secret", "sec_x", 1, T0, T0, 2, 2)])
         await w.usage.add(
-            grants=[GrantUse(gid, "prn_a", "secret", "sec_x", 4, T0 - timedelta(days=1), T0 + timedelta(1), 1, 1)]
+            grants=[
+                GrantUse(gid, "prn_a", "secret", "sec_x", 4, T0 - timedelta(days=1), T0 + timedelta(1), 1, 1)
+            ]
         )
     async with store.read() as r:
         (use,) = await r.usage.grant_uses(grant_ids=[gid])
