@@ -555,8 +555,11 @@ class SignerClient:
     def impact(self, action: str, target_id: str, days: int = 30) -> Any:
         return self.request("POST", "/v1/impact", {"action": action, "id": target_id, "days": days})
 
-    def checklist(self, days: int | None = None, limit: int | None = None) -> Any:
-        return self.request("GET", "/v1/checklist", query=_present(days=days, limit=limit))
+    def checklist(
+        self, days: int | None = None, limit: int | None = None, rotated_days: int | None = None
+    ) -> Any:
+        query = _present(days=days, limit=limit, rotated_days=rotated_days)
+        return self.request("GET", "/v1/checklist", query=query)
 
     def usage_report(self, days: int | None = None, limit: int | None = None) -> Any:
         return self.request("GET", "/v1/usage", query=_present(days=days, limit=limit))

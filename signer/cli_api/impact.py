@@ -30,10 +30,11 @@ def impact(client: SignerClient, action: str, target_id: str, days: int) -> Any:
 @click.command("checklist")
 @click.option("--days", type=click.IntRange(0, 3660), default=None, help="leave younger things alone")
 @click.option("--limit", type=click.IntRange(1, 1000), default=None, help="entries shown per item")
+@click.option("--rotated-days", type=click.IntRange(0, 3660), default=None, help="never rotated after (90)")
 @api_call()
-def checklist(client: SignerClient, days: int | None, limit: int | None) -> Any:
+def checklist(client: SignerClient, days: int | None, limit: int | None, rotated_days: int | None) -> Any:
     """The operator checklist: each item says what is wrong, why it matters and what to do."""
-    return client.checklist(days, limit)
+    return client.checklist(days, limit, rotated_days)
 
 
 @click.group()

@@ -57,13 +57,18 @@ async def impact_review(request: web.Request) -> web.Response:
     query=(
         Query("days", _DAYS, "leave alone secrets, grants and principals younger than this (default 30)"),
         Query("limit", _LIMIT, "entries shown per item (default 100); counts are of all"),
+        Query(
+            "rotated_days", _DAYS, "a secret with one version older than this is never rotated (default 90)"
+        ),
     ),
 )
 async def checklist(request: web.Request) -> web.Response:
     ctx = await context(request)
     days = int_query(request, "days", 30, 0, 3660)
     limit = int_query(request, "limit", 100, 1, 1000)
-    return json_response(await _need(services(request).checklist).checklist(ctx, days=days, limit=limit))
+    rotated = int_query(request, "rotated_days", 90, 0, 3660)
+    checklist = _need(services(request).checklist)
+    return json_response(await checklist.checklist(ctx, days=days, limit=limit, rotated_days=rotated))
 
 
 @api.operation(
