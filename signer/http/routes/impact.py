@@ -67,8 +67,8 @@ async def checklist(request: web.Request) -> web.Response:
     days = int_query(request, "days", 30, 0, 3660)
     limit = int_query(request, "limit", 100, 1, 1000)
     rotated = int_query(request, "rotated_days", 90, 0, 3660)
-    checklist = _need(services(request).checklist)
-    return json_response(await checklist.checklist(ctx, days=days, limit=limit, rotated_days=rotated))
+    service = _need(services(request).checklist)
+    return json_response(await service.checklist(ctx, days=days, limit=limit, rotated_days=rotated))
 
 
 @api.operation(
