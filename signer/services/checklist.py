@@ -146,19 +146,23 @@ class ChecklistService:
         self._task: asyncio.Task[None] | None = None
 
     async def checklist(
-        self, ctx: RequestContext, *, days: int | None = None, limit: int = 100
+        self,
+        ctx: RequestContext,
+        *,
+        days: int | None = None,
+        limit: int = 100,
+        rotated_days: int | None = None,
     ) -> dict[str, Any]:
         require_role(ctx, Role.ADMIN, Role.AUDITOR)
         if type(limit) is not int or not 1 <= limit <= MAX_ENTRIES:
             raise InvalidRequest(f"limit is 1 to {MAX_ENTRIES}", code="invalid_limit", field="limit")
-        thresholds = self._thresholds
-        if days is not None:
-            thresholds = Thresholds(
-                thresholds.large_group,
-                thresholds.wide_folder,
-                thresholds.never_rotated_days,
-                check_days(days),
-            )
+        base = self._thresholds
+        thresholds = Thresholds(
+            base.large_group,
+            base.wide_folder,
+            base.never_rotated_days if rotated_days is None else check_days(rotated_days),
+            base.days if days is None else check_days(days),
+        )
         await self._recorder.flush()
         return await self.build(thresholds, limit)
 
