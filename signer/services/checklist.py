@@ -175,13 +175,21 @@ class ChecklistService:
             grants = [g for g in await reader.grants.all() if _live(g, now)]
             sizes = await reader.usage.group_sizes()
             folders = await reader.usage.folder_counts()
-            old = await reader.usage.secret_facts(
-                version_before=now - timedelta(days=t.never_rotated_days),
-                categories=("registry", "publication", "infrastructure"),
-                tags=SHARED_TAGS,
-                with_interval=True,
-            )
-            never_count, never = await reader.usage.stale_secrets(None, MAX_ENTRIES * 10)
+            facts = reader.usage.secret_facts
+            cutoff = now - timedelta(days=t.never_rotated_days)
+            # One count and one page per item: the answer's size follows ``limit``, not the table.
+            secret_items = {
+                "never_rotated": await facts(single_version_before=cutoff, limit=limit),
+                "shared_or_public_assets": await facts(tags=SHARED_TAGS, limit=limit),
+                "registry_and_publication_credentials": await facts(
+                    categories=("registry", "publication"), limit=limit
+                ),
+                "generated_infrastructure_secrets": await facts(
+                    categories=("infrastructure",), origin="generated", limit=limit
+                ),
+            }
+            _, with_interval = await facts(with_interval=True)
+            never_count, never = await reader.usage.stale_secrets(None, limit, created_before=grace)
             used_pairs = await reader.usage.principals_using()
             memberships = await reader.usage.all_memberships()
             principals = {p.id: p for p in await reader.principals.all()}
@@ -253,7 +261,7 @@ class ChecklistService:
                 found["principals_with_unused_access"].append(
                     {"principal_id": principal_id, "name": principal.name, "grants": sorted(ids)[:20]}
                 )
-        for secret in old:
+        for secret in with_interval:
             if secret.rotation_interval_seconds is not None and secret.version_created_at is not None:
                 due = secret.version_created_at + timedelta(seconds=secret.rotation_interval_seconds)
                 if due < now:
@@ -266,36 +274,29 @@ class ChecklistService:
                             "due_at": iso(due),
                         }
                     )
-            elif (
-                secret.current_version == 1
-                and secret.version_created_at is not None
-                and secret.version_created_at < now - timedelta(days=t.never_rotated_days)
-            ):
-                found["never_rotated"].append(
-                    {
-                        "secret_id": secret.id,
-                        "name": secret.name,
-                        "folder": secret.folder,
-                        "created_at": iso(secret.version_created_at),
-                    }
-                )
-            view = {"secret_id": secret.id, "name": secret.name, "folder": secret.folder}
-            tagged = sorted(
-                tag for tag in secret.tags if any(tag == s or tag.startswith(s + ":") for s in SHARED_TAGS)
-            )
-            if tagged:
-                found["shared_or_public_assets"].append({**view, "tags": tagged})
-            if secret.category in ("registry", "publication"):
-                found["registry_and_publication_credentials"].append({**view, "category": secret.category})
-            if secret.category == "infrastructure" and secret.origin == "generated":
-                found["generated_infrastructure_secrets"].append(
-                    {**view, "consumers": list(secret.consumers)}
-                )
+        counts: dict[str, int] = {}
+        for item, (count, rows) in secret_items.items():
+            counts[item] = count
+            for secret in rows:
+                view: dict[str, Any] = {"secret_id": secret.id, "name": secret.name, "folder": secret.folder}
+                if item == "never_rotated":
+                    view["created_at"] = iso(secret.created_at)
+                elif item == "shared_or_public_assets":
+                    view["tags"] = sorted(
+                        tag
+                        for tag in secret.tags
+                        if any(tag == s or tag.startswith(s + ":") for s in SHARED_TAGS)
+                    )
+                elif item == "registry_and_publication_credentials":
+                    view["category"] = secret.category
+                else:
+                    view["consumers"] = list(secret.consumers)
+                found[item].append(view)
         for row in never:
-            if row[3] < grace:
-                found["secrets_never_fetched"].append(
-                    {"secret_id": row[0], "name": row[1], "folder": row[2], "created_at": iso(row[3])}
-                )
+            found["secrets_never_fetched"].append(
+                {"secret_id": row[0], "name": row[1], "folder": row[2], "created_at": iso(row[3])}
+            )
+        counts["secrets_never_fetched"] = never_count
         # Keys: broad signing grants (a scope, or a group) that reach them, and no live policy.
         broad_signing = [
             g
@@ -335,9 +336,7 @@ class ChecklistService:
         items = []
         for item, (what, why, action) in ITEMS.items():
             entries = found[item]
-            count = len(entries)
-            if item == "secrets_never_fetched" and never_count > len(never):
-                count = never_count  # more than were read; the count is exact only within the grace
+            count = counts.get(item, len(entries))
             items.append(
                 {
                     "id": item,

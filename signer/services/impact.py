@@ -88,6 +88,26 @@ class _Facts:
         self.reader = reader
         self.now = now
         self._held: dict[str, tuple[frozenset[str], tuple[GrantRecord, ...]]] = {}
+        self._groups: dict[str, set[str]] | None = None
+        self._about: dict[str, tuple[Any, ...]] = {}
+
+    async def groups_of(self, principal_id: str) -> frozenset[str]:
+        """The principal's groups, from every membership read once per report."""
+        if self._groups is None:
+            self._groups = {}
+            for group, members in (await self.reader.usage.all_memberships()).items():
+                for member in members:
+                    self._groups.setdefault(member, set()).add(group)
+        return frozenset(self._groups.get(principal_id, ()))
+
+    async def about(self, resource: _Resource) -> tuple[Any, ...]:
+        """The live grants naming the resource or a folder at or above it, whoever holds them."""
+        seen = self._about.get(resource.id)
+        if seen is None:
+            scopes = ancestors(resource.scope)
+            found = await self.reader.grants.about(resource.type, resource.id, scopes, self.now)
+            seen = self._about[resource.id] = tuple(to_grant(g) for g in found)
+        return seen
 
     async def held(self, principal_id: str) -> tuple[frozenset[str], tuple[GrantRecord, ...]]:
         seen = self._held.get(principal_id)
@@ -227,9 +247,16 @@ class ImpactService:
         keep: list[dict[str, Any]] = []
         gain: list[dict[str, Any]] = []
         losing_read: set[str] = set()
+        about = await facts.about(resource)
         for principal_id in principals:
-            groups, held = await facts.held(principal_id)
-            converted = tuple(to_grant(g) for g in held)
+            groups = await facts.groups_of(principal_id)
+            # Only the grants about this resource can decide about it: the holder's own and its groups'.
+            converted = tuple(
+                g
+                for g in about
+                if (g.subject_type == "principal" and g.principal_id == principal_id)
+                or (g.subject_type == "group" and g.principal_id in groups)
+            )
             before = _allowed(principal_id, groups, converted, resource, facts.now)
             after = _allowed(
                 principal_id,

@@ -200,36 +200,44 @@ class UsageReads:
     async def secret_facts(
         self,
         *,
-        version_before: datetime | None = None,
         categories: Sequence[str] = (),
         tags: Sequence[str] = (),
+        origin: str | None = None,
+        single_version_before: datetime | None = None,
         with_interval: bool = False,
-        everything: bool = False,
-    ) -> list[SecretFacts]:
-        """The checklist columns (with the current version's creation time) of the secrets matching
-        any of: current version created before ``version_before``, a category among ``categories``,
-        a tag among ``tags`` (or starting with one and ':'), a rotation interval set; or of every one."""
+        limit: int | None = None,
+    ) -> tuple[int, list[SecretFacts]]:
+        """The secrets matching every condition given (a category among ``categories``; a tag among
+        ``tags``, or starting with one and ':'; ``origin``; only one version, made before
+        ``single_version_before``; a rotation interval set): how many, and the first ``limit`` (all
+        when None) by id, with the current version's creation time."""
         s = t.secrets.c
         v = t.secret_versions.c
         has_interval = "rotation_interval_seconds" in s
+        if with_interval and not has_interval:
+            return 0, []
         interval = s["rotation_interval_seconds"] if has_interval else literal(None)
         conditions: list[Any] = []
-        if version_before is not None:
-            aware(version_before, "version_before")
-            conditions.append(v.created_at < version_before)
         if categories:
             conditions.append(s.category.in_(sorted(categories)))
-        for tag in tags:
+        if tags:
             # Tags are stored as a JSON list of names (which cannot hold '"'): a textual match on the
             # quoted name, or on the name and a ':' suffix.
             text = type_coerce(s.tags, Text)
-            conditions.append(text.like(f'%"{tag}"%'))
-            conditions.append(text.like(f'%"{tag}:%'))
-        if with_interval and has_interval:
-            conditions.append(s["rotation_interval_seconds"].is_not(None))
-        if not conditions and not everything:
-            return []
-        rows = await self._tx._all(
+            conditions.append(
+                or_(*(text.like(f'%"{tag}"%') for tag in tags), *(text.like(f'%"{tag}:%') for tag in tags))
+            )
+        if origin is not None:
+            conditions.append(s.origin == origin)
+        if single_version_before is not None:
+            aware(single_version_before, "single_version_before")
+            # The first version is written with the record: its creation time is the secret's.
+            conditions.append(and_(s.current_version == 1, s.created_at < single_version_before))
+        if with_interval:
+            conditions.append(interval.is_not(None))
+        where = and_(*conditions) if conditions else literal(True)
+        count = await self._tx._first(select(func.count()).select_from(t.secrets).where(where))
+        query = (
             select(
                 s.id,
                 s.name,
@@ -249,9 +257,13 @@ class UsageReads:
                     t.secret_versions, and_(v.secret_id == s.id, v.version == s.current_version)
                 )
             )
-            .where(or_(*conditions) if conditions else literal(True))
+            .where(where)
+            .order_by(s.id)
         )
-        return [
+        if limit is not None:
+            query = query.limit(limit)
+        rows = await self._tx._all(query)
+        return int(count[0]), [
             SecretFacts(
                 r[0],
                 r[1],
@@ -275,7 +287,9 @@ class UsageReads:
         rows = await self._tx._all(select(s.folder, func.count()).group_by(s.folder))
         return {r[0]: int(r[1]) for r in rows}
 
-    async def stale_secrets(self, before: datetime | None, limit: int) -> tuple[int, list[Any]]:
+    async def stale_secrets(
+        self, before: datetime | None, limit: int, *, created_before: datetime | None = None
+    ) -> tuple[int, list[Any]]:
         """Secrets never fetched (``before`` None) or last fetched before ``before`` (never-fetched
         ones included): their count and the first ``limit`` (id, name, folder, created_at,
         last_fetched_at), oldest fetch first."""
@@ -284,6 +298,9 @@ class UsageReads:
         if before is not None:
             aware(before, "before")
             where = or_(where, s.last_fetched_at < before)
+        if created_before is not None:
+            aware(created_before, "created_before")
+            where = and_(where, s.created_at < created_before)
         count = await self._tx._first(select(func.count()).select_from(t.secrets).where(where))
         rows = await self._tx._all(
             select(s.id, s.name, s.folder, s.created_at, s.last_fetched_at)

@@ -58,13 +58,21 @@ async def test_references_and_bulk_reads(store: Store) -> None:
     async with store.read() as r:
         (seen,) = await r.usage.references_to(held.id)
         assert seen.uses == 2
-        facts = {f.id: f for f in await r.usage.secret_facts(everything=True)}
-        tagged = {f.id for f in await r.usage.secret_facts(tags=["production"])}
-        assert held.id in tagged
-        assert held.id not in {f.id for f in await r.usage.secret_facts(tags=["prod"])}
-        assert held.id in {f.id for f in await r.usage.secret_facts(categories=["database"])}
+        _, every = await r.usage.secret_facts()
+        facts = {f.id: f for f in every}
         assert facts[held.id].version_created_at == version(held.id).created_at
         assert facts[held.id].last_fetched_at is None
+        _, tagged = await r.usage.secret_facts(tags=["production"])
+        assert held.id in {f.id for f in tagged}
+        assert held.id not in {f.id for f in (await r.usage.secret_facts(tags=["prod"]))[1]}
+        count, some = await r.usage.secret_facts(categories=["database"], limit=1)
+        assert count >= 1 and len(some) == 1
+        assert held.id in {
+            f.id for f in (await r.usage.secret_facts(single_version_before=T0 + timedelta(1)))[1]
+        }
+        assert held.id not in {f.id for f in (await r.usage.secret_facts(single_version_before=T0))[1]}
+        assert held.id not in {f.id for f in (await r.usage.secret_facts(origin="generated"))[1]}
+        assert await r.usage.secret_facts(with_interval=True) == (0, [])
         assert (await r.usage.folder_counts())[held.folder] == 1
         count, rows = await r.usage.stale_secrets(None, 100000)
         assert held.id in {row[0] for row in rows} and count >= 1
