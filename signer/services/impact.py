@@ -39,6 +39,7 @@ SECRET_OPERATIONS = ("list", "read_metadata", "read_value", "update", "delete")
 KEY_OPERATIONS = ("sign_transaction", "sign_message", "sign_typed_data", "sign_raw")
 MAX_RESOURCES = 100
 MAX_PRINCIPALS = 200
+MAX_FETCHERS = 100
 AUDIT_IDS = 50
 
 
@@ -525,7 +526,9 @@ async def _secret_use(
         else:
             status = "fails" if losing and not kept_workloads and all_fail else "not_seen"
         consumers.append({"name": name, "status": status})
+    ordered = sorted(fetched, key=lambda f: (-f.fetches, f.principal_id, f.workload))
     return {
+        # The most frequent fetchers (at most MAX_FETCHERS); the totals count every one.
         "fetched": [
             {
                 "principal_id": f.principal_id,
@@ -535,8 +538,12 @@ async def _secret_use(
                 "last_version": f.last_version,
                 "fails": all_fail or f.principal_id in losing,
             }
-            for f in sorted(fetched, key=lambda f: (-f.fetches, f.principal_id, f.workload))
+            for f in ordered[:MAX_FETCHERS]
         ],
+        "fetchers_total": len(fetched),
+        "fetches_total": sum(f.fetches for f in fetched),
+        "workloads_failing": sorted(w for w in failing_workloads if w),
+        "every_fetcher_fails": bool(fetched) and all(all_fail or f.principal_id in losing for f in fetched),
         "references": references,
         "consumers": consumers,
     }
@@ -544,11 +551,7 @@ async def _secret_use(
 
 def _unused_secrets(resources: list[dict[str, Any]]) -> list[str]:
     """Secrets fetched in the window whose every fetcher loses its read."""
-    return sorted(
-        r["id"]
-        for r in resources
-        if r["type"] == "secret" and r.get("fetched") and all(f["fails"] for f in r["fetched"])
-    )
+    return sorted(r["id"] for r in resources if r["type"] == "secret" and r.get("every_fetcher_fails"))
 
 
 def _summary(report: dict[str, Any]) -> dict[str, Any]:
@@ -564,10 +567,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
             (losing_g if item["subject"].startswith("group:") else losing_p).add(item["subject"])
         for item in resource.get("keep", []):
             keeping.add(item["subject"])
-        for f in resource.get("fetched", []):
-            fetches += f["fetches"]
-            if f["fails"] and f["workload"]:
-                workloads.add(f["workload"])
+        fetches += resource.get("fetches_total", 0)
+        workloads.update(resource.get("workloads_failing", []))
         references += sum(1 for r in resource.get("references", []) if r["status"] != "keeps")
         consumers |= {c["name"] for c in resource.get("consumers", []) if c["status"] == "fails"}
     return {
