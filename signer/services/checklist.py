@@ -21,7 +21,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from policy.scopes import path_contains
@@ -122,10 +122,6 @@ def _subject(grant: GrantRecord) -> str:
     return f"group:{grant.group_name}" if grant.group_name is not None else f"principal:{grant.principal_id}"
 
 
-def _live(grant: GrantRecord, now: datetime) -> bool:
-    return grant.revoked_at is None and (grant.expires_at is None or grant.expires_at > now)
-
-
 class ChecklistService:
     def __init__(
         self,
@@ -172,7 +168,7 @@ class ChecklistService:
         grace = now - timedelta(days=t.days)
         found: dict[str, list[dict[str, Any]]] = {item: [] for item in ITEMS}
         async with self._store.read() as reader:
-            grants = [g for g in await reader.grants.all() if _live(g, now)]
+            grants = await reader.usage.live_grants(now)
             sizes = await reader.usage.group_sizes()
             folders = await reader.usage.folder_counts()
             facts = reader.usage.secret_facts
@@ -190,12 +186,12 @@ class ChecklistService:
             }
             _, with_interval = await facts(with_interval=True)
             never_count, never = await reader.usage.stale_secrets(None, limit, created_before=grace)
-            used_pairs = await reader.usage.principals_using()
+            used_grants = await reader.usage.used_grant_ids()
+            used_principals = await reader.usage.principals_using()
             memberships = await reader.usage.all_memberships()
             principals = {p.id: p for p in await reader.principals.all()}
             keys = await reader.keys.all()
             attachments = [a for a in await reader.policies.attachments() if a.mode == "live"]
-        used_grants = {g for g, _ in used_pairs}
         # Secrets per folder prefix: sorted folders and prefix sums, so a scope's count is two searches.
         names = sorted(folders)
         sums = [0]
@@ -243,17 +239,27 @@ class ChecklistService:
                 )
         # Principals with access they never use: per enabled principal, its live allow grants (own and
         # its groups') none of which it has ever used.
-        held: dict[str, list[str]] = {}
+        own: dict[str, list[str]] = {}
+        by_group: dict[str, list[str]] = {}
         for grant in grants:
             if grant.no_access:
                 continue
             if grant.principal_id is not None:
-                held.setdefault(grant.principal_id, []).append(grant.id)
+                own.setdefault(grant.principal_id, []).append(grant.id)
             else:
-                for member in memberships.get(grant.group_name or "", []):
-                    held.setdefault(member, []).append(grant.id)
-        users = {p for _, p in used_pairs}
-        for principal_id, ids in sorted(held.items()):
+                by_group.setdefault(grant.group_name or "", []).append(grant.id)
+        # Each group's members once (not once per grant), and the grants listed only for those shown.
+        holders = set(own)
+        groups_of: dict[str, list[str]] = {}
+        for group in by_group:
+            for member in memberships.get(group, []):
+                holders.add(member)
+                groups_of.setdefault(member, []).append(group)
+        users = used_principals
+        for principal_id in sorted(holders):
+            ids = own.get(principal_id, [])
+            if len(found["principals_with_unused_access"]) < limit:
+                ids = ids + [g for group in groups_of.get(principal_id, []) for g in by_group[group]]
             principal = principals.get(principal_id)
             if principal is None or principal.disabled_at is not None or principal.created_at >= grace:
                 continue

@@ -321,8 +321,54 @@ class ImpactService:
                 if found is not None:
                     resources.append(found)
                     seen.add(found.id)
-        every = {g.id for g in held}
-        out = [await self._resource_change(facts, r, [principal_id], since, without=every) for r in resources]
+        fetched = await reader.usage.fetches_by(principal_id, since, MAX_RESOURCES * 10)
+        shared = await reader.usage.fetched_by_others(
+            [r.id for r in resources if r.type == "secret"], principal_id, since
+        )
+        converted = tuple(to_grant(g) for g in held)
+        out = []
+        for resource in resources:
+            # Disabled, the principal loses whatever its grants about the resource allowed.
+            about = tuple(g for g in converted if _names(g, resource))
+            before = _allowed(principal_id, groups, about, resource, facts.now)
+            entry = _resource_view(resource)
+            entry["lose"] = (
+                [
+                    {
+                        "subject": f"principal:{principal_id}",
+                        "operations": sorted(before),
+                        "through": sorted(set(before.values())),
+                    }
+                ]
+                if before
+                else []
+            )
+            entry["keep"] = []
+            if resource.secret is not None:
+                mine = [f for f in fetched if f.secret_id == resource.id]
+                workloads = sorted({f.workload for f in mine if f.workload})
+                entry.update(
+                    fetched=[
+                        {
+                            "principal_id": principal_id,
+                            "workload": f.workload or None,
+                            "fetches": f.fetches,
+                            "last_at": iso(f.last_at),
+                            "fails": True,
+                        }
+                        for f in mine
+                    ],
+                    fetches_total=sum(f.fetches for f in mine),
+                    workloads_failing=workloads,
+                    every_fetcher_fails=bool(mine) and resource.id not in shared,
+                    consumers=[
+                        {"name": name, "status": "fails" if name in workloads else "not_seen"}
+                        for name in resource.secret.consumers
+                    ],
+                )
+            else:
+                entry["used"] = await _key_use(facts, resource)
+            out.append(entry)
         # Group grants only this principal ever used, and its own grants: nobody uses them afterwards.
         group_grants = [g.id for g in held if g.group_name is not None]
         others = await reader.usage.grant_uses(grant_ids=group_grants) if group_grants else []
@@ -331,7 +377,6 @@ class ImpactService:
         unused_grants = sorted(
             g.id for g in held if g.group_name is None or (g.id in used_by_it and g.id not in used_by_others)
         )
-        fetched = await reader.usage.fetches_by(principal_id, since, MAX_RESOURCES)
         return {
             "principal": {
                 "id": principal.id,
@@ -348,7 +393,7 @@ class ImpactService:
                     "fetches": f.fetches,
                     "last_at": iso(f.last_at),
                 }
-                for f in fetched
+                for f in fetched[:MAX_RESOURCES]
             ],
             "resources": out,
             "resources_total": len(resources),
@@ -456,6 +501,14 @@ async def _group_change(
                 "through": sorted(set(after.values())),
             },
         )
+
+
+def _names(grant: Any, resource: _Resource) -> bool:
+    """Whether ``grant`` is about ``resource``: by id, or a folder at or above it."""
+    if grant.resource_type == "scope":
+        prefix = grant.resource_id
+        return resource.scope == prefix or resource.scope.startswith(prefix + "/")
+    return bool(grant.resource_type == resource.type and grant.resource_id == resource.id)
 
 
 def _version_state(version: Any) -> dict[str, Any]:

@@ -31,6 +31,8 @@ log = logging.getLogger("signer.usage")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_DAYS = 3660
 REPORT_LIMIT = 1000
+# Rows of (day, principal, workload) shown per secret, newest first.
+DAILY_ROWS = 2000
 
 
 def day_of(at: datetime) -> int:
@@ -216,7 +218,7 @@ class UsageService:
             if secret is None:
                 raise NotFound("no such secret", code="secret_not_found")
             totals = await reader.usage.fetches_of(secret_id, since)
-            daily = await reader.usage.daily(secret_id, since)
+            daily = await reader.usage.daily(secret_id, since, DAILY_ROWS + 1)
             uses = await reader.usage.grant_uses(resource_id=secret_id)
         last = max(totals, key=lambda f: f.last_at, default=None)
         return {
@@ -236,8 +238,10 @@ class UsageService:
                     "last_at": iso(f.last_at),
                     "last_version": f.last_version,
                 }
-                for f in sorted(totals, key=lambda f: (-f.fetches, f.principal_id, f.workload))
+                for f in sorted(totals, key=lambda f: (-f.fetches, f.principal_id, f.workload))[:REPORT_LIMIT]
             ],
+            "fetchers_total": len(totals),
+            "fetches_total": sum(f.fetches for f in totals),
             "by_day": [
                 {
                     "day": day_start(f.day).date().isoformat(),
@@ -245,8 +249,9 @@ class UsageService:
                     "workload": f.workload or None,
                     "fetches": f.fetches,
                 }
-                for f in daily
+                for f in daily[:DAILY_ROWS]
             ],
+            "by_day_truncated": len(daily) > DAILY_ROWS,
             "grants": [
                 {
                     "grant_id": u.grant_id,
@@ -274,13 +279,8 @@ class UsageService:
         async with self._store.read() as reader:
             never_count, never = await reader.usage.stale_secrets(None, limit)
             stale_count, stale = await reader.usage.stale_secrets(now - timedelta(days=days), limit)
-            grants = await reader.grants.all()
-            used = await reader.usage.grant_last_used()
-        live = [
-            g
-            for g in grants
-            if g.revoked_at is None and not g.no_access and (g.expires_at is None or g.expires_at > now)
-        ]
+            live = [g for g in await reader.usage.live_grants(now) if not g.no_access]
+            used = await reader.usage.used_grant_ids()
         unused = [g for g in live if g.id not in used]
 
         def row(r: Any) -> dict[str, Any]:

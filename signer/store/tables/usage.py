@@ -19,6 +19,8 @@ from sqlalchemy import Text, and_, func, literal, or_, select, type_coerce, upda
 
 from signer.store import schema as t
 from signer.store.checks import aware
+from signer.store.records import GrantRecord
+from signer.store.tables.grants import grant_from_row
 from signer.store.tx import Statements, WriteStatements
 
 
@@ -114,14 +116,16 @@ class UsageReads:
         )
         return [FetchCount(secret_id, int(r[4]), r[0], r[1], int(r[2]), _aware(r[3]), r[5]) for r in rows]
 
-    async def daily(self, secret_id: str, since_day: int) -> list[FetchCount]:
-        """Every (day, principal, workload) row of one secret from ``since_day`` on, oldest first."""
+    async def daily(self, secret_id: str, since_day: int, limit: int | None = None) -> list[FetchCount]:
+        """The (day, principal, workload) rows of one secret from ``since_day`` on, newest day first
+        (at most ``limit``)."""
         u = t.secret_usage.c
-        rows = await self._tx._all(
+        query = (
             select(t.secret_usage)
             .where(u.secret_id == secret_id, u.day >= since_day)
-            .order_by(u.day, u.principal_id, u.workload)
+            .order_by(u.day.desc(), u.principal_id, u.workload)
         )
+        rows = await self._tx._all(query if limit is None else query.limit(limit))
         return [
             FetchCount(
                 r.secret_id,
@@ -148,6 +152,22 @@ class UsageReads:
         )
         return [FetchCount(r[0], int(r[4]), principal_id, r[1], int(r[2]), _aware(r[3])) for r in rows]
 
+    async def fetched_by_others(
+        self, secret_ids: Sequence[str], principal_id: str, since_day: int
+    ) -> set[str]:
+        """Which of ``secret_ids`` someone other than ``principal_id`` fetched from ``since_day`` on."""
+        if not secret_ids:
+            return set()
+        u = t.secret_usage.c
+        rows = await self._tx._all(
+            select(u.secret_id)
+            .where(
+                u.secret_id.in_(sorted(set(secret_ids))), u.day >= since_day, u.principal_id != principal_id
+            )
+            .distinct()
+        )
+        return {r[0] for r in rows}
+
     async def grant_uses(
         self,
         *,
@@ -171,17 +191,33 @@ class UsageReads:
         )
         return [_grant_use(r) for r in rows]
 
+    async def used_grant_ids(self) -> set[str]:
+        """Every grant ever used."""
+        g = t.grant_usage.c
+        return {r[0] for r in await self._tx._all(select(g.grant_id).distinct())}
+
     async def grant_last_used(self) -> dict[str, datetime]:
         """Every grant ever used, with when it was last used."""
         g = t.grant_usage.c
         rows = await self._tx._all(select(g.grant_id, func.max(g.last_at)).group_by(g.grant_id))
         return {r[0]: _aware(r[1]) for r in rows}
 
-    async def principals_using(self) -> set[tuple[str, str]]:
-        """Every (grant, principal) pair that has been used."""
+    async def principals_using(self) -> set[str]:
+        """Every principal that has used some grant."""
         g = t.grant_usage.c
-        rows = await self._tx._all(select(g.grant_id, g.principal_id).distinct())
-        return {(r[0], r[1]) for r in rows}
+        rows = await self._tx._all(select(g.principal_id).distinct())
+        return {r[0] for r in rows}
+
+    async def live_grants(self, now: datetime) -> list[GrantRecord]:
+        """Every grant neither revoked nor expired at ``now`` (for the checklist, in one statement)."""
+        aware(now, "now")
+        g = t.grants.c
+        rows = await self._tx._all(
+            select(t.grants)
+            .where(g.revoked_at.is_(None), or_(g.expires_at.is_(None), g.expires_at > now))
+            .order_by(g.id)
+        )
+        return [grant_from_row(r) for r in rows]
 
     async def references_to(self, secret_id: str) -> list[ReferenceUse]:
         r = t.secret_reference_usage.c
