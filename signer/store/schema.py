@@ -444,6 +444,8 @@ secrets = Table(
     Index("ix_secrets_folder_name", "folder", "name", unique=True),
     # Listing by granted folder prefixes (migration 0008_secret_listing).
     Index("ix_secrets_folder_id", "folder", "id", postgresql_ops={"folder": "text_pattern_ops"}),
+    # Secrets never fetched or not fetched in N days (migration 0011_usage).
+    Index("ix_secrets_last_fetched_at", "last_fetched_at"),
 )
 
 # One row per version: the data key wrapped in the token by the KEK kek_id, and the sealed fields

@@ -49,6 +49,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_grant_usage_principal_id", "grant_usage", ["principal_id"])
     op.create_index("ix_grant_usage_resource_id", "grant_usage", ["resource_id"])
+    # Secrets never fetched, or not fetched in N days, without reading every secret.
+    op.create_index("ix_secrets_last_fetched_at", "secrets", ["last_fetched_at"])
     op.create_table(
         "secret_reference_usage",
         sa.Column("secret_id", sa.Text(), nullable=False),
@@ -65,6 +67,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("secret_reference_usage")
+    op.drop_index("ix_secrets_last_fetched_at", table_name="secrets")
     op.drop_index("ix_grant_usage_resource_id", table_name="grant_usage")
     op.drop_index("ix_grant_usage_principal_id", table_name="grant_usage")
     op.drop_table("grant_usage")
