@@ -311,7 +311,8 @@ async def main() -> None:
                     answer = await call()
                     median, worst, cpu = await timed(args.repeat, call)
                     size = len(str(answer))
-                    ms = f"median {median * 1e3:6.0f} ms  worst {worst * 1e3:6.0f} ms  CPU {cpu * 1e3:6.0f} ms"
+                    wall = f"median {median * 1e3:6.0f} ms  worst {worst * 1e3:6.0f} ms"
+                    ms = f"{wall}  CPU {cpu * 1e3:6.0f} ms"
                     print(f"{name:45s} {ms}  ({size:,} chars)")
                 print(f"# load average after {os.getloadavg()}")
             finally:
