@@ -243,7 +243,7 @@ async def timed(repeat: int, call: Callable[[], Awaitable[Any]]) -> tuple[float,
     return statistics.median(times), max(times), statistics.median(cpu)
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -251,76 +251,75 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", type=Path, help="SQLite: seed this file once and reuse it on later runs")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.database == "postgres":
-            from tests.dbfixtures import private_pg_database
+    if args.database == "postgres":
+        from bench.common import throwaway_postgres
 
-            context = private_pg_database("signer_impact_bench")
-            url = context.__enter__()
+        base = os.environ.get("SIGNER_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+        with throwaway_postgres(base) as url:
+            asyncio.run(run(args, url))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(run(args, f"sqlite+aiosqlite:///{args.keep or Path(tmp) / 'bench.db'}"))
+
+
+async def run(args: argparse.Namespace, url: str) -> None:
+    sidecar = None if args.keep is None else args.keep.with_suffix(".json")
+    reuse = sidecar is not None and sidecar.exists()
+    if not reuse:
+        await asyncio.to_thread(migrate, url)
+    store = await open_store(url)
+    try:
+        print(f"# bench/impact_scale.py database={args.database} load average {os.getloadavg()}")
+        started = time.perf_counter()
+        if reuse:
+            assert sidecar is not None
+            chosen = json.loads(sidecar.read_text())
         else:
-            context = None
-            url = f"sqlite+aiosqlite:///{args.keep or Path(tmp) / 'bench.db'}"
-        sidecar = None if args.keep is None else args.keep.with_suffix(".json")
-        try:
-            reuse = sidecar is not None and sidecar.exists()
-            if not reuse:
-                await asyncio.to_thread(migrate, url)
-            store = await open_store(url)
-            try:
-                print(f"# bench/impact_scale.py database={args.database} load average {os.getloadavg()}")
-                started = time.perf_counter()
-                if reuse:
-                    assert sidecar is not None
-                    chosen = json.loads(sidecar.read_text())
-                else:
-                    chosen = await seed(store)
-                    if sidecar is not None:
-                        sidecar.write_text(json.dumps(chosen))
-                print(
-                    f"# seeded {SECRETS:,} secrets, {GRANTS:,} grants (+{KEYS} key grants), "
-                    f"{chosen['fetch_rows']:,} fetch-usage rows, {chosen['grant_uses']:,} grant-use rows "
-                    f"in {time.perf_counter() - started:.0f} s"
-                )
-                recorder = UsageRecorder(store)
-                ctx = RequestContext("bench", Caller("prn_admin", "admin", Role.ADMIN, "tok"), 0)
-                impact = ImpactService(store, recorder)
-                usage = UsageService(store, recorder)
-                checklist = ChecklistService(store, recorder, gauge=lambda item, count: None)
-                reports: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
-                    (
-                        "impact revoke_grant (large group, folder)",
-                        lambda: impact.review(ctx, "revoke_grant", chosen["grant"]),
-                    ),
-                    (
-                        "impact disable_principal (busiest)",
-                        lambda: impact.review(ctx, "disable_principal", chosen["principal"]),
-                    ),
-                    (
-                        "impact delete_secret (most fetched)",
-                        lambda: impact.review(ctx, "delete_secret", chosen["secret"]),
-                    ),
-                    (
-                        "impact rotate_secret (most fetched)",
-                        lambda: impact.review(ctx, "rotate_secret", chosen["secret"]),
-                    ),
-                    ("checklist", lambda: checklist.checklist(ctx)),
-                    ("usage report (30 days)", lambda: usage.report(ctx, 30)),
-                    ("usage of one secret (30 days)", lambda: usage.secret(ctx, chosen["secret"], 30)),
-                ]
-                for name, call in reports:
-                    answer = await call()
-                    median, worst, cpu = await timed(args.repeat, call)
-                    size = len(str(answer))
-                    wall = f"median {median * 1e3:6.0f} ms  worst {worst * 1e3:6.0f} ms"
-                    ms = f"{wall}  CPU {cpu * 1e3:6.0f} ms"
-                    print(f"{name:45s} {ms}  ({size:,} chars)")
-                print(f"# load average after {os.getloadavg()}")
-            finally:
-                await store.close()
-        finally:
-            if context is not None:
-                context.__exit__(None, None, None)
+            chosen = await seed(store)
+            if sidecar is not None:
+                sidecar.write_text(json.dumps(chosen))
+        print(
+            f"# seeded {SECRETS:,} secrets, {GRANTS:,} grants (+{KEYS} key grants), "
+            f"{chosen['fetch_rows']:,} fetch-usage rows, {chosen['grant_uses']:,} grant-use rows "
+            f"in {time.perf_counter() - started:.0f} s"
+        )
+        recorder = UsageRecorder(store)
+        ctx = RequestContext("bench", Caller("prn_admin", "admin", Role.ADMIN, "tok"), 0)
+        impact = ImpactService(store, recorder)
+        usage = UsageService(store, recorder)
+        checklist = ChecklistService(store, recorder, gauge=lambda item, count: None)
+        reports: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            (
+                "impact revoke_grant (large group, folder)",
+                lambda: impact.review(ctx, "revoke_grant", chosen["grant"]),
+            ),
+            (
+                "impact disable_principal (busiest)",
+                lambda: impact.review(ctx, "disable_principal", chosen["principal"]),
+            ),
+            (
+                "impact delete_secret (most fetched)",
+                lambda: impact.review(ctx, "delete_secret", chosen["secret"]),
+            ),
+            (
+                "impact rotate_secret (most fetched)",
+                lambda: impact.review(ctx, "rotate_secret", chosen["secret"]),
+            ),
+            ("checklist", lambda: checklist.checklist(ctx)),
+            ("usage report (30 days)", lambda: usage.report(ctx, 30)),
+            ("usage of one secret (30 days)", lambda: usage.secret(ctx, chosen["secret"], 30)),
+        ]
+        for name, call in reports:
+            answer = await call()
+            median, worst, cpu = await timed(args.repeat, call)
+            size = len(str(answer))
+            wall = f"median {median * 1e3:6.0f} ms  worst {worst * 1e3:6.0f} ms"
+            ms = f"{wall}  CPU {cpu * 1e3:6.0f} ms"
+            print(f"{name:45s} {ms}  ({size:,} chars)")
+        print(f"# load average after {os.getloadavg()}")
+    finally:
+        await store.close()
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
