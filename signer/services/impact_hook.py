@@ -34,3 +34,6 @@ async def recorded_impact(
             raise
         log.warning("impact review for %s failed: %s", action, exc.code)
         return {"impact": {"action": action, "error": exc.code}}
+    except Exception:  # a fault in the review must not stop the revocation or deletion it describes
+        log.exception("impact review for %s failed", action)
+        return {"impact": {"action": action, "error": "impact_review_failed"}}
