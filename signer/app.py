@@ -56,11 +56,13 @@ from signer.services.audit_log import AuditLogService
 from signer.services.audit_retention import AuditRetention
 from signer.services.audit_sinks import SinkDelivery, build_sink
 from signer.services.auth import AuthService
+from signer.services.checklist import ChecklistService
 from signer.services.checkpoints import CheckpointPolicy, CheckpointService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
 from signer.services.health import HealthService
+from signer.services.impact import ImpactService
 from signer.services.jsonrpc import JsonRpcService, NonceGates
 from signer.services.kek_rotation import KekRotations
 from signer.services.keys import KeyService
@@ -77,6 +79,7 @@ from signer.services.secret_versions import SecretVersionsService
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.startup import self_test
+from signer.services.usage import UsageRecorder, UsageService
 from signer.services.webhooks import WebhookService
 from signer.store import open_store
 
@@ -274,7 +277,10 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # Pending requests sit below both the pipeline (which opens and closes them) and the
             # approvals service (which counts votes and runs approved ones through the pipeline).
             pending = PendingRequests(clock=utcnow, webhooks=webhooks)
-            pipeline = DecisionPipeline(store, hsm, facts, auth, pending, utcnow, audit_hmac.field)
+            usage = UsageRecorder(store, clock=utcnow, interval=settings.usage_flush_seconds)
+            pipeline = DecisionPipeline(
+                store, hsm, facts, auth, pending, utcnow, audit_hmac.field, usage=usage
+            )
             signing = SigningService(pipeline)
             # A duplicate answers 409 (retry) before its own deadline; a claim outlives any request.
             signing.idempotency.wait_seconds = settings.request_deadline_seconds * 0.8
@@ -321,8 +327,16 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 else None
             )
             approvals = ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks)
-            admin = AdminService(store, auth, clock=utcnow)
             policies = PolicyService(store, clock=utcnow)
+            impact = ImpactService(store, usage, clock=utcnow)
+            admin = AdminService(store, auth, clock=utcnow)
+            admin.impact = impact.compact
+            secrets.impact = impact.compact
+            resolver = SecretResolver(store, secrets, clock=utcnow)
+            resolver.usage = usage
+            checklist = ChecklistService(
+                store, usage, clock=utcnow, interval=settings.checklist_interval_seconds
+            )
             app[SERVICES] = Services(
                 auth=auth,
                 admin=admin,
@@ -346,8 +360,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     clock=utcnow,
                 ),
                 secrets=secrets,
-                secret_refs=SecretResolver(store, secrets, clock=utcnow),
+                secret_refs=resolver,
                 secret_versions=secret_versions,
+                impact=impact,
+                usage=UsageService(store, usage, clock=utcnow),
+                checklist=checklist,
                 jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
                 approval_desk=ApprovalDesk(store, approvals, clock=utcnow),
                 operator_views=OperatorViews(keys, admin, policies, audit_log, checkpoints),
@@ -382,6 +399,9 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 asyncio.get_running_loop().create_task(d.run(), name=f"signer-audit-sink-{d.sink.name}")
                 for d in sinks
             ]
+            # Usage counts are written in batches, and the checklist gauges computed, off the requests.
+            usage.start()
+            checklist.start()
             # Start-up objects live for the whole process: keep the collector from rescanning them
             # (measured: shorter GC pauses and ~40 us less CPU per request under load).
             gc.collect()
@@ -397,6 +417,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 await kek_rotations.close()
                 for delivery in sinks:
                     await delivery.close()
+                await checklist.close()
+                await usage.close()
                 await transport.close()
                 await secrets.close()
                 if upstream is not None:

@@ -637,6 +637,26 @@ class SignerClient:
 
     # -- groups ------------------------------------------------------------------------------------
 
+    # -- impact review, usage, the operator checklist ----------------------------------------------
+
+    def impact(self, action: str, target_id: str, days: int = 30) -> Any:
+        return self.request("POST", "/v1/impact", {"action": action, "id": target_id, "days": days})
+
+    def checklist(
+        self, days: int | None = None, limit: int | None = None, rotated_days: int | None = None
+    ) -> Any:
+        query = _present(days=days, limit=limit, rotated_days=rotated_days)
+        return self.request("GET", "/v1/checklist", query=query)
+
+    def usage_report(self, days: int | None = None, limit: int | None = None) -> Any:
+        return self.request("GET", "/v1/usage", query=_present(days=days, limit=limit))
+
+    def secret_usage(self, secret_id: str, days: int | None = None) -> Any:
+        return self.request("GET", f"/v1/usage/secrets/{_q(secret_id)}", query=_present(days=days))
+
+    def grant_usage(self, grant_id: str) -> Any:
+        return self.request("GET", f"/v1/usage/grants/{_q(grant_id)}")
+
     def list_groups(self) -> Any:
         return self.request("GET", "/v1/groups")
 
@@ -815,3 +835,8 @@ class SignerClient:
 
 def _if_match(value: str | None) -> dict[str, str] | None:
     return None if value is None else {"If-Match": value}
+
+
+def _present(**values: Any) -> dict[str, Any]:
+    """The query parameters given (None: left to the server's default)."""
+    return {name: value for name, value in values.items() if value is not None}

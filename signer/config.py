@@ -231,6 +231,12 @@ class Settings(BaseModel):
     audit_checkpoint_interval_seconds: float = Field(
         default=10.0, gt=0, le=86400, description="checkpoint at least this often while the log grows"
     )
+    usage_flush_seconds: float = Field(
+        default=1.0, gt=0, le=3600, description="write the counted fetches and grant uses this often"
+    )
+    checklist_interval_seconds: float = Field(
+        default=60.0, gt=0, le=86400, description="recompute the operator checklist's gauges this often"
+    )
     metrics_public_on_loopback: bool = Field(
         default=True, description="/metrics needs no token from a loopback caller when we listen on loopback"
     )

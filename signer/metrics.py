@@ -12,6 +12,7 @@ a key that exists, so label values are bounded by the keys an admin created):
     signer_hsm_queue_depth   signer_hsm_call_duration_seconds{outcome}   signer_hsm_up
     signer_db_pool_connections{state}                      state: in_use | size
     signer_audit_commit_duration_seconds   signer_audit_commit_batch_size   signer_audit_queue_depth
+    signer_checklist_items{item}                           one per operator checklist item, every 60 s
 
 ``signer_audit_queue_depth`` counts units waiting for the next group commit in this worker.
 
@@ -128,6 +129,12 @@ AUDIT_BATCH = Histogram(
     "Units committed together",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+CHECKLIST = Gauge(
+    "signer_checklist_items",
+    "entries per operator checklist item (GET /v1/checklist), recomputed periodically",
+    ("item",),
+    multiprocess_mode="livemax",
+)
 AUDIT_QUEUE = Gauge(
     "signer_audit_queue_depth", "Units waiting for the next group commit", multiprocess_mode="livesum"
 )
@@ -201,6 +208,11 @@ def policy_decision(effect: str, rule_ids: Iterable[str]) -> None:
             child = POLICY_DECISIONS.labels(effect, rule)
             _decision_children[(effect, rule)] = child
         child.inc()
+
+
+def checklist_item(item: str, count: int) -> None:
+    """One operator checklist item's entry count (item ids are a fixed set: ``services.checklist``)."""
+    CHECKLIST.labels(item).set(count)
 
 
 def set_backlog(pending_approvals: int, outbox: int) -> None:

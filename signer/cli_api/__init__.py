@@ -52,6 +52,7 @@ from signer.cli_api import (
     grants,
     groups,
     identity,
+    impact,
     keys,
     meta,
     policies,
@@ -95,6 +96,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     secret_exec,
     secret_keks,
     secret_versions,
+    impact,
 )
 
 # The top-level commands, in help order; ``signer.cli`` adds them to ``main``.

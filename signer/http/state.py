@@ -17,10 +17,12 @@ from signer.services.audit_hmac import AuditHmac
 from signer.services.audit_log import AuditLogService
 from signer.services.audit_retention import AuditRetention
 from signer.services.auth import AuthService
+from signer.services.checklist import ChecklistService
 from signer.services.checkpoints import CheckpointService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
+from signer.services.impact import ImpactService
 from signer.services.jsonrpc import JsonRpcService
 from signer.services.kek_rotation import KekRotations
 from signer.services.keys import KeyService
@@ -32,6 +34,7 @@ from signer.services.secret_resolve import SecretResolver
 from signer.services.secret_versions import SecretVersionsService
 from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
+from signer.services.usage import UsageService
 from signer.services.webhooks import WebhookService
 
 
@@ -60,6 +63,9 @@ class Services:
     audit_hmac: AuditHmac | None = None
     audit_retention: AuditRetention | None = None
     kms: KmsService | None = None  # the AWS KMS Sign API (routes/kms.py)
+    impact: ImpactService | None = None
+    usage: UsageService | None = None
+    checklist: ChecklistService | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from signer.identity import Role
 from signer.services.auth import AuthService
 from signer.services.authorization import to_grant
 from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
+from signer.services.impact_hook import ImpactHook, recorded_impact
 from signer.services.naming import NameKind, check_name
 from signer.services.policies import check_group
 from signer.store import GrantRecord, PrincipalRecord, Store, Writer
@@ -85,6 +86,11 @@ class AdminService:
         self._store = store
         self._auth = auth
         self._clock = clock
+        # Records the impact review in the audit event of a revocation or a disabling (signer.app).
+        self.impact: ImpactHook | None = None
+
+    async def _impact(self, writer: Writer, action: str, target_id: str) -> dict[str, Any]:
+        return await recorded_impact(self.impact, writer, action, target_id)
 
     async def create_principal(self, ctx: RequestContext | None, name: str, role: Role) -> dict[str, Any]:
         """Create a principal and its first credentials; ``ctx=None`` is the bootstrap of ``signer init``."""
@@ -172,6 +178,7 @@ class AdminService:
             principal = await writer.principals.get(principal_id)
             if principal is None:
                 raise NotFound("no such principal", code="principal_not_found")
+            impact = await self._impact(writer, "disable_principal", principal_id) if disabled else {}
             await writer.principals.set_disabled(principal_id, now if disabled else None)
             updated = await writer.principals.get(principal_id) or principal
             writer.append_audit(
@@ -180,6 +187,7 @@ class AdminService:
                     now,
                     resource=EventTarget("principal", principal_id),
                     principal_id=principal_id,
+                    **impact,
                 )
             )
             return principal_view(updated)
@@ -293,11 +301,13 @@ class AdminService:
             grant = await writer.grants.get(grant_id)
             if grant is None:
                 raise NotFound("no such grant", code="grant_not_found")
+            impact = {}
             if grant.revoked_at is None:
+                impact = await self._impact(writer, "revoke_grant", grant_id)
                 await writer.grants.revoke(grant_id, now)
             writer.append_audit(
                 ctx.audit_event(
-                    "grant.revoke", now, resource=EventTarget("grant", grant_id), grant_id=grant_id
+                    "grant.revoke", now, resource=EventTarget("grant", grant_id), grant_id=grant_id, **impact
                 )
             )
             return {"id": grant_id, "revoked": True}

@@ -158,6 +158,23 @@ class _InFlight:
     event: dict[str, Any]
     claim: str | None
     started: datetime
+    # The decision the commit allowed by (for the usage counts once the commit has succeeded).
+    allowed: Decision | None = None
+
+
+class UsageSink(Protocol):
+    """Told of each allowed request after its commit (``signer.services.usage.UsageRecorder``)."""
+
+    def allowed(
+        self,
+        principal_id: str,
+        resource_type: str,
+        resource_id: str,
+        decision: Decision,
+        summary: dict[str, Any],
+        response: dict[str, Any] | None,
+        at: datetime,
+    ) -> None: ...
 
 
 class Verdict(enum.Enum):
@@ -292,6 +309,8 @@ class DecisionPipeline:
     field_hmac: Callable[[str, str], str] | None = None
     # Who may execute a request named by an Idempotency-Key, and how long its duplicates wait.
     idempotency: IdempotencyGate = field(init=False)
+    # Counts allowed uses (which grant decided, the fetch's workload); None counts nothing.
+    usage: UsageSink | None = None
 
     def __post_init__(self) -> None:
         self.idempotency = IdempotencyGate(self.store, clock=self.clock)
@@ -465,6 +484,16 @@ class DecisionPipeline:
             await self._record_refusal({**event, **discarded}, exc)
             raise
         _count(judged, order.payload, "pending_approval" if _is_pending(result) else "allowed")
+        if self.usage is not None and flight.allowed is not None:
+            self.usage.allowed(
+                order.ctx.caller.principal_id,
+                judged.ref.type,
+                judged.ref.id,
+                flight.allowed,
+                judged.prepared.summary,
+                flight.response,
+                started,
+            )
         return result
 
     async def precheck(self, order: Order, path: Path, now: datetime) -> Judged:
@@ -548,6 +577,7 @@ class DecisionPipeline:
         )
         await self._store_response(writer, flight, flight.response, now)
         writer.append_audit(_audit_event(flight.event, Outcome.ALLOWED, decision=decision_summary(decision)))
+        flight.allowed = decision
         await path.settle(writer, flight.response)
         if judged.prepared.settles is not None:
             await judged.prepared.settles(writer, current.resource)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from policy import Effect
 from signer.audit import ErrorRef, Outcome
@@ -75,11 +75,21 @@ def _indexed(exc: SignerError, index: int | None) -> SignerError:
     return exc
 
 
+class ReferenceSink(Protocol):
+    """Told which reference resolved to which secret (``signer.services.usage.UsageRecorder``)."""
+
+    def referenced(
+        self, secret_id: str, principal_id: str, reference: str, workspace: str | None
+    ) -> None: ...
+
+
 class SecretResolver:
     def __init__(self, store: Store, secrets: SecretsService, *, clock: Clock = utcnow) -> None:
         self._store = store
         self._secrets = secrets
         self._clock = clock
+        # Counts which reference spellings resolved to which secret (signer.app sets it).
+        self.usage: ReferenceSink | None = None
 
     async def resolve(
         self,
@@ -124,6 +134,10 @@ class SecretResolver:
         in_scope, skipped = ([], []) if scope is None else await self._scope(ctx, subject, scope)
         jobs: list[tuple[int | None, _Wanted]] = [*enumerate(wanted), *((None, w) for w in in_scope)]
         fetched = await self._fetch_all(ctx, subject, jobs, workload, source)
+        if self.usage is not None:
+            for text, ref, want in zip(references, parsed, wanted, strict=True):
+                where = workspace if ref.form == "short" else None
+                self.usage.referenced(want.secret_id, ctx.caller.principal_id, text, where)
         return {
             "references": [fetched[w] for w in wanted],
             "scope": [fetched[w] for w in in_scope],

@@ -34,6 +34,7 @@ from signer.services.authorization import (
 )
 from signer.services.context import Clock, RequestContext, iso, utcnow
 from signer.services.fetch_notes import FetchNotes
+from signer.services.impact_hook import ImpactHook, recorded_impact
 from signer.services.naming import NameKind, check_name
 from signer.services.pipeline import DecisionPipeline, Order, judge
 from signer.services.policies import check_group
@@ -170,6 +171,8 @@ class SecretsService:
         self._opener = Opener(self._backends, clock, FetchNotes())
         self._max_value_bytes = max_value_bytes
         self._clock = clock
+        # Records the impact review in the audit event of a deletion or a new value (signer.app).
+        self.impact: ImpactHook | None = None
 
     # -- authorisation of the operations that do not go through the pipeline --------------------
 
@@ -573,6 +576,7 @@ class SecretsService:
                 seen = await self._load_allowed(writer, ctx, secret.id, "update")
                 revision = None if if_match is None else if_match.check(seen)
             assert seen is not None
+            impact = await recorded_impact(self.impact, writer, "rotate_secret", secret.id)
             # Refused with secret_version_exists if another writer added this version first.
             await writer.secrets.add_version(
                 version,
@@ -592,6 +596,7 @@ class SecretsService:
                 fields=sorted(values),
                 generated=rule is not None,
                 staged=stage,
+                **impact,
             )
             if ctx is None:
                 writer.append_audit(
@@ -610,6 +615,7 @@ class SecretsService:
 
         async def unit(writer: Writer) -> dict[str, Any]:
             secret = await self._load_allowed(writer, ctx, secret_id, "delete")
+            impact = await recorded_impact(self.impact, writer, "delete_secret", secret.id)
             await writer.secrets.delete(secret.id)
             self._backends.sealed.forget(secret.id)
             writer.append_audit(
@@ -619,6 +625,7 @@ class SecretsService:
                     resource=EventTarget("secret", secret.id),
                     name=secret.name,
                     folder=secret.folder,
+                    **impact,
                 )
             )
             return {"id": secret.id, "deleted": True}

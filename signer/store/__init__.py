@@ -49,6 +49,7 @@ from signer.store.records import (
     TokenRecord,
     WebhookRecord,
 )
+from signer.store.tables.usage import FetchCount, GrantUse, ReferenceUse, SecretFacts
 
 __all__ = [
     "ApprovalRequestRecord",
@@ -57,7 +58,9 @@ __all__ = [
     "AttachmentRecord",
     "AuditRecord",
     "ConsoleSessionRecord",
+    "FetchCount",
     "GrantRecord",
+    "GrantUse",
     "IdempotencyRecord",
     "KeyRecord",
     "KmsCredentialRecord",
@@ -66,6 +69,8 @@ __all__ = [
     "PolicyVersionRecord",
     "PrincipalRecord",
     "Reader",
+    "ReferenceUse",
+    "SecretFacts",
     "SecretRecord",
     "SecretVersionRecord",
     "Store",

@@ -35,6 +35,7 @@ from signer.store.tables.meta import MetaReads, MetaWrites
 from signer.store.tables.policies import PolicyReads, PolicyWrites
 from signer.store.tables.principals import PrincipalReads, PrincipalWrites, TokenReads, TokenWrites
 from signer.store.tables.secrets import SecretReads, SecretWrites
+from signer.store.tables.usage import UsageReads, UsageWrites
 from signer.store.tables.webhooks import OutboxReads, OutboxWrites, WebhookReads, WebhookWrites
 from signer.store.tx import ReadTx, StoreSide, WriteTx
 
@@ -125,6 +126,10 @@ class Reader(ReadTx):
     def kms_credentials(self) -> KmsCredentialReads:
         return KmsCredentialReads(self)
 
+    @cached_property
+    def usage(self) -> UsageReads:
+        return UsageReads(self)
+
 
 class Writer(WriteTx):
     """One write transaction holding the write lock (see ``WriteTx``), with every table family."""
@@ -210,6 +215,10 @@ class Writer(WriteTx):
     @cached_property
     def kms_credentials(self) -> KmsCredentialWrites:
         return KmsCredentialWrites(self)
+
+    @cached_property
+    def usage(self) -> UsageWrites:
+        return UsageWrites(self)
 
 
 __all__ = ["Reader", "Writer"]

@@ -486,6 +486,8 @@ secrets = Table(
     Index("ix_secrets_rotation_due_at", "rotation_due_at"),
     # Listing by granted folder prefixes (migration 0008_secret_listing).
     Index("ix_secrets_folder_id", "folder", "id", postgresql_ops={"folder": "text_pattern_ops"}),
+    # Secrets never fetched or not fetched in N days (migration 0015_usage).
+    Index("ix_secrets_last_fetched_at", "last_fetched_at"),
 )
 
 # One row per version: the data key wrapped in the token by the KEK kek_id, and the sealed fields
@@ -557,4 +559,54 @@ kms_credentials = Table(
     Column("kek_id", Text, nullable=False),
     Column("wrapped_key", LargeBinary, nullable=False),
     Column("sealed_secret", LargeBinary, nullable=False),
+)
+
+# Usage (migration 0015_usage): aggregates of allowed uses, written in batches off the request path by
+# ``signer.services.usage``; the audit log keeps every single event. ``day`` is days since 1970-01-01 UTC;
+# ``workload`` is '' when the fetch named none.
+secret_usage = Table(
+    "secret_usage",
+    metadata,
+    Column("secret_id", Text, nullable=False),
+    Column("day", Integer, nullable=False),
+    Column("principal_id", Text, nullable=False),
+    Column("workload", Text, nullable=False),
+    Column("fetches", BigInteger, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+    Column("last_version", Integer, nullable=True),
+    PrimaryKeyConstraint("secret_id", "day", "principal_id", "workload"),
+    Index("ix_secret_usage_day", "day"),
+)
+
+# Per grant, per principal using it, per resource it was used on: how often and when; the versions of
+# a secret fetched through it (None for keys and for secrets held by reference).
+grant_usage = Table(
+    "grant_usage",
+    metadata,
+    Column("grant_id", Text, nullable=False),
+    Column("principal_id", Text, nullable=False),
+    Column("resource_type", Text, nullable=False),
+    Column("resource_id", Text, nullable=False),
+    Column("uses", BigInteger, nullable=False),
+    Column("first_at", UTCDateTime, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+    Column("min_version", Integer, nullable=True),
+    Column("max_version", Integer, nullable=True),
+    PrimaryKeyConstraint("grant_id", "principal_id", "resource_id"),
+    Index("ix_grant_usage_principal_id", "principal_id"),
+    Index("ix_grant_usage_resource_id", "resource_id"),
+)
+
+# The references (as spelled, with the workspace a name alone was looked up from; '' for none) that
+# resolved to a secret through ``/v1/secrets/resolve``.
+secret_reference_usage = Table(
+    "secret_reference_usage",
+    metadata,
+    Column("secret_id", Text, nullable=False),
+    Column("principal_id", Text, nullable=False),
+    Column("reference", Text, nullable=False),
+    Column("workspace", Text, nullable=False),
+    Column("uses", BigInteger, nullable=False),
+    Column("last_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("secret_id", "principal_id", "reference", "workspace"),
 )

@@ -193,8 +193,12 @@ def test_another_callers_key_looks_missing(server: Server, unique_name: str) -> 
     stranger_token, _ = relayer(server, unique_name + "-x", ["sign_message"])
     theirs = call(server, stranger_token, "eth_sign", key["address"], "0x00")["error"]
     nobody = call(server, stranger_token, "eth_sign", TO, "0x00")["error"]
-    assert theirs == nobody == {
-        "code": -32000,
-        "message": "no key you hold a grant on has that address",
-        "data": {"code": "key_not_found"},
-    }
+    assert (
+        theirs
+        == nobody
+        == {
+            "code": -32000,
+            "message": "no key you hold a grant on has that address",
+            "data": {"code": "key_not_found"},
+        }
+    )

@@ -22,6 +22,7 @@ from signer.http.routes import (
     groups,
     health,
     identity,
+    impact,
     jsonrpc,
     keys,
     kms,
@@ -58,6 +59,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     secret_keks,
     jsonrpc,
     kms,
+    impact,
 )
 
 # Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.
