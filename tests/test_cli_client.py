@@ -46,6 +46,7 @@ from signer.client import (
 )
 from signer.config import Secret
 from tests.service_harness import Server, free_port
+from tests.system.support import wait_until
 from tests.test_api_signing import RECIPIENT, TYPED, tx_fields
 
 ALL_OPS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw", "sign_authorization"]
@@ -583,6 +584,8 @@ def test_audit_events_export_and_verify(cli: Cli, tmp_path: Path) -> None:
     # checkpoints, proofs and the published key
     key = cli.ok("audit", "public-key")
     assert key["verifier_key"]
+    # The server signs a checkpoint within its interval (10 s) once the log has grown: wait for one.
+    wait_until(lambda: cli.run("audit", "checkpoint", "--json").exit_code == 0, 60, "a signed checkpoint")
     newest = cli.ok("audit", "checkpoint")
     size = int(newest["size"])
     listed = cli.ok("audit", "checkpoints")
@@ -1181,6 +1184,55 @@ def test_secrets_rotate_kek(cli: Cli, tmp_path: Path, unique_name: str) -> None:
     assert fetched.exit_code == 0, fetched.stdout
     assert json.loads(fetched.stdout)["values"] == {"PASSWORD": value}
     cli.outputs.remove(fetched.stdout + fetched.stderr)
+
+
+def test_impact_usage_and_checklist_commands(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``signer impact``, ``checklist`` and ``usage report|secret|grant`` against a live server: the
+    dry run names who loses access and changes nothing; the reports never carry a value."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"imp-{unique_name}"
+    grant = cli.ok(
+        "grants",
+        "create",
+        "--principal",
+        admin_id,
+        "--scope",
+        org,
+        *[arg for op in ("create", "read_metadata", "list", "read_value") for arg in ("--operation", op)],
+    )
+    value = "canary-" + secrets.token_hex(12)
+    (tmp_path / "value").write_text(value + "\n")
+    created = cli.ok(
+        "secrets",
+        "create",
+        "--folder",
+        f"{org}/infra",
+        "--name",
+        "db-password",
+        "--owner-group",
+        "dbas",
+        "--value-from",
+        f"password={tmp_path / 'value'}",
+    )
+    assert cli.ok("secrets", "fetch", created["id"], "--workload", "billing")["values"]["password"] == value
+
+    report = cli.ok("impact", "revoke_grant", grant["id"], "--days", "7")
+    assert report["action"] == "revoke_grant" and value not in json.dumps(report)
+    # A dry run: the grant still works.
+    assert cli.ok("secrets", "show", created["id"])["id"] == created["id"]
+    rotate = cli.ok("impact", "rotate_secret", created["id"])
+    assert rotate["action"] == "rotate_secret"
+
+    checklist = cli.ok("checklist", "--days", "0", "--limit", "5")
+    assert isinstance(checklist, dict) and value not in json.dumps(checklist)
+
+    overview = cli.ok("usage", "report", "--days", "1", "--limit", "5")
+    assert value not in json.dumps(overview)
+    one = cli.ok("usage", "secret", created["id"], "--days", "7")
+    assert value not in json.dumps(one)
+    assert cli.ok("usage", "grant", grant["id"]) is not None
+    # Not a known action: refused by the CLI before any request.
+    assert cli.run("impact", "explode", grant["id"]).exit_code == 2
 
 
 def test_every_server_command_was_run(request: pytest.FixtureRequest) -> None:
