@@ -363,3 +363,66 @@ def test_each_state_change_leaves_exactly_one_event(server: Server) -> None:
     # None of the values set or fetched is in the log.
     _, _, everything = server.call("GET", "/v1/audit/events?limit=10000", token=admin)
     assert f"s3cret-walk-{tag}" not in everything and f"v2-walk-{tag}" not in everything
+
+
+def test_injected_text_round_trips_and_forges_no_line(server: Server) -> None:
+    """U-01 through the server: a reason with JSON metacharacters that look like a record is written as
+    it was sent; a description holding a newline and such JSON is accepted (its event names the field,
+    not the text); text with CR or ANSI escapes is refused, and its refusal does not hold it. The export
+    has one line per event, seqs without a gap, and no forged kind."""
+    admin = server.installation.admin_token
+    tag = secrets.token_hex(3)
+    admin_id = server.installation.admin["principal"]["id"]
+    body = {"principal_id": admin_id, "operations": ["create", "update"], "scope": f"inj{tag}"}
+    assert server.call("POST", "/v1/grants", body, admin)[0] == 201
+    status, _, made = server.call(
+        "POST",
+        "/v1/secrets",
+        {"folder": f"inj{tag}", "name": "db", "owner_group": "walkers", "fields": {"value": "x"}},
+        admin,
+    )
+    assert status == 201, made
+    after = _head(server)
+    forged = f'{tag}\n{{"seq":1,"kind":"forged","prev_hash":"00"}}\n"\\'
+    request_id = f"inject-{tag}"
+    status, _, answer = server.call(
+        "PATCH",
+        f"/v1/secrets/{made['id']}",
+        {"description": forged},
+        admin,
+        headers={"X-Request-Id": request_id},
+    )
+    assert status == 200, answer
+    (event,) = _events(server, request_id, after)  # the event names the field changed, not its text
+    assert event["kind"] == "secret.update" and event["changed"] == ["description"], event
+    version = {"fields": {"value": "y"}}
+    assert server.call("POST", f"/v1/secrets/{made['id']}/versions", version, admin)[0] == 201
+    reason = f'{tag}"}},{{"kind":"forged"}} \\u0000'
+    request_id = f"inject-reason-{tag}"
+    status, _, answer = server.call(
+        "POST",
+        f"/v1/secrets/{made['id']}/versions/1/disable",
+        {"reason": reason},
+        admin,
+        headers={"X-Request-Id": request_id},
+    )
+    assert status == 200, answer
+    (event,) = _events(server, request_id, after)
+    assert event["reason"] == reason, event
+    for bad in (f"{tag}\r\nforged", f"{tag}\x1b[2Jred"):
+        request_id = f"inject-bad-{secrets.token_hex(3)}"
+        status, _, answer = server.call(
+            "PATCH",
+            f"/v1/secrets/{made['id']}",
+            {"description": bad},
+            admin,
+            headers={"X-Request-Id": request_id},
+        )
+        assert status == 400, answer
+        (refusal,) = _events(server, request_id, after)
+        assert refusal["kind"] == "request.refused" and tag not in json.dumps(refusal)
+    _, _, text = server.call("GET", f"/v1/audit/events?after={after}&limit=10000", token=admin)
+    lines = text.splitlines() if isinstance(text, str) else [canonical_json(text).decode()]
+    records = [json.loads(line) for line in lines]
+    assert [r["seq"] for r in records] == list(range(after + 1, after + 1 + len(records)))
+    assert all(json.loads(r["event"])["kind"] != "forged" for r in records)
