@@ -15,8 +15,10 @@
    its checkpoints removed, one ``CheckpointService.checkpoint()`` (real token) rebuilds them over the
    whole log; CPU microseconds per event, next to the server's CPU per signed transaction.
 
-Prints the load average before and after each window (the machine is shared). Writes nothing in the
-repository.
+Prints the load average before and after each window and, per round, the server's CPU per signed
+transaction (every thread of the serving process, checkpoint task included) and the cores others used
+in the window: on a shared machine the CPU ratio (off / on) is the steadier reading of the target.
+Writes nothing in the repository.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ import aiohttp
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import CpuShare, cpu_share, cpu_snapshot, server_worker_pids  # noqa: E402
+
 from signer.audit_note import VerifierKey  # noqa: E402
 from signer.audit_verify import ExportVerifier  # noqa: E402
 from signer.crypto.signatures import check_ed25519  # noqa: E402
@@ -57,9 +61,9 @@ def loadavg() -> str:
 
 
 async def load(
-    url: str, token: str, key_id: str, clients: int, warmup: float, seconds: float
-) -> tuple[int, int]:
-    """(200s in the measured window, other statuses)."""
+    url: str, token: str, key_id: str, clients: int, warmup: float, seconds: float, pids: list[int]
+) -> tuple[int, int, CpuShare]:
+    """(200s in the measured window, other statuses, the window's CPU: server, client, others)."""
     ok = bad = 0
     measuring = False
     stop = time.monotonic() + warmup + seconds
@@ -83,8 +87,10 @@ async def load(
         tasks = [asyncio.create_task(client(n, session)) for n in range(clients)]
         await asyncio.sleep(warmup)  # the warm-up window's length, not synchronisation
         measuring = True
+        start = cpu_snapshot(pids)
         await asyncio.gather(*tasks)
-    return ok, bad
+        end = cpu_snapshot(pids)
+    return ok, bad, cpu_share(start, end)
 
 
 def prepare(root: Path, name: str) -> tuple[Installation, dict[str, Any]]:
@@ -105,10 +111,19 @@ def round_trip(
     server = start_server(installation, env=env)
     try:
         before = loadavg()
-        ok, bad = asyncio.run(
-            load(server.url, who["token"], who["key"], args.clients, args.warmup, args.seconds)
+        pids = server_worker_pids(server.process.pid)
+        ok, bad, share = asyncio.run(
+            load(server.url, who["token"], who["key"], args.clients, args.warmup, args.seconds, pids)
         )
-        return {"tx_per_s": ok / args.seconds, "errors": bad, "load_before": before, "load_after": loadavg()}
+        return {
+            "tx_per_s": ok / args.seconds,
+            "errors": bad,
+            # Server CPU (every thread, the checkpoint task and the token's signing included) per 200.
+            "server_cpu_us_per_tx": round(share.server * share.wall / max(ok, 1) * 1e6),
+            "others_cores": round(share.other, 2),
+            "load_before": before,
+            "load_after": loadavg(),
+        }
     finally:
         server.stop()
 
@@ -238,12 +253,18 @@ def main() -> None:
                 print(json.dumps({"round": n + 1, "checkpoints": name, **result}), flush=True)
         off = statistics.median(r["tx_per_s"] for r in rounds["off"])
         on = statistics.median(r["tx_per_s"] for r in rounds["on"])
+        cpu_off = statistics.median(r["server_cpu_us_per_tx"] for r in rounds["off"])
+        cpu_on = statistics.median(r["server_cpu_us_per_tx"] for r in rounds["on"])
         print(
             json.dumps(
                 {
                     "median_tx_per_s_off": round(off, 1),
                     "median_tx_per_s_on": round(on, 1),
                     "ratio_on_off": round(on / off, 3),
+                    "median_server_cpu_us_per_tx_off": cpu_off,
+                    "median_server_cpu_us_per_tx_on": cpu_on,
+                    # Throughput a CPU-bound server reaches is inverse to CPU per request.
+                    "cpu_ratio_off_on": round(cpu_off / cpu_on, 3),
                     "target": 0.95,
                 }
             ),

@@ -218,6 +218,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         )
         await hsm.start()
         store.batch_observer = gauges.audit_commit
+        store.failure_observer = gauges.audit_write_failed
         hsm.call_observer = gauges.hsm_call
         gauges.watch_store(store.pool_status, lambda: store.queue_depth)
         gauges.watch_hsm(lambda: hsm.queue_depth, lambda: hsm.available)

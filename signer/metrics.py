@@ -12,6 +12,7 @@ a key that exists, so label values are bounded by the keys an admin created):
     signer_hsm_queue_depth   signer_hsm_call_duration_seconds{outcome}   signer_hsm_up
     signer_db_pool_connections{state}                      state: in_use | size
     signer_audit_commit_duration_seconds   signer_audit_commit_batch_size   signer_audit_queue_depth
+    signer_audit_write_failures_total{code}                code: db_unavailable | audit_unavailable
     signer_checklist_items{item}                           one per operator checklist item, every 60 s
 
 ``signer_audit_queue_depth`` counts units waiting for the next group commit in this worker.
@@ -137,6 +138,11 @@ CHECKLIST = Gauge(
 )
 AUDIT_QUEUE = Gauge(
     "signer_audit_queue_depth", "Units waiting for the next group commit", multiprocess_mode="livesum"
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "signer_audit_write_failures",
+    "Group commits that failed (their audit events and state not kept, their requests refused with 503)",
+    ("code",),
 )
 # External audit sinks (signer.services.audit_sinks): only the process holding a sink's lease sets these.
 AUDIT_SINK_LAG = Gauge(
@@ -264,6 +270,10 @@ class Metrics:
     def audit_commit(seconds: float, units: int) -> None:
         AUDIT_COMMIT_SECONDS.observe(seconds)
         AUDIT_BATCH.observe(units)
+
+    @staticmethod
+    def audit_write_failed(code: str) -> None:
+        AUDIT_WRITE_FAILURES.labels(code).inc()
 
     def refresh(self) -> None:
         for refresh in self._gauges:

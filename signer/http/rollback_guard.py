@@ -18,8 +18,12 @@ HIGH_RISK: frozenset[tuple[str, str]] = frozenset(
         ("POST", "/v1/keys/{key_id}/sign/message"),
         ("POST", "/v1/keys/{key_id}/sign/typed-data"),
         ("POST", "/v1/keys/{key_id}/sign/digest"),
+        ("POST", "/v1/keys/{key_id}/sign/authorization"),
+        ("POST", "/v1/rpc"),  # eth_sign* and eth_signTransaction (its reads are refused too while latched)
+        ("POST", "/v1/kms"),  # the KMS Sign API
         ("POST", "/v1/approvals/{approval_id}/approve"),
         ("POST", "/v1/secrets/{secret_id}/fetch"),
+        ("POST", "/v1/secrets/resolve"),
         ("POST", "/v1/grants"),
         ("DELETE", "/v1/grants/{grant_id}"),
         ("PUT", "/v1/groups/{group}/members/{principal_id}"),

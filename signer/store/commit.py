@@ -145,6 +145,11 @@ class Store:
         self._closed = False
         # Optional, set by the composition root: called after every group commit with (seconds, units).
         self.batch_observer: Callable[[float, int], None] | None = None
+        # Optional: called with the error's code whenever a group commit fails (its audit events with it).
+        self.failure_observer: Callable[[str], None] | None = None
+        # Whether the last group commit failed: the alert is logged once when writes start failing and
+        # the recovery once when one commits again, not once per refused request.
+        self._writes_failing = False
 
     def __repr__(self) -> str:
         return f"<Store backend={self.backend}>"
@@ -560,6 +565,7 @@ class Store:
                 await asyncio.sleep(random.uniform(0.005, 0.02) * 2**attempt)  # noqa: S311
                 return await self._run_batch(batch, attempt + 1)
             error = as_audit_failure(error)
+            self._write_failed(error)
             decided = {id(f) for f, _, _ in outcomes}
             for future, ok, value in outcomes:
                 if not future.done():
@@ -581,6 +587,9 @@ class Store:
                 if not future.done():
                     future.set_exception(error)
             raise
+        if self._writes_failing:
+            self._writes_failing = False
+            log.warning("audit log writes recovered: group commits succeed again")
         for future, ok, value in outcomes:
             if future.done():
                 continue
@@ -590,6 +599,18 @@ class Store:
                 future.set_exception(value)
         if leftover:
             self._queue.extendleft(reversed(leftover))
+
+    def _write_failed(self, error: SignerError) -> None:
+        """A group commit failed: nothing it carried is kept, its callers hear 503. Count it and raise
+        the alert (an error log) when writes start failing."""
+        if not self._writes_failing:
+            self._writes_failing = True
+            log.error(
+                "audit log cannot be written: refusing every request it would record",
+                extra={"code": error.code},
+            )
+        if self.failure_observer is not None:
+            self.failure_observer(error.code)
 
     # health
 

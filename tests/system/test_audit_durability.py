@@ -22,6 +22,7 @@ from pathlib import Path
 from tests.service_harness import Installation, Server, grant, http, make_key, make_service
 from tests.system.support import events, export_audit
 from tests.system.test_audit_tamper import FAST, checkpoint_at_least, cli, installation, offline_verify
+from tests.system.test_fault_recovery import SecretReader
 
 __all__ = ["installation"]  # the SQLite/PostgreSQL fixture, shared with the tamper tests
 
@@ -54,6 +55,29 @@ def test_an_answered_signature_is_audited_although_the_server_dies_right_after(
     found = {e["request_id"]: e for e in events(export_audit(server)) if e["request_id"] in answered}
     assert sorted(found) == sorted(answered)
     assert all(e["outcome"] == "allowed" and e["kind"].startswith("sign.") for e in found.values())
+
+
+def test_an_answered_secret_read_is_audited_although_the_server_dies_right_after(
+    installation: Installation, launch: Callable[..., Server]
+) -> None:
+    """U-02's other half: the value of a secret left in a 200, then ``kill -9``: its ``secret.fetch``
+    event is in the log after the restart."""
+    server = launch(installation)
+    reader = SecretReader(server, "killed-reader")
+    answered: list[str] = []
+    for _ in range(3):
+        status, headers, body = server.call(
+            "POST", f"/v1/secrets/{reader.secret_id}/fetch", {"workload": "billing"}, reader.token
+        )
+        assert status == 200 and reader.value in json.dumps(body), body
+        os.kill(server.process.pid, signal.SIGKILL)  # right after the answer: no clean shutdown
+        server.process.wait(timeout=30)
+        answered.append(headers["X-Request-Id"])
+        server = launch(installation)
+        reader.server = server
+    found = {e["request_id"]: e for e in events(export_audit(server)) if e["request_id"] in answered}
+    assert sorted(found) == sorted(answered)
+    assert all(e["outcome"] == "allowed" and e["kind"] == "secret.fetch" for e in found.values())
 
 
 def test_many_writers_in_two_processes_leave_one_verifying_chain_and_checkpoints(

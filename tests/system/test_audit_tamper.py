@@ -280,6 +280,16 @@ def test_a_database_rewritten_or_restored_to_an_earlier_state_is_caught_at_start
         token=admin,
     )
     assert (status, body["code"]) == (503, "rollback_detected"), body
+    # The other ways to a signature or a value are latched too: EIP-7702, JSON-RPC, resolving references.
+    authorization = {"chain_id": 1, "delegate": "0x" + "42" * 20, "nonce": 0}
+    rpc = {"jsonrpc": "2.0", "id": 1, "method": "personal_sign", "params": ["0x6869", key.get("address")]}
+    for path, body in (
+        (f"/v1/keys/{key['id']}/sign/authorization", authorization),
+        ("/v1/rpc", rpc),
+        ("/v1/secrets/resolve", {"references": ["secret://acme/db"]}),
+    ):
+        status, _, answer = server.call("POST", path, body, token=token)
+        assert (status, answer["code"]) == (503, "rollback_detected"), (path, answer)
     # Reads go on; only an admin acknowledges, and that is audited.
     status, _, body = server.call("POST", "/v1/audit/rollback/acknowledge", token=token)
     assert status == 403, body

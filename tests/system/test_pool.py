@@ -1,4 +1,6 @@
-"""L-10 at server level: the database is held by someone else; requests wait a bounded time, then 503.
+"""L-10 (and F-11) at server level: the database is held by someone else; requests wait a bounded time,
+then 503, the blocked audit write is alerted (an error log, ``signer_audit_write_failures_total``) and
+its recovery logged.
 
 The server runs with a one-connection pool and a 0.5 s pool timeout while this test holds SQLite's write
 lock (``BEGIN IMMEDIATE`` on the server's own file). Concurrent sign requests must each come back with
@@ -75,6 +77,11 @@ def held_lock_scenario(installation: Installation, launch) -> tuple[list, list, 
         return Account.recover_message(encode_defunct(text=request_id), signature=signature) == key["address"]
 
     wait_until(signs_again, 30, "signing to work once the lock is released", interval=0.1)
+    # F-11: the blocked audit write was alerted once and counted, and its recovery logged.
+    log = server.log_text()
+    assert log.count("audit log cannot be written") == 1 and "audit log writes recovered" in log
+    metrics = server.call("GET", "/metrics")[2]
+    assert 'signer_audit_write_failures_total{code="' in metrics
     recorded = sign_outcomes(export_audit(server))
     for request_id in [f"held-{n}" for n in range(CONCURRENT)] + ["stranger-0", "stranger-1"]:
         assert "allowed" not in recorded.get(request_id, [])
