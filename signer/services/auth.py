@@ -68,6 +68,27 @@ class AuthService:
         caller = self._check(presented, record, self._clock())
         return RequestContext(request_id=request_id, caller=caller, epoch=epoch)
 
+    async def authenticate_certificate(
+        self, der: bytes, request_id: str, *, cached: bool = False
+    ) -> RequestContext:
+        """The caller behind a TLS client certificate the handshake verified: the principal it is
+        registered for (a ``cert`` token row keyed by its SHA-256 fingerprint). Unregistered:
+        ``Unauthenticated(client_certificate_unknown)``; revoked, expired or its principal disabled: the
+        same codes as a bearer token. ``cached`` as for ``authenticate``."""
+        record, epoch = await self._token(hashlib.sha256(der).hexdigest(), cached=cached)
+        if record is None or record.kind != "cert":
+            raise Unauthenticated(
+                "the client certificate is not registered to a principal", code="client_certificate_unknown"
+            )
+        self._still_good(record, self._clock())
+        caller = Caller(
+            principal_id=record.principal_id,
+            name=record.principal_name,
+            role=Role(record.principal_role),
+            token_id=record.id,
+        )
+        return RequestContext(request_id=request_id, caller=caller, epoch=epoch)
+
     async def _token(self, token_id: str, *, cached: bool) -> tuple[TokenRecord | None, int]:
         hit = self._facts.tokens.get(token_id) if cached else None
         if hit is not None:

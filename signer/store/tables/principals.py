@@ -134,6 +134,14 @@ class TokenReads:
         row = await self._tx._first(_TOKEN_SELECT.where(t.tokens.c.id == token_id))
         return None if row is None else _token(row)
 
+    async def of_principal(self, principal_id: str, kind: str) -> list[TokenRecord]:
+        """A principal's tokens of one kind, oldest first (revoked and expired ones included)."""
+        c = t.tokens.c
+        rows = await self._tx._all(
+            _TOKEN_SELECT.where(c.principal_id == principal_id, c.kind == kind).order_by(c.created_at, c.id)
+        )
+        return [_token(r) for r in rows]
+
 
 class TokenWrites(TokenReads):
     """Writes of ``tokens`` (in a write transaction)."""
