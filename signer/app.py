@@ -238,6 +238,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 token_key,
                 access_ttl=settings.access_token_ttl_seconds,
                 refresh_ttl=settings.refresh_token_ttl_seconds,
+                refresh_grace=settings.refresh_reuse_grace_seconds,
                 clock=utcnow,
             )
             keys = KeyService(store, hsm, facts, clock=utcnow)
