@@ -105,6 +105,10 @@ def test_client_certificate_principals(
     # The certificate is the relayer: whoami and a signature, verified independently.
     status, me = call(base + "/v1/whoami", mine)
     assert (status, me["principal_id"], me["role"]) == (200, relayer_id, "service"), me
+    from signer.client import SignerClient
+
+    client = SignerClient(base, None, ca_file=pki["ca_file"], client_cert=pki["client"])
+    assert client.whoami()["principal_id"] == relayer_id  # the Python client, with no token at all
     status, signed = call(f"{base}/v1/keys/{key['id']}/sign/message", mine, "POST", MESSAGE)
     assert status == 200, signed
     recovered = Account.recover_message(
