@@ -63,7 +63,7 @@ def _service(request: web.Request) -> ClientCertService:
     request=RegisterClientCertBody,
     response=ClientCertificateRegistered,
     status=201,
-    errors=(404, 409, 503),
+    errors=(400, 404, 409, 503),
 )
 async def register_client_certificate(request: web.Request) -> web.Response:
     ctx = await context(request)
