@@ -10,6 +10,7 @@ its certificate; on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -120,6 +121,9 @@ def test_client_certificate_principals(
     assert (status, me["role"]) == (200, "admin"), me
     status, body = call(base + "/v1/whoami", other)
     assert (status, body["code"]) == (401, "client_certificate_unknown"), body
+    # A certificate another CA issued (same subject) never gets a request through, even with `optional`.
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        call(base + "/v1/whoami", client_context(pki["ca_file"], pki["stranger"]))
     # An admin's certificate would work as any principal's; the relayer may not use admin routes.
     assert call(base + "/v1/principals", mine)[0] == 403
 
