@@ -58,6 +58,7 @@ from signer.services.audit_sinks import SinkDelivery, build_sink
 from signer.services.auth import AuthService
 from signer.services.checklist import ChecklistService
 from signer.services.checkpoints import CheckpointPolicy, CheckpointService
+from signer.services.client_certs import ClientCertService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.destinations import DestinationPolicy
 from signer.services.facts import FactsCache
@@ -238,6 +239,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 token_key,
                 access_ttl=settings.access_token_ttl_seconds,
                 refresh_ttl=settings.refresh_token_ttl_seconds,
+                refresh_grace=settings.refresh_reuse_grace_seconds,
                 clock=utcnow,
             )
             keys = KeyService(store, hsm, facts, clock=utcnow)
@@ -379,6 +381,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     credential_ttl=settings.kms_credential_ttl_seconds,
                     clock=utcnow,
                 ),
+                client_certs=ClientCertService(store, clock=utcnow),
             )
             await kek_rotations.resume()
             # Webhook delivery runs beside the requests and never inside one.

@@ -335,6 +335,19 @@ class SignerClient:
         body = {} if ttl_seconds is None else {"ttl_seconds": ttl_seconds}
         return self.request("POST", f"/v1/principals/{_q(principal_id)}/kms-credentials", body)
 
+    def add_client_certificate(self, principal_id: str, pem: str, ttl_seconds: int | None = None) -> Any:
+        body: dict[str, Any] = {"certificate": pem}
+        if ttl_seconds is not None:
+            body["ttl_seconds"] = ttl_seconds
+        return self.request("POST", f"/v1/principals/{_q(principal_id)}/client-certificates", body)
+
+    def list_client_certificates(self, principal_id: str) -> Any:
+        return self.request("GET", f"/v1/principals/{_q(principal_id)}/client-certificates")
+
+    def revoke_client_certificate(self, principal_id: str, fingerprint: str) -> Any:
+        path = f"/v1/principals/{_q(principal_id)}/client-certificates/{_q(fingerprint)}"
+        return self.request("DELETE", path)
+
     def revoke_token(self, token_id: str) -> Any:
         return self.request("DELETE", f"/v1/tokens/{_q(token_id)}")
 

@@ -175,6 +175,13 @@ class Settings(BaseModel):
         default_factory=lambda: {"admin": 3600, "service": 900, "approver": 3600, "auditor": 3600}
     )
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    refresh_reuse_grace_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=300,
+        description="For this long after a refresh token was used, presenting it again gets another new "
+        "pair of the same family (replicas sharing one credential file); 0: any reuse revokes the family",
+    )
     kms_credential_ttl_seconds: int = Field(
         default=90 * 24 * 3600, ge=0, description="Default lifetime of a KMS (SigV4) credential; 0: none"
     )

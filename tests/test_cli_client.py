@@ -428,6 +428,58 @@ def test_principal_state_tokens_and_refresh(cli: Cli, tmp_path: Path, unique_nam
     holder.check_no_secret()
 
 
+def test_client_certificate_commands(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``principals add-cert``, ``list-certs``, ``revoke-cert`` over the API (the CLI test server runs
+    plain HTTP: the certificate's use over TLS is tests/system/test_client_certs.py)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    principal, _ = _service(cli, unique_name, tmp_path)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, unique_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=2))
+        .sign(key, hashes.SHA256())
+    )
+    pem_file = tmp_path / "relayer.crt"
+    pem_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    fingerprint = cert.fingerprint(hashes.SHA256()).hex()
+
+    added = cli.ok("principals", "add-cert", principal["id"], str(pem_file), "--ttl-seconds", "3600")
+    assert added["fingerprint"] == fingerprint and added["principal_id"] == principal["id"]
+    expires = datetime.datetime.fromisoformat(added["expires_at"].replace("Z", "+00:00"))
+    assert expires <= now + datetime.timedelta(seconds=3700)  # the ttl, before the certificate's notAfter
+    again = cli.run("principals", "add-cert", principal["id"], str(pem_file))
+    assert again.exit_code == cli_api.EXIT_CONFLICT
+    junk = tmp_path / "junk.crt"
+    junk.write_text("not a certificate")
+    refused = cli.run("principals", "add-cert", principal["id"], str(junk))
+    assert refused.exit_code == cli_api.EXIT_INVALID and "not a certificate" not in refused.stderr
+
+    listed = cli.ok("principals", "list-certs", principal["id"])
+    assert [c["fingerprint"] for c in listed["items"]] == [fingerprint]
+    assert listed["items"][0]["revoked_at"] is None
+    table = cli.run("principals", "list-certs", principal["id"])
+    assert table.exit_code == 0 and fingerprint in table.stdout
+    colons = ":".join(fingerprint[i : i + 2] for i in range(0, 64, 2)).upper()
+    revoked = cli.ok("principals", "revoke-cert", principal["id"], colons)
+    assert revoked == {"fingerprint": fingerprint, "principal_id": principal["id"], "revoked": True}
+    assert cli.ok("principals", "list-certs", principal["id"])["items"][0]["revoked_at"] is not None
+    missing = cli.run("principals", "revoke-cert", principal["id"], "0" * 64)
+    assert missing.exit_code == cli_api.EXIT_NOT_FOUND
+
+
 def test_exit_codes_distinguish_denied_not_found_invalid_and_failed(
     cli: Cli, tmp_path: Path, unique_name: str
 ) -> None:

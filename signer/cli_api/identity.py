@@ -85,6 +85,48 @@ def principals_enable(client: SignerClient, principal_id: str) -> Any:
     return client.set_principal_disabled(principal_id, False)
 
 
+CERT_COLUMNS = ("fingerprint", "principal_id", "created_at", "expires_at", "revoked_at")
+
+
+@principals.command("add-cert")
+@click.argument("principal_id")
+@click.argument("cert_file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@click.option(
+    "--ttl-seconds",
+    type=click.IntRange(1, 10 * 365 * 24 * 3600),
+    default=None,
+    help="End the mapping this many seconds from now if that is before the certificate's notAfter.",
+)
+@api_call()
+def principals_add_cert(
+    client: SignerClient, principal_id: str, cert_file: Path, ttl_seconds: int | None
+) -> Any:
+    """Register a TLS client certificate (PEM file) for a service principal: over TLS with client
+    certificates on, a request with it and no Authorization header runs as that principal."""
+    try:
+        pem = cert_file.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError):
+        raise click.BadParameter(f"cannot read {cert_file} as a PEM file") from None
+    return client.add_client_certificate(principal_id, pem, ttl_seconds)
+
+
+@principals.command("list-certs")
+@click.argument("principal_id")
+@api_call(columns=CERT_COLUMNS)
+def principals_list_certs(client: SignerClient, principal_id: str) -> Any:
+    """List a principal's client certificates (by SHA-256 fingerprint)."""
+    return client.list_client_certificates(principal_id)
+
+
+@principals.command("revoke-cert")
+@click.argument("principal_id")
+@click.argument("fingerprint")
+@api_call()
+def principals_revoke_cert(client: SignerClient, principal_id: str, fingerprint: str) -> Any:
+    """Revoke a client certificate's mapping: the next request with it is refused."""
+    return client.revoke_client_certificate(principal_id, fingerprint.replace(":", "").lower())
+
+
 @click.group()
 def tokens() -> None:
     """Bearer tokens of principals."""

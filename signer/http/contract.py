@@ -143,6 +143,12 @@ SEMANTIC_REFUSALS: tuple[SemanticRefusal, ...] = (
         "`seq` is at most `size` (two fields at once)",
         field=r"seq",
     ),
+    SemanticRefusal(
+        ("register_client_certificate",),
+        frozenset({"invalid_certificate", "certificate_expired"}),
+        "`certificate` must be one PEM-encoded X.509 certificate that has not expired",
+        field=r"certificate",
+    ),
 )
 
 # JSON Schema counts 1.0 as an integer; the request parsers do not (a policy says why: amounts are

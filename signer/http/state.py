@@ -19,6 +19,7 @@ from signer.services.audit_retention import AuditRetention
 from signer.services.auth import AuthService
 from signer.services.checklist import ChecklistService
 from signer.services.checkpoints import CheckpointService
+from signer.services.client_certs import ClientCertService
 from signer.services.console_sessions import ConsoleSessions
 from signer.services.context import RequestContext
 from signer.services.health import HealthService
@@ -66,6 +67,7 @@ class Services:
     impact: ImpactService | None = None
     usage: UsageService | None = None
     checklist: ChecklistService | None = None
+    client_certs: ClientCertService | None = None  # TLS client certificates of principals
 
 
 @dataclass(frozen=True, slots=True)

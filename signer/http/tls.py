@@ -54,6 +54,20 @@ def server_context(settings: Settings) -> ssl.SSLContext | None:
         ) from None
 
 
+def peer_certificate(transport: asyncio.BaseTransport | None) -> bytes | None:
+    """The DER of the client certificate the handshake on ``transport`` verified, or None (plain HTTP, no
+    certificate, or ``tls_client_auth = none``, where the server never asks for one). Only a verified
+    certificate is ever returned: with ``optional`` or ``required`` a certificate that does not chain
+    to ``tls_client_ca_file`` fails the handshake."""
+    if transport is None:
+        return None
+    tls = transport.get_extra_info("ssl_object")
+    if not isinstance(tls, ssl.SSLObject | ssl.SSLSocket) or tls.context.verify_mode == ssl.CERT_NONE:
+        return None
+    der = tls.getpeercert(binary_form=True)
+    return der or None
+
+
 def _stamp(path: Path | None) -> tuple[int, int, int] | None:
     if path is None:
         return None

@@ -3,7 +3,12 @@
 Every principal holds an access token (short-lived, lifetime set per role) and a refresh token (long-lived,
 single use). Refreshing burns the refresh token and issues a new pair in the same *family*; presenting a
 refresh token that was already used revokes the whole family, because only a thief or a confused client
-replays one. Revocation bumps the facts epoch, so it takes effect on the very next request in every process.
+replays one. With ``refresh_reuse_grace_seconds`` > 0, a refresh token that a refresh used less than that
+long ago (not one an admin revoked, and only while its family lives) gets another new pair instead: replicas
+of one relayer sharing a credential file may refresh at the same moment; reuse after the grace is a replay.
+Revocation bumps the facts epoch, so it takes effect on the very next request in every process.
+A TLS client certificate registered to a principal (``services.client_certs``)
+authenticates through ``authenticate_certificate`` when no bearer token is presented.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class AuthService:
         *,
         access_ttl: Mapping[str, int],
         refresh_ttl: int,
+        refresh_grace: int = 0,
         clock: Clock = utcnow,
     ) -> None:
         self._store = store
@@ -51,6 +57,7 @@ class AuthService:
         self._key = token_key
         self._access_ttl = dict(access_ttl)
         self._refresh_ttl = refresh_ttl
+        self._refresh_grace = timedelta(seconds=refresh_grace)
 
     # -- checking ---------------------------------------------------------------------------------
 
@@ -66,6 +73,27 @@ class AuthService:
             raise Unauthenticated(_GENERIC)
         record, epoch = await self._token(presented.token_id, cached=cached)
         caller = self._check(presented, record, self._clock())
+        return RequestContext(request_id=request_id, caller=caller, epoch=epoch)
+
+    async def authenticate_certificate(
+        self, der: bytes, request_id: str, *, cached: bool = False
+    ) -> RequestContext:
+        """The caller behind a TLS client certificate the handshake verified: the principal it is
+        registered for (a ``cert`` token row keyed by its SHA-256 fingerprint). Unregistered:
+        ``Unauthenticated(client_certificate_unknown)``; revoked, expired or its principal disabled: the
+        same codes as a bearer token. ``cached`` as for ``authenticate``."""
+        record, epoch = await self._token(hashlib.sha256(der).hexdigest(), cached=cached)
+        if record is None or record.kind != "cert":
+            raise Unauthenticated(
+                "the client certificate is not registered to a principal", code="client_certificate_unknown"
+            )
+        self._still_good(record, self._clock())
+        caller = Caller(
+            principal_id=record.principal_id,
+            name=record.principal_name,
+            role=Role(record.principal_role),
+            token_id=record.id,
+        )
         return RequestContext(request_id=request_id, caller=caller, epoch=epoch)
 
     async def _token(self, token_id: str, *, cached: bool) -> tuple[TokenRecord | None, int]:
@@ -189,7 +217,8 @@ class AuthService:
             assert record is not None
             if record.kind != TokenKind.REFRESH.value:
                 raise Unauthenticated(_GENERIC)
-            if record.revoked_at is not None:
+            grace = record.revoked_at is not None and await self._within_grace(writer, record, now)
+            if record.revoked_at is not None and not grace:
                 replayed.append(record.family_id)
                 raise Unauthenticated("refresh token was already used", code="token_revoked")
             if record.expires_at is not None and now >= record.expires_at:
@@ -197,7 +226,8 @@ class AuthService:
             principal = await writer.principals.get(record.principal_id)
             if principal is None or principal.disabled_at is not None:
                 raise Unauthenticated("principal is disabled", code="principal_disabled")
-            await writer.tokens.revoke(record.id, now)
+            if not grace:
+                await writer.tokens.revoke(record.id, now)
             credentials = await self.issue_credentials(writer, principal, now, record.family_id)
             writer.append_audit(
                 AuditEvent.of(
@@ -210,6 +240,7 @@ class AuthService:
                     token_id=record.id,
                     family_id=record.family_id,
                     new_token_ids=[credentials["access_token_id"], credentials["refresh_token_id"]],
+                    reused_within_grace=grace,
                 )
             )
             return credentials
@@ -220,6 +251,16 @@ class AuthService:
             if replayed:
                 await self._revoke_family(replayed[0], request_id, now)
             raise
+
+    async def _within_grace(self, writer: Writer, record: TokenRecord, now: datetime) -> bool:
+        """May this already-revoked refresh token be used once more? Only when a refresh used it (not an
+        admin's revoke), less than ``refresh_reuse_grace_seconds`` ago, and its family is still alive:
+        another replica sharing the same credential file refreshing at about the same time."""
+        if not self._refresh_grace or record.revoked_at is None:
+            return False
+        if now >= record.revoked_at + self._refresh_grace:
+            return False
+        return await writer.tokens.rotated_with_live_successor(record.family_id, record.revoked_at, now)
 
     async def _revoke_family(self, family_id: str, request_id: str, now: datetime) -> None:
         async def unit(writer: Writer) -> None:

@@ -49,7 +49,7 @@ __all__ = [
 # Closed sets checked before a row is written, so a typo never becomes a stored fact. Extending one
 # is a code change here, deliberately (a new key state needs its transition rules reviewed).
 ROLES = frozenset({"admin", "service", "approver", "auditor"})
-TOKEN_KINDS = frozenset({"access", "refresh", "api", "kms"})
+TOKEN_KINDS = frozenset({"access", "refresh", "api", "kms", "cert"})
 KEY_STATES = frozenset({"active", "disabled"})
 SECRET_CATEGORIES = frozenset(
     {"api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other"}

@@ -22,6 +22,7 @@ from signer.errors import InvalidRequest
 from signer.http.contract import Api
 from signer.http.patterns import BASE64_PATTERN, HEX_PATTERN, name_schema
 from signer.http.state import CALLER, SERVICES, SETTINGS, Services
+from signer.http.tls import peer_certificate
 from signer.services.context import RequestContext
 
 api = Api(
@@ -69,10 +70,20 @@ def max_body(request: web.Request) -> int:
     return request.app[SETTINGS].max_body_bytes
 
 
+async def _authenticate(request: web.Request, *, cached: bool) -> RequestContext:
+    """The bearer token when an Authorization header is present (it wins), else a verified TLS client
+    certificate registered to a principal, else 401."""
+    header = request.headers.get("Authorization")
+    auth = services(request).auth
+    if header is None:
+        der = peer_certificate(request.transport)
+        if der is not None:
+            return await auth.authenticate_certificate(der, request["request_id"], cached=cached)
+    return await auth.authenticate(header, request["request_id"], cached=cached)
+
+
 async def context(request: web.Request) -> RequestContext:
-    ctx = await services(request).auth.authenticate(
-        request.headers.get("Authorization"), request["request_id"]
-    )
+    ctx = await _authenticate(request, cached=False)
     request["principal"] = ctx.caller.principal_id  # for the access log: the id, never the token
     request[CALLER] = ctx
     return ctx
@@ -80,9 +91,7 @@ async def context(request: web.Request) -> RequestContext:
 
 async def signing_context(request: web.Request) -> RequestContext:
     # Signing may authenticate from the facts cache: its commit re-checks the token under the write lock.
-    ctx = await services(request).auth.authenticate(
-        request.headers.get("Authorization"), request["request_id"], cached=True
-    )
+    ctx = await _authenticate(request, cached=True)
     request["principal"] = ctx.caller.principal_id
     request[CALLER] = ctx
     return ctx

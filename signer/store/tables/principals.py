@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
@@ -133,6 +133,30 @@ class TokenReads:
     async def get(self, token_id: str) -> TokenRecord | None:
         row = await self._tx._first(_TOKEN_SELECT.where(t.tokens.c.id == token_id))
         return None if row is None else _token(row)
+
+    async def of_principal(self, principal_id: str, kind: str) -> list[TokenRecord]:
+        """A principal's tokens of one kind, oldest first (revoked and expired ones included)."""
+        c = t.tokens.c
+        rows = await self._tx._all(
+            _TOKEN_SELECT.where(c.principal_id == principal_id, c.kind == kind).order_by(c.created_at, c.id)
+        )
+        return [_token(r) for r in rows]
+
+    async def rotated_with_live_successor(self, family_id: str, rotated_at: datetime, now: datetime) -> bool:
+        """Was a refresh token of ``family_id`` issued at ``rotated_at`` (the instant a refresh used its
+        predecessor), and does the family still hold a live refresh token? False after an admin's revoke
+        (nothing was issued then) and after the family was revoked."""
+        c = t.tokens.c
+        refresh = (c.family_id == family_id, c.kind == "refresh")
+        issued = await self._tx._first(select(c.id).where(*refresh, c.created_at == rotated_at).limit(1))
+        if issued is None:
+            return False
+        live = await self._tx._first(
+            select(c.id)
+            .where(*refresh, c.revoked_at.is_(None), or_(c.expires_at.is_(None), c.expires_at > now))
+            .limit(1)
+        )
+        return live is not None
 
 
 class TokenWrites(TokenReads):

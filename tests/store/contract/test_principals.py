@@ -135,3 +135,44 @@ async def test_token_shows_principal_disabled(store: Store) -> None:
     async with store.read() as r:
         got = await r.tokens.get(tok.id)
     assert got is not None and got.principal_disabled_at == T0 and got.principal_disabled
+
+
+async def test_tokens_of_a_principal_by_kind(store: Store) -> None:
+    alice, bob = principal("alice"), principal("bob")
+    first = token(alice.id, kind="cert", id="a" * 64, created_at=T0)
+    second = token(alice.id, kind="cert", id="b" * 64, created_at=T0 + timedelta(seconds=1))
+    async with store.write() as w:
+        await w.principals.insert(alice)
+        await w.principals.insert(bob)
+        for tok in (second, first, token(alice.id), token(bob.id, kind="cert")):
+            await w.tokens.insert(tok)
+    async with store.read() as r:
+        assert [t.id for t in await r.tokens.of_principal(alice.id, "cert")] == [first.id, second.id]
+        assert await r.tokens.of_principal("prn_missing", "cert") == []
+
+
+async def test_rotated_with_live_successor(store: Store) -> None:
+    """A refresh at instant t revokes the old refresh token at t and issues its successor at t; an
+    admin's revoke issues nothing; a revoked family has no live refresh token."""
+    alice = principal("alice")
+    rotated_at = T0 + timedelta(minutes=1)
+    used = token(alice.id, kind="refresh", family_id="fam_a", revoked_at=rotated_at)
+    successor = token(alice.id, kind="refresh", family_id="fam_a", created_at=rotated_at)
+    access = token(alice.id, family_id="fam_b", created_at=rotated_at)  # not a refresh token
+    admin_revoked = token(alice.id, kind="refresh", family_id="fam_b", revoked_at=rotated_at)
+    async with store.write() as w:
+        await w.principals.insert(alice)
+        for tok in (used, successor, access, admin_revoked):
+            await w.tokens.insert(tok)
+    now = rotated_at + timedelta(seconds=5)
+    async with store.read() as r:
+        assert await r.tokens.rotated_with_live_successor("fam_a", rotated_at, now) is True
+        assert await r.tokens.rotated_with_live_successor("fam_b", rotated_at, now) is False
+        # The successor past its expiry (an hour after T0) is not live.
+        assert (
+            await r.tokens.rotated_with_live_successor("fam_a", rotated_at, T0 + timedelta(hours=2)) is False
+        )
+    async with store.write() as w:
+        await w.tokens.revoke_family("fam_a", now)
+    async with store.read() as r:
+        assert await r.tokens.rotated_with_live_successor("fam_a", rotated_at, now) is False
