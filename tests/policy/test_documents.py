@@ -56,9 +56,9 @@ VALID_RULES: list[dict[str, Any]] = [
         "approval": APPROVAL,
         "windows": [{"days": ["mon", "fri"], "start": "09:00", "end": "17:30"}],
     },
-    {"id": "odd", "kind": "anomaly", "effect": "deny", "signals": ["new_source", "burst"]},
     {"id": "delegates", "kind": "delegate_allowlist", "effect": "allow", "delegates": [ADDRESS]},
     {"id": "raw", "kind": "raw_digest", "effect": "allow", "description": "HSM attestation digests"},
+    {"id": "odd", "kind": "anomaly", "effect": "deny", "signals": ["new_source", "burst"]},
 ]
 
 
