@@ -250,7 +250,10 @@ class Settings(BaseModel):
         default=3600, ge=60, le=86400, description="the recent average is taken over this long"
     )
     anomaly_usual_hours_days: int = Field(
-        default=14, ge=1, le=90, description="usual hours are the UTC hours a principal used in this many days"
+        default=14,
+        ge=1,
+        le=90,
+        description="usual hours are the UTC hours a principal used in this many days",
     )
     anomaly_usual_hours_min_requests: int = Field(
         default=100, ge=1, le=10**6, description="off-hours is flagged once a principal has this much history"
@@ -262,7 +265,8 @@ class Settings(BaseModel):
         default=300, ge=1, le=86400, description="refusals are counted over this long"
     )
     alerts_webhook_url: str | None = Field(
-        default=None, description="each anomaly flagged is POSTed here (HMAC signed; webhook destination rules)"
+        default=None,
+        description="each anomaly flagged is POSTed here (HMAC signed; webhook destination rules)",
     )
     checklist_interval_seconds: float = Field(
         default=60.0, gt=0, le=86400, description="recompute the operator checklist's gauges this often"
