@@ -17,7 +17,8 @@ from memory, which of four signals it shows for its principal:
 - ``repeated_denials``: the principal was refused at least ``denials_threshold`` times in the last
   ``denials_window`` seconds.
 
-Rates, hours and denials are kept in memory per process (a restart forgets them and learns again;
+The detector reads its own clock (the service's, like every service; a test sets it). Rates, hours
+and denials are kept in memory per process (a restart forgets them and learns again;
 with several workers each judges on its own share of the traffic). The signals reach policy as
 ``Facts.anomalies``: an ``anomaly`` rule may deny or ask for approval; otherwise they change nothing.
 
@@ -140,9 +141,10 @@ class AnomalyDetector:
 
     # -- before judging ---------------------------------------------------------------------------
 
-    async def signals(self, ctx: RequestContext, now: datetime) -> frozenset[str]:
-        """The signals this request shows (memory only, but for a principal's addresses, read once
+    async def signals(self, ctx: RequestContext) -> frozenset[str]:
+        """The signals this request shows now (memory only, but for a principal's addresses, read once
         per process and again, at most every few seconds, before an address is called new)."""
+        now = self._clock()
         state = self._principals.get(ctx.caller.principal_id)
         if state is None:
             state = self._principals[ctx.caller.principal_id] = _Principal()
@@ -190,10 +192,10 @@ class AnomalyDetector:
         ctx: RequestContext,
         signals: frozenset[str],
         outcome: Outcome,
-        now: datetime,
         resource: EventTarget | None = None,
     ) -> None:
         """Count a decided request (memory only) and queue a flag for each signal not flagged lately."""
+        now = self._clock()
         state = self._principals.get(ctx.caller.principal_id)
         if state is None:
             state = self._principals[ctx.caller.principal_id] = _Principal()

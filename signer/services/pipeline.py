@@ -184,15 +184,10 @@ class AnomalySink(Protocol):
     """Says which unusual-access signals a request shows before it is judged, and is told how it
     ended (``signer.services.anomalies.AnomalyDetector``)."""
 
-    async def signals(self, ctx: RequestContext, now: datetime) -> frozenset[str]: ...
+    async def signals(self, ctx: RequestContext) -> frozenset[str]: ...
 
     def observe(
-        self,
-        ctx: RequestContext,
-        signals: frozenset[str],
-        outcome: Outcome,
-        now: datetime,
-        resource: EventTarget | None = None,
+        self, ctx: RequestContext, signals: frozenset[str], outcome: Outcome, resource: EventTarget | None
     ) -> None: ...
 
 
@@ -485,7 +480,7 @@ class DecisionPipeline:
         signals: frozenset[str] = frozenset()
         try:
             if watch is not None:
-                signals = await watch.signals(order.ctx, started)
+                signals = await watch.signals(order.ctx)
             judged = await self.precheck(order, path, started, signals)
             event["request"] = judged.prepared.summary
             path.check_prepared(judged.resource, judged.prepared)
@@ -510,13 +505,13 @@ class DecisionPipeline:
             await self._record_refusal({**event, **discarded}, exc)
             if watch is not None:
                 outcome = Outcome.DENIED if _outcome(exc) == "denied" else Outcome.FAILED
-                watch.observe(order.ctx, signals, outcome, started, _target(judged))
+                watch.observe(order.ctx, signals, outcome, _target(judged))
             raise
         pending = _is_pending(result)
         _count(judged, order.payload, "pending_approval" if pending else "allowed")
         if watch is not None:
             outcome = Outcome.PENDING_APPROVAL if pending else Outcome.ALLOWED
-            watch.observe(order.ctx, signals, outcome, started, _target(judged))
+            watch.observe(order.ctx, signals, outcome, _target(judged))
         if self.usage is not None and flight.allowed is not None:
             self.usage.allowed(
                 order.ctx.caller.principal_id,
