@@ -286,7 +286,11 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     clock=utcnow,
                     interval=settings.usage_flush_seconds,
                     alerts_url=settings.alerts_webhook_url,
-                    alerts_secret=auth.derived_secret("alerts-webhook"),
+                    alerts_secret=(
+                        None
+                        if settings.alerts_webhook_secret_file is None
+                        else settings.alerts_webhook_secret_file.read_bytes().strip()
+                    ),
                     transport=transport,
                 )
                 if settings.anomaly_detection

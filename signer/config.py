@@ -265,8 +265,10 @@ class Settings(BaseModel):
         default=300, ge=1, le=86400, description="refusals are counted over this long"
     )
     alerts_webhook_url: str | None = Field(
-        default=None,
-        description="each anomaly flagged is POSTed here (HMAC signed; webhook destination rules)",
+        default=None, description="each anomaly flagged is POSTed here (webhook destination rules apply)"
+    )
+    alerts_webhook_secret_file: Path | None = Field(
+        default=None, description="a file holding the key the alerts are HMAC signed with"
     )
     checklist_interval_seconds: float = Field(
         default=60.0, gt=0, le=86400, description="recompute the operator checklist's gauges this often"
