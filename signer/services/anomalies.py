@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 EVENT_KIND = "anomaly.detected"
 SIGNALS = ("new_source", "burst", "off_hours", "repeated_denials")
+_NONE: frozenset[str] = frozenset()
 # How long a known address is trusted not to have been learnt by another worker before reading again.
 _RECHECK_SECONDS = 10.0
 
@@ -96,6 +97,11 @@ class _Principal:
     hours: dict[int, int] = field(default_factory=dict)  # UTC hour -> last day index it was used
     denials: collections.deque[float] = field(default_factory=collections.deque)
     flagged: dict[tuple[str, str], float] = field(default_factory=dict)  # (signal, source) -> when
+    # Sums over the windows and days before the current one, computed once per window and per day.
+    recent_window: int = -1
+    recent_sum: int = 0
+    history_day: int = -1
+    history_before: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,34 +150,46 @@ class AnomalyDetector:
     async def signals(self, ctx: RequestContext) -> frozenset[str]:
         """The signals this request shows now (memory only, but for a principal's addresses, read once
         per process and again, at most every few seconds, before an address is called new)."""
-        now = self._clock()
+        ts = self._clock().timestamp()
         state = self._principals.get(ctx.caller.principal_id)
         if state is None:
             state = self._principals[ctx.caller.principal_id] = _Principal()
         t = self.thresholds
-        ts = now.timestamp()
         found: list[str] = []
         source = ctx.source
-        if source is not None and await self._is_new(ctx.caller.principal_id, state, source, ts):
+        if (
+            source is not None
+            and (state.sources is None or source not in state.sources)
+            and await self._is_new(ctx.caller.principal_id, state, source, ts)
+        ):
             found.append("new_source")
         window = int(ts // t.burst_window)
         current = state.buckets.get(window, 0) + 1
-        previous = max(1, t.baseline // t.burst_window)
-        recent = sum(n for w, n in state.buckets.items() if window - previous <= w < window)
-        if current >= t.burst_min_requests and current > t.burst_factor * recent / previous:
-            found.append("burst")
-        day, hour = int(ts // 86_400), int(ts % 86_400 // 3600)
-        history = sum(n for d, n in state.days.items() if day - t.usual_hours_days <= d)
-        if (
-            history >= t.usual_hours_min_requests
-            and state.hours.get(hour, -(10**9)) < day - t.usual_hours_days
-        ):
-            found.append("off_hours")
-        while state.denials and state.denials[0] <= ts - t.denials_window:
-            state.denials.popleft()
-        if len(state.denials) >= t.denials_threshold:
-            found.append("repeated_denials")
-        return frozenset(found)
+        if current >= t.burst_min_requests:
+            previous = max(1, t.baseline // t.burst_window)
+            if state.recent_window != window:
+                # The previous windows' sum only changes when the window does: once a window.
+                state.recent_window = window
+                state.recent_sum = sum(n for w, n in state.buckets.items() if window - previous <= w < window)
+            if current > t.burst_factor * state.recent_sum / previous:
+                found.append("burst")
+        day = int(ts // 86_400)
+        if state.history_day != day:
+            state.history_day = day
+            state.history_before = sum(
+                n for d, n in state.days.items() if day - t.usual_hours_days <= d < day
+            )
+        if state.history_before + state.days.get(day, 0) >= t.usual_hours_min_requests:
+            hour = int(ts % 86_400 // 3600)
+            if state.hours.get(hour, -(10**9)) < day - t.usual_hours_days:
+                found.append("off_hours")
+        denials = state.denials
+        if denials:
+            while denials and denials[0] <= ts - t.denials_window:
+                denials.popleft()
+            if len(denials) >= t.denials_threshold:
+                found.append("repeated_denials")
+        return frozenset(found) if found else _NONE
 
     async def _is_new(self, principal_id: str, state: _Principal, source: str, ts: float) -> bool:
         if state.sources is not None and source in state.sources:
@@ -222,6 +240,8 @@ class AnomalyDetector:
             if source not in state.sources:
                 state.sources.add(source)
                 self._learnt.append((ctx.caller.principal_id, source, now))
+        if not signals:
+            return
         for signal in sorted(signals):
             key = (signal, (source or "") if signal == "new_source" else "")
             cooldown = self._cooldown(signal)

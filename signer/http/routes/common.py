@@ -10,7 +10,6 @@ resource, registered in ``signer.http.routes``.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import re
 from typing import Any
@@ -84,7 +83,7 @@ async def signing_context(request: web.Request) -> RequestContext:
     ctx = await services(request).auth.authenticate(
         request.headers.get("Authorization"), request["request_id"], cached=True
     )
-    ctx = dataclasses.replace(ctx, source=request.remote)
+    ctx = RequestContext(ctx.request_id, ctx.caller, ctx.epoch, request.remote)
     request["principal"] = ctx.caller.principal_id
     request[CALLER] = ctx
     return ctx
