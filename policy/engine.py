@@ -77,11 +77,13 @@ _NO_FACTS = Facts()
 class _Contexts:
     """What each rule sees. Only limits see the facts, so every usage sum a decision depends on is
     read by a rule that reports its range (``LimitRule.judge``), which ``Decision.holds_under`` relies
-    on; and only limits read the scope, so the other rules share one context."""
+    on; and only limits read the scope, so the other rules share one context. The other rules see the
+    anomaly signals alone (no usage): they are fixed for the request, not a sum that may move."""
 
     def __init__(self, request: PolicyRequest, now: datetime, facts: Facts) -> None:
         self._request, self._now, self._facts = request, now, facts
-        self.plain = RuleContext(request, now, request.scope, _NO_FACTS)
+        plain_facts = Facts(anomalies=facts.anomalies) if facts.anomalies else _NO_FACTS
+        self.plain = RuleContext(request, now, request.scope, plain_facts)
         self._by_scope: dict[str, RuleContext] = {}
 
     def __call__(self, placed: _Placed) -> RuleContext:

@@ -120,6 +120,10 @@ class Facts:
 
     usage: Mapping[UsageQuery, int] = field(default_factory=dict)
     lookup: Callable[[UsageQuery], int] | None = field(default=None, compare=False)
+    # The unusual-access signals the service saw for this request (``new_source``, ``burst``,
+    # ``off_hours``, ``repeated_denials``; see ``policy.rules.ANOMALY_SIGNALS``). Only ``anomaly``
+    # rules read them; none given means none seen.
+    anomalies: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         for query, used in self.usage.items():

@@ -44,6 +44,8 @@ from policy.reading import (
     read_string,
 )
 from policy.rules import (
+    ANOMALY_SIGNALS,
+    Anomaly,
     ApprovalSpec,
     ChainAllowlist,
     DelegateAllowlist,
@@ -337,6 +339,14 @@ def _delegates(obj: Mapping[str, Any], path: str) -> _Params:
     return {"delegates": _addresses(obj, path, "delegates")}
 
 
+def _signals(obj: Mapping[str, Any], path: str) -> _Params:
+    def signal(value: Any, where: str) -> str:
+        return read_choice(value, where, ANOMALY_SIGNALS)
+
+    signals = read_list(obj["signals"], field_path(path, "signals"), signal, min_items=1, max_items=10)
+    return {"signals": frozenset(signals)}
+
+
 def _nothing(_obj: Mapping[str, Any], _path: str) -> _Params:
     return {}
 
@@ -360,6 +370,7 @@ _KIND_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...], Any]]] = {
     TimeWindow.kind: (("windows",), (), _windows),
     DelegateAllowlist.kind: (("delegates",), (), _delegates),
     RawDigest.kind: ((), (), _nothing),
+    Anomaly.kind: (("signals",), (), _signals),
 }
 
 
@@ -378,5 +389,6 @@ RULE_KINDS: Final[dict[str, type[Rule]]] = {
         TimeWindow,
         DelegateAllowlist,
         RawDigest,
+        Anomaly,
     )
 }

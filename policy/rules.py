@@ -445,3 +445,25 @@ class DelegateAllowlist(Rule):
 
     def params(self) -> dict[str, Any]:
         return {"delegates": sorted(self.delegates)}
+
+
+ANOMALY_SIGNALS: Final = ("new_source", "burst", "off_hours", "repeated_denials")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Anomaly(Rule):
+    """Fires when the service saw one of ``signals`` for this request (``Facts.anomalies``): a source
+    address the principal has not used before, a burst well above its recent rate, a request outside
+    its usual hours, or repeated denials. Without such a rule an anomaly changes no decision."""
+
+    kind: ClassVar[str] = "anomaly"
+    signals: frozenset[str]
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        seen = sorted(self.signals & ctx.facts.anomalies)
+        if not seen:
+            return None
+        return Hit("unusual_access", f"unusual access: {', '.join(seen)}")
+
+    def params(self) -> dict[str, Any]:
+        return {"signals": sorted(self.signals)}

@@ -48,6 +48,7 @@ from signer.http.tls import TlsReloader, server_context
 from signer.http.webhook_transport import AiohttpTransport
 from signer.logs import access
 from signer.services.admin import AdminService
+from signer.services.anomalies import AnomalyDetector, Thresholds
 from signer.services.approval_desk import ApprovalDesk
 from signer.services.approvals import MAX_WAIT_SECONDS, ApprovalsService
 from signer.services.audit_export import AuditExportService
@@ -281,8 +282,25 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # approvals service (which counts votes and runs approved ones through the pipeline).
             pending = PendingRequests(clock=utcnow, webhooks=webhooks)
             usage = UsageRecorder(store, clock=utcnow, interval=settings.usage_flush_seconds)
+            anomalies = (
+                AnomalyDetector(
+                    store,
+                    Thresholds.from_settings(settings),
+                    clock=utcnow,
+                    interval=settings.usage_flush_seconds,
+                    alerts_url=settings.alerts_webhook_url,
+                    alerts_secret=(
+                        None
+                        if settings.alerts_webhook_secret_file is None
+                        else settings.alerts_webhook_secret_file.read_bytes().strip()
+                    ),
+                    transport=transport,
+                )
+                if settings.anomaly_detection
+                else None
+            )
             pipeline = DecisionPipeline(
-                store, hsm, facts, auth, pending, utcnow, audit_hmac.field, usage=usage
+                store, hsm, facts, auth, pending, utcnow, audit_hmac.field, usage=usage, anomalies=anomalies
             )
             signing = SigningService(pipeline)
             # A duplicate answers 409 (retry) before its own deadline; a claim outlives any request.
@@ -406,6 +424,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # Usage counts are written in batches, and the checklist gauges computed, off the requests.
             usage.start()
             checklist.start()
+            if anomalies is not None:
+                anomalies.start()
             # Start-up objects live for the whole process: keep the collector from rescanning them
             # (measured: shorter GC pauses and ~40 us less CPU per request under load).
             gc.collect()
@@ -423,6 +443,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                     await delivery.close()
                 await checklist.close()
                 await usage.close()
+                if anomalies is not None:
+                    await anomalies.close()
                 await transport.close()
                 await secrets.close()
                 if upstream is not None:

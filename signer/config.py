@@ -241,6 +241,42 @@ class Settings(BaseModel):
     usage_flush_seconds: float = Field(
         default=1.0, gt=0, le=3600, description="write the counted fetches and grant uses this often"
     )
+    anomaly_detection: bool = Field(
+        default=True, description="flag unusual access (new source address, burst, off hours, denials)"
+    )
+    anomaly_burst_window_seconds: int = Field(
+        default=60, ge=1, le=3600, description="a burst is counted over windows this long"
+    )
+    anomaly_burst_factor: float = Field(
+        default=5.0, ge=1, le=1000, description="a burst is this many times the principal's recent average"
+    )
+    anomaly_burst_min_requests: int = Field(
+        default=20, ge=1, le=10**6, description="and at least this many requests in one burst window"
+    )
+    anomaly_baseline_seconds: int = Field(
+        default=3600, ge=60, le=86400, description="the recent average is taken over this long"
+    )
+    anomaly_usual_hours_days: int = Field(
+        default=14,
+        ge=1,
+        le=90,
+        description="usual hours are the UTC hours a principal used in this many days",
+    )
+    anomaly_usual_hours_min_requests: int = Field(
+        default=100, ge=1, le=10**6, description="off-hours is flagged once a principal has this much history"
+    )
+    anomaly_denials_threshold: int = Field(
+        default=5, ge=1, le=10**6, description="this many refusals in the denials window are repeated denials"
+    )
+    anomaly_denials_window_seconds: int = Field(
+        default=300, ge=1, le=86400, description="refusals are counted over this long"
+    )
+    alerts_webhook_url: str | None = Field(
+        default=None, description="each anomaly flagged is POSTed here (webhook destination rules apply)"
+    )
+    alerts_webhook_secret_file: Path | None = Field(
+        default=None, description="a file holding the key the alerts are HMAC signed with"
+    )
     checklist_interval_seconds: float = Field(
         default=60.0, gt=0, le=86400, description="recompute the operator checklist's gauges this often"
     )

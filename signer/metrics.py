@@ -159,6 +159,9 @@ AUDIT_SINK_ALERT = Gauge(
     multiprocess_mode="livemax",
 )
 
+# Unusual access flagged (signer.services.anomalies), by signal; never which principal.
+ANOMALIES = Counter("signer_anomalies", "Unusual access flagged, by signal", ("signal",))
+
 
 # -- recording (called on request paths: cheap) ---------------------------------------------------
 
@@ -200,6 +203,11 @@ def secret_fetch(outcome: str) -> None:
         child = SECRET_FETCHES.labels(outcome)
         _fetch_children[outcome] = child
     child.inc()
+
+
+def anomaly(signal: str) -> None:
+    """One unusual access flagged (new_source / burst / off_hours / repeated_denials)."""
+    ANOMALIES.labels(signal).inc()
 
 
 def policy_decision(effect: str, rule_ids: Iterable[str]) -> None:

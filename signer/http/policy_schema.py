@@ -26,6 +26,7 @@ from policy.parsing import (
     MAX_WINDOW,
     RULE_KINDS,
 )
+from policy.rules import ANOMALY_SIGNALS
 from policy.windows import WEEKDAYS
 from signer.http.patterns import at_most, name_schema
 
@@ -75,6 +76,7 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         }
     ),
+    "signals": _unique_list({"type": "string", "enum": list(ANOMALY_SIGNALS)}, max_items=10),
     "windows": _unique_list(
         {
             "type": "object",

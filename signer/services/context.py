@@ -31,6 +31,9 @@ class RequestContext:
     caller: Caller
     # The epoch of the facts the caller was authenticated with (see FactsCache).
     epoch: int
+    # The address the request came from (signing and fetches; None in process), for the anomaly
+    # detector (``signer.services.anomalies``).
+    source: str | None = None
 
     def audit_event(
         self,

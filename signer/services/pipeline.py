@@ -25,6 +25,7 @@ requester runs it once through ``release``, on the same approved path.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import functools
 from collections.abc import Callable, Iterable, Mapping
@@ -145,6 +146,8 @@ class Judged:
     prepared: Prepared
     request: PolicyRequest
     decision: Decision
+    # The unusual-access signals the request showed (``Facts.anomalies``), judged alike at commit.
+    anomalies: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -174,6 +177,17 @@ class UsageSink(Protocol):
         summary: dict[str, Any],
         response: dict[str, Any] | None,
         at: datetime,
+    ) -> None: ...
+
+
+class AnomalySink(Protocol):
+    """Says which unusual-access signals a request shows before it is judged, and is told how it
+    ended (``signer.services.anomalies.AnomalyDetector``)."""
+
+    async def signals(self, ctx: RequestContext) -> frozenset[str]: ...
+
+    def observe(
+        self, ctx: RequestContext, signals: frozenset[str], outcome: Outcome, resource: EventTarget | None
     ) -> None: ...
 
 
@@ -311,6 +325,8 @@ class DecisionPipeline:
     idempotency: IdempotencyGate = field(init=False)
     # Counts allowed uses (which grant decided, the fetch's workload); None counts nothing.
     usage: UsageSink | None = None
+    # Unusual access: signals for policy before judging, flags after (None: no detection).
+    anomalies: AnomalySink | None = None
 
     def __post_init__(self) -> None:
         self.idempotency = IdempotencyGate(self.store, clock=self.clock)
@@ -459,8 +475,13 @@ class DecisionPipeline:
         judged: Judged | None = None
         response: dict[str, Any] | None = None
         committing = False
+        # Only a caller's own requests are watched (an approved one runs for its requester).
+        watch = self.anomalies if isinstance(path, CallerRequest) else None
+        signals: frozenset[str] = frozenset()
         try:
-            judged = await self.precheck(order, path, started)
+            if watch is not None:
+                signals = await watch.signals(order.ctx)
+            judged = await self.precheck(order, path, started, signals)
             event["request"] = judged.prepared.summary
             path.check_prepared(judged.resource, judged.prepared)
             if path.verdict(judged.decision) is Verdict.ACT:
@@ -482,8 +503,15 @@ class DecisionPipeline:
             # (none was when the request was judged to need approval before the HSM).
             discarded = {"signature_discarded": True} if committing and response is not None else {}
             await self._record_refusal({**event, **discarded}, exc)
+            if watch is not None:
+                outcome = Outcome.DENIED if _outcome(exc) == "denied" else Outcome.FAILED
+                watch.observe(order.ctx, signals, outcome, _target(judged))
             raise
-        _count(judged, order.payload, "pending_approval" if _is_pending(result) else "allowed")
+        pending = _is_pending(result)
+        _count(judged, order.payload, "pending_approval" if pending else "allowed")
+        if watch is not None:
+            outcome = Outcome.PENDING_APPROVAL if pending else Outcome.ALLOWED
+            watch.observe(order.ctx, signals, outcome, _target(judged))
         if self.usage is not None and flight.allowed is not None:
             self.usage.allowed(
                 order.ctx.caller.principal_id,
@@ -496,7 +524,9 @@ class DecisionPipeline:
             )
         return result
 
-    async def precheck(self, order: Order, path: Path, now: datetime) -> Judged:
+    async def precheck(
+        self, order: Order, path: Path, now: datetime, anomalies: frozenset[str] = frozenset()
+    ) -> Judged:
         """Everything that can refuse before the HSM signs: the resource, grants and every rule, limits
         judged on the usage this process already knows (a lower bound; the commit judges them exactly
         under the write lock). A decision asking for approval is kept: the HSM is then not asked."""
@@ -507,12 +537,14 @@ class DecisionPipeline:
                 prepared = order.prepare(resource)
                 request = request_for(facts.subject, ref, order.operation, prepared)
                 known = optimistic_facts(self.store.ledger_cache.at_least)
+                if anomalies:
+                    known = dataclasses.replace(known, anomalies=anomalies)
                 decision = judge(request, facts.subject.policy_set, known, now)
                 verdict = path.verdict(decision)
                 if verdict is Verdict.REFUSE:
                     raise refusal(decision, facts.subject, ref)
                 self._check_state(order, ref)
-                return Judged(facts, resource, ref, prepared, request, decision)
+                return Judged(facts, resource, ref, prepared, request, decision, anomalies)
             except SignerError:
                 if attempt or not cached:
                     raise
@@ -611,6 +643,8 @@ class DecisionPipeline:
         for _, candidate_set in shadows:
             queries |= usage_queries(request, candidate_set, now=now)
         usage = await _read_usage(writer, queries, now)
+        if judged.anomalies:
+            usage = dataclasses.replace(usage, anomalies=judged.anomalies)
         if keep and judged.decision.holds_under(usage):
             # Same request, policy set and instant as the check before signing, and every sum that
             # decision read is still within the range where it comes out the same: the pure engine
@@ -620,6 +654,8 @@ class DecisionPipeline:
             if keep:
                 # The decision moved: judge again with every sum the engine may read.
                 usage = await _read_usage(writer, queries | usage_queries(request, policy_set, now=now), now)
+                if judged.anomalies:
+                    usage = dataclasses.replace(usage, anomalies=judged.anomalies)
             decision = judge(request, policy_set, usage, now)
         metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
         for attachment_id, candidate_set in shadows:
@@ -792,6 +828,11 @@ def _no_preparer(resource: Any) -> Prepared:
 
 def _outcome(exc: SignerError) -> str:
     return "denied" if exc.status in (401, 403, 404, 409, 429) else "failed"
+
+
+def _target(judged: Judged | None) -> EventTarget | None:
+    # Only a resource that exists (and that the caller reached) is named in an anomaly flag.
+    return None if judged is None else EventTarget(judged.ref.type, judged.ref.id)
 
 
 def _is_pending(result: dict[str, Any]) -> bool:

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from signer.store.driver import Driver
 from signer.store.ledger import Ledger, LedgerCache
+from signer.store.tables.anomalies import AnomalyReads, AnomalyWrites
 from signer.store.tables.approvals import ApprovalReads, ApprovalWrites
 from signer.store.tables.audit import AuditReads
 from signer.store.tables.audit_retention import RetentionReads, RetentionWrites
@@ -130,6 +131,10 @@ class Reader(ReadTx):
     def usage(self) -> UsageReads:
         return UsageReads(self)
 
+    @cached_property
+    def anomalies(self) -> AnomalyReads:
+        return AnomalyReads(self)
+
 
 class Writer(WriteTx):
     """One write transaction holding the write lock (see ``WriteTx``), with every table family."""
@@ -219,6 +224,10 @@ class Writer(WriteTx):
     @cached_property
     def usage(self) -> UsageWrites:
         return UsageWrites(self)
+
+    @cached_property
+    def anomalies(self) -> AnomalyWrites:
+        return AnomalyWrites(self)
 
 
 __all__ = ["Reader", "Writer"]

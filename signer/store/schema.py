@@ -610,3 +610,14 @@ secret_reference_usage = Table(
     Column("last_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("secret_id", "principal_id", "reference", "workspace"),
 )
+
+# Anomalies (migration 0016_anomalies): the source addresses each principal has been seen using, so a
+# restart or another worker does not flag the same address as new again (``signer.services.anomalies``).
+anomaly_sources = Table(
+    "anomaly_sources",
+    metadata,
+    Column("principal_id", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("first_at", UTCDateTime, nullable=False),
+    PrimaryKeyConstraint("principal_id", "source"),
+)

@@ -1,13 +1,15 @@
 """The decision corpus: each file in ``corpus/`` is a request, grants, attached policy documents, a ledger
 and ``now``, with the expected effect **and reasons** (rule id and code, in order). Optional expectations:
 ``reservations`` (limit key and amount), ``approvals`` (group, quorum, expiry) and ``policies`` (where the
-consulted documents were attached). ``"ledger": null`` means the caller passed no facts at all.
+consulted documents were attached). ``"ledger": null`` means the caller passed no facts at all; an
+optional ``"anomalies"`` lists the unusual-access signals the service saw (``Facts.anomalies``).
 
 The file's own shape is checked first, so a misspelt expectation fails instead of being skipped.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,7 +30,7 @@ def test_the_corpus_is_there():
 @pytest.mark.parametrize("path", CORPUS, ids=[p.stem for p in CORPUS])
 def test_corpus_case(path):
     case = json.loads(path.read_text(encoding="utf-8"))
-    assert set(case) == CASE_FIELDS, f"{path.name}: fields {sorted(set(case) ^ CASE_FIELDS)}"
+    assert set(case) - {"anomalies"} == CASE_FIELDS, f"{path.name}: fields {sorted(set(case) ^ CASE_FIELDS)}"
     expected = case["expected"]
     assert {"effect", "reasons"} <= set(expected) <= EXPECTED_FIELDS, path.name
 
@@ -39,6 +41,7 @@ def test_corpus_case(path):
         facts = Facts()
     else:
         facts = Facts.from_reservations(usage_queries(req, policies, now=now), ledger_from(case["ledger"]))
+    facts = dataclasses.replace(facts, anomalies=frozenset(case.get("anomalies", ())))
     decision = evaluate(req, policies, facts, now=now)
 
     assert decision.effect.value == expected["effect"]

@@ -58,6 +58,7 @@ VALID_RULES: list[dict[str, Any]] = [
     },
     {"id": "delegates", "kind": "delegate_allowlist", "effect": "allow", "delegates": [ADDRESS]},
     {"id": "raw", "kind": "raw_digest", "effect": "allow", "description": "HSM attestation digests"},
+    {"id": "odd", "kind": "anomaly", "effect": "deny", "signals": ["new_source", "burst"]},
 ]
 
 

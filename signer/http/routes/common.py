@@ -92,6 +92,7 @@ async def context(request: web.Request) -> RequestContext:
 async def signing_context(request: web.Request) -> RequestContext:
     # Signing may authenticate from the facts cache: its commit re-checks the token under the write lock.
     ctx = await _authenticate(request, cached=True)
+    ctx = RequestContext(ctx.request_id, ctx.caller, ctx.epoch, request.remote)
     request["principal"] = ctx.caller.principal_id
     request[CALLER] = ctx
     return ctx

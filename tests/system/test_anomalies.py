@@ -1,0 +1,123 @@
+"""Unusual access (issue 13) through a running server, on SQLite and PostgreSQL.
+
+A service signs from 127.0.0.1 (its first address, learnt quietly), then from 127.0.0.2 (a client
+socket bound to that loopback address): the second is flagged ``new_source``; with an ``anomaly``
+rule denying new sources it is refused (403 ``policy_denied``, reason ``unusual_access``) while the
+known address still signs. The flag is one ``anomaly.detected`` audit event (no value), one count of
+``signer_anomalies_total{signal="new_source"}`` and one POST to the alerts webhook, HMAC signed with
+the key in ``alerts_webhook_secret_file``. A restarted server still knows the first address.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import http.client
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.service_harness import Server, attach_policy, grant, init_installation, make_key, make_service
+from tests.system.support import HANG_GUARD, events, export_audit, wait_until
+from tests.system.test_webhook_rotation import Receiver
+
+MESSAGE = {"message": "hello", "encoding": "utf8"}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    return request.getfixturevalue("pg_url") if request.param == "postgres" else None
+
+
+def sign_from(server: Server, source: str, key_id: str, token: str) -> tuple[int, Any]:
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", server.port, timeout=HANG_GUARD, source_address=(source, 0)
+    )
+    try:
+        connection.request(
+            "POST",
+            f"/v1/keys/{key_id}/sign/message",
+            json.dumps(MESSAGE),
+            {"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        )
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def flags(server: Server) -> list[dict[str, Any]]:
+    return [e for e in events(export_audit(server)) if e["kind"] == "anomaly.detected"]
+
+
+def counted(server: Server, signal: str) -> float:
+    status, _, text = server.call("GET", "/metrics")
+    assert status == 200
+    for line in text.splitlines():
+        if line.startswith('signer_anomalies_total{signal="' + signal + '"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_a_new_source_is_flagged_audited_alerted_and_denied_by_a_rule(
+    tmp_path: Path, launch, database_url: str | None
+) -> None:
+    installation = init_installation(tmp_path / "data", database_url)
+    secret_file = tmp_path / "alerts.key"
+    secret_file.write_text("alerts-test-key\n", encoding="utf-8")
+    with Receiver() as receiver:
+        env = {
+            "SIGNER_ALERTS_WEBHOOK_URL": receiver.url,
+            "SIGNER_ALERTS_WEBHOOK_SECRET_FILE": str(secret_file),
+            "SIGNER_WEBHOOK_ALLOWED_DESTINATIONS": "127.0.0.1/32",
+            "SIGNER_USAGE_FLUSH_SECONDS": "0.05",
+        }
+        server: Server = launch(installation, env=env)
+        service = make_service(server, "relayer-anomaly")
+        token = service["credentials"]["access_token"]
+        key = make_key(server)
+        grant(server, service["principal"]["id"], key["id"], ["sign_message"])
+
+        assert sign_from(server, "127.0.0.1", key["id"], token)[0] == 200
+        assert sign_from(server, "127.0.0.1", key["id"], token)[0] == 200
+        status, body = sign_from(server, "127.0.0.2", key["id"], token)
+        assert status == 200, body  # no rule: the flag changes nothing
+        wait_until(lambda: len(receiver.calls) >= 1, 30, "the alert")
+        headers, raw = receiver.calls[0]
+        alert = json.loads(raw)
+        assert (alert["signal"], alert["source"], alert["outcome"]) == ("new_source", "127.0.0.2", "allowed")
+        assert alert["principal_id"] == service["principal"]["id"]
+        expected = hmac.new(
+            b"alerts-test-key", headers["X-Signer-Timestamp"].encode() + b"." + raw, hashlib.sha256
+        ).hexdigest()
+        assert headers["X-Signer-Signature"] == "sha256=" + expected
+        found = wait_until(lambda: flags(server) or None, 30, "the audit event")
+        assert [(f["signal"], f["source"], f["actor"]["principal_id"]) for f in found] == [
+            ("new_source", "127.0.0.2", service["principal"]["id"])
+        ]
+        assert "signature" not in json.dumps(found)
+        assert counted(server, "new_source") == 1
+
+        # A rule denies new sources: 127.0.0.3 is refused, the known addresses still sign.
+        attach_policy(
+            server,
+            {
+                "id": "odd",
+                "rules": [{"id": "new", "kind": "anomaly", "effect": "deny", "signals": ["new_source"]}],
+            },
+            key_id=key["id"],
+        )
+        status, body = sign_from(server, "127.0.0.3", key["id"], token)
+        assert (status, body["code"]) == (403, "policy_denied"), body
+        assert [r["code"] for r in body["reasons"]] == ["unusual_access"]
+        assert sign_from(server, "127.0.0.2", key["id"], token)[0] == 200
+        wait_until(lambda: len(flags(server)) == 2, 30, "the second flag")
+        server.stop()
+
+        # After a restart the learnt addresses are still known (persisted), the denied one is not.
+        server = launch(installation, env=env)
+        assert sign_from(server, "127.0.0.1", key["id"], token)[0] == 200
+        assert sign_from(server, "127.0.0.2", key["id"], token)[0] == 200
+        assert sign_from(server, "127.0.0.3", key["id"], token)[0] == 403
