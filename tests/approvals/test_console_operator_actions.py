@@ -108,6 +108,29 @@ def test_checklist_and_actions_behind_impact(
     browser.get(f"{server.url}/console/audit?q=secret.delete")
     assert created["id"] in browser.text("#events")
 
+    # Disabling a principal: a relayer with a grant on the folder; its report, then the confirmation.
+    status, _, made = server.call(
+        "POST", "/v1/principals", {"name": f"{unique_name[:40]}-relayer", "role": "service"}, admin
+    )
+    assert status == 201, made
+    relayer = made["principal"]["id"]
+    status, _, relayer_grant = server.call(
+        "POST", "/v1/grants", {"principal_id": relayer, "operations": ["list"], "scope": folder}, admin
+    )
+    assert status == 201, relayer_grant
+    browser.get(f"{server.url}/console/grants")
+    browser.click(f"a[href='/console/principals/{relayer}/disable']")
+    browser.wait_url(f"/console/principals/{relayer}/disable")
+    assert "dry run" in browser.text("#subject-h") and relayer in browser.text("#details")
+    _checked(browser, "impact-disable-principal")
+    browser.click("#confirm")
+    browser.wait_url("/console/grants?disabled=1")
+    status, _, principals = server.call("GET", "/v1/principals", token=admin)
+    assert status == 200, principals
+    assert next(p for p in principals["items"] if p["id"] == relayer)["disabled"] is True
+    browser.get(f"{server.url}/console/audit?q=principal")
+    assert relayer in browser.text("#events")
+
     # Revoking a grant: the impact review first (a dry run), then the confirmation.
     browser.get(f"{server.url}/console/grants")
     browser.click(f"a[href='/console/grants/{grant['id']}/revoke']")
