@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_abi import encode as abi_encode
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
 from eth_abi.exceptions import DecodingError, EncodingError, ParseError
 from eth_abi.grammar import parse as parse_type
 from eth_abi.registry import registry
@@ -81,7 +81,7 @@ def selector_of(signature: str) -> str:
 def _canonical_type(entry: Any) -> str:
     if not isinstance(entry, dict) or not isinstance(entry.get("type"), str):
         raise ValueError("an input without a type")
-    kind = entry["type"]
+    kind = str(entry["type"])
     if kind.startswith("tuple"):
         components = entry.get("components")
         if not isinstance(components, list):
