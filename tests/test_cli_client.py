@@ -1183,6 +1183,29 @@ def test_secrets_rotate_kek(cli: Cli, tmp_path: Path, unique_name: str) -> None:
     cli.outputs.remove(fetched.stdout + fetched.stderr)
 
 
+def test_impact_checklist_and_usage_commands(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``signer impact``, ``checklist``, ``usage report|secret|grant`` against the live server (the
+    reports' contents are tested in tests/system/test_impact.py)."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"imp-{unique_name}"
+    grant = cli.ok(
+        "grants", "create", "--principal", admin_id, "--scope", org, "--operation", "create",
+        "--operation", "read_metadata",
+    )  # fmt: skip
+    (tmp_path / "value").write_text("canary-" + secrets.token_hex(12) + "\n")
+    cli.secrets.append((tmp_path / "value").read_text().strip())
+    created = cli.ok(
+        "secrets", "create", "--folder", org, "--name", "api", "--owner-group", "ops",
+        "--value-from", f"TOKEN={tmp_path / 'value'}",
+    )  # fmt: skip
+    report = cli.ok("impact", "revoke_grant", grant["id"], "--days", "7")
+    assert report["dry_run"] is True and report["action"] == "revoke_grant"
+    assert {item["id"] for item in cli.ok("checklist", "--days", "0")["items"]} >= {"secrets_never_fetched"}
+    assert "never_fetched" in cli.ok("usage", "report", "--days", "1")
+    assert cli.ok("usage", "secret", created["id"])
+    assert cli.ok("usage", "grant", grant["id"])
+
+
 def test_books_commands(cli: Cli, tmp_path: Path) -> None:
     """The console's books through the CLI: addresses, tokens, functions (one signature or an ABI)."""
     payroll = "0x" + secrets.token_hex(20)

@@ -12,12 +12,11 @@ selectors alone, so a wrong label misleads nobody's policy, and every label is e
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from typing import Any
 
 from signer.audit import EventTarget
 from signer.errors import InvalidRequest, NotFound
-from signer.eth.functions import abi_functions, parse_signature, selector_of
+from signer.eth.functions import abi_functions, decode_call, parse_signature, selector_of
 from signer.identity import Role
 from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.store import AddressEntry, FunctionEntry, Store, TokenEntry, Writer
@@ -276,24 +275,59 @@ class BookService:
 
     # -- what one request names ------------------------------------------------------------------
 
-    async def names_for(
-        self, addresses: Iterable[str], tokens: Iterable[tuple[int, str]], selectors: Iterable[str]
-    ) -> dict[str, Any]:
-        """The entries one request names: ``{"addresses": {addr: entry}, "tokens": {(chain, contract):
-        entry}, "functions": {(contract, selector): signature}}``, keys lowercase."""
+    async def notes_for(self, view: dict[str, Any]) -> dict[str, Any]:
+        """The books' entries for the addresses, token contracts and function a request's ``view``
+        names, in one read: ``addresses`` (lowercase address -> label, note), ``tokens`` (lowercase
+        contract -> symbol, decimals, on the request's chain) and ``function`` (the registered
+        signature for the called selector, the ``to`` contract's own first, and the arguments decoded
+        when the calldata is exactly its canonical encoding; None when nothing is registered)."""
+        call = view.get("token_call") or {}
+        domain = view.get("domain") or {}
+        permits = view.get("permits") or []
+        addresses = [view.get("to"), call.get("recipient"), call.get("owner")]
+        addresses += [p.get("spender") for p in permits] + [p.get("token") for p in permits]
+        addresses += list(view.get("delegates") or [])
+        chain = _int(view.get("chainId") if view.get("scheme") == "transaction" else domain.get("chainId"))
+        contracts = ([view.get("to")] if call else []) + [p.get("token") for p in permits]
+        selector = view.get("selector") if view.get("scheme") == "transaction" and not call else None
         wanted_addresses = {a.lower() for a in addresses if isinstance(a, str) and _ADDRESS.fullmatch(a)}
         wanted_tokens = {
-            (c, a.lower())
-            for c, a in tokens
-            if type(c) is int and isinstance(a, str) and _ADDRESS.fullmatch(a)
+            (chain, a.lower()) for a in contracts if chain and isinstance(a, str) and _ADDRESS.fullmatch(a)
         }
-        wanted_selectors = {s.lower() for s in selectors if isinstance(s, str) and _SELECTOR.fullmatch(s)}
+        wanted_selectors = (
+            {selector.lower()} if isinstance(selector, str) and _SELECTOR.fullmatch(selector) else set()
+        )
         async with self._store.read() as reader:
             found_addresses = await reader.books.addresses(wanted_addresses)
             found_tokens = await reader.books.tokens(wanted_tokens)
             found_functions = await reader.books.functions(wanted_selectors)
+        function = None
+        if found_functions:
+            to = str(view.get("to") or "").lower()
+            chosen = next((f for f in found_functions if f.contract == to), None) or next(
+                (f for f in found_functions if f.contract == ""), None
+            )
+            if chosen is not None:
+                data = str(view.get("data") or "")
+                try:
+                    calldata = bytes.fromhex(data[2:])
+                except ValueError:
+                    calldata = b""
+                function = {
+                    "signature": chosen.signature,
+                    "arguments": decode_call(chosen.signature, calldata),
+                    "contract_specific": bool(chosen.contract),
+                }
         return {
-            "addresses": {e.address: e for e in found_addresses},
-            "tokens": {(e.chain_id, e.contract): e for e in found_tokens},
-            "functions": {(e.contract, e.selector): e.signature for e in found_functions},
+            "addresses": {e.address: {"label": e.label, "note": e.note} for e in found_addresses},
+            "tokens": {e.contract: {"symbol": e.symbol, "decimals": e.decimals} for e in found_tokens},
+            "function": function,
         }
+
+
+def _int(value: Any) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        return 0
+    return number if 0 < number < 2**63 else 0
