@@ -280,7 +280,8 @@ class BookService:
         names, in one read: ``addresses`` (lowercase address -> label, note), ``tokens`` (lowercase
         contract -> symbol, decimals, on the request's chain) and ``function`` (the registered
         signature for the called selector, the ``to`` contract's own first, and the arguments decoded
-        when the calldata is exactly its canonical encoding; None when nothing is registered)."""
+        when the calldata is exactly its canonical encoding, the addresses among them labelled too;
+        None when nothing is registered)."""
         call = view.get("token_call") or {}
         domain = view.get("domain") or {}
         permits = view.get("permits") or []
@@ -313,11 +314,19 @@ class BookService:
                     calldata = bytes.fromhex(data[2:])
                 except ValueError:
                     calldata = b""
+                decoded = decode_call(chosen.signature, calldata)
                 function = {
                     "signature": chosen.signature,
-                    "arguments": decode_call(chosen.signature, calldata),
+                    "arguments": decoded,
                     "contract_specific": bool(chosen.contract),
                 }
+                # The addresses among its arguments get their labels too (a second, small read).
+                more = {
+                    str(a["value"]).lower() for a in decoded or [] if a["type"] == "address"
+                } - wanted_addresses
+                if more:
+                    async with self._store.read() as reader:
+                        found_addresses += await reader.books.addresses(more)
         return {
             "addresses": {e.address: {"label": e.label, "note": e.note} for e in found_addresses},
             "tokens": {e.contract: {"symbol": e.symbol, "decimals": e.decimals} for e in found_tokens},
