@@ -34,7 +34,7 @@ class AddressList(_Out):
 
 
 class TokenBody(_Body):
-    symbol: str = Field(min_length=1, max_length=20)
+    symbol: str = Field(pattern=r"^[A-Za-z0-9.$_+-]{1,20}$")
     decimals: int = Field(ge=0, le=77)
 
 
@@ -59,7 +59,9 @@ class FunctionBody(_Body):
         default=None, description="a contract ABI (its function entries are registered)"
     )
     contract: str | None = Field(
-        default=None, description="register for this contract only (0x-hex); every contract when absent"
+        default=None,
+        pattern=r"^0x[0-9a-fA-F]{40}$",
+        description="register for this contract only; every contract when absent",
     )
 
 
