@@ -105,3 +105,17 @@ def test_the_sentence_uses_the_books(server: Server, unique_name: str, browser: 
     arguments = browser.text("#arguments")
     assert f"{payroll} (payroll <i>EU</i>, from your address book)" in arguments and "42" in arguments
     _checked(browser, "books-function-decoded")
+
+    # Each change to the books is audited, with what it names.
+    browser.click("#logout")
+    browser.wait_url("/console/login")
+    _sign_in(browser, server.installation.admin_token)
+    browser.wait_url("/console")
+    for kind, target in (
+        ("books.address.put", payroll.lower()),
+        ("books.token.put", f"1:{usdc.lower()}"),
+        ("books.function.put", "contract"),
+    ):
+        browser.get(f"{server.url}/console/audit?q={kind}")
+        events = browser.text("#events")
+        assert kind in events and target in events, (kind, events)
