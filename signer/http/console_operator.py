@@ -257,7 +257,7 @@ async def _review_page(request: web.Request, action: str, target_id: str) -> web
             "title": f"{shown['title']} {target_id}",
             "consequence": shown["consequence"],
             "subject_title": "Impact review (a dry run: nothing has changed yet)",
-            "subject": present.table(summary),
+            "subject": present.table({k: "none" if v in ([], {}) else v for k, v in summary.items()}),
             "details": present.table(details),
             "action": shown["path"].format(id=target_id),
             "button": shown["button"],
