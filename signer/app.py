@@ -57,6 +57,7 @@ from signer.services.audit_log import AuditLogService
 from signer.services.audit_retention import AuditRetention
 from signer.services.audit_sinks import SinkDelivery, build_sink
 from signer.services.auth import AuthService
+from signer.services.books import BookService
 from signer.services.checklist import ChecklistService
 from signer.services.checkpoints import CheckpointPolicy, CheckpointService
 from signer.services.client_certs import ClientCertService
@@ -386,6 +387,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 impact=impact,
                 usage=UsageService(store, usage, clock=utcnow),
                 checklist=checklist,
+                books=BookService(store, clock=utcnow),
                 jsonrpc=JsonRpcService(keys, signing, health, upstream, audit_log, nonce_gates),
                 approval_desk=ApprovalDesk(store, approvals, clock=utcnow),
                 operator_views=OperatorViews(keys, admin, policies, audit_log, checkpoints),

@@ -670,6 +670,41 @@ class SignerClient:
     def grant_usage(self, grant_id: str) -> Any:
         return self.request("GET", f"/v1/usage/grants/{_q(grant_id)}")
 
+    # -- the console's books ----------------------------------------------------------------------
+
+    def list_addresses(self) -> Any:
+        return self.request("GET", "/v1/books/addresses")
+
+    def put_address(self, address: str, label: str, note: str | None = None) -> Any:
+        body = {"label": label, **({"note": note} if note is not None else {})}
+        return self.request("PUT", f"/v1/books/addresses/{_q(address)}", body)
+
+    def remove_address(self, address: str) -> Any:
+        return self.request("DELETE", f"/v1/books/addresses/{_q(address)}")
+
+    def list_tokens(self) -> Any:
+        return self.request("GET", "/v1/books/tokens")
+
+    def put_token(self, chain_id: int, contract: str, symbol: str, decimals: int) -> Any:
+        path = f"/v1/books/tokens/{int(chain_id)}/{_q(contract)}"
+        return self.request("PUT", path, {"symbol": symbol, "decimals": decimals})
+
+    def remove_token(self, chain_id: int, contract: str) -> Any:
+        return self.request("DELETE", f"/v1/books/tokens/{int(chain_id)}/{_q(contract)}")
+
+    def list_functions(self) -> Any:
+        return self.request("GET", "/v1/books/functions")
+
+    def register_functions(
+        self, *, signature: str | None = None, abi: Any = None, contract: str | None = None
+    ) -> Any:
+        body = _present(signature=signature, abi=abi, contract=contract)
+        return self.request("POST", "/v1/books/functions", body)
+
+    def remove_function(self, selector: str, contract: str | None = None) -> Any:
+        path = f"/v1/books/functions/{_q(selector)}"
+        return self.request("DELETE", path, query=_present(contract=contract))
+
     def list_groups(self) -> Any:
         return self.request("GET", "/v1/groups")
 

@@ -1287,6 +1287,50 @@ def test_impact_usage_and_checklist_commands(cli: Cli, tmp_path: Path, unique_na
     assert cli.run("impact", "explode", grant["id"]).exit_code == 2
 
 
+def test_books_commands(cli: Cli, tmp_path: Path) -> None:
+    """The console's books through the CLI: addresses, tokens, functions (one signature or an ABI)."""
+    payroll = "0x" + secrets.token_hex(20)
+    usdc = "0x" + secrets.token_hex(20)
+    added = cli.ok(
+        "books", "address", "add", payroll.upper().replace("0X", "0x"), "payroll", "--note", "monthly"
+    )
+    assert (added["address"], added["label"], added["note"]) == (payroll, "payroll", "monthly")
+    assert any(e["address"] == payroll for e in cli.ok("books", "address", "list"))
+    bad = cli.run("books", "address", "add", "0x12", "short")
+    assert bad.exit_code == cli_api.EXIT_INVALID and "invalid_address" in bad.stdout + bad.stderr
+    assert cli.ok("books", "address", "remove", payroll)["removed"] is True
+    assert cli.run("books", "address", "remove", payroll).exit_code == cli_api.EXIT_NOT_FOUND
+
+    token = cli.ok("books", "token", "add", "1", usdc, "USDC", "6")
+    assert (token["chain_id"], token["symbol"], token["decimals"]) == (1, "USDC", 6)
+    assert any(e["contract"] == usdc for e in cli.ok("books", "token", "list"))
+    assert cli.ok("books", "token", "remove", "1", usdc)["removed"] is True
+
+    (one,) = cli.ok("books", "abi", "add", "--signature", "payout(address,uint256)")
+    assert one["selector"] == "0x117de2fd" and one["contract"] is None
+    abi_file = tmp_path / "vault.json"
+    abi_file.write_text(
+        json.dumps(
+            {
+                "abi": [
+                    {"type": "function", "name": "sweep", "inputs": [{"name": "to", "type": "address"}]},
+                    {"type": "event", "name": "Swept", "inputs": []},
+                ]
+            }
+        )
+    )
+    (sweep,) = cli.ok("books", "abi", "add", "--abi-file", str(abi_file), "--contract", usdc)
+    assert sweep["signature"] == "sweep(address)" and sweep["contract"] == usdc
+    listed = {(e["selector"], e["contract"]) for e in cli.ok("books", "abi", "list")}
+    assert {("0x117de2fd", None), (sweep["selector"], usdc)} <= listed
+    refused = cli.run("books", "abi", "add", "--signature", "payout(address, uint256)")
+    assert (
+        refused.exit_code == cli_api.EXIT_INVALID and "invalid_signature" in refused.stdout + refused.stderr
+    )
+    assert cli.ok("books", "abi", "remove", sweep["selector"], "--contract", usdc)["removed"] is True
+    assert cli.ok("books", "abi", "remove", "0x117de2fd")["removed"] is True
+
+
 def test_every_server_command_was_run(request: pytest.FixtureRequest) -> None:
     """Last in this file: fails while a command made with ``api_call`` has no live-server test."""
     here = [item.name.split("[")[0] for item in request.session.items if item.path == request.path]

@@ -49,6 +49,7 @@ import click
 from signer.cli_api import (
     approvals,
     audit,
+    books,
     grants,
     groups,
     identity,
@@ -97,6 +98,7 @@ COMMAND_MODULES: tuple[ModuleType, ...] = (
     secret_keks,
     secret_versions,
     impact,
+    books,
 )
 
 # The top-level commands, in help order; ``signer.cli`` adds them to ``main``.

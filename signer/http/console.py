@@ -200,11 +200,13 @@ async def detail(request: web.Request) -> web.Response:
     except SignerError as exc:
         return render.message("Not available", exc.message, exc.status, **who(request, ctx))
     voted = request.query.get("voted")
+    books = request.app[SERVICES].books
+    notes = await books.notes_for(page["item"].get("view") or {}) if books is not None else present.NO_NOTES
     return render.page(
         "request.html",
         title=f"Request {page['item']['id']}",
         voted=voted if voted in ("approve", "reject") else None,
-        **present.present(page),
+        **present.present(page, notes),
         **who(request, ctx),
     )
 

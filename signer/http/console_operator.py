@@ -131,6 +131,7 @@ async def key(request: web.Request) -> web.Response:
 async def secrets(request: web.Request) -> web.Response:
     async def build(ctx: RequestContext) -> tuple[str, dict[str, Any]]:
         listed = await request.app[SERVICES].secrets.list(ctx, None, limit=500)
+        may_delete = ctx.caller.role is Role.ADMIN
         rows = [
             [
                 _cell(f"{s.get('folder')}/{s.get('name')}", f"/console/secrets/{s['id']}"),
@@ -138,10 +139,11 @@ async def secrets(request: web.Request) -> web.Response:
                 _cell(s.get("current_version")),
                 _cell(", ".join(s.get("consumers") or [])),
                 _cell(s.get("last_fetched_at") or "never"),
+                _cell("Delete…", f"/console/secrets/{s['id']}/delete") if may_delete else _cell(""),
             ]
             for s in listed["items"]
         ]
-        columns = ("Secret", "Category", "Current version", "Consumers", "Last fetched")
+        columns = ("Secret", "Category", "Current version", "Consumers", "Last fetched", "Action")
         return _records(
             "Secrets",
             _section("secrets", "Secrets (metadata only)", columns, rows, "No secrets you may list."),
@@ -185,10 +187,13 @@ async def grants(request: web.Request) -> web.Response:
                 _cell("Revoke…", f"/console/grants/{g['id']}/revoke")
                 if may_revoke and not g["revoked"]
                 else _cell(""),
+                _cell("Disable principal…", f"/console/principals/{g['principal_id']}/disable")
+                if may_revoke and g["principal_id"]
+                else _cell(""),
             ]
             for g in listed
         ]
-        columns = ("Grant", "To", "On", "Operations", "Expires", "State", "Action")
+        columns = ("Grant", "To", "On", "Operations", "Expires", "State", "Action", "Principal")
         revoked = request.query.get("revoked", "")
         intro = f"Grant {revoked} is revoked." if _GRANT_ID.fullmatch(revoked) else None
         return _records("Grants", _section("grants", "Grants", columns, rows, "No grants."), intro=intro)
@@ -196,45 +201,160 @@ async def grants(request: web.Request) -> web.Response:
     return await _page(request, build)
 
 
-@operator_routes.get("/console/grants/{grant_id}/revoke")
-async def revoke_grant_form(request: web.Request) -> web.Response:
-    """The confirmation: what the grant allows, and what revoking it does, before anything changes."""
+# -- actions behind an impact review and a confirmation --------------------------------------------
+
+
+_ACTIONS: dict[str, dict[str, str]] = {
+    "revoke_grant": {
+        "title": "Revoke grant",
+        "path": "/console/grants/{id}/revoke",
+        "consequence": "revoking this grant stops every operation it allows at once; it cannot be undone "
+        "(a new grant is needed). The revocation is audited with this report.",
+        "button": "Revoke grant",
+        "cancel": "/console/grants",
+    },
+    "disable_principal": {
+        "title": "Disable principal",
+        "path": "/console/principals/{id}/disable",
+        "consequence": "disabling this principal refuses every request it makes at once, through any of "
+        "its tokens; an admin can enable it again. The change is audited with this report.",
+        "button": "Disable principal",
+        "cancel": "/console/grants",
+    },
+    "delete_secret": {
+        "title": "Delete secret",
+        "path": "/console/secrets/{id}/delete",
+        "consequence": "deleting this secret removes it and every sealed version; it cannot be undone. "
+        "The deletion is audited with this report.",
+        "button": "Delete secret",
+        "cancel": "/console/secrets/{id}",
+    },
+}
+
+
+def _impact(request: web.Request) -> Any:
+    service = request.app[SERVICES].impact
+    if service is None:
+        raise NotFound("impact review is not available", code="not_found")
+    return service
+
+
+def _days(request: web.Request) -> int:
+    text = request.query.get("days", "")
+    return int(text) if text.isdigit() and int(text) <= 3660 else 30
+
+
+async def _review_page(request: web.Request, action: str, target_id: str) -> web.Response:
+    """The confirmation: the dry-run impact report (who loses access, what was used and stops, what
+    becomes unused), then the action behind a form carrying the session's CSRF token."""
+    shown = _ACTIONS[action]
 
     async def build(ctx: RequestContext) -> tuple[str, dict[str, Any]]:
-        grant_id = request.match_info["grant_id"]
-        listed = await request.app[SERVICES].admin.list_grants(ctx, None)
-        grant = next((g for g in listed if g["id"] == grant_id), None)
-        if grant is None:
-            raise NotFound("no such grant", code="grant_not_found")
+        report = await _impact(request).review(ctx, action, target_id, _days(request))
+        summary = report.get("summary", {})
+        details = {k: v for k, v in report.items() if k != "summary"}
         return "confirm.html", {
-            "title": f"Revoke grant {grant_id}",
-            "consequence": "revoking this grant stops every operation it allows at once; it cannot be undone "
-            "(a new grant is needed). The revocation is audited.",
-            "subject_title": "The grant",
-            "subject": present.table(grant),
-            "action": f"/console/grants/{grant_id}/revoke",
-            "button": "Revoke grant",
-            "cancel": "/console/grants",
+            "title": f"{shown['title']} {target_id}",
+            "consequence": shown["consequence"],
+            "subject_title": "Impact review (a dry run: nothing has changed yet)",
+            "subject": present.table({k: "none" if v in ([], {}) else v for k, v in summary.items()}),
+            "details": present.table(details),
+            "action": shown["path"].format(id=target_id),
+            "button": shown["button"],
+            "cancel": shown["cancel"].format(id=target_id),
+            "may_act": ctx.caller.role is Role.ADMIN,
         }
 
     return await _page(request, build)
 
 
-@operator_routes.post("/console/grants/{grant_id}/revoke")
-async def revoke_grant(request: web.Request) -> web.Response:
+async def _confirmed(
+    request: web.Request, act: Callable[[RequestContext], Awaitable[Any]], done: str
+) -> web.Response:
     ctx = await session(request)
     if ctx is None:
         return render.redirect("/console/login")
     if not csrf_ok(request, await request.post()):
         return render.message("Refused", FORGED, 403)
-    grant_id = request.match_info["grant_id"]
     try:
-        await request.app[SERVICES].admin.revoke_grant(ctx, grant_id)
+        await act(ctx)
     except SignerError as exc:
-        return render.message("Not revoked", f"{exc.code}: {exc.message}", exc.status, **who(request, ctx))
-    return render.redirect(
-        f"/console/grants?revoked={grant_id}" if _GRANT_ID.fullmatch(grant_id) else "/console/grants"
+        return render.message("Not done", f"{exc.code}: {exc.message}", exc.status, **who(request, ctx))
+    return render.redirect(done)
+
+
+@operator_routes.get("/console/grants/{grant_id}/revoke")
+async def revoke_grant_form(request: web.Request) -> web.Response:
+    return await _review_page(request, "revoke_grant", request.match_info["grant_id"])
+
+
+@operator_routes.post("/console/grants/{grant_id}/revoke")
+async def revoke_grant(request: web.Request) -> web.Response:
+    grant_id = request.match_info["grant_id"]
+    done = f"/console/grants?revoked={grant_id}" if _GRANT_ID.fullmatch(grant_id) else "/console/grants"
+    return await _confirmed(
+        request, lambda ctx: request.app[SERVICES].admin.revoke_grant(ctx, grant_id), done
     )
+
+
+@operator_routes.get("/console/principals/{principal_id}/disable")
+async def disable_principal_form(request: web.Request) -> web.Response:
+    return await _review_page(request, "disable_principal", request.match_info["principal_id"])
+
+
+@operator_routes.post("/console/principals/{principal_id}/disable")
+async def disable_principal(request: web.Request) -> web.Response:
+    principal_id = request.match_info["principal_id"]
+    return await _confirmed(
+        request,
+        lambda ctx: request.app[SERVICES].admin.set_principal_disabled(ctx, principal_id, True),
+        "/console/grants?disabled=1",
+    )
+
+
+@operator_routes.get("/console/secrets/{secret_id}/delete")
+async def delete_secret_form(request: web.Request) -> web.Response:
+    return await _review_page(request, "delete_secret", request.match_info["secret_id"])
+
+
+@operator_routes.post("/console/secrets/{secret_id}/delete")
+async def delete_secret(request: web.Request) -> web.Response:
+    secret_id = request.match_info["secret_id"]
+    return await _confirmed(
+        request,
+        lambda ctx: request.app[SERVICES].secrets.delete(ctx, secret_id),
+        "/console/secrets?deleted=1",
+    )
+
+
+# -- the operator checklist -----------------------------------------------------------------------
+
+
+@operator_routes.get("/console/checklist")
+async def checklist(request: web.Request) -> web.Response:
+    async def build(ctx: RequestContext) -> tuple[str, dict[str, Any]]:
+        service = request.app[SERVICES].checklist
+        if service is None:
+            raise NotFound("the checklist is not available", code="not_found")
+        listed = await service.checklist(ctx, days=_days(request), limit=100)
+        items = [
+            {
+                "id": item["id"],
+                "what": item["what"],
+                "why": item["why"],
+                "action": item["action"],
+                "count": item["count"],
+                "entries": present.table(item["entries"]) if item["entries"] else [],
+            }
+            for item in listed["items"]
+        ]
+        return "checklist.html", {
+            "title": "Operator checklist",
+            "as_of": listed.get("as_of"),
+            "items": items,
+        }
+
+    return await _page(request, build)
 
 
 @operator_routes.get("/console/groups")

@@ -2,8 +2,12 @@
 the fee, the time left, the rule that asked for approval. Plain data in, plain data out (no HTML: the
 templates escape and lay it out), so the wording is tested without a browser.
 
-Amounts are exact: wei are grouped in thousands and ETH comes from the service's exact decimal string;
-ERC-20 and Permit amounts stay in the token's raw units, since nothing here knows a token's decimals.
+Amounts are exact: wei are grouped in thousands and ETH comes from the service's exact decimal string.
+``notes`` are the operator's books for this request (``BookService.notes_for``): an address in the
+address book gets its label beside it ("0x5aAe…BeAed (payroll, from your address book)"), an ERC-20 or
+Permit amount of a token in the token book reads in its units ("250 USDC (250,000,000 base units)"),
+else it stays in the token's raw units; a registered function is named, with its arguments when the
+calldata decoded. Labels are the operator's words, shown as text (the templates escape them).
 """
 
 from __future__ import annotations
@@ -64,11 +68,46 @@ def time_left(seconds: int | None) -> str:
     return f"{seconds} s left"
 
 
-def _amount(raw: str, unbounded: bool) -> str:
-    return "an unlimited amount" if unbounded else f"{grouped(raw)} units"
+Notes = dict[str, Any]
+NO_NOTES: Notes = {"addresses": {}, "tokens": {}, "function": None}
 
 
-def summary(item: dict[str, Any]) -> str:
+def labelled(address: str | None, notes: Notes) -> str:
+    """The short address, with its address book label beside it when it has one."""
+    shown = short_address(address)
+    entry = (notes.get("addresses") or {}).get(str(address or "").lower())
+    return f"{shown} ({entry['label']}, from your address book)" if entry else shown
+
+
+def units(raw: str, decimals: int) -> str:
+    """Base units as an exact decimal in token units: ``250000000``, 6 -> ``250``; ``1500001``, 6 ->
+    ``1.500001`` (grouped in thousands; no float)."""
+    whole, frac = divmod(int(raw), 10**decimals)
+    text = f"{whole:,}"
+    if frac:
+        text += "." + f"{frac:0{decimals}d}".rstrip("0")
+    return text
+
+
+def _token(contract: str | None, notes: Notes) -> dict[str, Any] | None:
+    return (notes.get("tokens") or {}).get(str(contract or "").lower())
+
+
+def token_name(contract: str | None, notes: Notes) -> str:
+    known = _token(contract, notes)
+    return f"{known['symbol']} ({short_address(contract)})" if known else short_address(contract)
+
+
+def _amount(raw: str, unbounded: bool, contract: str | None = None, notes: Notes = NO_NOTES) -> str:
+    if unbounded:
+        return "an unlimited amount"
+    known = _token(contract, notes)
+    if known and str(raw).isdigit():
+        return f"{units(raw, int(known['decimals']))} {known['symbol']} ({grouped(raw)} base units)"
+    return f"{grouped(raw)} units"
+
+
+def summary(item: dict[str, Any], notes: Notes = NO_NOTES) -> str:
     """One plain sentence of what will happen if the request is approved."""
     view = item.get("view", {})
     key = view.get("key_label") or item.get("key_id") or "the key"
@@ -77,25 +116,28 @@ def summary(item: dict[str, Any]) -> str:
         chain = chain_words(view.get("chainId"))
         call = view.get("token_call")
         if call:
-            token = short_address(view.get("to"))
+            token = token_name(view.get("to"), notes)
             method = call.get("method", "call")
-            amount = _amount(call.get("amount", "0"), bool(call.get("unbounded")))
+            amount = _amount(call.get("amount", "0"), bool(call.get("unbounded")), view.get("to"), notes)
             if method in ("approve", "increaseAllowance", "setApprovalForAll"):
                 return (
-                    f"Allow {short_address(call.get('recipient'))} to spend {amount} of token {token} "
+                    f"Allow {labelled(call.get('recipient'), notes)} to spend {amount} of token {token} "
                     f"on {chain} from {key}"
                 )
             return (
-                f"Call {method} on token {token}: {amount} to {short_address(call.get('recipient'))} "
+                f"Call {method} on token {token}: {amount} to {labelled(call.get('recipient'), notes)} "
                 f"on {chain} from {key}"
             )
         if view.get("contractCreation"):
             return f"Deploy a contract with {view.get('value_eth')} ETH on {chain} from {key}"
         sentence = (
             f"Send {view.get('value_eth')} ETH ({grouped(view.get('value', '0'))} wei) to "
-            f"{short_address(view.get('to'))} on {chain} from {key}"
+            f"{labelled(view.get('to'), notes)} on {chain} from {key}"
         )
-        if view.get("selector"):
+        registered = notes.get("function")
+        if registered:
+            sentence += f", calling {registered['signature']}"
+        elif view.get("selector"):
             sentence += f", calling function {view.get('selector')}"
         return sentence
     if scheme == "eip712":
@@ -104,10 +146,10 @@ def summary(item: dict[str, Any]) -> str:
         permits = view.get("permits") or []
         if permits:
             p = permits[0]
-            amount = _amount(p.get("amount", "0"), bool(p.get("unbounded")))
+            amount = _amount(p.get("amount", "0"), bool(p.get("unbounded")), p.get("token"), notes)
             return (
-                f"Sign a permit letting {short_address(p.get('spender'))} spend {amount} of token "
-                f"{short_address(p.get('token'))} with {key}"
+                f"Sign a permit letting {labelled(p.get('spender'), notes)} spend {amount} of token "
+                f"{token_name(p.get('token'), notes)} with {key}"
             )
         chain = chain_words(domain.get("chainId"))
         # The domain's name is the requester's word, not a verified identity: say so.
@@ -148,12 +190,17 @@ def fee(item: dict[str, Any]) -> str | None:
     return f"{view.get('max_gas_cost_eth')} ETH ({grouped(view.get('maxGasCost', '0'))} wei) at most"
 
 
-def function(item: dict[str, Any]) -> str | None:
-    """The called function: decoded when it is a known token call, else its selector."""
+def function(item: dict[str, Any], notes: Notes = NO_NOTES) -> str | None:
+    """The called function: decoded when it is a known token call or a registered function, else
+    its selector."""
     view = item.get("view", {})
     call = view.get("token_call")
     if call:
         return str(call.get("signature") or call.get("method"))
+    registered = notes.get("function")
+    if registered:
+        decoded = "decoded" if registered.get("arguments") is not None else "arguments not decoded"
+        return f"{registered['signature']} (registered by an operator; {decoded})"
     if view.get("selector"):
         return f"selector {view['selector']} (not decoded)"
     return None
@@ -187,15 +234,33 @@ def table(value: Any) -> Any:
     return "" if value is None else str(value)
 
 
-def present(page: dict[str, Any]) -> dict[str, Any]:
+def arguments(notes: Notes) -> list[tuple[str, Any]] | None:
+    """A registered function's decoded arguments as rows: ``0 (address)`` -> the value (an address
+    with its label when it has one)."""
+    registered = notes.get("function") or {}
+    decoded = registered.get("arguments")
+    if not decoded:
+        return None
+    rows: list[tuple[str, Any]] = []
+    for i, argument in enumerate(decoded):
+        value = argument.get("value")
+        if argument.get("type") == "address" and isinstance(value, str):
+            entry = (notes.get("addresses") or {}).get(value.lower())
+            value = f"{value} ({entry['label']}, from your address book)" if entry else value
+        rows.append((f"{i} ({argument.get('type')})", table(value)))
+    return rows
+
+
+def present(page: dict[str, Any], notes: Notes = NO_NOTES) -> dict[str, Any]:
     item = page["item"]
     view = item.get("view", {})
     return {
         **page,
-        "summary": summary(item),
+        "summary": summary(item, notes),
         "dangers": dangers(item),
         "fee": fee(item),
-        "function": function(item),
+        "function": function(item, notes),
+        "arguments": arguments(notes),
         "reasons": reasons(item),
         "requirements": requirements(item),
         "time_left": time_left(page.get("seconds_left")),

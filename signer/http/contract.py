@@ -149,6 +149,18 @@ SEMANTIC_REFUSALS: tuple[SemanticRefusal, ...] = (
         "`certificate` must be one PEM-encoded X.509 certificate that has not expired",
         field=r"certificate",
     ),
+    SemanticRefusal(
+        ("put_address",),
+        frozenset({"invalid_label", "invalid_note"}),
+        "an address book label is not blank, and neither it nor the note holds control or "
+        "bidirectional-override characters",
+    ),
+    SemanticRefusal(
+        ("register_functions",),
+        frozenset({"invalid_signature", "invalid_abi", "invalid_function"}),
+        "exactly one of `signature` (a canonical Solidity signature such as transfer(address,uint256)) "
+        "or `abi` (a contract ABI whose functions have valid ABI types)",
+    ),
 )
 
 # JSON Schema counts 1.0 as an integer; the request parsers do not (a policy says why: amounts are

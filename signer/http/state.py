@@ -17,6 +17,7 @@ from signer.services.audit_hmac import AuditHmac
 from signer.services.audit_log import AuditLogService
 from signer.services.audit_retention import AuditRetention
 from signer.services.auth import AuthService
+from signer.services.books import BookService
 from signer.services.checklist import ChecklistService
 from signer.services.checkpoints import CheckpointService
 from signer.services.client_certs import ClientCertService
@@ -68,6 +69,7 @@ class Services:
     usage: UsageService | None = None
     checklist: ChecklistService | None = None
     client_certs: ClientCertService | None = None  # TLS client certificates of principals
+    books: BookService | None = None  # the console's books (routes/books.py, console_present.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,14 @@ from signer.store.engine import ConnectionFaults, build_engine, parse_url
 from signer.store.migrate import head_revision, migrate
 from signer.store.reader_writer import Reader, Writer
 from signer.store.records import (
+    AddressEntry,
     ApprovalRequestRecord,
     ApprovalVoteRecord,
     ApproverKeyRecord,
     AttachmentRecord,
     AuditRecord,
     ConsoleSessionRecord,
+    FunctionEntry,
     GrantRecord,
     IdempotencyRecord,
     KeyRecord,
@@ -46,12 +48,14 @@ from signer.store.records import (
     PrincipalRecord,
     SecretRecord,
     SecretVersionRecord,
+    TokenEntry,
     TokenRecord,
     WebhookRecord,
 )
 from signer.store.tables.usage import FetchCount, GrantUse, ReferenceUse, SecretFacts
 
 __all__ = [
+    "AddressEntry",
     "ApprovalRequestRecord",
     "ApprovalVoteRecord",
     "ApproverKeyRecord",
@@ -59,6 +63,7 @@ __all__ = [
     "AuditRecord",
     "ConsoleSessionRecord",
     "FetchCount",
+    "FunctionEntry",
     "GrantRecord",
     "GrantUse",
     "IdempotencyRecord",
@@ -74,6 +79,7 @@ __all__ = [
     "SecretRecord",
     "SecretVersionRecord",
     "Store",
+    "TokenEntry",
     "TokenRecord",
     "WebhookRecord",
     "Writer",

@@ -24,6 +24,7 @@ from signer.store.tables.approvals import ApprovalReads, ApprovalWrites
 from signer.store.tables.audit import AuditReads
 from signer.store.tables.audit_retention import RetentionReads, RetentionWrites
 from signer.store.tables.audit_sinks import SinkReads, SinkWrites
+from signer.store.tables.books import BookReads, BookWrites
 from signer.store.tables.checkpoints import CheckpointReads, CheckpointWrites
 from signer.store.tables.console_sessions import ConsoleSessionReads, ConsoleSessionWrites
 from signer.store.tables.grants import GrantReads, GrantWrites
@@ -128,6 +129,10 @@ class Reader(ReadTx):
         return KmsCredentialReads(self)
 
     @cached_property
+    def books(self) -> BookReads:
+        return BookReads(self)
+
+    @cached_property
     def usage(self) -> UsageReads:
         return UsageReads(self)
 
@@ -220,6 +225,10 @@ class Writer(WriteTx):
     @cached_property
     def kms_credentials(self) -> KmsCredentialWrites:
         return KmsCredentialWrites(self)
+
+    @cached_property
+    def books(self) -> BookWrites:
+        return BookWrites(self)
 
     @cached_property
     def usage(self) -> UsageWrites:

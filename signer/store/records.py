@@ -26,12 +26,14 @@ __all__ = [
     "SECRET_VERSION_STATES",
     "TOKEN_KINDS",
     "VOTE_DECISIONS",
+    "AddressEntry",
     "ApprovalRequestRecord",
     "ApprovalVoteRecord",
     "ApproverKeyRecord",
     "AttachmentRecord",
     "AuditRecord",
     "ConsoleSessionRecord",
+    "FunctionEntry",
     "GrantRecord",
     "IdempotencyRecord",
     "KeyRecord",
@@ -42,6 +44,7 @@ __all__ = [
     "PrincipalRecord",
     "SecretRecord",
     "SecretVersionRecord",
+    "TokenEntry",
     "TokenRecord",
     "WebhookRecord",
 ]
@@ -381,3 +384,39 @@ class KmsCredentialRecord:
     kek_id: str
     wrapped_key: bytes = field(repr=False)
     sealed_secret: bytes = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AddressEntry:
+    """An address book entry: ``address`` lowercase 0x-hex, its label and a note ('' for none)."""
+
+    address: str
+    label: str
+    note: str
+    updated_at: datetime
+    updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEntry:
+    """A token book entry: the ERC-20 contract (lowercase 0x-hex) on ``chain_id``, its symbol and
+    decimals (amounts are shown as ``base units / 10**decimals``)."""
+
+    chain_id: int
+    contract: str
+    symbol: str
+    decimals: int
+    updated_at: datetime
+    updated_by: str
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionEntry:
+    """A registered function: its 4-byte ``selector`` (0x + 8 hex) and canonical ``signature`` such as
+    ``transfer(address,uint256)``; ``contract`` '' for every contract, else the ABI's contract."""
+
+    contract: str
+    selector: str
+    signature: str
+    updated_at: datetime
+    updated_by: str

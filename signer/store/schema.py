@@ -34,6 +34,8 @@ from sqlalchemy.types import TypeDecorator
 __all__ = [
     "JSONText",
     "UTCDateTime",
+    "abi_functions",
+    "address_book",
     "approval_requests",
     "approval_votes",
     "approval_webhooks",
@@ -61,6 +63,7 @@ __all__ = [
     "secret_versions",
     "secrets",
     "shadow_decisions",
+    "token_book",
     "tokens",
     "webhook_outbox",
 ]
@@ -620,4 +623,43 @@ anomaly_sources = Table(
     Column("source", Text, nullable=False),
     Column("first_at", UTCDateTime, nullable=False),
     PrimaryKeyConstraint("principal_id", "source"),
+)
+
+
+# -- The console's books (migration 0017_console_books) --------------------------------------------
+
+# Operator-maintained names for what a request shows: an address's label and note (addresses lowercase
+# hex), a token contract's symbol and decimals per chain, a function's signature per 4-byte selector
+# (``contract`` '' for every contract, else the lowercase address an ABI was registered for).
+address_book = Table(
+    "address_book",
+    metadata,
+    Column("address", Text, primary_key=True),
+    Column("label", Text, nullable=False),
+    Column("note", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", Text, nullable=False),
+)
+
+token_book = Table(
+    "token_book",
+    metadata,
+    Column("chain_id", BigInteger, nullable=False),
+    Column("contract", Text, nullable=False),
+    Column("symbol", Text, nullable=False),
+    Column("decimals", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", Text, nullable=False),
+    PrimaryKeyConstraint("chain_id", "contract"),
+)
+
+abi_functions = Table(
+    "abi_functions",
+    metadata,
+    Column("contract", Text, nullable=False),
+    Column("selector", Text, nullable=False),
+    Column("signature", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("updated_by", Text, nullable=False),
+    PrimaryKeyConstraint("contract", "selector"),
 )

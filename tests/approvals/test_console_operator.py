@@ -105,7 +105,7 @@ def test_operator_pages(server: Server, unique_name: str, browser: webdriver.Bro
     # revokes it and is audited.
     browser.click(f"a[href='/console/grants/{grant['id']}/revoke']")
     browser.wait_url(f"/console/grants/{grant['id']}/revoke")
-    assert "cannot be undone" in browser.text("#consequence") and folder in browser.text("#subject")
+    assert "cannot be undone" in browser.text("#consequence") and grant["id"] in browser.text("#details")
     _checked(browser, "confirm-revoke")
     browser.script("document.querySelector('form.actions input[name=csrf]').value = 'forged'")
     browser.click("#confirm")

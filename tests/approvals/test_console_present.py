@@ -100,3 +100,34 @@ def test_a_secret_read_and_the_reasons() -> None:
     assert present.requirements(item) == ["1 of 2 approvals from ops"]
     assert present.time_left(3720) == "1 h 2 min left" and present.time_left(0) == "expired"
     assert present.table({"a": [1, {"b": None}]}) == [("a", [("0", "1"), ("1", [("b", "")])])]
+
+
+def test_token_units_and_labels_from_the_books() -> None:
+    from signer.http.console_present import NO_NOTES, labelled, summary, units
+
+    assert units("250000000", 6) == "250"
+    assert units("1500001", 6) == "1.500001"
+    assert units("1234567000000000000000", 18) == "1,234.567"
+    assert units("7", 0) == "7"
+    to = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
+    notes = {
+        "addresses": {to.lower(): {"label": "payroll", "note": ""}},
+        "tokens": {to.lower(): {"symbol": "USDC", "decimals": 6}},
+        "function": None,
+    }
+    assert labelled(to, notes) == "0x5aAe…BeAed (payroll, from your address book)"
+    assert labelled(to, NO_NOTES) == "0x5aAe…BeAed"
+    item = {
+        "key_id": "key_1",
+        "view": {
+            "scheme": "transaction",
+            "chainId": "1",
+            "to": to,
+            "token_call": {"method": "transfer", "amount": "250000000", "recipient": to},
+        },
+    }
+    assert summary(item, notes) == (
+        "Call transfer on token USDC (0x5aAe…BeAed): 250 USDC (250,000,000 base units) to "
+        "0x5aAe…BeAed (payroll, from your address book) on Ethereum mainnet (chain 1) from key_1"
+    )
+    assert "250,000,000 units" in summary(item)  # an unknown token stays in raw units

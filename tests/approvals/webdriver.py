@@ -118,6 +118,10 @@ class Browser:
         """Run ``code`` with its callback as the last argument (``arguments[arguments.length - 1]``)."""
         return self._s("POST", "/execute/async", {"script": code, "args": []})
 
+    def frame(self, index: int | None) -> None:
+        """Run what follows inside the page's ``index``-th frame (None: the top page again)."""
+        self._s("POST", "/frame", {"id": index})
+
     def window_size(self, width: int, height: int) -> None:
         self._s("POST", "/window/rect", {"width": width, "height": height})
 

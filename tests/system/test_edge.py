@@ -429,6 +429,11 @@ CONSOLE = [
     ("GET", "/console/keys"),
     ("GET", "/console/audit"),
     ("POST", "/console/grants/nosuch/revoke"),
+    ("GET", "/console/checklist"),
+    ("GET", "/console/principals/nosuch/disable"),
+    ("POST", "/console/principals/nosuch/disable"),
+    ("GET", "/console/secrets/nosuch/delete"),
+    ("POST", "/console/secrets/nosuch/delete"),
     ("GET", "/no/such/route"),
 ]
 

@@ -18,6 +18,7 @@ from signer.http.routes import (
     audit_export,
     audit_hmac,
     audit_retention,
+    books,
     client_certs,
     grants,
     groups,
@@ -62,6 +63,7 @@ RESOURCE_MODULES: tuple[ModuleType, ...] = (
     jsonrpc,
     kms,
     impact,
+    books,
 )
 
 # Paths whose handler may wait on purpose (bounded by the handler), beyond the request deadline.
