@@ -75,6 +75,8 @@ MESSAGE_ENCODINGS: dict[str, JsonValue] = {
 }
 
 DRY_RUN_PAYLOADS: dict[str, JsonValue] = {
+    # A message present is read in its encoding whatever the operation (the dry run parses every field).
+    **MESSAGE_ENCODINGS,
     "oneOf": [
         {"properties": {"operation": {"const": "sign_transaction"}}, **exactly_one_of("transaction", "raw")},
         {
