@@ -804,7 +804,12 @@ class SignerClient:
 
     def audit_retained_after(self) -> int:
         """The seq up to which the log was archived and pruned (0: nothing was)."""
-        page = self.request("GET", "/v1/audit/checkpoints", query={"after": 0, "limit": 1})
+        try:
+            page = self.request("GET", "/v1/audit/checkpoints", query={"after": 0, "limit": 1})
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            return 0  # an older server: no checkpoints, nothing pruned
         return int(page.get("retained_after", 0)) if isinstance(page, dict) else 0
 
     def audit_archive(self, out: Any, before_seq: int | None, before: str | None) -> tuple[int, int, str]:

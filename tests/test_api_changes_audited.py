@@ -19,9 +19,13 @@ import json
 import secrets
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from eth_utils import keccak
+
 from signer.audit import canonical_json
 from signer.http.routes import api
 from tests.service_harness import Server, attach_policy, grant, make_key, make_service
+from tests.system.test_tls import issue
 
 # POSTs that change nothing (each still audited where it is a decision: see the kinds below).
 NOT_STATE_CHANGES = {
@@ -116,6 +120,14 @@ _STEP_NAMES: list[tuple[str, str | tuple[str, ...]]] = [
     ("reject", ("approval.vote", "approval.rejected")),
     ("resolve_secrets", "secret.fetch"),
     ("rotate_kek", "secret.kek_rotation.start"),
+    ("put_address", "books.address.put"),
+    ("remove_address", "books.address.remove"),
+    ("put_token", "books.token.put"),
+    ("remove_token", "books.token.remove"),
+    ("register_functions", "books.function.put"),
+    ("remove_function", "books.function.remove"),
+    ("register_client_certificate", "client_certificate.register"),
+    ("revoke_client_certificate", "client_certificate.revoke"),
     ("dry_run", ()),
     ("impact_review", ()),
 ]
@@ -352,6 +364,26 @@ def test_each_state_change_leaves_exactly_one_event(server: Server) -> None:
     )
 
     step("issue_kms_credential", "POST", f"/v1/principals/{pid}/kms-credentials", {}, status=201)
+    book_address = "0x" + secrets.token_hex(20)
+    step("put_address", "PUT", f"/v1/books/addresses/{book_address}", {"label": f"walk {tag}"})
+    step("remove_address", "DELETE", f"/v1/books/addresses/{book_address}")
+    token_contract = "0x" + secrets.token_hex(20)
+    step("put_token", "PUT", f"/v1/books/tokens/1/{token_contract}", {"symbol": "WLK", "decimals": 6})
+    step("remove_token", "DELETE", f"/v1/books/tokens/1/{token_contract}")
+    step("register_functions", "POST", "/v1/books/functions", {"signature": f"walk{tag}(address,uint256)"})
+    selector = "0x" + keccak(f"walk{tag}(address,uint256)".encode())[:4].hex()
+    step("remove_function", "DELETE", f"/v1/books/functions/{selector}")
+    cert, _ = issue(f"walk-{tag}", None)
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    registered = step(
+        "register_client_certificate",
+        "POST",
+        f"/v1/principals/{pid}/client-certificates",
+        {"certificate": pem},
+        status=201,
+    )
+    fingerprint = registered.get("fingerprint", "") if isinstance(registered, dict) else ""
+    step("revoke_client_certificate", "DELETE", f"/v1/principals/{pid}/client-certificates/{fingerprint}")
     step("audit_hmac", "POST", "/v1/audit/hmac", {"field": "idempotency_key", "value": "walk"})
     step("ledger_prune", "POST", "/v1/ledger/prune", {})
     step("audit_rollback_acknowledge", "POST", "/v1/audit/rollback/acknowledge", {})

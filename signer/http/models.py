@@ -99,7 +99,7 @@ DRY_RUN_PAYLOADS: dict[str, JsonValue] = {
             },
             "required": ["digest"],
         },
-    ]
+    ],
 }
 
 

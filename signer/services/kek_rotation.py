@@ -185,7 +185,8 @@ class KekRotations:
         require_role(ctx, Role.ADMIN)
         name = self._scope(scope)
         if not isinstance(kek_id, str) or not _KEK_ID.match(kek_id):
-            raise InvalidRequest("kek_id is a hex id", code="invalid_kek_id", field="kek_id")
+            # Not an id a KEK could have: no retired KEK of that id (the same answer as an unknown one).
+            raise NotFound("no retired KEK of that id in that scope", code="kek_not_found")
         now = self._clock()
         async with self._store.read() as reader:
             latest = await reader.kek_rotations.latest(name)
