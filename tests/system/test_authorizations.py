@@ -29,7 +29,7 @@ from tests.service_harness import (
     unlock_policy,
 )
 from tests.system.support import HANG_GUARD
-from tests.system.test_clients import HTTPProvider, Web3, anvil, needs_js
+from tests.system.test_clients import HTTPProvider, Web3, anvil
 
 __all__ = ["anvil"]  # the fixture, shared with the other client tests
 
@@ -199,7 +199,6 @@ def test_cli_signs_an_authorization(server: Server, unique_name: str) -> None:
     assert authority_of(signed) == key["address"] and signed["nonce"] == "0x5"
 
 
-@needs_js
 def test_anvil_runs_the_delegate_for_the_signer_key(server: Server, unique_name: str, anvil: str) -> None:
     """A sponsor (an anvil dev account) sends a type-4 transaction carrying the signer's authorisation:
     the key's account then holds the 7702 delegation designator to the delegate."""

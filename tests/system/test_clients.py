@@ -18,6 +18,12 @@ from typing import Any
 
 import pytest
 
+# web3 is in the test extra and tests/js is installed by scripts/setup --test (scripts/test runs it):
+# prerequisites of the suite, so a missing one fails here instead of skipping silently.
+from eth_account import Account
+from web3 import HTTPProvider, Web3
+from web3.exceptions import Web3RPCError
+
 from tests.service_harness import (
     TREE,
     Server,
@@ -30,19 +36,16 @@ from tests.service_harness import (
 )
 from tests.system.support import HANG_GUARD, wait_until
 
-web3 = pytest.importorskip("web3", reason="web3 is in the test extra (scripts/setup --test)")
-from eth_account import Account  # noqa: E402
-from web3 import HTTPProvider, Web3  # noqa: E402
-from web3.exceptions import Web3RPCError  # noqa: E402
-
 JS = TREE / "tests" / "js"
 ANVIL = JS / "node_modules" / ".bin" / "anvil"
-needs_js = pytest.mark.skipif(not ANVIL.exists(), reason="scripts/setup --test installs tests/js (npm ci)")
+
 DELEGATE = "0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"
 
 
 @pytest.fixture
 def anvil(tmp_path: Path) -> Iterator[str]:
+    if not ANVIL.exists():
+        pytest.fail("run scripts/setup --test: it installs tests/js (anvil, ethers) with npm ci")
     port = free_port()
     log = open(tmp_path / "anvil.log", "w", encoding="utf-8")
     process = subprocess.Popen(
@@ -98,7 +101,6 @@ def through_signer(server: Server, token: str) -> Web3:
     return Web3(HTTPProvider(f"{server.url}/v1/rpc", request_kwargs={"headers": headers, "timeout": 30}))
 
 
-@needs_js
 def test_web3py_sends_every_type_through_the_signer(server: Server, unique_name: str, anvil: str) -> None:
     token, key = relayer(server, unique_name, ["sign_transaction", "sign_message", "sign_typed_data"])
     attach_policy(server, unlock_policy(f"unlock-{unique_name}"[:60], [DELEGATE]), key_id=key["id"])
@@ -154,7 +156,6 @@ def _defunct(data: bytes) -> Any:
     return encode_defunct(data)
 
 
-@needs_js
 def test_web3py_sees_denials_and_approval_waits(server: Server, unique_name: str, anvil: str) -> None:
     token, key = relayer(server, unique_name, ["sign_transaction"])
     attach_policy(
@@ -179,7 +180,6 @@ def test_web3py_sees_denials_and_approval_waits(server: Server, unique_name: str
     assert "approval required" in str(waiting.value) and "/v1/approvals/" in str(waiting.value)
 
 
-@needs_js
 def test_ethers_json_rpc_signer(server: Server, unique_name: str, anvil: str) -> None:
     token, key = relayer(server, unique_name, ["sign_transaction", "sign_message", "sign_typed_data"])
     attach_policy(
@@ -221,7 +221,6 @@ def test_ethers_json_rpc_signer(server: Server, unique_name: str, anvil: str) ->
     assert waiting["data"]["approval"]["id"] and waiting["data"]["wait"].startswith("GET /v1/approvals/")
 
 
-@needs_js
 @pytest.mark.parametrize("workers", [1, 2])
 def test_upstream_send_fills_signs_submits_and_keeps_nonces_gapless(
     own_installation: Any, launch: Any, anvil: str, unique_name: str, workers: int
