@@ -8,7 +8,6 @@ from __future__ import annotations
 import http.client as httpclient
 import re
 import urllib.parse
-from collections.abc import Iterator
 
 import pytest
 from eth_account import Account
@@ -40,17 +39,6 @@ def typed_desk(server: Server, unique_name: str) -> Desk:
         "domains": [{"name": "Known"}],
     }
     return Desk(server, unique_name, rules=[rule])
-
-
-@pytest.fixture
-def browser() -> Iterator[webdriver.Browser]:
-    if not webdriver.available():
-        pytest.skip(
-            "chromium and chromedriver are not installed (scripts/setup --test installs them on Debian)"
-        )
-    opened = webdriver.Browser()
-    yield opened
-    opened.close()
 
 
 def _pending(desk: Desk, server: Server) -> tuple[str, str]:

@@ -7,10 +7,8 @@ the axe-core scan at both sizes and is photographed (tests/artifacts/console/)."
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from eth_abi import encode
 from eth_utils import to_checksum_address
 
@@ -20,17 +18,6 @@ from tests.approvals.test_console_browser import _checked, _sign_in
 from tests.service_harness import Server
 
 TWO_ETH = "2000000000000000000"  # over the desk's 1 ETH cap: every request below waits for approval
-
-
-@pytest.fixture
-def browser() -> Iterator[webdriver.Browser]:
-    if not webdriver.available():
-        pytest.skip(
-            "chromium and chromedriver are not installed (scripts/setup --test installs them on Debian)"
-        )
-    opened = webdriver.Browser()
-    yield opened
-    opened.close()
 
 
 def _address() -> str:

@@ -8,7 +8,6 @@ filters; an axe-core scan (tests/js/node_modules/axe-core) finds no serious or c
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +35,6 @@ TX = {
     "maxFeePerGas": 30_000_000_000,
     "maxPriorityFeePerGas": 1_000_000_000,
 }
-
-
-@pytest.fixture
-def browser() -> Iterator[webdriver.Browser]:
-    if not webdriver.available():
-        pytest.skip(
-            "chromium and chromedriver are not installed (scripts/setup --test installs them on Debian)"
-        )
-    opened = webdriver.Browser()
-    yield opened
-    opened.close()
 
 
 def _shot(browser: webdriver.Browser, name: str) -> None:

@@ -8,10 +8,7 @@ refused them. Every page passes the axe-core scan at both sizes and is photograp
 from __future__ import annotations
 
 import secrets as random
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from tests.approvals import webdriver
 from tests.approvals.test_api_approvals import Desk
@@ -24,17 +21,6 @@ def _grant(server: Server, grant_id: str) -> dict[str, Any]:
     assert status == 200, listed
     items = listed["items"] if isinstance(listed, dict) else listed
     return next(g for g in items if g["id"] == grant_id)
-
-
-@pytest.fixture
-def browser() -> Iterator[webdriver.Browser]:
-    if not webdriver.available():
-        pytest.skip(
-            "chromium and chromedriver are not installed (scripts/setup --test installs them on Debian)"
-        )
-    opened = webdriver.Browser()
-    yield opened
-    opened.close()
 
 
 def test_operator_pages(server: Server, unique_name: str, browser: webdriver.Browser) -> None:

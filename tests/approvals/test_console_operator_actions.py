@@ -23,17 +23,6 @@ from tests.approvals.test_console_browser import _checked, _shot, _sign_in
 from tests.service_harness import Server
 
 
-@pytest.fixture
-def browser() -> Iterator[webdriver.Browser]:
-    if not webdriver.available():
-        pytest.skip(
-            "chromium and chromedriver are not installed (scripts/setup --test installs them on Debian)"
-        )
-    opened = webdriver.Browser()
-    yield opened
-    opened.close()
-
-
 def _grant(server: Server, grant_id: str) -> dict[str, Any]:
     status, _, listed = server.call("GET", "/v1/grants", token=server.installation.admin_token)
     assert status == 200, listed
