@@ -15,7 +15,9 @@ autoescaped), a stylesheet and one small script served from the app.
 - Clickjacking and injection: ``X-Frame-Options: DENY``, a CSP with ``frame-ancestors 'none'``,
   ``default-src 'none'`` and the one script allowed by its hash (``console_render``).
 - The request page (``signer.services.approval_desk`` around ``ApprovalsService.show``) says in one
-  sentence what will happen (``console_present``), then the decision; a vote may carry a signature
+  sentence what will happen (``console_present``, with the operator's books: address names, token
+  units, registered functions), then the decision; each row of the list says the same sentence (the
+  books read once for the whole page); a vote may carry a signature
   made in the browser (Ed25519 by WebCrypto, or secp256k1 by an injected wallet), verified by the
   approvals service exactly as for the API. Never a secret value: the approval model stores none.
 
@@ -156,11 +158,11 @@ async def static(request: web.Request) -> web.Response:
 # -- pages ----------------------------------------------------------------------------------------
 
 
-def _listed(item: dict[str, Any]) -> dict[str, Any]:
+def _listed(item: dict[str, Any], notes: present.Notes) -> dict[str, Any]:
     return {
         "id": item["id"],
         "state": item["state"],
-        "summary": present.summary(item),
+        "summary": present.summary(item, notes),
         "dangers": present.dangers(item),
         "requirements": present.requirements(item),
         "time_left": present.time_left(item.get("seconds_left")),
@@ -177,6 +179,10 @@ async def index(request: web.Request) -> web.Response:
     if show not in _CAPTIONS:
         show = default
     items = await _desk(request).listing(ctx, show)
+    # The books for every row at once (one read of each book per page, however many rows).
+    books = request.app[SERVICES].books
+    views = [i.get("view") or {} for i in items]
+    notes = await books.notes_for_many(views) if books is not None else [present.NO_NOTES] * len(items)
     caption, empty = _CAPTIONS[show]
     return render.page(
         "index.html",
@@ -185,7 +191,7 @@ async def index(request: web.Request) -> web.Response:
         filters=FILTERS,
         caption=caption,
         empty=empty,
-        items=[_listed(i) for i in items],
+        items=[_listed(i, n) for i, n in zip(items, notes, strict=True)],
         **who(request, ctx),
     )
 

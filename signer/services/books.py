@@ -4,14 +4,17 @@ The address book (an address's label and note: "payroll, from your address book"
 ERC-20 contract's symbol and decimals per chain, so amounts read "250 USDC (250,000,000 base units)")
 and registered functions (one canonical signature, or a contract ABI's functions: the called function
 decoded on the approver's page). Admins write (each change audited as ``books.*``); admins, approvers
-and auditors read. ``names_for`` answers the handful of entries one request names, in one read, for
-``signer.http.console_present``. Names are shown, never trusted: policy decides on addresses and
+and auditors read. ``notes_for`` answers the handful of entries one request names, in one read, for
+``signer.http.console_present``; ``notes_for_many`` those of a whole page of requests in the same few
+reads (the console's list). Names are shown, never trusted: policy decides on addresses and
 selectors alone, so a wrong label misleads nobody's policy, and every label is escaped where shown.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from signer.audit import EventTarget
@@ -282,6 +285,66 @@ class BookService:
         signature for the called selector, the ``to`` contract's own first, and the arguments decoded
         when the calldata is exactly its canonical encoding, the addresses among them labelled too;
         None when nothing is registered)."""
+        return (await self.notes_for_many([view]))[0]
+
+    async def notes_for_many(self, views: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``notes_for`` of each view, in order, for a whole page of requests at once: one read of
+        each book for every view together (and one more of the address book when decoded arguments
+        name addresses the views did not), however many views there are."""
+        wanted = [_Wanted.of(view) for view in views]
+        addresses = set().union(*(w.addresses for w in wanted))
+        tokens = set().union(*(w.tokens for w in wanted))
+        selectors = set().union(*(w.selectors for w in wanted))
+        async with self._store.read() as reader:
+            found_addresses = await reader.books.addresses(addresses)
+            found_tokens = await reader.books.tokens(tokens)
+            found_functions = await reader.books.functions(selectors)
+        functions = [_function(view, w, found_functions) for view, w in zip(views, wanted, strict=True)]
+        # The addresses among decoded arguments get their labels too (a second, small read).
+        more = {
+            str(a["value"]).lower()
+            for f in functions
+            if f is not None
+            for a in f["arguments"] or []
+            if a["type"] == "address"
+        } - addresses
+        if more:
+            async with self._store.read() as reader:
+                found_addresses += await reader.books.addresses(more)
+        labels = {e.address: {"label": e.label, "note": e.note} for e in found_addresses}
+        units = {(e.chain_id, e.contract): {"symbol": e.symbol, "decimals": e.decimals} for e in found_tokens}
+        out = []
+        for w, function in zip(wanted, functions, strict=True):
+            named = w.addresses | {
+                str(a["value"]).lower()
+                for a in (function or {}).get("arguments") or []
+                if a["type"] == "address"
+            }
+            out.append(
+                {
+                    "addresses": {a: labels[a] for a in sorted(named) if a in labels},
+                    "tokens": {
+                        contract: units[(c, contract)]
+                        for c, contract in sorted(w.tokens)
+                        if (c, contract) in units
+                    },
+                    "function": function,
+                }
+            )
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Wanted:
+    """What one request's view names in the books: addresses, (chain, token contract) pairs, the
+    called selector."""
+
+    addresses: frozenset[str]
+    tokens: frozenset[tuple[int, str]]
+    selectors: frozenset[str]
+
+    @staticmethod
+    def of(view: dict[str, Any]) -> _Wanted:
         call = view.get("token_call") or {}
         domain = view.get("domain") or {}
         permits = view.get("permits") or []
@@ -291,47 +354,41 @@ class BookService:
         chain = _int(view.get("chainId") if view.get("scheme") == "transaction" else domain.get("chainId"))
         contracts = ([view.get("to")] if call else []) + [p.get("token") for p in permits]
         selector = view.get("selector") if view.get("scheme") == "transaction" and not call else None
-        wanted_addresses = {a.lower() for a in addresses if isinstance(a, str) and _ADDRESS.fullmatch(a)}
-        wanted_tokens = {
-            (chain, a.lower()) for a in contracts if chain and isinstance(a, str) and _ADDRESS.fullmatch(a)
-        }
-        wanted_selectors = (
-            {selector.lower()} if isinstance(selector, str) and _SELECTOR.fullmatch(selector) else set()
+        return _Wanted(
+            frozenset(a.lower() for a in addresses if isinstance(a, str) and _ADDRESS.fullmatch(a)),
+            frozenset(
+                (chain, a.lower())
+                for a in contracts
+                if chain and isinstance(a, str) and _ADDRESS.fullmatch(a)
+            ),
+            frozenset({selector.lower()})
+            if isinstance(selector, str) and _SELECTOR.fullmatch(selector)
+            else frozenset(),
         )
-        async with self._store.read() as reader:
-            found_addresses = await reader.books.addresses(wanted_addresses)
-            found_tokens = await reader.books.tokens(wanted_tokens)
-            found_functions = await reader.books.functions(wanted_selectors)
-        function = None
-        if found_functions:
-            to = str(view.get("to") or "").lower()
-            chosen = next((f for f in found_functions if f.contract == to), None) or next(
-                (f for f in found_functions if f.contract == ""), None
-            )
-            if chosen is not None:
-                data = str(view.get("data") or "")
-                try:
-                    calldata = bytes.fromhex(data[2:])
-                except ValueError:
-                    calldata = b""
-                decoded = decode_call(chosen.signature, calldata)
-                function = {
-                    "signature": chosen.signature,
-                    "arguments": decoded,
-                    "contract_specific": bool(chosen.contract),
-                }
-                # The addresses among its arguments get their labels too (a second, small read).
-                more = {
-                    str(a["value"]).lower() for a in decoded or [] if a["type"] == "address"
-                } - wanted_addresses
-                if more:
-                    async with self._store.read() as reader:
-                        found_addresses += await reader.books.addresses(more)
-        return {
-            "addresses": {e.address: {"label": e.label, "note": e.note} for e in found_addresses},
-            "tokens": {e.contract: {"symbol": e.symbol, "decimals": e.decimals} for e in found_tokens},
-            "function": function,
-        }
+
+
+def _function(view: dict[str, Any], wanted: _Wanted, found: list[FunctionEntry]) -> dict[str, Any] | None:
+    """The registered function a view calls (the ``to`` contract's own first, then one registered for
+    every contract), with its arguments decoded; None when nothing is registered."""
+    mine = [f for f in found if f.selector in wanted.selectors]
+    if not mine:
+        return None
+    to = str(view.get("to") or "").lower()
+    chosen = next((f for f in mine if f.contract == to), None) or next(
+        (f for f in mine if f.contract == ""), None
+    )
+    if chosen is None:
+        return None
+    data = str(view.get("data") or "")
+    try:
+        calldata = bytes.fromhex(data[2:])
+    except ValueError:
+        calldata = b""
+    return {
+        "signature": chosen.signature,
+        "arguments": decode_call(chosen.signature, calldata),
+        "contract_specific": bool(chosen.contract),
+    }
 
 
 def _int(value: Any) -> int:
