@@ -30,6 +30,7 @@ from signer.errors import DeadlineExceeded, SignerError
 from signer.hsm import Hsm
 from signer.http.console import console_routes
 from signer.http.console_operator import operator_routes
+from signer.http.console_rotation import rotation_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.eth_upstream import EthUpstream
 from signer.http.rollback_guard import rollback_guard
@@ -480,6 +481,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(routes)
     app.add_routes(console_routes)
     app.add_routes(operator_routes)
+    app.add_routes(rotation_routes)
     return app
 
 

@@ -158,12 +158,17 @@ async def secret(request: web.Request) -> web.Response:
         shown = await request.app[SERVICES].secrets.show(ctx, request.match_info["secret_id"])
         versions = shown.pop("versions", [])
         access = shown.pop("access", {})
-        return _record(
+        template, context = _record(
             f"Secret {shown.get('folder')}/{shown.get('name')}",
             ("secret", "Metadata", shown),
             ("versions", "Versions (never their values)", versions),
             ("access", "Who can use it, and when it was last fetched", access),
         )
+        # Rotation (console_rotation): the link, for an admin, to its impact review and form.
+        rotate = ctx.caller.role is Role.ADMIN and shown.get("backend") == "sealed"
+        context["partials"] = [*context.get("partials", []), "secret_actions.html"]
+        context["rotate_href"] = f"/console/secrets/{shown['id']}/rotate" if rotate else None
+        return template, context
 
     return await _page(request, build)
 
