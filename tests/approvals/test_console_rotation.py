@@ -30,6 +30,7 @@ from eth_utils import to_checksum_address
 from sqlalchemy import event
 
 from signer.eth.functions import selector_of
+from signer.http.console_rotation import duration, effects
 from signer.services.books import BookService
 from signer.store import AddressEntry, FunctionEntry, Store, TokenEntry
 from tests.approvals import webdriver
@@ -374,3 +375,52 @@ async def test_the_list_reads_the_books_once_per_page(store: Store) -> None:
     assert many[0]["addresses"][labelled[5].lower()]["label"] == "label-5"
     assert many[3]["function"]["signature"] == signature
     assert many[3]["addresses"][labelled[4].lower()]["label"] == "label-4"  # a decoded argument's label
+
+
+def test_the_rotation_said_in_words() -> None:
+    """console_rotation.effects: plain data in, sentences out (no browser)."""
+    assert [duration(s) for s in (59, 60, 3600, 90061, 172800)] == [
+        "59 s",
+        "1 min",
+        "1 h",
+        "1 day 1 h 1 min",
+        "2 days",
+    ]
+    report = {
+        "days": 7,
+        "versions": {"current": 4, "next": 5},
+        "resources": [
+            {
+                "keep": [
+                    {"subject": "group:ops", "operations": ["read_value"], "through": ["grt_1"]},
+                    {"subject": "principal:auditor", "operations": ["read_metadata"], "through": ["grt_2"]},
+                ],
+                "fetched": [
+                    {
+                        "principal_id": "prn_a",
+                        "workload": "api",
+                        "fetches": 3,
+                        "last_at": "T",
+                        "last_version": 4,
+                    }
+                ],
+                "fetchers_total": 2,
+                "consumers": [{"name": "api", "status": "keeps"}, {"name": "cron", "status": "not_seen"}],
+            }
+        ],
+        "older_grants": [{"grant_id": "grt_9", "principal_id": "prn_b", "advice": "revoke when done"}],
+    }
+    said = dict(effects(report, {"pins": {"cron": 3}, "overlap_seconds": None}))
+    assert said["New version"] == "Version 5 replaces version 4 as the one fetches get."
+    assert said["Who gets the new value"] == "At their next fetch: group:ops (through grt_1)"
+    assert said["Fetched in the last 7 days"] == (
+        "api as prn_a: 3 fetches, last at T (version 4) (the 1 most frequent of 2)"
+    )
+    assert said["Declared consumers"] == "api (follows the current version); cron (pinned to version 3)"
+    assert said["Pinned consumers"] == "cron stays on version 3 until its pin changes"
+    assert said["Overlap window"].startswith("None set: version 4 stays enabled")
+    assert said["Grants used only for older versions"] == "grt_9 (prn_b): revoke when done"
+    quiet = dict(effects({"days": 30, "resources": [{}]}, {"current_version": 1, "overlap_seconds": 86400}))
+    assert quiet["Who gets the new value"] == "Nobody holds read_value on this secret now."
+    assert quiet["Fetched in the last 30 days"] == "Nobody fetched it in the last 30 days."
+    assert quiet["Overlap window"].startswith("1 day: version 1 stays readable that long")
