@@ -238,6 +238,44 @@ def throwaway_postgres(base_url: str) -> Iterator[str]:
         asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+def kept_postgres(base_url: str, name: str) -> str:
+    """A database ``name`` next to ``base_url``'s, created if it does not exist and never dropped (for
+    benchmarks that seed once and measure many times); yields its SQLAlchemy URL."""
+    import asyncpg
+
+    if not name.replace("_", "").isalnum():
+        raise SystemExit(f"not a plain database name: {name}")
+
+    async def ensure() -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(base_url))
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    from sqlalchemy.engine import make_url
+
+    asyncio.run(ensure())
+    return make_url(base_url).set(database=name).render_as_string(hide_password=False)
+
+
+def analyse_postgres(url: str) -> None:
+    """``ANALYZE`` the database behind ``url``: after a bulk seed, the planner's statistics a running
+    installation gets from autovacuum (which may be off on a test machine; then every plan assumes
+    near-empty tables)."""
+    import asyncpg
+
+    async def analyse() -> None:
+        conn = await asyncpg.connect(_asyncpg_dsn(url))
+        try:
+            await conn.execute("ANALYZE")
+        finally:
+            await conn.close()
+
+    asyncio.run(analyse())
+
+
 def _pg_settings(url: str) -> dict[str, str]:
     import asyncpg
 

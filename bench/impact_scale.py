@@ -249,12 +249,20 @@ def main() -> None:
     )
     parser.add_argument("--database", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument("--keep", type=Path, help="SQLite: seed this file once and reuse it on later runs")
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        help="seed once and reuse on later runs: the SQLite file, or with postgres a database of that "
+        "name next to SIGNER_BENCH_PG_URL's (created if missing; its seed notes in NAME.json here)",
+    )
     args = parser.parse_args()
     if args.database == "postgres":
-        from bench.common import throwaway_postgres
+        from bench.common import kept_postgres, throwaway_postgres
 
         base = os.environ.get("SIGNER_BENCH_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+        if args.keep is not None:
+            asyncio.run(run(args, kept_postgres(base, args.keep.name)))
+            return
         with throwaway_postgres(base) as url:
             asyncio.run(run(args, url))
         return
@@ -278,6 +286,11 @@ async def run(args: argparse.Namespace, url: str) -> None:
             chosen = await seed(store)
             if sidecar is not None:
                 sidecar.write_text(json.dumps(chosen))
+        if args.database == "postgres":
+            # What autovacuum does for a running installation (it may be off here: see analyse_postgres).
+            from bench.common import analyse_postgres
+
+            await asyncio.to_thread(analyse_postgres, url)
         print(
             f"# seeded {SECRETS:,} secrets, {GRANTS:,} grants (+{KEYS} key grants), "
             f"{chosen['fetch_rows']:,} fetch-usage rows, {chosen['grant_uses']:,} grant-use rows "
