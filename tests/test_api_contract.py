@@ -275,15 +275,16 @@ _CURVES_FOR = {
     "sign_authorization": ("secp256k1",),
 }
 _KEY_CURVES = ("secp256k1", "p256", "ed25519")
+_LEAVES_ACTIVE = ("/disable", "/suspend", "/deactivate", "/compromise", "/destroy")
 
 
 def _real_key(case: Any, operation_id: str, key_ids: list[str]) -> None:
     """Swap about half the generated key ids for real ones (chosen deterministically from the generated
     value), so key and sign operations get past "no such key" too: only keys whose curve can do the
     operation (another answers 422 unsupported_operation, which no request schema can foresee). Never for
-    disable: the keys must stay usable for signing."""
+    a transition that takes a key out of active: the keys must stay usable for signing."""
     value = (case.path_parameters or {}).get("key_id")
-    if isinstance(value, str) and not case.path.endswith("/disable"):
+    if isinstance(value, str) and not case.path.endswith(_LEAVES_ACTIVE):
         curves = _CURVES_FOR.get(operation_id, _KEY_CURVES)
         usable = [key for key, curve in zip(key_ids, _KEY_CURVES, strict=True) if curve in curves]
         pick = zlib.crc32(value.encode()) % (2 * len(usable))

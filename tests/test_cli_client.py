@@ -227,11 +227,11 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     human = relayer.run("sign", "message", key["id"], "hello")
     assert human.exit_code == 0 and "signature" in human.stdout and key["address"] in human.stdout
 
-    # disable the key: signing is a conflict (7); enable: it signs again
-    assert cli.ok("keys", "disable", key["id"])["state"] == "disabled"
+    # disable the key (the old name of suspend): signing is a conflict (7); enable: it signs again
+    assert cli.ok("keys", "disable", key["id"])["state"] == "suspended"
     refused = relayer.run("sign", "message", key["id"], "hello")
     assert refused.exit_code == cli_api.EXIT_CONFLICT, refused.stderr
-    assert "409 key_disabled" in refused.stderr
+    assert "409 key_suspended" in refused.stderr
     assert cli.ok("keys", "enable", key["id"])["state"] == "active"
     assert relayer.run("sign", "message", key["id"], "hello").exit_code == 0
 
