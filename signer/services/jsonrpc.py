@@ -79,7 +79,7 @@ def _error(call_id: Any, exc: RpcError) -> dict[str, Any]:
 
 def _from_signer_error(exc: SignerError) -> RpcError:
     data: dict[str, Any] = {"code": exc.code}
-    for name in ("field", "reasons", "decision", "retry_after"):
+    for name in ("field", "reasons", "decision", "retry_after", "state"):
         if name in exc.extra:
             data[name] = exc.extra[name]
     if exc.status == 400 or exc.status == 422:
