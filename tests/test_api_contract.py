@@ -474,6 +474,17 @@ def test_success_bodies_match_the_response_models(server: Server, unique_name: s
     expect(out.KeyList, "GET", "/v1/keys?limit=2")
     expect(out.Key, "POST", f"/v1/keys/{keys['p256']['id']}/disable")
     expect(out.Key, "POST", f"/v1/keys/{keys['p256']['id']}/enable")
+    doomed = expect(
+        out.Key, "POST", "/v1/keys", {"curve": "p256", "label": "contract-doomed", "inactive": True}
+    )
+    for action, body in (
+        ("activate", {"reason": "ready"}),
+        ("suspend", {}),
+        ("deactivate", {}),
+        ("compromise", {"confirm": "contract-doomed", "compromised_at": "2026-01-01T00:00:00Z"}),
+        ("destroy", {"confirm": "contract-doomed"}),
+    ):
+        expect(out.Key, "POST", f"/v1/keys/{doomed['id']}/{action}", body)
     expect(out.GrantList, "GET", f"/v1/grants?principal_id={principal_id}")
     expect(out.PrincipalList, "GET", "/v1/principals")
     expect(out.Whoami, "GET", "/v1/whoami", token=service)

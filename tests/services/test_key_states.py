@@ -123,3 +123,13 @@ class Lifecycle(RuleBasedStateMachine):
 
 Lifecycle.TestCase.settings = settings(max_examples=200, stateful_step_count=15, deadline=None)
 test_lifecycle = Lifecycle.TestCase
+
+
+def test_kms_names_each_refusal_as_aws_does() -> None:
+    from signer.errors import Conflict
+    from signer.services.kms import kms_error_type
+
+    for state in ("suspended", "deactivated", "pre_activation"):
+        assert kms_error_type(Conflict(code=refusal_code(state))) == "DisabledException"
+    for state in ("compromised", "destroyed", "destroyed_compromised"):
+        assert kms_error_type(Conflict(code=refusal_code(state))) == "KMSInvalidStateException"
