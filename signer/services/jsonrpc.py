@@ -314,7 +314,7 @@ class JsonRpcService:
     # -- keys ----------------------------------------------------------------------------------------
 
     async def _addresses(self, ctx: RequestContext) -> dict[str, tuple[str, bool]]:
-        """address -> (key id, active) of the secp256k1 keys the caller holds a grant on (a disabled key
+        """address -> (key id, active) of the secp256k1 keys the caller holds a grant on (a key not active
         is found, so that signing with it answers why it cannot)."""
         found: dict[str, tuple[str, bool]] = {}
         after: str | None = None

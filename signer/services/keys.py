@@ -173,6 +173,10 @@ class KeyService:
     async def get(self, ctx: RequestContext, key_id: str) -> dict[str, Any]:
         key = await self._visible(ctx, key_id)
         view = key_view(key)
+        if key.state in DESTROYED_STATES:
+            # Nothing left on the token to read (and a miss there would make the worker look again).
+            view["attributes_source"] = "registry"
+            return view
         try:
             view["attributes"] = (await self._hsm.key_attributes(key.hsm_id)).as_dict()
             view["attributes_source"] = "token"
@@ -264,13 +268,6 @@ class KeyService:
             # the irreversible part; if the token fails, the start-up inventory finishes it.
             view["destroyed_in_token"] = await self._destroy_in_token(key_id, before.hsm_id)
         return view
-
-    async def set_state(self, ctx: RequestContext, key_id: str, state: str) -> dict[str, Any]:
-        """The old ``disable``/``enable``: ``suspend``/``activate``, quiet when already there."""
-        action = KeyAction.ACTIVATE if state == "active" else KeyAction.SUSPEND
-        return await self.change_state(
-            ctx, key_id, action, via="enable" if action is KeyAction.ACTIVATE else "disable"
-        )
 
     async def _destroy_in_token(self, key_id: str, hsm_id: str) -> bool:
         try:

@@ -104,7 +104,9 @@ async def show_key(request: web.Request) -> web.Response:
 async def disable_key(request: web.Request) -> web.Response:
     ctx = await context(request)
     return json_response(
-        await services(request).keys.set_state(ctx, request.match_info["key_id"], "disabled")
+        await services(request).keys.change_state(
+            ctx, request.match_info["key_id"], KeyAction.SUSPEND, via="disable"
+        )
     )
 
 
@@ -119,7 +121,11 @@ async def disable_key(request: web.Request) -> web.Response:
 )
 async def enable_key(request: web.Request) -> web.Response:
     ctx = await context(request)
-    return json_response(await services(request).keys.set_state(ctx, request.match_info["key_id"], "active"))
+    return json_response(
+        await services(request).keys.change_state(
+            ctx, request.match_info["key_id"], KeyAction.ACTIVATE, via="enable"
+        )
+    )
 
 
 async def _transition(request: web.Request, action: KeyAction) -> web.Response:
