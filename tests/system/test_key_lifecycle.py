@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
@@ -165,6 +165,7 @@ def test_random_lifecycles_sign_iff_active_and_audit_each_transition(live: Live)
             assert status == 200, answer
             assert answer["state"] == target.value
             self.expected.append(("key." + action.value, self.state, target.value, reason))
+            event(f"reached {target.value}")
             if target in DESTROYED_STATES and self.state not in DESTROYED_STATES:
                 assert answer["destroyed_in_token"] is True
                 assert self.key["label"] not in live.token_labels()
@@ -202,8 +203,8 @@ def test_random_lifecycles_sign_iff_active_and_audit_each_transition(live: Live)
             events = [e for e in live.key_events(self.key["id"], self.after) if e["kind"] != "key.create"]
             got = [(e["kind"], e["previous_state"], e["state"], e["reason"]) for e in events]
             assert got == self.expected
-            for event in events:
-                assert event["at"] and event["changed_at"] and event["actor"]["principal_id"]
+            for recorded in events:
+                assert recorded["at"] and recorded["changed_at"] and recorded["actor"]["principal_id"]
 
     run_state_machine_as_test(
         KeyMachine,
