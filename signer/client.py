@@ -354,13 +354,20 @@ class SignerClient:
     # -- keys --------------------------------------------------------------------------------------
 
     def create_key(
-        self, curve: str, label: str, scope: str | None = None, tags: list[str] | None = None
+        self,
+        curve: str,
+        label: str,
+        scope: str | None = None,
+        tags: list[str] | None = None,
+        inactive: bool = False,
     ) -> Any:
         body: dict[str, Any] = {"curve": curve, "label": label}
         if scope is not None:
             body["scope"] = scope
         if tags:
             body["tags"] = tags
+        if inactive:
+            body["inactive"] = True
         return self.request("POST", "/v1/keys", body)
 
     def list_keys(self, limit: int = 100, after: str | None = None) -> Any:
@@ -374,6 +381,22 @@ class SignerClient:
 
     def enable_key(self, key_id: str) -> Any:
         return self.request("POST", f"/v1/keys/{_q(key_id)}/enable")
+
+    def key_transition(
+        self,
+        key_id: str,
+        action: str,
+        reason: str | None = None,
+        confirm: str | None = None,
+        compromised_at: str | None = None,
+    ) -> Any:
+        """``activate``, ``suspend``, ``deactivate``, ``compromise`` or ``destroy`` a key (compromise and
+        destroy need ``confirm``: the key's label)."""
+        body: dict[str, Any] = {}
+        for name, value in (("reason", reason), ("confirm", confirm), ("compromised_at", compromised_at)):
+            if value is not None:
+                body[name] = value
+        return self.request("POST", f"/v1/keys/{_q(key_id)}/{_q(action)}", body)
 
     # -- secrets: only fetch_secret's answer carries values ---------------------------------------
 

@@ -80,8 +80,13 @@ _STEP_NAMES: list[tuple[str, str | tuple[str, ...]]] = [
     ("revoke_token", "token.revoke"),
     ("set_principal_state", "principal.disable"),
     ("create_key", "key.create"),
-    ("disable_key", "key.disable"),
-    ("enable_key", "key.enable"),
+    ("disable_key", "key.suspend"),
+    ("enable_key", "key.activate"),
+    ("suspend_key", "key.suspend"),
+    ("activate_key", "key.activate"),
+    ("deactivate_key", "key.deactivate"),
+    ("compromise_key", "key.compromise"),
+    ("destroy_key", "key.destroy"),
     ("create_grant", "grant.create"),
     ("revoke_grant", "grant.revoke"),
     ("add_member", "group.add"),
@@ -176,6 +181,20 @@ def test_each_state_change_leaves_exactly_one_event(server: Server) -> None:
     key = step("create_key", "POST", "/v1/keys", {"curve": "secp256k1", "label": f"walk {tag}"}, status=201)
     step("disable_key", "POST", f"/v1/keys/{key['id']}/disable")
     step("enable_key", "POST", f"/v1/keys/{key['id']}/enable")
+    # The lifecycle on a key of its own: it ends destroyed.
+    doomed = make_key(server, "secp256k1", f"walk doomed {tag}")
+    lifecycle = f"/v1/keys/{doomed['id']}"
+    step("suspend_key", "POST", f"{lifecycle}/suspend", {"reason": "walk"})
+    step("activate_key", "POST", f"{lifecycle}/activate", {})
+    step("deactivate_key", "POST", f"{lifecycle}/deactivate", {"reason": "retired"})
+    confirm = {"confirm": doomed["label"]}
+    step(
+        "compromise_key",
+        "POST",
+        f"{lifecycle}/compromise",
+        {**confirm, "compromised_at": "2026-01-01T00:00:00Z"},
+    )
+    step("destroy_key", "POST", f"{lifecycle}/destroy", confirm)
     made = step(
         "create_grant",
         "POST",

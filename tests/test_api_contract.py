@@ -275,15 +275,16 @@ _CURVES_FOR = {
     "sign_authorization": ("secp256k1",),
 }
 _KEY_CURVES = ("secp256k1", "p256", "ed25519")
+_LEAVES_ACTIVE = ("/disable", "/suspend", "/deactivate", "/compromise", "/destroy")
 
 
 def _real_key(case: Any, operation_id: str, key_ids: list[str]) -> None:
     """Swap about half the generated key ids for real ones (chosen deterministically from the generated
     value), so key and sign operations get past "no such key" too: only keys whose curve can do the
     operation (another answers 422 unsupported_operation, which no request schema can foresee). Never for
-    disable: the keys must stay usable for signing."""
+    a transition that takes a key out of active: the keys must stay usable for signing."""
     value = (case.path_parameters or {}).get("key_id")
-    if isinstance(value, str) and not case.path.endswith("/disable"):
+    if isinstance(value, str) and not case.path.endswith(_LEAVES_ACTIVE):
         curves = _CURVES_FOR.get(operation_id, _KEY_CURVES)
         usable = [key for key, curve in zip(key_ids, _KEY_CURVES, strict=True) if curve in curves]
         pick = zlib.crc32(value.encode()) % (2 * len(usable))
@@ -473,6 +474,17 @@ def test_success_bodies_match_the_response_models(server: Server, unique_name: s
     expect(out.KeyList, "GET", "/v1/keys?limit=2")
     expect(out.Key, "POST", f"/v1/keys/{keys['p256']['id']}/disable")
     expect(out.Key, "POST", f"/v1/keys/{keys['p256']['id']}/enable")
+    doomed = expect(
+        out.Key, "POST", "/v1/keys", {"curve": "p256", "label": "contract-doomed", "inactive": True}
+    )
+    for action, body in (
+        ("activate", {"reason": "ready"}),
+        ("suspend", {}),
+        ("deactivate", {}),
+        ("compromise", {"confirm": "contract-doomed", "compromised_at": "2026-01-01T00:00:00Z"}),
+        ("destroy", {"confirm": "contract-doomed"}),
+    ):
+        expect(out.Key, "POST", f"/v1/keys/{doomed['id']}/{action}", body)
     expect(out.GrantList, "GET", f"/v1/grants?principal_id={principal_id}")
     expect(out.PrincipalList, "GET", "/v1/principals")
     expect(out.Whoami, "GET", "/v1/whoami", token=service)

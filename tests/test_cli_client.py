@@ -227,11 +227,11 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     human = relayer.run("sign", "message", key["id"], "hello")
     assert human.exit_code == 0 and "signature" in human.stdout and key["address"] in human.stdout
 
-    # disable the key: signing is a conflict (7); enable: it signs again
-    assert cli.ok("keys", "disable", key["id"])["state"] == "disabled"
+    # disable the key (the old name of suspend): signing is a conflict (7); enable: it signs again
+    assert cli.ok("keys", "disable", key["id"])["state"] == "suspended"
     refused = relayer.run("sign", "message", key["id"], "hello")
     assert refused.exit_code == cli_api.EXIT_CONFLICT, refused.stderr
-    assert "409 key_disabled" in refused.stderr
+    assert "409 key_suspended" in refused.stderr
     assert cli.ok("keys", "enable", key["id"])["state"] == "active"
     assert relayer.run("sign", "message", key["id"], "hello").exit_code == 0
 
@@ -246,6 +246,53 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     gone = relayer.run("sign", "message", key["id"], "hello")
     assert gone.exit_code in (cli_api.EXIT_DENIED, cli_api.EXIT_NOT_FOUND), gone.stderr
     relayer.check_no_secret()
+
+
+def test_key_lifecycle_commands(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``keys create --inactive``, ``keys activate|suspend|deactivate|compromise|destroy``: signing works
+    only while active (recovered with eth-account), a refused transition is a conflict (exit 7) naming
+    ``invalid_key_transition``, compromise and destroy need ``--confirm`` with the key's label."""
+    principal, creds = _service(cli, f"life-{unique_name}", tmp_path)
+    label = f"life {unique_name}"[:60]
+    key = cli.ok("keys", "create", "--curve", "secp256k1", "--label", label, "--inactive")
+    assert key["state"] == "pre_activation" and key["can_sign"] is False
+    cli.ok(
+        "grants", "create", "--principal", principal["id"], "--key", key["id"], "--operation", "sign_message"
+    )
+    signer = Cli(cli.server, cli.home, creds, cli.secrets)
+
+    def signs() -> bool:
+        result = signer.run("sign", "message", key["id"], "hello", "--json")
+        if result.exit_code != 0:
+            assert result.exit_code == cli_api.EXIT_CONFLICT, result.stderr
+            return False
+        signature = json.loads(result.stdout)["signature"]
+        assert Account.recover_message(encode_defunct(text="hello"), signature=signature) == key["address"]
+        return True
+
+    assert not signs()
+    assert cli.ok("keys", "activate", key["id"], "--reason", "ceremony done")["state"] == "active"
+    assert signs()
+    assert cli.ok("keys", "suspend", key["id"])["state"] == "suspended"
+    refused = signer.run("sign", "message", key["id"], "hello")
+    assert "409 key_suspended" in refused.stderr
+    assert cli.ok("keys", "activate", key["id"])["state"] == "active"
+    assert cli.ok("keys", "deactivate", key["id"], "--reason", "retired")["state"] == "deactivated"
+    assert not signs()
+    again = cli.run("keys", "activate", key["id"])
+    assert again.exit_code == cli_api.EXIT_CONFLICT and "invalid_key_transition" in again.stderr
+    assert cli.run("keys", "destroy", key["id"]).exit_code != 0  # --confirm is required
+    wrong = cli.run("keys", "destroy", key["id"], "--confirm", "not the label")
+    assert wrong.exit_code == cli_api.EXIT_INVALID and "confirmation_mismatch" in wrong.stderr
+    compromised = cli.ok(
+        "keys", "compromise", key["id"], "--confirm", label, "--compromised-at", "2026-12-01T00:00:00Z"
+    )
+    assert compromised["state"] == "compromised" and compromised["compromised_at"] == "2026-12-01T00:00:00Z"
+    destroyed = cli.ok("keys", "destroy", key["id"], "--confirm", label, "--reason", "end of life")
+    assert destroyed["state"] == "destroyed_compromised" and destroyed["destroyed_in_token"] is True
+    shown = cli.ok("keys", "show", key["id"])
+    assert shown["public_key"] == key["public_key"] and shown["compromised"] is True
+    assert not signs()
 
 
 def test_a_no_access_grant_through_the_cli(cli: Cli, tmp_path: Path, unique_name: str) -> None:

@@ -113,8 +113,10 @@ async def key(request: web.Request) -> web.Response:
         page = await _views(request).key(ctx, request.match_info["key_id"])
         shown = page["key"]
         attributes = shown.pop("attributes", {})
+        # Its lifecycle state in the title: a compromised key must not be mistaken for a usable one.
+        mark = "COMPROMISED: " if shown.get("compromised") else ""
         return _record(
-            f"Key {shown['label']}",
+            f"Key {shown['label']} ({mark}{shown['state'].replace('_', ' ')})",
             ("key", "Key", shown),
             ("attributes", f"Token attributes (read from the {shown.get('attributes_source')})", attributes),
             ("grants", "Grants on this key", page["grants"]),

@@ -156,6 +156,18 @@ SEMANTIC_REFUSALS: tuple[SemanticRefusal, ...] = (
         "bidirectional-override characters",
     ),
     SemanticRefusal(
+        ("compromise_key", "destroy_key"),
+        frozenset({"confirmation_mismatch"}),
+        "`confirm` is the key's label, exactly (the transition is irreversible)",
+        field=r"confirm",
+    ),
+    SemanticRefusal(
+        ("compromise_key",),
+        frozenset({"invalid_compromised_at"}),
+        "`compromised_at` is not in the future",
+        field=r"compromised_at",
+    ),
+    SemanticRefusal(
         ("register_functions",),
         frozenset({"invalid_signature", "invalid_abi", "invalid_function"}),
         "exactly one of `signature` (a canonical Solidity signature such as transfer(address,uint256)) "

@@ -168,8 +168,51 @@ class CreateKeyBody(Strict):
         },
     )
 
+    inactive: StrictBool = Field(
+        default=False, description="create it in state `pre_activation`: it signs nothing until activated"
+    )
+
     # Enums arrive as JSON strings: allow that one conversion, nothing else.
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+def _key_reason() -> Any:
+    return Field(
+        default=None,
+        min_length=1,
+        max_length=256,
+        pattern=r"^[ -~]+$",
+        description="why (kept in the audit log)",
+    )
+
+
+def _key_confirm() -> Any:
+    return Field(
+        min_length=1, max_length=64, description="the key's label, exactly: this transition is irreversible"
+    )
+
+
+class KeyStateBody(Strict):
+    """Why a key is activated, suspended or deactivated (kept in the audit event)."""
+
+    reason: str | None = _key_reason()
+
+
+class KeyCompromiseBody(Strict):
+    """A compromise: confirmed by the key's label; when it is believed to have happened, if known."""
+
+    confirm: str = _key_confirm()
+    reason: str | None = _key_reason()
+    compromised_at: Timestamp | None = Field(
+        default=None, description="when the key is believed to have been compromised (not in the future)"
+    )
+
+
+class KeyDestroyBody(Strict):
+    """A destruction: confirmed by the key's label."""
+
+    confirm: str = _key_confirm()
+    reason: str | None = _key_reason()
 
 
 def _operations_for(target: str, operations: frozenset[str]) -> dict[str, JsonValue]:

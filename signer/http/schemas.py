@@ -97,7 +97,25 @@ class Key(View):
     address: str | None
     scope: str
     tags: list[str]
-    state: Literal["active", "disabled"]
+    state: Literal[
+        "pre_activation",
+        "active",
+        "suspended",
+        "deactivated",
+        "compromised",
+        "destroyed",
+        "destroyed_compromised",
+    ] = Field(description="the key's lifecycle state (NIST SP 800-57); only `active` signs")
+    can_sign: bool = Field(description="true only in state `active`")
+    compromised: bool = Field(
+        description="the key was declared compromised: trust nothing it signed after `compromised_at`"
+    )
+    compromised_at: datetime | None = Field(description="when the key is believed compromised, if stated")
+    destroyed_in_token: bool | None = Field(
+        default=None,
+        description="after a destroy: whether the private key was destroyed in the token at once "
+        "(false: it is finished at the next start; the key signs nothing either way)",
+    )
     attributes: dict[str, bool] = Field(description="PKCS#11 attributes (CKA_*) as read back")
     created_by: str | None
     created_at: datetime

@@ -79,7 +79,7 @@ def _error(call_id: Any, exc: RpcError) -> dict[str, Any]:
 
 def _from_signer_error(exc: SignerError) -> RpcError:
     data: dict[str, Any] = {"code": exc.code}
-    for name in ("field", "reasons", "decision", "retry_after"):
+    for name in ("field", "reasons", "decision", "retry_after", "state"):
         if name in exc.extra:
             data[name] = exc.extra[name]
     if exc.status == 400 or exc.status == 422:
@@ -314,7 +314,7 @@ class JsonRpcService:
     # -- keys ----------------------------------------------------------------------------------------
 
     async def _addresses(self, ctx: RequestContext) -> dict[str, tuple[str, bool]]:
-        """address -> (key id, active) of the secp256k1 keys the caller holds a grant on (a disabled key
+        """address -> (key id, active) of the secp256k1 keys the caller holds a grant on (a key not active
         is found, so that signing with it answers why it cannot)."""
         found: dict[str, tuple[str, bool]] = {}
         after: str | None = None

@@ -5,22 +5,40 @@ label, scope, tags and state, and the attributes read back from the token (``CKA
 ``CKA_ALWAYS_SENSITIVE``, ``CKA_LOCAL``...) as evidence that it cannot leave. Service principals see only the
 keys a grant of theirs reaches (none closed to them by a no-access grant); anyone else asking about another's
 key gets the same 404 as for a missing one.
+
+A key's state follows the lifecycle graph of ``signer.services.key_states`` (NIST SP 800-57): each
+transition is a compare-and-set on the key's row with its ``key.<action>`` audit event in the same
+transaction; a transition the graph has no edge for is ``invalid_key_transition`` (409) and writes
+nothing. Compromise and destroy are irreversible, so the caller confirms them by naming the key's
+label (there is no approval flow for admin operations). Destroy commits the state and its audit event
+first, then destroys the private key in the token; the row, its public key and address stay.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+from datetime import datetime
 from typing import Any
 
 from signer.audit import EventTarget
-from signer.errors import ConfigurationError, InvalidRequest, SignerError
+from signer.errors import ConfigurationError, Conflict, InvalidRequest, NotFound, SignerError
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
 from signer.services.authorization import holds_any_grant
 from signer.services.context import Clock, RequestContext, iso, require_role
 from signer.services.facts import FactsCache
+from signer.services.key_states import (
+    COMPROMISED_STATES,
+    DESTROYED_STATES,
+    NEEDS_CONFIRMATION,
+    TRANSITIONS,
+    KeyAction,
+    KeyState,
+    may_sign,
+    next_state,
+)
 from signer.services.naming import NameKind, check_name
 from signer.services.resources import KEYS, key_ref
 from signer.store import KeyRecord, Store, Writer
@@ -38,11 +56,25 @@ def key_view(key: KeyRecord) -> dict[str, Any]:
         "scope": key.scope,
         "tags": list(key.tags),
         "state": key.state,
+        "can_sign": may_sign(key.state),
+        "compromised": key.state in COMPROMISED_STATES,
+        "compromised_at": iso(key.compromised_at),
         "attributes": dict(key.attributes),
         "created_by": key.created_by,
         "created_at": iso(key.created_at),
         "updated_at": iso(key.updated_at),
     }
+
+
+# What the old routes asked for: ``disable`` a suspended key or ``enable`` an active one is no change.
+_LEGACY_TARGET = {KeyAction.SUSPEND: KeyState.SUSPENDED.value, KeyAction.ACTIVATE: KeyState.ACTIVE.value}
+
+
+def _actions_from(state: str) -> frozenset[KeyAction]:
+    try:
+        return frozenset(TRANSITIONS[KeyState(state)])
+    except ValueError:
+        return frozenset()
 
 
 def check_key_fields(label: str, scope: str, tags: list[str]) -> tuple[str, str, list[str]]:
@@ -64,8 +96,17 @@ class KeyService:
         self._clock = clock
 
     async def create(
-        self, ctx: RequestContext, curve: Curve, label: str, scope: str, tags: list[str]
+        self,
+        ctx: RequestContext,
+        curve: Curve,
+        label: str,
+        scope: str,
+        tags: list[str],
+        *,
+        inactive: bool = False,
     ) -> dict[str, Any]:
+        """Generate a key in the token and register it: active, or ``pre_activation`` when
+        ``inactive`` (it signs nothing until activated)."""
         require_role(ctx, Role.ADMIN)
         label, scope, tags = check_key_fields(label, scope, tags)
         generated = await self._hsm.generate_key(curve, label)
@@ -84,7 +125,7 @@ class KeyService:
             address=address_from_public_key(generated.public_key) if curve is Curve.SECP256K1 else None,
             scope=scope,
             tags=list(tags),
-            state="active",
+            state=KeyState.PRE_ACTIVATION.value if inactive else KeyState.ACTIVE.value,
             hsm_id=generated.hsm_id,
             attributes=generated.attributes.as_dict(),
             created_by=ctx.caller.principal_id,
@@ -132,6 +173,10 @@ class KeyService:
     async def get(self, ctx: RequestContext, key_id: str) -> dict[str, Any]:
         key = await self._visible(ctx, key_id)
         view = key_view(key)
+        if key.state in DESTROYED_STATES:
+            # Nothing left on the token to read (and a miss there would make the worker look again).
+            view["attributes_source"] = "registry"
+            return view
         try:
             view["attributes"] = (await self._hsm.key_attributes(key.hsm_id)).as_dict()
             view["attributes_source"] = "token"
@@ -152,30 +197,87 @@ class KeyService:
         items = [key_view(k) for k in keys]
         return {"items": items, "next": items[-1]["id"] if len(items) == limit else None}
 
-    async def set_state(self, ctx: RequestContext, key_id: str, state: str) -> dict[str, Any]:
+    async def change_state(
+        self,
+        ctx: RequestContext,
+        key_id: str,
+        action: KeyAction,
+        *,
+        reason: str | None = None,
+        confirm: str | None = None,
+        compromised_at: datetime | None = None,
+        via: str | None = None,
+    ) -> dict[str, Any]:
+        """Move a key along the lifecycle graph by ``action``; audited as ``key.<action>``.
+
+        A refused transition is 409 ``invalid_key_transition`` and writes nothing. Compromise and
+        destroy need ``confirm`` equal to the key's label (else 400 ``confirmation_mismatch``).
+        ``via`` names the old route (``disable``/``enable``) for which asking for the state the key is
+        already in is answered with the key unchanged, as those routes always did."""
         require_role(ctx, Role.ADMIN)
         now = self._clock()
+        if compromised_at is not None and compromised_at > now:
+            raise InvalidRequest(
+                "compromised_at is in the future", code="invalid_compromised_at", field="compromised_at"
+            )
 
-        async def unit(writer: Writer) -> dict[str, Any]:
+        async def unit(writer: Writer) -> tuple[dict[str, Any], KeyRecord]:
             key = await writer.keys.get(key_id)
             if key is None:
                 raise KEYS.not_found()
-            if key.state != state:
-                await writer.keys.set_state(key_id, state, now)
-            writer.append_audit(
-                ctx.audit_event(
-                    "key.enable" if state == "active" else "key.disable",
-                    now,
-                    resource=EventTarget("key", key_id),
-                    key_id=key_id,
-                    previous_state=key.state,
-                    state=state,
+            target = next_state(key.state, action)
+            if target is None:
+                if via is not None and key.state == _LEGACY_TARGET[action]:
+                    return key_view(key), key
+                raise Conflict(
+                    f"a key in state {key.state} cannot {action.value}",
+                    code="invalid_key_transition",
+                    state=key.state,
+                    action=action.value,
+                    allowed=sorted(a.value for a in _actions_from(key.state)),
                 )
+            if action in NEEDS_CONFIRMATION and confirm != key.label:
+                raise InvalidRequest(
+                    f"{action.value} is irreversible: confirm with the key's label",
+                    code="confirmation_mismatch",
+                    field="confirm",
+                )
+            await writer.keys.set_state(
+                key_id, target.value, now, expected=key.state, compromised_at=compromised_at
+            )
+            fields: dict[str, Any] = {
+                "key_id": key_id,
+                "previous_state": key.state,
+                "state": target.value,
+                "reason": reason,
+                "changed_at": iso(now),
+            }
+            if action is KeyAction.COMPROMISE:
+                fields["compromised_at"] = iso(compromised_at)
+            if via is not None:
+                fields["via"] = via
+            writer.append_audit(
+                ctx.audit_event("key." + action.value, now, resource=EventTarget("key", key_id), **fields)
             )
             updated = await writer.keys.get(key_id)
-            return key_view(updated or key)
+            return key_view(updated or key), key
 
-        return await self._store.submit(unit)
+        view, before = await self._store.submit(unit)
+        if view["state"] in DESTROYED_STATES and before.state not in DESTROYED_STATES:
+            # The state and its audit event are committed: the key signs nothing from here on. Now
+            # the irreversible part; if the token fails, the start-up inventory finishes it.
+            view["destroyed_in_token"] = await self._destroy_in_token(key_id, before.hsm_id)
+        return view
+
+    async def _destroy_in_token(self, key_id: str, hsm_id: str) -> bool:
+        try:
+            await self._hsm.destroy_key(hsm_id)
+        except NotFound:
+            return True  # already gone from the token (an earlier attempt, or another process)
+        except SignerError:
+            log.error("a destroyed key is still on the token", extra={"key_id": key_id})
+            return False
+        return True
 
     async def check_token_inventory(self) -> list[str]:
         """At start: refuse to run if the token holds a key that could leave it; report unregistered drift."""
@@ -188,7 +290,14 @@ class KeyService:
         on_token = {hsm_id for hsm_id, _label, _curve in await self._hsm.list_keys()}
         async with self._store.read() as reader:
             registered = await reader.keys.all(limit=1_000_000)
-        missing = sorted(k.id for k in registered if k.hsm_id not in on_token)
+        for key in registered:
+            if key.state in DESTROYED_STATES and key.hsm_id in on_token:
+                # Destroyed in the registry but the token failed at the time: finish it now.
+                if await self._destroy_in_token(key.id, key.hsm_id):
+                    on_token.discard(key.hsm_id)
+        missing = sorted(
+            k.id for k in registered if k.hsm_id not in on_token and k.state not in DESTROYED_STATES
+        )
         for key_id in missing:
             # Signing with it fails with key_not_found; an operator must look, so say it loudly.
             log.error("registered key is missing from the token", extra={"key_id": key_id})

@@ -46,13 +46,20 @@ _CACHED_SECRETS = 1024
 _GENERIC = "missing or invalid credentials"
 _SPECS = {"secp256k1": "ECC_SECG_P256K1", "p256": "ECC_NIST_P256"}
 TARGETS = ("Sign", "GetPublicKey", "DescribeKey", "ListKeys")
+_DISABLED_CODES = frozenset({"key_suspended", "key_deactivated", "key_pre_activation"})
+
+
+# The key's state as AWS names one; every state but active is not enabled, a destroyed key unavailable.
+_KMS_KEY_STATE = {"active": "Enabled", "destroyed": "Unavailable", "destroyed_compromised": "Unavailable"}
 
 
 def kms_error_type(exc: SignerError) -> str:
     """The KMS exception name a client's SDK maps ``exc`` to (botocore reads ``__type``)."""
     if exc.code in ("signature_invalid", "signature_expired"):
         return "InvalidSignatureException"
-    if exc.code == "key_disabled":
+    if exc.code in _DISABLED_CODES:
+        # Suspended, deactivated or not yet active: AWS's disabled key. A compromised or destroyed key
+        # falls to the 409 below (KMSInvalidStateException, as for a key pending deletion).
         return "DisabledException"
     return {
         400: "ValidationException",
@@ -344,7 +351,7 @@ class KmsService:
                 "Enabled": enabled,
                 "Description": key["label"],
                 "KeyUsage": "SIGN_VERIFY",
-                "KeyState": "Enabled" if enabled else "Disabled",
+                "KeyState": _KMS_KEY_STATE.get(key["state"], "Disabled"),
                 "Origin": "EXTERNAL",
                 "KeyManager": "CUSTOMER",
                 "KeySpec": spec,

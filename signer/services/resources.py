@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from signer.errors import Conflict, NotFound, SignerError
+from signer.services.key_states import may_sign, refusal_code
 from signer.store import KeyRecord, Reader, Writer
 
 
@@ -85,7 +86,14 @@ async def _load_key(reader: Reader | Writer, key_id: str) -> KeyRecord | None:
 
 
 def _key_unusable(ref: ResourceRef) -> SignerError | None:
-    return None if ref.state == "active" else Conflict("the key is disabled", code="key_disabled")
+    """Only an active key signs; any other state refuses with a code naming it (``key_suspended``...)."""
+    if may_sign(ref.state):
+        return None
+    return Conflict(
+        f"the key is {ref.state.replace('_', ' ')}: only an active key signs",
+        code=refusal_code(ref.state),
+        state=ref.state,
+    )
 
 
 KEYS = register(

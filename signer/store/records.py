@@ -53,7 +53,19 @@ __all__ = [
 # is a code change here, deliberately (a new key state needs its transition rules reviewed).
 ROLES = frozenset({"admin", "service", "approver", "auditor"})
 TOKEN_KINDS = frozenset({"access", "refresh", "api", "kms", "cert"})
-KEY_STATES = frozenset({"active", "disabled"})
+# The key lifecycle's states (signer.services.key_states holds the graph between them; a test keeps the
+# two equal). ``disabled`` is gone: migration 0018 made every disabled key ``suspended``.
+KEY_STATES = frozenset(
+    {
+        "pre_activation",
+        "active",
+        "suspended",
+        "deactivated",
+        "compromised",
+        "destroyed",
+        "destroyed_compromised",
+    }
+)
 SECRET_CATEGORIES = frozenset(
     {"api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other"}
 )
@@ -122,6 +134,8 @@ class KeyRecord:
     created_by: str | None
     created_at: datetime
     updated_at: datetime
+    # When the key is believed to have been compromised (given with the compromise), if it was said.
+    compromised_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,6 +167,7 @@ keys = Table(
     Column("created_by", Text, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    Column("compromised_at", UTCDateTime, nullable=True),
 )
 
 grants = Table(

@@ -92,13 +92,14 @@ def test_an_unknown_operation_is_invalid() -> None:
 
 def test_the_key_kind() -> None:
     kind = resource_kind("key")
-    key = _key(state="disabled")
-    assert key_ref(key) == ResourceRef("key", "key_kinds", "acme/payments", "disabled")
+    key = _key(state="suspended")
+    assert key_ref(key) == ResourceRef("key", "key_kinds", "acme/payments", "suspended")
     assert kind.names(key.id) == {"key_id": "key_kinds"}
     not_found = kind.not_found()
     assert isinstance(not_found, NotFound) and not_found.code == "key_not_found"
     disabled = kind.unusable(key_ref(key))
-    assert disabled is not None and disabled.code == "key_disabled"
+    assert disabled is not None and disabled.code == "key_suspended"
+    assert disabled.extra == {"state": "suspended"}
     assert kind.unusable(key_ref(_key())) is None
     assert kind.approval_view(key) == {"key_id": "key_kinds", "from": key.address, "key_label": "kinds"}
     with pytest.raises(ValueError):

@@ -1,7 +1,10 @@
-"""Key routes: create, list, show, disable and enable keys held in the token.
+"""Key routes: create, list and show keys held in the token, and move them along their lifecycle.
 
 Thin: parse, call one method of the keys service, render. A service sees only keys granted to it, and an
 ungranted key answers exactly like a missing one (the service decides; nothing here may tell them apart).
+One route per lifecycle transition (``activate``, ``suspend``, ``deactivate``, ``compromise``,
+``destroy``), as secret versions have; the old ``disable`` and ``enable`` are ``suspend`` and
+``activate`` (asking for the state the key is already in answers the key unchanged, as they always did).
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from aiohttp import web
 from signer.http import schemas as out
 from signer.http.body import parse_body
 from signer.http.contract import Link, Query
-from signer.http.models import CreateKeyBody
+from signer.http.models import CreateKeyBody, KeyCompromiseBody, KeyDestroyBody, KeyStateBody
 from signer.http.routes.common import (
     ID_SCHEMA,
     api,
@@ -22,6 +25,7 @@ from signer.http.routes.common import (
     max_body,
     services,
 )
+from signer.services.key_states import KeyAction
 
 
 @api.operation(
@@ -38,13 +42,19 @@ from signer.http.routes.common import (
         "ShowKey": Link("show_key", {"key_id": "$response.body#/id"}),
         "DisableKey": Link("disable_key", {"key_id": "$response.body#/id"}),
         "EnableKey": Link("enable_key", {"key_id": "$response.body#/id"}),
+        "SuspendKey": Link("suspend_key", {"key_id": "$response.body#/id"}),
+        "ActivateKey": Link("activate_key", {"key_id": "$response.body#/id"}),
+        "DeactivateKey": Link("deactivate_key", {"key_id": "$response.body#/id"}),
     },
 )
 async def create_key(request: web.Request) -> web.Response:
     ctx = await context(request)
     body = await parse_body(request, CreateKeyBody, max_body(request))
     return json_response(
-        await services(request).keys.create(ctx, body.curve, body.label, body.scope, list(body.tags)), 201
+        await services(request).keys.create(
+            ctx, body.curve, body.label, body.scope, list(body.tags), inactive=body.inactive
+        ),
+        201,
     )
 
 
@@ -85,28 +95,128 @@ async def show_key(request: web.Request) -> web.Response:
 @api.operation(
     "POST",
     "/v1/keys/{key_id}/disable",
-    summary="Disable a key: it signs nothing until enabled",
+    summary="Disable a key (the same as suspend; kept for old clients)",
     tag="keys",
     who="admin",
     response=out.Key,
-    errors=(404, 503),
+    errors=(404, 409, 503),
 )
 async def disable_key(request: web.Request) -> web.Response:
     ctx = await context(request)
     return json_response(
-        await services(request).keys.set_state(ctx, request.match_info["key_id"], "disabled")
+        await services(request).keys.change_state(
+            ctx, request.match_info["key_id"], KeyAction.SUSPEND, via="disable"
+        )
     )
 
 
 @api.operation(
     "POST",
     "/v1/keys/{key_id}/enable",
-    summary="Enable a disabled key",
+    summary="Enable a disabled key (the same as activate; kept for old clients)",
     tag="keys",
     who="admin",
     response=out.Key,
-    errors=(404, 503),
+    errors=(404, 409, 503),
 )
 async def enable_key(request: web.Request) -> web.Response:
     ctx = await context(request)
-    return json_response(await services(request).keys.set_state(ctx, request.match_info["key_id"], "active"))
+    return json_response(
+        await services(request).keys.change_state(
+            ctx, request.match_info["key_id"], KeyAction.ACTIVATE, via="enable"
+        )
+    )
+
+
+async def _transition(request: web.Request, action: KeyAction) -> web.Response:
+    ctx = await context(request)
+    key_id = request.match_info["key_id"]
+    keys = services(request).keys
+    if action is KeyAction.COMPROMISE:
+        compromise = await parse_body(request, KeyCompromiseBody, max_body(request))
+        view = await keys.change_state(
+            ctx,
+            key_id,
+            action,
+            reason=compromise.reason,
+            confirm=compromise.confirm,
+            compromised_at=compromise.compromised_at,
+        )
+    elif action is KeyAction.DESTROY:
+        destroy = await parse_body(request, KeyDestroyBody, max_body(request))
+        view = await keys.change_state(ctx, key_id, action, reason=destroy.reason, confirm=destroy.confirm)
+    else:
+        body = await parse_body(request, KeyStateBody, max_body(request))
+        view = await keys.change_state(ctx, key_id, action, reason=body.reason)
+    return json_response(view)
+
+
+@api.operation(
+    "POST",
+    "/v1/keys/{key_id}/activate",
+    summary="Activate a key that is suspended or not yet active: it signs again",
+    tag="keys",
+    who="admin",
+    request=KeyStateBody,
+    response=out.Key,
+    errors=(400, 404, 409, 503),
+)
+async def activate_key(request: web.Request) -> web.Response:
+    return await _transition(request, KeyAction.ACTIVATE)
+
+
+@api.operation(
+    "POST",
+    "/v1/keys/{key_id}/suspend",
+    summary="Suspend an active key: it signs nothing until activated again",
+    tag="keys",
+    who="admin",
+    request=KeyStateBody,
+    response=out.Key,
+    errors=(400, 404, 409, 503),
+)
+async def suspend_key(request: web.Request) -> web.Response:
+    return await _transition(request, KeyAction.SUSPEND)
+
+
+@api.operation(
+    "POST",
+    "/v1/keys/{key_id}/deactivate",
+    summary="Deactivate a key for good: it never signs again; its public key stays to verify",
+    tag="keys",
+    who="admin",
+    request=KeyStateBody,
+    response=out.Key,
+    errors=(400, 404, 409, 503),
+)
+async def deactivate_key(request: web.Request) -> web.Response:
+    return await _transition(request, KeyAction.DEACTIVATE)
+
+
+@api.operation(
+    "POST",
+    "/v1/keys/{key_id}/compromise",
+    summary="Declare a key compromised (irreversible; confirm with its label): it never signs again",
+    tag="keys",
+    who="admin",
+    request=KeyCompromiseBody,
+    response=out.Key,
+    errors=(400, 404, 409, 503),
+)
+async def compromise_key(request: web.Request) -> web.Response:
+    return await _transition(request, KeyAction.COMPROMISE)
+
+
+@api.operation(
+    "POST",
+    "/v1/keys/{key_id}/destroy",
+    summary="Destroy a deactivated or compromised key's private key in the token (irreversible; "
+    "confirm with its label); its record and public key stay",
+    tag="keys",
+    who="admin",
+    request=KeyDestroyBody,
+    response=out.Key,
+    errors=(400, 404, 409, 503),
+)
+async def destroy_key(request: web.Request) -> web.Response:
+    return await _transition(request, KeyAction.DESTROY)

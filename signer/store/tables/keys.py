@@ -34,6 +34,7 @@ def _key(row: Any) -> KeyRecord:
         created_by=m["created_by"],
         created_at=m["created_at"],
         updated_at=m["updated_at"],
+        compromised_at=m["compromised_at"],
     )
 
 
@@ -100,20 +101,43 @@ class KeyWrites(KeyReads):
                 "created_by": key.created_by,
                 "created_at": key.created_at,
                 "updated_at": key.updated_at,
+                "compromised_at": key.compromised_at,
             },
             Conflict("a key with that id or token object exists", code="key_exists"),
         )
 
-    async def set_state(self, key_id: str, state: str, now: datetime) -> None:
-        """Change a key's state; bumps the epoch on change; NotFound(key_not_found) if unknown."""
+    async def set_state(
+        self,
+        key_id: str,
+        state: str,
+        now: datetime,
+        *,
+        expected: str | None = None,
+        compromised_at: datetime | None = None,
+    ) -> None:
+        """Change a key's state; bumps the epoch on change; NotFound(key_not_found) if unknown.
+
+        With ``expected``: only from that state (a compare-and-set), else Conflict(key_state_changed);
+        ``compromised_at`` is recorded with it when given (a compromise's date). Which transitions are
+        allowed is the keys service's to decide (``signer.services.key_states``), not the store's."""
         one_of(state, KEY_STATES, "key state")
         aware(now, "now")
+        if compromised_at is not None:
+            aware(compromised_at, "compromised_at")
         c = t.keys.c
-        result = await self._tx._write(
-            update(t.keys).where(c.id == key_id, c.state != state).values(state=state, updated_at=now)
-        )
+        values: dict[str, Any] = {"state": state, "updated_at": now}
+        if compromised_at is not None:
+            values["compromised_at"] = compromised_at
+        where = [c.id == key_id, c.state != state]
+        if expected is not None:
+            one_of(expected, KEY_STATES, "key state")
+            where.append(c.state == expected)
+        result = await self._tx._write(update(t.keys).where(*where).values(**values))
         if result.rowcount:
             self._tx.bump_epoch()
             return
-        if await self.get(key_id) is None:
+        current = await self.get(key_id)
+        if current is None:
             raise NotFound("no such key", code="key_not_found")
+        if expected is not None and current.state != expected:
+            raise Conflict("the key's state changed meanwhile", code="key_state_changed")

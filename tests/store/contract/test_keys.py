@@ -12,7 +12,7 @@ from tests.store.store_testkit import T0, key
 
 
 async def test_key_roundtrip_listing_and_state(store: Store) -> None:
-    keys = [key(id=f"key_{i:02d}", state="active" if i % 2 else "disabled") for i in range(7)]
+    keys = [key(id=f"key_{i:02d}", state="active" if i % 2 else "suspended") for i in range(7)]
     keys.append(key(id="key_p256", curve="p256", address=None, tags=[], attributes={}))
     async with store.write() as w:
         for k in keys:
@@ -39,16 +39,35 @@ async def test_key_roundtrip_listing_and_state(store: Store) -> None:
             await r.keys.all(limit=0)
     changed_at = T0 + timedelta(days=1)
     async with store.write() as w:
-        await w.keys.set_state("key_01", "disabled", changed_at)
-        await w.keys.set_state("key_01", "disabled", changed_at)  # no change, no bump
+        await w.keys.set_state("key_01", "suspended", changed_at)
+        await w.keys.set_state("key_01", "suspended", changed_at)  # no change, no bump
         assert w.epoch == 1
         with pytest.raises(NotFound) as missing:
             await w.keys.set_state("key_missing", "active", changed_at)
         with pytest.raises(ValueError):
-            await w.keys.set_state("key_01", "destroyed", changed_at)
+            await w.keys.set_state("key_01", "disabled", changed_at)  # gone since 0018
     assert missing.value.code == "key_not_found"
     async with store.read() as r:
         got = await r.keys.get("key_01")
-        assert got is not None and got.state == "disabled" and got.updated_at == changed_at
+        assert got is not None and got.state == "suspended" and got.updated_at == changed_at
         assert got.created_at == T0
         assert await r.epoch() == 1
+
+
+async def test_key_state_compare_and_set_and_compromise_date(store: Store) -> None:
+    k = key()
+    async with store.write() as w:
+        await w.keys.insert(k)
+    later = T0 + timedelta(hours=1)
+    seen = T0 - timedelta(days=3)
+    async with store.write() as w:
+        with pytest.raises(Conflict) as moved:
+            await w.keys.set_state(k.id, "suspended", later, expected="deactivated")
+        await w.keys.set_state(k.id, "compromised", later, expected="active", compromised_at=seen)
+        with pytest.raises(ValueError):
+            await w.keys.set_state(k.id, "destroyed", later, compromised_at=seen.replace(tzinfo=None))
+    assert moved.value.code == "key_state_changed"
+    async with store.read() as r:
+        got = await r.keys.get(k.id)
+    assert got is not None and got.state == "compromised" and got.compromised_at == seen
+    assert got.updated_at == later
