@@ -145,7 +145,7 @@ def test_unknown_key_disabled_key_and_wrong_curve(server: Server, setup, unique_
     status, _, _ = server.call("POST", f"/v1/keys/{key['id']}/disable", None, admin)
     assert status == 200
     status, _, body = sign_tx(server, token, key["id"], {"transaction": tx_fields(2)})
-    assert_problem(status, body, 409, "key_suspended")
+    assert_problem(status, body, 409, "key_disabled")
     assert body["state"] == "suspended"
     status, _, _ = server.call("POST", f"/v1/keys/{key['id']}/enable", None, admin)
     status, _, body = sign_tx(server, token, key["id"], {"transaction": tx_fields(2)})

@@ -231,7 +231,7 @@ def test_admin_workflow_and_signing_recovers_to_the_key(cli: Cli, tmp_path: Path
     assert cli.ok("keys", "disable", key["id"])["state"] == "suspended"
     refused = relayer.run("sign", "message", key["id"], "hello")
     assert refused.exit_code == cli_api.EXIT_CONFLICT, refused.stderr
-    assert "409 key_suspended" in refused.stderr
+    assert "409 key_disabled" in refused.stderr
     assert cli.ok("keys", "enable", key["id"])["state"] == "active"
     assert relayer.run("sign", "message", key["id"], "hello").exit_code == 0
 
@@ -275,7 +275,7 @@ def test_key_lifecycle_commands(cli: Cli, tmp_path: Path, unique_name: str) -> N
     assert signs()
     assert cli.ok("keys", "suspend", key["id"])["state"] == "suspended"
     refused = signer.run("sign", "message", key["id"], "hello")
-    assert "409 key_suspended" in refused.stderr
+    assert "409 key_disabled" in refused.stderr
     assert cli.ok("keys", "activate", key["id"])["state"] == "active"
     assert cli.ok("keys", "deactivate", key["id"], "--reason", "retired")["state"] == "deactivated"
     assert not signs()

@@ -91,7 +91,11 @@ def may_sign(state: str) -> bool:
 
 
 def refusal_code(state: str) -> str:
-    """The stable code of a refusal to use a key in ``state``: ``key_suspended``, ``key_destroyed``..."""
+    """The stable code of a refusal to use a key in ``state``: ``key_disabled`` for a suspended key (the
+    code ``disable``, now ``suspend``, has always produced: clients match on it), otherwise
+    ``key_<state>`` (``key_destroyed``...)."""
+    if state == "suspended":
+        return "key_disabled"
     return "key_" + state if state in _STATE_VALUES else "key_not_active"
 
 

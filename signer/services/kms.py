@@ -46,7 +46,7 @@ _CACHED_SECRETS = 1024
 _GENERIC = "missing or invalid credentials"
 _SPECS = {"secp256k1": "ECC_SECG_P256K1", "p256": "ECC_NIST_P256"}
 TARGETS = ("Sign", "GetPublicKey", "DescribeKey", "ListKeys")
-_DISABLED_CODES = frozenset({"key_suspended", "key_deactivated", "key_pre_activation"})
+_DISABLED_CODES = frozenset({"key_disabled", "key_deactivated", "key_pre_activation"})
 
 
 # The key's state as AWS names one; every state but active is not enabled, a destroyed key unavailable.

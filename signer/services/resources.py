@@ -86,7 +86,7 @@ async def _load_key(reader: Reader | Writer, key_id: str) -> KeyRecord | None:
 
 
 def _key_unusable(ref: ResourceRef) -> SignerError | None:
-    """Only an active key signs; any other state refuses with a code naming it (``key_suspended``...)."""
+    """Only an active key signs; any other state refuses with a code naming it (``key_disabled``...)."""
     if may_sign(ref.state):
         return None
     return Conflict(

@@ -64,7 +64,7 @@ def test_no_way_back_to_active() -> None:
 
 def test_only_active_signs_and_refusals_name_the_state() -> None:
     assert [s for s in KeyState if may_sign(s)] == [KeyState.ACTIVE]
-    assert refusal_code("suspended") == "key_suspended"
+    assert refusal_code("suspended") == "key_disabled"  # the code disable always gave
     assert refusal_code("destroyed_compromised") == "key_destroyed_compromised"
     assert refusal_code("disabled") == "key_not_active"  # a value no row can hold since 0018
 

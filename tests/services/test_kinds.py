@@ -98,7 +98,7 @@ def test_the_key_kind() -> None:
     not_found = kind.not_found()
     assert isinstance(not_found, NotFound) and not_found.code == "key_not_found"
     disabled = kind.unusable(key_ref(key))
-    assert disabled is not None and disabled.code == "key_suspended"
+    assert disabled is not None and disabled.code == "key_disabled"
     assert disabled.extra == {"state": "suspended"}
     assert kind.unusable(key_ref(_key())) is None
     assert kind.approval_view(key) == {"key_id": "key_kinds", "from": key.address, "key_label": "kinds"}

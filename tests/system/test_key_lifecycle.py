@@ -344,7 +344,7 @@ def test_an_approval_for_a_key_that_left_active_never_signs(live: Live) -> None:
     assert status == 200, voted
     status, shown = live.call("GET", f"/v1/approvals/{approval_id}")
     assert status == 200 and shown["state"] == "failed", shown
-    assert "key_suspended" in json.dumps(shown)
+    assert "key_disabled" in json.dumps(shown)
     # Activated again, the failed request still never signs: it is closed.
     assert _transition(live, key, "activate")[0] == 200
     status, result = live.call("GET", f"/v1/approvals/{approval_id}/result", token=live.relayer)
