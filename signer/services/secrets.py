@@ -653,8 +653,9 @@ class SecretsService:
         secret_disabled`` to a caller a grant reaches (anyone else: ``secret_not_found``); metadata
         stays visible and new values may still be written (so a leaked value can be replaced before
         the secret is enabled again). The change moves the facts epoch, and this process forgets the
-        secret's cached rows and data keys at once: a fetch judged on a record cached before it is
-        refused at its commit. Audited as ``secret.disable`` / ``secret.enable`` with the impact review
+        secret's cached rows and data keys and its facts cache at once; another process's fetch judged
+        on a record it cached before the change finds the epoch moved at its commit and is refused
+        there, so no value leaves. Audited as ``secret.disable`` / ``secret.enable`` with the impact review
         of the change (``disable_secret`` / ``enable_secret``); setting the state it has is a no-op,
         audited with ``changed: false`` and no review."""
         if state not in SECRET_STATES:
@@ -667,7 +668,7 @@ class SecretsService:
             else ("enable_secret", "secret.enable")
         )
 
-        async def unit(writer: Writer) -> dict[str, Any]:
+        async def unit(writer: Writer) -> tuple[dict[str, Any], int]:
             secret = await self._load_allowed(writer, ctx, secret_id, "update")
             revision = None if if_match is None else if_match.check(secret)
             impact = (
@@ -694,9 +695,13 @@ class SecretsService:
                     **impact,
                 )
             )
-            return secret_view(updated, await writer.secrets.versions(secret.id))
+            return secret_view(updated, await writer.secrets.versions(secret.id)), writer.epoch
 
-        return await self._store.submit(unit)
+        view, epoch = await self._store.submit(unit)
+        # This worker's facts cache forgets what it held before the change (other workers find the
+        # epoch moved when a fetch commits, and refuse it then).
+        self._pipeline.facts_cache.observe(epoch)
+        return view
 
     async def fetch(
         self,

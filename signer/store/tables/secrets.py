@@ -1,8 +1,9 @@
 """Secret records and their sealed versions: the ``secrets`` and ``secret_versions`` tables.
 
 Owns: inserting a secret with its first version, adding versions (a new value), metadata updates,
-recording the last fetch, deletion (the record and every version), and reads by id, by folder and
-name, and in pages under a folder prefix. A version holds the data key as the token wrapped it and the
+the whole secret's state (active or disabled, which moves the facts epoch), recording the last fetch,
+deletion (the record and every version), and reads by id, by folder and name, and in pages under a
+folder prefix. A version holds the data key as the token wrapped it and the
 fields as ``signer.crypto.envelope`` sealed them: this module never sees a value or an unwrapped key,
 and never decides who may read what.
 """
@@ -269,15 +270,6 @@ class SecretReads:
             select(c.folder, c.rotation_interval_seconds, c.overlap_seconds).where(c.folder.in_(folders))
         )
         return {r[0]: (r[1], r[2]) for r in rows}
-
-    async def in_state(self, state: str, *, limit: int = 100) -> list[SecretRecord]:
-        """Secrets in ``state`` (``disabled``: what the checklist lists), oldest change first."""
-        one_of(state, SECRET_STATES, "secret state")
-        c = t.secrets.c
-        rows = await self._tx._all(
-            select(t.secrets).where(c.state == state).order_by(c.state_changed_at, c.id).limit(limit)
-        )
-        return [_secret(r) for r in rows]
 
     async def versions(self, secret_id: str) -> list[SecretVersionRecord]:
         c = t.secret_versions.c
