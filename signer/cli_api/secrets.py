@@ -17,7 +17,17 @@ import click
 from signer.cli_api.common import api_call
 from signer.client import SignerClient
 
-SECRET_COLUMNS = ("id", "name", "folder", "category", "owner", "backend", "current_version", "updated_at")
+SECRET_COLUMNS = (
+    "id",
+    "name",
+    "folder",
+    "category",
+    "owner",
+    "backend",
+    "state",
+    "current_version",
+    "updated_at",
+)
 # --backend accepts the API's names and these short ones.
 BACKENDS = {"aws": "aws_secrets_manager", "openbao": "openbao_kv2", "vault": "openbao_kv2"}
 CATEGORIES = ("api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other")
