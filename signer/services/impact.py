@@ -9,9 +9,9 @@ resolved to it and which declared consumers will fail; which secrets or grants b
 a rotation, the grants that were only ever used to read older versions (should they stay?). Revocation
 and disabling a principal answer "what stops working" from what was actually used through the grant or
 by the principal; deletion, disabling a secret and rotation answer "who is affected" from who can use
-the secret and who did. Disabling a secret takes only its
-reads (``read_value``) from everyone who has them, while its grants stay (they read again once it is
-enabled: nothing becomes unused for good); enabling gives them back.
+the secret and who did. Disabling a secret takes only its reads (``read_value``) from everyone who has
+them, while its grants stay (they read again once it is enabled: nothing becomes unused for good);
+enabling gives them back.
 
 ``compact`` is the same report cut to counts and at most ``AUDIT_IDS`` ids per list, computed inside
 the action's own transaction and recorded in its audit event. A rotation report reads versions

@@ -655,9 +655,9 @@ class SecretsService:
         the secret is enabled again). The change moves the facts epoch, and this process forgets the
         secret's cached rows and data keys and its facts cache at once; another process's fetch judged
         on a record it cached before the change finds the epoch moved at its commit and is refused
-        there, so no value leaves. Audited as ``secret.disable`` / ``secret.enable`` with the impact review
-        of the change (``disable_secret`` / ``enable_secret``); setting the state it has is a no-op,
-        audited with ``changed: false`` and no review."""
+        there, so no value leaves. Audited as ``secret.disable`` / ``secret.enable`` with the impact
+        review of the change (``disable_secret`` / ``enable_secret``); setting the state it has is a
+        no-op, audited with ``changed: false`` and no review."""
         if state not in SECRET_STATES:
             raise ValueError(f"unknown secret state {state!r}")
         why = state_reason(reason)
