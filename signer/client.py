@@ -501,6 +501,35 @@ class SignerClient:
     def delete_secret(self, secret_id: str) -> Any:
         return self.request("DELETE", f"/v1/secrets/{_q(secret_id)}")
 
+    def set_secret_state(
+        self, secret_id: str, action: str, reason: str | None = None, if_match: str | None = None
+    ) -> Any:
+        """``disable`` or ``enable`` the whole secret."""
+        if action not in ("disable", "enable"):
+            raise ValueError("action is disable or enable")
+        body = {"reason": reason} if reason is not None else {}
+        return self.request(
+            "POST", f"/v1/secrets/{_q(secret_id)}/{action}", body, headers=_if_match(if_match)
+        )
+
+    def find_secret(self, name_or_id: str) -> str:
+        """A secret's id from its id (``sec_...``) or its path (``folder/name``, ``secret://folder/name``):
+        the path is looked up among the secrets the caller may list in that folder."""
+        text = name_or_id.removeprefix("secret://")
+        folder, _, name = text.rpartition("/")
+        if not folder:
+            return name_or_id
+        after: str | None = None
+        while True:
+            page = self.list_secrets(folder, limit=1000, after=after)
+            for item in page["items"]:
+                if item["folder"] == folder and item["name"] == name:
+                    return str(item["id"])
+            after = page.get("next")
+            if after is None:
+                detail = "no secret you may list has that path"
+                raise ApiError(404, "secret_not_found", detail)
+
     def rotate_kek(self, scope: str) -> Any:
         return self.request("POST", f"/v1/secrets/keks/{_q(scope)}/rotate")
 

@@ -109,6 +109,8 @@ _STEP_NAMES: list[tuple[str, str | tuple[str, ...]]] = [
     ("disable_secret_version", "secret.version_disabled"),
     ("enable_secret_version", "secret.version_enabled"),
     ("destroy_secret_version", "secret.version_destroyed"),
+    ("disable_secret", "secret.disable"),
+    ("enable_secret", "secret.enable"),
     ("delete_secret", "secret.delete"),
     ("set_secret_folder_defaults", "secret.folder_defaults"),
     ("issue_kms_credential", "kms_credential.issue"),
@@ -363,6 +365,8 @@ def test_each_state_change_leaves_exactly_one_event(server: Server) -> None:
     step("disable_secret_version", "POST", f"/v1/secrets/{sid}/versions/1/disable", {})
     step("enable_secret_version", "POST", f"/v1/secrets/{sid}/versions/1/enable", {})
     step("destroy_secret_version", "POST", f"/v1/secrets/{sid}/versions/1/destroy", {})
+    step("disable_secret", "POST", f"/v1/secrets/{sid}/disable", {"reason": "walked"})
+    step("enable_secret", "POST", f"/v1/secrets/{sid}/enable", {})
     step("rotate_kek", "POST", f"/v1/secrets/keks/walk{tag}/rotate", None, status=202)
     resolve = {"references": [f"secret://walk{tag}/db"]}
     step("resolve_secrets", "POST", "/v1/secrets/resolve", resolve, token=token)

@@ -981,6 +981,47 @@ def test_secret_versions_commands(cli: Cli, tmp_path: Path, unique_name: str) ->
     assert table.exit_code == 0 and "destroyed" in table.stdout
 
 
+def test_secrets_disable_and_enable_commands(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``secrets disable|enable NAME_OR_ID [--dry-run] [--reason]``: the dry run (by the secret's path)
+    names who loses reads and changes nothing; disabled, a fetch and ``secrets env`` exit as a conflict
+    with ``secret_disabled``; enabled, the value reads again; an unknown path is not found."""
+    admin_id = cli.ok("whoami")["principal_id"]
+    org = f"clid-{unique_name}"
+    cli.ok(
+        "grants", "create", "--principal", admin_id, "--scope", org,
+        *[arg for op in ("create", "update", "read_metadata", "read_value") for arg in ("--operation", op)],
+        "--operation", "list",
+    )  # fmt: skip
+    value = "canary-" + secrets.token_hex(12)
+    (tmp_path / "v").write_text(value)
+    made = cli.ok(
+        "secrets", "create", "--folder", f"{org}/app", "--name", "api", "--owner-group", "ops",
+        "--consumer", "billing-api", "--value-from", f"KEY={tmp_path / 'v'}",
+    )  # fmt: skip
+    sid = made["id"]
+    review = cli.ok("secrets", "disable", f"secret://{org}/app/api", "--dry-run", "--days", "7")
+    assert (review["action"], review["dry_run"], review["days"]) == ("disable_secret", True, 7)
+    assert review["target"] == {"type": "secret", "id": sid}
+    assert review["summary"]["principals_losing"] == [admin_id]
+    assert review["summary"]["consumers_failing"] == ["billing-api"]
+    assert cli.ok("secrets", "show", sid)["state"] == "active"
+    disabled = cli.ok("secrets", "disable", f"{org}/app/api", "--reason", "suspected leak")
+    assert (disabled["id"], disabled["state"]) == (sid, "disabled")
+    assert disabled["state_reason"] == "suspected leak"
+    refused = cli.run("secrets", "fetch", sid, "--json")
+    assert refused.exit_code == cli_api.EXIT_CONFLICT
+    assert json.loads(refused.stdout)["code"] == "secret_disabled"
+    env = cli.run("secrets", "env", f"secret://{org}/app/api")
+    assert env.exit_code == cli_api.EXIT_CONFLICT and value not in env.stdout
+    stale = cli.run("secrets", "enable", sid, "--if-match", f'"r{made["revision"]}"', "--json")
+    assert stale.exit_code == cli_api.EXIT_CONFLICT and json.loads(stale.stdout)["code"] == "if_match_failed"
+    assert cli.ok("secrets", "enable", sid, "--dry-run")["state"]["changes"] is True
+    assert cli.ok("secrets", "enable", sid)["state"] == "active"
+    assert cli.ok("secrets", "fetch", sid)["values"] == {"KEY": value}
+    missing = cli.run("secrets", "disable", f"{org}/app/nope", "--json")
+    assert missing.exit_code == cli_api.EXIT_NOT_FOUND
+
+
 def test_secrets_env_and_exec(cli: Cli, server: Server, tmp_path: Path, unique_name: str) -> None:
     """``signer secrets env`` prints values that read back exactly (``shell`` sourced by bash, ``dotenv``
     by python-dotenv and by bash); ``signer exec`` starts a command with them and returns its exit status;

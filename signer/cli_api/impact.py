@@ -13,7 +13,14 @@ import click
 from signer.cli_api.common import api_call
 from signer.client import SignerClient
 
-ACTIONS = ("revoke_grant", "disable_principal", "delete_secret", "rotate_secret")
+ACTIONS = (
+    "revoke_grant",
+    "disable_principal",
+    "delete_secret",
+    "rotate_secret",
+    "disable_secret",
+    "enable_secret",
+)
 
 
 @click.command("impact")

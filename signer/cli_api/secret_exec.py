@@ -102,10 +102,8 @@ def collect(
     except EnvError as exc:
         raise click.UsageError(str(exc)) from None
     for skipped in answer.get("skipped", []):
-        click.echo(
-            f"signer: skipped {skipped['folder']}/{skipped['name']}: you may list it but not read it",
-            err=True,
-        )
+        why = "it is disabled" if skipped.get("state") == "disabled" else "you may list it but not read it"
+        click.echo(f"signer: skipped {skipped['folder']}/{skipped['name']}: {why}", err=True)
     return variables.values
 
 

@@ -1,5 +1,5 @@
-"""Secret commands: ``secrets create|list|show|update|set-value|delete|fetch`` (``env`` and ``import``:
-``secret_exec``).
+"""Secret commands: ``secrets create|list|show|update|set-value|disable|enable|delete|fetch`` (``env``
+and ``import``: ``secret_exec``).
 
 Thin: parse options, call one ``SignerClient`` method, return the answer for ``api_call`` to render. A
 value never comes from argv (visible in ``ps``): ``--value-from NAME=PATH`` reads it from a file, or from
@@ -17,7 +17,17 @@ import click
 from signer.cli_api.common import api_call
 from signer.client import SignerClient
 
-SECRET_COLUMNS = ("id", "name", "folder", "category", "owner", "backend", "current_version", "updated_at")
+SECRET_COLUMNS = (
+    "id",
+    "name",
+    "folder",
+    "category",
+    "owner",
+    "backend",
+    "state",
+    "current_version",
+    "updated_at",
+)
 # --backend accepts the API's names and these short ones.
 BACKENDS = {"aws": "aws_secrets_manager", "openbao": "openbao_kv2", "vault": "openbao_kv2"}
 CATEGORIES = ("api_key", "oauth_token", "database", "registry", "publication", "infrastructure", "other")
@@ -269,6 +279,46 @@ def secrets_set_value(
 def secrets_delete(client: SignerClient, secret_id: str) -> Any:
     """Delete a secret and every version of its value."""
     return client.delete_secret(secret_id)
+
+
+def _state_command(name: str, action: str, review: str, doc: str) -> None:
+    @secrets.command(name, help=doc)
+    @click.argument("name_or_id")
+    @click.option("--reason", default=None, help="Why (kept with the secret and in the audit log).")
+    @click.option("--dry-run", is_flag=True, help="Only the impact review: who loses or gets back reads.")
+    @click.option(
+        "--days", type=click.IntRange(0, 3660), default=30, show_default=True, help="--dry-run: usage window."
+    )
+    @click.option("--if-match", "if_match", default=None, help='Only if unchanged: the ETag "r<revision>".')
+    @api_call()
+    def command(
+        client: SignerClient,
+        name_or_id: str,
+        reason: str | None,
+        dry_run: bool,
+        days: int,
+        if_match: str | None,
+    ) -> Any:
+        secret_id = client.find_secret(name_or_id)
+        if dry_run:
+            return client.impact(review, secret_id, days)
+        return client.set_secret_state(secret_id, action, reason=reason, if_match=if_match)
+
+
+_state_command(
+    "disable",
+    "disable",
+    "disable_secret",
+    "Disable a whole secret (NAME_OR_ID: sec_... or FOLDER/NAME): every read of every version is "
+    "refused until it is enabled; its grants and metadata stay. --dry-run shows who loses reads, which "
+    "workloads fetched it and which references and consumers fail (admin, auditor).",
+)
+_state_command(
+    "enable",
+    "enable",
+    "enable_secret",
+    "Enable a disabled secret: its reads answer again. --dry-run shows who gets reads back.",
+)
 
 
 @secrets.command("fetch")

@@ -170,6 +170,10 @@ async def secret(request: web.Request) -> web.Response:
         rotate = ctx.caller.role is Role.ADMIN and shown.get("backend") == "sealed"
         context["partials"] = [*context.get("partials", []), "secret_actions.html"]
         context["rotate_href"] = f"/console/secrets/{shown['id']}/rotate" if rotate else None
+        # Disabling or enabling it (secret_state.html): the state, and for an admin the link to the
+        # impact review and its confirmation.
+        context["partials"] = [*context.get("partials", []), "secret_state.html"]
+        context["secret_state"] = _state_link(ctx, shown)
         return template, context
 
     return await _page(request, build)
@@ -228,6 +232,25 @@ _ACTIONS: dict[str, dict[str, str]] = {
         "button": "Disable principal",
         "cancel": "/console/grants",
     },
+    "disable_secret": {
+        "title": "Disable secret",
+        "path": "/console/secrets/{id}/disable",
+        "consequence": "disabling this secret refuses every read of every version at once (409 "
+        "secret_disabled), through any backend; its grants, metadata and versions stay, and it can be "
+        "enabled again. The change is audited with this report.",
+        "button": "Disable secret",
+        "cancel": "/console/secrets/{id}",
+        "reason": "asked",
+    },
+    "enable_secret": {
+        "title": "Enable secret",
+        "path": "/console/secrets/{id}/enable",
+        "consequence": "enabling this secret lets everyone its grants allow read it again at once. The "
+        "change is audited with this report.",
+        "button": "Enable secret",
+        "cancel": "/console/secrets/{id}",
+        "reason": "asked",
+    },
     "delete_secret": {
         "title": "Delete secret",
         "path": "/console/secrets/{id}/delete",
@@ -270,6 +293,7 @@ async def _review_page(request: web.Request, action: str, target_id: str) -> web
             "button": shown["button"],
             "cancel": shown["cancel"].format(id=target_id),
             "may_act": ctx.caller.role is Role.ADMIN,
+            "reason_field": shown.get("reason") == "asked",
         }
 
     return await _page(request, build)
@@ -332,6 +356,53 @@ async def delete_secret(request: web.Request) -> web.Response:
         lambda ctx: request.app[SERVICES].secrets.delete(ctx, secret_id),
         "/console/secrets?deleted=1",
     )
+
+
+_SECRET_ID = re.compile(r"sec_[0-9a-f]{1,64}")
+
+
+def _state_link(ctx: RequestContext, shown: dict[str, Any]) -> dict[str, Any]:
+    """What the secret page says of the whole secret's state, and an admin's link to change it."""
+    disabled = shown.get("state") == "disabled"
+    link = None
+    if ctx.caller.role is Role.ADMIN and _SECRET_ID.fullmatch(str(shown.get("id"))):
+        action = "enable" if disabled else "disable"
+        link = {"href": f"/console/secrets/{shown['id']}/{action}", "text": f"{action.capitalize()}…"}
+    return {"disabled": disabled, "reason": shown.get("state_reason"), "link": link}
+
+
+async def _set_secret_state(request: web.Request, state: str) -> web.Response:
+    """The confirmed form: the state, with the reason typed there (none when left empty)."""
+    secret_id = request.match_info["secret_id"]
+    done = f"/console/secrets/{secret_id}" if _SECRET_ID.fullmatch(secret_id) else "/console/secrets"
+
+    async def act(ctx: RequestContext) -> Any:
+        reason = (await request.post()).get("reason")
+        return await request.app[SERVICES].secrets.set_state(
+            ctx, secret_id, state, reason=reason if isinstance(reason, str) and reason else None
+        )
+
+    return await _confirmed(request, act, done)
+
+
+@operator_routes.get("/console/secrets/{secret_id}/disable")
+async def disable_secret_form(request: web.Request) -> web.Response:
+    return await _review_page(request, "disable_secret", request.match_info["secret_id"])
+
+
+@operator_routes.post("/console/secrets/{secret_id}/disable")
+async def disable_secret(request: web.Request) -> web.Response:
+    return await _set_secret_state(request, "disabled")
+
+
+@operator_routes.get("/console/secrets/{secret_id}/enable")
+async def enable_secret_form(request: web.Request) -> web.Response:
+    return await _review_page(request, "enable_secret", request.match_info["secret_id"])
+
+
+@operator_routes.post("/console/secrets/{secret_id}/enable")
+async def enable_secret(request: web.Request) -> web.Response:
+    return await _set_secret_state(request, "active")
 
 
 # -- the operator checklist -----------------------------------------------------------------------

@@ -14,7 +14,14 @@ _ID = r"^[A-Za-z0-9_.-]{1,64}$"
 class ImpactBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
-    action: Literal["revoke_grant", "disable_principal", "delete_secret", "rotate_secret"]
+    action: Literal[
+        "revoke_grant",
+        "disable_principal",
+        "delete_secret",
+        "rotate_secret",
+        "disable_secret",
+        "enable_secret",
+    ]
     id: str = Field(pattern=_ID, description="the grant, principal or secret the action is about")
     days: int = Field(default=30, ge=0, le=3660, description="the usage window: the last N days")
 

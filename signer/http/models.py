@@ -658,6 +658,12 @@ class SecretVersionStateBody(Strict):
     reason: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[ -~]+$")
 
 
+class SecretStateBody(Strict):
+    """Why a whole secret is disabled or enabled (kept with the secret and in the audit)."""
+
+    reason: str | None = Field(default=None, min_length=1, max_length=256, pattern=r"^[ -~]+$")
+
+
 class FetchSecretBody(Strict):
     """The current version (or ``version``), one ``field`` or all; ``workload`` labels who reads it.
     With ``approval_id`` (and neither ``version`` nor ``field``): release the approved read once, the

@@ -510,6 +510,13 @@ class Secret(View):
     overlap_seconds: int | None
     rotation_interval_seconds: int | None
     rotation_due_at: datetime | None
+    state: Literal["active", "disabled"] = Field(
+        default="active",
+        description="the whole secret: disabled, every read of every version answers 409 secret_disabled",
+    )
+    state_changed_at: datetime | None = None
+    state_changed_by: str | None = None
+    state_reason: str | None = Field(default=None, description="why it was last disabled or enabled")
     versions: list[SecretVersion] | None = Field(default=None, description="only when showing one secret")
     access: list[SecretAccess] | None = Field(
         default=None,

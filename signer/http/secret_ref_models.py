@@ -7,6 +7,8 @@ the parser accepts. The answer is the one response besides a fetch that carries 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field, JsonValue
 
 from policy.names import NameKind
@@ -73,6 +75,9 @@ class SkippedSecret(View):
     secret_id: str
     name: str
     folder: str
+    state: Literal["active", "disabled"] = Field(
+        default="active", description="`disabled`: the whole secret is disabled (no version is read)"
+    )
 
 
 class ResolvedSecrets(View):

@@ -1,14 +1,17 @@
 """Impact review: what an action would change, asked before acting (a dry run) and recorded after.
 
-For revoking a grant, disabling a principal, deleting a secret and setting a secret's new value
-(rotating it), ``review`` answers, per resource the action touches: which principals and groups lose
-access and which keep it, through which grants (the grants' own precedence, ``policy.evaluate_grants``,
-applied to the grants as they are and as they would be); which workloads fetched it in the last N days,
-how often and when last (``secret_usage``); which references resolved to it and which declared
-consumers will fail; which secrets or grants become unused; and for a rotation, the grants that were
-only ever used to read older versions (should they stay?). Revocation and disabling answer "what stops
-working" from what was actually used through the grant or by the principal; deletion and rotation
-answer "who is affected" from who can use the secret and who did.
+For revoking a grant, disabling a principal, deleting a secret, disabling or enabling a whole secret
+and setting a secret's new value (rotating it), ``review`` answers, per resource the action touches:
+which principals and groups lose access and which keep it, through which grants (the grants' own
+precedence, ``policy.evaluate_grants``, applied to the grants as they are and as they would be); which
+workloads fetched it in the last N days, how often and when last (``secret_usage``); which references
+resolved to it and which declared consumers will fail; which secrets or grants become unused; and for
+a rotation, the grants that were only ever used to read older versions (should they stay?). Revocation
+and disabling a principal answer "what stops working" from what was actually used through the grant or
+by the principal; deletion, disabling a secret and rotation answer "who is affected" from who can use
+the secret and who did. Disabling a secret takes only its reads (``read_value``) from everyone who has
+them, while its grants stay (they read again once it is enabled: nothing becomes unused for good);
+enabling gives them back.
 
 ``compact`` is the same report cut to counts and at most ``AUDIT_IDS`` ids per list, computed inside
 the action's own transaction and recorded in its audit event. A rotation report reads versions
@@ -34,7 +37,14 @@ from signer.services.secret_kind import secret_ref
 from signer.services.usage import UsageRecorder, check_days, day_of, deciding_grant
 from signer.store import GrantRecord, Reader, SecretRecord, Store, Writer
 
-ACTIONS = ("revoke_grant", "disable_principal", "delete_secret", "rotate_secret")
+ACTIONS = (
+    "revoke_grant",
+    "disable_principal",
+    "delete_secret",
+    "rotate_secret",
+    "disable_secret",
+    "enable_secret",
+)
 SECRET_OPERATIONS = ("list", "read_metadata", "read_value", "update", "delete")
 KEY_OPERATIONS = ("sign_transaction", "sign_message", "sign_typed_data", "sign_raw")
 MAX_RESOURCES = 100
@@ -170,6 +180,9 @@ class ImpactService:
         elif action == "disable_principal":
             body = await self._disable_principal(facts, target_id, since)
             target = {"type": "principal", "id": target_id}
+        elif action in ("disable_secret", "enable_secret"):
+            body = await self._secret_state(facts, action, target_id, since)
+            target = {"type": "secret", "id": target_id}
         else:
             body = await self._secret_action(facts, action, target_id, since)
             target = {"type": "secret", "id": target_id}
@@ -400,6 +413,62 @@ class ImpactService:
             "unused_after": {"grants": unused_grants, "secrets": _unused_secrets(out)},
         }
 
+    # -- disabling or enabling a whole secret: who loses or gets back its reads -------------------
+
+    async def _secret_state(self, facts: _Facts, action: str, secret_id: str, since: int) -> dict[str, Any]:
+        reader = facts.reader
+        secret = await reader.secrets.get(secret_id)
+        if secret is None:
+            raise NotFound("no such secret", code="secret_not_found")
+        to = "disabled" if action == "disable_secret" else "active"
+        changes = secret.state != to
+        resource = _Resource("secret", secret.id, secret.folder, secret.name, secret)
+        about = await reader.grants.about("secret", secret.id, ancestors(secret.folder), facts.now)
+        access = access_view(secret_ref(secret), about, facts.now)
+        entry = _resource_view(resource)
+        readers: list[dict[str, Any]] = []
+        others: list[dict[str, Any]] = []
+        for a in access:
+            # A disabled secret refuses reads only: listing, metadata, new values and deletion go on.
+            if "read_value" in a["operations"]:
+                readers.append(
+                    {
+                        "subject": a["subject"],
+                        "operations": ["read_value"],
+                        "through": sorted(
+                            g["id"]
+                            for g in a["grants"]
+                            if not g["no_access"] and "read_value" in g["operations"]
+                        ),
+                    }
+                )
+            rest = [op for op in a["operations"] if op != "read_value"]
+            if rest:
+                others.append(
+                    {
+                        "subject": a["subject"],
+                        "operations": rest,
+                        "through": sorted(g["id"] for g in a["grants"] if not g["no_access"]),
+                    }
+                )
+        disabling = to == "disabled"
+        entry["lose"] = readers if disabling and changes else []
+        entry["keep"] = others if disabling else others + readers
+        if not disabling and changes:
+            entry["gain"] = [{"subject": r["subject"], "operations": r["operations"]} for r in readers]
+        # Every fetch, reference and declared consumer fails while it is disabled (a short reference
+        # still finds it, so never resolves elsewhere); once enabled, they work as before.
+        entry.update(await _secret_use(facts, resource, since, set(), all_fail=disabling, moves=False))
+        own = sorted(g.id for g in about if g.resource_type == "secret")
+        return {
+            "state": {"from": secret.state, "to": to, "changes": changes},
+            "resources": [entry],
+            "resources_total": 1,
+            # The grants stay and read again once it is enabled: none is unused for good.
+            "unused_after": {"grants": [], "secrets": []},
+            "grants_naming_only_this_secret": own,
+        }
+
     # -- deleting or rotating a secret: who is affected -------------------------------------------
 
     async def _secret_action(self, facts: _Facts, action: str, secret_id: str, since: int) -> dict[str, Any]:
@@ -423,7 +492,7 @@ class ImpactService:
                 for a in access
             ]
             entry["keep"] = []
-            entry.update(await _secret_use(facts, resource, since, set(), all_fail=True))
+            entry.update(await _secret_use(facts, resource, since, set(), all_fail=True, moves=True))
             # Grants on this secret alone name nothing afterwards; folder grants used only for it
             # are unused afterwards (they may still cover other secrets).
             own = sorted(g.id for g in about if g.resource_type == "secret")
@@ -536,10 +605,11 @@ async def _key_use(facts: _Facts, resource: _Resource) -> list[dict[str, Any]]:
 
 
 async def _secret_use(
-    facts: _Facts, resource: _Resource, since: int, losing: set[str], *, all_fail: bool
+    facts: _Facts, resource: _Resource, since: int, losing: set[str], *, all_fail: bool, moves: bool = False
 ) -> dict[str, Any]:
     """Fetches in the window (who, which workload, how often, when last), references resolved to the
-    secret and its declared consumers, each marked failing or not."""
+    secret and its declared consumers, each marked failing or not. ``moves``: the secret goes away (a
+    short reference may then find another of the same name higher up)."""
     reader = facts.reader
     secret = resource.secret
     assert secret is not None
@@ -556,7 +626,7 @@ async def _secret_use(
             "uses": ref.uses,
             "last_at": iso(ref.last_at),
         }
-        if status == "fails" and all_fail and ref.workspace and "/" not in ref.reference.split("#")[0]:
+        if status == "fails" and moves and ref.workspace and "/" not in ref.reference.split("#")[0]:
             # A name alone looks upward from its workspace: without this secret, an ancestor folder's
             # secret of the same name answers instead.
             name = ref.reference.split("#")[0].split("@")[0]
@@ -611,6 +681,7 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
     losing_p: set[str] = set()
     losing_g: set[str] = set()
     keeping: set[str] = set()
+    gaining: set[str] = set()
     workloads: set[str] = set()
     references = 0
     consumers: set[str] = set()
@@ -620,6 +691,8 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
             (losing_g if item["subject"].startswith("group:") else losing_p).add(item["subject"])
         for item in resource.get("keep", []):
             keeping.add(item["subject"])
+        for item in resource.get("gain", []):
+            gaining.add(item["subject"])
         fetches += resource.get("fetches_total", 0)
         workloads.update(resource.get("workloads_failing", []))
         references += sum(1 for r in resource.get("references", []) if r["status"] != "keeps")
@@ -628,6 +701,7 @@ def _summary(report: dict[str, Any]) -> dict[str, Any]:
         "principals_losing": sorted(s.split(":", 1)[1] for s in losing_p),
         "groups_losing": sorted(s.split(":", 1)[1] for s in losing_g),
         "subjects_keeping": sorted(keeping),
+        "subjects_gaining": sorted(gaining),
         "workloads_failing": sorted(workloads),
         "consumers_failing": sorted(consumers),
         "references_failing": references,

@@ -1,7 +1,8 @@
 """Secrets as a resource kind: the kind, its read operation as a payload kind, sealing, and value rules.
 
 Owns: the ``secret`` ``ResourceKind`` (not-found answer ``secret_not_found``, also the answer to a caller
-holding no grant on the secret, so existence never leaks); the ``read_value`` ``PayloadKind`` that
+holding no grant on the secret, so existence never leaks; a disabled secret is unusable, ``409
+secret_disabled``, told only to a caller a grant reaches); the ``read_value`` ``PayloadKind`` that
 carries a fetch through the decision pipeline (so grants and every policy rule judge reads as they judge
 signing, and every outcome is audited by the pipeline with field names and version, never a value); the
 ``Sealer`` that seals a version's fields under a fresh data key wrapped by the organisation's KEK in the
@@ -51,6 +52,7 @@ __all__ = [
     "Sealer",
     "check_field_name",
     "check_values",
+    "disabled",
     "generate_value",
     "organisation_of",
     "secret_ref",
@@ -70,7 +72,16 @@ def not_found() -> SignerError:
 
 def secret_ref(secret: SecretRecord) -> ResourceRef:
     # A secret lives at its folder: grants on a scope cover it as they cover keys under that scope.
-    return ResourceRef("secret", secret.id, secret.folder, "active")
+    return ResourceRef("secret", secret.id, secret.folder, secret.state)
+
+
+def disabled() -> SignerError:
+    return Conflict("the secret is disabled; an operator can enable it again", code="secret_disabled")
+
+
+def _unusable(ref: ResourceRef) -> SignerError | None:
+    # Asked only once a grant reaches the secret (a caller no grant reaches was told "no such secret").
+    return None if ref.state == "active" else disabled()
 
 
 async def _load(reader: Reader | Writer, secret_id: str) -> SecretRecord | None:
@@ -85,7 +96,8 @@ SECRETS = register(
         load=_load,
         ref=secret_ref,
         not_found=not_found,
-        unusable=lambda ref: None,
+        # A disabled secret answers no read of any version, through any backend, to those granted it.
+        unusable=_unusable,
         # What approvers read: metadata, never a value.
         approval_view=lambda secret: {
             "secret_id": secret.id,

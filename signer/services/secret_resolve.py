@@ -5,7 +5,8 @@ alone looked up from a workspace folder upward: the narrowest folder holding a s
 the caller can see wins), finds the secrets, then fetches each through the secrets service's fetch, so
 every read goes through the one decision pipeline (grants, every policy rule, one ``secret.fetch``
 audit event per secret, never a value). With a ``scope`` it also fetches every secret under that folder
-the caller may both ``list`` and ``read_value``.
+the caller may both ``list`` and ``read_value``; a disabled one there is skipped (named, with its state),
+while a reference naming a disabled secret is refused with ``409 secret_disabled`` like its fetch.
 
 All or nothing: the answer carries every value or none. A reference that names no secret the caller can
 see (missing, or held by no grant that reaches it) is ``404 secret_not_found`` with its ``index``,
@@ -64,6 +65,8 @@ class _Wanted:
     folder: str
     version: int | None
     field: str | None
+    # The secret's state when found: a disabled one is fetched first (refused before any value opens).
+    state: str = "active"
 
 
 def _indexed(exc: SignerError, index: int | None) -> SignerError:
@@ -130,7 +133,7 @@ class SecretResolver:
                 secret = await _find(reader, subject, ref, workspace)
                 if secret is None:
                     raise _indexed(not_found(), index)
-                wanted.append(_Wanted(secret.id, secret.folder, ref.version, ref.field))
+                wanted.append(_Wanted(secret.id, secret.folder, ref.version, ref.field, secret.state))
         in_scope, skipped = ([], []) if scope is None else await self._scope(ctx, subject, scope)
         jobs: list[tuple[int | None, _Wanted]] = [*enumerate(wanted), *((None, w) for w in in_scope)]
         fetched = await self._fetch_all(ctx, subject, jobs, workload, source)
@@ -157,6 +160,17 @@ class SecretResolver:
         while True:
             page = await self._secrets.list(ctx, scope, limit=_LIST_PAGE, after=cursor)
             for view in page["items"]:
+                if view["state"] != "active":
+                    # Disabled: no version of it is read; named here, as one the caller may not read.
+                    skipped.append(
+                        {
+                            "secret_id": view["id"],
+                            "name": view["name"],
+                            "folder": view["folder"],
+                            "state": view["state"],
+                        }
+                    )
+                    continue
                 ref = ResourceRef("secret", view["id"], view["folder"], "active")
                 decision = judge(
                     policy_request(subject, ref, "read_value", {}), subject.policy_set, known, now
@@ -164,7 +178,14 @@ class SecretResolver:
                 if decision.effect is not Effect.ALLOW and (
                     refusal(decision, subject, ref).code == "operation_not_granted"
                 ):
-                    skipped.append({"secret_id": view["id"], "name": view["name"], "folder": view["folder"]})
+                    skipped.append(
+                        {
+                            "secret_id": view["id"],
+                            "name": view["name"],
+                            "folder": view["folder"],
+                            "state": "active",
+                        }
+                    )
                     continue
                 readable.append(_Wanted(view["id"], view["folder"], None, None))
                 if len(readable) > MAX_SCOPE_SECRETS:
@@ -196,9 +217,10 @@ class SecretResolver:
             want
             for want in first
             if ctx.caller.role not in FETCH.actors
+            or want.state != "active"
             or judge(
                 policy_request(
-                    subject, ResourceRef("secret", want.secret_id, want.folder, "active"), "read_value", {}
+                    subject, ResourceRef("secret", want.secret_id, want.folder, want.state), "read_value", {}
                 ),
                 subject.policy_set,
                 known,

@@ -1,4 +1,4 @@
-"""Secrets: the entry for creating, listing, showing, changing, deleting and fetching secrets.
+"""Secrets: the entry for creating, listing, showing, changing, disabling, deleting and fetching secrets.
 
 Thin, like ``signing``: the fetch is an ``Order`` for the ``read_value`` payload kind run through the one
 decision pipeline (grants, policy rules, audit); the other operations check the caller's grant on the
@@ -71,6 +71,8 @@ _METADATA = (
 )
 MAX_PINS = 64
 MAX_PERIOD_SECONDS = 10 * 365 * 86400
+SECRET_STATES = ("active", "disabled")
+MAX_REASON = 256
 
 
 def _owner(owner: object) -> tuple[str, str]:
@@ -145,6 +147,11 @@ def secret_view(secret: SecretRecord, versions: list[SecretVersionRecord] | None
         "overlap_seconds": secret.overlap_seconds,
         "rotation_interval_seconds": secret.rotation_interval_seconds,
         "rotation_due_at": iso(secret.rotation_due_at),
+        # The whole secret: ``active``, or ``disabled`` (no version is read); who changed it, when, why.
+        "state": secret.state,
+        "state_changed_at": iso(secret.state_changed_at),
+        "state_changed_by": secret.state_changed_by,
+        "state_reason": secret.state_reason,
     }
     if versions is not None:
         view["versions"] = [version_view(secret, v) for v in versions]
@@ -632,6 +639,70 @@ class SecretsService:
 
         return await self._store.submit(unit)
 
+    async def set_state(
+        self,
+        ctx: RequestContext,
+        secret_id: str,
+        state: str,
+        *,
+        reason: object = None,
+        if_match: IfMatch | None = None,
+    ) -> dict[str, Any]:
+        """Disable (``disabled``) or enable (``active``) the whole secret; needs ``update`` on it, like a
+        version's state. While disabled every read of every version, through any backend, answers ``409
+        secret_disabled`` to a caller a grant reaches (anyone else: ``secret_not_found``); metadata
+        stays visible and new values may still be written (so a leaked value can be replaced before
+        the secret is enabled again). The change moves the facts epoch, and this process forgets the
+        secret's cached rows and data keys and its facts cache at once; another process's fetch judged
+        on a record it cached before the change finds the epoch moved at its commit and is refused
+        there, so no value leaves. Audited as ``secret.disable`` / ``secret.enable`` with the impact
+        review of the change (``disable_secret`` / ``enable_secret``); setting the state it has is a
+        no-op, audited with ``changed: false`` and no review."""
+        if state not in SECRET_STATES:
+            raise ValueError(f"unknown secret state {state!r}")
+        why = state_reason(reason)
+        now = self._clock()
+        action, kind = (
+            ("disable_secret", "secret.disable")
+            if state == "disabled"
+            else ("enable_secret", "secret.enable")
+        )
+
+        async def unit(writer: Writer) -> tuple[dict[str, Any], int]:
+            secret = await self._load_allowed(writer, ctx, secret_id, "update")
+            revision = None if if_match is None else if_match.check(secret)
+            impact = (
+                {} if secret.state == state else await recorded_impact(self.impact, writer, action, secret.id)
+            )
+            changed = await writer.secrets.set_state(
+                secret.id, state, now=now, by=ctx.caller.principal_id, reason=why, if_revision=revision
+            )
+            # Nothing this process holds of it may serve a read: its version rows and data keys go.
+            self._backends.sealed.forget(secret.id)
+            updated = await writer.secrets.get(secret.id)
+            assert updated is not None
+            writer.append_audit(
+                ctx.audit_event(
+                    kind,
+                    now,
+                    resource=EventTarget("secret", secret.id),
+                    name=secret.name,
+                    folder=secret.folder,
+                    was=secret.state,
+                    state=state,
+                    changed=changed,
+                    reason=why,
+                    **impact,
+                )
+            )
+            return secret_view(updated, await writer.secrets.versions(secret.id)), writer.epoch
+
+        view, epoch = await self._store.submit(unit)
+        # This worker's facts cache forgets what it held before the change (other workers find the
+        # epoch moved when a fetch commits, and refuse it then).
+        self._pipeline.facts_cache.observe(epoch)
+        return view
+
     async def fetch(
         self,
         ctx: RequestContext,
@@ -768,6 +839,17 @@ def _pins(value: object) -> dict[str, int]:
             raise InvalidRequest("a pinned version is a positive integer", code="invalid_pins", field="pins")
         pins[name] = number
     return pins
+
+
+def state_reason(value: object) -> str | None:
+    """Why a secret is disabled or enabled: printable text up to ``MAX_REASON`` characters, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_REASON or not value.isprintable():
+        raise InvalidRequest(
+            f"reason is printable text up to {MAX_REASON} characters", code="invalid_reason", field="reason"
+        )
+    return value
 
 
 def _no_dotdot(value: str, field: str) -> str:

@@ -23,6 +23,7 @@ __all__ = [
     "SECRET_CATEGORIES",
     "SECRET_ORIGINS",
     "SECRET_OWNER_TYPES",
+    "SECRET_STATES",
     "SECRET_VERSION_STATES",
     "TOKEN_KINDS",
     "VOTE_DECISIONS",
@@ -73,6 +74,8 @@ SECRET_OWNER_TYPES = frozenset({"principal", "group"})
 SECRET_ORIGINS = frozenset({"provided", "generated"})
 SECRET_BACKENDS = frozenset({"sealed", "aws_secrets_manager", "openbao_kv2"})
 SECRET_VERSION_STATES = frozenset({"enabled", "staged", "disabled", "destroyed"})
+# A whole secret's state, apart from its versions': a disabled secret answers no read of any version.
+SECRET_STATES = frozenset({"active", "disabled"})
 GRANT_RESOURCE_TYPES = frozenset({"key", "scope", "secret"})
 # "released": an approved request its requester ran itself (a secret read), whose response was never stored.
 APPROVAL_STATES = frozenset(
@@ -173,6 +176,12 @@ class SecretRecord:
     rotation_interval_seconds: int | None = None
     rotation_due_at: datetime | None = None
     overdue_notified_at: datetime | None = None
+    # The whole secret's state (``active`` or ``disabled``: no version is read while disabled), who
+    # changed it last, when and why (``SecretsService.set_state``).
+    state: str = "active"
+    state_changed_at: datetime | None = None
+    state_changed_by: str | None = None
+    state_reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -486,6 +486,12 @@ secrets = Table(
     Column("rotation_interval_seconds", Integer, nullable=True),
     Column("rotation_due_at", UTCDateTime, nullable=True),
     Column("overdue_notified_at", UTCDateTime, nullable=True),
+    # (migration 0019_secret_disable) the whole secret's state: 'active', or 'disabled' (no version of
+    # it is read), who changed it last, when and why.
+    Column("state", Text, nullable=False, server_default="active"),
+    Column("state_changed_at", UTCDateTime, nullable=True),
+    Column("state_changed_by", Text, nullable=True),
+    Column("state_reason", Text, nullable=True),
     Index("ix_secrets_folder_name", "folder", "name", unique=True),
     Index("ix_secrets_rotation_due_at", "rotation_due_at"),
     # Listing by granted folder prefixes (migration 0008_secret_listing).

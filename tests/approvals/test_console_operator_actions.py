@@ -1,10 +1,11 @@
 """The console's operator checklist and its actions behind an impact review, and a framing attempt, in
 a real headless Chromium against a running service: the checklist page shows each item's what, why and
-action; revoking a grant and deleting a secret first show the dry-run impact report, a forged
-confirmation changes nothing, the real one acts and is audited; a page on another origin that frames
-the console gets no console in its frame (CSP ``frame-ancestors 'none'`` and ``X-Frame-Options``), while
-a frame of its own origin renders (the control that shows the check can see a rendered frame). Every
-page passes the axe-core scan at both sizes and is photographed (tests/artifacts/console/)."""
+action; revoking a grant, disabling and enabling a secret from its page, and deleting a secret first
+show the dry-run impact report, a forged confirmation changes nothing, the real one acts and is
+audited; a page on another origin that frames the console gets no console in its frame (CSP
+``frame-ancestors 'none'`` and ``X-Frame-Options``), while a frame of its own origin renders (the
+control that shows the check can see a rendered frame). Every page passes the axe-core scan at both
+sizes and is photographed (tests/artifacts/console/)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _seed(server: Server, unique_name: str) -> tuple[dict[str, Any], dict[str, A
         "/v1/grants",
         {
             "principal_id": admin_id,
-            "operations": ["create", "read_metadata", "list", "delete"],
+            "operations": ["create", "read_metadata", "list", "update", "delete"],
             "scope": folder,
         },
         admin,
@@ -82,6 +83,42 @@ def test_checklist_and_actions_behind_impact(
     )
     assert len(browser.find_all("section.item")) == 10
     _checked(browser, "checklist")
+
+    # Disabling the secret from its page: the impact review first (a dry run), a reason, the
+    # confirmation; the page then says it is disabled and why; enabling it the same way.
+    page = f"/console/secrets/{created['id']}"
+    browser.get(server.url + page)
+    assert browser.text("#secret-state").startswith("Active")
+    browser.click("#state-link")
+    browser.wait_url(f"{page}/disable")
+    assert "dry run" in browser.text("#subject-h") and "409 secret_disabled" in browser.text("#consequence")
+    assert created["id"] in browser.text("#details") and "deployer" in browser.text("#details")
+    assert value not in browser.source()
+    _checked(browser, "impact-disable-secret")
+    assert server.call("GET", f"/v1/secrets/{created['id']}", token=admin)[2]["state"] == "active"
+    browser.script("document.querySelector('form.actions input[name=csrf]').value = 'forged'")
+    browser.click("#confirm")
+    browser.wait_for("#error")
+    assert server.call("GET", f"/v1/secrets/{created['id']}", token=admin)[2]["state"] == "active"
+    browser.get(f"{server.url}{page}/disable")
+    browser.type("#reason", "leaked in a build log")
+    browser.click("#confirm")
+    browser.wait_url(page)
+    state = browser.text("#secret-state")
+    assert state.startswith("Disabled") and "leaked in a build log" in state
+    _checked(browser, "secret-disabled")
+    shown = server.call("GET", f"/v1/secrets/{created['id']}", token=admin)[2]
+    assert (shown["state"], shown["state_reason"]) == ("disabled", "leaked in a build log")
+    browser.get(f"{server.url}/console/audit?q=secret.disable")
+    assert created["id"] in browser.text("#events")
+    browser.get(server.url + page)
+    browser.click("#state-link")
+    browser.wait_url(f"{page}/enable")
+    assert "read it again" in browser.text("#consequence")
+    browser.click("#confirm")
+    browser.wait_url(page)
+    assert browser.text("#secret-state").startswith("Active")
+    assert server.call("GET", f"/v1/secrets/{created['id']}", token=admin)[2]["state"] == "active"
 
     # Deleting a secret: the report names the secret and its declared consumer; then it is gone.
     browser.get(f"{server.url}/console/secrets")

@@ -434,6 +434,8 @@ CONSOLE = [
     ("POST", "/console/principals/nosuch/disable"),
     ("GET", "/console/secrets/nosuch/delete"),
     ("POST", "/console/secrets/nosuch/delete"),
+    ("GET", "/console/secrets/nosuch/disable"),
+    ("POST", "/console/secrets/nosuch/enable"),
     ("GET", "/no/such/route"),
 ]
 

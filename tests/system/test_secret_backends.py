@@ -470,6 +470,31 @@ def test_backend_down_answers_502_and_recovers(world: World) -> None:
     assert {e["error"]["code"] for e in refused if "error" in e} >= {"backend_unavailable"}, refused
 
 
+def test_a_disabled_secret_held_by_reference_is_refused_without_asking_its_backend(world: World) -> None:
+    value = canary()
+    arn = world.b.aws().create_secret(Name=f"{world.tag}/paused", SecretString=value)["ARN"]
+    world.b.kv_put(f"{world.tag}/paused", {"v": value})
+    aws_id = world.create("aws-paused", "aws_secrets_manager", arn)["id"]
+    bao_id = world.create("bao-paused", "openbao_kv2", f"secret/data/{world.tag}/paused")["id"]
+    world.grant(world.service_id, scope=world.folder, operations=["read_value"])
+    for proxy, secret_id in ((world.b.aws_proxy, aws_id), (world.b.bao_proxy, bao_id)):
+        assert world.fetch(secret_id)[0] == 200
+        status, body = world.call("POST", f"/v1/secrets/{secret_id}/disable", {"reason": "paused"})
+        assert status == 200 and body["state"] == "disabled", body
+        # With the backend unreachable the answer is still the state's, not the backend's 502.
+        proxy.down()
+        try:
+            status, body = world.fetch(secret_id)
+            assert (status, body["code"]) == (409, "secret_disabled") and value not in json.dumps(body)
+            status, body = world.fetch(secret_id, token=world.other)
+            assert (status, body["code"]) == (404, "secret_not_found")
+        finally:
+            proxy.up()
+        assert world.call("POST", f"/v1/secrets/{secret_id}/enable", {})[0] == 200
+        status, body = world.fetch(secret_id)
+        assert status == 200 and value in json.dumps(body["values"])
+
+
 def test_cli_creates_and_fetches_by_reference(world: World, tmp_path: Path) -> None:
     value = canary()
     world.b.kv_put(f"{world.tag}/cli", {"API_KEY": value})

@@ -362,6 +362,33 @@ def test_rejected_cancelled_and_deleted_reads_answer_stable_codes(
     assert (status, body["code"]) == (404, "secret_not_found"), body
 
 
+def test_an_approved_read_of_a_disabled_secret_is_released_only_once_it_is_enabled(world: World) -> None:
+    value = canary()
+    secret_id = world.create("paused-read", fields={"STRIPE_SECRET": value})["id"]
+    world.grant(world.service_id, secret_id=secret_id, operations=["read_value"])
+    group = f"vault-{world.org}"
+    (approver,) = approvers(world, group)
+    attachment = require_approval(world, group)
+    _, pending = world.fetch(secret_id)
+    approval_id = pending["approval"]["id"]
+    status, _ = world.call(
+        "POST", f"/v1/approvals/{approval_id}/approve", {"digest": pending["payload_digest"]}, approver
+    )
+    assert status == 200
+    detach(world, attachment)
+    status, body = world.call("POST", f"/v1/secrets/{secret_id}/disable", {"reason": "paused"})
+    assert status == 200 and body["state"] == "disabled", body
+    status, body = world.fetch(secret_id, approval_id=approval_id)
+    assert (status, body["code"]) == (409, "secret_disabled") and value not in json.dumps(body)
+    # A new read is refused the same way.
+    status, body = world.fetch(secret_id)
+    assert (status, body["code"]) == (409, "secret_disabled")
+    status, body = world.call("POST", f"/v1/secrets/{secret_id}/enable", {})
+    assert status == 200 and body["state"] == "active", body
+    status, released = world.fetch(secret_id, approval_id=approval_id)
+    assert status == 200 and released["values"] == {"STRIPE_SECRET": value}, released
+
+
 def test_racing_releases_hand_out_the_value_once(world: World) -> None:
     value = canary()
     secret_id = world.create("raced", fields={"TOKEN": value})["id"]

@@ -1,4 +1,4 @@
-"""Secret routes: create, list, show, change, rotate, delete and fetch secrets.
+"""Secret routes: create, list, show, change, rotate, disable, enable, delete and fetch secrets.
 
 Thin: parse, call one method of the secrets service, render. Only the fetch answers with values; a
 secret the caller holds no grant about answers exactly like a missing one (the service decides).
@@ -17,6 +17,7 @@ from signer.http.contract import Link, Query
 from signer.http.models import (
     CreateSecretBody,
     FetchSecretBody,
+    SecretStateBody,
     SetSecretValueBody,
     UpdateSecretBody,
 )
@@ -180,6 +181,48 @@ async def set_secret_value(request: web.Request) -> web.Response:
         if_match=if_match(request),
     )
     return with_etag(secret, 201)
+
+
+async def _set_state(request: web.Request, state: str) -> web.Response:
+    ctx = await context(request)
+    body = await parse_body(request, SecretStateBody, request.app[SETTINGS].max_body_bytes)
+    view = await services(request).secrets.set_state(
+        ctx, request.match_info["secret_id"], state, reason=body.reason, if_match=if_match(request)
+    )
+    return with_etag(view)
+
+
+@api.operation(
+    "POST",
+    "/v1/secrets/{secret_id}/disable",
+    summary="Disable the whole secret: every read of every version answers 409 secret_disabled until "
+    "it is enabled (audited with its impact review; review first with POST /v1/impact, action "
+    "disable_secret; If-Match: check-and-set)",
+    tag="secrets",
+    who="a principal with `update` on it",
+    request=SecretStateBody,
+    response=out.Secret,
+    errors=(400, 403, 404, 409, 503),
+    headers=ETAG_HEADER,
+)
+async def disable_secret(request: web.Request) -> web.Response:
+    return await _set_state(request, "disabled")
+
+
+@api.operation(
+    "POST",
+    "/v1/secrets/{secret_id}/enable",
+    summary="Enable a disabled secret: its reads answer again (audited with its impact review; "
+    "If-Match: check-and-set)",
+    tag="secrets",
+    who="a principal with `update` on it",
+    request=SecretStateBody,
+    response=out.Secret,
+    errors=(400, 403, 404, 409, 503),
+    headers=ETAG_HEADER,
+)
+async def enable_secret(request: web.Request) -> web.Response:
+    return await _set_state(request, "active")
 
 
 @api.operation(

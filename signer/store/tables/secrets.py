@@ -1,8 +1,9 @@
 """Secret records and their sealed versions: the ``secrets`` and ``secret_versions`` tables.
 
 Owns: inserting a secret with its first version, adding versions (a new value), metadata updates,
-recording the last fetch, deletion (the record and every version), and reads by id, by folder and
-name, and in pages under a folder prefix. A version holds the data key as the token wrapped it and the
+the whole secret's state (active or disabled, which moves the facts epoch), recording the last fetch,
+deletion (the record and every version), and reads by id, by folder and name, and in pages under a
+folder prefix. A version holds the data key as the token wrapped it and the
 fields as ``signer.crypto.envelope`` sealed them: this module never sees a value or an unwrapped key,
 and never decides who may read what.
 """
@@ -23,6 +24,7 @@ from signer.store.records import (
     SECRET_CATEGORIES,
     SECRET_ORIGINS,
     SECRET_OWNER_TYPES,
+    SECRET_STATES,
     SECRET_VERSION_STATES,
     SecretRecord,
     SecretVersionRecord,
@@ -74,6 +76,10 @@ def _secret(row: Any) -> SecretRecord:
         rotation_interval_seconds=m["rotation_interval_seconds"],
         rotation_due_at=m["rotation_due_at"],
         overdue_notified_at=m["overdue_notified_at"],
+        state=m["state"],
+        state_changed_at=m["state_changed_at"],
+        state_changed_by=m["state_changed_by"],
+        state_reason=m["state_reason"],
     )
 
 
@@ -109,6 +115,7 @@ def _check_secret(secret: SecretRecord) -> None:
     one_of(secret.owner_type, SECRET_OWNER_TYPES, "secret owner_type")
     one_of(secret.origin, SECRET_ORIGINS, "secret origin")
     one_of(secret.backend, SECRET_BACKENDS, "secret backend")
+    one_of(secret.state, SECRET_STATES, "secret state")
     if (secret.backend == "sealed") != (secret.reference is None):
         raise ValueError("a reference belongs to, and only to, a secret held by an external backend")
     aware(secret.created_at, "created_at")
@@ -323,6 +330,10 @@ class SecretWrites(SecretReads):
                 "rotation_interval_seconds": secret.rotation_interval_seconds,
                 "rotation_due_at": secret.rotation_due_at,
                 "overdue_notified_at": secret.overdue_notified_at,
+                "state": secret.state,
+                "state_changed_at": secret.state_changed_at,
+                "state_changed_by": secret.state_changed_by,
+                "state_reason": secret.state_reason,
             },
             Conflict("a secret with that name exists in that folder", code="secret_exists"),
         )
@@ -501,6 +512,47 @@ class SecretWrites(SecretReads):
         )
         self._tx.bump_epoch()
         return bool(moved.rowcount)
+
+    async def set_state(
+        self,
+        secret_id: str,
+        state: str,
+        *,
+        now: datetime,
+        by: str | None,
+        reason: str | None,
+        if_revision: int | None = None,
+    ) -> bool:
+        """Move the whole secret to ``state`` (``active`` or ``disabled``); False (nothing written) when
+        it is in that state already. The revision moves (with ``if_revision``: only from that revision)
+        and so does the facts epoch: every worker's cached record, version rows and data keys of it
+        go, and a fetch judged on a cached record is refused at its commit."""
+        one_of(state, SECRET_STATES, "secret state")
+        aware(now, "now")
+        c = t.secrets.c
+        query = update(t.secrets).where(c.id == secret_id, c.state != state)
+        if if_revision is not None:
+            query = query.where(c.revision == if_revision)
+        result = await self._tx._write(
+            query.values(
+                state=state,
+                state_changed_at=now,
+                state_changed_by=by,
+                state_reason=reason,
+                revision=c.revision + 1,
+                updated_at=now,
+                updated_by=by,
+            )
+        )
+        if not result.rowcount:
+            found = await self.get(secret_id)
+            if found is None:
+                raise NotFound("no such secret", code="secret_not_found")
+            if found.state == state:
+                return False
+            raise _if_match_failed()
+        self._tx.bump_epoch()
+        return True
 
     async def set_folder_defaults(
         self,

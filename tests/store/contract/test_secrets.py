@@ -201,3 +201,45 @@ async def test_rotations_due_and_overdue_once(store: Store) -> None:
         assert await w.secrets.note_overdue(record.id, due[0].revision, T0 + timedelta(minutes=2))
         # Another worker that read the same revision does nothing.
         assert not await w.secrets.note_overdue(record.id, due[0].revision, T0 + timedelta(minutes=2))
+
+
+async def test_whole_secret_state_moves_revision_and_epoch(store: Store) -> None:
+    """A secret's own state (migration 0018): active or disabled, idempotent, check-and-set, and each
+    change moves the facts epoch (other workers' cached records go)."""
+    record = secret()
+    later = T0 + timedelta(hours=2)
+    async with store.write() as w:
+        await w.secrets.insert(record, version(record.id))
+    async with store.read() as r:
+        got = await r.secrets.get(record.id)
+        assert got is not None and got.state == "active" and got.state_changed_at is None
+        epoch = await r.epoch()
+    async with store.write() as w:
+        with pytest.raises(Conflict) as stale:
+            await w.secrets.set_state(record.id, "disabled", now=later, by="prn_b", reason="x", if_revision=7)
+    assert stale.value.code == "if_match_failed"
+    async with store.write() as w:
+        assert await w.secrets.set_state(
+            record.id, "disabled", now=later, by="prn_b", reason="leaked", if_revision=1
+        )
+        assert not await w.secrets.set_state(record.id, "disabled", now=later, by="prn_b", reason=None)
+        with pytest.raises(NotFound):
+            await w.secrets.set_state("sec_missing", "disabled", now=later, by=None, reason=None)
+        with pytest.raises(ValueError):
+            await w.secrets.set_state(record.id, "paused", now=later, by=None, reason=None)
+    async with store.read() as r:
+        got = await r.secrets.get(record.id)
+        assert got is not None
+        assert (got.state, got.state_changed_at, got.state_changed_by, got.state_reason) == (
+            "disabled",
+            later,
+            "prn_b",
+            "leaked",
+        )
+        assert got.revision == 2
+        assert await r.epoch() > epoch
+    async with store.write() as w:
+        assert await w.secrets.set_state(record.id, "active", now=later, by="prn_c", reason=None)
+    async with store.read() as r:
+        got = await r.secrets.get(record.id)
+        assert got is not None and (got.state, got.state_changed_by, got.revision) == ("active", "prn_c", 3)
