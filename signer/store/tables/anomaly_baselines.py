@@ -59,7 +59,7 @@ class AnomalyBaselineReads:
             return []
         c = t.anomaly_baselines.c
         rows = await self._tx._all(
-            select(c.kind, c.width, c.start, c.count).where(c.principal_id == principal_id, _since(since))
+            select(c.kind, c.width, c.start, c["count"]).where(c.principal_id == principal_id, _since(since))
         )
         return [BaselineCount(principal_id, r[0], int(r[1]), int(r[2]), int(r[3])) for r in rows]
 
@@ -69,7 +69,7 @@ class AnomalyBaselineReads:
             return []
         c = t.anomaly_baselines.c
         rows = await self._tx._all(
-            select(c.principal_id, c.kind, c.width, c.start, c.count).where(_since(since))
+            select(c.principal_id, c.kind, c.width, c.start, c["count"]).where(_since(since))
         )
         return [BaselineCount(r[0], r[1], int(r[2]), int(r[3]), int(r[4])) for r in rows]
 
@@ -103,7 +103,8 @@ class AnomalyBaselineWrites(AnomalyBaselineReads):
         await self._tx._write(
             insert.on_conflict_do_update(
                 index_elements=["principal_id", "kind", "width", "start"],
-                set_={"count": t.anomaly_baselines.c.count + insert.excluded.count},
+                # ``["count"]``: the column, not the collection's count() method.
+                set_={"count": t.anomaly_baselines.c["count"] + insert.excluded["count"]},
             )
         )
 
