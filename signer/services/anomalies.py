@@ -194,7 +194,7 @@ class AnomalyDetector:
         principal_id = ctx.caller.principal_id
         state = self._principals.get(principal_id)
         if state is None or not state.loaded:
-            state = await self._load(principal_id, ts)
+            state = await self._load(principal_id, ts, ctx.source)
         state.seen = ts
         t = self.thresholds
         found: list[str] = []
@@ -234,7 +234,7 @@ class AnomalyDetector:
                 found.append("repeated_denials")
         return frozenset(found) if found else _NONE
 
-    async def _load(self, principal_id: str, ts: float) -> _Principal:
+    async def _load(self, principal_id: str, ts: float, source: str | None) -> _Principal:
         """Read one principal's baseline and addresses (once per process, or after it was idle)."""
         t = self.thresholds
         widths = self._widths()
@@ -259,6 +259,8 @@ class AnomalyDetector:
         state.loaded = True
         state.synced = ts
         state.checked.clear()
+        if source is not None:
+            state.checked[source] = ts  # just read: no second read for this request's address
         return state
 
     def _apply(

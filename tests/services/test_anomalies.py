@@ -505,3 +505,34 @@ async def test_a_receiver_that_never_answers_blocks_no_request(store: Store, hsm
             await stuck
     finally:
         await transport.close()
+
+
+class CountingStore:
+    """The detector's database, counting the reads it opens (everything else passes through)."""
+
+    def __init__(self, store: Store) -> None:  # noqa: F811
+        self._store = store
+        self.reads = 0
+
+    def read(self) -> Any:
+        self.reads += 1
+        return self._store.read()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+async def test_only_a_principals_first_request_reads_the_database(store: Store, hsm: Hsm) -> None:  # noqa: F811
+    rig = await make_rig(store, hsm)
+    counting = CountingStore(store)
+    rig.detector = AnomalyDetector(counting, thresholds(), clock=rig.clock)  # type: ignore[arg-type]
+    rig.world.pipeline.anomalies = rig.detector
+    await rig.sign(HOME)
+    assert counting.reads == 1  # its baseline and addresses, in one read
+    for i in range(20):
+        rig.clock.set(T0 + timedelta(seconds=i))
+        await rig.sign(HOME)
+    await rig.sign(None)
+    assert counting.reads == 1
+    await rig.detector.refresh()  # off the request path: one read of everyone's recent counts
+    assert counting.reads == 2
