@@ -295,6 +295,41 @@ class WebhookService:
         await writer.outbox.enqueue(OutboxRecord(outbox_id, channel, url, body, now, 0, now))
         return outbox_id
 
+    async def undelivered_alerts(self, ctx: RequestContext, limit: int = 100) -> dict[str, Any]:
+        """The alerts not delivered to the alerts webhook, oldest first: still being tried, or given up
+        on (expired, or the alerts webhook removed). Admins and auditors."""
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
+        if type(limit) is not int or not 1 <= limit <= 1000:
+            raise InvalidRequest("limit is 1 to 1000", code="invalid_limit", field="limit")
+        now = self._clock()
+        async with self._store.read() as reader:
+            pending, oldest = await reader.outbox.channel_backlog(ALERTS, now)
+            records = await reader.outbox.undelivered(ALERTS, limit + 1)
+        alerts = []
+        for record in records[:limit]:
+            given_up = record.next_attempt_at - now >= timedelta(days=3650)
+            event = record.event
+            alerts.append(
+                {
+                    "id": record.id,
+                    "state": "given_up" if given_up else "retrying",
+                    "signal": event.get("signal"),
+                    "principal_id": event.get("principal_id"),
+                    "source": event.get("source"),
+                    "request_id": event.get("request_id"),
+                    "flagged_at": iso(record.created_at),
+                    "attempts": record.attempts,
+                    "next_attempt_at": None if given_up else iso(record.next_attempt_at),
+                    "last_error": record.last_error,
+                }
+            )
+        return {
+            "pending": pending,
+            "oldest_pending_at": iso(oldest),
+            "alerts": alerts,
+            "truncated": len(records) > limit,
+        }
+
     def wake(self) -> None:
         self._wake.set()
 

@@ -469,6 +469,9 @@ async def test_an_alert_expires_and_shows_in_the_checklist(store: Store, hsm: Hs
                 "new_source",
                 "status 503",
             )
+            listed = await webhooks.undelivered_alerts(rig.world.admin_person.ctx)
+            assert (listed["pending"], [a["state"] for a in listed["alerts"]]) == (1, ["retrying"])
+            assert listed["oldest_pending_at"] == "2026-12-08T10:00:00Z"
             # Past the expiry the alert is given up: no further call, no longer pending, still listed.
             rig.clock.set(rig.clock.now + timedelta(minutes=31))
             calls = len(receiver.calls)
@@ -480,6 +483,19 @@ async def test_an_alert_expires_and_shows_in_the_checklist(store: Store, hsm: Hs
             assert record.last_error == "expired"
             [entry] = await stuck()
             assert entry["state"] == "given_up"
+            # The operators' list (GET /v1/alerts): nothing retrying, the one given up.
+            listed = await webhooks.undelivered_alerts(rig.world.admin_person.ctx, 10)
+            assert (listed["pending"], listed["oldest_pending_at"], listed["truncated"]) == (0, None, False)
+            [alert] = listed["alerts"]
+            assert (alert["id"], alert["state"], alert["last_error"]) == (record.id, "given_up", "expired")
+            assert (alert["signal"], alert["source"], alert["next_attempt_at"]) == (
+                "new_source",
+                ELSEWHERE,
+                None,
+            )
+            with pytest.raises(SignerError) as refused:
+                await webhooks.undelivered_alerts(rig.service.ctx)
+            assert refused.value.status == 403
     finally:
         await transport.close()
 
