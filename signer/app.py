@@ -84,7 +84,7 @@ from signer.services.secrets import SecretsService
 from signer.services.signing import SigningService
 from signer.services.startup import self_test
 from signer.services.usage import UsageRecorder, UsageService
-from signer.services.webhooks import WebhookService
+from signer.services.webhooks import ALERTS, WebhookService
 from signer.store import open_store
 
 log = logging.getLogger("signer.app")
@@ -227,9 +227,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
         gauges.watch_store(store.pool_status, lambda: store.queue_depth)
         gauges.watch_hsm(lambda: hsm.queue_depth, lambda: hsm.available)
 
-        async def backlog() -> tuple[int, int]:
+        async def backlog() -> tuple[int, int, int, float]:
+            now = utcnow()
             async with store.read() as reader:
-                return await reader.approvals.backlog(utcnow())
+                approvals, outbox = await reader.approvals.backlog(now)
+                alerts, oldest = await reader.outbox.channel_backlog(ALERTS, now)
+            waited = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
+            return approvals, outbox, alerts, waited
 
         gauges.watch_backlog(backlog)
         app[METRICS] = gauges
@@ -284,19 +288,26 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # approvals service (which counts votes and runs approved ones through the pipeline).
             pending = PendingRequests(clock=utcnow, webhooks=webhooks)
             usage = UsageRecorder(store, clock=utcnow, interval=settings.usage_flush_seconds)
+            # Alerts go through the webhook outbox (retried until delivered or expired).
+            if settings.alerts_webhook_url is not None:
+                webhooks.add_channel(
+                    ALERTS,
+                    secret=(
+                        None
+                        if settings.alerts_webhook_secret_file is None
+                        else settings.alerts_webhook_secret_file.read_bytes().strip()
+                    ),
+                    expiry=timedelta(seconds=settings.alerts_webhook_expiry_seconds),
+                )
             anomalies = (
                 AnomalyDetector(
                     store,
                     Thresholds.from_settings(settings),
                     clock=utcnow,
                     interval=settings.usage_flush_seconds,
+                    refresh=settings.anomaly_refresh_seconds,
                     alerts_url=settings.alerts_webhook_url,
-                    alerts_secret=(
-                        None
-                        if settings.alerts_webhook_secret_file is None
-                        else settings.alerts_webhook_secret_file.read_bytes().strip()
-                    ),
-                    transport=transport,
+                    webhooks=webhooks,
                 )
                 if settings.anomaly_detection
                 else None

@@ -693,6 +693,9 @@ class SignerClient:
     def set_group_webhook(self, group: str, url: str) -> Any:
         return self.request("PUT", f"/v1/groups/{_q(group)}/webhook", {"url": url})
 
+    def undelivered_alerts(self, limit: int | None = None) -> Any:
+        return self.request("GET", "/v1/alerts", query=_present(limit=limit))
+
     def rotate_group_webhook_secret(self, group: str, overlap_seconds: int | None = None) -> Any:
         body = {} if overlap_seconds is None else {"overlap_seconds": overlap_seconds}
         return self.request("POST", f"/v1/groups/{_q(group)}/webhook/rotate-secret", body)

@@ -271,11 +271,23 @@ class Settings(BaseModel):
     anomaly_denials_window_seconds: int = Field(
         default=300, ge=1, le=86400, description="refusals are counted over this long"
     )
+    anomaly_refresh_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="read the other workers' counts (the shared baselines) this often",
+    )
     alerts_webhook_url: str | None = Field(
         default=None, description="each anomaly flagged is POSTed here (webhook destination rules apply)"
     )
     alerts_webhook_secret_file: Path | None = Field(
         default=None, description="a file holding the key the alerts are HMAC signed with"
+    )
+    alerts_webhook_expiry_seconds: int = Field(
+        default=86400,
+        ge=1,
+        le=30 * 86400,
+        description="an alert is retried (with back-off) until delivered or this long after it was flagged",
     )
     checklist_interval_seconds: float = Field(
         default=60.0, gt=0, le=86400, description="recompute the operator checklist's gauges this often"

@@ -9,6 +9,8 @@ a key that exists, so label values are bounded by the keys an admin created):
     signer_secret_fetches_total{outcome}                   allowed | pending_approval | denied | failed
     signer_policy_decisions_total{effect,rule}             grant decisions today; the policy engine later
     signer_approvals_pending   signer_webhook_outbox_backlog   database-wide, read every 5 s
+    signer_alerts_pending   signer_alerts_oldest_pending_seconds    database-wide, read every 5 s
+    signer_alert_delivery_failures_total   signer_alerts_expired_total   the alerts webhook's outbox
     signer_hsm_queue_depth   signer_hsm_call_duration_seconds{outcome}   signer_hsm_up
     signer_db_pool_connections{state}                      state: in_use | size
     signer_audit_commit_duration_seconds   signer_audit_commit_batch_size   signer_audit_queue_depth
@@ -161,6 +163,20 @@ AUDIT_SINK_ALERT = Gauge(
 
 # Unusual access flagged (signer.services.anomalies), by signal; never which principal.
 ANOMALIES = Counter("signer_anomalies", "Unusual access flagged, by signal", ("signal",))
+# Their calls to the alerts webhook (an outbox channel of signer.services.webhooks): database-wide
+# pending and the oldest one's wait, read every 5 s; failed attempts and calls given up, per process.
+ALERTS_PENDING = Gauge(
+    "signer_alerts_pending", "Alerts not yet delivered to the alerts webhook", multiprocess_mode="livemax"
+)
+ALERTS_OLDEST = Gauge(
+    "signer_alerts_oldest_pending_seconds",
+    "How long the oldest undelivered alert has been waiting (0 when none)",
+    multiprocess_mode="livemax",
+)
+ALERT_FAILURES = Counter("signer_alert_delivery_failures", "Failed attempts to deliver an alert")
+ALERTS_EXPIRED = Counter(
+    "signer_alerts_expired", "Alerts given up undelivered after alerts_webhook_expiry_seconds"
+)
 
 
 # -- recording (called on request paths: cheap) ---------------------------------------------------
@@ -210,6 +226,16 @@ def anomaly(signal: str) -> None:
     ANOMALIES.labels(signal).inc()
 
 
+def alert_failed() -> None:
+    """One failed attempt to deliver an alert (it is retried)."""
+    ALERT_FAILURES.inc()
+
+
+def alert_expired() -> None:
+    """An alert given up undelivered."""
+    ALERTS_EXPIRED.inc()
+
+
 def policy_decision(effect: str, rule_ids: Iterable[str]) -> None:
     """A decision by ``effect`` (allow / deny / require_approval), once per deciding rule (or "none").
 
@@ -229,10 +255,12 @@ def checklist_item(item: str, count: int) -> None:
     CHECKLIST.labels(item).set(count)
 
 
-def set_backlog(pending_approvals: int, outbox: int) -> None:
+def set_backlog(pending_approvals: int, outbox: int, alerts: int = 0, oldest_alert: float = 0.0) -> None:
     """Database-wide counts, read by the composition root every few seconds."""
     APPROVALS_PENDING.set(pending_approvals)
     OUTBOX_BACKLOG.set(outbox)
+    ALERTS_PENDING.set(alerts)
+    ALERTS_OLDEST.set(oldest_alert)
 
 
 # -- reading components at scrape time ------------------------------------------------------------
@@ -244,11 +272,12 @@ class Metrics:
     def __init__(self) -> None:
         self._gauges: list[Callable[[], None]] = []
         self._refresher: asyncio.Task[None] | None = None
-        self._backlog: Callable[[], Awaitable[tuple[int, int]]] | None = None
+        self._backlog: Callable[[], Awaitable[tuple[int, int, int, float]]] | None = None
         self._backlog_task: asyncio.Task[None] | None = None
 
-    def watch_backlog(self, read: Callable[[], Awaitable[tuple[int, int]]]) -> None:
-        """``read()`` returns (pending approvals, undelivered webhook calls) from the database."""
+    def watch_backlog(self, read: Callable[[], Awaitable[tuple[int, int, int, float]]]) -> None:
+        """``read()`` returns (pending approvals, undelivered webhook calls, alerts being tried, the
+        oldest one's wait in seconds) from the database."""
         self._backlog = read
 
     def watch_hsm(self, queue_depth: Callable[[], int], available: Callable[[], bool]) -> None:
@@ -298,7 +327,7 @@ class Metrics:
             )
 
     @staticmethod
-    async def _backlog_loop(read: Callable[[], Awaitable[tuple[int, int]]]) -> None:
+    async def _backlog_loop(read: Callable[[], Awaitable[tuple[int, int, int, float]]]) -> None:
         while True:
             # A metric must never take the service down; /readyz reports the database.
             with contextlib.suppress(Exception):

@@ -1365,6 +1365,9 @@ def test_impact_usage_and_checklist_commands(cli: Cli, tmp_path: Path, unique_na
 
     checklist = cli.ok("checklist", "--days", "0", "--limit", "5")
     assert isinstance(checklist, dict) and value not in json.dumps(checklist)
+    # No alerts webhook here: nothing undelivered (tests/services/test_anomalies.py fills the list).
+    alerts = cli.ok("alerts", "--limit", "5")
+    assert (alerts["pending"], alerts["alerts"], alerts["truncated"]) == (0, [], False)
 
     overview = cli.ok("usage", "report", "--days", "1", "--limit", "5")
     assert value not in json.dumps(overview)

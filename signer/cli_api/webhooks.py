@@ -1,5 +1,6 @@
-"""Webhook commands, under ``groups``: ``set-webhook``, ``rotate-webhook-secret``, ``delete-webhook``. The
-HMAC key is printed only by the commands that exist to hand it out.
+"""Webhook commands, under ``groups``: ``set-webhook``, ``rotate-webhook-secret``, ``delete-webhook``; and
+``alerts``, the unusual-access alerts the alerts webhook has not taken. The HMAC key is printed only by
+the commands that exist to hand it out.
 
 Thin: parse options, call one ``SignerClient`` method, return the answer for ``api_call`` to render.
 """
@@ -47,5 +48,14 @@ def groups_delete_webhook(client: SignerClient, group: str) -> Any:
     return client.delete_group_webhook(group)
 
 
+@click.command("alerts")
+@click.option("--limit", type=click.IntRange(1, 1000), default=None, help="alerts shown (100)")
+@api_call()
+def alerts(client: SignerClient, limit: int | None) -> Any:
+    """Unusual-access alerts not delivered to the alerts webhook: still retried, or given up (admin,
+    auditor)."""
+    return client.undelivered_alerts(limit)
+
+
 # Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).
-COMMANDS: tuple[click.Command, ...] = ()
+COMMANDS: tuple[click.Command, ...] = (alerts,)

@@ -413,6 +413,16 @@ class Webhook(View):
     secret: str = Field(description="hex HMAC-SHA256 key the receiver checks X-Signer-Signature with")
 
 
+class UndeliveredAlerts(View):
+    pending: int = Field(ge=0, description="alerts still being retried")
+    oldest_pending_at: str | None = Field(description="when the oldest of them was flagged")
+    alerts: list[dict[str, Any]] = Field(
+        description="oldest first: id, state (retrying | given_up), signal, principal_id, source, "
+        "request_id, flagged_at, attempts, next_attempt_at, last_error"
+    )
+    truncated: bool
+
+
 class WebhookSecretRotated(View):
     group: str
     secret: str = Field(description="the new hex HMAC-SHA256 key (shown once per rotation)")

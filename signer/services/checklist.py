@@ -5,7 +5,9 @@ Items: secrets with broad grants (a whole organisation, a large group, a wide fo
 past their rotation interval (read from ``rotation_interval_seconds`` when the secret record carries
 one) or never rotated; secrets tagged as backing shared or public assets; registry and publication
 credentials; generated infrastructure secrets and their consumers; secrets never fetched; grants never
-used; principals with access they never use; and keys with broad signing grants and no policy attached.
+used; principals with access they never use; keys with broad signing grants and no policy attached; and
+alerts the alerts webhook has not taken (waiting longer than ``STUCK_ALERT_SECONDS``, or given up on in
+the last ``days`` days).
 
 ``build`` reads in bulk (one statement per table family, filtered in SQL where it can be) so it stays
 interactive at 100,000 secrets and 10,000 grants. ``run`` recomputes the counts every ``interval``
@@ -30,7 +32,8 @@ from signer.errors import InvalidRequest
 from signer.identity import Role
 from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.services.usage import UsageRecorder, check_days
-from signer.store import GrantRecord, Store
+from signer.services.webhooks import ALERTS
+from signer.store import GIVEN_UP_AFTER, GrantRecord, Store
 
 log = logging.getLogger("signer.checklist")
 
@@ -38,6 +41,8 @@ SECRET_OPERATIONS = frozenset({"list", "read_metadata", "read_value", "update", 
 SIGNING_OPERATIONS = frozenset({"sign_transaction", "sign_message", "sign_typed_data", "sign_raw"})
 SHARED_TAGS = ("shared", "public")
 MAX_ENTRIES = 1000
+# An alert still undelivered this long after it was flagged is stuck (its receiver is down or refuses).
+STUCK_ALERT_SECONDS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +111,12 @@ ITEMS: dict[str, tuple[str, str, str]] = {
         "a key is reachable by a broad signing grant (a folder or a group) and no policy is attached to it",
         "with no policy a grant alone lets its holders sign anything the key can sign",
         "attach a policy to the key or its scope (spend limits, allowlists), or narrow the grants",
+    ),
+    "undelivered_alerts": (
+        "an unusual-access alert has not reached the alerts webhook (still retried, or given up on)",
+        "nobody was told of the unusual access it reports; the audit log has it (anomaly.detected)",
+        "check the alerts webhook receiver (its address, TLS, HMAC key) and read the anomaly.detected "
+        "events of the period",
     ),
 }
 
@@ -192,6 +203,7 @@ class ChecklistService:
             principals = {p.id: p for p in await reader.principals.all()}
             keys = await reader.keys.all()
             attachments = [a for a in await reader.policies.attachments() if a.mode == "live"]
+            alerts = await reader.outbox.undelivered(ALERTS, MAX_ENTRIES)
         # Secrets per folder prefix: sorted folders and prefix sums, so a scope's count is two searches.
         names = sorted(folders)
         sums = [0]
@@ -337,6 +349,21 @@ class ChecklistService:
                         "label": key.label,
                         "scope": key.scope,
                         "grants": sorted(reaching)[:20],
+                    }
+                )
+        stuck = now - timedelta(seconds=STUCK_ALERT_SECONDS)
+        for alert in alerts:
+            given_up = alert.next_attempt_at - now >= GIVEN_UP_AFTER
+            if (given_up and alert.created_at >= grace) or (not given_up and alert.created_at < stuck):
+                found["undelivered_alerts"].append(
+                    {
+                        "alert_id": alert.id,
+                        "signal": alert.event.get("signal"),
+                        "principal_id": alert.event.get("principal_id"),
+                        "flagged_at": iso(alert.created_at),
+                        "attempts": alert.attempts,
+                        "last_error": alert.last_error,
+                        "state": "given_up" if given_up else "retrying",
                     }
                 )
         items = []

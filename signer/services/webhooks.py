@@ -22,6 +22,14 @@
   in time, a network error, a refused destination, any non-2xx) retries with exponential back-off
   (``base_delay * 2**attempt``, capped) up to ``max_attempts``. Delivery is at least once: receivers
   dedupe on the event id and should refuse a timestamp far from their clock (replay).
+- A channel is a destination that is not an approver group: the composition root registers it
+  (``add_channel``: a name starting with ``@``, which no group name can, its signing key and an
+  expiry) and a service queues calls to it with ``enqueue_channel`` in its own transaction, exactly
+  like the approvals do (``@alerts``: the alerts webhook, ``signer.services.anomalies``). A channel's
+  call is retried with the same back-off until it is delivered or ``expiry`` after it was queued (then
+  it is given up: ``last_error`` ``expired``, ``signer_alerts_expired_total``); each failed attempt
+  counts in ``signer_alert_delivery_failures_total``. A call left for a channel no longer registered
+  (the setting was removed) is given up as ``channel_removed``.
 """
 
 from __future__ import annotations
@@ -32,9 +40,11 @@ import re
 import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from signer import metrics
 from signer.audit import EventTarget, canonical_json
 from signer.crypto.webhook_hmac import webhook_signature
 from signer.errors import InvalidRequest, NotFound, SignerError
@@ -49,6 +59,16 @@ log = logging.getLogger("signer.webhooks")
 
 LEASE = timedelta(seconds=60)
 GAVE_UP = timedelta(days=36500)
+ALERTS = "@alerts"
+
+
+@dataclass(frozen=True, slots=True)
+class Channel:
+    """A destination that is not an approver group: its signing key (None: unsigned) and how long a
+    call to it is retried."""
+
+    secret: bytes | None
+    expiry: timedelta
 
 
 class WebhookTransport(Protocol):
@@ -160,6 +180,13 @@ class WebhookService:
         self._wake = asyncio.Event()
         self._destinations = destinations or DestinationPolicy()
         self._overlap = secret_overlap
+        self._channels: dict[str, Channel] = {}
+
+    def add_channel(self, name: str, *, secret: bytes | None, expiry: timedelta) -> None:
+        """Deliver the calls queued for ``name`` (``@`` and a name), signed with ``secret``."""
+        if not name.startswith("@"):
+            raise ValueError("a channel's name starts with @")
+        self._channels[name] = Channel(secret, expiry)
 
     def secret_for(self, group: str, salt: str | None) -> bytes:
         """The group's secret for ``salt`` (None: the salt-less secret of a webhook set before 0004)."""
@@ -258,6 +285,51 @@ class WebhookService:
             await writer.outbox.enqueue(OutboxRecord(outbox_id, group, url, body, now, 0, now))
         return len(hooks)
 
+    async def enqueue_channel(
+        self, writer: Writer, channel: str, url: str, event: Mapping[str, Any], now: datetime
+    ) -> str:
+        """Queue one call to ``channel`` in ``writer``'s transaction; its id (also the body's ``id``
+        and the ``X-Signer-Event-Id`` header) is what a receiver dedupes on."""
+        outbox_id = "alr_" + secrets.token_hex(10)
+        body = {**event, "id": outbox_id}
+        await writer.outbox.enqueue(OutboxRecord(outbox_id, channel, url, body, now, 0, now))
+        return outbox_id
+
+    async def undelivered_alerts(self, ctx: RequestContext, limit: int = 100) -> dict[str, Any]:
+        """The alerts not delivered to the alerts webhook, oldest first: still being tried, or given up
+        on (expired, or the alerts webhook removed). Admins and auditors."""
+        require_role(ctx, Role.ADMIN, Role.AUDITOR)
+        if type(limit) is not int or not 1 <= limit <= 1000:
+            raise InvalidRequest("limit is 1 to 1000", code="invalid_limit", field="limit")
+        now = self._clock()
+        async with self._store.read() as reader:
+            pending, oldest = await reader.outbox.channel_backlog(ALERTS, now)
+            records = await reader.outbox.undelivered(ALERTS, limit + 1)
+        alerts = []
+        for record in records[:limit]:
+            given_up = record.next_attempt_at - now >= timedelta(days=3650)
+            event = record.event
+            alerts.append(
+                {
+                    "id": record.id,
+                    "state": "given_up" if given_up else "retrying",
+                    "signal": event.get("signal"),
+                    "principal_id": event.get("principal_id"),
+                    "source": event.get("source"),
+                    "request_id": event.get("request_id"),
+                    "flagged_at": iso(record.created_at),
+                    "attempts": record.attempts,
+                    "next_attempt_at": None if given_up else iso(record.next_attempt_at),
+                    "last_error": record.last_error,
+                }
+            )
+        return {
+            "pending": pending,
+            "oldest_pending_at": iso(oldest),
+            "alerts": alerts,
+            "truncated": len(records) > limit,
+        }
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -291,9 +363,23 @@ class WebhookService:
 
         if not await self._store.submit(claim):
             return 0
-        async with self._store.read() as reader:
-            hook = await reader.webhooks.get(record.group_name)
-        if hook is None:
+        channel: Channel | None = None
+        hook: WebhookRecord | None = None
+        gone: str | None = None
+        if record.group_name.startswith("@"):
+            channel = self._channels.get(record.group_name)
+            if channel is None:
+                gone = "channel_removed"
+            elif self._clock() - record.created_at >= channel.expiry:
+                gone = "expired"
+                metrics.alert_expired()
+                log.error("alert given up undelivered", extra={"id": record.id, "attempts": record.attempts})
+        else:
+            async with self._store.read() as reader:
+                hook = await reader.webhooks.get(record.group_name)
+            if hook is None:
+                gone = "webhook_deleted"
+        if gone is not None:
             # The webhook was removed after this call was queued: nobody is left to tell.
             await self._store.submit(
                 lambda w: w.outbox.finish(
@@ -301,21 +387,24 @@ class WebhookService:
                     delivered_at=None,
                     attempts=record.attempts,
                     next_attempt_at=self._clock() + GAVE_UP,
-                    error="webhook_deleted",
+                    error=gone,
                 )
             )
             return 0
         body = canonical_json(record.event)
         sent_at = self._clock()
         timestamp = str(int(sent_at.timestamp()))
+        if hook is not None:
+            keys = _signatures(hook, self.secret_for, sent_at)
+        else:
+            keys = [] if channel is None or channel.secret is None else [channel.secret]
         headers = {
             "Content-Type": "application/json",
             "X-Signer-Event-Id": record.id,
             "X-Signer-Timestamp": timestamp,
-            "X-Signer-Signature": ", ".join(
-                signature(secret, timestamp, body) for secret in _signatures(hook, self.secret_for, sent_at)
-            ),
         }
+        if keys:
+            headers["X-Signer-Signature"] = ", ".join(signature(key, timestamp, body) for key in keys)
         error: str | None
         try:
             status = await self._transport.post(record.url, body, headers, self._timeout)
@@ -330,7 +419,12 @@ class WebhookService:
             )
         else:
             delay = min(self._base * 2 ** (attempts - 1), self._max_delay)
-            retry_at = now + (GAVE_UP if attempts >= self._max_attempts else timedelta(seconds=delay))
+            if channel is not None:
+                # A channel's call is retried until it expires (checked when it is next due).
+                metrics.alert_failed()
+                retry_at = now + timedelta(seconds=delay)
+            else:
+                retry_at = now + (GAVE_UP if attempts >= self._max_attempts else timedelta(seconds=delay))
             finish = lambda w: w.outbox.finish(  # noqa: E731
                 record.id, delivered_at=None, attempts=attempts, next_attempt_at=retry_at, error=error
             )

@@ -52,15 +52,19 @@ from signer.store.records import (
     TokenRecord,
     WebhookRecord,
 )
+from signer.store.tables.anomaly_baselines import BaselineCount
 from signer.store.tables.usage import FetchCount, GrantUse, ReferenceUse, SecretFacts
+from signer.store.tables.webhooks import GIVEN_UP_AFTER
 
 __all__ = [
+    "GIVEN_UP_AFTER",
     "AddressEntry",
     "ApprovalRequestRecord",
     "ApprovalVoteRecord",
     "ApproverKeyRecord",
     "AttachmentRecord",
     "AuditRecord",
+    "BaselineCount",
     "ConsoleSessionRecord",
     "FetchCount",
     "FunctionEntry",

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from signer.store.driver import Driver
 from signer.store.ledger import Ledger, LedgerCache
 from signer.store.tables.anomalies import AnomalyReads, AnomalyWrites
+from signer.store.tables.anomaly_baselines import AnomalyBaselineReads, AnomalyBaselineWrites
 from signer.store.tables.approvals import ApprovalReads, ApprovalWrites
 from signer.store.tables.audit import AuditReads
 from signer.store.tables.audit_retention import RetentionReads, RetentionWrites
@@ -140,6 +141,10 @@ class Reader(ReadTx):
     def anomalies(self) -> AnomalyReads:
         return AnomalyReads(self)
 
+    @cached_property
+    def baselines(self) -> AnomalyBaselineReads:
+        return AnomalyBaselineReads(self)
+
 
 class Writer(WriteTx):
     """One write transaction holding the write lock (see ``WriteTx``), with every table family."""
@@ -237,6 +242,10 @@ class Writer(WriteTx):
     @cached_property
     def anomalies(self) -> AnomalyWrites:
         return AnomalyWrites(self)
+
+    @cached_property
+    def baselines(self) -> AnomalyBaselineWrites:
+        return AnomalyBaselineWrites(self)
 
 
 __all__ = ["Reader", "Writer"]

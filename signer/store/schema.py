@@ -632,6 +632,23 @@ anomaly_sources = Table(
     PrimaryKeyConstraint("principal_id", "source"),
 )
 
+# Anomaly baselines (migration 0018_anomaly_baselines): what each principal did, counted per slot of
+# time, shared by every worker and kept across restarts. ``kind`` is ``burst`` (requests per burst
+# window; ``width`` is the window's length, so a changed setting starts new rows), ``hour`` (requests
+# per UTC hour: the usual hours and the history) or ``denial`` (refusals per second); ``start`` is
+# the slot's start in seconds since 1970. Added to in batches off the request path, pruned by age.
+anomaly_baselines = Table(
+    "anomaly_baselines",
+    metadata,
+    Column("principal_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("start", BigInteger, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("principal_id", "kind", "width", "start"),
+    Index("ix_anomaly_baselines_kind_start", "kind", "start"),
+)
+
 
 # -- The console's books (migration 0017_console_books) --------------------------------------------
 

@@ -6,6 +6,10 @@ rule denying new sources it is refused (403 ``policy_denied``, reason ``unusual_
 known address still signs. The flag is one ``anomaly.detected`` audit event (no value), one count of
 ``signer_anomalies_total{signal="new_source"}`` and one POST to the alerts webhook, HMAC signed with
 the key in ``alerts_webhook_secret_file``. A restarted server still knows the first address.
+
+With two workers and a receiver that refuses its first calls, each alert arrives exactly once per id
+after the retries (``signer_alerts_pending`` back at 0); an alert pending when the server stops is
+delivered by the restarted server.
 """
 
 from __future__ import annotations
@@ -22,6 +26,34 @@ import pytest
 from tests.service_harness import Server, attach_policy, grant, init_installation, make_key, make_service
 from tests.system.support import HANG_GUARD, events, export_audit, wait_until
 from tests.system.test_webhook_rotation import Receiver
+
+
+class Refusing(Receiver):
+    """A receiver that answers 503 while ``refuse`` is above 0 (counting down), then 204; ``accepted``
+    counts the accepted calls per ``X-Signer-Event-Id``."""
+
+    def __init__(self, refuse: int) -> None:
+        super().__init__()
+        self.refuse = refuse
+        self.accepted: dict[str, int] = {}
+        outer = self
+        handler = self.http.RequestHandlerClass
+
+        class Handler(handler):  # type: ignore[misc,valid-type]
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.calls.append(({k: v for k, v in self.headers.items()}, body))
+                if outer.refuse != 0:
+                    outer.refuse -= 1
+                    self.send_response(503)
+                else:
+                    event_id = self.headers["X-Signer-Event-Id"]
+                    outer.accepted[event_id] = outer.accepted.get(event_id, 0) + 1
+                    self.send_response(204)
+                self.end_headers()
+
+        self.http.RequestHandlerClass = Handler
+
 
 MESSAGE = {"message": "hello", "encoding": "utf8"}
 
@@ -52,13 +84,17 @@ def flags(server: Server) -> list[dict[str, Any]]:
     return [e for e in events(export_audit(server)) if e["kind"] == "anomaly.detected"]
 
 
-def counted(server: Server, signal: str) -> float:
+def gauge(server: Server, prefix: str) -> float:
     status, _, text = server.call("GET", "/metrics")
     assert status == 200
     for line in text.splitlines():
-        if line.startswith('signer_anomalies_total{signal="' + signal + '"}'):
+        if line.startswith(prefix + " ") or line.startswith(prefix + "{"):
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def counted(server: Server, signal: str) -> float:
+    return gauge(server, 'signer_anomalies_total{signal="' + signal + '"}')
 
 
 def test_a_new_source_is_flagged_audited_alerted_and_denied_by_a_rule(
@@ -121,3 +157,48 @@ def test_a_new_source_is_flagged_audited_alerted_and_denied_by_a_rule(
         assert sign_from(server, "127.0.0.1", key["id"], token)[0] == 200
         assert sign_from(server, "127.0.0.2", key["id"], token)[0] == 200
         assert sign_from(server, "127.0.0.3", key["id"], token)[0] == 403
+
+
+def test_alerts_are_retried_delivered_once_and_survive_a_restart(
+    tmp_path: Path, launch, database_url: str | None
+) -> None:
+    installation = init_installation(tmp_path / "data", database_url)
+    with Refusing(refuse=2) as receiver:
+        env = {
+            "SIGNER_ALERTS_WEBHOOK_URL": receiver.url,
+            "SIGNER_WEBHOOK_ALLOWED_DESTINATIONS": "127.0.0.1/32",
+            "SIGNER_USAGE_FLUSH_SECONDS": "0.05",
+        }
+        server: Server = launch(installation, env=env, workers=2)
+        service = make_service(server, "relayer-alerts")
+        token = service["credentials"]["access_token"]
+        key = make_key(server)
+        grant(server, service["principal"]["id"], key["id"], ["sign_message"])
+        assert sign_from(server, "127.0.0.1", key["id"], token)[0] == 200
+        assert sign_from(server, "127.0.0.1", key["id"], token)[0] == 200
+        # Two new addresses: two alerts; the receiver refuses the first two calls.
+        assert sign_from(server, "127.0.0.2", key["id"], token)[0] == 200
+        assert sign_from(server, "127.0.0.3", key["id"], token)[0] == 200
+        wait_until(lambda: len(receiver.accepted) == 2, 60, "both alerts, after the retries")
+        assert sorted(receiver.accepted.values()) == [1, 1]
+        assert len(receiver.calls) >= 4
+        wait_until(lambda: gauge(server, "signer_alerts_pending") == 0 or None, 30, "no alert pending")
+        server.stop()
+
+        # Refused while the server runs, the next alert is still pending when it stops...
+        receiver.refuse = -1
+        server = launch(installation, env=env)
+        assert sign_from(server, "127.0.0.4", key["id"], token)[0] == 200
+        wait_until(lambda: len(receiver.calls) >= 5, 30, "a refused call")
+        server.stop()
+        assert len(receiver.accepted) == 2
+        # ...and delivered by the restarted server.
+        receiver.refuse = 0
+        server = launch(installation, env=env)
+        wait_until(lambda: len(receiver.accepted) == 3, 60, "the pending alert, after the restart")
+        assert sorted(receiver.accepted.values()) == [1, 1, 1]
+        assert {json.loads(body)["source"] for _, body in receiver.calls} == {
+            "127.0.0.2",
+            "127.0.0.3",
+            "127.0.0.4",
+        }

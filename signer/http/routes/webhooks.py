@@ -1,4 +1,5 @@
-"""Webhook routes: an approver group's webhook (set, rotate its HMAC key, delete).
+"""Webhook routes: an approver group's webhook (set, rotate its HMAC key, delete), and the alerts the
+alerts webhook has not taken yet.
 
 Thin: parse, call one method of the webhooks service, render. The HMAC key appears only in the answers
 that exist to hand it out (set, rotate).
@@ -10,8 +11,9 @@ from aiohttp import web
 
 from signer.http import schemas as out
 from signer.http.body import parse_body
+from signer.http.contract import Query
 from signer.http.models import WebhookBody, WebhookRotateBody
-from signer.http.routes.common import GROUP_PATH, api, context, json_response, max_body, services
+from signer.http.routes.common import GROUP_PATH, api, context, int_query, json_response, max_body, services
 
 
 @api.operation(
@@ -66,3 +68,19 @@ async def rotate_group_webhook_secret(request: web.Request) -> web.Response:
 async def delete_group_webhook(request: web.Request) -> web.Response:
     ctx = await context(request)
     return json_response(await services(request).webhooks.delete_webhook(ctx, request.match_info["group"]))
+
+
+@api.operation(
+    "GET",
+    "/v1/alerts",
+    summary="Unusual-access alerts not delivered to the alerts webhook (retrying, or given up)",
+    tag="approvals",
+    who="admin, auditor",
+    response=out.UndeliveredAlerts,
+    errors=(503,),
+    query=(Query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "alerts shown (default 100)"),),
+)
+async def undelivered_alerts(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    limit = int_query(request, "limit", 100, 1, 1000)
+    return json_response(await services(request).webhooks.undelivered_alerts(ctx, limit))

@@ -3,22 +3,27 @@
 Owns the ``approval_webhooks`` and ``webhook_outbox`` tables. A webhook's signing secret is never
 stored: only the salt it is derived from (and the previous salt during a rotation's overlap). The
 outbox is a durable queue: a call is enqueued in the transaction that caused it, claimed with a lease by
-a deliverer, and finished (delivered, or rescheduled).
+a deliverer, and finished (delivered, or rescheduled). Besides approver groups, a row may belong to a
+channel (a ``group_name`` starting with ``@``, which no group name can: ``@alerts`` for the alerts
+webhook); a row given up on keeps ``delivered_at`` empty and ``next_attempt_at`` a century ahead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from signer.errors import Conflict
 from signer.store import schema as t
 from signer.store.checks import aware, nonempty
 from signer.store.records import OutboxRecord, WebhookRecord
 from signer.store.tx import Statements, WriteStatements
+
+# A row rescheduled this far ahead was given up on (the deliverer sets a century).
+GIVEN_UP_AFTER = timedelta(days=3650)
 
 
 def _outbox(row: Any) -> OutboxRecord:
@@ -164,6 +169,35 @@ class OutboxReads:
             select(t.webhook_outbox)
             .where(c.delivered_at.is_(None), c.next_attempt_at <= now)
             .order_by(c.next_attempt_at, c.id)
+            .limit(limit)
+        )
+        return [_outbox(r) for r in rows]
+
+    async def channel_backlog(self, channel: str, now: datetime) -> tuple[int, datetime | None]:
+        """How many of ``channel``'s calls are still being tried (neither delivered nor given up), and
+        when the oldest of them was made."""
+        c = t.webhook_outbox.c
+        row = await self._tx._first(
+            select(func.count(), func.min(c.created_at)).where(
+                c.group_name == channel,
+                c.delivered_at.is_(None),
+                c.next_attempt_at < now + GIVEN_UP_AFTER,
+            )
+        )
+        oldest = row[1]
+        if isinstance(oldest, str):
+            oldest = datetime.fromisoformat(oldest)
+        if oldest is not None and oldest.tzinfo is None:
+            oldest = oldest.replace(tzinfo=UTC)
+        return int(row[0]), oldest
+
+    async def undelivered(self, channel: str, limit: int) -> list[OutboxRecord]:
+        """``channel``'s calls not delivered (being tried, or given up on), oldest first."""
+        c = t.webhook_outbox.c
+        rows = await self._tx._all(
+            select(t.webhook_outbox)
+            .where(c.group_name == channel, c.delivered_at.is_(None))
+            .order_by(c.created_at, c.id)
             .limit(limit)
         )
         return [_outbox(r) for r in rows]
