@@ -632,7 +632,7 @@ anomaly_sources = Table(
     PrimaryKeyConstraint("principal_id", "source"),
 )
 
-# Anomaly baselines (migration 0018_anomaly_baselines): what each principal did, counted per slot of
+# Anomaly baselines (migration 0020_anomaly_baselines): what each principal did, counted per slot of
 # time, shared by every worker and kept across restarts. ``kind`` is ``burst`` (requests per burst
 # window; ``width`` is the window's length, so a changed setting starts new rows), ``hour`` (requests
 # per UTC hour: the usual hours and the history) or ``denial`` (refusals per second); ``start`` is

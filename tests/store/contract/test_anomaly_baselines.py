@@ -1,4 +1,4 @@
-"""Anomaly baselines (tables/anomaly_baselines.py, migration 0018): the contract both databases pass.
+"""Anomaly baselines (tables/anomaly_baselines.py, migration 0020): the contract both databases pass.
 Counts added to a slot sum, whoever adds them; a read takes each kind from its own start and width
 only; pruning goes by kind and age; an unknown kind is refused."""
 

@@ -1,7 +1,7 @@
 """Anomaly baselines: per principal, requests per burst window and per hour, refusals per second.
 
-Revision ID: 0018_anomaly_baselines
-Revises: 0017_console_books
+Revision ID: 0020_anomaly_baselines
+Revises: 0019_secret_disable
 Create Date: 2026-12-07
 
 Self-contained (plain column types), like every migration. The table starts empty: the baselines are
@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0018_anomaly_baselines"
-down_revision: str | None = "0017_console_books"
+revision: str = "0020_anomaly_baselines"
+down_revision: str | None = "0019_secret_disable"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
