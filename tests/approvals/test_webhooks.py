@@ -164,7 +164,7 @@ async def test_signed_events_with_retries_and_backoff(hooked, receiver) -> None:
     gaps = [b[0] - a[0] for a, b in zip(hook.calls, hook.calls[1:], strict=False)]
     # Exponential back-off (base 0.2 s): each retry waits at least its delay after the refused call.
     # Only lower bounds: a loaded machine may make any gap longer, never shorter.
-    assert gaps[0] >= 0.2 and gaps[1] >= 0.4, gaps
+    assert gaps[0] >= 0.19 and gaps[1] >= 0.38, gaps  # (a little under: two clocks)
     events = [_check(secret, h, b) for _, h, b in hook.calls]
     assert {e["id"] for e in events} == {events[0]["id"]}  # the same event, retried
     assert events[0]["type"] == "approval.requested" and events[0]["approval_id"] == record.id
