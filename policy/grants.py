@@ -63,7 +63,7 @@ from policy.facts import (
     grant_spend_key,
     grant_uses_key,
 )
-from policy.request import EVERY_ASSET, KNOWN_OPERATIONS, OPERATIONS, RESOURCE_TYPES, Amount
+from policy.request import EVERY_ASSET, KNOWN_OPERATIONS, OPERATIONS, Amount
 from policy.scopes import is_scope, path_contains, scope_segments
 from policy.windows import utc
 
@@ -77,8 +77,9 @@ __all__ = [
 ]
 
 SUBJECT_TYPES = frozenset({"principal", "group"})
-# A grant names one resource of a kind policy knows (``request.RESOURCE_TYPES``) or a scope.
-GRANT_RESOURCE_TYPES = RESOURCE_TYPES | {"scope"}
+# A grant names one resource (of any kind: the service checks the kind against its registry of
+# resource kinds, and a grant is judged by kind and id alone, so a new kind needs nothing here) or a scope.
+SCOPE = "scope"
 # A grant naming the resource itself is more specific than a scope grant at any depth.
 _ON_RESOURCE = 1 << 16
 
@@ -108,7 +109,7 @@ class Grant:
     def __post_init__(self) -> None:
         if self.subject_type not in SUBJECT_TYPES:
             raise PolicyInputError("invalid_grant", "subject_type must be 'principal' or 'group'")
-        if self.resource_type not in GRANT_RESOURCE_TYPES:
+        if not isinstance(self.resource_type, str) or not self.resource_type:
             raise PolicyInputError("invalid_grant", "resource_type must be a resource kind or 'scope'")
         if self.max_uses is not None and (
             isinstance(self.max_uses, bool) or not isinstance(self.max_uses, int) or self.max_uses < 0
@@ -122,7 +123,7 @@ class Grant:
             )
         budgets = {canonical_asset(a): check_amount(v, "budget") for a, v in self.value_budgets.items()}
         object.__setattr__(self, "value_budgets", MappingProxyType(budgets))
-        covers_scope = self.resource_type == "scope" and is_scope(self.resource_id)
+        covers_scope = self.resource_type == SCOPE and is_scope(self.resource_id)
         object.__setattr__(self, "scope_path", tuple(self.resource_id.split("/")) if covers_scope else None)
 
     @property
@@ -132,7 +133,7 @@ class Grant:
     @property
     def specificity(self) -> int:
         """How narrowly the grant names its resource: the scope's depth, or more for one resource."""
-        if self.resource_type != "scope":
+        if self.resource_type != SCOPE:
             return _ON_RESOURCE
         return len(self.scope_path) if self.scope_path is not None else 0
 
@@ -169,7 +170,7 @@ def _held(grant: Grant, principal_id: str, groups: frozenset[str]) -> bool:
 
 def _names(grant: Grant, resource_type: str, resource_id: str, scope_path: tuple[str, ...] | None) -> bool:
     """Whether ``grant`` is about the resource at all: by kind and id, or a scope at or above its scope."""
-    if grant.resource_type == "scope":
+    if grant.resource_type == SCOPE:
         return (
             grant.scope_path is not None
             and scope_path is not None

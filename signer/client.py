@@ -586,12 +586,20 @@ class SignerClient:
         secret_id: str | None = None,
         value_budgets: Mapping[str, str] | None = None,
         no_access: bool = False,
+        resource: tuple[str, str] | None = None,
     ) -> Any:
-        """To one principal or a group; on one key or every key under a scope (fields left out are unset).
-        ``no_access`` (with no operations) makes it an explicit no-access grant."""
+        """To one principal or a group; on one resource (``resource``: kind and id; ``key_id`` and
+        ``secret_id`` name a key or a secret) or every resource under a scope (fields left out are
+        unset). ``no_access`` (with no operations) makes it an explicit no-access grant."""
+        # A key or a secret is sent as a reference; more than one target is sent as given, to be refused.
+        if resource is None and key_id is not None and secret_id is None:
+            resource, key_id = ("key", key_id), None
+        elif resource is None and secret_id is not None and key_id is None:
+            resource, secret_id = ("secret", secret_id), None
         fields = {
             "principal_id": principal_id,
             "group": group,
+            "resource": None if resource is None else {"type": resource[0], "id": resource[1]},
             "key_id": key_id,
             "secret_id": secret_id,
             "scope": scope,

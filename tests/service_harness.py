@@ -130,13 +130,16 @@ def start_server(
     env: dict[str, str] | None = None,
     ready_timeout: float = 60.0,
     expect_ready: bool = True,
+    command: list[str] | None = None,
 ) -> Server:
+    """``signer serve`` on ``installation``; ``command`` replaces ``python -m signer.cli`` (a test that
+    registers something of its own first, such as ``tests.fake_kind``)."""
     port = port or free_port()
     log_path = installation.data_dir / f"server-{port}-{time.monotonic_ns()}.log"
     merged = {**installation.env, **(env or {})}
     handle = open(log_path, "w", encoding="utf-8")
     process = subprocess.Popen(
-        [*SIGNER, "serve", "--port", str(port), "--workers", str(workers)],
+        [*(command or SIGNER), "serve", "--port", str(port), "--workers", str(workers)],
         env=merged,
         cwd=TREE,
         stdout=handle,

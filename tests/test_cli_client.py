@@ -322,6 +322,40 @@ def test_a_no_access_grant_through_the_cli(cli: Cli, tmp_path: Path, unique_name
     relayer.check_no_secret()
 
 
+def test_grants_name_a_resource_through_the_cli(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``grants create --resource TYPE:ID`` (and ``--key``, its older spelling) grant on one resource; the
+    answer and the list name it by reference; a malformed reference, a kind nobody registered and an
+    operation of another kind are refused."""
+    principal, creds = _service(cli, unique_name, tmp_path)
+    relayer = Cli(cli.server, cli.home, creds, cli.secrets)
+    key = cli.ok("keys", "create", "--curve", "secp256k1", "--label", "ref", "--scope", f"cli/{unique_name}")
+    by_ref = cli.ok(
+        "grants", "create", "--principal", principal["id"], "--resource", f"key:{key['id']}",
+        "--operation", "sign_message",
+    )  # fmt: skip
+    assert by_ref["resource"] == {"type": "key", "id": key["id"]} and by_ref["scope"] is None
+    by_key = cli.ok(
+        "grants", "create", "--principal", principal["id"], "--key", key["id"], "--operation", "sign_raw"
+    )
+    assert by_key["resource"] == by_ref["resource"] and by_key["resource_type"] == "key"
+    listed = cli.ok("grants", "list", "--principal", principal["id"])["items"]
+    assert [g["resource"] for g in listed] == [by_ref["resource"]] * 2
+    assert "key" in cli.run("grants", "list", "--principal", principal["id"]).stdout
+    assert relayer.run("sign", "message", key["id"], "hi").exit_code == 0
+    malformed = cli.run("grants", "create", "--principal", principal["id"], "--resource", key["id"])
+    assert malformed.exit_code == 2
+    unknown = cli.run(
+        "grants", "create", "--principal", principal["id"], "--resource", "planet:p1", "--operation", "list"
+    )
+    assert unknown.exit_code == cli_api.EXIT_INVALID and "invalid_grant" in unknown.stderr, unknown.stderr
+    other = cli.run(
+        "grants", "create", "--principal", principal["id"], "--resource", f"key:{key['id']}",
+        "--operation", "read_value",
+    )  # fmt: skip
+    assert other.exit_code == cli_api.EXIT_INVALID and "invalid_operations" in other.stderr, other.stderr
+    relayer.check_no_secret()
+
+
 def test_groups_policies_dry_run_and_idempotency(cli: Cli, tmp_path: Path, unique_name: str) -> None:
     principal, creds = _service(cli, unique_name, tmp_path)
     relayer = Cli(cli.server, cli.home, creds, cli.secrets)

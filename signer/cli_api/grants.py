@@ -13,24 +13,11 @@ import click
 from signer.cli_api.common import api_call
 from signer.client import SignerClient
 
-# Signing operations (on a key or scope) and the secrets' operations (on a secret or scope).
-GRANT_OPERATIONS = (
-    "sign_transaction",
-    "sign_message",
-    "sign_typed_data",
-    "sign_raw",
-    "sign_authorization",
-    "list",
-    "read_metadata",
-    "read_value",
-    "create",
-    "update",
-    "delete",
-)
 GRANT_COLUMNS = (
     "id",
     "principal_id",
     "group",
+    "resource_type",
     "resource_id",
     "operations",
     "no_access",
@@ -41,7 +28,7 @@ GRANT_COLUMNS = (
 
 @click.group()
 def grants() -> None:
-    """Grants: which principal may do which operations on which key (admin)."""
+    """Grants: which principal may do which operations on which resource (admin)."""
 
 
 def _aware_time(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
@@ -67,18 +54,33 @@ def _budgets(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
     return budgets
 
 
+def _reference(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, str] | None:
+    if value is None:
+        return None
+    kind, sep, resource_id = value.partition(":")
+    if not sep or not kind or not resource_id:
+        raise click.BadParameter(f"{value!r} is not TYPE:ID (e.g. key:key_0123456789abcdef)")
+    return kind, resource_id
+
+
 @grants.command("create")
 @click.option("--principal", "principal_id", default=None, help="To this principal (or --group).")
 @click.option("--group", default=None, help="To every member of this group (or --principal).")
-@click.option("--key", "key_id", default=None, help="On this key (or --scope).")
-@click.option("--secret", "secret_id", default=None, help="On this secret (or --key, --scope).")
-@click.option("--scope", default=None, help="On every key and secret under this scope (or --key).")
+@click.option(
+    "--resource",
+    default=None,
+    callback=_reference,
+    help="On this resource, as TYPE:ID (key:key_..., secret:sec_..., or any other kind of resource).",
+)
+@click.option("--key", "key_id", default=None, help="On this key (as --resource key:ID).")
+@click.option("--secret", "secret_id", default=None, help="On this secret (as --resource secret:ID).")
+@click.option("--scope", default=None, help="On every resource under this scope (or --resource).")
 @click.option(
     "--operation",
     "operations",
     multiple=True,
-    type=click.Choice(GRANT_OPERATIONS),
-    help="An operation to allow (repeatable; or --no-access).",
+    help="An operation of the resource's kind to allow, e.g. sign_transaction on a key, read_value on a "
+    "secret (repeatable; or --no-access). The server refuses others, naming the ones it allows.",
 )
 @click.option(
     "--no-access",
@@ -105,6 +107,7 @@ def grants_create(
     client: SignerClient,
     principal_id: str | None,
     group: str | None,
+    resource: tuple[str, str] | None,
     key_id: str | None,
     secret_id: str | None,
     scope: str | None,
@@ -114,14 +117,15 @@ def grants_create(
     budgets: dict[str, str],
     no_access: bool,
 ) -> Any:
-    """Allow a principal or a group operations on a key or on every key under a scope, or (--no-access)
-    take away there what it would inherit from a broader scope."""
+    """Allow a principal or a group operations on one resource or on every resource under a scope, or
+    (--no-access) take away there what it would inherit from a broader scope."""
     if no_access == bool(operations):
         raise click.UsageError("give --operation (one or more) or --no-access, not both")
     return client.create_grant(
         list(operations) if operations else None,
         principal_id=principal_id,
         group=group,
+        resource=resource,
         key_id=key_id,
         secret_id=secret_id,
         scope=scope,

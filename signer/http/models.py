@@ -224,16 +224,52 @@ def _operations_for(target: str, operations: frozenset[str]) -> dict[str, JsonVa
     }
 
 
+_RESOURCE_KINDS: list[JsonValue] = [kind for kind in sorted(RESOURCE_TYPES)]
+
+
+class ResourceReference(Strict):
+    """One resource by reference: its kind (one policy knows: ``policy.RESOURCE_TYPES``) and its id.
+    The service that takes it refuses a kind that is not registered (``invalid_attachment`` for a
+    policy attachment, ``invalid_grant`` for a grant)."""
+
+    type: str = Field(json_schema_extra={"enum": _RESOURCE_KINDS})
+    id: str = Field(min_length=1, max_length=64)
+
+
+def _operations_on(kind: str, operations: frozenset[str]) -> dict[str, JsonValue]:
+    """When ``resource`` is one of ``kind``, ``operations`` are among ``operations``."""
+    allowed: list[JsonValue] = [*sorted(operations)]
+    return {
+        "if": {
+            "required": ["resource"],
+            "properties": {"resource": {"type": "object", "properties": {"type": {"const": kind}}}},
+        },
+        "then": {"properties": {"operations": {"items": {"enum": allowed}}}},
+    }
+
+
 class CreateGrantBody(Strict):
-    """To one ``principal_id`` or every member of ``group``; on one ``key_id`` or every key under
-    ``scope``. ``value_budgets`` maps ``native`` or a token address to a decimal string."""
+    """To one ``principal_id`` or every member of ``group``; on one ``resource`` (its kind and id) or
+    every resource under ``scope``. ``key_id`` and ``secret_id`` are the older spellings of a key or
+    secret reference. ``value_budgets`` maps ``native`` or a token address to a decimal string."""
 
     principal_id: str | None = Field(default=None, min_length=1, max_length=64)
     group: str | None = Field(
         default=None, min_length=1, max_length=63, json_schema_extra=name_schema(NameKind.IDENTIFIER)
     )
-    key_id: str | None = Field(default=None, min_length=1, max_length=64)
-    secret_id: str | None = Field(default=None, min_length=1, max_length=64)
+    resource: ResourceReference | None = None
+    key_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description='the older form of {"resource": {"type": "key", "id": ...}}',
+    )
+    secret_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description='the older form of {"resource": {"type": "secret", "id": ...}}',
+    )
     scope: str | None = Field(
         default=None, min_length=1, max_length=512, json_schema_extra=name_schema(NameKind.SCOPE)
     )
@@ -271,14 +307,19 @@ class CreateGrantBody(Strict):
         json_schema_extra={
             "allOf": [
                 exactly_one_of("principal_id", "group"),
-                exactly_one_of("key_id", "secret_id", "scope"),
+                exactly_one_of("resource", "key_id", "secret_id", "scope"),
                 ALLOW_OR_NO_ACCESS,
                 # A key grant names signing operations, a secret grant the secrets' operations.
                 _operations_for("key_id", OPERATIONS),
                 _operations_for("secret_id", SECRET_GRANT_OPERATIONS),
+                _operations_on("key", OPERATIONS),
+                _operations_on("secret", SECRET_GRANT_OPERATIONS),
             ]
         },
     )
+
+    def reference(self) -> tuple[str, str] | None:
+        return None if self.resource is None else (self.resource.type, self.resource.id)
 
 
 class SignTransactionBody(Strict):
@@ -337,17 +378,6 @@ class VoteBody(Strict):
 class ApproverKeyBody(Strict):
     scheme: Literal["ed25519", "secp256k1"]
     public_key: str = Field(min_length=64, max_length=132)
-
-
-_RESOURCE_KINDS: list[JsonValue] = [kind for kind in sorted(RESOURCE_TYPES)]
-
-
-class ResourceReference(Strict):
-    """One resource by reference: its kind (one policy knows: ``policy.RESOURCE_TYPES``) and its id.
-    The policies service refuses a kind that is not registered (``invalid_attachment``)."""
-
-    type: str = Field(json_schema_extra={"enum": _RESOURCE_KINDS})
-    id: str = Field(min_length=1, max_length=64)
 
 
 class AttachPolicyBody(Strict):

@@ -130,12 +130,19 @@ class KeyList(View):
     next: str | None = Field(description="pass as `after` for the next page; null on the last page")
 
 
+class GrantResource(View):
+    type: str = Field(description="a kind of resource: key, secret, ...")
+    id: str
+
+
 class Grant(View):
     id: str
     principal_id: str | None = Field(description="the principal granted, or null for a group grant")
     group: str | None = Field(description="the group granted, or null for a principal grant")
-    resource_type: Literal["key", "secret", "scope"]
-    resource_id: str = Field(description="a key id, a secret id, or a scope prefix such as acme/payments")
+    resource: GrantResource | None = Field(description="the one resource granted, or null for a scope grant")
+    scope: str | None = Field(description="the scope prefix granted (such as acme/payments), or null")
+    resource_type: str = Field(description="the resource's kind (key, secret, ...), or scope: the older form")
+    resource_id: str = Field(description="the resource's id or the scope prefix: the older form")
     operations: list[str] = Field(description="empty for a no-access grant")
     no_access: bool = Field(description="an explicit no-access grant (overrides what it inherits)")
     expires_at: datetime | None

@@ -11,7 +11,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from policy import NATIVE, OPERATIONS, SECRET_GRANT_OPERATIONS, PolicyError, canonical_address
+from policy import NATIVE, PolicyError, canonical_address
 from signer.audit import AuditEvent, EventTarget, Outcome
 from signer.errors import Conflict, InvalidRequest, NotFound
 from signer.identity import Role
@@ -21,6 +21,7 @@ from signer.services.context import Clock, RequestContext, iso, require_role, ut
 from signer.services.impact_hook import ImpactHook, recorded_impact
 from signer.services.naming import NameKind, check_name
 from signer.services.policies import check_group
+from signer.services.resources import SCOPE, grant_operations, known_kind, resource_kind
 from signer.store import GrantRecord, PrincipalRecord, Store, Writer
 
 
@@ -58,13 +59,38 @@ def _budgets(raw: dict[str, str]) -> dict[str, str]:
     return out
 
 
+def grant_place(
+    scope: str | None, resource: tuple[str, str] | None, *, key_id: str | None, secret_id: str | None
+) -> tuple[str, str]:
+    """What a grant names, as stored: ``(kind, id)`` of one resource, or ``("scope", prefix)``. Exactly
+    one of a scope (canonical form) or a resource reference of a registered kind; ``key_id`` and
+    ``secret_id`` are the older spellings of ``("key", id)`` and ``("secret", id)``. 400
+    ``invalid_grant`` otherwise (the kind named by position, never repeated)."""
+    named = [r for r in (resource, key_id and ("key", key_id), secret_id and ("secret", secret_id)) if r]
+    if len(named) + (scope is not None) != 1:
+        raise InvalidRequest("name exactly one of resource, key_id, secret_id or scope", code="invalid_grant")
+    if scope is not None:
+        return SCOPE, check_name(scope, field="scope", kind=NameKind.SCOPE)
+    resource_type, resource_id = named[0]
+    if resource_type == SCOPE or known_kind(resource_type) is None:
+        raise InvalidRequest(
+            "resource.type names no kind of resource", code="invalid_grant", field="resource.type"
+        )
+    return resource_type, resource_id
+
+
 def grant_view(grant: GrantRecord) -> dict[str, Any]:
+    """A grant as the API shows it: ``resource`` (kind and id) or ``scope``, whichever it names, and the
+    same as ``resource_type`` / ``resource_id`` (``scope`` for a scope grant), the older spelling."""
+    on_scope = grant.resource_type == SCOPE
     return {
         "id": grant.id,
         "principal_id": grant.principal_id,
         "group": grant.group_name,
         "max_uses": grant.max_uses,
         "value_budgets": dict(grant.value_budgets),
+        "resource": None if on_scope else {"type": grant.resource_type, "id": grant.resource_id},
+        "scope": grant.resource_id if on_scope else None,
         "resource_type": grant.resource_type,
         "resource_id": grant.resource_id,
         "operations": sorted(grant.operations),
@@ -200,25 +226,24 @@ class AdminService:
         *,
         principal_id: str | None,
         group: str | None,
-        key_id: str | None,
         scope: str | None,
         operations: list[str] | None,
         expires_at: datetime | None,
         max_uses: int | None = None,
         value_budgets: dict[str, str] | None = None,
         no_access: bool = False,
+        resource: tuple[str, str] | None = None,
+        key_id: str | None = None,
         secret_id: str | None = None,
     ) -> dict[str, Any]:
-        """Grant operations on a key, a secret, or everything under a scope to a principal or a group; or,
-        with ``no_access``, say "no access" there: it overrides what the same principal or group
-        inherits from a broader scope (``policy.grants`` says exactly how)."""
+        """Grant operations on one resource (``resource``: its kind and id) or everything under a scope
+        to a principal or a group; or, with ``no_access``, say "no access" there: it overrides what the
+        same principal or group inherits from a broader scope (``policy.grants`` says exactly how).
+        ``key_id`` and ``secret_id`` are the older spellings of a key or secret reference."""
         require_role(ctx, Role.ADMIN)
         if (principal_id is None) == (group is None):
             raise InvalidRequest("name exactly one of principal_id or group", code="invalid_grant")
-        if [key_id, scope, secret_id].count(None) != 2:
-            raise InvalidRequest("name exactly one of key_id, secret_id or scope", code="invalid_grant")
-        if scope is not None:
-            scope = check_name(scope, field="scope", kind=NameKind.SCOPE)
+        resource_type, resource_id = grant_place(scope, resource, key_id=key_id, secret_id=secret_id)
         if group is not None:
             group = check_group(group)
         if no_access:
@@ -234,14 +259,8 @@ class AdminService:
                 code="invalid_operations",
                 field="operations",
             )
-        # A key grant names signing operations, a secret grant secret operations, a scope grant either.
-        allowed = (
-            OPERATIONS
-            if key_id
-            else SECRET_GRANT_OPERATIONS
-            if secret_id
-            else OPERATIONS | SECRET_GRANT_OPERATIONS
-        )
+        # A grant on one resource names its kind's operations, a scope grant any kind's.
+        allowed = grant_operations(resource_type)
         unknown = sorted(set(operations) - allowed)
         if unknown or (not operations and not no_access):
             raise InvalidRequest(
@@ -257,15 +276,15 @@ class AdminService:
         async def unit(writer: Writer) -> dict[str, Any]:
             if principal_id is not None and await writer.principals.get(principal_id) is None:
                 raise NotFound("no such principal", code="principal_not_found")
-            if key_id is not None and await writer.keys.get(key_id) is None:
-                raise NotFound("no such key", code="key_not_found")
-            if secret_id is not None and await writer.secrets.get(secret_id) is None:
-                raise NotFound("no such secret", code="secret_not_found")
+            if resource_type != SCOPE:
+                kind = resource_kind(resource_type)
+                if await kind.load(writer, resource_id) is None:
+                    raise kind.not_found()
             grant = GrantRecord(
                 id="grt_" + secrets.token_hex(8),
                 principal_id=principal_id,
-                resource_type="key" if key_id is not None else "secret" if secret_id is not None else "scope",
-                resource_id=key_id or secret_id or scope or "",
+                resource_type=resource_type,
+                resource_id=resource_id,
                 operations=sorted(set(operations)),
                 expires_at=expires_at,
                 created_by=ctx.caller.principal_id,

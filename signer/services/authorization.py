@@ -30,7 +30,7 @@ from policy import (
     parse_stored_policy_json,
 )
 from signer.errors import Forbidden, IntegrityError, RateLimited, SignerError
-from signer.services.resources import ResourceRef, resource_kind
+from signer.services.resources import MAKING, ResourceRef, resource_kind
 from signer.store import GrantRecord, Reader, Writer
 
 RATE_CODES = frozenset({"rate_limit_exceeded"})
@@ -133,16 +133,12 @@ def holds_any_grant(grants: Iterable[GrantRecord], resource: ResourceRef) -> boo
     return reaches(tuple(to_grant(r) for r in records), next(iter(principals), ""), groups, resource)
 
 
-# Operations that act on what does not exist yet: a grant of them says nothing about existing resources.
-_MAKING = frozenset({"create"})
-
-
 def reaches(
     grants: Iterable[Grant], principal_id: str, groups: frozenset[str], resource: ResourceRef
 ) -> bool:
     # Only grants about this kind of resource count: a signing grant on a scope is about its keys, and
     # must not let its holder tell a secret there from a missing one (nor `create` an existing secret).
-    about = resource_kind(resource.type).operations - _MAKING
+    about = resource_kind(resource.type).operations - MAKING
     return grants_reach(
         (g for g in grants if g.no_access or g.operations & about),
         principal_id=principal_id,

@@ -220,7 +220,8 @@ class ChecklistService:
             if grant.no_access:
                 continue
             ops = set(grant.operations)
-            if ops & SECRET_OPERATIONS and grant.resource_type != "key":
+            # A grant that can reach secrets: on a secret, or on a scope (a folder).
+            if ops & SECRET_OPERATIONS and grant.resource_type in ("secret", "scope"):
                 reasons = []
                 if grant.resource_type == "scope":
                     if _depth(grant.resource_id) == 1:

@@ -22,7 +22,7 @@ acts, and nothing here sees a value.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,8 +32,9 @@ from signer.errors import InvalidRequest, NotFound
 from signer.identity import Role
 from signer.services.authorization import to_grant
 from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
+from signer.services.resources import MAKING, SCOPE, known_kind, resource_kind
 from signer.services.secret_access import access_view, ancestors
-from signer.services.secret_kind import secret_ref
+from signer.services.secret_kind import SECRETS, secret_ref
 from signer.services.usage import UsageRecorder, check_days, day_of, deciding_grant
 from signer.store import GrantRecord, Reader, SecretRecord, Store, Writer
 
@@ -45,8 +46,6 @@ ACTIONS = (
     "disable_secret",
     "enable_secret",
 )
-SECRET_OPERATIONS = ("list", "read_metadata", "read_value", "update", "delete")
-KEY_OPERATIONS = ("sign_transaction", "sign_message", "sign_typed_data", "sign_raw")
 MAX_RESOURCES = 100
 MAX_PRINCIPALS = 200
 MAX_FETCHERS = 100
@@ -58,7 +57,7 @@ class _Resource:
     type: str
     id: str
     scope: str
-    name: str
+    summary: Mapping[str, Any]  # what names it for a person (its kind's ``summary``)
     secret: SecretRecord | None = None
 
 
@@ -69,10 +68,10 @@ def _subject(grant: GrantRecord) -> str:
 def _allowed(
     principal_id: str, groups: frozenset[str], grants: tuple[Any, ...], resource: _Resource, now: datetime
 ) -> dict[str, str]:
-    """Operation -> the grant that allows it (for ``principal_id`` with ``groups``)."""
-    operations = SECRET_OPERATIONS if resource.type == "secret" else KEY_OPERATIONS
+    """Operation -> the grant that allows it (for ``principal_id`` with ``groups``), over the operations
+    of the resource's kind that act on an existing one."""
     out: dict[str, str] = {}
-    for operation in operations:
+    for operation in sorted(resource_kind(resource.type).operations - MAKING):
         decision = evaluate_grants(
             GrantRequest(
                 principal_id=principal_id,
@@ -129,15 +128,14 @@ class _Facts:
         return seen
 
     async def resource(self, resource_type: str, resource_id: str) -> _Resource | None:
-        if resource_type == "secret":
-            secret = await self.reader.secrets.get(resource_id)
-            if secret is None:
-                return None
-            return _Resource("secret", secret.id, secret.folder, secret.name, secret)
-        if resource_type == "key":
-            key = await self.reader.keys.get(resource_id)
-            return None if key is None else _Resource("key", key.id, key.scope, key.label)
-        return None
+        """The resource a grant or a use names, through its kind; None for a scope or a missing one."""
+        kind = known_kind(resource_type)
+        record = None if kind is None else await kind.load(self.reader, resource_id)
+        if kind is None or record is None:
+            return None
+        ref = kind.ref(record)
+        secret = record if isinstance(record, SecretRecord) else None
+        return _Resource(ref.type, ref.id, ref.scope, kind.summary(record), secret)
 
 
 class ImpactService:
@@ -201,10 +199,9 @@ class ImpactService:
         uses = await reader.usage.grant_uses(grant_ids=[grant_id])
         live = grant.revoked_at is None and (grant.expires_at is None or grant.expires_at > facts.now)
         resources: list[_Resource] = []
-        if grant.resource_type in ("secret", "key"):
-            found = await facts.resource(grant.resource_type, grant.resource_id)
-            if found is not None:
-                resources.append(found)
+        found = await facts.resource(grant.resource_type, grant.resource_id)
+        if found is not None:
+            resources.append(found)
         seen = {r.id for r in resources}
         for use in uses:
             if use.resource_id not in seen and len(resources) < MAX_RESOURCES:
@@ -227,7 +224,7 @@ class ImpactService:
                 await _group_change(facts, entry, resource, grant.group_name, without)
             out_resources.append(entry)
         coverage: dict[str, Any] = {"on": grant.resource_type + ":" + grant.resource_id}
-        if grant.resource_type == "scope":
+        if grant.resource_type == SCOPE:
             counts = await reader.usage.folder_counts()
             scope = grant.resource_id
             coverage["secrets_covered"] = sum(
@@ -323,7 +320,7 @@ class ImpactService:
         resources: list[_Resource] = []
         seen: set[str] = set()
         for grant in held:
-            if grant.resource_type in ("secret", "key") and grant.resource_id not in seen:
+            if grant.resource_type != SCOPE and grant.resource_id not in seen:
                 found = await facts.resource(grant.resource_type, grant.resource_id)
                 if found is not None and len(resources) < MAX_RESOURCES:
                     resources.append(found)
@@ -422,7 +419,7 @@ class ImpactService:
             raise NotFound("no such secret", code="secret_not_found")
         to = "disabled" if action == "disable_secret" else "active"
         changes = secret.state != to
-        resource = _Resource("secret", secret.id, secret.folder, secret.name, secret)
+        resource = _Resource("secret", secret.id, secret.folder, SECRETS.summary(secret), secret)
         about = await reader.grants.about("secret", secret.id, ancestors(secret.folder), facts.now)
         access = access_view(secret_ref(secret), about, facts.now)
         entry = _resource_view(resource)
@@ -476,7 +473,7 @@ class ImpactService:
         secret = await reader.secrets.get(secret_id)
         if secret is None:
             raise NotFound("no such secret", code="secret_not_found")
-        resource = _Resource("secret", secret.id, secret.folder, secret.name, secret)
+        resource = _Resource("secret", secret.id, secret.folder, SECRETS.summary(secret), secret)
         about = await reader.grants.about("secret", secret.id, ancestors(secret.folder), facts.now)
         access = access_view(secret_ref(secret), about, facts.now)
         entry = _resource_view(resource)
@@ -499,7 +496,7 @@ class ImpactService:
             used_here: dict[str, set[str]] = {}
             for use in uses:
                 used_here.setdefault(use.grant_id, set())
-            scope_ids = [g.id for g in about if g.resource_type == "scope"]
+            scope_ids = [g.id for g in about if g.resource_type == SCOPE]
             elsewhere = {
                 u.grant_id
                 for u in (await reader.usage.grant_uses(grant_ids=scope_ids) if scope_ids else [])
@@ -574,7 +571,7 @@ async def _group_change(
 
 def _names(grant: Any, resource: _Resource) -> bool:
     """Whether ``grant`` is about ``resource``: by id, or a folder at or above it."""
-    if grant.resource_type == "scope":
+    if grant.resource_type == SCOPE:
         prefix = grant.resource_id
         return resource.scope == prefix or resource.scope.startswith(prefix + "/")
     return bool(grant.resource_type == resource.type and grant.resource_id == resource.id)
@@ -591,9 +588,7 @@ def _version_state(version: Any) -> dict[str, Any]:
 
 
 def _resource_view(resource: _Resource) -> dict[str, Any]:
-    if resource.type == "secret":
-        return {"type": "secret", "id": resource.id, "name": resource.name, "folder": resource.scope}
-    return {"type": "key", "id": resource.id, "label": resource.name, "scope": resource.scope}
+    return {"type": resource.type, "id": resource.id, **resource.summary}
 
 
 async def _key_use(facts: _Facts, resource: _Resource) -> list[dict[str, Any]]:

@@ -38,7 +38,8 @@ class ResourceKind:
     ``load(reader, id)`` returns the record or None; ``ref(record)`` names it; ``not_found()`` is the
     answer for a missing one and for one the caller holds no grant on; ``unusable(ref)`` the refusal for a
     state in which it may not be used (None when usable); ``approval_view(record)`` and
-    ``digest_fields(record)`` what approvers read about it and what an approval digest binds of it."""
+    ``digest_fields(record)`` what approvers read about it and what an approval digest binds of it;
+    ``summary(record)`` the few fields that name it for a person in reports (a key's label and scope)."""
 
     type: str
     id_field: str
@@ -49,6 +50,7 @@ class ResourceKind:
     unusable: Callable[[ResourceRef], SignerError | None]
     approval_view: Callable[[Any], Mapping[str, Any]]
     digest_fields: Callable[[Any], Mapping[str, Any]]
+    summary: Callable[[Any], Mapping[str, Any]] = lambda record: {}
 
     def names(self, resource_id: str) -> dict[str, str]:
         """The field that names one of this kind in events and views: ``{"key_id": id}``."""
@@ -72,6 +74,20 @@ def resource_kind(type_: str) -> ResourceKind:
 def known_kind(type_: str) -> ResourceKind | None:
     """The registered kind of that type, or None (for a type a caller named)."""
     return _KINDS.get(type_)
+
+
+# What a grant names when it is not one resource: a scope (a folder prefix) covering every resource of
+# every kind at or below it.
+SCOPE = "scope"
+# Operations that act on what does not exist yet: a grant of them says nothing about existing resources.
+MAKING = frozenset({"create"})
+
+
+def grant_operations(type_: str) -> frozenset[str]:
+    """The operations a grant may list: a kind's own on one of its resources, any kind's on a scope."""
+    if type_ == SCOPE:
+        return frozenset().union(*(kind.operations for kind in _KINDS.values()))
+    return _KINDS[type_].operations
 
 
 # -- keys ------------------------------------------------------------------------------------------
@@ -109,5 +125,6 @@ KEYS = register(
         unusable=_key_unusable,
         approval_view=lambda key: {"key_id": key.id, "from": key.address, "key_label": key.label},
         digest_fields=lambda key: {"key_id": key.id, "curve": key.curve, "signer": key.address},
+        summary=lambda key: {"label": key.label, "scope": key.scope},
     )
 )

@@ -8,10 +8,11 @@ follows what its grants cover, never the table's size. Every row read is still j
 grants, policy rules) before it is shown.
 
 ``access`` is the "who can use it" of ``show``: for each principal and group holding live grants about
-one secret (on it, or on a folder at or above it), the operations they allow that no no-access grant
-of the same subject overrides, and through which grants. It is only ever computed for a caller allowed
-``read_metadata`` on that secret; it names grants about that one secret, nothing about other resources.
-This module decides nothing about requests (the pipeline's judge does) and never sees a value.
+one resource (on it, or on a folder at or above it), the operations of its kind (from the registry of
+kinds) they allow that no no-access grant of the same subject overrides, and through which grants. It
+is only ever computed for a caller allowed ``read_metadata`` on that secret; it names grants about that
+one secret, nothing about other resources. This module decides nothing about requests (the pipeline's
+judge does) and never sees a value.
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ from typing import Any
 from policy import Effect, GrantRequest, evaluate_grants
 from signer.services.authorization import to_grant
 from signer.services.context import iso
-from signer.services.resources import ResourceRef
+from signer.services.resources import MAKING, SCOPE, ResourceRef, resource_kind
 from signer.store import GrantRecord
 
-_OPERATIONS = ("list", "read_metadata", "read_value", "update", "delete")
+# The order ``access`` lists a secret's operations in; a kind's others follow, alphabetically.
+_ORDER = ("list", "read_metadata", "read_value", "update", "delete")
 
 
 def _within(folder: str, prefix: str) -> bool:
@@ -44,7 +46,7 @@ def listing_targets(grants: Iterable[GrantRecord], under: str | None) -> tuple[l
             continue
         if grant.resource_type == "secret":
             ids.add(grant.resource_id)
-        elif grant.resource_type == "scope":
+        elif grant.resource_type == SCOPE:
             scope = grant.resource_id
             if under is None or _within(scope, under):
                 prefixes.add(scope)
@@ -72,10 +74,12 @@ def access_view(ref: ResourceRef, grants: list[GrantRecord], now: datetime) -> l
         )
         by_subject.setdefault(subject, []).append(grant)
     view: list[dict[str, Any]] = []
+    existing = resource_kind(ref.type).operations - MAKING
+    ordered = sorted(existing, key=lambda op: (_ORDER.index(op) if op in _ORDER else len(_ORDER), op))
     for (kind, name), held in sorted(by_subject.items()):
         converted = tuple(to_grant(g) for g in held)
         operations: list[str] = []
-        for operation in _OPERATIONS:
+        for operation in ordered:
             request = GrantRequest(
                 principal_id=name if kind == "principal" else "",
                 operation=operation,
@@ -96,7 +100,7 @@ def access_view(ref: ResourceRef, grants: list[GrantRecord], now: datetime) -> l
                 "grants": [
                     {
                         "id": g.id,
-                        "on": "secret" if g.resource_type == "secret" else f"folder:{g.resource_id}",
+                        "on": f"folder:{g.resource_id}" if g.resource_type == SCOPE else ref.type,
                         "operations": sorted(g.operations),
                         "no_access": g.no_access,
                         "expires_at": iso(g.expires_at),

@@ -109,6 +109,7 @@ SECRETS = register(
         # The version and field names are in the request's body (pinned when it was opened), so a
         # rotation since does not change what was approved.
         digest_fields=lambda secret: {"secret_id": secret.id},
+        summary=lambda secret: {"name": secret.name, "folder": secret.folder},
     )
 )
 

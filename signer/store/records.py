@@ -16,7 +16,6 @@ __all__ = [
     "APPROVAL_STATES",
     "APPROVER_KEY_SCHEMES",
     "ATTACHMENT_MODES",
-    "GRANT_RESOURCE_TYPES",
     "KEY_STATES",
     "ROLES",
     "SECRET_BACKENDS",
@@ -76,7 +75,6 @@ SECRET_BACKENDS = frozenset({"sealed", "aws_secrets_manager", "openbao_kv2"})
 SECRET_VERSION_STATES = frozenset({"enabled", "staged", "disabled", "destroyed"})
 # A whole secret's state, apart from its versions': a disabled secret answers no read of any version.
 SECRET_STATES = frozenset({"active", "disabled"})
-GRANT_RESOURCE_TYPES = frozenset({"key", "scope", "secret"})
 # "released": an approved request its requester ran itself (a secret read), whose response was never stored.
 APPROVAL_STATES = frozenset(
     {"pending", "approved", "signed", "released", "failed", "rejected", "expired", "cancelled"}

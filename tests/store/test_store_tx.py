@@ -34,7 +34,7 @@ async def test_timestamps_are_aware_utc_and_exact(store: Store) -> None:
         lambda w: w.tokens.insert(token("prn_x", digest=b"short")),
         lambda w: w.tokens.insert(token("prn_x", kind="session")),
         lambda w: w.keys.insert(key(state="lost")),
-        lambda w: w.grants.insert(grant("prn_x", "k", resource_type="planet")),
+        lambda w: w.grants.insert(grant("prn_x", "k", resource_type="")),
         lambda w: w.grants.insert(grant("prn_x", "k", operations="sign")),
         lambda w: w.tokens.revoke("tok", datetime(2026, 1, 1)),
         lambda w: w.grants.active("p", "key", "k", datetime(2026, 1, 1)),

@@ -1,5 +1,5 @@
-"""Grant routes: allow a principal or a group operations on a key or a scope (or say "no access" there);
-list and revoke grants.
+"""Grant routes: allow a principal or a group operations on one resource (``{"resource": {"type", "id"}}``,
+or the older ``key_id`` / ``secret_id``) or a scope (or say "no access" there); list and revoke grants.
 
 Thin: parse, call one method of the admin service, render.
 """
@@ -18,7 +18,7 @@ from signer.http.routes.common import ID_SCHEMA, api, context, id_query, json_re
 @api.operation(
     "POST",
     "/v1/grants",
-    summary="Allow a principal or group operations on a key or scope, or say no access there",
+    summary="Allow a principal or group operations on a resource or scope, or say no access there",
     tag="grants",
     who="admin",
     request=CreateGrantBody,
@@ -34,6 +34,7 @@ async def create_grant(request: web.Request) -> web.Response:
         ctx,
         principal_id=body.principal_id,
         group=body.group,
+        resource=body.reference(),
         key_id=body.key_id,
         secret_id=body.secret_id,
         scope=body.scope,

@@ -14,8 +14,8 @@ from sqlalchemy import Select, and_, or_, select, update
 
 from signer.errors import Conflict, NotFound
 from signer.store import schema as t
-from signer.store.checks import aware, nonempty, one_of, tz_aware
-from signer.store.records import GRANT_RESOURCE_TYPES, GrantRecord
+from signer.store.checks import aware, nonempty, tz_aware
+from signer.store.records import GrantRecord
 from signer.store.tx import Statements, WriteStatements
 
 
@@ -133,7 +133,9 @@ class GrantWrites(GrantReads):
         nonempty(grant.resource_id, "resource id")
         if grant.max_uses is not None and (isinstance(grant.max_uses, bool) or grant.max_uses < 0):
             raise ValueError("max_uses must be a non-negative integer")
-        one_of(grant.resource_type, GRANT_RESOURCE_TYPES, "resource type")
+        # Any registered kind of resource, or "scope": the grants service checks the kind against the
+        # registry (``signer.services.resources``), so a new kind needs nothing here.
+        nonempty(grant.resource_type, "resource type")
         if isinstance(grant.operations, str) or not all(isinstance(op, str) for op in grant.operations):
             raise ValueError("operations must be a list of strings")
         if grant.no_access and (grant.operations or grant.max_uses is not None or grant.value_budgets):
