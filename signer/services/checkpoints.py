@@ -68,6 +68,8 @@ class AuditSigner(Protocol):
 
     async def new_audit_key(self) -> GeneratedKey: ...
 
+    async def audit_key_by_id(self, hsm_id: str) -> GeneratedKey: ...
+
     async def audit_public_keys(self) -> list[tuple[str, bytes]]: ...
 
     async def destroy_audit_private(self, hsm_id: str) -> None: ...
@@ -134,6 +136,17 @@ class CheckpointService:
         for row in rows:
             if row.retired_size is not None and row.destroyed_at is None:
                 await self._destroy(row)
+        try:
+            newest = await self._hsm.audit_key_by_id(rows[-1].hsm_id)
+        except NotFound:
+            # A database from before a rotation names a key the rotation destroyed: no checkpoint can
+            # be signed on it (the rollback check at start says what happened).
+            log.error("the audit key in force is not in the token: no checkpoint can be signed")
+        else:
+            if not newest.attributes.confined:
+                raise IntegrityError("the audit key could leave the token", code="audit_key_invalid")
+            if newest.public_key != base64.b64decode(rows[-1].public_key):
+                raise IntegrityError("the token holds another audit key", code="audit_key_invalid")
         self._hsm_id = rows[-1].hsm_id
         self._key = self._verifier(rows[-1])
         return self._key
