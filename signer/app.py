@@ -268,8 +268,13 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 on_checkpoint=anchor.advance,
                 after_checkpoint=token_anchor.advance,
             )
+            current_key = await checkpoints.start()
             rollback = RollbackGuard(
-                store, anchor, await checkpoints.start(), clock=utcnow, token_anchor=token_anchor
+                store,
+                anchor,
+                [current_key, *await checkpoints.token_keys()],
+                clock=utcnow,
+                token_anchor=token_anchor,
             )
             await rollback.check()
             if settings.audit_checkpoints:

@@ -7,7 +7,9 @@ the signature itself is made in the token and checked by ``signer.crypto``. A ch
     \\n
     \\u2014 <key name> <base64(key id (4 bytes) || Ed25519 signature)>\\n
 
-The signature is over the body (the three lines with their newlines). The key id is the first four bytes
+The signature is over the body (the three lines with their newlines). A note may carry several signature
+lines: the checkpoint that covers an audit-key rotation is signed by the retiring key and the new one
+(``signer.audit_keys`` says how a verifier follows that). The key id is the first four bytes
 of ``SHA-256(name || 0x0A || 0x01 || public key)`` and the verifier key, what the API and CLI publish, is
 ``<name>+<hex key id>+<base64(0x01 || public key)>``: the formats Go's ``golang.org/x/mod/sumdb/note``
 reads. The key name is the log's origin.
@@ -29,6 +31,7 @@ __all__ = [
     "VerifierKey",
     "checkpoint_body",
     "key_id",
+    "note_signers",
     "open_checkpoint",
     "parse_checkpoint_body",
     "parse_note",
@@ -99,9 +102,17 @@ def checkpoint_body(origin: str, size: int, root: bytes) -> str:
     return f"{origin}\n{size}\n{base64.b64encode(root).decode()}\n"
 
 
-def signed_note(body: str, name: str, kid: bytes, signature: bytes) -> str:
-    """The note: the body, a blank line, one signature line."""
-    return f"{body}\n{_DASH}{name} {base64.b64encode(kid + signature).decode()}\n"
+def signed_note(body: str, name: str, kid: bytes, signature: bytes, *more: tuple[str, bytes, bytes]) -> str:
+    """The note: the body, a blank line, one signature line per ``(name, key id, signature)``."""
+    lines = "".join(
+        f"{_DASH}{n} {base64.b64encode(k + s).decode()}\n" for n, k, s in ((name, kid, signature), *more)
+    )
+    return f"{body}\n{lines}"
+
+
+def note_signers(note: str) -> list[tuple[str, bytes]]:
+    """The ``(key name, key id)`` of each signature line of ``note``, in order (signatures unchecked)."""
+    return [(name, kid) for name, kid, _ in parse_note(note)[1]]
 
 
 def parse_note(text: str) -> tuple[str, list[tuple[str, bytes, bytes]]]:

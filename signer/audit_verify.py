@@ -14,6 +14,12 @@ does them in the CLI). An export is JSONL of three kinds of line:
   against an older checkpoint the auditor holds (size M): the RFC 6962 proof that the tree at M is a
   prefix of the one at N, a checkpoint inside the export.
 
+Checkpoints are opened with the audit key in force at their position (``signer.audit_keys``): the
+auditor gives the keys they hold (usually only the first one) and the verifier follows each
+``audit.key_rotated`` event that a checkpoint by the retiring key covers and the new key co-signs.
+A checkpoint signed by a key no rotation endorsed, or a rotation the key in force did not sign, is a
+``key_unendorsed`` finding.
+
 A `tree_start` at exactly the size of a held checkpoint (an archive that follows the previous one's
 boundary) must rebuild its root.
 
@@ -29,12 +35,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from signer.audit import GENESIS_HASH, ChainVerifier
-from signer.audit_note import Checkpoint, NoteError, VerifierKey, open_checkpoint
+from signer.audit_keys import KeyChain, rotation_in
+from signer.audit_note import Checkpoint, NoteError, VerifierKey
 from signer.audit_tree import TreeBuilder, leaf_hash, verify_consistency
 
 __all__ = ["ExportVerifier", "Finding", "RangeSummary"]
@@ -86,13 +93,15 @@ class ExportVerifier:
     def __init__(
         self,
         *,
-        key: VerifierKey | None,
+        key: VerifierKey | None = None,
+        keys: Sequence[VerifierKey] = (),
         check: SignatureCheck,
         held: Checkpoint | None = None,
         approval_check: ApprovalCheck | None = None,
         require_anchored: bool = False,
     ) -> None:
-        self._key = key
+        anchors = [*([] if key is None else [key]), *keys]
+        self._keys = KeyChain(anchors) if anchors else None
         self._require_anchored = require_anchored
         self._check = check
         self._held = held
@@ -212,6 +221,14 @@ class ExportVerifier:
             self._fail(what, expected, reason, f"the chain breaks at seq {expected} ({reason})")
             return
         event = record["event"].encode("utf-8")
+        if self._keys is not None:
+            try:
+                rotation = rotation_in(record["event"], expected)
+                if rotation is not None:
+                    self._keys.rotation(rotation)
+            except NoteError as exc:
+                self._fail("key_unendorsed", expected, exc.code, str(exc))
+                return
         if self._tree is not None:
             self._tree.append(leaf_hash(event))
             self._check_held()
@@ -233,15 +250,18 @@ class ExportVerifier:
 
     def _on_checkpoint(self, item: dict[str, Any]) -> None:
         note = item.get("checkpoint")
-        if self._key is None:
+        if self._keys is None:
             return  # without the audit key a checkpoint proves nothing; the report says none was checked
         if not isinstance(note, str):
             self._fail("checkpoint_invalid", None, "note_malformed", f"line {self._line}: no note")
             return
+        pending = self._keys.pending
         try:
-            checkpoint = open_checkpoint(note, self._key, self._check)
+            checkpoint = self._keys.checkpoint(note, self._check)
         except NoteError as exc:
-            self._fail("checkpoint_invalid", None, exc.code, f"line {self._line}: {exc}")
+            what = "key_unendorsed" if exc.code.startswith(("checkpoint_unendorsed", "rotation_")) else None
+            seq = pending.seq if pending is not None and exc.code.startswith("rotation_") else None
+            self._fail(what or "checkpoint_invalid", seq, exc.code, f"line {self._line}: {exc}")
             return
         tree = self._tree
         if tree is None:
@@ -369,5 +389,6 @@ class ExportVerifier:
             "approvals_verified": self._approvals.checked,
             "approvals_unverifiable": self._approvals.unverifiable,
             "ranges": [r.line() for r in self.ranges],
+            "keys": [] if self._keys is None else [span.view() for span in self._keys.spans],
         }
         return report

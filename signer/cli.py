@@ -557,8 +557,16 @@ for _command in cli_api.AUDIT_COMMANDS:
 @click.argument("export_file", type=click.File("r", encoding="utf-8"))
 @click.option(
     "--public-key",
-    "public_key",
-    help="The audit verifier key (<name>+<id>+<key>, from `signer audit public-key`), or a file holding it.",
+    "public_keys",
+    multiple=True,
+    help="An audit verifier key you hold (<name>+<id>+<key>, from `signer audit public-key`), or a file "
+    "holding one; repeat for several. The first key is enough: rotations are followed from the log.",
+)
+@click.option(
+    "--keyring",
+    "keyring",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A file of verifier keys you hold, one per line ('#' starts a comment).",
 )
 @click.option(
     "--checkpoint",
@@ -572,31 +580,50 @@ for _command in cli_api.AUDIT_COMMANDS:
     help="Fail when any event is covered by no signed checkpoint in the export (an unanchored tail).",
 )
 def audit_verify(
-    export_file: Any, public_key: str | None, held_checkpoint: Path | None, require_anchored: bool
+    export_file: Any,
+    public_keys: tuple[str, ...],
+    keyring: Path | None,
+    held_checkpoint: Path | None,
+    require_anchored: bool,
 ) -> None:
-    """Verify an exported JSONL audit log offline: the chain, every signed checkpoint in it, consistency
+    """Verify an exported JSONL audit log offline: the chain, every signed checkpoint in it (each with the
+    audit key in force at its position, following key rotations the previous key signed), consistency
     with a checkpoint you hold, and signed approvals. Names the first broken event; one summary line per
-    range on stderr; exit 1 on any failure (and with --require-anchored, on an unanchored tail)."""
+    range on stderr; exit 1 on any failure (and with --require-anchored, on an unanchored tail), 2 on
+    bad options."""
     from signer.audit_note import NoteError, VerifierKey, open_checkpoint
     from signer.audit_verify import ExportVerifier
     from signer.crypto.signatures import check_ed25519
 
-    key = held = None
+    keys: list[VerifierKey] = []
+    held = None
     try:
-        if public_key is not None:
-            text = Path(public_key).read_text(encoding="utf-8") if Path(public_key).is_file() else public_key
-            key = VerifierKey.parse(text)
+        for given in public_keys:
+            text = Path(given).read_text(encoding="utf-8") if Path(given).is_file() else given
+            keys.append(VerifierKey.parse(text))
+        if keyring is not None:
+            for line in keyring.read_text(encoding="utf-8").splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    keys.append(VerifierKey.parse(line))
         if held_checkpoint is not None:
-            if key is None:
+            if not keys:
                 _fail("--checkpoint needs --public-key", code=2)
-            assert key is not None
-            held = open_checkpoint(held_checkpoint.read_text(encoding="utf-8"), key, check_ed25519)
+            note = held_checkpoint.read_text(encoding="utf-8")
+            for key in keys:
+                try:
+                    held = open_checkpoint(note, key, check_ed25519)
+                    break
+                except NoteError as exc:
+                    last_error = exc
+            if held is None:
+                raise last_error
     except NoteError as exc:
         _fail(f"{exc.code}: {exc}", code=2)
-    if require_anchored and key is None:
+    if require_anchored and not keys:
         _fail("--require-anchored needs --public-key", code=2)
     verifier = ExportVerifier(
-        key=key,
+        keys=keys,
         check=check_ed25519,
         held=held,
         approval_check=_approval_check,

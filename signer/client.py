@@ -846,6 +846,9 @@ class SignerClient:
     def audit_public_key(self) -> Any:
         return self.request("GET", "/v1/audit/public-key")
 
+    def audit_key_rotate(self) -> Any:
+        return self.request("POST", "/v1/audit/key/rotate", {})
+
     def audit_checkpoint(self, size: int | None = None) -> Any:
         return self.request("GET", "/v1/audit/checkpoint", query=None if size is None else {"size": size})
 

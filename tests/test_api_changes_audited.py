@@ -117,6 +117,7 @@ _STEP_NAMES: list[tuple[str, str | tuple[str, ...]]] = [
     ("audit_hmac", "audit.hmac_computed"),
     ("ledger_prune", "ledger.pruned"),
     ("audit_rollback_acknowledge", "audit.rollback_acknowledged"),
+    ("audit_key_rotate", "audit.key_rotated"),
     ("sign_authorization", "sign.authorization"),
     ("json_rpc", "sign.message"),
     ("register_approver_key", "approval.key_registered"),
@@ -410,6 +411,7 @@ def test_each_state_change_leaves_exactly_one_event(server: Server) -> None:
     step("audit_hmac", "POST", "/v1/audit/hmac", {"field": "idempotency_key", "value": "walk"})
     step("ledger_prune", "POST", "/v1/ledger/prune", {})
     step("audit_rollback_acknowledge", "POST", "/v1/audit/rollback/acknowledge", {})
+    step("audit_key_rotate", "POST", "/v1/audit/key/rotate", {})
 
     assert set(seen) == set(expected), set(expected) ^ set(seen)
     wanted = {op: list(k) if isinstance(k, tuple) else [k] for op, k in expected.items()}

@@ -767,6 +767,30 @@ def test_audit_key_checkpoint_hmac_archive_and_prunes(cli: Cli, tmp_path: Path) 
     assert cli.ok("audit", "prune-ledger")["rows_deleted"] >= 0
 
 
+def test_audit_key_rotation_and_verify_with_the_first_key(cli: Cli, tmp_path: Path) -> None:
+    """`signer audit key rotate`, the published keys with their validity, and `signer audit verify` of
+    a whole export holding only the first key (it follows the rotation from the log)."""
+    before = cli.ok("audit", "public-key")
+    first = before["keys"][0]["verifier_key"]
+    rotated = cli.ok("audit", "key", "rotate")
+    assert rotated["old_key"] == before["verifier_key"] and rotated["new_key"] != rotated["old_key"]
+    note = rotated["checkpoint"]["note"] if rotated["checkpoint"] else None
+    assert note is None or len(note.partition("\n\n")[2].splitlines()) == 2  # old key and new key
+    after = cli.ok("audit", "public-key")
+    assert after["verifier_key"] == rotated["new_key"] == after["keys"][-1]["verifier_key"]
+    assert after["keys"][-2]["state"] == "retired" and after["keys"][-2]["private_key"] == "destroyed"
+    out = tmp_path / "rotated.jsonl"
+    assert cli.run("audit", "export", str(out)).exit_code == 0
+    keyring = tmp_path / "keyring"
+    keyring.write_text(f"# the first audit key\n{first}\n")
+    for held in (("--public-key", first), ("--keyring", str(keyring))):
+        verified = cli.run("audit", "verify", str(out), *held)
+        assert verified.exit_code == 0, verified.stdout + verified.stderr
+        report = json.loads(verified.stdout)
+        assert rotated["new_key"] in [k["verifier_key"] for k in report["keys"]]
+    assert cli.run("audit", "verify", str(out), "--public-key", "garbage").exit_code == 2
+
+
 def test_audit_export_shows_progress_on_a_terminal(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

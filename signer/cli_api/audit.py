@@ -139,8 +139,12 @@ def audit_export(
     from signer.audit_verify import ExportVerifier
     from signer.crypto.signatures import check_ed25519
 
-    key = VerifierKey.parse(client.audit_public_key()["verifier_key"]) if checkpoints else None
-    verifier = ExportVerifier(key=key, check=check_ed25519)
+    # From seq 1, the first key alone: the verifier follows every rotation from the log itself, as an
+    # auditor does. A range export may start after a rotation: every published key is held then.
+    published = client.audit_public_key() if checkpoints else {}
+    listed = [k["verifier_key"] for k in published.get("keys") or [published] if k.get("verifier_key")]
+    held = [VerifierKey.parse(text) for text in (listed[:1] if after == 0 else listed)]
+    verifier = ExportVerifier(keys=held, check=check_ed25519)
     with open(output, encoding="utf-8") as written:
         for line in written:
             if not verifier.feed(line):
@@ -157,8 +161,22 @@ def audit_export(
 @click.command("public-key")
 @api_call()
 def audit_public_key(client: SignerClient) -> Any:
-    """The audit key that signs checkpoints: origin, Ed25519 key and its signed-note verifier key."""
+    """The audit keys that sign checkpoints: the one in force (origin, Ed25519 key, signed-note verifier
+    key) and every key with its validity (rotation seq, first and last checkpoint signed, state)."""
     return client.audit_public_key()
+
+
+@click.group("key")
+def audit_key() -> None:
+    """The audit key that signs checkpoints."""
+
+
+@audit_key.command("rotate")
+@api_call()
+def audit_key_rotate(client: SignerClient) -> Any:
+    """Rotate the audit key (admin): a new key in the token, endorsed by a checkpoint the old key signs
+    and the new key co-signs; the old key's private half is then destroyed (audited)."""
+    return client.audit_key_rotate()
 
 
 @click.command("checkpoint")
@@ -346,6 +364,7 @@ AUDIT_COMMANDS: tuple[click.Command, ...] = (
     audit_export,
     audit_search,
     audit_public_key,
+    audit_key,
     audit_checkpoint,
     audit_checkpoints,
     audit_proof,

@@ -55,6 +55,11 @@ KEK_RETIRED_PREFIX = "signer-kek-retired:"
 _KEK_LABELS = (KEK_LABEL_PREFIX, KEK_NEXT_PREFIX, KEK_RETIRED_PREFIX)
 # The audit checkpoint key (Ed25519, in the token, sign only): found by this label, made on first use.
 AUDIT_KEY_LABEL = "signer-audit-checkpoint"
+# An audit key made by a rotation (``audit_key`` never picks one of these as the first key). A retired
+# audit key keeps its public half on the token, so the rollback anchor's notes still open; its private
+# half is destroyed.
+AUDIT_KEY_ROTATED_LABEL = "signer-audit-checkpoint-rotated"
+_AUDIT_LABELS = (AUDIT_KEY_LABEL, AUDIT_KEY_ROTATED_LABEL)
 # The audit field key (a generic secret, sign only with CKM_SHA256_HMAC): HMACs of audit fields that
 # could identify a value or a token. Found by this label, made on first use.
 AUDIT_HMAC_LABEL = "signer-audit-hmac"
@@ -660,6 +665,60 @@ class TokenSession:
             public_key=decode_ec_point(Curve.ED25519, public[0][Attribute.EC_POINT]),
             attributes=_attributes_of(private),
         )
+
+    def new_audit_key(self) -> GeneratedKey:
+        """A fresh Ed25519 audit key for a rotation (sensitive, never extractable, sign only)."""
+        with self._files:
+            return self._generate_key_unlocked(Curve.ED25519, AUDIT_KEY_ROTATED_LABEL)
+
+    def _audit_private(self, hsm_id: str) -> Any:
+        found = self._search({Attribute.CLASS: ObjectClass.PRIVATE_KEY, Attribute.ID: hsm_id_bytes(hsm_id)})
+        found = [
+            k for k in found if str(k.get_attributes([Attribute.LABEL]).get(Attribute.LABEL)) in _AUDIT_LABELS
+        ]
+        if not found:
+            self.ping()
+            raise KeyNotOnToken()
+        return found[0]
+
+    def audit_key_by_id(self, hsm_id: str) -> GeneratedKey:
+        """An audit key (first or rotated) by its token id: public half and attributes; ``KeyNotOnToken``
+        once its private half is gone."""
+        with self._files:
+            private = self._audit_private(hsm_id)
+            public = self._search(
+                {Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.ID: hsm_id_bytes(hsm_id)}
+            )
+            if len(public) != 1 or _curve_of(private) is not Curve.ED25519:
+                raise IntegrityError("the audit key on the token is not whole", code="audit_key_invalid")
+            return GeneratedKey(
+                hsm_id=hsm_id,
+                curve=Curve.ED25519,
+                public_key=decode_ec_point(Curve.ED25519, public[0][Attribute.EC_POINT]),
+                attributes=_attributes_of(private),
+            )
+
+    def audit_public_keys(self) -> list[tuple[str, bytes]]:
+        """(hsm_id, Ed25519 public key) of every audit key's public half on the token, retired ones too."""
+        out = []
+        with self._files:
+            for label in _AUDIT_LABELS:
+                for obj in self._search({Attribute.CLASS: ObjectClass.PUBLIC_KEY, Attribute.LABEL: label}):
+                    raw_id = bytes(obj.get_attributes([Attribute.ID]).get(Attribute.ID) or b"")
+                    if raw_id:
+                        out.append((raw_id.hex(), decode_ec_point(Curve.ED25519, obj[Attribute.EC_POINT])))
+        return sorted(out)
+
+    def destroy_audit_private(self, hsm_id: str) -> None:
+        """Destroy a retired audit key's private half (its public half stays); nothing if already gone."""
+        with self._files:
+            try:
+                private = self._audit_private(hsm_id)
+            except KeyNotOnToken:
+                return
+            self._keys.pop(hsm_id, None)
+            self._catch_up()
+            private.destroy()
 
     # -- key-encryption keys (secrets) -------------------------------------------------------------
 

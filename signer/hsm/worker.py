@@ -432,6 +432,24 @@ class Hsm:
         token on first use and found by its label afterwards; its public half and attributes."""
         return await self._op(lambda ts: ts.audit_key(), fresh=True)
 
+    async def new_audit_key(self) -> GeneratedKey:
+        """A fresh audit key for a rotation (Ed25519, generated in the token, sensitive, sign only)."""
+        return await self._op(lambda ts: ts.new_audit_key(), fresh=True)
+
+    async def audit_key_by_id(self, hsm_id: str) -> GeneratedKey:
+        """An audit key by its token id (``NotFound(key_not_found)`` once its private half is gone)."""
+        hsm_id_bytes(hsm_id)
+        return await self._op(lambda ts: ts.audit_key_by_id(hsm_id))
+
+    async def audit_public_keys(self) -> list[tuple[str, bytes]]:
+        """(hsm_id, public key) of every audit key on the token, retired ones (public half only) too."""
+        return await self._op(lambda ts: ts.audit_public_keys(), fresh=True)
+
+    async def destroy_audit_private(self, hsm_id: str) -> None:
+        """Destroy a retired audit key's private half; its public half stays on the token."""
+        hsm_id_bytes(hsm_id)
+        await self._op(lambda ts: ts.destroy_audit_private(hsm_id), fresh=True)
+
     async def audit_hmac(self, data: bytes) -> bytes:
         """HMAC-SHA256 of ``data`` under the audit field key (a generic secret in the token, sensitive,
         not extractable, sign only), generated on first use and found by its label afterwards."""

@@ -12,12 +12,33 @@ from signer.http.schemas import View
 _B64_32 = r"^[A-Za-z0-9+/]{43}=$"
 
 
+class AuditKeyValidity(View):
+    key_id: str = Field(description="signed-note key id (4 bytes, hex)", pattern=r"^[0-9a-f]{8}$")
+    verifier_key: str = Field(description="signed-note verifier key: <name>+<key id>+<base64(0x01||key)>")
+    public_key: str = Field(description="the raw Ed25519 public key, base64", pattern=_B64_32)
+    state: Literal["active", "pending", "retiring", "retired"] = Field(
+        description="active: signs new checkpoints; pending: rotated in, the next checkpoint (co-signed by "
+        "the retiring key) makes it active; retired: signs no more"
+    )
+    rotation_seq: int | None = Field(description="seq of the audit.key_rotated event that introduced it")
+    first_checkpoint: int | None = Field(description="size of the first checkpoint it signed")
+    last_checkpoint: int | None = Field(description="size of the last checkpoint it signed (when retired)")
+    created_at: str
+    retired_at: str | None
+    private_key: Literal["in_token", "destroyed"] = Field(
+        description="a retired key's private half is destroyed in the token; its public half stays"
+    )
+
+
 class AuditPublicKey(View):
     origin: str = Field(description="the checkpoints' origin line, also the key's name")
     algorithm: Literal["ed25519"]
-    public_key: str = Field(description="the raw Ed25519 public key, base64", pattern=_B64_32)
+    public_key: str = Field(description="the key in force: raw Ed25519 public key, base64", pattern=_B64_32)
     key_id: str = Field(description="signed-note key id (4 bytes, hex)", pattern=r"^[0-9a-f]{8}$")
     verifier_key: str = Field(description="signed-note verifier key: <name>+<key id>+<base64(0x01||key)>")
+    keys: list[AuditKeyValidity] = Field(
+        description="every audit key, the first one first, with its validity"
+    )
 
 
 class AuditCheckpoint(View):
@@ -64,6 +85,17 @@ class AuditRollbackStatus(View):
     detail: str | None
     anchor_size: int | None
     database_head: int | None
+
+
+class AuditKeyRotated(View):
+    rotated: Literal[True]
+    rotation_seq: int = Field(description="seq of the audit.key_rotated event")
+    old_key: str = Field(description="the retired key's verifier key")
+    new_key: str = Field(description="the new key's verifier key")
+    key_id: str = Field(description="the new key's signed-note key id", pattern=r"^[0-9a-f]{8}$")
+    checkpoint: AuditCheckpoint | None = Field(
+        description="the checkpoint covering the rotation: signed by the old key, co-signed by the new one"
+    )
 
 
 class AuditRollbackAcknowledged(View):

@@ -413,7 +413,10 @@ class AnomalyDetector:
                         at=flag.at,
                         outcome=flag.outcome,
                         actor=flag.actor,
-                        request_id=flag.request_id,
+                        # The request that raised the flag is named, not claimed: its own event is
+                        # the one entry under its request id (matrix U-01).
+                        request_id=None,
+                        trigger_request_id=flag.request_id,
                         resource=flag.resource,
                         signal=flag.signal,
                         source=flag.source,

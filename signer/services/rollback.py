@@ -24,11 +24,12 @@ import fcntl
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from signer.audit_note import NoteError, VerifierKey, open_checkpoint
+from signer.audit_note import Checkpoint, NoteError, VerifierKey, open_checkpoint
 from signer.crypto.signatures import check_ed25519
 from signer.errors import ConfigurationError, Unavailable
 from signer.identity import Role
@@ -167,6 +168,13 @@ class TokenAnchor:
         await self._hsm.write_anchor(value, force=True)
 
 
+def _open_any(note: str, keys: Sequence[VerifierKey]) -> Checkpoint | None:
+    for key in keys:
+        with contextlib.suppress(NoteError):
+            return open_checkpoint(note, key, check_ed25519)
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class Finding:
     code: str  # truncated, rewritten, checkpoints_rolled_back
@@ -182,7 +190,7 @@ class RollbackGuard:
         self,
         store: Store,
         anchor: AnchorFile,
-        key: VerifierKey,
+        keys: VerifierKey | Sequence[VerifierKey],
         *,
         clock: Clock = utcnow,
         token_anchor: TokenAnchor | None = None,
@@ -190,7 +198,9 @@ class RollbackGuard:
         self._store = store
         self._anchor = anchor
         self._token_anchor = token_anchor
-        self._key = key
+        # Every audit key the token holds (retired ones keep their public half): the anchor holds the
+        # newest checkpoint this installation signed, under whichever key was in force then.
+        self._keys = [keys] if isinstance(keys, VerifierKey) else list(keys)
         self._clock = clock
         self.finding: Finding | None = None
         self._stamp: tuple[int, int] | None = None
@@ -207,12 +217,11 @@ class RollbackGuard:
             latest = await reader.checkpoints.latest()
             size, head_hash = 0, ""
             if anchor is not None and anchor.size:
-                try:
-                    signed = open_checkpoint(anchor.note, self._key, check_ed25519)
-                except NoteError:
+                signed = _open_any(anchor.note, self._keys)
+                if signed is None:
                     raise ConfigurationError(
-                        "the audit anchor's checkpoint is not signed by the audit key"
-                    ) from None
+                        "the audit anchor's checkpoint is not signed by an audit key of this token"
+                    )
                 if signed.size != anchor.size:
                     raise ConfigurationError("the audit anchor's size is not its checkpoint's")
                 size, head_hash = anchor.size, anchor.head_hash

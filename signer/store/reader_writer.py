@@ -23,6 +23,7 @@ from signer.store.tables.anomalies import AnomalyReads, AnomalyWrites
 from signer.store.tables.anomaly_baselines import AnomalyBaselineReads, AnomalyBaselineWrites
 from signer.store.tables.approvals import ApprovalReads, ApprovalWrites
 from signer.store.tables.audit import AuditReads
+from signer.store.tables.audit_keys import AuditKeyReads, AuditKeyWrites
 from signer.store.tables.audit_retention import RetentionReads, RetentionWrites
 from signer.store.tables.audit_sinks import SinkReads, SinkWrites
 from signer.store.tables.books import BookReads, BookWrites
@@ -96,6 +97,10 @@ class Reader(ReadTx):
     @cached_property
     def checkpoints(self) -> CheckpointReads:
         return CheckpointReads(self)
+
+    @cached_property
+    def audit_keys(self) -> AuditKeyReads:
+        return AuditKeyReads(self)
 
     @cached_property
     def retention(self) -> RetentionReads:
@@ -206,6 +211,10 @@ class Writer(WriteTx):
     @cached_property
     def checkpoints(self) -> CheckpointWrites:
         return CheckpointWrites(self)
+
+    @cached_property
+    def audit_keys(self) -> AuditKeyWrites:
+        return AuditKeyWrites(self)
 
     @cached_property
     def retention(self) -> RetentionWrites:

@@ -44,6 +44,7 @@ __all__ = [
     "audit_checkpoints",
     "audit_events",
     "audit_head",
+    "audit_keys",
     "audit_sinks",
     "audit_tree_nodes",
     "console_sessions",
@@ -315,6 +316,26 @@ audit_tree_nodes = Table(
     Column("idx", BigInteger, nullable=False),
     Column("hash", Text, nullable=False),
     PrimaryKeyConstraint("level", "idx"),
+)
+
+# -- audit keys (migration 0021_audit_keys) ------------------------------------------------
+# Every audit key that signs (or signed) checkpoints: its signed-note id, public half and token id, the
+# seq of the ``audit.key_rotated`` event that introduced it (none for the first key), the first and last
+# checkpoint sizes it signed, and when it was retired and its private half destroyed.
+
+audit_keys = Table(
+    "audit_keys",
+    metadata,
+    Column("key_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("public_key", Text, nullable=False),
+    Column("hsm_id", Text, nullable=False),
+    Column("rotation_seq", BigInteger, nullable=True, unique=True),
+    Column("first_size", BigInteger, nullable=True),
+    Column("retired_size", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("retired_at", UTCDateTime, nullable=True),
+    Column("destroyed_at", UTCDateTime, nullable=True),
 )
 
 # -- audit retention and sinks (migration 0012) ------------------------------------------

@@ -139,7 +139,7 @@ async def test_a_new_source_is_flagged_once_and_changes_nothing_without_a_rule(r
     assert [(f["signal"], f["source"], f["outcome"]) for f in flags] == [("new_source", ELSEWHERE, "allowed")]
     assert flags[0]["actor"]["principal_id"] == rig.service.id
     assert flags[0]["resource"] == {"type": "key", "id": rig.key_id}
-    assert flags[0]["request_id"] == rig.service.ctx.request_id
+    assert flags[0]["trigger_request_id"] == rig.service.ctx.request_id and flags[0]["request_id"] is None
     # Allowed once, the address is known; a request without an address shows none.
     rig.clock.set(T0 + timedelta(seconds=3))
     await rig.sign(ELSEWHERE)

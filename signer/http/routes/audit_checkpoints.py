@@ -37,7 +37,8 @@ def _optional(request: web.Request, name: str) -> int | None:
 @api.operation(
     "GET",
     "/v1/audit/public-key",
-    summary="The audit key that signs checkpoints (Ed25519 in the token), as a signed-note verifier key",
+    summary="The audit keys that sign checkpoints (Ed25519 in the token): the one in force and every "
+    "key with its validity",
     tag="audit",
     who="any token",
     response=out.AuditPublicKey,
@@ -45,7 +46,21 @@ def _optional(request: web.Request, name: str) -> int | None:
 )
 async def audit_public_key(request: web.Request) -> web.Response:
     await context(request)
-    return json_response(_checkpoints(request).public_key())
+    return json_response(await _checkpoints(request).public_keys())
+
+
+@api.operation(
+    "POST",
+    "/v1/audit/key/rotate",
+    summary="Rotate the audit key: a new key in the token, endorsed by the old key's checkpoint (audited)",
+    tag="audit",
+    who="admin",
+    response=out.AuditKeyRotated,
+    errors=(409, 503),
+)
+async def audit_key_rotate(request: web.Request) -> web.Response:
+    ctx = await context(request)
+    return json_response(await _checkpoints(request).rotate(ctx))
 
 
 @api.operation(

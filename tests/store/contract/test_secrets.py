@@ -204,7 +204,7 @@ async def test_rotations_due_and_overdue_once(store: Store) -> None:
 
 
 async def test_whole_secret_state_moves_revision_and_epoch(store: Store) -> None:
-    """A secret's own state (migration 0018): active or disabled, idempotent, check-and-set, and each
+    """A secret's own state (migration 0019): active or disabled, idempotent, check-and-set, and each
     change moves the facts epoch (other workers' cached records go)."""
     record = secret()
     later = T0 + timedelta(hours=2)
