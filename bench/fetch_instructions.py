@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -148,17 +149,39 @@ def main() -> int:
         server = harness.start_server(installation, workers=1, ready_timeout=600, env=slow)
         try:
             pid = server.process.pid
+
+            def control(*options: str) -> None:
+                subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
+
             load(server.port, secret_id, token, args.warmup, args.connections)
-            subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
+            control("-i", "on")
+            started = time.monotonic()
             load(server.port, secret_id, token, args.fetches, args.connections)
-            subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True)
+            loaded_seconds = time.monotonic() - started
+            control("-d")  # the load's dump (counters start again from zero)
+            # The same length of time idle: what the server does per second whatever the load (gauges,
+            # the checkpoint timer). Under valgrind on a busy machine the load takes several times
+            # longer, so that share of the gross figure moves with the load; the net one does not.
+            time.sleep(loaded_seconds)
+            control("-d")
+            control("-i", "off")
         finally:
             server.stop()
-        totals = 0
-        for name in glob.glob(f"{out}.*"):
-            for line in Path(name).read_text(errors="replace").splitlines():
+
+        def total(name: str) -> int | None:
+            path = Path(name)
+            if not path.exists():
+                return None
+            for line in path.read_text(errors="replace").splitlines():
                 if line.startswith(("summary:", "totals:")):
-                    totals = max(totals, int(line.split()[1]))
+                    return int(line.split()[1])
+            return None
+
+        # <out>.<pid>.1: the load; <out>.<pid>.2: the idle period (<out>.<pid>: the exit's, after both).
+        totals, idle = total(f"{out}.{pid}.1"), total(f"{out}.{pid}.2")
+        if totals is None or idle is None:
+            print(f"callgrind dumps missing: {sorted(glob.glob(f'{out}.*'))}", file=sys.stderr)
+            return 1
         db = sqlite3.connect(installation.data_dir / "signer.db")
         try:
             rows = db.execute("SELECT event FROM audit_events WHERE kind = 'secret.fetch'").fetchall()
@@ -175,8 +198,11 @@ def main() -> int:
                 "bench": "fetch_instructions",
                 "fetches": args.fetches,
                 "connections": args.connections,
+                "load_seconds": round(loaded_seconds, 1),
                 "instructions": totals,
                 "instructions_per_fetch": round(totals / args.fetches),
+                "idle_instructions": idle,
+                "net_instructions_per_fetch": round((totals - idle) / args.fetches),
                 "audited": allowed,
             }
         )

@@ -136,7 +136,9 @@ def fill(data_dir: Path, secret_id: str, total: int) -> None:
             "folder": "printf('acme/fill-%d', i % 100)",
             "secret_id": "printf('sec_f%011d', i)",
         }
-        numbers = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) SELECT i FROM n"
+        numbers = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) SELECT i FROM n"
+        )
         with db:
             for table, key in (("secrets", "id"), ("secret_versions", "secret_id")):
                 columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
