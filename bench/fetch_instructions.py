@@ -113,6 +113,23 @@ def load(port: int, secret_id: str, token: str, total: int, connections: int) ->
         raise RuntimeError(f"{len(failures)} fetches failed: {sorted(set(failures))}")
 
 
+def batches(port: int) -> tuple[float, float]:
+    """(group commits, units committed) so far, from the server's metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith("signer_audit_commit_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("signer_audit_commit_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+    return count, total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -154,11 +171,13 @@ def main() -> int:
                 subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
 
             load(server.port, secret_id, token, args.warmup, args.connections)
+            before = batches(server.port)
             control("-i", "on")
             started = time.monotonic()
             load(server.port, secret_id, token, args.fetches, args.connections)
             loaded_seconds = time.monotonic() - started
             control("-d")  # the load's dump (counters start again from zero)
+            after = batches(server.port)
             # The same length of time idle: what the server does per second whatever the load (gauges,
             # the checkpoint timer). Under valgrind on a busy machine the load takes several times
             # longer, so that share of the gross figure moves with the load; the net one does not.
@@ -204,6 +223,9 @@ def main() -> int:
                 "idle_instructions": idle,
                 "net_instructions_per_fetch": round((totals - idle) / args.fetches),
                 "audited": allowed,
+                # How many fetches shared a group commit moves with timing, and the count with it.
+                "group_commits": round(after[0] - before[0]),
+                "mean_batch": round((after[1] - before[1]) / max(1.0, after[0] - before[0]), 2),
             }
         )
     )
