@@ -1,16 +1,21 @@
-"""Instructions per secret fetch in the real server, counted by valgrind's callgrind: independent of load.
+"""Instructions per secret fetch in the real server, counted by callgrind: steadier than CPU time.
 
 A measurement, not a test. On a shared machine the CPU time of a request moves with everybody else's
-work (caches, frequency, hand-offs that wait for a core); the number of instructions it executes does
-not. In a temporary directory: ``signer init``, one secret and a service principal granted
+work (caches, frequency, hand-offs that wait for a core); the number of instructions it executes much
+less. In a temporary directory: ``signer init``, one secret and a service principal granted
 ``read_value`` on it (as ``secrets_fetch.py`` makes them), then ``signer serve --workers 1`` under
 ``valgrind --tool=callgrind --instr-atstart=no``. ``--warmup`` fetches run uninstrumented, then
 ``callgrind_control -i on``, ``--connections`` keep-alive clients send ``--fetches`` in all (each answer
-must be the 200 with the value), ``callgrind_control -i off``, and the server stops; the figure is the
-dump's total instructions (every thread: event loop, SQLite, PKCS#11) over the fetches. Each fetch is
-judged and its ``secret.fetch`` event committed as in production (WAL, ``synchronous=FULL``); the run
-checks that the audit log holds one allowed event per fetch. Batching still depends on timing
-(valgrind runs one thread at a time), so compare trees with the same ``--connections``.
+must be the 200 with the value), a dump; then the server idles as long as the load took, a second dump,
+``callgrind_control -i off``, and the server stops. ``instructions_per_fetch`` is the first dump's total
+(every thread: event loop, SQLite, PKCS#11) over the fetches; ``net_instructions_per_fetch`` subtracts
+the idle dump, i.e. the per-second background work (gauges, timers) that valgrind's slowdown on a busy
+machine would otherwise spread over the fetches. Each fetch is judged and its ``secret.fetch`` event
+committed as in production (WAL, ``synchronous=FULL``); the run checks that the audit log holds one
+allowed event per fetch and reports the group commits and mean batch of the load (from the server's
+metrics). Batching still depends on timing (valgrind runs one thread at a time) and the counts still
+move by +-15 % between runs of one tree on a busy machine: compare trees in alternated runs with the
+same ``--connections``.
 
     PYTHONPATH=$PWD .venv/bin/python bench/fetch_instructions.py [--fetches 600] [--connections 8]
 
