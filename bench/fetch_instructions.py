@@ -1,16 +1,21 @@
-"""Instructions per secret fetch in the real server, counted by valgrind's callgrind: independent of load.
+"""Instructions per secret fetch in the real server, counted by callgrind: steadier than CPU time.
 
 A measurement, not a test. On a shared machine the CPU time of a request moves with everybody else's
-work (caches, frequency, hand-offs that wait for a core); the number of instructions it executes does
-not. In a temporary directory: ``signer init``, one secret and a service principal granted
+work (caches, frequency, hand-offs that wait for a core); the number of instructions it executes much
+less. In a temporary directory: ``signer init``, one secret and a service principal granted
 ``read_value`` on it (as ``secrets_fetch.py`` makes them), then ``signer serve --workers 1`` under
 ``valgrind --tool=callgrind --instr-atstart=no``. ``--warmup`` fetches run uninstrumented, then
 ``callgrind_control -i on``, ``--connections`` keep-alive clients send ``--fetches`` in all (each answer
-must be the 200 with the value), ``callgrind_control -i off``, and the server stops; the figure is the
-dump's total instructions (every thread: event loop, SQLite, PKCS#11) over the fetches. Each fetch is
-judged and its ``secret.fetch`` event committed as in production (WAL, ``synchronous=FULL``); the run
-checks that the audit log holds one allowed event per fetch. Batching still depends on timing
-(valgrind runs one thread at a time), so compare trees with the same ``--connections``.
+must be the 200 with the value), a dump; then the server idles as long as the load took, a second dump,
+``callgrind_control -i off``, and the server stops. ``instructions_per_fetch`` is the first dump's total
+(every thread: event loop, SQLite, PKCS#11) over the fetches; ``net_instructions_per_fetch`` subtracts
+the idle dump, i.e. the per-second background work (gauges, timers) that valgrind's slowdown on a busy
+machine would otherwise spread over the fetches. Each fetch is judged and its ``secret.fetch`` event
+committed as in production (WAL, ``synchronous=FULL``); the run checks that the audit log holds one
+allowed event per fetch and reports the group commits and mean batch of the load (from the server's
+metrics). Batching still depends on timing (valgrind runs one thread at a time) and the counts still
+move by +-15 % between runs of one tree on a busy machine: compare trees in alternated runs with the
+same ``--connections``.
 
     PYTHONPATH=$PWD .venv/bin/python bench/fetch_instructions.py [--fetches 600] [--connections 8]
 
@@ -29,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -112,6 +118,23 @@ def load(port: int, secret_id: str, token: str, total: int, connections: int) ->
         raise RuntimeError(f"{len(failures)} fetches failed: {sorted(set(failures))}")
 
 
+def batches(port: int) -> tuple[float, float]:
+    """(group commits, units committed) so far, from the server's metrics."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    count = total = 0.0
+    for line in text.splitlines():
+        if line.startswith("signer_audit_commit_batch_size_count"):
+            count += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("signer_audit_commit_batch_size_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+    return count, total
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -148,17 +171,41 @@ def main() -> int:
         server = harness.start_server(installation, workers=1, ready_timeout=600, env=slow)
         try:
             pid = server.process.pid
+
+            def control(*options: str) -> None:
+                subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
+
             load(server.port, secret_id, token, args.warmup, args.connections)
-            subprocess.run(["callgrind_control", "-i", "on", str(pid)], check=True, capture_output=True)
+            before = batches(server.port)
+            control("-i", "on")
+            started = time.monotonic()
             load(server.port, secret_id, token, args.fetches, args.connections)
-            subprocess.run(["callgrind_control", "-i", "off", str(pid)], check=True, capture_output=True)
+            loaded_seconds = time.monotonic() - started
+            control("-d")  # the load's dump (counters start again from zero)
+            after = batches(server.port)
+            # The same length of time idle: what the server does per second whatever the load (gauges,
+            # the checkpoint timer). Under valgrind on a busy machine the load takes several times
+            # longer, so that share of the gross figure moves with the load; the net one does not.
+            time.sleep(loaded_seconds)
+            control("-d")
+            control("-i", "off")
         finally:
             server.stop()
-        totals = 0
-        for name in glob.glob(f"{out}.*"):
-            for line in Path(name).read_text(errors="replace").splitlines():
+
+        def total(name: str) -> int | None:
+            path = Path(name)
+            if not path.exists():
+                return None
+            for line in path.read_text(errors="replace").splitlines():
                 if line.startswith(("summary:", "totals:")):
-                    totals = max(totals, int(line.split()[1]))
+                    return int(line.split()[1])
+            return None
+
+        # <out>.<pid>.1: the load; <out>.<pid>.2: the idle period (<out>.<pid>: the exit's, after both).
+        totals, idle = total(f"{out}.{pid}.1"), total(f"{out}.{pid}.2")
+        if totals is None or idle is None:
+            print(f"callgrind dumps missing: {sorted(glob.glob(f'{out}.*'))}", file=sys.stderr)
+            return 1
         db = sqlite3.connect(installation.data_dir / "signer.db")
         try:
             rows = db.execute("SELECT event FROM audit_events WHERE kind = 'secret.fetch'").fetchall()
@@ -175,9 +222,15 @@ def main() -> int:
                 "bench": "fetch_instructions",
                 "fetches": args.fetches,
                 "connections": args.connections,
+                "load_seconds": round(loaded_seconds, 1),
                 "instructions": totals,
                 "instructions_per_fetch": round(totals / args.fetches),
+                "idle_instructions": idle,
+                "net_instructions_per_fetch": round((totals - idle) / args.fetches),
                 "audited": allowed,
+                # How many fetches shared a group commit moves with timing, and the count with it.
+                "group_commits": round(after[0] - before[0]),
+                "mean_batch": round((after[1] - before[1]) / max(1.0, after[0] - before[0]), 2),
             }
         )
     )

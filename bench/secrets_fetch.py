@@ -129,27 +129,27 @@ def fill(data_dir: Path, secret_id: str, total: int) -> None:
         return
     db = sqlite3.connect(_sqlite_file(data_dir))
     try:
+        # Column lists read from the file, so the copy follows the schema's migrations.
+        copied = {
+            "id": "printf('sec_f%011d', i)",
+            "name": "printf('fill-%d', i)",
+            "folder": "printf('acme/fill-%d', i % 100)",
+            "secret_id": "printf('sec_f%011d', i)",
+        }
+        numbers = (
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) SELECT i FROM n"
+        )
         with db:
-            db.execute(
-                """
-                WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-                INSERT INTO secrets SELECT printf('sec_f%011d', i), printf('fill-%d', i),
-                    printf('acme/fill-%d', i % 100), description, tags, category, owner_type, owner,
-                    consumers, origin, generation, current_version, created_at, created_by, updated_at,
-                    updated_by, NULL, NULL, backend, reference
-                FROM n, secrets WHERE secrets.id = ?
-                """,
-                (extra, secret_id),
-            )
-            db.execute(
-                """
-                INSERT INTO secret_versions SELECT printf('sec_f%011d', i), version, kek_id, wrapped_key,
-                    sealed_fields, created_at, created_by
-                FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
-                      SELECT i FROM n), secret_versions WHERE secret_versions.secret_id = ?
-                """,
-                (extra, secret_id),
-            )
+            for table, key in (("secrets", "id"), ("secret_versions", "secret_id")):
+                columns = [row[1] for row in db.execute(f"PRAGMA table_info({table})")]
+                # Per-row uniques other than the id (none today besides the id and the folder/name
+                # pair) would need a rule here too.
+                values = ", ".join(copied.get(c, f"{table}.{c}") for c in columns)
+                db.execute(
+                    f"INSERT INTO {table} ({', '.join(columns)}) SELECT {values} "
+                    f"FROM ({numbers}), {table} WHERE {table}.{key} = ?",
+                    (extra, secret_id),
+                )
         (count,) = db.execute("SELECT count(*) FROM secrets").fetchone()
         if count != total:
             raise RuntimeError(f"{count} secrets after filling, expected {total}")

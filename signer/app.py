@@ -34,6 +34,7 @@ from signer.http.console_rotation import rotation_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.eth_upstream import EthUpstream
 from signer.http.rollback_guard import rollback_guard
+from signer.http.route_order import hot_first
 from signer.http.routes import LONG_POLL_ROUTES, routes
 from signer.http.server import serve
 from signer.http.state import (
@@ -494,7 +495,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app.on_response_prepare.append(_response_headers)
     app.cleanup_ctx.append(_resources)
-    app.add_routes(routes)
+    app.add_routes(hot_first(routes))
     app.add_routes(console_routes)
     app.add_routes(operator_routes)
     app.add_routes(rotation_routes)

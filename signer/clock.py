@@ -22,10 +22,11 @@ class Clock:
     def __init__(self, wall: float | None = None, monotonic: float | None = None) -> None:
         self._wall = time.time() if wall is None else wall
         self._monotonic = time.monotonic() if monotonic is None else monotonic
+        self._start = datetime.fromtimestamp(self._wall, UTC)
 
     def now(self, monotonic: float | None = None) -> datetime:
         elapsed = (time.monotonic() if monotonic is None else monotonic) - self._monotonic
-        return datetime.fromtimestamp(self._wall, UTC) + timedelta(seconds=elapsed)
+        return self._start + timedelta(seconds=elapsed)
 
 
 _CLOCK = Clock()

@@ -113,6 +113,12 @@ class JsonFormatter(logging.Formatter):
         return _encode(entry)
 
 
+# os.getpid() without its system call for every record (a line per request).
+_PID = [os.getpid()]
+# A forked child learns its own pid before any of its code runs (multiprocessing's fork, os.fork).
+os.register_at_fork(after_in_child=lambda: _PID.__setitem__(0, os.getpid()))
+
+
 class _AccessRecord(logging.LogRecord):
     """A record for a line whose fields are all in ``extra``: the source location, thread and process
     names that ``LogRecord`` looks up on every call are fixed, as no field of a JSON line shows them."""
@@ -140,7 +146,7 @@ class _AccessRecord(logging.LogRecord):
         self.created = created
         self.msecs = int((created - int(created)) * 1000) + 0.0
         self.relativeCreated = (created - logging._startTime) * 1000  # type: ignore[attr-defined]
-        self.process = os.getpid()
+        self.process = _PID[0]
         self.__dict__.update(extra)
 
     def getMessage(self) -> str:

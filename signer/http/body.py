@@ -58,6 +58,10 @@ def _check_depth(text: str, limit: int = MAX_DEPTH) -> None:
             depth -= 1
 
 
+# json.loads with these hooks would build the same decoder on every call.
+_DECODER = json.JSONDecoder(object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
 def loads_strict(raw: bytes) -> Any:
     try:
         text = raw.decode("utf-8")
@@ -65,7 +69,7 @@ def loads_strict(raw: bytes) -> Any:
         raise InvalidRequest("body is not UTF-8", code="malformed_json") from None
     _check_depth(text)
     try:
-        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+        value = _DECODER.decode(text)
     except RecursionError:
         raise InvalidRequest("JSON nests too deeply", code="malformed_json") from None
     except ValueError as exc:
