@@ -286,12 +286,14 @@ class SinkDelivery:
         since, self._failing_since = self._failing_since, None
         if self.alerted:
             self.alerted = False
-            self._alert.set(0)
             log.info("audit sink recovered", extra={"sink": self.sink.name})
             with self._logged("audit.sink_recovered"):
                 await self._record(
                     "audit.sink_recovered", Outcome.ALLOWED, since=None if since is None else format_at(since)
                 )
+            # Cleared after the event is recorded (or failed to be): whoever sees the alert gone finds
+            # the recovery in the log.
+            self._alert.set(0)
 
     async def run(self) -> None:
         """Deliver until cancelled; a fault of the sink or the database only delays delivery."""

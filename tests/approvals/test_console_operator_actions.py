@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from signer.services.checklist import ITEMS
 from tests.approvals import webdriver
 from tests.approvals.test_api_approvals import Desk
 from tests.approvals.test_console_browser import _checked, _shot, _sign_in
@@ -81,7 +82,7 @@ def test_checklist_and_actions_behind_impact(
     assert browser.text("#item-secrets_never_fetched .why") and browser.text(
         "#item-secrets_never_fetched .action"
     )
-    assert len(browser.find_all("section.item")) == 10
+    assert len(browser.find_all("section.item")) == len(ITEMS)  # every item, found or not
     _checked(browser, "checklist")
 
     # Disabling the secret from its page: the impact review first (a dry run), a reason, the

@@ -29,7 +29,13 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from signer.services.key_states import DESTROYED_STATES, NEEDS_CONFIRMATION, KeyAction, next_state
+from signer.services.key_states import (
+    DESTROYED_STATES,
+    NEEDS_CONFIRMATION,
+    KeyAction,
+    next_state,
+    refusal_code,
+)
 from tests.dbfixtures import private_pg_database
 from tests.service_harness import (
     TREE,
@@ -196,7 +202,7 @@ def test_random_lifecycles_sign_iff_active_and_audit_each_transition(live: Live)
                 assert recovered == self.key["address"]
             else:
                 assert status == 409, signed
-                assert (signed["code"], signed["state"]) == (f"key_{self.state}", self.state)
+                assert (signed["code"], signed["state"]) == (refusal_code(self.state), self.state)
 
         @invariant()
         def one_event_per_transition(self) -> None:
@@ -248,7 +254,7 @@ def test_every_sign_path_refuses_a_key_that_is_not_active(live: Live) -> None:
         status, answer = _transition(live, key, action, **body)
         assert status == 200, answer
         for status, refused in _every_sign_path(live, key):
-            assert (status, refused["code"], refused["state"]) == (409, f"key_{state}", state)
+            assert (status, refused["code"], refused["state"]) == (409, refusal_code(state), state)
     status, shown = live.call("GET", f"/v1/keys/{key['id']}", token=live.relayer)
     assert status == 200 and shown["public_key"] == key["public_key"] and shown["address"] == key["address"]
     assert shown["compromised"] is True and shown["compromised_at"] == "2026-11-30T08:00:00Z"
