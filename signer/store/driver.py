@@ -17,7 +17,6 @@ statements it holds. Errors are the drivers' own (``sqlite3.Error``, ``asyncpg``
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -133,95 +132,6 @@ def _run_jobs(
     return out, commit and not connection.in_transaction
 
 
-@dataclass(frozen=True, slots=True)
-class AheadCommit:
-    """A batch run ahead of the write lock, as one job for the connection's thread (``run_ahead``).
-
-    ``expected``: the head (seq, hash, epoch) the units ran on; ``epoch``: the epoch they leave (their
-    bumps on top of the expected one); ``events``: their audit events in order, chained on
-    ``expected`` (``AuditRecord``-like: seq, at, request_id, kind, event, prev_hash, hash)."""
-
-    begin: str
-    head: Prepared
-    expected: tuple[int, str, int]
-    steps: Sequence[Step]
-    audit: Prepared
-    events: Sequence[Any]
-    head_update: Prepared
-    epoch: int
-
-
-def _chain(prev_hash: str, canonical: bytes) -> str:
-    # signer.audit.chain_hash without its argument check (prev_hash is the stored head's, or ours).
-    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
-
-
-def _run_ahead(
-    connection: sqlite3.Connection, plan: AheadCommit, jobs: Sequence[_Job]
-) -> tuple[bool, tuple[int, str, int], list[tuple[list[Any], int]]]:
-    # Runs on the connection's own thread: BEGIN IMMEDIATE, the head, and either ROLLBACK (the epoch
-    # moved: the units decided on facts that are no longer current) or the rows, the audit events
-    # chained on the head found, the new head and COMMIT. Returns (False, the head found, []) after
-    # the rollback, (True, the new head, each job's results) after the COMMIT.
-    cursor = connection.cursor()
-    try:
-        cursor.execute(plan.begin)
-        try:
-            cursor.execute(plan.head.sql, plan.head.params(None))
-            found = plan.head.rows(cursor.fetchall())
-            if not found:
-                raise sqlite3.OperationalError("the audit log is not initialised")
-            seq, head_hash, epoch = int(found[0][0]), str(found[0][1]), int(found[0][2])
-            if epoch != plan.expected[2]:
-                cursor.execute("ROLLBACK")
-                return False, (seq, head_hash, epoch), []
-            out: list[tuple[list[Any], int]] = []
-            for sql, parameters, many in jobs:
-                if many:
-                    cursor.executemany(sql, parameters)
-                else:
-                    cursor.execute(sql, parameters)
-                out.append((cursor.fetchall() if cursor.description is not None else [], cursor.rowcount))
-            relink = (seq, head_hash) != plan.expected[:2]
-            rows = []
-            for event in plan.events:
-                if relink:
-                    # Same events, same order: only their place in the chain moves (the units read
-                    # nothing the other process's commits could have changed: the epoch is the same).
-                    prev_hash, seq = head_hash, seq + 1
-                    head_hash = _chain(prev_hash, event.event.encode("ascii"))
-                else:
-                    prev_hash, seq, head_hash = event.prev_hash, event.seq, event.hash
-                rows.append(
-                    plan.audit.params(
-                        {
-                            "seq": seq,
-                            "at": event.at,
-                            "request_id": event.request_id,
-                            "kind": event.kind,
-                            "event": event.event,
-                            "prev_hash": prev_hash,
-                            "hash": head_hash,
-                        }
-                    )
-                )
-            if rows:
-                cursor.executemany(plan.audit.sql, rows)
-            if rows or plan.epoch != epoch:
-                cursor.execute(
-                    plan.head_update.sql,
-                    plan.head_update.params({"seq": seq, "hash": head_hash, "epoch": plan.epoch}),
-                )
-            cursor.execute("COMMIT")
-        except BaseException:
-            if connection.in_transaction:
-                connection.rollback()
-            raise
-    finally:
-        cursor.close()
-    return True, (seq, head_hash, plan.epoch), out
-
-
 class SQLiteDriver(Driver):
     def __init__(self, connection: Any) -> None:
         # The engine's aiosqlite connection (signer.store.engine._OneHopConnection); a job runs on its
@@ -253,35 +163,6 @@ class SQLiteDriver(Driver):
     async def rollback(self) -> None:
         """End any open transaction (none open: nothing happens), on the connection's thread."""
         await self._connection.rollback()
-
-    async def run_ahead(
-        self, plan: AheadCommit
-    ) -> tuple[tuple[int, str, int], list[list[tuple[Any, ...]]] | None]:
-        """``plan`` in one trip to the connection's thread: (the new head, each step's rows) after its
-        COMMIT, or (the head found, None) when the epoch had moved and nothing was written. On an error
-        nothing of it is kept (rolled back on the thread) and the driver's exception is raised."""
-        jobs: list[_Job] = []
-        kept: list[Prepared] = []
-        for step in plan.steps:
-            if step.rows is not None:
-                if not step.rows:
-                    continue
-                jobs.append((step.prepared.sql, [step.prepared.params(r) for r in step.rows], True))
-            else:
-                jobs.append((step.prepared.sql, step.prepared.params(step.values), False))
-            kept.append(step.prepared)
-        committed, head, results = await run_on_thread(self._connection, _run_ahead, plan, jobs)
-        if not committed:
-            return head, None
-        by_step = iter(zip(kept, results, strict=True))
-        out: list[list[tuple[Any, ...]]] = []
-        for step in plan.steps:
-            if step.rows is not None and not step.rows:
-                out.append([])
-                continue
-            prepared, (rows, _) = next(by_step)
-            out.append(prepared.rows(rows))
-        return head, out
 
     async def run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[tuple[Any, ...]]]:
         jobs: list[_Job] = []
@@ -353,4 +234,4 @@ def driver_for(backend: str, connection: Any) -> Driver:
     return PostgresDriver(connection)
 
 
-__all__ = ["AheadCommit", "Driver", "PostgresDriver", "Prepared", "SQLiteDriver", "Step", "driver_for"]
+__all__ = ["Driver", "PostgresDriver", "Prepared", "SQLiteDriver", "Step", "driver_for"]
