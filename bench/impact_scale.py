@@ -273,8 +273,8 @@ def main() -> None:
 async def run(args: argparse.Namespace, url: str) -> None:
     sidecar = None if args.keep is None else args.keep.with_suffix(".json")
     reuse = sidecar is not None and sidecar.exists()
-    if not reuse:
-        await asyncio.to_thread(migrate, url)
+    # A kept database seeded by an older build is brought to this build's schema (nothing when current).
+    await asyncio.to_thread(migrate, url)
     store = await open_store(url)
     try:
         print(f"# bench/impact_scale.py database={args.database} load average {os.getloadavg()}")
