@@ -251,11 +251,12 @@ class SecretReads:
         return [(r[0], int(r[1])) for r in rows]
 
     async def rotations_due(self, now: datetime, *, limit: int = 100) -> list[SecretRecord]:
-        """Sealed secrets whose rotation is due at or before ``now``."""
+        """Sealed, active secrets whose rotation is due at or before ``now`` (a disabled secret is neither
+        rotated nor reported overdue; enabled again, it is due at the next sweep)."""
         c = t.secrets.c
         rows = await self._tx._all(
             select(t.secrets)
-            .where(c.rotation_due_at <= now, c.backend == "sealed")
+            .where(c.rotation_due_at <= now, c.backend == "sealed", c.state == "active")
             .order_by(c.rotation_due_at)
             .limit(limit)
         )

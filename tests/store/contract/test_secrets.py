@@ -243,3 +243,17 @@ async def test_whole_secret_state_moves_revision_and_epoch(store: Store) -> None
     async with store.read() as r:
         got = await r.secrets.get(record.id)
         assert got is not None and (got.state, got.state_changed_by, got.revision) == ("active", "prn_c", 3)
+
+
+async def test_a_disabled_secret_is_not_due_for_rotation(store: Store) -> None:
+    record = replace(secret(), rotation_interval_seconds=60, rotation_due_at=T0 + timedelta(minutes=1))
+    later = T0 + timedelta(minutes=5)
+    async with store.write() as w:
+        await w.secrets.insert(record, version(record.id))
+        assert await w.secrets.set_state(record.id, "disabled", now=T0, by="prn_b", reason="leaked")
+    async with store.read() as r:
+        assert record.id not in [s.id for s in await r.secrets.rotations_due(later)]
+    async with store.write() as w:
+        assert await w.secrets.set_state(record.id, "active", now=T0, by="prn_b", reason=None)
+    async with store.read() as r:
+        assert record.id in [s.id for s in await r.secrets.rotations_due(later)]
