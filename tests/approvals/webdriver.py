@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,18 @@ class Browser:
         return str(self._s("GET", "/url"))
 
     def wait_url(self, suffix: str, timeout: float = 15.0) -> None:
-        """A click that submits a form returns before the next page has loaded: wait for it."""
+        """A click that submits a form returns before the next page has loaded: wait for it.
+
+        The path must end with ``suffix``'s path and the query must equal its query exactly: the sign-in
+        page carries where it goes next in its own query (``/console/login?next=/console/...``), so a
+        plain "URL ends with" would match the page being left. Then wait until the page has loaded."""
+        want_path, _, want_query = suffix.partition("?")
         deadline = time.monotonic() + timeout
-        while not self.url.endswith(suffix):
+        while True:
+            current = urllib.parse.urlsplit(self.url)
+            if current.path.endswith(want_path) and current.query == want_query:
+                if self.script("return document.readyState") == "complete":
+                    return
             if time.monotonic() > deadline:
                 raise WebDriverError(f"still at {self.url}, expected ...{suffix}")
             time.sleep(0.05)  # polling the browser with a hard deadline
