@@ -34,7 +34,7 @@ from policy.decision import (
     strongest,
 )
 from policy.documents import AttachedPolicy, PolicyDocument, PolicySet
-from policy.engine import evaluate, evaluate_shadow, grant_request, usage_queries
+from policy.engine import evaluate, evaluate_lifecycle, evaluate_shadow, grant_request, usage_queries
 from policy.errors import PolicyDocumentError, PolicyError, PolicyInputError
 from policy.facts import (
     Facts,
@@ -55,6 +55,8 @@ from policy.parsing import (
     parse_stored_policy_json,
 )
 from policy.request import (
+    KEY_LIFECYCLE_ACTIONS,
+    KEY_LIFECYCLE_OPERATIONS,
     KNOWN_OPERATIONS,
     OPERATIONS,
     RESOURCE_TYPES,
@@ -72,6 +74,8 @@ from policy.scopes import is_scope, narrowest, scope_contains
 from policy.windows import counts_toward, rolling_since
 
 __all__ = [
+    "KEY_LIFECYCLE_ACTIONS",
+    "KEY_LIFECYCLE_OPERATIONS",
     "KNOWN_OPERATIONS",
     "MAX_WINDOW",
     "NATIVE",
@@ -114,6 +118,7 @@ __all__ = [
     "counts_toward",
     "evaluate",
     "evaluate_grants",
+    "evaluate_lifecycle",
     "evaluate_shadow",
     "grant_request",
     "grant_spend_key",

@@ -28,6 +28,11 @@ order, then defaults. An allow or approval decision carries the reservations to 
 it (one per limit key: the grant's budget rows and every spend or rate limit in force that concerns the
 request); a deny carries none. ``usage_queries`` lists the sums the caller must read first.
 
+A key's lifecycle transitions (``destroy_key``, ``compromise_key``...) are admin operations, allowed by the
+caller's role rather than by a grant: ``evaluate_lifecycle`` judges them against the ``key_lifecycle``
+rules in force alone (attached to the key or a scope above it, merged as above; a conflict denies), with
+allow as the default. Deny still wins over require_approval.
+
 Dry run is the same call with nothing recorded afterwards. ``evaluate_shadow`` judges the request
 against the live set and a candidate set together; only the live decision counts.
 """
@@ -52,8 +57,8 @@ from policy.documents import AttachedPolicy, PolicySet
 from policy.facts import Facts, MissingFactError, Reservation, UsageBound, UsageQuery
 from policy.grants import GrantRequest, evaluate_grants, grant_usage_queries
 from policy.limits import LimitRule
-from policy.request import PolicyRequest
-from policy.rules import ApprovalSpec, DelegateAllowlist, Rule, RuleContext
+from policy.request import KEY_LIFECYCLE_OPERATIONS, PolicyRequest
+from policy.rules import ApprovalSpec, DelegateAllowlist, KeyLifecycle, Rule, RuleContext
 from policy.windows import utc
 
 DEFAULT_RULE_ID = "default"
@@ -325,6 +330,32 @@ def evaluate(request: PolicyRequest, policies: PolicySet, facts: Facts, *, now: 
         # A limit that fired quotes its sum in the reasons, so only an allow can be kept as it is.
         tuple(bounds) if bounds is not None and effect is Effect.ALLOW else None,
     )
+
+
+def evaluate_lifecycle(request: PolicyRequest, policies: PolicySet, *, now: datetime) -> Decision:
+    """Judge a key lifecycle transition (``request.operation`` is ``<action>_key``) by an admin: the
+    role already allows it, so the default is allow; only the ``key_lifecycle`` rules in force may deny
+    it or ask for approval (grants and every other rule say nothing about admin operations)."""
+    now = utc(now)
+    if request.operation not in KEY_LIFECYCLE_OPERATIONS or request.resource_type != "key":
+        reason = Reason(DEFAULT_RULE_ID, "unknown_operation", "not a key lifecycle operation")
+        return Decision(Effect.DENY, (reason,))
+    in_force = _in_force(request, policies)
+    findings = [_Finding(Effect.DENY, reason) for reason in in_force.conflicts]
+    context = _Contexts(request, now, Facts())
+    for placed in in_force.rules:
+        if isinstance(placed.rule, KeyLifecycle):
+            finding, _reservation, _bound = _check(placed, context(placed))
+            if finding is not None:
+                findings.append(finding)
+    if not findings:
+        reason = Reason(DEFAULT_RULE_ID, "admin_role", "an admin may change a key's state")
+        return Decision(Effect.ALLOW, (reason,), in_force.refs)
+    effect = strongest(f.effect for f in findings) or Effect.DENY
+    reasons = tuple(f.reason for f in findings if f.effect is effect)
+    if effect is Effect.DENY:
+        return Decision(effect, reasons, in_force.refs)
+    return Decision(effect, reasons, in_force.refs, (), _approvals(findings, now))
 
 
 def evaluate_shadow(

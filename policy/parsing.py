@@ -43,6 +43,7 @@ from policy.reading import (
     read_selector,
     read_string,
 )
+from policy.request import KEY_LIFECYCLE_ACTIONS
 from policy.rules import (
     ANOMALY_SIGNALS,
     Anomaly,
@@ -51,6 +52,7 @@ from policy.rules import (
     DelegateAllowlist,
     DomainPattern,
     GasCostCap,
+    KeyLifecycle,
     RawDigest,
     RecipientAllowlist,
     RecipientDenylist,
@@ -347,6 +349,14 @@ def _signals(obj: Mapping[str, Any], path: str) -> _Params:
     return {"signals": frozenset(signals)}
 
 
+def _lifecycle_actions(obj: Mapping[str, Any], path: str) -> _Params:
+    def action(value: Any, where: str) -> str:
+        return read_choice(value, where, KEY_LIFECYCLE_ACTIONS)
+
+    actions = read_list(obj["actions"], field_path(path, "actions"), action, min_items=1, max_items=5)
+    return {"actions": frozenset(actions)}
+
+
 def _nothing(_obj: Mapping[str, Any], _path: str) -> _Params:
     return {}
 
@@ -371,6 +381,7 @@ _KIND_FIELDS: Final[dict[str, tuple[tuple[str, ...], tuple[str, ...], Any]]] = {
     DelegateAllowlist.kind: (("delegates",), (), _delegates),
     RawDigest.kind: ((), (), _nothing),
     Anomaly.kind: (("signals",), (), _signals),
+    KeyLifecycle.kind: (("actions",), (), _lifecycle_actions),
 }
 
 
@@ -390,5 +401,6 @@ RULE_KINDS: Final[dict[str, type[Rule]]] = {
         DelegateAllowlist,
         RawDigest,
         Anomaly,
+        KeyLifecycle,
     )
 }

@@ -29,6 +29,11 @@ SECRET_GRANT_OPERATIONS: Final = frozenset(
 )
 SECRET_OPERATIONS: Final = frozenset({"read_secret"}) | SECRET_GRANT_OPERATIONS
 KNOWN_OPERATIONS: Final = OPERATIONS | SECRET_OPERATIONS
+# A key's lifecycle transitions (``signer.services.key_states``), each an operation on the key named
+# ``<action>_key``. Admins perform them by their role, not by a grant: only ``key_lifecycle`` rules judge
+# them (``policy.engine.evaluate_lifecycle``), and no grant lists them.
+KEY_LIFECYCLE_ACTIONS: Final = ("activate", "suspend", "deactivate", "compromise", "destroy")
+KEY_LIFECYCLE_OPERATIONS: Final = {action + "_key": action for action in KEY_LIFECYCLE_ACTIONS}
 RESOURCE_TYPES: Final = frozenset({"key", "secret"})
 # Token calls decoded from calldata (``signer.eth.calldata``) and approvals decoded from EIP-712 permits
 # (``signer.eth.permits``): ``permit`` (EIP-2612 and its DAI and ERC-721 variants), ``permit2`` (a
@@ -334,7 +339,8 @@ class PolicyRequest:
         if self.resource_type not in RESOURCE_TYPES:
             raise PolicyInputError("invalid_request", "resource_type must be 'key' or 'secret'")
         expected_type = "secret" if self.operation in SECRET_OPERATIONS else "key"
-        if self.operation in KNOWN_OPERATIONS and self.resource_type != expected_type:
+        named = self.operation in KNOWN_OPERATIONS or self.operation in KEY_LIFECYCLE_OPERATIONS
+        if named and self.resource_type != expected_type:
             raise PolicyInputError("invalid_request", f"{self.operation} acts on a {expected_type}")
         if (self.transaction is not None) != (self.operation == "sign_transaction"):
             raise PolicyInputError("invalid_request", "a transaction comes with sign_transaction only")

@@ -7,6 +7,9 @@ Two families, told apart by the effects they accept:
   spend limit, request-rate limit, selector allowlist, EIP-712 domain allowlist, gas-cost cap and
   time-of-day window. A guard that does not concern the request (a value cap on ``sign_message``)
   does not fire.
+- The lifecycle guard (``key_lifecycle``, effect ``deny`` or ``require_approval``) fires for the key
+  lifecycle actions it lists (``destroy``, ``compromise``...). It is the only kind that judges those
+  admin operations (``policy.engine.evaluate_lifecycle``), and it never fires for anything else.
 - Unlocks (effect ``allow`` or ``require_approval``) switch on what is denied by default: signing a raw
   digest (``raw_digest``) and EIP-7702 authorisations to listed delegates (``delegate_allowlist``).
   They fire when the request uses what they unlock.
@@ -27,7 +30,7 @@ from policy.canonical import NATIVE
 from policy.decision import Effect
 from policy.errors import PolicyInputError
 from policy.facts import Facts
-from policy.request import EVERY_ASSET, PolicyRequest
+from policy.request import EVERY_ASSET, KEY_LIFECYCLE_OPERATIONS, PolicyRequest
 from policy.windows import WEEKDAYS, TimeOfDayWindow, format_time_of_day
 
 GUARD_EFFECTS: Final = frozenset({Effect.DENY, Effect.REQUIRE_APPROVAL})
@@ -467,3 +470,22 @@ class Anomaly(Rule):
 
     def params(self) -> dict[str, Any]:
         return {"signals": sorted(self.signals)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KeyLifecycle(Rule):
+    """Fires when an admin moves a key by one of ``actions`` (``destroy``, ``compromise``,
+    ``deactivate``, ``suspend``, ``activate``): deny it, or send it to approvers. Signing and reading
+    never fire it."""
+
+    kind: ClassVar[str] = "key_lifecycle"
+    actions: frozenset[str]
+
+    def check(self, ctx: RuleContext) -> Hit | None:
+        action = KEY_LIFECYCLE_OPERATIONS.get(ctx.request.operation)
+        if action is None or action not in self.actions:
+            return None
+        return Hit("key_lifecycle_restricted", f"{action} of this key is restricted by policy")
+
+    def params(self) -> dict[str, Any]:
+        return {"actions": sorted(self.actions)}

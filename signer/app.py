@@ -250,8 +250,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 refresh_grace=settings.refresh_reuse_grace_seconds,
                 clock=utcnow,
             )
-            keys = KeyService(store, hsm, facts, clock=utcnow)
-            await keys.check_token_inventory()
+            # Before anything else touches the token: no key that could leave it, and no drift.
+            await KeyService(store, hsm, facts, clock=utcnow).check_token_inventory()
             await self_test(hsm)
             anchor = AnchorFile(settings.audit_anchor_file or settings.data_dir / ANCHOR_NAME)
             token_anchor = TokenAnchor(hsm)
@@ -293,6 +293,8 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             # Pending requests sit below both the pipeline (which opens and closes them) and the
             # approvals service (which counts votes and runs approved ones through the pipeline).
             pending = PendingRequests(clock=utcnow, webhooks=webhooks)
+            # Key transitions that policy sends to approvers open and close pending requests too.
+            keys = KeyService(store, hsm, facts, clock=utcnow, pending=pending)
             usage = UsageRecorder(store, clock=utcnow, interval=settings.usage_flush_seconds)
             # Alerts go through the webhook outbox (retried until delivered or expired).
             if settings.alerts_webhook_url is not None:

@@ -389,11 +389,19 @@ class SignerClient:
         reason: str | None = None,
         confirm: str | None = None,
         compromised_at: str | None = None,
+        approval_id: str | None = None,
     ) -> Any:
         """``activate``, ``suspend``, ``deactivate``, ``compromise`` or ``destroy`` a key (compromise and
-        destroy need ``confirm``: the key's label)."""
+        destroy need ``confirm``: the key's label). A transition policy sends to approvers answers its
+        pending request; ``approval_id`` completes it once approved."""
         body: dict[str, Any] = {}
-        for name, value in (("reason", reason), ("confirm", confirm), ("compromised_at", compromised_at)):
+        named = (
+            ("reason", reason),
+            ("confirm", confirm),
+            ("compromised_at", compromised_at),
+            ("approval_id", approval_id),
+        )
+        for name, value in named:
             if value is not None:
                 body[name] = value
         return self.request("POST", f"/v1/keys/{_q(key_id)}/{_q(action)}", body)

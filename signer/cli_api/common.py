@@ -110,17 +110,19 @@ def render_record(record: Mapping[str, Any], prefix: str = "") -> str:
     return "\n".join(f"{name.ljust(width)}  {value}" for name, value in flat)
 
 
-def pending_or_done(answer: Any) -> Any:
+def pending_or_done(answer: Any, then: str | None = None) -> Any:
     """A sign answer: one that waits for approval exits ``EXIT_PENDING`` (a script must not take it for a
-    signature), after printing it and where to wait."""
+    signature), after printing it and where to wait. ``then`` (with ``{id}`` for the approval's id)
+    replaces the hint for operations completed by their requester (a key transition)."""
     if isinstance(answer, Mapping) and answer.get("state") == "pending_approval":
         approval = answer.get("approval")
         approval_id = approval.get("id", "?") if isinstance(approval, Mapping) else "?"
-        click.echo(
-            f"signer: pending approval: nothing signed yet; wait with "
-            f"`signer approvals result {approval_id} --wait 60`",
-            err=True,
+        hint = (
+            f"nothing signed yet; wait with `signer approvals result {approval_id} --wait 60`"
+            if then is None
+            else then.format(id=approval_id)
         )
+        click.echo(f"signer: pending approval: {hint}", err=True)
         return Outcome(answer, EXIT_PENDING)
     return answer
 

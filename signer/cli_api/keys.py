@@ -1,6 +1,10 @@
 """Key commands: ``keys create|list|show``, the lifecycle
 ``keys activate|suspend|deactivate|compromise|destroy``, and the old ``keys disable|enable``.
 
+A transition that policy sends to approvers prints the pending request and exits 10 (nothing changed);
+the same command with ``--approval ID`` completes it once approved (``--wait N`` first waits up to N
+seconds for the approvers).
+
 Thin: parse options, call one ``SignerClient`` method, return the answer for ``api_call`` to render.
 """
 
@@ -10,8 +14,8 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import api_call
-from signer.client import SignerClient
+from signer.cli_api.common import api_call, pending_or_done
+from signer.client import ApiError, SignerClient
 
 KEY_COLUMNS = ("id", "label", "curve", "state", "address", "scope", "created_at")
 
@@ -71,6 +75,37 @@ def keys_enable(client: SignerClient, key_id: str) -> Any:
 
 
 _REASON = click.option("--reason", default=None, help="Why (kept in the audit log).")
+
+
+def _approval(command: Any) -> Any:
+    command = click.option(
+        "--wait",
+        type=click.IntRange(min=0, max=60),
+        default=0,
+        help="With --approval: first wait up to this many seconds for the approvers [0].",
+    )(command)
+    return click.option(
+        "--approval",
+        "approval_id",
+        default=None,
+        help="Complete this approved request for the same transition (once; the reason it approved).",
+    )(command)
+
+
+def _transition(
+    client: SignerClient, key_id: str, action: str, approval_id: str | None, wait: int, **fields: Any
+) -> Any:
+    if approval_id is not None and wait:
+        try:
+            client.approval_result(approval_id, wait=wait)
+        except ApiError:
+            pass  # the transition itself says why it cannot run (rejected, expired, not yours...)
+    answer = client.key_transition(key_id, action, approval_id=approval_id, **fields)
+    confirm = f" --confirm {fields['confirm']!r}" if fields.get("confirm") else ""
+    again = f"signer keys {action} {key_id}{confirm} --approval {{id}} --wait 60"
+    return pending_or_done(answer, f"nothing changed; once approved, run `{again}`")
+
+
 _CONFIRM = click.option(
     "--confirm", required=True, help="The key's label, exactly: this transition is irreversible."
 )
@@ -79,28 +114,37 @@ _CONFIRM = click.option(
 @keys.command("activate")
 @click.argument("key_id")
 @_REASON
+@_approval
 @api_call()
-def keys_activate(client: SignerClient, key_id: str, reason: str | None) -> Any:
+def keys_activate(
+    client: SignerClient, key_id: str, reason: str | None, approval_id: str | None, wait: int
+) -> Any:
     """Activate a suspended (or not yet active) key: it signs again (admin)."""
-    return client.key_transition(key_id, "activate", reason=reason)
+    return _transition(client, key_id, "activate", approval_id, wait, reason=reason)
 
 
 @keys.command("suspend")
 @click.argument("key_id")
 @_REASON
+@_approval
 @api_call()
-def keys_suspend(client: SignerClient, key_id: str, reason: str | None) -> Any:
+def keys_suspend(
+    client: SignerClient, key_id: str, reason: str | None, approval_id: str | None, wait: int
+) -> Any:
     """Suspend an active key: it signs nothing until activated (admin)."""
-    return client.key_transition(key_id, "suspend", reason=reason)
+    return _transition(client, key_id, "suspend", approval_id, wait, reason=reason)
 
 
 @keys.command("deactivate")
 @click.argument("key_id")
 @_REASON
+@_approval
 @api_call()
-def keys_deactivate(client: SignerClient, key_id: str, reason: str | None) -> Any:
+def keys_deactivate(
+    client: SignerClient, key_id: str, reason: str | None, approval_id: str | None, wait: int
+) -> Any:
     """Deactivate a key for good: it never signs again; its public key stays (admin)."""
-    return client.key_transition(key_id, "deactivate", reason=reason)
+    return _transition(client, key_id, "deactivate", approval_id, wait, reason=reason)
 
 
 @keys.command("compromise")
@@ -112,13 +156,27 @@ def keys_deactivate(client: SignerClient, key_id: str, reason: str | None) -> An
     default=None,
     help="When it is believed compromised (RFC 3339, e.g. 2026-12-01T00:00:00Z).",
 )
+@_approval
 @api_call()
 def keys_compromise(
-    client: SignerClient, key_id: str, reason: str | None, confirm: str, compromised_at: str | None
+    client: SignerClient,
+    key_id: str,
+    reason: str | None,
+    confirm: str,
+    compromised_at: str | None,
+    approval_id: str | None,
+    wait: int,
 ) -> Any:
     """Declare a key compromised: irreversible, it never signs again (admin)."""
-    return client.key_transition(
-        key_id, "compromise", reason=reason, confirm=confirm, compromised_at=compromised_at
+    return _transition(
+        client,
+        key_id,
+        "compromise",
+        approval_id,
+        wait,
+        reason=reason,
+        confirm=confirm,
+        compromised_at=compromised_at,
     )
 
 
@@ -126,10 +184,13 @@ def keys_compromise(
 @click.argument("key_id")
 @_REASON
 @_CONFIRM
+@_approval
 @api_call()
-def keys_destroy(client: SignerClient, key_id: str, reason: str | None, confirm: str) -> Any:
+def keys_destroy(
+    client: SignerClient, key_id: str, reason: str | None, confirm: str, approval_id: str | None, wait: int
+) -> Any:
     """Destroy a deactivated or compromised key's private key in the token: irreversible (admin)."""
-    return client.key_transition(key_id, "destroy", reason=reason, confirm=confirm)
+    return _transition(client, key_id, "destroy", approval_id, wait, reason=reason, confirm=confirm)
 
 
 # Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).

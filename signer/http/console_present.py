@@ -161,15 +161,28 @@ def summary(item: dict[str, Any], notes: Notes = NO_NOTES) -> str:
             f"Release version {view.get('version')} of secret {view.get('folder')}/{view.get('name')} "
             f"({fields}) to {(view.get('requested_by') or {}).get('name', 'the requester')}"
         )
+    if scheme == "key_lifecycle":
+        action = str(view.get("action", "change"))
+        requester = (view.get("requested_by") or {}).get("name", "the requester")
+        because = f", because: {view['reason']}" if view.get("reason") else ""
+        return (
+            f"{action.capitalize()} key {key} ({view.get('key_id')}, {view.get('key_state')} to "
+            f"{view.get('state_after')}), asked by {requester}{because}"
+        )
     if "message_text" in view or "message_hex" in view:
         return f"Sign a {view.get('message_length')}-byte message with {key}"
     return f"{item.get('operation', 'Operation')} with {key}"
 
 
 def dangers(item: dict[str, Any]) -> list[str]:
-    """What an approver must not miss: EIP-7702 delegations and unlimited approvals or permits."""
+    """What an approver must not miss: EIP-7702 delegations, unlimited approvals or permits, and a key
+    transition that cannot be undone."""
     view = item.get("view", {})
     out = []
+    if view.get("destroys_private_key"):
+        out.append("Irreversible: the private key is destroyed in the token and can never sign again")
+    elif view.get("irreversible"):
+        out.append("Irreversible: the key can never sign again")
     for delegate in view.get("delegates") or []:
         out.append(f"EIP-7702 delegation: this account's code becomes {delegate}'s")
     call = view.get("token_call") or {}

@@ -186,6 +186,15 @@ def _key_reason() -> Any:
     )
 
 
+def _key_approval() -> Any:
+    return Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="complete the caller's approved request for this transition (from the 202 answer)",
+    )
+
+
 def _key_confirm() -> Any:
     return Field(
         min_length=1, max_length=64, description="the key's label, exactly: this transition is irreversible"
@@ -193,9 +202,11 @@ def _key_confirm() -> Any:
 
 
 class KeyStateBody(Strict):
-    """Why a key is activated, suspended or deactivated (kept in the audit event)."""
+    """Why a key is activated, suspended or deactivated (kept in the audit event); ``approval_id``
+    completes an approved request for this transition."""
 
     reason: str | None = _key_reason()
+    approval_id: str | None = _key_approval()
 
 
 class KeyCompromiseBody(Strict):
@@ -206,6 +217,7 @@ class KeyCompromiseBody(Strict):
     compromised_at: Timestamp | None = Field(
         default=None, description="when the key is believed to have been compromised (not in the future)"
     )
+    approval_id: str | None = _key_approval()
 
 
 class KeyDestroyBody(Strict):
@@ -213,6 +225,7 @@ class KeyDestroyBody(Strict):
 
     confirm: str = _key_confirm()
     reason: str | None = _key_reason()
+    approval_id: str | None = _key_approval()
 
 
 def _operations_for(target: str, operations: frozenset[str]) -> dict[str, JsonValue]:

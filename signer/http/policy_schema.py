@@ -26,6 +26,7 @@ from policy.parsing import (
     MAX_WINDOW,
     RULE_KINDS,
 )
+from policy.request import KEY_LIFECYCLE_ACTIONS
 from policy.rules import ANOMALY_SIGNALS
 from policy.windows import WEEKDAYS
 from signer.http.patterns import at_most, name_schema
@@ -76,6 +77,7 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         }
     ),
+    "actions": _unique_list({"type": "string", "enum": list(KEY_LIFECYCLE_ACTIONS)}, max_items=5),
     "signals": _unique_list({"type": "string", "enum": list(ANOMALY_SIGNALS)}, max_items=10),
     "windows": _unique_list(
         {

@@ -10,8 +10,11 @@ A key's state follows the lifecycle graph of ``signer.services.key_states`` (NIS
 transition is a compare-and-set on the key's row with its ``key.<action>`` audit event in the same
 transaction; a transition the graph has no edge for is ``invalid_key_transition`` (409) and writes
 nothing. Compromise and destroy are irreversible, so the caller confirms them by naming the key's
-label (there is no approval flow for admin operations). Destroy commits the state and its audit event
-first, then destroys the private key in the token; the row, its public key and address stay.
+label. ``key_lifecycle`` policy rules attached to the key or a scope above it may deny a transition or
+send it to M-of-N approvers (a pending request, ``signer.services.key_lifecycle``); its requester then
+completes the approved transition once, and its event names the approval and who approved. Destroy
+commits the state and its audit event first, then destroys the private key in the token; the row, its
+public key and address stay.
 """
 
 from __future__ import annotations
@@ -21,14 +24,16 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from signer.audit import EventTarget
-from signer.errors import ConfigurationError, Conflict, InvalidRequest, NotFound, SignerError
+from policy import Decision, Effect, PolicyRequest, PolicySet, evaluate_lifecycle
+from signer.audit import EventTarget, Outcome
+from signer.errors import ConfigurationError, Conflict, Forbidden, InvalidRequest, NotFound, SignerError
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
-from signer.services.authorization import holds_any_grant
+from signer.services.authorization import decision_summary, holds_any_grant, load_policies
 from signer.services.context import Clock, RequestContext, iso, require_role
 from signer.services.facts import FactsCache
+from signer.services.key_lifecycle import PAYLOADS, lifecycle_body, stored_compromised_at
 from signer.services.key_states import (
     COMPROMISED_STATES,
     DESTROYED_STATES,
@@ -40,8 +45,17 @@ from signer.services.key_states import (
     next_state,
 )
 from signer.services.naming import NameKind, check_name
+from signer.services.payloads import PayloadKind
+from signer.services.pending import (
+    Eligibility,
+    PendingRequests,
+    covers,
+    payload_digest,
+    pending_body,
+    releasable,
+)
 from signer.services.resources import KEYS, key_ref
-from signer.store import KeyRecord, Store, Writer
+from signer.store import ApprovalRequestRecord, ApprovalVoteRecord, KeyRecord, Store, Writer
 
 log = logging.getLogger("signer.keys")
 
@@ -88,12 +102,64 @@ def check_key_fields(label: str, scope: str, tags: list[str]) -> tuple[str, str,
     )
 
 
+def approval_evidence(
+    record: ApprovalRequestRecord, eligible: Eligibility, votes: list[ApprovalVoteRecord]
+) -> dict[str, Any]:
+    """What a transition's event says of the approval it ran on: its id and digest, who approved (per
+    group, counted now), and each counted approval's vote, with its signature when it was signed."""
+    return {
+        "id": record.id,
+        "payload_digest": record.payload_digest,
+        "requester_id": record.requester_id,
+        "approvers": {g: sorted(p) for g, p in sorted(eligible.approvers.items())},
+        "votes": [
+            {
+                "approver_id": v.approver_id,
+                "decision": v.decision,
+                "at": iso(v.created_at),
+                **(
+                    {"signature_scheme": v.signature_scheme, "signature": v.signature}
+                    if v.signature is not None
+                    else {}
+                ),
+            }
+            for v in votes
+            if v.approver_id in eligible.counted and v.decision == "approve"
+        ],
+    }
+
+
+def _refusal(decision: Decision) -> SignerError:
+    summary = decision_summary(decision)
+    if decision.effect is Effect.REQUIRE_APPROVAL:
+        # An approval collected for a weaker requirement than policy asks now: ask again.
+        return Forbidden(
+            "policy requires approval for this transition; the approval does not cover it now",
+            code="approval_required",
+            reasons=summary["reasons"],
+            decision=summary,
+        )
+    return Forbidden(
+        "policy denied the transition", code="policy_denied", reasons=summary["reasons"], decision=summary
+    )
+
+
 class KeyService:
-    def __init__(self, store: Store, hsm: KeyVault, facts: FactsCache, *, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        hsm: KeyVault,
+        facts: FactsCache,
+        *,
+        clock: Clock,
+        pending: PendingRequests | None = None,
+    ) -> None:
         self._store = store
         self._hsm = hsm
         self._facts = facts
         self._clock = clock
+        # Opens and closes pending requests for transitions policy sends to approvers.
+        self._pending = pending or PendingRequests(clock=clock)
 
     async def create(
         self,
@@ -207,21 +273,34 @@ class KeyService:
         confirm: str | None = None,
         compromised_at: datetime | None = None,
         via: str | None = None,
+        approval_id: str | None = None,
     ) -> dict[str, Any]:
         """Move a key along the lifecycle graph by ``action``; audited as ``key.<action>``.
 
         A refused transition is 409 ``invalid_key_transition`` and writes nothing. Compromise and
         destroy need ``confirm`` equal to the key's label (else 400 ``confirmation_mismatch``).
         ``via`` names the old route (``disable``/``enable``) for which asking for the state the key is
-        already in is answered with the key unchanged, as those routes always did."""
+        already in is answered with the key unchanged, as those routes always did.
+
+        The ``key_lifecycle`` rules in force on the key judge the transition (``policy.evaluate_lifecycle``):
+        a deny is 403 ``policy_denied``; a rule asking for approval opens a pending request instead and
+        the answer is its ``pending_approval`` body (nothing changes). With ``approval_id``, the caller's
+        own approved request for this action on this key is completed: the body it approved (reason,
+        compromised_at) is applied, once, and the event names the approval and its approvers."""
         require_role(ctx, Role.ADMIN)
         now = self._clock()
         if compromised_at is not None and compromised_at > now:
             raise InvalidRequest(
                 "compromised_at is in the future", code="invalid_compromised_at", field="compromised_at"
             )
+        payload = PAYLOADS[action]
+        approved: ApprovalRequestRecord | None = None
+        body = lifecycle_body(action, reason, compromised_at)
+        if approval_id is not None:
+            approved, body = await self._approved(ctx, payload, key_id, approval_id, body, now)
+            reason, compromised_at = body.get("reason"), stored_compromised_at(body)
 
-        async def unit(writer: Writer) -> tuple[dict[str, Any], KeyRecord]:
+        async def unit(writer: Writer) -> tuple[dict[str, Any], KeyRecord | None]:
             key = await writer.keys.get(key_id)
             if key is None:
                 raise KEYS.not_found()
@@ -242,9 +321,8 @@ class KeyService:
                     code="confirmation_mismatch",
                     field="confirm",
                 )
-            await writer.keys.set_state(
-                key_id, target.value, now, expected=key.state, compromised_at=compromised_at
-            )
+            prepared = payload.parse_stored(body)(key)
+            decision = await self._judge(writer, ctx, key, payload)
             fields: dict[str, Any] = {
                 "key_id": key_id,
                 "previous_state": key.state,
@@ -256,18 +334,125 @@ class KeyService:
                 fields["compromised_at"] = iso(compromised_at)
             if via is not None:
                 fields["via"] = via
+            if approved is None and decision.effect is Effect.REQUIRE_APPROVAL:
+                # Nothing changes: the transition waits for approvers (opened in this transaction).
+                record = await self._pending.open(
+                    writer,
+                    ctx,
+                    operation=payload.operation,
+                    resource=key,
+                    prepared=prepared,
+                    decision=decision,
+                    now=now,
+                )
+                fields["state"] = key.state
+                fields["requested_state"] = target.value
+                writer.append_audit(
+                    ctx.audit_event(
+                        "key." + action.value,
+                        now,
+                        outcome=Outcome.PENDING_APPROVAL,
+                        resource=EventTarget("key", key_id),
+                        approval_id=record.id,
+                        decision=decision_summary(decision),
+                        **fields,
+                    )
+                )
+                return pending_body(record), None
+            if decision.effect is Effect.DENY or (
+                decision.effect is Effect.REQUIRE_APPROVAL
+                and approved is not None
+                and not covers(approved, decision)
+            ):
+                raise _refusal(decision)
+            if approved is not None:
+                digests = tuple(approved.requirements.get("policy_digests", ()))
+                if payload_digest(payload.operation, key, prepared, digests) != approved.payload_digest:
+                    # The key or the body is not what the approvers approved: never apply it.
+                    raise Conflict("the payload does not match the approved digest", code="approval_mismatch")
+                eligible = await self._pending.finalize(writer, approved.id, payload, {"state": target.value})
+                votes = await writer.approvals.votes(approved.id)
+                fields["approval"] = approval_evidence(approved, eligible, votes)
+            await writer.keys.set_state(
+                key_id, target.value, now, expected=key.state, compromised_at=compromised_at
+            )
             writer.append_audit(
-                ctx.audit_event("key." + action.value, now, resource=EventTarget("key", key_id), **fields)
+                ctx.audit_event(
+                    "key." + action.value,
+                    now,
+                    resource=EventTarget("key", key_id),
+                    decision=decision_summary(decision),
+                    **fields,
+                )
             )
             updated = await writer.keys.get(key_id)
             return key_view(updated or key), key
 
-        view, before = await self._store.submit(unit)
+        try:
+            view, before = await self._store.submit(unit)
+        except SignerError as exc:
+            if approved is not None and exc.code == "approval_quorum_lost":
+                await self._reopen(approved.id, exc, ctx.request_id)
+            raise
+        if before is None:
+            return view
+        if approved is not None:
+            view["approval"] = {"id": approved.id, "payload_digest": approved.payload_digest}
         if view["state"] in DESTROYED_STATES and before.state not in DESTROYED_STATES:
             # The state and its audit event are committed: the key signs nothing from here on. Now
             # the irreversible part; if the token fails, the start-up inventory finishes it.
             view["destroyed_in_token"] = await self._destroy_in_token(key_id, before.hsm_id)
         return view
+
+    async def _approved(
+        self,
+        ctx: RequestContext,
+        payload: PayloadKind,
+        key_id: str,
+        approval_id: str,
+        body: dict[str, Any],
+        now: datetime,
+    ) -> tuple[ApprovalRequestRecord, dict[str, Any]]:
+        """The caller's own approved request for this transition of this key, and the body it approved.
+        A reason (or compromise time) given now must be the approved one: an approval is for its body."""
+        async with self._store.read() as reader:
+            record = await reader.approvals.get(approval_id)
+        record = releasable(record, ctx.caller.principal_id, payload.operation, key_id, now)
+        stored = dict(record.payload.get("body") or {})
+        for name in ("reason", "compromised_at"):
+            if body.get(name) is not None and body.get(name) != stored.get(name):
+                raise Conflict(
+                    f"the approved request has another {name}: send it as approved, or leave it out",
+                    code="approval_mismatch",
+                    field=name,
+                )
+        return record, stored
+
+    async def _judge(
+        self, writer: Writer, ctx: RequestContext, key: KeyRecord, payload: PayloadKind
+    ) -> Decision:
+        """The ``key_lifecycle`` rules in force on the key, judged now under the write lock."""
+        policies = await load_policies(writer)
+        request = PolicyRequest(
+            principal_id=ctx.caller.principal_id,
+            operation=payload.operation,
+            resource_id=key.id,
+            scope=key.scope,
+            resource_type="key",
+            groups=await writer.groups.of(ctx.caller.principal_id),
+        )
+        return evaluate_lifecycle(request, PolicySet((), policies.live), now=self._clock())
+
+    async def _reopen(self, approval_id: str, exc: SignerError, request_id: str) -> None:
+        now = self._clock()
+
+        async def unit(writer: Writer) -> None:
+            await self._pending.reopen(writer, approval_id, exc, now, request_id)
+
+        try:
+            await self._store.submit(unit)
+        except SignerError:
+            pass  # the refusal is what the caller needs; the next attempt finds the quorum lost again
 
     async def _destroy_in_token(self, key_id: str, hsm_id: str) -> bool:
         try:

@@ -313,14 +313,15 @@ class PendingRequests:
 
     async def finalize(
         self, writer: Writer, approval_id: str, payload: PayloadKind, response: dict[str, Any]
-    ) -> None:
+    ) -> Eligibility:
         """Inside the pipeline's commit unit: the request must still be approved, unexpired and backed
-        by a quorum of currently eligible approvers; then it is closed with the operation's event.
-        Expiry is judged by this module's clock, the same one every vote was judged by.
+                by a quorum of currently eligible approvers; then it is closed with the operation's event (the
+        approvers that counted are returned, for that event to name).
+                Expiry is judged by this module's clock, the same one every vote was judged by.
 
-        How it closes is the payload kind's: a signature is stored as the result (``signed``), handed
-        to the requester once; a response released to its requester (a secret read) is never stored:
-        the request becomes ``released`` and can never run again."""
+                How it closes is the payload kind's: a signature is stored as the result (``signed``), handed
+                to the requester once; a response released to its requester (a secret read) is never stored:
+                the request becomes ``released`` and can never run again."""
         now = self._clock()
         record = await writer.approvals.lock(approval_id)
         if record is not None and record.state == "released":
@@ -361,6 +362,7 @@ class PendingRequests:
                 result=payload.result_summary(response),
             )
         )
+        return eligible
 
     async def reopen(
         self, writer: Writer, approval_id: str, error: SignerError, now: datetime, request_id: str | None

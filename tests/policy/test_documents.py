@@ -59,6 +59,13 @@ VALID_RULES: list[dict[str, Any]] = [
     {"id": "delegates", "kind": "delegate_allowlist", "effect": "allow", "delegates": [ADDRESS]},
     {"id": "raw", "kind": "raw_digest", "effect": "allow", "description": "HSM attestation digests"},
     {"id": "odd", "kind": "anomaly", "effect": "deny", "signals": ["new_source", "burst"]},
+    {
+        "id": "irreversible",
+        "kind": "key_lifecycle",
+        "effect": "require_approval",
+        "approval": APPROVAL,
+        "actions": ["destroy", "compromise"],
+    },
 ]
 
 

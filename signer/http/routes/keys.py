@@ -5,9 +5,13 @@ ungranted key answers exactly like a missing one (the service decides; nothing h
 One route per lifecycle transition (``activate``, ``suspend``, ``deactivate``, ``compromise``,
 ``destroy``), as secret versions have; the old ``disable`` and ``enable`` are ``suspend`` and
 ``activate`` (asking for the state the key is already in answers the key unchanged, as they always did).
+A transition policy sends to approvers answers 202 with the pending request; the same route with its
+``approval_id`` completes it once approved.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from aiohttp import web
 
@@ -99,11 +103,12 @@ async def show_key(request: web.Request) -> web.Response:
     tag="keys",
     who="admin",
     response=out.Key,
-    errors=(404, 409, 503),
+    other_responses={202: out.PendingApproval},
+    errors=(403, 404, 409, 503),
 )
 async def disable_key(request: web.Request) -> web.Response:
     ctx = await context(request)
-    return json_response(
+    return _answer(
         await services(request).keys.change_state(
             ctx, request.match_info["key_id"], KeyAction.SUSPEND, via="disable"
         )
@@ -117,15 +122,21 @@ async def disable_key(request: web.Request) -> web.Response:
     tag="keys",
     who="admin",
     response=out.Key,
-    errors=(404, 409, 503),
+    other_responses={202: out.PendingApproval},
+    errors=(403, 404, 409, 503),
 )
 async def enable_key(request: web.Request) -> web.Response:
     ctx = await context(request)
-    return json_response(
+    return _answer(
         await services(request).keys.change_state(
             ctx, request.match_info["key_id"], KeyAction.ACTIVATE, via="enable"
         )
     )
+
+
+def _answer(view: dict[str, Any]) -> web.Response:
+    # 202: policy sends this transition to approvers; nothing changed (complete it with approval_id).
+    return json_response(view, 202 if view.get("state") == "pending_approval" else 200)
 
 
 async def _transition(request: web.Request, action: KeyAction) -> web.Response:
@@ -141,14 +152,22 @@ async def _transition(request: web.Request, action: KeyAction) -> web.Response:
             reason=compromise.reason,
             confirm=compromise.confirm,
             compromised_at=compromise.compromised_at,
+            approval_id=compromise.approval_id,
         )
     elif action is KeyAction.DESTROY:
         destroy = await parse_body(request, KeyDestroyBody, max_body(request))
-        view = await keys.change_state(ctx, key_id, action, reason=destroy.reason, confirm=destroy.confirm)
+        view = await keys.change_state(
+            ctx,
+            key_id,
+            action,
+            reason=destroy.reason,
+            confirm=destroy.confirm,
+            approval_id=destroy.approval_id,
+        )
     else:
         body = await parse_body(request, KeyStateBody, max_body(request))
-        view = await keys.change_state(ctx, key_id, action, reason=body.reason)
-    return json_response(view)
+        view = await keys.change_state(ctx, key_id, action, reason=body.reason, approval_id=body.approval_id)
+    return _answer(view)
 
 
 @api.operation(
@@ -159,7 +178,8 @@ async def _transition(request: web.Request, action: KeyAction) -> web.Response:
     who="admin",
     request=KeyStateBody,
     response=out.Key,
-    errors=(400, 404, 409, 503),
+    other_responses={202: out.PendingApproval},
+    errors=(400, 403, 404, 409, 503),
 )
 async def activate_key(request: web.Request) -> web.Response:
     return await _transition(request, KeyAction.ACTIVATE)
@@ -173,7 +193,8 @@ async def activate_key(request: web.Request) -> web.Response:
     who="admin",
     request=KeyStateBody,
     response=out.Key,
-    errors=(400, 404, 409, 503),
+    other_responses={202: out.PendingApproval},
+    errors=(400, 403, 404, 409, 503),
 )
 async def suspend_key(request: web.Request) -> web.Response:
     return await _transition(request, KeyAction.SUSPEND)
@@ -187,7 +208,8 @@ async def suspend_key(request: web.Request) -> web.Response:
     who="admin",
     request=KeyStateBody,
     response=out.Key,
-    errors=(400, 404, 409, 503),
+    other_responses={202: out.PendingApproval},
+    errors=(400, 403, 404, 409, 503),
 )
 async def deactivate_key(request: web.Request) -> web.Response:
     return await _transition(request, KeyAction.DEACTIVATE)
@@ -201,7 +223,8 @@ async def deactivate_key(request: web.Request) -> web.Response:
     who="admin",
     request=KeyCompromiseBody,
     response=out.Key,
-    errors=(400, 404, 409, 503),
+    other_responses={202: out.PendingApproval},
+    errors=(400, 403, 404, 409, 503),
 )
 async def compromise_key(request: web.Request) -> web.Response:
     return await _transition(request, KeyAction.COMPROMISE)
@@ -216,7 +239,8 @@ async def compromise_key(request: web.Request) -> web.Response:
     who="admin",
     request=KeyDestroyBody,
     response=out.Key,
-    errors=(400, 404, 409, 503),
+    other_responses={202: out.PendingApproval},
+    errors=(400, 403, 404, 409, 503),
 )
 async def destroy_key(request: web.Request) -> web.Response:
     return await _transition(request, KeyAction.DESTROY)
