@@ -422,6 +422,51 @@ def test_each_state_change_leaves_exactly_one_event(server: Server) -> None:
     assert f"s3cret-walk-{tag}" not in everything and f"v2-walk-{tag}" not in everything
 
 
+def test_a_key_transition_behind_approvers_leaves_one_event_per_change(server: Server) -> None:
+    """A transition a ``key_lifecycle`` rule sends to approvers: the request opens a pending approval
+    (its event and the key's pending one), the deciding vote approves it (nothing runs yet), and the
+    requester's completion changes the key (its one event) and closes the request."""
+    admin = server.installation.admin_token
+    tag = secrets.token_hex(3)
+    status, _, approver = server.call(
+        "POST", "/v1/principals", {"name": f"walk-keeper-{tag}", "role": "approver"}, admin
+    )
+    assert status == 201, approver
+    assert (
+        server.call("PUT", f"/v1/groups/keep{tag}/members/{approver['principal']['id']}", None, admin)[0]
+        == 200
+    )
+    key = make_key(server, "secp256k1", f"walk kept {tag}")
+    rule = {
+        "id": "kept",
+        "kind": "key_lifecycle",
+        "effect": "require_approval",
+        "actions": ["suspend"],
+        "approval": {"quorum": 1, "group": f"keep{tag}", "expires_in_seconds": 3600},
+    }
+    attach_policy(server, {"id": f"walk-keep-{tag}", "rules": [rule]}, key_id=key["id"])
+
+    def kinds(method: str, path: str, body: Any, token: str, status: int) -> tuple[Any, list[str]]:
+        after = _head(server)
+        request_id = f"keep-{secrets.token_hex(4)}"
+        got, _, answer = server.call(method, path, body, token, headers={"X-Request-Id": request_id})
+        assert got == status, answer
+        return answer, [event["kind"] for event in _events(server, request_id, after)]
+
+    pending, seen = kinds("POST", f"/v1/keys/{key['id']}/suspend", {"reason": "walk"}, admin, 202)
+    assert seen == ["approval.requested", "key.suspend"]
+    approval_id = pending["approval"]["id"]
+    vote = {"digest": pending["payload_digest"]}
+    token = approver["credentials"]["access_token"]
+    _, seen = kinds("POST", f"/v1/approvals/{approval_id}/approve", vote, token, 200)
+    assert seen == ["approval.vote", "approval.approved"]
+    done, seen = kinds("POST", f"/v1/keys/{key['id']}/suspend", {"approval_id": approval_id}, admin, 200)
+    assert done["state"] == "suspended"
+    # The request's closing (``approval.released``) is the approval's own event, under no request id,
+    # as for a released secret read; the key's change is the call's one event.
+    assert seen == ["key.suspend"]
+
+
 def test_injected_text_round_trips_and_forges_no_line(server: Server) -> None:
     """U-01 through the server: a reason with JSON metacharacters that look like a record is written as
     it was sent; a description holding a newline and such JSON is accepted (its event names the field,

@@ -1342,6 +1342,83 @@ def test_an_approved_read_through_the_cli(cli: Cli, tmp_path: Path, unique_name:
     cli.outputs.remove(released.stdout + released.stderr)
 
 
+def test_a_key_destroy_behind_approvers_through_the_cli(cli: Cli, tmp_path: Path, unique_name: str) -> None:
+    """``keys destroy`` under a ``key_lifecycle`` rule prints the pending request and exits 10 (nothing
+    changed); an approver votes with a signed approval; ``keys destroy --approval --wait`` completes it
+    once, and the ``key.destroy`` event carries the approver and its vote's signature."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+    from signer.services.approvals import approval_message
+
+    label = f"cli doomed {secrets.token_hex(3)}"
+    key = cli.ok("keys", "create", "--curve", "p256", "--label", label, "--inactive")
+    approver_creds = tmp_path / "keeper.json"
+    approver = cli.ok(
+        "principals", "create", f"{unique_name}-keeper", "--role", "approver",
+        "--credentials-out", str(approver_creds),
+    )["principal"]  # fmt: skip
+    cli.secrets.append(json.loads(approver_creds.read_text())["access_token"])
+    group = f"keep-{unique_name}"[:60]
+    cli.ok("groups", "add-member", group, approver["id"])
+    rule = {
+        "id": "irreversible",
+        "kind": "key_lifecycle",
+        "effect": "require_approval",
+        "actions": ["destroy"],
+        "approval": {"quorum": 1, "group": group, "expires_in_seconds": 600, "signed": True},
+    }
+    document = tmp_path / "keep.json"
+    policy_id = f"keep-{unique_name}"[:60]
+    document.write_text(json.dumps({"id": policy_id, "version": 1, "rules": [rule]}))
+    cli.ok("policies", "create", str(document))
+    cli.ok("policies", "attach", policy_id, "--version", "1", "--key", key["id"])
+
+    pending = cli.run("keys", "destroy", key["id"], "--confirm", label, "--reason", "unused", "--json")
+    assert pending.exit_code == 10, pending.stdout + pending.stderr
+    waiting = json.loads(pending.stdout)
+    approval_id, digest = waiting["approval"]["id"], waiting["payload_digest"]
+    assert f"--approval {approval_id}" in pending.stderr
+    assert cli.ok("keys", "show", key["id"])["state"] == "pre_activation"
+
+    as_approver = cli.env(SIGNER_TOKEN_FILE=str(approver_creds))
+    private = Ed25519PrivateKey.generate()
+    key_file = tmp_path / "keeper.pem"
+    key_file.write_bytes(private.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    assert (
+        cli.run("approvals", "register-key", "--ed25519-key", str(key_file), env=as_approver).exit_code == 0
+    )
+    shown = cli.run("approvals", "show", approval_id, "--json", env=as_approver)
+    view = json.loads(shown.stdout)["view"]
+    assert (view["action"], view["key_label"], view["reason"]) == ("destroy", label, "unused")
+    voted = cli.run(
+        "approvals", "approve", approval_id, "--digest", digest, "--ed25519-key", str(key_file), "--json",
+        env=as_approver,
+    )  # fmt: skip
+    assert voted.exit_code == 0 and json.loads(voted.stdout)["state"] == "approved", voted.stdout
+
+    args = ("keys", "destroy", key["id"], "--confirm", label, "--approval", approval_id, "--wait", "5")
+    done = cli.ok(*args)
+    assert (done["state"], done["destroyed_in_token"]) == ("destroyed", True)
+    again = cli.run(*args, "--json")
+    assert (
+        again.exit_code == cli_api.EXIT_CONFLICT
+        and json.loads(again.stdout)["code"] == "result_already_fetched"
+    )
+
+    page = cli.ok(
+        "audit", "events", "--after", str(max(0, cli.ok("audit", "events", "--limit", "1")["head"] - 50))
+    )
+    events = [json.loads(item["event"]) for item in page["items"]]
+    event = next(e for e in events if e["kind"] == "key.destroy" and e["outcome"] == "allowed")
+    assert event["key_id"] == key["id"]
+    assert event["approval"]["approvers"] == {group: [approver["id"]]}
+    (vote,) = event["approval"]["votes"]
+    private.public_key().verify(
+        bytes.fromhex(vote["signature"]), approval_message(approval_id, "approve", digest)
+    )
+
+
 def test_secrets_rotate_kek(cli: Cli, tmp_path: Path, unique_name: str) -> None:
     """``signer secrets rotate-kek SCOPE --wait`` rotates the scope's KEK and waits for the end; the
     secret still opens; ``kek-rotation`` shows the progress; ``destroy-kek`` keeps a KEK in its grace."""
