@@ -131,3 +131,28 @@ def test_token_units_and_labels_from_the_books() -> None:
         "0x5aAe…BeAed (payroll, from your address book) on Ethereum mainnet (chain 1) from key_1"
     )
     assert "250,000,000 units" in summary(item)  # an unknown token stays in raw units
+
+
+def test_a_key_transition_says_what_it_does_and_warns_when_it_cannot_be_undone() -> None:
+    view = {
+        "scheme": "key_lifecycle",
+        "action": "destroy",
+        "key_id": "key_1",
+        "key_label": "hot wallet",
+        "key_state": "deactivated",
+        "state_after": "destroyed",
+        "reason": "retired",
+        "irreversible": True,
+        "destroys_private_key": True,
+        "requested_by": {"name": "ops-admin"},
+    }
+    assert present.summary({"view": view}) == (
+        "Destroy key hot wallet (key_1, deactivated to destroyed), asked by ops-admin, because: retired"
+    )
+    assert present.dangers({"view": view}) == [
+        "Irreversible: the private key is destroyed in the token and can never sign again"
+    ]
+    suspend = {**view, "action": "suspend", "state_after": "suspended", "reason": None}
+    suspend.update(irreversible=False, destroys_private_key=False)
+    assert present.summary({"view": suspend}).endswith("asked by ops-admin")
+    assert present.dangers({"view": suspend}) == []

@@ -13,10 +13,14 @@ nothing; a deny rule refuses; and ``signer audit verify`` passes on an export ho
 
 from __future__ import annotations
 
+import html
+import http.client as httpclient
 import json
+import re
 import secrets
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -32,6 +36,7 @@ from tests.service_harness import (
     Server,
     attach_policy,
     grant,
+    http,
     init_installation,
     make_service,
     start_server,
@@ -142,6 +147,28 @@ def board(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         yield Board(server)
 
 
+def console_page(server: Server, token: str, path: str) -> str:
+    """``path`` of the console as the holder of ``token`` sees it, after signing in through its form."""
+    status, headers, page = http("GET", server.url + "/console/login")
+    assert status == 200
+    nonce = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert nonce is not None
+    connection = httpclient.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    body = urllib.parse.urlencode({"csrf": nonce.group(1), "token": token})
+    hdrs = {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "Cookie": headers["Set-Cookie"].split(";")[0],
+    }
+    connection.request("POST", "/console/login", body, hdrs)
+    response = connection.getresponse()
+    assert response.status == 303
+    cookies = [v for k, v in response.getheaders() if k == "Set-Cookie" and v.startswith("signer_console=")]
+    connection.close()
+    status, _, page = http("GET", server.url + path, headers={"Cookie": cookies[0].split(";")[0]})
+    assert status == 200, page
+    return html.unescape(page)
+
+
 def _pending(status: int, answer: Any) -> dict[str, Any]:
     assert status == 202 and answer["state"] == "pending_approval", answer
     approval = answer["approval"]
@@ -170,6 +197,10 @@ def test_compromise_and_destroy_wait_for_a_quorum_and_name_their_approvers(board
     assert (view["key_state"], view["state_after"], view["irreversible"]) == ("active", "compromised", True)
     assert view["requested_by"]["principal_id"] == board.admin_id
     assert view["rules"] == ["irreversible"]
+    # The console's page says the same in words, with the warning.
+    page = console_page(board.server, board.approvers[0], f"/console/approvals/{approval_id}")
+    assert f"Compromise key {key['label']} ({key['id']}, active to compromised)" in page
+    assert "because: laptop stolen" in page and "Irreversible: the key can never sign again" in page
 
     # The requester never approves its own request; completing early is refused.
     status, refused = board.call(
