@@ -373,6 +373,10 @@ class KeyService:
                 eligible = await self._pending.finalize(writer, approved.id, payload, {"state": target.value})
                 votes = await writer.approvals.votes(approved.id)
                 fields["approval"] = approval_evidence(approved, eligible, votes)
+            if decision.policies:
+                # Which documents judged it (with their digests); a transition no document reaches
+                # is recorded as it always was.
+                fields["decision"] = decision_summary(decision)
             await writer.keys.set_state(
                 key_id, target.value, now, expected=key.state, compromised_at=compromised_at
             )
@@ -381,7 +385,6 @@ class KeyService:
                     "key." + action.value,
                     now,
                     resource=EventTarget("key", key_id),
-                    decision=decision_summary(decision),
                     **fields,
                 )
             )

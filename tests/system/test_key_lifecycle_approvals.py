@@ -297,6 +297,10 @@ def test_transitions_no_rule_names_need_no_approval_and_a_deny_rule_refuses(boar
     assert (status, refused["code"]) == (403, "policy_denied"), refused
     assert refused["reasons"][0]["rule_id"] == "irreversible"
     assert board.state(denied) == "active" and board.signs(denied)
+    # The refusal is audited (as every refused admin call is), naming the key and the code.
+    events = [json.loads(json.loads(line)["event"]) for line in export_audit(board.server, board.admin)]
+    refusals = [e for e in events if e["kind"] == "request.refused" and denied["id"] in json.dumps(e)]
+    assert "policy_denied" in json.dumps(refusals[-1]), refusals
 
 
 def test_an_export_with_approved_transitions_verifies(board: Board, tmp_path: Path) -> None:
