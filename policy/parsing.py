@@ -353,7 +353,9 @@ def _lifecycle_actions(obj: Mapping[str, Any], path: str) -> _Params:
     def action(value: Any, where: str) -> str:
         return read_choice(value, where, KEY_LIFECYCLE_ACTIONS)
 
-    actions = read_list(obj["actions"], field_path(path, "actions"), action, min_items=1, max_items=5)
+    actions = read_list(
+        obj["actions"], field_path(path, "actions"), action, min_items=1, max_items=len(KEY_LIFECYCLE_ACTIONS)
+    )
     return {"actions": frozenset(actions)}
 
 

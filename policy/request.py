@@ -29,10 +29,19 @@ SECRET_GRANT_OPERATIONS: Final = frozenset(
 )
 SECRET_OPERATIONS: Final = frozenset({"read_secret"}) | SECRET_GRANT_OPERATIONS
 KNOWN_OPERATIONS: Final = OPERATIONS | SECRET_OPERATIONS
-# A key's lifecycle transitions (``signer.services.key_states``), each an operation on the key named
-# ``<action>_key``. Admins perform them by their role, not by a grant: only ``key_lifecycle`` rules judge
-# them (``policy.engine.evaluate_lifecycle``), and no grant lists them.
-KEY_LIFECYCLE_ACTIONS: Final = ("activate", "suspend", "deactivate", "compromise", "destroy")
+# A key's lifecycle transitions (``signer.services.key_states``) and the granting and revoking of access
+# to it, each an operation on the key named ``<action>_key``. Admins perform them by their role, not by
+# a grant: only ``key_lifecycle`` rules judge them (``policy.engine.evaluate_lifecycle``), and no grant
+# lists them.
+KEY_LIFECYCLE_ACTIONS: Final = (
+    "activate",
+    "suspend",
+    "deactivate",
+    "compromise",
+    "destroy",
+    "grant",
+    "revoke_grant",
+)
 KEY_LIFECYCLE_OPERATIONS: Final = {action + "_key": action for action in KEY_LIFECYCLE_ACTIONS}
 RESOURCE_TYPES: Final = frozenset({"key", "secret"})
 # Token calls decoded from calldata (``signer.eth.calldata``) and approvals decoded from EIP-712 permits

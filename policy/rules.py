@@ -475,8 +475,8 @@ class Anomaly(Rule):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class KeyLifecycle(Rule):
     """Fires when an admin moves a key by one of ``actions`` (``destroy``, ``compromise``,
-    ``deactivate``, ``suspend``, ``activate``): deny it, or send it to approvers. Signing and reading
-    never fire it."""
+    ``deactivate``, ``suspend``, ``activate``), or grants access to it or revokes a grant on it
+    (``grant``, ``revoke_grant``): deny it, or send it to approvers. Signing and reading never fire it."""
 
     kind: ClassVar[str] = "key_lifecycle"
     actions: frozenset[str]
@@ -485,7 +485,9 @@ class KeyLifecycle(Rule):
         action = KEY_LIFECYCLE_OPERATIONS.get(ctx.request.operation)
         if action is None or action not in self.actions:
             return None
-        return Hit("key_lifecycle_restricted", f"{action} of this key is restricted by policy")
+        return Hit(
+            "key_lifecycle_restricted", f"{action.replace('_', ' ')} on this key is restricted by policy"
+        )
 
     def params(self) -> dict[str, Any]:
         return {"actions": sorted(self.actions)}

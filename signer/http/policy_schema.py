@@ -77,7 +77,9 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
             },
         }
     ),
-    "actions": _unique_list({"type": "string", "enum": list(KEY_LIFECYCLE_ACTIONS)}, max_items=5),
+    "actions": _unique_list(
+        {"type": "string", "enum": list(KEY_LIFECYCLE_ACTIONS)}, max_items=len(KEY_LIFECYCLE_ACTIONS)
+    ),
     "signals": _unique_list({"type": "string", "enum": list(ANOMALY_SIGNALS)}, max_items=10),
     "windows": _unique_list(
         {

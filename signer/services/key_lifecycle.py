@@ -1,4 +1,5 @@
-"""A key's lifecycle transitions as payload kinds, so that policy can send them to approvers.
+"""A key's lifecycle transitions, and grants on it, as payload kinds, so that policy can send them to
+approvers.
 
 One ``PayloadKind`` per action (``activate_key``, ``suspend_key``, ``deactivate_key``, ``compromise_key``,
 ``destroy_key``) on the ``key`` resource kind. They never go through the decision pipeline (an admin
@@ -12,6 +13,10 @@ The canonical body an approval digests is the action, the reason and (for a comp
 happened; with the key's id, curve and address from the resource kind, an approval to destroy one key
 cannot destroy another, nor compromise it, nor carry another reason. This module never decides and
 never writes.
+
+Granting access to one key (``grant_key``) and revoking a grant on one key (``revoke_grant_key``) are
+payload kinds on the key the same way: their body is the whole grant (who, which operations, until
+when, its budgets) or the grant revoked, so an approval for one grant creates no other.
 """
 
 from __future__ import annotations
@@ -107,5 +112,95 @@ PAYLOADS: dict[KeyAction, PayloadKind] = {
     for action in KeyAction
 }
 
-if set(KEY_LIFECYCLE_OPERATIONS) != {kind.operation for kind in PAYLOADS.values()}:
+
+# -- grants on one key -------------------------------------------------------------------------------
+
+GRANT_SCHEME = "key_grant"
+
+
+def grant_body(
+    *,
+    principal_id: str | None,
+    group: str | None,
+    operations: list[str],
+    expires_at: datetime | None,
+    max_uses: int | None,
+    value_budgets: Mapping[str, str],
+    no_access: bool,
+) -> dict[str, Any]:
+    """The canonical body of a grant on one key: everything the grant will say."""
+    return {
+        "action": "grant",
+        "principal_id": principal_id,
+        "group": group,
+        "operations": sorted(set(operations)),
+        "expires_at": None if expires_at is None else expires_at.isoformat(),
+        "max_uses": max_uses,
+        "value_budgets": dict(sorted(value_budgets.items())),
+        "no_access": no_access,
+    }
+
+
+def revoke_body(
+    grant_id: str, principal_id: str | None, group: str | None, operations: list[str]
+) -> dict[str, Any]:
+    """The canonical body of revoking one grant on a key (who loses which operations)."""
+    return {
+        "action": "revoke_grant",
+        "grant_id": grant_id,
+        "principal_id": principal_id,
+        "group": group,
+        "operations": sorted(operations),
+    }
+
+
+def _prepare_grant(body: Mapping[str, Any]) -> Preparer:
+    def prepare(key: KeyRecord) -> Prepared:
+        grantee = (
+            f"group:{body.get('group')}" if body.get("group") else f"principal:{body.get('principal_id')}"
+        )
+        view = {
+            "scheme": GRANT_SCHEME,
+            **dict(body),
+            "grantee": grantee,
+            "scope": key.scope,
+            "curve": key.curve,
+        }
+        return Prepared(data=b"", summary={"action": body.get("action")}, body=dict(body), view=view)
+
+    return prepare
+
+
+def _parse_grant(action: str) -> Any:
+    def parse(body: Mapping[str, Any]) -> Preparer:
+        if body.get("action") != action:
+            raise InvalidRequest(
+                "the stored body is for another action", code="invalid_field", field="action"
+            )
+        return _prepare_grant(body)
+
+    return parse
+
+
+GRANT_PAYLOADS: dict[str, PayloadKind] = {
+    action: register_payload(
+        PayloadKind(
+            operation=action + "_key",
+            resource_type="key",
+            event_kind="grant.create" if action == "grant" else "grant.revoke",
+            parse=_parse_grant(action),
+            parse_stored=_parse_grant(action),
+            fits=lambda key: None,
+            actors=frozenset({Role.ADMIN}),
+            actors_refusal="only admins grant and revoke",
+            audited_result=("id",),
+            released_by_requester=True,
+            count=_not_counted,
+        )
+    )
+    for action in ("grant", "revoke_grant")
+}
+
+_ALL = [*PAYLOADS.values(), *GRANT_PAYLOADS.values()]
+if set(KEY_LIFECYCLE_OPERATIONS) != {kind.operation for kind in _ALL}:
     raise RuntimeError("policy's key lifecycle operations and the key states' actions differ")

@@ -24,15 +24,15 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from policy import Decision, Effect, PolicyRequest, PolicySet, evaluate_lifecycle
 from signer.audit import EventTarget, Outcome
-from signer.errors import ConfigurationError, Conflict, Forbidden, InvalidRequest, NotFound, SignerError
+from signer.errors import ConfigurationError, Conflict, InvalidRequest, NotFound, SignerError
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
 from signer.identity import Role
-from signer.services.authorization import decision_summary, holds_any_grant, load_policies
+from signer.services.authorization import holds_any_grant
 from signer.services.context import Clock, RequestContext, iso, require_role
 from signer.services.facts import FactsCache
+from signer.services.key_gate import KeyGate
 from signer.services.key_lifecycle import PAYLOADS, lifecycle_body, stored_compromised_at
 from signer.services.key_states import (
     COMPROMISED_STATES,
@@ -45,17 +45,12 @@ from signer.services.key_states import (
     next_state,
 )
 from signer.services.naming import NameKind, check_name
-from signer.services.payloads import PayloadKind
 from signer.services.pending import (
-    Eligibility,
     PendingRequests,
-    covers,
-    payload_digest,
     pending_body,
-    releasable,
 )
 from signer.services.resources import KEYS, key_ref
-from signer.store import ApprovalRequestRecord, ApprovalVoteRecord, KeyRecord, Store, Writer
+from signer.store import ApprovalRequestRecord, KeyRecord, Store, Writer
 
 log = logging.getLogger("signer.keys")
 
@@ -102,46 +97,18 @@ def check_key_fields(label: str, scope: str, tags: list[str]) -> tuple[str, str,
     )
 
 
-def approval_evidence(
-    record: ApprovalRequestRecord, eligible: Eligibility, votes: list[ApprovalVoteRecord]
-) -> dict[str, Any]:
-    """What a transition's event says of the approval it ran on: its id and digest, who approved (per
-    group, counted now), and each counted approval's vote, with its signature when it was signed."""
-    return {
-        "id": record.id,
-        "payload_digest": record.payload_digest,
-        "requester_id": record.requester_id,
-        "approvers": {g: sorted(p) for g, p in sorted(eligible.approvers.items())},
-        "votes": [
-            {
-                "approver_id": v.approver_id,
-                "decision": v.decision,
-                "at": iso(v.created_at),
-                **(
-                    {"signature_scheme": v.signature_scheme, "signature": v.signature}
-                    if v.signature is not None
-                    else {}
-                ),
-            }
-            for v in votes
-            if v.approver_id in eligible.counted and v.decision == "approve"
-        ],
-    }
-
-
-def _refusal(decision: Decision) -> SignerError:
-    summary = decision_summary(decision)
-    if decision.effect is Effect.REQUIRE_APPROVAL:
-        # An approval collected for a weaker requirement than policy asks now: ask again.
-        return Forbidden(
-            "policy requires approval for this transition; the approval does not cover it now",
-            code="approval_required",
-            reasons=summary["reasons"],
-            decision=summary,
-        )
-    return Forbidden(
-        "policy denied the transition", code="policy_denied", reasons=summary["reasons"], decision=summary
-    )
+def _approved_body(approved: ApprovalRequestRecord, body: dict[str, Any]) -> dict[str, Any]:
+    """The body an approved transition applies: the approved one. A reason (or compromise time) given
+    again must be the approved one: an approval is for its body."""
+    stored = dict(approved.payload.get("body") or {})
+    for name in ("reason", "compromised_at"):
+        if body.get(name) is not None and body.get(name) != stored.get(name):
+            raise Conflict(
+                f"the approved request has another {name}: send it as approved, or leave it out",
+                code="approval_mismatch",
+                field=name,
+            )
+    return stored
 
 
 class KeyService:
@@ -158,8 +125,8 @@ class KeyService:
         self._hsm = hsm
         self._facts = facts
         self._clock = clock
-        # Opens and closes pending requests for transitions policy sends to approvers.
-        self._pending = pending or PendingRequests(clock=clock)
+        # Judges transitions by the key_lifecycle rules; opens and closes their pending requests.
+        self._gate = KeyGate(store, pending or PendingRequests(clock=clock), clock=clock)
 
     async def create(
         self,
@@ -297,7 +264,8 @@ class KeyService:
         approved: ApprovalRequestRecord | None = None
         body = lifecycle_body(action, reason, compromised_at)
         if approval_id is not None:
-            approved, body = await self._approved(ctx, payload, key_id, approval_id, body, now)
+            approved = await self._gate.approved(ctx, payload, key_id, approval_id)
+            body = _approved_body(approved, body)
             reason, compromised_at = body.get("reason"), stored_compromised_at(body)
 
         async def unit(writer: Writer) -> tuple[dict[str, Any], KeyRecord | None]:
@@ -321,8 +289,9 @@ class KeyService:
                     code="confirmation_mismatch",
                     field="confirm",
                 )
-            prepared = payload.parse_stored(body)(key)
-            decision = await self._judge(writer, ctx, key, payload)
+            passage = await self._gate.pass_(
+                writer, ctx, payload, key, payload.parse_stored(body)(key), approved, now
+            )
             fields: dict[str, Any] = {
                 "key_id": key_id,
                 "previous_state": key.state,
@@ -334,17 +303,9 @@ class KeyService:
                 fields["compromised_at"] = iso(compromised_at)
             if via is not None:
                 fields["via"] = via
-            if approved is None and decision.effect is Effect.REQUIRE_APPROVAL:
+            fields.update(passage.event_fields())
+            if passage.pending is not None:
                 # Nothing changes: the transition waits for approvers (opened in this transaction).
-                record = await self._pending.open(
-                    writer,
-                    ctx,
-                    operation=payload.operation,
-                    resource=key,
-                    prepared=prepared,
-                    decision=decision,
-                    now=now,
-                )
                 fields["state"] = key.state
                 fields["requested_state"] = target.value
                 writer.append_audit(
@@ -353,40 +314,16 @@ class KeyService:
                         now,
                         outcome=Outcome.PENDING_APPROVAL,
                         resource=EventTarget("key", key_id),
-                        approval_id=record.id,
-                        decision=decision_summary(decision),
+                        approval_id=passage.pending.id,
                         **fields,
                     )
                 )
-                return pending_body(record), None
-            if decision.effect is Effect.DENY or (
-                decision.effect is Effect.REQUIRE_APPROVAL
-                and approved is not None
-                and not covers(approved, decision)
-            ):
-                raise _refusal(decision)
-            if approved is not None:
-                digests = tuple(approved.requirements.get("policy_digests", ()))
-                if payload_digest(payload.operation, key, prepared, digests) != approved.payload_digest:
-                    # The key or the body is not what the approvers approved: never apply it.
-                    raise Conflict("the payload does not match the approved digest", code="approval_mismatch")
-                eligible = await self._pending.finalize(writer, approved.id, payload, {"state": target.value})
-                votes = await writer.approvals.votes(approved.id)
-                fields["approval"] = approval_evidence(approved, eligible, votes)
-            if decision.policies:
-                # Which documents judged it (with their digests); a transition no document reaches
-                # is recorded as it always was.
-                fields["decision"] = decision_summary(decision)
+                return pending_body(passage.pending), None
             await writer.keys.set_state(
                 key_id, target.value, now, expected=key.state, compromised_at=compromised_at
             )
             writer.append_audit(
-                ctx.audit_event(
-                    "key." + action.value,
-                    now,
-                    resource=EventTarget("key", key_id),
-                    **fields,
-                )
+                ctx.audit_event("key." + action.value, now, resource=EventTarget("key", key_id), **fields)
             )
             updated = await writer.keys.get(key_id)
             return key_view(updated or key), key
@@ -394,8 +331,7 @@ class KeyService:
         try:
             view, before = await self._store.submit(unit)
         except SignerError as exc:
-            if approved is not None and exc.code == "approval_quorum_lost":
-                await self._reopen(approved.id, exc, ctx.request_id)
+            await self._gate.reopen_if_lost(approved, exc, ctx.request_id)
             raise
         if before is None:
             return view
@@ -406,56 +342,6 @@ class KeyService:
             # the irreversible part; if the token fails, the start-up inventory finishes it.
             view["destroyed_in_token"] = await self._destroy_in_token(key_id, before.hsm_id)
         return view
-
-    async def _approved(
-        self,
-        ctx: RequestContext,
-        payload: PayloadKind,
-        key_id: str,
-        approval_id: str,
-        body: dict[str, Any],
-        now: datetime,
-    ) -> tuple[ApprovalRequestRecord, dict[str, Any]]:
-        """The caller's own approved request for this transition of this key, and the body it approved.
-        A reason (or compromise time) given now must be the approved one: an approval is for its body."""
-        async with self._store.read() as reader:
-            record = await reader.approvals.get(approval_id)
-        record = releasable(record, ctx.caller.principal_id, payload.operation, key_id, now)
-        stored = dict(record.payload.get("body") or {})
-        for name in ("reason", "compromised_at"):
-            if body.get(name) is not None and body.get(name) != stored.get(name):
-                raise Conflict(
-                    f"the approved request has another {name}: send it as approved, or leave it out",
-                    code="approval_mismatch",
-                    field=name,
-                )
-        return record, stored
-
-    async def _judge(
-        self, writer: Writer, ctx: RequestContext, key: KeyRecord, payload: PayloadKind
-    ) -> Decision:
-        """The ``key_lifecycle`` rules in force on the key, judged now under the write lock."""
-        policies = await load_policies(writer)
-        request = PolicyRequest(
-            principal_id=ctx.caller.principal_id,
-            operation=payload.operation,
-            resource_id=key.id,
-            scope=key.scope,
-            resource_type="key",
-            groups=await writer.groups.of(ctx.caller.principal_id),
-        )
-        return evaluate_lifecycle(request, PolicySet((), policies.live), now=self._clock())
-
-    async def _reopen(self, approval_id: str, exc: SignerError, request_id: str) -> None:
-        now = self._clock()
-
-        async def unit(writer: Writer) -> None:
-            await self._pending.reopen(writer, approval_id, exc, now, request_id)
-
-        try:
-            await self._store.submit(unit)
-        except SignerError:
-            pass  # the refusal is what the caller needs; the next attempt finds the quorum lost again
 
     async def _destroy_in_token(self, key_id: str, hsm_id: str) -> bool:
         try:
