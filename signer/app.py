@@ -371,7 +371,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             approvals = ApprovalsService(store, pipeline, pending, clock=utcnow, webhooks=webhooks)
             policies = PolicyService(store, clock=utcnow)
             impact = ImpactService(store, usage, clock=utcnow)
-            admin = AdminService(store, auth, clock=utcnow)
+            admin = AdminService(store, auth, clock=utcnow, pending=pending)
             admin.impact = impact.compact
             secrets.impact = impact.compact
             resolver = SecretResolver(store, secrets, clock=utcnow)

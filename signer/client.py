@@ -595,10 +595,13 @@ class SignerClient:
         value_budgets: Mapping[str, str] | None = None,
         no_access: bool = False,
         resource: tuple[str, str] | None = None,
+        approval_id: str | None = None,
     ) -> Any:
         """To one principal or a group; on one resource (``resource``: kind and id; ``key_id`` and
         ``secret_id`` name a key or a secret) or every resource under a scope (fields left out are
-        unset). ``no_access`` (with no operations) makes it an explicit no-access grant."""
+        unset). ``no_access`` (with no operations) makes it an explicit no-access grant. A grant on a
+        key that policy sends to approvers answers its pending request; ``approval_id`` (with the same
+        fields) makes it once approved."""
         # A key or a secret is sent as a reference; more than one target is sent as given, to be refused.
         if resource is None and key_id is not None and secret_id is None:
             resource, key_id = ("key", key_id), None
@@ -616,14 +619,16 @@ class SignerClient:
             "max_uses": max_uses,
             "value_budgets": dict(value_budgets) if value_budgets else None,
             "no_access": True if no_access else None,
+            "approval_id": approval_id,
         }
         return self.request("POST", "/v1/grants", {k: v for k, v in fields.items() if v is not None})
 
     def list_grants(self, principal_id: str | None = None) -> Any:
         return self.request("GET", "/v1/grants", query={"principal_id": principal_id})
 
-    def revoke_grant(self, grant_id: str) -> Any:
-        return self.request("DELETE", f"/v1/grants/{_q(grant_id)}")
+    def revoke_grant(self, grant_id: str, approval_id: str | None = None) -> Any:
+        """Revoke a grant; ``approval_id`` completes an approved revocation of a grant on a key."""
+        return self.request("DELETE", f"/v1/grants/{_q(grant_id)}", query=_present(approval_id=approval_id))
 
     # -- signing -----------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from signer.cli_api.common import api_call
+from signer.cli_api.common import api_call, pending_or_done
 from signer.client import SignerClient
 
 GRANT_COLUMNS = (
@@ -102,6 +102,12 @@ def _reference(ctx: click.Context, param: click.Parameter, value: str | None) ->
     callback=_budgets,
     help="ASSET=AMOUNT value budget ('native' or a token address; amount in base units), repeatable.",
 )
+@click.option(
+    "--approval",
+    "approval_id",
+    default=None,
+    help="Make this approved grant on a key (once; give the same options as when it was asked for).",
+)
 @api_call()
 def grants_create(
     client: SignerClient,
@@ -116,12 +122,13 @@ def grants_create(
     max_uses: int | None,
     budgets: dict[str, str],
     no_access: bool,
+    approval_id: str | None,
 ) -> Any:
     """Allow a principal or a group operations on one resource or on every resource under a scope, or
     (--no-access) take away there what it would inherit from a broader scope."""
     if no_access == bool(operations):
         raise click.UsageError("give --operation (one or more) or --no-access, not both")
-    return client.create_grant(
+    answer = client.create_grant(
         list(operations) if operations else None,
         principal_id=principal_id,
         group=group,
@@ -133,6 +140,10 @@ def grants_create(
         max_uses=max_uses,
         value_budgets=budgets,
         no_access=no_access,
+        approval_id=approval_id,
+    )
+    return pending_or_done(
+        answer, "nothing granted; once approved, run the same command with --approval {id}"
     )
 
 
@@ -146,10 +157,14 @@ def grants_list(client: SignerClient, principal_id: str | None) -> Any:
 
 @grants.command("revoke")
 @click.argument("grant_id")
+@click.option("--approval", "approval_id", default=None, help="Complete this approved revocation (once).")
 @api_call()
-def grants_revoke(client: SignerClient, grant_id: str) -> Any:
-    """Revoke a grant."""
-    return client.revoke_grant(grant_id)
+def grants_revoke(client: SignerClient, grant_id: str, approval_id: str | None) -> Any:
+    """Revoke a grant (one on a key may need approvers: see `keys` and the key_lifecycle rule)."""
+    answer = client.revoke_grant(grant_id, approval_id)
+    return pending_or_done(
+        answer, f"nothing revoked; once approved, run `signer grants revoke {grant_id} --approval {{id}}`"
+    )
 
 
 # Top-level commands this module adds to ``signer`` (assembled in ``signer.cli_api``).

@@ -161,6 +161,16 @@ def summary(item: dict[str, Any], notes: Notes = NO_NOTES) -> str:
             f"Release version {view.get('version')} of secret {view.get('folder')}/{view.get('name')} "
             f"({fields}) to {(view.get('requested_by') or {}).get('name', 'the requester')}"
         )
+    if scheme == "key_grant":
+        operations = ", ".join(view.get("operations") or []) or "no access"
+        requester = (view.get("requested_by") or {}).get("name", "the requester")
+        if view.get("action") == "revoke_grant":
+            return (
+                f"Revoke grant {view.get('grant_id')} ({operations}) of {view.get('grantee')} on key {key}, "
+                f"asked by {requester}"
+            )
+        until = f" until {view['expires_at']}" if view.get("expires_at") else ""
+        return f"Grant {view.get('grantee')} {operations} on key {key}{until}, asked by {requester}"
     if scheme == "key_lifecycle":
         action = str(view.get("action", "change"))
         requester = (view.get("requested_by") or {}).get("name", "the requester")

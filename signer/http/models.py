@@ -311,6 +311,12 @@ class CreateGrantBody(Strict):
             "additionalProperties": {"type": "string", "pattern": UINT256_PATTERN},
         },
     )
+    approval_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="create the grant on a key that the caller's approved request approved (the same body)",
+    )
 
     # The admin service refuses anything but exactly one grantee and exactly one target (invalid_grant).
     model_config = ConfigDict(

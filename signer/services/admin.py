@@ -13,13 +13,16 @@ from typing import Any
 
 from policy import NATIVE, PolicyError, canonical_address
 from signer.audit import AuditEvent, EventTarget, Outcome
-from signer.errors import Conflict, InvalidRequest, NotFound
+from signer.errors import Conflict, InvalidRequest, NotFound, SignerError
 from signer.identity import Role
 from signer.services.auth import AuthService
 from signer.services.authorization import to_grant
 from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.services.impact_hook import ImpactHook, recorded_impact
+from signer.services.key_gate import KeyGate
+from signer.services.key_lifecycle import GRANT_PAYLOADS, grant_body, revoke_body
 from signer.services.naming import NameKind, check_name
+from signer.services.pending import PendingRequests, pending_body
 from signer.services.policies import check_group
 from signer.services.resources import SCOPE, grant_operations, known_kind, resource_kind
 from signer.store import GrantRecord, PrincipalRecord, Store, Writer
@@ -108,10 +111,19 @@ def check_principal_name(name: str) -> str:
 
 
 class AdminService:
-    def __init__(self, store: Store, auth: AuthService, *, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        store: Store,
+        auth: AuthService,
+        *,
+        clock: Clock = utcnow,
+        pending: PendingRequests | None = None,
+    ) -> None:
         self._store = store
         self._auth = auth
         self._clock = clock
+        # Judges grants on a key (and their revocation) by the key_lifecycle rules in force on it.
+        self._gate = KeyGate(store, pending or PendingRequests(clock=clock), clock=clock)
         # Records the impact review in the audit event of a revocation or a disabling (signer.app).
         self.impact: ImpactHook | None = None
 
@@ -235,11 +247,17 @@ class AdminService:
         resource: tuple[str, str] | None = None,
         key_id: str | None = None,
         secret_id: str | None = None,
+        approval_id: str | None = None,
     ) -> dict[str, Any]:
         """Grant operations on one resource (``resource``: its kind and id) or everything under a scope
         to a principal or a group; or, with ``no_access``, say "no access" there: it overrides what the
         same principal or group inherits from a broader scope (``policy.grants`` says exactly how).
-        ``key_id`` and ``secret_id`` are the older spellings of a key or secret reference."""
+        ``key_id`` and ``secret_id`` are the older spellings of a key or secret reference.
+
+        A grant on one key is judged by the ``key_lifecycle`` rules in force on it (action ``grant``):
+        a deny refuses it, a rule asking for approval answers the pending request and grants nothing;
+        ``approval_id`` names the caller's approved request for exactly this grant, which is then made,
+        once, and its event names the approval and its approvers."""
         require_role(ctx, Role.ADMIN)
         if (principal_id is None) == (group is None):
             raise InvalidRequest("name exactly one of principal_id or group", code="invalid_grant")
@@ -272,14 +290,50 @@ class AdminService:
         now = self._clock()
         if expires_at is not None and expires_at <= now:
             raise InvalidRequest("expires_at is in the past", code="invalid_expiry", field="expires_at")
+        on_key = resource_type == "key"
+        payload = GRANT_PAYLOADS["grant"]
+        body = grant_body(
+            principal_id=principal_id,
+            group=group,
+            operations=operations,
+            expires_at=expires_at,
+            max_uses=max_uses,
+            value_budgets=budgets,
+            no_access=no_access,
+        )
+        approved = None
+        if approval_id is not None:
+            if not on_key:
+                raise NotFound("no such approval request", code="approval_not_found")
+            approved = await self._gate.approved(ctx, payload, resource_id, approval_id)
 
         async def unit(writer: Writer) -> dict[str, Any]:
             if principal_id is not None and await writer.principals.get(principal_id) is None:
                 raise NotFound("no such principal", code="principal_not_found")
+            passage = None
             if resource_type != SCOPE:
                 kind = resource_kind(resource_type)
-                if await kind.load(writer, resource_id) is None:
+                resource = await kind.load(writer, resource_id)
+                if resource is None:
                     raise kind.not_found()
+                if on_key:
+                    prepared = payload.parse_stored(body)(resource)
+                    passage = await self._gate.pass_(writer, ctx, payload, resource, prepared, approved, now)
+                    if passage.pending is not None:
+                        # Nothing is granted: the grant waits for approvers (opened in this transaction).
+                        writer.append_audit(
+                            ctx.audit_event(
+                                "grant.create",
+                                now,
+                                outcome=Outcome.PENDING_APPROVAL,
+                                resource=EventTarget("key", resource_id),
+                                approval_id=passage.pending.id,
+                                key_id=resource_id,
+                                requested=body,
+                                **passage.event_fields(),
+                            )
+                        )
+                        return pending_body(passage.pending)
             grant = GrantRecord(
                 id="grt_" + secrets.token_hex(8),
                 principal_id=principal_id,
@@ -298,37 +352,92 @@ class AdminService:
             # The policy engine must accept what is stored, or the grant would silently never apply.
             to_grant(grant)
             await writer.grants.insert(grant)
+            passed = {} if passage is None else passage.event_fields()
             writer.append_audit(
                 ctx.audit_event(
-                    "grant.create", now, resource=EventTarget("grant", grant.id), grant=grant_view(grant)
+                    "grant.create",
+                    now,
+                    resource=EventTarget("grant", grant.id),
+                    grant=grant_view(grant),
+                    **passed,
                 )
             )
             return grant_view(grant)
 
-        return await self._store.submit(unit)
+        try:
+            return await self._store.submit(unit)
+        except SignerError as exc:
+            await self._gate.reopen_if_lost(approved, exc, ctx.request_id)
+            raise
 
     async def list_grants(self, ctx: RequestContext, principal_id: str | None) -> list[dict[str, Any]]:
         require_role(ctx, Role.ADMIN)
         async with self._store.read() as reader:
             return [grant_view(g) for g in await reader.grants.all(principal_id=principal_id)]
 
-    async def revoke_grant(self, ctx: RequestContext, grant_id: str) -> dict[str, Any]:
+    async def revoke_grant(
+        self, ctx: RequestContext, grant_id: str, *, approval_id: str | None = None
+    ) -> dict[str, Any]:
+        """Revoke a grant (again: no change, audited). Revoking a live grant on one key is judged by the
+        ``key_lifecycle`` rules in force on it (action ``revoke_grant``) as ``create_grant`` is."""
         require_role(ctx, Role.ADMIN)
         now = self._clock()
+        payload = GRANT_PAYLOADS["revoke_grant"]
+        approved = None
+        if approval_id is not None:
+            async with self._store.read() as reader:
+                named = await reader.grants.get(grant_id)
+            if named is None or named.resource_type != "key":
+                raise NotFound("no such approval request", code="approval_not_found")
+            approved = await self._gate.approved(ctx, payload, named.resource_id, approval_id)
 
         async def unit(writer: Writer) -> dict[str, Any]:
             grant = await writer.grants.get(grant_id)
             if grant is None:
                 raise NotFound("no such grant", code="grant_not_found")
             impact = {}
+            passed: dict[str, Any] = {}
             if grant.revoked_at is None:
+                key = await writer.keys.get(grant.resource_id) if grant.resource_type == "key" else None
+                if key is not None:
+                    body = revoke_body(grant_id, grant.principal_id, grant.group_name, list(grant.operations))
+                    prepared = payload.parse_stored(body)(key)
+                    passage = await self._gate.pass_(writer, ctx, payload, key, prepared, approved, now)
+                    if passage.pending is not None:
+                        # Nothing is revoked: the revocation waits for approvers.
+                        writer.append_audit(
+                            ctx.audit_event(
+                                "grant.revoke",
+                                now,
+                                outcome=Outcome.PENDING_APPROVAL,
+                                resource=EventTarget("grant", grant_id),
+                                grant_id=grant_id,
+                                key_id=key.id,
+                                approval_id=passage.pending.id,
+                                **passage.event_fields(),
+                            )
+                        )
+                        return pending_body(passage.pending)
+                    passed = passage.event_fields()
                 impact = await self._impact(writer, "revoke_grant", grant_id)
                 await writer.grants.revoke(grant_id, now)
+            elif approved is not None:
+                # Revoked meanwhile: the approved revocation has nothing left to do.
+                raise Conflict("the grant is already revoked", code="grant_revoked")
             writer.append_audit(
                 ctx.audit_event(
-                    "grant.revoke", now, resource=EventTarget("grant", grant_id), grant_id=grant_id, **impact
+                    "grant.revoke",
+                    now,
+                    resource=EventTarget("grant", grant_id),
+                    grant_id=grant_id,
+                    **impact,
+                    **passed,
                 )
             )
             return {"id": grant_id, "revoked": True}
 
-        return await self._store.submit(unit)
+        try:
+            return await self._store.submit(unit)
+        except SignerError as exc:
+            await self._gate.reopen_if_lost(approved, exc, ctx.request_id)
+            raise

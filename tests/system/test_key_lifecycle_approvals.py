@@ -315,3 +315,78 @@ def test_an_export_with_approved_transitions_verifies(board: Board, tmp_path: Pa
     assert {"key.compromise", "approval.approved", "approval.released"} <= kinds
     code, report = cli_audit_verify(lines, tmp_path, board.server.installation.env)
     assert code == 0 and report["ok"], report
+
+
+def _guard_grants(board: Board, key: dict[str, Any]) -> None:
+    rule = {
+        "id": "grants-need-two",
+        "kind": "key_lifecycle",
+        "effect": "require_approval",
+        "actions": ["grant", "revoke_grant"],
+        "approval": {"quorum": 2, "group": board.group, "expires_in_seconds": 3600},
+    }
+    attach_policy(board.server, {"id": f"grants-{key['id'][-12:]}", "rules": [rule]}, key_id=key["id"])
+
+
+def test_a_grant_on_a_key_and_its_revocation_wait_for_approvers(board: Board) -> None:
+    key, other = board.new_key(), board.new_key()
+    _guard_grants(board, key)
+    newcomer = make_service(board.server, f"newcomer-{secrets.token_hex(3)}")
+    newcomer_id, newcomer_token = newcomer["principal"]["id"], newcomer["credentials"]["access_token"]
+    asked = {"principal_id": newcomer_id, "key_id": key["id"], "operations": ["sign_message"]}
+
+    pending = _pending(*board.call("POST", "/v1/grants", asked))
+    approval_id = pending["approval"]["id"]
+    # Nothing granted: the newcomer cannot see the key.
+    assert board.call("GET", f"/v1/keys/{key['id']}", token=newcomer_token)[0] == 404
+    status, shown = board.call("GET", f"/v1/approvals/{approval_id}", token=board.approvers[0])
+    assert (shown["operation"], shown["view"]["grantee"]) == ("grant_key", f"principal:{newcomer_id}")
+    assert shown["view"]["operations"] == ["sign_message"]
+    page = console_page(board.server, board.approvers[0], f"/console/approvals/{approval_id}")
+    assert f"Grant principal:{newcomer_id} sign_message on key {key['label']}" in page
+
+    board.vote(0, pending)
+    board.vote(1, pending)
+    # Bound to this grant: more operations, or another key, are not what was approved.
+    wider = {**asked, "operations": ["sign_message", "sign_transaction"], "approval_id": approval_id}
+    status, refused = board.call("POST", "/v1/grants", wider)
+    assert (status, refused["code"]) == (409, "approval_mismatch"), refused
+    status, refused = board.call(
+        "POST", "/v1/grants", {**asked, "key_id": other["id"], "approval_id": approval_id}
+    )
+    assert (status, refused["code"]) == (404, "approval_not_found"), refused
+    status, made = board.call("POST", "/v1/grants", {**asked, "approval_id": approval_id})
+    assert status == 201, made
+    status, signed = board.call(
+        "POST", f"/v1/keys/{key['id']}/sign/message", {"message": "granted"}, newcomer_token
+    )
+    assert status == 200, signed
+    assert (
+        Account.recover_message(encode_defunct(text="granted"), signature=signed["signature"])
+        == key["address"]
+    )
+
+    pending = _pending(*board.call("DELETE", f"/v1/grants/{made['id']}"))
+    assert (
+        board.call("POST", f"/v1/keys/{key['id']}/sign/message", {"message": "x"}, newcomer_token)[0] == 200
+    )
+    board.vote(1, pending)
+    board.vote(2, pending)
+    status, revoked = board.call("DELETE", f"/v1/grants/{made['id']}?approval_id={pending['approval']['id']}")
+    assert (status, revoked["revoked"]) == (200, True), revoked
+    assert (
+        board.call("POST", f"/v1/keys/{key['id']}/sign/message", {"message": "x"}, newcomer_token)[0] == 404
+    )
+
+    events = [json.loads(json.loads(line)["event"]) for line in export_audit(board.server, board.admin)]
+    created = next(
+        e for e in events if e["kind"] == "grant.create" and e.get("grant", {}).get("id") == made["id"]
+    )
+    assert created["approval"]["id"] == approval_id
+    assert created["approval"]["approvers"] == {board.group: sorted(board.approver_ids[:2])}
+    gone = next(
+        e
+        for e in events
+        if e["kind"] == "grant.revoke" and e["outcome"] == "allowed" and e["grant_id"] == made["id"]
+    )
+    assert gone["approval"]["approvers"] == {board.group: sorted(board.approver_ids[1:])}

@@ -1,7 +1,9 @@
 """Grant routes: allow a principal or a group operations on one resource (``{"resource": {"type", "id"}}``,
 or the older ``key_id`` / ``secret_id``) or a scope (or say "no access" there); list and revoke grants.
 
-Thin: parse, call one method of the admin service, render.
+Thin: parse, call one method of the admin service, render. A grant on a key (or the revocation of one)
+that a ``key_lifecycle`` rule sends to approvers answers 202 with the pending request; the same call with
+its ``approval_id`` completes it once approved.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from signer.http.routes.common import ID_SCHEMA, api, context, id_query, json_re
     request=CreateGrantBody,
     response=out.Grant,
     status=201,
-    errors=(404, 409, 503),
+    other_responses={202: out.PendingApproval},
+    errors=(403, 404, 409, 503),
     links={"RevokeGrant": Link("revoke_grant", {"grant_id": "$response.body#/id"})},
 )
 async def create_grant(request: web.Request) -> web.Response:
@@ -43,8 +46,9 @@ async def create_grant(request: web.Request) -> web.Response:
         max_uses=body.max_uses,
         value_budgets=body.value_budgets,
         no_access=body.no_access,
+        approval_id=body.approval_id,
     )
-    return json_response(grant, 201)
+    return json_response(grant, 202 if grant.get("state") == "pending_approval" else 201)
 
 
 @api.operation(
@@ -71,8 +75,13 @@ async def list_grants(request: web.Request) -> web.Response:
     tag="grants",
     who="admin",
     response=out.GrantRevoked,
-    errors=(404, 409, 503),
+    other_responses={202: out.PendingApproval},
+    errors=(403, 404, 409, 503),
+    query=(Query("approval_id", ID_SCHEMA, "complete the caller's approved request for this revocation"),),
 )
 async def revoke_grant(request: web.Request) -> web.Response:
     ctx = await context(request)
-    return json_response(await services(request).admin.revoke_grant(ctx, request.match_info["grant_id"]))
+    revoked = await services(request).admin.revoke_grant(
+        ctx, request.match_info["grant_id"], approval_id=id_query(request, "approval_id")
+    )
+    return json_response(revoked, 202 if revoked.get("state") == "pending_approval" else 200)
