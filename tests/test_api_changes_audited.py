@@ -466,6 +466,19 @@ def test_a_key_transition_behind_approvers_leaves_one_event_per_change(server: S
     # as for a released secret read; the key's change is the call's one event.
     assert seen == ["key.suspend"]
 
+    # A grant on the key under the same kind of rule: requested, approved, made.
+    rule = {**rule, "id": "kept-grants", "actions": ["grant"]}
+    attach_policy(server, {"id": f"walk-keep-grants-{tag}", "rules": [rule]}, key_id=key["id"])
+    grantee = make_service(server, f"walk-grantee-{tag}")["principal"]["id"]
+    asked = {"principal_id": grantee, "key_id": key["id"], "operations": ["sign_message"]}
+    pending, seen = kinds("POST", "/v1/grants", asked, admin, 202)
+    assert seen == ["approval.requested", "grant.create"]
+    vote = {"digest": pending["payload_digest"]}
+    _, seen = kinds("POST", f"/v1/approvals/{pending['approval']['id']}/approve", vote, token, 200)
+    assert seen == ["approval.vote", "approval.approved"]
+    _, seen = kinds("POST", "/v1/grants", {**asked, "approval_id": pending["approval"]["id"]}, admin, 201)
+    assert seen == ["grant.create"]
+
 
 def test_injected_text_round_trips_and_forges_no_line(server: Server) -> None:
     """U-01 through the server: a reason with JSON metacharacters that look like a record is written as

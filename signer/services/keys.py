@@ -11,7 +11,7 @@ transition is a compare-and-set on the key's row with its ``key.<action>`` audit
 transaction; a transition the graph has no edge for is ``invalid_key_transition`` (409) and writes
 nothing. Compromise and destroy are irreversible, so the caller confirms them by naming the key's
 label. ``key_lifecycle`` policy rules attached to the key or a scope above it may deny a transition or
-send it to M-of-N approvers (a pending request, ``signer.services.key_lifecycle``); its requester then
+send it to M-of-N approvers (a pending request, ``signer.services.key_gate``); its requester then
 completes the approved transition once, and its event names the approval and who approved. Destroy
 commits the state and its audit event first, then destroys the private key in the token; the row, its
 public key and address stay.
