@@ -239,6 +239,7 @@ class Store:
         try:
             yield reader
         finally:
+            reader._unlink()
             await self._release(conn, faulted=reader._connection_fault)
 
     @asynccontextmanager
@@ -259,10 +260,15 @@ class Store:
         # competes with other processes' batchers for SQLite's write lock under load.
         self._check_writable()
         gate = self._gate.held(rested=self._batcher_rested) if gated and self._gate is not None else None
-        async with gate or contextlib.nullcontext():
-            transaction = self._held_transaction() if gated and self._hold else self._write_transaction()
-            async with transaction as writer:
-                yield writer
+        writer: Writer | None = None
+        try:
+            async with gate or contextlib.nullcontext():
+                transaction = self._held_transaction() if gated and self._hold else self._write_transaction()
+                async with transaction as writer:
+                    yield writer
+        finally:
+            if writer is not None:
+                writer._unlink()
 
     # The batcher's own connection (SQLite). At one unit per batch, as at low load, checking a
     # connection out of the pool, beginning SQLAlchemy's transaction, and committing and returning it

@@ -128,6 +128,17 @@ class Session:
         """ "sqlite" or "postgresql"."""
         return self._store.backend
 
+    def _unlink(self) -> None:
+        """Forget the table families once the transaction is over. Each points back at this session,
+        and that cycle kept the session and all it buffered (audit records, ledger and idempotency
+        rows) alive until the garbage collector ran: measured at 300 requests/s, ~14 objects of
+        garbage per batch and a generation-0 collection of 10-25 ms every ~1,000 batches, every request
+        of the worker waiting behind it. Without the cycle reference counting frees them at once. The
+        session must not be used afterwards."""
+        for name, value in list(vars(self).items()):
+            if getattr(value, "_tx", None) is self:
+                del self.__dict__[name]
+
     async def _execute(self, statement: Any, params: Any = None) -> Any:
         try:
             if params is None:
@@ -364,6 +375,11 @@ class WriteTx(Session):
     def _buffer(self, buffer: Buffer) -> None:
         """Register a table family's buffer (its constructor calls this; it starts empty)."""
         self._buffers.append(buffer)
+
+    def _unlink(self) -> None:
+        # The registered buffers are table families too, each pointing back here.
+        self._buffers.clear()
+        super()._unlink()
 
     def _policy_committed(self) -> None:
         """After COMMIT: every buffer folds in what it wrote (the ledger its cache)."""

@@ -9,6 +9,7 @@ stay equal to what summing the table in SQL gives.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import sqlite3
 from datetime import timedelta
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from signer.errors import AuditUnavailable, Conflict
-from signer.store import IdempotencyRecord, LedgerEntry, Store, Writer
+from signer.store import IdempotencyRecord, LedgerEntry, Reader, Store, Writer
 from signer.store import schema as t
 from tests.dbfixtures import fresh_store
 from tests.store.store_testkit import (
@@ -306,3 +307,29 @@ async def test_sqlite_a_stale_commit_hint_cannot_skip_a_needed_commit(sqlite_sto
             assert other.execute("SELECT kind FROM audit_events").fetchall() == [("test.committed_in_flush",)]
         finally:
             other.close()
+
+
+async def test_finished_transactions_leave_no_cycle_for_the_garbage_collector(store: Store) -> None:
+    """A writer, its table families and the rows they buffered, and a reader, are freed by reference
+    counting once their transaction is over: left in a cycle, every batch's would wait for a collection,
+    which then stalls the worker's event loop for milliseconds."""
+    for n in range(3):
+        await store.submit(signing_unit(n))
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for n in range(3, 8):
+            await store.submit(signing_unit(n))
+        async with store.write() as w:
+            await w.principals.insert(principal("cycle"))
+            w.append_audit(event("principal.created", n=99))
+        async with store.read() as r:
+            assert [p.name for p in await r.principals.all()] == ["cycle"]
+        gc.collect()
+        left = sorted({type(o).__name__ for o in gc.garbage if isinstance(o, (Reader, Writer))})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
