@@ -64,6 +64,7 @@ def install_recorder(out_dir: str) -> None:
     gcs: list[tuple[int, float, float, int]] = []
     commits: list[tuple[float, float, int]] = []  # wall, cpu, frames SQLite's own checkpoint copied in it
     holds: list[float] = []
+    early: list[float] = []  # per batch: from the gate's release after COMMIT to the block's end
     loop_cpu = [0.0, 0]  # CPU of every callback, number of callbacks
     # What the loop thread runs now: (started, handle) and the stacks the watchdog sampled meanwhile.
     current: list[Any] = [0.0, None]
@@ -205,13 +206,13 @@ def install_recorder(out_dir: str) -> None:
             return 0, 0
         return int.from_bytes(head[96:100], sys.byteorder), int.from_bytes(head[16:20], sys.byteorder)
 
-    def timed_jobs(connection: Any, jobs: Any, commit: bool) -> Any:
+    def timed_jobs(connection: Any, jobs: Any, commit: bool, *rest: Any) -> Any:
         if not commit:
-            return original_jobs(connection, jobs, commit)
+            return original_jobs(connection, jobs, commit, *rest)
         before, _ = backfill(connection)
         start, start_cpu = perf(), thread_time()
         try:
-            return original_jobs(connection, jobs, commit)
+            return original_jobs(connection, jobs, commit, *rest)
         finally:
             wall, cpu = perf() - start, thread_time() - start_cpu
             after, frames = backfill(connection)
@@ -229,17 +230,29 @@ def install_recorder(out_dir: str) -> None:
 
     @contextlib.asynccontextmanager
     async def timed_held(self: Any, *, rested: bool = False) -> Any:
-        async with original_held(self, rested=rested):
+        async with original_held(self, rested=rested) as release:
             start = perf()
+            released: list[float] = []
+
+            def timed_release() -> None:
+                # The store may let the gate go on the connection's thread right after COMMIT.
+                released.append(perf())
+                if release is not None:
+                    release()
+
             try:
-                yield
+                yield timed_release
             finally:
-                holds.append(perf() - start)
+                end = perf()
+                holds.append((released[0] if released else end) - start)
+                if released:
+                    # How much longer the gate would have been held had it gone only here.
+                    early.append(end - released[0])
 
     gate.WriteGate.held = timed_held  # type: ignore[method-assign]
 
     def reset(_signum: int, _frame: Any) -> None:
-        for records in (long_calls, gcs, commits, holds):
+        for records in (long_calls, gcs, commits, holds, early):
             records.clear()
         loop_cpu[0], loop_cpu[1] = 0.0, 0
 
@@ -249,6 +262,7 @@ def install_recorder(out_dir: str) -> None:
             "gc": gcs,
             "commits": commits,
             "holds": holds,
+            "early": early,
             "loop_cpu": loop_cpu[0],
             "callbacks": loop_cpu[1],
             "gc_threshold": list(gc.get_threshold()),
@@ -353,6 +367,13 @@ def report(data: list[dict[str, Any]], seconds: float, requests: int, threshold_
             over_5ms=sum(h > 0.005 for h in holds),
         )
     print(f"write gate held per batch: {hold_summary}")
+    early = sorted(e for worker in data for e in worker.get("early", []))
+    if early:
+        print(
+            f"  let go on the connection's thread after COMMIT: {len(early)} batches, the block ended "
+            f"{early[len(early) // 2] * 1000:.2f} ms (p50) / {early[int(len(early) * 0.99)] * 1000:.2f} ms "
+            f"(p99) / {sum(early) * 1000:.0f} ms (total) later"
+        )
     loop_cpu = sum(w["loop_cpu"] for w in data)
     print(
         f"loop CPU in callbacks: {loop_cpu / max(requests, 1) * 1e6:.0f} us per request; "

@@ -273,9 +273,12 @@ class Store:
         gate = self._gate.held(rested=self._batcher_rested) if gated and self._gate is not None else None
         writer: Writer | None = None
         try:
-            async with gate or contextlib.nullcontext():
+            async with gate or contextlib.nullcontext() as release:
                 transaction = self._held_transaction() if gated and self._hold else self._write_transaction()
                 async with transaction as writer:
+                    # The gate goes the moment COMMIT succeeded, on the connection's thread: the other
+                    # workers' batches no longer wait for this result's trip back to the event loop.
+                    writer._after_commit = release
                     yield writer
         finally:
             if writer is not None:

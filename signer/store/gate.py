@@ -31,10 +31,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from signer.errors import DatabaseUnavailable
@@ -55,20 +56,27 @@ class WriteGate:
         return self._fd
 
     @contextlib.asynccontextmanager
-    async def held(self, *, rested: bool = False) -> AsyncIterator[None]:
+    async def held(self, *, rested: bool = False) -> AsyncIterator[Callable[[], None]]:
         """Hold the gate; one holder at a time per process (the store's batcher), by contract: the
         lock belongs to the open file, so a second holder in this process would not wait.
 
         ``rested``: the holder waited for work since it last let go (not a back-to-back batch), so
-        an uncontended lock is taken without a thread hand-off."""
+        an uncontended lock is taken without a thread hand-off.
+
+        Yields a function that lets go early, from any thread: the store calls it on the database
+        connection's thread right after a successful COMMIT, so the next process's batch need not
+        wait for this one's result to travel back to the event loop (and behind whatever the loop
+        runs first). Leaving the block lets go in any case; a second unlock of this process's open
+        file is a no-op, and nobody in this process takes the gate again before the block is left."""
         loop = asyncio.get_running_loop()
         try:
             fd = self._open()
         except OSError:
             raise DatabaseUnavailable("database directory cannot be written") from None
+        release = functools.partial(self._unlock, fd)
         if rested and _try_lock(fd):
             try:
-                yield
+                yield release
             finally:
                 self._unlock(fd)
             return
@@ -84,7 +92,7 @@ class WriteGate:
             # is given straight back (_Wait.deliver).
             expiry.cancel()
         try:
-            yield
+            yield release
         finally:
             self._unlock(fd)
 

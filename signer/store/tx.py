@@ -18,7 +18,7 @@ boundaries, written by the flush in one executemany per table, told when COMMIT 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -221,6 +221,9 @@ class WriteTx(Session):
         self._buffers: list[Buffer] = []
         # The instant this transaction got the write lock (for units that want the commit's time).
         self.now = utcnow()
+        # Lets the write gate go on the connection's thread as soon as the flush's COMMIT succeeded
+        # (SQLite, the batcher's transactions: WriteGate.held); None elsewhere.
+        self._after_commit: Callable[[], None] | None = None
 
     # state
 
@@ -274,10 +277,12 @@ class WriteTx(Session):
                 raise
             raise error from None
 
-    async def _raw_run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[Any]]:
+    async def _raw_run(
+        self, steps: Sequence[Step], *, commit: bool = False, after_commit: Callable[[], None] | None = None
+    ) -> list[list[Any]]:
         self._check_live()
         try:
-            return await self._driver.run(steps, commit=commit)
+            return await self._driver.run(steps, commit=commit, after_commit=after_commit)
         except Exception as exc:
             error = self._failure(exc)
             if error is exc:
@@ -368,7 +373,7 @@ class WriteTx(Session):
                     {"seq": self._seq, "hash": self._hash, "epoch": self._epoch},
                 )
             )
-        results = await self._raw_run(steps, commit=True)
+        results = await self._raw_run(steps, commit=True, after_commit=self._after_commit)
         for buffer, start, end in spans:
             buffer.flushed(results[start:end])
 
