@@ -55,7 +55,9 @@ log = logging.getLogger("signer.checkpoints")
 
 # Most events one checkpoint takes in (a first run over a long log makes several).
 MAX_EVENTS_PER_CHECKPOINT = 100_000
-_PAGE = 5_000
+# Events read per query. Their rows are converted on the event loop (~5 us each): a page of 5,000 held
+# every request of the worker for up to 9 ms (bench/loop_stalls.py), one of 256 for about 1.
+_PAGE = 256
 # Events checked and hashed into the tree between two turns of the event loop: at ~10 us each, a
 # checkpoint of 1,000 events walked in one go blocked every request of the worker for ~10 ms.
 _EVENTS_PER_STEP = 64
