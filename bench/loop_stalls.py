@@ -194,6 +194,7 @@ def install_recorder(out_dir: str) -> None:
     import signer.store.driver as driver
 
     original_jobs = driver._run_jobs
+    autocheckpoint: list[int] = []  # the connection's wal_autocheckpoint, read once
 
     def backfill(connection: Any) -> tuple[int, int]:
         # WAL-index header: two copies of 48 bytes (mxFrame, the frames in the WAL, at offset 16), then
@@ -217,9 +218,11 @@ def install_recorder(out_dir: str) -> None:
             wall, cpu = perf() - start, thread_time() - start_cpu
             after, frames = backfill(connection)
             # SQLite's own checkpoint runs inside the COMMIT that takes the WAL to wal_autocheckpoint
-            # (1,000) frames; a checkpoint of another connection (a background one) may also move
+            # frames; a checkpoint of another connection (a background one) may also move
             # nBackfill meanwhile, but with a short WAL.
-            inline = after > before and frames >= 1000
+            if not autocheckpoint:
+                autocheckpoint.append(connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
+            inline = after > before and frames >= autocheckpoint[0]
             commits.append((wall, cpu, after - before if inline else 0))
 
     driver._run_jobs = timed_jobs
@@ -474,6 +477,7 @@ def main() -> None:
             while not all(f.exists() for f in files) and time.monotonic() < deadline:
                 time.sleep(0.05)  # polling for the files the workers write on the signal, with a deadline
             data = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.exists()]
+            wal_bytes = sum(w.stat().st_size for w in (root / "data").rglob("*-wal"))
         finally:
             server.stop()
     summary = run.summary()
@@ -484,6 +488,7 @@ def main() -> None:
         f"{summary['server_cpu_us_per_request']} us/request, others' cores {share.other:.2f}, load average "
         f"{load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}"
     )
+    print(f"WAL file(s) at the end: {wal_bytes / 2**20:.1f} MiB")
     result = report(data, args.seconds, summary["ok"], args.threshold_ms)
     result["run"] = summary
     if args.json:
