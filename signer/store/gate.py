@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import functools
 import os
 import queue
 import threading
@@ -66,19 +65,21 @@ class WriteGate:
         Yields a function that lets go early, from any thread: the store calls it on the database
         connection's thread right after a successful COMMIT, so the next process's batch need not
         wait for this one's result to travel back to the event loop (and behind whatever the loop
-        runs first). Leaving the block lets go in any case; a second unlock of this process's open
-        file is a no-op, and nobody in this process takes the gate again before the block is left."""
+        runs first). Leaving the block lets go if that did not happen; once the block is left the
+        function does nothing, so a late call (a COMMIT that finished after its batch was abandoned)
+        cannot let go of the next holder's lock. Should both ever race, the second unlock of this
+        process's open file is a no-op."""
         loop = asyncio.get_running_loop()
         try:
             fd = self._open()
         except OSError:
             raise DatabaseUnavailable("database directory cannot be written") from None
-        release = functools.partial(self._unlock, fd)
+        hold = _Hold(fd)
         if rested and _try_lock(fd):
             try:
-                yield release
+                yield hold.release
             finally:
-                self._unlock(fd)
+                hold.release()
             return
         wait = _Wait(loop, fd)
         self._waiter().put(wait)
@@ -92,9 +93,9 @@ class WriteGate:
             # is given straight back (_Wait.deliver).
             expiry.cancel()
         try:
-            yield release
+            yield hold.release
         finally:
-            self._unlock(fd)
+            hold.release()
 
     def _waiter(self) -> queue.SimpleQueue[_Wait | None]:
         if self._thread is None:
@@ -119,6 +120,22 @@ class WriteGate:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+
+
+class _Hold:
+    """One holding of the lock: let go once, by whichever comes first, the store after COMMIT (on the
+    connection's thread) or the end of the block (on the loop)."""
+
+    __slots__ = ("fd", "held")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            WriteGate._unlock(self.fd)
 
 
 class _Expired(Exception):
