@@ -76,8 +76,10 @@ Unit = Callable[["Writer"], Awaitable[T]]
 
 _PG_MAX_SAVEPOINTS = 60
 # SQLite: a passive WAL checkpoint beside the commits after this many batches (see _wal_after_batch); at
-# ~3 pages per batch of one and ~1 per unit in larger batches, well under SQLite's own threshold.
-_WAL_CHECKPOINT_BATCHES = 32
+# ~3 pages per batch of one and ~1 per unit in larger batches, well under SQLite's own threshold
+# (engine.WAL_AUTOCHECKPOINT_PAGES) with two workers. Each costs a pooled checkout and a thread trip:
+# at one request per batch, every 32 batches added ~4 system calls per request (strace -c, 1 client).
+_WAL_CHECKPOINT_BATCHES = 64
 _WAL_CHECKPOINT = "PRAGMA wal_checkpoint(PASSIVE)"
 # SQLite: the batcher keeps its write connection between batches only when the pool has at least this
 # many, so reads and write() still find a connection while it is held (see Store._held_transaction).

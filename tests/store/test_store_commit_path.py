@@ -338,9 +338,9 @@ async def test_finished_transactions_leave_no_cycle_for_the_garbage_collector(st
 
 async def test_sqlite_checkpoints_the_wal_beside_the_commits(sqlite_store_url: str) -> None:
     """With SQLite's own checkpoint off, the store's passive one still copies committed pages back into
-    the database file every few dozen batches, outside any COMMIT."""
+    the database file every few dozen batches (64), outside any COMMIT."""
     async with fresh_store(sqlite_store_url, sqlite_pragmas={"wal_autocheckpoint": 0}) as store:
-        for n in range(40):
+        for n in range(70):
             await store.submit(signing_unit(n))
         task = store._wal_checkpoint
         assert task is not None
@@ -350,4 +350,4 @@ async def test_sqlite_checkpoints_the_wal_beside_the_commits(sqlite_store_url: s
             header = shm.read(100)
         assert int.from_bytes(header[96:100], sys.byteorder) > 0
         async with store.read() as r:
-            assert [seq for seq, *_ in await r.audit.chain_slice(0, 100)] == list(range(1, 41))
+            assert [seq for seq, *_ in await r.audit.chain_slice(0, 100)] == list(range(1, 71))
