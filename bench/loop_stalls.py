@@ -45,6 +45,7 @@ STALLS_ENV = "SIGNER_BENCH_STALLS"
 THRESHOLD_ENV = "SIGNER_BENCH_STALL_MS"
 GC_DETAIL_ENV = "SIGNER_BENCH_STALL_GC_DETAIL"
 SWITCH_ENV = "SIGNER_BENCH_STALL_SWITCH_INTERVAL"
+GC_THRESHOLD_ENV = "SIGNER_BENCH_STALL_GC_THRESHOLDS"
 
 
 # -- inside the server's workers --------------------------------------------------------------------------
@@ -59,6 +60,12 @@ def install_recorder(out_dir: str) -> None:
     threshold = float(os.environ.get(THRESHOLD_ENV, "1.0")) / 1000
     if os.environ.get(SWITCH_ENV):
         _sys.setswitchinterval(float(os.environ[SWITCH_ENV]))
+    if os.environ.get(GC_THRESHOLD_ENV):
+        import signer.app as app_module
+
+        # signer.app.run() sets the thresholds from this module global.
+        thresholds = tuple(int(v) for v in os.environ[GC_THRESHOLD_ENV].split(","))
+        setattr(app_module, "GC_THRESHOLDS", thresholds)  # noqa: B010 - what-if patch
     perf, thread_time = time.perf_counter, time.thread_time
     long_calls: list[dict[str, Any]] = []
     gcs: list[tuple[int, float, float, int]] = []
@@ -419,6 +426,10 @@ def main() -> None:
         type=float,
         help="what-if: sys.setswitchinterval(S) in the workers (the interpreter's default is 0.005)",
     )
+    parser.add_argument(
+        "--gc-thresholds",
+        help="what-if: G0,G1,G2 instead of signer.app.GC_THRESHOLDS in the workers (e.g. 5000,10,10)",
+    )
     parser.add_argument("--json", type=Path, help="write the summary here too")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server (settings)")
     args = parser.parse_args()
@@ -441,6 +452,7 @@ def main() -> None:
             THRESHOLD_ENV: str(args.threshold_ms),
             GC_DETAIL_ENV: "1" if args.gc_detail else "0",
             SWITCH_ENV: str(args.switch_interval) if args.switch_interval else "",
+            GC_THRESHOLD_ENV: args.gc_thresholds or "",
         }
         for item in args.env:
             name, _, value = item.partition("=")
