@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,13 +96,21 @@ class Driver(ABC):
         """A fixed statement without parameters (SAVEPOINT, BEGIN)."""
 
     @abstractmethod
-    async def run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[tuple[Any, ...]]]:
+    async def run(
+        self,
+        steps: Sequence[Step],
+        *,
+        commit: bool = False,
+        after_commit: Callable[[], None] | None = None,
+    ) -> list[list[tuple[Any, ...]]]:
         """Every step in order, in one round trip where the driver allows; each step's rows (for an
         executemany: the rows its RETURNING clause gave, if any).
 
         ``commit``: the caller will commit right after; a driver that can end the transaction in the
         same round trip does so, and SQLAlchemy's commit() then has nothing left to send. The caller
-        must still call it (and roll back if this raises)."""
+        must still call it (and roll back if this raises). ``after_commit``: called by such a driver
+        on the connection's own thread as soon as that COMMIT succeeded (it must be thread-safe and
+        must not raise); a driver that leaves the commit to SQLAlchemy never calls it."""
 
 
 # -- SQLite (aiosqlite: one thread per connection) ---------------------------------------------------
@@ -111,7 +119,10 @@ _Job = tuple[str, Any, bool]
 
 
 def _run_jobs(
-    connection: sqlite3.Connection, jobs: Sequence[_Job], commit: bool
+    connection: sqlite3.Connection,
+    jobs: Sequence[_Job],
+    commit: bool,
+    after_commit: Callable[[], None] | None = None,
 ) -> tuple[list[tuple[list[Any], int]], bool]:
     # Runs on the connection's own thread: one hop for the whole list. Returns the results and whether
     # a requested COMMIT left the connection outside any transaction.
@@ -129,7 +140,10 @@ def _run_jobs(
             cursor.execute("COMMIT")
     finally:
         cursor.close()
-    return out, commit and not connection.in_transaction
+    committed = commit and not connection.in_transaction
+    if committed and after_commit is not None:
+        after_commit()
+    return out, committed
 
 
 class SQLiteDriver(Driver):
@@ -138,9 +152,11 @@ class SQLiteDriver(Driver):
         # thread (signer.store.internals.run_on_thread).
         self._connection = connection
 
-    async def _jobs(self, jobs: Sequence[_Job], commit: bool = False) -> list[tuple[list[Any], int]]:
+    async def _jobs(
+        self, jobs: Sequence[_Job], commit: bool = False, after_commit: Callable[[], None] | None = None
+    ) -> list[tuple[list[Any], int]]:
         outcome: tuple[list[tuple[list[Any], int]], bool] = await run_on_thread(
-            self._connection, _run_jobs, jobs, commit
+            self._connection, _run_jobs, jobs, commit, after_commit
         )
         if outcome[1]:
             # Nothing ran on the connection since: SQLAlchemy's commit() may skip its round trip.
@@ -164,7 +180,13 @@ class SQLiteDriver(Driver):
         """End any open transaction (none open: nothing happens), on the connection's thread."""
         await self._connection.rollback()
 
-    async def run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[tuple[Any, ...]]]:
+    async def run(
+        self,
+        steps: Sequence[Step],
+        *,
+        commit: bool = False,
+        after_commit: Callable[[], None] | None = None,
+    ) -> list[list[tuple[Any, ...]]]:
         jobs: list[_Job] = []
         kept: list[Prepared] = []
         for step in steps:
@@ -175,7 +197,7 @@ class SQLiteDriver(Driver):
             else:
                 jobs.append((step.prepared.sql, step.prepared.params(step.values), False))
             kept.append(step.prepared)
-        results = await self._jobs(jobs, commit) if jobs or commit else []
+        results = await self._jobs(jobs, commit, after_commit) if jobs or commit else []
         by_step = iter(zip(kept, results, strict=True))
         out: list[list[tuple[Any, ...]]] = []
         for step in steps:
@@ -208,8 +230,15 @@ class PostgresDriver(Driver):
     async def plain(self, sql: str) -> None:
         await self._connection.execute(sql)
 
-    async def run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[tuple[Any, ...]]]:
-        # ``commit`` is left to SQLAlchemy: asyncpg's transaction object must end the transaction.
+    async def run(
+        self,
+        steps: Sequence[Step],
+        *,
+        commit: bool = False,
+        after_commit: Callable[[], None] | None = None,
+    ) -> list[list[tuple[Any, ...]]]:
+        # ``commit`` is left to SQLAlchemy: asyncpg's transaction object must end the transaction
+        # (so ``after_commit`` is never called here).
         out: list[list[tuple[Any, ...]]] = []
         for step in steps:
             prepared = step.prepared

@@ -52,6 +52,8 @@ log = logging.getLogger("signer.store")
 
 # Extra pragmas a caller may set (tests use max_page_count to simulate a full disk). Names are checked
 # against this list and values must be integers, so nothing can be injected through them.
+# SQLite's own WAL checkpoint threshold, in pages (its default is 1,000; see _sqlite_engine).
+WAL_AUTOCHECKPOINT_PAGES = 4000
 ALLOWED_EXTRA_PRAGMAS = frozenset({"max_page_count", "cache_size", "mmap_size", "wal_autocheckpoint"})
 
 
@@ -171,6 +173,12 @@ def _sqlite_engine(
         "PRAGMA synchronous=FULL",
         "PRAGMA foreign_keys=ON",
         f"PRAGMA busy_timeout={busy_ms}",
+        # SQLite's own checkpoint, run inside the COMMIT that takes the WAL past this many pages, is
+        # only the backstop: the store checkpoints beside the commits (Store._wal_after_batch). At the
+        # default 1,000 it still fired whenever the WAL had not been restarted (a reader was using it
+        # when a writer began), on every COMMIT from then on, each with an fsync of the database
+        # under the write gate.
+        f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}",
         *(f"PRAGMA {name}={int(value)}" for name, value in extra.items()),
     ]
 

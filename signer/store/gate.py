@@ -34,7 +34,7 @@ import fcntl
 import os
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from signer.errors import DatabaseUnavailable
@@ -55,22 +55,31 @@ class WriteGate:
         return self._fd
 
     @contextlib.asynccontextmanager
-    async def held(self, *, rested: bool = False) -> AsyncIterator[None]:
+    async def held(self, *, rested: bool = False) -> AsyncIterator[Callable[[], None]]:
         """Hold the gate; one holder at a time per process (the store's batcher), by contract: the
         lock belongs to the open file, so a second holder in this process would not wait.
 
         ``rested``: the holder waited for work since it last let go (not a back-to-back batch), so
-        an uncontended lock is taken without a thread hand-off."""
+        an uncontended lock is taken without a thread hand-off.
+
+        Yields a function that lets go early, from any thread: the store calls it on the database
+        connection's thread right after a successful COMMIT, so the next process's batch need not
+        wait for this one's result to travel back to the event loop (and behind whatever the loop
+        runs first). Leaving the block lets go if that did not happen; once the block is left the
+        function does nothing, so a late call (a COMMIT that finished after its batch was abandoned)
+        cannot let go of the next holder's lock. Should both ever race, the second unlock of this
+        process's open file is a no-op."""
         loop = asyncio.get_running_loop()
         try:
             fd = self._open()
         except OSError:
             raise DatabaseUnavailable("database directory cannot be written") from None
+        hold = _Hold(fd)
         if rested and _try_lock(fd):
             try:
-                yield
+                yield hold.release
             finally:
-                self._unlock(fd)
+                hold.release()
             return
         wait = _Wait(loop, fd)
         self._waiter().put(wait)
@@ -84,9 +93,9 @@ class WriteGate:
             # is given straight back (_Wait.deliver).
             expiry.cancel()
         try:
-            yield
+            yield hold.release
         finally:
-            self._unlock(fd)
+            hold.release()
 
     def _waiter(self) -> queue.SimpleQueue[_Wait | None]:
         if self._thread is None:
@@ -111,6 +120,22 @@ class WriteGate:
             with contextlib.suppress(OSError):
                 os.close(self._fd)
             self._fd = None
+
+
+class _Hold:
+    """One holding of the lock: let go once, by whichever comes first, the store after COMMIT (on the
+    connection's thread) or the end of the block (on the loop)."""
+
+    __slots__ = ("fd", "held")
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.held = True
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            WriteGate._unlock(self.fd)
 
 
 class _Expired(Exception):

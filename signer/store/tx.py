@@ -18,7 +18,7 @@ boundaries, written by the flush in one executemany per table, told when COMMIT 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -128,6 +128,17 @@ class Session:
         """ "sqlite" or "postgresql"."""
         return self._store.backend
 
+    def _unlink(self) -> None:
+        """Forget the table families once the transaction is over. Each points back at this session,
+        and that cycle kept the session and all it buffered (audit records, ledger and idempotency
+        rows) alive until the garbage collector ran: measured at 300 requests/s, ~14 objects of
+        garbage per batch and a generation-0 collection of 10-25 ms every ~1,000 batches, every request
+        of the worker waiting behind it. Without the cycle reference counting frees them at once. The
+        session must not be used afterwards."""
+        for name, value in list(vars(self).items()):
+            if getattr(value, "_tx", None) is self:
+                del self.__dict__[name]
+
     async def _execute(self, statement: Any, params: Any = None) -> Any:
         try:
             if params is None:
@@ -210,6 +221,9 @@ class WriteTx(Session):
         self._buffers: list[Buffer] = []
         # The instant this transaction got the write lock (for units that want the commit's time).
         self.now = utcnow()
+        # Lets the write gate go on the connection's thread as soon as the flush's COMMIT succeeded
+        # (SQLite, the batcher's transactions: WriteGate.held); None elsewhere.
+        self._after_commit: Callable[[], None] | None = None
 
     # state
 
@@ -263,10 +277,12 @@ class WriteTx(Session):
                 raise
             raise error from None
 
-    async def _raw_run(self, steps: Sequence[Step], *, commit: bool = False) -> list[list[Any]]:
+    async def _raw_run(
+        self, steps: Sequence[Step], *, commit: bool = False, after_commit: Callable[[], None] | None = None
+    ) -> list[list[Any]]:
         self._check_live()
         try:
-            return await self._driver.run(steps, commit=commit)
+            return await self._driver.run(steps, commit=commit, after_commit=after_commit)
         except Exception as exc:
             error = self._failure(exc)
             if error is exc:
@@ -357,13 +373,18 @@ class WriteTx(Session):
                     {"seq": self._seq, "hash": self._hash, "epoch": self._epoch},
                 )
             )
-        results = await self._raw_run(steps, commit=True)
+        results = await self._raw_run(steps, commit=True, after_commit=self._after_commit)
         for buffer, start, end in spans:
             buffer.flushed(results[start:end])
 
     def _buffer(self, buffer: Buffer) -> None:
         """Register a table family's buffer (its constructor calls this; it starts empty)."""
         self._buffers.append(buffer)
+
+    def _unlink(self) -> None:
+        # The registered buffers are table families too, each pointing back here.
+        self._buffers.clear()
+        super()._unlink()
 
     def _policy_committed(self) -> None:
         """After COMMIT: every buffer folds in what it wrote (the ledger its cache)."""

@@ -9,15 +9,17 @@ stay equal to what summing the table in SQL gives.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import sqlite3
+import sys
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
 from signer.errors import AuditUnavailable, Conflict
-from signer.store import IdempotencyRecord, LedgerEntry, Store, Writer
+from signer.store import IdempotencyRecord, LedgerEntry, Reader, Store, Writer
 from signer.store import schema as t
 from tests.dbfixtures import fresh_store
 from tests.store.store_testkit import (
@@ -306,3 +308,46 @@ async def test_sqlite_a_stale_commit_hint_cannot_skip_a_needed_commit(sqlite_sto
             assert other.execute("SELECT kind FROM audit_events").fetchall() == [("test.committed_in_flush",)]
         finally:
             other.close()
+
+
+async def test_finished_transactions_leave_no_cycle_for_the_garbage_collector(store: Store) -> None:
+    """A writer, its table families and the rows they buffered, and a reader, are freed by reference
+    counting once their transaction is over: left in a cycle, every batch's would wait for a collection,
+    which then stalls the worker's event loop for milliseconds."""
+    for n in range(3):
+        await store.submit(signing_unit(n))
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        for n in range(3, 8):
+            await store.submit(signing_unit(n))
+        async with store.write() as w:
+            await w.principals.insert(principal("cycle"))
+            w.append_audit(event("principal.created", n=99))
+        async with store.read() as r:
+            assert [p.name for p in await r.principals.all()] == ["cycle"]
+        gc.collect()
+        left = sorted({type(o).__name__ for o in gc.garbage if isinstance(o, (Reader, Writer))})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert left == []
+
+
+async def test_sqlite_checkpoints_the_wal_beside_the_commits(sqlite_store_url: str) -> None:
+    """With SQLite's own checkpoint off, the store's passive one still copies committed pages back into
+    the database file every few dozen batches (64), outside any COMMIT."""
+    async with fresh_store(sqlite_store_url, sqlite_pragmas={"wal_autocheckpoint": 0}) as store:
+        for n in range(70):
+            await store.submit(signing_unit(n))
+        task = store._wal_checkpoint
+        assert task is not None
+        await task
+        # The WAL index's checkpoint info: nBackfill, the frames already copied into the database.
+        with open(sqlite_path(sqlite_store_url) + "-shm", "rb") as shm:
+            header = shm.read(100)
+        assert int.from_bytes(header[96:100], sys.byteorder) > 0
+        async with store.read() as r:
+            assert [seq for seq, *_ in await r.audit.chain_slice(0, 100)] == list(range(1, 71))
