@@ -67,8 +67,7 @@ class WriteGate:
         wait for this one's result to travel back to the event loop (and behind whatever the loop
         runs first). Leaving the block lets go if that did not happen; once the block is left the
         function does nothing, so a late call (a COMMIT that finished after its batch was abandoned)
-        cannot let go of the next holder's lock. Should both ever race, the second unlock of this
-        process's open file is a no-op."""
+        cannot let go of the next holder's lock."""
         loop = asyncio.get_running_loop()
         try:
             fd = self._open()
@@ -126,16 +125,21 @@ class _Hold:
     """One holding of the lock: let go once, by whichever comes first, the store after COMMIT (on the
     connection's thread) or the end of the block (on the loop)."""
 
-    __slots__ = ("fd", "held")
+    __slots__ = ("_lock", "fd", "held")
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self.held = True
+        # The check and the unlock are one step: without it, a late call on the connection's thread
+        # could pass the check, lose the GIL to the loop (which lets go and takes the gate again for its
+        # next batch), then unlock that next holding.
+        self._lock = threading.Lock()
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            WriteGate._unlock(self.fd)
+        with self._lock:
+            if self.held:
+                self.held = False
+                WriteGate._unlock(self.fd)
 
 
 class _Expired(Exception):
