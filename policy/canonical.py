@@ -87,15 +87,16 @@ def check_canonical(value: Any, depth: int = 0) -> None:
     # Below, a plain scalar item is passed over without a call of its own (an audit event is mostly
     # strings, once per request); past the depth limit it is still visited, so it is refused as before.
     deeper = depth + 1
+    if kind is list or kind is tuple:
+        # Before the Mapping test: a list is never one, and that isinstance is an ABC's (slow) check.
+        for item in value:
+            if type(item) not in _PLAIN_SCALARS or deeper > MAX_DEPTH:
+                check_canonical(item, deeper)
+        return
     if kind is dict or isinstance(value, Mapping):
         for key, item in value.items():
             if type(key) is not str:
                 raise PolicyInputError("invalid_value", "canonical JSON: object keys must be strings")
-            if type(item) not in _PLAIN_SCALARS or deeper > MAX_DEPTH:
-                check_canonical(item, deeper)
-        return
-    if kind is list or kind is tuple:
-        for item in value:
             if type(item) not in _PLAIN_SCALARS or deeper > MAX_DEPTH:
                 check_canonical(item, deeper)
         return
