@@ -71,6 +71,10 @@ def check_amount(value: int, name: str) -> int:
 MAX_DEPTH: Final = 64
 
 
+# The types that are canonical as they are: an item of one of these is not visited on its own.
+_PLAIN_SCALARS: Final = frozenset((str, int, bool, type(None)))
+
+
 def check_canonical(value: Any, depth: int = 0) -> None:
     """Refuse (``PolicyInputError``) what ``canonical_json`` cannot write as exactly one text."""
     # A walk before encoding, because json.dumps would silently print floats, turn int keys into
@@ -78,17 +82,23 @@ def check_canonical(value: Any, depth: int = 0) -> None:
     if depth > MAX_DEPTH:
         raise PolicyInputError("invalid_value", "canonical JSON: nesting deeper than 64 levels")
     kind = type(value)
-    if kind is str or kind is int or kind is bool or value is None:
+    if kind in _PLAIN_SCALARS:
+        return
+    # Below, a plain scalar item is passed over without a call of its own (an audit event is mostly
+    # strings, once per request); past the depth limit it is still visited, so it is refused as before.
+    deeper = depth + 1
+    if kind is list or kind is tuple:
+        # Before the Mapping test: a list is never one, and that isinstance is an ABC's (slow) check.
+        for item in value:
+            if type(item) not in _PLAIN_SCALARS or deeper > MAX_DEPTH:
+                check_canonical(item, deeper)
         return
     if kind is dict or isinstance(value, Mapping):
         for key, item in value.items():
             if type(key) is not str:
                 raise PolicyInputError("invalid_value", "canonical JSON: object keys must be strings")
-            check_canonical(item, depth + 1)
-        return
-    if kind is list or kind is tuple:
-        for item in value:
-            check_canonical(item, depth + 1)
+            if type(item) not in _PLAIN_SCALARS or deeper > MAX_DEPTH:
+                check_canonical(item, deeper)
         return
     if isinstance(value, float):
         raise PolicyInputError(

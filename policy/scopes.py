@@ -10,6 +10,7 @@ definitions of one name are visible from a scope (a secret ``db`` at ``acme`` an
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TypeVar
 
@@ -26,13 +27,21 @@ def is_scope(text: object) -> bool:
 
 
 def scope_segments(scope: str) -> tuple[str, ...]:
-    if not is_scope(scope):
+    segments = _segments(scope) if isinstance(scope, str) else None
+    if segments is None:
         raise PolicyInputError(
             "invalid_scope",
             f"a scope is 1 to {MAX_SCOPE_DEPTH} '/'-separated segments of [a-z0-9._-], "
             "each starting with a letter or digit",
         )
-    return tuple(scope.split("/"))
+    return segments
+
+
+@functools.lru_cache(maxsize=4096)
+def _segments(scope: str) -> tuple[str, ...] | None:
+    # A request, its grant check and the grants it is judged against each split the same few scopes
+    # again (three times per request): the answer depends on the text alone, so it is kept (bounded).
+    return tuple(scope.split("/")) if is_scope_path(scope) else None
 
 
 def scope_depth(scope: str) -> int:

@@ -26,7 +26,9 @@ class Clock:
 
     def now(self, monotonic: float | None = None) -> datetime:
         elapsed = (time.monotonic() if monotonic is None else monotonic) - self._monotonic
-        return self._start + timedelta(seconds=elapsed)
+        # timedelta(0, elapsed) is timedelta(seconds=elapsed) without parsing keywords (a third faster;
+        # several reads per request).
+        return self._start + timedelta(0, elapsed)
 
 
 _CLOCK = Clock()

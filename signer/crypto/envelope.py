@@ -14,6 +14,7 @@ clock or do I/O.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from dataclasses import dataclass
@@ -42,16 +43,22 @@ class FieldBinding:
     kek_id: str
 
     def associated_data(self, format_version: int = FORMAT_VERSION) -> bytes:
-        # Length-prefixed parts: no choice of names can make two bindings encode alike.
-        parts = [
-            _AAD_DOMAIN,
-            str(format_version).encode(),
-            self.secret_id.encode("utf-8"),
-            str(self.version).encode(),
-            self.field.encode("utf-8"),
-            self.kek_id.encode("utf-8"),
-        ]
-        return b"".join(struct.pack(">I", len(part)) + part for part in parts)
+        return _associated_data(format_version, self.secret_id, self.version, self.field, self.kek_id)
+
+
+@functools.lru_cache(maxsize=1024, typed=True)
+def _associated_data(format_version: int, secret_id: str, version: int, field: str, kek_id: str) -> bytes:
+    # Length-prefixed parts: no choice of names can make two bindings encode alike. Kept per binding
+    # (names and ids only, nothing secret): every fetch of a field encodes the same bytes again.
+    parts = [
+        _AAD_DOMAIN,
+        str(format_version).encode(),
+        secret_id.encode("utf-8"),
+        str(version).encode(),
+        field.encode("utf-8"),
+        kek_id.encode("utf-8"),
+    ]
+    return b"".join(struct.pack(">I", len(part)) + part for part in parts)
 
 
 def new_data_key() -> bytes:

@@ -95,9 +95,20 @@ async def read_bytes(request: web.Request, max_bytes: int) -> bytes:
     length = request.content_length
     if length is not None and length > max_bytes:
         raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+    content = request.content
+    if content.is_eof():
+        # The whole body has arrived already (a small one comes with its head): it is in memory, so
+        # take it in one call rather than through the chunk iterator's awaits. A body that failed to
+        # arrive raises its error here as the iterator would.
+        whole = content.read_nowait()
+        if len(whole) > max_bytes:
+            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
+        if not whole:
+            raise InvalidRequest("request body is empty", code="malformed_json")
+        return whole
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.content.iter_chunked(16 * 1024):
+    async for chunk in content.iter_chunked(16 * 1024):
         total += len(chunk)
         if total > max_bytes:
             raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")

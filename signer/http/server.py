@@ -45,6 +45,12 @@ class _Handler(web.RequestHandler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # When the pending request head started (None: no head pending), and the one timer that
+        # enforces its deadline. A head that arrives does not cancel the timer: on a kept-alive
+        # connection the next head would arm a new one at once, a timer made and cancelled per
+        # request. The timer checks when it fires and, if a later head is pending, waits for that
+        # head's deadline instead; with no head pending it lapses.
+        self._head_since: float | None = None
         self._head_handle: asyncio.TimerHandle | None = None
         self._head_count = 0
 
@@ -54,29 +60,39 @@ class _Handler(web.RequestHandler):
         self._arm_head_deadline()
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._disarm_head_deadline()
+        self._head_since = None
+        if self._head_handle is not None:
+            self._head_handle.cancel()
+            self._head_handle = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         # Bytes while no request is queued or being handled start the next request head.
-        if self._head_handle is None and data and not self._messages and not self._request_in_progress:
+        if self._head_since is None and data and not self._messages and not self._request_in_progress:
             self._arm_head_deadline()
         super().data_received(data)
-        if self._head_handle is not None and self._request_count > self._head_count:
-            self._disarm_head_deadline()  # the head arrived (or was refused): its deadline is over
+        if self._head_since is not None and self._request_count > self._head_count:
+            self._head_since = None  # the head arrived (or was refused): its deadline is over
 
     def _arm_head_deadline(self) -> None:
-        self._head_count = self._request_count
         loop = asyncio.get_running_loop()
-        self._head_handle = loop.call_later(self.header_timeout, self._head_deadline_passed)
-
-    def _disarm_head_deadline(self) -> None:
-        if self._head_handle is not None:
-            self._head_handle.cancel()
-            self._head_handle = None
+        self._head_count = self._request_count
+        self._head_since = loop.time()
+        if self._head_handle is None:
+            self._head_handle = loop.call_at(
+                self._head_since + self.header_timeout, self._head_deadline_passed
+            )
 
     def _head_deadline_passed(self) -> None:
         self._head_handle = None
+        if self._head_since is None:
+            return  # no head pending: the timer lapses until the next one starts
+        loop = asyncio.get_running_loop()
+        due = self._head_since + self.header_timeout
+        if loop.time() < due:
+            # A head that started after the timer was set: wait for its own deadline.
+            self._head_handle = loop.call_at(due, self._head_deadline_passed)
+            return
         if self._request_count == self._head_count and not self._request_in_progress:
             log.info("connection closed: request head not received in time", extra={"code": "header_timeout"})
             self.force_close()

@@ -45,6 +45,10 @@ class Policies:
     shadow: tuple[tuple[str, AttachedPolicy], ...] = ()
 
 
+# Resources one subject remembers ``reaches`` answers for (see ``Subject.reached``).
+_REACHED_MAX = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class Subject:
     """One principal's authorisation facts: groups, live grants and the policy set built from them."""
@@ -54,10 +58,22 @@ class Subject:
     grants: tuple[GrantRecord, ...]
     policy_set: PolicySet
     candidates: dict[str, PolicySet] = field(default_factory=dict, compare=False)
+    # What ``reaches`` answered, by the resource's (type, id, scope): a pure function of this subject's
+    # grants and groups, which a Subject never changes (the facts cache builds a new one when the facts
+    # epoch moves), asked again by every request of a cached subject. Bounded: starts afresh when full.
+    reached: dict[tuple[str, str, str], bool] = field(default_factory=dict, compare=False, repr=False)
 
     def reaches(self, resource: ResourceRef) -> bool:
         """Whether the subject holds any grant that reaches ``resource`` (see ``holds_any_grant``)."""
-        return reaches(self.policy_set.grants, self.principal_id, self.groups, resource)
+        name = (resource.type, resource.id, resource.scope)
+        answer = self.reached.get(name)
+        if answer is None:
+            if len(self.reached) >= _REACHED_MAX:
+                self.reached.clear()
+            answer = self.reached[name] = reaches(
+                self.policy_set.grants, self.principal_id, self.groups, resource
+            )
+        return answer
 
     def candidate_set(self, attachment_id: str, candidate: AttachedPolicy) -> PolicySet:
         cached = self.candidates.get(attachment_id)
@@ -165,11 +181,14 @@ def policy_request(
     )
 
 
-def optimistic_facts(at_least: Callable[[str, datetime | None], int]) -> Facts:
+def optimistic_facts(
+    at_least: Callable[[str, datetime | None], int], anomalies: frozenset[str] = frozenset()
+) -> Facts:
     """Usage as far as this process already knows it (a lower bound: committed rows it has seen), for
     the check before the HSM signs, read as the engine asks. A limit already spent is refused here
-    without a signature being made; one that is not is judged exactly later, under the write lock."""
-    return Facts(lookup=lambda query: at_least(query.limit_key, query.since))
+    without a signature being made; one that is not is judged exactly later, under the write lock.
+    ``anomalies``: the unusual-access signals seen for the request (``Facts.anomalies``)."""
+    return Facts(lookup=lambda query: at_least(query.limit_key, query.since), anomalies=anomalies)
 
 
 def decision_summary(decision: Decision) -> dict[str, Any]:

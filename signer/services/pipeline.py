@@ -25,7 +25,6 @@ requester runs it once through ``release``, on the same approved path.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import functools
 from collections.abc import Callable, Iterable, Mapping
@@ -536,9 +535,7 @@ class DecisionPipeline:
                 resource, ref = self.check_resource(order, facts)
                 prepared = order.prepare(resource)
                 request = request_for(facts.subject, ref, order.operation, prepared)
-                known = optimistic_facts(self.store.ledger_cache.at_least)
-                if anomalies:
-                    known = dataclasses.replace(known, anomalies=anomalies)
+                known = optimistic_facts(self.store.ledger_cache.at_least, anomalies)
                 decision = judge(request, facts.subject.policy_set, known, now)
                 verdict = path.verdict(decision)
                 if verdict is Verdict.REFUSE:
@@ -642,9 +639,7 @@ class DecisionPipeline:
         ]
         for _, candidate_set in shadows:
             queries |= usage_queries(request, candidate_set, now=now)
-        usage = await _read_usage(writer, queries, now)
-        if judged.anomalies:
-            usage = dataclasses.replace(usage, anomalies=judged.anomalies)
+        usage = await _read_usage(writer, queries, now, judged.anomalies)
         if keep and judged.decision.holds_under(usage):
             # Same request, policy set and instant as the check before signing, and every sum that
             # decision read is still within the range where it comes out the same: the pure engine
@@ -653,9 +648,9 @@ class DecisionPipeline:
         else:
             if keep:
                 # The decision moved: judge again with every sum the engine may read.
-                usage = await _read_usage(writer, queries | usage_queries(request, policy_set, now=now), now)
-                if judged.anomalies:
-                    usage = dataclasses.replace(usage, anomalies=judged.anomalies)
+                usage = await _read_usage(
+                    writer, queries | usage_queries(request, policy_set, now=now), now, judged.anomalies
+                )
             decision = judge(request, policy_set, usage, now)
         metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
         for attachment_id, candidate_set in shadows:
@@ -794,11 +789,13 @@ class DecisionPipeline:
             pass
 
 
-async def _read_usage(writer: Writer, queries: Iterable[UsageQuery], now: datetime) -> Facts:
-    """The exact sums (under the write lock) that answer ``queries``."""
+async def _read_usage(
+    writer: Writer, queries: Iterable[UsageQuery], now: datetime, anomalies: frozenset[str]
+) -> Facts:
+    """The exact sums (under the write lock) that answer ``queries``, with the request's ``anomalies``."""
     asked = list(queries)
     sums = await writer.ledger.usages([(q.limit_key, q.since) for q in asked], now)
-    return Facts(dict(zip(asked, sums, strict=True)))
+    return Facts(dict(zip(asked, sums, strict=True)), anomalies=anomalies)
 
 
 def _audit_event(

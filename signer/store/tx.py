@@ -311,7 +311,7 @@ class WriteTx(Session):
         canonical JSON cannot hold (floats, NaN, non-string keys).
         """
         self._check_live()
-        if not isinstance(event, Mapping):
+        if type(event) is not AuditEvent and not isinstance(event, Mapping):
             raise ValueError("an audit event must be a mapping")
         kind = event.get("kind")
         if not isinstance(kind, str) or not kind:

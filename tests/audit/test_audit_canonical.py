@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signer.audit import canonical_json, format_at, make_event, parse_at, parse_canonical
+from signer.audit import _canonical_text, canonical_json, format_at, make_event, parse_at, parse_canonical
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
@@ -64,6 +64,23 @@ def test_refuses_absurd_nesting() -> None:
         deep = [deep]
     with pytest.raises(ValueError):
         canonical_json(deep)
+
+
+@pytest.mark.parametrize("leaf", ["leaf", 1, True, None])
+@pytest.mark.parametrize("container", ["list", "object"])
+def test_nesting_limit_is_exact_whatever_the_leaf(leaf: Any, container: str) -> None:
+    # The leaf sits at depth 64 (accepted) or 65 (refused), as a plain scalar item or otherwise.
+    def nest(levels: int) -> Any:
+        value = leaf
+        for _ in range(levels):
+            value = [value] if container == "list" else {"k": value}
+        return value
+
+    assert canonical_json(nest(64)) == _canonical_text(nest(64))
+    with pytest.raises(ValueError, match="nesting"):
+        canonical_json(nest(65))
+    with pytest.raises(ValueError, match="nesting"):
+        _canonical_text(nest(65))
 
 
 def test_enum_subclasses_encode_as_their_values() -> None:
