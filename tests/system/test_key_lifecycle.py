@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -47,6 +45,7 @@ from tests.service_harness import (
     start_server,
     unlock_policy,
 )
+from tests.system.token_objects import private_key_labels
 
 DELEGATE = "0x" + "42" * 20
 OPERATIONS = ["sign_transaction", "sign_message", "sign_typed_data", "sign_raw", "sign_authorization"]
@@ -115,16 +114,7 @@ class Live:
 
     def token_labels(self) -> set[str]:
         """The labels of the private keys on the token, read by a process of its own."""
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.system.token_objects"],
-            env=self.server.installation.env,
-            cwd=TREE,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return set(done.stdout.splitlines())
+        return private_key_labels(self.server.installation.env, TREE)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

@@ -18,8 +18,6 @@ import http.client as httpclient
 import json
 import re
 import secrets
-import subprocess
-import sys
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -42,6 +40,7 @@ from tests.service_harness import (
     start_server,
 )
 from tests.system.support import cli_audit_verify, export_audit
+from tests.system.token_objects import private_key_labels
 
 
 class Board:
@@ -121,16 +120,7 @@ class Board:
         return [e for e in events if e["kind"].startswith("key.") and e.get("key_id") == key_id]
 
     def token_labels(self) -> set[str]:
-        done = subprocess.run(
-            [sys.executable, "-m", "tests.system.token_objects"],
-            env=self.server.installation.env,
-            cwd=TREE,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return set(done.stdout.splitlines())
+        return private_key_labels(self.server.installation.env, TREE)
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])

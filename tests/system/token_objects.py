@@ -9,12 +9,30 @@ private key. SoftHSM reads its configuration once per process, hence the process
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 import pkcs11
 from pkcs11 import Attribute, ObjectClass
 
 from signer.config import default_module_path
+
+
+def private_key_labels(env: Mapping[str, str], tree: Path) -> set[str]:
+    """The labels of the private keys on the token of the installation ``env`` describes, read by a
+    process of its own started in ``tree`` (the checkout)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.system.token_objects"],
+        env=dict(env),
+        cwd=tree,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return set(done.stdout.splitlines())
 
 
 def main() -> None:
