@@ -10,6 +10,7 @@ Thin: parse options, call one ``SignerClient`` method, return the answer for ``a
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import click
@@ -96,10 +97,10 @@ def _transition(
     client: SignerClient, key_id: str, action: str, approval_id: str | None, wait: int, **fields: Any
 ) -> Any:
     if approval_id is not None and wait:
-        try:
+        # A failed wait is not an error here: the transition itself says why it cannot run
+        # (rejected, expired, not yours...).
+        with contextlib.suppress(ApiError):
             client.approval_result(approval_id, wait=wait)
-        except ApiError:
-            pass  # the transition itself says why it cannot run (rejected, expired, not yours...)
     answer = client.key_transition(key_id, action, approval_id=approval_id, **fields)
     confirm = f" --confirm {fields['confirm']!r}" if fields.get("confirm") else ""
     again = f"signer keys {action} {key_id}{confirm} --approval {{id}} --wait 60"

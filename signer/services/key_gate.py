@@ -14,6 +14,7 @@ and writes no event of the operation's own: the caller does, with ``event_fields
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,8 @@ from signer.services.context import Clock, RequestContext, iso
 from signer.services.payloads import PayloadKind, Prepared
 from signer.services.pending import Eligibility, PendingRequests, covers, payload_digest, releasable
 from signer.store import ApprovalRequestRecord, ApprovalVoteRecord, KeyRecord, Store, Writer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,5 +176,6 @@ class KeyGate:
 
         try:
             await self._store.submit(unit)
-        except SignerError:
-            pass  # the refusal is what the caller needs; the next attempt finds the quorum lost again
+        except SignerError as reopen_failed:
+            # The refusal is what the caller needs; the next attempt finds the quorum lost again.
+            log.warning("could not reopen approval %s: %s", approved.id, reopen_failed.code)
