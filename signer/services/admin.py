@@ -22,7 +22,7 @@ from signer.services.impact_hook import ImpactHook, recorded_impact
 from signer.services.key_gate import KeyGate
 from signer.services.key_lifecycle import GRANT_PAYLOADS, grant_body, revoke_body
 from signer.services.naming import NameKind, check_name
-from signer.services.pending import PendingRequests, pending_body
+from signer.services.pending import PendingRequests
 from signer.services.policies import check_group
 from signer.services.resources import SCOPE, grant_operations, known_kind, resource_kind
 from signer.store import GrantRecord, PrincipalRecord, Store, Writer
@@ -321,19 +321,16 @@ class AdminService:
                     passage = await self._gate.pass_(writer, ctx, payload, resource, prepared, approved, now)
                     if passage.pending is not None:
                         # Nothing is granted: the grant waits for approvers (opened in this transaction).
-                        writer.append_audit(
-                            ctx.audit_event(
-                                "grant.create",
-                                now,
-                                outcome=Outcome.PENDING_APPROVAL,
-                                resource=EventTarget("key", resource_id),
-                                approval_id=passage.pending.id,
-                                key_id=resource_id,
-                                requested=body,
-                                **passage.event_fields(),
-                            )
+                        return passage.answer_pending(
+                            writer,
+                            ctx,
+                            "grant.create",
+                            now,
+                            EventTarget("key", resource_id),
+                            key_id=resource_id,
+                            requested=body,
+                            **passage.event_fields(),
                         )
-                        return pending_body(passage.pending)
             grant = GrantRecord(
                 id="grt_" + secrets.token_hex(8),
                 principal_id=principal_id,
@@ -405,19 +402,16 @@ class AdminService:
                     passage = await self._gate.pass_(writer, ctx, payload, key, prepared, approved, now)
                     if passage.pending is not None:
                         # Nothing is revoked: the revocation waits for approvers.
-                        writer.append_audit(
-                            ctx.audit_event(
-                                "grant.revoke",
-                                now,
-                                outcome=Outcome.PENDING_APPROVAL,
-                                resource=EventTarget("grant", grant_id),
-                                grant_id=grant_id,
-                                key_id=key.id,
-                                approval_id=passage.pending.id,
-                                **passage.event_fields(),
-                            )
+                        return passage.answer_pending(
+                            writer,
+                            ctx,
+                            "grant.revoke",
+                            now,
+                            EventTarget("grant", grant_id),
+                            grant_id=grant_id,
+                            key_id=key.id,
+                            **passage.event_fields(),
                         )
-                        return pending_body(passage.pending)
                     passed = passage.event_fields()
                 impact = await self._impact(writer, "revoke_grant", grant_id)
                 await writer.grants.revoke(grant_id, now)

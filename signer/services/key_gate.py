@@ -20,11 +20,19 @@ from datetime import datetime
 from typing import Any
 
 from policy import Decision, Effect, PolicyRequest, PolicySet, evaluate_lifecycle
+from signer.audit import EventTarget, Outcome
 from signer.errors import Conflict, Forbidden, SignerError
 from signer.services.authorization import decision_summary, load_policies
 from signer.services.context import Clock, RequestContext, iso
 from signer.services.payloads import PayloadKind, Prepared
-from signer.services.pending import Eligibility, PendingRequests, covers, payload_digest, releasable
+from signer.services.pending import (
+    Eligibility,
+    PendingRequests,
+    covers,
+    payload_digest,
+    pending_body,
+    releasable,
+)
 from signer.store import ApprovalRequestRecord, ApprovalVoteRecord, KeyRecord, Store, Writer
 
 log = logging.getLogger(__name__)
@@ -48,6 +56,30 @@ class Passage:
         if self.decision.policies or self.pending is not None:
             fields["decision"] = decision_summary(self.decision)
         return fields
+
+    def answer_pending(
+        self,
+        writer: Writer,
+        ctx: RequestContext,
+        kind: str,
+        now: datetime,
+        resource: EventTarget,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Record that the operation now waits for approvers (its event, outcome ``pending_approval``,
+        naming the request opened in this transaction) and return the 202 body; nothing else changes."""
+        assert self.pending is not None
+        writer.append_audit(
+            ctx.audit_event(
+                kind,
+                now,
+                outcome=Outcome.PENDING_APPROVAL,
+                resource=resource,
+                approval_id=self.pending.id,
+                **fields,
+            )
+        )
+        return pending_body(self.pending)
 
 
 def approval_evidence(

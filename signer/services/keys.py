@@ -24,7 +24,7 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from signer.audit import EventTarget, Outcome
+from signer.audit import EventTarget
 from signer.errors import ConfigurationError, Conflict, InvalidRequest, NotFound, SignerError
 from signer.eth import address_from_public_key
 from signer.hsm import Curve, KeyVault
@@ -47,7 +47,6 @@ from signer.services.key_states import (
 from signer.services.naming import NameKind, check_name
 from signer.services.pending import (
     PendingRequests,
-    pending_body,
 )
 from signer.services.resources import KEYS, key_ref
 from signer.store import ApprovalRequestRecord, KeyRecord, Store, Writer
@@ -308,17 +307,10 @@ class KeyService:
                 # Nothing changes: the transition waits for approvers (opened in this transaction).
                 fields["state"] = key.state
                 fields["requested_state"] = target.value
-                writer.append_audit(
-                    ctx.audit_event(
-                        "key." + action.value,
-                        now,
-                        outcome=Outcome.PENDING_APPROVAL,
-                        resource=EventTarget("key", key_id),
-                        approval_id=passage.pending.id,
-                        **fields,
-                    )
+                answer = passage.answer_pending(
+                    writer, ctx, "key." + action.value, now, EventTarget("key", key_id), **fields
                 )
-                return pending_body(passage.pending), None
+                return answer, None
             await writer.keys.set_state(
                 key_id, target.value, now, expected=key.state, compromised_at=compromised_at
             )
