@@ -28,6 +28,10 @@ function init(args)
    every = tonumber(args[4])
    prefix = args[5]
    head, middle, tail = args[6], args[7], args[8]
+   -- Mean pause in ms between an answer and the connection's next request (0: none, a closed loop).
+   -- bench/e2e_sign.py --rate-load wrk appends a delay() that uses it (fixed-rate windows).
+   pace = tonumber(args[9] or "0")
+   math.randomseed(os.time() * 1000 + id)
    sent = 0
    ok = 0
    others = 0

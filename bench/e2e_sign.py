@@ -555,6 +555,122 @@ async def drive_rate(
     return run
 
 
+@dataclass
+class WrkRateRun:
+    """One fixed-rate window driven by paced wrk connections (``--rate-load wrk``): the rate is what
+    the pauses gave (reported next to the target), latencies are wrk's, from each request's send."""
+
+    target: float
+    pace_ms: float
+    warm: WrkRun
+    done: WrkRun
+    share: CpuShare
+    errors: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def sample(self) -> list[tuple[int, int, bytes]]:
+        return self.done.samples
+
+    @property
+    def ok_all(self) -> int:
+        """200s of the warm-up and the window (the audit check counts them all)."""
+        return self.warm.statuses.get(200, 0) + self.done.statuses.get(200, 0)
+
+    @property
+    def unanswered(self) -> set[str]:
+        return self.warm.unanswered | self.done.unanswered
+
+    def summary(self) -> dict[str, Any]:
+        ok = self.done.statuses.get(200, 0)
+        wall = self.share.wall
+        per_request = wall / max(ok, 1) * 1e6
+        p = self.done.percentiles_ms
+        return {
+            "target_per_s": round(self.target, 1),
+            "achieved_per_s": round(ok / wall, 1) if wall else 0.0,
+            "sent": self.done.sent,
+            "ok": ok,
+            "errors": sum(self.errors.values()),
+            "p50_ms": p.get(0.5),
+            "p90_ms": p.get(0.9),
+            "p99_ms": p.get(0.99),
+            "server_cpu_us_per_request": round((self.share.server + self.share.database) * per_request, 1),
+            "client_cpu_us_per_request": round(self.done.cpu / max(ok, 1) * 1e6, 1),
+            "late_sends": 0,
+            "pace_ms": round(self.pace_ms, 2),
+            "cpu_cores": self.share.as_dict(),
+        }
+
+
+def drive_rate_wrk(
+    url: str,
+    token: str,
+    rate: float,
+    connections: int,
+    threads: int,
+    warmup: float,
+    seconds: float,
+    first_nonce: int,
+    server_pids: list[int],
+    database: str | None,
+    workdir: Path,
+) -> WrkRateRun:
+    """A fixed-rate window from wrk (about 25 us of CPU per request, against 600-900 us for the
+    aiohttp generator, which shares the same two cores with the server): ``connections`` connections,
+    each pausing a random time after every answer so that together they ask ``rate`` requests a
+    second. The warm-up at a first guess of the pause measures how long an answer takes at this rate,
+    and the measured window corrects the pause by it. A connection's next request waits for its
+    previous answer, so a stall longer than one connection's pause (``connections / rate``: 40 ms at
+    800/s over 32 connections) would delay sends instead of showing in latency; at rates where an
+    answer takes a few ms that is rare, and the achieved rate shows it when it happens."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    script = paced_script(workdir)
+    period_ms = connections / rate * 1000  # each connection's time from one request to the next
+    guess = max(0.0, period_ms - 1.0)
+    warm = run_wrk(
+        url,
+        token,
+        connections,
+        threads,
+        warmup,
+        first_nonce,
+        10**9,
+        workdir / "rate-warmup",
+        script=script,
+        pace_ms=guess,
+    )
+    got = warm.statuses.get(200, 0) / max(warm.wall, 1e-9)
+    answer_ms = max(0.0, connections / max(got, 1e-9) * 1000 - guess) if got else 1.0
+    pace = max(0.0, period_ms - answer_ms)
+    start = cpu_snapshot(server_pids, database)
+    done = run_wrk(
+        url,
+        token,
+        connections,
+        threads,
+        seconds,
+        first_nonce + WRK_NONCE_STRIDE // 2,
+        5,
+        workdir / "rate-measure",
+        script=script,
+        pace_ms=pace,
+    )
+    end = cpu_snapshot(server_pids, database)
+    run = WrkRateRun(target=rate, pace_ms=pace, warm=warm, done=done, share=cpu_share(start, end))
+    for status, count in done.statuses.items():
+        if status != 200:
+            run.errors[f"{status}"] += count
+    for kind, count in done.socket_errors.items():
+        run.errors[f"-1 {kind}"] += count
+    return run
+
+
+RATE_LOADS = {
+    "aiohttp": "open loop, aiohttp in this process, latency from each request's due time",
+    "wrk": "paced wrk connections, latency from each request's send",
+}
+
+
 def fixed_rates(args: argparse.Namespace, saturated: float) -> list[float]:
     """The rates of ``--rate`` and ``--rate-fraction`` (fractions of ``saturated``, the closed-loop
     window's rate), in the order given."""
@@ -596,10 +712,38 @@ def wrk_available() -> str | None:
     return shutil.which("wrk")
 
 
+# A connection of a paced run waits a random time after each answer (exponential, mean ``pace`` ms)
+# before its next request: many connections, each idle most of the time, add up to Poisson arrivals
+# at a chosen rate. wrk calls delay() after each answer and before each next request.
+_PACED_DELAY = """
+function delay()
+   return math.floor(-pace * math.log(1 - math.random()) + 0.5)
+end
+"""
+
+
+def paced_script(directory: Path) -> Path:
+    """bench/e2e_sign.lua with a delay() (wrk only looks for one at start-up, so it is a second file)."""
+    path = directory / "e2e_sign_paced.lua"
+    path.write_text(WRK_SCRIPT.read_text(encoding="utf-8") + _PACED_DELAY, encoding="utf-8")
+    return path
+
+
 def run_wrk(
-    url: str, token: str, clients: int, threads: int, seconds: float, first: int, every: int, prefix: Path
+    url: str,
+    token: str,
+    clients: int,
+    threads: int,
+    seconds: float,
+    first: int,
+    every: int,
+    prefix: Path,
+    *,
+    script: Path = WRK_SCRIPT,
+    pace_ms: float = 0.0,
 ) -> WrkRun:
-    """One wrk process for ``seconds`` (whole seconds: wrk's unit), with bench/e2e_sign.lua."""
+    """One wrk process for ``seconds`` (whole seconds: wrk's unit), with bench/e2e_sign.lua (or the
+    paced copy of it, ``script``, whose connections pause ``pace_ms`` on average between requests)."""
     head, middle, tail = _body_parts()
     argv = [
         "wrk",
@@ -607,7 +751,7 @@ def run_wrk(
         f"--connections={clients}",
         f"--duration={max(1, round(seconds))}s",
         "--timeout=30s",
-        f"--script={WRK_SCRIPT}",
+        f"--script={script}",
         url,
         "--",
         token,
@@ -616,6 +760,7 @@ def run_wrk(
         str(every),
         str(prefix),
         *(part.decode() for part in (head, middle, tail)),
+        f"{pace_ms:.3f}",
     ]
     with open(prefix.with_suffix(".out"), "wb") as out:
         started = time.perf_counter()
@@ -894,11 +1039,31 @@ def end_to_end(args: argparse.Namespace, database_url: str | None, data_dir: Pat
             probe_dir=probe_dir,
             wrk_dir=data_dir.parent / "wrk",
         )
-        rate_runs: list[RateRun] = []
+        rate_runs: list[RateRun | WrkRateRun] = []
         if args.rate or args.rate_fraction:
             _, statuses, wall = load.in_window("measure")
             for k, rate in enumerate(fixed_rates(args, statuses.get(200, 0) / wall)):
                 print(f"fixed rate {rate:,.0f}/s ...", flush=True)
+                if args.rate_load == "wrk":
+                    paced = drive_rate_wrk(
+                        url,
+                        token,
+                        rate,
+                        args.rate_connections,
+                        args.wrk_threads,
+                        args.rate_warmup,
+                        args.seconds,
+                        # Nonces (and so request ids) never sent by the closed-loop wrk runs, which
+                        # start theirs at 0, 1e9 and 2e9.
+                        (k + 50) * WRK_NONCE_STRIDE,
+                        pids,
+                        database_name,
+                        data_dir.parent / "wrk" / f"rate-{k}",
+                    )
+                    load.ok_total += paced.ok_all
+                    load.unanswered |= paced.unanswered
+                    rate_runs.append(paced)
+                    continue
                 run = asyncio.run(
                     drive_rate(
                         url,
@@ -1230,6 +1395,13 @@ def main() -> None:
     parser.add_argument(
         "--rate-warmup", type=float, default=2.0, help="seconds at each fixed rate before its window"
     )
+    parser.add_argument(
+        "--rate-load",
+        choices=("aiohttp", "wrk"),
+        default="aiohttp",
+        help="fixed-rate generator: aiohttp in this process (true open loop, 600-900 us of CPU a request "
+        "on the same cores) or paced wrk connections (about 25 us a request; see drive_rate_wrk)",
+    )
     parser.add_argument("--raw-seconds", type=float, default=5.0, help="length of each raw HSM round")
     parser.add_argument("--verify", type=int, default=1000, help="responses checked with eth-account")
     parser.add_argument("--profile", type=float, default=0.0, help="seconds of py-spy after the window")
@@ -1431,8 +1603,8 @@ def main() -> None:
     rate_failures: list[str] = []
     if e2e["rate_runs"]:
         print(
-            f"fixed rate (open loop, aiohttp in this process, {args.rate_connections} keep-alive "
-            "connections; latency from each request's due time; windows of --seconds):"
+            f"fixed rate ({RATE_LOADS[args.rate_load]}, {args.rate_connections} keep-alive connections; "
+            "windows of --seconds):"
         )
         print(
             f"  {'target/s':>9} {'got/s':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} "
