@@ -11,17 +11,18 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from policy import NATIVE, PolicyError, canonical_address
+from policy import NATIVE, Effect, PolicyError, canonical_address
 from signer.audit import AuditEvent, EventTarget, Outcome
 from signer.errors import Conflict, InvalidRequest, NotFound, SignerError
 from signer.identity import Role
 from signer.services.auth import AuthService
-from signer.services.authorization import to_grant
+from signer.services.authorization import decision_summary, to_grant
 from signer.services.context import Clock, RequestContext, iso, require_role, utcnow
 from signer.services.impact_hook import ImpactHook, recorded_impact
-from signer.services.key_gate import KeyGate
+from signer.services.key_gate import KeyGate, refusal
 from signer.services.key_lifecycle import GRANT_PAYLOADS, grant_body, revoke_body
 from signer.services.naming import NameKind, check_name
+from signer.services.payloads import PayloadKind
 from signer.services.pending import PendingRequests
 from signer.services.policies import check_group
 from signer.services.resources import SCOPE, grant_operations, known_kind, resource_kind
@@ -108,6 +109,12 @@ def grant_view(grant: GrantRecord) -> dict[str, Any]:
 def check_principal_name(name: str) -> str:
     """The canonical form of a principal name (uniqueness is decided on it), or 400 ``invalid_name``."""
     return check_name(name, field="name", kind=NameKind.IDENTIFIER)
+
+
+def _reaches_keys(operations: Any, no_access: bool) -> bool:
+    """Whether a scope grant changes what keys allow: it names a key operation, or it is a no-access
+    grant (which closes keys below it as a revocation would)."""
+    return no_access or bool(set(operations or ()) & resource_kind("key").operations)
 
 
 class AdminService:
@@ -310,6 +317,8 @@ class AdminService:
         async def unit(writer: Writer) -> dict[str, Any]:
             if principal_id is not None and await writer.principals.get(principal_id) is None:
                 raise NotFound("no such principal", code="principal_not_found")
+            if resource_type == SCOPE and _reaches_keys(operations, no_access):
+                await self._refuse_scope_bypass(writer, ctx, payload, resource_id, now)
             passage = None
             if resource_type != SCOPE:
                 kind = resource_kind(resource_type)
@@ -367,6 +376,25 @@ class AdminService:
             await self._gate.reopen_if_lost(approved, exc, ctx.request_id)
             raise
 
+    async def _refuse_scope_bypass(
+        self, writer: Writer, ctx: RequestContext, payload: PayloadKind, scope: str, now: datetime
+    ) -> None:
+        """A scope grant or its revocation where a ``key_lifecycle`` rule governs a key it reaches: a
+        deny refuses it as on the key; approval is asked per key (a pending request is bound to one
+        key), so the scope-wide change is refused and names the way through."""
+        decision = await self._gate.judge_scope(writer, ctx, payload, scope, now)
+        if decision.effect is Effect.DENY:
+            raise refusal(decision)
+        if decision.effect is Effect.REQUIRE_APPROVAL:
+            summary = decision_summary(decision)
+            raise Conflict(
+                "a key_lifecycle rule asks for approval for this on keys under the scope: "
+                "grant or revoke on each key instead, which opens an approval request",
+                code="approval_required_per_key",
+                reasons=summary["reasons"],
+                decision=summary,
+            )
+
     async def list_grants(self, ctx: RequestContext, principal_id: str | None) -> list[dict[str, Any]]:
         require_role(ctx, Role.ADMIN)
         async with self._store.read() as reader:
@@ -394,6 +422,12 @@ class AdminService:
                 raise NotFound("no such grant", code="grant_not_found")
             impact = {}
             passed: dict[str, Any] = {}
+            if (
+                grant.revoked_at is None
+                and grant.resource_type == SCOPE
+                and _reaches_keys(grant.operations, grant.no_access)
+            ):
+                await self._refuse_scope_bypass(writer, ctx, payload, grant.resource_id, now)
             if grant.revoked_at is None:
                 key = await writer.keys.get(grant.resource_id) if grant.resource_type == "key" else None
                 if key is not None:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from policy import Decision, Effect, PolicyRequest, PolicySet, evaluate_lifecycle
+from policy import Decision, Effect, PolicyRequest, PolicySet, evaluate_lifecycle, scope_contains, strongest
 from signer.audit import EventTarget, Outcome
 from signer.errors import Conflict, Forbidden, SignerError
 from signer.services.authorization import decision_summary, load_policies
@@ -109,6 +109,10 @@ def approval_evidence(
     }
 
 
+# The id judged for a key that does not exist yet (rules attached to a scope cover it); no key has it.
+_KEY_TO_COME = "key_(to be made)"
+
+
 def refusal(decision: Decision) -> SignerError:
     summary = decision_summary(decision)
     if decision.effect is Effect.REQUIRE_APPROVAL:
@@ -194,6 +198,46 @@ class KeyGate:
             groups=await writer.groups.of(ctx.caller.principal_id),
         )
         return evaluate_lifecycle(request, PolicySet((), policies.live), now=now)
+
+    async def judge_scope(
+        self, writer: Writer, ctx: RequestContext, payload: PayloadKind, scope: str, now: datetime
+    ) -> Decision:
+        """A grant (or its revocation) on a whole scope reaches every key at or below it, today's and
+        tomorrow's, so it must not pass where granting one of those keys would not: the strongest
+        ``key_lifecycle`` decision over the keys under ``scope`` and over a key yet to be made at the
+        scope itself and at every scope below it that a policy is attached to."""
+        policies = await load_policies(writer)
+        places: dict[tuple[str, str], None] = {("", scope): None}
+        for attached in policies.live:
+            if attached.scope is not None and scope_contains(scope, attached.scope):
+                places[("", attached.scope)] = None
+        after: str | None = None
+        while True:
+            page = await writer.keys.all(limit=500, after=after)
+            for key in page:
+                if scope_contains(scope, key.scope):
+                    places[(key.id, key.scope)] = None
+            if len(page) < 500:
+                break
+            after = page[-1].id
+        groups = await writer.groups.of(ctx.caller.principal_id)
+        decisions = [
+            evaluate_lifecycle(
+                PolicyRequest(
+                    principal_id=ctx.caller.principal_id,
+                    operation=payload.operation,
+                    resource_id=key_id or _KEY_TO_COME,
+                    scope=key_scope,
+                    resource_type="key",
+                    groups=groups,
+                ),
+                PolicySet((), policies.live),
+                now=now,
+            )
+            for key_id, key_scope in places
+        ]
+        effect = strongest(d.effect for d in decisions) or Effect.ALLOW
+        return next(d for d in decisions if d.effect is effect)
 
     async def reopen_if_lost(
         self, approved: ApprovalRequestRecord | None, exc: SignerError, request_id: str

@@ -380,3 +380,65 @@ def test_a_grant_on_a_key_and_its_revocation_wait_for_approvers(board: Board) ->
         if e["kind"] == "grant.revoke" and e["outcome"] == "allowed" and e["grant_id"] == made["id"]
     )
     assert gone["approval"]["approvers"] == {board.group: sorted(board.approver_ids[1:])}
+
+
+def test_a_scope_grant_cannot_bypass_a_guarded_key(board: Board) -> None:
+    """A grant on a scope reaches every key below it: where granting one of them asks for approval
+    (a rule on the key, or on a scope a key to come would fall under) or is denied, the scope-wide grant
+    and its revocation are refused and grant nothing; elsewhere they pass as before."""
+    vault = f"vault-{secrets.token_hex(3)}"
+    status, key = board.call("POST", "/v1/keys", {"curve": "secp256k1", "label": "vaulted", "scope": vault})
+    assert status == 201, key
+    newcomer = make_service(board.server, f"scoped-{secrets.token_hex(3)}")
+    newcomer_id, newcomer_token = newcomer["principal"]["id"], newcomer["credentials"]["access_token"]
+
+    # Before any rule: a scope grant passes, and so does its revocation.
+    status, made = board.call(
+        "POST", "/v1/grants", {"principal_id": newcomer_id, "scope": vault, "operations": ["sign_message"]}
+    )
+    assert status == 201, made
+    _guard_grants(board, key)
+    for asked in (
+        {"principal_id": newcomer_id, "scope": vault, "operations": ["sign_message"]},
+        {"principal_id": newcomer_id, "scope": vault, "no_access": True},
+    ):
+        status, refused = board.call("POST", "/v1/grants", asked)
+        assert (status, refused["code"]) == (409, "approval_required_per_key"), refused
+        assert refused["reasons"][0]["rule_id"] == "grants-need-two"
+        assert "approval" not in refused
+    # A secrets-only scope grant does not reach keys: not judged by key rules.
+    status, secrets_only = board.call(
+        "POST", "/v1/grants", {"principal_id": newcomer_id, "scope": vault, "operations": ["read_value"]}
+    )
+    assert status == 201, secrets_only
+    # Revoking the earlier scope grant would cut the guarded key's holder off: refused too.
+    status, refused = board.call("DELETE", f"/v1/grants/{made['id']}")
+    assert (status, refused["code"]) == (409, "approval_required_per_key"), refused
+    status, signed = board.call(
+        "POST", f"/v1/keys/{key['id']}/sign/message", {"message": "still granted"}, newcomer_token
+    )
+    assert status == 200, signed
+    assert (
+        Account.recover_message(encode_defunct(text="still granted"), signature=signed["signature"])
+        == key["address"]
+    )
+
+    # A rule attached to a scope covers keys to come: a grant on a parent scope meets it, with no key yet.
+    empty = f"{vault}/later"
+    deny = {"id": "no-grants", "kind": "key_lifecycle", "effect": "deny", "actions": ["grant"]}
+    attach_policy(board.server, {"id": f"deny-{secrets.token_hex(4)}", "rules": [deny]}, scope=empty)
+    other = f"other-{secrets.token_hex(3)}"
+    status, passed = board.call(
+        "POST", "/v1/grants", {"principal_id": newcomer_id, "scope": other, "operations": ["sign_message"]}
+    )
+    assert status == 201, passed
+    status, refused = board.call(
+        "POST", "/v1/grants", {"principal_id": newcomer_id, "scope": empty, "operations": ["sign_message"]}
+    )
+    assert (status, refused["code"]) == (403, "policy_denied"), refused
+    # The refusals are audited as refusals; nothing was granted.
+    status, listed = board.call("GET", f"/v1/grants?principal_id={newcomer_id}")
+    assert status == 200
+    assert sorted(g["id"] for g in listed["items"] if not g["revoked"]) == sorted(
+        [made["id"], secrets_only["id"], passed["id"]]
+    )
