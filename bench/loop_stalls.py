@@ -379,7 +379,9 @@ def install_recorder(out_dir: str) -> None:
             path = [label(o)]
             current = o
             for _ in range(4):
-                referrers = [r for r in gc.get_referrers(current) if r is not picked and type(r).__name__ != "frame"]
+                referrers = [
+                    r for r in gc.get_referrers(current) if r is not picked and type(r).__name__ != "frame"
+                ]
                 if not referrers:
                     path.append("(none)")
                     break
@@ -419,7 +421,7 @@ def install_recorder(out_dir: str) -> None:
         data = {
             "long_calls": [json.loads(c) for c in long_calls],
             "gc": gcs,
-            "commits": [commits[i : i + 3] .tolist() for i in range(0, len(commits), 3)],
+            "commits": [commits[i : i + 3].tolist() for i in range(0, len(commits), 3)],
             "holds": holds,
             "early": early,
             "loop_cpu": loop_cpu[0],
@@ -574,9 +576,10 @@ def report(data: list[dict[str, Any]], seconds: float, requests: int, threshold_
             f"({gated[3] / len(holds) * 1e6:.0f} us CPU)"
         )
         split = [sum(w.get("gate_phases", [0, 0, 0, 0])[i] for w in data) for i in range(4)]
+        n = len(holds)
         print(
-            f"    of them waiting for BEGIN's result: {split[0] / len(holds):.2f} ({split[1] / len(holds) * 1e6:.0f}"
-            f" us CPU); waiting for the COMMIT: {split[2] / len(holds):.2f} ({split[3] / len(holds) * 1e6:.0f} us)"
+            f"    of them waiting for BEGIN's result: {split[0] / n:.2f} ({split[1] / n * 1e6:.0f} us CPU); "
+            f"waiting for the COMMIT: {split[2] / n:.2f} ({split[3] / n * 1e6:.0f} us)"
         )
         hold_summary["others_per_batch"] = round(gated[0] / len(holds), 3)
         hold_summary["others_us_per_batch"] = round(gated[1] / len(holds) * 1e6, 1)
@@ -609,7 +612,9 @@ def report(data: list[dict[str, Any]], seconds: float, requests: int, threshold_
         "commits": commit_summary,
         "gate": hold_summary,
         "loop_cpu_us_per_request": round(loop_cpu / max(requests, 1) * 1e6, 1),
-        "named_tasks": {k: [round(v[0] * 1000, 2), int(v[1]), round(v[2] * 1000, 2)] for k, v in tasks.items()},
+        "named_tasks": {
+            k: [round(v[0] * 1000, 2), int(v[1]), round(v[2] * 1000, 2)] for k, v in tasks.items()
+        },
     }
 
 
