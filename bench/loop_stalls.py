@@ -46,6 +46,8 @@ THRESHOLD_ENV = "SIGNER_BENCH_STALL_MS"
 GC_DETAIL_ENV = "SIGNER_BENCH_STALL_GC_DETAIL"
 SWITCH_ENV = "SIGNER_BENCH_STALL_SWITCH_INTERVAL"
 GC_THRESHOLD_ENV = "SIGNER_BENCH_STALL_GC_THRESHOLDS"
+CYCLES_ENV = "SIGNER_BENCH_STALL_CYCLES"
+ROOTS_ENV = "SIGNER_BENCH_STALL_ROOTS"
 
 
 # -- inside the server's workers --------------------------------------------------------------------------
@@ -67,12 +69,28 @@ def install_recorder(out_dir: str) -> None:
         thresholds = tuple(int(v) for v in os.environ[GC_THRESHOLD_ENV].split(","))
         setattr(app_module, "GC_THRESHOLDS", thresholds)  # noqa: B010 - what-if patch
     perf, thread_time = time.perf_counter, time.thread_time
-    long_calls: list[dict[str, Any]] = []
+    # The records are kept as strings and floats, which the collector does not track: a record per
+    # commit or per long step kept as a tuple or dict would itself fill the young generation and set
+    # off the collections this bench counts (it did: ~1 tracked object per batch and 2 per long step).
+    from array import array
+
+    long_calls: list[str] = []  # each a JSON object
     gcs: list[tuple[int, float, float, int]] = []
-    commits: list[tuple[float, float, int]] = []  # wall, cpu, frames SQLite's own checkpoint copied in it
+    commits = array("d")  # wall, cpu, frames SQLite's own checkpoint copied in it; three per commit
     holds: list[float] = []
     early: list[float] = []  # per batch: from the gate's release after COMMIT to the block's end
     loop_cpu = [0.0, 0]  # CPU of every callback, number of callbacks
+    # Every step of each named task (the periodic ones: webhooks, metrics, checkpoints, ...), however
+    # short: [CPU total, steps, CPU max]. aiohttp's request tasks ("Task-<n>") are not named.
+    named: dict[str, list[float]] = {}
+    # While this worker holds the write gate: [held now, callbacks of others run meanwhile, their CPU,
+    # the batcher's own steps, their CPU]: the loop's turns that the other workers wait through.
+    under_gate = [0, 0, 0.0, 0, 0.0]
+    # The others' callbacks split by when they ran: [before the batcher's first step after the one
+    # that took the gate (waiting for BEGIN), CPU; after it (waiting for the COMMIT), CPU]; and the
+    # batcher steps seen in the current holding.
+    phases = [0, 0.0, 0, 0.0]
+    hold_steps = [0]
     # What the loop thread runs now: (started, handle) and the stacks the watchdog sampled meanwhile.
     current: list[Any] = [0.0, None]
     samples: list[str] = []
@@ -108,9 +126,33 @@ def install_recorder(out_dir: str) -> None:
             current[1] = None
             loop_cpu[0] += cpu
             loop_cpu[1] += 1
+            task = getattr(getattr(self, "_callback", None), "__self__", None)
+            if under_gate[0]:
+                if isinstance(task, asyncio.Task) and task.get_name() == "signer-store-batcher":
+                    under_gate[3] += 1
+                    under_gate[4] += cpu
+                    hold_steps[0] += 1
+                else:
+                    under_gate[1] += 1
+                    under_gate[2] += cpu
+                    at = 0 if hold_steps[0] <= 1 else 2
+                    phases[at] += 1
+                    phases[at + 1] += cpu
+            if isinstance(task, asyncio.Task):
+                name = task.get_name()
+                if not name.startswith("Task-"):
+                    entry = named.get(name)
+                    if entry is None:
+                        entry = named[name] = [0.0, 0, 0.0]
+                    entry[0] += cpu
+                    entry[1] += 1
+                    if cpu > entry[2]:
+                        entry[2] = cpu
             if cpu > threshold or wall > 2 * threshold:
                 long_calls.append(
-                    {"what": describe(self), "cpu": cpu, "wall": wall, "where": list(samples), "at": start}
+                    json.dumps(
+                        {"what": describe(self), "cpu": cpu, "wall": wall, "where": samples, "at": start}
+                    )
                 )
             if samples:
                 samples.clear()
@@ -126,11 +168,11 @@ def install_recorder(out_dir: str) -> None:
             frame = _sys._current_frames().get(loop_thread[0])
             if frame is None or current[1] is not handle:
                 continue
-            stack = traceback.extract_stack(frame)[-14:]
-            # The innermost frames, signer's and the libraries', innermost last.
-            samples.append(
-                " < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in reversed(stack))
-            )
+            # The innermost frames, signer's and the libraries', innermost first; without the source
+            # lines (linecache would keep every file it read in the young generation, and the
+            # collections this bench counts would traverse them).
+            stack = traceback.StackSummary.extract(traceback.walk_stack(frame), limit=14, lookup_lines=False)
+            samples.append(" < ".join(f"{Path(f.filename).name}:{f.lineno} {f.name}" for f in stack))
 
     threading.Thread(target=watchdog, name="stall-watchdog", daemon=True).start()
 
@@ -140,7 +182,17 @@ def install_recorder(out_dir: str) -> None:
     # --gc-detail: what each collection is about to traverse (slow: the stalls it adds are its own).
     detail = os.environ.get(GC_DETAIL_ENV) == "1"
 
+    roots_at_gc: list[Any] = []
+
     def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if (
+            phase == "start"
+            and os.environ.get(ROOTS_ENV) == "1"
+            and roots_at_gc == [None]
+            and int(info.get("generation", 0)) == 0
+        ):
+            # --roots: the first young collection of the window, seen from what holds its objects.
+            roots_at_gc[0] = young_roots(generations=(0,))
         if phase == "start" and not detail:
             gc_start[0], gc_start[1] = perf(), thread_time()
         elif phase == "start":
@@ -230,7 +282,7 @@ def install_recorder(out_dir: str) -> None:
             if not autocheckpoint:
                 autocheckpoint.append(connection.execute("PRAGMA wal_autocheckpoint").fetchone()[0])
             inline = after > before and frames >= autocheckpoint[0]
-            commits.append((wall, cpu, after - before if inline else 0))
+            commits.extend((wall, cpu, after - before if inline else 0))
 
     driver._run_jobs = timed_jobs
 
@@ -243,9 +295,13 @@ def install_recorder(out_dir: str) -> None:
         async with original_held(self, rested=rested) as release:
             start = perf()
             released: list[float] = []
+            under_gate[0] = 1
+            # The step that took the gate is still running: counted as the first when it ends.
+            hold_steps[0] = 0
 
             def timed_release() -> None:
                 # The store may let the gate go on the connection's thread right after COMMIT.
+                under_gate[0] = 0
                 released.append(perf())
                 if release is not None:
                     release()
@@ -253,6 +309,7 @@ def install_recorder(out_dir: str) -> None:
             try:
                 yield timed_release
             finally:
+                under_gate[0] = 0
                 end = perf()
                 holds.append((released[0] if released else end) - start)
                 if released:
@@ -261,23 +318,126 @@ def install_recorder(out_dir: str) -> None:
 
     gate.WriteGate.held = timed_held  # type: ignore[method-assign]
 
+    # --cycles: every object the collector finds unreachable in the window is kept (DEBUG_SAVEALL)
+    # and counted by type at the end: what the requests leave behind in reference cycles, which is
+    # what fills the young generation (objects freed by reference counting never count towards it).
+    cycles = os.environ.get(CYCLES_ENV) == "1"
+
     def reset(_signum: int, _frame: Any) -> None:
-        for records in (long_calls, gcs, commits, holds, early):
+        # Armed for the window only (during start-up it would hold up the HSM's self-test).
+        roots_at_gc[:] = [None]
+        for records in (long_calls, gcs, holds, early):
             records.clear()
+        del commits[:]
         loop_cpu[0], loop_cpu[1] = 0.0, 0
+        named.clear()
+        under_gate[1:] = [0, 0.0, 0, 0.0]
+        phases[:] = [0, 0.0, 0, 0.0]
+        if cycles:
+            gc.collect()
+            gc.garbage.clear()
+            live_before.clear()
+            live_before.update(live_kinds())
+            gc.set_debug(gc.DEBUG_SAVEALL)
+
+    live_before: dict[str, int] = {}
+
+    def live_kinds() -> dict[str, int]:
+        # After a full collection every live object made since start-up (gc.freeze) is in the oldest
+        # generation: its growth over the window is what the requests keep, not garbage.
+        kinds: dict[str, int] = defaultdict(int)
+        for o in gc.get_objects(2):
+            kinds[f"{type(o).__module__}.{type(o).__qualname__}"] += 1
+        return kinds
+
+    def young_roots(samples: int = 400, generations: tuple[int, ...] = (0, 1)) -> list[tuple[str, int]]:
+        # --roots: what holds the objects in the young generations at the end of the window (what a
+        # young collection traverses and promotes). A sample of them, each followed up its referrers to
+        # the first container outside the young generations; the frozen start-up heap is unfrozen
+        # first, or its containers would not be found (slow; once, at the end).
+        import random
+
+        young = [o for g in generations for o in gc.get_objects(g)]
+        ids = {id(o) for o in young}
+        picked = random.sample(young, min(samples, len(young)))
+        del young
+        gc.unfreeze()
+        found: dict[str, int] = defaultdict(int)
+
+        def label(o: Any) -> str:
+            kind = f"{type(o).__module__}.{type(o).__qualname__}"
+            if isinstance(o, dict):
+                owners = [r for r in gc.get_referrers(o) if hasattr(r, "__dict__") and r.__dict__ is o]
+                if owners:
+                    return f"__dict__ of {type(owners[0]).__module__}.{type(owners[0]).__qualname__}"
+                return f"dict({len(o)}) keys {[repr(k)[:30] for k in list(o)[:2]]}"
+            if isinstance(o, (list, tuple, set)):
+                return f"{kind}({len(o)}) {repr(o)[:60]}"
+            return kind
+
+        for o in picked:
+            path = [label(o)]
+            current = o
+            for _ in range(4):
+                referrers = [
+                    r for r in gc.get_referrers(current) if r is not picked and type(r).__name__ != "frame"
+                ]
+                if not referrers:
+                    path.append("(none)")
+                    break
+                outside = [r for r in referrers if id(r) not in ids]
+                current = outside[0] if outside else referrers[0]
+                path.append(label(current))
+                if outside:
+                    break
+            found[" < ".join(path)[:300]] += 1
+        return sorted(found.items(), key=lambda kv: -kv[1])[:40]
+
+    def cyclic_garbage() -> dict[str, Any]:
+        gc.collect()
+        gc.set_debug(0)
+        garbage = list(gc.garbage)
+        gc.garbage.clear()
+        kinds: dict[str, int] = defaultdict(int)
+        for o in garbage:
+            kind = type(o)
+            kinds[f"{kind.__module__}.{kind.__qualname__}"] += 1
+            if kind.__name__ == "function":
+                kinds[f"  function {getattr(o, '__qualname__', '?')}"] += 1
+            elif kind.__name__ == "frame":
+                kinds[f"  frame {o.f_code.co_filename.rsplit('/', 1)[-1]}:{o.f_code.co_name}"] += 1
+            elif kind.__name__ == "coroutine":
+                kinds[f"  coroutine {getattr(o, '__qualname__', '?')}"] += 1
+        del garbage
+        gc.collect()  # the cycles just dropped from gc.garbage are not "kept"
+        grown = {k: v - live_before.get(k, 0) for k, v in live_kinds().items()}
+        return {
+            "objects": sum(kinds[k] for k in kinds if not k.startswith(" ")),
+            "types": sorted(kinds.items(), key=lambda kv: -kv[1])[:60],
+            "grown": sorted(((k, v) for k, v in grown.items() if v), key=lambda kv: -abs(kv[1]))[:30],
+        }
 
     def dump(_signum: int, _frame: Any) -> None:
         data = {
-            "long_calls": long_calls,
+            "long_calls": [json.loads(c) for c in long_calls],
             "gc": gcs,
-            "commits": commits,
+            "commits": [commits[i : i + 3].tolist() for i in range(0, len(commits), 3)],
             "holds": holds,
             "early": early,
             "loop_cpu": loop_cpu[0],
             "callbacks": loop_cpu[1],
+            "named": named,
+            "under_gate": under_gate[1:],
+            "gate_phases": phases,
             "gc_threshold": list(gc.get_threshold()),
             "gc_frozen": gc.get_freeze_count(),
         }
+        if cycles:
+            data["cycles"] = cyclic_garbage()
+        if os.environ.get(ROOTS_ENV) == "1":
+            taken = roots_at_gc[0] if roots_at_gc else None
+            data["roots"] = taken if taken is not None else young_roots()
+            data["roots_at"] = "a young collection" if taken is not None else "the end of the window"
         target = Path(out_dir) / f"stalls-{os.getpid()}.json"
         partial = target.with_suffix(".part")
         partial.write_text(json.dumps(data), encoding="utf-8")
@@ -384,6 +544,56 @@ def report(data: list[dict[str, Any]], seconds: float, requests: int, threshold_
             f"{early[len(early) // 2] * 1000:.2f} ms (p50) / {early[int(len(early) * 0.99)] * 1000:.2f} ms "
             f"(p99) / {sum(early) * 1000:.0f} ms (total) later"
         )
+    if any("cycles" in w for w in data):
+        total = sum(w["cycles"]["objects"] for w in data)
+        print(f"\ncyclic garbage: {total} objects, {total / max(requests, 1):.1f} per request")
+        merged: dict[str, int] = defaultdict(int)
+        for w in data:
+            for kind, count in w["cycles"]["types"]:
+                merged[kind] += count
+        for kind, count in sorted(merged.items(), key=lambda kv: -kv[1])[:40]:
+            print(f"  {count:7d}  {count / max(requests, 1):6.2f}/req  {kind}")
+        grown: dict[str, int] = defaultdict(int)
+        for w in data:
+            for kind, count in w["cycles"]["grown"]:
+                grown[kind] += count
+        print(f"live objects kept over the window (after a full collection): {sum(grown.values())}")
+        for kind, count in sorted(grown.items(), key=lambda kv: -abs(kv[1]))[:25]:
+            print(f"  {count:7d}  {count / max(requests, 1):6.2f}/req  {kind}")
+    for w in data:
+        if "roots" in w:
+            print(
+                f"\nwhat holds the young generations' objects at {w['roots_at']} (a sample, followed to an "
+                "older container):"
+            )
+            for path, count in w["roots"]:
+                print(f"  {count:4d}  {path}")
+    gated = [sum(w.get("under_gate", [0, 0, 0, 0])[i] for w in data) for i in range(4)]
+    if holds:
+        print(
+            f"  while held, per batch: {gated[0] / len(holds):.2f} other callbacks on the loop "
+            f"({gated[1] / len(holds) * 1e6:.0f} us CPU), {gated[2] / len(holds):.2f} batcher steps "
+            f"({gated[3] / len(holds) * 1e6:.0f} us CPU)"
+        )
+        split = [sum(w.get("gate_phases", [0, 0, 0, 0])[i] for w in data) for i in range(4)]
+        n = len(holds)
+        print(
+            f"    of them waiting for BEGIN's result: {split[0] / n:.2f} ({split[1] / n * 1e6:.0f} us CPU); "
+            f"waiting for the COMMIT: {split[2] / n:.2f} ({split[3] / n * 1e6:.0f} us)"
+        )
+        hold_summary["others_per_batch"] = round(gated[0] / len(holds), 3)
+        hold_summary["others_us_per_batch"] = round(gated[1] / len(holds) * 1e6, 1)
+        hold_summary["batcher_us_per_batch"] = round(gated[3] / len(holds) * 1e6, 1)
+    tasks: dict[str, list[float]] = {}
+    for w in data:
+        for name, (cpu, steps, longest) in w.get("named", {}).items():
+            entry = tasks.setdefault(name, [0.0, 0, 0.0])
+            entry[0] += cpu
+            entry[1] += steps
+            entry[2] = max(entry[2], longest)
+    print("\nnamed tasks, every step (CPU total ms, steps, longest step ms), all workers:")
+    for name, (cpu, steps, longest) in sorted(tasks.items(), key=lambda kv: -kv[1][0]):
+        print(f"  {cpu * 1000:9.1f} {int(steps):7d} {longest * 1000:7.2f}  {name}")
     loop_cpu = sum(w["loop_cpu"] for w in data)
     print(
         f"loop CPU in callbacks: {loop_cpu / max(requests, 1) * 1e6:.0f} us per request; "
@@ -402,6 +612,9 @@ def report(data: list[dict[str, Any]], seconds: float, requests: int, threshold_
         "commits": commit_summary,
         "gate": hold_summary,
         "loop_cpu_us_per_request": round(loop_cpu / max(requests, 1) * 1e6, 1),
+        "named_tasks": {
+            k: [round(v[0] * 1000, 2), int(v[1]), round(v[2] * 1000, 2)] for k, v in tasks.items()
+        },
     }
 
 
@@ -420,6 +633,17 @@ def main() -> None:
         action="store_true",
         help="before each collection, count its objects by type and find what refers to a Writer/Reader "
         "(expensive: measures what is garbage, not how long collections take)",
+    )
+    parser.add_argument(
+        "--cycles",
+        action="store_true",
+        help="keep what the collector finds unreachable in the window (gc.DEBUG_SAVEALL) and count it by "
+        "type: the reference cycles the requests leave behind (changes GC timings; count only)",
+    )
+    parser.add_argument(
+        "--roots",
+        action="store_true",
+        help="at the end, follow a sample of the young generations' objects to what holds them (slow)",
     )
     parser.add_argument(
         "--switch-interval",
@@ -453,6 +677,8 @@ def main() -> None:
             GC_DETAIL_ENV: "1" if args.gc_detail else "0",
             SWITCH_ENV: str(args.switch_interval) if args.switch_interval else "",
             GC_THRESHOLD_ENV: args.gc_thresholds or "",
+            CYCLES_ENV: "1" if args.cycles else "0",
+            ROOTS_ENV: "1" if args.roots else "0",
         }
         for item in args.env:
             name, _, value = item.partition("=")
@@ -484,7 +710,7 @@ def main() -> None:
             after = cpu_snapshot(pids, None)
             for pid in workers:
                 os.kill(pid, signal.SIGUSR2)
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + (300 if args.roots else 20)
             files = [out / f"stalls-{pid}.json" for pid in workers]
             while not all(f.exists() for f in files) and time.monotonic() < deadline:
                 time.sleep(0.05)  # polling for the files the workers write on the signal, with a deadline

@@ -519,10 +519,14 @@ def new_event_loop(prefer_uvloop: bool = True) -> asyncio.AbstractEventLoop:
 
 # A signing request waits ~100 ms with 64 others in flight, so the default first generation (700) is
 # collected while their state is alive, promotes it and rescans it in the older generations: measured
-# 30-60 us of collector time per request. With 20,000 that state dies by reference counting before any
-# collection (none in a 10 s window under load); what a collection finds is bounded by the threshold.
-# The start-up heap is frozen (see _resources).
-GC_THRESHOLDS = (20_000, 10, 10)
+# 30-60 us of collector time per request. A young collection's pause grows with the threshold, though
+# (it traverses what the young generation holds; almost all of it is alive and is promoted): at 20,000
+# one pause of 4.5-8 ms per worker every ~30 s, the longest step of the event loop at 300 requests/s
+# (bench/loop_stalls.py). At 5,000: at 300/s three pauses of at most 1.7 ms in the same window and the
+# same collector CPU in all (4.3-4.5 ms against 4.5-4.7 ms per 30 s); saturated with 64 connections,
+# pauses of at most 3.5 ms and ~1 us of collector CPU per request more (16.4 against 8.2 ms per 30 s,
+# ~14,000 requests), not the 30-60 us of the default. The start-up heap is frozen (see _resources).
+GC_THRESHOLDS = (5_000, 10, 10)
 
 
 def run(
