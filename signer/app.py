@@ -288,6 +288,7 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
                 transport,
                 destinations=destinations,
                 secret_overlap=timedelta(seconds=settings.webhook_secret_overlap_seconds),
+                outbox_retention=timedelta(days=settings.webhook_outbox_retention_days),
                 clock=utcnow,
             )
             # Pending requests sit below both the pipeline (which opens and closes them) and the

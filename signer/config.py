@@ -289,6 +289,12 @@ class Settings(BaseModel):
         le=30 * 86400,
         description="an alert is retried (with back-off) until delivered or this long after it was flagged",
     )
+    webhook_outbox_retention_days: int = Field(
+        default=30,
+        ge=1,
+        le=3650,
+        description="delivered webhook and alert calls, and those given up on, are deleted this long after",
+    )
     checklist_interval_seconds: float = Field(
         default=60.0, gt=0, le=86400, description="recompute the operator checklist's gauges this often"
     )

@@ -59,6 +59,11 @@ log = logging.getLogger("signer.webhooks")
 
 LEASE = timedelta(seconds=60)
 GAVE_UP = timedelta(days=36500)
+# Finished calls are pruned this often (each worker; deleting is idempotent), at most
+# _PRUNE_PAGES pages of _PRUNE_PAGE rows a round, so one round never holds the write lock long.
+PRUNE_EVERY = timedelta(hours=1)
+_PRUNE_PAGE = 500
+_PRUNE_PAGES = 20
 ALERTS = "@alerts"
 
 
@@ -167,6 +172,7 @@ class WebhookService:
         poll_interval: float = 1.0,
         destinations: DestinationPolicy | None = None,
         secret_overlap: timedelta = timedelta(days=1),
+        outbox_retention: timedelta = timedelta(days=30),
     ) -> None:
         self._store = store
         self._auth = auth
@@ -181,6 +187,8 @@ class WebhookService:
         self._destinations = destinations or DestinationPolicy()
         self._overlap = secret_overlap
         self._channels: dict[str, Channel] = {}
+        self._retention = outbox_retention
+        self._pruned_at: datetime | None = None
 
     def add_channel(self, name: str, *, secret: bytes | None, expiry: timedelta) -> None:
         """Deliver the calls queued for ``name`` (``@`` and a name), signed with ``secret``."""
@@ -340,6 +348,7 @@ class WebhookService:
         while True:
             try:
                 await self.deliver_due()
+                await self.prune_if_due()
             except SignerError as exc:
                 log.warning("webhook round failed", extra={"code": exc.code})
             except Exception as exc:  # noqa: BLE001 - the dispatcher must outlive any one bad round
@@ -349,6 +358,24 @@ class WebhookService:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll)
             except TimeoutError:
                 pass
+
+    async def prune_if_due(self) -> int:
+        """At most once per ``PRUNE_EVERY``: delete the outbox's finished calls (delivered, or given up
+        on) older than the retention, a page per transaction, so the table holds what is in flight and
+        recent history, not every call ever made. Returns how many went."""
+        now = self._clock()
+        if self._pruned_at is not None and now - self._pruned_at < PRUNE_EVERY:
+            return 0
+        self._pruned_at = now
+        pruned = 0
+        for _ in range(_PRUNE_PAGES):
+            gone = await self._store.submit(lambda w: w.outbox.prune(now, self._retention, _PRUNE_PAGE))
+            pruned += gone
+            if gone < _PRUNE_PAGE:
+                break
+        if pruned:
+            log.info("webhook outbox pruned", extra={"count": pruned})
+        return pruned
 
     async def deliver_due(self) -> int:
         now = self._clock()

@@ -332,3 +332,48 @@ async def test_delivery_checks_the_destination_again(hooked_strict, receiver) ->
         assert time.monotonic() < deadline, await refused()
         await asyncio.sleep(0.05)
     assert hook.calls == []
+
+
+async def test_the_dispatcher_prunes_finished_calls_once_an_hour(store: Store, hsm: Hsm) -> None:
+    """Delivered calls (and those given up on) leave the outbox once older than the retention, at
+    most once per PRUNE_EVERY; calls still being tried stay."""
+    from signer.services.webhooks import PRUNE_EVERY
+    from signer.store import OutboxRecord
+
+    world = await make_world(store, hsm)
+    clock = world.clock
+    transport = AiohttpTransport(LOOPBACK)
+    service = WebhookService(
+        store,
+        world.auth,
+        transport,
+        clock=clock,
+        destinations=LOOPBACK,
+        outbox_retention=timedelta(days=7),
+    )
+    try:
+        made = clock()
+        done, trying = (
+            OutboxRecord("obx_done", "@alerts", "https://a.example", {}, made, 0, made),
+            OutboxRecord("obx_trying", "@alerts", "https://a.example", {}, made, 0, made),
+        )
+        async with store.write() as w:
+            await w.outbox.enqueue(done)
+            await w.outbox.enqueue(trying)
+            await w.outbox.finish(done.id, delivered_at=made, attempts=1, next_attempt_at=made, error=None)
+            await w.outbox.finish(trying.id, delivered_at=None, attempts=1, next_attempt_at=made, error="x")
+        assert await service.prune_if_due() == 0  # nothing old enough yet
+        clock.jump(days=8)
+        assert await service.prune_if_due() == 1
+        async with store.read() as r:
+            assert await r.outbox.get(done.id) is None
+            assert await r.outbox.get(trying.id) is not None
+        again = OutboxRecord("obx_again", "@alerts", "https://a.example", {}, made, 0, made)
+        async with store.write() as w:
+            await w.outbox.enqueue(again)
+            await w.outbox.finish(again.id, delivered_at=made, attempts=1, next_attempt_at=made, error=None)
+        assert await service.prune_if_due() == 0  # pruned a moment ago: not again within the hour
+        clock.jump(seconds=PRUNE_EVERY.total_seconds())
+        assert await service.prune_if_due() == 1
+    finally:
+        await transport.close()

@@ -6,6 +6,7 @@ outbox is a durable queue: a call is enqueued in the transaction that caused it,
 a deliverer, and finished (delivered, or rescheduled). Besides approver groups, a row may belong to a
 channel (a ``group_name`` starting with ``@``, which no group name can: ``@alerts`` for the alerts
 webhook); a row given up on keeps ``delivered_at`` empty and ``next_attempt_at`` a century ahead.
+Finished rows (delivered, or given up on) are pruned once older than the retention the service sets.
 """
 
 from __future__ import annotations
@@ -231,6 +232,22 @@ class OutboxWrites(OutboxReads):
             },
             Conflict("an outbox entry with that id exists", code="outbox_exists"),
         )
+
+    async def prune(self, now: datetime, keep: timedelta, limit: int = 1000) -> int:
+        """Delete up to ``limit`` finished calls older than ``keep``: delivered before ``now - keep``,
+        or given up on and made before then. Calls still being tried are never deleted, whatever their
+        age. Returns how many went; the caller repeats while a full page goes."""
+        aware(now, "now")
+        if type(limit) is not int or limit < 1:
+            raise ValueError("limit must be a positive integer")
+        c = t.webhook_outbox.c
+        cutoff = now - keep
+        finished = (c.delivered_at.is_not(None) & (c.delivered_at < cutoff)) | (
+            c.delivered_at.is_(None) & (c.next_attempt_at >= now + GIVEN_UP_AFTER) & (c.created_at < cutoff)
+        )
+        page = select(c.id).where(finished).order_by(c.created_at, c.id).limit(limit).scalar_subquery()
+        result = await self._tx._write(delete(t.webhook_outbox).where(c.id.in_(page)))
+        return int(result.rowcount or 0)
 
     async def claim(self, outbox_id: str, due: datetime, lease_until: datetime) -> bool:
         """Take a due call for delivery (compare-and-set on its next attempt): one claimer wins, in

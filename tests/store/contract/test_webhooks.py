@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -82,3 +82,58 @@ async def test_the_outbox_hands_each_due_call_to_one_claimer(store: Store) -> No
         failed = await r.outbox.get(second.id)
         assert failed is not None and failed.last_error == "http 500" and failed.attempts == 1
         assert await r.approvals.backlog(now) == (0, 2)  # second and later are undelivered
+
+
+async def test_finished_calls_are_pruned_after_the_retention_and_live_ones_never(store: Store) -> None:
+    from signer.store import GIVEN_UP_AFTER
+
+    keep = timedelta(days=30)
+    now = T0 + timedelta(days=100)
+    old, recent = now - timedelta(days=31), now - timedelta(days=29)
+
+    def made(at: datetime) -> OutboxRecord:
+        return OutboxRecord(
+            id=uid("obx"),
+            group_name="@alerts",
+            url="https://a.example/hook",
+            event={"kind": "anomaly.detected"},
+            created_at=at,
+            attempts=0,
+            next_attempt_at=at,
+        )
+
+    delivered_old, delivered_recent = made(old), made(recent)
+    given_up_old, given_up_recent = made(old), made(recent)
+    retrying_old = made(old)  # still being tried: kept whatever its age
+    calls = [delivered_old, delivered_recent, given_up_old, given_up_recent, retrying_old]
+    async with store.write() as w:
+        for record in calls:
+            await w.outbox.enqueue(record)
+        for record in (delivered_old, delivered_recent):
+            await w.outbox.finish(
+                record.id,
+                delivered_at=record.created_at,
+                attempts=1,
+                next_attempt_at=record.created_at,
+                error=None,
+            )
+        for record in (given_up_old, given_up_recent):
+            await w.outbox.finish(
+                record.id,
+                delivered_at=None,
+                attempts=12,
+                next_attempt_at=now + GIVEN_UP_AFTER + timedelta(days=1),
+                error="expired",
+            )
+        await w.outbox.finish(
+            retrying_old.id, delivered_at=None, attempts=3, next_attempt_at=now, error="status 500"
+        )
+    async with store.write() as w:
+        assert await w.outbox.prune(now, keep, limit=1) == 1  # a page at a time
+        assert await w.outbox.prune(now, keep) == 1
+        assert await w.outbox.prune(now, keep) == 0
+        with pytest.raises(ValueError):
+            await w.outbox.prune(now, keep, limit=0)
+    async with store.read() as r:
+        left = {record.id for record in calls if await r.outbox.get(record.id) is not None}
+    assert left == {delivered_recent.id, given_up_recent.id, retrying_old.id}
