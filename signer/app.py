@@ -33,7 +33,7 @@ from signer.http.console_operator import operator_routes
 from signer.http.console_rotation import rotation_routes
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.eth_upstream import EthUpstream
-from signer.http.rollback_guard import rollback_guard
+from signer.http.rollback_guard import refuse_if_latched
 from signer.http.route_order import hot_first
 from signer.http.routes import LONG_POLL_ROUTES, routes
 from signer.http.server import serve
@@ -163,11 +163,16 @@ async def _limited(request: web.Request, handler: Handler, request_id: str) -> w
             "the Host header is not one this service answers to",
             request_id,
         )
-    if any(len(request.headers.getall(name, ())) > 1 for name in SINGLE_HEADERS):
-        # Two credentials or two idempotency keys: a proxy in front may act on the other one.
-        return problem(
-            400, "duplicate_header", "a header that may appear only once appears more than once", request_id
-        )
+    headers = request.headers
+    for name in SINGLE_HEADERS:
+        if len(headers.getall(name, ())) > 1:
+            # Two credentials or two idempotency keys: a proxy in front may act on the other one.
+            return problem(
+                400,
+                "duplicate_header",
+                "a header that may appear only once appears more than once",
+                request_id,
+            )
     # Refuse an announced oversize body before reading a byte of it.
     limit = settings.max_body_bytes
     if request.path.startswith("/v1/secrets"):
@@ -176,9 +181,12 @@ async def _limited(request: web.Request, handler: Handler, request_id: str) -> w
         return problem(413, "body_too_large", f"request body is larger than {limit} bytes", request_id)
     deadline = settings.request_deadline_seconds
     resource = request.match_info.route.resource
-    if resource is not None and resource.canonical in LONG_POLL_ROUTES:
+    route = resource.canonical if resource is not None else None
+    if route in LONG_POLL_ROUTES:
         # A long-poll waits on purpose (its handler bounds the wait); the deadline covers the rest.
         deadline += MAX_WAIT_SECONDS
+    # Signing, secret reads and grant changes wait while an audit rollback is unacknowledged.
+    refuse_if_latched(request, request.method, route)
     try:
         async with asyncio.timeout(deadline):
             return await handler(request)
@@ -492,7 +500,7 @@ def _both(
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
-        middlewares=[request_context, rollback_guard],
+        middlewares=[request_context],
         client_max_size=max(settings.max_body_bytes, settings.secret_body_bytes),
     )
     app[SETTINGS] = settings

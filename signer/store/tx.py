@@ -19,7 +19,7 @@ boundaries, written by the flush in one executemany per table, told when COMMIT 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select, text, update
@@ -35,6 +35,9 @@ from signer.store import schema as t
 from signer.store.checks import nonempty
 from signer.store.driver import Driver, Prepared, Step
 from signer.store.engine import is_connection_fault, translate
+
+# len("2025-01-02T03:04:05.123456Z"): what format_at writes for years 1000-9999.
+_AT_LENGTH = 27
 
 
 class StoreSide(Protocol):
@@ -311,18 +314,24 @@ class WriteTx(Session):
         canonical JSON cannot hold (floats, NaN, non-string keys).
         """
         self._check_live()
-        if type(event) is not AuditEvent and not isinstance(event, Mapping):
+        if type(event) is AuditEvent:
+            body = event.as_dict()
+        elif isinstance(event, Mapping):
+            body = dict(event)
+        else:
             raise ValueError("an audit event must be a mapping")
-        kind = event.get("kind")
+        # Read from the copy (a plain dict): the same values, without the Mapping protocol's calls.
+        kind = body.get("kind")
         if not isinstance(kind, str) or not kind:
             raise ValueError("event kind must be a non-empty string")
-        request_id = event.get("request_id")
+        request_id = body.get("request_id")
         nonempty(request_id, "event request_id", optional=True)
-        raw_at = event.get("at")
-        body = event.as_dict() if type(event) is AuditEvent else dict(event)
+        raw_at = body.get("at")
         if isinstance(raw_at, datetime):
-            body["at"] = format_at(raw_at)
-            at = parse_at(body["at"])
+            written = body["at"] = format_at(raw_at)
+            # parse_at(written) is this instant in UTC (format_at refused a naive one; a datetime holds
+            # microseconds only): computed, not parsed back, for the usual "YYYY-MM-DDTHH:MM:SS.ffffffZ".
+            at = raw_at.astimezone(UTC) if len(written) == _AT_LENGTH else parse_at(written)
         elif isinstance(raw_at, str):
             at = parse_at(raw_at)
         else:

@@ -3,10 +3,12 @@ and a reader see, a swallowed failed statement, and the facts epoch shared throu
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
+from signer.audit import format_at, parse_at
 from signer.errors import Conflict, NotFound
 from signer.store import Store, Writer
 from tests.store.store_testkit import event, grant, key, principal, token
@@ -81,6 +83,34 @@ async def test_writer_sees_its_own_writes_and_readers_do_not(store: Store) -> No
     async with store.read() as r:
         assert await r.principals.get(alice.id) == alice
         assert await r.audit_head() == (1, record.hash)
+
+
+async def test_an_event_at_is_its_written_text_read_back(store: Store) -> None:
+    # append_audit computes the record's instant instead of parsing format_at's text back: the two agree
+    # for any zone, a leap day, microseconds and the edges of the years format_at writes in full; a year
+    # before 1000 (strftime's text, unpadded on glibc) is accepted or refused as that parse decides.
+    instants = [
+        datetime(2026, 6, 1, 12, 0, 0, 999999, tzinfo=timezone(timedelta(hours=2))),
+        datetime(2028, 2, 29, 23, 59, 59, 1, tzinfo=timezone(timedelta(hours=-11, minutes=-30))),
+        datetime(1000, 1, 1, 0, 0, 0, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 1, 1, tzinfo=UTC),
+    ]
+    async with store.write() as w:
+        for at in instants:
+            record = w.append_audit(event(at=at))
+            assert record.at == parse_at(format_at(at)) == at and record.at.tzinfo == UTC
+            assert json.loads(record.event)["at"] == format_at(at)
+        early = datetime(999, 12, 31, 23, 0, tzinfo=UTC)
+        try:
+            expected = parse_at(format_at(early))
+        except ValueError:
+            with pytest.raises(ValueError):
+                w.append_audit(event(at=early))
+        else:
+            assert w.append_audit(event(at=early)).at == expected
+        with pytest.raises(ValueError):
+            w.append_audit(event(at=datetime(2026, 1, 1)))  # naive
 
 
 async def test_writer_with_a_swallowed_failed_statement_refuses_to_commit(store: Store) -> None:
