@@ -35,6 +35,7 @@ HOMES = {
     # Non-HSM cryptography has one floor (signer/crypto/: signatures, approver signatures, webhook MAC,
     # and the secrets' AEAD envelope when it comes).
     "cryptography": ("signer/crypto/",),
+    "nacl": ("signer/crypto/",),
     "prometheus_client": ("signer/metrics.py",),
 }
 

@@ -282,7 +282,6 @@ class Hsm:
         self._rescan_interval = float(rescan_interval)
         self._start_timeout = float(start_timeout)
         self._token = TokenSession(module_path, token_label, pin)
-        self._slots = threading.Semaphore(queue_size)
         self._counters = _Counters()
         self._pid: int | None = None
         self._thread: _Pkcs11Thread | None = None
@@ -293,7 +292,10 @@ class Hsm:
         self._last_miss_rescan = float("-inf")
         # Set for good once the token refuses our PIN at run time (see Recovery.PIN_REFUSED).
         self._pin_refused = False
-        self._admitted = 0  # bounded jobs holding a queue slot (read by metrics)
+        # Bounded jobs holding a queue slot: the queue bound itself (at most queue_size) and the depth
+        # metrics read. One counter under one lock, taken once by the caller and once by the worker
+        # (a Semaphore beside a counter took four locks per call for the same number).
+        self._admitted = 0
         self._admitted_lock = threading.Lock()  # changed from the callers' threads and the worker's
         # Optional, set by the composition root: called on the caller's loop after every call with
         # (seconds from queueing to answer, "ok" | "error" | "timeout" | "overloaded"). Must not raise.
@@ -559,14 +561,16 @@ class Hsm:
         bounded = self._state == "running" and not closing
         observer = self.call_observer
         started = time.monotonic()
-        if bounded and not self._slots.acquire(blocking=False):
-            self._counters.add("overloaded")
-            if observer is not None:
-                observer(0.0, "overloaded")
-            raise Unavailable("HSM queue is full", code="hsm_overloaded")
         if bounded:
             with self._admitted_lock:
-                self._admitted += 1
+                admitted = self._admitted < self.queue_size
+                if admitted:
+                    self._admitted += 1
+            if not admitted:
+                self._counters.add("overloaded")
+                if observer is not None:
+                    observer(0.0, "overloaded")
+                raise Unavailable("HSM queue is full", code="hsm_overloaded")
         job = _Job(self, run, loop, started + timeout, bounded)
         worker.submit(job)
         # The deadline fails the job's future itself: one timer, and no cancellation of the caller's
@@ -604,7 +608,6 @@ class Hsm:
             if job.bounded:
                 with self._admitted_lock:
                     self._admitted -= 1
-                self._slots.release()
         self._counters.add("completed" if error is None else "failed")
         return job, value, error
 

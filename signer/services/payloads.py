@@ -255,7 +255,7 @@ def prepare_message(message: bytes) -> Preparer:
     def prepare(key: KeyRecord) -> Prepared:
         curve = Curve(key.curve)
         body = {"message": _hex(message)}
-        view = _message_view(message)
+        # The view is built only for a request that waits for approvers (most are signed at once).
         if curve is Curve.SECP256K1:
             digest = personal_message_digest(message)
             return Prepared(
@@ -263,7 +263,7 @@ def prepare_message(message: bytes) -> Preparer:
                 {"scheme": "eip191", "message_length": len(message), "digest": _hex(digest)},
                 lambda k, rs: _finish_eth_message(digest, k, rs),
                 body=body,
-                view={"scheme": "eip191", **view, "digest": _hex(digest)},
+                view=lambda: {"scheme": "eip191", **_message_view(message), "digest": _hex(digest)},
             )
         if curve is Curve.P256:
             digest = hashlib.sha256(message).digest()
@@ -272,7 +272,11 @@ def prepare_message(message: bytes) -> Preparer:
                 {"scheme": "ecdsa-p256-sha256", "message_length": len(message), "digest": _hex(digest)},
                 lambda k, rs: _finish_p256(digest, k, rs),
                 body=body,
-                view={"scheme": "ecdsa-p256-sha256", **view, "digest": _hex(digest)},
+                view=lambda: {
+                    "scheme": "ecdsa-p256-sha256",
+                    **_message_view(message),
+                    "digest": _hex(digest),
+                },
             )
         return Prepared(
             message,
@@ -283,7 +287,7 @@ def prepare_message(message: bytes) -> Preparer:
             },
             lambda k, sig: _finish_ed25519(message, k, sig),
             body=body,
-            view={"scheme": "ed25519", **view},
+            view=lambda: {"scheme": "ed25519", **_message_view(message)},
         )
 
     return prepare

@@ -77,6 +77,19 @@ def test_the_stored_body_prepares_the_same_bytes_again(operation: str) -> None:
     assert "key_id" not in first.describe()  # the resource kind adds what approvers see of the key
 
 
+@pytest.mark.parametrize("curve", ["secp256k1", "p256", "ed25519"])
+def test_a_message_view_shows_text_or_hex_and_the_scheme(curve: str) -> None:
+    kind = payload_kind("sign_message")
+    text = kind.parse({"message": "héllo".encode()})(_key(curve)).describe()
+    binary = kind.parse({"message": b"\xff\x00"})(_key(curve)).describe()
+    scheme = {"secp256k1": "eip191", "p256": "ecdsa-p256-sha256", "ed25519": "ed25519"}[curve]
+    assert text["scheme"] == binary["scheme"] == scheme
+    assert text["message_text"] == "héllo" and text["message_length"] == 6 and "message_hex" not in text
+    assert binary["message_hex"] == "0xff00" and binary["message_length"] == 2
+    assert "message_text" not in binary
+    assert ("digest" in text) is (curve != "ed25519")
+
+
 def test_a_payload_kind_refuses_a_key_of_another_curve() -> None:
     with pytest.raises(Unprocessable) as refused:
         payload_kind("sign_transaction").check_resource(_key("ed25519"))
