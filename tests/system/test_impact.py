@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from signer.services.checklist import ITEMS
 from tests.dbfixtures import private_pg_database
 from tests.service_harness import (
     SIGNER,
@@ -34,7 +35,11 @@ from tests.service_harness import (
     make_key,
     start_server,
 )
+from tests.system.support import wait_until
 from tests.system.test_secrets import World, canary
+
+LARGE_GROUP = 3  # members
+WIDE_FOLDER = 4  # secrets
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -46,7 +51,15 @@ def impact_server(
             stack.enter_context(private_pg_database("signer_impact")) if request.param == "postgres" else None
         )
         installation = init_installation(Path(tmp_path_factory.mktemp("impact")) / "data", database_url)
-        server = start_server(installation)
+        server = start_server(
+            installation,
+            env={
+                # Small enough for a fixture to cross (and its look-alike to stay under).
+                "SIGNER_CHECKLIST_LARGE_GROUP_MEMBERS": str(LARGE_GROUP),
+                "SIGNER_CHECKLIST_WIDE_FOLDER_SECRETS": str(WIDE_FOLDER),
+                "SIGNER_CHECKLIST_INTERVAL_SECONDS": "0.5",
+            },
+        )
         try:
             yield server
         finally:
@@ -334,12 +347,94 @@ def test_each_checklist_item_is_produced_by_its_fixture_and_absent_for_its_look_
     assert scene.unused not in ids(items(default)["grants_never_used"], "grant_id")
 
 
+def test_overdue_rotation_large_groups_and_wide_folders(scene: Scenario) -> None:
+    """The checklist items the scenario above leaves out, each with its look-alike: a secret past its
+    rotation interval (and one within it), a group's grant from ``LARGE_GROUP`` members (and the
+    scenario's one-member group), a folder grant from ``WIDE_FOLDER`` secrets under it (and a folder one
+    secret short)."""
+    w = scene.world
+    admin = w.server.installation.admin_token
+    overdue = w.create("overdue-key")["id"]
+    calm = w.create("calm-key")["id"]
+    for secret, interval in ((overdue, 1), (calm, 86400)):
+        status, body = w.call("PATCH", f"/v1/secrets/{secret}", {"rotation_interval_seconds": interval})
+        assert status == 200, body
+    # Groups: one with LARGE_GROUP members, granted one secret (broad for its size alone).
+    big = f"big-{w.org}"
+    for i in range(LARGE_GROUP):
+        status, _, made = w.server.call(
+            "POST", "/v1/principals", {"name": f"member-{i}-{w.org}", "role": "service"}, admin
+        )
+        assert status == 201, made
+        status, _ = w.call("PUT", f"/v1/groups/{big}/members/{made['principal']['id']}")
+        assert status in (200, 201)
+    status, body = w.call(
+        "POST", "/v1/grants", {"group": big, "secret_id": calm, "operations": ["read_value"]}
+    )
+    assert status == 201, body
+    by_big = body["id"]
+    # Folders: WIDE_FOLDER secrets under one (counting a subfolder), one fewer under the other.
+    for name in range(WIDE_FOLDER):
+        sub = "/deep" if name == 0 else ""
+        w.create(f"w{name}", folder=f"{w.org}/wide{sub}")
+    for name in range(WIDE_FOLDER - 1):
+        w.create(f"n{name}", folder=f"{w.org}/narrow")
+    wide = w.grant(w.service_id, scope=f"{w.org}/wide", operations=["read_value"])["id"]
+    narrow = w.grant(w.service_id, scope=f"{w.org}/narrow", operations=["read_value"])["id"]
+
+    def checklist() -> dict[str, list[dict[str, Any]]]:
+        status, body = w.call("GET", "/v1/checklist?limit=1000")
+        assert status == 200, body
+        return items(body)
+
+    found = wait_until(
+        lambda: (c := checklist()) and overdue in ids(c["rotation_overdue"], "secret_id") and c,
+        30,
+        "the secret to be past its one-second rotation interval",
+    )
+    (entry,) = [e for e in found["rotation_overdue"] if e["secret_id"] == overdue]
+    assert entry["version"] == 1 and entry["due_at"]
+    assert calm not in ids(found["rotation_overdue"], "secret_id")
+    assert scene.secret not in ids(found["rotation_overdue"], "secret_id")  # no interval at all
+    broad = {e["grant_id"]: e["because"] for e in found["broad_secret_grants"]}
+    assert broad[by_big] == [f"large group ({LARGE_GROUP} members)"]
+    assert broad[wide] == [f"wide folder prefix ({WIDE_FOLDER} secrets)"]
+    assert narrow not in broad and scene.by_group not in broad and scene.own not in broad
+    # Rotated, the secret is no longer overdue (its new version is younger than the interval).
+    status, _ = w.call("PATCH", f"/v1/secrets/{overdue}", {"rotation_interval_seconds": 3600})
+    assert status == 200
+    status, _ = w.call("POST", f"/v1/secrets/{overdue}/versions", {"fields": {"STRIPE_SECRET": canary()}})
+    assert status == 201
+    assert overdue not in ids(checklist()["rotation_overdue"], "secret_id")
+
+
+def _gauges(text: str) -> dict[str, float]:
+    prefix = 'signer_checklist_items{item="'
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            item, _, value = line[len(prefix) :].partition('"} ')
+            found[item] = float(value)
+    return found
+
+
 def test_checklist_gauges_and_refusals(scene: Scenario) -> None:
     w = scene.world
-    status, _, text = w.server.call("GET", "/metrics")
-    assert status == 200
-    for item in ("broad_secret_grants", "grants_never_used", "keys_with_broad_signing_grants_and_no_policy"):
-        assert f'signer_checklist_items{{item="{item}"}}' in text
+    # One gauge per checklist item, each the item's count (the gauges are recomputed off the requests,
+    # with the default windows: the same answer as GET /v1/checklist without parameters).
+    w.grant(w.service_id, scope=w.org, operations=["read_value"])  # one more broad grant
+
+    def agree() -> bool:
+        status, _, text = w.server.call("GET", "/metrics")
+        assert status == 200
+        gauges = _gauges(text)
+        assert set(gauges) == set(ITEMS)
+        status, body = w.call("GET", "/v1/checklist?limit=1")
+        assert status == 200, body
+        counts = {item["id"]: item["count"] for item in body["items"]}
+        return counts["broad_secret_grants"] > 0 and gauges == {k: float(v) for k, v in counts.items()}
+
+    wait_until(agree, 30, "the checklist gauges to show the checklist's counts")
     status, body = w.call("GET", "/v1/checklist", token=w.service)
     assert (status, body["code"]) == (403, "role_not_allowed") or status == 403
     status, body = w.call("POST", "/v1/impact", {"action": "delete_secret", "id": "sec_missing"})
