@@ -180,6 +180,15 @@ def test_revoking_the_group_grant_names_the_group_its_member_and_the_reference(s
     )
     assert report["summary"]["workloads_failing"] == ["ledger"]
     assert report["grant"]["secrets_covered"] == 1
+    assert scene.cli("impact", "revoke_grant", scene.by_group)["summary"] == report["summary"]
+    # The real revocation records what stopped working, compacted, in its audit event.
+    status, body = w.call("DELETE", f"/v1/grants/{scene.by_group}")
+    assert status == 200, body
+    (event,) = [e for e in scene.events("grant.revoke") if about(e) == scene.by_group]
+    assert event["impact"]["action"] == "revoke_grant"
+    assert event["impact"]["principals_losing"] == [w.other_id]
+    assert event["impact"]["counts"]["workloads_failing"] == 1
+    assert w.fetch(scene.secret, token=w.other, workload="ledger")[0] in (403, 404)
 
 
 def test_disabling_a_principal_says_what_stops_and_which_grants_go_unused(scene: Scenario) -> None:
@@ -191,6 +200,7 @@ def test_disabling_a_principal_says_what_stops_and_which_grants_go_unused(scene:
     assert subjects(resource["lose"])[f"principal:{w.other_id}"][0] == ["list", "read_value"]
     assert report["unused_after"]["grants"] == [scene.by_group]
     assert report["summary"]["principals_losing"] == [w.other_id]
+    assert scene.cli("impact", "disable_principal", w.other_id)["summary"] == report["summary"]
     # The real action records the report, compacted, in its audit event.
     status, body = w.call("POST", f"/v1/principals/{w.other_id}/state", {"disabled": True})
     assert status == 200, body
@@ -216,6 +226,7 @@ def test_deleting_the_secret_fails_everyone_and_leaves_its_grants_unused(scene: 
         "secrets": [scene.secret],
     }
     assert report["summary"]["workloads_failing"] == ["billing-api", "ledger"]
+    assert scene.cli("impact", "delete_secret", scene.secret)["summary"] == report["summary"]
     status, _ = w.call("DELETE", f"/v1/secrets/{scene.secret}")
     assert status == 200
     (event,) = [e for e in scene.events("secret.delete") if about(e) == scene.secret]
@@ -233,6 +244,7 @@ def test_rotating_keeps_everyone_and_names_grants_only_used_for_older_versions(s
     assert keep[f"group:{scene.group}"] == (["list", "read_value"], [scene.by_group])
     assert report["versions"]["current"] == 1 and report["versions"]["next"] == 2
     assert report["older_grants"] == []
+    assert scene.cli("impact", "rotate_secret", scene.secret)["summary"] == report["summary"]
     status, body = w.call(
         "POST", f"/v1/secrets/{scene.secret}/versions", {"fields": {"STRIPE_SECRET": canary()}}
     )
@@ -254,7 +266,8 @@ def test_usage_reports_count_fetches_and_say_when_grants_were_last_used(scene: S
     assert status == 200, usage
     counts = {(r["principal_id"], r["workload"]): r["fetches"] for r in usage["by_principal"]}
     assert counts == {(w.service_id, "billing-api"): 2, (w.other_id, "ledger"): 2}
-    assert usage["last_fetched"]["by"] in (w.service_id, w.other_id)
+    last = usage["last_fetched"]
+    assert (last["by"], last["workload"]) == (w.other_id, "ledger") and last["at"]  # the resolve
     assert sum(d["fetches"] for d in usage["by_day"]) == 4
     assert {g["grant_id"] for g in usage["grants"]} == {scene.own, scene.by_group}
     status, grant = w.call("GET", f"/v1/usage/grants/{scene.own}")
@@ -264,6 +277,23 @@ def test_usage_reports_count_fetches_and_say_when_grants_were_last_used(scene: S
     report = scene.cli("usage", "report", "--days", "0", "--limit", "1000")
     never_used = {g["grant_id"] for g in report["grants_never_used"]["items"]}
     assert scene.unused in never_used and scene.own not in never_used and scene.by_group not in never_used
+    # Secrets never fetched, and not fetched in N days (the never-fetched among them).
+    quiet = w.create("quiet")["id"]
+
+    def report_ids(days: int) -> tuple[set[str], set[str]]:
+        status, body = w.call("GET", f"/v1/usage?days={days}&limit=1000")
+        assert status == 200, body
+        assert body["never_fetched"]["count"] >= len(body["never_fetched"]["items"])
+        return (
+            ids(body["never_fetched"]["items"], "secret_id"),
+            ids(body["not_fetched_in_days"]["items"], "secret_id"),
+        )
+
+    never, stale = report_ids(0)  # 0 days: everything last fetched before now is stale
+    assert quiet in never and scene.secret not in never
+    assert quiet in stale and scene.secret in stale
+    never, stale = report_ids(1)  # fetched today: not stale over a day
+    assert quiet in stale and scene.secret not in stale
     # A service may not read who uses what.
     status, body = w.call("GET", "/v1/usage?days=1", token=w.service)
     assert status == 403, body
