@@ -316,6 +316,7 @@ def test_each_checklist_item_is_produced_by_its_fixture_and_absent_for_its_look_
     # Broad: the whole organisation; narrow: one secret (the scenario's own grant).
     broad = w.grant(admin_id, scope=w.org, operations=["read_value"])["id"]
     registry = w.create("npm-token", category="registry")["id"]
+    publication = w.create("pypi-publish", category="publication")["id"]
     shared = w.create("cdn-key", tags=["shared:cdn"])["id"]
     plain = w.create("plain", tags=["production"])["id"]
     infra = w.create(
@@ -352,6 +353,7 @@ def test_each_checklist_item_is_produced_by_its_fixture_and_absent_for_its_look_
     assert broad in ids(found["broad_secret_grants"], "grant_id")
     assert scene.own not in ids(found["broad_secret_grants"], "grant_id")
     assert registry in ids(found["registry_and_publication_credentials"], "secret_id")
+    assert publication in ids(found["registry_and_publication_credentials"], "secret_id")
     assert plain not in ids(found["registry_and_publication_credentials"], "secret_id")
     assert shared in ids(found["shared_or_public_assets"], "secret_id")
     assert plain not in ids(found["shared_or_public_assets"], "secret_id")
