@@ -60,6 +60,7 @@ from signer.services.audit_sinks import SinkDelivery, build_sink
 from signer.services.auth import AuthService
 from signer.services.books import BookService
 from signer.services.checklist import ChecklistService
+from signer.services.checklist import Thresholds as ChecklistThresholds
 from signer.services.checkpoints import CheckpointPolicy, CheckpointService
 from signer.services.client_certs import ClientCertService
 from signer.services.console_sessions import ConsoleSessions
@@ -420,7 +421,14 @@ async def _resources(app: web.Application) -> AsyncIterator[None]:
             resolver = SecretResolver(store, secrets, clock=utcnow)
             resolver.usage = usage
             checklist = ChecklistService(
-                store, usage, clock=utcnow, interval=settings.checklist_interval_seconds
+                store,
+                usage,
+                clock=utcnow,
+                interval=settings.checklist_interval_seconds,
+                thresholds=ChecklistThresholds(
+                    large_group=settings.checklist_large_group_members,
+                    wide_folder=settings.checklist_wide_folder_secrets,
+                ),
             )
             app[SERVICES] = Services(
                 auth=auth,

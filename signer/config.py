@@ -298,6 +298,18 @@ class Settings(BaseModel):
     checklist_interval_seconds: float = Field(
         default=60.0, gt=0, le=86400, description="recompute the operator checklist's gauges this often"
     )
+    checklist_large_group_members: int = Field(
+        default=20,
+        ge=1,
+        le=1_000_000,
+        description="a group's grant on secrets is broad (operator checklist) from this many members",
+    )
+    checklist_wide_folder_secrets: int = Field(
+        default=500,
+        ge=1,
+        le=100_000_000,
+        description="a folder grant is broad (operator checklist) when this many secrets are under it",
+    )
     metrics_public_on_loopback: bool = Field(
         default=True, description="/metrics needs no token from a loopback caller when we listen on loopback"
     )

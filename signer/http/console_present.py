@@ -155,6 +155,15 @@ def summary(item: dict[str, Any], notes: Notes = NO_NOTES) -> str:
         # The domain's name is the requester's word, not a verified identity: say so.
         primary = view.get("primary_type")
         return f'Sign typed data {primary} for an application calling itself "{name}" on {chain} with {key}'
+    if scheme == "eip7702_authorization":
+        # Signed on its own, then carried by any sponsor's type-4 transaction: say whose account
+        # changes, to whose code, and where.
+        chain = "any chain" if view.get("any_chain") else chain_words(view.get("chain_id"))
+        return (
+            f"Delegate account {labelled(view.get('authority'), notes)} to the code of "
+            f"{labelled(view.get('delegate'), notes)} on {chain} (EIP-7702 authorisation, account nonce "
+            f"{view.get('nonce')}) with {key}"
+        )
     if scheme == "secret_read":
         fields = ", ".join(view.get("fields") or []) or "all fields"
         return (
@@ -195,6 +204,9 @@ def dangers(item: dict[str, Any]) -> list[str]:
         out.append("Irreversible: the key can never sign again")
     for delegate in view.get("delegates") or []:
         out.append(f"EIP-7702 delegation: this account's code becomes {delegate}'s")
+    if view.get("scheme") == "eip7702_authorization":
+        where = " on every chain (chain id 0)" if view.get("any_chain") else ""
+        out.append(f"EIP-7702 delegation: this account's code becomes {view.get('delegate')}'s{where}")
     call = view.get("token_call") or {}
     if call.get("unbounded"):
         out.append(f"Unlimited approval: {call.get('recipient')} may move every token of this kind")

@@ -351,6 +351,7 @@ class _Wanted:
         addresses = [view.get("to"), call.get("recipient"), call.get("owner")]
         addresses += [p.get("spender") for p in permits] + [p.get("token") for p in permits]
         addresses += list(view.get("delegates") or [])
+        addresses += [view.get("delegate"), view.get("authority")]  # an EIP-7702 authorisation's
         chain = _int(view.get("chainId") if view.get("scheme") == "transaction" else domain.get("chainId"))
         contracts = ([view.get("to")] if call else []) + [p.get("token") for p in permits]
         selector = view.get("selector") if view.get("scheme") == "transaction" and not call else None

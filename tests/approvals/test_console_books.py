@@ -10,6 +10,7 @@ import secrets
 from typing import Any
 
 from eth_abi import encode
+from eth_account import Account
 from eth_utils import to_checksum_address
 
 from tests.approvals import webdriver
@@ -17,6 +18,7 @@ from tests.approvals.test_api_approvals import Desk
 from tests.approvals.test_console_browser import _checked, _sign_in
 from tests.service_harness import Server
 
+DANGERS = "return Array.from(document.querySelectorAll('p.danger')).map(p => p.innerText)"
 TWO_ETH = "2000000000000000000"  # over the desk's 1 ETH cap: every request below waits for approval
 
 
@@ -106,3 +108,128 @@ def test_the_sentence_uses_the_books(server: Server, unique_name: str, browser: 
         browser.get(f"{server.url}/console/audit?q={kind}")
         events = browser.text("#events")
         assert kind in events and target in events, (kind, events)
+
+
+def test_dangers_and_a_permit_in_token_units(
+    server: Server, unique_name: str, browser: webdriver.Browser
+) -> None:
+    """The request page in Chromium for what the sentence must not hide: an EIP-7702 authorisation
+    signed on its own (whose account becomes whose code, on any chain), a type-4 transaction carrying a
+    delegation, an EIP-2612 permit of a token from the token book in its units, and an unlimited permit;
+    each danger is named, labels come from the address book, and each page passes the axe scan."""
+    delegate, usdc, spender = _address(), _address(), _address()
+    desk = Desk(
+        server,
+        unique_name,
+        rules=[
+            {"id": "big", "kind": "value_cap", "effect": "require_approval", "max_value": "10"},
+            {"id": "delegates", "kind": "delegate_allowlist", "effect": "require_approval",
+             "delegates": [delegate]},
+            {"id": "dapps", "kind": "typed_data_domain_allowlist", "effect": "require_approval",
+             "domains": [{"name": "Known"}]},
+        ],
+    )  # fmt: skip
+    admin = server.installation.admin_token
+    status, _, me = server.call("GET", "/v1/whoami", token=desk.requester)
+    assert status == 200, me
+    status, _, grant = server.call(
+        "POST",
+        "/v1/grants",
+        {"principal_id": me["principal_id"], "key_id": desk.key["id"], "operations": ["sign_authorization"]},
+        admin,
+    )
+    assert status == 201, grant
+    _put(server, "PUT", f"/v1/books/addresses/{delegate}", {"label": "batcher"})
+    _put(server, "PUT", f"/v1/books/tokens/1/{usdc}", {"symbol": "USDC", "decimals": 6})
+
+    status, _, body = server.call(
+        "POST",
+        f"/v1/keys/{desk.key['id']}/sign/authorization",
+        {"chain_id": 0, "delegate": delegate, "nonce": 3},
+        desk.requester,
+    )
+    assert status == 202, body
+    authorisation = body["approval"]["id"]
+    signed = Account.create().sign_authorization({"chainId": 1, "address": delegate, "nonce": 0})
+    type4 = {
+        **_tx(spender),
+        "type": 4,
+        "gas": 60000,
+        "authorizationList": [
+            {"chainId": 1, "address": delegate, "nonce": 0, "yParity": signed.y_parity,
+             "r": hex(signed.r), "s": hex(signed.s)},
+        ],
+    }  # fmt: skip
+    carried = _pending(desk, type4)
+
+    def permit(value: int) -> str:
+        typed = {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "Permit": [
+                    {"name": "owner", "type": "address"},
+                    {"name": "spender", "type": "address"},
+                    {"name": "value", "type": "uint256"},
+                    {"name": "nonce", "type": "uint256"},
+                    {"name": "deadline", "type": "uint256"},
+                ],
+            },
+            "primaryType": "Permit",
+            "domain": {"name": "USD Coin", "version": "2", "chainId": 1, "verifyingContract": usdc},
+            "message": {
+                "owner": desk.key["address"],
+                "spender": spender,
+                "value": value,
+                "nonce": 0,
+                "deadline": 2**40,
+            },
+        }
+        status, _, body = server.call(
+            "POST", f"/v1/keys/{desk.key['id']}/sign/typed-data", {"typed_data": typed}, desk.requester
+        )
+        assert status == 202, body
+        return str(body["approval"]["id"])
+
+    bounded, unlimited = permit(250_000_000), permit(2**256 - 1)
+    key_address = f"{desk.key['address'][:6]}…{desk.key['address'][-5:]}"
+    short = f"{delegate[:6]}…{delegate[-5:]}"
+    spender_short = f"{spender[:6]}…{spender[-5:]}"
+
+    browser.get(f"{server.url}/console/approvals/{authorisation}")
+    _sign_in(browser, desk.approvers[0])
+    browser.wait_url(f"/console/approvals/{authorisation}")
+    assert browser.text("#summary") == (
+        f"Delegate account {key_address} to the code of {short} (batcher, from your address book) on any "
+        "chain (EIP-7702 authorisation, account nonce 3) with k"
+    )
+    dangers = browser.script(DANGERS)
+    everywhere = " on every chain (chain id 0)"
+    assert dangers == [
+        f"Dangerous: EIP-7702 delegation: this account's code becomes {delegate}'s{everywhere}"
+    ]
+    _checked(browser, "danger-eip7702-authorisation")
+
+    browser.get(f"{server.url}/console/approvals/{carried}")
+    dangers = browser.script(DANGERS)
+    assert dangers == [f"Dangerous: EIP-7702 delegation: this account's code becomes {delegate}'s"]
+    _checked(browser, "danger-eip7702-transaction")
+
+    browser.get(f"{server.url}/console/approvals/{bounded}")
+    assert browser.text("#summary") == (
+        f"Sign a permit letting {spender_short} spend 250 USDC (250,000,000 base units) of token "
+        f"USDC ({usdc[:6]}…{usdc[-5:]}) with k"
+    )
+    assert browser.find_all("p.danger") == []
+    assert "USD Coin" in browser.text("#typed") and "verifyingContract" in browser.text("#typed")
+    _checked(browser, "permit-token-units")
+
+    browser.get(f"{server.url}/console/approvals/{unlimited}")
+    assert "spend an unlimited amount of token USDC" in browser.text("#summary")
+    dangers = browser.script(DANGERS)
+    assert dangers == [f"Dangerous: Unlimited permit: {spender} may move every token of this kind"]
+    _checked(browser, "danger-unlimited-permit")

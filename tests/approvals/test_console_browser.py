@@ -223,3 +223,52 @@ def test_a_vote_signed_by_an_injected_wallet(
     [vote] = _votes(server, desk, approval_id)
     assert vote["signature_scheme"] == "secp256k1" and vote["decision"] == "reject"
     assert vote["signature"] == signature.removeprefix("0x").lower()
+
+
+def _tab_to(browser: webdriver.Browser, element_id: str, most: int = 40) -> list[dict[str, Any]]:
+    """Tab until ``element_id`` has the focus; every stop on the way is visibly focused and named."""
+    stops = []
+    for _ in range(most):
+        browser.keys(webdriver.TAB)
+        stop = browser.focused()
+        stops.append(stop)
+        assert stop["outline"] != "none", f"no visible focus on {stop}"
+        assert stop["text"] or stop["label"], f"a focus stop without a name: {stop}"
+        if stop["id"] == element_id:
+            return stops
+    raise AssertionError(f"#{element_id} never took the focus: {stops}")
+
+
+def test_keyboard_alone_signs_in_and_casts_a_signed_vote(
+    server: Server, unique_name: str, browser: webdriver.Browser
+) -> None:
+    """No mouse: the first Tab reaches the skip link, which moves the focus to the page's content;
+    every focus stop is outlined and named; the sign-in form submits with Enter; the vote's key field
+    and the Approve button are reached with Tab and the signed vote goes with Enter."""
+    desk = Desk(server, unique_name)
+    private = Ed25519PrivateKey.generate()
+    seed = private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex()
+    public = private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    _register(server, desk.approvers[0], "ed25519", public)
+    approval_id, _ = _pending(desk)
+
+    browser.get(f"{server.url}/console/approvals/{approval_id}")
+    assert "/console/login" in browser.url
+    stops = _tab_to(browser, "token")
+    assert stops[0]["text"] == "Skip to content" and stops[-1]["label"] == "Approver access token"
+    browser.keys(desk.approvers[0], webdriver.ENTER)
+    browser.wait_url(f"/console/approvals/{approval_id}")
+
+    browser.keys(webdriver.TAB)
+    assert browser.focused()["text"] == "Skip to content"
+    browser.keys(webdriver.ENTER)
+    assert browser.focused()["id"] == "main"  # past the navigation, at the request itself
+    stops = _tab_to(browser, "ed25519-seed")
+    assert [s["id"] for s in stops] == ["sign-vote", "ed25519-seed"]  # nothing before the decision
+    browser.keys(seed, webdriver.TAB)
+    assert browser.focused()["id"] == "approve"
+    browser.keys(webdriver.ENTER)
+    browser.wait_url(f"/console/approvals/{approval_id}?voted=approve")
+    [vote] = _votes(server, desk, approval_id)
+    assert (vote["decision"], vote["signature_scheme"], vote["counted"]) == ("approve", "ed25519", True)
+    assert seed not in browser.source()

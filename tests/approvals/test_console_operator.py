@@ -29,7 +29,7 @@ def test_operator_pages(server: Server, unique_name: str, browser: webdriver.Bro
     value = "canary-" + random.token_hex(16)
     folder = f"ops-{random.token_hex(4)}"
     admin_id = server.installation.admin["principal"]["id"]
-    operations = ["create", "read_metadata", "list"]
+    operations = ["create", "read_metadata", "list", "read_value"]
     status, _, grant = server.call(
         "POST", "/v1/grants", {"principal_id": admin_id, "operations": operations, "scope": folder}, admin
     )
@@ -48,6 +48,13 @@ def test_operator_pages(server: Server, unique_name: str, browser: webdriver.Bro
         admin,
     )
     assert status == 201, created
+    # One fetch, so the pages have a last fetch to show (by whom and when; never the value).
+    status, _, fetched = server.call(
+        "POST", f"/v1/secrets/{created['id']}/fetch", {"workload": "billing-api"}, admin
+    )
+    assert status == 200, fetched
+    status, _, shown = server.call("GET", f"/v1/secrets/{created['id']}", token=admin)
+    assert status == 200 and shown["last_fetched_at"], shown
     shadow = attach_policy(
         server,
         {
@@ -75,10 +82,13 @@ def test_operator_pages(server: Server, unique_name: str, browser: webdriver.Bro
 
     browser.get(f"{server.url}/console/secrets")
     assert f"{folder}/stripe" in browser.text("#secrets") and "billing-api" in browser.text("#secrets")
+    assert shown["last_fetched_at"] in browser.text("#secrets")  # the list's "Last fetched" column
     _checked(browser, "secrets")
     browser.click(f"a[href='/console/secrets/{created['id']}']")
     browser.wait_url(f"/console/secrets/{created['id']}")
     assert "STRIPE_SECRET" in browser.text("#versions")
+    metadata = browser.text("#secret")
+    assert shown["last_fetched_at"] in metadata and admin_id in metadata  # when, and by whom
     assert browser.text("#access")
     assert value not in browser.source()
     _checked(browser, "secret")
@@ -113,11 +123,19 @@ def test_operator_pages(server: Server, unique_name: str, browser: webdriver.Bro
     browser.click(f"a[href='/console/attachments/{shadow['id']}/shadow']")
     browser.wait_url(f"/console/attachments/{shadow['id']}/shadow")
     assert browser.text("#report")
+    _checked(browser, "shadow-report")
     browser.get(f"{server.url}/console/policies/s-{unique_name[:40]}")
     assert "value_cap" in browser.text("#versions")
+    _checked(browser, "policy")
 
     browser.get(f"{server.url}/console/audit")
-    assert "Verification:" in browser.text("#intro")
+    # The verification status is the newest signed checkpoint's, as the API gives it.
+    status, _, checkpoint = server.call("GET", "/v1/audit/checkpoint", token=admin)
+    intro = browser.text("#intro")
+    if status == 200:
+        assert f"Verification: the latest signed checkpoint covers events 1 to {checkpoint['size']}" in intro
+    else:
+        assert status == 404 and "Verification: no checkpoint has been signed yet" in intro
     assert "console.sign_in" in browser.text("#events")
     _checked(browser, "audit")
     browser.type("#q", "secret.create")

@@ -81,6 +81,35 @@ def test_a_delegation_and_an_unlimited_permit_are_dangerous() -> None:
     assert present.dangers(item) == [f"Unlimited permit: {SPENDER} may move every token of this kind"]
 
 
+def test_an_eip7702_authorisation_says_whose_code_and_is_dangerous() -> None:
+    """An authorisation signed on its own (sign_authorization): the sentence names the account, the
+    delegate and the chain (any chain for 0), labels from the address book, and the danger."""
+    view = {
+        "scheme": "eip7702_authorization",
+        "key_label": "hot-1",
+        "chain_id": "1",
+        "any_chain": False,
+        "delegate": SPENDER,
+        "nonce": "3",
+        "authority": TOKEN,
+    }
+    item = {"key_id": "key_1", "view": view}
+    assert present.summary(item) == (
+        "Delegate account 0xA0b8…6eB48 to the code of 0x1111…11111 on Ethereum mainnet (chain 1) "
+        "(EIP-7702 authorisation, account nonce 3) with hot-1"
+    )
+    assert present.dangers(item) == [f"EIP-7702 delegation: this account's code becomes {SPENDER}'s"]
+    anywhere = {"key_id": "key_1", "view": {**view, "chain_id": "0", "any_chain": True}}
+    notes = {"addresses": {SPENDER: {"label": "batcher", "note": ""}}, "tokens": {}, "function": None}
+    assert present.summary(anywhere, notes) == (
+        "Delegate account 0xA0b8…6eB48 to the code of 0x1111…11111 (batcher, from your address book) on "
+        "any chain (EIP-7702 authorisation, account nonce 3) with hot-1"
+    )
+    assert present.dangers(anywhere) == [
+        f"EIP-7702 delegation: this account's code becomes {SPENDER}'s on every chain (chain id 0)"
+    ]
+
+
 def test_a_secret_read_and_the_reasons() -> None:
     item = {
         "view": {

@@ -21,6 +21,8 @@ from typing import Any
 CHROMIUM = next((p for p in (shutil.which("chromium"), shutil.which("chromium-browser")) if p), None)
 CHROMEDRIVER = shutil.which("chromedriver")
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"
+TAB = "\ue004"  # WebDriver's key codes
+ENTER = "\ue007"
 
 
 def available() -> bool:
@@ -117,6 +119,26 @@ class Browser:
 
     def text(self, css: str) -> str:
         return str(self._s("GET", f"/element/{self.find(css)}/text"))
+
+    def keys(self, *texts: str) -> None:
+        """Press keys on whatever has the focus, as a keyboard would (``TAB``, ``ENTER`` or text)."""
+        actions = []
+        for text in texts:
+            for key in text:
+                actions += [{"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]
+        self._s("POST", "/actions", {"actions": [{"type": "key", "id": "keyboard", "actions": actions}]})
+
+    def focused(self) -> dict[str, Any]:
+        """The element with the focus: its id, tag, text, accessible label and outline style."""
+        return dict(
+            self.script(
+                "const e = document.activeElement;"
+                "const label = e.labels && e.labels.length ? e.labels[0].innerText : '';"
+                "return {id: e.id, tag: e.tagName.toLowerCase(), text: (e.innerText || '').trim(),"
+                " label: label || e.getAttribute('aria-label') || '',"
+                " outline: getComputedStyle(e).outlineStyle};"
+            )
+        )
 
     def source(self) -> str:
         return str(self._s("GET", "/source"))

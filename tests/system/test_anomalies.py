@@ -202,3 +202,48 @@ def test_alerts_are_retried_delivered_once_and_survive_a_restart(
             "127.0.0.3",
             "127.0.0.4",
         }
+
+
+def test_an_alert_given_up_is_on_the_operator_checklist(
+    tmp_path: Path, launch, database_url: str | None
+) -> None:
+    """A receiver that refuses every call and a one-second expiry: the alert is given up, and the
+    checklist's ``undelivered_alerts`` (and ``GET /v1/alerts``) name it; before any alert the item is
+    empty."""
+    installation = init_installation(tmp_path / "data", database_url)
+    admin = installation.admin_token
+    with Refusing(refuse=-1) as receiver:
+        env = {
+            "SIGNER_ALERTS_WEBHOOK_URL": receiver.url,
+            "SIGNER_WEBHOOK_ALLOWED_DESTINATIONS": "127.0.0.1/32",
+            "SIGNER_ALERTS_WEBHOOK_EXPIRY_SECONDS": "1",
+            "SIGNER_USAGE_FLUSH_SECONDS": "0.05",
+        }
+        server: Server = launch(installation, env=env)
+        service = make_service(server, "relayer-undelivered")
+        token = service["credentials"]["access_token"]
+        key = make_key(server)
+        grant(server, service["principal"]["id"], key["id"], ["sign_message"])
+
+        def undelivered() -> list[dict[str, Any]]:
+            status, _, checklist = server.call("GET", "/v1/checklist", token=admin)
+            assert status == 200, checklist
+            return next(i for i in checklist["items"] if i["id"] == "undelivered_alerts")["entries"]
+
+        assert sign_from(server, "127.0.0.1", key["id"], token)[0] == 200  # the first address: no flag
+        assert undelivered() == []
+        assert sign_from(server, "127.0.0.2", key["id"], token)[0] == 200
+        (entry,) = wait_until(
+            lambda: [e for e in undelivered() if e["state"] == "given_up"],
+            60,
+            "the refused alert to be given up",
+        )
+        assert (entry["signal"], entry["principal_id"], entry["last_error"]) == (
+            "new_source",
+            service["principal"]["id"],
+            "expired",
+        )
+        assert entry["attempts"] >= 1 and receiver.calls and not receiver.accepted
+        status, _, alerts = server.call("GET", "/v1/alerts", token=admin)
+        assert status == 200, alerts
+        assert [(a["id"], a["state"]) for a in alerts["alerts"]] == [(entry["alert_id"], "given_up")]

@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from signer.services.checklist import ITEMS
 from tests.dbfixtures import private_pg_database
 from tests.service_harness import (
     SIGNER,
@@ -34,7 +35,11 @@ from tests.service_harness import (
     make_key,
     start_server,
 )
+from tests.system.support import wait_until
 from tests.system.test_secrets import World, canary
+
+LARGE_GROUP = 3  # members
+WIDE_FOLDER = 4  # secrets
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
@@ -46,7 +51,15 @@ def impact_server(
             stack.enter_context(private_pg_database("signer_impact")) if request.param == "postgres" else None
         )
         installation = init_installation(Path(tmp_path_factory.mktemp("impact")) / "data", database_url)
-        server = start_server(installation)
+        server = start_server(
+            installation,
+            env={
+                # Small enough for a fixture to cross (and its look-alike to stay under).
+                "SIGNER_CHECKLIST_LARGE_GROUP_MEMBERS": str(LARGE_GROUP),
+                "SIGNER_CHECKLIST_WIDE_FOLDER_SECRETS": str(WIDE_FOLDER),
+                "SIGNER_CHECKLIST_INTERVAL_SECONDS": "0.5",
+            },
+        )
         try:
             yield server
         finally:
@@ -167,6 +180,15 @@ def test_revoking_the_group_grant_names_the_group_its_member_and_the_reference(s
     )
     assert report["summary"]["workloads_failing"] == ["ledger"]
     assert report["grant"]["secrets_covered"] == 1
+    assert scene.cli("impact", "revoke_grant", scene.by_group)["summary"] == report["summary"]
+    # The real revocation records what stopped working, compacted, in its audit event.
+    status, body = w.call("DELETE", f"/v1/grants/{scene.by_group}")
+    assert status == 200, body
+    (event,) = [e for e in scene.events("grant.revoke") if about(e) == scene.by_group]
+    assert event["impact"]["action"] == "revoke_grant"
+    assert event["impact"]["principals_losing"] == [w.other_id]
+    assert event["impact"]["counts"]["workloads_failing"] == 1
+    assert w.fetch(scene.secret, token=w.other, workload="ledger")[0] in (403, 404)
 
 
 def test_disabling_a_principal_says_what_stops_and_which_grants_go_unused(scene: Scenario) -> None:
@@ -178,6 +200,7 @@ def test_disabling_a_principal_says_what_stops_and_which_grants_go_unused(scene:
     assert subjects(resource["lose"])[f"principal:{w.other_id}"][0] == ["list", "read_value"]
     assert report["unused_after"]["grants"] == [scene.by_group]
     assert report["summary"]["principals_losing"] == [w.other_id]
+    assert scene.cli("impact", "disable_principal", w.other_id)["summary"] == report["summary"]
     # The real action records the report, compacted, in its audit event.
     status, body = w.call("POST", f"/v1/principals/{w.other_id}/state", {"disabled": True})
     assert status == 200, body
@@ -203,6 +226,7 @@ def test_deleting_the_secret_fails_everyone_and_leaves_its_grants_unused(scene: 
         "secrets": [scene.secret],
     }
     assert report["summary"]["workloads_failing"] == ["billing-api", "ledger"]
+    assert scene.cli("impact", "delete_secret", scene.secret)["summary"] == report["summary"]
     status, _ = w.call("DELETE", f"/v1/secrets/{scene.secret}")
     assert status == 200
     (event,) = [e for e in scene.events("secret.delete") if about(e) == scene.secret]
@@ -220,6 +244,7 @@ def test_rotating_keeps_everyone_and_names_grants_only_used_for_older_versions(s
     assert keep[f"group:{scene.group}"] == (["list", "read_value"], [scene.by_group])
     assert report["versions"]["current"] == 1 and report["versions"]["next"] == 2
     assert report["older_grants"] == []
+    assert scene.cli("impact", "rotate_secret", scene.secret)["summary"] == report["summary"]
     status, body = w.call(
         "POST", f"/v1/secrets/{scene.secret}/versions", {"fields": {"STRIPE_SECRET": canary()}}
     )
@@ -241,7 +266,8 @@ def test_usage_reports_count_fetches_and_say_when_grants_were_last_used(scene: S
     assert status == 200, usage
     counts = {(r["principal_id"], r["workload"]): r["fetches"] for r in usage["by_principal"]}
     assert counts == {(w.service_id, "billing-api"): 2, (w.other_id, "ledger"): 2}
-    assert usage["last_fetched"]["by"] in (w.service_id, w.other_id)
+    last = usage["last_fetched"]
+    assert (last["by"], last["workload"]) == (w.other_id, "ledger") and last["at"]  # the resolve
     assert sum(d["fetches"] for d in usage["by_day"]) == 4
     assert {g["grant_id"] for g in usage["grants"]} == {scene.own, scene.by_group}
     status, grant = w.call("GET", f"/v1/usage/grants/{scene.own}")
@@ -251,6 +277,23 @@ def test_usage_reports_count_fetches_and_say_when_grants_were_last_used(scene: S
     report = scene.cli("usage", "report", "--days", "0", "--limit", "1000")
     never_used = {g["grant_id"] for g in report["grants_never_used"]["items"]}
     assert scene.unused in never_used and scene.own not in never_used and scene.by_group not in never_used
+    # Secrets never fetched, and not fetched in N days (the never-fetched among them).
+    quiet = w.create("quiet")["id"]
+
+    def report_ids(days: int) -> tuple[set[str], set[str]]:
+        status, body = w.call("GET", f"/v1/usage?days={days}&limit=1000")
+        assert status == 200, body
+        assert body["never_fetched"]["count"] >= len(body["never_fetched"]["items"])
+        return (
+            ids(body["never_fetched"]["items"], "secret_id"),
+            ids(body["not_fetched_in_days"]["items"], "secret_id"),
+        )
+
+    never, stale = report_ids(0)  # 0 days: everything last fetched before now is stale
+    assert quiet in never and scene.secret not in never
+    assert quiet in stale and scene.secret in stale
+    never, stale = report_ids(1)  # fetched today: not stale over a day
+    assert quiet in stale and scene.secret not in stale
     # A service may not read who uses what.
     status, body = w.call("GET", "/v1/usage?days=1", token=w.service)
     assert status == 403, body
@@ -273,6 +316,7 @@ def test_each_checklist_item_is_produced_by_its_fixture_and_absent_for_its_look_
     # Broad: the whole organisation; narrow: one secret (the scenario's own grant).
     broad = w.grant(admin_id, scope=w.org, operations=["read_value"])["id"]
     registry = w.create("npm-token", category="registry")["id"]
+    publication = w.create("pypi-publish", category="publication")["id"]
     shared = w.create("cdn-key", tags=["shared:cdn"])["id"]
     plain = w.create("plain", tags=["production"])["id"]
     infra = w.create(
@@ -309,6 +353,7 @@ def test_each_checklist_item_is_produced_by_its_fixture_and_absent_for_its_look_
     assert broad in ids(found["broad_secret_grants"], "grant_id")
     assert scene.own not in ids(found["broad_secret_grants"], "grant_id")
     assert registry in ids(found["registry_and_publication_credentials"], "secret_id")
+    assert publication in ids(found["registry_and_publication_credentials"], "secret_id")
     assert plain not in ids(found["registry_and_publication_credentials"], "secret_id")
     assert shared in ids(found["shared_or_public_assets"], "secret_id")
     assert plain not in ids(found["shared_or_public_assets"], "secret_id")
@@ -334,12 +379,94 @@ def test_each_checklist_item_is_produced_by_its_fixture_and_absent_for_its_look_
     assert scene.unused not in ids(items(default)["grants_never_used"], "grant_id")
 
 
+def test_overdue_rotation_large_groups_and_wide_folders(scene: Scenario) -> None:
+    """The checklist items the scenario above leaves out, each with its look-alike: a secret past its
+    rotation interval (and one within it), a group's grant from ``LARGE_GROUP`` members (and the
+    scenario's one-member group), a folder grant from ``WIDE_FOLDER`` secrets under it (and a folder one
+    secret short)."""
+    w = scene.world
+    admin = w.server.installation.admin_token
+    overdue = w.create("overdue-key")["id"]
+    calm = w.create("calm-key")["id"]
+    for secret, interval in ((overdue, 1), (calm, 86400)):
+        status, body = w.call("PATCH", f"/v1/secrets/{secret}", {"rotation_interval_seconds": interval})
+        assert status == 200, body
+    # Groups: one with LARGE_GROUP members, granted one secret (broad for its size alone).
+    big = f"big-{w.org}"
+    for i in range(LARGE_GROUP):
+        status, _, made = w.server.call(
+            "POST", "/v1/principals", {"name": f"member-{i}-{w.org}", "role": "service"}, admin
+        )
+        assert status == 201, made
+        status, _ = w.call("PUT", f"/v1/groups/{big}/members/{made['principal']['id']}")
+        assert status in (200, 201)
+    status, body = w.call(
+        "POST", "/v1/grants", {"group": big, "secret_id": calm, "operations": ["read_value"]}
+    )
+    assert status == 201, body
+    by_big = body["id"]
+    # Folders: WIDE_FOLDER secrets under one (counting a subfolder), one fewer under the other.
+    for name in range(WIDE_FOLDER):
+        sub = "/deep" if name == 0 else ""
+        w.create(f"w{name}", folder=f"{w.org}/wide{sub}")
+    for name in range(WIDE_FOLDER - 1):
+        w.create(f"n{name}", folder=f"{w.org}/narrow")
+    wide = w.grant(w.service_id, scope=f"{w.org}/wide", operations=["read_value"])["id"]
+    narrow = w.grant(w.service_id, scope=f"{w.org}/narrow", operations=["read_value"])["id"]
+
+    def checklist() -> dict[str, list[dict[str, Any]]]:
+        status, body = w.call("GET", "/v1/checklist?limit=1000")
+        assert status == 200, body
+        return items(body)
+
+    found = wait_until(
+        lambda: (c := checklist()) and overdue in ids(c["rotation_overdue"], "secret_id") and c,
+        30,
+        "the secret to be past its one-second rotation interval",
+    )
+    (entry,) = [e for e in found["rotation_overdue"] if e["secret_id"] == overdue]
+    assert entry["version"] == 1 and entry["due_at"]
+    assert calm not in ids(found["rotation_overdue"], "secret_id")
+    assert scene.secret not in ids(found["rotation_overdue"], "secret_id")  # no interval at all
+    broad = {e["grant_id"]: e["because"] for e in found["broad_secret_grants"]}
+    assert broad[by_big] == [f"large group ({LARGE_GROUP} members)"]
+    assert broad[wide] == [f"wide folder prefix ({WIDE_FOLDER} secrets)"]
+    assert narrow not in broad and scene.by_group not in broad and scene.own not in broad
+    # Rotated, the secret is no longer overdue (its new version is younger than the interval).
+    status, _ = w.call("PATCH", f"/v1/secrets/{overdue}", {"rotation_interval_seconds": 3600})
+    assert status == 200
+    status, _ = w.call("POST", f"/v1/secrets/{overdue}/versions", {"fields": {"STRIPE_SECRET": canary()}})
+    assert status == 201
+    assert overdue not in ids(checklist()["rotation_overdue"], "secret_id")
+
+
+def _gauges(text: str) -> dict[str, float]:
+    prefix = 'signer_checklist_items{item="'
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            item, _, value = line[len(prefix) :].partition('"} ')
+            found[item] = float(value)
+    return found
+
+
 def test_checklist_gauges_and_refusals(scene: Scenario) -> None:
     w = scene.world
-    status, _, text = w.server.call("GET", "/metrics")
-    assert status == 200
-    for item in ("broad_secret_grants", "grants_never_used", "keys_with_broad_signing_grants_and_no_policy"):
-        assert f'signer_checklist_items{{item="{item}"}}' in text
+    # One gauge per checklist item, each the item's count (the gauges are recomputed off the requests,
+    # with the default windows: the same answer as GET /v1/checklist without parameters).
+    w.grant(w.service_id, scope=w.org, operations=["read_value"])  # one more broad grant
+
+    def agree() -> bool:
+        status, _, text = w.server.call("GET", "/metrics")
+        assert status == 200
+        gauges = _gauges(text)
+        assert set(gauges) == set(ITEMS)
+        status, body = w.call("GET", "/v1/checklist?limit=1")
+        assert status == 200, body
+        counts = {item["id"]: item["count"] for item in body["items"]}
+        return counts["broad_secret_grants"] > 0 and gauges == {k: float(v) for k, v in counts.items()}
+
+    wait_until(agree, 30, "the checklist gauges to show the checklist's counts")
     status, body = w.call("GET", "/v1/checklist", token=w.service)
     assert (status, body["code"]) == (403, "role_not_allowed") or status == 403
     status, body = w.call("POST", "/v1/impact", {"action": "delete_secret", "id": "sec_missing"})

@@ -129,7 +129,13 @@ class Load:
 
 
 def _progress(server: Server, admin: str) -> dict[str, Any]:
-    status, _, body = server.call("GET", "/v1/secrets/keks/acme/rotation", token=admin)
+    # On a machine shared with other work, a poll may meet the server's own request deadline (504
+    # request_timeout) while the rotation and the load saturate it: ask again (the deadlines below
+    # still bound the wait).
+    for _ in range(5):
+        status, _, body = server.call("GET", "/v1/secrets/keks/acme/rotation", token=admin)
+        if (status, body.get("code")) != (504, "request_timeout"):
+            break
     assert status == 200, body
     return dict(body)
 
@@ -179,8 +185,9 @@ def test_kek_rotation_killed_half_way_resumes_and_every_read_is_a_whole_version(
         try:
             status, _, started = server.call("POST", "/v1/secrets/keks/acme/rotate", None, admin)
             assert status == 202, started
-            # Kill once about a third is rewrapped (watching the reported progress, with a deadline).
-            deadline = time.monotonic() + 120
+            # Kill once about a third is rewrapped (watching the reported progress, with a deadline
+            # generous enough for a machine shared with other test runs).
+            deadline = time.monotonic() + 360
             while True:
                 progress = _progress(server, admin)
                 assert progress["state"] != "finished", "the rotation ended before it could be killed"

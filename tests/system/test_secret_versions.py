@@ -310,6 +310,63 @@ def test_exec_watch_restarts_only_on_a_real_change(world: World, tmp_path: Path)
             watcher.wait()
 
 
+def test_exec_watch_signals_only_on_a_real_change(world: World, tmp_path: Path) -> None:
+    """``--signal HUP``: the command is never restarted; it gets one SIGHUP per real change of a value
+    (none for a poll that finds the same value or for a metadata change)."""
+    sid = world.create("signalled", fields={"K": canary()})["id"]
+    world.grant(world.service_id, secret_id=sid, operations=["read_value"])
+    marks = tmp_path / "marks"
+    program = (
+        "import signal, sys\n"
+        f"def mark(text):\n    open({str(marks)!r}, 'a').write(text + '\\n')\n"
+        "signal.signal(signal.SIGHUP, lambda *a: mark('hup'))\n"
+        "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+        "mark('start')\n"
+        "while True:\n"
+        "    signal.pause()\n"
+    )
+    token_file = tmp_path / "token"
+    token_file.write_text(world.service + "\n")
+    token_file.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SIGNER_")}
+    env.update(SIGNER_SERVER=world.server.url, SIGNER_TOKEN_FILE=str(token_file), HOME=str(tmp_path))
+    watcher = subprocess.Popen(
+        [*SIGNER, "exec", "--watch", "--interval", "0.2", "--signal", "HUP", "--secret", f"V={sid}#K", "--",
+         sys.executable, "-c", program],
+        env=env, cwd=TREE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+
+        def lines() -> list[str]:
+            return marks.read_text().splitlines() if marks.exists() else []
+
+        def fetches() -> int:
+            return sum(
+                1
+                for e in _audit(world)
+                if e["kind"] == "secret.fetch" and e.get("resource", {}).get("id") == sid
+            )
+
+        wait_until(lambda: lines() == ["start"], 30, "the command to start")
+        seen = fetches()
+        assert _call(world, "PATCH", f"/v1/secrets/{sid}", {"description": "changed"})[0] == 200
+        wait_until(lambda: fetches() >= seen + 5, 30, "five more polls")
+        assert lines() == ["start"]
+        _call(world, "POST", f"/v1/secrets/{sid}/versions", {"fields": {"K": canary()}})
+        wait_until(lambda: lines() == ["start", "hup"], 30, "the signal for the new value")
+        seen = fetches()
+        wait_until(lambda: fetches() >= seen + 5, 30, "five more polls")
+        assert lines() == ["start", "hup"]  # signalled once, never restarted
+        watcher.send_signal(signal.SIGTERM)
+        _, err = watcher.communicate(timeout=30)
+        assert watcher.returncode == 0, err
+        assert "restarting" not in err.decode()
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+
+
 def test_canary_scan(versions_server: Server, world: World) -> None:
     values = [canary() for _ in range(3)]
     sid = world.create("canary-v", fields={"K": values[0]})["id"]
