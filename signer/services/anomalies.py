@@ -6,7 +6,8 @@ from memory, which of four signals it shows for its principal:
 - ``new_source``: the request comes from a source address the principal has never been allowed from.
   Known addresses are persisted (``anomaly_sources``, read once per principal and process, and read
   again before an address is called new, so another worker's or an earlier process's knowledge
-  counts). A principal's very first address is learnt quietly; an address becomes known only when a
+  counts). A principal's very first address is learnt quietly, and claimed in the database at once so
+  that two workers cannot each learn a different one quietly; any other address becomes known only when a
   request from it is allowed, so a request denied or sent to approvers for it stays "new".
   In-process calls with no address (an approved request run for its requester) show no source.
 - ``burst``: the requests in the current ``burst_window`` (this one included) are at least
@@ -48,7 +49,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from signer import metrics
@@ -298,8 +299,17 @@ class AnomalyDetector:
                 known = await reader.anomalies.sources_of(principal_id)
             state.sources = known | (state.sources or set())
             state.checked[source] = ts
-        # A principal's first address is learnt quietly: only a change of address is unusual.
-        return bool(state.sources) and source not in state.sources
+        if not state.sources:
+            # A principal's first address is learnt quietly: only a change of address is unusual. It
+            # is claimed in the database at once (once per principal), so that two workers seeing the
+            # principal for the first time from two addresses do not both learn theirs quietly.
+            at = datetime.fromtimestamp(ts, UTC)
+            if await self._store.submit(lambda w: w.anomalies.claim_first_source(principal_id, source, at)):
+                state.sources = {source}
+                return False
+            async with self._store.read() as reader:
+                state.sources = await reader.anomalies.sources_of(principal_id)
+        return source not in state.sources
 
     # -- after the decision -----------------------------------------------------------------------
 

@@ -552,3 +552,24 @@ async def test_only_a_principals_first_request_reads_the_database(store: Store, 
     assert counting.reads == 1
     await rig.detector.refresh()  # off the request path: one read of everyone's recent counts
     assert counting.reads == 2
+
+
+async def test_two_workers_meeting_a_principal_first_from_two_addresses_flag_one(
+    store: Store,
+    hsm: Hsm,
+    store_url: str,  # noqa: F811
+) -> None:
+    """Worker one sees the principal first from HOME, worker two (before anything was flushed) first
+    from ELSEWHERE: only one of the two addresses is the principal's quiet first one, so the other is
+    a new source (the first address is claimed in the database at once, not learnt per worker)."""
+    rig = await make_rig(store, hsm)
+    async with fresh_store(store_url) as other_store:
+        one = rig.detector
+        two = AnomalyDetector(other_store, thresholds(), clock=rig.clock)
+        await rig.sign(HOME)
+        rig.world.pipeline.anomalies = two
+        await rig.sign(ELSEWHERE)
+        await two.flush()
+        rig.world.pipeline.anomalies = one
+        flags = await rig.flags()
+        assert [(f["signal"], f["source"]) for f in flags] == [("new_source", ELSEWHERE)]
