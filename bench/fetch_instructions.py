@@ -25,19 +25,17 @@ Run it from each tree (``python -m signer.cli`` runs the working directory's cod
 from __future__ import annotations
 
 import argparse
-import glob
 import http.client
 import json
 import shutil
-import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from callgrind_window import allowed_events, count_instructions
 
 import tests.service_harness as harness
 
@@ -118,23 +116,6 @@ def load(port: int, secret_id: str, token: str, total: int, connections: int) ->
         raise RuntimeError(f"{len(failures)} fetches failed: {sorted(set(failures))}")
 
 
-def batches(port: int) -> tuple[float, float]:
-    """(group commits, units committed) so far, from the server's metrics."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-    try:
-        conn.request("GET", "/metrics")
-        text = conn.getresponse().read().decode()
-    finally:
-        conn.close()
-    count = total = 0.0
-    for line in text.splitlines():
-        if line.startswith("signer_audit_commit_batch_size_count"):
-            count += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("signer_audit_commit_batch_size_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-    return count, total
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -150,87 +131,35 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="fetch-instr-") as tmp_name:
         tmp = Path(tmp_name)
         installation, secret_id, token = setup(tmp / "signer")
-        out = tmp / "callgrind.out"
-        harness.SIGNER = [
-            "valgrind",
-            "--tool=callgrind",
-            "--instr-atstart=no",
-            f"--callgrind-out-file={out}.%p",
-            sys.executable,
-            "-m",
-            "signer.cli",
-        ]
-        # Under valgrind a request runs ~50x slower: the deadlines (request 5 s, HSM call 2 s, write lock
-        # 2 s) would cut the queued ones.
-        slow = {
-            "SIGNER_REQUEST_DEADLINE_SECONDS": "300",
-            "SIGNER_HSM_DEADLINE_SECONDS": "60",
-            "SIGNER_DB_LOCK_TIMEOUT_SECONDS": "60",
-            "SIGNER_DB_POOL_TIMEOUT_SECONDS": "60",
-        }
-        server = harness.start_server(installation, workers=1, ready_timeout=600, env=slow)
-        try:
-            pid = server.process.pid
-
-            def control(*options: str) -> None:
-                subprocess.run(["callgrind_control", *options, str(pid)], check=True, capture_output=True)
-
-            load(server.port, secret_id, token, args.warmup, args.connections)
-            before = batches(server.port)
-            control("-i", "on")
-            started = time.monotonic()
-            load(server.port, secret_id, token, args.fetches, args.connections)
-            loaded_seconds = time.monotonic() - started
-            control("-d")  # the load's dump (counters start again from zero)
-            after = batches(server.port)
-            # The same length of time idle: what the server does per second whatever the load (gauges,
-            # the checkpoint timer). Under valgrind on a busy machine the load takes several times
-            # longer, so that share of the gross figure moves with the load; the net one does not.
-            time.sleep(loaded_seconds)
-            control("-d")
-            control("-i", "off")
-        finally:
-            server.stop()
-
-        def total(name: str) -> int | None:
-            path = Path(name)
-            if not path.exists():
-                return None
-            for line in path.read_text(errors="replace").splitlines():
-                if line.startswith(("summary:", "totals:")):
-                    return int(line.split()[1])
-            return None
-
-        # <out>.<pid>.1: the load; <out>.<pid>.2: the idle period (<out>.<pid>: the exit's, after both).
-        totals, idle = total(f"{out}.{pid}.1"), total(f"{out}.{pid}.2")
-        if totals is None or idle is None:
-            print(f"callgrind dumps missing: {sorted(glob.glob(f'{out}.*'))}", file=sys.stderr)
+        counted = count_instructions(
+            installation,
+            tmp,
+            lambda port: load(port, secret_id, token, args.warmup, args.connections),
+            lambda port: load(port, secret_id, token, args.fetches, args.connections),
+        )
+        if counted is None:
             return 1
-        db = sqlite3.connect(installation.data_dir / "signer.db")
-        try:
-            rows = db.execute("SELECT event FROM audit_events WHERE kind = 'secret.fetch'").fetchall()
-        finally:
-            db.close()
-        allowed = sum(1 for (event,) in rows if '"allowed"' in event)
+        allowed = allowed_events(installation, "secret.fetch")
         expected = args.warmup + args.fetches
         if allowed != expected:
             print(f"audit: {allowed} allowed secret.fetch events for {expected} fetches", file=sys.stderr)
             return 1
+    gross, net = counted.per_request(args.fetches)
     print(
         json.dumps(
             {
                 "bench": "fetch_instructions",
                 "fetches": args.fetches,
                 "connections": args.connections,
-                "load_seconds": round(loaded_seconds, 1),
-                "instructions": totals,
-                "instructions_per_fetch": round(totals / args.fetches),
-                "idle_instructions": idle,
-                "net_instructions_per_fetch": round((totals - idle) / args.fetches),
+                "load_seconds": round(counted.load_seconds, 1),
+                "instructions": counted.instructions,
+                "instructions_per_fetch": gross,
+                "idle_instructions": counted.idle_instructions,
+                "net_instructions_per_fetch": net,
                 "audited": allowed,
                 # How many fetches shared a group commit moves with timing, and the count with it.
-                "group_commits": round(after[0] - before[0]),
-                "mean_batch": round((after[1] - before[1]) / max(1.0, after[0] - before[0]), 2),
+                "group_commits": round(counted.group_commits),
+                "mean_batch": counted.mean_batch,
             }
         )
     )

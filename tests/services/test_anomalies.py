@@ -554,11 +554,7 @@ async def test_only_a_principals_first_request_reads_the_database(store: Store, 
     assert counting.reads == 2
 
 
-async def test_two_workers_meeting_a_principal_first_from_two_addresses_flag_one(
-    store: Store,
-    hsm: Hsm,
-    store_url: str,  # noqa: F811
-) -> None:
+async def test_one_first_address_across_two_workers(store: Store, hsm: Hsm, store_url: str) -> None:  # noqa: F811
     """Worker one sees the principal first from HOME, worker two (before anything was flushed) first
     from ELSEWHERE: only one of the two addresses is the principal's quiet first one, so the other is
     a new source (the first address is claimed in the database at once, not learnt per worker)."""
