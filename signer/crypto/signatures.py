@@ -21,15 +21,17 @@ not parse is never cached, so it raises every time. Public keys only: nothing se
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
-from nacl.exceptions import CryptoError
-from nacl.signing import VerifyKey
 
 from signer.errors import IntegrityError
+
+if TYPE_CHECKING:
+    from nacl.signing import VerifyKey
 
 P256_ORDER = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
 
@@ -44,8 +46,19 @@ def _p256_key(public_key: bytes) -> ec.EllipticCurvePublicKey:
     return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), public_key)
 
 
+@functools.cache
+def _nacl_errors() -> type[Exception]:
+    from nacl.exceptions import CryptoError
+
+    return CryptoError
+
+
 @functools.lru_cache(maxsize=_PARSED_KEYS)
 def _ed25519_key(public_key: bytes) -> VerifyKey:
+    # Imported here, not at the top: the standalone client (clients/python) ships this module for the
+    # approvers' signing helpers but neither verifies nor depends on PyNaCl.
+    from nacl.signing import VerifyKey
+
     # VerifyKey checks only the length; libsodium refuses a bad point at verification, every time.
     return VerifyKey(public_key)
 
@@ -70,5 +83,5 @@ def check_ed25519(public_key: bytes, message: bytes, signature: bytes) -> None:
     """Verify an Ed25519 signature over ``message``; raises IntegrityError(signature_mismatch) if not."""
     try:
         _ed25519_key(bytes(public_key)).verify(bytes(message), bytes(signature))
-    except (CryptoError, ValueError, TypeError):
+    except (_nacl_errors(), ValueError, TypeError):
         raise IntegrityError("signature does not verify against the key", code="signature_mismatch") from None

@@ -330,9 +330,11 @@ def test_exec_scope_signals_status_and_collisions(refs: Refs) -> None:
         "for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]; "
         "print('ready', flush=True); signal.pause()"
     )
+    # A command that does not handle them: default actions, whatever it inherited (a shell started in
+    # the background ignores SIGINT, nohup ignores SIGHUP, and both pass down to children).
     plain = (
-        "import signal; signal.signal(signal.SIGINT, signal.SIG_DFL); "
-        "print('ready', flush=True); signal.pause()"
+        "import signal; [signal.signal(s, signal.SIG_DFL) for s in "
+        "(signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]; print('ready', flush=True); signal.pause()"
     )
     cases = [(handler, sig, 100 + sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
     cases += [(plain, sig, 128 + sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)]
