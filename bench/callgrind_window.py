@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import glob
 import http.client
+import json
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -136,3 +139,40 @@ def allowed_events(installation: harness.Installation, kind: str) -> int:
     finally:
         db.close()
     return sum(1 for (event,) in rows if '"allowed"' in event)
+
+
+def post_load(
+    port: int,
+    path: str,
+    body: dict[str, Any],
+    token: str,
+    total: int,
+    connections: int,
+    answered: Callable[[int, dict[str, Any]], bool],
+    what: str,
+) -> None:
+    """``total`` POSTs of ``body`` to ``path`` over ``connections`` keep-alive connections (one thread
+    each); ``answered(status, json)`` says whether an answer is the expected one, and any other fails."""
+    data = json.dumps(body)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    failures: list[str] = []
+
+    def client(count: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        try:
+            for _ in range(count):
+                conn.request("POST", path, data, headers)
+                response = conn.getresponse()
+                if not answered(response.status, json.loads(response.read())):
+                    failures.append(str(response.status))
+        finally:
+            conn.close()
+
+    share = [total // connections + (1 if i < total % connections else 0) for i in range(connections)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in share]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise RuntimeError(f"{len(failures)} {what} failed: {sorted(set(failures))}")

@@ -25,17 +25,15 @@ Run it from each tree (``python -m signer.cli`` runs the working directory's cod
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import shutil
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callgrind_window import allowed_events, count_instructions
+from callgrind_window import allowed_events, count_instructions, post_load
 
 import tests.service_harness as harness
 
@@ -90,30 +88,16 @@ def setup(directory: Path) -> tuple[harness.Installation, str, str]:
 
 
 def load(port: int, secret_id: str, token: str, total: int, connections: int) -> None:
-    body = json.dumps({"workload": "bench"})
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    failures: list[str] = []
-
-    def client(count: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        try:
-            for _ in range(count):
-                conn.request("POST", f"/v1/secrets/{secret_id}/fetch", body, headers)
-                response = conn.getresponse()
-                answer = json.loads(response.read())
-                if response.status != 200 or answer.get("values") != {"STRIPE_SECRET": VALUE}:
-                    failures.append(str(response.status))
-        finally:
-            conn.close()
-
-    share = [total // connections + (1 if i < total % connections else 0) for i in range(connections)]
-    threads = [threading.Thread(target=client, args=(n,)) for n in share]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise RuntimeError(f"{len(failures)} fetches failed: {sorted(set(failures))}")
+    post_load(
+        port,
+        f"/v1/secrets/{secret_id}/fetch",
+        {"workload": "bench"},
+        token,
+        total,
+        connections,
+        lambda status, answer: status == 200 and answer.get("values") == {"STRIPE_SECRET": VALUE},
+        "fetches",
+    )
 
 
 def main() -> int:

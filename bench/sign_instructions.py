@@ -22,17 +22,15 @@ Run it from each tree (``python -m signer.cli`` runs the working directory's cod
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import shutil
 import sys
 import tempfile
-import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from callgrind_window import allowed_events, count_instructions
+from callgrind_window import allowed_events, count_instructions, post_load
 
 import tests.service_harness as harness
 
@@ -52,30 +50,16 @@ def setup(directory: Path, curve: str) -> tuple[harness.Installation, str, str]:
 
 
 def load(port: int, key_id: str, token: str, total: int, connections: int) -> None:
-    body = json.dumps({"message": MESSAGE.hex(), "encoding": "hex"})
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    failures: list[str] = []
-
-    def client(count: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        try:
-            for _ in range(count):
-                conn.request("POST", f"/v1/keys/{key_id}/sign/message", body, headers)
-                response = conn.getresponse()
-                answer = json.loads(response.read())
-                if response.status != 200 or "signature" not in answer:
-                    failures.append(str(response.status))
-        finally:
-            conn.close()
-
-    share = [total // connections + (1 if i < total % connections else 0) for i in range(connections)]
-    threads = [threading.Thread(target=client, args=(n,)) for n in share]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise RuntimeError(f"{len(failures)} signatures failed: {sorted(set(failures))}")
+    post_load(
+        port,
+        f"/v1/keys/{key_id}/sign/message",
+        {"message": MESSAGE.hex(), "encoding": "hex"},
+        token,
+        total,
+        connections,
+        lambda status, answer: status == 200 and "signature" in answer,
+        "signatures",
+    )
 
 
 def main() -> int:
