@@ -489,8 +489,10 @@ class DecisionPipeline:
             flight = _InFlight(order, path, judged, response, event, claim, started)
             committing = True
             # The unit only reads and writes through its writer (the signature is already made and
-            # stays in memory), so the store may run it again if PostgreSQL aborts the batch.
-            result = await self.store.submit(functools.partial(self.commit, flight), rerunnable=True)
+            # stays in memory), so the store may run it again if PostgreSQL aborts the batch; and it
+            # makes no use of the seq or hash its audit record gets, so its batch may run ahead of the
+            # write lock and be chained on the head found under it (Store.submit, relinkable).
+            result = await self.store.submit(functools.partial(self.commit, flight), relinkable=True)
         except SignerError as exc:
             _count(judged, order.payload, _outcome(exc))
             if committing and isinstance(exc, (DatabaseUnavailable, AuditUnavailable)):

@@ -17,6 +17,7 @@ statements it holds. Errors are the drivers' own (``sqlite3.Error``, ``asyncpg``
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -146,6 +147,111 @@ def _run_jobs(
     return out, committed
 
 
+@dataclass(frozen=True, slots=True)
+class AheadCommit:
+    """A batch run ahead of the write lock, as one job for the connection's thread (``run_ahead``).
+
+    ``expected``: the head (seq, hash, epoch) the units ran on; ``epoch``: the epoch they leave (their
+    bumps on top of the expected one); ``events``: their audit events in order, chained on
+    ``expected`` (``AuditRecord``-like: seq, at, request_id, kind, event, prev_hash, hash)."""
+
+    begin: str
+    head: Prepared
+    expected: tuple[int, str, int]
+    steps: Sequence[Step]
+    audit: Prepared
+    events: Sequence[Any]
+    head_update: Prepared
+    epoch: int
+
+
+def _chain(prev_hash: str, canonical: bytes) -> str:
+    # signer.audit.chain_hash without its argument check (prev_hash is the stored head's, or ours).
+    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
+
+
+def _run_ahead(
+    connection: sqlite3.Connection, plan: AheadCommit, jobs: Sequence[_Job], claim: Any
+) -> tuple[bool, tuple[int, str, int], list[tuple[list[Any], int]]] | None:
+    # Runs on the connection's own thread: the write gate (``claim``: signer.store.gate.ThreadClaim,
+    # or None without a gate), BEGIN IMMEDIATE, the head, and either ROLLBACK (the epoch moved: the
+    # units decided on facts that are no longer current) or the rows, the audit events chained on the
+    # head found, the new head and COMMIT, after which the gate is let go at once. Returns None if
+    # the store gave up waiting for the gate (nothing done), (False, the head found, []) after the
+    # rollback, (True, the new head, each job's results) after the COMMIT.
+    if claim is not None and not claim.acquire():
+        return None
+    try:
+        return _run_ahead_locked(connection, plan, jobs, claim)
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _run_ahead_locked(
+    connection: sqlite3.Connection, plan: AheadCommit, jobs: Sequence[_Job], claim: Any
+) -> tuple[bool, tuple[int, str, int], list[tuple[list[Any], int]]]:
+    cursor = connection.cursor()
+    try:
+        cursor.execute(plan.begin)
+        try:
+            cursor.execute(plan.head.sql, plan.head.params(None))
+            found = plan.head.rows(cursor.fetchall())
+            if not found:
+                raise sqlite3.OperationalError("the audit log is not initialised")
+            seq, head_hash, epoch = int(found[0][0]), str(found[0][1]), int(found[0][2])
+            if epoch != plan.expected[2]:
+                cursor.execute("ROLLBACK")
+                return False, (seq, head_hash, epoch), []
+            out: list[tuple[list[Any], int]] = []
+            for sql, parameters, many in jobs:
+                if many:
+                    cursor.executemany(sql, parameters)
+                else:
+                    cursor.execute(sql, parameters)
+                out.append((cursor.fetchall() if cursor.description is not None else [], cursor.rowcount))
+            relink = (seq, head_hash) != plan.expected[:2]
+            rows = []
+            for event in plan.events:
+                if relink:
+                    # Same events, same order: only their place in the chain moves (the units read
+                    # nothing the other process's commits could have changed: the epoch is the same).
+                    prev_hash, seq = head_hash, seq + 1
+                    head_hash = _chain(prev_hash, event.event.encode("ascii"))
+                else:
+                    prev_hash, seq, head_hash = event.prev_hash, event.seq, event.hash
+                rows.append(
+                    plan.audit.params(
+                        {
+                            "seq": seq,
+                            "at": event.at,
+                            "request_id": event.request_id,
+                            "kind": event.kind,
+                            "event": event.event,
+                            "prev_hash": prev_hash,
+                            "hash": head_hash,
+                        }
+                    )
+                )
+            if rows:
+                cursor.executemany(plan.audit.sql, rows)
+            if rows or plan.epoch != epoch:
+                cursor.execute(
+                    plan.head_update.sql,
+                    plan.head_update.params({"seq": seq, "hash": head_hash, "epoch": plan.epoch}),
+                )
+            cursor.execute("COMMIT")
+            if claim is not None and not connection.in_transaction:
+                claim.release()
+        except BaseException:
+            if connection.in_transaction:
+                connection.rollback()
+            raise
+    finally:
+        cursor.close()
+    return True, (seq, head_hash, plan.epoch), out
+
+
 class SQLiteDriver(Driver):
     def __init__(self, connection: Any) -> None:
         # The engine's aiosqlite connection (signer.store.engine._OneHopConnection); a job runs on its
@@ -179,6 +285,40 @@ class SQLiteDriver(Driver):
     async def rollback(self) -> None:
         """End any open transaction (none open: nothing happens), on the connection's thread."""
         await self._connection.rollback()
+
+    async def run_ahead(
+        self, plan: AheadCommit, claim: Any = None
+    ) -> tuple[tuple[int, str, int], list[list[tuple[Any, ...]]] | None] | None:
+        """``plan`` in one trip to the connection's thread, under the write gate taken there
+        (``claim``, a ``ThreadClaim``; None without a gate): (the new head, each step's rows) after its
+        COMMIT, (the head found, None) when the epoch had moved and nothing was written, or None when
+        the claim was abandoned before the gate was granted (nothing done). On an error nothing of it
+        is kept (rolled back on the thread) and the driver's exception is raised."""
+        jobs: list[_Job] = []
+        kept: list[Prepared] = []
+        for step in plan.steps:
+            if step.rows is not None:
+                if not step.rows:
+                    continue
+                jobs.append((step.prepared.sql, [step.prepared.params(r) for r in step.rows], True))
+            else:
+                jobs.append((step.prepared.sql, step.prepared.params(step.values), False))
+            kept.append(step.prepared)
+        outcome = await run_on_thread(self._connection, _run_ahead, plan, jobs, claim)
+        if outcome is None:
+            return None
+        committed, head, results = outcome
+        if not committed:
+            return head, None
+        by_step = iter(zip(kept, results, strict=True))
+        out: list[list[tuple[Any, ...]]] = []
+        for step in plan.steps:
+            if step.rows is not None and not step.rows:
+                out.append([])
+                continue
+            prepared, (rows, _) = next(by_step)
+            out.append(prepared.rows(rows))
+        return head, out
 
     async def run(
         self,
@@ -263,4 +403,4 @@ def driver_for(backend: str, connection: Any) -> Driver:
     return PostgresDriver(connection)
 
 
-__all__ = ["Driver", "PostgresDriver", "Prepared", "SQLiteDriver", "Step", "driver_for"]
+__all__ = ["AheadCommit", "Driver", "PostgresDriver", "Prepared", "SQLiteDriver", "Step", "driver_for"]

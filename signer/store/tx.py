@@ -40,6 +40,12 @@ from signer.store.engine import is_connection_fault, translate
 _AT_LENGTH = 27
 
 
+class NeedsWriteLock(Exception):
+    """A unit run ahead of the write lock (``Store.submit(..., relinkable=True)``) sent a statement or
+    asked for the audit head: the batch is run again the ordinary way, under the lock. Not a
+    ``SignerError``, and the writer remembers it was raised, so a unit that catches it changes nothing."""
+
+
 class StoreSide(Protocol):
     """What a transaction uses of the ``Store`` that opened it (``signer.store.commit``)."""
 
@@ -227,6 +233,10 @@ class WriteTx(Session):
         # Lets the write gate go on the connection's thread as soon as the flush's COMMIT succeeded
         # (SQLite, the batcher's transactions: WriteGate.held); None elsewhere.
         self._after_commit: Callable[[], None] | None = None
+        # Run ahead of the write lock (signer.store.commit, Store._run_ahead): no statement may run
+        # and the head may not be read; ``_ahead_missed`` says one was tried.
+        self._ahead = False
+        self._ahead_missed = False
 
     # state
 
@@ -236,10 +246,16 @@ class WriteTx(Session):
 
     @property
     def head(self) -> tuple[int, str]:
+        if self._ahead:
+            self._refuse_ahead()
         return self._seq, self._hash
 
     async def audit_head(self) -> tuple[int, str]:
         return self.head
+
+    def _refuse_ahead(self) -> None:
+        self._ahead_missed = True
+        raise NeedsWriteLock("this unit needs the write lock")
 
     def _statement_failed(self, error: SignerError) -> None:
         if self._failed is None:
@@ -247,6 +263,8 @@ class WriteTx(Session):
 
     async def _execute(self, statement: Any, params: Any = None) -> Any:
         self._check_live()
+        if self._ahead:
+            self._refuse_ahead()
         return await super()._execute(statement, params)
 
     async def _write(self, statement: Any, params: Any = None) -> Any:
@@ -262,6 +280,8 @@ class WriteTx(Session):
 
     async def _raw_fetch(self, statement: Prepared, values: dict[str, Any] | None = None) -> list[Any]:
         self._check_live()
+        if self._ahead:
+            self._refuse_ahead()
         try:
             return await self._driver.fetch(statement, values)
         except Exception as exc:
@@ -272,6 +292,8 @@ class WriteTx(Session):
 
     async def _raw_plain(self, sql: str) -> None:
         self._check_live()
+        if self._ahead:
+            self._refuse_ahead()
         try:
             await self._driver.plain(sql)
         except Exception as exc:
@@ -284,6 +306,8 @@ class WriteTx(Session):
         self, steps: Sequence[Step], *, commit: bool = False, after_commit: Callable[[], None] | None = None
     ) -> list[list[Any]]:
         self._check_live()
+        if self._ahead:
+            self._refuse_ahead()
         try:
             return await self._driver.run(steps, commit=commit, after_commit=after_commit)
         except Exception as exc:
@@ -385,6 +409,27 @@ class WriteTx(Session):
         results = await self._raw_run(steps, commit=True, after_commit=self._after_commit)
         for buffer, start, end in spans:
             buffer.flushed(results[start:end])
+
+    def _ahead_payload(self) -> tuple[list[Step], list[tuple[Buffer, int, int]]]:
+        """A run-ahead batch's buffered rows but the audit events (their steps, and which buffer owns
+        which of them): what ``_flush`` would send before the audit insert and the head update."""
+        steps: list[Step] = []
+        spans: list[tuple[Buffer, int, int]] = []
+        for buffer in self._buffers:
+            start = len(steps)
+            steps.extend(buffer.steps())
+            spans.append((buffer, start, len(steps)))
+        return steps, spans
+
+    def _ahead_committed(
+        self, spans: list[tuple[Buffer, int, int]], results: list[list[Any]], head: tuple[int, str, int]
+    ) -> None:
+        """A run-ahead batch committed with ``head`` (seq, hash, epoch) as the new head."""
+        for buffer, start, end in spans:
+            buffer.flushed(results[start:end])
+        self._seq, self._hash, self._epoch = head
+        self._finished = True
+        self._ahead = False
 
     def _buffer(self, buffer: Buffer) -> None:
         """Register a table family's buffer (its constructor calls this; it starts empty)."""
