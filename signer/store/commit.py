@@ -180,6 +180,7 @@ class Store:
         # SQLite, held connection: the head (seq, hash, epoch) this process last committed or found,
         # and how many batches still take the lock first after a run-ahead missed (Store._run_ahead).
         self._ahead_head: tuple[int, str, int] | None = None
+        self._set_aside_releases: set[asyncio.Task[None]] = set()  # see _set_aside
         self._ahead_skip = 0
         self._ahead_next_skip = _AHEAD_FIRST_SKIP
         self._wake = asyncio.Event()
@@ -813,7 +814,7 @@ class Store:
             epoch=writer._epoch,
         )
         try:
-            committed = await self._commit_ahead(driver, plan)
+            committed = await self._commit_ahead(conn, driver, plan)
             if committed is None:
                 raise DatabaseUnavailable("database is busy")
             head, results = committed
@@ -837,7 +838,7 @@ class Store:
         return outcomes
 
     async def _commit_ahead(
-        self, driver: SQLiteDriver, plan: AheadCommit
+        self, conn: AsyncConnection, driver: SQLiteDriver, plan: AheadCommit
     ) -> tuple[tuple[int, str, int], list[list[tuple[Any, ...]]] | None] | None:
         """``driver.run_ahead(plan)`` with the write gate taken on the connection's thread (see
         signer.store.gate: no loop turn inside the hold); None if the gate was not granted within the
@@ -851,11 +852,35 @@ class Store:
         job.add_done_callback(functools.partial(_settle, waiter))
         expiry = loop.call_later(self._gate.timeout, _give_up, claim, waiter)
         try:
-            return cast(
-                "tuple[tuple[int, str, int], list[list[tuple[Any, ...]]] | None] | None", await waiter
-            )
+            outcome = await waiter
         finally:
             expiry.cancel()
+        if outcome is None:
+            self._set_aside(conn, job)
+        return cast("tuple[tuple[int, str, int], list[list[tuple[Any, ...]]] | None] | None", outcome)
+
+    def _set_aside(self, conn: AsyncConnection, job: asyncio.Task[Any]) -> None:
+        """The held connection whose thread still waits in the kernel's queue for the gate (a claim
+        given up on): no batch may queue behind that wait, and closing the store must not wait for it
+        (the other holder may keep the lock for as long as it likes). It leaves the held slot (the next
+        batch checks out another connection) and, once its job has ended, goes back to the pool, or is
+        closed if the store closed meanwhile (until then its thread, a daemon, cannot keep the process
+        alive)."""
+        if self._held is not None and self._held[0] is conn:
+            self._held = None
+            self._ahead_head = None
+
+        async def back_to_pool() -> None:
+            await asyncio.wait((job,))
+            if self._closing or self._closed:
+                with contextlib.suppress(Exception):
+                    await conn.invalidate()
+            else:
+                await self._release(conn)
+
+        released = asyncio.get_running_loop().create_task(back_to_pool())
+        self._set_aside_releases.add(released)
+        released.add_done_callback(self._set_aside_releases.discard)
 
     def _write_failed(self, error: SignerError) -> None:
         """A group commit failed: nothing it carried is kept, its callers hear 503. Count it and raise

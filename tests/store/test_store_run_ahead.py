@@ -358,3 +358,34 @@ async def test_a_batch_waiting_for_a_gate_held_elsewhere_gives_up_at_the_lock_ti
         finally:
             os.close(fd)
         assert await _chain(store) == [(1, "first"), (2, "after")]
+
+
+async def test_closing_the_store_does_not_wait_for_a_claim_still_queued_for_the_gate(
+    sqlite_store_url: str,
+) -> None:
+    # The connection whose thread still waits for the gate (a claim given up on) is set aside: the next
+    # batch uses another connection, and closing the store does not wait for the other holder.
+    gate_file = sqlite_path(sqlite_store_url) + ".write-lock"
+    fd = os.open(gate_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        async with fresh_store(sqlite_store_url, pool_size=3, lock_timeout=0.3) as store:
+            await store.submit(marked("first"), relinkable=True)
+            stuck = store._held
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            with pytest.raises(DatabaseUnavailable):
+                await store.submit(marked("refused"), relinkable=True)
+            assert store._held is None or store._held is not stuck
+            with pytest.raises(DatabaseUnavailable):
+                await store.submit(marked("refused again"), relinkable=True)
+            closing = asyncio.create_task(store.close())
+            await asyncio.wait_for(asyncio.shield(closing), timeout=10)
+        assert stuck is not None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        # The claim's job gets the lock, gives it back and ends; the set-aside connection is then closed.
+        await asyncio.gather(*store._set_aside_releases)
+    finally:
+        os.close(fd)
+    async with fresh_store(sqlite_store_url, pool_size=3) as store:
+        assert await _chain(store) == [(1, "first")]
+        await store.submit(marked("after"), relinkable=True)
+        assert await _chain(store) == [(1, "first"), (2, "after")]
