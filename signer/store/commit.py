@@ -786,56 +786,61 @@ class Store:
             return None
         expected = self._ahead_head
         writer = Writer(self, conn, driver, *expected)
-        writer._ahead = True
-        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
-        for unit, future in batch:
-            if future.done():
-                continue
-            writer._unit_begin()
+        try:
+            writer._ahead = True
+            outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+            for unit, future in batch:
+                if future.done():
+                    continue
+                writer._unit_begin()
+                try:
+                    value = await unit(writer)
+                except Exception as exc:  # noqa: BLE001 - a unit's own error goes back to its caller
+                    outcomes.append((future, False, await writer._unit_end(exc)))
+                else:
+                    failure = await writer._unit_end(None)
+                    outcomes.append((future, failure is None, value if failure is None else failure))
+                if writer._ahead_missed:
+                    self._ahead_missed()
+                    return None
+            steps, spans = writer._ahead_payload()
+            plan = AheadCommit(
+                begin=_BEGIN_IMMEDIATE.text,
+                head=self._prepared(_HEAD_SELECT),
+                expected=expected,
+                steps=steps,
+                audit=self._prepared(_AUDIT_INSERT, _AUDIT_COLUMNS),
+                events=list(writer._pending),
+                head_update=self._prepared(_HEAD_UPDATE),
+                epoch=writer._epoch,
+            )
             try:
-                value = await unit(writer)
-            except Exception as exc:  # noqa: BLE001 - a unit's own error goes back to its caller
-                outcomes.append((future, False, await writer._unit_end(exc)))
-            else:
-                failure = await writer._unit_end(None)
-                outcomes.append((future, failure is None, value if failure is None else failure))
-            if writer._ahead_missed:
+                committed = await self._commit_ahead(conn, driver, plan)
+                if committed is None:
+                    raise DatabaseUnavailable("database is busy")
+                head, results = committed
+            except Exception as exc:  # noqa: BLE001 - the ordinary way meets it again and reports it
+                writer._finished = True
+                if is_connection_fault(exc) and self._held is not None and self._held[0] is conn:
+                    self._held = None
+                    self._ahead_head = None
+                    await self._release(conn, faulted=True)
                 self._ahead_missed()
                 return None
-        steps, spans = writer._ahead_payload()
-        plan = AheadCommit(
-            begin=_BEGIN_IMMEDIATE.text,
-            head=self._prepared(_HEAD_SELECT),
-            expected=expected,
-            steps=steps,
-            audit=self._prepared(_AUDIT_INSERT, _AUDIT_COLUMNS),
-            events=list(writer._pending),
-            head_update=self._prepared(_HEAD_UPDATE),
-            epoch=writer._epoch,
-        )
-        try:
-            committed = await self._commit_ahead(conn, driver, plan)
-            if committed is None:
-                raise DatabaseUnavailable("database is busy")
-            head, results = committed
-        except Exception as exc:  # noqa: BLE001 - the ordinary way meets it again and reports it
-            writer._finished = True
-            if is_connection_fault(exc) and self._held is not None and self._held[0] is conn:
-                self._held = None
-                self._ahead_head = None
-                await self._release(conn, faulted=True)
-            self._ahead_missed()
-            return None
-        if results is None:
-            writer._finished = True
+            if results is None:
+                writer._finished = True
+                self._ahead_head = head
+                self._ahead_missed()
+                return None
+            writer._ahead_committed(spans, results, head)
+            writer._policy_committed()
             self._ahead_head = head
-            self._ahead_missed()
-            return None
-        writer._ahead_committed(spans, results, head)
-        writer._policy_committed()
-        self._ahead_head = head
-        self._ahead_next_skip = _AHEAD_FIRST_SKIP
-        return outcomes
+            self._ahead_next_skip = _AHEAD_FIRST_SKIP
+            return outcomes
+        finally:
+            # As every transaction does at its end (Store._transaction): the writer and its table
+            # families point at each other, and a cycle left per batch is work for the collector.
+            writer._unlink()
 
     async def _commit_ahead(
         self, conn: AsyncConnection, driver: SQLiteDriver, plan: AheadCommit
