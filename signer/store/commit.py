@@ -100,6 +100,26 @@ _AHEAD_FIRST_SKIP = 1
 _AHEAD_MAX_SKIP = 64
 
 
+async def _run_unit(
+    writer: Writer, unit: Unit[Any], future: asyncio.Future[Any]
+) -> tuple[asyncio.Future[Any], bool, Any]:
+    # One unit of a batch, inside its own savepoint: (its caller's future, ok, its value or its error).
+    writer._unit_begin()
+    try:
+        value = await unit(writer)
+    except Exception as exc:  # noqa: BLE001 - a unit's own error goes back to its caller
+        return future, False, await writer._unit_end(exc)
+    failure = await writer._unit_end(None)
+    return (future, True, value) if failure is None else (future, False, failure)
+
+
+def _fail_pending(batch: Sequence[tuple[Unit[Any], asyncio.Future[Any]]], error: SignerError) -> None:
+    # Every caller of the batch still waiting hears ``error``.
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
 def _settle(waiter: asyncio.Future[Any], job: asyncio.Task[Any]) -> None:
     # A run-ahead job ended: its outcome goes to the batch unless the batch stopped waiting (the gate's
     # timeout, a cancellation); the job's exception is retrieved either way.
@@ -647,10 +667,7 @@ class Store:
             try:
                 ahead = await self._run_ahead(batch)
             except BaseException:
-                closed = DatabaseUnavailable("the store is closed")
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(closed)
+                _fail_pending(batch, DatabaseUnavailable("the store is closed"))
                 raise
             if ahead is not None:
                 self._deliver(ahead)
@@ -663,18 +680,7 @@ class Store:
                         break
                     if future.done():
                         continue
-                    writer._unit_begin()
-                    try:
-                        value = await unit(writer)
-                    except Exception as exc:  # noqa: BLE001 - a unit's own error goes back to its caller
-                        failure = await writer._unit_end(exc)
-                        outcomes.append((future, False, failure))
-                    else:
-                        failure = await writer._unit_end(None)
-                        if failure is None:
-                            outcomes.append((future, True, value))
-                        else:
-                            outcomes.append((future, False, failure))
+                    outcomes.append(await _run_unit(writer, unit, future))
         except Exception as exc:  # noqa: BLE001 - the batch failed: every caller must hear about it
             error = translate(exc) or AuditUnavailable("the audit log could not be written")
             if (
@@ -707,10 +713,7 @@ class Store:
                         future.set_exception(error)
             return
         except BaseException:
-            error = DatabaseUnavailable("the store is closed")
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+            _fail_pending(batch, DatabaseUnavailable("the store is closed"))
             raise
         self._deliver(outcomes)
         if leftover:
@@ -792,18 +795,11 @@ class Store:
             for unit, future in batch:
                 if future.done():
                     continue
-                writer._unit_begin()
-                try:
-                    value = await unit(writer)
-                except Exception as exc:  # noqa: BLE001 - a unit's own error goes back to its caller
-                    outcomes.append((future, False, await writer._unit_end(exc)))
-                else:
-                    failure = await writer._unit_end(None)
-                    outcomes.append((future, failure is None, value if failure is None else failure))
+                outcomes.append(await _run_unit(writer, unit, future))
                 if writer._ahead_missed:
                     self._ahead_missed()
                     return None
-            steps, spans = writer._ahead_payload()
+            steps, spans = writer._buffered_steps()
             plan = AheadCommit(
                 begin=_BEGIN_IMMEDIATE.text,
                 head=self._prepared(_HEAD_SELECT),

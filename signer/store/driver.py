@@ -252,6 +252,37 @@ def _run_ahead_locked(
     return True, (seq, head_hash, plan.epoch), out
 
 
+def _as_jobs(steps: Sequence[Step]) -> tuple[list[_Job], list[Prepared]]:
+    # The steps as jobs for the connection's thread (an executemany with no rows is left out), and the
+    # statement of each job sent.
+    jobs: list[_Job] = []
+    kept: list[Prepared] = []
+    for step in steps:
+        if step.rows is not None:
+            if not step.rows:
+                continue
+            jobs.append((step.prepared.sql, [step.prepared.params(r) for r in step.rows], True))
+        else:
+            jobs.append((step.prepared.sql, step.prepared.params(step.values), False))
+        kept.append(step.prepared)
+    return jobs, kept
+
+
+def _rows_by_step(
+    steps: Sequence[Step], kept: Sequence[Prepared], results: Sequence[tuple[list[Any], int]]
+) -> list[list[tuple[Any, ...]]]:
+    # Each step's converted rows (none for a step that was left out), from the jobs' results.
+    by_step = iter(zip(kept, results, strict=True))
+    out: list[list[tuple[Any, ...]]] = []
+    for step in steps:
+        if step.rows is not None and not step.rows:
+            out.append([])
+            continue
+        prepared, (rows, _) = next(by_step)
+        out.append(prepared.rows(rows))
+    return out
+
+
 class SQLiteDriver(Driver):
     def __init__(self, connection: Any) -> None:
         # The engine's aiosqlite connection (signer.store.engine._OneHopConnection); a job runs on its
@@ -294,31 +325,14 @@ class SQLiteDriver(Driver):
         COMMIT, (the head found, None) when the epoch had moved and nothing was written, or None when
         the claim was abandoned before the gate was granted (nothing done). On an error nothing of it
         is kept (rolled back on the thread) and the driver's exception is raised."""
-        jobs: list[_Job] = []
-        kept: list[Prepared] = []
-        for step in plan.steps:
-            if step.rows is not None:
-                if not step.rows:
-                    continue
-                jobs.append((step.prepared.sql, [step.prepared.params(r) for r in step.rows], True))
-            else:
-                jobs.append((step.prepared.sql, step.prepared.params(step.values), False))
-            kept.append(step.prepared)
+        jobs, kept = _as_jobs(plan.steps)
         outcome = await run_on_thread(self._connection, _run_ahead, plan, jobs, claim)
         if outcome is None:
             return None
         committed, head, results = outcome
         if not committed:
             return head, None
-        by_step = iter(zip(kept, results, strict=True))
-        out: list[list[tuple[Any, ...]]] = []
-        for step in plan.steps:
-            if step.rows is not None and not step.rows:
-                out.append([])
-                continue
-            prepared, (rows, _) = next(by_step)
-            out.append(prepared.rows(rows))
-        return head, out
+        return head, _rows_by_step(plan.steps, kept, results)
 
     async def run(
         self,
@@ -327,26 +341,9 @@ class SQLiteDriver(Driver):
         commit: bool = False,
         after_commit: Callable[[], None] | None = None,
     ) -> list[list[tuple[Any, ...]]]:
-        jobs: list[_Job] = []
-        kept: list[Prepared] = []
-        for step in steps:
-            if step.rows is not None:
-                if not step.rows:
-                    continue
-                jobs.append((step.prepared.sql, [step.prepared.params(r) for r in step.rows], True))
-            else:
-                jobs.append((step.prepared.sql, step.prepared.params(step.values), False))
-            kept.append(step.prepared)
+        jobs, kept = _as_jobs(steps)
         results = await self._jobs(jobs, commit, after_commit) if jobs or commit else []
-        by_step = iter(zip(kept, results, strict=True))
-        out: list[list[tuple[Any, ...]]] = []
-        for step in steps:
-            if step.rows is not None and not step.rows:
-                out.append([])
-                continue
-            prepared, (rows, _) = next(by_step)
-            out.append(prepared.rows(rows))
-        return out
+        return _rows_by_step(steps, kept, results)
 
 
 # -- PostgreSQL (asyncpg) -----------------------------------------------------------------------------

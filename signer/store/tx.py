@@ -379,12 +379,7 @@ class WriteTx(Session):
     async def _flush(self) -> None:
         """Write what the transaction buffered, just before COMMIT (which SQLite sends in the same trip)."""
         # One executemany per table: one round trip in all on SQLite, COMMIT included.
-        steps: list[Step] = []
-        spans: list[tuple[Buffer, int, int]] = []
-        for buffer in self._buffers:
-            start = len(steps)
-            steps.extend(buffer.steps())
-            spans.append((buffer, start, len(steps)))
+        steps, spans = self._buffered_steps()
         if self._pending:
             rows = [
                 {
@@ -410,9 +405,10 @@ class WriteTx(Session):
         for buffer, start, end in spans:
             buffer.flushed(results[start:end])
 
-    def _ahead_payload(self) -> tuple[list[Step], list[tuple[Buffer, int, int]]]:
-        """A run-ahead batch's buffered rows but the audit events (their steps, and which buffer owns
-        which of them): what ``_flush`` would send before the audit insert and the head update."""
+    def _buffered_steps(self) -> tuple[list[Step], list[tuple[Buffer, int, int]]]:
+        """The buffered rows but the audit events (their steps, and which buffer owns which of them):
+        what ``_flush`` sends, and a run-ahead batch's one job (``Store._run_ahead``) carries, before
+        the audit insert and the head update."""
         steps: list[Step] = []
         spans: list[tuple[Buffer, int, int]] = []
         for buffer in self._buffers:
