@@ -17,7 +17,6 @@ statements it holds. Errors are the drivers' own (``sqlite3.Error``, ``asyncpg``
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import Dialect
 
+from signer.audit import chain_hash
 from signer.store.internals import positional_binds, run_on_thread
 
 _REQUIRED = object()
@@ -165,11 +165,6 @@ class AheadCommit:
     epoch: int
 
 
-def _chain(prev_hash: str, canonical: bytes) -> str:
-    # signer.audit.chain_hash without its argument check (prev_hash is the stored head's, or ours).
-    return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
-
-
 def _run_ahead(
     connection: sqlite3.Connection, plan: AheadCommit, jobs: Sequence[_Job], claim: Any
 ) -> tuple[bool, tuple[int, str, int], list[tuple[list[Any], int]]] | None:
@@ -217,7 +212,7 @@ def _run_ahead_locked(
                     # Same events, same order: only their place in the chain moves (the units read
                     # nothing the other process's commits could have changed: the epoch is the same).
                     prev_hash, seq = head_hash, seq + 1
-                    head_hash = _chain(prev_hash, event.event.encode("ascii"))
+                    head_hash = chain_hash(prev_hash, event.event.encode("ascii"))
                 else:
                     prev_hash, seq, head_hash = event.prev_hash, event.seq, event.hash
                 rows.append(
