@@ -1,10 +1,12 @@
 """JSON log lines: one object per event with the fields passed in ``extra``; never a secret by construction
 (callers pass identifiers, codes and counts, not values).
 
-The access log writes one line per request, so the line is built cheaply: ``access`` hands the handlers
-a record made without the caller lookup and thread bookkeeping that no field of the line uses, and the
-formatter reuses one encoder and the timestamp's whole-second prefix. The line is the same as one made
-through ``Logger.info`` with the same ``extra``.
+A line is ``json.dumps`` of ``at``, ``level``, ``logger``, ``event``, then the fields. The access log
+writes one line per request, so that line is made cheaply: where it goes only to the service's own
+handler (``configure_logging``), ``access`` writes the same text there, member by member, without a
+``LogRecord`` or the handler chain; otherwise it hands the handlers a record made without the caller
+lookup and thread bookkeeping that no field uses. Either way the line is the one ``Logger.info`` with
+the same ``extra`` gives.
 """
 
 from __future__ import annotations
@@ -16,15 +18,39 @@ import os
 import sys
 import traceback
 from datetime import UTC, datetime
+from json.encoder import encode_basestring as _dumps_str
 from types import TracebackType
 from typing import Any
 
 from signer.errors import SignerError
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
-_PLAIN = str | int | float | bool | None
+_PLAIN = (str, int, float, bool, type(None))
 # json.dumps(entry, ensure_ascii=False) builds this encoder on every call; it keeps no state between calls.
 _encode = json.JSONEncoder(ensure_ascii=False).encode
+# The members every line has: an extra field with one of these names takes its place in the line.
+_OWN = frozenset({"at", "level", "logger", "event", "exception"})
+# ', "name": ' per field name of an access line (names come from the code, never from a request).
+_FIELD_TEXT: dict[str, str] = {}
+
+
+def _scalar(value: object) -> str | None:
+    """``json.dumps(value, ensure_ascii=False)`` for the values an access line carries (text, an exact
+    int, a finite float, None, a bool); None for anything else (the record's way writes it)."""
+    kind = type(value)
+    if kind is str:
+        return _dumps_str(value)  # type: ignore[arg-type]
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if kind is int:
+        return int.__repr__(value)
+    if kind is float and math.isfinite(value):  # type: ignore[arg-type]
+        return float.__repr__(value)
+    return None
 
 
 class _Clock:
@@ -112,6 +138,28 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         return _encode(entry)
 
+    def access_line(self, name: str, event: str, created: float, fields: dict[str, Any]) -> str | None:
+        """``format`` of ``access``'s INFO record with these fields, the same text written member by
+        member; None where a field is not a plain value or is named like one of the line's own
+        members (``format`` decides those)."""
+        parts = [
+            f'{{"at": "{self._clock.iso(created)}", "level": "info", "logger": {_dumps_str(name)}, '
+            f'"event": {_dumps_str(event)}'
+        ]
+        for key, value in fields.items():
+            text = _FIELD_TEXT.get(key)
+            if text is None:
+                if type(key) is not str or key[:1] == "_" or key in _OWN or key in _STANDARD:
+                    return None
+                text = _FIELD_TEXT[key] = f", {_dumps_str(key)}: "
+            encoded = _scalar(value)
+            if encoded is None:
+                return None
+            parts.append(text)
+            parts.append(encoded)
+        parts.append("}")
+        return "".join(parts)
+
 
 # os.getpid() without its system call for every record (a line per request).
 _PID = [os.getpid()]
@@ -153,18 +201,69 @@ class _AccessRecord(logging.LogRecord):
         return self.msg
 
 
+class JsonLineHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The service's handler (``configure_logging``): JSON lines on a stream. ``access`` writes its
+    lines straight to it when nothing else would see the record (no filter, no other handler)."""
+
+    def write_line(self, line: str, name: str, event: str, created: float, fields: dict[str, Any]) -> None:
+        """``emit`` of ``access``'s record, whose formatted line is ``line`` (the rest makes the record,
+        only for ``handleError``)."""
+        with self.lock:  # type: ignore[union-attr]
+            try:
+                self.stream.write(line + self.terminator)
+                self.stream.flush()
+            except RecursionError:
+                raise
+            except Exception:  # noqa: BLE001 - as StreamHandler.emit: reported by handleError
+                self.handleError(_AccessRecord(name, logging.INFO, event, created, fields))
+
+
+def _direct_handlers(logger: logging.Logger) -> list[tuple[JsonLineHandler, JsonFormatter]] | None:
+    """The handlers ``logger.handle`` would pass an INFO record to, when every one is a plain
+    ``JsonLineHandler`` and no logger or handler on the way has a filter; else None (the record's
+    way). Walked on every call, as ``Logger.callHandlers`` does: handlers and filters can change."""
+    if logger.disabled or logger.filters:
+        return None
+    found: list[tuple[JsonLineHandler, JsonFormatter]] = []
+    current: logging.Logger | None = logger
+    while current is not None:
+        for handler in current.handlers:
+            if logging.INFO >= handler.level:
+                if type(handler) is not JsonLineHandler or handler.filters:
+                    return None
+                formatter = handler.formatter
+                if type(formatter) is not JsonFormatter:
+                    return None
+                found.append((handler, formatter))
+        if not current.propagate:
+            break
+        current = current.parent
+    # No handler at all: logging's last resort (WARNING and up) would not print an INFO line either.
+    return found
+
+
 def access(logger: logging.Logger, event: str, created: float, **fields: Any) -> None:
     """``logger.info(event, extra=fields)`` at a fraction of the cost, for a line per request.
 
     ``created`` is ``time.time()`` now (the caller usually has it). Field names must not be a record's
-    standard attributes (``Logger.makeRecord`` refuses those too).
+    standard attributes (``Logger.makeRecord`` refuses those too). Where the line goes only to the
+    service's own handlers it is written to them directly, without a record; any filter or other
+    handler (a test's capture, an operator's configuration) gets the record as ``logger.info`` makes it.
     """
-    if logger.isEnabledFor(logging.INFO):
-        logger.handle(_AccessRecord(logger.name, logging.INFO, event, created, fields))
+    if not logger.isEnabledFor(logging.INFO):
+        return
+    handlers = _direct_handlers(logger)
+    if handlers is not None:
+        lines = [f.access_line(logger.name, event, created, fields) for _, f in handlers]
+        if None not in lines:
+            for (handler, _), line in zip(handlers, lines, strict=True):
+                handler.write_line(line or "", logger.name, event, created, fields)
+            return
+    logger.handle(_AccessRecord(logger.name, logging.INFO, event, created, fields))
 
 
 def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = JsonLineHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -1,5 +1,6 @@
-"""The JSON log lines: the faster formatter and the access-line record give exactly the line the plain
-``logging`` path with the previous formatter gave (kept here as the reference)."""
+"""The JSON log lines: the formatter, the access-line record and the access line written straight to the
+service's handler give exactly the line the plain ``logging`` path gives with the reference formatter
+below (the definition of a line)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from signer.logs import JsonFormatter, _Clock, access
+from signer.logs import JsonFormatter, JsonLineHandler, _Clock, access
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -116,11 +118,14 @@ def test_formatter_with_an_exception_and_arguments() -> None:
 
 
 @contextlib.contextmanager
-def capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
+def capture(direct: bool = False) -> Iterator[tuple[logging.Logger, io.StringIO]]:
+    """A logger with one handler on a string stream: the service's own (``access`` writes to it
+    directly) or a plain ``StreamHandler`` (``access`` hands it a record)."""
     stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
+    handler = JsonLineHandler(stream) if direct else logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
     logger = logging.getLogger("signer.test-access")
+    logger.filters[:] = []
     logger.handlers[:] = [handler]
     logger.propagate = False
     logger.setLevel(logging.INFO)
@@ -128,9 +133,11 @@ def capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
         yield logger, stream
     finally:
         logger.handlers[:] = []
+        logger.filters[:] = []
         logger.propagate = True
 
 
+@pytest.mark.parametrize("direct", [False, True], ids=["record", "direct"])
 @settings(max_examples=300, deadline=None)
 @given(
     principal=st.one_of(st.none(), st.text(max_size=20)),
@@ -139,7 +146,7 @@ def capture() -> Iterator[tuple[logging.Logger, io.StringIO]]:
     created=st.floats(min_value=1e9, max_value=3e9),
 )
 def test_access_line_is_the_logger_info_line(
-    principal: str | None, status: int, duration: float, created: float
+    direct: bool, principal: str | None, status: int, duration: float, created: float
 ) -> None:
     fields = {
         "request_id": "0123456789abcdef",
@@ -149,7 +156,7 @@ def test_access_line_is_the_logger_info_line(
         "status": status,
         "duration_ms": duration,
     }
-    with capture() as (logger, stream):
+    with capture(direct) as (logger, stream):
         access(logger, "request", created, **fields)
         fast = stream.getvalue()
 
@@ -160,9 +167,49 @@ def test_access_line_is_the_logger_info_line(
     assert list(json.loads(fast)) == ["at", "level", "logger", "event", *fields]
 
 
-def test_access_line_respects_the_level_and_filters() -> None:
-    with capture() as (logger, stream):
+@pytest.mark.parametrize("direct", [False, True], ids=["record", "direct"])
+def test_access_line_respects_the_level_and_filters(direct: bool) -> None:
+    with capture(direct) as (logger, stream):
         _level_and_filters(logger, stream)
+
+
+def test_access_line_reaches_every_handler_a_record_would() -> None:
+    """A handler that is not the service's (a test's capture, an operator's) or a filter on one makes
+    ``access`` hand over a record; every handler on the way still writes its line once."""
+    with capture(direct=True) as (logger, stream):
+        logger.propagate = True
+        parent_stream = io.StringIO()
+        parent = logging.getLogger("signer")
+        foreign = logging.StreamHandler(parent_stream)
+        foreign.setFormatter(JsonFormatter())
+        saved = parent.handlers[:], parent.propagate
+        parent.handlers[:] = [foreign]
+        parent.propagate = False
+        try:
+            access(logger, "request", 1.7e9, status=200)
+            assert json.loads(stream.getvalue())["status"] == 200
+            assert json.loads(parent_stream.getvalue())["status"] == 200
+            parent.handlers[:] = []
+            logger.handlers[0].addFilter(lambda record: record.status != 404)
+            access(logger, "request", 1.7e9, status=404)
+            access(logger, "request", 1.7e9, status=201)
+            assert [json.loads(line)["status"] for line in stream.getvalue().splitlines()] == [200, 201]
+        finally:
+            parent.handlers[:], parent.propagate = saved
+
+
+@settings(max_examples=300, deadline=None)
+@given(extra=st.dictionaries(_NAMES, _VALUES, max_size=6), created=st.floats(min_value=1e9, max_value=3e9))
+def test_access_line_of_any_fields_is_the_logger_info_line(extra: dict[str, Any], created: float) -> None:
+    """Whatever the fields (a list, bytes, NaN, a name like one of the line's own members): written
+    straight to the service's handler or through a record, the line is ``Logger.info``'s."""
+    with capture(direct=True) as (logger, stream):
+        access(logger, "request", created, **extra)
+        fast = stream.getvalue()
+    formatter = JsonFormatter()
+    record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "request", None, None, extra=extra)
+    record.created = created
+    assert fast == reference_format(formatter, record) + "\n"
 
 
 def _level_and_filters(logger: logging.Logger, stream: io.StringIO) -> None:
