@@ -270,8 +270,9 @@ def run_wrk(
     pids: list[int],
     tmp: Path,
     method: str = "POST",
+    more_headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """``body`` None sends none (a GET)."""
+    """``body`` None sends none (a GET); ``more_headers`` go with every request."""
     script = tmp / f"load-{time.monotonic_ns()}.lua"
     script.write_text(
         _WRK_SCRIPT.format(
@@ -279,6 +280,9 @@ def run_wrk(
             body="nil" if body is None else lua_string(json.dumps(body)),
             header=lua_string(header[0]),
             value=lua_string(header[1]),
+        )
+        + "".join(
+            f"wrk.headers[{lua_string(k)}] = {lua_string(v)}\n" for k, v in (more_headers or {}).items()
         ),
         encoding="utf-8",
     )
