@@ -272,7 +272,10 @@ class CheckpointService:
                     raise IntegrityError("the audit chain is broken", code="audit_chain_broken")
                 if ROTATION_KIND in text:
                     self._check_rotation(text, seq, incoming)
-                nodes.extend(n for n in builder.append(leaf_hash(raw)) if n[0] >= STORED_FROM_LEVEL)
+                completed = builder.append(leaf_hash(raw))
+                if len(completed) > STORED_FROM_LEVEL:
+                    # Levels 0, 1, 2, ... in order: those from STORED_FROM_LEVEL up are stored.
+                    nodes.extend(completed[STORED_FROM_LEVEL:])
                 after, prev = seq, digest
         if after == base:
             return None

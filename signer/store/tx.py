@@ -33,7 +33,7 @@ from signer.clock import utcnow
 from signer.errors import Conflict, DatabaseUnavailable, SignerError
 from signer.store import schema as t
 from signer.store.checks import nonempty
-from signer.store.driver import Driver, Prepared, Step
+from signer.store.driver import Driver, Prepared, Step, driver_for
 from signer.store.engine import is_connection_fault, translate
 
 # len("2025-01-02T03:04:05.123456Z"): what format_at writes for years 1000-9999.
@@ -81,6 +81,10 @@ class Statements(Protocol):
 
     async def _first(self, statement: Any) -> Any: ...
 
+    def _prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared: ...
+
+    async def _raw_fetch(self, statement: Prepared, values: dict[str, Any] | None = None) -> list[Any]: ...
+
 
 class Buffer(Protocol):
     """Rows a table family holds in memory until COMMIT (reservations, idempotency records, shadow
@@ -115,10 +119,6 @@ class WriteStatements(Statements, Protocol):
     ) -> None: ...
 
     def bump_epoch(self) -> int: ...
-
-    def _prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared: ...
-
-    async def _raw_fetch(self, statement: Prepared, values: dict[str, Any] | None = None) -> list[Any]: ...
 
     def _buffer(self, buffer: Buffer) -> None: ...
 
@@ -185,6 +185,28 @@ class ReadTx(Session):
     """Reads on a pooled connection; holds no write lock. On SQLite the reads of one ``read()`` block
     share one snapshot; on PostgreSQL each statement sees what was committed when it started."""
 
+    _driver: Driver | None = None
+
+    def _prepared(self, statement: Any, column_keys: tuple[str, ...] | None = None) -> Prepared:
+        prepared: Prepared = self._store._prepared(statement, column_keys)
+        return prepared
+
+    async def _raw_fetch(self, statement: Prepared, values: dict[str, Any] | None = None) -> list[Any]:
+        """The rows of a prepared statement as plain tuples, through the driver on this connection
+        (SQLite: one job on its thread): for reads of many rows, without SQLAlchemy's result objects.
+        Errors are translated as ``_execute`` translates them."""
+        try:
+            if self._driver is None:
+                self._driver = driver_for(self.backend, await self._conn.run_sync(_driver_connection))
+            return await self._driver.fetch(statement, values)
+        except SignerError:
+            raise
+        except Exception as exc:
+            error = self._failure(exc)
+            if error is exc:
+                raise
+            raise error from None
+
     async def epoch(self) -> int:
         """The facts epoch: moves whenever a fact a request decision depends on changes."""
         row = await self._first(select(t.audit_head.c.epoch).where(t.audit_head.c.id == 1))
@@ -198,6 +220,11 @@ class ReadTx(Session):
         if row is None:
             raise DatabaseUnavailable("database is not initialised")
         return int(row[0]), str(row[1])
+
+
+def _driver_connection(connection: Any) -> Any:
+    """The driver connection under a SQLAlchemy connection (run_sync), without beginning anything."""
+    return connection.connection.driver_connection
 
 
 class WriteTx(Session):
