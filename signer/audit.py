@@ -139,6 +139,10 @@ def chain_hash(prev_hash: str, canonical: bytes) -> str:
     return hashlib.sha256(bytes.fromhex(prev_hash) + canonical).hexdigest()
 
 
+# len(format_at(moment)) for a year from 1000 to 9999: "YYYY-MM-DDTHH:MM:SS.ffffffZ".
+_AT_TEXT_LENGTH = 27
+
+
 def format_at(moment: datetime) -> str:
     """An aware datetime as the audit log writes it: UTC, microseconds, ``Z``."""
     if moment.tzinfo is None or moment.utcoffset() is None:
@@ -269,12 +273,16 @@ class AuditEvent(Mapping[str, Any]):
     """One audit event, built by ``AuditEvent.of`` (or ``RequestContext.audit_event`` in the services):
     the only thing ``Writer.append_audit`` takes. A read-only mapping of the JSON it is written as."""
 
-    __slots__ = ("_body",)
+    __slots__ = ("_at", "_body")
 
     _body: dict[str, Any]
+    # The instant "at" names, in UTC, when the builder had it as a datetime (None otherwise): the
+    # writer's record needs it, and parsing the text back gives this very value.
+    _at: datetime | None
 
-    def __init__(self, body: dict[str, Any]) -> None:
+    def __init__(self, body: dict[str, Any], at: datetime | None = None) -> None:
         object.__setattr__(self, "_body", body)
+        object.__setattr__(self, "_at", at)
 
     @classmethod
     def of(
@@ -302,9 +310,10 @@ class AuditEvent(Mapping[str, Any]):
         clash = RESERVED_FIELDS.intersection(fields)
         if clash:
             raise ValueError(f"event fields may not be named {sorted(clash)}")
+        text = format_at(at)
         body: dict[str, Any] = {
             "kind": kind,
-            "at": format_at(at),
+            "at": text,
             "request_id": request_id,
             "actor": None if actor is None else dict(actor),
             "outcome": outcome.value if type(outcome) is Outcome else Outcome(outcome).value,
@@ -314,7 +323,9 @@ class AuditEvent(Mapping[str, Any]):
         if error is not None:
             body["error"] = error.as_dict()
         body.update(fields)
-        return cls(body)
+        # parse_at(text) is this instant (format_at refused a naive one and keeps every microsecond),
+        # for the usual "YYYY-MM-DDTHH:MM:SS.ffffffZ"; any other text is left to be parsed.
+        return cls(body, at.astimezone(UTC) if len(text) == _AT_TEXT_LENGTH else None)
 
     def as_dict(self) -> dict[str, Any]:
         """A shallow copy of the fields, as ``dict(event)`` makes it, without the Mapping protocol's
@@ -345,7 +356,7 @@ class AuditEvent(Mapping[str, Any]):
         clash = RESERVED_FIELDS.intersection(fields)
         if clash:
             raise ValueError(f"event fields may not be named {sorted(clash)}")
-        return AuditEvent({**self._body, **fields})
+        return AuditEvent({**self._body, **fields}, self._at)
 
 
 @dataclass(frozen=True, slots=True)

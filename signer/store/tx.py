@@ -365,8 +365,10 @@ class WriteTx(Session):
         canonical JSON cannot hold (floats, NaN, non-string keys).
         """
         self._check_live()
+        known_at: datetime | None = None
         if type(event) is AuditEvent:
             body = event.as_dict()
+            known_at = event._at
         elif isinstance(event, Mapping):
             body = dict(event)
         else:
@@ -384,7 +386,8 @@ class WriteTx(Session):
             # microseconds only): computed, not parsed back, for the usual "YYYY-MM-DDTHH:MM:SS.ffffffZ".
             at = raw_at.astimezone(UTC) if len(written) == _AT_LENGTH else parse_at(written)
         elif isinstance(raw_at, str):
-            at = parse_at(raw_at)
+            # The builder's own instant when it made this text (AuditEvent.of), else the text parsed.
+            at = known_at if known_at is not None else parse_at(raw_at)
         else:
             raise ValueError("event 'at' must be an aware datetime or an ISO 8601 UTC string")
         canonical = canonical_json(body)

@@ -12,7 +12,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from signer.audit import _canonical_text, canonical_json, format_at, make_event, parse_at, parse_canonical
+from signer.audit import (
+    AuditEvent,
+    Outcome,
+    _canonical_text,
+    canonical_json,
+    format_at,
+    make_event,
+    parse_at,
+    parse_canonical,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
@@ -150,6 +159,26 @@ def test_timestamps() -> None:
             parse_at(bad)
     with pytest.raises(ValueError):
         format_at(datetime(2026, 1, 1))
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.timezones(),
+        allow_imaginary=False,
+    )
+)
+def test_an_event_keeps_the_instant_its_text_names(moment: datetime) -> None:
+    """``AuditEvent.of`` keeps ``at`` in UTC for the writer's record: the instant ``parse_at`` reads back
+    from the event's text, or None where it leaves that to ``parse_at`` (years before 1000)."""
+    event = AuditEvent.of("key.disable", at=moment, outcome=Outcome.ALLOWED, actor=None, request_id=None)
+    kept = event._at
+    if kept is None:
+        assert len(event["at"]) != 27
+    else:
+        assert kept == parse_at(event["at"]) and kept.tzinfo == UTC
+    assert event.with_fields(note="x")._at == kept
 
 
 def test_make_event() -> None:
