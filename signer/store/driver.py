@@ -151,9 +151,10 @@ def _run_jobs(
 class AheadCommit:
     """A batch run ahead of the write lock, as one job for the connection's thread (``run_ahead``).
 
-    ``expected``: the head (seq, hash, epoch) the units ran on; ``epoch``: the epoch they leave (their
-    bumps on top of the expected one); ``events``: their audit events in order, chained on
-    ``expected`` (``AuditRecord``-like: seq, at, request_id, kind, event, prev_hash, hash)."""
+    ``expected``: the head (seq, hash, epoch) the units ran on (the job refuses the batch when the epoch
+    moved); ``epoch``: the epoch they leave (their bumps on top of the expected one); ``events``: their
+    audit events in order (``AuditRecord``-like: at, request_id, kind, event), which the job chains on
+    the head it finds (their own seq and hashes are not used)."""
 
     begin: str
     head: Prepared
@@ -205,16 +206,13 @@ def _run_ahead_locked(
                 else:
                     cursor.execute(sql, parameters)
                 out.append((cursor.fetchall() if cursor.description is not None else [], cursor.rowcount))
-            relink = (seq, head_hash) != plan.expected[:2]
             rows = []
             for event in plan.events:
-                if relink:
-                    # Same events, same order: only their place in the chain moves (the units read
-                    # nothing the other process's commits could have changed: the epoch is the same).
-                    prev_hash, seq = head_hash, seq + 1
-                    head_hash = chain_hash(prev_hash, event.event.encode("ascii"))
-                else:
-                    prev_hash, seq, head_hash = event.prev_hash, event.seq, event.hash
+                # Chained here, on the head found under the lock (the writer left the hashes to this
+                # job): the units read nothing another process's commits could have changed, as the
+                # epoch is the same, so only the events' place in the chain depends on them.
+                prev_hash, seq = head_hash, seq + 1
+                head_hash = chain_hash(prev_hash, event.event.encode("ascii"))
                 rows.append(
                     plan.audit.params(
                         {
