@@ -30,6 +30,7 @@ from signer.hsm import Hsm
 from signer.http.console import console_routes
 from signer.http.console_operator import operator_routes
 from signer.http.console_rotation import rotation_routes
+from signer.http.deadline import Deadline
 from signer.http.errors import log_unhandled, problem, problem_for_error, problem_for_http
 from signer.http.eth_upstream import EthUpstream
 from signer.http.rollback_guard import refuse_if_latched
@@ -223,7 +224,8 @@ async def _limited(request: web.Request, handler: Handler, request_id: str) -> w
     # Signing, secret reads and grant changes wait while an audit rollback is unacknowledged.
     refuse_if_latched(request, request.method, route)
     try:
-        async with asyncio.timeout(deadline):
+        # One timer per loop for every request's deadline (signer.http.deadline), not one per request.
+        async with Deadline(deadline):
             return await handler(request)
     except TimeoutError:
         # Whatever was in flight is abandoned: a signature made after this point is never sent.
