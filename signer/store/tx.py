@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from sqlalchemy import bindparam, select, text, update
 from sqlalchemy.dialects import postgresql as pg_dialect
@@ -155,11 +155,15 @@ class Session:
             return await self._conn.execute(statement, params)
         except SignerError:
             raise
-        except Exception as exc:
-            error = self._failure(exc)
-            if error is exc:
-                raise
-            raise error from None
+        except Exception as exc:  # noqa: BLE001 - raised again, translated (_raise_for)
+            self._raise_for(exc)
+
+    def _raise_for(self, exc: Exception) -> NoReturn:
+        """Raise what a statement's exception means: the database's error translated, else ``exc``."""
+        error = self._failure(exc)
+        if error is exc:
+            raise exc
+        raise error from None
 
     def _failure(self, exc: Exception) -> Exception:
         """The error to raise for a statement's exception (``exc`` itself if it is not the database's)."""
@@ -201,11 +205,8 @@ class ReadTx(Session):
             return await self._driver.fetch(statement, values)
         except SignerError:
             raise
-        except Exception as exc:
-            error = self._failure(exc)
-            if error is exc:
-                raise
-            raise error from None
+        except Exception as exc:  # noqa: BLE001 - raised again, translated (_raise_for)
+            self._raise_for(exc)
 
     async def epoch(self) -> int:
         """The facts epoch: moves whenever a fact a request decision depends on changes."""
@@ -311,11 +312,8 @@ class WriteTx(Session):
             self._refuse_ahead()
         try:
             return await self._driver.fetch(statement, values)
-        except Exception as exc:
-            error = self._failure(exc)
-            if error is exc:
-                raise
-            raise error from None
+        except Exception as exc:  # noqa: BLE001 - raised again, translated (_raise_for)
+            self._raise_for(exc)
 
     async def _raw_plain(self, sql: str) -> None:
         self._check_live()
@@ -323,11 +321,8 @@ class WriteTx(Session):
             self._refuse_ahead()
         try:
             await self._driver.plain(sql)
-        except Exception as exc:
-            error = self._failure(exc)
-            if error is exc:
-                raise
-            raise error from None
+        except Exception as exc:  # noqa: BLE001 - raised again, translated (_raise_for)
+            self._raise_for(exc)
 
     async def _raw_run(
         self, steps: Sequence[Step], *, commit: bool = False, after_commit: Callable[[], None] | None = None
@@ -337,11 +332,8 @@ class WriteTx(Session):
             self._refuse_ahead()
         try:
             return await self._driver.run(steps, commit=commit, after_commit=after_commit)
-        except Exception as exc:
-            error = self._failure(exc)
-            if error is exc:
-                raise
-            raise error from None
+        except Exception as exc:  # noqa: BLE001 - raised again, translated (_raise_for)
+            self._raise_for(exc)
 
     # epoch and audit
 
