@@ -182,22 +182,28 @@ def wait_for_quiet(limit: float, threshold: float = 0.3) -> float:
     return load
 
 
-def fsync_latency_ms(directory: Path, count: int = 50) -> float:
-    """Median time of one 4 KiB append + fdatasync in ``directory``: what one durable commit costs."""
+def fsync_times_ms(directory: Path, count: int) -> list[float]:
+    """``count`` 4 KiB appends to a new file in ``directory``, each followed by ``os.fdatasync``: the
+    fdatasync's time of each (ms, in order). What one durable commit costs the disk."""
     path = directory / f".fsync-probe-{secrets.token_hex(4)}"
     block = b"\0" * 4096
     timings: list[float] = []
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
         for _ in range(count):
-            start = time.perf_counter()
             os.write(fd, block)
+            start = time.perf_counter()
             os.fdatasync(fd)
-            timings.append(time.perf_counter() - start)
+            timings.append((time.perf_counter() - start) * 1000)
     finally:
         os.close(fd)
         path.unlink()
-    return statistics.median(timings) * 1000
+    return timings
+
+
+def fsync_latency_ms(directory: Path, count: int = 50) -> float:
+    """Median time of one 4 KiB append's fdatasync in ``directory``: what one durable commit costs."""
+    return statistics.median(fsync_times_ms(directory, count))
 
 
 def percentile(sorted_values: list[float], fraction: float) -> float:

@@ -14,33 +14,13 @@ as the data directories the benches use) and prints the distribution and the sha
 from __future__ import annotations
 
 import argparse
-import os
-import secrets
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import percentile
-
-
-def fsync_times_ms(directory: Path, count: int) -> list[float]:
-    path = directory / f".fsync-tail-{secrets.token_hex(4)}"
-    block = b"\0" * 4096
-    timings: list[float] = []
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    try:
-        for _ in range(count):
-            os.write(fd, block)
-            start = time.perf_counter()
-            os.fdatasync(fd)
-            timings.append((time.perf_counter() - start) * 1000)
-    finally:
-        os.close(fd)
-        path.unlink()
-    return sorted(timings)
+from common import fsync_times_ms, percentile
 
 
 def main() -> int:
@@ -53,7 +33,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="fsync-tail-", dir=args.dir) as tmp:
         for round_no in range(1, args.rounds + 1):
-            times = fsync_times_ms(Path(tmp), args.count)
+            times = sorted(fsync_times_ms(Path(tmp), args.count))
             over = {limit: sum(t > limit for t in times) / len(times) for limit in (1.0, 3.0, 5.0)}
             print(
                 f"round {round_no}: {len(times)} fdatasync of a 4 KiB append: "
