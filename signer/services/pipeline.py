@@ -641,19 +641,25 @@ class DecisionPipeline:
         ]
         for _, candidate_set in shadows:
             queries |= usage_queries(request, candidate_set, now=now)
-        usage = await _read_usage(writer, queries, now, judged.anomalies)
-        if keep and judged.decision.holds_under(usage):
-            # Same request, policy set and instant as the check before signing, and every sum that
-            # decision read is still within the range where it comes out the same: the pure engine
-            # would return it again.
+        if keep and not queries and not shadows:
+            # The decision before signing read no sum and no shadow candidate applies: nothing to read
+            # again (holds_under of no bounds is true), and the pure engine would return it again.
             decision = judged.decision
+            usage = Facts({}, anomalies=judged.anomalies)
         else:
-            if keep:
-                # The decision moved: judge again with every sum the engine may read.
-                usage = await _read_usage(
-                    writer, queries | usage_queries(request, policy_set, now=now), now, judged.anomalies
-                )
-            decision = judge(request, policy_set, usage, now)
+            usage = await _read_usage(writer, queries, now, judged.anomalies)
+            if keep and judged.decision.holds_under(usage):
+                # Same request, policy set and instant as the check before signing, and every sum that
+                # decision read is still within the range where it comes out the same: the pure engine
+                # would return it again.
+                decision = judged.decision
+            else:
+                if keep:
+                    # The decision moved: judge again with every sum the engine may read.
+                    usage = await _read_usage(
+                        writer, queries | usage_queries(request, policy_set, now=now), now, judged.anomalies
+                    )
+                decision = judge(request, policy_set, usage, now)
         metrics.policy_decision(decision.effect.value, (reason.rule_id for reason in decision.reasons))
         for attachment_id, candidate_set in shadows:
             candidate = judge(request, candidate_set, usage, now)
