@@ -254,10 +254,15 @@ def access(logger: logging.Logger, event: str, created: float, **fields: Any) ->
         return
     handlers = _direct_handlers(logger)
     if handlers is not None:
-        lines = [f.access_line(logger.name, event, created, fields) for _, f in handlers]
-        if None not in lines:
-            for (handler, _), line in zip(handlers, lines, strict=True):
-                handler.write_line(line or "", logger.name, event, created, fields)
+        lines: list[tuple[JsonLineHandler, str]] = []
+        for handler, formatter in handlers:
+            line = formatter.access_line(logger.name, event, created, fields)
+            if line is None:
+                break  # a field only the record's way writes: every handler gets the record
+            lines.append((handler, line))
+        else:
+            for handler, line in lines:
+                handler.write_line(line, logger.name, event, created, fields)
             return
     logger.handle(_AccessRecord(logger.name, logging.INFO, event, created, fields))
 

@@ -156,15 +156,20 @@ def test_access_line_is_the_logger_info_line(
         "status": status,
         "duration_ms": duration,
     }
+    fast = access_and_reference(direct, created, fields)
+    assert list(json.loads(fast)) == ["at", "level", "logger", "event", *fields]
+
+
+def access_and_reference(direct: bool, created: float, fields: dict[str, Any]) -> str:
+    """The line ``access`` writes with these fields, checked to be the reference line of the record
+    ``Logger.info`` would make."""
     with capture(direct) as (logger, stream):
         access(logger, "request", created, **fields)
         fast = stream.getvalue()
-
-    formatter = JsonFormatter()
     record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "request", None, None, extra=fields)
     record.created = created
-    assert fast == reference_format(formatter, record) + "\n"
-    assert list(json.loads(fast)) == ["at", "level", "logger", "event", *fields]
+    assert fast == reference_format(JsonFormatter(), record) + "\n"
+    return fast
 
 
 @pytest.mark.parametrize("direct", [False, True], ids=["record", "direct"])
@@ -203,13 +208,7 @@ def test_access_line_reaches_every_handler_a_record_would() -> None:
 def test_access_line_of_any_fields_is_the_logger_info_line(extra: dict[str, Any], created: float) -> None:
     """Whatever the fields (a list, bytes, NaN, a name like one of the line's own members): written
     straight to the service's handler or through a record, the line is ``Logger.info``'s."""
-    with capture(direct=True) as (logger, stream):
-        access(logger, "request", created, **extra)
-        fast = stream.getvalue()
-    formatter = JsonFormatter()
-    record = logger.makeRecord(logger.name, logging.INFO, __file__, 1, "request", None, None, extra=extra)
-    record.created = created
-    assert fast == reference_format(formatter, record) + "\n"
+    access_and_reference(True, created, extra)
 
 
 def _level_and_filters(logger: logging.Logger, stream: io.StringIO) -> None:
